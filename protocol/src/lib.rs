@@ -1,0 +1,21 @@
+//! # petal-protocol
+//!
+//! Petal's wire formats and nothing else: no IO, no clocks, no async runtime. Both the node and
+//! the simulators depend on it, so what the simulator measures is what the wire carries.
+//!
+//! ## Layout
+//! - [`id`]: the 128-bit ring ([`NodeId`], [`Key`]), base-16 digits (Pastry's `b = 4`), circular
+//!   distance, and the fixed name-to-key hash (SHA-256).
+//! - [`message`]: the node-to-node messages of the Pastry overlay ([`Message`]).
+//! - [`codec`]: their versioned, length-prefixed binary frames. Decoding never panics; bad input
+//!   is a typed [`DecodeError`].
+//!
+//! The relay protocol v1 (application <-> local node) joins this crate with the daemon.
+
+pub mod codec;
+pub mod id;
+pub mod message;
+
+pub use codec::DecodeError;
+pub use id::{Key, NodeId};
+pub use message::{Message, NodeInfo, RouteMsg, Routed};

@@ -1,0 +1,125 @@
+//! Property tests of the frame codec: every message round-trips, and no input panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
+use petal_protocol::{Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
+use proptest::prelude::*;
+
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
+    ]
+}
+
+fn info() -> impl Strategy<Value = NodeInfo> {
+    (any::<u128>(), addr()).prop_map(|(id, addr)| NodeInfo {
+        id: NodeId(id),
+        addr,
+    })
+}
+
+fn infos() -> impl Strategy<Value = Vec<NodeInfo>> {
+    prop::collection::vec(info(), 0..40)
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let routed = prop_oneof![
+        Just(Routed::Join),
+        any::<u64>().prop_map(|lookup| Routed::Lookup { lookup }),
+    ];
+    prop_oneof![
+        any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
+        any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
+        (any::<u128>(), info(), any::<u8>(), any::<u64>(), routed).prop_map(
+            |(key, origin, hops, hop_seq, body)| Message::Route(RouteMsg {
+                key: Key(key),
+                origin,
+                hops,
+                hop_seq,
+                body,
+            })
+        ),
+        any::<u64>().prop_map(|hop_seq| Message::RouteAck { hop_seq }),
+        (infos(), infos(), any::<bool>()).prop_map(|(entries, leaf, last)| Message::JoinReply {
+            entries,
+            leaf,
+            last
+        }),
+        Just(Message::Announce),
+        infos().prop_map(|leaf| Message::AnnounceAck { leaf }),
+        (infos(), any::<bool>()).prop_map(|(leaf, reply)| Message::LeafSet { leaf, reply }),
+        (0u8..32).prop_map(|row| Message::RowRequest { row }),
+        (0u8..32, infos()).prop_map(|(row, entries)| Message::RowReply { row, entries }),
+        infos().prop_map(|leaf| Message::Leave { leaf }),
+        (any::<u64>(), info(), any::<u8>()).prop_map(|(lookup, owner, hops)| {
+            Message::LookupReply {
+                lookup,
+                owner,
+                hops,
+            }
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn round_trip(msg in message()) {
+        let bytes = codec::to_vec(&msg);
+        prop_assert_eq!(bytes.len(), codec::encoded_len(&msg));
+        let (back, used) = codec::decode(&bytes, DEFAULT_MAX_FRAME_LEN).unwrap();
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = codec::decode(&bytes, DEFAULT_MAX_FRAME_LEN);
+        let _ = codec::decode(&bytes, 16);
+    }
+
+    #[test]
+    fn random_bodies_behind_a_valid_header_never_panic(
+        ty in any::<u8>(),
+        body in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut bytes = ((body.len() + 2) as u32).to_be_bytes().to_vec();
+        bytes.push(codec::VERSION);
+        bytes.push(ty);
+        bytes.extend_from_slice(&body);
+        match codec::decode(&bytes, DEFAULT_MAX_FRAME_LEN) {
+            Ok((msg, used)) => {
+                // Whatever decodes must re-encode to exactly the same bytes.
+                prop_assert_eq!(used, bytes.len());
+                prop_assert_eq!(codec::to_vec(&msg), bytes);
+            }
+            Err(DecodeError::Truncated { .. }) => prop_assert!(false, "whole frame reported truncated"),
+            Err(_) => {}
+        }
+    }
+
+    #[test]
+    fn flipped_bytes_never_panic(msg in message(), pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = codec::to_vec(&msg);
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        let _ = codec::decode(&bytes, DEFAULT_MAX_FRAME_LEN);
+    }
+
+    #[test]
+    fn every_prefix_is_truncated(msg in message()) {
+        let bytes = codec::to_vec(&msg);
+        for cut in [0, 1, 3, 4, bytes.len() / 2, bytes.len() - 1] {
+            let is_truncated = matches!(
+                codec::decode(&bytes[..cut], DEFAULT_MAX_FRAME_LEN),
+                Err(DecodeError::Truncated { .. })
+            );
+            prop_assert!(is_truncated);
+        }
+    }
+}

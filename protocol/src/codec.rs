@@ -108,7 +108,7 @@ pub fn encoded_len(msg: &Message) -> usize {
                 }
         }
         Message::JoinReply { entries, leaf, .. } => list(entries) + list(leaf) + 1,
-        Message::Announce => 0,
+        Message::Announce { .. } => 1,
         Message::AnnounceAck { leaf } | Message::Leave { leaf } => list(leaf),
         Message::LeafSet { leaf, .. } => list(leaf) + 1,
         Message::RowRequest { .. } => 1,
@@ -163,7 +163,10 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             put_list(leaf, out);
             out.push(u8::from(*last));
         }
-        Message::Announce => out.push(ty::ANNOUNCE),
+        Message::Announce { reply } => {
+            out.push(ty::ANNOUNCE);
+            out.push(u8::from(*reply));
+        }
         Message::AnnounceAck { leaf } => {
             out.push(ty::ANNOUNCE_ACK);
             put_list(leaf, out);
@@ -306,7 +309,9 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             leaf: r.list()?,
             last: r.bool("join reply flag")?,
         },
-        ty::ANNOUNCE => Message::Announce,
+        ty::ANNOUNCE => Message::Announce {
+            reply: r.bool("announce flag")?,
+        },
         ty::ANNOUNCE_ACK => Message::AnnounceAck { leaf: r.list()? },
         ty::LEAF_SET => Message::LeafSet {
             leaf: r.list()?,
@@ -448,7 +453,7 @@ mod tests {
 
     #[test]
     fn wrong_version_and_type_are_typed_errors() {
-        let mut bytes = to_vec(&Message::Announce);
+        let mut bytes = to_vec(&Message::Announce { reply: true });
         bytes[4] = 9;
         assert_eq!(decode(&bytes, 64), Err(DecodeError::UnsupportedVersion(9)));
         bytes[4] = VERSION;
@@ -468,7 +473,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_rejected() {
-        let mut bytes = to_vec(&Message::Announce);
+        let mut bytes = to_vec(&Message::Announce { reply: true });
         bytes.push(0);
         bytes[3] += 1;
         assert_eq!(decode(&bytes, 64), Err(DecodeError::TrailingBytes(1)));

@@ -47,9 +47,12 @@ pub enum Message {
         /// True from the final node of the join path: the joiner has all it needs.
         last: bool,
     },
-    /// A joined node announces itself to the nodes of its state; they add it and answer with
-    /// [`Message::AnnounceAck`].
-    Announce,
+    /// A joining node announces itself to the nodes of its state; they add it, and leaf-set
+    /// members (asked with `reply`) answer with [`Message::AnnounceAck`].
+    Announce {
+        /// The receiver should answer with its leaf set.
+        reply: bool,
+    },
     /// Answer to [`Message::Announce`] carrying the answering node's leaf set.
     AnnounceAck {
         /// The sender's leaf set after it added the announcer.
@@ -130,7 +133,7 @@ impl Message {
             },
             Message::RouteAck { .. } => "route-ack",
             Message::JoinReply { .. } => "join-reply",
-            Message::Announce => "announce",
+            Message::Announce { .. } => "announce",
             Message::AnnounceAck { .. } => "announce-ack",
             Message::LeafSet { .. } => "leaf-set",
             Message::RowRequest { .. } => "row-request",

@@ -49,7 +49,7 @@ fn message() -> impl Strategy<Value = Message> {
             leaf,
             last
         }),
-        Just(Message::Announce),
+        any::<bool>().prop_map(|reply| Message::Announce { reply }),
         infos().prop_map(|leaf| Message::AnnounceAck { leaf }),
         (infos(), any::<bool>()).prop_map(|(leaf, reply)| Message::LeafSet { leaf, reply }),
         (0u8..32).prop_map(|row| Message::RowRequest { row }),

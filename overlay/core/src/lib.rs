@@ -1,1 +1,61 @@
-//! petal-core
+//! # petal-core
+//!
+//! Petal's node logic as a sans-IO state machine: the Pastry overlay (routing table, leaf set,
+//! join, routing, failure detection, repair, leave). It reads no clock, opens no socket, spawns
+//! no task and draws randomness only from its own seeded generator, so the same inputs give the
+//! same outputs, in the daemon and in the simulators alike.
+//!
+//! ## Drive contract
+//! A driver owns one [`Node`] and loops:
+//! 1. feed inputs: [`Node::handle_message`] for every message that arrived (with the sender's
+//!    [`NodeInfo`], which an authenticated link or the simulator provides), and
+//!    [`Node::handle_timeout`] once the time from [`Node::poll_timeout`] has come; commands
+//!    ([`Node::start_first`], [`Node::join`], [`Node::lookup`], [`Node::leave`]) likewise;
+//! 2. drain outputs: [`Node::poll_transmit`] until `None` (send each message to its `to`, never
+//!    to another id at that address), and [`Node::poll_event`] until `None`;
+//! 3. re-read [`Node::poll_timeout`] and sleep until then or until the next input.
+//!
+//! Every input takes `now`, a [`Time`] that must never go backwards. Queues are bounded by
+//! [`Config`]; what overflows is dropped and counted in [`Stats`].
+//!
+//! ## Routing
+//! A message for key `k` goes (1) to the numerically closest leaf-set member when `k` lies in
+//! the leaf set's range, else (2) to the routing-table entry that shares one more digit with
+//! `k`, else (3) to any known node that shares as long a prefix and is numerically closer.
+//! Each hop is acknowledged; a hop that stays silent is suspected and the message is rerouted
+//! around it. Among candidates for a routing-table slot the node keeps the one with the lowest
+//! measured round-trip time (proximity).
+//!
+//! ## Failure detection
+//! Leaf-set members are pinged every `leaf_ping_interval`, routing-table members every
+//! `routing_ping_interval`. A missed pong makes the peer suspected (not used for routing, pinged
+//! again at once); `suspicion_misses` misses in a row make it dead: it leaves every table, the
+//! leaf set is repaired from the farthest members' leaf sets and the routing-table row from a
+//! row neighbour. Dead nodes are re-probed with backoff for `dead_forget_after`, so restarted
+//! nodes and the far side of a healed partition are found again.
+//!
+//! ## Layout
+//! - [`time`]: [`Time`], microseconds as a value.
+//! - [`config`]: [`Config`], every limit and timer.
+//! - [`leaf_set`], [`routing_table`]: the two routing structures.
+//! - [`node`]: [`Node`], the drive API and dispatch; `liveness`, `routing` and `membership`
+//!   add its behaviour by concern.
+//! - [`stats`]: [`Stats`] counters.
+
+pub mod config;
+pub mod leaf_set;
+mod liveness;
+mod membership;
+pub mod node;
+mod routing;
+pub mod routing_table;
+pub mod stats;
+pub mod time;
+
+pub use config::{Config, ConfigError};
+pub use leaf_set::LeafSet;
+pub use node::{Event, Node, Transmit};
+pub use petal_protocol::{Key, Message, NodeId, NodeInfo};
+pub use routing_table::RoutingTable;
+pub use stats::Stats;
+pub use time::Time;

@@ -1,0 +1,134 @@
+//! Every limit and timer of a node, in one place.
+
+use std::time::Duration;
+
+/// Configuration of a Pastry node. [`Config::default`] gives the values the reference reports
+/// use; every field is a named limit (see ARCHITECTURE.md, principle 5).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Leaf-set size `L` (both sides together); must be even and at least 2.
+    pub leaf_set_size: usize,
+    /// How often each leaf-set member is pinged.
+    pub leaf_ping_interval: Duration,
+    /// How often each routing-table member (not in the leaf set) is pinged.
+    pub routing_ping_interval: Duration,
+    /// How long a ping waits for its pong before it counts as missed.
+    pub ping_timeout: Duration,
+    /// Consecutive missed pings that make a suspected peer dead. A first miss makes the peer
+    /// suspected and triggers immediate re-probes, so death is declared after
+    /// `suspicion_misses` timeouts in a row.
+    pub suspicion_misses: u32,
+    /// How often a node sends its leaf set to its nearest neighbour on each side.
+    pub leaf_exchange_interval: Duration,
+    /// How long a join may take before it is restarted from the bootstrap node.
+    pub join_timeout: Duration,
+    /// Join attempts before the join is reported failed.
+    pub join_attempts: u32,
+    /// Hop acknowledgement timeout when the next hop's round-trip time is unknown.
+    pub hop_ack_timeout: Duration,
+    /// Lower bound of the hop acknowledgement timeout computed from a measured round-trip time
+    /// (the timeout is `max(hop_ack_timeout_min, 3 x rtt)`).
+    pub hop_ack_timeout_min: Duration,
+    /// How many other next hops a routed message tries after hop-ack timeouts before it is dropped.
+    pub max_reroutes: u32,
+    /// Most routed messages awaiting a hop acknowledgement at once; beyond, forwarding drops.
+    pub max_pending_hops: usize,
+    /// Overlay hops after which a routed message is dropped (a loop guard).
+    pub max_hops: u8,
+    /// How long the origin of a lookup waits for its reply before retrying.
+    pub lookup_timeout: Duration,
+    /// Lookup attempts before the lookup is reported failed.
+    pub lookup_attempts: u32,
+    /// Most lookups this node has outstanding at once.
+    pub max_pending_lookups: usize,
+    /// Most proximity probes (pings to routing candidates) outstanding at once.
+    pub max_probes: usize,
+    /// Most routed deliveries buffered while the node is still joining.
+    pub max_join_buffer: usize,
+    /// Dead nodes remembered (and re-probed, so that healed partitions merge) at most.
+    pub max_dead: usize,
+    /// First re-probe delay of a dead node; doubles up to [`Config::dead_probe_max`].
+    pub dead_probe_min: Duration,
+    /// Longest delay between re-probes of a dead node.
+    pub dead_probe_max: Duration,
+    /// How long a dead node is remembered and re-probed.
+    pub dead_forget_after: Duration,
+    /// Most transmits queued in the node before the driver drains them; beyond, sends drop
+    /// (counted).
+    pub max_outbox: usize,
+    /// Most events queued before the driver drains them; beyond, events drop (counted).
+    pub max_events: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            leaf_set_size: 16,
+            leaf_ping_interval: Duration::from_millis(1000),
+            routing_ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_millis(500),
+            suspicion_misses: 3,
+            leaf_exchange_interval: Duration::from_secs(5),
+            join_timeout: Duration::from_secs(5),
+            join_attempts: 5,
+            hop_ack_timeout: Duration::from_millis(600),
+            hop_ack_timeout_min: Duration::from_millis(50),
+            max_reroutes: 4,
+            max_pending_hops: 4096,
+            max_hops: 64,
+            lookup_timeout: Duration::from_secs(3),
+            lookup_attempts: 3,
+            max_pending_lookups: 65_536,
+            max_probes: 64,
+            max_join_buffer: 1024,
+            max_dead: 512,
+            dead_probe_min: Duration::from_secs(2),
+            dead_probe_max: Duration::from_secs(10),
+            dead_forget_after: Duration::from_secs(300),
+            max_outbox: 65_536,
+            max_events: 65_536,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub &'static str);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid config: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(bool, &'static str); 8] = [
+            (
+                self.leaf_set_size >= 2 && self.leaf_set_size % 2 == 0,
+                "leaf_set_size must be even and >= 2",
+            ),
+            (self.leaf_set_size <= 256, "leaf_set_size must be <= 256"),
+            (self.suspicion_misses >= 1, "suspicion_misses must be >= 1"),
+            (self.join_attempts >= 1, "join_attempts must be >= 1"),
+            (self.lookup_attempts >= 1, "lookup_attempts must be >= 1"),
+            (self.max_hops >= 8, "max_hops must be >= 8"),
+            (
+                !self.ping_timeout.is_zero() && !self.leaf_ping_interval.is_zero(),
+                "ping timers must be positive",
+            ),
+            (
+                self.dead_probe_min <= self.dead_probe_max,
+                "dead_probe_min must be <= dead_probe_max",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(ConfigError(why)),
+            None => Ok(()),
+        }
+    }
+}

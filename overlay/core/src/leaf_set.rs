@@ -1,0 +1,209 @@
+//! The leaf set: the `L/2` numerically closest nodes on each side of this node.
+//!
+//! The two sides are kept independently, each sorted nearest first. In a ring of fewer than
+//! `L + 1` nodes a node may sit on both sides; then the leaf set holds every node of the ring and
+//! [`LeafSet::covers`] is true for every key.
+
+use petal_protocol::{Key, NodeId};
+
+/// Leaf set of one node.
+#[derive(Clone, Debug)]
+pub struct LeafSet {
+    me: NodeId,
+    half: usize,
+    /// Counter-clockwise neighbours (smaller ids, wrapping), nearest first.
+    left: Vec<NodeId>,
+    /// Clockwise neighbours (larger ids, wrapping), nearest first.
+    right: Vec<NodeId>,
+}
+
+impl LeafSet {
+    /// An empty leaf set of `half` entries per side.
+    pub fn new(me: NodeId, half: usize) -> Self {
+        assert!(half > 0, "leaf set needs at least one entry per side");
+        Self {
+            me,
+            half,
+            left: Vec::with_capacity(half + 1),
+            right: Vec::with_capacity(half + 1),
+        }
+    }
+
+    /// Entries per side (`L/2`).
+    pub fn half(&self) -> usize {
+        self.half
+    }
+
+    /// Counter-clockwise side, nearest first.
+    pub fn left(&self) -> &[NodeId] {
+        &self.left
+    }
+
+    /// Clockwise side, nearest first.
+    pub fn right(&self) -> &[NodeId] {
+        &self.right
+    }
+
+    /// True when `id` is on either side.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.left.contains(&id) || self.right.contains(&id)
+    }
+
+    /// True when neither side has an entry.
+    pub fn is_empty(&self) -> bool {
+        self.left.is_empty() && self.right.is_empty()
+    }
+
+    /// Every member once (right side first, then left-only members).
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.right.iter().copied().chain(
+            self.left
+                .iter()
+                .copied()
+                .filter(|id| !self.right.contains(id)),
+        )
+    }
+
+    /// True when the leaf set may know every node of the ring (a side is not full).
+    pub fn is_partial(&self) -> bool {
+        self.left.len() < self.half || self.right.len() < self.half
+    }
+
+    /// Offers `id`; returns true when either side changed.
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        self.insert_evicting(id).0
+    }
+
+    /// Offers `id`; returns whether either side changed and the ids each side pushed out (an
+    /// evicted id may still sit on the other side).
+    pub fn insert_evicting(&mut self, id: NodeId) -> (bool, [Option<NodeId>; 2]) {
+        if id == self.me {
+            return (false, [None, None]);
+        }
+        let me = self.me;
+        let (cw, e1) = insert_side(&mut self.right, self.half, id, |x| me.cw_distance(x));
+        let (ccw, e2) = insert_side(&mut self.left, self.half, id, |x| x.cw_distance(me));
+        (cw | ccw, [e1, e2])
+    }
+
+    /// True when `id` would enter the leaf set if offered.
+    pub fn would_accept(&self, id: NodeId) -> bool {
+        if id == self.me || self.contains(id) {
+            return false;
+        }
+        let me = self.me;
+        let fits = |side: &[NodeId], d: &dyn Fn(NodeId) -> u128| {
+            side.len() < self.half || side.last().is_some_and(|&far| d(id) < d(far))
+        };
+        fits(&self.right, &|x| me.cw_distance(x)) || fits(&self.left, &|x| x.cw_distance(me))
+    }
+
+    /// Removes `id` from both sides; returns true when it was present.
+    pub fn remove(&mut self, id: NodeId) -> bool {
+        let before = self.left.len() + self.right.len();
+        self.left.retain(|&x| x != id);
+        self.right.retain(|&x| x != id);
+        before != self.left.len() + self.right.len()
+    }
+
+    /// True when `key` lies within the range the leaf set spans, so that the numerically closest
+    /// node to it is this node or a leaf-set member.
+    pub fn covers(&self, key: Key) -> bool {
+        if self.is_partial() {
+            return true;
+        }
+        let (Some(&lo), Some(&hi)) = (self.left.last(), self.right.last()) else {
+            return true;
+        };
+        // The arc from `lo` clockwise to `hi` contains this node.
+        lo.cw_distance(NodeId(key.0)) <= lo.cw_distance(hi)
+    }
+
+    /// The member or this node closest to `key`, skipping ids for which `skip` is true.
+    pub fn closest(&self, key: Key, skip: impl Fn(NodeId) -> bool) -> NodeId {
+        let mut best = self.me;
+        for id in self.members() {
+            if !skip(id) && id.closer_than(best, key) {
+                best = id;
+            }
+        }
+        best
+    }
+
+    /// Asserts the structural invariants.
+    pub fn check_invariants(&self) {
+        let me = self.me;
+        for (side, d) in [
+            (
+                &self.right,
+                &(|x: NodeId| me.cw_distance(x)) as &dyn Fn(NodeId) -> u128,
+            ),
+            (&self.left, &|x: NodeId| x.cw_distance(me)),
+        ] {
+            assert!(side.len() <= self.half, "leaf side over capacity");
+            assert!(!side.contains(&me), "leaf set contains its own node");
+            for w in side.windows(2) {
+                assert!(d(w[0]) < d(w[1]), "leaf side not sorted or has duplicates");
+            }
+        }
+    }
+}
+
+fn insert_side(
+    side: &mut Vec<NodeId>,
+    half: usize,
+    id: NodeId,
+    d: impl Fn(NodeId) -> u128,
+) -> (bool, Option<NodeId>) {
+    let dist = d(id);
+    let pos = side.partition_point(|&x| d(x) < dist);
+    if pos >= half || side.get(pos) == Some(&id) {
+        return (false, None);
+    }
+    side.insert(pos, id);
+    let evicted = if side.len() > half { side.pop() } else { None };
+    (true, evicted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_nearest_on_each_side() {
+        let mut l = LeafSet::new(NodeId(100), 2);
+        for id in [90, 95, 80, 105, 110, 120, 99] {
+            l.insert(NodeId(id));
+        }
+        assert_eq!(l.right(), &[NodeId(105), NodeId(110)]);
+        assert_eq!(l.left(), &[NodeId(99), NodeId(95)]);
+        assert!(l.covers(Key(97)));
+        assert!(!l.covers(Key(200)));
+        assert_eq!(l.closest(Key(104), |_| false), NodeId(105));
+        assert_eq!(l.closest(Key(101), |_| false), NodeId(100));
+        l.check_invariants();
+    }
+
+    #[test]
+    fn small_ring_puts_nodes_on_both_sides() {
+        let mut l = LeafSet::new(NodeId(100), 4);
+        l.insert(NodeId(50));
+        l.insert(NodeId(150));
+        assert_eq!(l.right(), &[NodeId(150), NodeId(50)]);
+        assert_eq!(l.left(), &[NodeId(50), NodeId(150)]);
+        assert!(l.is_partial());
+        assert!(l.covers(Key(u128::MAX)));
+        assert_eq!(l.members().count(), 2);
+    }
+
+    #[test]
+    fn wraps_around_zero() {
+        let mut l = LeafSet::new(NodeId(2), 1);
+        l.insert(NodeId(u128::MAX));
+        l.insert(NodeId(5));
+        assert_eq!(l.left(), &[NodeId(u128::MAX)]);
+        assert_eq!(l.right(), &[NodeId(5)]);
+        assert!(l.covers(Key(0)));
+        assert!(!l.covers(Key(6)));
+    }
+}

@@ -1,0 +1,273 @@
+//! Failure detection: periodic pings to leaf-set and routing-table members, suspicion after a
+//! missed pong (immediate re-probes), death after `suspicion_misses` misses in a row; dead
+//! nodes are remembered and re-probed with backoff so that healed partitions and restarted
+//! nodes are found again. Also proximity probes that measure round-trip times to candidates.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use petal_protocol::{Message, NodeId, NodeInfo};
+use rand::Rng;
+
+use crate::node::{Event, Node, TimerKey};
+use crate::time::Time;
+
+/// Liveness state of a tracked peer.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// Smoothed round-trip time, once measured.
+    pub(crate) rtt_us: Option<u32>,
+    /// Consecutive missed pongs (0 = believed alive, >0 = suspected).
+    pub(crate) misses: u32,
+    /// The outstanding ping: nonce and send time.
+    pub(crate) ping: Option<(u64, Time)>,
+    /// When the peer's timer fires (next ping, or the outstanding ping's timeout).
+    pub(crate) due: Time,
+}
+
+/// A node declared dead (or gone by graceful leave).
+#[derive(Clone, Debug)]
+pub(crate) struct Dead {
+    pub(crate) addr: SocketAddr,
+    pub(crate) since: Time,
+    pub(crate) due: Time,
+    pub(crate) backoff: Duration,
+    /// Left gracefully: not re-probed.
+    pub(crate) left: bool,
+}
+
+/// An outstanding probe ping to a node that is not (necessarily) tracked.
+#[derive(Clone, Debug)]
+pub(crate) struct Probe {
+    pub(crate) info: NodeInfo,
+    pub(crate) sent: Time,
+}
+
+impl Node {
+    fn ping_interval(&self, id: NodeId) -> Duration {
+        if self.leaf.contains(id) {
+            self.cfg.leaf_ping_interval
+        } else {
+            self.cfg.routing_ping_interval
+        }
+    }
+
+    /// Starts tracking a node that entered the leaf set or routing table.
+    pub(crate) fn track(&mut self, now: Time, info: NodeInfo) {
+        if let Some(p) = self.peers.get(&info.id) {
+            // Entering the leaf set shortens the ping interval.
+            let soon = now + self.cfg.leaf_ping_interval;
+            if p.ping.is_none() && p.due > soon && self.leaf.contains(info.id) {
+                let old = p.due;
+                self.clear_timer(old, TimerKey::Peer(info.id));
+                self.peers.get_mut(&info.id).expect("present").due = soon;
+                self.set_timer(soon, TimerKey::Peer(info.id));
+            }
+            return;
+        }
+        let interval = self.ping_interval(info.id).as_micros() as u64;
+        let phase = self.rng.random_range(0..interval.max(1));
+        let due = Time::from_micros(now.as_micros() + phase);
+        self.peers.insert(
+            info.id,
+            Peer {
+                addr: info.addr,
+                rtt_us: None,
+                misses: 0,
+                ping: None,
+                due,
+            },
+        );
+        self.set_timer(due, TimerKey::Peer(info.id));
+    }
+
+    /// Stops tracking `id` if it is in neither table.
+    pub(crate) fn untrack_if_unused(&mut self, id: NodeId) {
+        if self.leaf.contains(id) || self.rt.contains(id) {
+            return;
+        }
+        if let Some(p) = self.peers.remove(&id) {
+            self.clear_timer(p.due, TimerKey::Peer(id));
+        }
+    }
+
+    /// Direct evidence that `from` is alive.
+    pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo) {
+        if let Some(d) = self.dead.remove(&from.id) {
+            self.clear_timer(d.due, TimerKey::Dead(from.id));
+            self.stats.revivals += 1;
+        }
+        match self.peers.get_mut(&from.id) {
+            Some(p) => p.misses = 0,
+            None => self.learn(now, from, true),
+        }
+    }
+
+    fn send_ping(&mut self, now: Time, id: NodeId) {
+        let nonce = self.nonce();
+        let timeout = self.cfg.ping_timeout;
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let old = p.due;
+        p.ping = Some((nonce, now));
+        p.due = now + timeout;
+        let (due, addr) = (p.due, p.addr);
+        self.clear_timer(old, TimerKey::Peer(id));
+        self.set_timer(due, TimerKey::Peer(id));
+        self.stats.pings_sent += 1;
+        self.send(NodeInfo { id, addr }, Message::Ping { nonce });
+    }
+
+    pub(crate) fn on_peer_timer(&mut self, now: Time, id: NodeId) {
+        if !self.visible() {
+            // A joiner stays invisible until it announces itself: no pings yet.
+            let interval = self.ping_interval(id);
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.due = now + interval;
+                let due = p.due;
+                self.set_timer(due, TimerKey::Peer(id));
+            }
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.ping.is_some() {
+            p.misses += 1;
+            p.ping = None;
+            if p.misses >= self.cfg.suspicion_misses {
+                self.declare_dead(now, id, false);
+                return;
+            }
+        }
+        self.send_ping(now, id);
+    }
+
+    pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
+        if let Some(probe) = self.probes.remove(&nonce) {
+            self.clear_timer(probe.sent + self.cfg.ping_timeout, TimerKey::Probe(nonce));
+            if probe.info.id == from.id {
+                let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
+                self.consider_with_rtt(now, from, rtt);
+            }
+            return;
+        }
+        let interval = self.ping_interval(from.id);
+        let Some(p) = self.peers.get_mut(&from.id) else {
+            return;
+        };
+        let Some((expected, sent)) = p.ping else {
+            return;
+        };
+        if expected != nonce {
+            return;
+        }
+        let sample = u32::try_from((now - sent).as_micros()).unwrap_or(u32::MAX);
+        p.rtt_us = Some(match p.rtt_us {
+            Some(old) => ((u64::from(old) * 7 + u64::from(sample)) / 8) as u32,
+            None => sample,
+        });
+        p.misses = 0;
+        p.ping = None;
+        let old = p.due;
+        p.due = now + interval;
+        let due = p.due;
+        self.clear_timer(old, TimerKey::Peer(from.id));
+        self.set_timer(due, TimerKey::Peer(from.id));
+    }
+
+    /// Pings a candidate to measure its round-trip time (bounded by `max_probes`).
+    pub(crate) fn probe(&mut self, now: Time, info: NodeInfo) {
+        if !self.visible()
+            || self.probes.len() >= self.cfg.max_probes
+            || self.probes.values().any(|p| p.info.id == info.id)
+        {
+            return;
+        }
+        let nonce = self.nonce();
+        self.probes.insert(nonce, Probe { info, sent: now });
+        self.set_timer(now + self.cfg.ping_timeout, TimerKey::Probe(nonce));
+        self.stats.pings_sent += 1;
+        self.send(info, Message::Ping { nonce });
+    }
+
+    pub(crate) fn on_probe_timeout(&mut self, nonce: u64) {
+        self.probes.remove(&nonce);
+    }
+
+    /// Removes `id` from every table and remembers it as dead (or left), then repairs.
+    pub(crate) fn declare_dead(&mut self, now: Time, id: NodeId, left: bool) {
+        let addr = match self.peers.get(&id) {
+            Some(p) => p.addr,
+            None => return,
+        };
+        let slot = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id));
+        let in_leaf = self.leaf.remove(id);
+        self.rt.remove(id);
+        self.untrack_if_unused(id);
+        if !left {
+            self.stats.deaths_declared += 1;
+            self.emit(Event::PeerDead { peer: id });
+        }
+        self.remember_dead(now, id, addr, left);
+        self.reroute_hops_to(now, id);
+        if in_leaf {
+            self.repair_leaf_set();
+        }
+        if let Some((row, _)) = slot {
+            self.repair_row(row);
+        }
+        self.check_activation(now);
+    }
+
+    fn remember_dead(&mut self, now: Time, id: NodeId, addr: std::net::SocketAddr, left: bool) {
+        if self.dead.len() >= self.cfg.max_dead {
+            let oldest = self
+                .dead
+                .iter()
+                .min_by_key(|(_, d)| d.since)
+                .map(|(k, d)| (*k, d.due));
+            if let Some((old, due)) = oldest {
+                self.dead.remove(&old);
+                self.clear_timer(due, TimerKey::Dead(old));
+            }
+        }
+        let due = if left {
+            now + self.cfg.dead_forget_after
+        } else {
+            now + self.cfg.dead_probe_min
+        };
+        self.dead.insert(
+            id,
+            Dead {
+                addr,
+                since: now,
+                due,
+                backoff: self.cfg.dead_probe_min,
+                left,
+            },
+        );
+        self.set_timer(due, TimerKey::Dead(id));
+    }
+
+    pub(crate) fn on_dead_timer(&mut self, now: Time, id: NodeId) {
+        let forget_after = self.cfg.dead_forget_after;
+        let max = self.cfg.dead_probe_max;
+        let Some(d) = self.dead.get_mut(&id) else {
+            return;
+        };
+        let forget_at = d.since + forget_after;
+        if d.left || now >= forget_at {
+            self.dead.remove(&id);
+            return;
+        }
+        let info = NodeInfo { id, addr: d.addr };
+        d.due = (now + d.backoff).min(forget_at);
+        d.backoff = (d.backoff * 2).min(max);
+        let due = d.due;
+        self.set_timer(due, TimerKey::Dead(id));
+        self.probe(now, info);
+    }
+}

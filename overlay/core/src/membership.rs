@@ -1,0 +1,381 @@
+//! Membership: join (route a join towards the new id, collect rows along the path, the leaf
+//! set from the closest node), announce and activation, candidate intake with proximity,
+//! periodic leaf-set exchange, leaf-set and lazy routing-table repair, graceful leave.
+
+use std::collections::BTreeSet;
+
+use petal_protocol::{Message, NodeId, NodeInfo, RouteMsg, Routed};
+use rand::Rng;
+
+use crate::node::{Event, Node, Phase, TimerKey};
+use crate::time::Time;
+
+/// State of a join under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JoinState {
+    pub(crate) bootstrap: NodeInfo,
+    pub(crate) attempt: u32,
+    pub(crate) deadline: Time,
+    /// The last join reply arrived; announces are out.
+    pub(crate) announced: bool,
+    /// Leaf-set members that acknowledged the announce.
+    pub(crate) acked: BTreeSet<NodeId>,
+    /// Nodes an announce asking for a reply went to.
+    pub(crate) asked: BTreeSet<NodeId>,
+    /// Routed messages that reached this node before it was ready.
+    pub(crate) buffered: Vec<RouteMsg>,
+}
+
+impl Node {
+    /// Joins the ring that `bootstrap` belongs to. Completion is reported as [`Event::Joined`]
+    /// (or [`Event::JoinFailed`] after `join_attempts` timeouts).
+    pub fn join(&mut self, now: Time, bootstrap: NodeInfo) {
+        assert_eq!(self.phase, Phase::Idle, "join on a started node");
+        self.phase = Phase::Joining(JoinState {
+            bootstrap,
+            attempt: 0,
+            deadline: Time::MAX,
+            announced: false,
+            acked: BTreeSet::new(),
+            asked: BTreeSet::new(),
+            buffered: Vec::new(),
+        });
+        self.start_join_attempt(now);
+    }
+
+    fn start_join_attempt(&mut self, now: Time) {
+        let deadline = now + self.cfg.join_timeout;
+        let Phase::Joining(j) = &mut self.phase else {
+            return;
+        };
+        j.attempt += 1;
+        j.deadline = deadline;
+        j.announced = false;
+        j.acked.clear();
+        j.asked.clear();
+        let bootstrap = j.bootstrap;
+        self.set_timer(deadline, TimerKey::Join);
+        let msg = RouteMsg {
+            key: self.me.id.as_key(),
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body: Routed::Join,
+        };
+        self.send(bootstrap, Message::Route(msg));
+    }
+
+    pub(crate) fn on_join_timeout(&mut self, now: Time) {
+        let Phase::Joining(j) = &self.phase else {
+            return;
+        };
+        if j.deadline > now {
+            return;
+        }
+        if j.attempt >= self.cfg.join_attempts {
+            self.stats.routes_dropped += j.buffered.len() as u64;
+            self.phase = Phase::Idle;
+            self.reset_state();
+            self.emit(Event::JoinFailed);
+            return;
+        }
+        self.stats.join_retries += 1;
+        self.start_join_attempt(now);
+    }
+
+    pub(crate) fn on_join_reply(
+        &mut self,
+        now: Time,
+        entries: Vec<NodeInfo>,
+        leaf: Vec<NodeInfo>,
+        last: bool,
+    ) {
+        if !self.is_joining() {
+            return;
+        }
+        for e in entries.into_iter().chain(leaf) {
+            self.learn(now, e, false);
+        }
+        if !last {
+            return;
+        }
+        let Phase::Joining(j) = &mut self.phase else {
+            return;
+        };
+        if j.announced {
+            return;
+        }
+        j.announced = true;
+        let leaf: BTreeSet<NodeId> = self.leaf.members().collect();
+        let all: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in all {
+            self.announce_to(id, leaf.contains(&id));
+        }
+        self.check_activation(now);
+    }
+
+    fn announce_to(&mut self, id: NodeId, reply: bool) {
+        let Some(info) = self.info_of(id) else {
+            return;
+        };
+        if let Phase::Joining(j) = &mut self.phase {
+            if reply && !j.asked.insert(id) {
+                return;
+            }
+        }
+        self.send(info, Message::Announce { reply });
+    }
+
+    pub(crate) fn on_announce(&mut self, from: NodeInfo, reply: bool) {
+        // `heard_from` already added the announcer to our tables.
+        if reply {
+            let leaf = self.leaf_infos();
+            self.send(from, Message::AnnounceAck { leaf });
+        }
+    }
+
+    pub(crate) fn on_announce_ack(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
+        for e in leaf {
+            self.learn(now, e, false);
+        }
+        if let Phase::Joining(j) = &mut self.phase {
+            j.acked.insert(from.id);
+        }
+        self.check_activation(now);
+    }
+
+    /// A joining node becomes ready once every current leaf-set member acknowledged its
+    /// announce, so that its neighbours know it before it serves keys.
+    pub(crate) fn check_activation(&mut self, now: Time) {
+        let Phase::Joining(j) = &self.phase else {
+            return;
+        };
+        if !j.announced || !self.leaf.members().all(|id| j.acked.contains(&id)) {
+            return;
+        }
+        self.become_ready(now);
+    }
+
+    pub(crate) fn become_ready(&mut self, now: Time) {
+        let old = std::mem::replace(&mut self.phase, Phase::Ready);
+        if let Phase::Joining(j) = old {
+            self.clear_timer(j.deadline, TimerKey::Join);
+            for msg in j.buffered {
+                self.forward(now, msg, Vec::new());
+            }
+        }
+        let jitter = self
+            .rng
+            .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
+        self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
+        self.emit(Event::Joined);
+    }
+
+    /// Offers a node as a candidate for the leaf set and the routing table. `direct` means it
+    /// spoke to us itself; second-hand news of a node we believe dead is ignored.
+    pub(crate) fn learn(&mut self, now: Time, info: NodeInfo, direct: bool) {
+        let id = info.id;
+        if id == self.me.id || (!direct && self.dead.contains_key(&id)) {
+            return;
+        }
+        let (changed, evicted) = self.leaf.insert_evicting(id);
+        if changed {
+            self.track(now, info);
+            for e in evicted.into_iter().flatten() {
+                self.untrack_if_unused(e);
+            }
+            self.on_leaf_joined(id, direct);
+        }
+        let Some(slot) = self.rt.slot_of(id) else {
+            return;
+        };
+        match self.rt.get(slot) {
+            None => {
+                self.rt.set(id);
+                self.track(now, info);
+            }
+            Some(inc) if inc == id => {}
+            Some(inc) => match (self.rtt_us(id), self.rtt_us(inc)) {
+                (Some(a), Some(b)) if a < b => self.swap_in(now, info, inc),
+                (None, _) => self.probe(now, info),
+                _ => {}
+            },
+        }
+    }
+
+    /// A measured round-trip time to `info` arrived from a probe.
+    pub(crate) fn consider_with_rtt(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
+        if let Some(p) = self.peers.get_mut(&info.id) {
+            p.rtt_us.get_or_insert(rtt_us);
+            return;
+        }
+        let Some(slot) = self.rt.slot_of(info.id) else {
+            return;
+        };
+        match self.rt.get(slot) {
+            None => {
+                self.rt.set(info.id);
+                self.track(now, info);
+                self.peers.get_mut(&info.id).expect("tracked").rtt_us = Some(rtt_us);
+            }
+            Some(inc) => {
+                if self.rtt_us(inc).is_none_or(|b| rtt_us < b) && self.rtt_us(inc).is_some() {
+                    self.swap_in(now, info, inc);
+                    self.peers.get_mut(&info.id).expect("tracked").rtt_us = Some(rtt_us);
+                }
+            }
+        }
+    }
+
+    fn swap_in(&mut self, now: Time, info: NodeInfo, incumbent: NodeId) {
+        self.rt.set(info.id);
+        self.track(now, info);
+        self.untrack_if_unused(incumbent);
+        self.stats.proximity_swaps += 1;
+    }
+
+    fn on_leaf_joined(&mut self, id: NodeId, direct: bool) {
+        match &self.phase {
+            Phase::Joining(j) if j.announced => self.announce_to(id, true),
+            Phase::Ready if !direct => {
+                // Tell a newly learned neighbour about us and our view (speeds up convergence
+                // after joins and healed partitions).
+                if let Some(info) = self.info_of(id) {
+                    let leaf = self.leaf_infos();
+                    self.send(info, Message::LeafSet { leaf, reply: false });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn on_leaf_exchange(&mut self, now: Time) {
+        if !self.is_ready() {
+            return;
+        }
+        let next = now + self.cfg.leaf_exchange_interval;
+        self.leaf_exchange_at = next;
+        self.set_timer(next, TimerKey::LeafExchange);
+        let targets: BTreeSet<NodeId> = self
+            .leaf
+            .left()
+            .first()
+            .into_iter()
+            .chain(self.leaf.right().first())
+            .copied()
+            .collect();
+        let leaf = self.leaf_infos();
+        for id in targets {
+            if let Some(info) = self.info_of(id) {
+                self.send(
+                    info,
+                    Message::LeafSet {
+                        leaf: leaf.clone(),
+                        reply: true,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn on_leaf_set(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        leaf: Vec<NodeInfo>,
+        reply: bool,
+    ) {
+        for e in leaf {
+            self.learn(now, e, false);
+        }
+        if reply {
+            let leaf = self.leaf_infos();
+            self.send(from, Message::LeafSet { leaf, reply: false });
+        }
+        self.check_activation(now);
+    }
+
+    /// After losing a leaf-set member: ask the farthest member on each side for its leaf set.
+    pub(crate) fn repair_leaf_set(&mut self) {
+        let targets: BTreeSet<NodeId> = self
+            .leaf
+            .left()
+            .last()
+            .into_iter()
+            .chain(self.leaf.right().last())
+            .copied()
+            .collect();
+        let leaf = self.leaf_infos();
+        for id in targets {
+            if let Some(info) = self.info_of(id) {
+                self.send(
+                    info,
+                    Message::LeafSet {
+                        leaf: leaf.clone(),
+                        reply: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// After losing a routing-table entry of `row`: ask another node of that row (or, when the
+    /// row is empty, a leaf-set member) for its row (lazy repair).
+    pub(crate) fn repair_row(&mut self, row: usize) {
+        let mut candidates: Vec<NodeId> = self.rt.row(row).collect();
+        if candidates.is_empty() {
+            candidates = self.leaf.members().collect();
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let pick = candidates[self.rng.random_range(0..candidates.len())];
+        if let Some(info) = self.info_of(pick) {
+            self.send(info, Message::RowRequest { row: row as u8 });
+        }
+    }
+
+    pub(crate) fn on_row_request(&mut self, from: NodeInfo, row: u8) {
+        let mut entries = self.infos(
+            self.rt
+                .row(usize::from(row))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        entries.push(self.me);
+        self.send(from, Message::RowReply { row, entries });
+    }
+
+    pub(crate) fn on_leave(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
+        self.declare_dead(now, from.id, true);
+        for e in leaf {
+            if e.id != from.id {
+                self.learn(now, e, false);
+            }
+        }
+    }
+
+    /// Leaves the ring gracefully: tells every known peer (with the leaf set, for their repair),
+    /// fails pending lookups, and stops. The node ignores all input afterwards.
+    pub fn leave(&mut self, now: Time) {
+        let _ = now;
+        if self.phase == Phase::Ready {
+            let leaf = self.leaf_infos();
+            let peers: Vec<NodeInfo> =
+                self.infos(self.peers.keys().copied().collect::<Vec<_>>().into_iter());
+            for p in peers {
+                self.send(p, Message::Leave { leaf: leaf.clone() });
+            }
+        }
+        let lookups = std::mem::take(&mut self.lookups);
+        for (id, l) in lookups {
+            self.emit(Event::LookupFailed {
+                lookup: id,
+                key: l.key,
+            });
+        }
+        self.phase = Phase::Left;
+        self.reset_state();
+    }
+}

@@ -1,0 +1,426 @@
+//! The Pastry node: state, the drive API (`handle_*` in, `poll_*` out) and message dispatch.
+//!
+//! Behaviour is split by concern into sibling files that add `impl Node` blocks:
+//! [`crate::liveness`] (pings, suspicion, death, re-probes), [`crate::routing`] (next hop, hop
+//! acknowledgements, delivery, lookups) and [`crate::membership`] (join, announce, leaf-set
+//! exchange, repair, leave).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use petal_protocol::{Key, Message, NodeId, NodeInfo};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{Config, ConfigError};
+use crate::leaf_set::LeafSet;
+use crate::liveness::{Dead, Peer, Probe};
+use crate::membership::JoinState;
+use crate::routing::{PendingHop, PendingLookup};
+use crate::routing_table::RoutingTable;
+use crate::stats::Stats;
+use crate::time::Time;
+
+/// A message for the driver to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The destination node (a driver must not deliver it to another id at that address).
+    pub to: NodeInfo,
+    /// The message.
+    pub msg: Message,
+}
+
+/// Something the node reports to its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The join finished: the node is part of the ring and serves keys.
+    Joined,
+    /// Every join attempt failed; the node is idle.
+    JoinFailed,
+    /// A lookup started here was answered.
+    LookupDone {
+        /// Its id (from [`Node::lookup`]).
+        lookup: u64,
+        /// The key looked up.
+        key: Key,
+        /// The node that owns the key.
+        owner: NodeInfo,
+        /// Overlay hops of the successful attempt.
+        hops: u8,
+        /// Attempts used (1 = first try).
+        attempts: u32,
+    },
+    /// A lookup started here got no answer after every attempt.
+    LookupFailed {
+        /// Its id.
+        lookup: u64,
+        /// The key looked up.
+        key: Key,
+    },
+    /// A routed lookup ended here: this node considers itself the key's owner.
+    Delivered {
+        /// The key.
+        key: Key,
+        /// Who started the lookup.
+        origin: NodeInfo,
+        /// Overlay hops taken.
+        hops: u8,
+        /// The origin's lookup id.
+        lookup: u64,
+    },
+    /// A peer was declared dead after repeated missed pings.
+    PeerDead {
+        /// The peer.
+        peer: NodeId,
+    },
+}
+
+/// Where the node is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Created, not started.
+    Idle,
+    /// Joining through a bootstrap node.
+    Joining(JoinState),
+    /// Part of the ring.
+    Ready,
+    /// Left gracefully; ignores all input.
+    Left,
+}
+
+/// What a timer entry is for. Each owner stores its deadline so that it can be rescheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKey {
+    /// A tracked peer's next ping or ping timeout.
+    Peer(NodeId),
+    /// A dead node's next re-probe or forget time.
+    Dead(NodeId),
+    /// A proximity or revival probe's timeout (by nonce).
+    Probe(u64),
+    /// A forwarded message's hop-ack timeout (by hop sequence number).
+    Hop(u64),
+    /// A lookup's timeout (by lookup id).
+    Lookup(u64),
+    /// The join's timeout.
+    Join,
+    /// The periodic leaf-set exchange.
+    LeafExchange,
+}
+
+/// One Pastry node as a sans-IO state machine. See the crate documentation for the drive
+/// contract.
+#[derive(Debug)]
+pub struct Node {
+    pub(crate) cfg: Config,
+    pub(crate) me: NodeInfo,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) phase: Phase,
+    pub(crate) leaf: LeafSet,
+    pub(crate) rt: RoutingTable,
+    /// Every node in the leaf set or routing table, with its address and liveness.
+    pub(crate) peers: BTreeMap<NodeId, Peer>,
+    pub(crate) dead: BTreeMap<NodeId, Dead>,
+    pub(crate) probes: BTreeMap<u64, Probe>,
+    pub(crate) hops: BTreeMap<u64, PendingHop>,
+    pub(crate) lookups: BTreeMap<u64, PendingLookup>,
+    pub(crate) timers: BTreeSet<(Time, TimerKey)>,
+    pub(crate) next_nonce: u64,
+    pub(crate) leaf_exchange_at: Time,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    pub(crate) stats: Stats,
+}
+
+impl Node {
+    /// A node with identity `me`, not yet started. `seed` feeds its random generator (ping
+    /// phases, repair choices), so equal seeds give equal behaviour.
+    pub fn new(me: NodeInfo, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            leaf: LeafSet::new(me.id, cfg.leaf_set_size / 2),
+            rt: RoutingTable::new(me.id),
+            cfg,
+            me,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            peers: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            hops: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            next_nonce: 1,
+            leaf_exchange_at: Time::MAX,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.me.id
+    }
+
+    /// This node's id and address.
+    pub fn info(&self) -> NodeInfo {
+        self.me
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// True once the node is part of the ring (joined or founded it).
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// True while a join is under way.
+    pub fn is_joining(&self) -> bool {
+        matches!(self.phase, Phase::Joining(_))
+    }
+
+    /// True once other nodes may know this node: it is ready, or joining and has announced
+    /// itself. Before that it sends nothing but its join request, so that no node routes to a
+    /// joiner that cannot yet serve (two joiners waiting on each other would deadlock).
+    pub(crate) fn visible(&self) -> bool {
+        match &self.phase {
+            Phase::Ready => true,
+            Phase::Joining(j) => j.announced,
+            Phase::Idle | Phase::Left => false,
+        }
+    }
+
+    /// Drops all routing state and timers (after a failed join or a leave).
+    pub(crate) fn reset_state(&mut self) {
+        self.timers.clear();
+        self.hops.clear();
+        self.probes.clear();
+        self.dead.clear();
+        self.peers.clear();
+        self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size / 2);
+        self.rt = RoutingTable::new(self.me.id);
+    }
+
+    /// The leaf set.
+    pub fn leaf_set(&self) -> &LeafSet {
+        &self.leaf
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.rt
+    }
+
+    /// Counters of what the node did.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Measured round-trip time to a tracked peer, in microseconds.
+    pub fn rtt_us(&self, peer: NodeId) -> Option<u32> {
+        self.peers.get(&peer).and_then(|p| p.rtt_us)
+    }
+
+    /// Distinct nodes this node keeps state about (leaf set and routing table).
+    pub fn state_size(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Founds a new ring: the node is ready at once, alone.
+    pub fn start_first(&mut self, now: Time) {
+        assert_eq!(self.phase, Phase::Idle, "start_first on a started node");
+        self.become_ready(now);
+    }
+
+    /// Next transmit to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// Next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next (`None`: no timer is armed).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Fires every timer due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(&(t, key)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            match key {
+                TimerKey::Peer(id) => self.on_peer_timer(now, id),
+                TimerKey::Dead(id) => self.on_dead_timer(now, id),
+                TimerKey::Probe(nonce) => self.on_probe_timeout(nonce),
+                TimerKey::Hop(seq) => self.on_hop_timeout(now, seq),
+                TimerKey::Lookup(id) => self.on_lookup_timeout(now, id),
+                TimerKey::Join => self.on_join_timeout(now),
+                TimerKey::LeafExchange => self.on_leaf_exchange(now),
+            }
+        }
+    }
+
+    /// Handles a message that arrived from `from`.
+    pub fn handle_message(&mut self, now: Time, from: NodeInfo, msg: Message) {
+        if matches!(self.phase, Phase::Left | Phase::Idle) || from.id == self.me.id {
+            return;
+        }
+        self.stats.messages_received += 1;
+        // Any message is evidence of life, except a join request relayed by its own joiner
+        // (the joiner must not be used for routing before it announces itself).
+        let joiner_hello = matches!(&msg, Message::Route(r)
+            if r.origin.id == from.id && r.body == petal_protocol::Routed::Join);
+        if !joiner_hello {
+            self.heard_from(now, from);
+        }
+        match msg {
+            Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
+            Message::Pong { nonce } => self.on_pong(now, from, nonce),
+            Message::Route(r) => self.on_route(now, from, r),
+            Message::RouteAck { hop_seq } => self.on_route_ack(from, hop_seq),
+            Message::JoinReply {
+                entries,
+                leaf,
+                last,
+            } => self.on_join_reply(now, entries, leaf, last),
+            Message::Announce { reply } => self.on_announce(from, reply),
+            Message::AnnounceAck { leaf } => self.on_announce_ack(now, from, leaf),
+            Message::LeafSet { leaf, reply } => self.on_leaf_set(now, from, leaf, reply),
+            Message::RowRequest { row } => self.on_row_request(from, row),
+            Message::RowReply { entries, .. } => {
+                for e in entries {
+                    self.learn(now, e, false);
+                }
+            }
+            Message::Leave { leaf } => self.on_leave(now, from, leaf),
+            Message::LookupReply {
+                lookup,
+                owner,
+                hops,
+            } => self.on_lookup_reply(lookup, owner, hops),
+            _ => self.stats.unknown_messages += 1,
+        }
+    }
+
+    /// Queues a message for the driver (bounded: beyond `max_outbox`, the send is dropped and
+    /// counted).
+    pub(crate) fn send(&mut self, to: NodeInfo, msg: Message) {
+        if self.outbox.len() >= self.cfg.max_outbox {
+            self.stats.outbox_drops += 1;
+            return;
+        }
+        self.stats.messages_sent += 1;
+        self.outbox.push_back(Transmit { to, msg });
+    }
+
+    /// Queues an event for the driver (bounded like the outbox).
+    pub(crate) fn emit(&mut self, ev: Event) {
+        if self.events.len() >= self.cfg.max_events {
+            self.stats.event_drops += 1;
+            return;
+        }
+        self.events.push_back(ev);
+    }
+
+    pub(crate) fn set_timer(&mut self, at: Time, key: TimerKey) {
+        self.timers.insert((at, key));
+    }
+
+    pub(crate) fn clear_timer(&mut self, at: Time, key: TimerKey) {
+        self.timers.remove(&(at, key));
+    }
+
+    pub(crate) fn nonce(&mut self) -> u64 {
+        self.next_nonce += 1;
+        self.next_nonce
+    }
+
+    /// The address of a tracked peer.
+    pub(crate) fn info_of(&self, id: NodeId) -> Option<NodeInfo> {
+        self.peers.get(&id).map(|p| NodeInfo { id, addr: p.addr })
+    }
+
+    pub(crate) fn infos(&self, ids: impl Iterator<Item = NodeId>) -> Vec<NodeInfo> {
+        ids.filter_map(|id| self.info_of(id)).collect()
+    }
+
+    pub(crate) fn leaf_infos(&self) -> Vec<NodeInfo> {
+        self.infos(self.leaf.members())
+    }
+
+    /// Where a peer's address is, if tracked (for drivers that map ids to links).
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.peers.get(&id).map(|p| p.addr)
+    }
+
+    /// Asserts every internal invariant: leaf set and routing table structure, every member
+    /// tracked, timers consistent with their owners, bounds respected.
+    pub fn check_invariants(&self) {
+        self.leaf.check_invariants();
+        self.rt.check_invariants();
+        for id in self.leaf.members().chain(self.rt.entries()) {
+            assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
+            assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
+        }
+        for (id, p) in &self.peers {
+            assert!(
+                self.leaf.contains(*id) || self.rt.contains(*id),
+                "tracked peer {id:?} in no table"
+            );
+            assert!(
+                self.timers.contains(&(p.due, TimerKey::Peer(*id))),
+                "peer timer lost"
+            );
+        }
+        for (id, d) in &self.dead {
+            assert!(
+                self.timers.contains(&(d.due, TimerKey::Dead(*id))),
+                "dead timer lost"
+            );
+        }
+        for (seq, h) in &self.hops {
+            assert!(
+                self.timers.contains(&(h.deadline, TimerKey::Hop(*seq))),
+                "hop timer lost"
+            );
+        }
+        for (id, l) in &self.lookups {
+            assert!(
+                self.timers.contains(&(l.deadline, TimerKey::Lookup(*id))),
+                "lookup timer lost"
+            );
+        }
+        assert!(
+            self.dead.len() <= self.cfg.max_dead,
+            "dead set over its bound"
+        );
+        assert!(
+            self.probes.len() <= self.cfg.max_probes,
+            "probes over their bound"
+        );
+        assert!(
+            self.hops.len() <= self.cfg.max_pending_hops,
+            "pending hops over their bound"
+        );
+        assert!(
+            self.outbox.len() <= self.cfg.max_outbox,
+            "outbox over its bound"
+        );
+        if let Phase::Joining(j) = &self.phase {
+            assert!(
+                j.buffered.len() <= self.cfg.max_join_buffer,
+                "join buffer over its bound"
+            );
+        }
+    }
+}

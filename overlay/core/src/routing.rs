@@ -1,0 +1,320 @@
+//! Routing: the next-hop choice (leaf set, then prefix, then the rare case), hop-by-hop
+//! acknowledgements with rerouting around silent hops, delivery, and lookups.
+
+use std::time::Duration;
+
+use petal_protocol::id::DIGITS;
+use petal_protocol::{Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
+
+use crate::node::{Event, Node, Phase, TimerKey};
+use crate::time::Time;
+
+/// A routed message forwarded to `to`, kept until `to` acknowledges it.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingHop {
+    pub(crate) msg: RouteMsg,
+    pub(crate) to: NodeId,
+    /// Next hops that already failed this message.
+    pub(crate) avoid: Vec<NodeId>,
+    pub(crate) deadline: Time,
+}
+
+/// A lookup started here.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingLookup {
+    pub(crate) key: Key,
+    pub(crate) attempts: u32,
+    pub(crate) deadline: Time,
+}
+
+impl Node {
+    /// True when `id` may be used as a next hop: tracked, not suspected, not to be avoided.
+    fn usable(&self, id: NodeId, avoid: &[NodeId], exclude: Option<NodeId>) -> bool {
+        Some(id) != exclude
+            && !avoid.contains(&id)
+            && self.peers.get(&id).is_some_and(|p| p.misses == 0)
+    }
+
+    /// The next hop for `key`, or `None` when this node is the destination.
+    pub fn next_hop(&self, key: Key) -> Option<NodeId> {
+        self.next_hop_avoiding(key, &[], None)
+    }
+
+    /// The next hop for `key` that is not in `avoid` and is not `exclude` (a joiner never
+    /// routes its own join: neighbours may know it before it is ready).
+    fn next_hop_avoiding(
+        &self,
+        key: Key,
+        avoid: &[NodeId],
+        exclude: Option<NodeId>,
+    ) -> Option<NodeId> {
+        let me = self.me.id;
+        // 1. Within the leaf set's range: straight to the numerically closest.
+        if self.leaf.covers(key) {
+            let best = self
+                .leaf
+                .closest(key, |id| !self.usable(id, avoid, exclude));
+            return (best != me).then_some(best);
+        }
+        // 2. The routing-table entry sharing one more digit.
+        if let Some(next) = self.rt.next_for(key) {
+            if self.usable(next, avoid, exclude) {
+                return Some(next);
+            }
+        }
+        // 3. The rare case: any known node with at least as long a prefix, numerically closer.
+        let l = me.shared_prefix_len(key);
+        let mut best = me;
+        for id in self.leaf.members().chain(self.rt.entries()) {
+            if id.shared_prefix_len(key) >= l
+                && id.closer_than(best, key)
+                && self.usable(id, avoid, exclude)
+            {
+                best = id;
+            }
+        }
+        (best != me).then_some(best)
+    }
+
+    pub(crate) fn on_route(&mut self, now: Time, from: NodeInfo, msg: RouteMsg) {
+        self.send(
+            from,
+            Message::RouteAck {
+                hop_seq: msg.hop_seq,
+            },
+        );
+        self.forward(now, msg, Vec::new());
+    }
+
+    /// Forwards `msg` one hop, or delivers it here.
+    pub(crate) fn forward(&mut self, now: Time, msg: RouteMsg, avoid: Vec<NodeId>) {
+        if msg.hops >= self.cfg.max_hops {
+            self.stats.routes_dropped += 1;
+            return;
+        }
+        if msg.body == Routed::Join && msg.origin.id == self.me.id {
+            // Our own join came back to us: some node already knows us; ignore it (the join
+            // continues from the replies under way, or is retried).
+            return;
+        }
+        let exclude = (msg.body == Routed::Join).then_some(msg.origin.id);
+        let Some(next) = self.next_hop_avoiding(msg.key, &avoid, exclude) else {
+            self.deliver(now, msg);
+            return;
+        };
+        let Some(to) = self.info_of(next) else {
+            self.stats.routes_dropped += 1;
+            return;
+        };
+        if msg.body == Routed::Join && avoid.is_empty() {
+            // A node on the join path hands the joiner its rows.
+            self.send_join_state(&msg, false);
+        }
+        let hop_seq = self.nonce();
+        let out = RouteMsg {
+            hops: msg.hops.saturating_add(1),
+            hop_seq,
+            ..msg.clone()
+        };
+        self.stats.routes_forwarded += 1;
+        if self.hops.len() < self.cfg.max_pending_hops {
+            let deadline = now + self.hop_timeout(next);
+            self.hops.insert(
+                hop_seq,
+                PendingHop {
+                    msg,
+                    to: next,
+                    avoid,
+                    deadline,
+                },
+            );
+            self.set_timer(deadline, TimerKey::Hop(hop_seq));
+        }
+        self.send(to, Message::Route(out));
+    }
+
+    fn hop_timeout(&self, next: NodeId) -> Duration {
+        match self.rtt_us(next) {
+            Some(rtt) => {
+                (Duration::from_micros(u64::from(rtt)) * 3).max(self.cfg.hop_ack_timeout_min)
+            }
+            None => self.cfg.hop_ack_timeout,
+        }
+    }
+
+    pub(crate) fn on_route_ack(&mut self, from: NodeInfo, hop_seq: u64) {
+        if self.hops.get(&hop_seq).is_some_and(|h| h.to == from.id) {
+            let h = self.hops.remove(&hop_seq).expect("present");
+            self.clear_timer(h.deadline, TimerKey::Hop(hop_seq));
+        }
+    }
+
+    pub(crate) fn on_hop_timeout(&mut self, now: Time, hop_seq: u64) {
+        let Some(h) = self.hops.remove(&hop_seq) else {
+            return;
+        };
+        self.stats.hop_timeouts += 1;
+        // The silent hop is suspected: probe it now rather than at its next scheduled ping.
+        if let Some(p) = self.peers.get_mut(&h.to) {
+            if p.misses == 0 {
+                p.misses = 1;
+            }
+        }
+        self.retry_hop(now, h);
+    }
+
+    fn retry_hop(&mut self, now: Time, mut h: PendingHop) {
+        h.avoid.push(h.to);
+        if h.avoid.len() as u32 > self.cfg.max_reroutes {
+            self.stats.routes_dropped += 1;
+            return;
+        }
+        self.stats.reroutes += 1;
+        self.forward(now, h.msg, h.avoid);
+    }
+
+    /// Reroutes at once every message waiting for an ack from `dead`.
+    pub(crate) fn reroute_hops_to(&mut self, now: Time, dead: NodeId) {
+        let seqs: Vec<u64> = self
+            .hops
+            .iter()
+            .filter(|(_, h)| h.to == dead)
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in seqs {
+            let h = self.hops.remove(&seq).expect("present");
+            self.clear_timer(h.deadline, TimerKey::Hop(seq));
+            self.retry_hop(now, h);
+        }
+    }
+
+    fn deliver(&mut self, now: Time, msg: RouteMsg) {
+        if let Phase::Joining(j) = &mut self.phase {
+            // Not serving keys yet: hold the message until the join completes.
+            if j.buffered.len() < self.cfg.max_join_buffer {
+                j.buffered.push(msg);
+            } else {
+                self.stats.routes_dropped += 1;
+            }
+            return;
+        }
+        self.stats.routes_delivered += 1;
+        match msg.body {
+            Routed::Join => self.send_join_state(&msg, true),
+            Routed::Lookup { lookup } => {
+                self.emit(Event::Delivered {
+                    key: msg.key,
+                    origin: msg.origin,
+                    hops: msg.hops,
+                    lookup,
+                });
+                let reply = Message::LookupReply {
+                    lookup,
+                    owner: self.me,
+                    hops: msg.hops,
+                };
+                if msg.origin.id == self.me.id {
+                    self.on_lookup_reply(lookup, self.me, msg.hops);
+                } else {
+                    self.send(msg.origin, reply);
+                }
+            }
+            _ => self.stats.unknown_messages += 1,
+        }
+        let _ = now;
+    }
+
+    /// Replies to a joiner with the rows it can use (and, from the last node, the leaf set).
+    fn send_join_state(&mut self, msg: &RouteMsg, last: bool) {
+        let joiner = msg.origin;
+        if joiner.id == self.me.id {
+            return;
+        }
+        let rows = self
+            .me
+            .id
+            .shared_prefix_len(joiner.id.as_key())
+            .min(DIGITS - 1);
+        let entries = self.infos(
+            (0..=rows)
+                .flat_map(|r| self.rt.row(r))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let leaf = if last { self.leaf_infos() } else { Vec::new() };
+        self.send(
+            joiner,
+            Message::JoinReply {
+                entries,
+                leaf,
+                last,
+            },
+        );
+    }
+
+    /// Starts a lookup of `key`; its outcome comes as [`Event::LookupDone`] or
+    /// [`Event::LookupFailed`]. Returns `None` when the node is not ready or has too many
+    /// lookups outstanding.
+    pub fn lookup(&mut self, now: Time, key: Key) -> Option<u64> {
+        if !self.is_ready() || self.lookups.len() >= self.cfg.max_pending_lookups {
+            return None;
+        }
+        let id = self.nonce();
+        let deadline = now + self.cfg.lookup_timeout;
+        self.lookups.insert(
+            id,
+            PendingLookup {
+                key,
+                attempts: 1,
+                deadline,
+            },
+        );
+        self.set_timer(deadline, TimerKey::Lookup(id));
+        self.start_route(now, key, Routed::Lookup { lookup: id });
+        Some(id)
+    }
+
+    fn start_route(&mut self, now: Time, key: Key, body: Routed) {
+        let msg = RouteMsg {
+            key,
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body,
+        };
+        self.forward(now, msg, Vec::new());
+    }
+
+    pub(crate) fn on_lookup_timeout(&mut self, now: Time, id: u64) {
+        let Some(l) = self.lookups.get_mut(&id) else {
+            return;
+        };
+        if l.attempts >= self.cfg.lookup_attempts {
+            let key = l.key;
+            self.lookups.remove(&id);
+            self.emit(Event::LookupFailed { lookup: id, key });
+            return;
+        }
+        l.attempts += 1;
+        l.deadline = now + self.cfg.lookup_timeout;
+        let (key, deadline) = (l.key, l.deadline);
+        self.set_timer(deadline, TimerKey::Lookup(id));
+        self.stats.lookup_retries += 1;
+        self.start_route(now, key, Routed::Lookup { lookup: id });
+    }
+
+    pub(crate) fn on_lookup_reply(&mut self, lookup: u64, owner: NodeInfo, hops: u8) {
+        // A late or duplicate reply finds no pending lookup and is dropped.
+        let Some(l) = self.lookups.remove(&lookup) else {
+            return;
+        };
+        self.clear_timer(l.deadline, TimerKey::Lookup(lookup));
+        self.emit(Event::LookupDone {
+            lookup,
+            key: l.key,
+            owner,
+            hops,
+            attempts: l.attempts,
+        });
+    }
+}

@@ -1,0 +1,660 @@
+//! The discrete-event engine: one event queue driving many `petal-core` nodes directly.
+//!
+//! Messages are passed as values (no encoding) and cost `codec::encoded_len` bytes in the
+//! traffic counters; with `wire_check` every message is also encoded and decoded, to prove the
+//! simulated traffic is what the wire would carry. Delays come from a [`Topology`], loss and
+//! partitions from the engine's own seeded generator. Everything derives from one master seed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time};
+use petal_protocol::codec;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::metrics::Metrics;
+use crate::topology::{Topology, TopologyConfig};
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The master seed every other seed derives from.
+    pub seed: u64,
+    /// Configuration of every node.
+    pub node: Config,
+    /// The network's delay model.
+    pub topology: TopologyConfig,
+    /// Probability that any one message is lost.
+    pub loss: f64,
+    /// Encode and decode every message (slower; proves wire fidelity).
+    pub wire_check: bool,
+    /// Live nodes sampled to pick the nearest as a joiner's bootstrap.
+    pub bootstrap_sample: usize,
+    /// Call `check_invariants` on a node after every step (slow; for tests).
+    pub check_invariants: bool,
+    /// Width of the time buckets of the metrics' time series.
+    pub bucket_us: u64,
+}
+
+impl SimConfig {
+    /// Defaults around a master seed.
+    pub fn new(seed: u64, topology: TopologyConfig) -> Self {
+        Self {
+            seed,
+            node: Config::default(),
+            topology,
+            loss: 0.0,
+            wire_check: false,
+            bootstrap_sample: 8,
+            check_invariants: false,
+            bucket_us: 1_000_000,
+        }
+    }
+}
+
+/// Derives an independent seed for stream `name` (and index) from the master seed.
+pub fn derive_seed(master: u64, name: &str, index: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ master;
+    for b in name.bytes().chain(index.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64 finaliser
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The simulated address of node `index`.
+pub fn addr_of(index: u32) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from(0x0a00_0000 | (index & 0x00ff_ffff)),
+        7000 + (index >> 24) as u16,
+    ))
+}
+
+fn index_of(addr: SocketAddr) -> Option<u32> {
+    match addr {
+        SocketAddr::V4(a) => {
+            let ip = u32::from(*a.ip());
+            (ip >> 24 == 10).then(|| (ip & 0x00ff_ffff) | (u32::from(a.port() - 7000) << 24))
+        }
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// What the engine's queue holds.
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: u32,
+        from: NodeInfo,
+        msg: Message,
+    },
+    Timer {
+        node: u32,
+    },
+}
+
+/// A queued event, ordered by time and then by insertion (so ties resolve deterministically).
+struct Queued {
+    at: Time,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+struct Slot {
+    node: Node,
+    alive: bool,
+    timer_at: Option<Time>,
+    crashed_at: Option<Time>,
+}
+
+/// The simulator.
+pub struct Sim {
+    cfg: SimConfig,
+    now: Time,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    /// Every node ever created, by id (ids are unique; a restart keeps its id).
+    by_id: BTreeMap<NodeId, u32>,
+    slots: Vec<Slot>,
+    topology: Topology,
+    net_rng: ChaCha8Rng,
+    id_rng: ChaCha8Rng,
+    /// Ready and alive nodes by id (the oracle's view of the ring).
+    ready: BTreeMap<NodeId, u32>,
+    /// The same nodes as a list, for uniform sampling.
+    ready_list: Vec<u32>,
+    ready_pos: Vec<usize>,
+    /// Partition group of each node; messages between groups are dropped.
+    groups: Option<Vec<u8>>,
+    /// Outstanding lookups: (origin, lookup id) -> (start time, key).
+    lookups: BTreeMap<(u32, u64), (Time, Key)>,
+    /// Everything measured.
+    pub metrics: Metrics,
+    trace: u64,
+    scratch: Vec<u8>,
+}
+
+impl Sim {
+    /// An empty network.
+    pub fn new(cfg: SimConfig) -> Self {
+        let topology = Topology::new(&cfg.topology, derive_seed(cfg.seed, "topology", 0));
+        Self {
+            net_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, "network", 0)),
+            id_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, "ids", 0)),
+            metrics: Metrics::new(cfg.bucket_us),
+            cfg,
+            now: Time::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            by_id: BTreeMap::new(),
+            slots: Vec::new(),
+            topology,
+            ready: BTreeMap::new(),
+            ready_list: Vec::new(),
+            ready_pos: Vec::new(),
+            groups: None,
+            lookups: BTreeMap::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Simulated time now.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// The topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Number of node slots ever created.
+    pub fn node_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Ready, alive nodes.
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Alive nodes (ready or joining).
+    pub fn alive_count(&self) -> usize {
+        self.slots.iter().filter(|s| s.alive).count()
+    }
+
+    /// A hash of every event processed so far (time, node, message kind): equal seeds give
+    /// equal hashes.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace
+    }
+
+    /// The node in slot `i`.
+    pub fn node(&self, i: u32) -> &Node {
+        &self.slots[i as usize].node
+    }
+
+    /// True when slot `i` is alive.
+    pub fn is_alive(&self, i: u32) -> bool {
+        self.slots[i as usize].alive
+    }
+
+    /// Indices of ready, alive nodes in id order.
+    pub fn ready_nodes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ready.values().copied()
+    }
+
+    /// A uniformly random ready node, from the engine's generator.
+    pub fn random_ready(&mut self) -> Option<u32> {
+        if self.ready_list.is_empty() {
+            return None;
+        }
+        let i = self.net_rng.random_range(0..self.ready_list.len());
+        Some(self.ready_list[i])
+    }
+
+    /// A random value from the engine's generator (for workloads).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.net_rng
+    }
+
+    /// Adds a node now: it founds the ring if no node is ready, else joins through the nearest
+    /// of `bootstrap_sample` random ready nodes. Returns its slot.
+    pub fn add_node(&mut self) -> u32 {
+        let index = self.topology.add_node();
+        assert_eq!(
+            index as usize,
+            self.slots.len(),
+            "topology and engine disagree"
+        );
+        let mut id = NodeId(self.id_rng.random());
+        while self.by_id.contains_key(&id) {
+            id = NodeId(self.id_rng.random());
+        }
+        let node = self.fresh_node(index, id);
+        self.slots.push(Slot {
+            node,
+            alive: true,
+            timer_at: None,
+            crashed_at: None,
+        });
+        self.ready_pos.push(usize::MAX);
+        self.by_id.insert(id, index);
+        self.start(index);
+        index
+    }
+
+    fn fresh_node(&self, index: u32, id: NodeId) -> Node {
+        let info = NodeInfo {
+            id,
+            addr: addr_of(index),
+        };
+        let seed = derive_seed(self.cfg.seed, "node", u64::from(index) ^ (id.0 as u64));
+        Node::new(info, self.cfg.node.clone(), seed).expect("node config validated by scenario")
+    }
+
+    fn start(&mut self, index: u32) {
+        let now = self.now;
+        match self.pick_bootstrap(index) {
+            None => self.slots[index as usize].node.start_first(now),
+            Some(b) => {
+                let info = self.slots[b as usize].node.info();
+                self.slots[index as usize].node.join(now, info);
+            }
+        }
+        self.after_step(index);
+    }
+
+    fn pick_bootstrap(&mut self, index: u32) -> Option<u32> {
+        if self.ready_list.is_empty() {
+            return None;
+        }
+        let mut best: Option<(u64, u32)> = None;
+        for _ in 0..self.cfg.bootstrap_sample.max(1) {
+            let c = self.ready_list[self.net_rng.random_range(0..self.ready_list.len())];
+            let d = self.topology.latency_us(index, c);
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, c));
+            }
+        }
+        best.map(|(_, c)| c)
+    }
+
+    /// Crashes node `i` now: it stops, silently.
+    pub fn crash(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        if !slot.alive {
+            return;
+        }
+        slot.alive = false;
+        slot.crashed_at = Some(self.now);
+        self.unready(i);
+        self.metrics.crashes += 1;
+    }
+
+    /// Restarts a crashed node with the same id and address and fresh state; it joins again.
+    pub fn restart(&mut self, i: u32) {
+        if self.slots[i as usize].alive {
+            return;
+        }
+        let id = self.slots[i as usize].node.id();
+        let node = self.fresh_node(i, id);
+        let slot = &mut self.slots[i as usize];
+        slot.node = node;
+        slot.alive = true;
+        slot.timer_at = None;
+        slot.crashed_at = None;
+        self.start(i);
+    }
+
+    /// Node `i` leaves gracefully now.
+    pub fn leave(&mut self, i: u32) {
+        if !self.slots[i as usize].alive {
+            return;
+        }
+        let now = self.now;
+        self.slots[i as usize].node.leave(now);
+        self.after_step(i);
+        self.slots[i as usize].alive = false;
+        self.unready(i);
+        self.metrics.leaves += 1;
+    }
+
+    /// Splits the network: node `i` is in group `group_of(i)`; messages between groups drop.
+    pub fn partition(&mut self, group_of: impl Fn(u32) -> u8) {
+        self.groups = Some((0..self.slots.len() as u32).map(group_of).collect());
+    }
+
+    /// Heals any partition.
+    pub fn heal(&mut self) {
+        self.groups = None;
+    }
+
+    /// Starts a lookup of `key` at node `i` (if it is ready); returns whether it started.
+    pub fn lookup(&mut self, i: u32, key: Key) -> bool {
+        if !self.slots[i as usize].alive {
+            return false;
+        }
+        let now = self.now;
+        let Some(id) = self.slots[i as usize].node.lookup(now, key) else {
+            return false;
+        };
+        self.lookups.insert((i, id), (now, key));
+        self.metrics.lookup_started(now);
+        self.after_step(i);
+        true
+    }
+
+    fn unready(&mut self, i: u32) {
+        let id = self.slots[i as usize].node.id();
+        if self.ready.get(&id) == Some(&i) {
+            self.ready.remove(&id);
+        }
+        let pos = self.ready_pos[i as usize];
+        if pos != usize::MAX {
+            self.ready_list.swap_remove(pos);
+            if let Some(&moved) = self.ready_list.get(pos) {
+                self.ready_pos[moved as usize] = pos;
+            }
+            self.ready_pos[i as usize] = usize::MAX;
+        }
+    }
+
+    fn make_ready(&mut self, i: u32) {
+        let id = self.slots[i as usize].node.id();
+        self.ready.insert(id, i);
+        if self.ready_pos[i as usize] == usize::MAX {
+            self.ready_pos[i as usize] = self.ready_list.len();
+            self.ready_list.push(i);
+        }
+    }
+
+    /// The ready, alive node numerically closest to `key` (the oracle's owner).
+    pub fn owner_of(&self, key: Key) -> Option<u32> {
+        let k = NodeId(key.0);
+        let after = self
+            .ready
+            .range(k..)
+            .next()
+            .or_else(|| self.ready.iter().next());
+        let before = self
+            .ready
+            .range(..k)
+            .next_back()
+            .or_else(|| self.ready.iter().next_back());
+        match (after, before) {
+            (Some((&a, &ia)), Some((&b, &ib))) => Some(if a.closer_than(b, key) { ia } else { ib }),
+            _ => None,
+        }
+    }
+
+    fn push(&mut self, at: Time, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    /// Runs every event up to and including time `until`; then `now() == until`.
+    pub fn run_until(&mut self, until: Time) {
+        while self.queue.peek().is_some_and(|q| q.0.at <= until) {
+            let Reverse(q) = self.queue.pop().expect("peeked");
+            self.now = q.at;
+            self.dispatch(q.ev);
+        }
+        self.now = until;
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Deliver { to, from, msg } => {
+                let slot = &mut self.slots[to as usize];
+                self.metrics.events += 1;
+                if !slot.alive {
+                    self.metrics.dropped_dead += 1;
+                    return;
+                }
+                if let Some(g) = &self.groups {
+                    if g.get(to as usize) != g.get(index_of(from.addr).unwrap_or(0) as usize) {
+                        self.metrics.dropped_partition += 1;
+                        return;
+                    }
+                }
+                self.trace = fnv(self.trace, &[now.as_micros(), u64::from(to)]);
+                self.trace = fnv_bytes(self.trace, msg.kind().as_bytes());
+                slot.node.handle_message(now, from, msg);
+                self.after_step(to);
+            }
+            Ev::Timer { node } => {
+                let slot = &mut self.slots[node as usize];
+                if !slot.alive || slot.timer_at != Some(now) {
+                    return;
+                }
+                self.metrics.events += 1;
+                slot.timer_at = None;
+                slot.node.handle_timeout(now);
+                self.after_step(node);
+            }
+        }
+    }
+
+    /// Drains a node's outputs and re-arms its timer.
+    fn after_step(&mut self, i: u32) {
+        let now = self.now;
+        if self.cfg.check_invariants {
+            self.slots[i as usize].node.check_invariants();
+        }
+        while let Some(t) = self.slots[i as usize].node.poll_transmit() {
+            self.transmit(i, t.to, t.msg);
+        }
+        while let Some(ev) = self.slots[i as usize].node.poll_event() {
+            self.on_node_event(i, ev);
+        }
+        let slot = &mut self.slots[i as usize];
+        if !slot.alive {
+            return;
+        }
+        if let Some(t) = slot.node.poll_timeout() {
+            if slot.timer_at.is_none_or(|cur| t < cur) {
+                let at = t.max(now);
+                slot.timer_at = Some(at);
+                self.push(at, Ev::Timer { node: i });
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: u32, to: NodeInfo, msg: Message) {
+        let bytes = codec::encoded_len(&msg);
+        self.metrics.sent(self.now, msg.is_maintenance(), bytes);
+        let msg = if self.cfg.wire_check {
+            self.scratch.clear();
+            codec::encode(&msg, &mut self.scratch);
+            assert_eq!(
+                self.scratch.len(),
+                bytes,
+                "encoded_len disagrees with encode"
+            );
+            codec::decode_exact(&self.scratch, codec::DEFAULT_MAX_FRAME_LEN)
+                .expect("own frames decode")
+        } else {
+            msg
+        };
+        let Some(dst) = index_of(to.addr).filter(|&d| (d as usize) < self.slots.len()) else {
+            self.metrics.dropped_unroutable += 1;
+            return;
+        };
+        // A link to an address whose node has another id fails its handshake.
+        if self.slots[dst as usize].node.id() != to.id {
+            self.metrics.dropped_unroutable += 1;
+            return;
+        }
+        if self.cfg.loss > 0.0 && self.net_rng.random_bool(self.cfg.loss) {
+            self.metrics.dropped_loss += 1;
+            return;
+        }
+        let delay = self.topology.latency_us(from, dst);
+        let info = self.slots[from as usize].node.info();
+        let at = Time::from_micros(self.now.as_micros() + delay);
+        self.push(
+            at,
+            Ev::Deliver {
+                to: dst,
+                from: info,
+                msg,
+            },
+        );
+    }
+
+    fn on_node_event(&mut self, i: u32, ev: Event) {
+        let now = self.now;
+        match ev {
+            Event::Joined => {
+                self.make_ready(i);
+                self.metrics.joins += 1;
+            }
+            Event::JoinFailed => self.metrics.join_failures += 1,
+            Event::Delivered {
+                key,
+                origin,
+                hops,
+                lookup,
+            } => {
+                let owner = self.owner_of(key);
+                let consistent = owner == Some(i);
+                let origin_index = index_of(origin.addr).unwrap_or(0);
+                let stretch = self
+                    .lookups
+                    .get(&(origin_index, lookup))
+                    .and_then(|&(start, _)| {
+                        let direct = self.topology.latency_us(origin_index, i);
+                        (direct > 0 && origin_index != i)
+                            .then(|| (now.as_micros() - start.as_micros()) as f64 / direct as f64)
+                    });
+                self.metrics.delivered(now, consistent, hops, stretch);
+            }
+            Event::LookupDone { lookup, .. } => {
+                if let Some((start, _)) = self.lookups.remove(&(i, lookup)) {
+                    self.metrics
+                        .lookup_done(now, now.as_micros() - start.as_micros());
+                }
+            }
+            Event::LookupFailed { lookup, .. } => {
+                self.lookups.remove(&(i, lookup));
+                self.metrics.lookup_failed(now);
+            }
+            Event::PeerDead { peer } => {
+                if let Some(&idx) = self.ready.get(&peer) {
+                    // Declared dead while alive and ready: a false positive.
+                    let _ = idx;
+                    self.metrics.false_deaths += 1;
+                } else if let Some(d) = self.crashed_index(peer) {
+                    let slot = &mut self.slots[d as usize];
+                    if let Some(t) = slot.crashed_at.take() {
+                        self.metrics
+                            .detections_us
+                            .push(now.as_micros() - t.as_micros());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn crashed_index(&self, peer: NodeId) -> Option<u32> {
+        let &i = self.by_id.get(&peer)?;
+        let s = &self.slots[i as usize];
+        (!s.alive && s.crashed_at.is_some()).then_some(i)
+    }
+
+    /// Fraction of ready nodes whose leaf set is exactly right: each side holds the `L/2`
+    /// nearest ready nodes on that side. Alive nodes that are still joining are left out of
+    /// the comparison (knowing a joiner early is the join protocol at work).
+    pub fn leaf_set_correctness(&self) -> f64 {
+        if self.ready.is_empty() {
+            return 1.0;
+        }
+        let half = self.cfg.node.leaf_set_size / 2;
+        let mut correct = 0usize;
+        let mut expected_r = Vec::with_capacity(half);
+        let mut expected_l = Vec::with_capacity(half);
+        for (&id, &i) in &self.ready {
+            expected_r.clear();
+            expected_l.clear();
+            let others = self.ready.len() - 1;
+            expected_r.extend(
+                self.ready
+                    .range(NodeId(id.0.wrapping_add(1))..)
+                    .chain(self.ready.range(..id))
+                    .map(|(k, _)| *k)
+                    .filter(|k| *k != id)
+                    .take(half.min(others)),
+            );
+            expected_l.extend(
+                self.ready
+                    .range(..id)
+                    .rev()
+                    .chain(self.ready.range(id..).rev())
+                    .map(|(k, _)| *k)
+                    .filter(|k| *k != id)
+                    .take(half.min(others)),
+            );
+            let leaf = self.slots[i as usize].node.leaf_set();
+            let keep = |k: &&NodeId| self.ready.contains_key(k) || !self.is_joining_alive(**k);
+            let ok = leaf.right().iter().filter(keep).eq(expected_r.iter())
+                && leaf.left().iter().filter(keep).eq(expected_l.iter());
+            correct += usize::from(ok);
+        }
+        correct as f64 / self.ready.len() as f64
+    }
+
+    fn is_joining_alive(&self, id: NodeId) -> bool {
+        self.by_id.get(&id).is_some_and(|&i| {
+            let s = &self.slots[i as usize];
+            s.alive && s.node.is_joining()
+        })
+    }
+}
+
+fn fnv_bytes(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn fnv(mut h: u64, words: &[u64]) -> u64 {
+    for w in words {
+        for b in w.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}

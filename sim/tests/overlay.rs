@@ -1,0 +1,88 @@
+//! Multi-node tests of the Pastry overlay in the discrete-event simulator, with the oracles.
+//! Small sizes, several seeds: the default test run.
+
+use petal_core::{Key, Time};
+use petal_sim::topology::TopologyConfig;
+use petal_sim::{Sim, SimConfig};
+use rand::Rng;
+
+fn sim(seed: u64) -> Sim {
+    let mut cfg = SimConfig::new(seed, TopologyConfig::default());
+    cfg.check_invariants = true;
+    Sim::new(cfg)
+}
+
+fn grow(sim: &mut Sim, n: usize, spacing_ms: u64) {
+    for _ in 0..n {
+        sim.add_node();
+        let t = sim.now();
+        sim.run_until(Time::from_micros(t.as_micros() + spacing_ms * 1000));
+    }
+}
+
+fn settle(sim: &mut Sim, secs: u64) {
+    let t = sim.now();
+    sim.run_until(Time::from_micros(t.as_micros() + secs * 1_000_000));
+}
+
+fn lookups(sim: &mut Sim, n: usize) {
+    for _ in 0..n {
+        let from = sim.random_ready().expect("a ready node");
+        let key = Key(sim.rng().random());
+        assert!(sim.lookup(from, key), "seed lookup refused");
+    }
+    settle(sim, 10);
+}
+
+#[test]
+fn stable_overlay_is_consistent_for_many_seeds() {
+    for seed in 1..=6 {
+        let mut s = sim(seed);
+        grow(&mut s, 120, 50);
+        settle(&mut s, 15);
+        assert_eq!(s.ready_count(), 120, "seed {seed}: every node joined");
+        let ok = s.leaf_set_correctness();
+        assert_eq!(ok, 1.0, "seed {seed}: leaf sets correct");
+        s.metrics = petal_sim::metrics::Metrics::new(1_000_000);
+        lookups(&mut s, 500);
+        let t = s.metrics.totals();
+        assert_eq!(t.lookups_done, 500, "seed {seed}: every lookup answered");
+        assert_eq!(
+            t.consistent, t.delivered,
+            "seed {seed}: every lookup at its owner"
+        );
+        assert!(
+            s.metrics.mean_hops() < 3.0,
+            "seed {seed}: hops {}",
+            s.metrics.mean_hops()
+        );
+    }
+}
+
+#[test]
+fn crashes_are_detected_and_repaired() {
+    for seed in 10..=12 {
+        let mut s = sim(seed);
+        grow(&mut s, 100, 30);
+        settle(&mut s, 10);
+        let victims: Vec<u32> = (0..10).map(|_| s.random_ready().unwrap()).collect();
+        for v in &victims {
+            s.crash(*v);
+        }
+        settle(&mut s, 20);
+        assert!(
+            !s.metrics.detections_us.is_empty(),
+            "seed {seed}: crashes detected"
+        );
+        assert_eq!(
+            s.leaf_set_correctness(),
+            1.0,
+            "seed {seed}: leaf sets repaired"
+        );
+        s.metrics = petal_sim::metrics::Metrics::new(1_000_000);
+        lookups(&mut s, 300);
+        let t = s.metrics.totals();
+        assert_eq!(t.lookups_done, 300, "seed {seed}");
+        assert_eq!(t.consistent, t.delivered, "seed {seed}");
+    }
+}

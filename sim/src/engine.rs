@@ -99,10 +99,11 @@ enum Ev {
 }
 
 /// A queued event, ordered by time and then by insertion (so ties resolve deterministically).
+/// The payload lives in a slab so that heap operations move 24 bytes, not whole messages.
 struct Queued {
     at: Time,
     seq: u64,
-    ev: Ev,
+    slot: u32,
 }
 
 impl PartialEq for Queued {
@@ -135,6 +136,8 @@ pub struct Sim {
     now: Time,
     seq: u64,
     queue: BinaryHeap<Reverse<Queued>>,
+    slab: Vec<Option<Ev>>,
+    free: Vec<u32>,
     /// Every node ever created, by id (ids are unique; a restart keeps its id).
     by_id: BTreeMap<NodeId, u32>,
     slots: Vec<Slot>,
@@ -168,6 +171,8 @@ impl Sim {
             now: Time::ZERO,
             seq: 0,
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             by_id: BTreeMap::new(),
             slots: Vec::new(),
             topology,
@@ -411,12 +416,44 @@ impl Sim {
         }
     }
 
+    /// The ready node closest to `key` among those of partition group `group`.
+    fn owner_in_group(&self, key: Key, group: u8) -> Option<u32> {
+        let groups = self.groups.as_ref()?;
+        let k = NodeId(key.0);
+        let in_group = |e: &(&NodeId, &u32)| groups.get(*e.1 as usize) == Some(&group);
+        let after = self
+            .ready
+            .range(k..)
+            .chain(self.ready.range(..k))
+            .find(in_group);
+        let before = self
+            .ready
+            .range(..k)
+            .rev()
+            .chain(self.ready.range(k..).rev())
+            .find(in_group);
+        match (after, before) {
+            (Some((&a, &ia)), Some((&b, &ib))) => Some(if a.closer_than(b, key) { ia } else { ib }),
+            _ => None,
+        }
+    }
+
     fn push(&mut self, at: Time, ev: Ev) {
         self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(ev);
+                s
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
         self.queue.push(Reverse(Queued {
             at,
             seq: self.seq,
-            ev,
+            slot,
         }));
     }
 
@@ -425,7 +462,11 @@ impl Sim {
         while self.queue.peek().is_some_and(|q| q.0.at <= until) {
             let Reverse(q) = self.queue.pop().expect("peeked");
             self.now = q.at;
-            self.dispatch(q.ev);
+            let ev = self.slab[q.slot as usize]
+                .take()
+                .expect("queued slot holds its event");
+            self.free.push(q.slot);
+            self.dispatch(ev);
         }
         self.now = until;
     }
@@ -545,8 +586,11 @@ impl Sim {
                 hops,
                 lookup,
             } => {
-                let owner = self.owner_of(key);
-                let consistent = owner == Some(i);
+                let consistent = self.owner_of(key) == Some(i);
+                let local = match &self.groups {
+                    None => consistent,
+                    Some(g) => self.owner_in_group(key, g[i as usize]) == Some(i),
+                };
                 let origin_index = index_of(origin.addr).unwrap_or(0);
                 let stretch = self
                     .lookups
@@ -556,7 +600,8 @@ impl Sim {
                         (direct > 0 && origin_index != i)
                             .then(|| (now.as_micros() - start.as_micros()) as f64 / direct as f64)
                     });
-                self.metrics.delivered(now, consistent, hops, stretch);
+                self.metrics
+                    .delivered(now, (consistent, local), hops, stretch);
             }
             Event::LookupDone { lookup, .. } => {
                 if let Some((start, _)) = self.lookups.remove(&(i, lookup)) {

@@ -1,1 +1,22 @@
-//! petal-sim
+//! # petal-sim
+//!
+//! Deterministic simulation of Petal. The discrete-event [`engine`] drives many `petal-core`
+//! nodes directly over a seeded network model ([`topology`]), injects joins, crashes,
+//! restarts, leaves, loss and partitions, and checks the overlay against oracles (leaf-set
+//! correctness, lookup consistency). [`scenario`] reads scenario files and runs them;
+//! [`report`] writes their reports. Every seed derives from one master seed.
+//!
+//! ## Layout
+//! - [`engine`]: event queue, nodes, message delivery, fault injection, oracles.
+//! - [`metrics`]: what the engine measures.
+//! - [`topology`]: network delay models (transit-stub via petgraph, geometric, uniform).
+//! - [`scenario`]: scenario files and their runners.
+//! - [`report`]: Markdown, JSON and PNG report writing.
+
+pub mod engine;
+pub mod metrics;
+pub mod report;
+pub mod scenario;
+pub mod topology;
+
+pub use engine::{Sim, SimConfig};

@@ -17,6 +17,9 @@ pub struct Bucket {
     pub delivered: u64,
     /// Deliveries at the node the oracle says owns the key.
     pub consistent: u64,
+    /// Deliveries at the owner among the ready nodes of the deliverer's side of a partition
+    /// (equal to `consistent` when the network is whole).
+    pub consistent_local: u64,
     /// Maintenance messages sent.
     pub maintenance_msgs: u64,
     /// Maintenance bytes sent (frame bytes).
@@ -109,13 +112,14 @@ impl Metrics {
     pub(crate) fn delivered(
         &mut self,
         now: Time,
-        consistent: bool,
+        (consistent, local): (bool, bool),
         hops: u8,
         stretch: Option<f64>,
     ) {
         let b = self.bucket(now);
         b.delivered += 1;
         b.consistent += u64::from(consistent);
+        b.consistent_local += u64::from(local);
         let h = usize::from(hops);
         if self.hops.len() <= h {
             self.hops.resize(h + 1, 0);
@@ -135,6 +139,7 @@ impl Metrics {
             t.lookups_failed += b.lookups_failed;
             t.delivered += b.delivered;
             t.consistent += b.consistent;
+            t.consistent_local += b.consistent_local;
             t.maintenance_msgs += b.maintenance_msgs;
             t.maintenance_bytes += b.maintenance_bytes;
             t.payload_msgs += b.payload_msgs;

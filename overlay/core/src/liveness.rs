@@ -40,7 +40,7 @@ pub(crate) struct Dead {
 /// An outstanding probe ping to a node that is not (necessarily) tracked.
 #[derive(Clone, Debug)]
 pub(crate) struct Probe {
-    pub(crate) info: NodeInfo,
+    pub(crate) nonce: u64,
     pub(crate) sent: Time,
 }
 
@@ -146,12 +146,11 @@ impl Node {
     }
 
     pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
-        if let Some(probe) = self.probes.remove(&nonce) {
-            self.clear_timer(probe.sent + self.cfg.ping_timeout, TimerKey::Probe(nonce));
-            if probe.info.id == from.id {
-                let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
-                self.consider_with_rtt(now, from, rtt);
-            }
+        if self.probes.get(&from.id).is_some_and(|p| p.nonce == nonce) {
+            let probe = self.probes.remove(&from.id).expect("present");
+            self.clear_timer(probe.sent + self.cfg.ping_timeout, TimerKey::Probe(from.id));
+            let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
+            self.consider_with_rtt(now, from, rtt);
             return;
         }
         let interval = self.ping_interval(from.id);
@@ -182,19 +181,19 @@ impl Node {
     pub(crate) fn probe(&mut self, now: Time, info: NodeInfo) {
         if !self.visible()
             || self.probes.len() >= self.cfg.max_probes
-            || self.probes.values().any(|p| p.info.id == info.id)
+            || self.probes.contains_key(&info.id)
         {
             return;
         }
         let nonce = self.nonce();
-        self.probes.insert(nonce, Probe { info, sent: now });
-        self.set_timer(now + self.cfg.ping_timeout, TimerKey::Probe(nonce));
+        self.probes.insert(info.id, Probe { nonce, sent: now });
+        self.set_timer(now + self.cfg.ping_timeout, TimerKey::Probe(info.id));
         self.stats.pings_sent += 1;
         self.send(info, Message::Ping { nonce });
     }
 
-    pub(crate) fn on_probe_timeout(&mut self, nonce: u64) {
-        self.probes.remove(&nonce);
+    pub(crate) fn on_probe_timeout(&mut self, id: NodeId) {
+        self.probes.remove(&id);
     }
 
     /// Removes `id` from every table and remembers it as dead (or left), then repairs.

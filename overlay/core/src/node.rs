@@ -96,8 +96,8 @@ pub(crate) enum TimerKey {
     Peer(NodeId),
     /// A dead node's next re-probe or forget time.
     Dead(NodeId),
-    /// A proximity or revival probe's timeout (by nonce).
-    Probe(u64),
+    /// A proximity or revival probe's timeout (by probed node).
+    Probe(NodeId),
     /// A forwarded message's hop-ack timeout (by hop sequence number).
     Hop(u64),
     /// A lookup's timeout (by lookup id).
@@ -121,7 +121,7 @@ pub struct Node {
     /// Every node in the leaf set or routing table, with its address and liveness.
     pub(crate) peers: BTreeMap<NodeId, Peer>,
     pub(crate) dead: BTreeMap<NodeId, Dead>,
-    pub(crate) probes: BTreeMap<u64, Probe>,
+    pub(crate) probes: BTreeMap<NodeId, Probe>,
     pub(crate) hops: BTreeMap<u64, PendingHop>,
     pub(crate) lookups: BTreeMap<u64, PendingLookup>,
     pub(crate) timers: BTreeSet<(Time, TimerKey)>,
@@ -261,7 +261,7 @@ impl Node {
             match key {
                 TimerKey::Peer(id) => self.on_peer_timer(now, id),
                 TimerKey::Dead(id) => self.on_dead_timer(now, id),
-                TimerKey::Probe(nonce) => self.on_probe_timeout(nonce),
+                TimerKey::Probe(id) => self.on_probe_timeout(id),
                 TimerKey::Hop(seq) => self.on_hop_timeout(now, seq),
                 TimerKey::Lookup(id) => self.on_lookup_timeout(now, id),
                 TimerKey::Join => self.on_join_timeout(now),

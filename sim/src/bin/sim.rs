@@ -1,1 +1,146 @@
-fn main() {}
+//! `sim`: runs scenario files and writes their reports.
+//!
+//! ```text
+//! cargo run --release --bin sim scenarios                  # every scenario in scenarios/
+//! cargo run --release --bin sim scenarios/churn.toml       # one file
+//! cargo run --release --bin sim scenarios --filter churn   # names containing "churn"
+//! cargo run --release --bin sim scenarios --seed 7         # another master seed
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use petal_sim::report::{IndexEntry, write_index};
+use petal_sim::scenario::{Progress, Scenario};
+use serde::{Deserialize, Serialize};
+
+/// Runs Petal simulation scenarios and writes reports.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// A scenario file, or a directory of them (every *.toml inside).
+    target: PathBuf,
+    /// Run only scenarios whose name contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Override every scenario's master seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where reports go.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Indexed {
+    name: String,
+    description: String,
+    summary: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let files = scenario_files(&args.target)?;
+    let mut scenarios = Vec::new();
+    for f in &files {
+        let mut s = Scenario::load(f)?;
+        if let Some(seed) = args.seed {
+            s.seed = seed;
+        }
+        if args
+            .filter
+            .as_ref()
+            .is_none_or(|flt| s.name.contains(flt.as_str()))
+        {
+            scenarios.push(s);
+        }
+    }
+    if scenarios.is_empty() {
+        bail!("no scenario matches in {}", args.target.display());
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let mut index = read_index(&args.out);
+    let mut failed = Vec::new();
+    for s in &scenarios {
+        let dir = args.out.join(&s.name);
+        let progress = Progress::new(&s.name, 1, !args.quiet);
+        let started = Instant::now();
+        eprintln!("== {} (seed {})", s.name, s.seed);
+        let outcome = s
+            .run(&dir, &progress)
+            .with_context(|| format!("scenario {} (seed {})", s.name, s.seed))?;
+        let wall = started.elapsed().as_secs_f64();
+        let perf = serde_json::json!({
+            "note": "wall-clock figures of the run that wrote this report; machine-dependent, unlike report.md and results.json",
+            "wall_s": wall,
+            "events": outcome.events,
+            "events_per_s": outcome.events as f64 / wall.max(1e-9),
+            "threads": 1,
+        });
+        std::fs::write(
+            dir.join("perf.json"),
+            serde_json::to_string_pretty(&perf)? + "\n",
+        )?;
+        let summary = outcome.targets.summary();
+        eprintln!(
+            "   {}: {summary}; {:.1} s wall, {} events ({:.2} M events/s); results {}",
+            s.name,
+            wall,
+            outcome.events,
+            outcome.events as f64 / wall.max(1e-9) / 1e6,
+            &outcome.results_hash[..16]
+        );
+        if !outcome.targets.all_met() {
+            failed.push(s.name.clone());
+        }
+        index.retain(|e| e.name != s.name);
+        index.push(Indexed {
+            name: s.name.clone(),
+            description: s.description.clone(),
+            summary,
+        });
+    }
+    index.sort_by(|a, b| a.name.cmp(&b.name));
+    std::fs::write(
+        args.out.join("index.json"),
+        serde_json::to_string_pretty(&index)? + "\n",
+    )?;
+    let entries: Vec<IndexEntry> = index
+        .iter()
+        .map(|e| IndexEntry {
+            name: e.name.clone(),
+            description: e.description.clone(),
+            summary_line: e.summary.clone(),
+        })
+        .collect();
+    write_index(&args.out, &entries)?;
+    if !failed.is_empty() {
+        eprintln!("targets missed in: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn scenario_files(target: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if target.is_file() {
+        return Ok(vec![target.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(target)
+        .with_context(|| format!("reading {}", target.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn read_index(out: &Path) -> Vec<Indexed> {
+    std::fs::read_to_string(out.join("index.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}

@@ -1,0 +1,151 @@
+//! Grouped bar charts: one cluster of bars per category, one bar colour per group, e.g. the
+//! share of lookups per hop count, measured next to the Pastry paper's figures.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::axis::{CategoryAxis, extent, plottable, tick_label};
+use super::font::FAMILY;
+use super::plot::{DEFAULT_SIZE, colour, draw_legend, draw_no_data, render};
+
+/// Fraction of a category's slot that its cluster of bars fills.
+const CLUSTER_WIDTH: f64 = 0.8;
+
+/// Most category names written under the x axis; with more, only every k-th is named.
+const MAX_CATEGORY_LABELS: usize = 30;
+
+/// One named set of bars of a [`BarChart`], a value per category.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BarGroup {
+    /// Legend text.
+    pub name: String,
+    /// `values[i]` is the bar height for `categories[i]`; missing or non-finite values draw no bar.
+    pub values: Vec<f64>,
+}
+
+impl BarGroup {
+    /// A group named `name` with one value per category.
+    pub fn new(name: impl Into<String>, values: Vec<f64>) -> Self {
+        Self {
+            name: name.into(),
+            values,
+        }
+    }
+}
+
+/// A grouped bar chart: categories along the x axis, one bar per group in each category.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BarChart {
+    /// Caption above the plot.
+    pub title: String,
+    /// Description of the x axis (what the categories are).
+    pub x_label: String,
+    /// Description of the y axis (with its unit).
+    pub y_label: String,
+    /// Category names, left to right.
+    pub categories: Vec<String>,
+    /// The groups, coloured in order from the same palette as line charts and named in the legend.
+    pub groups: Vec<BarGroup>,
+    /// Image size in pixels; `None` means [`DEFAULT_SIZE`].
+    pub size: Option<(u32, u32)>,
+}
+
+impl BarChart {
+    /// An empty chart over `categories`; add bars with [`BarChart::group`].
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+        categories: Vec<String>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            categories,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a group of bars, one value per category.
+    pub fn group(mut self, name: impl Into<String>, values: Vec<f64>) -> Self {
+        self.groups.push(BarGroup::new(name, values));
+        self
+    }
+}
+
+/// Writes `chart` as a PNG image to `path`, creating its parent directory if needed.
+///
+/// Bars grow from zero, so negative values point down. Without categories or any finite value the
+/// image shows the title and "no data". Equal inputs give byte-identical files.
+pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
+    let size = chart.size.unwrap_or(DEFAULT_SIZE);
+    let count = chart.categories.len();
+    let values = || {
+        chart
+            .groups
+            .iter()
+            .flat_map(|group| group.values.iter().take(count).copied())
+            .filter(|&v| plottable(v))
+    };
+    let Some((lo, hi)) = extent(values()).filter(|_| count > 0) else {
+        return render(path, size, |root| draw_no_data(root, &chart.title));
+    };
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let span = hi - lo;
+    let pad = if span > 0.0 { span * 0.08 } else { 1.0 };
+    let y_range = (if lo < 0.0 { lo - pad } else { 0.0 })..(if hi > 0.0 { hi + pad } else { pad });
+    render(path, size, |root| {
+        let mut ctx = ChartBuilder::on(root)
+            .caption(&chart.title, (FAMILY, 26))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(85)
+            .build_cartesian_2d(CategoryAxis { count }, y_range)?;
+        let category_name = |v: &f64| {
+            let index = v.round();
+            if index >= 0.0 && (index as usize) < count {
+                chart.categories[index as usize].clone()
+            } else {
+                String::new()
+            }
+        };
+        ctx.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(count.min(MAX_CATEGORY_LABELS))
+            .x_label_formatter(&category_name)
+            .y_label_formatter(&|v| tick_label(*v))
+            .x_desc(chart.x_label.as_str())
+            .y_desc(chart.y_label.as_str())
+            .axis_desc_style((FAMILY, 18))
+            .label_style((FAMILY, 15))
+            .light_line_style(RGBColor(0, 0, 0).mix(0.05))
+            .bold_line_style(RGBColor(0, 0, 0).mix(0.15))
+            .draw()?;
+        let groups = chart.groups.len().max(1) as f64;
+        let bar_width = CLUSTER_WIDTH / groups;
+        for (g, group) in chart.groups.iter().enumerate() {
+            let fill = colour(g).filled();
+            let bars = group
+                .values
+                .iter()
+                .take(count)
+                .enumerate()
+                .filter(|&(_, &v)| plottable(v));
+            let rectangles = bars.map(|(i, &v)| {
+                let left = i as f64 - CLUSTER_WIDTH / 2.0 + g as f64 * bar_width;
+                // A hair narrower than the slot leaves a thin gap between neighbouring bars.
+                let right = left + bar_width * 0.92;
+                Rectangle::new([(left, 0.0), (right, v)], fill)
+            });
+            ctx.draw_series(rectangles)?
+                .label(group.name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], fill));
+        }
+        if !chart.groups.is_empty() {
+            draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)?;
+        }
+        Ok(())
+    })
+}

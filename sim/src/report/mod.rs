@@ -1,0 +1,38 @@
+//! Reports: what a scenario run leaves behind for people to read.
+//!
+//! Each scenario writes one directory holding `report.md` (prose, tables, target verdicts and
+//! figures), `results.json` (the measured numbers, for machines) and PNG charts; [`write_index`]
+//! links all of them from the reports root's `README.md`. A scenario builds its report with a
+//! [`ReportWriter`] and renders figures with [`line_chart`], [`bar_chart`] and [`cdf_chart`] (or
+//! the writer's methods of the same names, which also embed the image).
+//!
+//! Reports are committed as reference runs, so they must be reproducible: equal inputs give
+//! byte-identical files, PNGs included. Nothing that varies between runs or machines is written
+//! (no time, host name or absolute path), charts thin large samples deterministically, and text
+//! is drawn with the DejaVu Sans font compiled into the binary (registered with plotters'
+//! `ab_glyph` backend as `"sans-serif"`) rather than whatever fonts the system has. Charts never
+//! panic on awkward data: non-finite values are dropped, and a chart left with no data is still
+//! written, saying so.
+//!
+//! # Layout
+//! - `markdown.rs`: [`ReportWriter`], target verdicts and [`markdown_table`].
+//! - `index.rs`: the reports index, [`write_index`].
+//! - `plot.rs`: [`LineChart`], [`cdf_chart`] and the drawing code shared by all charts.
+//! - `bar.rs`: grouped [`BarChart`]s.
+//! - `axis.rs`: data cleaning, axis ranges, tick labels, CDF thinning (pure, unit-tested).
+//! - `font.rs`: one-time registration of the bundled font.
+
+mod axis;
+mod bar;
+mod font;
+mod index;
+mod markdown;
+mod plot;
+#[cfg(test)]
+mod tests;
+
+pub use axis::MAX_CDF_POINTS;
+pub use bar::{BarChart, BarGroup, bar_chart};
+pub use index::{IndexEntry, index_markdown, write_index};
+pub use markdown::{ReportWriter, TargetCounts, TargetRow, Verdict, markdown_table};
+pub use plot::{DEFAULT_SIZE, LineChart, Series, cdf_chart, line_chart};

@@ -1,0 +1,340 @@
+//! Line charts and empirical CDFs, plus the drawing plumbing every chart kind shares.
+//!
+//! Charts are drawn with plotters' bitmap backend and written as PNG. Input is cleaned first:
+//! non-finite values are dropped (and non-positive ones on a log axis), axis ranges come from
+//! what is left, and a chart with nothing left to show still gets written, saying "no data".
+
+use std::ops::Range;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::{Ranged, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::axis::{
+    clean_points, ecdf, linear_range, log_plottable, log_range, plottable, tick_label,
+};
+use super::font::{FAMILY, ensure_fonts};
+
+/// Width and height in pixels of a chart whose `size` is `None`.
+pub const DEFAULT_SIZE: (u32, u32) = (1000, 600);
+
+/// Series with at most this many points get a marker on each point.
+const MARKER_LIMIT: usize = 60;
+
+/// Series colours, in order: distinct hues that stay apart for colour-blind readers
+/// (Okabe–Ito), then darker extras; a chart with more series reuses them cyclically.
+pub(crate) const PALETTE: [RGBColor; 10] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(120, 120, 120),
+    RGBColor(0, 0, 0),
+    RGBColor(140, 86, 75),
+    RGBColor(148, 103, 189),
+];
+
+/// The colour of series number `index`.
+pub(crate) fn colour(index: usize) -> RGBColor {
+    PALETTE[index % PALETTE.len()]
+}
+
+/// The drawing area charts are drawn on.
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// One named curve of a [`LineChart`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    /// Legend text.
+    pub name: String,
+    /// `(x, y)` points, drawn joined in the given order; non-finite points are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// A series named `name` through `points`.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            points,
+        }
+    }
+}
+
+/// A chart of one or more curves over a shared pair of axes, with optional reference lines.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LineChart {
+    /// Caption above the plot.
+    pub title: String,
+    /// Description of the x axis (with its unit).
+    pub x_label: String,
+    /// Description of the y axis (with its unit).
+    pub y_label: String,
+    /// The curves, coloured in order from a fixed palette and named in the legend.
+    pub series: Vec<Series>,
+    /// Draw the y axis on a log scale; points with `y <= 0` (or below 1e-150) are then left out.
+    pub y_log: bool,
+    /// Horizontal reference lines (a target, a bound, a paper's figure): legend text and y value.
+    pub hlines: Vec<(String, f64)>,
+    /// Image size in pixels; `None` means [`DEFAULT_SIZE`].
+    pub size: Option<(u32, u32)>,
+}
+
+impl LineChart {
+    /// An empty chart with a title and axis descriptions; add curves with [`LineChart::series`].
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a curve.
+    pub fn series(mut self, name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        self.series.push(Series::new(name, points));
+        self
+    }
+
+    /// Adds a horizontal reference line at `y`.
+    pub fn hline(mut self, name: impl Into<String>, y: f64) -> Self {
+        self.hlines.push((name.into(), y));
+        self
+    }
+
+    /// Switches the y axis to a log scale.
+    pub fn log_y(mut self) -> Self {
+        self.y_log = true;
+        self
+    }
+}
+
+/// Writes `chart` as a PNG image to `path`, creating its parent directory if needed.
+///
+/// Non-finite points (and absurd ones, beyond ±1e150) are dropped; with nothing left to draw, the image shows the title and
+/// "no data". Equal inputs give byte-identical files.
+pub fn line_chart(path: &Path, chart: &LineChart) -> anyhow::Result<()> {
+    let style = LineStyle {
+        markers: true,
+        y_fixed: None,
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    draw_line_chart(path, chart, &style)
+}
+
+/// Writes the empirical CDFs of several samples as a PNG image to `path`.
+///
+/// Each entry is a legend name and its samples, in any order; non-finite samples are dropped,
+/// and each curve keeps at most [`MAX_CDF_POINTS`](super::MAX_CDF_POINTS) points, chosen
+/// deterministically. The legend shows each sample's size.
+pub fn cdf_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    series: &[(String, Vec<f64>)],
+) -> anyhow::Result<()> {
+    let chart = LineChart {
+        title: title.to_string(),
+        x_label: x_label.to_string(),
+        y_label: "fraction of samples ≤ x".to_string(),
+        series: series
+            .iter()
+            .map(|(name, samples)| {
+                let n = samples.iter().filter(|&&v| plottable(v)).count();
+                Series::new(format!("{name} (n={n})"), ecdf(samples))
+            })
+            .collect(),
+        ..LineChart::default()
+    };
+    let style = LineStyle {
+        markers: false,
+        y_fixed: Some(0.0..1.05),
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw_line_chart(path, &chart, &style)
+}
+
+/// How [`draw_line_chart`] differs between line charts and CDFs.
+struct LineStyle {
+    /// Mark each point of short series.
+    markers: bool,
+    /// A y range to use instead of one computed from the data.
+    y_fixed: Option<Range<f64>>,
+    /// Where the legend goes.
+    legend: SeriesLabelPosition,
+}
+
+/// A line chart's data after cleaning: the input order and names are kept.
+struct CleanLines<'c> {
+    series: Vec<(&'c str, Vec<(f64, f64)>)>,
+    hlines: Vec<(&'c str, f64)>,
+    x_range: Range<f64>,
+}
+
+fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow::Result<()> {
+    let size = chart.size.unwrap_or(DEFAULT_SIZE);
+    let series: Vec<(&str, Vec<(f64, f64)>)> = chart
+        .series
+        .iter()
+        .map(|s| (s.name.as_str(), clean_points(&s.points, chart.y_log)))
+        .collect();
+    let hlines: Vec<(&str, f64)> = chart
+        .hlines
+        .iter()
+        .filter(|&&(_, y)| {
+            if chart.y_log {
+                log_plottable(y)
+            } else {
+                plottable(y)
+            }
+        })
+        .map(|(name, y)| (name.as_str(), *y))
+        .collect();
+    let all_points = || series.iter().flat_map(|(_, points)| points.iter().copied());
+    let x_range = linear_range(all_points().map(|(x, _)| x));
+    let ys = || {
+        all_points()
+            .map(|(_, y)| y)
+            .chain(hlines.iter().map(|(_, y)| *y))
+    };
+    let y_range = match &style.y_fixed {
+        Some(fixed) => Some(fixed.clone()),
+        None if chart.y_log => log_range(ys()),
+        None => linear_range(ys()),
+    };
+    let (Some(x_range), Some(y_range)) = (x_range, y_range) else {
+        return render(path, size, |root| draw_no_data(root, &chart.title));
+    };
+    let lines = CleanLines {
+        series,
+        hlines,
+        x_range: x_range.clone(),
+    };
+    render(path, size, |root| {
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .caption(&chart.title, (FAMILY, 26))
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(85);
+        if chart.y_log {
+            let mut ctx = builder.build_cartesian_2d(x_range, y_range.log_scale())?;
+            draw_lines(&mut ctx, chart, &lines, style)
+        } else {
+            let mut ctx = builder.build_cartesian_2d(x_range, y_range)?;
+            draw_lines(&mut ctx, chart, &lines, style)
+        }
+    })
+}
+
+/// Draws mesh, curves, reference lines and legend on a chart whose y axis is linear or log.
+fn draw_lines<'a, 'p: 'a, Y>(
+    ctx: &mut ChartContext<'a, BitMapBackend<'p>, Cartesian2d<RangedCoordf64, Y>>,
+    chart: &LineChart,
+    lines: &CleanLines<'_>,
+    style: &LineStyle,
+) -> anyhow::Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    ctx.configure_mesh()
+        .x_desc(chart.x_label.as_str())
+        .y_desc(chart.y_label.as_str())
+        .axis_desc_style((FAMILY, 18))
+        .label_style((FAMILY, 15))
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| tick_label(*v))
+        .light_line_style(RGBColor(0, 0, 0).mix(0.05))
+        .bold_line_style(RGBColor(0, 0, 0).mix(0.15))
+        .draw()?;
+    for (index, (name, points)) in lines.series.iter().enumerate() {
+        let colour = colour(index);
+        let line = colour.stroke_width(2);
+        let label = if points.is_empty() {
+            format!("{name} (no data)")
+        } else {
+            name.to_string()
+        };
+        ctx.draw_series(LineSeries::new(points.iter().copied(), line))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
+        if (style.markers && points.len() <= MARKER_LIMIT) || points.len() == 1 {
+            ctx.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+        }
+    }
+    let (x0, x1) = (lines.x_range.start, lines.x_range.end);
+    for (offset, (name, y)) in lines.hlines.iter().enumerate() {
+        let line = colour(lines.series.len() + offset).stroke_width(2);
+        ctx.draw_series(DashedLineSeries::new(vec![(x0, *y), (x1, *y)], 10, 6, line))?
+            .label(format!("{name} ({})", tick_label(*y)))
+            .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, line));
+    }
+    if !lines.series.is_empty() || !lines.hlines.is_empty() {
+        draw_legend(ctx, style.legend.clone())?;
+    }
+    Ok(())
+}
+
+/// Draws the legend box of the series labelled so far.
+pub(crate) fn draw_legend<'a, 'p: 'a, X, Y>(
+    ctx: &mut ChartContext<'a, BitMapBackend<'p>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()>
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    ctx.configure_series_labels()
+        .position(position)
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(0, 0, 0).mix(0.4))
+        .draw()?;
+    Ok(())
+}
+
+/// Draws a chart that has nothing to show: its title and a centred "no data".
+pub(crate) fn draw_no_data(root: &Area<'_>, title: &str) -> anyhow::Result<()> {
+    let body = root.titled(title, (FAMILY, 26))?;
+    let (width, height) = body.dim_in_pixel();
+    let centre = (i32::try_from(width / 2)?, i32::try_from(height / 2)?);
+    let text = TextStyle::from((FAMILY, 30).into_font())
+        .color(&RGBColor(110, 110, 110))
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    body.draw(&Text::new("no data", centre, text))?;
+    Ok(())
+}
+
+/// Creates `path`'s directory, draws on a white `size` canvas with `draw`, and saves the PNG.
+pub(crate) fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        size.0 >= 100 && size.1 >= 100 && size.0 <= 10_000 && size.1 <= 10_000,
+        "chart size {}x{} is outside 100x100..=10000x10000",
+        size.0,
+        size.1
+    );
+    ensure_fonts()?;
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    draw(&root)?;
+    root.present()?;
+    Ok(())
+}

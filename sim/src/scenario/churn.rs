@@ -1,0 +1,354 @@
+//! `churn`: a steady population under Poisson joins and crashes (exponential sessions with a
+//! given median), continuous lookups; lookup success and consistency, leaf-set correctness,
+//! crash detection time and maintenance traffic over time.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use petal_core::{Key, Time};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::common::{advance_ms, hash_json, ms_quantiles, pct};
+use super::{Outcome, Progress, Scenario};
+use crate::engine::{Sim, SimConfig, derive_seed};
+use crate::metrics::{Metrics, quantile};
+use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    nodes: u64,
+    /// One run per median session time, in seconds.
+    median_session_s: Vec<u64>,
+    /// Churn phase length.
+    duration_s: u64,
+    /// Lookups started per second during churn.
+    lookups_per_s: u64,
+    join_spacing_ms: u64,
+    settle_s: u64,
+}
+
+struct Run {
+    median_s: u64,
+    metrics: Metrics,
+    leaf_ok: Vec<(f64, f64)>,
+    alive_mean: f64,
+    start_s: f64,
+}
+
+const STEP_MS: u64 = 10;
+
+pub(super) fn run(
+    sc: &Scenario,
+    node: petal_core::Config,
+    out: &Path,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
+    let p: Params = sc.params()?;
+    progress.set_len(p.median_session_s.len() as u64 * (p.duration_s + 1));
+    let mut runs = Vec::new();
+    let mut events = 0;
+    for (k, &median_s) in p.median_session_s.iter().enumerate() {
+        let mut cfg = SimConfig::new(
+            derive_seed(sc.seed, "churn-run", k as u64),
+            sc.topology.clone(),
+        );
+        cfg.node = node.clone();
+        let mut sim = Sim::new(cfg);
+        let r = churn_run(
+            &mut sim,
+            &p,
+            median_s,
+            progress,
+            k as u64 * (p.duration_s + 1),
+        );
+        events += sim.metrics.events;
+        runs.push(r);
+    }
+    progress.finish();
+    write_report(sc, &p, &runs, out, events)
+}
+
+/// Exponential session length with the given median, in microseconds.
+fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
+    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
+}
+
+fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base: u64) -> Run {
+    for _ in 0..p.nodes {
+        sim.add_node();
+        advance_ms(sim, p.join_spacing_ms);
+    }
+    advance_ms(sim, p.settle_s * 1000);
+    let start = sim.now();
+    sim.metrics = Metrics::new(1_000_000);
+    let mut deaths: BTreeSet<(u64, u32)> = BTreeSet::new();
+    for i in sim.ready_nodes().collect::<Vec<_>>() {
+        let t = start.as_micros() + session_us(sim, median_s);
+        deaths.insert((t, i));
+    }
+    // Poisson arrivals at the rate that keeps the population steady.
+    let rate_per_us = p.nodes as f64 * std::f64::consts::LN_2 / median_s as f64 / 1e6;
+    let mut next_arrival = start.as_micros() + exp_us(sim, rate_per_us);
+    let lookup_gap_us = 1e6 / p.lookups_per_s.max(1) as f64;
+    let mut next_lookup = start.as_micros() as f64;
+    let mut leaf_ok = Vec::new();
+    let mut alive_sum = 0.0;
+    let end = start.as_micros() + p.duration_s * 1_000_000;
+    let mut next_sample = start.as_micros();
+    while sim.now().as_micros() < end {
+        let now = sim.now().as_micros();
+        while let Some(&(t, i)) = deaths.first() {
+            if t > now {
+                break;
+            }
+            deaths.pop_first();
+            sim.crash(i);
+        }
+        while next_arrival <= now {
+            let i = sim.add_node();
+            let t = now + session_us(sim, median_s);
+            deaths.insert((t, i));
+            next_arrival += exp_us(sim, rate_per_us).max(1);
+        }
+        while next_lookup <= now as f64 {
+            if let Some(from) = sim.random_ready() {
+                let key = Key(sim.rng().random());
+                sim.lookup(from, key);
+            }
+            next_lookup += lookup_gap_us;
+        }
+        if now >= next_sample {
+            let secs = (now - start.as_micros()) as f64 / 1e6;
+            leaf_ok.push((secs, sim.leaf_set_correctness()));
+            alive_sum += sim.alive_count() as f64;
+            progress.set(
+                base + (secs as u64),
+                format!("median session {median_s} s: {} alive", sim.alive_count()),
+            );
+            next_sample += 1_000_000;
+        }
+        sim.run_until(Time::from_micros(now + STEP_MS * 1000));
+    }
+    // Let the last lookups finish (no more churn).
+    advance_ms(sim, 15_000);
+    let metrics = std::mem::replace(&mut sim.metrics, Metrics::new(1_000_000));
+    sim.metrics.events = metrics.events;
+    Run {
+        median_s,
+        alive_mean: alive_sum / leaf_ok.len().max(1) as f64,
+        leaf_ok,
+        metrics,
+        start_s: start.as_secs_f64(),
+    }
+}
+
+fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
+    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+    (-(u.ln()) / rate_per_us) as u64
+}
+
+fn write_report(
+    sc: &Scenario,
+    p: &Params,
+    runs: &[Run],
+    out: &Path,
+    events: u64,
+) -> anyhow::Result<Outcome> {
+    let mut w = ReportWriter::new(out, &sc.name, &sc.description);
+    w.heading("Results");
+    w.paragraph(&format!(
+        "{} nodes join ({} ms apart) and settle for {} s; then for {} s nodes crash after exponential sessions \
+         with the given median and new nodes arrive as a Poisson process at the rate that keeps the population \
+         steady, while {} lookups per second start from random ready nodes. Consistency: a lookup is delivered \
+         at the ready node numerically closest to its key at that instant. Success: answered lookups over those \
+         that ended (answered or failed after every retry); lookups whose origin crashed are not counted. \
+         Detection: from a crash to the first node declaring it dead.",
+        p.nodes, p.join_spacing_ms, p.settle_s, p.duration_s, p.lookups_per_s
+    ));
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    let mut json_runs = Vec::new();
+    for r in runs {
+        let t = r.metrics.totals();
+        let ended = t.lookups_done + t.lookups_failed;
+        let success = t.lookups_done as f64 / ended.max(1) as f64;
+        let consistency = t.consistent as f64 / t.delivered.max(1) as f64;
+        let leaf_mean = r.leaf_ok.iter().map(|x| x.1).sum::<f64>() / r.leaf_ok.len().max(1) as f64;
+        let det = &r.metrics.detections_us;
+        let det50 = quantile(det, 0.5).map_or(f64::NAN, |v| v as f64 / 1e6);
+        let maint_bps = t.maintenance_bytes as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
+        let maint_mps = t.maintenance_msgs as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
+        rows.push(vec![
+            format!("{} s", r.median_s),
+            t.lookups_started.to_string(),
+            pct(success, 3),
+            pct(consistency, 3),
+            pct(leaf_mean, 2),
+            format!("{det50:.2} s"),
+            format!("{maint_bps:.0} B/s, {maint_mps:.1} msg/s"),
+            format!("{} / {}", r.metrics.crashes, r.metrics.joins),
+        ]);
+        if r.median_s >= 600 {
+            targets.push(TargetRow::new(
+                format!("lookup consistency, {} s median session", r.median_s),
+                "≥ 99.9 %",
+                pct(consistency, 3),
+                Verdict::from_met(consistency >= 0.999),
+            ));
+            targets.push(TargetRow::new(
+                format!("lookup success, {} s median session", r.median_s),
+                "≥ 99.9 %",
+                pct(success, 3),
+                Verdict::from_met(success >= 0.999),
+            ));
+        } else {
+            targets.push(TargetRow::new(
+                format!("lookup consistency, {} s median session", r.median_s),
+                "report",
+                pct(consistency, 3),
+                Verdict::Info,
+            ));
+        }
+        targets.push(TargetRow::new(
+            format!("median crash detection, {} s sessions", r.median_s),
+            "≤ 3 s",
+            format!("{det50:.2} s"),
+            Verdict::from_met(det50 <= 3.0),
+        ));
+        json_runs.push(json!({
+            "median_session_s": r.median_s,
+            "lookups_started": t.lookups_started,
+            "lookups_done": t.lookups_done,
+            "lookups_failed": t.lookups_failed,
+            "deliveries": t.delivered,
+            "consistent": t.consistent,
+            "success": success,
+            "consistency": consistency,
+            "leaf_set_correctness_mean": leaf_mean,
+            "leaf_set_correctness": r.leaf_ok,
+            "detection": ms_quantiles(det),
+            "false_deaths": r.metrics.false_deaths,
+            "maintenance_bytes_per_node_s": maint_bps,
+            "maintenance_msgs_per_node_s": maint_mps,
+            "crashes": r.metrics.crashes,
+            "joins": r.metrics.joins,
+            "alive_mean": r.alive_mean,
+            "mean_hops": r.metrics.mean_hops(),
+        }));
+    }
+    w.table(
+        &[
+            "median session",
+            "lookups",
+            "success",
+            "consistency",
+            "leaf sets correct (mean)",
+            "detection p50",
+            "maintenance per node",
+            "crashes / joins",
+        ],
+        &rows,
+    );
+    w.targets(&targets);
+    let series =
+        |f: &dyn Fn(&crate::metrics::Bucket) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
+            runs.iter()
+                .map(|r| {
+                    let skip = r.start_s as usize;
+                    let pts = r
+                        .metrics
+                        .buckets
+                        .iter()
+                        .enumerate()
+                        .skip(skip)
+                        .filter_map(|(i, b)| f(b).map(|v| ((i - skip) as f64, v)))
+                        .collect();
+                    (format!("median session {} s", r.median_s), pts)
+                })
+                .collect()
+        };
+    let mut c = LineChart::new(
+        "Lookup consistency and success over time",
+        "seconds of churn",
+        "%",
+    );
+    for (name, pts) in
+        series(&|b| (b.delivered > 0).then(|| 100.0 * b.consistent as f64 / b.delivered as f64))
+    {
+        c = c.series(format!("consistency, {name}"), pts);
+    }
+    for (name, pts) in series(&|b| {
+        let e = b.lookups_done + b.lookups_failed;
+        (e > 0).then(|| 100.0 * b.lookups_done as f64 / e as f64)
+    }) {
+        c = c.series(format!("success, {name}"), pts);
+    }
+    w.line_chart("lookups_over_time.png", &c.hline("target 99.9 %", 99.9))?;
+    let mut c = LineChart::new(
+        "Leaf-set correctness over time",
+        "seconds of churn",
+        "% of ready nodes",
+    );
+    for r in runs {
+        c = c.series(
+            format!("median session {} s", r.median_s),
+            r.leaf_ok.iter().map(|&(t, v)| (t, v * 100.0)).collect(),
+        );
+    }
+    w.line_chart("leaf_sets_over_time.png", &c)?;
+    let det: Vec<(String, Vec<f64>)> = runs
+        .iter()
+        .map(|r| {
+            (
+                format!("median session {} s", r.median_s),
+                r.metrics
+                    .detections_us
+                    .iter()
+                    .map(|&v| v as f64 / 1e6)
+                    .collect(),
+            )
+        })
+        .collect();
+    w.cdf_chart(
+        "detection_cdf.png",
+        "Crash detection time",
+        "seconds from crash to first death declaration",
+        &det,
+    )?;
+    let mut c = LineChart::new(
+        "Maintenance traffic",
+        "seconds of churn",
+        "bytes per node per second",
+    );
+    for r in runs {
+        let skip = r.start_s as usize;
+        c = c.series(
+            format!("median session {} s", r.median_s),
+            r.metrics
+                .buckets
+                .iter()
+                .enumerate()
+                .skip(skip)
+                .take(p.duration_s as usize)
+                .map(|(i, b)| {
+                    (
+                        (i - skip) as f64,
+                        b.maintenance_bytes as f64 / r.alive_mean.max(1.0),
+                    )
+                })
+                .collect(),
+        );
+    }
+    w.line_chart("maintenance.png", &c)?;
+    let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
+    w.finish(&results)?;
+    Ok(Outcome {
+        targets: w.target_counts(),
+        results_hash: hash_json(&results),
+        events,
+    })
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the runners: time stepping, lookup workloads, progress, result hashing.
+
+use petal_core::{Key, Time};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::engine::Sim;
+
+/// A progress bar (hidden when not on a terminal or in tests).
+pub struct Progress(indicatif::ProgressBar);
+
+impl Progress {
+    /// A visible bar for `name` with `len` steps.
+    pub fn new(name: &str, len: u64, visible: bool) -> Self {
+        let bar = if visible {
+            indicatif::ProgressBar::new(len)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:40}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name.to_string());
+        Self(bar)
+    }
+
+    /// A hidden bar.
+    pub fn hidden() -> Self {
+        Self(indicatif::ProgressBar::hidden())
+    }
+
+    /// Sets the position and the message.
+    pub fn set(&self, pos: u64, msg: String) {
+        self.0.set_position(pos);
+        self.0.set_message(msg);
+    }
+
+    /// Sets the length.
+    pub fn set_len(&self, len: u64) {
+        self.0.set_length(len);
+    }
+
+    /// Finishes the bar.
+    pub fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+/// Advances simulated time by `ms` milliseconds.
+pub(crate) fn advance_ms(sim: &mut Sim, ms: u64) {
+    let t = sim.now().as_micros() + ms * 1000;
+    sim.run_until(Time::from_micros(t));
+}
+
+/// Starts `n` lookups of random keys from random ready nodes, in batches of `batch` every
+/// `gap_ms`, then lets them finish for `drain_ms`.
+pub(crate) fn lookup_burst(sim: &mut Sim, n: u64, batch: u64, gap_ms: u64, drain_ms: u64) {
+    let mut left = n;
+    while left > 0 {
+        for _ in 0..batch.min(left) {
+            if let Some(from) = sim.random_ready() {
+                let key = Key(sim.rng().random());
+                sim.lookup(from, key);
+            }
+        }
+        left = left.saturating_sub(batch);
+        advance_ms(sim, gap_ms);
+    }
+    advance_ms(sim, drain_ms);
+}
+
+/// Hex SHA-256 of a JSON value's canonical text.
+pub(crate) fn hash_json(v: &serde_json::Value) -> String {
+    let text = serde_json::to_string(v).expect("json serialises");
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Formats a fraction as a percentage with `digits` decimals.
+pub(crate) fn pct(x: f64, digits: usize) -> String {
+    format!("{:.*} %", digits, x * 100.0)
+}
+
+/// Quantiles of microsecond samples, in milliseconds.
+pub(crate) fn ms_quantiles(samples: &[u64]) -> serde_json::Value {
+    let q = |p| crate::metrics::quantile(samples, p).map(|v| v as f64 / 1000.0);
+    serde_json::json!({
+        "count": samples.len(),
+        "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": q(1.0),
+    })
+}

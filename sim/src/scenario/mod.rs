@@ -1,0 +1,154 @@
+//! Scenario files (TOML) and their runners.
+//!
+//! A scenario file names a runner (`kind`), a master seed, the topology, node-config overrides
+//! and the runner's parameters:
+//! ```toml
+//! name = "churn"
+//! description = "1,000 nodes under Poisson churn"
+//! kind = "churn"
+//! seed = 1
+//! [topology]
+//! kind = "transit-stub"
+//! [node]
+//! leaf_set_size = 16
+//! [params]
+//! nodes = 1000
+//! ```
+//! Runners measure through the engine's [`crate::metrics`] and oracles only, and write
+//! `report.md`, `results.json` and PNG plots into the scenario's report directory; wall-clock
+//! figures (run time, events per second) go to `perf.json` apart, because they are the only
+//! output that is not a function of (scenario, seed, commit).
+
+mod churn;
+mod common;
+mod hops;
+mod partition;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::report::TargetCounts;
+use crate::topology::TopologyConfig;
+
+pub use common::Progress;
+
+/// A scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name; also the report directory's name.
+    pub name: String,
+    /// What it exercises, in a sentence.
+    pub description: String,
+    /// Which runner: `pastry-hops`, `churn` or `partition`.
+    pub kind: String,
+    /// Master seed (overridable with `--seed`).
+    pub seed: u64,
+    /// Network model.
+    #[serde(default)]
+    pub topology: TopologyConfig,
+    /// Overrides of the node configuration.
+    #[serde(default)]
+    pub node: NodeOverrides,
+    /// Runner parameters (checked by the runner).
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+/// The node-config fields a scenario may set (times in milliseconds).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeOverrides {
+    /// `L`.
+    pub leaf_set_size: Option<usize>,
+    /// Leaf-set ping interval.
+    pub leaf_ping_interval_ms: Option<u64>,
+    /// Routing-table ping interval.
+    pub routing_ping_interval_ms: Option<u64>,
+    /// Ping timeout.
+    pub ping_timeout_ms: Option<u64>,
+    /// Misses that make a peer dead.
+    pub suspicion_misses: Option<u32>,
+    /// Leaf-set exchange interval.
+    pub leaf_exchange_interval_ms: Option<u64>,
+    /// Lookup timeout.
+    pub lookup_timeout_ms: Option<u64>,
+    /// Lookup attempts.
+    pub lookup_attempts: Option<u32>,
+}
+
+impl NodeOverrides {
+    /// The default node config with these overrides applied, validated.
+    pub fn apply(&self) -> anyhow::Result<petal_core::Config> {
+        let mut c = petal_core::Config::default();
+        let ms = Duration::from_millis;
+        if let Some(v) = self.leaf_set_size {
+            c.leaf_set_size = v;
+        }
+        if let Some(v) = self.leaf_ping_interval_ms {
+            c.leaf_ping_interval = ms(v);
+        }
+        if let Some(v) = self.routing_ping_interval_ms {
+            c.routing_ping_interval = ms(v);
+        }
+        if let Some(v) = self.ping_timeout_ms {
+            c.ping_timeout = ms(v);
+        }
+        if let Some(v) = self.suspicion_misses {
+            c.suspicion_misses = v;
+        }
+        if let Some(v) = self.leaf_exchange_interval_ms {
+            c.leaf_exchange_interval = ms(v);
+        }
+        if let Some(v) = self.lookup_timeout_ms {
+            c.lookup_timeout = ms(v);
+        }
+        if let Some(v) = self.lookup_attempts {
+            c.lookup_attempts = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// What a finished run reports back to the `sim` binary.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Target verdicts of the report.
+    pub targets: TargetCounts,
+    /// Hash of the results (for determinism checks).
+    pub results_hash: String,
+    /// Simulated events processed.
+    pub events: u64,
+}
+
+impl Scenario {
+    /// Reads and parses a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let s: Scenario =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Runs the scenario and writes its report into `out_dir`.
+    pub fn run(&self, out_dir: &Path, progress: &Progress) -> anyhow::Result<Outcome> {
+        let node = self.node.apply()?;
+        match self.kind.as_str() {
+            "pastry-hops" => hops::run(self, node, out_dir, progress),
+            "churn" => churn::run(self, node, out_dir, progress),
+            "partition" => partition::run(self, node, out_dir, progress),
+            other => bail!("unknown scenario kind {other:?} in {}", self.name),
+        }
+    }
+
+    /// Runner parameters as a typed struct.
+    pub(crate) fn params<P: for<'de> Deserialize<'de>>(&self) -> anyhow::Result<P> {
+        P::deserialize(toml::Value::Table(self.params.clone()))
+            .with_context(|| format!("parameters of scenario {}", self.name))
+    }
+}

@@ -21,7 +21,8 @@ pub struct Config {
     pub suspicion_misses: u32,
     /// How often a node sends its leaf set to its nearest neighbour on each side.
     pub leaf_exchange_interval: Duration,
-    /// How long a join may take before it is restarted from the bootstrap node.
+    /// How long a join attempt may take: then the join is restarted from the bootstrap node, or,
+    /// when only announce acknowledgements are missing, the announces are sent again.
     pub join_timeout: Duration,
     /// Join attempts before the join is reported failed.
     pub join_attempts: u32,
@@ -70,8 +71,8 @@ impl Default for Config {
             ping_timeout: Duration::from_millis(500),
             suspicion_misses: 3,
             leaf_exchange_interval: Duration::from_secs(5),
-            join_timeout: Duration::from_secs(5),
-            join_attempts: 5,
+            join_timeout: Duration::from_secs(2),
+            join_attempts: 10,
             hop_ack_timeout: Duration::from_millis(600),
             hop_ack_timeout_min: Duration::from_millis(50),
             max_reroutes: 4,

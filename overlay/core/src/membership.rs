@@ -80,6 +80,24 @@ impl Node {
             return;
         }
         self.stats.join_retries += 1;
+        if j.announced {
+            // The path is done; only acknowledgements are missing (lost, or a silent member
+            // that liveness will remove): ask the members that have not answered again.
+            let missing: Vec<NodeId> = self.leaf.members().filter(|id| !j.acked.contains(id)).collect();
+            let deadline = now + self.cfg.join_timeout;
+            if let Phase::Joining(j) = &mut self.phase {
+                j.attempt += 1;
+                j.deadline = deadline;
+                for id in &missing {
+                    j.asked.remove(id);
+                }
+            }
+            self.set_timer(deadline, TimerKey::Join);
+            for id in missing {
+                self.announce_to(id, true);
+            }
+            return;
+        }
         self.start_join_attempt(now);
     }
 

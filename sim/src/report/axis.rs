@@ -148,6 +148,62 @@ pub(crate) fn ecdf(samples: &[f64]) -> Vec<(f64, f64)> {
     curve
 }
 
+/// A corner of the plotting area, where a legend can go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Corner {
+    UpperRight,
+    UpperLeft,
+    LowerRight,
+    LowerLeft,
+}
+
+/// The corner whose legend-sized box (wider and taller with more `entries`) covers the least of
+/// what is drawn, given as line segments in data coordinates; ties go to the earlier corner in
+/// [`Corner`]'s order. Segments are sampled at a few points each, which is plenty for choosing.
+pub(crate) fn emptiest_corner(
+    segments: impl IntoIterator<Item = ((f64, f64), (f64, f64))>,
+    x: &Range<f64>,
+    y: &Range<f64>,
+    log_y: bool,
+    entries: usize,
+) -> Corner {
+    const SAMPLES: u32 = 8;
+    let fy = |v: f64| {
+        if log_y {
+            v.max(f64::MIN_POSITIVE).log10()
+        } else {
+            v
+        }
+    };
+    let (y0, y1) = (fy(y.start), fy(y.end));
+    let width = 0.4;
+    let height = (0.1 + 0.055 * entries as f64).min(0.9);
+    let mut hits = [0usize; 4];
+    for ((ax, ay), (bx, by)) in segments {
+        for step in 0..=SAMPLES {
+            let t = f64::from(step) / f64::from(SAMPLES);
+            let nx = (ax + (bx - ax) * t - x.start) / (x.end - x.start);
+            let ny = (fy(ay) + (fy(by) - fy(ay)) * t - y0) / (y1 - y0);
+            let (left, right) = (nx < width, nx > 1.0 - width);
+            let (low, high) = (ny < height, ny > 1.0 - height);
+            for (i, inside) in [high && right, high && left, low && right, low && left]
+                .into_iter()
+                .enumerate()
+            {
+                hits[i] += usize::from(inside);
+            }
+        }
+    }
+    let corners = [
+        Corner::UpperRight,
+        Corner::UpperLeft,
+        Corner::LowerRight,
+        Corner::LowerLeft,
+    ];
+    let best = (0..4).min_by_key(|&i| hits[i]).unwrap_or(0);
+    corners[best]
+}
+
 /// The x axis of a bar chart: category `i` is centred on `i`, the axis spans `-0.5..count-0.5`,
 /// and only the category centres are key points (at most as many as the axis asks for).
 pub(crate) struct CategoryAxis {
@@ -255,6 +311,24 @@ mod tests {
                 .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
         );
         assert_eq!(curve, ecdf(&samples));
+    }
+
+    #[test]
+    fn legend_avoids_the_data() {
+        let (x, y) = (0.0..10.0, 0.0..10.0);
+        let rising = [((0.0, 0.0), (10.0, 10.0))];
+        assert_eq!(emptiest_corner(rising, &x, &y, false, 2), Corner::UpperLeft);
+        let falling = [((0.0, 10.0), (10.0, 0.0))];
+        assert_eq!(
+            emptiest_corner(falling, &x, &y, false, 2),
+            Corner::UpperRight
+        );
+        let top = [((0.0, 9.5), (10.0, 9.5))];
+        assert_eq!(emptiest_corner(top, &x, &y, false, 2), Corner::LowerRight);
+        assert_eq!(emptiest_corner([], &x, &y, false, 2), Corner::UpperRight);
+        let log = [((0.0, 1.0), (10.0, 1000.0))];
+        let log_y = 0.9..1100.0;
+        assert_eq!(emptiest_corner(log, &x, &log_y, true, 1), Corner::UpperLeft);
     }
 
     #[test]

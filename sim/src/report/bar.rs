@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 
-use super::axis::{CategoryAxis, extent, plottable, tick_label};
-use super::font::FAMILY;
-use super::plot::{DEFAULT_SIZE, colour, draw_legend, draw_no_data, render};
+use super::axis::{CategoryAxis, emptiest_corner, extent, plottable, tick_label};
+use super::plot::{
+    DEFAULT_SIZE, chart_frame, colour, draw_legend, draw_no_data, legend_position, render,
+    style_mesh,
+};
 
 /// Fraction of a category's slot that its cluster of bars fills.
 const CLUSTER_WIDTH: f64 = 0.8;
@@ -96,13 +99,16 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
     let span = hi - lo;
     let pad = if span > 0.0 { span * 0.08 } else { 1.0 };
     let y_range = (if lo < 0.0 { lo - pad } else { 0.0 })..(if hi > 0.0 { hi + pad } else { pad });
+    let bars = bars(chart);
+    let x_range = CategoryAxis { count }.range();
+    let stems = bars.iter().map(|b| {
+        let centre = (b.left + b.right) / 2.0;
+        ((centre, 0.0), (centre, b.value))
+    });
+    let corner = emptiest_corner(stems, &x_range, &y_range, false, chart.groups.len());
     render(path, size, |root| {
-        let mut ctx = ChartBuilder::on(root)
-            .caption(&chart.title, (FAMILY, 26))
-            .margin(20)
-            .x_label_area_size(55)
-            .y_label_area_size(85)
-            .build_cartesian_2d(CategoryAxis { count }, y_range)?;
+        let mut ctx =
+            chart_frame(root, &chart.title).build_cartesian_2d(CategoryAxis { count }, y_range)?;
         let category_name = |v: &f64| {
             let index = v.round();
             if index >= 0.0 && (index as usize) < count {
@@ -111,41 +117,57 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
                 String::new()
             }
         };
-        ctx.configure_mesh()
+        style_mesh(&mut ctx.configure_mesh(), &chart.x_label, &chart.y_label)
             .disable_x_mesh()
             .x_labels(count.min(MAX_CATEGORY_LABELS))
             .x_label_formatter(&category_name)
             .y_label_formatter(&|v| tick_label(*v))
-            .x_desc(chart.x_label.as_str())
-            .y_desc(chart.y_label.as_str())
-            .axis_desc_style((FAMILY, 18))
-            .label_style((FAMILY, 15))
-            .light_line_style(RGBColor(0, 0, 0).mix(0.05))
-            .bold_line_style(RGBColor(0, 0, 0).mix(0.15))
             .draw()?;
-        let groups = chart.groups.len().max(1) as f64;
-        let bar_width = CLUSTER_WIDTH / groups;
         for (g, group) in chart.groups.iter().enumerate() {
             let fill = colour(g).filled();
-            let bars = group
-                .values
+            let rectangles = bars
                 .iter()
-                .take(count)
-                .enumerate()
-                .filter(|&(_, &v)| plottable(v));
-            let rectangles = bars.map(|(i, &v)| {
-                let left = i as f64 - CLUSTER_WIDTH / 2.0 + g as f64 * bar_width;
-                // A hair narrower than the slot leaves a thin gap between neighbouring bars.
-                let right = left + bar_width * 0.92;
-                Rectangle::new([(left, 0.0), (right, v)], fill)
-            });
+                .filter(|b| b.group == g)
+                .map(|b| Rectangle::new([(b.left, 0.0), (b.right, b.value)], fill));
             ctx.draw_series(rectangles)?
                 .label(group.name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], fill));
         }
         if !chart.groups.is_empty() {
-            draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)?;
+            draw_legend(&mut ctx, legend_position(corner))?;
         }
         Ok(())
     })
+}
+
+/// One bar to draw, in data coordinates.
+struct Bar {
+    group: usize,
+    left: f64,
+    right: f64,
+    value: f64,
+}
+
+/// Every bar of `chart` with a plottable value: group `g`'s bar for category `i` sits in the
+/// `g`-th slice of the cluster centred on `i`.
+fn bars(chart: &BarChart) -> Vec<Bar> {
+    let count = chart.categories.len();
+    let bar_width = CLUSTER_WIDTH / chart.groups.len().max(1) as f64;
+    let mut bars = Vec::new();
+    for (group, values) in chart.groups.iter().map(|g| &g.values).enumerate() {
+        for (i, &value) in values.iter().take(count).enumerate() {
+            if plottable(value) {
+                let left = i as f64 - CLUSTER_WIDTH / 2.0 + group as f64 * bar_width;
+                // A little narrower than its slice, leaving a thin gap between neighbouring bars.
+                let right = left + bar_width * 0.92;
+                bars.push(Bar {
+                    group,
+                    left,
+                    right,
+                    value,
+                });
+            }
+        }
+    }
+    bars
 }

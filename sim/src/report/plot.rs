@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::path::Path;
 
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
@@ -15,7 +16,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::axis::{
-    clean_points, ecdf, linear_range, log_plottable, log_range, plottable, tick_label,
+    Corner, clean_points, ecdf, emptiest_corner, linear_range, log_plottable, log_range, plottable,
+    tick_label,
 };
 use super::font::{FAMILY, ensure_fonts};
 
@@ -122,13 +124,13 @@ impl LineChart {
 
 /// Writes `chart` as a PNG image to `path`, creating its parent directory if needed.
 ///
-/// Non-finite points (and absurd ones, beyond ±1e150) are dropped; with nothing left to draw, the image shows the title and
-/// "no data". Equal inputs give byte-identical files.
+/// Non-finite points (and absurd ones, beyond ±1e150) are dropped; with nothing left to draw, the
+/// image shows the title and "no data". The legend goes in the corner that hides the least data.
+/// Equal inputs give byte-identical files.
 pub fn line_chart(path: &Path, chart: &LineChart) -> anyhow::Result<()> {
     let style = LineStyle {
         markers: true,
         y_fixed: None,
-        legend: SeriesLabelPosition::UpperRight,
     };
     draw_line_chart(path, chart, &style)
 }
@@ -160,7 +162,6 @@ pub fn cdf_chart(
     let style = LineStyle {
         markers: false,
         y_fixed: Some(0.0..1.05),
-        legend: SeriesLabelPosition::LowerRight,
     };
     draw_line_chart(path, &chart, &style)
 }
@@ -171,8 +172,6 @@ struct LineStyle {
     markers: bool,
     /// A y range to use instead of one computed from the data.
     y_fixed: Option<Range<f64>>,
-    /// Where the legend goes.
-    legend: SeriesLabelPosition,
 }
 
 /// A line chart's data after cleaning: the input order and names are kept.
@@ -180,6 +179,7 @@ struct CleanLines<'c> {
     series: Vec<(&'c str, Vec<(f64, f64)>)>,
     hlines: Vec<(&'c str, f64)>,
     x_range: Range<f64>,
+    legend: SeriesLabelPosition,
 }
 
 fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow::Result<()> {
@@ -216,18 +216,25 @@ fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow:
     let (Some(x_range), Some(y_range)) = (x_range, y_range) else {
         return render(path, size, |root| draw_no_data(root, &chart.title));
     };
+    let (x0, x1) = (x_range.start, x_range.end);
+    let segments = series
+        .iter()
+        .flat_map(|(_, points)| {
+            let single = points.first().filter(|_| points.len() == 1);
+            let joined = points.windows(2).map(|w| (w[0], w[1]));
+            joined.chain(single.map(|&p| (p, p)))
+        })
+        .chain(hlines.iter().map(|&(_, y)| ((x0, y), (x1, y))));
+    let entries = series.len() + hlines.len();
+    let corner = emptiest_corner(segments, &x_range, &y_range, chart.y_log, entries);
     let lines = CleanLines {
         series,
         hlines,
         x_range: x_range.clone(),
+        legend: legend_position(corner),
     };
     render(path, size, |root| {
-        let mut builder = ChartBuilder::on(root);
-        builder
-            .caption(&chart.title, (FAMILY, 26))
-            .margin(20)
-            .x_label_area_size(55)
-            .y_label_area_size(85);
+        let mut builder = chart_frame(root, &chart.title);
         if chart.y_log {
             let mut ctx = builder.build_cartesian_2d(x_range, y_range.log_scale())?;
             draw_lines(&mut ctx, chart, &lines, style)
@@ -248,15 +255,9 @@ fn draw_lines<'a, 'p: 'a, Y>(
 where
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
-    ctx.configure_mesh()
-        .x_desc(chart.x_label.as_str())
-        .y_desc(chart.y_label.as_str())
-        .axis_desc_style((FAMILY, 18))
-        .label_style((FAMILY, 15))
+    style_mesh(&mut ctx.configure_mesh(), &chart.x_label, &chart.y_label)
         .x_label_formatter(&|v| tick_label(*v))
         .y_label_formatter(&|v| tick_label(*v))
-        .light_line_style(RGBColor(0, 0, 0).mix(0.05))
-        .bold_line_style(RGBColor(0, 0, 0).mix(0.15))
         .draw()?;
     for (index, (name, points)) in lines.series.iter().enumerate() {
         let colour = colour(index);
@@ -281,9 +282,52 @@ where
             .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, line));
     }
     if !lines.series.is_empty() || !lines.hlines.is_empty() {
-        draw_legend(ctx, style.legend.clone())?;
+        draw_legend(ctx, lines.legend.clone())?;
     }
     Ok(())
+}
+
+/// A chart builder with the caption, margins and axis-label areas every chart uses.
+pub(crate) fn chart_frame<'a, 'p>(
+    root: &'a Area<'p>,
+    title: &str,
+) -> ChartBuilder<'a, 'p, BitMapBackend<'p>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, (FAMILY, 26))
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(85);
+    builder
+}
+
+/// Applies the mesh style every chart uses: fonts, axis descriptions, a light grid.
+pub(crate) fn style_mesh<'m, 'a, 'b, 'p, X, Y>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, BitMapBackend<'p>>,
+    x_label: &str,
+    y_label: &str,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, BitMapBackend<'p>>
+where
+    X: Ranged,
+    Y: Ranged,
+{
+    mesh.x_desc(x_label)
+        .y_desc(y_label)
+        .axis_desc_style((FAMILY, 18))
+        .label_style((FAMILY, 15))
+        .max_light_lines(4)
+        .light_line_style(RGBColor(0, 0, 0).mix(0.04))
+        .bold_line_style(RGBColor(0, 0, 0).mix(0.15))
+}
+
+/// Where plotters puts a legend placed in `corner`.
+pub(crate) fn legend_position(corner: Corner) -> SeriesLabelPosition {
+    match corner {
+        Corner::UpperRight => SeriesLabelPosition::UpperRight,
+        Corner::UpperLeft => SeriesLabelPosition::UpperLeft,
+        Corner::LowerRight => SeriesLabelPosition::LowerRight,
+        Corner::LowerLeft => SeriesLabelPosition::LowerLeft,
+    }
 }
 
 /// Draws the legend box of the series labelled so far.
@@ -304,15 +348,20 @@ where
     Ok(())
 }
 
-/// Draws a chart that has nothing to show: its title and a centred "no data".
+/// Draws a chart that has nothing to show: its title where charts have it, and "no data" in
+/// the middle of an empty frame.
 pub(crate) fn draw_no_data(root: &Area<'_>, title: &str) -> anyhow::Result<()> {
-    let body = root.titled(title, (FAMILY, 26))?;
-    let (width, height) = body.dim_in_pixel();
-    let centre = (i32::try_from(width / 2)?, i32::try_from(height / 2)?);
+    let mut ctx = chart_frame(root, title).build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+    ctx.configure_mesh()
+        .disable_mesh()
+        .x_labels(0)
+        .y_labels(0)
+        .axis_style(RGBColor(0, 0, 0).mix(0.3))
+        .draw()?;
     let text = TextStyle::from((FAMILY, 30).into_font())
         .color(&RGBColor(110, 110, 110))
         .pos(Pos::new(HPos::Center, VPos::Center));
-    body.draw(&Text::new("no data", centre, text))?;
+    ctx.draw_series(std::iter::once(Text::new("no data", (0.5, 0.5), text)))?;
     Ok(())
 }
 

@@ -122,25 +122,47 @@ pub enum Routed {
 }
 
 impl Message {
+    /// Names of the message kinds, indexed by [`Message::kind_index`].
+    pub const KINDS: [&'static str; 13] = [
+        "ping",
+        "pong",
+        "route-join",
+        "route-lookup",
+        "route-ack",
+        "join-reply",
+        "announce",
+        "announce-ack",
+        "leaf-set",
+        "row-request",
+        "row-reply",
+        "leave",
+        "lookup-reply",
+    ];
+
+    /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
+    pub fn kind_index(&self) -> usize {
+        match self {
+            Message::Ping { .. } => 0,
+            Message::Pong { .. } => 1,
+            Message::Route(r) => match r.body {
+                Routed::Join => 2,
+                Routed::Lookup { .. } => 3,
+            },
+            Message::RouteAck { .. } => 4,
+            Message::JoinReply { .. } => 5,
+            Message::Announce { .. } => 6,
+            Message::AnnounceAck { .. } => 7,
+            Message::LeafSet { .. } => 8,
+            Message::RowRequest { .. } => 9,
+            Message::RowReply { .. } => 10,
+            Message::Leave { .. } => 11,
+            Message::LookupReply { .. } => 12,
+        }
+    }
+
     /// A short static name of the message kind, for metrics and traces.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Ping { .. } => "ping",
-            Message::Pong { .. } => "pong",
-            Message::Route(r) => match r.body {
-                Routed::Join => "route-join",
-                Routed::Lookup { .. } => "route-lookup",
-            },
-            Message::RouteAck { .. } => "route-ack",
-            Message::JoinReply { .. } => "join-reply",
-            Message::Announce { .. } => "announce",
-            Message::AnnounceAck { .. } => "announce-ack",
-            Message::LeafSet { .. } => "leaf-set",
-            Message::RowRequest { .. } => "row-request",
-            Message::RowReply { .. } => "row-reply",
-            Message::Leave { .. } => "leave",
-            Message::LookupReply { .. } => "lookup-reply",
-        }
+        Self::KINDS[self.kind_index()]
     }
 
     /// True for messages that exist to keep the overlay up (everything but routed lookups and

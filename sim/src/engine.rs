@@ -47,7 +47,7 @@ impl SimConfig {
             topology,
             loss: 0.0,
             wire_check: false,
-            bootstrap_sample: 8,
+            bootstrap_sample: 64,
             check_invariants: false,
             bucket_us: 1_000_000,
         }
@@ -487,6 +487,7 @@ impl Sim {
                         return;
                     }
                 }
+                self.metrics.messages += 1;
                 self.trace = fnv(self.trace, &[now.as_micros(), u64::from(to)]);
                 self.trace = fnv_bytes(self.trace, msg.kind().as_bytes());
                 slot.node.handle_message(now, from, msg);
@@ -532,7 +533,8 @@ impl Sim {
 
     fn transmit(&mut self, from: u32, to: NodeInfo, msg: Message) {
         let bytes = codec::encoded_len(&msg);
-        self.metrics.sent(self.now, msg.is_maintenance(), bytes);
+        self.metrics
+            .sent(self.now, msg.kind_index(), msg.is_maintenance(), bytes);
         let msg = if self.cfg.wire_check {
             self.scratch.clear();
             codec::encode(&msg, &mut self.scratch);

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub buckets: Vec<Bucket>,
     /// Events processed (message deliveries and timer firings).
     pub events: u64,
+    /// Messages and bytes sent, by message kind (indexed like `Message::KINDS`).
+    pub by_kind: [(u64, u64); petal_protocol::Message::KINDS.len()],
+    /// Messages handed to a live node (the simulated message count).
+    pub messages: u64,
     /// Crashes injected.
     pub crashes: u64,
     /// Graceful leaves injected.
@@ -86,7 +90,10 @@ impl Metrics {
         &mut self.buckets[i]
     }
 
-    pub(crate) fn sent(&mut self, now: Time, maintenance: bool, bytes: usize) {
+    pub(crate) fn sent(&mut self, now: Time, kind: usize, maintenance: bool, bytes: usize) {
+        let k = &mut self.by_kind[kind];
+        k.0 += 1;
+        k.1 += bytes as u64;
         let b = self.bucket(now);
         if maintenance {
             b.maintenance_msgs += 1;

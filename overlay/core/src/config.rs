@@ -55,6 +55,14 @@ pub struct Config {
     pub dead_probe_max: Duration,
     /// How long a dead node is remembered and re-probed.
     pub dead_forget_after: Duration,
+    /// Liveness timers (pings, ping timeouts, re-probes) are rounded up to this grid (with a
+    /// per-node phase), so that one wake-up serves many peers.
+    pub timer_granularity: Duration,
+    /// How often a random routing-table row is refreshed from one of its members (its entries
+    /// are candidates, probed for proximity).
+    pub routing_maintenance_interval: Duration,
+    /// Round-trip times of recently probed candidates remembered at most.
+    pub max_rtt_cache: usize,
     /// Most transmits queued in the node before the driver drains them; beyond, sends drop
     /// (counted).
     pub max_outbox: usize,
@@ -81,12 +89,15 @@ impl Default for Config {
             lookup_timeout: Duration::from_secs(3),
             lookup_attempts: 3,
             max_pending_lookups: 65_536,
-            max_probes: 64,
+            max_probes: 256,
             max_join_buffer: 1024,
             max_dead: 512,
             dead_probe_min: Duration::from_secs(2),
             dead_probe_max: Duration::from_secs(10),
             dead_forget_after: Duration::from_secs(300),
+            timer_granularity: Duration::from_millis(100),
+            routing_maintenance_interval: Duration::from_secs(60),
+            max_rtt_cache: 1024,
             max_outbox: 65_536,
             max_events: 65_536,
         }

@@ -120,14 +120,24 @@ impl LeafSet {
     }
 
     /// The member or this node closest to `key`, skipping ids for which `skip` is true.
+    ///
+    /// `skip` may be costly (a liveness lookup): it is asked about the closest member first and
+    /// the full scan runs only when that one is skipped.
     pub fn closest(&self, key: Key, skip: impl Fn(NodeId) -> bool) -> NodeId {
-        let mut best = self.me;
-        for id in self.members() {
-            if !skip(id) && id.closer_than(best, key) {
-                best = id;
+        let best_by = |skip: &dyn Fn(NodeId) -> bool| {
+            let mut best = self.me;
+            for &id in self.right.iter().chain(self.left.iter()) {
+                if id.closer_than(best, key) && !skip(id) {
+                    best = id;
+                }
             }
+            best
+        };
+        let best = best_by(&|_| false);
+        if best == self.me || !skip(best) {
+            return best;
         }
-        best
+        best_by(&skip)
     }
 
     /// Asserts the structural invariants.

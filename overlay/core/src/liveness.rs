@@ -57,7 +57,7 @@ impl Node {
     pub(crate) fn track(&mut self, now: Time, info: NodeInfo) {
         if let Some(p) = self.peers.get(&info.id) {
             // Entering the leaf set shortens the ping interval.
-            let soon = now + self.cfg.leaf_ping_interval;
+            let soon = self.quantize(now + self.cfg.leaf_ping_interval);
             if p.ping.is_none() && p.due > soon && self.leaf.contains(info.id) {
                 let old = p.due;
                 self.clear_timer(old, TimerKey::Peer(info.id));
@@ -66,14 +66,21 @@ impl Node {
             }
             return;
         }
-        let interval = self.ping_interval(info.id).as_micros() as u64;
-        let phase = self.rng.random_range(0..interval.max(1));
-        let due = Time::from_micros(now.as_micros() + phase);
+        // Unless a probe already measured it, the first ping comes soon (within a second), so
+        // that the new peer's round-trip time is known when the next candidate for its slot shows
+        // up; later pings follow the interval.
+        let rtt_us = self.rtt_cache.remove(&info.id).map(|c| c.0);
+        let mut first = self.ping_interval(info.id);
+        if rtt_us.is_none() {
+            first = first.min(Duration::from_secs(1));
+        }
+        let phase = self.rng.random_range(0..(first.as_micros() as u64).max(1));
+        let due = self.quantize(Time::from_micros(now.as_micros() + phase));
         self.peers.insert(
             info.id,
             Peer {
                 addr: info.addr,
-                rtt_us: None,
+                rtt_us,
                 misses: 0,
                 ping: None,
                 due,
@@ -89,6 +96,9 @@ impl Node {
         }
         if let Some(p) = self.peers.remove(&id) {
             self.clear_timer(p.due, TimerKey::Peer(id));
+            if let Some(rtt) = p.rtt_us {
+                self.cache_rtt(NodeInfo { id, addr: p.addr }, rtt);
+            }
         }
     }
 
@@ -106,13 +116,13 @@ impl Node {
 
     fn send_ping(&mut self, now: Time, id: NodeId) {
         let nonce = self.nonce();
-        let timeout = self.cfg.ping_timeout;
+        let due = self.quantize(now + self.cfg.ping_timeout);
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
         let old = p.due;
         p.ping = Some((nonce, now));
-        p.due = now + timeout;
+        p.due = due;
         let (due, addr) = (p.due, p.addr);
         self.clear_timer(old, TimerKey::Peer(id));
         self.set_timer(due, TimerKey::Peer(id));
@@ -123,10 +133,9 @@ impl Node {
     pub(crate) fn on_peer_timer(&mut self, now: Time, id: NodeId) {
         if !self.visible() {
             // A joiner stays invisible until it announces itself: no pings yet.
-            let interval = self.ping_interval(id);
+            let due = self.quantize(now + self.ping_interval(id));
             if let Some(p) = self.peers.get_mut(&id) {
-                p.due = now + interval;
-                let due = p.due;
+                p.due = due;
                 self.set_timer(due, TimerKey::Peer(id));
             }
             return;
@@ -153,7 +162,7 @@ impl Node {
             self.consider_with_rtt(now, from, rtt);
             return;
         }
-        let interval = self.ping_interval(from.id);
+        let next = self.quantize(now + self.ping_interval(from.id));
         let Some(p) = self.peers.get_mut(&from.id) else {
             return;
         };
@@ -164,6 +173,7 @@ impl Node {
             return;
         }
         let sample = u32::try_from((now - sent).as_micros()).unwrap_or(u32::MAX);
+        let first = p.rtt_us.is_none();
         p.rtt_us = Some(match p.rtt_us {
             Some(old) => ((u64::from(old) * 7 + u64::from(sample)) / 8) as u32,
             None => sample,
@@ -171,10 +181,31 @@ impl Node {
         p.misses = 0;
         p.ping = None;
         let old = p.due;
-        p.due = now + interval;
-        let due = p.due;
+        p.due = next;
         self.clear_timer(old, TimerKey::Peer(from.id));
-        self.set_timer(due, TimerKey::Peer(from.id));
+        self.set_timer(next, TimerKey::Peer(from.id));
+        if first {
+            self.challenge_slot(now, from.id, sample);
+        }
+    }
+
+    /// The round-trip time of routing-table entry `id` just became known: a probed candidate
+    /// for the same slot that is closer takes its place.
+    fn challenge_slot(&mut self, now: Time, id: NodeId, rtt_us: u32) {
+        let Some(slot) = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id)) else {
+            return;
+        };
+        let best = self
+            .rtt_cache
+            .iter()
+            .filter(|(c, (r, _))| {
+                *r < rtt_us && self.rt.slot_of(**c) == Some(slot) && !self.dead.contains_key(c)
+            })
+            .min_by_key(|(_, (r, _))| *r)
+            .map(|(c, (r, a))| (NodeInfo { id: *c, addr: *a }, *r));
+        if let Some((cand, r)) = best {
+            self.consider_with_rtt(now, cand, r);
+        }
     }
 
     /// Pings a candidate to measure its round-trip time (bounded by `max_probes`).
@@ -204,6 +235,9 @@ impl Node {
         };
         let slot = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id));
         let in_leaf = self.leaf.remove(id);
+        if in_leaf {
+            self.leaf_version += 1;
+        }
         self.rt.remove(id);
         self.untrack_if_unused(id);
         if !left {
@@ -233,11 +267,11 @@ impl Node {
                 self.clear_timer(due, TimerKey::Dead(old));
             }
         }
-        let due = if left {
+        let due = self.quantize(if left {
             now + self.cfg.dead_forget_after
         } else {
             now + self.cfg.dead_probe_min
-        };
+        });
         self.dead.insert(
             id,
             Dead {
@@ -263,9 +297,11 @@ impl Node {
             return;
         }
         let info = NodeInfo { id, addr: d.addr };
-        d.due = (now + d.backoff).min(forget_at);
+        let next = (now + d.backoff).min(forget_at);
         d.backoff = (d.backoff * 2).min(max);
-        let due = d.due;
+        let due = self.quantize(next);
+        let d = self.dead.get_mut(&id).expect("present");
+        d.due = due;
         self.set_timer(due, TimerKey::Dead(id));
         self.probe(now, info);
     }

@@ -83,7 +83,11 @@ impl Node {
         if j.announced {
             // The path is done; only acknowledgements are missing (lost, or a silent member
             // that liveness will remove): ask the members that have not answered again.
-            let missing: Vec<NodeId> = self.leaf.members().filter(|id| !j.acked.contains(id)).collect();
+            let missing: Vec<NodeId> = self
+                .leaf
+                .members()
+                .filter(|id| !j.acked.contains(id))
+                .collect();
             let deadline = now + self.cfg.join_timeout;
             if let Phase::Joining(j) = &mut self.phase {
                 j.attempt += 1;
@@ -187,6 +191,13 @@ impl Node {
             .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
         self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
         self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
+        let jitter = self
+            .rng
+            .random_range(0..self.cfg.routing_maintenance_interval.as_micros().max(1) as u64);
+        self.set_timer(
+            Time::from_micros(now.as_micros() + jitter),
+            TimerKey::RowMaintenance,
+        );
         self.emit(Event::Joined);
     }
 
@@ -199,6 +210,7 @@ impl Node {
         }
         let (changed, evicted) = self.leaf.insert_evicting(id);
         if changed {
+            self.leaf_version += 1;
             self.track(now, info);
             for e in evicted.into_iter().flatten() {
                 self.untrack_if_unused(e);
@@ -222,12 +234,15 @@ impl Node {
         }
     }
 
-    /// A measured round-trip time to `info` arrived from a probe.
+    /// A measured round-trip time to `info` arrived from a probe: it takes its routing-table slot
+    /// when the slot is empty or held by a node measured farther. When the incumbent is not
+    /// measured yet, the candidate waits in the round-trip cache (see `challenge_slot`).
     pub(crate) fn consider_with_rtt(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
         if let Some(p) = self.peers.get_mut(&info.id) {
             p.rtt_us.get_or_insert(rtt_us);
             return;
         }
+        self.cache_rtt(info, rtt_us);
         let Some(slot) = self.rt.slot_of(info.id) else {
             return;
         };
@@ -235,12 +250,10 @@ impl Node {
             None => {
                 self.rt.set(info.id);
                 self.track(now, info);
-                self.peers.get_mut(&info.id).expect("tracked").rtt_us = Some(rtt_us);
             }
             Some(inc) => {
-                if self.rtt_us(inc).is_none_or(|b| rtt_us < b) && self.rtt_us(inc).is_some() {
+                if self.rtt_us(inc).is_some_and(|b| rtt_us < b) {
                     self.swap_in(now, info, inc);
-                    self.peers.get_mut(&info.id).expect("tracked").rtt_us = Some(rtt_us);
                 }
             }
         }
@@ -304,12 +317,18 @@ impl Node {
         leaf: Vec<NodeInfo>,
         reply: bool,
     ) {
+        let version = self.leaf_version;
         for e in leaf {
             self.learn(now, e, false);
         }
         if reply {
             let leaf = self.leaf_infos();
             self.send(from, Message::LeafSet { leaf, reply: false });
+        } else if self.leaf_version != version && self.leaf.is_partial() && self.is_ready() {
+            // An answer to a repair taught us something but a side is still short (several
+            // neighbours gone at once): keep asking the new farthest members. This stops as soon
+            // as an answer teaches nothing (also in rings smaller than the leaf set).
+            self.repair_leaf_set();
         }
         self.check_activation(now);
     }
@@ -349,6 +368,30 @@ impl Node {
             return;
         }
         let pick = candidates[self.rng.random_range(0..candidates.len())];
+        if let Some(info) = self.info_of(pick) {
+            self.send(info, Message::RowRequest { row: row as u8 });
+        }
+    }
+
+    /// Periodic routing-table maintenance: ask a random member of a random non-empty row for
+    /// that row; its entries come back as candidates and are probed for proximity.
+    pub(crate) fn on_row_maintenance(&mut self, now: Time) {
+        if !self.is_ready() {
+            return;
+        }
+        self.set_timer(
+            now + self.cfg.routing_maintenance_interval,
+            TimerKey::RowMaintenance,
+        );
+        let rows: Vec<usize> = (0..self.rt.rows_allocated())
+            .filter(|&r| self.rt.row(r).next().is_some())
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let row = rows[self.rng.random_range(0..rows.len())];
+        let members: Vec<NodeId> = self.rt.row(row).collect();
+        let pick = members[self.rng.random_range(0..members.len())];
         if let Some(info) = self.info_of(pick) {
             self.send(info, Message::RowRequest { row: row as u8 });
         }

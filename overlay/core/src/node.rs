@@ -106,6 +106,8 @@ pub(crate) enum TimerKey {
     Join,
     /// The periodic leaf-set exchange.
     LeafExchange,
+    /// The periodic routing-table row refresh.
+    RowMaintenance,
 }
 
 /// One Pastry node as a sans-IO state machine. See the crate documentation for the drive
@@ -122,10 +124,16 @@ pub struct Node {
     pub(crate) peers: BTreeMap<NodeId, Peer>,
     pub(crate) dead: BTreeMap<NodeId, Dead>,
     pub(crate) probes: BTreeMap<NodeId, Probe>,
+    /// Measured round-trip times of candidates that are not (or no longer) tracked.
+    pub(crate) rtt_cache: BTreeMap<NodeId, (u32, SocketAddr)>,
+    /// This node's offset on the timer grid, in microseconds.
+    pub(crate) tick_phase_us: u64,
     pub(crate) hops: BTreeMap<u64, PendingHop>,
     pub(crate) lookups: BTreeMap<u64, PendingLookup>,
     pub(crate) timers: BTreeSet<(Time, TimerKey)>,
     pub(crate) next_nonce: u64,
+    /// Bumped on every leaf-set change (to tell whether a message taught us anything).
+    pub(crate) leaf_version: u64,
     pub(crate) leaf_exchange_at: Time,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -137,20 +145,26 @@ impl Node {
     /// phases, repair choices), so equal seeds give equal behaviour.
     pub fn new(me: NodeInfo, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let grid = cfg.timer_granularity.as_micros().max(1) as u64;
+        let tick_phase_us = rand::Rng::random_range(&mut rng, 0..grid);
         Ok(Self {
             leaf: LeafSet::new(me.id, cfg.leaf_set_size / 2),
             rt: RoutingTable::new(me.id),
             cfg,
             me,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             phase: Phase::Idle,
             peers: BTreeMap::new(),
             dead: BTreeMap::new(),
             probes: BTreeMap::new(),
+            rtt_cache: BTreeMap::new(),
+            tick_phase_us,
             hops: BTreeMap::new(),
             lookups: BTreeMap::new(),
             timers: BTreeSet::new(),
             next_nonce: 1,
+            leaf_version: 0,
             leaf_exchange_at: Time::MAX,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -199,6 +213,7 @@ impl Node {
         self.timers.clear();
         self.hops.clear();
         self.probes.clear();
+        self.rtt_cache.clear();
         self.dead.clear();
         self.peers.clear();
         self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size / 2);
@@ -220,9 +235,36 @@ impl Node {
         &self.stats
     }
 
-    /// Measured round-trip time to a tracked peer, in microseconds.
+    /// Measured round-trip time to a peer or recently probed candidate, in microseconds.
     pub fn rtt_us(&self, peer: NodeId) -> Option<u32> {
-        self.peers.get(&peer).and_then(|p| p.rtt_us)
+        match self.peers.get(&peer) {
+            Some(p) => p.rtt_us,
+            None => self.rtt_cache.get(&peer).map(|c| c.0),
+        }
+    }
+
+    /// Remembers a candidate's round-trip time (bounded: the oldest-keyed entry goes first).
+    pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
+        if self.rtt_cache.len() >= self.cfg.max_rtt_cache && !self.rtt_cache.contains_key(&info.id)
+        {
+            self.rtt_cache.pop_first();
+        }
+        self.rtt_cache.insert(info.id, (rtt_us, info.addr));
+    }
+
+    /// `t` rounded up to this node's timer grid.
+    pub(crate) fn quantize(&self, t: Time) -> Time {
+        let g = self.cfg.timer_granularity.as_micros().max(1) as u64;
+        let us = t.as_micros();
+        if us == u64::MAX {
+            return t;
+        }
+        let shifted = us.saturating_sub(self.tick_phase_us);
+        Time::from_micros(
+            (shifted.div_ceil(g) * g)
+                .saturating_add(self.tick_phase_us)
+                .max(us),
+        )
     }
 
     /// Distinct nodes this node keeps state about (leaf set and routing table).
@@ -266,6 +308,7 @@ impl Node {
                 TimerKey::Lookup(id) => self.on_lookup_timeout(now, id),
                 TimerKey::Join => self.on_join_timeout(now),
                 TimerKey::LeafExchange => self.on_leaf_exchange(now),
+                TimerKey::RowMaintenance => self.on_row_maintenance(now),
             }
         }
     }

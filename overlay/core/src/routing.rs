@@ -235,8 +235,12 @@ impl Node {
             .id
             .shared_prefix_len(joiner.id.as_key())
             .min(DIGITS - 1);
+        // As in Pastry, the node at hop `h` contributes row `h`, which it shares with the joiner
+        // and which is close to it in the network (each hop is near the previous one); rows up to
+        // the shared prefix add candidates that proximity probes then rank.
+        let first = usize::from(msg.hops).min(rows);
         let entries = self.infos(
-            (0..=rows)
+            (first..=rows)
                 .flat_map(|r| self.rt.row(r))
                 .collect::<Vec<_>>()
                 .into_iter(),

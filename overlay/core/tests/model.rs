@@ -29,7 +29,11 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 
 /// The model leaf set: the `half` nearest live ids on each side, by brute force.
 fn model_sides(me: NodeId, live: &BTreeSet<u128>, half: usize) -> (Vec<NodeId>, Vec<NodeId>) {
-    let mut cw: Vec<NodeId> = live.iter().map(|&x| NodeId(x)).filter(|&x| x != me).collect();
+    let mut cw: Vec<NodeId> = live
+        .iter()
+        .map(|&x| NodeId(x))
+        .filter(|&x| x != me)
+        .collect();
     let mut ccw = cw.clone();
     cw.sort_by_key(|&x| me.cw_distance(x));
     ccw.sort_by_key(|&x| x.cw_distance(me));

@@ -80,6 +80,8 @@ fn main() -> anyhow::Result<()> {
             "wall_s": wall,
             "events": outcome.events,
             "events_per_s": outcome.events as f64 / wall.max(1e-9),
+            "messages": outcome.messages,
+            "messages_per_s": outcome.messages as f64 / wall.max(1e-9),
             "threads": 1,
         });
         std::fs::write(
@@ -88,11 +90,13 @@ fn main() -> anyhow::Result<()> {
         )?;
         let summary = outcome.targets.summary();
         eprintln!(
-            "   {}: {summary}; {:.1} s wall, {} events ({:.2} M events/s); results {}",
+            "   {}: {summary}; {:.1} s wall, {} events ({:.2} M/s), {} messages ({:.2} M/s); results {}",
             s.name,
             wall,
             outcome.events,
             outcome.events as f64 / wall.max(1e-9) / 1e6,
+            outcome.messages,
+            outcome.messages as f64 / wall.max(1e-9) / 1e6,
             &outcome.results_hash[..16]
         );
         if !outcome.targets.all_met() {

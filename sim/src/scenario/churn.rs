@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::common::{advance_ms, hash_json, ms_quantiles, pct};
 use super::{Outcome, Progress, Scenario};
-use crate::engine::{Sim, SimConfig, derive_seed};
+use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
 use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
 
@@ -50,13 +50,9 @@ pub(super) fn run(
     progress.set_len(p.median_session_s.len() as u64 * (p.duration_s + 1));
     let mut runs = Vec::new();
     let mut events = 0;
+    let mut messages = 0;
     for (k, &median_s) in p.median_session_s.iter().enumerate() {
-        let mut cfg = SimConfig::new(
-            derive_seed(sc.seed, "churn-run", k as u64),
-            sc.topology.clone(),
-        );
-        cfg.node = node.clone();
-        let mut sim = Sim::new(cfg);
+        let mut sim = Sim::new(sc.sim_config(derive_seed(sc.seed, "churn-run", k as u64), &node)?);
         let r = churn_run(
             &mut sim,
             &p,
@@ -65,10 +61,11 @@ pub(super) fn run(
             k as u64 * (p.duration_s + 1),
         );
         events += sim.metrics.events;
+        messages += sim.metrics.messages;
         runs.push(r);
     }
     progress.finish();
-    write_report(sc, &p, &runs, out, events)
+    write_report(sc, &p, &runs, out, (events, messages))
 }
 
 /// Exponential session length with the given median, in microseconds.
@@ -137,6 +134,7 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
     advance_ms(sim, 15_000);
     let metrics = std::mem::replace(&mut sim.metrics, Metrics::new(1_000_000));
     sim.metrics.events = metrics.events;
+    sim.metrics.messages = metrics.messages;
     Run {
         median_s,
         alive_mean: alive_sum / leaf_ok.len().max(1) as f64,
@@ -156,7 +154,7 @@ fn write_report(
     p: &Params,
     runs: &[Run],
     out: &Path,
-    events: u64,
+    (events, messages): (u64, u64),
 ) -> anyhow::Result<Outcome> {
     let mut w = ReportWriter::new(out, &sc.name, &sc.description);
     w.heading("Results");
@@ -350,5 +348,6 @@ fn write_report(
         targets: w.target_counts(),
         results_hash: hash_json(&results),
         events,
+        messages,
     })
 }

@@ -53,6 +53,9 @@ pub struct Scenario {
     /// Overrides of the node configuration.
     #[serde(default)]
     pub node: NodeOverrides,
+    /// Simulator settings.
+    #[serde(default)]
+    pub sim: SimOverrides,
     /// Runner parameters (checked by the runner).
     #[serde(default)]
     pub params: toml::Table,
@@ -114,6 +117,18 @@ impl NodeOverrides {
     }
 }
 
+/// Simulator settings a scenario may set.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimOverrides {
+    /// Ready nodes sampled to pick the nearest as a joiner's bootstrap (default 64).
+    pub bootstrap_sample: Option<usize>,
+    /// Probability that a message is lost (default 0).
+    pub loss: Option<f64>,
+    /// Encode and decode every message (default false).
+    pub wire_check: Option<bool>,
+}
+
 /// What a finished run reports back to the `sim` binary.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -123,6 +138,8 @@ pub struct Outcome {
     pub results_hash: String,
     /// Simulated events processed.
     pub events: u64,
+    /// Simulated messages delivered.
+    pub messages: u64,
 }
 
 impl Scenario {
@@ -144,6 +161,27 @@ impl Scenario {
             "partition" => partition::run(self, node, out_dir, progress),
             other => bail!("unknown scenario kind {other:?} in {}", self.name),
         }
+    }
+
+    /// The engine configuration for a run with master seed `seed`.
+    pub(crate) fn sim_config(
+        &self,
+        seed: u64,
+        node: &petal_core::Config,
+    ) -> anyhow::Result<crate::engine::SimConfig> {
+        let mut cfg = crate::engine::SimConfig::new(seed, self.topology.clone());
+        cfg.node = node.clone();
+        if let Some(b) = self.sim.bootstrap_sample {
+            cfg.bootstrap_sample = b;
+        }
+        if let Some(l) = self.sim.loss {
+            anyhow::ensure!((0.0..1.0).contains(&l), "loss must be in [0, 1)");
+            cfg.loss = l;
+        }
+        if let Some(w) = self.sim.wire_check {
+            cfg.wire_check = w;
+        }
+        Ok(cfg)
     }
 
     /// Runner parameters as a typed struct.

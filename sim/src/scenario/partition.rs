@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::common::{advance_ms, hash_json, pct};
 use super::{Outcome, Progress, Scenario};
-use crate::engine::{Sim, SimConfig};
+use crate::engine::Sim;
 use crate::metrics::Metrics;
 use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
 
@@ -38,9 +38,7 @@ pub(super) fn run(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
-    let mut cfg = SimConfig::new(sc.seed, sc.topology.clone());
-    cfg.node = node;
-    let mut sim = Sim::new(cfg);
+    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
     for _ in 0..p.nodes {
         sim.add_node();
         advance_ms(&mut sim, p.join_spacing_ms);
@@ -177,5 +175,6 @@ pub(super) fn run(
         targets: w.target_counts(),
         results_hash: hash_json(&results),
         events: sim.metrics.events,
+        messages: sim.metrics.messages,
     })
 }

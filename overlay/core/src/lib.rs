@@ -23,8 +23,15 @@
 //! the leaf set's range, else (2) to the routing-table entry that shares one more digit with
 //! `k`, else (3) to any known node that shares as long a prefix and is numerically closer.
 //! Each hop is acknowledged; a hop that stays silent is suspected and the message is rerouted
-//! around it. Among candidates for a routing-table slot the node keeps the one with the lowest
-//! measured round-trip time (proximity).
+//! around it.
+//!
+//! ## Proximity
+//! Among candidates for a routing-table slot the node keeps the one with the lowest measured
+//! round-trip time. Candidates arrive on the join path (the node at hop `h` sends row `h` and the
+//! rows below up to the prefix it shares with the joiner), in announces, leaf-set exchanges and
+//! the periodic row refresh (`routing_maintenance_interval`); a candidate competing for an
+//! occupied slot is probed, and its round-trip time is kept in a bounded cache so that it can
+//! still win once the incumbent's own round-trip time is measured.
 //!
 //! ## Failure detection
 //! Leaf-set members are pinged every `leaf_ping_interval`, routing-table members every
@@ -32,7 +39,15 @@
 //! again at once); `suspicion_misses` misses in a row make it dead: it leaves every table, the
 //! leaf set is repaired from the farthest members' leaf sets and the routing-table row from a
 //! row neighbour. Dead nodes are re-probed with backoff for `dead_forget_after`, so restarted
-//! nodes and the far side of a healed partition are found again.
+//! nodes and the far side of a healed partition are found again. Liveness timers are rounded up
+//! to a per-node grid (`timer_granularity`), so that one wake-up serves many peers.
+//!
+//! ## Join
+//! The joiner routes a join towards its own id through its bootstrap node and stays invisible
+//! (it sends nothing else) until the closest node's reply arrives with the leaf set; then it
+//! announces itself and becomes ready once every leaf-set member has acknowledged, so that no
+//! node routes to it before it can serve. Routed messages that reach it in between are held
+//! (bounded) and delivered when it is ready.
 //!
 //! ## Layout
 //! - [`time`]: [`Time`], microseconds as a value.

@@ -42,6 +42,7 @@ pub(crate) struct Dead {
 pub(crate) struct Probe {
     pub(crate) nonce: u64,
     pub(crate) sent: Time,
+    pub(crate) deadline: Time,
 }
 
 impl Node {
@@ -59,8 +60,6 @@ impl Node {
             // Entering the leaf set shortens the ping interval.
             let soon = self.quantize(now + self.cfg.leaf_ping_interval);
             if p.ping.is_none() && p.due > soon && self.leaf.contains(info.id) {
-                let old = p.due;
-                self.clear_timer(old, TimerKey::Peer(info.id));
                 self.peers.get_mut(&info.id).expect("present").due = soon;
                 self.set_timer(soon, TimerKey::Peer(info.id));
             }
@@ -95,7 +94,6 @@ impl Node {
             return;
         }
         if let Some(p) = self.peers.remove(&id) {
-            self.clear_timer(p.due, TimerKey::Peer(id));
             if let Some(rtt) = p.rtt_us {
                 self.cache_rtt(NodeInfo { id, addr: p.addr }, rtt);
             }
@@ -104,8 +102,7 @@ impl Node {
 
     /// Direct evidence that `from` is alive.
     pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo) {
-        if let Some(d) = self.dead.remove(&from.id) {
-            self.clear_timer(d.due, TimerKey::Dead(from.id));
+        if self.dead.remove(&from.id).is_some() {
             self.stats.revivals += 1;
         }
         match self.peers.get_mut(&from.id) {
@@ -120,11 +117,9 @@ impl Node {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        let old = p.due;
         p.ping = Some((nonce, now));
         p.due = due;
         let (due, addr) = (p.due, p.addr);
-        self.clear_timer(old, TimerKey::Peer(id));
         self.set_timer(due, TimerKey::Peer(id));
         self.stats.pings_sent += 1;
         self.send(NodeInfo { id, addr }, Message::Ping { nonce });
@@ -157,7 +152,6 @@ impl Node {
     pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
         if self.probes.get(&from.id).is_some_and(|p| p.nonce == nonce) {
             let probe = self.probes.remove(&from.id).expect("present");
-            self.clear_timer(probe.sent + self.cfg.ping_timeout, TimerKey::Probe(from.id));
             let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
             self.consider_with_rtt(now, from, rtt);
             return;
@@ -180,9 +174,7 @@ impl Node {
         });
         p.misses = 0;
         p.ping = None;
-        let old = p.due;
         p.due = next;
-        self.clear_timer(old, TimerKey::Peer(from.id));
         self.set_timer(next, TimerKey::Peer(from.id));
         if first {
             self.challenge_slot(now, from.id, sample);
@@ -217,8 +209,16 @@ impl Node {
             return;
         }
         let nonce = self.nonce();
-        self.probes.insert(info.id, Probe { nonce, sent: now });
-        self.set_timer(now + self.cfg.ping_timeout, TimerKey::Probe(info.id));
+        let deadline = now + self.cfg.ping_timeout;
+        self.probes.insert(
+            info.id,
+            Probe {
+                nonce,
+                sent: now,
+                deadline,
+            },
+        );
+        self.set_timer(deadline, TimerKey::Probe(info.id));
         self.stats.pings_sent += 1;
         self.send(info, Message::Ping { nonce });
     }
@@ -261,10 +261,9 @@ impl Node {
                 .dead
                 .iter()
                 .min_by_key(|(_, d)| d.since)
-                .map(|(k, d)| (*k, d.due));
-            if let Some((old, due)) = oldest {
+                .map(|(k, _)| *k);
+            if let Some(old) = oldest {
                 self.dead.remove(&old);
-                self.clear_timer(due, TimerKey::Dead(old));
             }
         }
         let due = self.quantize(if left {

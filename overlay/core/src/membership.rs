@@ -181,7 +181,6 @@ impl Node {
     pub(crate) fn become_ready(&mut self, now: Time) {
         let old = std::mem::replace(&mut self.phase, Phase::Ready);
         if let Phase::Joining(j) = old {
-            self.clear_timer(j.deadline, TimerKey::Join);
             for msg in j.buffered {
                 self.forward(now, msg, Vec::new());
             }
@@ -379,10 +378,8 @@ impl Node {
         if !self.is_ready() {
             return;
         }
-        self.set_timer(
-            now + self.cfg.routing_maintenance_interval,
-            TimerKey::RowMaintenance,
-        );
+        self.row_maintenance_at = now + self.cfg.routing_maintenance_interval;
+        self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
         let rows: Vec<usize> = (0..self.rt.rows_allocated())
             .filter(|&r| self.rt.row(r).next().is_some())
             .collect();

@@ -5,7 +5,8 @@
 //! acknowledgements, delivery, lookups) and [`crate::membership`] (join, announce, leaf-set
 //! exchange, repair, leave).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
 use petal_protocol::{Key, Message, NodeId, NodeInfo};
@@ -130,7 +131,12 @@ pub struct Node {
     pub(crate) tick_phase_us: u64,
     pub(crate) hops: BTreeMap<u64, PendingHop>,
     pub(crate) lookups: BTreeMap<u64, PendingLookup>,
-    pub(crate) timers: BTreeSet<(Time, TimerKey)>,
+    /// Deadlines by time. Entries are never removed early: an entry whose owner no longer
+    /// holds that deadline is stale and skipped (see `timer_live`), which keeps rescheduling
+    /// to one push. Compacted when stale entries pile up.
+    pub(crate) timers: BinaryHeap<Reverse<(Time, TimerKey)>>,
+    /// When the next routing-table row refresh is due.
+    pub(crate) row_maintenance_at: Time,
     pub(crate) next_nonce: u64,
     /// Bumped on every leaf-set change (to tell whether a message taught us anything).
     pub(crate) leaf_version: u64,
@@ -162,7 +168,8 @@ impl Node {
             tick_phase_us,
             hops: BTreeMap::new(),
             lookups: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            row_maintenance_at: Time::MAX,
             next_nonce: 1,
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
@@ -289,17 +296,50 @@ impl Node {
     }
 
     /// When [`Node::handle_timeout`] must be called next (`None`: no timer is armed).
-    pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.first().map(|&(t, _)| t)
+    pub fn poll_timeout(&mut self) -> Option<Time> {
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if self.timer_live(t, key) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// True when the owner of `key` still holds deadline `t`.
+    fn timer_live(&self, t: Time, key: TimerKey) -> bool {
+        match key {
+            TimerKey::Peer(id) => self.peers.get(&id).is_some_and(|p| p.due == t),
+            TimerKey::Dead(id) => self.dead.get(&id).is_some_and(|d| d.due == t),
+            TimerKey::Probe(id) => self.probes.get(&id).is_some_and(|p| p.deadline == t),
+            TimerKey::Hop(seq) => self.hops.get(&seq).is_some_and(|h| h.deadline == t),
+            TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
+            TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
+            TimerKey::LeafExchange => self.is_ready() && self.leaf_exchange_at == t,
+            TimerKey::RowMaintenance => self.is_ready() && self.row_maintenance_at == t,
+        }
+    }
+
+    /// Owners that may hold a deadline: the bound on live timer entries.
+    fn timer_owners(&self) -> usize {
+        self.peers.len()
+            + self.dead.len()
+            + self.probes.len()
+            + self.hops.len()
+            + self.lookups.len()
+            + 3
     }
 
     /// Fires every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Time) {
-        while let Some(&(t, key)) = self.timers.first() {
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
             if t > now {
                 break;
             }
-            self.timers.pop_first();
+            self.timers.pop();
+            if !self.timer_live(t, key) {
+                continue;
+            }
             match key {
                 TimerKey::Peer(id) => self.on_peer_timer(now, id),
                 TimerKey::Dead(id) => self.on_dead_timer(now, id),
@@ -376,11 +416,15 @@ impl Node {
     }
 
     pub(crate) fn set_timer(&mut self, at: Time, key: TimerKey) {
-        self.timers.insert((at, key));
-    }
-
-    pub(crate) fn clear_timer(&mut self, at: Time, key: TimerKey) {
-        self.timers.remove(&(at, key));
+        self.timers.push(Reverse((at, key)));
+        if self.timers.len() > 4 * self.timer_owners() + 64 {
+            // Drop stale entries so that memory stays proportional to the live state.
+            let live: Vec<_> = std::mem::take(&mut self.timers)
+                .into_iter()
+                .filter(|&Reverse((t, k))| self.timer_live(t, k))
+                .collect();
+            self.timers = live.into();
+        }
     }
 
     pub(crate) fn nonce(&mut self) -> u64 {
@@ -415,31 +459,37 @@ impl Node {
             assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
             assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
         }
+        let armed: std::collections::BTreeSet<(Time, TimerKey)> =
+            self.timers.iter().map(|r| r.0).collect();
+        assert!(
+            self.timers.len() <= 4 * self.timer_owners() + 64,
+            "stale timers pile up"
+        );
         for (id, p) in &self.peers {
             assert!(
                 self.leaf.contains(*id) || self.rt.contains(*id),
                 "tracked peer {id:?} in no table"
             );
             assert!(
-                self.timers.contains(&(p.due, TimerKey::Peer(*id))),
+                armed.contains(&(p.due, TimerKey::Peer(*id))),
                 "peer timer lost"
             );
         }
         for (id, d) in &self.dead {
             assert!(
-                self.timers.contains(&(d.due, TimerKey::Dead(*id))),
+                armed.contains(&(d.due, TimerKey::Dead(*id))),
                 "dead timer lost"
             );
         }
         for (seq, h) in &self.hops {
             assert!(
-                self.timers.contains(&(h.deadline, TimerKey::Hop(*seq))),
+                armed.contains(&(h.deadline, TimerKey::Hop(*seq))),
                 "hop timer lost"
             );
         }
         for (id, l) in &self.lookups {
             assert!(
-                self.timers.contains(&(l.deadline, TimerKey::Lookup(*id))),
+                armed.contains(&(l.deadline, TimerKey::Lookup(*id))),
                 "lookup timer lost"
             );
         }

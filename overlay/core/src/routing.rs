@@ -144,8 +144,7 @@ impl Node {
 
     pub(crate) fn on_route_ack(&mut self, from: NodeInfo, hop_seq: u64) {
         if self.hops.get(&hop_seq).is_some_and(|h| h.to == from.id) {
-            let h = self.hops.remove(&hop_seq).expect("present");
-            self.clear_timer(h.deadline, TimerKey::Hop(hop_seq));
+            self.hops.remove(&hop_seq);
         }
     }
 
@@ -183,7 +182,6 @@ impl Node {
             .collect();
         for seq in seqs {
             let h = self.hops.remove(&seq).expect("present");
-            self.clear_timer(h.deadline, TimerKey::Hop(seq));
             self.retry_hop(now, h);
         }
     }
@@ -312,7 +310,6 @@ impl Node {
         let Some(l) = self.lookups.remove(&lookup) else {
             return;
         };
-        self.clear_timer(l.deadline, TimerKey::Lookup(lookup));
         self.emit(Event::LookupDone {
             lookup,
             key: l.key,

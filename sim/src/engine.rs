@@ -318,6 +318,8 @@ impl Sim {
         slot.crashed_at = Some(self.now);
         self.unready(i);
         self.metrics.crashes += 1;
+        // Its lookups die with it (a restarted node reuses lookup ids).
+        self.lookups.retain(|&(origin, _), _| origin != i);
     }
 
     /// Restarts a crashed node with the same id and address and fresh state; it joins again.
@@ -346,6 +348,7 @@ impl Sim {
         self.slots[i as usize].alive = false;
         self.unready(i);
         self.metrics.leaves += 1;
+        self.lookups.retain(|&(origin, _), _| origin != i);
     }
 
     /// Splits the network: node `i` is in group `group_of(i)`; messages between groups drop.
@@ -616,9 +619,8 @@ impl Sim {
                 self.metrics.lookup_failed(now);
             }
             Event::PeerDead { peer } => {
-                if let Some(&idx) = self.ready.get(&peer) {
+                if self.ready.contains_key(&peer) {
                     // Declared dead while alive and ready: a false positive.
-                    let _ = idx;
                     self.metrics.false_deaths += 1;
                 } else if let Some(d) = self.crashed_index(peer) {
                     let slot = &mut self.slots[d as usize];

@@ -99,7 +99,7 @@ impl Node {
         }
         let exclude = (msg.body == Routed::Join).then_some(msg.origin.id);
         let Some(next) = self.next_hop_avoiding(msg.key, &avoid, exclude) else {
-            self.deliver(now, msg);
+            self.deliver(msg);
             return;
         };
         let Some(to) = self.info_of(next) else {
@@ -186,7 +186,7 @@ impl Node {
         }
     }
 
-    fn deliver(&mut self, now: Time, msg: RouteMsg) {
+    fn deliver(&mut self, msg: RouteMsg) {
         if let Phase::Joining(j) = &mut self.phase {
             // Not serving keys yet: hold the message until the join completes.
             if j.buffered.len() < self.cfg.max_join_buffer {
@@ -219,7 +219,6 @@ impl Node {
             }
             _ => self.stats.unknown_messages += 1,
         }
-        let _ = now;
     }
 
     /// Replies to a joiner with the rows it can use (and, from the last node, the leaf set).

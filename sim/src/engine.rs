@@ -5,8 +5,7 @@
 //! simulated traffic is what the wire would carry. Delays come from a [`Topology`], loss and
 //! partitions from the engine's own seeded generator. Everything derives from one master seed.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time};
@@ -15,6 +14,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::metrics::Metrics;
+use crate::queue::EventQueue;
+
+/// Width of an event-queue bucket.
+const QUEUE_BUCKET_US: u64 = 1_000;
+/// Buckets in the event queue's ring (its horizon is their number times their width).
+const QUEUE_BUCKETS: usize = 4_096;
 use crate::topology::{Topology, TopologyConfig};
 
 /// Engine settings.
@@ -98,34 +103,11 @@ enum Ev {
     },
 }
 
-/// A queued event, ordered by time and then by insertion (so ties resolve deterministically).
-/// The payload lives in a slab so that heap operations move 24 bytes, not whole messages.
-struct Queued {
-    at: Time,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
+/// One simulated node and the engine's bookkeeping about it.
 struct Slot {
     node: Node,
     alive: bool,
+    /// The time of this node's queued timer event, if one is queued.
     timer_at: Option<Time>,
     crashed_at: Option<Time>,
 }
@@ -135,7 +117,9 @@ pub struct Sim {
     cfg: SimConfig,
     now: Time,
     seq: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    /// Pending events by (time, insertion order); payloads live in `slab` so that the queue
+    /// moves 24-byte entries, not messages.
+    queue: EventQueue,
     slab: Vec<Option<Ev>>,
     free: Vec<u32>,
     /// Every node ever created, by id (ids are unique; a restart keeps its id).
@@ -170,7 +154,7 @@ impl Sim {
             cfg,
             now: Time::ZERO,
             seq: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(QUEUE_BUCKET_US, QUEUE_BUCKETS),
             slab: Vec::new(),
             free: Vec::new(),
             by_id: BTreeMap::new(),
@@ -453,22 +437,17 @@ impl Sim {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            slot,
-        }));
+        self.queue.push((at, self.seq, slot));
     }
 
     /// Runs every event up to and including time `until`; then `now() == until`.
     pub fn run_until(&mut self, until: Time) {
-        while self.queue.peek().is_some_and(|q| q.0.at <= until) {
-            let Reverse(q) = self.queue.pop().expect("peeked");
-            self.now = q.at;
-            let ev = self.slab[q.slot as usize]
+        while let Some((at, _, slot)) = self.queue.pop_until(until) {
+            self.now = at;
+            let ev = self.slab[slot as usize]
                 .take()
                 .expect("queued slot holds its event");
-            self.free.push(q.slot);
+            self.free.push(slot);
             self.dispatch(ev);
         }
         self.now = until;

@@ -9,12 +9,14 @@
 //! ## Layout
 //! - [`engine`]: event queue, nodes, message delivery, fault injection, oracles.
 //! - [`metrics`]: what the engine measures.
+//! - [`queue`]: the calendar event queue.
 //! - [`topology`]: network delay models (transit-stub via petgraph, geometric, uniform).
 //! - [`scenario`]: scenario files and their runners.
 //! - [`report`]: Markdown, JSON and PNG report writing.
 
 pub mod engine;
 pub mod metrics;
+pub mod queue;
 pub mod report;
 pub mod scenario;
 pub mod topology;

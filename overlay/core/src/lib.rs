@@ -58,6 +58,7 @@
 //! - [`stats`]: [`Stats`] counters.
 
 pub mod config;
+mod id_map;
 pub mod leaf_set;
 mod liveness;
 mod membership;

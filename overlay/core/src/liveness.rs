@@ -191,7 +191,7 @@ impl Node {
             .rtt_cache
             .iter()
             .filter(|(c, (r, _))| {
-                *r < rtt_us && self.rt.slot_of(**c) == Some(slot) && !self.dead.contains_key(c)
+                *r < rtt_us && self.rt.slot_of(**c) == Some(slot) && !self.dead.contains_key(*c)
             })
             .min_by_key(|(_, (r, _))| *r)
             .map(|(c, (r, a))| (NodeInfo { id: *c, addr: *a }, *r));
@@ -260,7 +260,7 @@ impl Node {
             let oldest = self
                 .dead
                 .iter()
-                .min_by_key(|(_, d)| d.since)
+                .min_by_key(|(k, d)| (d.since, **k))
                 .map(|(k, _)| *k);
             if let Some(old) = oldest {
                 self.dead.remove(&old);

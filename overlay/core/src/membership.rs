@@ -129,7 +129,7 @@ impl Node {
         }
         j.announced = true;
         let leaf: BTreeSet<NodeId> = self.leaf.members().collect();
-        let all: Vec<NodeId> = self.peers.keys().copied().collect();
+        let all = crate::id_map::sorted_keys(&self.peers);
         for id in all {
             self.announce_to(id, leaf.contains(&id));
         }
@@ -421,7 +421,7 @@ impl Node {
         if self.phase == Phase::Ready {
             let leaf = self.leaf_infos();
             let peers: Vec<NodeInfo> =
-                self.infos(self.peers.keys().copied().collect::<Vec<_>>().into_iter());
+                self.infos(crate::id_map::sorted_keys(&self.peers).into_iter());
             for p in peers {
                 self.send(p, Message::Leave { leaf: leaf.clone() });
             }

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Config, ConfigError};
+use crate::id_map::IdMap;
 use crate::leaf_set::LeafSet;
 use crate::liveness::{Dead, Peer, Probe};
 use crate::membership::JoinState;
@@ -122,9 +123,9 @@ pub struct Node {
     pub(crate) leaf: LeafSet,
     pub(crate) rt: RoutingTable,
     /// Every node in the leaf set or routing table, with its address and liveness.
-    pub(crate) peers: BTreeMap<NodeId, Peer>,
-    pub(crate) dead: BTreeMap<NodeId, Dead>,
-    pub(crate) probes: BTreeMap<NodeId, Probe>,
+    pub(crate) peers: IdMap<Peer>,
+    pub(crate) dead: IdMap<Dead>,
+    pub(crate) probes: IdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
     pub(crate) rtt_cache: BTreeMap<NodeId, (u32, SocketAddr)>,
     /// This node's offset on the timer grid, in microseconds.
@@ -161,9 +162,9 @@ impl Node {
             me,
             rng,
             phase: Phase::Idle,
-            peers: BTreeMap::new(),
-            dead: BTreeMap::new(),
-            probes: BTreeMap::new(),
+            peers: IdMap::default(),
+            dead: IdMap::default(),
+            probes: IdMap::default(),
             rtt_cache: BTreeMap::new(),
             tick_phase_us,
             hops: BTreeMap::new(),
@@ -465,7 +466,8 @@ impl Node {
             self.timers.len() <= 4 * self.timer_owners() + 64,
             "stale timers pile up"
         );
-        for (id, p) in &self.peers {
+        for id in crate::id_map::sorted_keys(&self.peers) {
+            let (id, p) = (&id, &self.peers[&id]);
             assert!(
                 self.leaf.contains(*id) || self.rt.contains(*id),
                 "tracked peer {id:?} in no table"

@@ -193,7 +193,7 @@ impl Node {
             .filter(|(c, (r, _))| {
                 *r < rtt_us && self.rt.slot_of(**c) == Some(slot) && !self.dead.contains_key(*c)
             })
-            .min_by_key(|(_, (r, _))| *r)
+            .min_by_key(|(c, (r, _))| (*r, **c))
             .map(|(c, (r, a))| (NodeInfo { id: *c, addr: *a }, *r));
         if let Some((cand, r)) = best {
             self.consider_with_rtt(now, cand, r);

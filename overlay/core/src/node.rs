@@ -127,7 +127,9 @@ pub struct Node {
     pub(crate) dead: IdMap<Dead>,
     pub(crate) probes: IdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
-    pub(crate) rtt_cache: BTreeMap<NodeId, (u32, SocketAddr)>,
+    pub(crate) rtt_cache: IdMap<(u32, SocketAddr)>,
+    /// Insertion order of `rtt_cache` (may hold ids already gone from it), for FIFO eviction.
+    pub(crate) rtt_order: VecDeque<NodeId>,
     /// This node's offset on the timer grid, in microseconds.
     pub(crate) tick_phase_us: u64,
     pub(crate) hops: BTreeMap<u64, PendingHop>,
@@ -165,7 +167,8 @@ impl Node {
             peers: IdMap::default(),
             dead: IdMap::default(),
             probes: IdMap::default(),
-            rtt_cache: BTreeMap::new(),
+            rtt_cache: IdMap::default(),
+            rtt_order: VecDeque::new(),
             tick_phase_us,
             hops: BTreeMap::new(),
             lookups: BTreeMap::new(),
@@ -222,6 +225,7 @@ impl Node {
         self.hops.clear();
         self.probes.clear();
         self.rtt_cache.clear();
+        self.rtt_order.clear();
         self.dead.clear();
         self.peers.clear();
         self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size / 2);
@@ -251,13 +255,26 @@ impl Node {
         }
     }
 
-    /// Remembers a candidate's round-trip time (bounded: the oldest-keyed entry goes first).
+    /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).
     pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
-        if self.rtt_cache.len() >= self.cfg.max_rtt_cache && !self.rtt_cache.contains_key(&info.id)
+        if self
+            .rtt_cache
+            .insert(info.id, (rtt_us, info.addr))
+            .is_none()
         {
-            self.rtt_cache.pop_first();
+            self.rtt_order.push_back(info.id);
         }
-        self.rtt_cache.insert(info.id, (rtt_us, info.addr));
+        while self.rtt_cache.len() > self.cfg.max_rtt_cache {
+            let Some(old) = self.rtt_order.pop_front() else {
+                break;
+            };
+            self.rtt_cache.remove(&old);
+        }
+        if self.rtt_order.len() > 2 * self.cfg.max_rtt_cache {
+            // Ids that left the cache (tracked again) linger in the order: drop them.
+            let cache = &self.rtt_cache;
+            self.rtt_order.retain(|id| cache.contains_key(id));
+        }
     }
 
     /// `t` rounded up to this node's timer grid.

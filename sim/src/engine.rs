@@ -84,7 +84,8 @@ fn index_of(addr: SocketAddr) -> Option<u32> {
     match addr {
         SocketAddr::V4(a) => {
             let ip = u32::from(*a.ip());
-            (ip >> 24 == 10).then(|| (ip & 0x00ff_ffff) | (u32::from(a.port() - 7000) << 24))
+            let hi = u32::from(a.port().checked_sub(7000)?);
+            (ip >> 24 == 10).then_some((ip & 0x00ff_ffff) | (hi << 24))
         }
         SocketAddr::V6(_) => None,
     }

@@ -86,3 +86,20 @@ fn crashes_are_detected_and_repaired() {
         assert_eq!(t.consistent, t.delivered, "seed {seed}");
     }
 }
+
+#[test]
+fn small_rings_route_every_key_to_its_owner() {
+    // Rings of up to L + 1 nodes, where the leaf set holds the whole ring.
+    for (seed, n) in [(20, 3), (21, 9), (22, 12), (23, 16), (24, 17), (25, 18)] {
+        let mut s = sim(seed);
+        grow(&mut s, n, 50);
+        settle(&mut s, 10);
+        assert_eq!(s.ready_count(), n, "seed {seed}");
+        assert_eq!(s.leaf_set_correctness(), 1.0, "seed {seed}, {n} nodes");
+        s.metrics = petal_sim::metrics::Metrics::new(1_000_000);
+        lookups(&mut s, 300);
+        let t = s.metrics.totals();
+        assert_eq!(t.lookups_done, 300, "seed {seed}, {n} nodes");
+        assert_eq!(t.consistent, t.delivered, "seed {seed}, {n} nodes");
+    }
+}

@@ -33,7 +33,8 @@ pub struct Config {
     pub hop_ack_timeout_min: Duration,
     /// How many other next hops a routed message tries after hop-ack timeouts before it is dropped.
     pub max_reroutes: u32,
-    /// Most routed messages awaiting a hop acknowledgement at once; beyond, forwarding drops.
+    /// Most routed messages awaiting a hop acknowledgement at once; beyond, forwarding drops
+    /// (counted in `routes_dropped`).
     pub max_pending_hops: usize,
     /// Overlay hops after which a routed message is dropped (a loop guard).
     pub max_hops: u8,
@@ -119,7 +120,20 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Checks the relations between fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let checks: [(bool, &'static str); 8] = [
+        let positive = [
+            self.leaf_ping_interval,
+            self.routing_ping_interval,
+            self.ping_timeout,
+            self.leaf_exchange_interval,
+            self.join_timeout,
+            self.hop_ack_timeout,
+            self.hop_ack_timeout_min,
+            self.lookup_timeout,
+            self.dead_probe_min,
+            self.timer_granularity,
+            self.routing_maintenance_interval,
+        ];
+        let checks: [(bool, &'static str); 10] = [
             (
                 self.leaf_set_size >= 2 && self.leaf_set_size % 2 == 0,
                 "leaf_set_size must be even and >= 2",
@@ -130,12 +144,20 @@ impl Config {
             (self.lookup_attempts >= 1, "lookup_attempts must be >= 1"),
             (self.max_hops >= 8, "max_hops must be >= 8"),
             (
-                !self.ping_timeout.is_zero() && !self.leaf_ping_interval.is_zero(),
-                "ping timers must be positive",
+                positive.iter().all(|d| !d.is_zero()),
+                "every interval and timeout must be positive",
             ),
             (
                 self.dead_probe_min <= self.dead_probe_max,
                 "dead_probe_min must be <= dead_probe_max",
+            ),
+            (
+                self.max_dead >= 1 && self.max_probes >= 1 && self.max_rtt_cache >= 1,
+                "max_dead, max_probes and max_rtt_cache must be >= 1",
+            ),
+            (
+                self.max_outbox >= 64 && self.max_events >= 64 && self.max_pending_hops >= 1,
+                "queues too small to work",
             ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {

@@ -1,8 +1,9 @@
 //! The leaf set: the `L/2` numerically closest nodes on each side of this node.
 //!
-//! The two sides are kept independently, each sorted nearest first. In a ring of fewer than
-//! `L + 1` nodes a node may sit on both sides; then the leaf set holds every node of the ring and
-//! [`LeafSet::covers`] is true for every key.
+//! The two sides are kept independently, each sorted nearest first. In a ring of at most
+//! `L + 1` nodes a node may sit on both sides (the sides are short, or full and reaching round to
+//! each other); then the leaf set holds every node of the ring and [`LeafSet::covers`] is true
+//! for every key.
 
 use petal_protocol::{Key, NodeId};
 
@@ -115,6 +116,11 @@ impl LeafSet {
         let (Some(&lo), Some(&hi)) = (self.left.last(), self.right.last()) else {
             return true;
         };
+        // Both sides full but reaching round to each other (a ring of L/2 + 1 to L + 1 nodes):
+        // the leaf set holds every node.
+        if self.me.cw_distance(hi) >= self.me.cw_distance(lo) {
+            return true;
+        }
         // The arc from `lo` clockwise to `hi` contains this node.
         lo.cw_distance(NodeId(key.0)) <= lo.cw_distance(hi)
     }
@@ -204,6 +210,19 @@ mod tests {
         assert!(l.is_partial());
         assert!(l.covers(Key(u128::MAX)));
         assert_eq!(l.members().count(), 2);
+    }
+
+    #[test]
+    fn full_sides_that_overlap_cover_everything() {
+        // Six nodes, three per side: both sides are full and hold the same five nodes.
+        let mut l = LeafSet::new(NodeId(100), 3);
+        for id in [50, 150, 200, 250, 300] {
+            l.insert(NodeId(id));
+        }
+        assert!(!l.is_partial());
+        for k in [0u128, 75, 120, 175, 275, 1 << 100] {
+            assert!(l.covers(Key(k)), "key {k} not covered");
+        }
     }
 
     #[test]

@@ -44,7 +44,8 @@
 //!
 //! ## Join
 //! The joiner routes a join towards its own id through its bootstrap node and stays invisible
-//! (it sends nothing else) until the closest node's reply arrives with the leaf set; then it
+//! (it starts no other exchange: no pings, no probes; it only answers what reaches it) until the
+//! closest node's reply arrives with the leaf set; then it
 //! announces itself and becomes ready once every leaf-set member has acknowledged, so that no
 //! node routes to it before it can serve. Routed messages that reach it in between are held
 //! (bounded) and delivered when it is ready.

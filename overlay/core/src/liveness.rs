@@ -111,7 +111,7 @@ impl Node {
         }
     }
 
-    fn send_ping(&mut self, now: Time, id: NodeId) {
+    pub(crate) fn send_ping(&mut self, now: Time, id: NodeId) {
         let nonce = self.nonce();
         let due = self.quantize(now + self.cfg.ping_timeout);
         let Some(p) = self.peers.get_mut(&id) else {
@@ -297,7 +297,7 @@ impl Node {
         }
         let info = NodeInfo { id, addr: d.addr };
         let next = (now + d.backoff).min(forget_at);
-        d.backoff = (d.backoff * 2).min(max);
+        d.backoff = d.backoff.saturating_mul(2).min(max);
         let due = self.quantize(next);
         let d = self.dead.get_mut(&id).expect("present");
         d.due = due;

@@ -80,7 +80,7 @@ impl Node {
             return;
         }
         self.stats.join_retries += 1;
-        if j.announced {
+        if j.announced && !self.leaf.is_empty() {
             // The path is done; only acknowledgements are missing (lost, or a silent member
             // that liveness will remove): ask the members that have not answered again.
             let missing: Vec<NodeId> = self
@@ -161,7 +161,9 @@ impl Node {
             self.learn(now, e, false);
         }
         if let Phase::Joining(j) = &mut self.phase {
-            j.acked.insert(from.id);
+            if j.asked.contains(&from.id) {
+                j.acked.insert(from.id);
+            }
         }
         self.check_activation(now);
     }
@@ -172,7 +174,10 @@ impl Node {
         let Phase::Joining(j) = &self.phase else {
             return;
         };
-        if !j.announced || !self.leaf.members().all(|id| j.acked.contains(&id)) {
+        if !j.announced
+            || self.leaf.is_empty()
+            || !self.leaf.members().all(|id| j.acked.contains(&id))
+        {
             return;
         }
         self.become_ready(now);
@@ -193,10 +198,8 @@ impl Node {
         let jitter = self
             .rng
             .random_range(0..self.cfg.routing_maintenance_interval.as_micros().max(1) as u64);
-        self.set_timer(
-            Time::from_micros(now.as_micros() + jitter),
-            TimerKey::RowMaintenance,
-        );
+        self.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
         self.emit(Event::Joined);
     }
 

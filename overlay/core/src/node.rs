@@ -315,6 +315,7 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must be called next (`None`: no timer is armed).
     pub fn poll_timeout(&mut self) -> Option<Time> {
+        self.compact_timers();
         while let Some(&Reverse((t, key))) = self.timers.peek() {
             if self.timer_live(t, key) {
                 return Some(t);
@@ -369,6 +370,7 @@ impl Node {
                 TimerKey::RowMaintenance => self.on_row_maintenance(now),
             }
         }
+        self.compact_timers();
     }
 
     /// Handles a message that arrived from `from`.
@@ -381,7 +383,7 @@ impl Node {
         // (the joiner must not be used for routing before it announces itself).
         let joiner_hello = matches!(&msg, Message::Route(r)
             if r.origin.id == from.id && r.body == petal_protocol::Routed::Join);
-        if !joiner_hello {
+        if !joiner_hello && !matches!(msg, Message::Leave { .. }) {
             self.heard_from(now, from);
         }
         match msg {
@@ -408,9 +410,11 @@ impl Node {
                 lookup,
                 owner,
                 hops,
-            } => self.on_lookup_reply(lookup, owner, hops),
+            } if owner.id == from.id => self.on_lookup_reply(lookup, owner, hops),
+            Message::LookupReply { .. } => self.stats.unknown_messages += 1,
             _ => self.stats.unknown_messages += 1,
         }
+        self.compact_timers();
     }
 
     /// Queues a message for the driver (bounded: beyond `max_outbox`, the send is dropped and
@@ -435,6 +439,12 @@ impl Node {
 
     pub(crate) fn set_timer(&mut self, at: Time, key: TimerKey) {
         self.timers.push(Reverse((at, key)));
+        self.compact_timers();
+    }
+
+    /// Drops stale timer entries once they outnumber the live owners (owners also vanish
+    /// without a new timer: answered hops, lookups and probes).
+    fn compact_timers(&mut self) {
         if self.timers.len() > 4 * self.timer_owners() + 64 {
             // Drop stale entries so that memory stays proportional to the live state.
             let live: Vec<_> = std::mem::take(&mut self.timers)

@@ -116,20 +116,23 @@ impl Node {
             hop_seq,
             ..msg.clone()
         };
-        self.stats.routes_forwarded += 1;
-        if self.hops.len() < self.cfg.max_pending_hops {
-            let deadline = now + self.hop_timeout(next);
-            self.hops.insert(
-                hop_seq,
-                PendingHop {
-                    msg,
-                    to: next,
-                    avoid,
-                    deadline,
-                },
-            );
-            self.set_timer(deadline, TimerKey::Hop(hop_seq));
+        if self.hops.len() >= self.cfg.max_pending_hops {
+            // No room to track the hop: drop (counted) rather than forward unprotected.
+            self.stats.routes_dropped += 1;
+            return;
         }
+        self.stats.routes_forwarded += 1;
+        let deadline = now + self.hop_timeout(next);
+        self.hops.insert(
+            hop_seq,
+            PendingHop {
+                msg,
+                to: next,
+                avoid,
+                deadline,
+            },
+        );
+        self.set_timer(deadline, TimerKey::Hop(hop_seq));
         self.send(to, Message::Route(out));
     }
 
@@ -157,6 +160,9 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&h.to) {
             if p.misses == 0 {
                 p.misses = 1;
+            }
+            if p.ping.is_none() {
+                self.send_ping(now, h.to);
             }
         }
         self.retry_hop(now, h);

@@ -76,6 +76,14 @@ proptest! {
             prop_assert_eq!(leaf.left(), left.as_slice());
             prop_assert_eq!(leaf.right(), right.as_slice());
         }
+        // With fewer than `2 * half` other nodes alive, the two sides must share a node, so the
+        // leaf set knows the whole ring and must cover every key. (With exactly `2 * half` the
+        // sides may just meet; the node cannot tell that no one lies between them.)
+        if live.len() < 2 * half {
+            for k in [0u128, u128::MAX, me.0.wrapping_add(1 << 127), me.0 ^ (1 << 90)] {
+                prop_assert!(leaf.covers(Key(k)), "small ring, key {:x} not covered", k);
+            }
+        }
         // The closest member to any key is the model's closest among {me} + leaf members,
         // and when the leaf set covers the key it is the globally closest live node.
         for k in [0u128, 1, u128::MAX, me.0 ^ 1, me.0.wrapping_add(1 << 100)] {

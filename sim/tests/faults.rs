@@ -8,6 +8,8 @@ use petal_sim::{Sim, SimConfig};
 use rand::Rng;
 
 fn sim(seed: u64, loss: f64) -> Sim {
+    // Shown with the failure output if anything below panics (captured otherwise).
+    eprintln!("master seed {seed}");
     let mut cfg = SimConfig::new(seed, TopologyConfig::Uniform(UniformConfig::default()));
     cfg.check_invariants = true;
     cfg.loss = loss;

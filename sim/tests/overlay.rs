@@ -7,6 +7,8 @@ use petal_sim::{Sim, SimConfig};
 use rand::Rng;
 
 fn sim(seed: u64) -> Sim {
+    // Shown with the failure output if anything below panics (captured otherwise).
+    eprintln!("master seed {seed}");
     let mut cfg = SimConfig::new(seed, TopologyConfig::default());
     cfg.check_invariants = true;
     Sim::new(cfg)

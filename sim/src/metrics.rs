@@ -28,6 +28,21 @@ pub struct Bucket {
     pub payload_msgs: u64,
 }
 
+impl Bucket {
+    /// Adds `other`'s counters to these.
+    pub fn add(&mut self, other: &Bucket) {
+        self.lookups_started += other.lookups_started;
+        self.lookups_done += other.lookups_done;
+        self.lookups_failed += other.lookups_failed;
+        self.delivered += other.delivered;
+        self.consistent += other.consistent;
+        self.consistent_local += other.consistent_local;
+        self.maintenance_msgs += other.maintenance_msgs;
+        self.maintenance_bytes += other.maintenance_bytes;
+        self.payload_msgs += other.payload_msgs;
+    }
+}
+
 /// Everything the engine measured since it started (or since the scenario reset it).
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -141,15 +156,7 @@ impl Metrics {
     pub fn totals(&self) -> Bucket {
         let mut t = Bucket::default();
         for b in &self.buckets {
-            t.lookups_started += b.lookups_started;
-            t.lookups_done += b.lookups_done;
-            t.lookups_failed += b.lookups_failed;
-            t.delivered += b.delivered;
-            t.consistent += b.consistent;
-            t.consistent_local += b.consistent_local;
-            t.maintenance_msgs += b.maintenance_msgs;
-            t.maintenance_bytes += b.maintenance_bytes;
-            t.payload_msgs += b.payload_msgs;
+            t.add(b);
         }
         t
     }

@@ -290,14 +290,16 @@ impl Node {
         let next = now + self.cfg.leaf_exchange_interval;
         self.leaf_exchange_at = next;
         self.set_timer(next, TimerKey::LeafExchange);
-        let targets: BTreeSet<NodeId> = self
-            .leaf
-            .left()
-            .first()
-            .into_iter()
-            .chain(self.leaf.right().first())
-            .copied()
-            .collect();
+        let nearest = (
+            self.leaf.left().first().copied(),
+            self.leaf.right().first().copied(),
+        );
+        self.exchange_leaf_set(nearest);
+    }
+
+    /// Sends our leaf set, asking for theirs, to one member on each side (once if the same).
+    fn exchange_leaf_set(&mut self, (left, right): (Option<NodeId>, Option<NodeId>)) {
+        let targets: BTreeSet<NodeId> = left.into_iter().chain(right).collect();
         let leaf = self.leaf_infos();
         for id in targets {
             if let Some(info) = self.info_of(id) {
@@ -337,26 +339,11 @@ impl Node {
 
     /// After losing a leaf-set member: ask the farthest member on each side for its leaf set.
     pub(crate) fn repair_leaf_set(&mut self) {
-        let targets: BTreeSet<NodeId> = self
-            .leaf
-            .left()
-            .last()
-            .into_iter()
-            .chain(self.leaf.right().last())
-            .copied()
-            .collect();
-        let leaf = self.leaf_infos();
-        for id in targets {
-            if let Some(info) = self.info_of(id) {
-                self.send(
-                    info,
-                    Message::LeafSet {
-                        leaf: leaf.clone(),
-                        reply: true,
-                    },
-                );
-            }
-        }
+        let farthest = (
+            self.leaf.left().last().copied(),
+            self.leaf.right().last().copied(),
+        );
+        self.exchange_leaf_set(farthest);
     }
 
     /// After losing a routing-table entry of `row`: ask another node of that row (or, when the

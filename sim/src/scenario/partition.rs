@@ -109,13 +109,7 @@ pub(super) fn run(
     };
     let mut phases = std::collections::BTreeMap::<&str, crate::metrics::Bucket>::new();
     for (i, b) in sim.metrics.buckets.iter().enumerate() {
-        let e = phases.entry(phase_of(i)).or_default();
-        e.lookups_started += b.lookups_started;
-        e.lookups_done += b.lookups_done;
-        e.lookups_failed += b.lookups_failed;
-        e.delivered += b.delivered;
-        e.consistent += b.consistent;
-        e.consistent_local += b.consistent_local;
+        phases.entry(phase_of(i)).or_default().add(b);
     }
     let mut w = ReportWriter::new(out, &sc.name, &sc.description);
     w.heading("Results");

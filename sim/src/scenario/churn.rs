@@ -10,7 +10,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, hash_json, ms_quantiles, pct};
+use super::common::{advance_ms, finish, ms_quantiles, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
@@ -343,11 +343,5 @@ fn write_report(
     }
     w.line_chart("maintenance.png", &c)?;
     let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
-    w.finish(&results)?;
-    Ok(Outcome {
-        targets: w.target_counts(),
-        results_hash: hash_json(&results),
-        events,
-        messages,
-    })
+    finish(&w, &results, events, messages)
 }

@@ -5,6 +5,9 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::engine::Sim;
+use crate::report::ReportWriter;
+
+use super::Outcome;
 
 /// A progress bar (hidden when not on a terminal or in tests).
 pub struct Progress(indicatif::ProgressBar);
@@ -89,5 +92,21 @@ pub(crate) fn ms_quantiles(samples: &[u64]) -> serde_json::Value {
     serde_json::json!({
         "count": samples.len(),
         "p50_ms": q(0.5), "p90_ms": q(0.9), "p99_ms": q(0.99), "max_ms": q(1.0),
+    })
+}
+
+/// Writes the report with its results and returns the run's outcome.
+pub(crate) fn finish(
+    w: &ReportWriter,
+    results: &serde_json::Value,
+    events: u64,
+    messages: u64,
+) -> anyhow::Result<Outcome> {
+    w.finish(results)?;
+    Ok(Outcome {
+        targets: w.target_counts(),
+        results_hash: hash_json(results),
+        events,
+        messages,
     })
 }

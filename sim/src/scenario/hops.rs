@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, hash_json, lookup_burst, pct};
+use super::common::{advance_ms, finish, lookup_burst, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::Sim;
 use crate::metrics::{Metrics, quantile};
@@ -263,11 +263,5 @@ fn write_report(
         "sizes": json_sizes,
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     });
-    w.finish(&results)?;
-    Ok(Outcome {
-        targets: w.target_counts(),
-        results_hash: hash_json(&results),
-        events: sim.metrics.events,
-        messages: sim.metrics.messages,
-    })
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
 }

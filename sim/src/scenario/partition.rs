@@ -8,7 +8,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, hash_json, pct};
+use super::common::{advance_ms, finish, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::Sim;
 use crate::metrics::Metrics;
@@ -164,11 +164,5 @@ pub(super) fn run(
         "heal_to_correct_s": healed_at_ok, "leaf_set_correctness": samples,
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     });
-    w.finish(&results)?;
-    Ok(Outcome {
-        targets: w.target_counts(),
-        results_hash: hash_json(&results),
-        events: sim.metrics.events,
-        messages: sim.metrics.messages,
-    })
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
 }

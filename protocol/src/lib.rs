@@ -6,7 +6,8 @@
 //! ## Layout
 //! - [`id`]: the 128-bit ring ([`NodeId`], [`Key`]), base-16 digits (Pastry's `b = 4`), circular
 //!   distance, and the fixed name-to-key hash (SHA-256).
-//! - [`message`]: the node-to-node messages of the Pastry overlay ([`Message`]).
+//! - [`message`]: the node-to-node messages ([`Message`]): the Pastry overlay, group trees
+//!   (grafts, casts), requests descending a cluster tree, replies and tunnels.
 //! - [`codec`]: their versioned, length-prefixed binary frames. Decoding never panics; bad input
 //!   is a typed [`DecodeError`].
 //!
@@ -18,4 +19,6 @@ pub mod message;
 
 pub use codec::DecodeError;
 pub use id::{Key, NodeId};
-pub use message::{Message, NodeInfo, RouteMsg, Routed};
+pub use message::{
+    Ask, AskKind, DescendMsg, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
+};

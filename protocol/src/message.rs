@@ -6,6 +6,8 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+
 use crate::id::{Key, NodeId};
 
 /// A node as other nodes know it: its ring id and the address its peer links listen on.
@@ -91,6 +93,142 @@ pub enum Message {
         /// Overlay hops the lookup took.
         hops: u8,
     },
+    /// Child to parent in a group tree: adds the sender as a child, or refreshes it, with the
+    /// load of its subtree and the last event it has seen (the parent replays newer buffered
+    /// events). Idempotent; sent periodically.
+    Graft {
+        /// The group (topic or cluster key).
+        group: Key,
+        /// Members and load of the sender's subtree.
+        load: Load,
+        /// The last event the sender has seen.
+        seen: EventSeq,
+    },
+    /// Drops a tree edge: from a child, "remove me"; from a parent, "I am not your parent".
+    Prune {
+        /// The group.
+        group: Key,
+    },
+    /// An event (publish or broadcast) flowing down a group tree from its root.
+    Cast {
+        /// The group.
+        group: Key,
+        /// Its place in the root's sequence.
+        seq: EventSeq,
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// A request or tunnel open travelling down a cluster's tree towards the member chosen for
+    /// it. Acknowledged hop by hop with [`Message::RouteAck`].
+    Descend(DescendMsg),
+    /// The outcome of a request, sent by the member's node straight to the requester's node.
+    Reply {
+        /// The requester's request id.
+        id: u64,
+        /// What the member answered.
+        result: ReplyResult,
+    },
+    /// A member accepted a tunnel: sent by its node straight to the opener's node.
+    TunnelAccept {
+        /// The opener's tunnel id.
+        tunnel: u64,
+        /// The acceptor's tunnel id (the opener addresses its traffic with it).
+        peer_tunnel: u64,
+    },
+    /// A chunk of a tunnel message.
+    TunnelData {
+        /// The receiver's tunnel id.
+        tunnel: u64,
+        /// Chunk sequence number on this tunnel direction, from 0.
+        seq: u64,
+        /// The whole message's length on its first chunk, 0 on continuation chunks.
+        size: u64,
+        /// The chunk (at most the tunnel chunk limit).
+        payload: Bytes,
+    },
+    /// Byte credit for the receiver to send on a tunnel (cumulative grants; 0 is a keepalive).
+    TunnelAllow {
+        /// The receiver's tunnel id.
+        tunnel: u64,
+        /// Bytes granted.
+        bytes: u64,
+    },
+    /// Closes a tunnel: gracefully (empty reason) or on failure.
+    TunnelClose {
+        /// The receiver's tunnel id.
+        tunnel: u64,
+        /// Why; empty when graceful.
+        reason: String,
+    },
+}
+
+/// The load of a group subtree, reported up the tree for load-balanced request placement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Load {
+    /// Members (cluster connections or topic subscribers) in the subtree.
+    pub members: u32,
+    /// Summed capacity of the members that currently take requests.
+    pub capacity: u32,
+    /// Requests delivered in the subtree and not answered yet.
+    pub inflight: u32,
+}
+
+/// Position of an event in a group root's sequence: the root's epoch (new whenever a node
+/// becomes root) and a counter within it. `seq == 0` means "nothing seen".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventSeq {
+    /// Chosen at random by the root when it takes the role.
+    pub epoch: u64,
+    /// 1 for the first event of the epoch.
+    pub seq: u64,
+}
+
+/// A request or tunnel open on its way down a cluster tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DescendMsg {
+    /// The cluster's key.
+    pub group: Key,
+    /// The requesting node (replies go straight to it).
+    pub requester: NodeInfo,
+    /// Tree hops taken so far (a bound stops loops).
+    pub hops: u8,
+    /// Per-hop sequence number, acknowledged by [`Message::RouteAck`].
+    pub hop_seq: u64,
+    /// What is asked.
+    pub ask: Ask,
+}
+
+/// A request or a tunnel open, as routed to a cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// The requester's id for it (request id or opening tunnel id).
+    pub id: u64,
+    /// The requester's timeout, in milliseconds (the original, not what remains).
+    pub timeout_ms: u32,
+    /// A request's payload, or a tunnel open.
+    pub kind: AskKind,
+}
+
+/// What an [`Ask`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AskKind {
+    /// A request with its payload.
+    Request {
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// A tunnel open; the accepting node answers with [`Message::TunnelAccept`].
+    Tunnel,
+}
+
+/// A member's answer to a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyResult {
+    /// The handler's reply.
+    Ok(Bytes),
+    /// The handler's error text.
+    Fault(String),
 }
 
 /// A message in transit towards the owner of `key`.
@@ -119,11 +257,19 @@ pub enum Routed {
         /// The origin's id for this lookup.
         lookup: u64,
     },
+    /// An event for the group whose key is the route's key; its root casts it down the tree.
+    Publish {
+        /// The application payload.
+        payload: Bytes,
+    },
+    /// A request or tunnel open for the cluster whose key is the route's key; its root starts
+    /// the descent towards a member.
+    Ask(Ask),
 }
 
 impl Message {
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 24] = [
         "ping",
         "pong",
         "route-join",
@@ -137,6 +283,17 @@ impl Message {
         "row-reply",
         "leave",
         "lookup-reply",
+        "route-publish",
+        "route-ask",
+        "graft",
+        "prune",
+        "cast",
+        "descend",
+        "reply",
+        "tunnel-accept",
+        "tunnel-data",
+        "tunnel-allow",
+        "tunnel-close",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -147,6 +304,8 @@ impl Message {
             Message::Route(r) => match r.body {
                 Routed::Join => 2,
                 Routed::Lookup { .. } => 3,
+                Routed::Publish { .. } => 13,
+                Routed::Ask(_) => 14,
             },
             Message::RouteAck { .. } => 4,
             Message::JoinReply { .. } => 5,
@@ -157,6 +316,15 @@ impl Message {
             Message::RowReply { .. } => 10,
             Message::Leave { .. } => 11,
             Message::LookupReply { .. } => 12,
+            Message::Graft { .. } => 15,
+            Message::Prune { .. } => 16,
+            Message::Cast { .. } => 17,
+            Message::Descend(_) => 18,
+            Message::Reply { .. } => 19,
+            Message::TunnelAccept { .. } => 20,
+            Message::TunnelData { .. } => 21,
+            Message::TunnelAllow { .. } => 22,
+            Message::TunnelClose { .. } => 23,
         }
     }
 
@@ -165,15 +333,21 @@ impl Message {
         Self::KINDS[self.kind_index()]
     }
 
-    /// True for messages that exist to keep the overlay up (everything but routed lookups and
-    /// their replies), so that maintenance traffic can be measured apart from payload traffic.
+    /// True for messages that exist to keep the overlay and its group trees up (pings, joins,
+    /// leaf-set and routing-table upkeep, grafts and prunes), so that maintenance traffic can be
+    /// measured apart from traffic that carries lookups, events, requests and tunnels.
     pub fn is_maintenance(&self) -> bool {
-        !matches!(
-            self,
-            Message::Route(RouteMsg {
-                body: Routed::Lookup { .. },
-                ..
-            }) | Message::LookupReply { .. }
-        )
+        match self {
+            Message::Route(r) => r.body == Routed::Join,
+            Message::LookupReply { .. }
+            | Message::Cast { .. }
+            | Message::Descend(_)
+            | Message::Reply { .. }
+            | Message::TunnelAccept { .. }
+            | Message::TunnelData { .. }
+            | Message::TunnelAllow { .. }
+            | Message::TunnelClose { .. } => false,
+            _ => true,
+        }
     }
 }

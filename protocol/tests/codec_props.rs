@@ -2,8 +2,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use bytes::Bytes;
 use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
-use petal_protocol::{Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
+use petal_protocol::{
+    Ask, AskKind, DescendMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo, ReplyResult,
+    RouteMsg, Routed,
+};
 use proptest::prelude::*;
 
 fn addr() -> impl Strategy<Value = SocketAddr> {
@@ -26,10 +30,50 @@ fn infos() -> impl Strategy<Value = Vec<NodeInfo>> {
     prop::collection::vec(info(), 0..40)
 }
 
+/// Arbitrary payloads up to 4 KiB, empty ones included.
+fn payload() -> impl Strategy<Value = Bytes> {
+    prop::collection::vec(any::<u8>(), 0..4096).prop_map(Bytes::from)
+}
+
+/// Arbitrary strings (any chars, so non-ASCII and multi-byte ones too).
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![Just(String::new()), any::<String>(), "[a-zé€😀\u{0}]{0,64}",]
+}
+
+fn load() -> impl Strategy<Value = Load> {
+    any::<(u32, u32, u32)>().prop_map(|(members, capacity, inflight)| Load {
+        members,
+        capacity,
+        inflight,
+    })
+}
+
+fn event_seq() -> impl Strategy<Value = EventSeq> {
+    any::<(u64, u64)>().prop_map(|(epoch, seq)| EventSeq { epoch, seq })
+}
+
+fn ask() -> impl Strategy<Value = Ask> {
+    let kind = prop_oneof![
+        payload().prop_map(|payload| AskKind::Request { payload }),
+        Just(AskKind::Tunnel),
+    ];
+    (any::<u64>(), any::<u32>(), kind).prop_map(|(id, timeout_ms, kind)| Ask {
+        id,
+        timeout_ms,
+        kind,
+    })
+}
+
 fn message() -> impl Strategy<Value = Message> {
     let routed = prop_oneof![
         Just(Routed::Join),
         any::<u64>().prop_map(|lookup| Routed::Lookup { lookup }),
+        payload().prop_map(|payload| Routed::Publish { payload }),
+        ask().prop_map(Routed::Ask),
+    ];
+    let result = prop_oneof![
+        payload().prop_map(ReplyResult::Ok),
+        text().prop_map(ReplyResult::Fault),
     ];
     prop_oneof![
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
@@ -62,6 +106,43 @@ fn message() -> impl Strategy<Value = Message> {
                 hops,
             }
         }),
+        (any::<u128>(), load(), event_seq()).prop_map(|(group, load, seen)| Message::Graft {
+            group: Key(group),
+            load,
+            seen,
+        }),
+        any::<u128>().prop_map(|group| Message::Prune { group: Key(group) }),
+        (any::<u128>(), event_seq(), payload()).prop_map(|(group, seq, payload)| {
+            Message::Cast {
+                group: Key(group),
+                seq,
+                payload,
+            }
+        }),
+        (any::<u128>(), info(), any::<u8>(), any::<u64>(), ask()).prop_map(
+            |(group, requester, hops, hop_seq, ask)| Message::Descend(DescendMsg {
+                group: Key(group),
+                requester,
+                hops,
+                hop_seq,
+                ask,
+            })
+        ),
+        (any::<u64>(), result).prop_map(|(id, result)| Message::Reply { id, result }),
+        any::<(u64, u64)>().prop_map(|(tunnel, peer_tunnel)| Message::TunnelAccept {
+            tunnel,
+            peer_tunnel
+        }),
+        (any::<(u64, u64, u64)>(), payload()).prop_map(|((tunnel, seq, size), payload)| {
+            Message::TunnelData {
+                tunnel,
+                seq,
+                size,
+                payload,
+            }
+        }),
+        any::<(u64, u64)>().prop_map(|(tunnel, bytes)| Message::TunnelAllow { tunnel, bytes }),
+        (any::<u64>(), text()).prop_map(|(tunnel, reason)| Message::TunnelClose { tunnel, reason }),
     ]
 }
 

@@ -13,6 +13,7 @@ use petal_protocol::codec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::apps::{AppAction, Apps};
 use crate::metrics::Metrics;
 use crate::queue::EventQueue;
 
@@ -93,7 +94,7 @@ fn index_of(addr: SocketAddr) -> Option<u32> {
 
 /// What the engine's queue holds.
 #[derive(Debug)]
-enum Ev {
+pub(crate) enum Ev {
     Deliver {
         to: u32,
         from: NodeInfo,
@@ -102,6 +103,8 @@ enum Ev {
     Timer {
         node: u32,
     },
+    /// Something a simulated application does later.
+    App(AppAction),
 }
 
 /// One simulated node and the engine's bookkeeping about it.
@@ -140,6 +143,8 @@ pub struct Sim {
     lookups: BTreeMap<(u32, u64), (Time, Key)>,
     /// Everything measured.
     pub metrics: Metrics,
+    /// Simulated applications and what they saw.
+    pub apps: Apps,
     trace: u64,
     scratch: Vec<u8>,
 }
@@ -152,6 +157,7 @@ impl Sim {
             net_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, "network", 0)),
             id_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, "ids", 0)),
             metrics: Metrics::new(cfg.bucket_us),
+            apps: Apps::default(),
             cfg,
             now: Time::ZERO,
             seq: 0,
@@ -303,8 +309,9 @@ impl Sim {
         slot.crashed_at = Some(self.now);
         self.unready(i);
         self.metrics.crashes += 1;
-        // Its lookups die with it (a restarted node reuses lookup ids).
+        // Its lookups die with it (a restarted node reuses lookup ids), and its applications.
         self.lookups.retain(|&(origin, _), _| origin != i);
+        self.apps_gone(i);
     }
 
     /// Restarts a crashed node with the same id and address and fresh state; it joins again.
@@ -334,6 +341,7 @@ impl Sim {
         self.unready(i);
         self.metrics.leaves += 1;
         self.lookups.retain(|&(origin, _), _| origin != i);
+        self.apps_gone(i);
     }
 
     /// Splits the network: node `i` is in group `group_of(i)`; messages between groups drop.
@@ -426,7 +434,7 @@ impl Sim {
         }
     }
 
-    fn push(&mut self, at: Time, ev: Ev) {
+    pub(crate) fn push(&mut self, at: Time, ev: Ev) {
         self.seq += 1;
         let slot = match self.free.pop() {
             Some(s) => {
@@ -486,11 +494,15 @@ impl Sim {
                 slot.node.handle_timeout(now);
                 self.after_step(node);
             }
+            Ev::App(action) => {
+                self.metrics.events += 1;
+                self.on_app_action(action);
+            }
         }
     }
 
     /// Drains a node's outputs and re-arms its timer.
-    fn after_step(&mut self, i: u32) {
+    pub(crate) fn after_step(&mut self, i: u32) {
         let now = self.now;
         if self.cfg.check_invariants {
             self.slots[i as usize].node.check_invariants();
@@ -611,8 +623,13 @@ impl Sim {
                     }
                 }
             }
-            _ => {}
+            other => self.on_app_event(i, other),
         }
+    }
+
+    /// Node `i`, for application commands (the caller drains it with `after_step`).
+    pub(crate) fn node_mut(&mut self, i: u32) -> &mut Node {
+        &mut self.slots[i as usize].node
     }
 
     fn crashed_index(&self, peer: NodeId) -> Option<u32> {

@@ -8,14 +8,20 @@
 //!
 //! ## Layout
 //! - [`engine`]: event queue, nodes, message delivery, fault injection, oracles.
+//! - [`apps`]: simulated applications (members, clients, subscribers, tunnel users) and the
+//!   messaging oracles' records.
 //! - [`metrics`]: what the engine measures.
+//! - [`oracle`]: the messaging oracles' judgements (exactly one outcome, exactly-once events,
+//!   fairness, tunnel integrity).
 //! - [`queue`]: the calendar event queue.
 //! - [`topology`]: network delay models (transit-stub via petgraph, geometric, uniform).
 //! - [`scenario`]: scenario files and their runners.
 //! - [`report`]: Markdown, JSON and PNG report writing.
 
+pub mod apps;
 pub mod engine;
 pub mod metrics;
+pub mod oracle;
 pub mod queue;
 pub mod report;
 pub mod scenario;

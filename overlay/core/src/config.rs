@@ -69,6 +69,40 @@ pub struct Config {
     pub max_outbox: usize,
     /// Most events queued before the driver drains them; beyond, events drop (counted).
     pub max_events: usize,
+    /// How often each group-tree member re-grafts on its parent (refresh, load report, and the move to a new parent when the route to the root changed).
+    pub group_refresh_interval: Duration,
+    /// How long a parent keeps a child that stopped grafting.
+    pub group_child_timeout: Duration,
+    /// Most group trees a node takes part in.
+    pub max_groups: usize,
+    /// Most children a node keeps in one group tree.
+    pub max_group_children: usize,
+    /// Recent events kept per group for replays to children that missed them.
+    pub group_replay_events: usize,
+    /// Bytes of recent events kept per group at most.
+    pub group_replay_bytes: usize,
+    /// Most local application connections.
+    pub max_conns: usize,
+    /// Most requests issued here awaiting their outcome.
+    pub max_pending_requests: usize,
+    /// Most requests delivered to local members awaiting their reply.
+    pub max_deliveries: usize,
+    /// In-flight requests that make a member saturated (chosen only when no member has room).
+    pub max_member_inflight: u32,
+    /// How long an expired, unanswered delivery keeps its member stalled.
+    pub stall_forget_after: Duration,
+    /// Most tunnel ends on a node.
+    pub max_tunnels: usize,
+    /// Largest tunnel chunk, in bytes.
+    pub tunnel_chunk_limit: usize,
+    /// Bytes an application may have queued on one tunnel in its node (its initial send credit).
+    pub tunnel_buffer: u64,
+    /// Bytes a node may send on one tunnel that the far node has not yet handed to its application.
+    pub tunnel_window: u64,
+    /// How often an idle open tunnel sends a keepalive.
+    pub tunnel_keepalive_interval: Duration,
+    /// Silence after which an open tunnel fails.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -101,6 +135,23 @@ impl Default for Config {
             max_rtt_cache: 1024,
             max_outbox: 65_536,
             max_events: 65_536,
+            group_refresh_interval: Duration::from_secs(1),
+            group_child_timeout: Duration::from_millis(3500),
+            max_groups: 65_536,
+            max_group_children: 4096,
+            group_replay_events: 64,
+            group_replay_bytes: 1 << 20,
+            max_conns: 65_536,
+            max_pending_requests: 65_536,
+            max_deliveries: 65_536,
+            max_member_inflight: 1024,
+            stall_forget_after: Duration::from_secs(60),
+            max_tunnels: 65_536,
+            tunnel_chunk_limit: 65_536,
+            tunnel_buffer: 4 << 20,
+            tunnel_window: 4 << 20,
+            tunnel_keepalive_interval: Duration::from_secs(2),
+            tunnel_idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -132,8 +183,26 @@ impl Config {
             self.dead_probe_min,
             self.timer_granularity,
             self.routing_maintenance_interval,
+            self.group_refresh_interval,
+            self.stall_forget_after,
+            self.tunnel_keepalive_interval,
         ];
-        let checks: [(bool, &'static str); 10] = [
+        let checks: [(bool, &'static str); 13] = [
+            (
+                self.group_child_timeout > self.group_refresh_interval * 2,
+                "group_child_timeout must exceed two group refresh intervals",
+            ),
+            (
+                self.tunnel_idle_timeout > self.tunnel_keepalive_interval * 2,
+                "tunnel_idle_timeout must exceed two keepalive intervals",
+            ),
+            (
+                self.tunnel_chunk_limit >= 1
+                    && self.tunnel_buffer >= self.tunnel_chunk_limit as u64
+                    && self.tunnel_window >= self.tunnel_chunk_limit as u64
+                    && self.max_member_inflight >= 1,
+                "tunnel buffers must hold a chunk; max_member_inflight must be >= 1",
+            ),
             (
                 self.leaf_set_size >= 2 && self.leaf_set_size % 2 == 0,
                 "leaf_set_size must be even and >= 2",

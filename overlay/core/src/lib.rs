@@ -58,19 +58,26 @@
 //!   add its behaviour by concern.
 //! - [`stats`]: [`Stats`] counters.
 
+pub mod app;
+mod ask;
 pub mod config;
+mod group;
 mod id_map;
 pub mod leaf_set;
 mod liveness;
+mod local;
 mod membership;
 pub mod node;
 mod routing;
 pub mod routing_table;
 pub mod stats;
 pub mod time;
+mod tunnel;
 
+pub use app::{AppError, ConnId, GroupKind, Outcome};
 pub use config::{Config, ConfigError};
 pub use leaf_set::LeafSet;
+pub use local::GroupView;
 pub use node::{Event, Node, Transmit};
 pub use petal_protocol::{Key, Message, NodeId, NodeInfo};
 pub use routing_table::RoutingTable;

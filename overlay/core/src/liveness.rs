@@ -246,6 +246,8 @@ impl Node {
         }
         self.remember_dead(now, id, addr, left);
         self.reroute_hops_to(now, id);
+        self.groups_on_peer_dead(now, id);
+        self.tunnels_on_peer_dead(now, id);
         if in_leaf {
             self.repair_leaf_set();
         }

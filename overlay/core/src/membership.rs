@@ -201,6 +201,7 @@ impl Node {
         self.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
         self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
         self.emit(Event::Joined);
+        self.start_groups(now);
     }
 
     /// Offers a node as a candidate for the leaf set and the routing table. `direct` means it

@@ -9,19 +9,25 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use petal_protocol::{Key, Message, NodeId, NodeInfo};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::app::{ConnId, Name, Outcome};
+use crate::ask::{Delivery, PendingRequest};
 use crate::config::{Config, ConfigError};
+use crate::group::Group;
 use crate::id_map::IdMap;
 use crate::leaf_set::LeafSet;
 use crate::liveness::{Dead, Peer, Probe};
+use crate::local::Conn;
 use crate::membership::JoinState;
 use crate::routing::{PendingHop, PendingLookup};
 use crate::routing_table::RoutingTable;
 use crate::stats::Stats;
 use crate::time::Time;
+use crate::tunnel::Tunnel;
 
 /// A message for the driver to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +82,115 @@ pub enum Event {
         /// The peer.
         peer: NodeId,
     },
+    /// A request for local member `conn`; answer with [`Node::reply`] and the `delivery` id.
+    Request {
+        /// The member connection.
+        conn: ConnId,
+        /// This node's id for the delivery.
+        delivery: u64,
+        /// The request payload.
+        payload: Bytes,
+        /// The requester's timeout (the original, not what remains).
+        timeout_ms: u32,
+        /// Overlay hops to the cluster's root plus tree hops down to this node.
+        hops: u8,
+    },
+    /// The one outcome of request `request` issued by `conn`.
+    RequestDone {
+        /// The requesting connection.
+        conn: ConnId,
+        /// The id [`Node::request`] returned.
+        request: u64,
+        /// Reply, fault or timeout.
+        outcome: Outcome,
+    },
+    /// An event published on a topic that `conn` subscribes to.
+    Published {
+        /// The subscriber.
+        conn: ConnId,
+        /// The topic's name.
+        topic: Name,
+        /// The event.
+        payload: Bytes,
+    },
+    /// A broadcast to the cluster that `conn` is a member of.
+    Broadcast {
+        /// The member.
+        conn: ConnId,
+        /// The message.
+        payload: Bytes,
+    },
+    /// A tunnel to `conn`'s cluster was offered to `conn`: accept it with
+    /// [`Node::tunnel_accept`] before the opener's timeout.
+    TunnelIncoming {
+        /// The member connection.
+        conn: ConnId,
+        /// This node's id for the tunnel.
+        tunnel: u64,
+    },
+    /// A tunnel opened by `conn` was accepted; data may flow.
+    TunnelOpened {
+        /// The opening connection.
+        conn: ConnId,
+        /// The id [`Node::tunnel_open`] returned.
+        tunnel: u64,
+    },
+    /// A tunnel opened by `conn` was not accepted within its timeout (or was refused).
+    TunnelOpenFailed {
+        /// The opening connection.
+        conn: ConnId,
+        /// The id [`Node::tunnel_open`] returned.
+        tunnel: u64,
+    },
+    /// The node grants `conn` `bytes` more of credit to send on `tunnel` (cumulative).
+    TunnelCredit {
+        /// The connection.
+        conn: ConnId,
+        /// The tunnel.
+        tunnel: u64,
+        /// Bytes granted.
+        bytes: u64,
+    },
+    /// A chunk arrived on `tunnel`, in order.
+    TunnelData {
+        /// The connection.
+        conn: ConnId,
+        /// The tunnel.
+        tunnel: u64,
+        /// The message's whole length on its first chunk, 0 on continuation chunks.
+        size: u64,
+        /// The chunk.
+        payload: Bytes,
+    },
+    /// `tunnel` is closed: gracefully (empty reason; also the acknowledgement of a local
+    /// close) or on failure. Nothing more comes on it.
+    TunnelClosed {
+        /// The connection.
+        conn: ConnId,
+        /// The tunnel.
+        tunnel: u64,
+        /// Why; empty when graceful.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The local connection an application event is for (`None` for overlay events).
+    pub fn conn(&self) -> Option<ConnId> {
+        match self {
+            Event::Request { conn, .. }
+            | Event::RequestDone { conn, .. }
+            | Event::Published { conn, .. }
+            | Event::Broadcast { conn, .. }
+            | Event::TunnelIncoming { conn, .. }
+            | Event::TunnelOpened { conn, .. }
+            | Event::TunnelOpenFailed { conn, .. }
+            | Event::TunnelCredit { conn, .. }
+            | Event::TunnelData { conn, .. }
+            | Event::TunnelClosed { conn, .. } => Some(*conn),
+            _ => None,
+        }
+    }
 }
 
 /// Where the node is in its life.
@@ -110,6 +225,16 @@ pub(crate) enum TimerKey {
     LeafExchange,
     /// The periodic routing-table row refresh.
     RowMaintenance,
+    /// The periodic refresh of every group tree.
+    GroupRefresh,
+    /// A request's timeout at its requester (by request id).
+    Request(u64),
+    /// A delivered request's expiry at its member's node (by delivery id).
+    Delivery(u64),
+    /// A tunnel's open or offer deadline (by tunnel id).
+    Tunnel(u64),
+    /// Tunnel keepalives and idle checks.
+    TunnelTick,
 }
 
 /// One Pastry node as a sans-IO state machine. See the crate documentation for the drive
@@ -144,6 +269,21 @@ pub struct Node {
     /// Bumped on every leaf-set change (to tell whether a message taught us anything).
     pub(crate) leaf_version: u64,
     pub(crate) leaf_exchange_at: Time,
+    /// Group trees this node is part of, by group key.
+    pub(crate) groups: BTreeMap<Key, Group>,
+    pub(crate) group_refresh_at: Time,
+    /// Local application connections.
+    pub(crate) conns: BTreeMap<ConnId, Conn>,
+    /// Requests issued here, by request id.
+    pub(crate) requests: BTreeMap<u64, PendingRequest>,
+    /// Requests delivered to local members, by delivery id.
+    pub(crate) deliveries: BTreeMap<u64, Delivery>,
+    /// Tunnel ends on this node, by local tunnel id.
+    pub(crate) tunnels: BTreeMap<u64, Tunnel>,
+    pub(crate) tunnel_tick_at: Time,
+    /// Messages this node sent to itself (both ends of a request or tunnel here), handled in
+    /// order at the end of the current input.
+    loopback: VecDeque<Message>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pub(crate) stats: Stats,
@@ -177,6 +317,14 @@ impl Node {
             next_nonce: 1,
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
+            groups: BTreeMap::new(),
+            group_refresh_at: Time::MAX,
+            conns: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
+            tunnels: BTreeMap::new(),
+            tunnel_tick_at: Time::MAX,
+            loopback: VecDeque::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -222,6 +370,34 @@ impl Node {
     /// Drops all routing state and timers (after a failed join or a leave).
     pub(crate) fn reset_state(&mut self) {
         self.timers.clear();
+        // Application state outlives the overlay state: re-arm its timers, forget the trees.
+        let armed: Vec<_> = self
+            .requests
+            .iter()
+            .map(|(id, r)| (r.deadline, TimerKey::Request(*id)))
+            .chain(
+                self.deliveries
+                    .iter()
+                    .map(|(id, d)| (d.deadline, TimerKey::Delivery(*id))),
+            )
+            .chain(
+                self.tunnels
+                    .iter()
+                    .filter(|(_, t)| t.state != crate::tunnel::TunnelState::Open)
+                    .map(|(id, t)| (t.deadline, TimerKey::Tunnel(*id))),
+            )
+            .collect();
+        for (t, k) in armed {
+            self.timers.push(Reverse((t, k)));
+        }
+        self.tunnel_tick_at = Time::MAX;
+        self.group_refresh_at = Time::MAX;
+        for g in self.groups.values_mut() {
+            g.parent = None;
+            g.root = false;
+            g.children.clear();
+        }
+        self.groups.retain(|_, g| !g.members.is_empty());
         self.hops.clear();
         self.probes.clear();
         self.rtt_cache.clear();
@@ -336,6 +512,14 @@ impl Node {
             TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
             TimerKey::LeafExchange => self.is_ready() && self.leaf_exchange_at == t,
             TimerKey::RowMaintenance => self.is_ready() && self.row_maintenance_at == t,
+            TimerKey::GroupRefresh => self.is_ready() && self.group_refresh_at == t,
+            TimerKey::Request(id) => self.requests.get(&id).is_some_and(|r| r.deadline == t),
+            TimerKey::Delivery(id) => self.deliveries.get(&id).is_some_and(|d| d.deadline == t),
+            TimerKey::Tunnel(id) => self
+                .tunnels
+                .get(&id)
+                .is_some_and(|x| x.deadline == t && x.state != crate::tunnel::TunnelState::Open),
+            TimerKey::TunnelTick => self.tunnel_tick_at == t,
         }
     }
 
@@ -346,7 +530,10 @@ impl Node {
             + self.probes.len()
             + self.hops.len()
             + self.lookups.len()
-            + 3
+            + self.requests.len()
+            + self.deliveries.len()
+            + self.tunnels.len()
+            + 5
     }
 
     /// Fires every timer due at or before `now`.
@@ -368,8 +555,14 @@ impl Node {
                 TimerKey::Join => self.on_join_timeout(now),
                 TimerKey::LeafExchange => self.on_leaf_exchange(now),
                 TimerKey::RowMaintenance => self.on_row_maintenance(now),
+                TimerKey::GroupRefresh => self.on_group_refresh(now),
+                TimerKey::Request(id) => self.on_request_timeout(id),
+                TimerKey::Delivery(id) => self.on_delivery_timer(now, id),
+                TimerKey::Tunnel(id) => self.on_tunnel_deadline(now, id),
+                TimerKey::TunnelTick => self.on_tunnel_tick(now),
             }
         }
+        self.drain_loopback(now);
         self.compact_timers();
     }
 
@@ -412,9 +605,65 @@ impl Node {
                 hops,
             } if owner.id == from.id => self.on_lookup_reply(lookup, owner, hops),
             Message::LookupReply { .. } => self.stats.unknown_messages += 1,
+            Message::Graft { group, load, seen } => self.on_graft(now, from, group, load, seen),
+            Message::Prune { group } => self.on_prune(now, from, group),
+            Message::Cast {
+                group,
+                seq,
+                payload,
+            } => self.on_cast(from, group, seq, payload),
+            Message::Descend(d) => self.on_descend(now, from, d),
+            other => self.handle_app_message(now, from, other),
+        }
+        self.drain_loopback(now);
+        self.compact_timers();
+    }
+
+    /// Messages between the two ends of a request or tunnel (from another node or from this
+    /// node to itself).
+    fn handle_app_message(&mut self, now: Time, from: NodeInfo, msg: Message) {
+        match msg {
+            Message::Reply { id, result } => self.on_reply(id, result),
+            Message::TunnelAccept {
+                tunnel,
+                peer_tunnel,
+            } => self.on_tunnel_accept(now, from, tunnel, peer_tunnel),
+            Message::TunnelData {
+                tunnel,
+                seq,
+                size,
+                payload,
+            } => self.on_tunnel_data(now, from, tunnel, seq, size, payload),
+            Message::TunnelAllow { tunnel, bytes } => {
+                self.on_tunnel_allow(now, from, tunnel, bytes)
+            }
+            Message::TunnelClose { tunnel, reason } => {
+                self.on_tunnel_close(now, from, tunnel, reason)
+            }
             _ => self.stats.unknown_messages += 1,
         }
-        self.compact_timers();
+    }
+
+    /// Sends `msg` to `to`, or, when `to` is this node, handles it at the end of the current
+    /// input (in order with other such messages, never re-entrantly).
+    pub(crate) fn send_or_loop(&mut self, _now: Time, to: NodeInfo, msg: Message) {
+        if to.id == self.me.id {
+            if self.loopback.len() >= self.cfg.max_outbox {
+                self.stats.outbox_drops += 1;
+                return;
+            }
+            self.loopback.push_back(msg);
+        } else {
+            self.send(to, msg);
+        }
+    }
+
+    /// Handles the messages this node sent to itself.
+    pub(crate) fn drain_loopback(&mut self, now: Time) {
+        while let Some(msg) = self.loopback.pop_front() {
+            let me = self.me;
+            self.handle_app_message(now, me, msg);
+        }
     }
 
     /// Queues a message for the driver (bounded: beyond `max_outbox`, the send is dropped and
@@ -426,6 +675,11 @@ impl Node {
         }
         self.stats.messages_sent += 1;
         self.outbox.push_back(Transmit { to, msg });
+    }
+
+    /// Drops queued events for a connection that is gone.
+    pub(crate) fn drop_events_of(&mut self, conn: ConnId) {
+        self.events.retain(|e| e.conn() != Some(conn));
     }
 
     /// Queues an event for the driver (bounded like the outbox).
@@ -544,5 +798,29 @@ impl Node {
                 "join buffer over its bound"
             );
         }
+        assert!(self.loopback.is_empty(), "loopback left undrained");
+        for (id, r) in &self.requests {
+            assert!(
+                armed.contains(&(r.deadline, TimerKey::Request(*id))),
+                "request timer lost"
+            );
+        }
+        for (id, d) in &self.deliveries {
+            assert!(
+                armed.contains(&(d.deadline, TimerKey::Delivery(*id))),
+                "delivery timer lost"
+            );
+        }
+        assert!(
+            self.requests.len() <= self.cfg.max_pending_requests,
+            "requests over bound"
+        );
+        assert!(
+            self.deliveries.len() <= self.cfg.max_deliveries,
+            "deliveries over bound"
+        );
+        self.check_group_invariants();
+        self.check_tunnel_invariants();
+        self.check_local_invariants();
     }
 }

@@ -9,10 +9,17 @@ use petal_protocol::{Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
 use crate::node::{Event, Node, Phase, TimerKey};
 use crate::time::Time;
 
-/// A routed message forwarded to `to`, kept until `to` acknowledges it.
+/// What a pending hop carries: a routed message, or an ask descending a cluster tree.
+#[derive(Clone, Debug)]
+pub(crate) enum HopMsg {
+    Route(RouteMsg),
+    Descend(petal_protocol::DescendMsg),
+}
+
+/// A message forwarded to `to`, kept until `to` acknowledges it.
 #[derive(Clone, Debug)]
 pub(crate) struct PendingHop {
-    pub(crate) msg: RouteMsg,
+    pub(crate) msg: HopMsg,
     pub(crate) to: NodeId,
     /// Next hops that already failed this message.
     pub(crate) avoid: Vec<NodeId>,
@@ -99,7 +106,7 @@ impl Node {
         }
         let exclude = (msg.body == Routed::Join).then_some(msg.origin.id);
         let Some(next) = self.next_hop_avoiding(msg.key, &avoid, exclude) else {
-            self.deliver(msg);
+            self.deliver(now, msg);
             return;
         };
         let Some(to) = self.info_of(next) else {
@@ -126,7 +133,7 @@ impl Node {
         self.hops.insert(
             hop_seq,
             PendingHop {
-                msg,
+                msg: HopMsg::Route(msg),
                 to: next,
                 avoid,
                 deadline,
@@ -136,7 +143,7 @@ impl Node {
         self.send(to, Message::Route(out));
     }
 
-    fn hop_timeout(&self, next: NodeId) -> Duration {
+    pub(crate) fn hop_timeout(&self, next: NodeId) -> Duration {
         match self.rtt_us(next) {
             Some(rtt) => {
                 (Duration::from_micros(u64::from(rtt)) * 3).max(self.cfg.hop_ack_timeout_min)
@@ -168,14 +175,21 @@ impl Node {
         self.retry_hop(now, h);
     }
 
-    fn retry_hop(&mut self, now: Time, mut h: PendingHop) {
-        h.avoid.push(h.to);
-        if h.avoid.len() as u32 > self.cfg.max_reroutes {
+    fn retry_hop(&mut self, now: Time, h: PendingHop) {
+        let PendingHop {
+            msg, to, mut avoid, ..
+        } = h;
+        let msg = match msg {
+            HopMsg::Route(m) => m,
+            HopMsg::Descend(m) => return self.retry_descend(now, m, avoid, to),
+        };
+        avoid.push(to);
+        if avoid.len() as u32 > self.cfg.max_reroutes {
             self.stats.routes_dropped += 1;
             return;
         }
         self.stats.reroutes += 1;
-        self.forward(now, h.msg, h.avoid);
+        self.forward(now, msg, avoid);
     }
 
     /// Reroutes at once every message waiting for an ack from `dead`.
@@ -192,7 +206,7 @@ impl Node {
         }
     }
 
-    fn deliver(&mut self, msg: RouteMsg) {
+    fn deliver(&mut self, now: Time, msg: RouteMsg) {
         if let Phase::Joining(j) = &mut self.phase {
             // Not serving keys yet: hold the message until the join completes.
             if j.buffered.len() < self.cfg.max_join_buffer {
@@ -223,6 +237,8 @@ impl Node {
                     self.send(msg.origin, reply);
                 }
             }
+            Routed::Publish { payload } => self.root_publish(msg.key, payload),
+            Routed::Ask(ask) => self.root_ask(now, msg.key, msg.origin, msg.hops, ask),
             _ => self.stats.unknown_messages += 1,
         }
     }

@@ -37,4 +37,76 @@ pub struct Stats {
     pub join_retries: u64,
     /// Lookup retries after a timeout.
     pub lookup_retries: u64,
+    /// Group joins or grafts refused because a group table was full.
+    pub group_drops: u64,
+    /// Times this node became the root of a group tree.
+    pub group_roots_taken: u64,
+    /// Times a group moved to a new parent (the route to its root changed).
+    pub group_parent_changes: u64,
+    /// Children dropped after staying silent.
+    pub group_children_expired: u64,
+    /// Groups re-grafted at once because their parent died.
+    pub group_repairs: u64,
+    /// Grafts refused because the sender is this node's parent (a transient cycle).
+    pub group_cycles_refused: u64,
+    /// Events replayed to a child from the recent-event buffer.
+    pub group_replayed: u64,
+    /// Events (publishes and broadcasts) sent by local applications.
+    pub events_published: u64,
+    /// Events that reached a root with no tree (nobody subscribed).
+    pub events_unheard: u64,
+    /// Events delivered to local members.
+    pub events_delivered: u64,
+    /// Events cast to children.
+    pub events_forwarded: u64,
+    /// Events dropped because they were already taken.
+    pub events_duplicate: u64,
+    /// Events from a node that is not this node's parent in that tree.
+    pub events_stale: u64,
+    /// Gaps in a tree's event sequence that asked the parent for a replay.
+    pub event_gaps: u64,
+    /// Events skipped after a gap could not be replayed.
+    pub events_lost: u64,
+    /// Requests issued by local connections.
+    pub requests_sent: u64,
+    /// Requests refused because too many were pending.
+    pub request_drops: u64,
+    /// Requests answered with a reply.
+    pub requests_answered: u64,
+    /// Requests answered with a fault.
+    pub requests_faulted: u64,
+    /// Requests that timed out.
+    pub requests_timed_out: u64,
+    /// Requests forgotten because their connection went away.
+    pub requests_abandoned: u64,
+    /// Replies that came after their request's outcome (dropped).
+    pub replies_late: u64,
+    /// Replies sent by local members.
+    pub replies_sent: u64,
+    /// Requests delivered to local members.
+    pub requests_delivered: u64,
+    /// Deliveries whose member did not answer in time (stalling it).
+    pub deliveries_expired: u64,
+    /// Deliveries forgotten because their member went away.
+    pub deliveries_abandoned: u64,
+    /// Requests and tunnel opens sent down a cluster tree.
+    pub asks_forwarded: u64,
+    /// Requests and tunnel opens dropped for want of a member to take them.
+    pub asks_unplaced: u64,
+    /// Subscribes to a topic already subscribed (ignored).
+    pub duplicate_subscribes: u64,
+    /// Unsubscribes from a topic not subscribed (ignored).
+    pub bogus_unsubscribes: u64,
+    /// Tunnels opened by local connections.
+    pub tunnels_opened: u64,
+    /// Tunnels that failed to open or closed on failure.
+    pub tunnels_failed: u64,
+    /// Tunnel opens refused because the tunnel table was full.
+    pub tunnel_drops: u64,
+    /// Tunnel messages for no open tunnel of their sender (dropped).
+    pub tunnel_stale: u64,
+    /// Tunnel payload bytes sent to far nodes.
+    pub tunnel_bytes_sent: u64,
+    /// Tunnel payload bytes handed to local applications.
+    pub tunnel_bytes_received: u64,
 }

@@ -1,0 +1,390 @@
+//! Requests and tunnel opens to a cluster: routed to the cluster's root, then down its tree to
+//! one member chosen by load, hop by hop with acknowledgements (a silent child is avoided and
+//! another subtree chosen). The member's node answers the requester's node directly.
+//!
+//! ## Choice by load
+//! At each tree node the options are the local members and the child subtrees, each with a
+//! capacity (the sum of its members' capacities, reported up the tree with every graft) and an
+//! in-flight count (reported, plus what was sent down since). Two options are drawn at random
+//! with probability proportional to capacity and the one with the lower in-flight/capacity
+//! ratio wins (power of two choices). Shares are thus proportional to capacity and a slow or
+//! overloaded subtree sheds load. A member whose request expired unanswered is stalled: it
+//! reports no capacity and is chosen only when no other option is left.
+//!
+//! ## Exactly one outcome
+//! Only the requester's node decides a request's outcome: the first reply wins, its timer gives
+//! a timeout, and anything later is dropped. The member's node expires its delivery at the same
+//! timeout (late replies are dropped there too, and mark the member stalled).
+
+use bytes::Bytes;
+use petal_protocol::{Ask, AskKind, DescendMsg, Key, Message, NodeId, NodeInfo, ReplyResult};
+use rand::Rng;
+
+use crate::app::{AppError, ConnId, Outcome};
+use crate::node::{Event, Node, TimerKey};
+use crate::routing::{HopMsg, PendingHop};
+use crate::time::Time;
+
+/// A request issued by a local connection, awaiting its outcome.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingRequest {
+    pub(crate) conn: ConnId,
+    pub(crate) deadline: Time,
+}
+
+/// A request delivered to a local member, awaiting its reply.
+#[derive(Clone, Debug)]
+pub(crate) struct Delivery {
+    pub(crate) conn: ConnId,
+    pub(crate) group: Key,
+    pub(crate) requester: NodeInfo,
+    pub(crate) id: u64,
+    pub(crate) deadline: Time,
+    /// The deadline passed: the requester has timed out; kept (stalling its member) until the
+    /// member answers or `stall_forget_after` passes.
+    pub(crate) expired: bool,
+}
+
+/// Where a request goes next from this tree node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Choice {
+    Member(ConnId),
+    Child(NodeId),
+}
+
+/// One candidate of a choice: who, capacity weight, load ratio, and preference class
+/// (0 = has capacity, 1 = saturated, 2 = stalled).
+type Option3 = (Choice, u64, f64, u8);
+
+impl Node {
+    /// Issues a request from `conn` to cluster `key`.
+    pub(crate) fn start_request(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        key: Key,
+        payload: Bytes,
+        timeout_ms: u32,
+    ) -> Result<u64, AppError> {
+        if self.requests.len() >= self.cfg.max_pending_requests {
+            self.stats.request_drops += 1;
+            return Err(AppError::Full("pending requests"));
+        }
+        let id = self.nonce();
+        let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
+        self.requests.insert(id, PendingRequest { conn, deadline });
+        self.set_timer(deadline, TimerKey::Request(id));
+        self.stats.requests_sent += 1;
+        self.start_ask(
+            now,
+            key,
+            Ask {
+                id,
+                timeout_ms,
+                kind: AskKind::Request { payload },
+            },
+        );
+        Ok(id)
+    }
+
+    /// Routes an ask towards the root of cluster `key`.
+    pub(crate) fn start_ask(&mut self, now: Time, key: Key, ask: Ask) {
+        let msg = petal_protocol::RouteMsg {
+            key,
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body: petal_protocol::Routed::Ask(ask),
+        };
+        self.forward(now, msg, Vec::new());
+    }
+
+    pub(crate) fn on_request_timeout(&mut self, id: u64) {
+        if let Some(r) = self.requests.remove(&id) {
+            self.stats.requests_timed_out += 1;
+            self.emit(Event::RequestDone {
+                conn: r.conn,
+                request: id,
+                outcome: Outcome::Timeout,
+            });
+        }
+    }
+
+    pub(crate) fn on_reply(&mut self, id: u64, result: ReplyResult) {
+        // Late, duplicate or unknown replies find nothing and are dropped.
+        let Some(r) = self.requests.remove(&id) else {
+            self.stats.replies_late += 1;
+            return;
+        };
+        let outcome = match result {
+            ReplyResult::Ok(b) => {
+                self.stats.requests_answered += 1;
+                Outcome::Reply(b)
+            }
+            ReplyResult::Fault(f) => {
+                self.stats.requests_faulted += 1;
+                Outcome::Fault(f)
+            }
+        };
+        self.emit(Event::RequestDone {
+            conn: r.conn,
+            request: id,
+            outcome,
+        });
+    }
+
+    /// An ask reached the root of its cluster (this node owns the key): start the descent.
+    pub(crate) fn root_ask(
+        &mut self,
+        now: Time,
+        key: Key,
+        requester: NodeInfo,
+        hops: u8,
+        ask: Ask,
+    ) {
+        let msg = DescendMsg {
+            group: key,
+            requester,
+            hops,
+            hop_seq: 0,
+            ask,
+        };
+        self.descend(now, msg, Vec::new());
+    }
+
+    pub(crate) fn on_descend(&mut self, now: Time, from: NodeInfo, msg: DescendMsg) {
+        self.send(
+            from,
+            Message::RouteAck {
+                hop_seq: msg.hop_seq,
+            },
+        );
+        self.descend(now, msg, vec![from.id]);
+    }
+
+    /// Takes the ask one step down the tree: to a local member, or to a child subtree.
+    pub(crate) fn descend(&mut self, now: Time, msg: DescendMsg, avoid: Vec<NodeId>) {
+        if msg.hops >= self.cfg.max_hops {
+            self.stats.asks_unplaced += 1;
+            return;
+        }
+        let Some(choice) = self.choose(msg.group, &avoid) else {
+            self.stats.asks_unplaced += 1;
+            return;
+        };
+        match choice {
+            Choice::Member(conn) => self.deliver_ask(now, conn, msg),
+            Choice::Child(child) => {
+                if self.hops.len() >= self.cfg.max_pending_hops {
+                    self.stats.asks_unplaced += 1;
+                    return;
+                }
+                let g = self.groups.get_mut(&msg.group).expect("chosen from it");
+                let c = g.children.get_mut(&child).expect("chosen from it");
+                c.sent = c.sent.saturating_add(1);
+                let to = NodeInfo {
+                    id: child,
+                    addr: c.addr,
+                };
+                let hop_seq = self.nonce();
+                let out = DescendMsg {
+                    hops: msg.hops.saturating_add(1),
+                    hop_seq,
+                    ..msg.clone()
+                };
+                let deadline = now + self.hop_timeout(child);
+                self.hops.insert(
+                    hop_seq,
+                    PendingHop {
+                        msg: HopMsg::Descend(msg),
+                        to: child,
+                        avoid,
+                        deadline,
+                    },
+                );
+                self.set_timer(deadline, TimerKey::Hop(hop_seq));
+                self.stats.asks_forwarded += 1;
+                self.send(to, Message::Descend(out));
+            }
+        }
+    }
+
+    /// Chooses where an ask for group `key` goes from here (see the module docs), never to a
+    /// node in `avoid`.
+    pub(crate) fn choose(&mut self, key: Key, avoid: &[NodeId]) -> Option<Choice> {
+        let max_inflight = self.cfg.max_member_inflight;
+        let g = self.groups.get(&key)?;
+        let mut opts: Vec<Option3> = Vec::new();
+        for (conn, m) in &g.members {
+            let class = if m.stalled > 0 {
+                2
+            } else if m.inflight >= max_inflight {
+                1
+            } else {
+                0
+            };
+            let cap = u64::from(m.capacity.max(1));
+            opts.push((
+                Choice::Member(*conn),
+                cap,
+                f64::from(m.inflight) / cap as f64,
+                class,
+            ));
+        }
+        for (id, c) in &g.children {
+            if avoid.contains(id) || c.load.members == 0 {
+                continue;
+            }
+            let suspected = self.peers.get(id).is_some_and(|p| p.misses > 0);
+            let cap = u64::from(c.load.capacity);
+            let inflight = f64::from(c.load.inflight.saturating_add(c.sent));
+            let (class, weight) = if suspected || cap == 0 {
+                (2, u64::from(c.load.members))
+            } else if inflight >= (cap as f64) * f64::from(max_inflight) {
+                (1, cap)
+            } else {
+                (0, cap)
+            };
+            opts.push((Choice::Child(*id), weight, inflight / weight as f64, class));
+        }
+        let best_class = opts.iter().map(|o| o.3).min()?;
+        opts.retain(|o| o.3 == best_class);
+        let a = self.pick_weighted(&opts);
+        let b = self.pick_weighted(&opts);
+        let (oa, ob) = (&opts[a], &opts[b]);
+        Some(if ob.2 < oa.2 { ob.0 } else { oa.0 })
+    }
+
+    fn pick_weighted(&mut self, opts: &[Option3]) -> usize {
+        let total: u64 = opts.iter().map(|o| o.1.max(1)).sum();
+        let mut x = self.rng.random_range(0..total);
+        for (i, o) in opts.iter().enumerate() {
+            let w = o.1.max(1);
+            if x < w {
+                return i;
+            }
+            x -= w;
+        }
+        opts.len() - 1
+    }
+
+    /// Hands an ask to local member `conn`.
+    fn deliver_ask(&mut self, now: Time, conn: ConnId, msg: DescendMsg) {
+        match msg.ask.kind {
+            AskKind::Request { payload } => {
+                if self.deliveries.len() >= self.cfg.max_deliveries {
+                    self.stats.asks_unplaced += 1;
+                    return;
+                }
+                let g = self.groups.get_mut(&msg.group).expect("chosen from it");
+                let m = g.members.get_mut(&conn).expect("chosen from it");
+                m.inflight = m.inflight.saturating_add(1);
+                let delivery = self.nonce();
+                let deadline =
+                    now + std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
+                self.deliveries.insert(
+                    delivery,
+                    Delivery {
+                        conn,
+                        group: msg.group,
+                        requester: msg.requester,
+                        id: msg.ask.id,
+                        deadline,
+                        expired: false,
+                    },
+                );
+                self.set_timer(deadline, TimerKey::Delivery(delivery));
+                self.stats.requests_delivered += 1;
+                self.emit(Event::Request {
+                    conn,
+                    delivery,
+                    payload,
+                    timeout_ms: msg.ask.timeout_ms,
+                    hops: msg.hops,
+                });
+            }
+            AskKind::Tunnel => self.tunnel_incoming(now, conn, msg),
+            _ => self.stats.unknown_messages += 1,
+        }
+    }
+
+    /// A local member answers delivery `delivery`.
+    pub(crate) fn answer(
+        &mut self,
+        now: Time,
+        delivery: u64,
+        result: ReplyResult,
+    ) -> Result<(), AppError> {
+        let Some(d) = self.deliveries.remove(&delivery) else {
+            return Err(AppError::UnknownId);
+        };
+        if let Some(m) = self
+            .groups
+            .get_mut(&d.group)
+            .and_then(|g| g.members.get_mut(&d.conn))
+        {
+            if d.expired {
+                m.stalled = m.stalled.saturating_sub(1);
+            } else {
+                m.inflight = m.inflight.saturating_sub(1);
+            }
+        }
+        if d.expired {
+            self.stats.replies_late += 1;
+            return Err(AppError::UnknownId);
+        }
+        self.stats.replies_sent += 1;
+        self.send_or_loop(now, d.requester, Message::Reply { id: d.id, result });
+        Ok(())
+    }
+
+    pub(crate) fn on_delivery_timer(&mut self, now: Time, delivery: u64) {
+        let forget = self.cfg.stall_forget_after;
+        let Some(d) = self.deliveries.get_mut(&delivery) else {
+            return;
+        };
+        let (group, conn) = (d.group, d.conn);
+        if d.expired {
+            // Never answered: forget it, and un-stall its member.
+            self.deliveries.remove(&delivery);
+            if let Some(m) = self
+                .groups
+                .get_mut(&group)
+                .and_then(|g| g.members.get_mut(&conn))
+            {
+                m.stalled = m.stalled.saturating_sub(1);
+            }
+            return;
+        }
+        d.expired = true;
+        d.deadline = now + forget;
+        let deadline = d.deadline;
+        self.set_timer(deadline, TimerKey::Delivery(delivery));
+        self.stats.deliveries_expired += 1;
+        if let Some(m) = self
+            .groups
+            .get_mut(&group)
+            .and_then(|g| g.members.get_mut(&conn))
+        {
+            m.inflight = m.inflight.saturating_sub(1);
+            m.stalled = m.stalled.saturating_add(1);
+        }
+    }
+
+    /// A descent hop went unacknowledged: choose again, avoiding the silent child.
+    pub(crate) fn retry_descend(
+        &mut self,
+        now: Time,
+        msg: DescendMsg,
+        mut avoid: Vec<NodeId>,
+        to: NodeId,
+    ) {
+        avoid.push(to);
+        if avoid.len() as u32 > self.cfg.max_reroutes + 1 {
+            self.stats.asks_unplaced += 1;
+            return;
+        }
+        self.stats.reroutes += 1;
+        self.descend(now, msg, avoid);
+    }
+}

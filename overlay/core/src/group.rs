@@ -1,0 +1,562 @@
+//! Group trees (Scribe-style) for topics and clusters: membership of local connections,
+//! grafting and pruning, periodic refresh and repair, and events cast down the tree.
+//!
+//! A group's root is the node that owns the group's key. Every node in the tree keeps as parent
+//! its next hop towards the key (`next_hop`), so the tree is the union of the overlay routes
+//! from its members to the root, and it follows the overlay as it changes: each refresh
+//! re-reads the next hop and moves the node to its new parent when the route moved (a node
+//! that joined closer to the key, a dead parent). A child grafts itself on its parent every
+//! `group_refresh_interval` with its subtree's load and the last event it has seen; a parent
+//! forgets a child that stayed silent for `group_child_timeout`.
+//!
+//! Events are published by routing them to the root, which numbers them ([`EventSeq`]: an epoch
+//! chosen when the node became root and a counter) and casts them down. A node takes events in
+//! order only: one it has seen is dropped (no duplicate deliveries, no loops), and a gap makes
+//! it ask its parent to replay from a small per-group buffer (a graft carrying what it has
+//! seen), once; a node that grafts onto a new parent is replayed what it missed the same way.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use petal_protocol::{EventSeq, Key, Load, Message, NodeId, NodeInfo, RouteMsg, Routed};
+use rand::Rng;
+
+use crate::app::{AppError, ConnId, GroupKind, Name};
+use crate::node::{Event, Node, TimerKey};
+use crate::time::Time;
+
+/// A local member of a group: a cluster member or a topic subscriber.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Member {
+    /// Relative request capacity (clusters; 0 for topics).
+    pub(crate) capacity: u32,
+    /// Requests delivered and not answered.
+    pub(crate) inflight: u32,
+    /// Requests that expired unanswered and are still remembered: while non-zero the member
+    /// is stalled and gets new requests only when no other member can take them.
+    pub(crate) stalled: u32,
+}
+
+/// A child in a group tree, as last reported by itself.
+#[derive(Clone, Debug)]
+pub(crate) struct Child {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) load: Load,
+    /// Requests sent down to it since its last report (added to its reported in-flight count).
+    pub(crate) sent: u32,
+    pub(crate) heard: Time,
+}
+
+/// This node's part of one group tree.
+#[derive(Clone, Debug)]
+pub(crate) struct Group {
+    pub(crate) kind: GroupKind,
+    /// The name, known when a local connection is a member.
+    pub(crate) name: Option<Name>,
+    pub(crate) parent: Option<NodeInfo>,
+    pub(crate) root: bool,
+    pub(crate) children: BTreeMap<NodeId, Child>,
+    pub(crate) members: BTreeMap<ConnId, Member>,
+    /// The last event taken (delivered and cast on).
+    pub(crate) seen: EventSeq,
+    /// The `seen.seq` at which a replay was already asked for (one ask per gap).
+    pub(crate) gap_asked: Option<u64>,
+    /// Recent events, oldest first, for replays to children (bounded in count and bytes).
+    pub(crate) recent: VecDeque<(EventSeq, Bytes)>,
+    pub(crate) recent_bytes: usize,
+}
+
+impl Group {
+    fn new(kind: GroupKind) -> Self {
+        Self {
+            kind,
+            name: None,
+            parent: None,
+            root: false,
+            children: BTreeMap::new(),
+            members: BTreeMap::new(),
+            seen: EventSeq::default(),
+            gap_asked: None,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+        }
+    }
+
+    /// Members, capacity and in-flight requests of this node's subtree. Stalled members count
+    /// as members without capacity.
+    pub(crate) fn load(&self) -> Load {
+        let mut load = Load::default();
+        for m in self.members.values() {
+            load.members = load.members.saturating_add(1);
+            if m.stalled == 0 {
+                load.capacity = load.capacity.saturating_add(m.capacity);
+            }
+            load.inflight = load.inflight.saturating_add(m.inflight);
+        }
+        for c in self.children.values() {
+            load.members = load.members.saturating_add(c.load.members);
+            load.capacity = load.capacity.saturating_add(c.load.capacity);
+            load.inflight = load
+                .inflight
+                .saturating_add(c.load.inflight)
+                .saturating_add(c.sent);
+        }
+        load
+    }
+
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.children.is_empty()
+    }
+}
+
+impl Node {
+    /// Adds connection `conn` as a member of group `name` (a cluster member with request
+    /// `capacity`, or a topic subscriber). Grafts this node onto the group's tree if needed.
+    pub(crate) fn add_member(
+        &mut self,
+        now: Time,
+        kind: GroupKind,
+        name: &str,
+        conn: ConnId,
+        capacity: u32,
+    ) -> Result<bool, AppError> {
+        let key = kind.key(name);
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
+            self.stats.group_drops += 1;
+            return Err(AppError::Full("groups"));
+        }
+        let g = self.groups.entry(key).or_insert_with(|| Group::new(kind));
+        g.kind = kind;
+        if g.name.is_none() {
+            g.name = Some(Name::from(name));
+        }
+        if g.members.contains_key(&conn) {
+            return Ok(false);
+        }
+        let fresh = g.members.is_empty() && g.children.is_empty() && g.parent.is_none();
+        g.members.insert(
+            conn,
+            Member {
+                capacity,
+                ..Member::default()
+            },
+        );
+        if fresh || !g.root && g.parent.is_none() {
+            self.maintain_group(now, key);
+        }
+        Ok(true)
+    }
+
+    /// Removes `conn` from group `key`; prunes this node from the tree when nothing is left.
+    pub(crate) fn remove_member(&mut self, now: Time, key: Key, conn: ConnId) -> bool {
+        let Some(g) = self.groups.get_mut(&key) else {
+            return false;
+        };
+        let removed = g.members.remove(&conn).is_some();
+        if g.members.is_empty() {
+            g.name = None;
+        }
+        if removed && g.is_empty() {
+            self.maintain_group(now, key);
+        }
+        removed
+    }
+
+    /// Brings this node's place in one group tree up to date: leaves it when empty, becomes
+    /// root when it owns the key, else (re)grafts onto its next hop towards the key.
+    pub(crate) fn maintain_group(&mut self, now: Time, key: Key) {
+        if !self.is_ready() {
+            return;
+        }
+        let next = self.next_hop(key).and_then(|n| self.info_of(n));
+        let Some(g) = self.groups.get_mut(&key) else {
+            return;
+        };
+        if g.is_empty() {
+            let parent = g.parent.take();
+            self.groups.remove(&key);
+            if let Some(p) = parent {
+                self.send(p, Message::Prune { group: key });
+            }
+            return;
+        }
+        match next {
+            None => {
+                let old = g.parent.take();
+                if !g.root {
+                    g.root = true;
+                    // A new root numbers events in a new epoch.
+                    g.seen = EventSeq {
+                        epoch: self.rng.random::<u64>() | 1,
+                        seq: 0,
+                    };
+                    g.gap_asked = None;
+                    self.stats.group_roots_taken += 1;
+                }
+                if let Some(p) = old {
+                    self.send(p, Message::Prune { group: key });
+                }
+            }
+            Some(parent) => {
+                g.root = false;
+                let old = g.parent.replace(parent);
+                let (load, seen) = (g.load(), g.seen);
+                if let Some(p) = old.filter(|p| p.id != parent.id) {
+                    self.stats.group_parent_changes += 1;
+                    self.send(p, Message::Prune { group: key });
+                }
+                self.send(
+                    parent,
+                    Message::Graft {
+                        group: key,
+                        load,
+                        seen,
+                    },
+                );
+            }
+        }
+        let _ = now;
+    }
+
+    /// The periodic refresh of every group: drops silent children, then maintains each group.
+    pub(crate) fn on_group_refresh(&mut self, now: Time) {
+        let timeout = self.cfg.group_child_timeout;
+        let keys: Vec<Key> = self.groups.keys().copied().collect();
+        for key in keys {
+            if let Some(g) = self.groups.get_mut(&key) {
+                let before = g.children.len();
+                g.children
+                    .retain(|_, c| now.saturating_since(c.heard) < timeout);
+                self.stats.group_children_expired += (before - g.children.len()) as u64;
+            }
+            self.maintain_group(now, key);
+        }
+        self.group_refresh_at = now + self.cfg.group_refresh_interval;
+        self.set_timer(self.group_refresh_at, TimerKey::GroupRefresh);
+    }
+
+    /// Starts the periodic refresh (when the node becomes ready) and grafts every group.
+    pub(crate) fn start_groups(&mut self, now: Time) {
+        let jitter = self
+            .rng
+            .random_range(0..self.cfg.group_refresh_interval.as_micros().max(1) as u64);
+        self.group_refresh_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.group_refresh_at, TimerKey::GroupRefresh);
+        let keys: Vec<Key> = self.groups.keys().copied().collect();
+        for key in keys {
+            self.maintain_group(now, key);
+        }
+    }
+
+    /// A parent whose peer died: every group that hung from it grafts elsewhere at once.
+    pub(crate) fn groups_on_peer_dead(&mut self, now: Time, dead: NodeId) {
+        let keys: Vec<Key> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.parent.is_some_and(|p| p.id == dead))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &keys {
+            if let Some(g) = self.groups.get_mut(key) {
+                g.parent = None;
+            }
+        }
+        for g in self.groups.values_mut() {
+            g.children.remove(&dead);
+        }
+        for key in keys {
+            self.stats.group_repairs += 1;
+            self.maintain_group(now, key);
+        }
+    }
+
+    pub(crate) fn on_graft(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        key: Key,
+        load: Load,
+        seen: EventSeq,
+    ) {
+        if !self.is_ready() {
+            return;
+        }
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
+            self.stats.group_drops += 1;
+            self.send(from, Message::Prune { group: key });
+            return;
+        }
+        let max_children = self.cfg.max_group_children;
+        let g = self
+            .groups
+            .entry(key)
+            .or_insert_with(|| Group::new(GroupKind::Topic));
+        let fresh = g.parent.is_none() && !g.root;
+        if g.parent.is_some_and(|p| p.id == from.id) {
+            // A cycle: our parent thinks we are its parent. One of us routes on stale state;
+            // refuse, and let the next refresh re-read the routes.
+            self.stats.group_cycles_refused += 1;
+            self.send(from, Message::Prune { group: key });
+            return;
+        }
+        if !g.children.contains_key(&from.id) && g.children.len() >= max_children {
+            self.stats.group_drops += 1;
+            self.send(from, Message::Prune { group: key });
+            return;
+        }
+        g.children.insert(
+            from.id,
+            Child {
+                addr: from.addr,
+                load,
+                sent: 0,
+                heard: now,
+            },
+        );
+        // Replay what the child missed: in this epoch, what is newer than its last event; from
+        // another epoch (it moved here from an old tree), everything we still hold.
+        let replay: Vec<(EventSeq, Bytes)> = if seen.seq == 0 && seen.epoch == 0 {
+            Vec::new()
+        } else if seen.epoch == g.seen.epoch {
+            g.recent
+                .iter()
+                .filter(|(s, _)| s.seq > seen.seq)
+                .cloned()
+                .collect()
+        } else {
+            g.recent.iter().cloned().collect()
+        };
+        for (seq, payload) in replay {
+            self.stats.group_replayed += 1;
+            self.send(
+                from,
+                Message::Cast {
+                    group: key,
+                    seq,
+                    payload,
+                },
+            );
+        }
+        if fresh {
+            self.maintain_group(now, key);
+        }
+    }
+
+    pub(crate) fn on_prune(&mut self, now: Time, from: NodeInfo, key: Key) {
+        let Some(g) = self.groups.get_mut(&key) else {
+            return;
+        };
+        g.children.remove(&from.id);
+        if g.parent.is_some_and(|p| p.id == from.id) {
+            // Our parent refused or dropped us: graft again on the next refresh (not now, so
+            // that two nodes with inconsistent routes do not ping-pong).
+            g.parent = None;
+        }
+        if g.is_empty() {
+            self.maintain_group(now, key);
+        }
+    }
+
+    /// Publishes `payload` to group `key` (a topic's subscribers or a cluster's members): the
+    /// event is routed to the group's root, which casts it down the tree.
+    pub(crate) fn publish_to(
+        &mut self,
+        now: Time,
+        key: Key,
+        payload: Bytes,
+    ) -> Result<(), AppError> {
+        if !self.is_ready() && !self.is_joining() {
+            return Err(AppError::NotRunning);
+        }
+        self.stats.events_published += 1;
+        let msg = RouteMsg {
+            key,
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body: Routed::Publish { payload },
+        };
+        self.forward(now, msg, Vec::new());
+        Ok(())
+    }
+
+    /// A published event reached the root: number it and cast it down.
+    pub(crate) fn root_publish(&mut self, key: Key, payload: Bytes) {
+        let Some(g) = self.groups.get_mut(&key) else {
+            self.stats.events_unheard += 1;
+            return;
+        };
+        if !g.root {
+            // We own the key but had a parent: the next refresh makes us root; until then the
+            // event goes up the old tree's root would lose it, so take the role now.
+            let old = g.parent.take();
+            g.root = true;
+            g.seen = EventSeq {
+                epoch: self.rng.random::<u64>() | 1,
+                seq: 0,
+            };
+            g.gap_asked = None;
+            self.stats.group_roots_taken += 1;
+            if let Some(p) = old {
+                self.send(p, Message::Prune { group: key });
+            }
+        }
+        let g = self.groups.get_mut(&key).expect("present");
+        let seq = EventSeq {
+            epoch: g.seen.epoch,
+            seq: g.seen.seq + 1,
+        };
+        self.take_event(key, None, seq, payload);
+    }
+
+    pub(crate) fn on_cast(&mut self, from: NodeInfo, key: Key, seq: EventSeq, payload: Bytes) {
+        let Some(g) = self.groups.get_mut(&key) else {
+            // Not in this tree (any more): tell the sender to drop us.
+            self.stats.events_stale += 1;
+            self.send(from, Message::Prune { group: key });
+            return;
+        };
+        let from_parent = g.parent.is_some_and(|p| p.id == from.id);
+        if g.root && !from_parent {
+            self.stats.events_stale += 1;
+            return;
+        }
+        if seq.epoch != g.seen.epoch {
+            if !from_parent {
+                self.stats.events_stale += 1;
+                return;
+            }
+            // Our parent's tree is numbered by a new root: follow it.
+            g.seen = EventSeq {
+                epoch: seq.epoch,
+                seq: seq.seq.saturating_sub(1),
+            };
+            g.gap_asked = None;
+        }
+        if seq.seq <= g.seen.seq {
+            self.stats.events_duplicate += 1;
+            return;
+        }
+        if seq.seq > g.seen.seq + 1 {
+            // A gap: ask the parent once to replay from what we have; if it cannot, move on.
+            if from_parent && g.gap_asked != Some(g.seen.seq) {
+                g.gap_asked = Some(g.seen.seq);
+                let (load, seen) = (g.load(), g.seen);
+                self.stats.event_gaps += 1;
+                self.send(
+                    from,
+                    Message::Graft {
+                        group: key,
+                        load,
+                        seen,
+                    },
+                );
+                return;
+            }
+            if !from_parent {
+                self.stats.events_stale += 1;
+                return;
+            }
+            self.stats.events_lost += seq.seq - g.seen.seq - 1;
+        }
+        self.take_event(key, Some(from.id), seq, payload);
+        if !from_parent {
+            // In order, so taken; but the sender should no longer count us as its child.
+            self.stats.events_stale += 1;
+            self.send(from, Message::Prune { group: key });
+        }
+    }
+
+    /// Takes event `seq`: remembers it for replays, delivers it to local members and casts it
+    /// to every child but `from`.
+    fn take_event(&mut self, key: Key, from: Option<NodeId>, seq: EventSeq, payload: Bytes) {
+        let (max_n, max_bytes) = (self.cfg.group_replay_events, self.cfg.group_replay_bytes);
+        let g = self.groups.get_mut(&key).expect("present");
+        g.seen = seq;
+        g.gap_asked = None;
+        g.recent.push_back((seq, payload.clone()));
+        g.recent_bytes += payload.len();
+        while g.recent.len() > max_n || g.recent_bytes > max_bytes {
+            let (_, p) = g.recent.pop_front().expect("non-empty");
+            g.recent_bytes -= p.len();
+        }
+        let kind = g.kind;
+        let name = g.name.clone();
+        let conns: Vec<ConnId> = g.members.keys().copied().collect();
+        let children: Vec<NodeInfo> = g
+            .children
+            .iter()
+            .filter(|(id, _)| Some(**id) != from)
+            .map(|(id, c)| NodeInfo {
+                id: *id,
+                addr: c.addr,
+            })
+            .collect();
+        for conn in conns {
+            self.stats.events_delivered += 1;
+            let payload = payload.clone();
+            match (kind, &name) {
+                (GroupKind::Topic, Some(topic)) => self.emit(Event::Published {
+                    conn,
+                    topic: topic.clone(),
+                    payload,
+                }),
+                _ => self.emit(Event::Broadcast { conn, payload }),
+            }
+        }
+        for child in children {
+            self.stats.events_forwarded += 1;
+            self.send(
+                child,
+                Message::Cast {
+                    group: key,
+                    seq,
+                    payload: payload.clone(),
+                },
+            );
+        }
+    }
+
+    /// Group tree invariants: bounds respected, no node is its own parent or child, the
+    /// replay buffer within its bounds and ordered.
+    pub(crate) fn check_group_invariants(&self) {
+        assert!(
+            self.groups.len() <= self.cfg.max_groups,
+            "groups over bound"
+        );
+        for (key, g) in &self.groups {
+            assert!(
+                g.children.len() <= self.cfg.max_group_children,
+                "children over bound"
+            );
+            assert!(
+                !g.children.contains_key(&self.me.id),
+                "own child in {key:?}"
+            );
+            assert!(
+                g.parent.is_none_or(|p| p.id != self.me.id),
+                "own parent in {key:?}"
+            );
+            assert!(!(g.root && g.parent.is_some()), "root with a parent");
+            assert!(
+                g.recent.len() <= self.cfg.group_replay_events,
+                "replay over bound"
+            );
+            assert_eq!(
+                g.recent_bytes,
+                g.recent.iter().map(|(_, p)| p.len()).sum::<usize>(),
+                "replay byte count"
+            );
+            assert!(
+                g.recent
+                    .iter()
+                    .zip(g.recent.iter().skip(1))
+                    .all(|(a, b)| a.0.epoch != b.0.epoch || a.0.seq < b.0.seq),
+                "replay buffer out of order"
+            );
+            if g.name.is_some() {
+                assert!(!g.members.is_empty(), "named group without members");
+            }
+        }
+    }
+}

@@ -23,7 +23,8 @@ use crate::engine::{Ev, Sim};
 pub struct AppSpec {
     /// The cluster it is a member of (`None`: a plain client).
     pub cluster: Option<String>,
-    /// Its relative request capacity.
+    /// Its relative request capacity, and the requests it handles at once: more wait in its
+    /// own queue, first come first served.
     pub capacity: u32,
     /// How long it takes to answer a request, in microseconds.
     pub service_us: u64,
@@ -70,6 +71,10 @@ pub struct App {
     pub until: Option<Time>,
     /// Requests it answered.
     pub served: u64,
+    /// Requests being handled now.
+    pub busy: u32,
+    /// Requests waiting for a handler: (delivery, request id).
+    pub waiting: std::collections::VecDeque<(u64, u64)>,
     /// Topics it subscribes to, with the time it subscribed.
     pub topics: BTreeMap<String, Time>,
 }
@@ -267,6 +272,8 @@ impl Sim {
             since: now,
             until: None,
             served: 0,
+            busy: 0,
+            waiting: std::collections::VecDeque::new(),
             topics: BTreeMap::new(),
         });
         self.apps.by_conn.insert((node, conn), idx);
@@ -479,10 +486,15 @@ impl Sim {
                         r.hops = Some(hops);
                     }
                 }
-                let spec = &self.apps.list[app].spec;
-                if !spec.stalled {
-                    let at = now + std::time::Duration::from_micros(spec.service_us);
+                let a = &mut self.apps.list[app];
+                if a.spec.stalled {
+                    // A stuck service: takes requests, never answers.
+                } else if a.busy < a.spec.capacity.max(1) {
+                    a.busy += 1;
+                    let at = now + std::time::Duration::from_micros(a.spec.service_us);
                     self.push(at, Ev::App(AppAction::Answer { app, delivery, gid }));
+                } else {
+                    a.waiting.push_back((delivery, gid));
                 }
             }
             Event::RequestDone {
@@ -616,10 +628,26 @@ impl Sim {
         let now = self.now();
         match action {
             AppAction::Answer { app, delivery, gid } => {
-                let a = &self.apps.list[app];
+                let a = &mut self.apps.list[app];
                 if a.until.is_some() {
                     return;
                 }
+                // The handler is free: it takes the next waiting request.
+                match a.waiting.pop_front() {
+                    Some((d, g)) => {
+                        let at = now + std::time::Duration::from_micros(a.spec.service_us);
+                        self.push(
+                            at,
+                            Ev::App(AppAction::Answer {
+                                app,
+                                delivery: d,
+                                gid: g,
+                            }),
+                        );
+                    }
+                    None => a.busy -= 1,
+                }
+                let a = &self.apps.list[app];
                 let (node, ratio) = (a.node, a.spec.fault_ratio);
                 let fault = ratio > 0.0 && self.rng().random_bool(ratio);
                 let result = if fault {

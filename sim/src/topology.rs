@@ -8,6 +8,8 @@
 //!   and every node sits behind an access link on a random stub router. Latency is
 //!   `access(a) + shortest router path + access(b)`, read from an all-pairs delay matrix computed
 //!   once with Dijkstra from every router (routers² `u32` entries, 4.5 MB for the defaults).
+//!   The router graph's adjacency is kept too (a few entries per router), so
+//!   [`Topology::path_links`] can name the physical links a message crosses, for link stress.
 //! - **geometric**: nodes are random points in a square; latency is the Euclidean distance plus
 //!   both access links. No routers.
 //! - **uniform**: every unordered pair gets a latency hashed from the pair, uniform in a range.
@@ -22,6 +24,7 @@ use std::ops::Range;
 
 use petgraph::algo::dijkstra;
 use petgraph::graph::{NodeIndex, UnGraph};
+use petgraph::visit::EdgeRef;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -61,7 +64,9 @@ impl Default for TopologyConfig {
 /// Transit-stub parameters. Every domain is a ring plus `n / 2` random chords (so it is always
 /// connected); every pair of transit domains is joined by one link between random members; each
 /// stub domain is joined to its transit router through one random gateway router. Each link's
-/// delay is drawn uniformly within `±link_jitter_percent` of its class's nominal delay.
+/// delay is drawn uniformly within `±link_jitter_percent` of its class's nominal delay, and is
+/// at least 1 µs (a draw of 0, possible only with a nominal delay of 0 or 100 % jitter, becomes
+/// 1), so every router-path step makes progress.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransitStubConfig {
@@ -221,7 +226,18 @@ impl TopologyConfig {
     }
 }
 
-/// The all-pairs shortest-path delays of a transit-stub router graph.
+/// One direction of a router link, as seen from the router whose adjacency holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Hop {
+    /// The neighbouring router.
+    router: u32,
+    /// The link's delay in microseconds (the weight the delay matrix was computed with).
+    delay_us: u32,
+    /// The link's id, `0..links` (both directions of a link share it).
+    link: u32,
+}
+
+/// A transit-stub router graph: compact adjacency and all-pairs shortest-path delays.
 struct RouterMatrix {
     routers: u32,
     links: u32,
@@ -229,6 +245,41 @@ struct RouterMatrix {
     first_stub: u32,
     /// Row-major `routers × routers` delays in microseconds.
     delay_us: Vec<u32>,
+    /// Router `r`'s links are `hops[hop_start[r]..hop_start[r + 1]]`, sorted by neighbour and
+    /// then link id (parallel links between two routers are distinct links).
+    hop_start: Vec<u32>,
+    hops: Vec<Hop>,
+}
+
+impl RouterMatrix {
+    /// Appends the router links of the shortest-delay path between routers `from` and `to`.
+    ///
+    /// The path is walked from the lower-numbered router of the two towards the other: at router
+    /// `s`, it takes the first link (lowest neighbour, then lowest link id) to a neighbour `u`
+    /// with `delay(s, u) + d(u, t) == d(s, t)`; links are appended reversed when
+    /// `from > to`. So the path between two routers does not depend on the query's direction,
+    /// and its delays sum to `d(from, to)` exactly. Every link takes at least 1 µs, so `d(u, t)`
+    /// strictly decreases and the walk ends. `d(u, t)` is read from row `t` (the matrix is
+    /// symmetric), one contiguous row for the whole walk.
+    fn push_route(&self, from: u32, to: u32, out: &mut Vec<u32>) {
+        let (mut s, t) = (from.min(to), from.max(to));
+        let n = self.routers as usize;
+        let to_t = &self.delay_us[t as usize * n..][..n];
+        let start = out.len();
+        while s != t {
+            let (lo, hi) = (self.hop_start[s as usize], self.hop_start[s as usize + 1]);
+            let left = u64::from(to_t[s as usize]);
+            let hop = self.hops[lo as usize..hi as usize]
+                .iter()
+                .find(|h| u64::from(h.delay_us) + u64::from(to_t[h.router as usize]) == left)
+                .expect("delay matrix consistent with the router links");
+            out.push(hop.link);
+            s = hop.router;
+        }
+        if from > to {
+            out[start..].reverse();
+        }
+    }
 }
 
 /// A built model. Per-node storage: `[router, access_us]` or `[x_us, y_us, access_us]`.
@@ -305,7 +356,10 @@ impl GraphBuilder<'_> {
         }
         let spread = u64::from(nominal_us) * u64::from(self.jitter_percent) / 100;
         let nominal = u64::from(nominal_us);
-        let delay = self.rng.random_range(nominal - spread..=nominal + spread);
+        let delay = self
+            .rng
+            .random_range(nominal - spread..=nominal + spread)
+            .max(1);
         let delay = u32::try_from(delay).expect("validated: link delay fits u32");
         self.graph.add_edge(
             NodeIndex::new(a as usize),
@@ -380,11 +434,46 @@ fn build_transit_stub(c: &TransitStubConfig, rng: &mut ChaCha8Rng) -> RouterMatr
         }
     }
     let links = u32::try_from(graph.edge_count()).expect("few links");
+    let mut hop_start = vec![0u32; n + 1];
+    for e in graph.edge_references() {
+        hop_start[e.source().index() + 1] += 1;
+        hop_start[e.target().index() + 1] += 1;
+    }
+    for r in 0..n {
+        hop_start[r + 1] += hop_start[r];
+    }
+    let mut fill = hop_start.clone();
+    let unset = Hop {
+        router: 0,
+        delay_us: 0,
+        link: 0,
+    };
+    let mut hops = vec![unset; 2 * graph.edge_count()];
+    for e in graph.edge_references() {
+        let (x, y) = (e.source().index(), e.target().index());
+        let link = u32::try_from(e.id().index()).expect("few links");
+        let delay_us = *e.weight();
+        for (from, to) in [(x, y), (y, x)] {
+            let router = u32::try_from(to).expect("validated router count");
+            hops[fill[from] as usize] = Hop {
+                router,
+                delay_us,
+                link,
+            };
+            fill[from] += 1;
+        }
+    }
+    for r in 0..n {
+        let (lo, hi) = (hop_start[r] as usize, hop_start[r + 1] as usize);
+        hops[lo..hi].sort_unstable_by_key(|h| (h.router, h.link));
+    }
     RouterMatrix {
         routers,
         links,
         first_stub: transit,
         delay_us,
+        hop_start,
+        hops,
     }
 }
 
@@ -428,6 +517,8 @@ impl Topology {
         let (id, rng) = (self.nodes, &mut self.rng);
         match (&mut self.model, &self.config) {
             (Model::TransitStub(m, nodes), TopologyConfig::TransitStub(c)) => {
+                let ids = m.links.checked_add(id).and_then(|last| last.checked_add(1));
+                ids.expect("link ids (router links + nodes) fit u32");
                 let router = rng.random_range(m.first_stub..m.routers);
                 nodes.push([router, rng.random_range(c.access_us_min..=c.access_us_max)]);
             }
@@ -511,6 +602,50 @@ impl Topology {
             Model::TransitStub(m, _) => m.routers,
             _ => 0,
         }
+    }
+
+    /// Number of physical link ids in use: `Some(router_links + nodes)` for transit-stub, where
+    /// ids `0..router_links` are router links (`router_links` as in [`TopologySummary`]) and id
+    /// `router_links + i` is node `i`'s access link; it grows by one with every added node.
+    /// `None` for the geometric and uniform models, which have no physical links.
+    pub fn link_count(&self) -> Option<u32> {
+        match &self.model {
+            Model::TransitStub(m, _) => Some(m.links + self.nodes),
+            _ => None,
+        }
+    }
+
+    /// Appends to `out` the ids of the physical links a message from node `a` to node `b`
+    /// crosses, in order, and returns how many it appended: `a`'s access link, the router links
+    /// of the shortest-delay router path, then `b`'s access link (two access links and no
+    /// router link when both nodes sit on the same router; nothing when `a == b`). Ids are
+    /// below [`Topology::link_count`]. For link stress, count each id once per copy of a message.
+    ///
+    /// Consistent with [`Topology::latency_us`]: the links' delays (jitter included, it is drawn
+    /// per link when the graph is built) sum to exactly `latency_us(a, b)`, which has no
+    /// per-pair term. Deterministic: among equal-delay router paths, the walk from the
+    /// lower-numbered router takes the lowest-numbered neighbour (then the lowest link id), and
+    /// the path from `b` to `a` is this one reversed. Allocation-free given capacity in `out`;
+    /// costs one step per router hop, each scanning that router's few links.
+    ///
+    /// Returns `None`, appending nothing, for the geometric and uniform models: link stress is
+    /// only defined for transit-stub.
+    ///
+    /// # Panics
+    /// If `a` or `b` has not been added.
+    pub fn path_links(&self, a: u32, b: u32, out: &mut Vec<u32>) -> Option<usize> {
+        assert!(a < self.nodes && b < self.nodes, "unknown node {a} or {b}");
+        let Model::TransitStub(m, nodes) = &self.model else {
+            return None;
+        };
+        if a == b {
+            return Some(0);
+        }
+        let start = out.len();
+        out.push(m.links + a);
+        m.push_route(nodes[a as usize][0], nodes[b as usize][0], out);
+        out.push(m.links + b);
+        Some(out.len() - start)
     }
 
     /// Latency statistics over a fixed deterministic sample of [`SUMMARY_PAIRS`] distinct-node
@@ -654,6 +789,137 @@ mod tests {
             first_on_router.insert(router, (b, access_b));
         }
         panic!("3000 nodes on 1024 stub routers share one");
+    }
+
+    /// Per link id: `(end router, other end router or None for an access link, delay_us)`.
+    fn link_table(t: &Topology) -> Vec<(u32, Option<u32>, u32)> {
+        let (m, nodes) = matrix(t);
+        let mut table = vec![(u32::MAX, None, 0); t.link_count().unwrap() as usize];
+        for r in 0..m.routers {
+            let (lo, hi) = (m.hop_start[r as usize], m.hop_start[r as usize + 1]);
+            for h in &m.hops[lo as usize..hi as usize] {
+                assert!(h.delay_us >= 1 && h.router != r);
+                let entry = &mut table[h.link as usize];
+                if entry.0 == u32::MAX {
+                    *entry = (r, Some(h.router), h.delay_us);
+                } else {
+                    assert_eq!(*entry, (h.router, Some(r), h.delay_us), "link {}", h.link);
+                }
+            }
+        }
+        for (i, &[router, access_us]) in nodes.iter().enumerate() {
+            table[m.links as usize + i] = (router, None, access_us);
+        }
+        assert!(
+            table.iter().all(|e| e.0 != u32::MAX),
+            "a link id without a link"
+        );
+        table
+    }
+
+    fn path_configs() -> Vec<TopologyConfig> {
+        let ts = |c: TransitStubConfig| TopologyConfig::TransitStub(c);
+        let d = TransitStubConfig::default;
+        let mut all = vec![
+            TopologyConfig::default(),
+            // No jitter: many equal-delay paths, so ties must be broken consistently.
+            ts(TransitStubConfig {
+                link_jitter_percent: 0,
+                ..d()
+            }),
+            // Zero and near-zero nominal delays: drawn delays of 0 become 1 µs.
+            ts(TransitStubConfig {
+                transit_stub_us: 0,
+                stub_stub_us: 1,
+                link_jitter_percent: 100,
+                access_us_min: 0,
+                ..d()
+            }),
+        ];
+        for (td, tr, sd, sr) in [(1, 1, 1, 1), (1, 2, 1, 2), (2, 3, 2, 5), (5, 1, 3, 4)] {
+            all.push(ts(TransitStubConfig {
+                transit_domains: td,
+                transit_routers_per_domain: tr,
+                stub_domains_per_transit_router: sd,
+                stub_routers_per_domain: sr,
+                ..d()
+            }));
+        }
+        all
+    }
+
+    #[test]
+    fn path_links_walk_the_graph_and_sum_to_the_latency() {
+        for config in path_configs() {
+            let t = built(&config, 21, 2000);
+            let table = link_table(&t);
+            let (mut path, mut back) = (Vec::new(), Vec::new());
+            let mut hops = 0;
+            for (a, b) in pairs(2000, 5000) {
+                path.clear();
+                path.push(u32::MAX); // appends after what `out` holds
+                let appended = t.path_links(a, b, &mut path).unwrap();
+                assert_eq!((path.remove(0), appended), (u32::MAX, path.len()));
+                back.clear();
+                assert_eq!(t.path_links(b, a, &mut back), Some(appended));
+                assert!(back.iter().rev().eq(&path), "{config:?} {a} {b}");
+                if a == b {
+                    assert!(path.is_empty());
+                    continue;
+                }
+                hops += path.len();
+                let links = t.link_count().unwrap();
+                assert_eq!(
+                    (path[0], path[path.len() - 1]),
+                    (links - 2000 + a, links - 2000 + b)
+                );
+                let mut at = table[path[0] as usize].0;
+                let mut delay = 0;
+                for (k, &link) in path.iter().enumerate() {
+                    let (x, y, us) = table[link as usize];
+                    delay += u64::from(us);
+                    let inner = k > 0 && k + 1 < path.len();
+                    assert_eq!(y.is_some(), inner, "{config:?} {a} {b} {path:?}");
+                    match y {
+                        Some(y) if x == at => at = y,
+                        Some(y) if y == at => at = x,
+                        Some(_) => panic!("{config:?} {a} {b}: link {link} is not at {at}"),
+                        None => assert_eq!(x, at, "{config:?} {a} {b}: access link {link}"),
+                    }
+                    assert!(!path[..k].contains(&link), "{config:?} {a} {b}: {path:?}");
+                }
+                assert_eq!(delay, t.latency_us(a, b), "{config:?} {a} {b} {path:?}");
+            }
+            if config == TopologyConfig::default() {
+                // ~9 router hops plus two access links on the default graph.
+                assert!((6..16).contains(&(hops / 5000)), "{hops}");
+            }
+        }
+    }
+
+    #[test]
+    fn link_ids_count_router_links_then_access_links() {
+        let mut t = Topology::new(&TopologyConfig::default(), 6);
+        let links = t.summary().router_links;
+        assert!(links > t.router_count());
+        assert_eq!(t.link_count(), Some(links));
+        t.add_nodes(10);
+        assert_eq!(t.link_count(), Some(links + 10));
+        let mut out = vec![7];
+        assert_eq!(t.path_links(3, 3, &mut out), Some(0));
+        assert_eq!(out, [7]);
+        for config in &configs()[1..] {
+            let t = built(config, 6, 10);
+            assert_eq!(t.link_count(), None);
+            assert_eq!(t.path_links(1, 2, &mut out), None);
+            assert_eq!(out, [7]);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "unknown node")]
+    fn path_links_rejects_unknown_nodes() {
+        built(&TopologyConfig::default(), 1, 5).path_links(0, 5, &mut Vec::new());
     }
 
     #[test]

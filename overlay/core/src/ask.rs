@@ -5,11 +5,13 @@
 //! ## Choice by load
 //! At each tree node the options are the local members and the child subtrees, each with a
 //! capacity (the sum of its members' capacities, reported up the tree with every graft) and an
-//! in-flight count (reported, plus what was sent down since). Two options are drawn at random
-//! with probability proportional to capacity and the one with the lower in-flight/capacity
-//! ratio wins (power of two choices). Shares are thus proportional to capacity and a slow or
-//! overloaded subtree sheds load. A member whose request expired unanswered is stalled: it
-//! reports no capacity and is chosen only when no other option is left.
+//! in-flight count (exact for local members, as last reported for subtrees). Two options are
+//! drawn at random with probability proportional to capacity and the one with the lower
+//! in-flight/capacity ratio wins (power of two choices; a tie keeps the first draw). Shares are
+//! thus proportional to capacity when load is light, and a busy subtree sheds load. A member
+//! with `max_member_inflight` requests in flight is saturated and a member whose request
+//! expired unanswered is stalled (it reports no capacity): either is chosen only when no
+//! better option is left.
 //!
 //! ## Exactly one outcome
 //! Only the requester's node decides a request's outcome: the first reply wins, its timer gives
@@ -169,7 +171,7 @@ impl Node {
             return;
         }
         let Some(choice) = self.choose(msg.group, &avoid) else {
-            self.stats.asks_unplaced += 1;
+            self.unplaced(now, msg);
             return;
         };
         match choice {
@@ -179,9 +181,8 @@ impl Node {
                     self.stats.asks_unplaced += 1;
                     return;
                 }
-                let g = self.groups.get_mut(&msg.group).expect("chosen from it");
-                let c = g.children.get_mut(&child).expect("chosen from it");
-                c.sent = c.sent.saturating_add(1);
+                let g = self.groups.get(&msg.group).expect("chosen from it");
+                let c = g.children.get(&child).expect("chosen from it");
                 let to = NodeInfo {
                     id: child,
                     addr: c.addr,
@@ -207,6 +208,27 @@ impl Node {
                 self.send(to, Message::Descend(out));
             }
         }
+    }
+
+    /// No option here: a subtree that emptied (or left the tree) while its parent was sending
+    /// it the ask. Unless this node owns the cluster's key, the ask goes back to the root
+    /// (routed through the overlay) for another descent; the hop bound ends any loop.
+    fn unplaced(&mut self, now: Time, msg: DescendMsg) {
+        let root = self.groups.get(&msg.group).is_some_and(|g| g.root)
+            || self.next_hop(msg.group).is_none();
+        if root {
+            self.stats.asks_unplaced += 1;
+            return;
+        }
+        self.stats.asks_bounced += 1;
+        let route = petal_protocol::RouteMsg {
+            key: msg.group,
+            origin: msg.requester,
+            hops: msg.hops.saturating_add(1),
+            hop_seq: 0,
+            body: petal_protocol::Routed::Ask(msg.ask),
+        };
+        self.forward(now, route, Vec::new());
     }
 
     /// Chooses where an ask for group `key` goes from here (see the module docs), never to a
@@ -237,7 +259,10 @@ impl Node {
             }
             let suspected = self.peers.get(id).is_some_and(|p| p.misses > 0);
             let cap = u64::from(c.load.capacity);
-            let inflight = f64::from(c.load.inflight.saturating_add(c.sent));
+            // The load a child last reported (what it has in flight now, not what we sent it
+            // since: that would make every subtree look busier than a local member, whose
+            // count is exact, and skew the shares).
+            let inflight = f64::from(c.load.inflight);
             let (class, weight) = if suspected || cap == 0 {
                 (2, u64::from(c.load.members))
             } else if inflight >= (cap as f64) * f64::from(max_inflight) {

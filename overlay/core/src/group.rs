@@ -42,8 +42,6 @@ pub(crate) struct Member {
 pub(crate) struct Child {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) load: Load,
-    /// Requests sent down to it since its last report (added to its reported in-flight count).
-    pub(crate) sent: u32,
     pub(crate) heard: Time,
 }
 
@@ -64,6 +62,9 @@ pub(crate) struct Group {
     /// Recent events, oldest first, for replays to children (bounded in count and bytes).
     pub(crate) recent: VecDeque<(EventSeq, Bytes)>,
     pub(crate) recent_bytes: usize,
+    /// Members of the subtree as last reported to the parent: a change is reported at once
+    /// (a triggered graft), so that requests are not steered into an emptied subtree.
+    pub(crate) reported_members: u32,
 }
 
 impl Group {
@@ -79,6 +80,7 @@ impl Group {
             gap_asked: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            reported_members: 0,
         }
     }
 
@@ -96,10 +98,7 @@ impl Group {
         for c in self.children.values() {
             load.members = load.members.saturating_add(c.load.members);
             load.capacity = load.capacity.saturating_add(c.load.capacity);
-            load.inflight = load
-                .inflight
-                .saturating_add(c.load.inflight)
-                .saturating_add(c.sent);
+            load.inflight = load.inflight.saturating_add(c.load.inflight);
         }
         load
     }
@@ -143,6 +142,8 @@ impl Node {
         );
         if fresh || !g.root && g.parent.is_none() {
             self.maintain_group(now, key);
+        } else {
+            self.report_if_changed(now, key);
         }
         Ok(true)
     }
@@ -158,8 +159,22 @@ impl Node {
         }
         if removed && g.is_empty() {
             self.maintain_group(now, key);
+        } else if removed {
+            self.report_if_changed(now, key);
         }
         removed
+    }
+
+    /// Grafts at once (reporting the new load) when the subtree's member count changed since
+    /// the last report.
+    pub(crate) fn report_if_changed(&mut self, now: Time, key: Key) {
+        let changed = self
+            .groups
+            .get(&key)
+            .is_some_and(|g| g.parent.is_some() && g.load().members != g.reported_members);
+        if changed {
+            self.maintain_group(now, key);
+        }
     }
 
     /// Brings this node's place in one group tree up to date: leaves it when empty, becomes
@@ -201,6 +216,7 @@ impl Node {
                 g.root = false;
                 let old = g.parent.replace(parent);
                 let (load, seen) = (g.load(), g.seen);
+                g.reported_members = load.members;
                 if let Some(p) = old.filter(|p| p.id != parent.id) {
                     self.stats.group_parent_changes += 1;
                     self.send(p, Message::Prune { group: key });
@@ -309,22 +325,25 @@ impl Node {
             Child {
                 addr: from.addr,
                 load,
-                sent: 0,
                 heard: now,
             },
         );
-        // Replay what the child missed: in this epoch, what is newer than its last event; from
-        // another epoch (it moved here from an old tree), everything we still hold.
+        // Replay what the child missed: in its epoch, what is newer than its last event; from
+        // another epoch (it moved here from an old tree), everything we hold of ours. The buffer
+        // may also hold events of an epoch this node left (a new root took over): those are
+        // never replayed, as the child may have taken them already and would take them again.
         let replay: Vec<(EventSeq, Bytes)> = if seen.seq == 0 && seen.epoch == 0 {
             Vec::new()
-        } else if seen.epoch == g.seen.epoch {
+        } else {
+            let ours = g.seen.epoch;
             g.recent
                 .iter()
-                .filter(|(s, _)| s.seq > seen.seq)
+                .filter(|(s, _)| {
+                    (s.epoch == seen.epoch && s.seq > seen.seq)
+                        || (seen.epoch != ours && s.epoch == ours)
+                })
                 .cloned()
                 .collect()
-        } else {
-            g.recent.iter().cloned().collect()
         };
         for (seq, payload) in replay {
             self.stats.group_replayed += 1;
@@ -339,6 +358,8 @@ impl Node {
         }
         if fresh {
             self.maintain_group(now, key);
+        } else {
+            self.report_if_changed(now, key);
         }
     }
 
@@ -354,6 +375,8 @@ impl Node {
         }
         if g.is_empty() {
             self.maintain_group(now, key);
+        } else {
+            self.report_if_changed(now, key);
         }
     }
 

@@ -93,6 +93,8 @@ pub struct Stats {
     pub asks_forwarded: u64,
     /// Requests and tunnel opens dropped for want of a member to take them.
     pub asks_unplaced: u64,
+    /// Requests and tunnel opens sent back to the root because this subtree had no member.
+    pub asks_bounced: u64,
     /// Subscribes to a topic already subscribed (ignored).
     pub duplicate_subscribes: u64,
     /// Unsubscribes from a topic not subscribed (ignored).

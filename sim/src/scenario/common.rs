@@ -110,3 +110,43 @@ pub(crate) fn finish(
         messages,
     })
 }
+
+/// Messaging counters of `petal_core::Stats`, summed over every node (alive or not), by name:
+/// what dropped, expired, was replayed or repaired inside the nodes.
+pub(crate) fn node_counters(sim: &Sim) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for i in 0..sim.node_count() as u32 {
+        let s = sim.node(i).stats();
+        let fields: [(&'static str, u64); 25] = [
+            ("asks_bounced", s.asks_bounced),
+            ("routes_dropped", s.routes_dropped),
+            ("hop_timeouts", s.hop_timeouts),
+            ("reroutes", s.reroutes),
+            ("outbox_drops", s.outbox_drops),
+            ("event_drops", s.event_drops),
+            ("asks_forwarded", s.asks_forwarded),
+            ("asks_unplaced", s.asks_unplaced),
+            ("requests_delivered", s.requests_delivered),
+            ("deliveries_expired", s.deliveries_expired),
+            ("replies_late", s.replies_late),
+            ("group_repairs", s.group_repairs),
+            ("group_parent_changes", s.group_parent_changes),
+            ("group_roots_taken", s.group_roots_taken),
+            ("group_children_expired", s.group_children_expired),
+            ("group_cycles_refused", s.group_cycles_refused),
+            ("group_replayed", s.group_replayed),
+            ("events_unheard", s.events_unheard),
+            ("events_duplicate", s.events_duplicate),
+            ("events_stale", s.events_stale),
+            ("event_gaps", s.event_gaps),
+            ("events_lost", s.events_lost),
+            ("tunnels_failed", s.tunnels_failed),
+            ("tunnel_stale", s.tunnel_stale),
+            ("group_drops", s.group_drops),
+        ];
+        for (k, v) in fields {
+            *m.entry(k).or_insert(0) += v;
+        }
+    }
+    m
+}

@@ -23,6 +23,7 @@ mod churn;
 mod common;
 mod hops;
 mod partition;
+mod rpc_load;
 
 use std::path::Path;
 use std::time::Duration;
@@ -43,7 +44,7 @@ pub struct Scenario {
     pub name: String,
     /// What it exercises, in a sentence.
     pub description: String,
-    /// Which runner: `pastry-hops`, `churn` or `partition`.
+    /// Which runner: `pastry-hops`, `churn`, `partition` or `rpc-load`.
     pub kind: String,
     /// Master seed (overridable with `--seed`).
     pub seed: u64,
@@ -159,6 +160,7 @@ impl Scenario {
             "pastry-hops" => hops::run(self, node, out_dir, progress),
             "churn" => churn::run(self, node, out_dir, progress),
             "partition" => partition::run(self, node, out_dir, progress),
+            "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             other => bail!("unknown scenario kind {other:?} in {}", self.name),
         }
     }

@@ -1,0 +1,345 @@
+//! `rpc-load`: a stable overlay with clusters of 1 to 100 members and an open-loop (Poisson)
+//! request load from every node: latency distribution, hops, outcomes by kind, and fairness of
+//! the load balancing (equal capacities, and shares proportional to capacity).
+
+use std::path::Path;
+
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::common::{advance_ms, finish, ms_quantiles, node_counters, pct};
+use super::{Outcome, Progress, Scenario};
+use crate::apps::AppSpec;
+use crate::engine::Sim;
+use crate::metrics::quantile;
+use crate::report::{BarChart, ReportWriter, TargetRow, Verdict};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSpec {
+    name: String,
+    members: u32,
+    /// Capacities assigned round-robin to the members (1 = one request at a time).
+    capacities: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    nodes: u64,
+    join_spacing_ms: u64,
+    settle_s: u64,
+    clusters: Vec<ClusterSpec>,
+    /// Requests per second over all clusters (Poisson arrivals, uniform over clusters).
+    rate_per_s: f64,
+    duration_s: u64,
+    timeout_ms: u32,
+    /// Service time of one request at a member.
+    service_us: u64,
+    request_bytes: usize,
+}
+
+pub(super) fn run(
+    sc: &Scenario,
+    node: petal_core::Config,
+    out: &Path,
+    progress: &Progress,
+) -> anyhow::Result<Outcome> {
+    let p: Params = sc.params()?;
+    anyhow::ensure!(!p.clusters.is_empty(), "at least one cluster");
+    anyhow::ensure!(p.rate_per_s > 0.0, "rate_per_s must be positive");
+    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
+    progress.set_len(p.nodes + p.duration_s);
+    for k in 0..p.nodes {
+        sim.add_node();
+        advance_ms(&mut sim, p.join_spacing_ms);
+        if k % 100 == 0 {
+            progress.set(k, "joining".into());
+        }
+    }
+    advance_ms(&mut sim, p.settle_s * 1000);
+    // Members on distinct random nodes per cluster; one client on every node.
+    let n = sim.node_count() as u32;
+    for c in &p.clusters {
+        anyhow::ensure!(
+            !c.capacities.is_empty() && c.members <= n,
+            "cluster {}: capacities and at most one member per node",
+            c.name
+        );
+        let mut nodes: Vec<u32> = (0..n).collect();
+        for k in 0..c.members as usize {
+            let j = sim.rng().random_range(k..nodes.len());
+            nodes.swap(k, j);
+            let mut spec = AppSpec::member(&c.name, p.service_us);
+            spec.capacity = c.capacities[k % c.capacities.len()];
+            sim.add_app(nodes[k], spec)
+                .ok_or_else(|| anyhow::anyhow!("member not registered"))?;
+        }
+    }
+    let clients: Vec<usize> = (0..n)
+        .map(|i| sim.add_app(i, AppSpec::client()).expect("client registers"))
+        .collect();
+    // Load reports reach the roots within a refresh.
+    advance_ms(&mut sim, 3_000);
+    let from = sim.now();
+    let end_us = from.as_micros() + p.duration_s * 1_000_000;
+    let mut next_us = from.as_micros() as f64;
+    let mut per_cluster: Vec<Vec<u64>> = vec![Vec::new(); p.clusters.len()];
+    while sim.now().as_micros() < end_us {
+        let step_end = (sim.now().as_micros() + 10_000).min(end_us);
+        while (next_us as u64) < step_end {
+            let at = petal_core::Time::from_micros(next_us as u64);
+            sim.run_until(at.max(sim.now()));
+            let c = sim.rng().random_range(0..p.clusters.len());
+            let client = clients[sim.rng().random_range(0..clients.len())];
+            if let Some(gid) =
+                sim.request(client, &p.clusters[c].name, p.timeout_ms, p.request_bytes)
+            {
+                per_cluster[c].push(gid);
+            }
+            let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+            next_us += -u.ln() / p.rate_per_s * 1e6;
+        }
+        sim.run_until(petal_core::Time::from_micros(step_end));
+        let s = (sim.now().as_micros() - from.as_micros()) / 1_000_000;
+        progress.set(p.nodes + s, "requests".into());
+    }
+    let to = sim.now();
+    advance_ms(&mut sim, u64::from(p.timeout_ms) + 2_000);
+    progress.finish();
+    write_report(sc, &p, &sim, from, to, &per_cluster, out)
+}
+
+fn write_report(
+    sc: &Scenario,
+    p: &Params,
+    sim: &Sim,
+    from: petal_core::Time,
+    to: petal_core::Time,
+    per_cluster: &[Vec<u64>],
+    out: &Path,
+) -> anyhow::Result<Outcome> {
+    let all = sim.apps.request_stats(from, to, sim.now());
+    let mut w = ReportWriter::new(out, &sc.name, &sc.description);
+    w.heading("Results");
+    w.paragraph(&format!(
+        "{} nodes over a {} topology; clusters of {} members on distinct random nodes (a member \
+         handles as many requests at once as its capacity, each taking {} µs, and queues the rest); \
+         a client on every node. For {} s, requests arrive as a Poisson process at {} per second in \
+         total, each from a random client to a random cluster, with a {} ms timeout. Latency is \
+         from issue to outcome at the requester, in simulated time; hops are overlay hops to the \
+         cluster's root plus tree hops down to the member.",
+        p.nodes,
+        sim.topology().kind(),
+        p.clusters
+            .iter()
+            .map(|c| c.members.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        p.service_us,
+        p.duration_s,
+        p.rate_per_s,
+        p.timeout_ms
+    ));
+    let ms = |v: Option<u64>| v.map_or("-".into(), |x| format!("{:.1} ms", x as f64 / 1000.0));
+    let mut rows = Vec::new();
+    let mut json_clusters = Vec::new();
+    let mut cdfs = Vec::new();
+    let mut fairness_rows = Vec::new();
+    let mut min_equal_fairness: Option<f64> = None;
+    for (c, spec) in p.clusters.iter().enumerate() {
+        let gids: std::collections::BTreeSet<u64> = per_cluster[c].iter().copied().collect();
+        let mut lat: Vec<u64> = Vec::new();
+        let (mut issued, mut replies, mut timeouts) = (0u64, 0u64, 0u64);
+        for &g in &gids {
+            let r = &sim.apps.requests[g as usize];
+            issued += 1;
+            match r.outcome {
+                Some((crate::apps::OutcomeKind::Reply, t)) => {
+                    replies += 1;
+                    lat.push(t.as_micros() - r.start.as_micros());
+                }
+                Some((crate::apps::OutcomeKind::Timeout, _)) => timeouts += 1,
+                _ => {}
+            }
+        }
+        lat.sort_unstable();
+        let fairness = sim.apps.fairness(&spec.name, from, to);
+        let equal = spec.capacities.iter().all(|&x| x == spec.capacities[0]);
+        if equal && spec.members > 1 {
+            min_equal_fairness = Some(
+                min_equal_fairness.map_or(fairness.unwrap_or(0.0), |m: f64| {
+                    m.min(fairness.unwrap_or(0.0))
+                }),
+            );
+        }
+        rows.push(vec![
+            spec.name.clone(),
+            spec.members.to_string(),
+            issued.to_string(),
+            pct(replies as f64 / issued.max(1) as f64, 3),
+            ms(quantile(&lat, 0.5)),
+            ms(quantile(&lat, 0.99)),
+            ms(quantile(&lat, 0.999)),
+            fairness.map_or("-".into(), |f| format!("{f:.4}")),
+        ]);
+        if !equal {
+            // Share of requests per capacity class against the share of capacity.
+            let mut classes: std::collections::BTreeMap<u32, (u64, u64)> = Default::default();
+            let members: Vec<usize> = (0..sim.apps.list.len())
+                .filter(|&i| sim.apps.list[i].spec.cluster.as_deref() == Some(&spec.name))
+                .collect();
+            let total_cap: u64 = members
+                .iter()
+                .map(|&i| u64::from(sim.apps.list[i].spec.capacity))
+                .sum();
+            for &i in &members {
+                let e = classes.entry(sim.apps.list[i].spec.capacity).or_default();
+                e.0 += 1;
+            }
+            let served_total: u64 = gids
+                .iter()
+                .filter(|&&g| sim.apps.requests[g as usize].served_by.is_some())
+                .count() as u64;
+            for &g in &gids {
+                if let Some(m) = sim.apps.requests[g as usize].served_by {
+                    classes.entry(sim.apps.list[m].spec.capacity).or_default().1 += 1;
+                }
+            }
+            for (cap, (count, served)) in &classes {
+                fairness_rows.push(vec![
+                    spec.name.clone(),
+                    cap.to_string(),
+                    count.to_string(),
+                    pct(
+                        (u64::from(*cap) * count) as f64 / total_cap.max(1) as f64,
+                        1,
+                    ),
+                    pct(*served as f64 / served_total.max(1) as f64, 1),
+                ]);
+            }
+        }
+        json_clusters.push(json!({
+            "name": spec.name, "members": spec.members, "capacities": spec.capacities,
+            "issued": issued, "replies": replies, "timeouts": timeouts,
+            "latency": ms_quantiles(&lat), "p999_ms": quantile(&lat, 0.999).map(|v| v as f64 / 1000.0),
+            "fairness_jain": fairness,
+        }));
+        cdfs.push((
+            format!("{} member(s)", spec.members),
+            lat.iter().map(|&v| v as f64 / 1000.0).collect::<Vec<f64>>(),
+        ));
+    }
+    w.table(
+        &[
+            "cluster",
+            "members",
+            "requests",
+            "replied",
+            "p50",
+            "p99",
+            "p99.9",
+            "fairness (Jain, per capacity)",
+        ],
+        &rows,
+    );
+    if !fairness_rows.is_empty() {
+        w.subheading("Shares against capacity");
+        w.table(
+            &[
+                "cluster",
+                "capacity",
+                "members",
+                "share of capacity",
+                "share of requests",
+            ],
+            &fairness_rows,
+        );
+    }
+    let mut lat_all = all.latencies_us.clone();
+    lat_all.sort_unstable();
+    w.subheading("All requests");
+    w.table(
+        &[
+            "issued",
+            "judged",
+            "replies",
+            "faults",
+            "timeouts",
+            "no outcome",
+            "2+ outcomes",
+            "wrong reply",
+            "p50",
+            "p99",
+            "p99.9",
+        ],
+        &[vec![
+            all.issued.to_string(),
+            all.judged.to_string(),
+            all.replies.to_string(),
+            all.faults.to_string(),
+            all.timeouts.to_string(),
+            all.missing.to_string(),
+            all.multiple.to_string(),
+            all.wrong.to_string(),
+            ms(quantile(&lat_all, 0.5)),
+            ms(quantile(&lat_all, 0.99)),
+            ms(quantile(&lat_all, 0.999)),
+        ]],
+    );
+    let fair = min_equal_fairness.unwrap_or(1.0);
+    w.targets(&[
+        TargetRow::new(
+            "requests answered (stable overlay)",
+            "100 %",
+            pct(all.answered_ratio(), 3),
+            Verdict::from_met(all.replies + all.faults == all.judged && all.judged > 0),
+        ),
+        TargetRow::new(
+            "requests with exactly one outcome, none wrong",
+            "100 %",
+            pct(all.one_outcome_ratio(), 3),
+            Verdict::from_met(all.clean() && sim.apps.stray_events == 0),
+        ),
+        TargetRow::new(
+            "fairness over equal-capacity members (lowest cluster)",
+            "Jain ≥ 0.95",
+            format!("{fair:.4}"),
+            Verdict::from_met(fair >= 0.95),
+        ),
+    ]);
+    w.cdf_chart(
+        "latency_cdf.png",
+        "Request latency by cluster size",
+        "ms (simulated)",
+        &cdfs,
+    )?;
+    let max_hops = all.hops.iter().copied().max().unwrap_or(0) as usize;
+    let total = all.hops.len().max(1) as f64;
+    let dist: Vec<f64> = (0..=max_hops)
+        .map(|h| 100.0 * all.hops.iter().filter(|&&x| x as usize == h).count() as f64 / total)
+        .collect();
+    let bars = BarChart::new(
+        "Hops of delivered requests (to the root, then down the tree)",
+        "hops",
+        "% of requests",
+        (0..=max_hops).map(|h| h.to_string()).collect(),
+    )
+    .group("requests", dist.clone());
+    w.bar_chart("hops.png", &bars)?;
+    let mean_hops = all.hops.iter().map(|&h| f64::from(h)).sum::<f64>() / total;
+    w.paragraph(&format!("Mean hops per delivered request: {mean_hops:.2}."));
+    let results = json!({
+        "scenario": sc.name, "seed": sc.seed,
+        "topology": sim.topology().summary(),
+        "requests": all, "latency": ms_quantiles(&lat_all),
+        "p999_ms": quantile(&lat_all, 0.999).map(|v| v as f64 / 1000.0),
+        "hops_mean": mean_hops, "hop_distribution_pct": dist,
+        "clusters": json_clusters,
+        "stray_events": sim.apps.stray_events,
+        "node_counters": node_counters(sim),
+        "trace_hash": format!("{:016x}", sim.trace_hash()),
+    });
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+}

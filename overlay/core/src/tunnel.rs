@@ -24,7 +24,8 @@
 //! A chunk out of sequence, a window overrun, silence for `tunnel_idle_timeout` (keepalives
 //! flow every `tunnel_keepalive_interval`) or the far node's death closes the tunnel with a
 //! reason on both ends. A graceful close is sent after every queued chunk has left, and the far
-//! end reports it after its application has taken every chunk before it.
+//! end reports it after its application has taken every chunk before it, however slowly it
+//! reads: from then on, neither silence nor the death of the closing node fails that end.
 
 use std::collections::VecDeque;
 
@@ -293,7 +294,9 @@ impl Node {
             TunnelState::Open => {
                 t.closing = true;
                 t.inq.clear();
-                t.inq_bytes = 0;
+                let dropped = std::mem::take(&mut t.inq_bytes);
+                let peer = t.peer;
+                self.return_window(now, peer, dropped);
                 self.pump_out(now, id);
             }
             // Not open yet: closing means giving up (the far end hears of it if known).
@@ -436,6 +439,14 @@ impl Node {
         }
     }
 
+    /// Returns `bytes` of window to the far end for chunks dropped unread after a local close,
+    /// so that a far end that is closing too can flush its queue and send its own close.
+    fn return_window(&mut self, now: Time, peer: Option<(NodeInfo, u64)>, bytes: u64) {
+        if let Some((peer, pt)) = peer.filter(|_| bytes > 0) {
+            self.send_or_loop(now, peer, Message::TunnelAllow { tunnel: pt, bytes });
+        }
+    }
+
     /// The open tunnel `id` if `from` is its far end.
     fn tunnel_from(&mut self, from: NodeId, id: u64) -> Option<&mut Tunnel> {
         self.tunnels
@@ -459,7 +470,9 @@ impl Node {
         };
         t.heard = now;
         if t.closing {
-            // Our application closed: what still arrives is dropped.
+            // Our application closed: what still arrives is dropped (its window returned).
+            let peer = t.peer;
+            self.return_window(now, peer, payload.len() as u64);
             return;
         }
         let why = if seq != t.next_in_seq {
@@ -587,7 +600,12 @@ impl Node {
         let ids: Vec<u64> = self.tunnels.keys().copied().collect();
         for id in ids {
             let t = &self.tunnels[&id];
-            if t.state != TunnelState::Open || t.peer.is_some_and(|p| p.0.id == self.me.id) {
+            // Same-node tunnels cannot go silent; after a graceful close from the far end
+            // nothing more comes from it (the rest is here, for the local reader).
+            if t.state != TunnelState::Open
+                || t.peer_closed
+                || t.peer.is_some_and(|p| p.0.id == self.me.id)
+            {
                 continue;
             }
             if now.saturating_since(t.heard) >= idle {
@@ -615,12 +633,17 @@ impl Node {
         }
     }
 
-    /// Tunnels whose far end is on node `dead` fail at once.
+    /// Tunnels whose far end is on node `dead` fail at once (except those the far end closed
+    /// gracefully: what it sent is here and is still delivered).
     pub(crate) fn tunnels_on_peer_dead(&mut self, now: Time, dead: NodeId) {
         let ids: Vec<u64> = self
             .tunnels
             .iter()
-            .filter(|(_, t)| t.state == TunnelState::Open && t.peer.is_some_and(|p| p.0.id == dead))
+            .filter(|(_, t)| {
+                t.state == TunnelState::Open
+                    && !t.peer_closed
+                    && t.peer.is_some_and(|p| p.0.id == dead)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in ids {

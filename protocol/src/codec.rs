@@ -32,7 +32,7 @@
 //! 0x0a  RowReply       row u8 | entries list
 //! 0x0b  Leave          leaf list
 //! 0x0c  LookupReply    lookup u64 | owner NodeInfo | hops u8
-//! 0x0d  Graft          group key | load Load | seen EventSeq
+//! 0x0d  Graft          group key | load Load | seen EventSeq | rejoin bool
 //! 0x0e  Prune          group key
 //! 0x0f  Cast           group key | seq EventSeq | payload
 //! 0x10  Descend        group key | requester NodeInfo | hops u8 | hop_seq u64 | ask
@@ -180,7 +180,7 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::RowRequest { .. } => 1,
         Message::RowReply { entries, .. } => 1 + list(entries),
         Message::LookupReply { owner, .. } => 8 + info_len(owner) + 1,
-        Message::Graft { .. } => 16 + LOAD_LEN + EVENT_SEQ_LEN,
+        Message::Graft { .. } => 16 + LOAD_LEN + EVENT_SEQ_LEN + 1,
         Message::Prune { .. } => 16,
         Message::Cast { payload, .. } => 16 + EVENT_SEQ_LEN + bytes_len(payload),
         Message::Descend(d) => 16 + info_len(&d.requester) + 1 + 8 + ask_len(&d.ask),
@@ -321,11 +321,17 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             put_info(owner, out);
             out.push(*hops);
         }
-        Message::Graft { group, load, seen } => {
+        Message::Graft {
+            group,
+            load,
+            seen,
+            rejoin,
+        } => {
             out.push(ty::GRAFT);
             out.extend_from_slice(&group.to_bytes());
             put_load(load, out);
             put_event_seq(seen, out);
+            out.push(u8::from(*rejoin));
         }
         Message::Prune { group } => {
             out.push(ty::PRUNE);
@@ -568,6 +574,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             group: r.key("graft group")?,
             load: r.load()?,
             seen: r.event_seq("graft seen")?,
+            rejoin: r.bool("graft rejoin")?,
         },
         ty::PRUNE => Message::Prune {
             group: r.key("prune group")?,

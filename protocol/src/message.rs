@@ -103,6 +103,10 @@ pub enum Message {
         load: Load,
         /// The last event the sender has seen.
         seen: EventSeq,
+        /// The sender was in this tree before (under another parent, or this one before it
+        /// was dropped): replay what it missed even when it has seen nothing yet. A first
+        /// graft says false, so that a new subscriber is not handed older events.
+        rejoin: bool,
     },
     /// Drops a tree edge: from a child, "remove me"; from a parent, "I am not your parent".
     Prune {

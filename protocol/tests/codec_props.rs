@@ -106,11 +106,14 @@ fn message() -> impl Strategy<Value = Message> {
                 hops,
             }
         }),
-        (any::<u128>(), load(), event_seq()).prop_map(|(group, load, seen)| Message::Graft {
-            group: Key(group),
-            load,
-            seen,
-        }),
+        (any::<u128>(), load(), event_seq(), any::<bool>()).prop_map(
+            |(group, load, seen, rejoin)| Message::Graft {
+                group: Key(group),
+                load,
+                seen,
+                rejoin,
+            }
+        ),
         any::<u128>().prop_map(|group| Message::Prune { group: Key(group) }),
         (any::<u128>(), event_seq(), payload()).prop_map(|(group, seq, payload)| {
             Message::Cast {

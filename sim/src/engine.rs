@@ -145,6 +145,9 @@ pub struct Sim {
     pub metrics: Metrics,
     /// Simulated applications and what they saw.
     pub apps: Apps,
+    /// When set, every event copy sent between nodes (casts down a tree, publishes routed to
+    /// a root) as (from, to, event id): for link stress and forwarding load.
+    pub event_log: Option<Vec<(u32, u32, u64)>>,
     trace: u64,
     scratch: Vec<u8>,
 }
@@ -158,6 +161,7 @@ impl Sim {
             id_rng: ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, "ids", 0)),
             metrics: Metrics::new(cfg.bucket_us),
             apps: Apps::default(),
+            event_log: None,
             cfg,
             now: Time::ZERO,
             seq: 0,
@@ -555,6 +559,21 @@ impl Sim {
         if self.cfg.loss > 0.0 && self.net_rng.random_bool(self.cfg.loss) {
             self.metrics.dropped_loss += 1;
             return;
+        }
+        if let Some(log) = &mut self.event_log {
+            let payload = match &msg {
+                Message::Cast { payload, .. } => Some(payload),
+                Message::Route(petal_protocol::RouteMsg {
+                    body: petal_protocol::Routed::Publish { payload },
+                    ..
+                }) => Some(payload),
+                _ => None,
+            };
+            if let Some(gid) =
+                payload.and_then(|p| Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?)))
+            {
+                log.push((from, dst, gid));
+            }
         }
         let delay = self.topology.latency_us(from, dst);
         let info = self.slots[from as usize].node.info();

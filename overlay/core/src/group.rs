@@ -60,14 +60,47 @@ pub(crate) struct Group {
     /// The `seen.seq` at which a replay was already asked for (one ask per gap).
     pub(crate) gap_asked: Option<u64>,
     /// Recent events, oldest first, for replays to children (bounded in count and bytes).
-    pub(crate) recent: VecDeque<(EventSeq, Bytes)>,
+    /// Recent events with the time this node took them, oldest first.
+    pub(crate) recent: VecDeque<(EventSeq, Bytes, Time)>,
     pub(crate) recent_bytes: usize,
+    /// Epochs this node left lately, each with the last event it took there (at most
+    /// `LEFT_EPOCHS`): back in one of them, it resumes there and takes nothing twice.
+    pub(crate) left: Vec<EventSeq>,
     /// Members of the subtree as last reported to the parent: a change is reported at once
     /// (a triggered graft), so that requests are not steered into an emptied subtree.
     pub(crate) reported_members: u32,
+    /// This node has grafted in this tree before (its later grafts ask for replays even when
+    /// it has seen no event).
+    pub(crate) grafted: bool,
 }
 
+/// Epochs a group remembers having left.
+const LEFT_EPOCHS: usize = 4;
+
 impl Group {
+    /// Moves to `epoch`, whose next event is `next`: remembers where this node stood in the
+    /// epoch it leaves, and resumes where it stood in `epoch` if it was there before.
+    fn enter_epoch(&mut self, epoch: u64, next: u64) {
+        if self.seen.seq > 0 {
+            let old = self.seen;
+            self.left.retain(|s| s.epoch != old.epoch);
+            if self.left.len() >= LEFT_EPOCHS {
+                self.left.remove(0);
+            }
+            self.left.push(old);
+        }
+        let resume = self
+            .left
+            .iter()
+            .position(|s| s.epoch == epoch)
+            .map(|i| self.left.remove(i).seq);
+        self.seen = EventSeq {
+            epoch,
+            seq: resume.unwrap_or(next.saturating_sub(1)),
+        };
+        self.gap_asked = None;
+    }
+
     fn new(kind: GroupKind) -> Self {
         Self {
             kind,
@@ -80,7 +113,9 @@ impl Group {
             gap_asked: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            left: Vec::new(),
             reported_members: 0,
+            grafted: false,
         }
     }
 
@@ -201,11 +236,7 @@ impl Node {
                 if !g.root {
                     g.root = true;
                     // A new root numbers events in a new epoch.
-                    g.seen = EventSeq {
-                        epoch: self.rng.random::<u64>() | 1,
-                        seq: 0,
-                    };
-                    g.gap_asked = None;
+                    g.enter_epoch(self.rng.random::<u64>() | 1, 1);
                     self.stats.group_roots_taken += 1;
                 }
                 if let Some(p) = old {
@@ -215,8 +246,9 @@ impl Node {
             Some(parent) => {
                 g.root = false;
                 let old = g.parent.replace(parent);
-                let (load, seen) = (g.load(), g.seen);
+                let (load, seen, rejoin) = (g.load(), g.seen, g.grafted);
                 g.reported_members = load.members;
+                g.grafted = true;
                 if let Some(p) = old.filter(|p| p.id != parent.id) {
                     self.stats.group_parent_changes += 1;
                     self.send(p, Message::Prune { group: key });
@@ -227,6 +259,7 @@ impl Node {
                         group: key,
                         load,
                         seen,
+                        rejoin,
                     },
                 );
             }
@@ -293,6 +326,7 @@ impl Node {
         key: Key,
         load: Load,
         seen: EventSeq,
+        rejoin: bool,
     ) {
         if !self.is_ready() {
             return;
@@ -308,6 +342,12 @@ impl Node {
             .entry(key)
             .or_insert_with(|| Group::new(GroupKind::Topic));
         let fresh = g.parent.is_none() && !g.root;
+        if fresh && g.is_empty() && g.seen == EventSeq::default() {
+            // A new forwarder starts from its first child's position, so that its own graft
+            // asks its parent to replay what the child missed.
+            g.seen = seen;
+            g.grafted = rejoin;
+        }
         if g.parent.is_some_and(|p| p.id == from.id) {
             // A cycle: our parent thinks we are its parent. One of us routes on stale state;
             // refuse, and let the next refresh re-read the routes.
@@ -320,29 +360,40 @@ impl Node {
             self.send(from, Message::Prune { group: key });
             return;
         }
-        g.children.insert(
-            from.id,
-            Child {
-                addr: from.addr,
-                load,
-                heard: now,
-            },
+        let known = g
+            .children
+            .insert(
+                from.id,
+                Child {
+                    addr: from.addr,
+                    load,
+                    heard: now,
+                },
+            )
+            .is_some();
+        // A child we already had may simply not have received what is in flight to it: only
+        // events older than a refresh interval count as missed.
+        let settled = Time::from_micros(
+            now.as_micros()
+                .saturating_sub(self.cfg.group_refresh_interval.as_micros() as u64),
         );
         // Replay what the child missed: in its epoch, what is newer than its last event; from
         // another epoch (it moved here from an old tree), everything we hold of ours. The buffer
         // may also hold events of an epoch this node left (a new root took over): those are
         // never replayed, as the child may have taken them already and would take them again.
-        let replay: Vec<(EventSeq, Bytes)> = if seen.seq == 0 && seen.epoch == 0 {
+        // A first graft that has seen nothing is a new subscriber: it gets what comes next.
+        let replay: Vec<(EventSeq, Bytes)> = if seen == EventSeq::default() && !rejoin {
             Vec::new()
         } else {
             let ours = g.seen.epoch;
             g.recent
                 .iter()
-                .filter(|(s, _)| {
-                    (s.epoch == seen.epoch && s.seq > seen.seq)
-                        || (seen.epoch != ours && s.epoch == ours)
+                .filter(|(s, _, at)| {
+                    (!known || *at <= settled)
+                        && ((s.epoch == seen.epoch && s.seq > seen.seq)
+                            || (seen.epoch != ours && s.epoch == ours))
                 })
-                .cloned()
+                .map(|(s, p, _)| (*s, p.clone()))
                 .collect()
         };
         for (seq, payload) in replay {
@@ -404,7 +455,7 @@ impl Node {
     }
 
     /// A published event reached the root: number it and cast it down.
-    pub(crate) fn root_publish(&mut self, key: Key, payload: Bytes) {
+    pub(crate) fn root_publish(&mut self, now: Time, key: Key, payload: Bytes) {
         let Some(g) = self.groups.get_mut(&key) else {
             self.stats.events_unheard += 1;
             return;
@@ -414,11 +465,7 @@ impl Node {
             // event goes up the old tree's root would lose it, so take the role now.
             let old = g.parent.take();
             g.root = true;
-            g.seen = EventSeq {
-                epoch: self.rng.random::<u64>() | 1,
-                seq: 0,
-            };
-            g.gap_asked = None;
+            g.enter_epoch(self.rng.random::<u64>() | 1, 1);
             self.stats.group_roots_taken += 1;
             if let Some(p) = old {
                 self.send(p, Message::Prune { group: key });
@@ -429,10 +476,17 @@ impl Node {
             epoch: g.seen.epoch,
             seq: g.seen.seq + 1,
         };
-        self.take_event(key, None, seq, payload);
+        self.take_event(now, key, None, seq, payload);
     }
 
-    pub(crate) fn on_cast(&mut self, from: NodeInfo, key: Key, seq: EventSeq, payload: Bytes) {
+    pub(crate) fn on_cast(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        key: Key,
+        seq: EventSeq,
+        payload: Bytes,
+    ) {
         let Some(g) = self.groups.get_mut(&key) else {
             // Not in this tree (any more): tell the sender to drop us.
             self.stats.events_stale += 1;
@@ -445,16 +499,15 @@ impl Node {
             return;
         }
         if seq.epoch != g.seen.epoch {
-            if !from_parent {
+            // Another numbering: follow it when it comes from our parent (a new root), or when
+            // we have seen nothing yet (the first event may come from the parent we just
+            // left, before it heard that we moved).
+            if !from_parent && g.seen != EventSeq::default() {
                 self.stats.events_stale += 1;
                 return;
             }
-            // Our parent's tree is numbered by a new root: follow it.
-            g.seen = EventSeq {
-                epoch: seq.epoch,
-                seq: seq.seq.saturating_sub(1),
-            };
-            g.gap_asked = None;
+            // Where we stood in that epoch if we were there before: nothing is taken twice.
+            g.enter_epoch(seq.epoch, seq.seq);
         }
         if seq.seq <= g.seen.seq {
             self.stats.events_duplicate += 1;
@@ -472,6 +525,7 @@ impl Node {
                         group: key,
                         load,
                         seen,
+                        rejoin: true,
                     },
                 );
                 return;
@@ -482,7 +536,7 @@ impl Node {
             }
             self.stats.events_lost += seq.seq - g.seen.seq - 1;
         }
-        self.take_event(key, Some(from.id), seq, payload);
+        self.take_event(now, key, Some(from.id), seq, payload);
         if !from_parent {
             // In order, so taken; but the sender should no longer count us as its child.
             self.stats.events_stale += 1;
@@ -492,15 +546,22 @@ impl Node {
 
     /// Takes event `seq`: remembers it for replays, delivers it to local members and casts it
     /// to every child but `from`.
-    fn take_event(&mut self, key: Key, from: Option<NodeId>, seq: EventSeq, payload: Bytes) {
+    fn take_event(
+        &mut self,
+        now: Time,
+        key: Key,
+        from: Option<NodeId>,
+        seq: EventSeq,
+        payload: Bytes,
+    ) {
         let (max_n, max_bytes) = (self.cfg.group_replay_events, self.cfg.group_replay_bytes);
         let g = self.groups.get_mut(&key).expect("present");
         g.seen = seq;
         g.gap_asked = None;
-        g.recent.push_back((seq, payload.clone()));
+        g.recent.push_back((seq, payload.clone(), now));
         g.recent_bytes += payload.len();
         while g.recent.len() > max_n || g.recent_bytes > max_bytes {
-            let (_, p) = g.recent.pop_front().expect("non-empty");
+            let (_, p, _) = g.recent.pop_front().expect("non-empty");
             g.recent_bytes -= p.len();
         }
         let kind = g.kind;
@@ -567,7 +628,7 @@ impl Node {
             );
             assert_eq!(
                 g.recent_bytes,
-                g.recent.iter().map(|(_, p)| p.len()).sum::<usize>(),
+                g.recent.iter().map(|(_, p, _)| p.len()).sum::<usize>(),
                 "replay byte count"
             );
             assert!(

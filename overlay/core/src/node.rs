@@ -605,13 +605,18 @@ impl Node {
                 hops,
             } if owner.id == from.id => self.on_lookup_reply(lookup, owner, hops),
             Message::LookupReply { .. } => self.stats.unknown_messages += 1,
-            Message::Graft { group, load, seen } => self.on_graft(now, from, group, load, seen),
+            Message::Graft {
+                group,
+                load,
+                seen,
+                rejoin,
+            } => self.on_graft(now, from, group, load, seen, rejoin),
             Message::Prune { group } => self.on_prune(now, from, group),
             Message::Cast {
                 group,
                 seq,
                 payload,
-            } => self.on_cast(from, group, seq, payload),
+            } => self.on_cast(now, from, group, seq, payload),
             Message::Descend(d) => self.on_descend(now, from, d),
             other => self.handle_app_message(now, from, other),
         }

@@ -237,7 +237,7 @@ impl Node {
                     self.send(msg.origin, reply);
                 }
             }
-            Routed::Publish { payload } => self.root_publish(msg.key, payload),
+            Routed::Publish { payload } => self.root_publish(now, msg.key, payload),
             Routed::Ask(ask) => self.root_ask(now, msg.key, msg.origin, msg.hops, ask),
             _ => self.stats.unknown_messages += 1,
         }

@@ -23,6 +23,7 @@ mod churn;
 mod common;
 mod hops;
 mod partition;
+mod pubsub_fanout;
 mod rpc_load;
 
 use std::path::Path;
@@ -44,7 +45,7 @@ pub struct Scenario {
     pub name: String,
     /// What it exercises, in a sentence.
     pub description: String,
-    /// Which runner: `pastry-hops`, `churn`, `partition` or `rpc-load`.
+    /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load` or `pubsub-fanout`.
     pub kind: String,
     /// Master seed (overridable with `--seed`).
     pub seed: u64,
@@ -161,6 +162,7 @@ impl Scenario {
             "churn" => churn::run(self, node, out_dir, progress),
             "partition" => partition::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
+            "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),
             other => bail!("unknown scenario kind {other:?} in {}", self.name),
         }
     }

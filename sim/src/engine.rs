@@ -146,8 +146,9 @@ pub struct Sim {
     /// Simulated applications and what they saw.
     pub apps: Apps,
     /// When set, every event copy sent between nodes (casts down a tree, publishes routed to
-    /// a root) as (from, to, event id): for link stress and forwarding load.
-    pub event_log: Option<Vec<(u32, u32, u64)>>,
+    /// a root) as (from, to, event id, is a cast, send time): for link stress, forwarding load
+    /// and the delay from the root.
+    pub event_log: Option<Vec<(u32, u32, u64, bool, Time)>>,
     trace: u64,
     scratch: Vec<u8>,
 }
@@ -572,7 +573,8 @@ impl Sim {
             if let Some(gid) =
                 payload.and_then(|p| Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?)))
             {
-                log.push((from, dst, gid));
+                let cast = matches!(msg, Message::Cast { .. });
+                log.push((from, dst, gid, cast, self.now));
             }
         }
         let delay = self.topology.latency_us(from, dst);

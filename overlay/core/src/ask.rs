@@ -75,6 +75,9 @@ impl Node {
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
         self.requests.insert(id, PendingRequest { conn, deadline });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.requests += 1;
+        }
         self.set_timer(deadline, TimerKey::Request(id));
         self.stats.requests_sent += 1;
         self.start_ask(
@@ -87,6 +90,12 @@ impl Node {
             },
         );
         Ok(id)
+    }
+
+    fn request_done(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.requests -= 1;
+        }
     }
 
     /// Routes an ask towards the root of cluster `key`.
@@ -103,6 +112,7 @@ impl Node {
 
     pub(crate) fn on_request_timeout(&mut self, id: u64) {
         if let Some(r) = self.requests.remove(&id) {
+            self.request_done(r.conn);
             self.stats.requests_timed_out += 1;
             self.emit(Event::RequestDone {
                 conn: r.conn,
@@ -118,6 +128,7 @@ impl Node {
             self.stats.replies_late += 1;
             return;
         };
+        self.request_done(r.conn);
         let outcome = match result {
             ReplyResult::Ok(b) => {
                 self.stats.requests_answered += 1;

@@ -85,6 +85,11 @@ pub struct Config {
     pub max_conns: usize,
     /// Most requests issued here awaiting their outcome.
     pub max_pending_requests: usize,
+    /// Most requests one connection may have awaiting their outcome (so that one connection
+    /// cannot take the node's whole table).
+    pub max_conn_requests: u32,
+    /// Most tunnel ends one connection may have.
+    pub max_conn_tunnels: usize,
     /// Most requests delivered to local members awaiting their reply.
     pub max_deliveries: usize,
     /// In-flight requests that make a member saturated (chosen only when no member has room).
@@ -143,6 +148,8 @@ impl Default for Config {
             group_replay_bytes: 1 << 20,
             max_conns: 65_536,
             max_pending_requests: 65_536,
+            max_conn_requests: 16_384,
+            max_conn_tunnels: 1024,
             max_deliveries: 65_536,
             max_member_inflight: 1024,
             stall_forget_after: Duration::from_secs(60),

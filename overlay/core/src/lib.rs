@@ -1,16 +1,19 @@
 //! # petal-core
 //!
 //! Petal's node logic as a sans-IO state machine: the Pastry overlay (routing table, leaf set,
-//! join, routing, failure detection, repair, leave). It reads no clock, opens no socket, spawns
-//! no task and draws randomness only from its own seeded generator, so the same inputs give the
-//! same outputs, in the daemon and in the simulators alike.
+//! join, routing, failure detection, repair, leave) and, on top of it, messaging for local
+//! applications: clusters (load-balanced requests with exactly one outcome, broadcasts),
+//! publish/subscribe topics and tunnels. It reads no clock, opens no socket, spawns no task and
+//! draws randomness only from its own seeded generator, so the same inputs give the same
+//! outputs, in the daemon and in the simulators alike.
 //!
 //! ## Drive contract
 //! A driver owns one [`Node`] and loops:
 //! 1. feed inputs: [`Node::handle_message`] for every message that arrived (with the sender's
 //!    [`NodeInfo`], which an authenticated link or the simulator provides), and
 //!    [`Node::handle_timeout`] once the time from [`Node::poll_timeout`] has come; commands
-//!    ([`Node::start_first`], [`Node::join`], [`Node::lookup`], [`Node::leave`]) likewise;
+//!    ([`Node::start_first`], [`Node::join`], [`Node::lookup`], [`Node::leave`], and the
+//!    application commands below) likewise;
 //! 2. drain outputs: [`Node::poll_transmit`] until `None` (send each message to its `to`, never
 //!    to another id at that address), and [`Node::poll_event`] until `None`;
 //! 3. re-read [`Node::poll_timeout`] and sleep until then or until the next input.
@@ -50,12 +53,40 @@
 //! node routes to it before it can serve. Routed messages that reach it in between are held
 //! (bounded) and delivered when it is ready.
 //!
+//! ## Messaging
+//! Local applications are connections ([`ConnId`], one per relay session) that the driver
+//! registers ([`Node::register`]: a plain client, or a member of a named cluster with a
+//! relative capacity) and unregisters when they close. Clusters and topics are *groups*; each
+//! group has a Scribe-style tree rooted at the node that owns the group's key
+//! ([`GroupKind::key`]), made of the overlay routes from its members' nodes to the root.
+//! - **Publish/subscribe and broadcast** ([`Node::subscribe`], [`Node::publish`],
+//!   [`Node::broadcast`]): the event is routed to the root, numbered there and cast down the
+//!   tree; every node takes events in order, drops what it has seen, and a node that moved to a
+//!   new parent or saw a gap gets the missing events replayed from a small per-group buffer.
+//!   Delivered as [`Event::Published`] / [`Event::Broadcast`].
+//! - **Requests** ([`Node::request`]): routed to the cluster's root, then down its tree to one
+//!   member chosen by load (capacity-weighted power of two choices over members and subtrees,
+//!   whose load is reported up with every graft; stalled or saturated members only as a last
+//!   resort), hop by hop with acknowledgements. The member's node answers the requester's node
+//!   directly; the requester's node decides the one outcome ([`Event::RequestDone`]: reply,
+//!   fault or timeout) and drops anything later.
+//! - **Tunnels** ([`Node::tunnel_open`]): opened like a request, then an ordered, chunked,
+//!   credit-throttled stream straight between the two nodes (or within one node), with
+//!   graceful close, failure with a reason, and bounded buffers end to end.
+//!
+//! Group trees repair themselves: a child grafts on its next hop towards the key every
+//! `group_refresh_interval` (moving when the route moved), a dead parent makes its children
+//! graft elsewhere at once, a silent child is forgotten after `group_child_timeout`.
+//!
 //! ## Layout
 //! - [`time`]: [`Time`], microseconds as a value.
 //! - [`config`]: [`Config`], every limit and timer.
 //! - [`leaf_set`], [`routing_table`]: the two routing structures.
 //! - [`node`]: [`Node`], the drive API and dispatch; `liveness`, `routing` and `membership`
 //!   add its behaviour by concern.
+//! - [`app`]: what applications see ([`ConnId`], [`GroupKind`], [`Outcome`], [`AppError`]);
+//!   `local` holds the application commands, `group` the trees and events, `ask` requests
+//!   and their descent, `tunnel` the tunnels.
 //! - [`stats`]: [`Stats`] counters.
 
 pub mod app;

@@ -18,6 +18,8 @@ pub(crate) struct Conn {
     pub(crate) cluster: Option<Key>,
     /// Topics it subscribes to.
     pub(crate) topics: BTreeSet<Key>,
+    /// Its requests awaiting their outcome.
+    pub(crate) requests: u32,
 }
 
 impl Node {
@@ -164,7 +166,10 @@ impl Node {
         timeout_ms: u32,
     ) -> Result<u64, AppError> {
         self.running()?;
-        self.conn(conn)?;
+        if self.conn(conn)?.requests >= self.cfg.max_conn_requests {
+            self.stats.request_drops += 1;
+            return Err(AppError::Full("pending requests of this connection"));
+        }
         let id = self.start_request(
             now,
             conn,
@@ -195,6 +200,11 @@ impl Node {
     ) -> Result<u64, AppError> {
         self.running()?;
         self.conn(conn)?;
+        let open = self.tunnels.values().filter(|t| t.conn == conn).count();
+        if open >= self.cfg.max_conn_tunnels {
+            self.stats.tunnel_drops += 1;
+            return Err(AppError::Full("tunnels of this connection"));
+        }
         let id = self.start_tunnel(now, conn, GroupKind::Cluster.key(cluster), timeout_ms)?;
         self.drain_loopback(now);
         Ok(id)
@@ -295,6 +305,14 @@ impl Node {
             assert!(
                 self.conns.contains_key(&r.conn),
                 "request of a gone connection"
+            );
+        }
+        for (id, c) in &self.conns {
+            let n = self.requests.values().filter(|r| r.conn == *id).count();
+            assert_eq!(c.requests as usize, n, "pending requests miscounted");
+            assert!(
+                c.requests <= self.cfg.max_conn_requests,
+                "connection over its request bound"
             );
         }
         for t in self.tunnels.values() {

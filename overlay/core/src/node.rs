@@ -1,8 +1,8 @@
 //! The Pastry node: state, the drive API (`handle_*` in, `poll_*` out) and message dispatch.
 //!
 //! Behaviour is split by concern into sibling files that add `impl Node` blocks:
-//! [`crate::liveness`] (pings, suspicion, death, re-probes), [`crate::routing`] (next hop, hop
-//! acknowledgements, delivery, lookups) and [`crate::membership`] (join, announce, leaf-set
+//! `liveness` (pings, suspicion, death, re-probes), `routing` (next hop, hop
+//! acknowledgements, delivery, lookups) and `membership` (join, announce, leaf-set
 //! exchange, repair, leave).
 
 use std::cmp::Reverse;

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use petal_protocol::{Ask, AskKind, DescendMsg, Key, Message, NodeId, NodeInfo, ReplyResult};
 use rand::Rng;
 
-use crate::app::{AppError, ConnId, Outcome};
+use crate::app::{AppError, ConnId, GroupKind, Outcome};
 use crate::node::{Event, Node, TimerKey};
 use crate::routing::{HopMsg, PendingHop};
 use crate::time::Time;
@@ -248,7 +248,10 @@ impl Node {
         let max_inflight = self.cfg.max_member_inflight;
         let g = self.groups.get(&key)?;
         let mut opts: Vec<Option3> = Vec::new();
-        for (conn, m) in &g.members {
+        // Only a cluster's members take requests and tunnels: a topic's subscribers never do,
+        // whatever a peer sends down that topic's tree.
+        let members = g.members.iter().filter(|_| g.kind == GroupKind::Cluster);
+        for (conn, m) in members {
             let class = if m.stalled > 0 {
                 2
             } else if m.inflight >= max_inflight {

@@ -92,6 +92,9 @@ fn index_of(addr: SocketAddr) -> Option<u32> {
     }
 }
 
+/// One copy of an event sent between nodes: (from, to, event id, is a cast, send time).
+pub type EventCopy = (u32, u32, u64, bool, Time);
+
 /// What the engine's queue holds.
 #[derive(Debug)]
 pub(crate) enum Ev {
@@ -148,7 +151,7 @@ pub struct Sim {
     /// When set, every event copy sent between nodes (casts down a tree, publishes routed to
     /// a root) as (from, to, event id, is a cast, send time): for link stress, forwarding load
     /// and the delay from the root.
-    pub event_log: Option<Vec<(u32, u32, u64, bool, Time)>>,
+    pub event_log: Option<Vec<EventCopy>>,
     trace: u64,
     scratch: Vec<u8>,
 }

@@ -175,6 +175,8 @@ impl Node {
                 ..Member::default()
             },
         );
+        self.arm_group_refresh(now, self.cfg.group_refresh_interval);
+        let g = self.groups.get_mut(&key).expect("just inserted");
         if fresh || !g.root && g.parent.is_none() {
             self.maintain_group(now, key);
         } else {
@@ -262,9 +264,24 @@ impl Node {
                         rejoin,
                     },
                 );
+                self.watch_parent(now, parent.id);
             }
         }
-        let _ = now;
+    }
+
+    /// Group parents are pinged as often as leaf-set members: a dead parent cuts off its whole
+    /// subtree until it is declared dead, so it must be found out as fast as a neighbour.
+    fn watch_parent(&mut self, now: Time, id: NodeId) {
+        if self.parents.insert(id, ()).is_some() {
+            return;
+        }
+        let soon = self.quantize(now + self.cfg.leaf_ping_interval);
+        if let Some(p) = self.peers.get_mut(&id) {
+            if p.ping.is_none() && p.due > soon {
+                p.due = soon;
+                self.set_timer(soon, TimerKey::Peer(id));
+            }
+        }
     }
 
     /// The periodic refresh of every group: drops silent children, then maintains each group.
@@ -280,8 +297,25 @@ impl Node {
             }
             self.maintain_group(now, key);
         }
-        self.group_refresh_at = now + self.cfg.group_refresh_interval;
-        self.set_timer(self.group_refresh_at, TimerKey::GroupRefresh);
+        // Forget nodes that are no longer anyone's parent here (their pings slow down again).
+        self.parents.clear();
+        for g in self.groups.values() {
+            if let Some(p) = g.parent {
+                self.parents.insert(p.id, ());
+            }
+        }
+        // The refresh runs only while this node is in some tree.
+        self.group_refresh_at = Time::MAX;
+        self.arm_group_refresh(now, self.cfg.group_refresh_interval);
+    }
+
+    /// Arms the periodic group refresh `after` from now, unless it is armed already, the node
+    /// is in no tree or not ready.
+    pub(crate) fn arm_group_refresh(&mut self, now: Time, after: std::time::Duration) {
+        if self.group_refresh_at == Time::MAX && !self.groups.is_empty() && self.is_ready() {
+            self.group_refresh_at = now + after;
+            self.set_timer(self.group_refresh_at, TimerKey::GroupRefresh);
+        }
     }
 
     /// Starts the periodic refresh (when the node becomes ready) and grafts every group.
@@ -289,8 +323,8 @@ impl Node {
         let jitter = self
             .rng
             .random_range(0..self.cfg.group_refresh_interval.as_micros().max(1) as u64);
-        self.group_refresh_at = Time::from_micros(now.as_micros() + jitter);
-        self.set_timer(self.group_refresh_at, TimerKey::GroupRefresh);
+        self.group_refresh_at = Time::MAX;
+        self.arm_group_refresh(now, std::time::Duration::from_micros(jitter));
         let keys: Vec<Key> = self.groups.keys().copied().collect();
         for key in keys {
             self.maintain_group(now, key);
@@ -337,10 +371,11 @@ impl Node {
             return;
         }
         let max_children = self.cfg.max_group_children;
-        let g = self
-            .groups
-            .entry(key)
-            .or_insert_with(|| Group::new(GroupKind::Topic));
+        if let std::collections::btree_map::Entry::Vacant(e) = self.groups.entry(key) {
+            e.insert(Group::new(GroupKind::Topic));
+            self.arm_group_refresh(now, self.cfg.group_refresh_interval);
+        }
+        let g = self.groups.get_mut(&key).expect("present");
         let fresh = g.parent.is_none() && !g.root;
         if fresh && g.is_empty() && g.seen == EventSeq::default() {
             // A new forwarder starts from its first child's position, so that its own graft
@@ -607,6 +642,10 @@ impl Node {
         assert!(
             self.groups.len() <= self.cfg.max_groups,
             "groups over bound"
+        );
+        assert!(
+            !self.is_ready() || self.groups.is_empty() || self.group_refresh_at != Time::MAX,
+            "a node in a tree without its refresh timer"
         );
         for (key, g) in &self.groups {
             assert!(

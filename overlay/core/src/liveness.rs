@@ -47,7 +47,7 @@ pub(crate) struct Probe {
 
 impl Node {
     fn ping_interval(&self, id: NodeId) -> Duration {
-        if self.leaf.contains(id) {
+        if self.leaf.contains(id) || self.parents.contains_key(&id) {
             self.cfg.leaf_ping_interval
         } else {
             self.cfg.routing_ping_interval

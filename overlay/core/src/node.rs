@@ -271,6 +271,9 @@ pub struct Node {
     pub(crate) leaf_exchange_at: Time,
     /// Group trees this node is part of, by group key.
     pub(crate) groups: BTreeMap<Key, Group>,
+    /// Nodes that are (or were until the last group refresh) a parent in some group tree:
+    /// pinged as often as leaf-set members.
+    pub(crate) parents: IdMap<()>,
     pub(crate) group_refresh_at: Time,
     /// Local application connections.
     pub(crate) conns: BTreeMap<ConnId, Conn>,
@@ -318,6 +321,7 @@ impl Node {
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
             groups: BTreeMap::new(),
+            parents: IdMap::default(),
             group_refresh_at: Time::MAX,
             conns: BTreeMap::new(),
             requests: BTreeMap::new(),
@@ -392,6 +396,7 @@ impl Node {
         }
         self.tunnel_tick_at = Time::MAX;
         self.group_refresh_at = Time::MAX;
+        self.parents.clear();
         for g in self.groups.values_mut() {
             g.parent = None;
             g.root = false;

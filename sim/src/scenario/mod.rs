@@ -19,10 +19,13 @@
 //! figures (run time, events per second) go to `perf.json` apart, because they are the only
 //! output that is not a function of (scenario, seed, commit).
 
+mod app_workload;
 mod churn;
+mod churn_messaging;
 mod common;
 mod hops;
 mod partition;
+mod partition_messaging;
 mod pubsub_fanout;
 mod rpc_load;
 
@@ -45,7 +48,8 @@ pub struct Scenario {
     pub name: String,
     /// What it exercises, in a sentence.
     pub description: String,
-    /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load` or `pubsub-fanout`.
+    /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load`, `pubsub-fanout`,
+    /// `churn-messaging` or `partition-messaging`.
     pub kind: String,
     /// Master seed (overridable with `--seed`).
     pub seed: u64,
@@ -83,6 +87,12 @@ pub struct NodeOverrides {
     pub lookup_timeout_ms: Option<u64>,
     /// Lookup attempts.
     pub lookup_attempts: Option<u32>,
+    /// Routing-table row refresh interval.
+    pub routing_maintenance_interval_ms: Option<u64>,
+    /// Group-tree refresh interval.
+    pub group_refresh_interval_ms: Option<u64>,
+    /// How long a parent keeps a silent child.
+    pub group_child_timeout_ms: Option<u64>,
 }
 
 impl NodeOverrides {
@@ -113,6 +123,15 @@ impl NodeOverrides {
         }
         if let Some(v) = self.lookup_attempts {
             c.lookup_attempts = v;
+        }
+        if let Some(v) = self.routing_maintenance_interval_ms {
+            c.routing_maintenance_interval = ms(v);
+        }
+        if let Some(v) = self.group_refresh_interval_ms {
+            c.group_refresh_interval = ms(v);
+        }
+        if let Some(v) = self.group_child_timeout_ms {
+            c.group_child_timeout = ms(v);
         }
         c.validate()?;
         Ok(c)
@@ -161,6 +180,8 @@ impl Scenario {
             "pastry-hops" => hops::run(self, node, out_dir, progress),
             "churn" => churn::run(self, node, out_dir, progress),
             "partition" => partition::run(self, node, out_dir, progress),
+            "churn-messaging" => churn_messaging::run(self, node, out_dir, progress),
+            "partition-messaging" => partition_messaging::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),
             other => bail!("unknown scenario kind {other:?} in {}", self.name),

@@ -103,9 +103,11 @@ pub enum Message {
         load: Load,
         /// The last event the sender has seen.
         seen: EventSeq,
-        /// The sender was in this tree before (under another parent, or this one before it
-        /// was dropped): replay what it missed even when it has seen nothing yet. A first
-        /// graft says false, so that a new subscriber is not handed older events.
+        /// The sender asks for everything it missed, at once: it was in this tree before and
+        /// now grafts on a new parent (or again after losing its parent), or it saw a gap.
+        /// Replayed then even when it has seen nothing yet. A first graft says false (a new
+        /// subscriber is not handed older events), and so does a periodic refresh (the parent
+        /// replays only events old enough not to be still in flight to it).
         rejoin: bool,
     },
     /// Drops a tree edge: from a child, "remove me"; from a parent, "I am not your parent".

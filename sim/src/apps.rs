@@ -163,7 +163,7 @@ pub struct TunnelRecord {
     pub corrupt: bool,
     /// How it ended.
     pub end: TunnelEnd,
-    /// The acceptor reads slowly: it takes a message `read_delay_us` after it arrived.
+    /// The acceptor reads slowly: each message takes it `read_delay_us`, one after another.
     pub read_delay_us: u64,
 }
 
@@ -182,6 +182,8 @@ struct TunnelEndState {
     opener: bool,
     /// The application at this end.
     app: usize,
+    /// A slow reader is busy with earlier messages until then.
+    busy_until: Option<Time>,
 }
 
 /// Every application and every record the oracles read.
@@ -406,8 +408,8 @@ impl Sim {
     }
 
     /// Opens a tunnel from application `app` to `cluster` that will carry `messages` messages
-    /// of `size` bytes each way; the acceptor takes each message `read_delay_us` after it
-    /// arrives. Returns its global id.
+    /// of `size` bytes each way; the acceptor spends `read_delay_us` on each message, one
+    /// after another (a slow reader). Returns its global id.
     pub fn open_tunnel(
         &mut self,
         app: usize,
@@ -586,7 +588,17 @@ impl Sim {
                 if delay == 0 {
                     self.take_chunk(i, tunnel, size, payload);
                 } else {
-                    let at = now + std::time::Duration::from_micros(delay);
+                    // One message at a time: each first chunk costs the reader `delay` after
+                    // it is done with the previous messages.
+                    let end = self
+                        .apps
+                        .tunnel_ends
+                        .get_mut(&(i, tunnel))
+                        .expect("checked");
+                    let start = end.busy_until.map_or(now, |b| b.max(now));
+                    let cost = if size != 0 { delay } else { 0 };
+                    let at = start + std::time::Duration::from_micros(cost);
+                    end.busy_until = Some(at);
                     self.push(
                         at,
                         Ev::App(AppAction::Take {

@@ -291,3 +291,43 @@ fn crashes_give_clear_outcomes() {
     assert_eq!(t.running, 0, "every tunnel ended: {t:?}");
     assert_eq!(members.len(), 20);
 }
+
+#[test]
+fn a_leaving_node_answers_what_is_pending() {
+    let mut s = sim(60);
+    grow(&mut s, 30);
+    s.add_app(3, AppSpec::member("slow", 5_000_000)).unwrap();
+    s.add_app(4, AppSpec::member("echo", 0)).unwrap();
+    let c = s.add_app(9, AppSpec::client()).unwrap();
+    advance(&mut s, 3_000);
+    let from = s.now();
+    for _ in 0..5 {
+        s.request(c, "slow", 10_000, 8).unwrap();
+    }
+    // A slow reader keeps the tunnel busy for a long while.
+    s.open_tunnel(c, "echo", 2_000, 200, 100_000, 50_000)
+        .unwrap();
+    advance(&mut s, 1_000);
+    let left_at = s.now();
+    s.leave(9);
+    let to = s.now();
+    let r = &s.apps.requests;
+    assert_eq!(r.len(), 5);
+    for q in r {
+        assert_eq!(q.outcomes, 1, "{q:?}");
+        let (kind, at) = q.outcome.expect("an outcome at once");
+        assert_eq!(kind, petal_sim::apps::OutcomeKind::Timeout);
+        assert_eq!(at, left_at, "the timeout comes when the node leaves");
+    }
+    let t = s.apps.tunnel_stats(from, to);
+    assert_eq!(t.failed, 1, "{t:?}");
+    assert!(
+        t.reasons.keys().any(|k| k.contains("shutting down")),
+        "{t:?}"
+    );
+    // The far end hears of it too: no tunnel is left anywhere.
+    advance(&mut s, 5_000);
+    for i in 0..30 {
+        assert_eq!(s.node(i).tunnel_count(), 0, "node {i} keeps a tunnel");
+    }
+}

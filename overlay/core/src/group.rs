@@ -248,7 +248,11 @@ impl Node {
             Some(parent) => {
                 g.root = false;
                 let old = g.parent.replace(parent);
-                let (load, seen, rejoin) = (g.load(), g.seen, g.grafted);
+                // A refresh to the same parent asks for nothing; a node that was in the tree and
+                // now grafts on a new parent (or again after losing its parent) asks for what it
+                // missed.
+                let moved = old.is_none_or(|p| p.id != parent.id);
+                let (load, seen, rejoin) = (g.load(), g.seen, g.grafted && moved);
                 g.reported_members = load.members;
                 g.grafted = true;
                 if let Some(p) = old.filter(|p| p.id != parent.id) {
@@ -406,8 +410,8 @@ impl Node {
                 },
             )
             .is_some();
-        // A child we already had may simply not have received what is in flight to it: only
-        // events older than a refresh interval count as missed.
+        // A child we already had that only refreshes may simply not have received what is in
+        // flight to it: then only events older than a refresh interval count as missed.
         let settled = Time::from_micros(
             now.as_micros()
                 .saturating_sub(self.cfg.group_refresh_interval.as_micros() as u64),
@@ -424,7 +428,7 @@ impl Node {
             g.recent
                 .iter()
                 .filter(|(s, _, at)| {
-                    (!known || *at <= settled)
+                    (!known || rejoin || *at <= settled)
                         && ((s.epoch == seen.epoch && s.seq > seen.seq)
                             || (seen.epoch != ours && s.epoch == ours))
                 })
@@ -569,7 +573,10 @@ impl Node {
                 self.stats.events_stale += 1;
                 return;
             }
-            self.stats.events_lost += seq.seq - g.seen.seq - 1;
+            self.stats.events_lost = self
+                .stats
+                .events_lost
+                .saturating_add(seq.seq.saturating_sub(g.seen.seq).saturating_sub(1));
         }
         self.take_event(now, key, Some(from.id), seq, payload);
         if !from_parent {

@@ -406,9 +406,9 @@ impl Node {
     }
 
     /// Leaves the ring gracefully: tells every known peer (with the leaf set, for their repair),
-    /// fails pending lookups, and stops. The node ignores all input afterwards. (`now` is taken
-    /// for the drive contract's uniformity; leaving needs no timer.)
-    pub fn leave(&mut self, _now: Time) {
+    /// fails pending lookups, times out pending requests, closes tunnels with a reason, and
+    /// stops. The node ignores all input afterwards.
+    pub fn leave(&mut self, now: Time) {
         if self.phase == Phase::Ready {
             let leaf = self.leaf_infos();
             let peers: Vec<NodeInfo> =
@@ -424,6 +424,23 @@ impl Node {
                 key: l.key,
             });
         }
+        // Every pending request gets its outcome now, every tunnel its close with a reason.
+        let requests: Vec<u64> = self.requests.keys().copied().collect();
+        for id in requests {
+            self.on_request_timeout(id);
+        }
+        let tunnels: Vec<u64> = self.tunnels.keys().copied().collect();
+        for id in tunnels {
+            self.fail_tunnel(now, id, "petal: the node is shutting down");
+        }
+        self.deliveries.clear();
+        for g in self.groups.values_mut() {
+            for m in g.members.values_mut() {
+                m.inflight = 0;
+                m.stalled = 0;
+            }
+        }
+        self.drain_loopback(now);
         self.phase = Phase::Left;
         self.reset_state();
     }

@@ -174,6 +174,14 @@ pub enum Event {
     },
 }
 
+/// SplitMix64: a fixed mixing of `seed` into a well-spread 64-bit value.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 impl Event {
     /// The local connection an application event is for (`None` for overlay events).
     pub fn conn(&self) -> Option<ConnId> {
@@ -317,7 +325,10 @@ impl Node {
             lookups: BTreeMap::new(),
             timers: BinaryHeap::new(),
             row_maintenance_at: Time::MAX,
-            next_nonce: 1,
+            // Ids (requests, tunnels, nonces) start at a point drawn from the seed, so that a
+            // node restarted with the same id does not reuse the ids of its past life (a late
+            // reply must not match a new request).
+            next_nonce: splitmix(seed) >> 2,
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
             groups: BTreeMap::new(),
@@ -693,8 +704,17 @@ impl Node {
     }
 
     /// Queues an event for the driver (bounded like the outbox).
+    ///
+    /// Events that decide something for an application (a request's outcome, a delivered
+    /// request, every tunnel event) are never dropped: their number is bounded by the request,
+    /// delivery and tunnel tables and by the tunnels' windows. Only overlay events and
+    /// published or broadcast events (best effort) count against `max_events`.
     pub(crate) fn emit(&mut self, ev: Event) {
-        if self.events.len() >= self.cfg.max_events {
+        let droppable = matches!(
+            ev,
+            Event::Published { .. } | Event::Broadcast { .. } | Event::Delivered { .. }
+        ) || ev.conn().is_none();
+        if droppable && self.events.len() >= self.cfg.max_events {
             self.stats.event_drops += 1;
             return;
         }

@@ -291,6 +291,17 @@ impl Node {
     pub(crate) fn close_tunnel(&mut self, now: Time, id: u64) -> Result<(), AppError> {
         let t = self.tunnels.get_mut(&id).ok_or(AppError::UnknownId)?;
         match t.state {
+            TunnelState::Open if t.peer_closed => {
+                // The far end closed first and will send nothing more, nor take what we still
+                // queue: this close ends the tunnel at once.
+                let conn = t.conn;
+                self.tunnels.remove(&id);
+                self.emit(Event::TunnelClosed {
+                    conn,
+                    tunnel: id,
+                    reason: String::new(),
+                });
+            }
             TunnelState::Open => {
                 t.closing = true;
                 t.inq.clear();
@@ -515,7 +526,10 @@ impl Node {
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
         };
-        if t.peer.is_none_or(|p| p.0.id != from.id) {
+        // An opening tunnel does not know its far end yet: a refusal may come from any node
+        // (it names the id of this node's opening tunnel).
+        let opening = t.state == TunnelState::Opening;
+        if !opening && t.peer.is_none_or(|p| p.0.id != from.id) {
             self.stats.tunnel_stale += 1;
             return;
         }

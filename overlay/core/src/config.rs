@@ -102,7 +102,9 @@ pub struct Config {
     pub tunnel_chunk_limit: usize,
     /// Bytes an application may have queued on one tunnel in its node (its initial send credit).
     pub tunnel_buffer: u64,
-    /// Bytes a node may send on one tunnel that the far node has not yet handed to its application.
+    /// Bytes a node may send on one tunnel that the far node has not yet handed to its
+    /// application, each chunk counting 64 bytes more than its payload (so the window also
+    /// bounds how many chunks a node holds).
     pub tunnel_window: u64,
     /// How often an idle open tunnel sends a keepalive.
     pub tunnel_keepalive_interval: Duration,
@@ -206,7 +208,7 @@ impl Config {
             (
                 self.tunnel_chunk_limit >= 1
                     && self.tunnel_buffer >= self.tunnel_chunk_limit as u64
-                    && self.tunnel_window >= self.tunnel_chunk_limit as u64
+                    && self.tunnel_window >= self.tunnel_chunk_limit as u64 + 64
                     && self.max_member_inflight >= 1,
                 "tunnel buffers must hold a chunk; max_member_inflight must be >= 1",
             ),

@@ -20,8 +20,14 @@
 //! beyond it (so messages larger than the credit cannot deadlock). A slow reader therefore
 //! stalls the writer with at most `tunnel_buffer + tunnel_window` bytes held per tunnel.
 //!
+//! Each chunk also costs `CHUNK_COST` (64) bytes of the node-to-node window, so that a window
+//! bounds the number of chunks a node holds as well as their bytes. Chunks are checked against
+//! their message's framing (a first chunk no longer than its message, continuation chunks
+//! within what is left of it, no empty chunk): continuation chunks bypass the reader's credit,
+//! so without the check a sender could bypass it for ever.
+//!
 //! ## Failure
-//! A chunk out of sequence, a window overrun, silence for `tunnel_idle_timeout` (keepalives
+//! A chunk out of sequence, a window overrun, a framing error, silence for `tunnel_idle_timeout` (keepalives
 //! flow every `tunnel_keepalive_interval`) or the far node's death closes the tunnel with a
 //! reason on both ends. A graceful close is sent after every queued chunk has left, and the far
 //! end reports it after its application has taken every chunk before it, however slowly it
@@ -74,9 +80,36 @@ pub(crate) struct Tunnel {
     pub(crate) closing: bool,
     /// The far end closed gracefully: reported once `inq` is empty.
     pub(crate) peer_closed: bool,
+    /// Bytes still to come of the message the local application is sending.
+    pub(crate) out_left: u64,
+    /// Bytes still to come of the message the far end is sending.
+    pub(crate) in_left: u64,
+}
+
+/// What one chunk costs against the node-to-node window besides its bytes, so that a window
+/// bounds the number of chunks a node holds (tiny chunks cannot pile up by the million).
+pub(crate) const CHUNK_COST: u64 = 64;
+
+/// Checks a chunk against its message's framing: a first chunk (`size != 0`) starts a message
+/// of `size` bytes (abandoning any unfinished one, as the relay protocol allows); a
+/// continuation chunk must fit what is left of it. Returns the bytes left after the chunk.
+fn framed(left: u64, size: u64, len: u64) -> Option<u64> {
+    if len == 0 {
+        return None;
+    }
+    if size != 0 {
+        size.checked_sub(len)
+    } else {
+        left.checked_sub(len)
+    }
 }
 
 impl Tunnel {
+    /// What the queued received chunks cost against the window.
+    pub(crate) fn inq_cost(&self) -> u64 {
+        self.inq_bytes + self.inq.len() as u64 * CHUNK_COST
+    }
+
     fn new(conn: ConnId, state: TunnelState, now: Time, deadline: Time) -> Self {
         Self {
             conn,
@@ -95,6 +128,8 @@ impl Tunnel {
             sent: now,
             closing: false,
             peer_closed: false,
+            out_left: 0,
+            in_left: 0,
         }
     }
 }
@@ -268,6 +303,12 @@ impl Node {
         if t.outq_bytes + chunk.len() as u64 > buffer {
             return Err(AppError::Full("tunnel bytes beyond the granted credit"));
         }
+        let Some(left) = framed(t.out_left, size, chunk.len() as u64) else {
+            return Err(AppError::Invalid(
+                "empty chunk, or a chunk beyond its message's size",
+            ));
+        };
+        t.out_left = left;
         t.outq_bytes += chunk.len() as u64;
         t.outq.push_back((size, chunk));
         self.pump_out(now, id);
@@ -304,8 +345,9 @@ impl Node {
             }
             TunnelState::Open => {
                 t.closing = true;
+                let dropped = t.inq_cost();
                 t.inq.clear();
-                let dropped = std::mem::take(&mut t.inq_bytes);
+                t.inq_bytes = 0;
                 let peer = t.peer;
                 self.return_window(now, peer, dropped);
                 self.pump_out(now, id);
@@ -345,13 +387,13 @@ impl Node {
         };
         while let Some((size, chunk)) = t.outq.front() {
             let len = chunk.len() as u64;
-            if len > t.window {
+            if len + CHUNK_COST > t.window {
                 break;
             }
             let (size, chunk) = (*size, chunk.clone());
             t.outq.pop_front();
             t.outq_bytes -= len;
-            t.window -= len;
+            t.window -= len + CHUNK_COST;
             sent_bytes += len;
             out.push(Message::TunnelData {
                 tunnel: pt,
@@ -398,6 +440,7 @@ impl Node {
     /// Hands received chunks to the local application within its credit; returns the window.
     fn pump_in(&mut self, now: Time, id: u64) {
         let mut taken = 0;
+        let mut returned = 0;
         let mut chunks = Vec::new();
         let Some(t) = self.tunnels.get_mut(&id) else {
             return;
@@ -412,6 +455,7 @@ impl Node {
             t.inq_bytes -= len;
             t.app_credit -= len as i64;
             taken += len;
+            returned += len + CHUNK_COST;
             chunks.push((size, chunk));
         }
         let conn = t.conn;
@@ -443,7 +487,7 @@ impl Node {
                     peer,
                     Message::TunnelAllow {
                         tunnel: pt,
-                        bytes: taken,
+                        bytes: returned,
                     },
                 );
             }
@@ -483,13 +527,17 @@ impl Node {
         if t.closing {
             // Our application closed: what still arrives is dropped (its window returned).
             let peer = t.peer;
-            self.return_window(now, peer, payload.len() as u64);
+            self.return_window(now, peer, payload.len() as u64 + CHUNK_COST);
             return;
         }
+        let framing = framed(t.in_left, size, payload.len() as u64);
         let why = if seq != t.next_in_seq {
             Some("petal: tunnel data lost in transit")
-        } else if payload.len() > limit || t.inq_bytes + payload.len() as u64 > window {
+        } else if payload.len() > limit || t.inq_cost() + payload.len() as u64 + CHUNK_COST > window
+        {
             Some("petal: the far node overran the tunnel window")
+        } else if framing.is_none() {
+            Some("petal: the far node sent an empty chunk or one beyond its message's size")
         } else {
             None
         };
@@ -498,6 +546,7 @@ impl Node {
             return;
         }
         t.next_in_seq += 1;
+        t.in_left = framing.expect("checked");
         t.inq_bytes += payload.len() as u64;
         t.inq.push_back((size, payload));
         self.pump_in(now, id);
@@ -676,7 +725,7 @@ impl Node {
                 "tunnel send queue over bound"
             );
             assert!(
-                t.inq_bytes <= self.cfg.tunnel_window,
+                t.inq_cost() <= self.cfg.tunnel_window,
                 "tunnel receive queue over bound"
             );
             assert!(
@@ -694,5 +743,37 @@ impl Node {
                 "receive queue bytes"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::framed;
+
+    #[test]
+    fn chunks_must_fit_their_message() {
+        assert_eq!(
+            framed(0, 100, 40),
+            Some(60),
+            "first chunk of a 100-byte message"
+        );
+        assert_eq!(framed(60, 0, 60), Some(0), "continuation up to the end");
+        assert_eq!(framed(60, 0, 61), None, "continuation beyond the message");
+        assert_eq!(
+            framed(0, 0, 1),
+            None,
+            "continuation with no message under way"
+        );
+        assert_eq!(
+            framed(0, 10, 11),
+            None,
+            "first chunk longer than its message"
+        );
+        assert_eq!(framed(5, 10, 0), None, "empty chunk");
+        assert_eq!(
+            framed(5, 10, 10),
+            Some(0),
+            "a new message abandons the unfinished one"
+        );
     }
 }

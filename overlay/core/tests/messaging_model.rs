@@ -179,7 +179,9 @@ fn case(
     nodes: std::ops::RangeInclusive<usize>,
     op: BoxedStrategy<Op>,
 ) -> impl Strategy<Value = Case> {
-    let small = prop::option::of((1u64..=4, 1u64..=4).prop_map(|(b, w)| (b * CHUNK, w * CHUNK)));
+    // Windows hold at least one full chunk with its per-chunk cost (64 bytes).
+    let small =
+        prop::option::of((1u64..=4, 1u64..=4).prop_map(|(b, w)| (b * CHUNK, w * CHUNK + 64)));
     (
         prop::collection::btree_set(any::<u128>(), nodes),
         prop::collection::vec(
@@ -1528,13 +1530,15 @@ fn queue(sim: &mut Sim, key: EndKey, sizes: &[u64]) {
 /// bytes of credit; once it reads, everything arrives.
 #[test]
 fn non_reading_receiver_stalls_writer() {
-    for (n, small) in [(2, None), (1, None), (3, Some((CHUNK, 2 * CHUNK)))] {
+    for (n, small) in [(2, None), (1, None), (3, Some((CHUNK, 2 * CHUNK + 128)))] {
         let mut sim = scenario(n, small, Read::Never);
         let (w, r) = open_tunnel(&mut sim);
         queue(&mut sim, w, &[1 << 20; 12]);
         let t = sim.now + Duration::from_secs(30);
         sim.run_until(t);
-        let bound = sim.cfg.tunnel_buffer + sim.cfg.tunnel_window;
+        // The window holds as many full chunks as fit with their per-chunk cost.
+        let in_window = sim.cfg.tunnel_window / (CHUNK + 64) * CHUNK;
+        let bound = sim.cfg.tunnel_buffer + in_window;
         assert_eq!(sim.ends[&w].credit_total, bound, "writer credit");
         assert_eq!(sim.ends[&r].received, 0);
         assert_eq!(sim.ends[&w].st, St::Open);
@@ -1620,7 +1624,7 @@ fn far_crash_closes_tunnel() {
 #[test]
 fn simultaneous_close_with_full_windows() {
     for n in [2, 1] {
-        let mut sim = scenario(n, Some((2 * CHUNK, CHUNK)), Read::Never);
+        let mut sim = scenario(n, Some((2 * CHUNK, CHUNK + 64)), Read::Never);
         let (w, r) = open_tunnel(&mut sim);
         queue(&mut sim, w, &[3 * CHUNK]);
         queue(&mut sim, r, &[3 * CHUNK]);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use petal_core::{GroupKind, Time};
 use serde::Serialize;
 
-use crate::apps::{Apps, OutcomeKind, TunnelEnd};
+use crate::apps::{Apps, EventRecord, OutcomeKind, TunnelEnd};
 
 /// What the request oracle found over a window of issue times.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -165,21 +165,36 @@ impl Apps {
         settle: Duration,
         grace: Duration,
     ) -> EventStats {
+        self.event_stats_where(kind, from, to, settle, grace, |_, _| true)
+    }
+
+    /// [`Apps::event_stats`] with a recipient filter: an expected recipient must also pass
+    /// `counts(event, recipient's node)` (e.g. the publisher's side of a partition).
+    /// Duplicates are counted over the judged events, to anyone.
+    pub fn event_stats_where(
+        &self,
+        kind: Option<GroupKind>,
+        from: Time,
+        to: Time,
+        settle: Duration,
+        grace: Duration,
+        counts: impl Fn(&EventRecord, u32) -> bool,
+    ) -> EventStats {
         let mut s = EventStats::default();
-        for e in self.events.iter() {
+        let judged = self
+            .events
+            .iter()
+            .filter(|e| e.at >= from && e.at < to && kind.is_none_or(|k| k == e.kind));
+        for e in judged {
             s.duplicates += e
                 .deliveries
                 .values()
                 .map(|(n, _)| u64::from(n.saturating_sub(1)))
                 .sum::<u64>();
-            if e.at < from || e.at >= to || kind.is_some_and(|k| k != e.kind) {
-                continue;
-            }
             s.events += 1;
-            let (start, end) = (
-                Time::from_micros(e.at.as_micros().saturating_sub(settle.as_micros() as u64)),
-                e.at + grace,
-            );
+            let start =
+                Time::from_micros(e.at.as_micros().saturating_sub(settle.as_micros() as u64));
+            let end = e.at + grace;
             if self.died_between(e.node, e.at, end) {
                 continue;
             }
@@ -191,7 +206,7 @@ impl Apps {
                     }
                 };
                 let stable = joined.is_some_and(|j| j <= start) && a.until.is_none_or(|u| u > end);
-                if !stable {
+                if !stable || !counts(e, a.node) {
                     continue;
                 }
                 s.expected += 1;

@@ -408,9 +408,7 @@ impl RepairTracker {
     }
 }
 
-/// [`Apps::event_stats`] over both kinds with a recipient filter: an expected recipient must
-/// also pass `counts(event, recipient node)`. Duplicates are counted over the window's events
-/// only.
+/// [`Apps::event_stats_where`] over both kinds.
 pub(super) fn event_stats_where(
     apps: &Apps,
     from: Time,
@@ -419,41 +417,5 @@ pub(super) fn event_stats_where(
     grace: Duration,
     counts: impl Fn(&EventRecord, u32) -> bool,
 ) -> EventStats {
-    let mut s = EventStats::default();
-    for e in apps.events.iter().filter(|e| e.at >= from && e.at < to) {
-        s.duplicates += e
-            .deliveries
-            .values()
-            .map(|(n, _)| u64::from(n.saturating_sub(1)))
-            .sum::<u64>();
-        s.events += 1;
-        let start = Time::from_micros(e.at.as_micros().saturating_sub(settle.as_micros() as u64));
-        let end = e.at + grace;
-        if apps.died_between(e.node, e.at, end) {
-            continue;
-        }
-        for (i, a) in apps.list.iter().enumerate() {
-            let joined = match e.kind {
-                GroupKind::Topic => a.topics.get(&e.name).copied(),
-                GroupKind::Cluster => {
-                    (a.spec.cluster.as_deref() == Some(&e.name)).then_some(a.since)
-                }
-            };
-            let stable = joined.is_some_and(|j| j <= start) && a.until.is_none_or(|u| u > end);
-            if !stable || !counts(e, a.node) {
-                continue;
-            }
-            s.expected += 1;
-            match e.deliveries.get(&i) {
-                Some(&(1, t)) => {
-                    s.once += 1;
-                    s.delays
-                        .push((e.node, a.node, t.as_micros() - e.at.as_micros()));
-                }
-                Some(_) => {}
-                None => s.missing += 1,
-            }
-        }
-    }
-    s
+    apps.event_stats_where(None, from, to, settle, grace, counts)
 }

@@ -584,21 +584,10 @@ impl Node {
         }
         match t.state {
             TunnelState::Opening | TunnelState::Offered => {
+                // Refused before it opened, or (offered here) the opener gave up first.
                 let t = self.tunnels.remove(&id).expect("present");
                 self.stats.tunnels_failed += 1;
-                if t.state == TunnelState::Opening {
-                    self.emit(Event::TunnelOpenFailed {
-                        conn: t.conn,
-                        tunnel: id,
-                    });
-                } else {
-                    // The opener gave up before our member accepted.
-                    self.emit(Event::TunnelClosed {
-                        conn: t.conn,
-                        tunnel: id,
-                        reason,
-                    });
-                }
+                self.report_end(&t, id, reason);
             }
             TunnelState::Open if reason.is_empty() && !t.closing => {
                 t.peer_closed = true;
@@ -640,16 +629,20 @@ impl Node {
                 },
             );
         }
+        self.report_end(&t, id, reason.to_owned());
+    }
+
+    /// Tells the local application that tunnel `id` (already removed) ended: an opening tunnel
+    /// failed to open; any other closed with `reason`.
+    fn report_end(&mut self, t: &Tunnel, id: u64, reason: String) {
+        let conn = t.conn;
         if t.state == TunnelState::Opening {
-            self.emit(Event::TunnelOpenFailed {
-                conn: t.conn,
-                tunnel: id,
-            });
+            self.emit(Event::TunnelOpenFailed { conn, tunnel: id });
         } else {
             self.emit(Event::TunnelClosed {
-                conn: t.conn,
+                conn,
                 tunnel: id,
-                reason: reason.to_owned(),
+                reason,
             });
         }
     }

@@ -1,0 +1,2 @@
+//! petal (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! petal-client (being written).

@@ -1,0 +1,2 @@
+//! petald (being written).
+fn main() {}

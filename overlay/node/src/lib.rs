@@ -1,0 +1,1 @@
+//! petal-node (being written).

@@ -1,0 +1,499 @@
+//! The node task: the one task that owns the petal-core [`Node`]. Everything else (peer links,
+//! relay sessions, listeners) talks to it through one bounded input channel; it answers through
+//! per-link and per-session queues. It never awaits anything but its input and its timer, so a
+//! slow peer or client cannot stall it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use petal_core::{Event, Node, Time};
+use petal_protocol::{Message, NodeId, NodeInfo};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::link;
+use crate::net::Net;
+use crate::session::{SessionOpen, Sessions};
+use crate::{Options, RuntimeStats, StatsSnapshot};
+
+/// What the node task receives.
+pub(crate) enum Input {
+    /// Frames that arrived on link `link` from `from`.
+    Peer {
+        from: NodeInfo,
+        link: u64,
+        msgs: Vec<Message>,
+    },
+    /// A link finished its hello.
+    LinkUp {
+        peer: NodeInfo,
+        link: u64,
+        dialed: bool,
+        tx: mpsc::Sender<Message>,
+        /// The id the dialer expected at that address (`None` for seeds and inbound links).
+        expected: Option<NodeId>,
+    },
+    /// A dial failed before its hello finished.
+    DialFailed {
+        expected: Option<NodeId>,
+        addr: SocketAddr,
+        why: String,
+    },
+    /// A link ended.
+    LinkDown {
+        peer: NodeId,
+        link: u64,
+        why: String,
+    },
+    /// A relay session finished its handshake and asks to attach.
+    SessionOpen(SessionOpen),
+    /// A relay packet from an attached session.
+    Session {
+        conn: u64,
+        packet: petal_protocol::relay::ClientPacket,
+    },
+    /// A session ended: `graceful` after the client's CLOSE, else a drop or a violation.
+    SessionClosed { conn: u64, graceful: bool },
+    /// A snapshot of the counters.
+    Stats(oneshot::Sender<StatsSnapshot>),
+    /// Graceful shutdown: answer everything, leave the ring, then reply.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A link as the node task sees it.
+enum LinkState {
+    /// Being dialed; messages wait here (bounded).
+    Dialing { queued: Vec<Message> },
+    /// Up.
+    Up {
+        link: u64,
+        dialer: NodeId,
+        tx: mpsc::Sender<Message>,
+    },
+}
+
+pub(crate) struct Driver<N: Net> {
+    pub(crate) node: Node,
+    net: N,
+    opts: Arc<Options>,
+    start: Instant,
+    inputs: mpsc::Sender<Input>,
+    links: HashMap<NodeId, LinkState>,
+    /// Addresses whose dial failed recently, not re-dialed before the given time.
+    dial_backoff: HashMap<SocketAddr, Instant>,
+    next_link: u64,
+    pub(crate) sessions: Sessions,
+    pub(crate) stats: Arc<RuntimeStats>,
+    joined: bool,
+    seeds_pending: bool,
+}
+
+impl<N: Net> Driver<N> {
+    pub(crate) fn new(
+        node: Node,
+        net: N,
+        opts: Arc<Options>,
+        inputs: mpsc::Sender<Input>,
+        stats: Arc<RuntimeStats>,
+    ) -> Self {
+        let sessions = Sessions::new(opts.clone(), stats.clone());
+        Driver {
+            node,
+            net,
+            opts,
+            start: Instant::now(),
+            inputs,
+            links: HashMap::new(),
+            dial_backoff: HashMap::new(),
+            next_link: 1,
+            sessions,
+            stats,
+            joined: false,
+            seeds_pending: false,
+        }
+    }
+
+    /// The core's clock: microseconds since the task started (tokio time, simulated under
+    /// turmoil).
+    pub(crate) fn now(&self) -> Time {
+        Time::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.start + Duration::from_micros(t.as_micros())
+    }
+
+    /// Runs until shutdown.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        let now = self.now();
+        if self.opts.seeds.is_empty() {
+            self.node.start_first(now);
+            self.joined = true;
+            tracing::info!(id = %self.node.id(), "no seeds: serving as a ring of one");
+        } else {
+            self.seeds_pending = true;
+            for seed in self.opts.seeds.clone() {
+                self.dial(None, seed);
+            }
+        }
+        let sleep = tokio::time::sleep_until(self.start + Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let join_deadline = self.start + self.opts.join_wait;
+        loop {
+            self.flush();
+            let now = self.now();
+            if self.seeds_pending && Instant::now() >= join_deadline {
+                self.give_up_seeds("no seed answered");
+            }
+            let mut wake = self.node.poll_timeout().map(|t| self.instant(t));
+            if self.seeds_pending {
+                wake = Some(wake.map_or(join_deadline, |w| w.min(join_deadline)));
+            }
+            if let Some(w) = wake {
+                if w <= Instant::now() {
+                    self.node.handle_timeout(now);
+                    continue;
+                }
+                sleep.as_mut().reset(w);
+            }
+            tokio::select! {
+                biased;
+                input = rx.recv() => {
+                    let Some(input) = input else { return };
+                    if self.handle(input) {
+                        return;
+                    }
+                    // Take what else is waiting before producing output (batching).
+                    for _ in 0..512 {
+                        match rx.try_recv() {
+                            Ok(input) => {
+                                if self.handle(input) {
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut sleep, if wake.is_some() => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Handles one input; true when the node has shut down.
+    fn handle(&mut self, input: Input) -> bool {
+        let now = self.now();
+        match input {
+            Input::Peer { from, link, msgs } => {
+                // Frames of a link that was replaced still count: the peer sent them to us.
+                let _ = link;
+                for msg in msgs {
+                    self.node.handle_message(now, from, msg);
+                }
+            }
+            Input::LinkUp {
+                peer,
+                link,
+                dialed,
+                tx,
+                expected,
+            } => self.link_up(peer, link, dialed, tx, expected),
+            Input::DialFailed {
+                expected,
+                addr,
+                why,
+            } => {
+                RuntimeStats::add(&self.stats.link_dial_failures, 1);
+                tracing::debug!(%addr, %why, "peer dial failed");
+                self.dial_backoff
+                    .insert(addr, Instant::now() + self.opts.dial_backoff);
+                if let Some(id) = expected
+                    && let Some(LinkState::Dialing { queued, .. }) = self.links.remove(&id)
+                {
+                    RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
+                }
+                if expected.is_none() && self.seeds_pending && self.opts.seeds.contains(&addr) {
+                    RuntimeStats::add(&self.stats.seed_failures, 1);
+                }
+            }
+            Input::LinkDown { peer, link, why } => {
+                if let Some(LinkState::Up { link: cur, .. }) = self.links.get(&peer)
+                    && *cur == link
+                {
+                    tracing::debug!(%peer, %why, "peer link down");
+                    self.links.remove(&peer);
+                }
+            }
+            Input::SessionOpen(open) => self.sessions.open(&mut self.node, now, open),
+            Input::Session { conn, packet } => {
+                self.sessions.packet(&mut self.node, now, conn, packet);
+            }
+            Input::SessionClosed { conn, graceful } => {
+                self.sessions.closed(&mut self.node, now, conn, graceful);
+            }
+            Input::Stats(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Input::Shutdown(done) => {
+                self.shutdown(now);
+                let _ = done.send(());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn link_up(
+        &mut self,
+        peer: NodeInfo,
+        link: u64,
+        dialed: bool,
+        tx: mpsc::Sender<Message>,
+        expected: Option<NodeId>,
+    ) {
+        let me = self.node.id();
+        if peer.id == me {
+            tracing::warn!(addr = %peer.addr, "a link reached this node itself; closing it");
+            return;
+        }
+        if let Some(want) = expected
+            && want != peer.id
+        {
+            // Another node answers at that address (a restart with a new id): what was queued
+            // was for the old one and must not reach the new one.
+            tracing::info!(%want, got = %peer.id, "a different node answers at a known address");
+            if let Some(LinkState::Dialing { queued, .. }) = self.links.remove(&want) {
+                RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
+            }
+        }
+        let dialer = link::dialer(me, peer.id, dialed);
+        let queued = match self.links.remove(&peer.id) {
+            Some(LinkState::Dialing { queued, .. }) => queued,
+            Some(LinkState::Up {
+                link: old,
+                dialer: old_dialer,
+                tx: old_tx,
+            }) => {
+                if old_dialer < dialer || (old_dialer == dialer && old > link) {
+                    // Keep the existing link; this one closes once its writer drains.
+                    self.links.insert(
+                        peer.id,
+                        LinkState::Up {
+                            link: old,
+                            dialer: old_dialer,
+                            tx: old_tx,
+                        },
+                    );
+                    return;
+                }
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        RuntimeStats::add(&self.stats.links_up, 1);
+        for msg in queued {
+            if tx.try_send(msg).is_err() {
+                RuntimeStats::add(&self.stats.link_drops, 1);
+            }
+        }
+        self.links
+            .insert(peer.id, LinkState::Up { link, dialer, tx });
+        if self.seeds_pending && !self.joined {
+            self.seeds_pending = false;
+            self.joined = true;
+            tracing::info!(via = %peer.id, addr = %peer.addr, "joining the ring");
+            let now = self.now();
+            self.node.join(now, peer);
+        }
+    }
+
+    fn give_up_seeds(&mut self, why: &str) {
+        self.seeds_pending = false;
+        if !self.joined {
+            self.joined = true;
+            tracing::warn!(%why, "could not join through the seeds; serving as a ring of one");
+            let now = self.now();
+            self.node.start_first(now);
+        }
+    }
+
+    /// Sends everything the core produced and hands events to their sessions.
+    pub(crate) fn flush(&mut self) {
+        let now = self.now();
+        loop {
+            let mut any = false;
+            while let Some(t) = self.node.poll_transmit() {
+                any = true;
+                self.transmit(t.to, t.msg);
+            }
+            while let Some(ev) = self.node.poll_event() {
+                any = true;
+                match ev {
+                    Event::JoinFailed => {
+                        tracing::warn!("join failed; serving as a ring of one");
+                        self.node.start_first(now);
+                    }
+                    Event::Joined => tracing::info!(id = %self.node.id(), "joined the ring"),
+                    Event::PeerDead { peer } => {
+                        tracing::debug!(%peer, "peer declared dead");
+                        // Its link, if any, is stale; the next message re-dials.
+                        self.links.remove(&peer);
+                    }
+                    ev if ev.conn().is_some() => self.sessions.event(&mut self.node, now, ev),
+                    _ => {}
+                }
+            }
+            // Answers to application packets can produce more output.
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn transmit(&mut self, to: NodeInfo, msg: Message) {
+        match self.links.get_mut(&to.id) {
+            Some(LinkState::Up { tx, .. }) => {
+                if let Err(e) = tx.try_send(msg) {
+                    match e {
+                        mpsc::error::TrySendError::Full(_) => {
+                            RuntimeStats::add(&self.stats.link_drops, 1);
+                        }
+                        mpsc::error::TrySendError::Closed(msg) => {
+                            // The writer is gone (link broke): re-dial.
+                            self.links.remove(&to.id);
+                            self.transmit(to, msg);
+                        }
+                    }
+                }
+            }
+            Some(LinkState::Dialing { queued, .. }) => {
+                if queued.len() < self.opts.link_queue {
+                    queued.push(msg);
+                } else {
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                }
+            }
+            None => {
+                if self
+                    .dial_backoff
+                    .get(&to.addr)
+                    .is_some_and(|until| Instant::now() < *until)
+                {
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                    return;
+                }
+                self.dial_backoff.remove(&to.addr);
+                self.links
+                    .insert(to.id, LinkState::Dialing { queued: vec![msg] });
+                self.dial(Some(to.id), to.addr);
+            }
+        }
+    }
+
+    /// Dials `addr` in a new task; the result comes back as an input.
+    fn dial(&mut self, expected: Option<NodeId>, addr: SocketAddr) {
+        RuntimeStats::add(&self.stats.link_dials, 1);
+        let link_id = self.next_link;
+        self.next_link += 1;
+        let net = self.net.clone();
+        let me = self.node.info();
+        let inputs = self.inputs.clone();
+        let opts = self.opts.clone();
+        tokio::spawn(async move {
+            let dial = async {
+                let mut s = tokio::time::timeout(opts.dial_timeout, net.connect(addr))
+                    .await
+                    .map_err(|_| "dial timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                let peer = link::handshake(&mut s, me, opts.handshake_timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((s, peer))
+            };
+            match dial.await {
+                Ok((s, peer)) => start_link(s, peer, link_id, true, expected, &opts, inputs).await,
+                Err(why) => {
+                    let _ = inputs
+                        .send(Input::DialFailed {
+                            expected,
+                            addr,
+                            why,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            id: self.node.id(),
+            ready: self.node.is_ready(),
+            leaf_set: self.node.leaf_set().members().count(),
+            links: self
+                .links
+                .values()
+                .filter(|l| matches!(l, LinkState::Up { .. }))
+                .count(),
+            sessions: self.sessions.len(),
+            core: self.node.stats().clone(),
+            runtime: self.stats.snapshot(),
+        }
+    }
+
+    fn shutdown(&mut self, now: Time) {
+        tracing::info!("shutting down: answering pending work and leaving the ring");
+        self.sessions.shutdown(&mut self.node, now);
+        self.node.leave(now);
+        // Events from leave (outcomes of requests of sessions already answered) go nowhere;
+        // the leave messages go to the peers.
+        while let Some(t) = self.node.poll_transmit() {
+            self.transmit(t.to, t.msg);
+        }
+        while self.node.poll_event().is_some() {}
+        // Dropping the links lets their writers send what is queued and close.
+        self.links.clear();
+    }
+}
+
+/// Starts the two tasks of a link whose hello is done and reports it up.
+pub(crate) async fn start_link<S>(
+    stream: S,
+    peer: NodeInfo,
+    link: u64,
+    dialed: bool,
+    expected: Option<NodeId>,
+    opts: &Options,
+    inputs: mpsc::Sender<Input>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(opts.link_queue);
+    tokio::spawn(async move {
+        if let Err(e) = link::write_loop(wr, rx).await {
+            tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");
+        }
+    });
+    let max_frame = opts.max_frame;
+    let reader_inputs = inputs.clone();
+    if inputs
+        .send(Input::LinkUp {
+            peer,
+            link,
+            dialed,
+            tx,
+            expected,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tokio::spawn(link::read_loop(rd, peer, link, max_frame, reader_inputs));
+}

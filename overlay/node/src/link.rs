@@ -1,0 +1,227 @@
+//! Node-to-node links: one TCP stream per peer pair, opened by a hello that names each side
+//! ([`NodeInfo`]: id and the address its peers dial), then length-prefixed frames of the
+//! foundation's codec in both directions.
+//!
+//! A link is two tasks: a reader that decodes frames and hands them to the node task (waiting
+//! when the node task is busy, so TCP pushes back on the peer), and a writer fed by a bounded
+//! queue that batches frames into large writes. When the node task drops a link's queue the
+//! writer sends what is queued and shuts its half down; the reader ends at the peer's EOF.
+//!
+//! The hello is authenticated by nothing yet: the encrypted, authenticated handshake (Noise) is
+//! the next issue's and replaces it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use petal_protocol::codec::{self, DecodeError};
+use petal_protocol::{Message, NodeId, NodeInfo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::driver::Input;
+
+/// The first bytes on every link, both ways.
+pub const HELLO_MAGIC: &[u8; 8] = b"PETALNK1";
+/// Longest hello: magic, id, family, IPv6 address, port.
+const HELLO_MAX: usize = 8 + 16 + 1 + 16 + 2;
+
+/// Encodes a hello naming `me`.
+pub fn encode_hello(me: NodeInfo) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HELLO_MAX);
+    out.extend_from_slice(HELLO_MAGIC);
+    out.extend_from_slice(&me.id.to_bytes());
+    match me.addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&me.addr.port().to_be_bytes());
+    out
+}
+
+/// Reads a peer's hello.
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<NodeInfo> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad hello: {what}"));
+    let mut head = [0u8; 8 + 16 + 1];
+    r.read_exact(&mut head).await?;
+    if &head[..8] != HELLO_MAGIC {
+        return Err(bad("wrong magic (not a petal node, or another version)"));
+    }
+    let id = NodeId::from_bytes(head[8..24].try_into().expect("16 bytes"));
+    let ip = match head[24] {
+        4 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b).await?;
+            IpAddr::from(b)
+        }
+        6 => {
+            let mut b = [0u8; 16];
+            r.read_exact(&mut b).await?;
+            IpAddr::from(b)
+        }
+        _ => return Err(bad("unknown address family")),
+    };
+    let mut port = [0u8; 2];
+    r.read_exact(&mut port).await?;
+    Ok(NodeInfo {
+        id,
+        addr: SocketAddr::new(ip, u16::from_be_bytes(port)),
+    })
+}
+
+/// Exchanges hellos on a fresh stream (both sides write first, so neither waits on the other),
+/// within `deadline`.
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    me: NodeInfo,
+    deadline: Duration,
+) -> io::Result<NodeInfo> {
+    let hello = encode_hello(me);
+    let exchange = async {
+        stream.write_all(&hello).await?;
+        stream.flush().await?;
+        read_hello(stream).await
+    };
+    match tokio::time::timeout(deadline, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "link handshake timed out",
+        )),
+    }
+}
+
+/// Runs the reading half of link `link` from `peer` until EOF or a bad frame, then reports the
+/// link down.
+pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
+    peer: NodeInfo,
+    link: u64,
+    max_frame: usize,
+    to_node: mpsc::Sender<Input>,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let why = loop {
+        // Decode every whole frame already buffered.
+        let mut batch = Vec::new();
+        let err = loop {
+            match codec::decode(&buf, max_frame) {
+                Ok((msg, used)) => {
+                    let _ = buf.split_to(used);
+                    batch.push(msg);
+                }
+                Err(DecodeError::Truncated { needed }) => {
+                    buf.reserve(needed.min(max_frame));
+                    break None;
+                }
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        if !batch.is_empty()
+            && to_node
+                .send(Input::Peer {
+                    from: peer,
+                    link,
+                    msgs: batch,
+                })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Some(e) = err {
+            break format!("bad frame: {e}");
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break "closed by the peer".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read error: {e}"),
+        }
+    };
+    let _ = to_node
+        .send(Input::LinkDown {
+            peer: peer.id,
+            link,
+            why,
+        })
+        .await;
+}
+
+/// Runs the writing half: frames from `rx`, batched into writes of up to 256 KiB, flushed when
+/// the queue is momentarily empty. Ends (shutting the half down) when the queue is dropped.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Message>,
+) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    while let Some(msg) = rx.recv().await {
+        codec::encode(&msg, &mut buf);
+        while buf.len() < 256 * 1024 {
+            match rx.try_recv() {
+                Ok(m) => codec::encode(&m, &mut buf),
+                Err(_) => break,
+            }
+        }
+        wr.write_all(&buf).await?;
+        buf.clear();
+        if rx.is_empty() {
+            wr.flush().await?;
+        }
+    }
+    wr.shutdown().await
+}
+
+/// Who opened a link: the rule that keeps one link per pair when both sides dial at once is
+/// "keep the link dialed by the smaller id".
+pub fn dialer(me: NodeId, peer: NodeId, dialed_by_me: bool) -> NodeId {
+    if dialed_by_me { me } else { peer }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hello_round_trip_v4_and_v6() {
+        for addr in ["10.1.2.3:4000", "[::1]:55556"] {
+            let me = NodeInfo {
+                id: NodeId(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+                addr: addr.parse().unwrap(),
+            };
+            let bytes = encode_hello(me);
+            let got = read_hello(&mut &bytes[..]).await.unwrap();
+            assert_eq!(got, me);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_hellos_are_errors() {
+        let me = NodeInfo {
+            id: NodeId(7),
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mut bytes = encode_hello(me);
+        bytes[0] = b'X';
+        assert!(read_hello(&mut &bytes[..]).await.is_err());
+        let mut bytes = encode_hello(me);
+        bytes[24] = 5;
+        assert!(read_hello(&mut &bytes[..]).await.is_err());
+        let bytes = encode_hello(me);
+        assert!(read_hello(&mut &bytes[..bytes.len() - 1]).await.is_err());
+    }
+
+    #[test]
+    fn one_link_per_pair_rule_agrees_on_both_sides() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        // The link a dialed is "dialed by a" on both sides.
+        assert_eq!(dialer(a, b, true), dialer(b, a, false));
+        assert_eq!(dialer(a, b, false), dialer(b, a, true));
+    }
+}

@@ -1,0 +1,242 @@
+//! Relay v1 sessions: one task per local application connection, plus its writer task.
+//!
+//! The handshake runs in the session's own task under its own deadline, so a silent client
+//! holds up nobody. A first byte other than INIT's or a wrong magic closes the socket without a
+//! byte; a wrong version gets DENY naming both versions. After the handshake the reader decodes
+//! packets and hands them to the node task (waiting when it is busy: TCP then pushes back on the
+//! client); any protocol violation (malformed packet, unknown opcode, oversized field or chunk)
+//! closes this connection only, without a byte, as the reference node did.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::BytesMut;
+use petal_protocol::relay::{self, ClientPacket, NodePacket, RelayError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::driver::Input;
+use crate::session::{Out, SessionOpen, SessionTx};
+use crate::{Options, RuntimeStats};
+
+/// Why a handshake ended without attaching.
+enum Refused {
+    /// Close without a byte (wrong first byte, wrong magic, bad packet, EOF, deadline).
+    Silent(String),
+    /// DENY with this reason, then close.
+    Deny(String),
+}
+
+/// Reads the client's INIT. Returns the cluster ("" = plain client).
+async fn read_init<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limits: &relay::Limits,
+) -> Result<String, Refused> {
+    loop {
+        if let Some(&first) = buf.first()
+            && first != relay::op::INIT
+        {
+            return Err(Refused::Silent(format!(
+                "first byte {first:#04x} is not INIT"
+            )));
+        }
+        match ClientPacket::decode(buf, limits) {
+            Ok(Some(ClientPacket::Init {
+                magic,
+                version,
+                cluster,
+            })) => {
+                if magic != relay::CLIENT_MAGIC {
+                    return Err(Refused::Silent("wrong magic".into()));
+                }
+                if version != relay::VERSION {
+                    return Err(Refused::Deny(format!(
+                        "Unsupported protocol. Client: {version}. Iris: {}.",
+                        relay::VERSION
+                    )));
+                }
+                return Ok(cluster);
+            }
+            Ok(Some(_)) => return Err(Refused::Silent("not an INIT".into())),
+            Ok(None) => {}
+            Err(e) => return Err(Refused::Silent(e.to_string())),
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err(Refused::Silent("closed during the handshake".into())),
+            Ok(_) => {}
+            Err(e) => return Err(Refused::Silent(e.to_string())),
+        }
+    }
+}
+
+/// Serves one relay connection to the end.
+pub(crate) async fn serve<S>(
+    stream: S,
+    conn: u64,
+    opts: Arc<Options>,
+    stats: Arc<RuntimeStats>,
+    to_node: mpsc::Sender<Input>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let limits = relay::Limits {
+        max_message: opts.max_message,
+        ..relay::Limits::default()
+    };
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let init = tokio::time::timeout(
+        opts.handshake_timeout,
+        read_init(&mut rd, &mut buf, &limits),
+    )
+    .await
+    .unwrap_or_else(|_| Err(Refused::Silent("handshake deadline passed".into())));
+    let cluster = match init {
+        Ok(c) => c,
+        Err(Refused::Silent(why)) => {
+            RuntimeStats::add(&stats.handshakes_failed, 1);
+            tracing::debug!(conn, %why, "relay handshake failed; closing");
+            return;
+        }
+        Err(Refused::Deny(reason)) => {
+            RuntimeStats::add(&stats.handshakes_failed, 1);
+            tracing::info!(conn, %reason, "relay handshake denied");
+            let mut out = Vec::new();
+            NodePacket::Deny {
+                magic: relay::RELAY_MAGIC.into(),
+                reason,
+            }
+            .encode(&mut out);
+            let _ = tokio::time::timeout(opts.handshake_timeout, async {
+                wr.write_all(&out).await?;
+                wr.shutdown().await
+            })
+            .await;
+            return;
+        }
+    };
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let out = SessionTx {
+        tx,
+        queued: queued.clone(),
+    };
+    let mut writer = tokio::spawn(write_loop(wr, rx, queued));
+    let open = SessionOpen {
+        conn,
+        cluster: (!cluster.is_empty()).then_some(cluster),
+        out,
+    };
+    if to_node.send(Input::SessionOpen(open)).await.is_err() {
+        return;
+    }
+
+    // Read packets until the client closes, drops or breaks the protocol.
+    let mut writer_done = false;
+    let graceful = loop {
+        let mut closing = false;
+        let mut failure = None;
+        loop {
+            match ClientPacket::decode(&mut buf, &limits) {
+                Ok(Some(ClientPacket::Close)) => {
+                    closing = true;
+                    break;
+                }
+                Ok(Some(ClientPacket::Init { .. })) => {
+                    failure = Some("a second INIT".to_string());
+                    break;
+                }
+                Ok(Some(packet)) => {
+                    if to_node.send(Input::Session { conn, packet }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(describe(&e));
+                    break;
+                }
+            }
+        }
+        if closing {
+            break true;
+        }
+        if let Some(why) = failure {
+            RuntimeStats::add(&stats.relay_violations, 1);
+            tracing::info!(conn, %why, "relay protocol violation; closing the connection");
+            break false;
+        }
+        tokio::select! {
+            biased;
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break false,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(conn, error = %e, "relay read failed");
+                    break false;
+                }
+            },
+            // The node closed this session (a violation it found, or its shutdown).
+            _ = &mut writer => {
+                writer_done = true;
+                break false;
+            }
+        }
+    };
+    let _ = to_node.send(Input::SessionClosed { conn, graceful }).await;
+    // Give the writer time to deliver the answers and the CLOSE ack to a reading client; a
+    // client that does not read is cut off.
+    if !writer_done {
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(opts.close_linger, writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
+}
+
+fn describe(e: &RelayError) -> String {
+    format!("malformed packet: {e}")
+}
+
+/// Writes packets in batches; flushes when the queue is momentarily empty; ends on
+/// [`Out::Close`] (or when the node task drops the session), shutting the socket down.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut close = false;
+    while !close {
+        let Some(first) = rx.recv().await else { break };
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Out::Packet(p) => p.encode(&mut buf),
+                Out::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if buf.len() >= 256 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        let n = buf.len();
+        if wr.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
+        queued.fetch_sub(n, Ordering::Relaxed);
+        if (close || rx.is_empty()) && wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

@@ -10,12 +10,14 @@
 //!   (grafts, casts), requests descending a cluster tree, replies and tunnels.
 //! - [`codec`]: their versioned, length-prefixed binary frames. Decoding never panics; bad input
 //!   is a typed [`DecodeError`].
-//!
-//! The relay protocol v1 (application <-> local node) joins this crate with the daemon.
+//! - [`relay`]: the relay protocol v1 (`"v1.0-draft2"`) between an application's client library
+//!   and its local node, byte-compatible with the Iris client libraries: [`relay::ClientPacket`]
+//!   and [`relay::NodePacket`], their encoders and incremental, zero-copy decoders.
 
 pub mod codec;
 pub mod id;
 pub mod message;
+pub mod relay;
 
 pub use codec::DecodeError;
 pub use id::{Key, NodeId};

@@ -1,0 +1,257 @@
+//! The socket side: the handshake, the reader task (decode and dispatch) and the writer task
+//! (batching writes).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use petal_protocol::relay::{CLIENT_MAGIC, ClientPacket, Limits, NodePacket, RELAY_MAGIC, VERSION};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::conn::Inner;
+use crate::error::{Ended, Error};
+use crate::pool::lock;
+use crate::service::RequestItem;
+use crate::tunnel;
+
+/// Bytes the writer gathers before writing, and the reader's read size.
+const BATCH: usize = 64 * 1024;
+
+/// Sends INIT and reads the node's answer. Returns what was read past the answer.
+pub(crate) async fn handshake<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    cluster: &str,
+    limits: &Limits,
+) -> Result<BytesMut, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut out = Vec::new();
+    ClientPacket::Init {
+        magic: CLIENT_MAGIC.to_owned(),
+        version: VERSION.to_owned(),
+        cluster: cluster.to_owned(),
+    }
+    .encode(&mut out);
+    wr.write_all(&out).await?;
+    wr.flush().await?;
+    let mut buf = BytesMut::with_capacity(BATCH);
+    loop {
+        if let Some(packet) = NodePacket::decode(&mut buf, limits)? {
+            return match packet {
+                NodePacket::Init { magic, version } if magic == RELAY_MAGIC => {
+                    if version != VERSION {
+                        tracing::warn!(%version, ours = VERSION, "node accepted with another version");
+                    }
+                    Ok(buf)
+                }
+                NodePacket::Init { magic, .. } => {
+                    Err(Error::Handshake(format!("node sent the magic {magic:?}")))
+                }
+                NodePacket::Deny { reason, .. } => Err(Error::Denied(reason)),
+                other => Err(Error::Handshake(format!(
+                    "expected INIT or DENY, got opcode 0x{:02x}",
+                    other.opcode()
+                ))),
+            };
+        }
+        if rd.read_buf(&mut buf).await? == 0 {
+            return Err(Error::Handshake(
+                "the node closed the connection".to_owned(),
+            ));
+        }
+    }
+}
+
+/// Owns the write half: writes packets whole, in queue order (control packets first), as few
+/// writes as possible, flushing whenever both queues are momentarily empty. This batch buffer
+/// plays the role of a `BufWriter` without copying twice. Stops after writing CLOSE (nothing
+/// may follow it), on a write error, or when the connection ends.
+pub(crate) async fn run_writer<W>(
+    inner: Arc<Inner>,
+    mut wr: W,
+    mut ctrl: mpsc::UnboundedReceiver<ClientPacket>,
+    mut data: mpsc::Receiver<ClientPacket>,
+    mut ended: watch::Receiver<Option<crate::error::Ended>>,
+) where
+    W: AsyncWrite + Send + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = ended.changed() => break,
+            Some(packet) = ctrl.recv() => packet,
+            Some(packet) = data.recv() => packet,
+            else => break,
+        };
+        let mut close = encode(&first, &mut buf);
+        while !close && buf.len() < BATCH {
+            let next = match ctrl.try_recv() {
+                Ok(packet) => packet,
+                Err(_) => match data.try_recv() {
+                    Ok(packet) => packet,
+                    Err(_) => break,
+                },
+            };
+            close = encode(&next, &mut buf);
+        }
+        let mut result = wr.write_all(&buf).await;
+        if result.is_ok() && (close || (ctrl.is_empty() && data.is_empty())) {
+            result = wr.flush().await;
+        }
+        if let Err(e) = result {
+            let closing = inner.closing.load(Ordering::Acquire);
+            inner.shutdown(Ended::Broken(format!("write failed: {e}")), !closing);
+            break;
+        }
+        buf.clear();
+        if buf.capacity() > 16 * BATCH {
+            buf = Vec::with_capacity(BATCH);
+        }
+        if close {
+            break;
+        }
+    }
+}
+
+/// Encodes `packet` onto `buf`; true for CLOSE.
+fn encode(packet: &ClientPacket, buf: &mut Vec<u8>) -> bool {
+    packet.encode(buf);
+    matches!(packet, ClientPacket::Close)
+}
+
+/// Owns the read half: decodes node packets and dispatches them until the connection ends.
+pub(crate) async fn run_reader<R>(
+    inner: Arc<Inner>,
+    mut rd: R,
+    mut buf: BytesMut,
+    mut ended: watch::Receiver<Option<Ended>>,
+) where
+    R: AsyncRead + Send + Unpin,
+{
+    let limits = inner.options.decode_limits;
+    let (end, notify) = loop {
+        match NodePacket::decode(&mut buf, &limits) {
+            Ok(Some(packet)) => match dispatch(&inner, packet) {
+                ControlFlow::Continue(()) => continue,
+                ControlFlow::Break(end) => break end,
+            },
+            Ok(None) => {}
+            Err(e) => {
+                break (
+                    Ended::Broken(format!("protocol violation by the node: {e}")),
+                    true,
+                );
+            }
+        }
+        if buf.capacity() - buf.len() < BATCH / 4 {
+            buf.reserve(BATCH);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = ended.changed() => return,
+            read = rd.read_buf(&mut buf) => read,
+        };
+        let closing = inner.closing.load(Ordering::Acquire);
+        match read {
+            Ok(n) if n > 0 => {}
+            Ok(_) if closing => break (Ended::Closed("connection closed".to_owned()), false),
+            Ok(_) => {
+                break (
+                    Ended::Broken("the node closed the socket without a CLOSE".to_owned()),
+                    true,
+                );
+            }
+            Err(e) if closing => break (Ended::Closed(format!("connection closed ({e})")), false),
+            Err(e) => break (Ended::Broken(format!("read failed: {e}")), true),
+        }
+    };
+    inner.shutdown(end, notify);
+}
+
+/// Handles one packet from the node. `Break` ends the connection: how, and whether to tell the
+/// service handler.
+fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)> {
+    match packet {
+        NodePacket::Reply { id, outcome } => {
+            let waiter = lock(&inner.pending).map.remove(&id);
+            match waiter {
+                Some(tx) => {
+                    if tx.send(outcome).is_err() {
+                        inner.counters.ignored("reply to an abandoned request");
+                    }
+                }
+                None => inner.counters.ignored("reply to an unknown request"),
+            }
+        }
+        NodePacket::Request {
+            id,
+            request,
+            timeout_ms,
+        } => match &inner.service {
+            Some(service) => service
+                .requests
+                .submit(RequestItem::new(id, request, timeout_ms)),
+            None => inner
+                .counters
+                .ignored("request delivered to a plain client"),
+        },
+        NodePacket::Broadcast { message } => match &inner.service {
+            Some(service) => service.broadcasts.submit(message),
+            None => inner
+                .counters
+                .ignored("broadcast delivered to a plain client"),
+        },
+        NodePacket::Publish { topic, event } => {
+            let topics = lock(&inner.topics);
+            match topics.get(topic.as_str()) {
+                Some(pool) => pool.submit(event),
+                None => inner.counters.ignored("event for a topic not subscribed"),
+            }
+        }
+        NodePacket::TunInit {
+            build_id,
+            chunk_limit,
+        } => {
+            tunnel::accept(inner, build_id, chunk_limit);
+        }
+        NodePacket::TunConfirm { id, chunk_limit } => tunnel::confirmed(inner, id, chunk_limit),
+        NodePacket::TunAllow { id, space } => match inner.tunnel(id) {
+            Some(tunnel) => tunnel.add_credit(space),
+            None => inner.counters.ignored("credit for an unknown tunnel"),
+        },
+        NodePacket::TunTransfer { id, size, payload } => match inner.tunnel(id) {
+            Some(tunnel) => tunnel.on_transfer(inner, size, payload),
+            None => inner.counters.ignored("data for an unknown tunnel"),
+        },
+        NodePacket::TunClose { id, reason } => tunnel::closed(inner, id, reason),
+        NodePacket::Close { reason } => {
+            let closing = inner.closing.load(Ordering::Acquire);
+            if reason.is_empty() && closing {
+                tracing::debug!("close acknowledged by the node");
+            } else {
+                let reason = if reason.is_empty() {
+                    "closed by the node".to_owned()
+                } else {
+                    reason
+                };
+                return ControlFlow::Break((Ended::Closed(reason), !closing));
+            }
+        }
+        NodePacket::Init { .. } | NodePacket::Deny { .. } => {
+            return ControlFlow::Break((
+                Ended::Broken(
+                    "protocol violation by the node: handshake packet after the handshake"
+                        .to_owned(),
+                ),
+                true,
+            ));
+        }
+    }
+    ControlFlow::Continue(())
+}

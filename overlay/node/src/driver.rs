@@ -3,7 +3,7 @@
 //! per-link and per-session queues. It never awaits anything but its input and its timer, so a
 //! slow peer or client cannot stall it.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,9 +80,9 @@ pub(crate) struct Driver<N: Net> {
     opts: Arc<Options>,
     start: Instant,
     inputs: mpsc::Sender<Input>,
-    links: HashMap<NodeId, LinkState>,
+    links: BTreeMap<NodeId, LinkState>,
     /// Addresses whose dial failed recently, not re-dialed before the given time.
-    dial_backoff: HashMap<SocketAddr, Instant>,
+    dial_backoff: BTreeMap<SocketAddr, Instant>,
     next_link: u64,
     pub(crate) sessions: Sessions,
     pub(crate) stats: Arc<RuntimeStats>,
@@ -105,8 +105,8 @@ impl<N: Net> Driver<N> {
             opts,
             start: Instant::now(),
             inputs,
-            links: HashMap::new(),
-            dial_backoff: HashMap::new(),
+            links: BTreeMap::new(),
+            dial_backoff: BTreeMap::new(),
             next_link: 1,
             sessions,
             stats,

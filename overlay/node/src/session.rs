@@ -9,7 +9,7 @@
 //! Every REQUEST gets exactly one REPLY and every TUN_INIT one TUN_CONFIRM: refusals are
 //! answered at once (timeout), closes and shutdowns answer what is pending.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -71,22 +71,22 @@ pub(crate) struct SessionOpen {
 #[derive(Default)]
 struct Tunnels {
     /// Client tunnel id -> core tunnel id.
-    by_client: HashMap<u64, u64>,
+    by_client: BTreeMap<u64, u64>,
     /// Core tunnel id -> client tunnel id (`None` while offered and not yet confirmed).
-    by_core: HashMap<u64, Option<u64>>,
+    by_core: BTreeMap<u64, Option<u64>>,
 }
 
 struct Session {
     out: SessionTx,
     /// Core request id -> client request id.
-    requests: HashMap<u64, u64>,
+    requests: BTreeMap<u64, u64>,
     tunnels: Tunnels,
     dropped: u64,
 }
 
 /// Every attached session.
 pub(crate) struct Sessions {
-    map: HashMap<u64, Session>,
+    map: BTreeMap<u64, Session>,
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
 }
@@ -98,7 +98,7 @@ fn timeout_ms(ms: u64) -> u32 {
 impl Sessions {
     pub(crate) fn new(opts: Arc<Options>, stats: Arc<RuntimeStats>) -> Self {
         Sessions {
-            map: HashMap::new(),
+            map: BTreeMap::new(),
             opts,
             stats,
         }
@@ -122,7 +122,7 @@ impl Sessions {
                     open.conn,
                     Session {
                         out: open.out,
-                        requests: HashMap::new(),
+                        requests: BTreeMap::new(),
                         tunnels: Tunnels::default(),
                         dropped: 0,
                     },

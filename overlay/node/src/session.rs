@@ -392,7 +392,7 @@ impl Sessions {
     /// Node shutdown: every session gets its pending requests answered (timeout), its tunnels
     /// closed with a reason and a CLOSE with a reason.
     pub(crate) fn shutdown(&mut self, node: &mut Node, now: Time) {
-        for (conn, s) in self.map.drain() {
+        for (conn, s) in std::mem::take(&mut self.map) {
             answer_pending(&s, "petal: the node is shutting down");
             s.out.must(NodePacket::Close {
                 reason: "petal: the node is shutting down".into(),

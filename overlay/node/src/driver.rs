@@ -49,10 +49,10 @@ pub(crate) enum Input {
     },
     /// A relay session finished its handshake and asks to attach.
     SessionOpen(SessionOpen),
-    /// A relay packet from an attached session.
+    /// Relay packets from an attached session, in order.
     Session {
         conn: u64,
-        packet: petal_protocol::relay::ClientPacket,
+        packets: Vec<petal_protocol::relay::ClientPacket>,
     },
     /// A session ended: `graceful` after the client's CLOSE, else a drop or a violation.
     SessionClosed { conn: u64, graceful: bool },
@@ -141,6 +141,7 @@ impl<N: Net> Driver<N> {
         let sleep = tokio::time::sleep_until(self.start + Duration::from_secs(3600));
         tokio::pin!(sleep);
         let join_deadline = self.start + self.opts.join_wait;
+        let mut armed: Option<Instant> = None;
         loop {
             self.flush();
             let now = self.now();
@@ -156,7 +157,10 @@ impl<N: Net> Driver<N> {
                     self.node.handle_timeout(now);
                     continue;
                 }
-                sleep.as_mut().reset(w);
+                if armed != Some(w) {
+                    sleep.as_mut().reset(w);
+                    armed = Some(w);
+                }
             }
             tokio::select! {
                 biased;
@@ -178,6 +182,7 @@ impl<N: Net> Driver<N> {
                     }
                 }
                 () = &mut sleep, if wake.is_some() => {
+                    armed = None;
                     let now = self.now();
                     self.node.handle_timeout(now);
                 }
@@ -230,8 +235,10 @@ impl<N: Net> Driver<N> {
                 }
             }
             Input::SessionOpen(open) => self.sessions.open(&mut self.node, now, open),
-            Input::Session { conn, packet } => {
-                self.sessions.packet(&mut self.node, now, conn, packet);
+            Input::Session { conn, packets } => {
+                for packet in packets {
+                    self.sessions.packet(&mut self.node, now, conn, packet);
+                }
             }
             Input::SessionClosed { conn, graceful } => {
                 self.sessions.closed(&mut self.node, now, conn, graceful);

@@ -138,6 +138,8 @@ pub(crate) async fn serve<S>(
     let graceful = loop {
         let mut closing = false;
         let mut failure = None;
+        // Packets from one read go to the node task together (one wake-up, one channel slot).
+        let mut batch = Vec::new();
         loop {
             match ClientPacket::decode(&mut buf, &limits) {
                 Ok(Some(ClientPacket::Close)) => {
@@ -149,8 +151,16 @@ pub(crate) async fn serve<S>(
                     break;
                 }
                 Ok(Some(packet)) => {
-                    if to_node.send(Input::Session { conn, packet }).await.is_err() {
-                        return;
+                    batch.push(packet);
+                    if batch.len() >= 256 {
+                        let packets = std::mem::take(&mut batch);
+                        if to_node
+                            .send(Input::Session { conn, packets })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                 }
                 Ok(None) => break,
@@ -159,6 +169,17 @@ pub(crate) async fn serve<S>(
                     break;
                 }
             }
+        }
+        if !batch.is_empty()
+            && to_node
+                .send(Input::Session {
+                    conn,
+                    packets: batch,
+                })
+                .await
+                .is_err()
+        {
+            return;
         }
         if closing {
             break true;

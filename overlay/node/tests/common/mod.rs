@@ -224,6 +224,18 @@ impl Raw {
         }
     }
 
+    /// Exactly `n` bytes, as the node wrote them (panics after 5 s or at EOF).
+    pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut got = self.buf.split_to(n.min(self.buf.len())).to_vec();
+        let have = got.len();
+        got.resize(n, 0);
+        tokio::time::timeout(Duration::from_secs(5), self.s.read_exact(&mut got[have..]))
+            .await
+            .expect("no bytes within 5 s")
+            .expect("EOF or error before the bytes");
+        got
+    }
+
     /// Every byte until EOF (panics after 5 s).
     pub async fn read_to_end(&mut self) -> Vec<u8> {
         let mut v = self.buf.split().to_vec();
@@ -433,7 +445,8 @@ impl TunSender {
 }
 
 /// Receives one whole message on tunnel `id`: the first chunk must carry the total size and
-/// every later chunk 0. Packets of other kinds or tunnels are a test failure.
+/// every later chunk 0. TUN_ALLOW packets (credit for this connection's own sending) are
+/// skipped; packets of other kinds or tunnels are a test failure.
 pub async fn recv_message(raw: &mut Raw, id: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut total = None;
@@ -459,6 +472,7 @@ pub async fn recv_message(raw: &mut Raw, id: u64) -> Vec<u8> {
                     return out;
                 }
             }
+            NodePacket::TunAllow { .. } => {}
             other => panic!("expected data of tunnel {id}, got {other:?}"),
         }
     }

@@ -1,0 +1,644 @@
+//! Hostile and broken relay clients: each attack runs on its own connections while a healthy
+//! connection to the same node keeps being served (checked after the attack with a request it
+//! answers itself and a publish to itself).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use petal_node::NodeHandle;
+use petal_protocol::relay::{self, ClientPacket, Limits, NodePacket, ReplyOutcome};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Runs `f` on `cases` inputs, at most `parallel` at a time.
+async fn run_cases<F, Fut>(cases: Vec<Vec<u8>>, parallel: usize, f: F)
+where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for case in cases {
+        if set.len() >= parallel {
+            set.join_next().await.unwrap().unwrap();
+        }
+        set.spawn(f(case));
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+/// Waits until the node has forgotten every session but `n`.
+async fn sessions_back_to(node: &NodeHandle, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let s = node.stats().await.unwrap().sessions;
+        if s == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{s} sessions, want {n}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Attaches as a plain client, sends `bytes`, and asserts that the node closes the connection
+/// without writing a byte.
+async fn attached_then_silent_close(addr: SocketAddr, bytes: Vec<u8>) {
+    let mut r = Raw::attach(addr, "").await;
+    r.send_bytes_lossy(&bytes).await;
+    let got = r.read_to_end().await;
+    assert!(got.is_empty(), "{bytes:02x?} got {got:02x?}");
+}
+
+/// Sends `bytes` before any handshake, then EOF; the node must close without a byte.
+async fn unattached_silent_close(addr: SocketAddr, bytes: Vec<u8>) {
+    let mut r = Raw::connect(addr).await;
+    r.send_bytes_lossy(&bytes).await;
+    r.shutdown_write().await;
+    let got = r.read_to_end().await;
+    assert!(got.is_empty(), "{bytes:02x?} got {got:02x?}");
+}
+
+#[tokio::test]
+async fn random_bytes_before_the_handshake_close_without_a_byte() {
+    let n = node(0x30, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let mut rng = Rng(0x5eed_0001);
+    let init = encode(&init_packet(""));
+    let mut cases = Vec::new();
+    for i in 0..300 {
+        let len = rng.below(200) as usize;
+        let mut b = rng.bytes(len);
+        match i % 3 {
+            // Pure noise.
+            0 => {}
+            // Noise after INIT's opcode.
+            1 => b.insert(0, relay::op::INIT),
+            // An INIT with a corrupted magic, maybe cut short, maybe with noise after it.
+            _ => {
+                let mut v = init.clone();
+                let at = 2 + rng.below(17) as usize;
+                v[at] ^= 1 + rng.below(255) as u8;
+                v.truncate(1 + rng.below(v.len() as u64) as usize);
+                v.extend_from_slice(&b);
+                b = v;
+            }
+        }
+        // A genuine INIT with the right magic would be answered: not a case of this test.
+        if let Ok(Some(ClientPacket::Init { magic, .. })) =
+            ClientPacket::decode(&mut BytesMut::from(&b[..]), &Limits::default())
+        {
+            assert_ne!(magic, relay::CLIENT_MAGIC);
+        }
+        cases.push(b);
+    }
+    let before = n.stats().await.unwrap().runtime.handshakes_failed;
+    run_cases(cases, 25, move |b| unattached_silent_close(addr, b)).await;
+    healthy.check().await;
+    sessions_back_to(&n, 1).await;
+    let failed = n.stats().await.unwrap().runtime.handshakes_failed - before;
+    assert_eq!(failed, 300);
+    n.shutdown().await;
+}
+
+/// A random client packet with small random fields.
+fn random_packet(rng: &mut Rng) -> ClientPacket {
+    let s = |rng: &mut Rng| {
+        let names = ["", "a", "svc", "topic", "x\u{e9}"];
+        names[rng.below(names.len() as u64) as usize].to_string()
+    };
+    let b = |rng: &mut Rng| {
+        let len = rng.below(40) as usize;
+        Bytes::from(rng.bytes(len))
+    };
+    let id = |rng: &mut Rng| rng.below(4);
+    match rng.below(13) {
+        0 => ClientPacket::Broadcast {
+            cluster: s(rng),
+            message: b(rng),
+        },
+        1 => ClientPacket::Request {
+            id: id(rng),
+            cluster: s(rng),
+            request: b(rng),
+            timeout_ms: rng.below(100),
+        },
+        2 => ClientPacket::Reply {
+            id: rng.next(),
+            result: if rng.below(2) == 0 {
+                Ok(b(rng))
+            } else {
+                Err(s(rng))
+            },
+        },
+        3 => ClientPacket::Subscribe { topic: s(rng) },
+        4 => ClientPacket::Unsubscribe { topic: s(rng) },
+        5 => ClientPacket::Publish {
+            topic: s(rng),
+            event: b(rng),
+        },
+        6 => ClientPacket::TunInit {
+            id: id(rng),
+            cluster: s(rng),
+            timeout_ms: rng.below(100),
+        },
+        7 => ClientPacket::TunConfirm {
+            build_id: rng.next(),
+            tun_id: id(rng),
+        },
+        8 => ClientPacket::TunAllow {
+            id: id(rng),
+            space: rng.next(),
+        },
+        9 => ClientPacket::TunTransfer {
+            id: id(rng),
+            size: rng.below(100),
+            payload: b(rng),
+        },
+        10 => ClientPacket::TunClose { id: id(rng) },
+        11 => ClientPacket::Close,
+        _ => init_packet(&s(rng)),
+    }
+}
+
+/// Checks what the node wrote to a client that sent `sent` after its handshake: well-formed
+/// packets only; a REPLY only for a REQUEST id the client sent (never more REPLYs than
+/// REQUESTs with that id), likewise TUN_CONFIRM for TUN_INIT; after a CLOSE that the node
+/// read, every REQUEST before it answered and the CLOSE acknowledged last.
+fn check_answers(sent: &[u8], got: &[u8]) {
+    let out = decode_all(got);
+    // What the node read: the packets up to the first violation or incomplete packet.
+    let mut buf = BytesMut::from(sent);
+    let limits = Limits {
+        max_message: 16 << 20,
+        ..Limits::default()
+    };
+    let mut read = Vec::new();
+    while let Ok(Some(p)) = ClientPacket::decode(&mut buf, &limits) {
+        let stop = matches!(p, ClientPacket::Close | ClientPacket::Init { .. });
+        read.push(p);
+        if stop {
+            break;
+        }
+    }
+    let count = |f: &dyn Fn(&ClientPacket) -> Option<u64>, id: u64| {
+        read.iter().filter(|p| f(p) == Some(id)).count()
+    };
+    let req = |p: &ClientPacket| match p {
+        ClientPacket::Request { id, .. } => Some(*id),
+        _ => None,
+    };
+    let tun = |p: &ClientPacket| match p {
+        ClientPacket::TunInit { id, .. } => Some(*id),
+        _ => None,
+    };
+    for p in &out {
+        match p {
+            NodePacket::Reply { id, .. } => {
+                let replies = out
+                    .iter()
+                    .filter(|q| matches!(q, NodePacket::Reply { id: i, .. } if i == id))
+                    .count();
+                assert!(
+                    replies <= count(&req, *id),
+                    "{replies} REPLYs for id {id}; sent {sent:02x?} got {out:?}"
+                );
+            }
+            NodePacket::TunConfirm { id, .. } => {
+                let confirms = out
+                    .iter()
+                    .filter(|q| matches!(q, NodePacket::TunConfirm { id: i, .. } if i == id))
+                    .count();
+                assert!(
+                    confirms <= count(&tun, *id),
+                    "{confirms} TUN_CONFIRMs for id {id}; sent {sent:02x?} got {out:?}"
+                );
+            }
+            NodePacket::Init { .. } | NodePacket::Deny { .. } => {
+                panic!("handshake packet after the handshake: {out:?}")
+            }
+            _ => {}
+        }
+    }
+    if read.last() == Some(&ClientPacket::Close) {
+        assert_eq!(
+            out.last(),
+            Some(&NodePacket::Close {
+                reason: String::new()
+            }),
+            "a graceful close not acknowledged last; sent {read:?} got {out:?}"
+        );
+        for p in &read {
+            if let ClientPacket::Request { id, .. } = p {
+                let replies = out
+                    .iter()
+                    .filter(|q| matches!(q, NodePacket::Reply { id: i, .. } if i == id))
+                    .count();
+                assert_eq!(
+                    replies,
+                    count(&req, *id),
+                    "request {id}: {read:?} -> {out:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn random_bytes_and_packets_after_the_handshake_never_upset_the_node() {
+    let n = node(0x31, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let mut rng = Rng(0x5eed_0002);
+    let mut cases = Vec::new();
+    for _ in 0..300 {
+        // Valid packets, then maybe noise or a packet cut short (which ends what the node
+        // reads: a violation, or an incomplete packet until EOF).
+        let mut b = Vec::new();
+        for _ in 0..1 + rng.below(8) {
+            b.extend(encode(&random_packet(&mut rng)));
+        }
+        match rng.below(3) {
+            0 => {
+                let len = 1 + rng.below(30) as usize;
+                b.extend(rng.bytes(len));
+            }
+            1 => {
+                let p = encode(&random_packet(&mut rng));
+                let cut = 1 + rng.below(p.len() as u64) as usize;
+                b.extend_from_slice(&p[..cut]);
+            }
+            _ => {}
+        }
+        cases.push(b);
+    }
+    run_cases(cases, 100, move |sent| async move {
+        let mut r = Raw::attach(addr, "").await;
+        r.send_bytes_lossy(&sent).await;
+        // Wait for the short timeouts (< 100 ms) some packets asked for, then hang up.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        r.shutdown_write().await;
+        let got = r.read_to_end().await;
+        check_answers(&sent, &got);
+    })
+    .await;
+    healthy.check().await;
+    sessions_back_to(&n, 1).await;
+    n.shutdown().await;
+}
+
+/// One packet of every kind with non-trivial fields.
+fn sample_packets() -> Vec<ClientPacket> {
+    vec![
+        ClientPacket::Broadcast {
+            cluster: "cluster".into(),
+            message: Bytes::from_static(b"message"),
+        },
+        ClientPacket::Request {
+            id: 300,
+            cluster: "cluster".into(),
+            request: Bytes::from_static(b"request"),
+            timeout_ms: 5000,
+        },
+        ClientPacket::Reply {
+            id: 70000,
+            result: Ok(Bytes::from_static(b"reply")),
+        },
+        ClientPacket::Reply {
+            id: 70000,
+            result: Err("fault".into()),
+        },
+        ClientPacket::Subscribe {
+            topic: "topic".into(),
+        },
+        ClientPacket::Unsubscribe {
+            topic: "topic".into(),
+        },
+        ClientPacket::Publish {
+            topic: "topic".into(),
+            event: Bytes::from_static(b"event"),
+        },
+        ClientPacket::TunInit {
+            id: 300,
+            cluster: "cluster".into(),
+            timeout_ms: 5000,
+        },
+        ClientPacket::TunConfirm {
+            build_id: 1 << 40,
+            tun_id: 300,
+        },
+        ClientPacket::TunAllow {
+            id: 300,
+            space: 4 << 20,
+        },
+        ClientPacket::TunTransfer {
+            id: 300,
+            size: 5,
+            payload: Bytes::from_static(b"chunk"),
+        },
+        ClientPacket::TunClose { id: 300 },
+    ]
+}
+
+#[tokio::test]
+async fn truncated_packets_then_eof_close_without_a_byte() {
+    let n = node(0x32, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let mut attached = Vec::new();
+    for p in sample_packets() {
+        let b = encode(&p);
+        for cut in 1..b.len() {
+            attached.push(b[..cut].to_vec());
+        }
+    }
+    let mut unattached = Vec::new();
+    let init = encode(&init_packet("svc"));
+    for cut in 1..init.len() {
+        unattached.push(init[..cut].to_vec());
+    }
+    let count = attached.len();
+    assert!(count > 100, "{count} cases");
+    run_cases(attached, 25, move |b| async move {
+        let mut r = Raw::attach(addr, "").await;
+        r.send_bytes(&b).await;
+        r.shutdown_write().await;
+        let got = r.read_to_end().await;
+        assert!(got.is_empty(), "{b:02x?} got {got:02x?}");
+    })
+    .await;
+    run_cases(unattached, 25, move |b| unattached_silent_close(addr, b)).await;
+    healthy.check().await;
+    sessions_back_to(&n, 1).await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_opcodes_close_the_connection_without_a_byte() {
+    let n = node(0x33, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    // 0x01 (DENY) is never sent by clients; 0x0e..=0xff do not exist.
+    let cases: Vec<Vec<u8>> = std::iter::once(0x01u8)
+        .chain(0x0e..=0xff)
+        .map(|op| vec![op, 0x00, 0x01, 0x02])
+        .collect();
+    let count = cases.len() as u64;
+    let before = n.stats().await.unwrap().runtime.relay_violations;
+    run_cases(cases, 25, move |b| attached_then_silent_close(addr, b)).await;
+    healthy.check().await;
+    sessions_back_to(&n, 1).await;
+    let violations = n.stats().await.unwrap().runtime.relay_violations - before;
+    assert_eq!(violations, count);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_fields_close_the_connection_without_a_byte() {
+    let n = node(0x34, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("a second INIT", encode(&init_packet(""))),
+        (
+            "a second INIT naming a cluster",
+            encode(&init_packet("svc")),
+        ),
+        ("REPLY with bool 0x02", b"\x05\x00\x02\x01x".to_vec()),
+        ("REPLY with bool 0xff", b"\x05\x07\xff".to_vec()),
+        ("a string that is not UTF-8", b"\x06\x02\xc3\x28".to_vec()),
+    ];
+    // Varints: 11 bytes (even of value 0), and 10 bytes above u64::MAX.
+    let mut v = vec![0x04];
+    v.extend([0xff; 10]);
+    v.push(0x01);
+    cases.push(("an 11-byte varint", v));
+    let mut v = vec![0x04];
+    v.extend([0x80; 10]);
+    v.push(0x00);
+    cases.push(("an 11-byte varint of value 0", v));
+    let mut v = vec![0x0b];
+    v.extend([0xff; 9]);
+    v.push(0x02);
+    cases.push(("a varint above u64::MAX", v));
+    // A string length of 65536, without its bytes: refused from the prefix.
+    cases.push(("a 65536-byte topic", b"\x06\x80\x80\x04".to_vec()));
+    cases.push(("a 65536-byte cluster", b"\x04\x01\x80\x80\x04".to_vec()));
+    for (what, b) in cases {
+        let t0 = Instant::now();
+        let mut r = Raw::attach(addr, "svc").await;
+        r.send_bytes_lossy(&b).await;
+        let got = r.read_to_end().await;
+        assert!(got.is_empty(), "{what}: got {got:02x?}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{what}: closed after {:?}",
+            t0.elapsed()
+        );
+        healthy.check().await;
+    }
+    sessions_back_to(&n, 1).await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_largest_varint_and_the_longest_string_are_accepted() {
+    let n = node(0x35, vec![]).await;
+    let mut r = Raw::attach(relay_addr(&n), "").await;
+    // REQUEST id=u64::MAX to "nobody", timeout 0: its REPLY echoes the id.
+    let mut b = vec![0x04];
+    b.extend([0xff; 9]);
+    b.push(0x01);
+    b.extend(b"\x06nobody\x00\x00");
+    r.send_bytes(&b).await;
+    r.expect(NodePacket::Reply {
+        id: u64::MAX,
+        outcome: ReplyOutcome::Timeout,
+    })
+    .await;
+    // A 65535-byte topic works both ways.
+    let topic = "t".repeat(65535);
+    r.send(ClientPacket::Subscribe {
+        topic: topic.clone(),
+    })
+    .await;
+    r.send(ClientPacket::Publish {
+        topic: topic.clone(),
+        event: Bytes::from_static(b"long"),
+    })
+    .await;
+    r.expect(NodePacket::Publish {
+        topic,
+        event: Bytes::from_static(b"long"),
+    })
+    .await;
+    r.assert_nothing_queued().await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_binary_over_max_message_is_refused_at_once_and_max_message_itself_is_accepted() {
+    let n = node(0x36, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let max = 16u64 << 20;
+    let varint = |v: u64| {
+        let mut out = Vec::new();
+        relay::put_varint(&mut out, v);
+        out
+    };
+    // One byte over: the node closes as soon as it has the length prefix.
+    for op_fields in [&b"\x03\x02bc"[..], b"\x08\x01t", b"\x04\x01\x02bc"] {
+        let mut b = op_fields.to_vec();
+        b.extend(varint(max + 1));
+        let t0 = Instant::now();
+        let mut r = Raw::attach(addr, "").await;
+        r.send_bytes(&b).await;
+        r.expect_eof_no_bytes().await;
+        assert!(t0.elapsed() < Duration::from_millis(300));
+    }
+    // Exactly max_message: the node waits for the bytes, and the message goes through.
+    let mut member = Raw::attach(addr, "bc").await;
+    let mut b = b"\x03\x02bc".to_vec();
+    b.extend(varint(max));
+    member.send_bytes(&b).await;
+    member.expect_silence(Duration::from_millis(100)).await;
+    healthy.check().await;
+    let body = pattern(1, max as usize);
+    member.send_bytes(&body).await;
+    let Some(NodePacket::Broadcast { message }) = member.recv().await else {
+        panic!("no 16 MiB broadcast")
+    };
+    assert!(message == body, "the 16 MiB broadcast arrived altered");
+    healthy.check().await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_version_is_denied_naming_both_versions() {
+    let n = node(0x37, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    for version in ["v0.9", "", "v1.0-draft3", "v1.0-draft2 "] {
+        let mut r = Raw::connect(addr).await;
+        r.send(ClientPacket::Init {
+            magic: relay::CLIENT_MAGIC.into(),
+            version: version.into(),
+            cluster: "svc".into(),
+        })
+        .await;
+        let want = NodePacket::Deny {
+            magic: relay::RELAY_MAGIC.into(),
+            reason: format!("Unsupported protocol. Client: {version}. Iris: v1.0-draft2."),
+        };
+        assert_eq!(r.read_to_end().await, encode_node(&want), "{version:?}");
+    }
+    healthy.check().await;
+    sessions_back_to(&n, 1).await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_and_slow_handshakes_delay_nobody_and_are_cut_at_the_deadline() {
+    let n = node(0x38, vec![]).await;
+    let addr = relay_addr(&n);
+    let t0 = Instant::now();
+    // Ten clients that say nothing, ten that send half an INIT, one that trickles its INIT a
+    // byte every 100 ms.
+    let mut stalled = Vec::new();
+    for i in 0..20 {
+        let mut r = Raw::connect(addr).await;
+        if i % 2 == 1 {
+            r.send_bytes(b"\x00\x11iris-cli").await;
+        }
+        stalled.push(r);
+    }
+    let trickle = tokio::spawn(async move {
+        let mut r = Raw::connect(addr).await;
+        for b in encode(&init_packet("")) {
+            r.send_bytes_lossy(&[b]).await;
+            match r.recv_within(Duration::from_millis(100)).await {
+                Err(()) => {}
+                Ok(None) => return Instant::now(),
+                Ok(Some(p)) => panic!("the trickling client got {p:?}"),
+            }
+        }
+        panic!("the trickling client completed its handshake")
+    });
+    // Others attach at once meanwhile, and are served.
+    for _ in 0..10 {
+        let t = Instant::now();
+        let mut h = Healthy::new(addr).await;
+        h.check().await;
+        assert!(
+            t.elapsed() < Duration::from_millis(200),
+            "attach took {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_millis(450));
+    // The stalled ones are closed, without a byte, at the 500 ms deadline.
+    for mut r in stalled {
+        r.expect_eof_no_bytes().await;
+    }
+    let closed = t0.elapsed();
+    assert!(
+        closed >= Duration::from_millis(450) && closed < Duration::from_millis(1500),
+        "closed after {closed:?}"
+    );
+    let end = trickle.await.unwrap();
+    let took = end - t0;
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        "the trickling client was closed after {took:?}"
+    );
+    let s = n.stats().await.unwrap();
+    assert_eq!(s.runtime.handshakes_failed, 21);
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hundred_clients_connecting_at_once_are_all_accepted() {
+    let n = node(0x39, vec![]).await;
+    let addr = relay_addr(&n);
+    let t0 = Instant::now();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let mut set = JoinSet::new();
+    for i in 0..100 {
+        let mut done = done_rx.clone();
+        set.spawn(async move {
+            let cluster = if i % 2 == 0 { "" } else { "many" };
+            let mut r = Raw::attach(addr, cluster).await;
+            r.assert_nothing_queued().await;
+            // Stay attached until every client is in.
+            let _ = done.wait_for(|go| *go).await;
+            r.send(ClientPacket::Close).await;
+            assert_eq!(r.read_to_end().await, b"\x02\x00");
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let s = n.stats().await.unwrap();
+        if s.sessions == 100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions attached",
+            s.sessions
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    done_tx.send(true).unwrap();
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    sessions_back_to(&n, 0).await;
+    n.shutdown().await;
+}

@@ -9,7 +9,7 @@
 //! Every REQUEST gets exactly one REPLY and every TUN_INIT one TUN_CONFIRM: refusals are
 //! answered at once (timeout), closes and shutdowns answer what is pending.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -74,6 +74,11 @@ struct Tunnels {
     by_client: BTreeMap<u64, u64>,
     /// Core tunnel id -> client tunnel id (`None` while offered and not yet confirmed).
     by_core: BTreeMap<u64, Option<u64>>,
+    /// Client ids of outbound tunnels still opening (TUN_INIT not yet answered). A client
+    /// waits for their TUN_CONFIRM with no timer of its own and knows no tunnel by that id
+    /// yet, so when the connection or the node closes first their answer must be the failed
+    /// TUN_CONFIRM `0a id 01`, not a TUN_CLOSE (found by the relay_lifecycle tests).
+    opening: BTreeSet<u64>,
 }
 
 struct Session {
@@ -191,6 +196,7 @@ impl Sessions {
                 Ok(core) => {
                     s.tunnels.by_client.insert(id, core);
                     s.tunnels.by_core.insert(core, Some(id));
+                    s.tunnels.opening.insert(id);
                     Ok(())
                 }
                 Err(e) => {
@@ -306,6 +312,7 @@ impl Sessions {
             }
             Event::TunnelOpened { tunnel, .. } => {
                 if let Some(Some(id)) = s.tunnels.by_core.get(&tunnel) {
+                    s.tunnels.opening.remove(id);
                     s.out.must(NodePacket::TunConfirm {
                         id: *id,
                         chunk_limit: Some(node.config().tunnel_chunk_limit as u64),
@@ -316,6 +323,7 @@ impl Sessions {
             Event::TunnelOpenFailed { tunnel, .. } => {
                 if let Some(Some(id)) = s.tunnels.by_core.remove(&tunnel) {
                     s.tunnels.by_client.remove(&id);
+                    s.tunnels.opening.remove(&id);
                     s.out.must(NodePacket::TunConfirm {
                         id,
                         chunk_limit: None,
@@ -352,6 +360,7 @@ impl Sessions {
                 // tunnel: nothing to tell it.
                 if let Some(Some(id)) = s.tunnels.by_core.remove(&tunnel) {
                     s.tunnels.by_client.remove(&id);
+                    s.tunnels.opening.remove(&id);
                     s.out.must(NodePacket::TunClose { id, reason });
                 }
                 false
@@ -415,10 +424,17 @@ fn answer_pending(s: &Session, reason: &str) {
     let mut tunnels: Vec<u64> = s.tunnels.by_client.keys().copied().collect();
     tunnels.sort_unstable();
     for id in tunnels {
-        s.out.must(NodePacket::TunClose {
-            id,
-            reason: reason.into(),
-        });
+        if s.tunnels.opening.contains(&id) {
+            s.out.must(NodePacket::TunConfirm {
+                id,
+                chunk_limit: None,
+            });
+        } else {
+            s.out.must(NodePacket::TunClose {
+                id,
+                reason: reason.into(),
+            });
+        }
     }
 }
 

@@ -477,3 +477,41 @@ pub async fn recv_message(raw: &mut Raw, id: u64) -> Vec<u8> {
         }
     }
 }
+
+/// Sends requests from `cli` to `cluster` (100 ms timeouts) until `svc`, a member on any node,
+/// answers one: the cluster's tree then knows the member. Panics after 3 s.
+pub async fn warm_cluster(cli: &mut Raw, svc: &mut Raw, cluster: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut id = 1_000_000;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{cluster} never reached its member"
+        );
+        id += 1;
+        cli.send(ClientPacket::Request {
+            id,
+            cluster: cluster.into(),
+            request: Bytes::from_static(b"warm"),
+            timeout_ms: 100,
+        })
+        .await;
+        tokio::select! {
+            p = svc.next() => {
+                let NodePacket::Request { id: d, .. } = p else { panic!("member got {p:?}") };
+                svc.send(ClientPacket::Reply { id: d, result: Ok(Bytes::from_static(b"warm")) })
+                    .await;
+                // A delivery that came too late for its request: this request's outcome may be
+                // a timeout, then try again.
+                match cli.next().await {
+                    NodePacket::Reply { id: got, outcome: ReplyOutcome::Success(_) } if got == id => {
+                        return;
+                    }
+                    NodePacket::Reply { id: got, outcome: ReplyOutcome::Timeout } if got == id => {}
+                    other => panic!("requester got {other:?}"),
+                }
+            }
+            p = cli.next() => assert_eq!(p, NodePacket::Reply { id, outcome: ReplyOutcome::Timeout }),
+        }
+    }
+}

@@ -10,11 +10,12 @@ use bytes::{Bytes, BytesMut};
 use petal_protocol::relay::{ClientPacket, ReplyOutcome};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Ended, Error};
 use crate::idmap::IdMap;
 use crate::options::Options;
+use crate::outbox::Outbox;
 use crate::pool::{Pool, Submit, lock};
 use crate::service::ServiceHooks;
 use crate::topic::{EventJob, TopicHandler};
@@ -25,8 +26,8 @@ use crate::{io, stats::Counters, stats::Stats};
 /// a cluster member).
 ///
 /// Cheap to clone; every clone is the same connection, and all methods take `&self`, so many
-/// tasks can issue requests, publish and open tunnels at once. Packets go to one writer task
-/// and replies are matched by id; no task is spawned per request.
+/// tasks can issue requests, publish and open tunnels at once. Packets are written whole
+/// through one shared outbox and replies are matched by id; no task is spawned per request.
 ///
 /// Dropping the last clone closes the connection without waiting (as [`close`](Self::close)
 /// would, but in the background); tunnels opened on it then end too.
@@ -49,8 +50,7 @@ impl Drop for Handle {
 /// State shared by the handles, the reader and writer tasks, handler pools and tunnels.
 pub(crate) struct Inner {
     pub(crate) options: Options,
-    pub(crate) data_tx: mpsc::Sender<ClientPacket>,
-    ctrl_tx: mpsc::UnboundedSender<ClientPacket>,
+    pub(crate) outbox: Arc<Outbox>,
     pub(crate) pending: Mutex<Pending>,
     pub(crate) tunnels: Mutex<Tunnels>,
     pub(crate) topics: Mutex<HashMap<String, Box<dyn Submit<Bytes>>>>,
@@ -152,18 +152,16 @@ impl Connection {
     where
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
-        F: FnOnce(&mpsc::Sender<ClientPacket>, &Counters, &Options) -> Option<ServiceHooks>,
+        F: FnOnce(&Arc<Outbox>, &Counters, &Options) -> Option<ServiceHooks>,
     {
         let leftover: BytesMut =
             io::handshake(&mut rd, &mut wr, cluster, &options.decode_limits).await?;
-        let (data_tx, data_rx) = mpsc::channel(options.write_queue.max(1));
-        let (ctrl_tx, ctrl_rx) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::new(wr, options.write_buffer));
         let counters = Counters::default();
-        let service = service(&data_tx, &counters, &options);
+        let service = service(&outbox, &counters, &options);
         let inner = Arc::new(Inner {
             options,
-            data_tx,
-            ctrl_tx,
+            outbox,
             pending: Mutex::new(Pending {
                 map: IdMap::default(),
                 ended: None,
@@ -181,13 +179,7 @@ impl Connection {
             closing: AtomicBool::new(false),
         });
         let ended_rx = inner.ended.subscribe();
-        tokio::spawn(io::run_writer(
-            inner.clone(),
-            wr,
-            ctrl_rx,
-            data_rx,
-            ended_rx.clone(),
-        ));
+        tokio::spawn(io::run_writer(inner.clone()));
         tokio::spawn(io::run_reader(inner.clone(), rd, leftover, ended_rx));
         Ok(Connection {
             handle: Arc::new(Handle { inner }),
@@ -336,8 +328,9 @@ impl Connection {
     pub async fn close(&self) -> Result<(), Error> {
         let inner = self.inner();
         if !inner.closing.swap(true, Ordering::AcqRel) {
-            // Fails only when the writer is gone, i.e. the connection already ended.
-            let _ = inner.data_tx.send(ClientPacket::Close).await;
+            // Refused only when the connection already ended.
+            inner.outbox.room().await;
+            let _ = inner.outbox.push(&ClientPacket::Close);
         }
         let mut ended = inner.ended.subscribe();
         let end = match ended.wait_for(Option::is_some).await {
@@ -411,36 +404,17 @@ impl Inner {
         }
     }
 
-    /// Queues a packet for the writer, waiting while the queue is full.
+    /// Queues a packet for the node, waiting while the write queue is full.
     pub(crate) async fn send(&self, packet: ClientPacket) -> Result<(), Error> {
-        self.data_tx
-            .send(packet)
-            .await
-            .map_err(|_| self.ended_error())
+        self.outbox.room().await;
+        self.outbox.push(&packet).map_err(|_| self.ended_error())
     }
 
-    /// Queues a control packet (credit, tunnel confirmations) without waiting. These go
-    /// before queued data, so the reader never waits for the writer.
+    /// Queues a control packet (credit, tunnel confirmations and closes) without waiting for
+    /// room, so the reader task and destructors never wait for the writer. Dropped silently
+    /// once the connection is closing or ended.
     pub(crate) fn send_control(&self, packet: ClientPacket) {
-        let _ = self.ctrl_tx.send(packet);
-    }
-
-    /// Queues a packet behind the data already queued, without waiting: in the background if
-    /// the queue is full (or ahead of it, outside a runtime).
-    pub(crate) fn send_detached(&self, packet: ClientPacket) {
-        match self.data_tx.try_send(packet) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(packet)) => {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    let tx = self.data_tx.clone();
-                    rt.spawn(async move {
-                        let _ = tx.send(packet).await;
-                    });
-                } else {
-                    self.send_control(packet);
-                }
-            }
-        }
+        let _ = self.outbox.push(&packet);
     }
 
     /// Grants the node `space` more bytes of credit on tunnel `id`.
@@ -458,7 +432,7 @@ impl Inner {
     /// The last handle was dropped: close in the background.
     fn abandon(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) && self.ended.borrow().is_none() {
-            self.send_detached(ClientPacket::Close);
+            self.send_control(ClientPacket::Close);
         }
     }
 
@@ -476,6 +450,7 @@ impl Inner {
         if !first {
             return;
         }
+        self.outbox.shut();
         match &end {
             Ended::Closed(reason) => tracing::debug!(reason = %reason, "connection closed"),
             Ended::Broken(what) => tracing::warn!(what = %what, "connection broken"),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use petal_protocol::relay::{CLIENT_MAGIC, ClientPacket, Limits, NodePacket, RELAY_MAGIC, VERSION};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::conn::Inner;
 use crate::error::{Ended, Error};
@@ -67,62 +67,12 @@ where
     }
 }
 
-/// Owns the write half: writes packets whole, in queue order (control packets first), as few
-/// writes as possible, flushing whenever both queues are momentarily empty. This batch buffer
-/// plays the role of a `BufWriter` without copying twice. Stops after writing CLOSE (nothing
-/// may follow it), on a write error, or when the connection ends.
-pub(crate) async fn run_writer<W>(
-    inner: Arc<Inner>,
-    mut wr: W,
-    mut ctrl: mpsc::UnboundedReceiver<ClientPacket>,
-    mut data: mpsc::Receiver<ClientPacket>,
-    mut ended: watch::Receiver<Option<crate::error::Ended>>,
-) where
-    W: AsyncWrite + Send + Unpin,
-{
-    let mut buf: Vec<u8> = Vec::with_capacity(BATCH);
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = ended.changed() => break,
-            Some(packet) = ctrl.recv() => packet,
-            Some(packet) = data.recv() => packet,
-            else => break,
-        };
-        let mut close = encode(&first, &mut buf);
-        while !close && buf.len() < BATCH {
-            let next = match ctrl.try_recv() {
-                Ok(packet) => packet,
-                Err(_) => match data.try_recv() {
-                    Ok(packet) => packet,
-                    Err(_) => break,
-                },
-            };
-            close = encode(&next, &mut buf);
-        }
-        let mut result = wr.write_all(&buf).await;
-        if result.is_ok() && (close || (ctrl.is_empty() && data.is_empty())) {
-            result = wr.flush().await;
-        }
-        if let Err(e) = result {
-            let closing = inner.closing.load(Ordering::Acquire);
-            inner.shutdown(Ended::Broken(format!("write failed: {e}")), !closing);
-            break;
-        }
-        buf.clear();
-        if buf.capacity() > 16 * BATCH {
-            buf = Vec::with_capacity(BATCH);
-        }
-        if close {
-            break;
-        }
+/// The writer task: finishes the writes the outbox hands over, and reports a write failure.
+pub(crate) async fn run_writer(inner: Arc<Inner>) {
+    if let Some(e) = inner.outbox.run_writer().await {
+        let closing = inner.closing.load(Ordering::Acquire);
+        inner.shutdown(Ended::Broken(format!("write failed: {e}")), !closing);
     }
-}
-
-/// Encodes `packet` onto `buf`; true for CLOSE.
-fn encode(packet: &ClientPacket, buf: &mut Vec<u8>) -> bool {
-    packet.encode(buf);
-    matches!(packet, ClientPacket::Close)
 }
 
 /// Owns the read half: decodes node packets and dispatches them until the connection ends.

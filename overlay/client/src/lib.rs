@@ -64,19 +64,25 @@
 //! ```
 //!
 //! ## How it works
-//! Each connection runs two tasks. The writer owns the socket's write half and is fed by a
-//! bounded queue (plus an unbounded one for small control packets the reader emits, so the
-//! reader never waits on the writer); it writes each packet whole, gathers what is queued into
-//! one write, and flushes when the queues are momentarily empty. The reader decodes node
-//! packets from one buffer (payloads are zero-copy slices of it) and dispatches them: replies
-//! to the waiting request (a table of one-shot channels keyed by request id), deliveries to the
-//! handler pools, tunnel packets to their tunnel. When the connection breaks (EOF without a
-//! close, an IO error, a protocol violation) every pending request and tunnel fails with
-//! [`Error::Broken`], and a service's [`ServiceHandler::handle_drop`] is called.
+//! Writes go through a combining outbox: packets are encoded whole into one queue, and a
+//! caller that finds no write in progress writes the queue to the socket itself with
+//! non-blocking writes (no task switch on the request path); callers that find a write in
+//! progress only append, so their packets leave together with the next write (batching under
+//! load). When the socket would block, a writer task takes over. The queue is bounded in bytes
+//! ([`Options::write_buffer`]); control packets (credit grants, tunnel confirmations and
+//! closes) skip the bound so the reader never waits for the writer.
+//!
+//! One reader task decodes node packets from one buffer (payloads are zero-copy slices of it)
+//! and dispatches them: replies to the waiting request (a table of one-shot channels keyed by
+//! request id), deliveries to the handler pools, tunnel packets to their tunnel. When the
+//! connection breaks (EOF without a close, an IO error, a protocol violation) every pending
+//! request and tunnel fails with [`Error::Broken`], and a service's
+//! [`ServiceHandler::handle_drop`] is called.
 //!
 //! ## Layout
 //! - `conn.rs`: [`Connection`], the shared state, request matching, shutdown.
 //! - `io.rs`: the handshake, the reader task and its dispatch, the writer task.
+//! - `outbox.rs`: the combining write queue in front of the socket.
 //! - `service.rs`: [`Service`], [`ServiceHandler`], [`register`], the request and broadcast jobs.
 //! - `topic.rs`: [`TopicHandler`].
 //! - `tunnel.rs`: [`Tunnel`]: chunking, credit, reassembly, close.
@@ -89,6 +95,7 @@ mod error;
 mod idmap;
 mod io;
 mod options;
+mod outbox;
 mod pool;
 mod service;
 mod stats;

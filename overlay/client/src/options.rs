@@ -33,8 +33,9 @@ pub struct Options {
     /// Receive buffer of each tunnel, in bytes: the credit granted to the node, and the largest
     /// message the tunnel accepts (default 64 MiB, as the Go and Java libraries).
     pub tunnel_buffer: u64,
-    /// Packets waiting for the writer task (default 1024); senders wait when it is full.
-    pub write_queue: usize,
+    /// Bytes of encoded packets waiting to be written (default 1 MiB); senders wait while it
+    /// is full (control packets such as credit grants never wait).
+    pub write_buffer: usize,
     /// Decoding limits applied to what the node sends.
     pub decode_limits: Limits,
 }
@@ -50,7 +51,7 @@ impl Default for Options {
             event_handlers: 4 * cpus,
             event_memory: 64 << 20,
             tunnel_buffer: 64 << 20,
-            write_queue: 1024,
+            write_buffer: 1 << 20,
             decode_limits: Limits::default(),
         }
     }

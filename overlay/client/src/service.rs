@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use petal_protocol::relay::ClientPacket;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::conn::{Connection, dial, dial_addr};
 use crate::error::Error;
 use crate::options::Options;
+use crate::outbox::Outbox;
 use crate::pool::{Job, Pool, Submit};
 use crate::stats::Counters;
 use crate::tunnel::Tunnel;
@@ -227,14 +227,14 @@ pub(crate) struct ServiceHooks {
 impl ServiceHooks {
     fn new<H: ServiceHandler>(
         handler: Arc<H>,
-        tx: &mpsc::Sender<ClientPacket>,
+        outbox: &Arc<Outbox>,
         counters: &Counters,
         options: &Options,
     ) -> Self {
         let requests = Pool::new(
             RequestJob {
                 handler: handler.clone(),
-                tx: tx.clone(),
+                outbox: outbox.clone(),
                 expired: counters.expired_requests.clone(),
             },
             "requests",
@@ -299,7 +299,7 @@ impl RequestItem {
 
 struct RequestJob<H> {
     handler: Arc<H>,
-    tx: mpsc::Sender<ClientPacket>,
+    outbox: Arc<Outbox>,
     expired: Arc<AtomicU64>,
 }
 
@@ -317,14 +317,12 @@ impl<H: ServiceHandler> Job for RequestJob<H> {
             return;
         }
         let result = self.handler.handle_request(item.request).await;
-        // Fails only when the connection is gone; the node answers the requester then.
-        let _ = self
-            .tx
-            .send(ClientPacket::Reply {
-                id: item.id,
-                result,
-            })
-            .await;
+        // Refused only when the connection is gone; the node answers the requester then.
+        self.outbox.room().await;
+        let _ = self.outbox.push(&ClientPacket::Reply {
+            id: item.id,
+            result,
+        });
     }
 }
 

@@ -214,6 +214,21 @@ impl TunnelShared {
     }
 }
 
+impl TunnelShared {
+    /// Takes the next whole message and the bytes to grant back for it (0 once the tunnel
+    /// ended); the end's error once nothing is buffered; `None` to wait.
+    fn take_message(&self) -> Option<Result<(Bytes, u64), Error>> {
+        let mut st = lock(&self.state);
+        if let Some(message) = st.ready.pop_front() {
+            let n = message.len() as u64;
+            st.outstanding -= n;
+            let regrant = if st.end.is_none() { n } else { 0 };
+            return Some(Ok((message, regrant)));
+        }
+        st.end.as_ref().map(|end| Err(end.to_error()))
+    }
+}
+
 /// Opens an outbound tunnel: allocates an id, sends TUN_INIT, waits for TUN_CONFIRM.
 pub(crate) async fn open(
     inner: &Arc<Inner>,
@@ -374,12 +389,7 @@ impl Tunnel {
         while offset < total {
             let chunk_limit = self.wait_credit(total - offset).await?;
             let n = chunk_limit.min(total - offset);
-            let permit = self
-                .inner
-                .data_tx
-                .reserve()
-                .await
-                .map_err(|_| self.inner.ended_error())?;
+            self.inner.outbox.room().await;
             {
                 let mut st = lock(&shared.state);
                 if let Some(end) = &st.end {
@@ -388,11 +398,14 @@ impl Tunnel {
                 // Only this sender spends credit, and it was checked: it still covers `n`.
                 st.credit -= n as u64;
             }
-            permit.send(ClientPacket::TunTransfer {
+            let chunk = ClientPacket::TunTransfer {
                 id: shared.id,
                 size: if offset == 0 { total as u64 } else { 0 },
                 payload: message.slice(offset..offset + n),
-            });
+            };
+            if self.inner.outbox.push(&chunk).is_err() {
+                return Err(self.inner.ended_error());
+            }
             offset += n;
         }
         Ok(())
@@ -434,23 +447,14 @@ impl Tunnel {
             let notified = shared.recv_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let mut st = lock(&shared.state);
-                if let Some(message) = st.ready.pop_front() {
-                    let n = message.len() as u64;
-                    st.outstanding -= n;
-                    let live = st.end.is_none();
-                    drop(st);
-                    if live {
-                        self.inner.grant(shared.id, n);
-                    }
+            match shared.take_message() {
+                Some(Ok((message, regrant))) => {
+                    self.inner.grant(shared.id, regrant);
                     return Ok(message);
                 }
-                if let Some(end) = &st.end {
-                    return Err(end.to_error());
-                }
+                Some(Err(e)) => return Err(e),
+                None => notified.await,
             }
-            notified.await;
         }
     }
 
@@ -511,7 +515,7 @@ impl Drop for Tunnel {
         };
         if send_close {
             self.inner
-                .send_detached(ClientPacket::TunClose { id: self.shared.id });
+                .send_control(ClientPacket::TunClose { id: self.shared.id });
         }
         self.shared.credit_changed.notify_waiters();
     }
@@ -527,3 +531,7 @@ impl std::fmt::Debug for Tunnel {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[path = "tunnel_tests.rs"]
+mod tests;

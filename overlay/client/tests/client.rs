@@ -106,7 +106,7 @@ async fn request_outcomes_map_to_results() {
     node.await.expect("node");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_get_their_own_replies() {
     let (conn, mut peer) = client().await;
     const TASKS: usize = 8;
@@ -405,4 +405,48 @@ async fn abandoned_request_reply_is_ignored() {
     .await;
     assert_eq!(timely(next).await.expect("join").expect("reply"), "ok");
     assert_eq!(conn.stats().ignored_packets, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_stay_whole_and_ordered_under_backpressure() {
+    let mut options = petal_client::Options::default();
+    options.write_buffer = 64 * 1024;
+    let (conn, mut peer) = common::client_with(options).await;
+    const TASKS: usize = 10;
+    const EACH: usize = 20;
+    const SIZE: usize = 20_000;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let event = vec![(t * EACH + i) as u8; SIZE];
+                conn.publish(&format!("t{t}"), event)
+                    .await
+                    .expect("publish");
+            }
+        }));
+    }
+    // Let the socket buffers fill up so that writers hit `Pending` and hand over.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut next = [0usize; TASKS];
+    for _ in 0..TASKS * EACH {
+        match peer.recv().await {
+            Some(ClientPacket::Publish { topic, event }) => {
+                let t: usize = topic[1..].parse().expect("task");
+                let i = next[t];
+                next[t] += 1;
+                assert_eq!(event.len(), SIZE);
+                assert!(
+                    event.iter().all(|&b| b == (t * EACH + i) as u8),
+                    "task {t} event {i}"
+                );
+            }
+            other => panic!("expected a publish, got {other:?}"),
+        }
+    }
+    for t in tasks {
+        timely(t).await.expect("task");
+    }
+    assert_eq!(next, [EACH; TASKS]);
 }

@@ -14,6 +14,8 @@
 //! - [`oracle`]: the messaging oracles' judgements (exactly one outcome, exactly-once events,
 //!   fairness, tunnel integrity).
 //! - [`queue`]: the calendar event queue.
+//! - [`realstack`]: the turmoil harness: petal-node and petal-client applications on simulated
+//!   hosts and TCP, with crashes, restarts and partitions, judged by the same oracles.
 //! - [`topology`]: network delay models (transit-stub via petgraph, geometric, uniform).
 //! - [`scenario`]: scenario files and their runners.
 //! - [`report`]: Markdown, JSON and PNG report writing.
@@ -23,6 +25,7 @@ pub mod engine;
 pub mod metrics;
 pub mod oracle;
 pub mod queue;
+pub mod realstack;
 pub mod report;
 pub mod scenario;
 pub mod topology;

@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
             .run(&dir, &progress)
             .with_context(|| format!("scenario {} (seed {})", s.name, s.seed))?;
         let wall = started.elapsed().as_secs_f64();
-        let perf = serde_json::json!({
+        let mut perf = serde_json::json!({
             "note": "wall-clock figures of the run that wrote this report; machine-dependent, unlike report.md and results.json",
             "wall_s": wall,
             "events": outcome.events,
@@ -84,6 +84,9 @@ fn main() -> anyhow::Result<()> {
             "messages_per_s": outcome.messages as f64 / wall.max(1e-9),
             "threads": 1,
         });
+        if let Some(m) = perf.as_object_mut() {
+            m.extend(outcome.perf.clone());
+        }
         std::fs::write(
             dir.join("perf.json"),
             serde_json::to_string_pretty(&perf)? + "\n",

@@ -108,15 +108,22 @@ pub(crate) fn finish(
         results_hash: hash_json(results),
         events,
         messages,
+        perf: serde_json::Map::new(),
     })
 }
 
 /// Messaging counters of `petal_core::Stats`, summed over every node (alive or not), by name:
 /// what dropped, expired, was replayed or repaired inside the nodes.
 pub(crate) fn node_counters(sim: &Sim) -> std::collections::BTreeMap<&'static str, u64> {
+    core_counters((0..sim.node_count() as u32).map(|i| sim.node(i).stats()))
+}
+
+/// [`node_counters`] over any set of nodes' `petal_core::Stats`.
+pub(crate) fn core_counters<'a>(
+    stats: impl IntoIterator<Item = &'a petal_core::Stats>,
+) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
-    for i in 0..sim.node_count() as u32 {
-        let s = sim.node(i).stats();
+    for s in stats {
         let fields: [(&'static str, u64); 25] = [
             ("asks_bounced", s.asks_bounced),
             ("routes_dropped", s.routes_dropped),

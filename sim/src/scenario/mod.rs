@@ -28,6 +28,7 @@ mod partition;
 mod partition_messaging;
 mod pubsub_fanout;
 mod rpc_load;
+mod turmoil;
 
 use std::path::Path;
 use std::time::Duration;
@@ -49,7 +50,8 @@ pub struct Scenario {
     /// What it exercises, in a sentence.
     pub description: String,
     /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load`, `pubsub-fanout`,
-    /// `churn-messaging` or `partition-messaging`.
+    /// `churn-messaging`, `partition-messaging` (discrete-event simulator) or `turmoil` (the
+    /// real stack on simulated hosts and TCP).
     pub kind: String,
     /// Master seed (overridable with `--seed`).
     pub seed: u64,
@@ -161,6 +163,9 @@ pub struct Outcome {
     pub events: u64,
     /// Simulated messages delivered.
     pub messages: u64,
+    /// Extra wall-clock figures of the run for `perf.json` (machine-dependent, so never in
+    /// the report or `results.json`); empty for most runners.
+    pub perf: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Scenario {
@@ -184,6 +189,7 @@ impl Scenario {
             "partition-messaging" => partition_messaging::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),
+            "turmoil" => turmoil::run(self, node, out_dir, progress),
             other => bail!("unknown scenario kind {other:?} in {}", self.name),
         }
     }

@@ -1,0 +1,278 @@
+//! The turmoil simulation: one host per node (the node and its applications), the step loop,
+//! and the faults (crash, restart, partition, heal) applied between steps.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use petal_core::Time;
+use petal_protocol::NodeId;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{FaultKind, RunConfig};
+use super::net::TurmoilNet;
+use super::record::{Recorder, Shared, sim_now};
+use super::workload::{self, AppCtx, RELAY_ADDR};
+
+/// Port of every node's peer listener.
+pub const PEER_PORT: u16 = 7000;
+
+/// How often each host samples its node's and connections' counters.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// Turmoil's epoch: fixed, so that nothing depends on the machine's clock.
+const EPOCH_S: u64 = 1_700_000_000;
+
+/// Host name of node `i`.
+pub fn host_name(i: u32) -> String {
+    format!("n{i}")
+}
+
+/// A seed for `what` of host `host`'s incarnation `inc`, derived from the master seed.
+pub(super) fn derive(master: u64, what: u64, host: u32, inc: u32) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(master);
+    rng.set_stream(what);
+    rng.set_word_pos(u128::from(host) << 40 | u128::from(inc) << 8);
+    rng.random()
+}
+
+const SEED_CORE: u64 = 1;
+const SEED_WORKLOAD: u64 = 2;
+const SEED_HANDLER: u64 = 3;
+
+/// The result of a run: the records, the fault windows and the cost.
+#[derive(Debug)]
+pub struct RunResult {
+    /// What the applications saw, and the harness's log.
+    pub rec: Recorder,
+    /// When the workload started and stopped, and when the run ended.
+    pub work_from: Time,
+    /// See [`RunResult::work_from`].
+    pub work_until: Time,
+    /// See [`RunResult::work_from`].
+    pub end: Time,
+    /// Crashes and restarts: (time, host).
+    pub crashes: Vec<(Time, u32)>,
+    /// Restarts: (time, host).
+    pub restarts: Vec<(Time, u32)>,
+    /// Partitions: (from, to, hosts cut off from the others).
+    pub partitions: Vec<(Time, Time, Vec<u32>)>,
+    /// Hosts down at the end.
+    pub down_at_end: Vec<u32>,
+    /// The trace hash (see [`Recorder::trace_hash`]).
+    pub trace_hash: String,
+    /// Wall-clock time the simulation took.
+    pub wall: Duration,
+    /// Turmoil steps run.
+    pub steps: u64,
+}
+
+fn time_of(d: Duration) -> Time {
+    Time::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// What every incarnation of a host needs.
+struct HostPlan {
+    cfg: Arc<RunConfig>,
+    shared: Shared,
+    ids: Arc<Vec<NodeId>>,
+    host: u32,
+}
+
+/// The software of one host: a node, its applications, their workload; then it idles until
+/// the host crashes or the run ends.
+async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
+    let (cfg, host) = (&plan.cfg, plan.host);
+    let inc = plan.shared.with(|r| r.boot(host, sim_now()));
+    if inc == 0 {
+        tokio::time::sleep(cfg.join_spacing * host).await;
+    }
+    let me = turmoil::lookup(host_name(host));
+    let mut opts = petal_node::Options::new(plan.ids[host as usize]);
+    opts.relay_addrs = vec![RELAY_ADDR];
+    opts.peer_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PEER_PORT);
+    opts.advertise = Some(SocketAddr::new(me, PEER_PORT));
+    // The first boot joins through host 0 (the seed, which starts a ring of one); a restart
+    // through the first three hosts other than itself, whichever answers first.
+    let seeds: Vec<u32> = if inc == 0 {
+        if host == 0 { vec![] } else { vec![0] }
+    } else {
+        (0..cfg.nodes).filter(|&h| h != host).take(3).collect()
+    };
+    opts.seeds = seeds
+        .iter()
+        .map(|&h| SocketAddr::new(turmoil::lookup(host_name(h)), PEER_PORT))
+        .collect();
+    opts.core = cfg.core.clone();
+    opts.seed = derive(cfg.seed, SEED_CORE, host, inc);
+    let node = petal_node::spawn(TurmoilNet, opts).await?;
+
+    let ctx = AppCtx {
+        shared: plan.shared.clone(),
+        params: Arc::new(cfg.workload.clone()),
+        nodes: cfg.nodes,
+        host,
+        seed: derive(cfg.seed, SEED_HANDLER, host, inc),
+        work_from: time_of(cfg.work_from()),
+        work_until: time_of(cfg.work_until()),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(derive(cfg.seed, SEED_WORKLOAD, host, inc));
+    let (service, service_app) = workload::start_service(&ctx).await;
+    let (conn, client_app) = workload::start_client(&ctx, &mut rng).await;
+    {
+        // Counters, sampled while the host lives (the last sample survives a crash).
+        let shared = plan.shared.clone();
+        let conns = [
+            (service_app, service.connection().clone()),
+            (client_app, conn.clone()),
+        ];
+        tokio::spawn(async move {
+            loop {
+                if let Some(s) = node.stats().await {
+                    shared.with(|r| r.node_stats.insert((host, inc), s));
+                }
+                shared.with(|r| {
+                    for (app, c) in &conns {
+                        r.client_stats.insert(*app, c.stats());
+                    }
+                });
+                tokio::time::sleep(STATS_EVERY).await;
+            }
+        });
+    }
+    workload::drive(ctx, conn.clone(), client_app, rng).await;
+    // Keep both applications: outstanding requests and tunnels finish during the drain.
+    std::future::pending::<()>().await;
+    drop((conn, service));
+    Ok(())
+}
+
+/// Runs a whole simulation.
+pub fn run(cfg: &RunConfig) -> anyhow::Result<RunResult> {
+    run_with_progress(cfg, &mut |_| {})
+}
+
+/// Runs a whole simulation, calling `progress` with the simulated time at each whole second.
+pub fn run_with_progress(
+    cfg: &RunConfig,
+    progress: &mut dyn FnMut(Duration),
+) -> anyhow::Result<RunResult> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg.clone());
+    let shared = Shared::default();
+    let mut id_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    id_rng.set_stream(0);
+    let ids: Arc<Vec<NodeId>> = Arc::new((0..cfg.nodes).map(|_| NodeId(id_rng.random())).collect());
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(derive(cfg.seed, 4, 0, 0))
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_S))
+        .tick_duration(cfg.tick)
+        .simulation_duration(cfg.end() + Duration::from_secs(3600))
+        .min_message_latency(cfg.latency[0])
+        .max_message_latency(cfg.latency[1])
+        .build();
+    for host in 0..cfg.nodes {
+        let plan = Arc::new(HostPlan {
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+            ids: ids.clone(),
+            host,
+        });
+        sim.host(host_name(host), move || host_main(plan.clone()));
+    }
+
+    let mut faults = cfg.faults.iter().peekable();
+    let mut up = vec![true; cfg.nodes as usize];
+    let (mut crashes, mut restarts, mut partitions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cut: Option<(Time, Vec<u32>)> = None;
+    let others =
+        |side: &[u32]| -> Vec<u32> { (0..cfg.nodes).filter(|h| !side.contains(h)).collect() };
+    let wall = std::time::Instant::now();
+    let mut steps = 0u64;
+    let end = cfg.end();
+    while sim.elapsed() < end {
+        let now = sim.elapsed();
+        while let Some(f) =
+            faults.next_if(|f| cfg.work_from() + Duration::from_secs_f64(f.at_s) <= now)
+        {
+            let t = time_of(now);
+            let what = format!("{:?} {:?}", f.action, f.nodes);
+            shared.with(|r| r.log.push((t, what)));
+            match f.action {
+                FaultKind::Crash => {
+                    for &h in &f.nodes {
+                        if up[h as usize] {
+                            sim.crash(host_name(h));
+                            up[h as usize] = false;
+                            shared.with(|r| r.host_crashed(h, t));
+                            crashes.push((t, h));
+                        }
+                    }
+                }
+                FaultKind::Restart => {
+                    for &h in &f.nodes {
+                        if !up[h as usize] {
+                            sim.bounce(host_name(h));
+                            up[h as usize] = true;
+                            restarts.push((t, h));
+                        }
+                    }
+                }
+                FaultKind::Partition => {
+                    for &a in &f.nodes {
+                        for b in others(&f.nodes) {
+                            sim.partition(host_name(a), host_name(b));
+                        }
+                    }
+                    cut = Some((t, f.nodes.clone()));
+                }
+                FaultKind::Heal => {
+                    if let Some((from, side)) = cut.take() {
+                        for &a in &side {
+                            for b in others(&side) {
+                                sim.repair(host_name(a), host_name(b));
+                            }
+                        }
+                        partitions.push((from, t, side));
+                    }
+                }
+            }
+        }
+        sim.step()
+            .map_err(|e| anyhow::anyhow!("turmoil step failed: {e}"))?;
+        steps += 1;
+        if sim.elapsed().as_secs() != now.as_secs() {
+            progress(sim.elapsed());
+        }
+    }
+    if let Some((from, side)) = cut.take() {
+        partitions.push((from, time_of(sim.elapsed()), side));
+    }
+    let wall = wall.elapsed();
+    let end = time_of(sim.elapsed());
+    // Stop every host before reading the records, inside turmoil's context (`Sim::crash`):
+    // dropping the simulation outside it would run the sockets' destructors (and the client's,
+    // which may write a last packet) where turmoil's thread-local world is not set.
+    for h in 0..cfg.nodes {
+        if up[h as usize] {
+            sim.crash(host_name(h));
+        }
+    }
+    drop(sim);
+    let rec = shared.take();
+    let trace_hash = rec.trace_hash();
+    Ok(RunResult {
+        rec,
+        work_from: time_of(cfg.work_from()),
+        work_until: time_of(cfg.work_until()),
+        end,
+        crashes,
+        restarts,
+        partitions,
+        down_at_end: (0..cfg.nodes).filter(|&h| !up[h as usize]).collect(),
+        trace_hash,
+        wall,
+        steps,
+    })
+}

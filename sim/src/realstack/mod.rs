@@ -1,0 +1,57 @@
+//! Real-stack simulation: petal-node's runtime and petal-client applications on simulated hosts
+//! and simulated TCP (turmoil), under crashes, restarts and partitions, judged by the same
+//! oracles as the discrete-event simulator ([`crate::oracle`] over [`crate::apps::Apps`]).
+//!
+//! ## Model
+//! - One turmoil **host** per node, named `n0`, `n1`, ... Its software is a petal-node
+//!   ([`petal_node::spawn`] over [`TurmoilNet`]): peer listener on `0.0.0.0:7000` advertising
+//!   the host's simulated address, relay on `127.0.0.1:55555` only. Host 0 is the seed and
+//!   starts a ring of one; host `i` boots `i * join_spacing` later and joins through it.
+//! - On the same host, two **applications** talk to that node over the simulated loopback with
+//!   petal-client, as real applications talk to their local daemon: a service (member of
+//!   `svc-(i mod clusters)`: echo replies after a service time, faults at a configured ratio,
+//!   tunnels echoed) and a client (subscriber to some topics; issues requests, publishes,
+//!   broadcasts and echo tunnels as Poisson streams, its share of the network's rates).
+//! - **Faults** are applied between turmoil steps. A crash (`Sim::crash`) stops node and
+//!   applications together, like a machine losing power: their records end at that time
+//!   (`until`, and the host in `deaths`). A restart (`Sim::bounce`) runs the host's software
+//!   again: a fresh node with the **same id and address** (as the daemon, which keeps its id in
+//!   its data directory) and a fresh core seed, joining through the first three other hosts,
+//!   with fresh applications (new records). A partition cuts a set of hosts off from the rest
+//!   in both directions (`Sim::partition`: messages between the sides are dropped; turmoil's
+//!   TCP has no retransmission, so streams that lose a segment stall for good, which the
+//!   node must detect and replace); a heal (`Sim::repair`) ends it.
+//! - **Records**: everything the applications observe goes into one shared
+//!   [`Recorder`] with simulated time (turmoil's clock, the same on every host): requests with
+//!   their outcome as the client library returned it, deliveries seen by the service handler,
+//!   events and broadcasts with every delivery to a handler, tunnels with their echoes
+//!   checked byte for byte in order. Payloads carry global ids, as in the discrete-event
+//!   simulator, so a reply is checked against its very request.
+//!
+//! ## Determinism
+//! Turmoil's generator and epoch are fixed; node ids, core seeds, handler draws and workload
+//! draws all derive from the master seed (ChaCha); hosts run one after another on one thread,
+//! in a fixed order, each on a current-thread tokio runtime with a paused clock; every
+//! `select!` in the node and client is biased and neither iterates a random-state hash map; the
+//! client's handler pools are sized explicitly rather than from the machine's CPU count. The
+//! same seed thus gives the same records, and [`RunResult::trace_hash`] (SHA-256 over them, in
+//! order) proves it.
+//!
+//! ## Layout
+//! - `net.rs`: [`TurmoilNet`], petal-node's `Net` over turmoil TCP.
+//! - `config.rs`: [`RunConfig`], [`WorkloadParams`], [`Fault`].
+//! - `record.rs`: [`Recorder`] and [`Shared`]: the records and the trace hash.
+//! - `workload.rs`: the applications of a host.
+//! - `harness.rs`: [`run`]: hosts, the step loop, faults.
+
+mod config;
+mod harness;
+mod net;
+mod record;
+mod workload;
+
+pub use config::{Fault, FaultKind, RunConfig, WorkloadParams};
+pub use harness::{PEER_PORT, RunResult, host_name, run, run_with_progress};
+pub use net::{TurmoilListener, TurmoilNet};
+pub use record::{Recorder, Shared, sim_now};
+pub use workload::{RELAY_ADDR, cluster_name, topic_name};

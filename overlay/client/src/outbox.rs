@@ -172,6 +172,12 @@ impl Outbox {
             return Some(false);
         }
         std::mem::swap(out, &mut st.queued);
+        // The queue is empty again: senders waiting for room may go on.
+        let wake = std::mem::take(&mut st.waiters);
+        drop(st);
+        if wake {
+            self.room.notify_waiters();
+        }
         Some(true)
     }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use petal_protocol::relay::ClientPacket;
+use petal_protocol::relay::{CHUNK_LIMIT, ClientPacket};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
@@ -89,7 +89,7 @@ impl TunnelShared {
             id,
             buffer,
             state: Mutex::new(TunState {
-                chunk_limit: chunk_limit.max(1),
+                chunk_limit: chunk_limit.clamp(1, CHUNK_LIMIT),
                 credit: 0,
                 opening,
                 partial: None,
@@ -297,7 +297,7 @@ pub(crate) fn confirmed(inner: &Inner, id: u64, chunk_limit: Option<u64>) {
         inner.counters.ignored("second confirmation of a tunnel");
         return;
     };
-    st.chunk_limit = chunk_limit.max(1);
+    st.chunk_limit = chunk_limit.clamp(1, CHUNK_LIMIT);
     let abandoned = st.local_close;
     drop(st);
     inner.grant(id, shared.buffer);
@@ -494,7 +494,7 @@ impl Tunnel {
         self.shared.id
     }
 
-    /// Largest chunk this side sends (the node's chunk limit).
+    /// Largest chunk this side sends: the node's chunk limit, at most 65536 bytes.
     pub fn chunk_limit(&self) -> u64 {
         lock(&self.shared.state).chunk_limit
     }

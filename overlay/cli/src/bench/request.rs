@@ -1,0 +1,170 @@
+//! Request/reply against an echo service: latency at concurrency 1, then throughput at each
+//! concurrency level.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use petal_client::{Connection, Error, ServiceHandler};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::report::{Latency, RequestResult, SweepPoint};
+use super::{Ctx, histogram, nanos};
+use crate::common;
+
+/// How long the echo service may take to become reachable (two nodes: the cluster's tree).
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// Replies with the request.
+struct Echo;
+
+impl ServiceHandler for Echo {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        Ok(request)
+    }
+}
+
+/// What one phase measured.
+struct Phase {
+    /// Round-trip times of successful requests, in nanoseconds.
+    hist: Histogram<u64>,
+    timeouts: u64,
+    faults: u64,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn point(&self, concurrency: usize) -> SweepPoint {
+        let completed = self.hist.len();
+        SweepPoint {
+            concurrency,
+            completed,
+            timeouts: self.timeouts,
+            faults: self.faults,
+            requests_per_s: completed as f64 / self.elapsed.as_secs_f64(),
+            latency: Latency::from_histogram(&self.hist),
+        }
+    }
+}
+
+/// Runs the request benchmark.
+pub(crate) async fn run(ctx: &Ctx) -> Result<RequestResult> {
+    let cluster: Arc<str> = ctx.name("echo").into();
+    let size = ctx.size.unwrap_or(1);
+    let payload = common::payload(size);
+    let service = common::register(ctx.port2, &cluster, Echo).await?;
+    let client = common::connect(ctx.port).await?;
+    ctx.progress("request: waiting for the echo service");
+    wait_ready(&client, &cluster, &payload).await?;
+    phase(
+        &client,
+        &cluster,
+        &payload,
+        1,
+        Duration::from_millis(300),
+        ctx.timeout,
+    )
+    .await?;
+
+    ctx.progress(&format!(
+        "request: latency, concurrency 1, {:.1} s",
+        ctx.duration.as_secs_f64()
+    ));
+    let latency = phase(&client, &cluster, &payload, 1, ctx.duration, ctx.timeout).await?;
+    let mut sweep = Vec::new();
+    for &concurrency in &ctx.concurrency {
+        if concurrency == 1 {
+            sweep.push(latency.point(1));
+            continue;
+        }
+        ctx.progress(&format!(
+            "request: throughput, concurrency {concurrency}, {:.1} s",
+            ctx.duration.as_secs_f64()
+        ));
+        let measured = phase(
+            &client,
+            &cluster,
+            &payload,
+            concurrency,
+            ctx.duration,
+            ctx.timeout,
+        )
+        .await?;
+        sweep.push(measured.point(concurrency));
+    }
+    let _ = client.close().await;
+    let _ = service.close().await;
+    Ok(RequestResult {
+        size,
+        latency: latency.point(1),
+        sweep,
+    })
+}
+
+/// Sends probes until the echo service answers.
+async fn wait_ready(client: &Connection, cluster: &str, payload: &Bytes) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        match client
+            .request(cluster, payload.clone(), Duration::from_millis(500))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(Error::Timeout) if start.elapsed() < READY_WITHIN => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(Error::Timeout) => {
+                anyhow::bail!("the echo service did not answer within {READY_WITHIN:?}")
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("probing the echo service")),
+        }
+    }
+}
+
+/// Keeps `concurrency` requests in flight on `client` for `duration`.
+async fn phase(
+    client: &Connection,
+    cluster: &Arc<str>,
+    payload: &Bytes,
+    concurrency: usize,
+    duration: Duration,
+    timeout: Duration,
+) -> Result<Phase> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, cluster, payload) = (client.clone(), cluster.clone(), payload.clone());
+        tasks.spawn(async move {
+            let mut hist = histogram();
+            let (mut timeouts, mut faults) = (0, 0);
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                match client.request(&cluster, payload.clone(), timeout).await {
+                    Ok(_) => hist.saturating_record(nanos(sent.elapsed()).max(1)),
+                    Err(Error::Timeout) => timeouts += 1,
+                    Err(Error::Remote(_)) => faults += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok((hist, timeouts, faults))
+        });
+    }
+    let mut total = Phase {
+        hist: histogram(),
+        timeouts: 0,
+        faults: 0,
+        elapsed: Duration::ZERO,
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (hist, timeouts, faults) = joined.context("request task")?.context("request failed")?;
+        total.hist.add(&hist).context("merging histograms")?;
+        total.timeouts += timeouts;
+        total.faults += faults;
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}

@@ -1,0 +1,267 @@
+//! End-to-end tests of the `petal` binary against a real `petald` process.
+//!
+//! Each test starts its own `petald` on free ports chosen by the OS (so tests run in parallel,
+//! and next to other petald processes), and every process it starts is killed when the test
+//! ends, passing or failing ([`Procs`]).
+//!
+//! Finding `petald`: `$PETALD` when set; otherwise the test runs `cargo build -p petald` with
+//! the profile of this test binary (a no-op when it is up to date, and it never runs a stale
+//! binary) and uses `petald` next to `petal` in the same target directory. Cargo gives tests
+//! only the path of their own package's binaries (`CARGO_BIN_EXE_petal`), and binaries of
+//! other packages cannot be dev-dependencies on stable Cargo.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The `petal` binary under test.
+const PETAL: &str = env!("CARGO_BIN_EXE_petal");
+
+/// The `petald` binary: `$PETALD`, or built next to `petal` (once per test process).
+fn petald() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(path) = std::env::var_os("PETALD") {
+            return PathBuf::from(path);
+        }
+        let dir = Path::new(PETAL).parent().expect("petal has a directory");
+        let release = dir.file_name().is_some_and(|name| name == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "petald"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("running cargo build -p petald");
+        assert!(status.success(), "cargo build -p petald failed");
+        let path = dir.join(format!("petald{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            path.exists(),
+            "petald not found at {} (set PETALD to its path)",
+            path.display()
+        );
+        path
+    })
+    .clone()
+}
+
+/// Processes to kill when the test ends, however it ends.
+#[derive(Default)]
+struct Procs(Mutex<Vec<Child>>);
+
+impl Procs {
+    fn keep(&self, child: Child) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(child);
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        let children = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        for child in children.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port nothing listens on now (chosen by the OS).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts a petald and waits until its relay port accepts connections; returns the port.
+fn start_node(procs: &Procs) -> u16 {
+    let (port, peer_port) = (free_port(), free_port());
+    let child = Command::new(petald())
+        .args(["--port", &port.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{peer_port}")])
+        .args(["--dev", "--log", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting petald");
+    procs.keep(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "petald did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port
+}
+
+/// Runs petal to completion with `stdin` as input.
+fn petal(port: u16, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(PETAL)
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting petal");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("writing stdin");
+    drop(input);
+    child.wait_with_output().expect("petal output")
+}
+
+/// Starts a long-running petal and waits until it prints a line containing `ready` on stderr.
+/// Returns its stdout.
+fn start_petal(procs: &Procs, port: u16, args: &[&str], ready: &str) -> std::process::ChildStdout {
+    let mut child = Command::new(PETAL)
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting petal");
+    let stderr = child.stderr.take().expect("stderr");
+    let stdout = child.stdout.take().expect("stdout");
+    procs.keep(child);
+    let (tx, rx) = mpsc::channel();
+    let label = args.join(" ");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[petal {label}] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(ready) => return stdout,
+            Ok(_) => {}
+            Err(_) => panic!("petal {args:?} did not print {ready:?} on stderr"),
+        }
+    }
+}
+
+/// Runs a request, retrying while it times out (a new member may take a moment to be known).
+fn request_until_answered(port: u16, cluster: &str, message: &str) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = petal(port, &["request", cluster, message], b"");
+        if out.status.code() != Some(3) || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn request_reply_fault_and_timeout_exit_codes() {
+    let procs = Procs::default();
+    let port = start_node(&procs);
+    start_petal(&procs, port, &["serve", "echo", "--echo"], "serving");
+    start_petal(
+        &procs,
+        port,
+        &["serve", "bad", "--exec", "echo boom >&2; exit 1"],
+        "serving",
+    );
+
+    let out = request_until_answered(port, "echo", "hello petal");
+    assert!(out.status.success(), "echo request: {out:?}");
+    assert_eq!(text(&out.stdout), "hello petal");
+
+    // The message can come from stdin too.
+    let out = petal(port, &["request", "echo"], b"from stdin\n");
+    assert!(out.status.success(), "stdin request: {out:?}");
+    assert_eq!(text(&out.stdout), "from stdin\n");
+
+    let out = request_until_answered(port, "bad", "x");
+    assert_eq!(out.status.code(), Some(2), "fault: {out:?}");
+    assert!(text(&out.stderr).contains("boom"), "fault text: {out:?}");
+
+    let out = petal(
+        port,
+        &["request", "nobody", "x", "--timeout-ms", "200"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "timeout: {out:?}");
+}
+
+#[test]
+fn publish_reaches_subscriber_and_tunnel_echoes() {
+    let procs = Procs::default();
+    let port = start_node(&procs);
+    let mut events = start_petal(
+        &procs,
+        port,
+        &["subscribe", "news", "--count", "1"],
+        "subscribed",
+    );
+    // Subscribing is fire and forget: publish until the subscriber has its event and exits.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = events.read_to_string(&mut out);
+        let _ = tx.send(out);
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let printed = loop {
+        let out = petal(port, &["publish", "news", "it happened"], b"");
+        assert!(out.status.success(), "publish: {out:?}");
+        if let Ok(printed) = rx.recv_timeout(Duration::from_millis(200)) {
+            break printed;
+        }
+        assert!(Instant::now() < deadline, "no event reached the subscriber");
+    };
+    assert_eq!(printed, "news: it happened\n");
+
+    start_petal(&procs, port, &["serve", "pipe", "--echo"], "serving");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let out = loop {
+        let out = petal(
+            port,
+            &["tunnel", "pipe", "--linger-ms", "300"],
+            b"through the tunnel\n",
+        );
+        if out.status.code() != Some(3) || Instant::now() > deadline {
+            break out;
+        }
+    };
+    assert!(out.status.success(), "tunnel: {out:?}");
+    assert_eq!(text(&out.stdout), "through the tunnel\n");
+}
+
+#[test]
+fn bench_request_prints_json_with_positive_throughput() {
+    let procs = Procs::default();
+    let port = start_node(&procs);
+    let out = petal(
+        port,
+        &["bench", "request", "--duration-s", "1", "--json"],
+        b"",
+    );
+    assert!(out.status.success(), "bench: {out:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("bench --json prints one JSON object");
+    let request = &report["request"];
+    let throughput = request["throughput_requests_per_s"]
+        .as_f64()
+        .expect("throughput_requests_per_s");
+    assert!(throughput > 0.0, "throughput {throughput}: {report}");
+    let p50 = request["latency"]["p50_us"].as_f64().expect("p50_us");
+    assert!(p50 > 0.0, "p50 {p50}: {report}");
+    assert_eq!(report["nodes"], 1);
+}

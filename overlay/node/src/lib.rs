@@ -25,7 +25,8 @@
 //!   (`handshake_timeout`). Broadcasts, events and request deliveries for a client that does not
 //!   read are dropped past `session_queue_bytes` (counted, logged); replies and tunnel traffic
 //!   are never dropped (their amount is bounded by the core's per-connection tables and by the
-//!   client's own tunnel credit), so every REQUEST gets exactly one REPLY.
+//!   client's own tunnel credit), so every REQUEST gets exactly one REPLY; a client that
+//!   falls more than `session_max_bytes` behind in all is cut off (counted, logged).
 //!
 //! ## Time and determinism
 //! The runtime reads time only through `tokio::time` (simulated under turmoil); clippy bans the
@@ -95,6 +96,9 @@ pub struct Options {
     pub max_message: usize,
     /// Bytes of droppable traffic (broadcasts, events, request deliveries) queued per session.
     pub session_queue_bytes: usize,
+    /// Bytes queued for a session in all (replies and tunnel data included) past which the
+    /// node closes the connection: a client that stops reading cannot grow the node's memory.
+    pub session_max_bytes: usize,
     /// Inputs queued for the node task.
     pub input_queue: usize,
 }
@@ -123,6 +127,7 @@ impl Options {
             max_frame: max_message + (1 << 20),
             max_message,
             session_queue_bytes: 32 << 20,
+            session_max_bytes: 256 << 20,
             input_queue: 8 * 1024,
         }
     }
@@ -153,6 +158,8 @@ pub struct RuntimeStats {
     pub link_drops: AtomicU64,
     /// Seed dials that failed.
     pub seed_failures: AtomicU64,
+    /// Sessions closed because their client fell more than `session_max_bytes` behind.
+    pub slow_closed: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -175,6 +182,7 @@ impl RuntimeStats {
             links_up: g(&self.links_up),
             link_drops: g(&self.link_drops),
             seed_failures: g(&self.seed_failures),
+            slow_closed: g(&self.slow_closed),
         }
     }
 }
@@ -194,6 +202,7 @@ pub struct RuntimeCounters {
     pub links_up: u64,
     pub link_drops: u64,
     pub seed_failures: u64,
+    pub slow_closed: u64,
 }
 
 /// A node's state at one moment.
@@ -236,6 +245,12 @@ impl std::fmt::Debug for Input {
 /// Starts a node on `net`: binds its listeners (errors come back here), then runs it in tasks
 /// of the current tokio runtime.
 pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
+    if opts.session_max_bytes < opts.session_queue_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "session_max_bytes must be at least session_queue_bytes",
+        ));
+    }
     let mut peer_listener = net.bind(opts.peer_listen).await?;
     let peer_addr = peer_listener.local_addr()?;
     let advertise = opts.advertise.unwrap_or_else(|| {

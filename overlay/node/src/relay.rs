@@ -119,9 +119,11 @@ pub(crate) async fn serve<S>(
 
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let kill = Arc::new(tokio::sync::Notify::new());
     let out = SessionTx {
         tx,
         queued: queued.clone(),
+        kill: kill.clone(),
     };
     let mut writer = tokio::spawn(write_loop(wr, rx, queued));
     let open = SessionOpen {
@@ -201,6 +203,12 @@ pub(crate) async fn serve<S>(
             },
             // The node closed this session (a violation it found, or its shutdown).
             _ = &mut writer => {
+                writer_done = true;
+                break false;
+            }
+            // The node cut this session off (far behind on must-deliver traffic).
+            () = kill.notified() => {
+                writer.abort();
                 writer_done = true;
                 break false;
             }

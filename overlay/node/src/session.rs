@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use petal_core::{AppError, ConnId, Event, Node, Outcome, Time};
 use petal_protocol::ReplyResult;
@@ -34,6 +35,8 @@ pub(crate) enum Out {
 pub(crate) struct SessionTx {
     pub(crate) tx: mpsc::UnboundedSender<Out>,
     pub(crate) queued: Arc<AtomicUsize>,
+    /// Cuts the connection at once, queued packets and all (a client far behind).
+    pub(crate) kill: Arc<tokio::sync::Notify>,
 }
 
 impl SessionTx {
@@ -85,6 +88,13 @@ struct Session {
     out: SessionTx,
     /// Core request id -> client request id.
     requests: BTreeMap<u64, u64>,
+    /// Request deliveries sent to this client -> when the core has surely forgotten them.
+    /// Delivery ids are node-wide (and sequential), so without this check one connection
+    /// could answer, or by a wrong id spoil, a request delivered to another (found by the
+    /// relay_hostile tests).
+    deliveries: BTreeMap<u64, Time>,
+    /// `deliveries` is pruned of forgotten entries when it grows to this size.
+    prune_at: usize,
     tunnels: Tunnels,
     dropped: u64,
 }
@@ -128,6 +138,8 @@ impl Sessions {
                     Session {
                         out: open.out,
                         requests: BTreeMap::new(),
+                        deliveries: BTreeMap::new(),
+                        prune_at: 1024,
                         tunnels: Tunnels::default(),
                         dropped: 0,
                     },
@@ -179,7 +191,12 @@ impl Sessions {
                     Ok(b) => ReplyResult::Ok(b),
                     Err(f) => ReplyResult::Fault(f),
                 };
-                // An unknown id is a reply after the timeout: discarded, as the spec says.
+                // An unknown id is a reply after the timeout: discarded, as the spec says. So is
+                // a reply for a delivery to another connection.
+                if s.deliveries.remove(&id).is_none() {
+                    RuntimeStats::add(&self.stats.late_replies, 1);
+                    return;
+                }
                 match node.reply(now, id, result) {
                     Err(AppError::UnknownId) => {
                         RuntimeStats::add(&self.stats.late_replies, 1);
@@ -187,6 +204,17 @@ impl Sessions {
                     }
                     r => r,
                 }
+            }
+            ClientPacket::TunInit { id, .. } if s.tunnels.by_client.contains_key(&id) => {
+                // The id names a tunnel of this connection already: refuse the new one, and
+                // leave the existing one alone.
+                s.out.must(NodePacket::TunConfirm {
+                    id,
+                    chunk_limit: None,
+                });
+                Err(AppError::Invalid(
+                    "tunnel id already in use on this connection",
+                ))
             }
             ClientPacket::TunInit {
                 id,
@@ -235,6 +263,11 @@ impl Sessions {
                         tracing::info!(conn, tunnel = id, error = %e, "tunnel protocol violation; closing the connection");
                         RuntimeStats::add(&self.stats.relay_violations, 1);
                         s.out.close();
+                        // Forget the session now, not when its reader notices: the packets it
+                        // sent after the violation (maybe in the same batch) must not take
+                        // effect (found by the relay_hostile tests).
+                        self.map.remove(&conn);
+                        let _ = node.unregister(now, ConnId(conn));
                         return;
                     }
                     r => ignore_gone(r),
@@ -271,14 +304,27 @@ impl Sessions {
                 payload,
                 timeout_ms,
                 ..
-            } => !s.out.may(
-                NodePacket::Request {
-                    id: delivery,
-                    request: payload,
-                    timeout_ms: u64::from(timeout_ms),
-                },
-                limit,
-            ),
+            } => {
+                let sent = s.out.may(
+                    NodePacket::Request {
+                        id: delivery,
+                        request: payload,
+                        timeout_ms: u64::from(timeout_ms),
+                    },
+                    limit,
+                );
+                if sent {
+                    let forget = now
+                        + Duration::from_millis(u64::from(timeout_ms))
+                        + node.config().stall_forget_after;
+                    s.deliveries.insert(delivery, forget);
+                    if s.deliveries.len() >= s.prune_at {
+                        s.deliveries.retain(|_, t| *t > now);
+                        s.prune_at = (2 * s.deliveries.len()).max(1024);
+                    }
+                }
+                !sent
+            }
             Event::Broadcast { payload, .. } => {
                 !s.out.may(NodePacket::Broadcast { message: payload }, limit)
             }
@@ -367,7 +413,21 @@ impl Sessions {
             }
             _ => false,
         };
-        let _ = now;
+        if s.out.queued.load(Ordering::Relaxed) > self.opts.session_max_bytes {
+            // Replies and tunnel data are never dropped, so a client that stopped reading
+            // with much of them pending is cut off rather than allowed to grow the node.
+            tracing::warn!(
+                conn,
+                queued = s.out.queued.load(Ordering::Relaxed),
+                limit = self.opts.session_max_bytes,
+                "client far behind on replies and tunnel data; closing its connection"
+            );
+            RuntimeStats::add(&self.stats.slow_closed, 1);
+            s.out.kill.notify_one();
+            self.map.remove(&conn);
+            let _ = node.unregister(now, ConnId(conn));
+            return;
+        }
         if dropped {
             s.dropped += 1;
             RuntimeStats::add(&self.stats.relay_dropped, 1);

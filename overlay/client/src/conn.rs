@@ -75,7 +75,7 @@ pub(crate) struct Tunnels {
     pub(crate) ended: Option<Ended>,
 }
 
-/// Dials localhost: 127.0.0.1 first, then [::1]. Disables Nagle's algorithm.
+/// Dials localhost: 127.0.0.1 first, then `[::1]`. Disables Nagle's algorithm.
 pub(crate) async fn dial(port: u16) -> Result<TcpStream, Error> {
     let stream = match TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
         Ok(stream) => stream,
@@ -119,7 +119,7 @@ impl Options {
 }
 
 impl Connection {
-    /// Connects to the node on localhost:`port` (127.0.0.1, then [::1]) as a plain client.
+    /// Connects to the node on localhost:`port` (127.0.0.1, then `[::1]`) as a plain client.
     ///
     /// There is no deadline on the handshake; wrap the call in [`tokio::time::timeout`] to
     /// bound it.

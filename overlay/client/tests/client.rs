@@ -450,3 +450,41 @@ async fn writes_stay_whole_and_ordered_under_backpressure() {
     }
     assert_eq!(next, [EACH; TASKS]);
 }
+
+#[tokio::test]
+async fn connect_by_port_tries_ipv4_then_ipv6() {
+    for addr in ["127.0.0.1:0", "[::1]:0"] {
+        let Ok(listener) = tokio::net::TcpListener::bind(addr).await else {
+            continue; // no IPv6 loopback here
+        };
+        let port = listener.local_addr().expect("addr").port();
+        let node = async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (mut rd, mut wr) = stream.into_split();
+            let mut buf = bytes::BytesMut::new();
+            let limits = petal_protocol::relay::Limits::default();
+            loop {
+                if let Some(p) = ClientPacket::decode(&mut buf, &limits).expect("valid") {
+                    assert!(matches!(p, ClientPacket::Init { .. }));
+                    break;
+                }
+                tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf)
+                    .await
+                    .expect("read");
+            }
+            let mut out = Vec::new();
+            NodePacket::Init {
+                magic: RELAY_MAGIC.into(),
+                version: "v1.0-draft2".into(),
+            }
+            .encode(&mut out);
+            tokio::io::AsyncWriteExt::write_all(&mut wr, &out)
+                .await
+                .expect("write");
+            (rd, wr)
+        };
+        let (conn, _node) = tokio::join!(Connection::connect(port), node);
+        let conn = conn.unwrap_or_else(|e| panic!("connect via {addr}: {e}"));
+        assert!(!conn.is_closed());
+    }
+}

@@ -328,8 +328,9 @@ impl Connection {
     pub async fn close(&self) -> Result<(), Error> {
         let inner = self.inner();
         if !inner.closing.swap(true, Ordering::AcqRel) {
+            // Queued behind everything already queued, without waiting for room (so that
+            // dropping this future cannot leave the connection closing without a CLOSE).
             // Refused only when the connection already ended.
-            inner.outbox.room().await;
             let _ = inner.outbox.push(&ClientPacket::Close);
         }
         let mut ended = inner.ended.subscribe();

@@ -95,7 +95,9 @@ impl<T: ServiceHandler> ServiceHandler for Arc<T> {
 /// A member of a cluster: a [`Connection`] (it derefs to one, for requests, publishing,
 /// tunnels of its own) whose handler receives the cluster's requests, broadcasts and tunnels.
 ///
-/// Dropping the last clone of the connection leaves the cluster (closes the connection).
+/// Dropping the last clone of the connection leaves the cluster (closes the connection). A
+/// handler that keeps a clone of its own service's connection keeps it open: close such a
+/// service explicitly.
 #[derive(Clone, Debug)]
 pub struct Service {
     conn: Connection,

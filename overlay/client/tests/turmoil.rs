@@ -10,6 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const PORT: u16 = 55555;
 
+/// Set once the node holds a request it will never answer.
+static HUNG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A minimal node: accepts the handshake, echoes requests ("hang" is never answered), acks
 /// CLOSE.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
@@ -26,7 +29,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
                     }
                     .encode(&mut out);
                 }
-                ClientPacket::Request { request, .. } if request == "hang" => {}
+                ClientPacket::Request { request, .. } if request == "hang" => {
+                    HUNG.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 ClientPacket::Request { id, request, .. } => {
                     NodePacket::Reply {
                         id,
@@ -105,7 +110,7 @@ fn a_crashed_node_fails_pending_requests() {
         Ok(())
     });
     // Let the request reach the node, then crash it.
-    for _ in 0..50 {
+    while !HUNG.load(std::sync::atomic::Ordering::SeqCst) {
         sim.step().expect("step");
     }
     sim.crash("node");

@@ -642,3 +642,102 @@ async fn a_hundred_clients_connecting_at_once_are_all_accepted() {
     sessions_back_to(&n, 0).await;
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_cannot_answer_or_steer_another_connections_requests_and_tunnels() {
+    let n = node(0x3a, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut svc = Raw::attach(addr, "svc").await;
+    let mut rogue = Raw::attach(addr, "rogue").await;
+    let mut cli = Raw::attach(addr, "").await;
+    cli.send(ClientPacket::Request {
+        id: 1,
+        cluster: "svc".into(),
+        request: Bytes::from_static(b"for svc"),
+        timeout_ms: 2000,
+    })
+    .await;
+    let NodePacket::Request { id: d, .. } = svc.next().await else {
+        panic!("no delivery")
+    };
+    // Another connection answers with the delivery's id (and its neighbours'): discarded.
+    for id in [d, d.wrapping_sub(1), d + 1] {
+        rogue
+            .send(ClientPacket::Reply {
+                id,
+                result: Ok(Bytes::from_static(b"forged")),
+            })
+            .await;
+    }
+    rogue.assert_nothing_queued().await;
+    svc.send(ClientPacket::Reply {
+        id: d,
+        result: Ok(Bytes::from_static(b"genuine")),
+    })
+    .await;
+    cli.expect(NodePacket::Reply {
+        id: 1,
+        outcome: ReplyOutcome::Success(Bytes::from_static(b"genuine")),
+    })
+    .await;
+    cli.assert_nothing_queued().await;
+
+    // Tunnel ids are the connection's own: another connection naming them reaches nothing.
+    open_tunnel(&mut cli, 7, "svc", &mut svc, 3, 1 << 20, 1 << 20).await;
+    for id in [3, 7] {
+        rogue.send(ClientPacket::TunClose { id }).await;
+        rogue
+            .send(ClientPacket::TunTransfer {
+                id,
+                size: 1,
+                payload: Bytes::from_static(b"x"),
+            })
+            .await;
+    }
+    rogue.assert_nothing_queued().await;
+    cli.send(ClientPacket::TunTransfer {
+        id: 7,
+        size: 2,
+        payload: Bytes::from_static(b"ok"),
+    })
+    .await;
+    svc.expect(NodePacket::TunTransfer {
+        id: 3,
+        size: 2,
+        payload: Bytes::from_static(b"ok"),
+    })
+    .await;
+    svc.assert_nothing_queued().await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_a_connection_sends_after_its_violation_takes_effect() {
+    let n = node(0x3b, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut sub = Raw::attach(addr, "").await;
+    sub.send(ClientPacket::Subscribe { topic: "t".into() })
+        .await;
+    sub.assert_nothing_queued().await;
+    let mut svc = Raw::attach(addr, "svc").await;
+    let mut bad = Raw::attach(addr, "").await;
+    open_tunnel(&mut bad, 1, "svc", &mut svc, 2, 1 << 20, 1 << 20).await;
+    // A continuation chunk with no message under way (a violation the node, not the decoder,
+    // finds), then a publish, in one write.
+    let mut b = encode(&ClientPacket::TunTransfer {
+        id: 1,
+        size: 0,
+        payload: Bytes::from_static(b"x"),
+    });
+    b.extend(encode(&ClientPacket::Publish {
+        topic: "t".into(),
+        event: Bytes::from_static(b"from a closed connection"),
+    }));
+    bad.send_bytes_lossy(&b).await;
+    bad.expect_eof_no_bytes().await;
+    let NodePacket::TunClose { id: 2, .. } = svc.next().await else {
+        panic!("the far end was not told")
+    };
+    sub.assert_nothing_queued().await;
+    n.shutdown().await;
+}

@@ -433,3 +433,69 @@ async fn a_member_node_crashing_with_requests_pending_gives_each_one_reply() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_slow_reader_stalls_a_fast_writer_across_nodes_with_bounded_buffers() {
+    let [a, b, c] = three_nodes().await;
+    let mut svc = Raw::attach(relay_addr(&c), "sink").await;
+    let mut opener = Raw::attach(relay_addr(&a), "").await;
+    warm_cluster(&mut opener, &mut svc, "sink").await;
+    // The reader grants no credit at first.
+    open_tunnel(&mut opener, 1, "sink", &mut svc, 2, 64 << 20, 0).await;
+    // The writer sends whatever credit its node grants, until no more comes.
+    let mut credit: u64 = 4 << 20;
+    let mut sent = 0u64;
+    loop {
+        while credit >= 65536 {
+            opener
+                .send(ClientPacket::TunTransfer {
+                    id: 1,
+                    size: 65536,
+                    payload: pattern(sent, 65536),
+                })
+                .await;
+            credit -= 65536;
+            sent += 1;
+        }
+        let mut granted = false;
+        while let Ok(p) = opener.recv_within(Duration::from_millis(100)).await {
+            match p {
+                Some(NodePacket::TunAllow { id: 1, space }) => {
+                    credit += space;
+                    granted = true;
+                }
+                other => panic!("writer got {other:?}"),
+            }
+        }
+        if !granted {
+            break;
+        }
+    }
+    eprintln!("{sent} chunks of 64 KiB went before the writer stalled");
+    // Held between the two nodes: at most the writer's node buffer and the reader's node
+    // window (4 MiB each), however long the reader stalls.
+    assert!(
+        sent * 65536 <= (8 << 20) + 65536,
+        "{sent} chunks went before the writer was stalled"
+    );
+    assert!(sent >= 64, "only {sent} chunks went");
+    svc.expect_silence(Duration::from_millis(50)).await;
+    // The reader reads at last: everything, in order; and the writer gets credit again.
+    svc.send(ClientPacket::TunAllow {
+        id: 2,
+        space: 1 << 30,
+    })
+    .await;
+    for i in 0..sent {
+        assert!(
+            recv_message(&mut svc, 2).await == pattern(i, 65536),
+            "chunk {i} altered or out of order"
+        );
+    }
+    let NodePacket::TunAllow { id: 1, .. } = opener.next().await else {
+        panic!("the writer got no credit back")
+    };
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}

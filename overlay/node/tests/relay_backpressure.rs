@@ -174,3 +174,44 @@ async fn a_subscriber_that_never_reads_is_bounded_and_slows_nobody() {
     svc_task.abort();
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn requests_dropped_for_a_service_that_does_not_read_time_out_once_each() {
+    let mut o = options(0x52, vec![]);
+    o.session_queue_bytes = 64 << 10;
+    let n = petal_node::spawn(TokioNet, o).await.unwrap();
+    let addr = relay_addr(&n);
+    // A service that never reads, and a client sending it 16 MiB of requests (far beyond the
+    // socket buffers and the service's 64 KiB queue).
+    let svc = Raw::attach(addr, "deaf").await;
+    let mut cli = Raw::attach(addr, "").await;
+    const N: u64 = 2048;
+    let body = Bytes::from(vec![7u8; 8 << 10]);
+    for id in 0..N {
+        cli.send(ClientPacket::Request {
+            id,
+            cluster: "deaf".into(),
+            request: body.clone(),
+            timeout_ms: 300,
+        })
+        .await;
+    }
+    let mut seen = vec![false; N as usize];
+    for _ in 0..N {
+        match cli.next().await {
+            NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Timeout,
+            } => {
+                assert!(!seen[id as usize], "a second REPLY for {id}");
+                seen[id as usize] = true;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    cli.expect_silence(Duration::from_millis(100)).await;
+    let s = n.stats().await.unwrap();
+    assert!(s.runtime.relay_dropped > 0, "{:?}", s.runtime);
+    drop(svc);
+    n.shutdown().await;
+}

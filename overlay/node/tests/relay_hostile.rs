@@ -741,3 +741,43 @@ async fn nothing_a_connection_sends_after_its_violation_takes_effect() {
     sub.assert_nothing_queued().await;
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_closed_for_a_violation_is_closed_even_while_it_keeps_writing() {
+    let n = node(0x3c, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let mut svc = Raw::attach(addr, "svc").await;
+    let mut bad = Raw::attach(addr, "").await;
+    open_tunnel(&mut bad, 1, "svc", &mut svc, 2, 1 << 20, 1 << 20).await;
+    let violation = encode(&ClientPacket::TunTransfer {
+        id: 1,
+        size: 0,
+        payload: Bytes::from_static(b"x"),
+    });
+    let mut filler = Vec::new();
+    for _ in 0..100 {
+        filler.extend(encode(&ClientPacket::Publish {
+            topic: "nobody".into(),
+            event: Bytes::from_static(b"still here"),
+        }));
+    }
+    let t0 = Instant::now();
+    bad.send_bytes(&violation).await;
+    // Keep writing: the node must still end the connection (the writes fail) promptly.
+    let mut failed = None;
+    while t0.elapsed() < Duration::from_secs(2) {
+        if tokio::io::AsyncWriteExt::write_all(&mut bad.s, &filler)
+            .await
+            .is_err()
+        {
+            failed = Some(t0.elapsed());
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let failed = failed.expect("the node kept reading a connection it had closed");
+    assert!(failed < Duration::from_millis(500), "{failed:?}");
+    healthy.check().await;
+    n.shutdown().await;
+}

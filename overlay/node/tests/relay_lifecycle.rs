@@ -296,3 +296,75 @@ async fn open_tunnel_to_self(svc: &mut Raw, a: u64, b: u64, cluster: &str) {
         }
     }
 }
+
+#[tokio::test]
+async fn packets_sent_with_the_init_in_one_write_are_served_after_the_accept() {
+    let n = node(0x48, vec![]).await;
+    let mut r = Raw::connect(relay_addr(&n)).await;
+    let mut b = encode(&init_packet("svc"));
+    b.extend(encode(&ClientPacket::Subscribe { topic: "t".into() }));
+    b.extend(encode(&ClientPacket::Publish {
+        topic: "t".into(),
+        event: Bytes::from_static(b"early"),
+    }));
+    b.extend(encode(&request(1, "svc", 1000)));
+    r.send_bytes(&b).await;
+    assert!(matches!(r.next().await, NodePacket::Init { .. }));
+    r.expect(NodePacket::Publish {
+        topic: "t".into(),
+        event: Bytes::from_static(b"early"),
+    })
+    .await;
+    let d = delivery(&mut r).await;
+    r.send(ClientPacket::Reply {
+        id: d,
+        result: Err("no".into()),
+    })
+    .await;
+    r.expect(NodePacket::Reply {
+        id: 1,
+        outcome: ReplyOutcome::Fault("no".into()),
+    })
+    .await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_full_of_connections_denies_with_a_reason_and_accepts_again_after_a_close() {
+    let mut o = options(0x49, vec![]);
+    o.core.max_conns = 2;
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let addr = relay_addr(&n);
+    let mut first = Raw::attach(addr, "svc").await;
+    let _second = Raw::attach(addr, "").await;
+    let mut third = Raw::connect(addr).await;
+    third.send(init_packet("")).await;
+    let out = decode_all(&third.read_to_end().await);
+    assert!(
+        matches!(&out[..], [NodePacket::Deny { magic, reason }] if magic == "iris-relay-magic" && !reason.is_empty()),
+        "{out:?}"
+    );
+    // The attached ones are unharmed; once one leaves, a new one gets in.
+    first.self_request("svc", 1).await;
+    first.send(ClientPacket::Close).await;
+    assert_eq!(first.read_to_end().await, b"\x02\x00");
+    let mut fourth = Raw::attach(addr, "").await;
+    fourth.assert_nothing_queued().await;
+    n.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_service_closing_gracefully_with_a_request_it_holds_yields_one_reply() {
+    let n = node(0x4a, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut svc = Raw::attach(addr, "svc").await;
+    let mut cli = Raw::attach(addr, "").await;
+    cli.send(request(1, "svc", 200)).await;
+    delivery(&mut svc).await;
+    svc.send(ClientPacket::Close).await;
+    // The service's own close is acknowledged; it owed no REPLY of its own.
+    assert_eq!(svc.read_to_end().await, b"\x02\x00");
+    cli.expect(timeout(1)).await;
+    cli.expect_silence(Duration::from_millis(150)).await;
+    n.shutdown().await;
+}

@@ -121,6 +121,20 @@ pub enum FaultKind {
     Heal,
 }
 
+/// What a partition does to the traffic between its sides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionMode {
+    /// Segments between the sides are lost (`Sim::partition`). Turmoil's TCP does not
+    /// retransmit, so a stream that loses a segment stalls for good, silently: a black hole, as
+    /// when a middlebox drops a connection's state. Nodes must notice and replace such links.
+    #[default]
+    Drop,
+    /// Segments between the sides are held and delivered at the heal (`Sim::hold` and
+    /// `release`): what TCP's retransmission makes of a short partition. Dials still time out.
+    Hold,
+}
+
 /// One fault, at a time counted from the start of the workload.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -161,6 +175,8 @@ pub struct RunConfig {
     pub workload: WorkloadParams,
     /// Faults, at times after the workload starts.
     pub faults: Vec<Fault>,
+    /// What partitions do to the traffic between their sides.
+    pub partition_mode: PartitionMode,
 }
 
 impl RunConfig {
@@ -194,6 +210,7 @@ impl RunConfig {
                 tunnel_timeout_ms: 2000,
             },
             faults: Vec::new(),
+            partition_mode: PartitionMode::Drop,
         }
     }
 

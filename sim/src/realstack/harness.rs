@@ -10,7 +10,7 @@ use petal_protocol::NodeId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{FaultKind, RunConfig};
+use super::config::{FaultKind, PartitionMode, RunConfig};
 use super::net::TurmoilNet;
 use super::record::{Recorder, Shared, sim_now};
 use super::workload::{self, AppCtx, RELAY_ADDR};
@@ -222,7 +222,10 @@ pub fn run_with_progress(
                 FaultKind::Partition => {
                     for &a in &f.nodes {
                         for b in others(&f.nodes) {
-                            sim.partition(host_name(a), host_name(b));
+                            match cfg.partition_mode {
+                                PartitionMode::Drop => sim.partition(host_name(a), host_name(b)),
+                                PartitionMode::Hold => sim.hold(host_name(a), host_name(b)),
+                            }
                         }
                     }
                     cut = Some((t, f.nodes.clone()));
@@ -231,7 +234,10 @@ pub fn run_with_progress(
                     if let Some((from, side)) = cut.take() {
                         for &a in &side {
                             for b in others(&side) {
-                                sim.repair(host_name(a), host_name(b));
+                                match cfg.partition_mode {
+                                    PartitionMode::Drop => sim.repair(host_name(a), host_name(b)),
+                                    PartitionMode::Hold => sim.release(host_name(a), host_name(b)),
+                                }
                             }
                         }
                         partitions.push((from, t, side));

@@ -18,9 +18,11 @@
 //!   again: a fresh node with the **same id and address** (as the daemon, which keeps its id in
 //!   its data directory) and a fresh core seed, joining through the first three other hosts,
 //!   with fresh applications (new records). A partition cuts a set of hosts off from the rest
-//!   in both directions (`Sim::partition`: messages between the sides are dropped; turmoil's
-//!   TCP has no retransmission, so streams that lose a segment stall for good, which the
-//!   node must detect and replace); a heal (`Sim::repair`) ends it.
+//!   in both directions until a heal. In [`PartitionMode::Drop`] (`Sim::partition`/`repair`)
+//!   segments between the sides are lost; turmoil's TCP has no retransmission, so a stream that
+//!   loses a segment stalls for good, silently, which the node must detect and replace. In
+//!   [`PartitionMode::Hold`] (`Sim::hold`/`release`) they are held and delivered at the heal,
+//!   as TCP's retransmission would after a short partition.
 //! - **Records**: everything the applications observe goes into one shared
 //!   [`Recorder`] with simulated time (turmoil's clock, the same on every host): requests with
 //!   their outcome as the client library returned it, deliveries seen by the service handler,
@@ -50,7 +52,7 @@ mod net;
 mod record;
 mod workload;
 
-pub use config::{Fault, FaultKind, RunConfig, WorkloadParams};
+pub use config::{Fault, FaultKind, PartitionMode, RunConfig, WorkloadParams};
 pub use harness::{PEER_PORT, RunResult, host_name, run, run_with_progress};
 pub use net::{TurmoilListener, TurmoilNet};
 pub use record::{Recorder, Shared, sim_now};

@@ -17,9 +17,9 @@ use serde_json::json;
 
 use super::common::{core_counters, finish, ms_quantiles, pct};
 use super::{Outcome, Progress, Scenario};
-use crate::apps::{Apps, EventRecord, TunnelEnd};
+use crate::apps::{Apps, EventRecord, OutcomeKind, TunnelEnd};
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::realstack::{Fault, FaultKind, RunConfig, RunResult, WorkloadParams};
+use crate::realstack::{Fault, FaultKind, PartitionMode, RunConfig, RunResult, WorkloadParams};
 use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
@@ -51,6 +51,9 @@ struct Params {
     workload: WorkloadParams,
     #[serde(default)]
     faults: Vec<Fault>,
+    /// `drop` (default: segments between the sides are lost) or `hold` (delivered at the heal).
+    #[serde(default)]
+    partition_mode: PartitionMode,
 }
 
 fn default_tick_us() -> u64 {
@@ -144,6 +147,29 @@ impl Faults {
     }
 }
 
+/// Timed-out judged requests of `quiet` (records outside fault windows), by (requester's
+/// host, host of the member it reached, whether a partition separated them), judged as of
+/// `now` (as the request oracle does).
+fn quiet_timeouts(quiet: &Apps, f: &Faults, now: Time) -> BTreeMap<(u32, Option<u32>, bool), u64> {
+    let mut m = BTreeMap::new();
+    for r in &quiet.requests {
+        let horizon = r.deadline + Duration::from_secs(1);
+        let lived = quiet.list[r.app].until.is_none_or(|u| u > horizon);
+        if !lived || horizon > now || !matches!(r.outcome, Some((OutcomeKind::Timeout, _))) {
+            continue;
+        }
+        let from = quiet.list[r.app].node;
+        let to = r.served_by.map(|a| quiet.list[a].node);
+        let cut = to.is_some_and(|to| {
+            f.cuts
+                .iter()
+                .any(|(_, _, side)| side.contains(&from) != side.contains(&to))
+        });
+        *m.entry((from, to, cut)).or_default() += 1;
+    }
+    m
+}
+
 pub(super) fn run(
     sc: &Scenario,
     node: petal_core::Config,
@@ -167,6 +193,7 @@ pub(super) fn run(
         latency: p.latency_ms.map(Duration::from_millis),
         workload: p.workload.clone(),
         faults: p.faults.clone(),
+        partition_mode: p.partition_mode,
     };
     progress.set_len(cfg.end().as_secs());
     let r = crate::realstack::run_with_progress(&cfg, &mut |t| {
@@ -237,6 +264,19 @@ fn write_report(
         p.event_settle_s, p.event_grace_s, p.fault_guard_s, p.fault_guard_s,
     ));
     if !p.faults.is_empty() {
+        w.paragraph(match p.partition_mode {
+            PartitionMode::Drop => {
+                "Partitions drop the segments between the sides (turmoil's `partition`). Turmoil's TCP \
+                 does not retransmit, so a stream that lost a segment stalls for good without an error, \
+                 as a connection black-holed by a middlebox would: a node must notice such a link and \
+                 dial a new one."
+            }
+            PartitionMode::Hold => {
+                "Partitions hold the segments between the sides and deliver them at the heal (turmoil's \
+                 `hold` and `release`), as TCP's retransmission would after a short partition; dials \
+                 across still time out."
+            }
+        });
         let rows: Vec<Vec<String>> = p
             .faults
             .iter()
@@ -408,6 +448,35 @@ fn write_report(
         ),
     ];
     w.targets(&targets);
+    let stale = quiet_timeouts(&quiet_apps, &f, r.end);
+    if !stale.is_empty() {
+        w.subheading("Timeouts outside fault windows");
+        w.paragraph(
+            "Judged requests that timed out outside every fault window, by requester's host and the \
+             host of the member the request reached (none: no member got it), and whether a partition \
+             had separated the two.",
+        );
+        let rows: Vec<Vec<String>> = stale
+            .iter()
+            .map(|((from, to, cut), n)| {
+                vec![
+                    format!("n{from}"),
+                    to.map_or("none".to_string(), |h| format!("n{h}")),
+                    if *cut { "yes" } else { "no" }.to_string(),
+                    n.to_string(),
+                ]
+            })
+            .collect();
+        w.table(
+            &[
+                "requester",
+                "member reached",
+                "separated by a partition",
+                "timeouts",
+            ],
+            &rows,
+        );
+    }
     if !r.rec.errors.is_empty() || !r.rec.retries.is_empty() {
         let list = |m: &BTreeMap<String, u64>| {
             m.iter()
@@ -539,6 +608,9 @@ fn write_report(
         "fault_windows_s": f.windows.iter().map(|(a, b)| [since(*a), since(*b)]).collect::<Vec<_>>(),
         "log": r.rec.log.iter().map(|(t, what)| json!({"at_s": since(*t), "what": what})).collect::<Vec<_>>(),
         "hung_tunnels": hung,
+        "quiet_timeouts": stale.iter().map(|((from, to, cut), n)| json!({
+            "requester": from, "member": to, "separated_by_partition": cut, "count": n,
+        })).collect::<Vec<_>>(),
         "errors": r.rec.errors,
         "retries": r.rec.retries,
         "stray_events": stray,

@@ -236,14 +236,22 @@ impl Sessions {
                 }
             },
             ClientPacket::TunConfirm { build_id, tun_id } => {
+                let in_use = s.tunnels.by_client.contains_key(&tun_id);
                 match s.tunnels.by_core.get_mut(&build_id) {
-                    Some(slot @ None) if !s.tunnels.by_client.contains_key(&tun_id) => {
+                    Some(slot @ None) if !in_use => {
                         *slot = Some(tun_id);
                         s.tunnels.by_client.insert(tun_id, build_id);
                         node.tunnel_accept(now, build_id)
                     }
+                    // The id names a live tunnel of this connection: a TUN_CLOSE for it would
+                    // end that tunnel for the client while it stays open here. Leave it alone;
+                    // refuse the offer, whose opener then hears at once, not at its timeout
+                    // (found by the relay_tunnels tests).
+                    Some(None) => ignore_gone(node.tunnel_close(now, build_id))
+                        .and(Err(AppError::Invalid("tunnel id already in use"))),
+                    _ if in_use => Err(AppError::Invalid("tunnel id already in use")),
                     _ => {
-                        // The offer expired (or the id is reused): the client's tunnel ends.
+                        // The offer expired (or was confirmed already): the client's tunnel ends.
                         s.out.must(NodePacket::TunClose {
                             id: tun_id,
                             reason: "petal: the tunnel offer expired".into(),

@@ -566,3 +566,47 @@ async fn tunnel_packets_for_unknown_ids_are_ignored() {
     c.assert_nothing_queued().await;
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_confirm_reusing_a_live_tunnel_id_refuses_the_offer_and_spares_that_tunnel() {
+    let n = node(0x2b, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut svc = Raw::attach(addr, "svc").await;
+    let mut first = Raw::attach(addr, "").await;
+    open_tunnel(&mut first, 7, "svc", &mut svc, 3, 1 << 20, 1 << 20).await;
+    // A second opener; the service (wrongly) confirms its offer with id 3, which is in use.
+    let mut second = Raw::attach(addr, "").await;
+    second
+        .send(ClientPacket::TunInit {
+            id: 1,
+            cluster: "svc".into(),
+            timeout_ms: 1000,
+        })
+        .await;
+    let NodePacket::TunInit { build_id, .. } = svc.next().await else {
+        panic!("no offer")
+    };
+    let t0 = Instant::now();
+    svc.send(ClientPacket::TunConfirm {
+        build_id,
+        tun_id: 3,
+    })
+    .await;
+    // The second opener hears of the failure at once, not at its timeout.
+    second
+        .expect(NodePacket::TunConfirm {
+            id: 1,
+            chunk_limit: None,
+        })
+        .await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // Tunnel 3 is untouched: no close for it, and data still flows on it.
+    first.send(chunk(7, 2, b"ok")).await;
+    assert_eq!(svc.next().await, data(3, 2, b"ok"));
+    svc.assert_nothing_queued().await;
+    n.shutdown().await;
+}

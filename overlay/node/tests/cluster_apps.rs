@@ -499,3 +499,69 @@ async fn a_slow_reader_stalls_a_fast_writer_across_nodes_with_bounded_buffers() 
         n.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_tunnel_whose_far_node_crashes_is_closed_with_a_reason() {
+    // Fast failure detection, so that the test is short: pings every 100 ms, dead after three
+    // missed 100 ms timeouts.
+    let fast = |id: u128, seeds| {
+        let mut o = options(id, seeds);
+        o.core.leaf_ping_interval = Duration::from_millis(100);
+        o.core.ping_timeout = Duration::from_millis(100);
+        o.core.timer_granularity = Duration::from_millis(10);
+        o
+    };
+    let a = petal_node::spawn(TokioNet, fast(0x1000 << 112, vec![]))
+        .await
+        .unwrap();
+    let seed = a.info().addr;
+    let b = petal_node::spawn(TokioNet, fast(0x5000 << 112, vec![seed]))
+        .await
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = rt
+        .spawn(petal_node::spawn(TokioNet, fast(0xa000 << 112, vec![seed])))
+        .await
+        .unwrap()
+        .unwrap();
+    wait_ready(&[&a, &b, &c], 2).await;
+    let mut svc = Raw::attach(relay_addr(&c), "far").await;
+    let mut opener = Raw::attach(relay_addr(&a), "").await;
+    warm_cluster(&mut opener, &mut svc, "far").await;
+    open_tunnel(&mut opener, 1, "far", &mut svc, 2, 1 << 20, 1 << 20).await;
+    opener
+        .send(ClientPacket::TunTransfer {
+            id: 1,
+            size: 2,
+            payload: Bytes::from_static(b"hi"),
+        })
+        .await;
+    assert_eq!(recv_message(&mut svc, 2).await, b"hi");
+
+    let t0 = Instant::now();
+    rt.shutdown_background();
+    drop(c);
+    loop {
+        match opener.next().await {
+            NodePacket::TunAllow { id: 1, .. } => {}
+            NodePacket::TunClose { id: 1, reason } => {
+                assert!(!reason.is_empty(), "a crash reported as a graceful close");
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    opener.assert_nothing_queued().await;
+    for n in [a, b] {
+        n.shutdown().await;
+    }
+}

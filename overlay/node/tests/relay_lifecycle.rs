@@ -368,3 +368,53 @@ async fn a_service_closing_gracefully_with_a_request_it_holds_yields_one_reply()
     cli.expect_silence(Duration::from_millis(150)).await;
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn timeouts_are_enforced_by_the_node_to_the_millisecond() {
+    let n = node(0x4b, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut svc = Raw::attach(addr, "svc25").await;
+    let mut cli = Raw::attach(addr, "").await;
+    // A 25 ms handler: a 12 ms timeout fails, a 50 ms one succeeds (the libraries' own test).
+    for (id, timeout_ms, ok) in [(1, 12, false), (2, 50, true), (3, 12, false), (4, 50, true)] {
+        let t0 = Instant::now();
+        cli.send(request(id, "svc25", timeout_ms)).await;
+        let d = delivery(&mut svc).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        svc.send(ClientPacket::Reply {
+            id: d,
+            result: Ok(Bytes::from_static(b"done")),
+        })
+        .await;
+        let want = if ok {
+            NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(Bytes::from_static(b"done")),
+            }
+        } else {
+            timeout(id)
+        };
+        cli.expect(want).await;
+        if !ok {
+            cli.expect_silence(Duration::from_millis(20)).await;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    // With nobody to answer, the timeout comes when it is due, not much later.
+    for timeout_ms in [1, 30, 70] {
+        let t0 = Instant::now();
+        cli.send(request(9, "nobody", timeout_ms)).await;
+        cli.expect(timeout(9)).await;
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(timeout_ms)
+                && took < Duration::from_millis(timeout_ms + 60),
+            "a {timeout_ms} ms timeout after {took:?}"
+        );
+    }
+    n.shutdown().await;
+}

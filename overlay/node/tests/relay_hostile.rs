@@ -781,3 +781,90 @@ async fn a_connection_closed_for_a_violation_is_closed_even_while_it_keeps_writi
     healthy.check().await;
     n.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_over_its_request_and_tunnel_limits_is_refused_at_once_with_one_answer_each() {
+    let mut o = options(0x3d, vec![]);
+    o.core.max_conn_requests = 4;
+    o.core.max_conn_tunnels = 2;
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let addr = relay_addr(&n);
+    let mut healthy = Healthy::new(addr).await;
+    let mut svc = Raw::attach(addr, "slow").await;
+    let mut greedy = Raw::attach(addr, "").await;
+    for id in 1..=6 {
+        greedy
+            .send(ClientPacket::Request {
+                id,
+                cluster: "slow".into(),
+                request: Bytes::from_static(b"r"),
+                timeout_ms: 300,
+            })
+            .await;
+    }
+    // Requests 5 and 6 are over the limit: refused at once (a timeout REPLY), not left
+    // unanswered.
+    let t0 = Instant::now();
+    for id in [5, 6] {
+        greedy
+            .expect(NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Timeout,
+            })
+            .await;
+    }
+    assert!(t0.elapsed() < Duration::from_millis(100));
+    for _ in 0..4 {
+        assert!(matches!(svc.next().await, NodePacket::Request { .. }));
+    }
+    // The other four time out in their time, once each.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let NodePacket::Reply {
+            id,
+            outcome: ReplyOutcome::Timeout,
+        } = greedy.next().await
+        else {
+            panic!()
+        };
+        ids.push(id);
+    }
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+
+    // Tunnels: the third open is refused at once with `0a id 01`.
+    for id in 1..=3 {
+        greedy
+            .send(ClientPacket::TunInit {
+                id,
+                cluster: "slow".into(),
+                timeout_ms: 300,
+            })
+            .await;
+    }
+    greedy
+        .expect(NodePacket::TunConfirm {
+            id: 3,
+            chunk_limit: None,
+        })
+        .await;
+    for _ in 0..2 {
+        assert!(matches!(svc.next().await, NodePacket::TunInit { .. }));
+    }
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let NodePacket::TunConfirm {
+            id,
+            chunk_limit: None,
+        } = greedy.next().await
+        else {
+            panic!()
+        };
+        ids.push(id);
+    }
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+    greedy.assert_nothing_queued().await;
+    healthy.check().await;
+    n.shutdown().await;
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use petal_protocol::relay::{ClientPacket, NodePacket};
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 fn broadcast(cluster: &str, msg: &'static [u8]) -> ClientPacket {
@@ -38,16 +37,6 @@ fn event(topic: &str, ev: &'static [u8]) -> NodePacket {
     }
 }
 
-/// Reads exactly `n` bytes (5 s at most).
-async fn read_exact(r: &mut Raw, n: usize) -> Vec<u8> {
-    let mut got = vec![0u8; n];
-    tokio::time::timeout(Duration::from_secs(5), r.s.read_exact(&mut got))
-        .await
-        .expect("no bytes within 5 s")
-        .unwrap();
-    got
-}
-
 #[tokio::test]
 async fn broadcast_reaches_every_member_connection_sender_included_and_nobody_else() {
     let n = node(0x10, vec![]).await;
@@ -61,7 +50,7 @@ async fn broadcast_reaches_every_member_connection_sender_included_and_nobody_el
     // From a member: every member, the sender too, gets `03 msg`, byte for byte.
     m1.send_bytes(b"\x03\x02bc\x05hello").await;
     for m in [&mut m1, &mut m2, &mut m3] {
-        assert_eq!(read_exact(m, 7).await, b"\x03\x05hello");
+        assert_eq!(m.read_exact(7).await, b"\x03\x05hello");
     }
     // From a plain client: the members get it, the sender does not.
     plain.send(broadcast("bc", b"from plain")).await;
@@ -110,7 +99,7 @@ async fn publish_reaches_every_subscriber_publisher_included_within_milliseconds
 
     publisher.send_bytes(b"\x08\x06topic1\x02ev").await;
     for r in [&mut s1, &mut s2, &mut publisher] {
-        assert_eq!(read_exact(r, 11).await, b"\x08\x06topic1\x02ev");
+        assert_eq!(r.read_exact(11).await, b"\x08\x06topic1\x02ev");
     }
     for r in [&mut s1, &mut s2, &mut publisher, &mut not_sub] {
         r.assert_nothing_queued().await;

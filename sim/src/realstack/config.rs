@@ -227,12 +227,12 @@ impl RunConfig {
         let mut partitioned = false;
         let mut last = 0.0;
         for f in &self.faults {
-            anyhow::ensure!(f.at_s >= last, "faults must be listed in time order");
-            last = f.at_s;
             anyhow::ensure!(
                 f.at_s.is_finite() && f.at_s >= 0.0,
                 "fault times must be >= 0"
             );
+            anyhow::ensure!(f.at_s >= last, "faults must be listed in time order");
+            last = f.at_s;
             anyhow::ensure!(
                 f.nodes.iter().all(|&n| n < self.nodes),
                 "fault on a host that does not exist: {:?}",

@@ -52,7 +52,7 @@ pub struct RunResult {
     pub work_until: Time,
     /// See [`RunResult::work_from`].
     pub end: Time,
-    /// Crashes and restarts: (time, host).
+    /// Crashes: (time, host).
     pub crashes: Vec<(Time, u32)>,
     /// Restarts: (time, host).
     pub restarts: Vec<(Time, u32)>,
@@ -94,11 +94,19 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
     opts.peer_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PEER_PORT);
     opts.advertise = Some(SocketAddr::new(me, PEER_PORT));
     // The first boot joins through host 0 (the seed, which starts a ring of one); a restart
-    // through the first three hosts other than itself, whichever answers first.
+    // through the first three other hosts that are up, whichever answers first (a node whose
+    // seeds all fail starts a ring of its own).
     let seeds: Vec<u32> = if inc == 0 {
         if host == 0 { vec![] } else { vec![0] }
     } else {
-        (0..cfg.nodes).filter(|&h| h != host).take(3).collect()
+        plan.shared.with(|r| {
+            r.host_apps
+                .keys()
+                .copied()
+                .filter(|&h| h != host)
+                .take(3)
+                .collect()
+        })
     };
     opts.seeds = seeds
         .iter()

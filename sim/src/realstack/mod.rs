@@ -16,8 +16,8 @@
 //!   applications together, like a machine losing power: their records end at that time
 //!   (`until`, and the host in `deaths`). A restart (`Sim::bounce`) runs the host's software
 //!   again: a fresh node with the **same id and address** (as the daemon, which keeps its id in
-//!   its data directory) and a fresh core seed, joining through the first three other hosts,
-//!   with fresh applications (new records). A partition cuts a set of hosts off from the rest
+//!   its data directory) and a fresh core seed, joining through the first three other hosts
+//!   that are up, with fresh applications (new records). A partition cuts a set of hosts off from the rest
 //!   in both directions until a heal. In [`PartitionMode::Drop`] (`Sim::partition`/`repair`)
 //!   segments between the sides are lost; turmoil's TCP has no retransmission, so a stream that
 //!   loses a segment stalls for good, silently, which the node must detect and replace. In

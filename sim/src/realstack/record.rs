@@ -38,7 +38,7 @@ pub(crate) fn gid_of(payload: &[u8]) -> Option<u64> {
 pub struct Recorder {
     /// The oracles' records: applications, requests, events, tunnels, deaths.
     pub apps: Apps,
-    /// Applications of each host's current incarnation.
+    /// Applications of each host's current incarnation; its keys are the hosts up now.
     pub host_apps: BTreeMap<u32, Vec<usize>>,
     /// Boots of each host (incarnation = index), with their times.
     pub boots: BTreeMap<u32, Vec<Time>>,

@@ -96,13 +96,12 @@ fn crashes_restarts_and_partitions_keep_the_oracles_clean_and_replay_identically
     assert_eq!(r.trace_hash, again.trace_hash, "same seed, same trace");
 }
 
-/// Known bug in petal-node (reported, not fixed here): a peer link whose TCP stream lost
-/// segments during a partition stalls for good under turmoil (no retransmission), and the node
-/// keeps sending over it unless its core declares that peer dead; peers that never ping each
-/// other (not leaf-set neighbours) therefore lose every reply sent directly between them, long
-/// after the heal. With `PartitionMode::Hold` (TCP-like redelivery) the same run is clean.
+/// A peer link whose TCP stream lost segments during a partition stalls for good under
+/// turmoil (no retransmission; in real networks a black-holed stream does the same until TCP
+/// gives up). Peers that never ping each other (not leaf-set neighbours) but send replies
+/// straight to each other used to lose every reply over such a link long after the heal;
+/// links now close after `link_idle_timeout` of silence and are dialed afresh.
 #[test]
-#[ignore = "petal-node: links stalled by a dropping partition are never replaced"]
 fn requests_are_answered_again_after_a_dropping_partition_heals() {
     let mut cfg = RunConfig::small(1, 32);
     cfg.workload.requests_per_s = 100.0;

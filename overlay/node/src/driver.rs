@@ -482,11 +482,19 @@ pub(crate) async fn start_link<S>(
 {
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(opts.link_queue);
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         if let Err(e) = link::write_loop(wr, rx).await {
             tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");
         }
-    });
+    })
+    .abort_handle();
+    // The reader holds only a weak sender: when the node task drops the link, the writer
+    // drains and closes instead of being kept alive by keepalives.
+    let weak = tx.downgrade();
+    let live = link::Liveness {
+        keepalive: opts.link_keepalive,
+        idle: opts.link_idle_timeout,
+    };
     let max_frame = opts.max_frame;
     let reader_inputs = inputs.clone();
     if inputs
@@ -502,5 +510,14 @@ pub(crate) async fn start_link<S>(
     {
         return;
     }
-    tokio::spawn(link::read_loop(rd, peer, link, max_frame, reader_inputs));
+    tokio::spawn(link::read_loop(
+        rd,
+        peer,
+        link,
+        max_frame,
+        reader_inputs,
+        weak,
+        writer,
+        live,
+    ));
 }

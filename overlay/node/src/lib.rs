@@ -88,6 +88,11 @@ pub struct Options {
     pub join_wait: Duration,
     /// After a close, how long a session's writer may take to deliver the last packets.
     pub close_linger: Duration,
+    /// A link that has heard nothing from its peer for this long sends a keepalive.
+    pub link_keepalive: Duration,
+    /// A link that has heard nothing for this long is closed (and re-dialed when needed): a
+    /// black-holed stream must not hold frames until TCP gives up.
+    pub link_idle_timeout: Duration,
     /// Frames queued per peer link (and while it is being dialed).
     pub link_queue: usize,
     /// Largest node-to-node frame accepted.
@@ -123,6 +128,8 @@ impl Options {
             dial_backoff: Duration::from_secs(1),
             join_wait: Duration::from_secs(3),
             close_linger: Duration::from_secs(2),
+            link_keepalive: Duration::from_secs(1),
+            link_idle_timeout: Duration::from_secs(5),
             link_queue: 16 * 1024,
             max_frame: max_message + (1 << 20),
             max_message,

@@ -6,6 +6,10 @@
 //! when the node task is busy, so TCP pushes back on the peer), and a writer fed by a bounded
 //! queue that batches frames into large writes. When the node task drops a link's queue the
 //! writer sends what is queued and shuts its half down; the reader ends at the peer's EOF.
+//! A link that has heard nothing for `link_keepalive` sends a link-level ping (answered by the
+//! far link, never seen by either core); after `link_idle_timeout` of silence it closes, so a
+//! black-holed stream (a partition, a peer gone without a reset) is replaced by a fresh dial
+//! instead of swallowing frames until TCP gives up.
 //!
 //! The hello is authenticated by nothing yet: the encrypted, authenticated handshake (Noise) is
 //! the next issue's and replaces it.
@@ -98,21 +102,50 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Runs the reading half of link `link` from `peer` until EOF or a bad frame, then reports the
-/// link down.
+/// The nonce of link-level keepalives: a link answers `Ping { nonce: LINK_NONCE }` itself and
+/// swallows the `Pong`; the core never sees either (its own nonces are drawn below 2^62).
+pub const LINK_NONCE: u64 = u64::MAX;
+
+/// How a link watches its peer: a keepalive when it has heard nothing for `keepalive`, and
+/// the link closes after `idle` of silence (a black-holed stream would otherwise hold queued
+/// frames for as long as TCP retransmits, about 15 minutes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Liveness {
+    pub(crate) keepalive: std::time::Duration,
+    pub(crate) idle: std::time::Duration,
+}
+
+/// Runs the reading half of link `link` from `peer` until EOF, a bad frame or `idle` of
+/// silence, then reports the link down and stops its writer.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     peer: NodeInfo,
     link: u64,
     max_frame: usize,
     to_node: mpsc::Sender<Input>,
+    writer_tx: mpsc::WeakSender<Message>,
+    writer: tokio::task::AbortHandle,
+    live: Liveness,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut last_rx = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(live.keepalive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         // Decode every whole frame already buffered.
         let mut batch = Vec::new();
         let err = loop {
             match codec::decode(&buf, max_frame) {
+                Ok((Message::Ping { nonce: LINK_NONCE }, used)) => {
+                    let _ = buf.split_to(used);
+                    if let Some(tx) = writer_tx.upgrade() {
+                        let _ = tx.try_send(Message::Pong { nonce: LINK_NONCE });
+                    }
+                }
+                Ok((Message::Pong { nonce: LINK_NONCE }, used)) => {
+                    let _ = buf.split_to(used);
+                }
                 Ok((msg, used)) => {
                     let _ = buf.split_to(used);
                     batch.push(msg);
@@ -134,17 +167,34 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 .await
                 .is_err()
         {
+            writer.abort();
             return;
         }
         if let Some(e) = err {
             break format!("bad frame: {e}");
         }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break "closed by the peer".to_string(),
-            Ok(_) => {}
-            Err(e) => break format!("read error: {e}"),
+        tokio::select! {
+            biased;
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break "closed by the peer".to_string(),
+                Ok(_) => last_rx = tokio::time::Instant::now(),
+                Err(e) => break format!("read error: {e}"),
+            },
+            _ = tick.tick() => {
+                let quiet = last_rx.elapsed();
+                if quiet >= live.idle {
+                    break format!("silent for {quiet:?}");
+                }
+                if quiet >= live.keepalive
+                    && let Some(tx) = writer_tx.upgrade()
+                {
+                    let _ = tx.try_send(Message::Ping { nonce: LINK_NONCE });
+                }
+            }
         }
     };
+    // A stalled stream can hold the writer in a write for ever: stop it.
+    writer.abort();
     let _ = to_node
         .send(Input::LinkDown {
             peer: peer.id,

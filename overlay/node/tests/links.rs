@@ -146,3 +146,57 @@ async fn bad_peers_are_cut_off_and_the_nodes_keep_serving() {
         n.shutdown().await;
     }
 }
+
+/// A peer that completes the hello and then never answers is sent link keepalives and cut off
+/// after the idle timeout; a peer that answers them keeps its link.
+#[tokio::test]
+async fn a_silent_peer_link_is_closed_after_the_idle_timeout() {
+    use petal_node::link::{LINK_NONCE, read_hello};
+    use petal_protocol::Message;
+    use petal_protocol::codec;
+    let mut o = options(0x77, vec![]);
+    o.link_keepalive = Duration::from_millis(100);
+    o.link_idle_timeout = Duration::from_millis(400);
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let me = NodeInfo {
+        id: NodeId(0x78),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    };
+    // Silent: the node pings, then closes.
+    let mut s = TcpStream::connect(n.info().addr).await.unwrap();
+    s.write_all(&encode_hello(me)).await.unwrap();
+    let _ = read_hello(&mut s).await.unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got))
+        .await
+        .expect("the silent link was not closed")
+        .ok();
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(350), "closed after {took:?}");
+    let (first, _) = codec::decode(&got, 1 << 20).unwrap();
+    assert_eq!(first, Message::Ping { nonce: LINK_NONCE });
+    // Answering: the link stays up past several idle timeouts.
+    let mut s = TcpStream::connect(n.info().addr).await.unwrap();
+    s.write_all(&encode_hello(me)).await.unwrap();
+    let _ = read_hello(&mut s).await.unwrap();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let mut buf = bytes::BytesMut::new();
+    while Instant::now() < until {
+        let r = tokio::time::timeout_at(until, s.read_buf(&mut buf)).await;
+        match r {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("a link that answers keepalives was closed"),
+            Ok(Ok(_)) => {}
+        }
+        while let Ok((msg, used)) = codec::decode(&buf, 1 << 20) {
+            let _ = buf.split_to(used);
+            if msg == (Message::Ping { nonce: LINK_NONCE }) {
+                let mut out = Vec::new();
+                codec::encode(&Message::Pong { nonce: LINK_NONCE }, &mut out);
+                s.write_all(&out).await.unwrap();
+            }
+        }
+    }
+    n.shutdown().await;
+}

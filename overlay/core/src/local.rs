@@ -247,6 +247,12 @@ impl Node {
         r
     }
 
+    /// Forwarded messages waiting for their next hop's acknowledgement (bounded by
+    /// `max_pending_hops`; a driver can push back on its applications as it fills).
+    pub fn pending_hops(&self) -> usize {
+        self.hops.len()
+    }
+
     /// Local connections registered.
     pub fn conn_count(&self) -> usize {
         self.conns.len()

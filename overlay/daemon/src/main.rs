@@ -238,11 +238,48 @@ async fn run(s: Settings) -> Result<()> {
         relay = ?node.relay_addrs(),
         "petald ready"
     );
+    let watch = tokio::spawn(watch_drops(node.stats_source()));
     let sig = shutdown_signal().await;
+    watch.abort();
     tracing::info!(signal = sig, "shutting down");
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs, every 10 s, the losses of the last 10 s (overload is a counted, visible drop).
+async fn watch_drops(stats: petal_node::StatsSource) {
+    let mut last: Option<[u64; 7]> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let Some(s) = stats.get().await else { return };
+        let now = [
+            s.core.outbox_drops,
+            s.core.event_drops,
+            s.core.routes_dropped,
+            s.core.events_lost,
+            s.runtime.link_drops,
+            s.runtime.relay_dropped,
+            s.runtime.slow_closed,
+        ];
+        if let Some(prev) = last
+            && now != prev
+        {
+            let d: Vec<u64> = now.iter().zip(prev).map(|(a, b)| a - b).collect();
+            tracing::warn!(
+                outbox_drops = d[0],
+                event_drops = d[1],
+                routes_dropped = d[2],
+                events_lost = d[3],
+                link_drops = d[4],
+                relay_dropped = d[5],
+                slow_clients_closed = d[6],
+                "messages dropped in the last 10 s (overload or slow clients)"
+            );
+        }
+        last = Some(now);
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ pub(crate) struct Driver<N: Net> {
     next_link: u64,
     pub(crate) sessions: Sessions,
     pub(crate) stats: Arc<RuntimeStats>,
+    /// Set while some peer link's queue (or the core's table of unacknowledged hops) is more
+    /// than three quarters full, until all are at most half full: the node task then takes no
+    /// application input (backpressure).
+    congested: bool,
     joined: bool,
     seeds_pending: bool,
 }
@@ -112,6 +116,7 @@ impl<N: Net> Driver<N> {
             stats,
             joined: false,
             seeds_pending: false,
+            congested: false,
         }
     }
 
@@ -126,7 +131,13 @@ impl<N: Net> Driver<N> {
     }
 
     /// Runs until shutdown.
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+    /// Runs until shutdown. `rx` carries peer-link input and control, `app_rx` application
+    /// sessions' input (not read while links are congested).
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut app_rx: mpsc::Receiver<Input>,
+    ) {
         let now = self.now();
         if self.opts.seeds.is_empty() {
             self.node.start_first(now);
@@ -149,6 +160,14 @@ impl<N: Net> Driver<N> {
                 self.give_up_seeds("no seed answered");
             }
             let mut wake = self.node.poll_timeout().map(|t| self.instant(t));
+            if self.congested {
+                // Re-check the links every millisecond until they drain.
+                self.uncongest_if_drained();
+                let soon = Instant::now() + Duration::from_millis(1);
+                if self.congested {
+                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
+                }
+            }
             if self.seeds_pending {
                 wake = Some(wake.map_or(join_deadline, |w| w.min(join_deadline)));
             }
@@ -169,16 +188,20 @@ impl<N: Net> Driver<N> {
                     if self.handle(input) {
                         return;
                     }
-                    // Take what else is waiting before producing output (batching).
-                    for _ in 0..512 {
-                        match rx.try_recv() {
-                            Ok(input) => {
-                                if self.handle(input) {
-                                    return;
-                                }
-                            }
-                            Err(_) => break,
-                        }
+                    // Take what else is waiting (one wake-up for many inputs), draining the
+                    // core after each: its event and transmit queues are bounded, and a batch
+                    // of inputs can produce more than they hold.
+                    if self.drain_more(&mut rx, &mut app_rx) {
+                        return;
+                    }
+                }
+                input = app_rx.recv(), if !self.congested => {
+                    let Some(input) = input else { return };
+                    if self.handle(input) {
+                        return;
+                    }
+                    if self.drain_more(&mut rx, &mut app_rx) {
+                        return;
                     }
                 }
                 () = &mut sleep, if wake.is_some() => {
@@ -190,6 +213,31 @@ impl<N: Net> Driver<N> {
         }
     }
 
+    /// Takes what else is waiting (one wake-up for many inputs), peer input first, draining
+    /// the core after each input: its event and transmit queues are bounded, and a batch of
+    /// inputs can produce more than they hold. True when the node has shut down.
+    fn drain_more(
+        &mut self,
+        rx: &mut mpsc::Receiver<Input>,
+        app_rx: &mut mpsc::Receiver<Input>,
+    ) -> bool {
+        for _ in 0..512 {
+            self.flush();
+            let next = match rx.try_recv() {
+                Ok(input) => input,
+                Err(_) if self.congested => break,
+                Err(_) => match app_rx.try_recv() {
+                    Ok(input) => input,
+                    Err(_) => break,
+                },
+            };
+            if self.handle(next) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Handles one input; true when the node has shut down.
     fn handle(&mut self, input: Input) -> bool {
         let now = self.now();
@@ -199,6 +247,7 @@ impl<N: Net> Driver<N> {
                 let _ = link;
                 for msg in msgs {
                     self.node.handle_message(now, from, msg);
+                    self.flush();
                 }
             }
             Input::LinkUp {
@@ -238,7 +287,10 @@ impl<N: Net> Driver<N> {
             Input::Session { conn, packets } => {
                 for packet in packets {
                     self.sessions.packet(&mut self.node, now, conn, packet);
+                    // One publish to a large local audience fills the event queue: drain.
+                    self.flush();
                 }
+                self.check_core_congestion();
             }
             Input::SessionClosed { conn, graceful } => {
                 self.sessions.closed(&mut self.node, now, conn, graceful);
@@ -365,6 +417,12 @@ impl<N: Net> Driver<N> {
     fn transmit(&mut self, to: NodeInfo, msg: Message) {
         match self.links.get_mut(&to.id) {
             Some(LinkState::Up { tx, .. }) => {
+                if tx.capacity() < self.opts.link_queue / 4 && !self.congested {
+                    // Three quarters full: stop taking work from applications until the
+                    // links drain (backpressure rather than drops).
+                    RuntimeStats::add(&self.stats.backpressure, 1);
+                    self.congested = true;
+                }
                 if let Err(e) = tx.try_send(msg) {
                     match e {
                         mpsc::error::TrySendError::Full(_) => {
@@ -435,6 +493,31 @@ impl<N: Net> Driver<N> {
                 }
             }
         });
+    }
+
+    /// Starts congestion when the core's table of unacknowledged hops is three quarters full
+    /// (its acknowledgements lag: more application input would be dropped there).
+    fn check_core_congestion(&mut self) {
+        if !self.congested && self.node.pending_hops() * 4 > self.node.config().max_pending_hops * 3
+        {
+            RuntimeStats::add(&self.stats.backpressure, 1);
+            self.congested = true;
+        }
+    }
+
+    /// Ends congestion once every link is at most half full and the core's hop table too.
+    fn uncongest_if_drained(&mut self) {
+        if self.node.pending_hops() * 2 > self.node.config().max_pending_hops {
+            return;
+        }
+        let half = self.opts.link_queue / 2;
+        let drained = self.links.values().all(|l| match l {
+            LinkState::Up { tx, .. } => tx.capacity() >= half,
+            LinkState::Dialing { .. } => true,
+        });
+        if drained {
+            self.congested = false;
+        }
     }
 
     fn snapshot(&self) -> StatsSnapshot {

@@ -17,6 +17,12 @@
 //! - The **node task** is the only owner of the core. It waits on one bounded input channel and
 //!   its timer (`select!` is biased: inputs first), takes up to 512 inputs per wake-up, then
 //!   drains the core's transmits and events. It never awaits a socket.
+//! - **Backpressure**: sessions feed the node task through their own bounded channel, which it
+//!   stops reading while a peer link's queue or the core's table of unacknowledged hops is
+//!   more than three quarters full (until all are at most half full). Session readers then
+//!   wait and TCP pushes back on the applications, so a flooding publisher slows down instead
+//!   of having its messages dropped. The node task drains the core after every input, so its
+//!   bounded event and transmit queues never overflow within one wake-up.
 //! - **Links**: one TCP stream per peer pair, started by a hello naming both sides; frames are
 //!   the foundation's codec. A link's writer queue is bounded (`link_queue`); what does not
 //!   fit is dropped and counted (the overlay retransmits what matters). When both sides dial at
@@ -167,6 +173,8 @@ pub struct RuntimeStats {
     pub seed_failures: AtomicU64,
     /// Sessions closed because their client fell more than `session_max_bytes` behind.
     pub slow_closed: AtomicU64,
+    /// Times a peer link backed up and sessions stopped reading their clients.
+    pub backpressure: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -190,6 +198,7 @@ impl RuntimeStats {
             link_drops: g(&self.link_drops),
             seed_failures: g(&self.seed_failures),
             slow_closed: g(&self.slow_closed),
+            backpressure: g(&self.backpressure),
         }
     }
 }
@@ -210,6 +219,7 @@ pub struct RuntimeCounters {
     pub link_drops: u64,
     pub seed_failures: u64,
     pub slow_closed: u64,
+    pub backpressure: u64,
 }
 
 /// A node's state at one moment.
@@ -297,8 +307,11 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     let stats = Arc::new(RuntimeStats::default());
     let (tx, rx) = mpsc::channel(opts.input_queue);
     let alive = Arc::new(());
+    // Sessions have their own channel, which the node task stops reading while peer links
+    // are backed up: their readers then wait, and TCP pushes back on the applications.
+    let (app_tx, app_rx) = mpsc::channel(opts.input_queue);
     let driver = Driver::new(node, net.clone(), opts.clone(), tx.clone(), stats.clone());
-    tokio::spawn(driver.run(rx));
+    tokio::spawn(driver.run(rx, app_rx));
     tracing::info!(id = %info.id, peers = %advertise, relay = ?relay_addrs, "node started");
 
     let mut accept_tasks = Vec::new();
@@ -332,7 +345,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     let next_conn = Arc::new(AtomicU64::new(1));
     for mut l in relays {
         let (inputs, opts, stats, alive, next_conn) = (
-            tx.clone(),
+            app_tx.clone(),
             opts.clone(),
             stats.clone(),
             alive.clone(),
@@ -366,7 +379,29 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     })
 }
 
+/// A cheap, cloneable way to read a node's counters from another task.
+#[derive(Clone, Debug)]
+pub struct StatsSource {
+    inputs: mpsc::Sender<Input>,
+}
+
+impl StatsSource {
+    /// A snapshot (`None` once the node has shut down).
+    pub async fn get(&self) -> Option<StatsSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 impl NodeHandle {
+    /// A handle for reading the counters from another task.
+    pub fn stats_source(&self) -> StatsSource {
+        StatsSource {
+            inputs: self.inputs.clone(),
+        }
+    }
+
     /// The node's id and advertised peer address.
     pub fn info(&self) -> NodeInfo {
         self.info

@@ -6,27 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use petal_node::NodeHandle;
 use petal_protocol::relay::{ClientPacket, NodePacket, ReplyOutcome};
-
-async fn wait_ready(nodes: &[&NodeHandle], leaf: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut ok = true;
-        for n in nodes {
-            let s = n.stats().await.unwrap();
-            ok &= s.ready && s.leaf_set >= leaf;
-        }
-        if ok {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nodes did not converge within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test]
 async fn three_nodes_converge_and_serve_requests_across() {

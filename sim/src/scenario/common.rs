@@ -86,6 +86,24 @@ pub(crate) fn pct(x: f64, digits: usize) -> String {
     format!("{:.*} %", digits, x * 100.0)
 }
 
+/// The JSON of one window's messaging judgements: requests (with latency quantiles and
+/// ratios), events and tunnels.
+pub(crate) fn messaging_window_json(
+    q: &crate::oracle::RequestStats,
+    e: &crate::oracle::EventStats,
+    t: &crate::oracle::TunnelStats,
+) -> serde_json::Value {
+    serde_json::json!({
+        "requests": q,
+        "request_latency": ms_quantiles(&q.latencies_us),
+        "answered_ratio": q.answered_ratio(),
+        "one_outcome_ratio": q.one_outcome_ratio(),
+        "events": e,
+        "events_delivered_ratio": e.delivered_ratio(),
+        "tunnels": t,
+    })
+}
+
 /// Quantiles of microsecond samples, in milliseconds.
 pub(crate) fn ms_quantiles(samples: &[u64]) -> serde_json::Value {
     let q = |p| crate::metrics::quantile(samples, p).map(|v| v as f64 / 1000.0);

@@ -15,7 +15,7 @@ use super::app_workload::{
     TREE_COUNTERS, Workload, WorkloadParams, cluster_name, event_stats_where, topic_name,
     tree_counters,
 };
-use super::common::{advance_ms, finish, ms_quantiles, pct};
+use super::common::{advance_ms, finish, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::EventRecord;
 use crate::engine::Sim;
@@ -235,15 +235,7 @@ pub(super) fn run(
         ));
         json_phases.insert(
             name.to_string(),
-            json!({
-                "requests": q,
-                "request_latency": ms_quantiles(&q.latencies_us),
-                "answered_ratio": q.answered_ratio(),
-                "one_outcome_ratio": q.one_outcome_ratio(),
-                "events": e,
-                "events_delivered_ratio": e.delivered_ratio(),
-                "tunnels": t,
-            }),
+            super::common::messaging_window_json(q, e, t),
         );
     }
     w.table(

@@ -15,7 +15,7 @@ use petal_core::Time;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{core_counters, finish, ms_quantiles, pct};
+use super::common::{core_counters, finish, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::{Apps, EventRecord, OutcomeKind, TunnelEnd};
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
@@ -317,15 +317,7 @@ fn write_report(
         ]);
         json_phases.insert(
             name.replace(' ', "_"),
-            json!({
-                "requests": q,
-                "request_latency": ms_quantiles(&q.latencies_us),
-                "answered_ratio": q.answered_ratio(),
-                "one_outcome_ratio": q.one_outcome_ratio(),
-                "events": e,
-                "events_delivered_ratio": e.delivered_ratio(),
-                "tunnels": t,
-            }),
+            super::common::messaging_window_json(q, e, t),
         );
     }
     w.table(

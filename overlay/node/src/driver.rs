@@ -264,8 +264,13 @@ impl<N: Net> Driver<N> {
             } => {
                 RuntimeStats::add(&self.stats.link_dial_failures, 1);
                 tracing::debug!(%addr, %why, "peer dial failed");
+                let now_i = Instant::now();
+                if self.dial_backoff.len() >= 4096 {
+                    // Addresses never dialed again would otherwise stay for ever.
+                    self.dial_backoff.retain(|_, until| *until > now_i);
+                }
                 self.dial_backoff
-                    .insert(addr, Instant::now() + self.opts.dial_backoff);
+                    .insert(addr, now_i + self.opts.dial_backoff);
                 if let Some(id) = expected
                     && let Some(LinkState::Dialing { queued, .. }) = self.links.remove(&id)
                 {

@@ -1,7 +1,7 @@
 //! `petald`: the Petal node daemon.
 //!
 //! One per machine. Local applications connect to it with the Iris relay protocol v1 on
-//! 127.0.0.1 and [::1] (port 55555 by default), so the Iris client libraries (Go, Java, Erlang)
+//! `127.0.0.1` and `[::1]` (port 55555 by default), so the Iris client libraries (Go, Java, Erlang)
 //! and `petal-client` work unchanged. Nodes reach each other over peer links: give a new node
 //! the peer address of any running node with `--seed`; a node without seeds serves its local
 //! applications at once as a ring of one.
@@ -32,7 +32,7 @@ struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Port for local applications (relay v1 on 127.0.0.1 and [::1]). [default: 55555]
+    /// Port for local applications (relay v1 on 127.0.0.1 and `[::1]`). [default: 55555]
     #[arg(long)]
     port: Option<u16>,
     /// Address for peer links. Loopback by default: links are not yet encrypted, so a node

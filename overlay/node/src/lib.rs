@@ -68,7 +68,7 @@ use driver::{Driver, Input};
 /// How a node runs. [`Options::new`] gives the daemon's defaults.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Where local applications connect (relay v1). The daemon listens on 127.0.0.1 and [::1];
+    /// Where local applications connect (relay v1). The daemon listens on 127.0.0.1 and `[::1]`;
     /// boot fails only when every listen fails.
     pub relay_addrs: Vec<SocketAddr>,
     /// Where peer links are accepted.

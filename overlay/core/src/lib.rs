@@ -12,8 +12,8 @@
 //! 1. feed inputs: [`Node::handle_message`] for every message that arrived (with the sender's
 //!    [`NodeInfo`], which an authenticated link or the simulator provides), and
 //!    [`Node::handle_timeout`] once the time from [`Node::poll_timeout`] has come; commands
-//!    ([`Node::start_first`], [`Node::join`], [`Node::lookup`], [`Node::leave`], and the
-//!    application commands below) likewise;
+//!    ([`Node::start_first`], [`Node::join`], [`Node::introduce`], [`Node::lookup`],
+//!    [`Node::leave`], and the application commands below) likewise;
 //! 2. drain outputs: [`Node::poll_transmit`] until `None` (send each message to its `to`, never
 //!    to another id at that address), and [`Node::poll_event`] until `None`;
 //! 3. re-read [`Node::poll_timeout`] and sleep until then or until the next input.
@@ -52,6 +52,16 @@
 //! announces itself and becomes ready once every leaf-set member has acknowledged, so that no
 //! node routes to it before it can serve. Routed messages that reach it in between are held
 //! (bounded) and delivered when it is ready.
+//!
+//! ## Introductions: merging rings
+//! Nodes that started apart (each founded its ring, or joined within its own group) form
+//! separate rings. When the driver learns of a node out of band (a LAN discovery beacon, a seed
+//! dialed again) it calls [`Node::introduce`] ([`Node::knows`] tells which nodes to skip). The
+//! introducing node routes a join for its own id through the stranger's ring, which brings back
+//! its true neighbours there (the node closest to its id sends its leaf set), and exchanges leaf
+//! sets with the stranger. A node that enters a leaf set second-hand is sent that leaf set, so
+//! the merge spreads from the meeting point along the ring in both directions, a leaf set's
+//! width per exchange, until every leaf set is the merged ring's.
 //!
 //! ## Messaging
 //! Local applications are connections ([`ConnId`], one per relay session) that the driver

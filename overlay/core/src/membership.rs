@@ -112,6 +112,17 @@ impl Node {
         leaf: Vec<NodeInfo>,
         last: bool,
     ) {
+        if self.is_ready() {
+            // Answers to the join an introduction routed through another ring are candidates;
+            // other join replies to a ready node (late ones of its own join) are ignored, as
+            // before introductions existed.
+            if now <= self.introduced_until {
+                for e in entries.into_iter().chain(leaf) {
+                    self.learn(now, e, false);
+                }
+            }
+            return;
+        }
         if !self.is_joining() {
             return;
         }
@@ -235,6 +246,50 @@ impl Node {
                 _ => {}
             },
         }
+    }
+
+    /// Introduces a node that the driver found out of band (a LAN discovery beacon, a seed
+    /// dialed again later), so that two rings that formed apart merge into one.
+    ///
+    /// Nothing happens when `info` is this node, when this node is not ready, or when `info` is
+    /// already in its tables ([`Node::knows`]). A node remembered as dead is introduced again: a
+    /// beacon is fresh evidence. Otherwise the stranger gets two messages:
+    /// 1. a join for this node's id, routed through the stranger's ring as a joiner's would be
+    ///    (excluding this node as a next hop): the nodes on the path send their routing-table
+    ///    rows and the node closest to this id in that ring its leaf set, which hold this
+    ///    node's true neighbours in the other ring (a ready node learns the join replies that
+    ///    arrive within `join_timeout` of an introduction as candidates). In rings larger than the leaf set the two introduced nodes are rarely
+    ///    neighbours, and without this nothing brings true neighbours together;
+    /// 2. this node's leaf set, asking for the stranger's: the stranger learns this node
+    ///    directly and answers with its leaf set, whose members this node learns.
+    ///
+    /// Every node that enters a leaf set second-hand is then sent that leaf set, which spreads
+    /// the merge along the ring in both directions. The stranger enters this node's tables only
+    /// once it answers. Counted in [`crate::Stats::introductions`].
+    pub fn introduce(&mut self, now: Time, info: NodeInfo) {
+        if info.id == self.me.id || !self.is_ready() || self.knows(info.id) {
+            return;
+        }
+        self.stats.introductions += 1;
+        self.introduced_until = now + self.cfg.join_timeout;
+        // The join goes first: over a FIFO link the stranger routes it before it learns our
+        // leaf set, so that the route stays within its own ring.
+        let join = RouteMsg {
+            key: self.me.id.as_key(),
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body: Routed::Join,
+        };
+        self.send(info, Message::Route(join));
+        let leaf = self.leaf_infos();
+        self.send(info, Message::LeafSet { leaf, reply: true });
+    }
+
+    /// True when `id` is in this node's tables (leaf set or routing table): a driver may skip
+    /// introducing it. False for this node's own id and for nodes only remembered as dead.
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.peers.contains_key(&id)
     }
 
     /// A measured round-trip time to `info` arrived from a probe: it takes its routing-table slot

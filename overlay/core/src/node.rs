@@ -277,6 +277,9 @@ pub struct Node {
     /// Bumped on every leaf-set change (to tell whether a message taught us anything).
     pub(crate) leaf_version: u64,
     pub(crate) leaf_exchange_at: Time,
+    /// Until when join replies are taken while ready: answers to the join that the last
+    /// [`Node::introduce`] routed through another ring (see `on_join_reply`).
+    pub(crate) introduced_until: Time,
     /// Group trees this node is part of, by group key.
     pub(crate) groups: BTreeMap<Key, Group>,
     /// Nodes that are (or were until the last group refresh) a parent in some group tree:
@@ -331,6 +334,7 @@ impl Node {
             next_nonce: splitmix(seed) >> 2,
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
+            introduced_until: Time::ZERO,
             groups: BTreeMap::new(),
             parents: IdMap::default(),
             group_refresh_at: Time::MAX,

@@ -35,6 +35,8 @@ pub struct Stats {
     pub proximity_swaps: u64,
     /// Join restarts after a timeout.
     pub join_retries: u64,
+    /// Nodes introduced by the driver ([`crate::Node::introduce`]) and sent our leaf set.
+    pub introductions: u64,
     /// Lookup retries after a timeout.
     pub lookup_retries: u64,
     /// Group joins or grafts refused because a group table was full.

@@ -1,0 +1,446 @@
+//! Rings that formed apart merge into one once the driver introduces nodes of the two to each
+//! other ([`Node::introduce`], as a LAN discovery beacon or a seed dialed again would).
+//!
+//! A tiny deterministic network drives real [`Node`]s through the public API only: a queue of
+//! messages keyed by (delivery time, sequence number) with one fixed latency (so every link is
+//! FIFO, as an authenticated stream is), timers fired exactly when [`Node::poll_timeout`] says,
+//! outputs drained after every input, `check_invariants` after every step. Each ring forms on
+//! its own (its first node founds it, the others join through it), then nodes are introduced
+//! across, and the test measures how long (in simulated time) it takes until every node's leaf
+//! set is the true leaf set of the merged ring, checks that it stays so, and that every node
+//! routes every key to the node numerically closest to it (by walking [`Node::next_hop`] and by
+//! real lookups).
+//!
+//! Set `PETAL_MERGE_TIMES=1` to print the measured convergence times.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// One-way latency of every link.
+const LATENCY: Duration = Duration::from_millis(1);
+/// Longest time a merge may take. Merges take a few milliseconds (a few one-way latencies)
+/// here; the bound stays below `leaf_exchange_interval` (5 s), so that a merge that only
+/// completes through periodic maintenance fails the test.
+const MERGE_LIMIT: Duration = Duration::from_secs(1);
+/// How often convergence is checked while the rings merge.
+const CHECK_EVERY: Duration = Duration::from_millis(1);
+
+struct Net {
+    half: usize,
+    nodes: Vec<Node>,
+    infos: Vec<NodeInfo>,
+    by_id: BTreeMap<NodeId, usize>,
+    /// Nodes whose messages (both ways) are dropped and whose timers do not run.
+    down: Vec<bool>,
+    now: Time,
+    seq: u64,
+    /// (delivery time, sequence) -> (from, to, message).
+    queue: BTreeMap<(Time, u64), (usize, usize, Message)>,
+    /// Lookups under way: (node, lookup id) -> key.
+    lookups: BTreeMap<(usize, u64), Key>,
+    /// Answered lookups: (node, key, owner).
+    answered: Vec<(usize, Key, NodeId)>,
+    failed: usize,
+    rng: ChaCha8Rng,
+}
+
+impl Net {
+    /// `n` nodes with random ids drawn from `seed`, none started.
+    fn new(seed: u64, n: usize) -> Self {
+        let cfg = Config::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut infos = Vec::new();
+        let mut by_id = BTreeMap::new();
+        while infos.len() < n {
+            let id = NodeId(rng.random());
+            if by_id.contains_key(&id) {
+                continue;
+            }
+            let i = infos.len();
+            by_id.insert(id, i);
+            infos.push(NodeInfo {
+                id,
+                addr: SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 7000)),
+            });
+        }
+        let nodes = infos
+            .iter()
+            .enumerate()
+            .map(|(i, &me)| Node::new(me, cfg.clone(), seed.wrapping_mul(1000) + i as u64).unwrap())
+            .collect();
+        Self {
+            half: cfg.leaf_set_size / 2,
+            nodes,
+            infos,
+            by_id,
+            down: vec![false; n],
+            now: Time::ZERO,
+            seq: 0,
+            queue: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            answered: Vec::new(),
+            failed: 0,
+            rng,
+        }
+    }
+
+    /// Drains node `i`'s outputs into the network.
+    fn drain(&mut self, i: usize) {
+        self.nodes[i].check_invariants();
+        while let Some(tx) = self.nodes[i].poll_transmit() {
+            let j = self.by_id[&tx.to.id];
+            assert_eq!(
+                tx.to.addr, self.infos[j].addr,
+                "transmit to a wrong address"
+            );
+            assert_ne!(i, j, "node {i} sent a message to itself");
+            self.seq += 1;
+            self.queue
+                .insert((self.now + LATENCY, self.seq), (i, j, tx.msg));
+        }
+        while let Some(ev) = self.nodes[i].poll_event() {
+            match ev {
+                Event::LookupDone {
+                    lookup, key, owner, ..
+                } => {
+                    let k = self.lookups.remove(&(i, lookup)).expect("a lookup of ours");
+                    assert_eq!(k, key);
+                    self.answered.push((i, key, owner.id));
+                }
+                Event::LookupFailed { lookup, .. } => {
+                    self.lookups.remove(&(i, lookup));
+                    self.failed += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs messages and timers up to `end`.
+    fn run_until(&mut self, end: Time) {
+        loop {
+            let t_timer = (0..self.nodes.len())
+                .filter(|&i| !self.down[i])
+                .filter_map(|i| self.nodes[i].poll_timeout())
+                .min();
+            let t_net = self.queue.keys().next().map(|k| k.0);
+            let Some(t) = [t_timer, t_net].into_iter().flatten().min() else {
+                break;
+            };
+            if t > end {
+                break;
+            }
+            let t = t.max(self.now);
+            self.now = t;
+            if t_timer.is_some_and(|x| x <= t) {
+                for i in 0..self.nodes.len() {
+                    if !self.down[i] && self.nodes[i].poll_timeout().is_some_and(|x| x <= t) {
+                        self.nodes[i].handle_timeout(t);
+                        self.drain(i);
+                    }
+                }
+            } else {
+                let (_, (from, to, msg)) = self.queue.pop_first().expect("present");
+                if self.down[from] || self.down[to] {
+                    continue;
+                }
+                let info = self.infos[from];
+                self.nodes[to].handle_message(t, info, msg);
+                self.drain(to);
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        self.run_until(end);
+    }
+
+    /// Forms a ring of `members`: the first founds it, the others join through it one by one.
+    fn form_ring(&mut self, members: &[usize]) {
+        let first = members[0];
+        self.nodes[first].start_first(self.now);
+        self.drain(first);
+        for &i in &members[1..] {
+            let boot = self.infos[first];
+            self.nodes[i].join(self.now, boot);
+            self.drain(i);
+            let limit = self.now + Duration::from_secs(30);
+            while !self.nodes[i].is_ready() {
+                assert!(self.now < limit, "node {i} did not join");
+                self.run_for(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn introduce(&mut self, i: usize, j: usize) {
+        let info = self.infos[j];
+        self.nodes[i].introduce(self.now, info);
+        self.drain(i);
+    }
+
+    /// The true leaf set of `me` among `ids`: (left, right), nearest first.
+    fn expected_leaf(&self, me: NodeId, ids: &[NodeId]) -> (Vec<NodeId>, Vec<NodeId>) {
+        let mut right: Vec<NodeId> = ids.iter().copied().filter(|&x| x != me).collect();
+        let mut left = right.clone();
+        right.sort_by_key(|&x| me.cw_distance(x));
+        left.sort_by_key(|&x| x.cw_distance(me));
+        right.truncate(self.half);
+        left.truncate(self.half);
+        (left, right)
+    }
+
+    /// Members of `group` whose leaf set is not the true one among `group`.
+    fn wrong_leaf_sets(&self, group: &[usize]) -> Vec<usize> {
+        let ids: Vec<NodeId> = group.iter().map(|&i| self.infos[i].id).collect();
+        group
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let l = self.nodes[i].leaf_set();
+                let (left, right) = self.expected_leaf(self.infos[i].id, &ids);
+                l.left() != left.as_slice() || l.right() != right.as_slice()
+            })
+            .collect()
+    }
+
+    /// Runs until every member of `group` has its true leaf set (checked every
+    /// [`CHECK_EVERY`]); returns the time that took, or panics after `limit`.
+    fn converge(&mut self, group: &[usize], limit: Duration) -> Duration {
+        let start = self.now;
+        loop {
+            let wrong = self.wrong_leaf_sets(group);
+            if wrong.is_empty() {
+                return self.now - start;
+            }
+            assert!(
+                self.now - start < limit,
+                "leaf sets still wrong after {limit:?} at nodes {wrong:?}"
+            );
+            self.run_for(CHECK_EVERY);
+        }
+    }
+
+    /// The member of `group` numerically closest to `key`.
+    fn owner(&self, group: &[usize], key: Key) -> NodeId {
+        let mut best = self.infos[group[0]].id;
+        for &i in group {
+            let id = self.infos[i].id;
+            if id.closer_than(best, key) {
+                best = id;
+            }
+        }
+        best
+    }
+
+    /// Keys worth routing: random ones and keys next to every member's id.
+    fn test_keys(&mut self, group: &[usize], random: usize) -> Vec<Key> {
+        let mut keys: Vec<Key> = (0..random).map(|_| Key(self.rng.random())).collect();
+        for &i in group {
+            let id = self.infos[i].id.0;
+            keys.extend([Key(id), Key(id.wrapping_add(1)), Key(id.wrapping_sub(1))]);
+        }
+        keys
+    }
+
+    /// Walks `next_hop` from every member for every key: each walk must end at the owner
+    /// without leaving the group and within a few hops.
+    fn check_routes(&mut self, group: &[usize]) {
+        let keys = self.test_keys(group, 50);
+        for &start in group {
+            for &key in &keys {
+                let mut at = start;
+                let mut hops = 0;
+                while let Some(next) = self.nodes[at].next_hop(key) {
+                    at = *self.by_id.get(&next).expect("a known node");
+                    assert!(group.contains(&at), "route left the merged ring");
+                    hops += 1;
+                    assert!(hops <= 16, "route from {start} for {key:?} loops");
+                }
+                assert_eq!(
+                    self.infos[at].id,
+                    self.owner(group, key),
+                    "route from node {start} for {key:?} ends at the wrong node"
+                );
+            }
+        }
+    }
+
+    /// Real lookups from every member: every one is answered by the owner.
+    fn check_lookups(&mut self, group: &[usize]) {
+        let keys = self.test_keys(group, 5);
+        self.answered.clear();
+        let mut asked = 0;
+        for &i in group {
+            for k in 0..4 {
+                let key = keys[(i * 7 + k * 13) % keys.len()];
+                let id = self.nodes[i]
+                    .lookup(self.now, key)
+                    .expect("lookup accepted");
+                self.lookups.insert((i, id), key);
+                self.drain(i);
+                asked += 1;
+            }
+        }
+        self.run_for(Duration::from_secs(5));
+        assert_eq!(self.failed, 0, "lookups failed");
+        assert_eq!(self.answered.len(), asked, "every lookup answered");
+        for &(i, key, owner) in &self.answered {
+            assert_eq!(owner, self.owner(group, key), "lookup from {i} for {key:?}");
+        }
+    }
+}
+
+fn report(what: &str, times: &[Duration]) {
+    if std::env::var_os("PETAL_MERGE_TIMES").is_some() {
+        let max = times.iter().max().copied().unwrap_or_default();
+        let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+        eprintln!("{what}: converged in {ms:?} ms simulated (max {max:?})");
+    }
+}
+
+/// Two rings of `n` nodes formed apart; returns the net and the two member lists.
+fn two_rings(seed: u64, n: usize) -> (Net, Vec<usize>, Vec<usize>) {
+    let mut net = Net::new(seed, 2 * n);
+    let a: Vec<usize> = (0..n).collect();
+    let b: Vec<usize> = (n..2 * n).collect();
+    net.form_ring(&a);
+    net.form_ring(&b);
+    net.run_for(Duration::from_secs(10));
+    assert!(net.wrong_leaf_sets(&a).is_empty(), "ring A formed");
+    assert!(net.wrong_leaf_sets(&b).is_empty(), "ring B formed");
+    for &i in &a {
+        for &j in &b {
+            assert!(!net.nodes[i].knows(net.infos[j].id), "rings formed apart");
+        }
+    }
+    (net, a, b)
+}
+
+/// Checks that the merged ring stays correct and routes every key to its owner.
+fn check_merged(net: &mut Net, all: &[usize]) {
+    net.run_for(Duration::from_secs(30));
+    let wrong = net.wrong_leaf_sets(all);
+    assert!(wrong.is_empty(), "leaf sets went wrong again at {wrong:?}");
+    net.check_routes(all);
+    net.check_lookups(all);
+}
+
+/// Merges two rings of `n` after one introduction across; returns the convergence time.
+fn merge_by_one_beacon(seed: u64, n: usize, limit: Duration) -> Duration {
+    let (mut net, a, b) = two_rings(seed, n);
+    let all: Vec<usize> = a.iter().chain(&b).copied().collect();
+    // One node of A hears a beacon of one node of B.
+    let (i, j) = (a[seed as usize % n], b[(seed as usize / 3) % n]);
+    net.introduce(i, j);
+    assert_eq!(net.nodes[i].stats().introductions, 1);
+    let took = net.converge(&all, limit);
+    check_merged(&mut net, &all);
+    took
+}
+
+/// (a) Two rings of 8 formed apart, one node of A introduced to one node of B.
+#[test]
+fn two_rings_merge_after_one_introduction() {
+    let times: Vec<Duration> = (1..=6)
+        .map(|seed| merge_by_one_beacon(seed, 8, MERGE_LIMIT))
+        .collect();
+    report("(a) 8 + 8, one introduction", &times);
+}
+
+/// (a, larger) Two rings of 40 (beyond the leaf-set size, so that the introduced nodes are not
+/// each other's neighbours) merge after one introduction.
+#[test]
+fn larger_rings_merge_after_one_introduction() {
+    let times: Vec<Duration> = (1..=3)
+        .map(|seed| merge_by_one_beacon(seed, 40, MERGE_LIMIT))
+        .collect();
+    report("(a) 40 + 40, one introduction", &times);
+}
+
+/// (b) The LAN case: two rings of 5, every node hears every node of the other ring at once.
+#[test]
+fn lan_rings_merge_when_every_beacon_is_heard() {
+    let mut times = Vec::new();
+    for seed in 11..=16 {
+        let (mut net, a, b) = two_rings(seed, 5);
+        let all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        for &i in &a {
+            for &j in &b {
+                net.introduce(i, j);
+                net.introduce(j, i);
+            }
+        }
+        times.push(net.converge(&all, MERGE_LIMIT));
+        check_merged(&mut net, &all);
+    }
+    report("(b) 5 + 5, every beacon", &times);
+}
+
+/// (c) A lone node that founded its own ring, introduced to one member of a ring of 10 (and,
+/// the other way round, a member introduced to the lone node) ends up in the right leaf sets.
+#[test]
+fn lone_node_merges_into_a_ring() {
+    let mut times = Vec::new();
+    for seed in 21..=26 {
+        for lone_hears in [true, false] {
+            let mut net = Net::new(seed, 11);
+            let ring: Vec<usize> = (0..10).collect();
+            net.form_ring(&ring);
+            net.form_ring(&[10]);
+            net.run_for(Duration::from_secs(10));
+            let member = seed as usize % 10;
+            if lone_hears {
+                net.introduce(10, member);
+            } else {
+                net.introduce(member, 10);
+            }
+            let all: Vec<usize> = (0..11).collect();
+            times.push(net.converge(&all, MERGE_LIMIT));
+            check_merged(&mut net, &all);
+        }
+    }
+    report("(c) 1 + 10", &times);
+}
+
+/// `introduce` does nothing for this node, for a node already known, or before the node is
+/// ready; a node only remembered as dead is introduced again (and comes back).
+#[test]
+fn introduce_skips_known_nodes_but_not_dead_ones() {
+    let mut net = Net::new(7, 4);
+    // Before it is ready a node introduces nothing.
+    net.introduce(3, 0);
+    assert_eq!(net.nodes[3].stats().introductions, 0);
+    assert!(net.nodes[3].poll_transmit().is_none());
+    net.form_ring(&[0, 1, 2]);
+    net.run_for(Duration::from_secs(5));
+    let sent = net.nodes[0].stats().messages_sent;
+    net.introduce(0, 0);
+    net.introduce(0, 1);
+    assert!(net.nodes[0].knows(net.infos[1].id));
+    assert!(!net.nodes[0].knows(net.infos[0].id));
+    assert_eq!(net.nodes[0].stats().introductions, 0);
+    assert_eq!(net.nodes[0].stats().messages_sent, sent);
+
+    // Node 2 goes silent until the others declare it dead.
+    net.down[2] = true;
+    net.run_for(Duration::from_secs(8));
+    let id2 = net.infos[2].id;
+    assert!(!net.nodes[0].knows(id2), "node 2 declared dead");
+    net.down[2] = false;
+    net.introduce(0, 2);
+    assert_eq!(net.nodes[0].stats().introductions, 1);
+    net.run_for(Duration::from_millis(10));
+    assert!(
+        net.nodes[0].knows(id2),
+        "node 2 back after its introduction"
+    );
+    let all = [0, 1, 2];
+    net.converge(&all, Duration::from_secs(10));
+}

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use petal_client::{Connection, Service, ServiceHandler};
-use petal_protocol::NodeId;
 use petal_protocol::relay::{ClientPacket, Limits, NodePacket};
 
 fn codec(c: &mut Criterion) {
@@ -75,7 +74,10 @@ fn round_trip(c: &mut Criterion) {
         .unwrap();
     let (node, client, service): (petal_node::NodeHandle, Connection, Service) =
         rt.block_on(async {
-            let mut opts = petal_node::Options::new(NodeId(1));
+            let mut opts = petal_node::Options::new(
+                petal_node::Identity::from_seed(1),
+                petal_node::LinkSecurity::Plaintext,
+            );
             opts.relay_addrs = vec!["127.0.0.1:0".parse().unwrap()];
             opts.peer_listen = "127.0.0.1:0".parse().unwrap();
             let node = petal_node::spawn(petal_node::TokioNet, opts).await.unwrap();

@@ -86,7 +86,7 @@ fn start_node(procs: &Procs) -> u16 {
     let child = Command::new(petald())
         .args(["--port", &port.to_string()])
         .args(["--listen", &format!("127.0.0.1:{peer_port}")])
-        .args(["--dev", "--log", "warn"])
+        .args(["--dev", "--no-discovery", "--log", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

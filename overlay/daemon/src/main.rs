@@ -2,24 +2,31 @@
 //!
 //! One per machine. Local applications connect to it with the Iris relay protocol v1 on
 //! `127.0.0.1` and `[::1]` (port 55555 by default), so the Iris client libraries (Go, Java, Erlang)
-//! and `petal-client` work unchanged. Nodes reach each other over peer links: give a new node
-//! the peer address of any running node with `--seed`; a node without seeds serves its local
-//! applications at once as a ring of one.
+//! and `petal-client` work unchanged. Nodes reach each other over encrypted, authenticated peer
+//! links (Noise, under the network key every member holds): on one LAN they find each other by
+//! multicast beacons with no configuration; elsewhere give a new node the peer address of any
+//! running node with `--seed`. A node that finds nobody serves its local applications at once
+//! as a ring of one, and merges with the others when it finds them.
+//!
+//! The network key comes from, in order: `--network-key-file`, the `PETAL_NETWORK_KEY`
+//! environment variable (64 hex digits), the config file (`network_key_file` or `network_key`),
+//! `<data_dir>/network.key`; with `--dev` and none of these, a random key (printed, with how to
+//! join). `petald --new-network-key` prints a fresh key.
 //!
 //! Settings come from flags, and optionally a TOML file (`--config`) whose keys are the flags'
-//! long names (`port`, `listen`, `advertise`, `seeds`, `data_dir`, `log`); flags win.
+//! long names with underscores; flags win.
 //!
 //! SIGINT or SIGTERM shuts the node down gracefully: every pending request of every application
 //! is answered (timeout), tunnels are closed with a reason, every application gets CLOSE with a
 //! reason, the node tells its peers it leaves, then it exits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use petal_node::{Options, TokioNet};
-use petal_protocol::NodeId;
+use petal_node::discovery::{DEFAULT_GROUP, Discovery};
+use petal_node::{Identity, LinkSecurity, NetworkKey, Options, TokioNet};
 use serde::Deserialize;
 
 /// The default port of peer links.
@@ -29,28 +36,51 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 #[derive(Parser, Debug)]
 #[command(name = "petald", version, about = "The Petal node daemon")]
 struct Cli {
-    /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log).
+    /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
+    /// network_key_file, network_key, discovery, discovery_group, discovery_interface).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Print a fresh random network key (64 hex digits) and exit.
+    #[arg(long)]
+    new_network_key: bool,
+    /// File holding the network key (64 hex digits). See the crate docs for the other sources.
+    #[arg(long)]
+    network_key_file: Option<PathBuf>,
+    /// Do not send or listen for LAN discovery beacons (use seeds only).
+    #[arg(long)]
+    no_discovery: bool,
+    /// Multicast group and port of discovery beacons. [default: 239.255.80.80:55557]
+    #[arg(long)]
+    discovery_group: Option<SocketAddrV4>,
+    /// Address of the interface to send and hear beacons on. [default: the system's choice]
+    #[arg(long)]
+    discovery_interface: Option<Ipv4Addr>,
+    /// Unencrypted, unauthenticated peer links, for measuring what encryption costs. Only with
+    /// --dev; every node of the network must use it.
+    #[arg(long)]
+    insecure_plaintext_links: bool,
     /// Port for local applications (relay v1 on 127.0.0.1 and `[::1]`). [default: 55555]
     #[arg(long)]
     port: Option<u16>,
-    /// Address for peer links. Loopback by default: links are not yet encrypted, so a node
-    /// spans machines only when told to (e.g. `--listen 0.0.0.0:55556 --advertise 10.0.0.5:55556`).
-    /// [default: 127.0.0.1:55556]
+    /// Address for peer links. [default: 0.0.0.0:55556]
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// The peer address other nodes dial (default: the listen address).
+    /// The peer address other nodes dial. [default: the listen address; when that is
+    /// unspecified (0.0.0.0), the address of the interface that routes to the discovery group,
+    /// else of the default route, else 127.0.0.1]
     #[arg(long)]
     advertise: Option<SocketAddr>,
     /// A running node's peer address (host:port; repeatable). Without seeds the node starts a
     /// ring of its own.
     #[arg(long = "seed")]
     seeds: Vec<String>,
-    /// Directory for the node's state (its id, kept across restarts).
+    /// Directory for the node's state: its static key (`node.key`, mode 0600, created on first
+    /// start; the node id derives from it, so a restarted node rejoins as itself) and optionally
+    /// the network key (`network.key`). Without it the identity is new at every start.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Development mode: a throwaway identity (never written to disk) and debug logs.
+    /// Development mode: a throwaway identity (never written to disk), a random network key when
+    /// none is given (printed, with how to join), debug logs.
     #[arg(long)]
     dev: bool,
     /// Log filter (tracing's env-filter syntax; RUST_LOG works too). [default: info]
@@ -74,6 +104,11 @@ struct FileConfig {
     seeds: Vec<String>,
     data_dir: Option<PathBuf>,
     log: Option<String>,
+    network_key_file: Option<PathBuf>,
+    network_key: Option<String>,
+    discovery: Option<bool>,
+    discovery_group: Option<SocketAddrV4>,
+    discovery_interface: Option<Ipv4Addr>,
 }
 
 /// The merged settings.
@@ -86,6 +121,11 @@ struct Settings {
     data_dir: Option<PathBuf>,
     dev: bool,
     log: String,
+    network_key: Option<NetworkKey>,
+    /// Where the network key came from (for the log).
+    network_key_source: String,
+    discovery: Option<Discovery>,
+    plaintext: bool,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -102,7 +142,33 @@ fn settings(cli: Cli) -> Result<Settings> {
     if seeds.is_empty() {
         seeds = file.seeds;
     }
+    let data_dir = cli.data_dir.or(file.data_dir);
+    let (network_key, network_key_source) = network_key(
+        cli.network_key_file.as_deref(),
+        std::env::var("PETAL_NETWORK_KEY").ok(),
+        file.network_key_file.as_deref(),
+        file.network_key.as_deref(),
+        data_dir.as_deref(),
+    )?;
+    if cli.insecure_plaintext_links && !cli.dev {
+        bail!("--insecure-plaintext-links is for measurements only and needs --dev");
+    }
+    let discovery = (!cli.no_discovery && file.discovery != Some(false)).then(|| Discovery {
+        group: cli
+            .discovery_group
+            .or(file.discovery_group)
+            .unwrap_or(DEFAULT_GROUP),
+        interface: cli
+            .discovery_interface
+            .or(file.discovery_interface)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED),
+        ..Discovery::default()
+    });
     Ok(Settings {
+        network_key,
+        network_key_source,
+        discovery,
+        plaintext: cli.insecure_plaintext_links,
         port: cli
             .port
             .or(file.port)
@@ -110,10 +176,10 @@ fn settings(cli: Cli) -> Result<Settings> {
         listen: cli
             .listen
             .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PEER_PORT))),
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT))),
         advertise: cli.advertise.or(file.advertise),
         seeds,
-        data_dir: cli.data_dir.or(file.data_dir),
+        data_dir,
         dev: cli.dev,
         log: cli.log.or(file.log).unwrap_or_else(|| {
             if cli.dev {
@@ -125,38 +191,123 @@ fn settings(cli: Cli) -> Result<Settings> {
     })
 }
 
-/// A random 128-bit id from the operating system's randomness (through the standard library's
-/// randomly keyed hasher).
-fn random_id() -> NodeId {
-    use std::hash::{BuildHasher, Hasher};
-    let word = || {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0x5eed);
-        h.finish()
+/// The network key from the first source that has one (see the crate docs), and its source.
+fn network_key(
+    flag_file: Option<&Path>,
+    env: Option<String>,
+    config_file: Option<&Path>,
+    config_key: Option<&str>,
+    data_dir: Option<&Path>,
+) -> Result<(Option<NetworkKey>, String)> {
+    let from_file = |p: &Path| -> Result<NetworkKey> {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading the network key file {}", p.display()))?;
+        NetworkKey::from_hex(&text).with_context(|| {
+            format!(
+                "{} does not hold a network key (64 hex digits)",
+                p.display()
+            )
+        })
     };
-    NodeId((u128::from(word()) << 64) | u128::from(word()))
+    if let Some(p) = flag_file {
+        return Ok((Some(from_file(p)?), p.display().to_string()));
+    }
+    if let Some(v) = env {
+        let k = NetworkKey::from_hex(&v)
+            .context("PETAL_NETWORK_KEY does not hold a network key (64 hex digits)")?;
+        return Ok((Some(k), "PETAL_NETWORK_KEY".into()));
+    }
+    if let Some(p) = config_file {
+        return Ok((Some(from_file(p)?), p.display().to_string()));
+    }
+    if let Some(v) = config_key {
+        let k = NetworkKey::from_hex(v)
+            .context("the config's network_key is not a network key (64 hex digits)")?;
+        return Ok((Some(k), "the config file".into()));
+    }
+    if let Some(dir) = data_dir {
+        let p = dir.join("network.key");
+        if p.exists() {
+            return Ok((Some(from_file(&p)?), p.display().to_string()));
+        }
+    }
+    Ok((None, String::new()))
 }
 
-/// The node's id: kept in `<data_dir>/node-id` (created on first start), else random.
-fn node_id(data_dir: Option<&Path>) -> Result<NodeId> {
+/// The node's static key: kept in `<data_dir>/node.key` (created on first start with mode
+/// 0600; refused when others may read it), else new.
+fn identity(data_dir: Option<&Path>) -> Result<Identity> {
     let Some(dir) = data_dir else {
-        return Ok(random_id());
+        return Identity::generate().context("generating the node key");
     };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("node-id");
+    let path = dir.join("node.key");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let v = u128::from_str_radix(text.trim(), 16)
-                .with_context(|| format!("{} does not hold a hex node id", path.display()))?;
-            Ok(NodeId(v))
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    bail!(
+                        "{} is readable by others (mode {mode:o}): run `chmod 600 {}`",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+            Identity::from_file_contents(&text)
+                .with_context(|| format!("{} does not hold a node key", path.display()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = random_id();
-            std::fs::write(&path, format!("{:032x}\n", id.get()))
+            let id = Identity::generate().context("generating the node key")?;
+            let mut o = std::fs::OpenOptions::new();
+            o.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+            let mut f = o
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut f, id.to_file_contents().as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
+            f.sync_all()?;
+            tracing::info!(path = %path.display(), "created the node key");
             Ok(id)
         }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The address this machine is reached at from the local network: the source address the
+/// system would pick towards `towards` (a UDP "connect" sends nothing).
+fn local_ip_towards(towards: SocketAddr) -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect(towards).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// The advertised peer address when none is given.
+fn default_advertise(listen: SocketAddr, discovery: Option<&Discovery>) -> SocketAddr {
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let guess = discovery
+        .and_then(|d| {
+            if d.interface.is_unspecified() {
+                local_ip_towards(SocketAddr::V4(d.group))
+            } else {
+                Some(IpAddr::V4(d.interface))
+            }
+        })
+        // TEST-NET-1: only the routing decision is taken, nothing is sent.
+        .or_else(|| local_ip_towards(SocketAddr::from(([192, 0, 2, 1], 9))));
+    match guess {
+        Some(ip) => SocketAddr::new(ip, listen.port()),
+        None => {
+            tracing::warn!("no network address found; advertising 127.0.0.1 (use --advertise)");
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), listen.port())
+        }
     }
 }
 
@@ -203,6 +354,10 @@ async fn shutdown_signal() -> &'static str {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if cli.new_network_key {
+        println!("{}", NetworkKey::random()?.to_hex());
+        return Ok(());
+    }
     let threads = cli.threads;
     let s = settings(cli)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -223,19 +378,52 @@ fn main() -> Result<()> {
 }
 
 async fn run(s: Settings) -> Result<()> {
-    let id = if s.dev {
-        random_id()
+    let identity = if s.dev {
+        Identity::generate().context("generating the node key")?
     } else {
-        node_id(s.data_dir.as_deref())?
+        identity(s.data_dir.as_deref())?
     };
-    let mut opts = Options::new(id);
+    let id = identity.node_id();
+    let key = match (&s.network_key, s.dev) {
+        (Some(k), _) => {
+            tracing::info!(source = %s.network_key_source, "network key loaded");
+            k.clone()
+        }
+        (None, true) => {
+            let k = NetworkKey::random().context("generating a network key")?;
+            eprintln!(
+                "petald --dev: random network key {k}\n  to join this node from another: \
+                 PETAL_NETWORK_KEY={k} petald --dev (same LAN) or add --seed <this node's peer address>",
+                k = k.to_hex()
+            );
+            k
+        }
+        (None, false) => bail!(
+            "no network key: every node of a network holds the same one. Create one with \
+             `petald --new-network-key > network.key` (mode 600) and pass --network-key-file, \
+             PETAL_NETWORK_KEY, the config, or put it in <data_dir>/network.key; or try --dev"
+        ),
+    };
+    let security = if s.plaintext {
+        tracing::warn!(
+            "peer links are NOT encrypted or authenticated (--insecure-plaintext-links)"
+        );
+        LinkSecurity::Plaintext
+    } else {
+        LinkSecurity::Noise(key)
+    };
+    let mut opts = Options::new(identity, security);
     opts.relay_addrs = vec![
         SocketAddr::from(([127, 0, 0, 1], s.port)),
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, s.port)),
     ];
     opts.peer_listen = s.listen;
-    opts.advertise = s.advertise;
+    opts.advertise = Some(
+        s.advertise
+            .unwrap_or_else(|| default_advertise(s.listen, s.discovery.as_ref())),
+    );
     opts.seeds = resolve_seeds(&s.seeds).await?;
+    opts.discovery = s.discovery;
     opts.seed = (id.get() as u64) ^ ((id.get() >> 64) as u64);
     let node = petal_node::spawn(TokioNet, opts)
         .await
@@ -322,15 +510,48 @@ mod tests {
     }
 
     #[test]
-    fn the_node_id_is_kept_in_the_data_dir() {
+    fn the_node_key_is_kept_private_in_the_data_dir() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("petald-id-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let a = node_id(Some(&dir)).unwrap();
-        let b = node_id(Some(&dir)).unwrap();
-        assert_eq!(a, b);
-        assert_ne!(random_id(), random_id());
-        std::fs::write(dir.join("node-id"), "not hex").unwrap();
-        assert!(node_id(Some(&dir)).is_err());
+        let a = identity(Some(&dir)).unwrap();
+        let b = identity(Some(&dir)).unwrap();
+        assert_eq!(a.node_id(), b.node_id());
+        let path = dir.join("node.key");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = identity(Some(&dir)).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(identity(Some(&dir)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn network_key_sources_in_order() {
+        let dir = std::env::temp_dir().join(format!("petald-nk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (k1, k2, k3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+        let f1 = dir.join("flag.key");
+        std::fs::write(&f1, &k1).unwrap();
+        std::fs::write(dir.join("network.key"), format!("{k3}\n")).unwrap();
+        let hex = |r: (Option<NetworkKey>, String)| r.0.map(|k| k.to_hex());
+        let got = network_key(Some(&f1), Some(k2.clone()), None, Some(&k3), Some(&dir));
+        assert_eq!(hex(got.unwrap()), Some(k1.clone()));
+        let got = network_key(None, Some(k2.clone()), None, Some(&k3), Some(&dir));
+        assert_eq!(hex(got.unwrap()), Some(k2.clone()));
+        let got = network_key(None, None, None, Some(&k2), Some(&dir));
+        assert_eq!(hex(got.unwrap()), Some(k2));
+        let got = network_key(None, None, None, None, Some(&dir));
+        assert_eq!(hex(got.unwrap()), Some(k3));
+        assert_eq!(
+            hex(network_key(None, None, None, None, None).unwrap()),
+            None
+        );
+        assert!(network_key(None, Some("xyz".into()), None, None, None).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -131,7 +131,7 @@ async fn three_nodes_serve_requests_broadcasts_publishes_and_tunnels_across() {
     let joiner = |n| Spec {
         peer_ip: lo(n),
         seeds: vec![a.peer],
-        log: "info".into(),
+        ..Spec::alone()
     };
     let b = Daemon::start(&joiner(2)).await;
     let c = Daemon::start(&joiner(3)).await;

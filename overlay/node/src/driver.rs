@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use petal_core::{Event, Node, Time};
@@ -26,15 +27,18 @@ pub(crate) enum Input {
         link: u64,
         msgs: Vec<Message>,
     },
-    /// A link finished its hello.
+    /// A link finished its handshake.
     LinkUp {
         peer: NodeInfo,
         link: u64,
-        dialed: bool,
+        /// The address we dialed (`None` for inbound links).
+        dialed: Option<SocketAddr>,
         tx: mpsc::Sender<Message>,
         /// The id the dialer expected at that address (`None` for seeds and inbound links).
         expected: Option<NodeId>,
     },
+    /// Discovery heard a ready node's beacon.
+    Discovered { info: NodeInfo },
     /// A dial failed before its hello finished.
     DialFailed {
         expected: Option<NodeId>,
@@ -92,6 +96,16 @@ pub(crate) struct Driver<N: Net> {
     congested: bool,
     joined: bool,
     seeds_pending: bool,
+    /// What links need to open (identity, security, randomness).
+    keys: Arc<link::LinkKeys>,
+    /// Shared with discovery: whether the core is ready (beacons say so).
+    pub(crate) ready: Arc<AtomicBool>,
+    /// The ids found at seed addresses.
+    seed_ids: BTreeMap<SocketAddr, NodeId>,
+    /// Nodes introduced to the core recently (not again before the given time).
+    introduced: BTreeMap<NodeId, Instant>,
+    /// When seeds not linked are dialed again.
+    next_seed_retry: Instant,
 }
 
 impl<N: Net> Driver<N> {
@@ -103,7 +117,19 @@ impl<N: Net> Driver<N> {
         stats: Arc<RuntimeStats>,
     ) -> Self {
         let sessions = Sessions::new(opts.clone(), stats.clone());
+        let keys = Arc::new(link::LinkKeys {
+            identity: opts.identity.clone(),
+            security: opts.security.clone(),
+            entropy: opts.entropy,
+            deadline: opts.handshake_timeout,
+        });
+        let now = Instant::now();
         Driver {
+            keys,
+            ready: Arc::new(AtomicBool::new(false)),
+            seed_ids: BTreeMap::new(),
+            introduced: BTreeMap::new(),
+            next_seed_retry: now + opts.seed_retry,
             node,
             net,
             opts,
@@ -170,6 +196,13 @@ impl<N: Net> Driver<N> {
             }
             if self.seeds_pending {
                 wake = Some(wake.map_or(join_deadline, |w| w.min(join_deadline)));
+            }
+            if !self.opts.seeds.is_empty() {
+                if Instant::now() >= self.next_seed_retry {
+                    self.retry_seeds();
+                }
+                let at = self.next_seed_retry;
+                wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             if let Some(w) = wake {
                 if w <= Instant::now() {
@@ -257,13 +290,18 @@ impl<N: Net> Driver<N> {
                 tx,
                 expected,
             } => self.link_up(peer, link, dialed, tx, expected),
+            Input::Discovered { info } => self.discovered(info),
             Input::DialFailed {
                 expected,
                 addr,
                 why,
             } => {
                 RuntimeStats::add(&self.stats.link_dial_failures, 1);
-                tracing::debug!(%addr, %why, "peer dial failed");
+                if expected.is_none() {
+                    tracing::info!(%addr, %why, "seed dial failed");
+                } else {
+                    tracing::debug!(%addr, %why, "peer dial failed");
+                }
                 let now_i = Instant::now();
                 if self.dial_backoff.len() >= 4096 {
                     // Addresses never dialed again would otherwise stay for ever.
@@ -316,10 +354,11 @@ impl<N: Net> Driver<N> {
         &mut self,
         peer: NodeInfo,
         link: u64,
-        dialed: bool,
+        dialed_addr: Option<SocketAddr>,
         tx: mpsc::Sender<Message>,
         expected: Option<NodeId>,
     ) {
+        let dialed = dialed_addr.is_some();
         let me = self.node.id();
         if peer.id == me {
             tracing::warn!(addr = %peer.addr, "a link reached this node itself; closing it");
@@ -330,6 +369,7 @@ impl<N: Net> Driver<N> {
         {
             // Another node answers at that address (a restart with a new id): what was queued
             // was for the old one and must not reach the new one.
+            RuntimeStats::add(&self.stats.link_id_mismatches, 1);
             tracing::info!(%want, got = %peer.id, "a different node answers at a known address");
             if let Some(LinkState::Dialing { queued, .. }) = self.links.remove(&want) {
                 RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
@@ -367,6 +407,22 @@ impl<N: Net> Driver<N> {
         }
         self.links
             .insert(peer.id, LinkState::Up { link, dialer, tx });
+        let seed = expected
+            .is_none()
+            .then_some(dialed_addr)
+            .flatten()
+            .filter(|a| self.opts.seeds.contains(a));
+        if let Some(addr) = seed {
+            self.seed_ids.insert(addr, peer.id);
+            if self.joined && !self.node.knows(peer.id) {
+                // A seed our ring does not know: the far side of a partition or a group that
+                // started apart. Introduce it: the rings merge.
+                RuntimeStats::add(&self.stats.peers_discovered, 1);
+                tracing::info!(%addr, id = %peer.id, "a seed outside our ring; merging");
+                let now = self.now();
+                self.node.introduce(now, peer);
+            }
+        }
         if self.seeds_pending && !self.joined {
             self.seeds_pending = false;
             self.joined = true;
@@ -374,6 +430,45 @@ impl<N: Net> Driver<N> {
             let now = self.now();
             self.node.join(now, peer);
         }
+    }
+
+    /// Dials again the seeds whose node the core does not know (nodes keep looking for peers:
+    /// groups that started apart, or were partitioned, merge).
+    fn retry_seeds(&mut self) {
+        self.next_seed_retry = Instant::now() + self.opts.seed_retry;
+        if !self.joined || self.seeds_pending {
+            return;
+        }
+        for addr in self.opts.seeds.clone() {
+            let known = self
+                .seed_ids
+                .get(&addr)
+                .is_some_and(|id| self.node.knows(*id) || *id == self.node.id());
+            if !known {
+                self.dial(None, addr);
+            }
+        }
+    }
+
+    /// A beacon named a ready node: introduce it to the core unless it is known (or was
+    /// introduced moments ago).
+    fn discovered(&mut self, info: NodeInfo) {
+        if info.id == self.node.id() || !self.node.is_ready() || self.node.knows(info.id) {
+            return;
+        }
+        let now_i = Instant::now();
+        if self.introduced.get(&info.id).is_some_and(|t| *t > now_i) {
+            return;
+        }
+        if self.introduced.len() >= 4096 {
+            self.introduced.retain(|_, t| *t > now_i);
+        }
+        self.introduced
+            .insert(info.id, now_i + Duration::from_secs(2));
+        RuntimeStats::add(&self.stats.peers_discovered, 1);
+        tracing::debug!(id = %info.id, addr = %info.addr, "discovered a node");
+        let now = self.now();
+        self.node.introduce(now, info);
     }
 
     fn give_up_seeds(&mut self, why: &str) {
@@ -389,6 +484,7 @@ impl<N: Net> Driver<N> {
     /// Sends everything the core produced and hands events to their sessions.
     pub(crate) fn flush(&mut self) {
         let now = self.now();
+        self.ready.store(self.node.is_ready(), Ordering::Relaxed);
         loop {
             let mut any = false;
             while let Some(t) = self.node.poll_transmit() {
@@ -474,19 +570,32 @@ impl<N: Net> Driver<N> {
         let me = self.node.info();
         let inputs = self.inputs.clone();
         let opts = self.opts.clone();
+        let keys = self.keys.clone();
+        let stats = self.stats.clone();
         tokio::spawn(async move {
             let dial = async {
                 let mut s = tokio::time::timeout(opts.dial_timeout, net.connect(addr))
                     .await
                     .map_err(|_| "dial timed out".to_string())?
                     .map_err(|e| e.to_string())?;
-                let peer = link::handshake(&mut s, me, opts.handshake_timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>((s, peer))
+                let (peer, sealer, opener) =
+                    link::open(&mut s, true, &keys, me.addr, Some(addr), link_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                Ok::<_, String>((s, peer, sealer, opener))
             };
             match dial.await {
-                Ok((s, peer)) => start_link(s, peer, link_id, true, expected, &opts, inputs).await,
+                Ok((s, peer, sealer, opener)) => {
+                    let up = LinkOpened {
+                        peer,
+                        sealer,
+                        opener,
+                        link: link_id,
+                        dialed: Some(addr),
+                        expected,
+                    };
+                    start_link(s, up, &opts, stats, inputs).await
+                }
                 Err(why) => {
                     let _ = inputs
                         .send(Input::DialFailed {
@@ -556,22 +665,39 @@ impl<N: Net> Driver<N> {
     }
 }
 
-/// Starts the two tasks of a link whose hello is done and reports it up.
+/// A link whose handshake is done.
+pub(crate) struct LinkOpened {
+    pub(crate) peer: NodeInfo,
+    pub(crate) sealer: crate::secure::Sealer,
+    pub(crate) opener: crate::secure::Opener,
+    pub(crate) link: u64,
+    /// The address we dialed (`None`: inbound).
+    pub(crate) dialed: Option<SocketAddr>,
+    pub(crate) expected: Option<NodeId>,
+}
+
+/// Starts the two tasks of a link whose handshake is done and reports it up.
 pub(crate) async fn start_link<S>(
     stream: S,
-    peer: NodeInfo,
-    link: u64,
-    dialed: bool,
-    expected: Option<NodeId>,
+    up: LinkOpened,
     opts: &Options,
+    stats: Arc<RuntimeStats>,
     inputs: mpsc::Sender<Input>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let LinkOpened {
+        peer,
+        sealer,
+        opener,
+        link,
+        dialed,
+        expected,
+    } = up;
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(opts.link_queue);
     let writer = tokio::spawn(async move {
-        if let Err(e) = link::write_loop(wr, rx).await {
+        if let Err(e) = link::write_loop(wr, sealer, rx).await {
             tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");
         }
     })
@@ -600,6 +726,8 @@ pub(crate) async fn start_link<S>(
     }
     tokio::spawn(link::read_loop(
         rd,
+        opener,
+        stats,
         peer,
         link,
         max_frame,

@@ -43,8 +43,11 @@
 //! - `driver`: the node task; `link`: peer links; `relay`: relay sessions; `session`: the node
 //!   task's side of sessions (ids, translation to core commands and back).
 
+pub mod beacon;
+pub mod discovery;
 pub mod link;
 pub mod net;
+pub mod secure;
 
 mod driver;
 mod relay;
@@ -61,7 +64,8 @@ use petal_protocol::relay::DEFAULT_PORT;
 use petal_protocol::{NodeId, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
 
-pub use net::{Listener, Net, TokioNet};
+pub use net::{Datagram, Listener, Net, TokioNet};
+pub use secure::{Entropy, Identity, LinkSecurity, NetworkKey};
 
 use driver::{Driver, Input};
 
@@ -80,8 +84,23 @@ pub struct Options {
     pub seeds: Vec<SocketAddr>,
     /// The core's configuration.
     pub core: Config,
-    /// This node's id.
-    pub id: NodeId,
+    /// This node's static key pair; its id derives from the public key.
+    pub identity: Identity,
+    /// How links are protected (Noise with the network key, or plaintext for measurements).
+    pub security: LinkSecurity,
+    /// Randomness of handshakes and beacons (the operating system's, or seeded in simulation).
+    pub entropy: Entropy,
+    /// LAN discovery by multicast beacons (`None`: seeds only).
+    pub discovery: Option<discovery::Discovery>,
+    /// How often seeds that are not linked are dialed again after the start, so that groups
+    /// that started apart, or were partitioned, merge.
+    pub seed_retry: Duration,
+    /// Inbound link handshakes running at once, in all; a new connection beyond cancels the
+    /// oldest handshake (a flood of silent connections cannot hold every slot until the
+    /// deadline, starving real peers).
+    pub max_link_handshakes: usize,
+    /// Inbound link handshakes running at once from one IP address.
+    pub max_link_handshakes_per_ip: usize,
     /// Seed of the core's random generator.
     pub seed: u64,
     /// Deadline of a relay or link handshake.
@@ -115,8 +134,10 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for a node with id `id` (relay on port 55555, peers on an OS-chosen port).
-    pub fn new(id: NodeId) -> Self {
+    /// Defaults for a node with this identity and link security (relay on port 55555, peers
+    /// on an OS-chosen loopback port, no discovery).
+    pub fn new(identity: Identity, security: LinkSecurity) -> Self {
+        let id = identity.node_id();
         let max_message = 16 << 20;
         Options {
             relay_addrs: vec![
@@ -127,7 +148,13 @@ impl Options {
             advertise: None,
             seeds: Vec::new(),
             core: Config::default(),
-            id,
+            identity,
+            security,
+            entropy: Entropy::Os,
+            discovery: None,
+            seed_retry: Duration::from_secs(30),
+            max_link_handshakes: 256,
+            max_link_handshakes_per_ip: 8,
             seed: id.get() as u64,
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(3),
@@ -144,82 +171,91 @@ impl Options {
             input_queue: 8 * 1024,
         }
     }
+
+    /// This node's id (derived from its identity).
+    pub fn id(&self) -> NodeId {
+        self.identity.node_id()
+    }
 }
 
-/// Counters of the runtime (the core keeps its own in [`Stats`]).
-#[derive(Debug, Default)]
-pub struct RuntimeStats {
+/// Declares the runtime's counters once: the atomic [`RuntimeStats`] and its plain copy
+/// [`RuntimeCounters`].
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Counters of the runtime (the core keeps its own in [`Stats`]).
+        #[derive(Debug, Default)]
+        pub struct RuntimeStats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A copy of [`RuntimeStats`] (see there for each counter).
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct RuntimeCounters {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        impl RuntimeStats {
+            /// The counters' current values.
+            pub fn snapshot(&self) -> RuntimeCounters {
+                RuntimeCounters {
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
     /// Relay sessions attached.
-    pub sessions_opened: AtomicU64,
+    sessions_opened,
     /// Relay handshakes that failed, were denied or timed out.
-    pub handshakes_failed: AtomicU64,
+    handshakes_failed,
     /// Connections closed for a protocol violation.
-    pub relay_violations: AtomicU64,
+    relay_violations,
     /// Application commands the core refused (the client got a timeout or nothing).
-    pub relay_refused: AtomicU64,
+    relay_refused,
     /// Broadcasts, events and request deliveries dropped for clients that do not read.
-    pub relay_dropped: AtomicU64,
+    relay_dropped,
     /// Replies that came after their request's timeout (discarded).
-    pub late_replies: AtomicU64,
+    late_replies,
     /// Peer dials started.
-    pub link_dials: AtomicU64,
-    /// Peer dials that failed.
-    pub link_dial_failures: AtomicU64,
+    link_dials,
+    /// Peer dials that failed (connect or handshake).
+    link_dial_failures,
     /// Links that came up.
-    pub links_up: AtomicU64,
+    links_up,
     /// Node-to-node messages dropped (queue full, dial failed or backing off).
-    pub link_drops: AtomicU64,
+    link_drops,
     /// Seed dials that failed.
-    pub seed_failures: AtomicU64,
+    seed_failures,
     /// Sessions closed because their client fell more than `session_max_bytes` behind.
-    pub slow_closed: AtomicU64,
+    slow_closed,
     /// Times a peer link backed up and sessions stopped reading their clients.
-    pub backpressure: AtomicU64,
+    backpressure,
+    /// Inbound link handshakes that failed (wrong network key, malformed, timed out).
+    link_handshakes_failed,
+    /// Inbound connections closed unanswered because too many handshakes ran from that IP
+    /// address, plus handshakes cancelled (oldest first) to admit new ones when too many ran
+    /// in all.
+    link_handshakes_refused,
+    /// Links closed because a record failed authentication (tampered, replayed, corrupt).
+    link_auth_failures,
+    /// Dials that reached a node other than the one expected at that address.
+    link_id_mismatches,
+    /// Discovery beacons sent.
+    beacons_sent,
+    /// Valid beacons received from other nodes.
+    beacons_received,
+    /// Datagrams on the discovery port refused (another network's, forged, malformed).
+    beacons_rejected,
+    /// Nodes learned from beacons or re-dialed seeds and introduced to the core.
+    peers_discovered,
 }
 
 impl RuntimeStats {
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
-
-    /// The counters' current values.
-    pub fn snapshot(&self) -> RuntimeCounters {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RuntimeCounters {
-            sessions_opened: g(&self.sessions_opened),
-            handshakes_failed: g(&self.handshakes_failed),
-            relay_violations: g(&self.relay_violations),
-            relay_refused: g(&self.relay_refused),
-            relay_dropped: g(&self.relay_dropped),
-            late_replies: g(&self.late_replies),
-            link_dials: g(&self.link_dials),
-            link_dial_failures: g(&self.link_dial_failures),
-            links_up: g(&self.links_up),
-            link_drops: g(&self.link_drops),
-            seed_failures: g(&self.seed_failures),
-            slow_closed: g(&self.slow_closed),
-            backpressure: g(&self.backpressure),
-        }
-    }
-}
-
-/// A copy of [`RuntimeStats`] (see there for each counter).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct RuntimeCounters {
-    pub sessions_opened: u64,
-    pub handshakes_failed: u64,
-    pub relay_violations: u64,
-    pub relay_refused: u64,
-    pub relay_dropped: u64,
-    pub late_replies: u64,
-    pub link_dials: u64,
-    pub link_dial_failures: u64,
-    pub links_up: u64,
-    pub link_drops: u64,
-    pub seed_failures: u64,
-    pub slow_closed: u64,
-    pub backpressure: u64,
 }
 
 /// A node's state at one moment.
@@ -298,7 +334,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         return Err(e);
     }
     let info = NodeInfo {
-        id: opts.id,
+        id: opts.id(),
         addr: advertise,
     };
     let node = Node::new(info, opts.core.clone(), opts.seed)
@@ -311,12 +347,48 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     // are backed up: their readers then wait, and TCP pushes back on the applications.
     let (app_tx, app_rx) = mpsc::channel(opts.input_queue);
     let driver = Driver::new(node, net.clone(), opts.clone(), tx.clone(), stats.clone());
-    tokio::spawn(driver.run(rx, app_rx));
-    tracing::info!(id = %info.id, peers = %advertise, relay = ?relay_addrs, "node started");
-
+    let ready = driver.ready.clone();
+    let keys = Arc::new(link::LinkKeys {
+        identity: opts.identity.clone(),
+        security: opts.security.clone(),
+        entropy: opts.entropy,
+        deadline: opts.handshake_timeout,
+    });
     let mut accept_tasks = Vec::new();
+    if let Some(d) = &opts.discovery {
+        let socket = net.multicast(d.group, d.interface).await?;
+        let key = match &opts.security {
+            LinkSecurity::Noise(k) => k.clone(),
+            // Plaintext links (measurements): beacons still need a key; everyone uses zeros.
+            LinkSecurity::Plaintext => NetworkKey::from_bytes([0; 32]),
+        };
+        let mut boot = [0u8; 8];
+        opts.entropy.fill(u64::MAX, &mut boot)?;
+        let task = discovery::Task {
+            socket,
+            key: beacon::BeaconKey::new(key.as_bytes()),
+            opts: d.clone(),
+            me: info.id,
+            port: advertise.port(),
+            boot: u64::from_be_bytes(boot),
+            ready,
+            entropy: opts.entropy,
+            inputs: tx.clone(),
+            stats: stats.clone(),
+        };
+        accept_tasks.push(tokio::spawn(task.run()).abort_handle());
+    }
+    tokio::spawn(driver.run(rx, app_rx));
+    tracing::info!(id = %info.id, peers = %advertise, relay = ?relay_addrs,
+        encrypted = matches!(opts.security, LinkSecurity::Noise(_)),
+        discovery = ?opts.discovery.as_ref().map(|d| d.group), "node started");
+
     {
-        let (inputs, opts, alive) = (tx.clone(), opts.clone(), alive.clone());
+        let (inputs, opts, alive, stats) = (tx.clone(), opts.clone(), alive.clone(), stats.clone());
+        let gate = Arc::new(HandshakeGate::new(
+            opts.max_link_handshakes,
+            opts.max_link_handshakes_per_ip,
+        ));
         accept_tasks.push(
             tokio::spawn(async move {
                 let mut next = 1u64 << 63;
@@ -324,19 +396,54 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
                     let Ok((mut stream, from)) = peer_listener.accept().await else {
                         continue;
                     };
-                    next += 1;
-                    let (link, inputs, opts, alive) =
-                        (next, inputs.clone(), opts.clone(), alive.clone());
-                    tokio::spawn(async move {
-                        let _alive = alive;
-                        match link::handshake(&mut stream, info, opts.handshake_timeout).await {
-                            Ok(peer) => {
-                                driver::start_link(stream, peer, link, false, None, &opts, inputs)
-                                    .await;
+                    let permit = match gate.enter(from.ip()) {
+                        Admit::Yes { permit, evicted } => {
+                            if evicted {
+                                RuntimeStats::add(&stats.link_handshakes_refused, 1);
                             }
-                            Err(e) => tracing::debug!(%from, error = %e, "inbound link refused"),
+                            permit
+                        }
+                        Admit::No => {
+                            // Too many handshakes from that address: close unanswered.
+                            RuntimeStats::add(&stats.link_handshakes_refused, 1);
+                            continue;
+                        }
+                    };
+                    let seq = permit.seq;
+                    next += 1;
+                    let (link, inputs, opts, alive, keys, stats) = (
+                        next,
+                        inputs.clone(),
+                        opts.clone(),
+                        alive.clone(),
+                        keys.clone(),
+                        stats.clone(),
+                    );
+                    let task = tokio::spawn(async move {
+                        let _alive = alive;
+                        let opened =
+                            link::open(&mut stream, false, &keys, advertise, Some(from), link)
+                                .await;
+                        drop(permit);
+                        match opened {
+                            Ok((peer, sealer, opener)) => {
+                                let up = driver::LinkOpened {
+                                    peer,
+                                    sealer,
+                                    opener,
+                                    link,
+                                    dialed: None,
+                                    expected: None,
+                                };
+                                driver::start_link(stream, up, &opts, stats, inputs).await;
+                            }
+                            Err(e) => {
+                                RuntimeStats::add(&stats.link_handshakes_failed, 1);
+                                tracing::info!(%from, error = %e, "inbound peer link refused");
+                            }
                         }
                     });
+                    gate.set_handle(seq, task.abort_handle());
                 }
             })
             .abort_handle(),
@@ -377,6 +484,108 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         alive,
         linger: opts.close_linger,
     })
+}
+
+/// Bounds the inbound link handshakes running at once. Per source IP address, a connection
+/// beyond `per_ip` is closed at once (a flooding address hurts only itself). In all, when
+/// `max` run, the oldest is cancelled to admit the new one: a real peer's handshake takes one
+/// round trip, so a flood of silent connections would have to open `max` connections within
+/// that round trip to starve it, instead of merely outlasting the handshake deadline.
+#[derive(Debug)]
+struct HandshakeGate {
+    max: usize,
+    per_ip: usize,
+    state: std::sync::Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    next: u64,
+    /// Running handshakes by age: source address and a handle to cancel it.
+    running: std::collections::BTreeMap<u64, (IpAddr, Option<tokio::task::AbortHandle>)>,
+    by_ip: std::collections::BTreeMap<IpAddr, usize>,
+}
+
+impl GateState {
+    fn remove(&mut self, seq: u64) -> Option<Option<tokio::task::AbortHandle>> {
+        let (ip, handle) = self.running.remove(&seq)?;
+        if let Some(n) = self.by_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
+        Some(handle)
+    }
+}
+
+/// A running handshake's slot, released on drop.
+struct GatePermit {
+    gate: Arc<HandshakeGate>,
+    seq: u64,
+}
+
+/// What the gate decided for a new connection.
+enum Admit {
+    /// Run it; `evicted` older handshakes were cancelled to make room.
+    Yes { permit: GatePermit, evicted: bool },
+    /// Too many from that address.
+    No,
+}
+
+impl HandshakeGate {
+    fn new(max: usize, per_ip: usize) -> Self {
+        HandshakeGate {
+            max: max.max(1),
+            per_ip: per_ip.max(1),
+            state: std::sync::Mutex::new(GateState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Admit {
+        let mut g = self.lock();
+        if g.by_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip {
+            return Admit::No;
+        }
+        let mut evicted = false;
+        while g.running.len() >= self.max {
+            let Some(&oldest) = g.running.keys().next() else {
+                break;
+            };
+            if let Some(Some(h)) = g.remove(oldest) {
+                h.abort();
+            }
+            evicted = true;
+        }
+        let seq = g.next;
+        g.next += 1;
+        g.running.insert(seq, (ip, None));
+        *g.by_ip.entry(ip).or_insert(0) += 1;
+        Admit::Yes {
+            permit: GatePermit {
+                gate: self.clone(),
+                seq,
+            },
+            evicted,
+        }
+    }
+
+    /// Records how to cancel handshake `seq` (if it still runs).
+    fn set_handle(&self, seq: u64, h: tokio::task::AbortHandle) {
+        if let Some(e) = self.lock().running.get_mut(&seq) {
+            e.1 = Some(h);
+        }
+    }
+}
+
+impl Drop for GatePermit {
+    fn drop(&mut self) {
+        let _ = self.gate.lock().remove(self.seq);
+    }
 }
 
 /// A cheap, cloneable way to read a node's counters from another task.

@@ -1,22 +1,24 @@
-//! Node-to-node links: one TCP stream per peer pair, opened by a hello that names each side
-//! ([`NodeInfo`]: id and the address its peers dial), then length-prefixed frames of the
-//! foundation's codec in both directions.
+//! Node-to-node links: one TCP stream per peer pair. It opens with the Noise handshake of
+//! [`crate::secure`] (which proves both sides' ids and names the address each side's peers dial);
+//! then the foundation's length-prefixed frames flow both ways inside authenticated, encrypted
+//! records. (With [`LinkSecurity::Plaintext`], for measurements only, a plain hello naming
+//! each side replaces the handshake and the frames travel in the clear.)
 //!
-//! A link is two tasks: a reader that decodes frames and hands them to the node task (waiting
-//! when the node task is busy, so TCP pushes back on the peer), and a writer fed by a bounded
-//! queue that batches frames into large writes. When the node task drops a link's queue the
-//! writer sends what is queued and shuts its half down; the reader ends at the peer's EOF.
-//! A link that has heard nothing for `link_keepalive` sends a link-level ping (answered by the
-//! far link, never seen by either core); after `link_idle_timeout` of silence it closes, so a
-//! black-holed stream (a partition, a peer gone without a reset) is replaced by a fresh dial
-//! instead of swallowing frames until TCP gives up.
-//!
-//! The hello is authenticated by nothing yet: the encrypted, authenticated handshake (Noise) is
-//! the next issue's and replaces it.
+//! A link is two tasks: a reader that opens records, decodes frames and hands them to the node
+//! task (waiting when the node task is busy, so TCP pushes back on the peer), and a writer fed
+//! by a bounded queue that batches frames into large sealed writes. When the node task drops a
+//! link's queue the writer sends what is queued and shuts its half down; the reader ends at the
+//! peer's EOF. A record that fails authentication (tampered, replayed, reordered) closes the
+//! link at once. A link that has heard nothing for `link_keepalive` sends a link-level ping
+//! (answered by the far link, never seen by either core); after `link_idle_timeout` of silence
+//! it closes, so a black-holed stream (a partition, a peer gone without a reset) is replaced by
+//! a fresh dial instead of swallowing frames until TCP gives up.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use petal_protocol::codec::{self, DecodeError};
@@ -24,7 +26,57 @@ use petal_protocol::{Message, NodeId, NodeInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::RuntimeStats;
 use crate::driver::Input;
+use crate::secure::{self, Entropy, HandshakeError, Identity, LinkSecurity, Opener, Sealer};
+
+/// What a link needs to open: who we are and how links are protected.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkKeys {
+    pub(crate) identity: Identity,
+    pub(crate) security: LinkSecurity,
+    pub(crate) entropy: Entropy,
+    pub(crate) deadline: Duration,
+}
+
+/// Opens a link on a fresh stream: the Noise handshake (or the plaintext hello). `me` is the
+/// address our peers dial, `observed` the peer's address as the stream sees it, `stream_no`
+/// a number unique to this stream on this node (it picks the handshake's randomness).
+pub(crate) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    initiator: bool,
+    keys: &LinkKeys,
+    me: SocketAddr,
+    observed: Option<SocketAddr>,
+    stream_no: u64,
+) -> Result<(NodeInfo, Sealer, Opener), HandshakeError> {
+    match &keys.security {
+        LinkSecurity::Noise(key) => {
+            let e = secure::handshake(
+                stream,
+                initiator,
+                &keys.identity,
+                key,
+                me,
+                observed,
+                keys.entropy,
+                stream_no,
+                keys.deadline,
+            )
+            .await?;
+            Ok((e.peer, e.sealer, e.opener))
+        }
+        LinkSecurity::Plaintext => {
+            let info = NodeInfo {
+                id: keys.identity.node_id(),
+                addr: me,
+            };
+            let mut peer = handshake(stream, info, keys.deadline).await?;
+            peer.addr = secure::dialable(peer.addr, observed);
+            Ok((peer, Sealer::plaintext(), Opener::plaintext()))
+        }
+    }
+}
 
 /// The first bytes on every link, both ways.
 pub const HELLO_MAGIC: &[u8; 8] = b"PETALNK1";
@@ -115,11 +167,13 @@ pub(crate) struct Liveness {
     pub(crate) idle: std::time::Duration,
 }
 
-/// Runs the reading half of link `link` from `peer` until EOF, a bad frame or `idle` of
-/// silence, then reports the link down and stops its writer.
+/// Runs the reading half of link `link` from `peer` until EOF, a bad frame or record, or
+/// `idle` of silence, then reports the link down and stops its writer.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
+    mut opener: Opener,
+    stats: Arc<RuntimeStats>,
     peer: NodeInfo,
     link: u64,
     max_frame: usize,
@@ -129,6 +183,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     live: Liveness,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut raw = BytesMut::with_capacity(if opener.is_plaintext() { 0 } else { 80 * 1024 });
     let mut last_rx = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(live.keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -173,11 +228,25 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
         if let Some(e) = err {
             break format!("bad frame: {e}");
         }
+        let into = if opener.is_plaintext() {
+            &mut buf
+        } else {
+            &mut raw
+        };
         tokio::select! {
             biased;
-            r = rd.read_buf(&mut buf) => match r {
+            r = rd.read_buf(into) => match r {
                 Ok(0) => break "closed by the peer".to_string(),
-                Ok(_) => last_rx = tokio::time::Instant::now(),
+                Ok(_) => {
+                    last_rx = tokio::time::Instant::now();
+                    if !opener.is_plaintext()
+                        && let Err(e) = opener.open(&mut raw, &mut buf)
+                    {
+                        RuntimeStats::add(&stats.link_auth_failures, 1);
+                        tracing::warn!(peer = %peer.id, addr = %peer.addr, error = %e, "closing a peer link");
+                        break e.to_string();
+                    }
+                }
                 Err(e) => break format!("read error: {e}"),
             },
             _ = tick.tick() => {
@@ -208,9 +277,11 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
 /// the queue is momentarily empty. Ends (shutting the half down) when the queue is dropped.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
+    mut sealer: Sealer,
     mut rx: mpsc::Receiver<Message>,
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut sealed: Vec<u8> = Vec::new();
     while let Some(msg) = rx.recv().await {
         codec::encode(&msg, &mut buf);
         while buf.len() < 256 * 1024 {
@@ -219,7 +290,13 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        wr.write_all(&buf).await?;
+        if sealer.is_plaintext() {
+            wr.write_all(&buf).await?;
+        } else {
+            sealed.clear();
+            sealer.seal(&buf, &mut sealed)?;
+            wr.write_all(&sealed).await?;
+        }
         buf.clear();
         if rx.is_empty() {
             wr.flush().await?;

@@ -4,11 +4,11 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Stream sockets: listen, accept, dial.
+/// Stream sockets (listen, accept, dial) and the multicast datagram socket of discovery.
 pub trait Net: Clone + Send + Sync + 'static {
     /// A connected byte stream.
     type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
@@ -20,6 +20,31 @@ pub trait Net: Clone + Send + Sync + 'static {
 
     /// Dials `addr`.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// A datagram socket.
+    type Datagram: Datagram;
+
+    /// A datagram socket bound to `group`'s port that has joined the IPv4 multicast `group` on
+    /// `interface` (unspecified: the system's choice), sends with a TTL of 1 (the local
+    /// network only) and hears its own datagrams (other nodes on the same host hear them).
+    fn multicast(
+        &self,
+        group: SocketAddrV4,
+        interface: Ipv4Addr,
+    ) -> impl Future<Output = io::Result<Self::Datagram>> + Send;
+}
+
+/// A datagram socket of a [`Net`].
+pub trait Datagram: Send + Sync + 'static {
+    /// Sends one datagram.
+    fn send_to(&self, buf: &[u8], to: SocketAddr)
+    -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Receives one datagram.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
 }
 
 /// A listening socket of a [`Net`].
@@ -51,6 +76,40 @@ impl Net for TokioNet {
         // Small frames (pings, acks, 1-byte requests) must not wait for Nagle.
         s.set_nodelay(true)?;
         Ok(s)
+    }
+
+    type Datagram = tokio::net::UdpSocket;
+
+    async fn multicast(
+        &self,
+        group: SocketAddrV4,
+        interface: Ipv4Addr,
+    ) -> io::Result<tokio::net::UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        // Several nodes on one host share the discovery port.
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        // Bound to the group's address: unicast datagrams to the port are not delivered here.
+        s.bind(&SocketAddr::V4(group).into())?;
+        s.join_multicast_v4(group.ip(), &interface)?;
+        if !interface.is_unspecified() {
+            s.set_multicast_if_v4(&interface)?;
+        }
+        s.set_multicast_ttl_v4(1)?;
+        s.set_multicast_loop_v4(true)?;
+        s.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(s.into())
+    }
+}
+
+impl Datagram for tokio::net::UdpSocket {
+    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        tokio::net::UdpSocket::send_to(self, buf, to).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::recv_from(self, buf).await
     }
 }
 

@@ -1,22 +1,26 @@
 //! Peer links under hostile or broken peers: whatever arrives on the peer port, the node closes
 //! that link only, within the handshake deadline, and keeps serving its peers and applications.
+//! Peer links are Noise sessions: a stranger without the network key learns nothing (the node
+//! writes no byte to it), a tampered record closes the link.
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use common::*;
-use petal_node::link::encode_hello;
+use petal_node::secure::{self, Entropy, Established, Identity, NetworkKey};
+use petal_protocol::Message;
+use petal_protocol::codec;
 use petal_protocol::relay::{ClientPacket, NodePacket, ReplyOutcome};
-use petal_protocol::{NodeId, NodeInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Everything the node writes on a peer connection after `send`, until it closes (2 s at
 /// most); and how long that took.
-async fn peer_session(addr: std::net::SocketAddr, send: &[u8]) -> (Vec<u8>, Duration) {
+async fn peer_session(addr: SocketAddr, send: &[u8]) -> (Vec<u8>, Duration) {
     let t0 = Instant::now();
     let mut s = TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(send).await;
@@ -28,82 +32,113 @@ async fn peer_session(addr: std::net::SocketAddr, send: &[u8]) -> (Vec<u8>, Dura
     (got, t0.elapsed())
 }
 
+/// The first handshake message an initiator with `key` sends (length-prefixed).
+fn first_message(key: &NetworkKey, seed: u64) -> Vec<u8> {
+    let mut hs = secure::handshake_state(
+        true,
+        &Identity::from_seed(seed),
+        key,
+        Entropy::Seeded(seed),
+        0,
+    );
+    let mut buf = vec![0u8; 1024];
+    let n = hs.write_message(&[], &mut buf).unwrap();
+    let mut out = (n as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&buf[..n]);
+    out
+}
+
+/// A fake peer: a full handshake with the node at `addr` as node `seed` under `key`.
+async fn fake_peer(addr: SocketAddr, seed: u64, key: &NetworkKey) -> (TcpStream, Established) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let e = secure::handshake(
+        &mut s,
+        true,
+        &Identity::from_seed(seed),
+        key,
+        "127.0.0.1:9".parse().unwrap(),
+        None,
+        Entropy::Os,
+        1,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    (s, e)
+}
+
 #[tokio::test]
 async fn bad_peers_are_cut_off_and_the_nodes_keep_serving() {
     let [a, b, c] = three_nodes().await;
     let peer = b.info().addr;
-    let b_hello = encode_hello(b.info());
-    let fake = NodeInfo {
-        id: NodeId(0x7777),
-        addr: "127.0.0.1:9".parse().unwrap(),
-    };
-    let with_hello = |tail: &[u8]| {
-        let mut v = encode_hello(fake);
-        v.extend_from_slice(tail);
-        v
-    };
     let mut rng = Rng(0x11_4b);
+    let wrong = NetworkKey::from_bytes([0x33; 32]);
+    let good_m1 = first_message(&test_key(), 0x99);
+    // (what, bytes, waits for the deadline)
     let mut cases: Vec<(String, Vec<u8>, bool)> = vec![
         ("silence".into(), Vec::new(), true),
+        ("half a first message".into(), good_m1[..20].to_vec(), true),
+        // A first message is authenticated with the network key (psk0): refused at once,
+        // before the node reveals anything, not even its static key.
         (
-            "half a hello".into(),
-            encode_hello(fake)[..12].to_vec(),
-            true,
-        ),
-        (
-            "a wrong magic".into(),
-            b"PETALNK0".iter().copied().chain([0; 33]).collect(),
+            "another network's key".into(),
+            first_message(&wrong, 0x99),
             false,
         ),
         (
-            "an unknown address family".into(),
+            "a first message too long".into(),
+            vec![0xff, 0xff, 1, 2, 3],
+            false,
+        ),
+        (
+            "a first message with one bit flipped".into(),
             {
-                let mut v = encode_hello(fake);
-                v[24] = 9;
+                let mut v = good_m1.clone();
+                let last = v.len() - 1;
+                v[last] ^= 1;
                 v
             },
             false,
         ),
         (
-            "a frame over max_frame".into(),
-            with_hello(&[0x7f, 0xff, 0xff, 0xff]),
-            false,
-        ),
-        (
-            "a frame of an unknown version".into(),
-            with_hello(&[0, 0, 0, 5, 0xff, 1, 2, 3, 4]),
-            false,
-        ),
-        (
-            "a hello naming the node itself".into(),
-            encode_hello(b.info()),
+            "the old plaintext hello".into(),
+            b"PETALNK1".iter().copied().chain([0; 33]).collect(),
             false,
         ),
     ];
     for i in 0..20 {
         let len = 1 + rng.below(100) as usize;
-        cases.push((format!("noise {i}"), rng.bytes(len), false));
-        cases.push((
-            format!("hello then noise {i}"),
-            with_hello(&rng.bytes(len)),
-            false,
-        ));
+        let mut bytes = rng.bytes(len);
+        // A random length prefix under 1 KiB waits for its bytes (the deadline); the others
+        // are refused at once. Keep both kinds.
+        let waits = len < 2 || {
+            let prefix = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+            prefix > len - 2 && prefix <= 1024
+        };
+        if i % 2 == 0 && len >= 2 {
+            bytes[0] = 0;
+            bytes[1] = (len - 2) as u8;
+            cases.push((format!("noise {i}"), bytes, false));
+        } else {
+            cases.push((format!("noise {i}"), bytes, waits));
+        }
     }
     // All at once, from many connections.
     let mut set = tokio::task::JoinSet::new();
     for (what, bytes, waits) in cases {
-        let b_hello = b_hello.clone();
         set.spawn(async move {
             let (got, took) = peer_session(peer, &bytes).await;
-            // The node's own hello (it writes first), and nothing else.
-            assert!(
-                got.is_empty() || got == b_hello,
-                "{what}: the node wrote {got:02x?}"
-            );
+            // Without a valid first message the node writes nothing at all.
+            assert!(got.is_empty(), "{what}: the node wrote {got:02x?}");
             if waits {
                 // Nothing to refuse: cut at the 500 ms handshake deadline.
                 assert!(
                     took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+                    "{what}: closed after {took:?}"
+                );
+            } else {
+                assert!(
+                    took < Duration::from_millis(400),
                     "{what}: closed after {took:?}"
                 );
             }
@@ -112,6 +147,29 @@ async fn bad_peers_are_cut_off_and_the_nodes_keep_serving() {
     while let Some(r) = set.join_next().await {
         r.unwrap();
     }
+    // A first message replayed from another connection: the node answers it (it cannot know)
+    // but the replayer cannot finish; cut at the deadline.
+    let (got, took) = peer_session(peer, &good_m1).await;
+    assert!(
+        !got.is_empty() && took >= Duration::from_millis(450),
+        "{took:?}"
+    );
+    // A peer that finishes the handshake, then sends a tampered record: cut off.
+    let (mut s, mut e) = fake_peer(peer, 0x55, &test_key()).await;
+    let mut rec = Vec::new();
+    let mut frame = Vec::new();
+    codec::encode(&Message::Ping { nonce: 1 }, &mut frame);
+    e.sealer.seal(&frame, &mut rec).unwrap();
+    rec[4] ^= 0x80;
+    s.write_all(&rec).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest))
+        .await
+        .expect("a tampered record did not close the link")
+        .ok();
+    let st = b.stats().await.unwrap();
+    assert!(st.runtime.link_auth_failures >= 1, "{:?}", st.runtime);
+    assert!(st.runtime.link_handshakes_failed >= 5, "{:?}", st.runtime);
 
     // The ring still works through B: a client on A reaches a member on B and on C.
     let mut cli = Raw::attach(relay_addr(&a), "").await;
@@ -147,55 +205,84 @@ async fn bad_peers_are_cut_off_and_the_nodes_keep_serving() {
     }
 }
 
-/// A peer that completes the hello and then never answers is sent link keepalives and cut off
-/// after the idle timeout; a peer that answers them keeps its link.
+/// Reads records from a fake peer's stream and decodes the frames in them.
+struct FramesIn {
+    raw: BytesMut,
+    plain: BytesMut,
+}
+
+impl FramesIn {
+    fn new() -> Self {
+        FramesIn {
+            raw: BytesMut::new(),
+            plain: BytesMut::new(),
+        }
+    }
+
+    /// The next frames (empty at EOF or on error), waiting until `until`; `None` on timeout.
+    async fn next(
+        &mut self,
+        s: &mut TcpStream,
+        e: &mut Established,
+        until: Instant,
+    ) -> Option<Vec<Message>> {
+        loop {
+            let mut out = Vec::new();
+            while let Ok((m, used)) = codec::decode(&self.plain, 1 << 20) {
+                let _ = self.plain.split_to(used);
+                out.push(m);
+            }
+            if !out.is_empty() {
+                return Some(out);
+            }
+            match tokio::time::timeout_at(until, s.read_buf(&mut self.raw)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(Vec::new()),
+                Ok(Ok(_)) => e.opener.open(&mut self.raw, &mut self.plain).unwrap(),
+            }
+        }
+    }
+}
+
+/// A peer that completes the handshake and then never answers is sent link keepalives and cut
+/// off after the idle timeout; a peer that answers them keeps its link.
 #[tokio::test]
 async fn a_silent_peer_link_is_closed_after_the_idle_timeout() {
-    use petal_node::link::{LINK_NONCE, read_hello};
-    use petal_protocol::Message;
-    use petal_protocol::codec;
+    use petal_node::link::LINK_NONCE;
     let mut o = options(0x77, vec![]);
     o.link_keepalive = Duration::from_millis(100);
     o.link_idle_timeout = Duration::from_millis(400);
     let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
-    let me = NodeInfo {
-        id: NodeId(0x78),
-        addr: "127.0.0.1:9".parse().unwrap(),
-    };
     // Silent: the node pings, then closes.
-    let mut s = TcpStream::connect(n.info().addr).await.unwrap();
-    s.write_all(&encode_hello(me)).await.unwrap();
-    let _ = read_hello(&mut s).await.unwrap();
+    let (mut s, mut e) = fake_peer(n.info().addr, 0x78, &test_key()).await;
     let t0 = Instant::now();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut got))
-        .await
-        .expect("the silent link was not closed")
-        .ok();
+    let mut frames = FramesIn::new();
+    let mut seen = Vec::new();
+    loop {
+        let got = frames
+            .next(&mut s, &mut e, t0 + Duration::from_secs(3))
+            .await
+            .expect("the silent link was not closed");
+        if got.is_empty() {
+            break;
+        }
+        seen.extend(got);
+    }
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(350), "closed after {took:?}");
-    let (first, _) = codec::decode(&got, 1 << 20).unwrap();
-    assert_eq!(first, Message::Ping { nonce: LINK_NONCE });
+    assert_eq!(seen[0], Message::Ping { nonce: LINK_NONCE });
     // Answering: the link stays up past several idle timeouts.
-    let mut s = TcpStream::connect(n.info().addr).await.unwrap();
-    s.write_all(&encode_hello(me)).await.unwrap();
-    let _ = read_hello(&mut s).await.unwrap();
+    let (mut s, mut e) = fake_peer(n.info().addr, 0x79, &test_key()).await;
     let until = Instant::now() + Duration::from_millis(1500);
-    let mut buf = bytes::BytesMut::new();
-    while Instant::now() < until {
-        let r = tokio::time::timeout_at(until, s.read_buf(&mut buf)).await;
-        match r {
-            Err(_) => break,
-            Ok(Ok(0)) | Ok(Err(_)) => panic!("a link that answers keepalives was closed"),
-            Ok(Ok(_)) => {}
-        }
-        while let Ok((msg, used)) = codec::decode(&buf, 1 << 20) {
-            let _ = buf.split_to(used);
-            if msg == (Message::Ping { nonce: LINK_NONCE }) {
-                let mut out = Vec::new();
-                codec::encode(&Message::Pong { nonce: LINK_NONCE }, &mut out);
-                s.write_all(&out).await.unwrap();
-            }
+    let mut frames = FramesIn::new();
+    while let Some(got) = frames.next(&mut s, &mut e, until).await {
+        assert!(!got.is_empty(), "a link that answers keepalives was closed");
+        if got.contains(&Message::Ping { nonce: LINK_NONCE }) {
+            let mut frame = Vec::new();
+            codec::encode(&Message::Pong { nonce: LINK_NONCE }, &mut frame);
+            let mut rec = Vec::new();
+            e.sealer.seal(&frame, &mut rec).unwrap();
+            s.write_all(&rec).await.unwrap();
         }
     }
     n.shutdown().await;

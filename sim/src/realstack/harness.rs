@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use petal_core::Time;
-use petal_protocol::NodeId;
+use petal_node::{Entropy, Identity, LinkSecurity, NetworkKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -76,7 +76,7 @@ fn time_of(d: Duration) -> Time {
 struct HostPlan {
     cfg: Arc<RunConfig>,
     shared: Shared,
-    ids: Arc<Vec<NodeId>>,
+    identities: Arc<Vec<Identity>>,
     host: u32,
 }
 
@@ -89,7 +89,12 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
         tokio::time::sleep(cfg.join_spacing * host).await;
     }
     let me = turmoil::lookup(host_name(host));
-    let mut opts = petal_node::Options::new(plan.ids[host as usize]);
+    // Encrypted links as in production, with seeded keys and randomness (deterministic).
+    let mut opts = petal_node::Options::new(
+        plan.identities[host as usize].clone(),
+        LinkSecurity::Noise(NetworkKey::from_bytes(network_key(cfg.seed))),
+    );
+    opts.entropy = Entropy::Seeded(derive(cfg.seed, SEED_CORE ^ 0x5eed, host, inc));
     opts.relay_addrs = vec![RELAY_ADDR];
     opts.peer_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PEER_PORT);
     opts.advertise = Some(SocketAddr::new(me, PEER_PORT));
@@ -161,6 +166,13 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunResult> {
     run_with_progress(cfg, &mut |_| {})
 }
 
+/// The simulated network's key, from the run's seed.
+fn network_key(seed: u64) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    ChaCha8Rng::seed_from_u64(seed ^ 0x6b65_795f_6e65_7477).fill(&mut k);
+    k
+}
+
 /// Runs a whole simulation, calling `progress` with the simulated time at each whole second.
 pub fn run_with_progress(
     cfg: &RunConfig,
@@ -171,7 +183,11 @@ pub fn run_with_progress(
     let shared = Shared::default();
     let mut id_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     id_rng.set_stream(0);
-    let ids: Arc<Vec<NodeId>> = Arc::new((0..cfg.nodes).map(|_| NodeId(id_rng.random())).collect());
+    let identities: Arc<Vec<Identity>> = Arc::new(
+        (0..cfg.nodes)
+            .map(|_| Identity::from_seed(id_rng.random()))
+            .collect(),
+    );
     let mut sim = turmoil::Builder::new()
         .rng_seed(derive(cfg.seed, 4, 0, 0))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_S))
@@ -184,7 +200,7 @@ pub fn run_with_progress(
         let plan = Arc::new(HostPlan {
             cfg: cfg.clone(),
             shared: shared.clone(),
-            ids: ids.clone(),
+            identities: identities.clone(),
             host,
         });
         sim.host(host_name(host), move || host_main(plan.clone()));

@@ -52,7 +52,15 @@ pub struct Spec {
     pub seeds: Vec<SocketAddr>,
     /// Log filter (`--log`).
     pub log: String,
+    /// The network key (`None`: [`TEST_NETWORK_KEY`]).
+    pub key: Option<String>,
+    /// Extra flags.
+    pub extra: Vec<String>,
 }
+
+/// The network key of test daemons.
+pub const TEST_NETWORK_KEY: &str =
+    "7e57ed0000000000000000000000000000000000000000000000000000c0ffee";
 
 impl Spec {
     /// A node of its own on 127.0.0.1, info logs.
@@ -61,6 +69,8 @@ impl Spec {
             peer_ip: lo(1),
             seeds: Vec::new(),
             log: "info".into(),
+            key: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -95,7 +105,13 @@ impl Daemon {
 
     async fn try_start(spec: &Spec, port: u16, peer: SocketAddr) -> Result<Daemon, String> {
         let mut cmd = Command::new(PETALD);
+        // Loopback tests never send discovery beacons (they would leave the host); the
+        // namespace tests turn discovery on.
         cmd.arg("--dev")
+            .env(
+                "PETAL_NETWORK_KEY",
+                spec.key.as_deref().unwrap_or(TEST_NETWORK_KEY),
+            )
             .args(["--port", &port.to_string()])
             .args(["--listen", &peer.to_string()])
             .args(["--log", &spec.log])
@@ -106,6 +122,10 @@ impl Daemon {
         for s in &spec.seeds {
             cmd.args(["--seed", &s.to_string()]);
         }
+        if !spec.extra.iter().any(|a| a == "--discovery") {
+            cmd.arg("--no-discovery");
+        }
+        cmd.args(spec.extra.iter().filter(|a| *a != "--discovery"));
         let mut child = cmd.spawn().expect("spawning petald");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();

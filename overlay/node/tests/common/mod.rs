@@ -7,20 +7,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use petal_node::{NodeHandle, Options, TokioNet};
-use petal_protocol::NodeId;
+use petal_node::{Identity, LinkSecurity, NetworkKey, NodeHandle, Options, TokioNet};
 use petal_protocol::relay::{self, ClientPacket, Limits, NodePacket, ReplyOutcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Options for a test node: relay and peers on 127.0.0.1 with free ports, fast timers.
-pub fn options(id: u128, seeds: Vec<SocketAddr>) -> Options {
-    let mut o = Options::new(NodeId(id));
+/// The network key of test nodes.
+pub fn test_key() -> NetworkKey {
+    NetworkKey::from_bytes([0x5a; 32])
+}
+
+/// Options for test node number `n` (its identity derives from `n`; Noise links under
+/// [`test_key`]): relay and peers on 127.0.0.1 with free ports, fast timers.
+pub fn options(n: u128, seeds: Vec<SocketAddr>) -> Options {
+    let mut o = Options::new(
+        Identity::from_seed((n as u64) ^ ((n >> 64) as u64)),
+        LinkSecurity::Noise(test_key()),
+    );
     o.relay_addrs = vec!["127.0.0.1:0".parse().unwrap()];
     o.peer_listen = "127.0.0.1:0".parse().unwrap();
     o.seeds = seeds;
     o.handshake_timeout = Duration::from_millis(500);
+    // Every test node and fake peer dials from 127.0.0.1.
+    o.max_link_handshakes_per_ip = o.max_link_handshakes;
     o.close_linger = Duration::from_millis(500);
     o
 }

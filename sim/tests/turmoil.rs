@@ -130,3 +130,59 @@ fn requests_are_answered_again_after_a_dropping_partition_heals() {
         q.timeouts, q.judged
     );
 }
+
+/// Zero configuration under turmoil: no host is given a seed. The hosts start in two halves
+/// that cannot reach each other; each half finds itself by discovery beacons and forms a ring;
+/// after the heal the rings merge. Clusters svc-0 and svc-2 have members on even hosts only,
+/// svc-1 and svc-3 on odd hosts only, so requests across the halves are answered only once the
+/// rings are one. The run is a function of its seed.
+#[test]
+fn discovery_forms_rings_and_halves_started_apart_merge_deterministically() {
+    let mut cfg = RunConfig::small(5, 10);
+    cfg.discovery = true;
+    cfg.run = Duration::from_secs(16);
+    cfg.faults = vec![
+        Fault {
+            at_s: -100.0,
+            action: FaultKind::Partition,
+            nodes: vec![0, 2, 4, 6, 8],
+        },
+        Fault {
+            at_s: 4.0,
+            action: FaultKind::Heal,
+            nodes: vec![],
+        },
+    ];
+    let r = run(&cfg).expect("run");
+    eprintln!(
+        "discovery, 10 hosts: {:?} wall; hash {}",
+        r.wall, r.trace_hash
+    );
+    check_clean(&r);
+    let a = &r.rec.apps;
+    // Before the heal, each half serves its own clusters: requests that end before the heal
+    // and were answered exist, and some timed out (the other half's clusters).
+    let heal = r.work_from + Duration::from_secs(4);
+    let before = a.request_stats(r.work_from, heal, r.end);
+    assert!(before.replies > 0 && before.timeouts > 0, "{before:?}");
+    // From 3 s after the heal on, every request is answered: the halves are one ring.
+    let q = a.request_stats(heal + Duration::from_secs(3), r.work_until, r.end);
+    assert!(q.judged >= 100, "{q:?}");
+    assert_eq!(
+        q.timeouts, 0,
+        "requests not answered after the merge: {q:?}"
+    );
+    // Every node ends with the full leaf set (all 9 others).
+    for h in 0..10u32 {
+        let (_, s) = r
+            .rec
+            .node_stats
+            .range((h, 0)..=(h, u32::MAX))
+            .next_back()
+            .expect("a sample");
+        assert!(s.ready && s.leaf_set == 9, "host {h}: {s:?}");
+        assert!(s.runtime.beacons_sent > 0 && s.runtime.beacons_received > 0);
+    }
+    let again = run(&cfg).expect("second run");
+    assert_eq!(r.trace_hash, again.trace_hash, "same seed, same trace");
+}

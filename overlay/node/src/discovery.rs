@@ -132,7 +132,7 @@ impl<D: Datagram> Task<D> {
                         id: b.id,
                         addr: SocketAddr::new(from.ip(), b.port),
                     };
-                    if self.inputs.send(Input::Discovered { info }).await.is_err() {
+                    if self.inputs.send(Input::Discovered { info, news: new }).await.is_err() {
                         return;
                     }
                 }

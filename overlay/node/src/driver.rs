@@ -19,6 +19,9 @@ use crate::net::Net;
 use crate::session::{SessionOpen, Sessions};
 use crate::{Options, RuntimeStats, StatsSnapshot};
 
+/// How long a node discovery introduced is not introduced again (unless it restarted).
+const REINTRODUCE_AFTER: Duration = Duration::from_secs(60);
+
 /// What the node task receives.
 pub(crate) enum Input {
     /// Frames that arrived on link `link` from `from`.
@@ -37,8 +40,9 @@ pub(crate) enum Input {
         /// The id the dialer expected at that address (`None` for seeds and inbound links).
         expected: Option<NodeId>,
     },
-    /// Discovery heard a ready node's beacon.
-    Discovered { info: NodeInfo },
+    /// Discovery heard a ready node's beacon; `news` when it is the first beacon heard from
+    /// that node (or from a new process of it).
+    Discovered { info: NodeInfo, news: bool },
     /// A dial failed before its hello finished.
     DialFailed {
         expected: Option<NodeId>,
@@ -290,7 +294,7 @@ impl<N: Net> Driver<N> {
                 tx,
                 expected,
             } => self.link_up(peer, link, dialed, tx, expected),
-            Input::Discovered { info } => self.discovered(info),
+            Input::Discovered { info, news } => self.discovered(info, news),
             Input::DialFailed {
                 expected,
                 addr,
@@ -450,21 +454,23 @@ impl<N: Net> Driver<N> {
         }
     }
 
-    /// A beacon named a ready node: introduce it to the core unless it is known (or was
-    /// introduced moments ago).
-    fn discovered(&mut self, info: NodeInfo) {
+    /// A beacon named a ready node: introduce it to the core unless the core knows it. A node
+    /// heard before is introduced again only after [`REINTRODUCE_AFTER`]: in a large LAN most
+    /// nodes of our own ring are in none of our tables, and re-introducing each at every
+    /// beacon would cost a routed join and a leaf-set exchange per beacon (nodes that vanish
+    /// and come back are the core's business: it re-probes the dead).
+    fn discovered(&mut self, info: NodeInfo, news: bool) {
         if info.id == self.node.id() || !self.node.is_ready() || self.node.knows(info.id) {
             return;
         }
         let now_i = Instant::now();
-        if self.introduced.get(&info.id).is_some_and(|t| *t > now_i) {
+        if !news && self.introduced.get(&info.id).is_some_and(|t| *t > now_i) {
             return;
         }
         if self.introduced.len() >= 4096 {
             self.introduced.retain(|_, t| *t > now_i);
         }
-        self.introduced
-            .insert(info.id, now_i + Duration::from_secs(2));
+        self.introduced.insert(info.id, now_i + REINTRODUCE_AFTER);
         RuntimeStats::add(&self.stats.peers_discovered, 1);
         tracing::debug!(id = %info.id, addr = %info.addr, "discovered a node");
         let now = self.now();

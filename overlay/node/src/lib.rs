@@ -194,6 +194,13 @@ macro_rules! counters {
             $($(#[doc = $doc])* pub $name: u64,)*
         }
 
+        impl RuntimeCounters {
+            /// Every counter with its name, in declaration order.
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
+
         impl RuntimeStats {
             /// The counters' current values.
             pub fn snapshot(&self) -> RuntimeCounters {

@@ -117,6 +117,12 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
         .iter()
         .map(|&h| SocketAddr::new(turmoil::lookup(host_name(h)), PEER_PORT))
         .collect();
+    if cfg.discovery {
+        // No configuration: every node starts a ring of its own and finds the others by
+        // beacons (turmoil delivers multicast to the hosts that joined the group).
+        opts.seeds.clear();
+        opts.discovery = Some(petal_node::discovery::Discovery::default());
+    }
     opts.core = cfg.core.clone();
     opts.seed = derive(cfg.seed, SEED_CORE, host, inc);
     let node = petal_node::spawn(TurmoilNet, opts).await?;
@@ -217,9 +223,7 @@ pub fn run_with_progress(
     let end = cfg.end();
     while sim.elapsed() < end {
         let now = sim.elapsed();
-        while let Some(f) =
-            faults.next_if(|f| cfg.work_from() + Duration::from_secs_f64(f.at_s) <= now)
-        {
+        while let Some(f) = faults.next_if(|f| cfg.fault_at(f) <= now) {
             let t = time_of(now);
             let what = format!("{:?} {:?}", f.action, f.nodes);
             shared.with(|r| r.log.push((t, what)));

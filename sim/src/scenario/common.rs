@@ -142,7 +142,9 @@ pub(crate) fn core_counters<'a>(
 ) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in stats {
-        let fields: [(&'static str, u64); 25] = [
+        let fields: [(&'static str, u64); 27] = [
+            ("introductions", s.introductions),
+            ("revivals", s.revivals),
             ("asks_bounced", s.asks_bounced),
             ("routes_dropped", s.routes_dropped),
             ("hop_timeouts", s.hop_timeouts),

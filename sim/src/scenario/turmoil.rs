@@ -54,6 +54,9 @@ struct Params {
     /// `drop` (default: segments between the sides are lost) or `hold` (delivered at the heal).
     #[serde(default)]
     partition_mode: PartitionMode,
+    /// Nodes find each other by multicast discovery beacons, with no seeds.
+    #[serde(default)]
+    discovery: bool,
 }
 
 fn default_tick_us() -> u64 {
@@ -194,6 +197,7 @@ pub(super) fn run(
         workload: p.workload.clone(),
         faults: p.faults.clone(),
         partition_mode: p.partition_mode,
+        discovery: p.discovery,
     };
     progress.set_len(cfg.end().as_secs());
     let r = crate::realstack::run_with_progress(&cfg, &mut |t| {
@@ -235,13 +239,20 @@ fn write_report(
     w.heading("Setup");
     w.paragraph(&format!(
         "The real stack on simulated machines: {} turmoil hosts, each running petal-node's runtime (the \
-         daemon's code, over turmoil's TCP: peer links on port 7000, the relay on 127.0.0.1:55555) and two \
-         applications using petal-client over the host's loopback. Host 0 starts the ring; host i boots \
-         {} ms × i later and joins through it. Applications retry attaching until their node accepts \
+         daemon's code, over turmoil's TCP: peer links on port 7000, Noise-encrypted under a network key \
+         as in production, the relay on 127.0.0.1:55555) and two applications using petal-client over the \
+         host's loopback. {} Host i boots {} ms × i after host 0. Applications retry attaching until their node accepts \
          them (a node refuses applications until it has joined). One-way latency between hosts is \
          {}-{} ms (turmoil's exponential distribution), time advances in ticks of {} µs. The workload \
          starts {} s after the first boot, runs {} s, and outstanding work has {} s to end. {}",
         p.nodes,
+        if p.discovery {
+            "No node is given a seed: each starts a ring of its own and finds the others by \
+             multicast discovery beacons (authenticated with the network key; fast at start and \
+             after news, every 5 s otherwise), introducing what it hears, so rings merge."
+        } else {
+            "Host 0 starts the ring; the others join through it."
+        },
         p.join_spacing_ms,
         p.latency_ms[0],
         p.latency_ms[1],
@@ -293,7 +304,9 @@ fn write_report(
                 ]
             })
             .collect();
-        w.subheading("Faults (seconds after the workload starts)");
+        w.subheading(
+            "Faults (seconds after the workload starts; negative: before it, from the first boot)",
+        );
         w.table(&["at (s)", "action", "hosts"], &rows);
     }
 
@@ -496,19 +509,7 @@ fn write_report(
     let mut runtime: BTreeMap<&'static str, u64> = BTreeMap::new();
     for s in r.rec.node_stats.values() {
         let c = &s.runtime;
-        for (k, v) in [
-            ("sessions_opened", c.sessions_opened),
-            ("handshakes_failed", c.handshakes_failed),
-            ("relay_violations", c.relay_violations),
-            ("relay_refused", c.relay_refused),
-            ("relay_dropped", c.relay_dropped),
-            ("late_replies", c.late_replies),
-            ("link_dials", c.link_dials),
-            ("link_dial_failures", c.link_dial_failures),
-            ("links_up", c.links_up),
-            ("link_drops", c.link_drops),
-            ("seed_failures", c.seed_failures),
-        ] {
+        for (k, v) in c.fields() {
             *runtime.entry(k).or_default() += v;
         }
     }

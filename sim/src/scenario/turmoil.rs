@@ -446,6 +446,16 @@ fn write_report(
             Verdict::from_met(converged == up && last.len() == up),
         ),
         TargetRow::new(
+            "encrypted peer links per live node at the end (mean / max)",
+            "-",
+            {
+                let links: Vec<usize> = last.iter().map(|s| s.links).collect();
+                let mean = links.iter().sum::<usize>() as f64 / links.len().max(1) as f64;
+                format!("{mean:.1} / {}", links.iter().max().copied().unwrap_or(0))
+            },
+            Verdict::Info,
+        ),
+        TargetRow::new(
             "trace hash (same seed, same hash)",
             "-",
             r.trace_hash[..16].to_string(),

@@ -110,6 +110,13 @@ pub(crate) struct Driver<N: Net> {
     introduced: BTreeMap<NodeId, Instant>,
     /// When seeds not linked are dialed again.
     next_seed_retry: Instant,
+    /// When a link last carried a message of the core, either way (link keepalives do not
+    /// count), as of `coarse_now`.
+    link_used: BTreeMap<NodeId, Instant>,
+    /// The time at the start of the current input (one clock read per input).
+    coarse_now: Instant,
+    /// When idle links are next looked for.
+    next_reap: Instant,
 }
 
 impl<N: Net> Driver<N> {
@@ -134,6 +141,9 @@ impl<N: Net> Driver<N> {
             seed_ids: BTreeMap::new(),
             introduced: BTreeMap::new(),
             next_seed_retry: now + opts.seed_retry,
+            link_used: BTreeMap::new(),
+            coarse_now: now,
+            next_reap: now + opts.link_idle_close,
             node,
             net,
             opts,
@@ -184,6 +194,7 @@ impl<N: Net> Driver<N> {
         let join_deadline = self.start + self.opts.join_wait;
         let mut armed: Option<Instant> = None;
         loop {
+            self.coarse_now = Instant::now();
             self.flush();
             let now = self.now();
             if self.seeds_pending && Instant::now() >= join_deadline {
@@ -201,6 +212,10 @@ impl<N: Net> Driver<N> {
             if self.seeds_pending {
                 wake = Some(wake.map_or(join_deadline, |w| w.min(join_deadline)));
             }
+            if Instant::now() >= self.next_reap {
+                self.reap_idle_links();
+            }
+            wake = Some(wake.map_or(self.next_reap, |w| w.min(self.next_reap)));
             if !self.opts.seeds.is_empty() {
                 if Instant::now() >= self.next_seed_retry {
                     self.retry_seeds();
@@ -278,10 +293,12 @@ impl<N: Net> Driver<N> {
     /// Handles one input; true when the node has shut down.
     fn handle(&mut self, input: Input) -> bool {
         let now = self.now();
+        self.coarse_now = self.start + Duration::from_micros(now.as_micros());
         match input {
             Input::Peer { from, link, msgs } => {
                 // Frames of a link that was replaced still count: the peer sent them to us.
                 let _ = link;
+                self.link_used.insert(from.id, self.coarse_now);
                 for msg in msgs {
                     self.node.handle_message(now, from, msg);
                     self.flush();
@@ -404,6 +421,7 @@ impl<N: Net> Driver<N> {
             None => Vec::new(),
         };
         RuntimeStats::add(&self.stats.links_up, 1);
+        self.link_used.insert(peer.id, Instant::now());
         for msg in queued {
             if tx.try_send(msg).is_err() {
                 RuntimeStats::add(&self.stats.link_drops, 1);
@@ -477,6 +495,36 @@ impl<N: Net> Driver<N> {
         self.node.introduce(now, info);
     }
 
+    /// Closes the links that carried no message of the core for `link_idle_close` and lead to
+    /// nodes the core does not keep in its tables (a requester answered once, a tunnel's far
+    /// end after the tunnel, a stranger): without this, a node would end up linked to every
+    /// node it ever exchanged a message with. Links to leaf-set and routing-table members stay
+    /// (the core pings them); a closed link is dialed again when needed.
+    fn reap_idle_links(&mut self) {
+        let now_i = Instant::now();
+        self.next_reap = now_i + self.opts.link_idle_close / 2;
+        let idle = self.opts.link_idle_close;
+        let stale: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| {
+                matches!(l, LinkState::Up { .. })
+                    && !self.node.knows(**id)
+                    && self
+                        .link_used
+                        .get(*id)
+                        .is_none_or(|t| now_i.saturating_duration_since(*t) >= idle)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            tracing::debug!(peer = %id, "closing an idle link to a node outside our tables");
+            RuntimeStats::add(&self.stats.links_idle_closed, 1);
+            self.links.remove(&id);
+        }
+        self.link_used.retain(|id, _| self.links.contains_key(id));
+    }
+
     fn give_up_seeds(&mut self, why: &str) {
         self.seeds_pending = false;
         if !self.joined {
@@ -524,6 +572,11 @@ impl<N: Net> Driver<N> {
     fn transmit(&mut self, to: NodeInfo, msg: Message) {
         match self.links.get_mut(&to.id) {
             Some(LinkState::Up { tx, .. }) => {
+                if let Some(t) = self.link_used.get_mut(&to.id) {
+                    *t = self.coarse_now;
+                } else {
+                    self.link_used.insert(to.id, self.coarse_now);
+                }
                 if tx.capacity() < self.opts.link_queue / 4 && !self.congested {
                     // Three quarters full: stop taking work from applications until the
                     // links drain (backpressure rather than drops).

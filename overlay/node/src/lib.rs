@@ -118,6 +118,9 @@ pub struct Options {
     /// A link that has heard nothing for this long is closed (and re-dialed when needed): a
     /// black-holed stream must not hold frames until TCP gives up.
     pub link_idle_timeout: Duration,
+    /// A link that carried no message of the core for this long, to a node the core keeps in
+    /// none of its tables, is closed (links to leaf-set and routing-table members stay).
+    pub link_idle_close: Duration,
     /// Frames queued per peer link (and while it is being dialed).
     pub link_queue: usize,
     /// Largest node-to-node frame accepted.
@@ -163,6 +166,7 @@ impl Options {
             close_linger: Duration::from_secs(2),
             link_keepalive: Duration::from_secs(1),
             link_idle_timeout: Duration::from_secs(5),
+            link_idle_close: Duration::from_secs(60),
             link_queue: 16 * 1024,
             max_frame: max_message + (1 << 20),
             max_message,
@@ -231,6 +235,8 @@ counters! {
     link_dial_failures,
     /// Links that came up.
     links_up,
+    /// Idle links to nodes outside the core's tables closed (see `Options::link_idle_close`).
+    links_idle_closed,
     /// Node-to-node messages dropped (queue full, dial failed or backing off).
     link_drops,
     /// Seed dials that failed.

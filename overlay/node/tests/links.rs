@@ -287,3 +287,43 @@ async fn a_silent_peer_link_is_closed_after_the_idle_timeout() {
     }
     n.shutdown().await;
 }
+
+/// A link that carries nothing for the core, to a node the core keeps in none of its tables,
+/// is closed after `link_idle_close`, even though it answers keepalives: a node does not stay
+/// linked to every node it ever exchanged a message with.
+#[tokio::test]
+async fn an_idle_link_to_a_stranger_is_closed() {
+    use petal_node::link::LINK_NONCE;
+    let mut o = options(0x7a, vec![]);
+    o.link_keepalive = Duration::from_millis(100);
+    o.link_idle_timeout = Duration::from_millis(400);
+    o.link_idle_close = Duration::from_millis(600);
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let (mut s, mut e) = fake_peer(n.info().addr, 0x7b, &test_key()).await;
+    let t0 = Instant::now();
+    let mut frames = FramesIn::new();
+    let closed = loop {
+        match frames
+            .next(&mut s, &mut e, t0 + Duration::from_secs(3))
+            .await
+        {
+            None => break false,
+            Some(got) if got.is_empty() => break true,
+            Some(got) => {
+                if got.contains(&Message::Ping { nonce: LINK_NONCE }) {
+                    let mut frame = Vec::new();
+                    codec::encode(&Message::Pong { nonce: LINK_NONCE }, &mut frame);
+                    let mut rec = Vec::new();
+                    e.sealer.seal(&frame, &mut rec).unwrap();
+                    s.write_all(&rec).await.unwrap();
+                }
+            }
+        }
+    };
+    let took = t0.elapsed();
+    assert!(closed, "the idle link stayed open for 3 s");
+    assert!(took >= Duration::from_millis(550), "closed after {took:?}");
+    let st = n.stats().await.unwrap();
+    assert_eq!(st.runtime.links_idle_closed, 1, "{:?}", st.runtime);
+    n.shutdown().await;
+}

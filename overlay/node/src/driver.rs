@@ -110,6 +110,11 @@ pub(crate) struct Driver<N: Net> {
     introduced: BTreeMap<NodeId, Instant>,
     /// When seeds not linked are dialed again.
     next_seed_retry: Instant,
+    /// The current delay between seed retries: 1 s after the start, doubling up to
+    /// `Options::seed_retry` (a seed that was down at our start is found again quickly).
+    seed_retry_delay: Duration,
+    /// Seeds whose first dial failed (while joining).
+    seeds_failed: std::collections::BTreeSet<SocketAddr>,
     /// When a link last carried a message of the core, either way (link keepalives do not
     /// count), as of `coarse_now`.
     link_used: BTreeMap<NodeId, Instant>,
@@ -140,8 +145,10 @@ impl<N: Net> Driver<N> {
             ready: Arc::new(AtomicBool::new(false)),
             seed_ids: BTreeMap::new(),
             introduced: BTreeMap::new(),
-            next_seed_retry: now + opts.seed_retry,
+            next_seed_retry: now + opts.seed_retry.min(Duration::from_secs(1)),
+            seed_retry_delay: opts.seed_retry.min(Duration::from_secs(1)),
             link_used: BTreeMap::new(),
+            seeds_failed: Default::default(),
             coarse_now: now,
             next_reap: now + opts.link_idle_close,
             node,
@@ -337,6 +344,17 @@ impl<N: Net> Driver<N> {
                 }
                 if expected.is_none() && self.seeds_pending && self.opts.seeds.contains(&addr) {
                     RuntimeStats::add(&self.stats.seed_failures, 1);
+                    self.seeds_failed.insert(addr);
+                    if self
+                        .opts
+                        .seeds
+                        .iter()
+                        .all(|s| self.seeds_failed.contains(s))
+                    {
+                        // Every seed refused (down, or another network): serve alone now
+                        // rather than at the join deadline; seeds are retried later anyway.
+                        self.give_up_seeds("every seed failed");
+                    }
                 }
             }
             Input::LinkDown { peer, link, why } => {
@@ -457,7 +475,8 @@ impl<N: Net> Driver<N> {
     /// Dials again the seeds whose node the core does not know (nodes keep looking for peers:
     /// groups that started apart, or were partitioned, merge).
     fn retry_seeds(&mut self) {
-        self.next_seed_retry = Instant::now() + self.opts.seed_retry;
+        self.seed_retry_delay = (self.seed_retry_delay * 2).min(self.opts.seed_retry);
+        self.next_seed_retry = Instant::now() + self.seed_retry_delay;
         if !self.joined || self.seeds_pending {
             return;
         }

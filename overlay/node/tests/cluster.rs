@@ -62,3 +62,38 @@ async fn three_nodes_converge_and_serve_requests_across() {
         n.shutdown().await;
     }
 }
+
+/// A node whose only seed is down serves alone at once (not after the join wait), keeps
+/// dialing the seed (1 s, then doubling), and when the seed's node comes up the two rings of
+/// one merge: no operator action.
+#[tokio::test]
+async fn a_seed_that_comes_up_later_is_found_and_the_rings_merge() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let seed: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t0 = tokio::time::Instant::now();
+    let b = node(0xb0, vec![seed]).await;
+    wait_ready(&[&b], 0).await;
+    let alone_after = t0.elapsed();
+    assert!(
+        alone_after < Duration::from_secs(1),
+        "served alone after {alone_after:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut o = options(0xa0, vec![]);
+    o.peer_listen = seed;
+    let a = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let t1 = tokio::time::Instant::now();
+    wait_ready(&[&a, &b], 1).await;
+    eprintln!(
+        "alone after {alone_after:?}; merged {:?} after the seed came up",
+        t1.elapsed()
+    );
+    let sb = b.stats().await.unwrap();
+    assert!(sb.runtime.peers_discovered >= 1, "{:?}", sb.runtime);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -106,7 +106,14 @@ impl Node {
             self.stats.revivals += 1;
         }
         match self.peers.get_mut(&from.id) {
-            Some(p) => p.misses = 0,
+            Some(p) => {
+                p.misses = 0;
+                // A node that came back at another address (its id is its key's, so it is the
+                // same node): reach it where it is now.
+                if p.addr != from.addr {
+                    p.addr = from.addr;
+                }
+            }
             None => self.learn(now, from, true),
         }
     }

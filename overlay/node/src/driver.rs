@@ -337,8 +337,10 @@ impl<N: Net> Driver<N> {
                 }
                 self.dial_backoff
                     .insert(addr, now_i + self.opts.dial_backoff);
+                // Only a dial still pending is dropped: a link to that node may have come up
+                // from its side meanwhile, and must not be closed by our failed attempt.
                 if let Some(id) = expected
-                    && let Some(LinkState::Dialing { queued, .. }) = self.links.remove(&id)
+                    && let Some(queued) = self.take_dialing(id)
                 {
                     RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
                 }
@@ -410,7 +412,7 @@ impl<N: Net> Driver<N> {
             // was for the old one and must not reach the new one.
             RuntimeStats::add(&self.stats.link_id_mismatches, 1);
             tracing::info!(%want, got = %peer.id, "a different node answers at a known address");
-            if let Some(LinkState::Dialing { queued, .. }) = self.links.remove(&want) {
+            if let Some(queued) = self.take_dialing(want) {
                 RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
             }
         }
@@ -512,6 +514,18 @@ impl<N: Net> Driver<N> {
         tracing::debug!(id = %info.id, addr = %info.addr, "discovered a node");
         let now = self.now();
         self.node.introduce(now, info);
+    }
+
+    /// Removes the link state of `id` if it is a pending dial (an `Up` link stays), returning
+    /// the messages that waited for it.
+    fn take_dialing(&mut self, id: NodeId) -> Option<Vec<Message>> {
+        match self.links.get(&id) {
+            Some(LinkState::Dialing { .. }) => match self.links.remove(&id) {
+                Some(LinkState::Dialing { queued }) => Some(queued),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Closes the links that carried no message of the core for `link_idle_close` and lead to

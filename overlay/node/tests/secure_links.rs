@@ -1082,15 +1082,11 @@ async fn stale_dial_case(answer_as: Option<Identity>) {
 }
 
 #[tokio::test]
-#[ignore = "product bug: driver.rs DialFailed handler does `self.links.remove(&id)` for the \
-            expected id and drops an Up link that came up (inbound) while the dial was under way"]
 async fn a_failed_dial_to_a_stale_address_keeps_the_live_link() {
     stale_dial_case(None).await;
 }
 
 #[tokio::test]
-#[ignore = "product bug: driver.rs link_up, on an id mismatch, does `self.links.remove(&want)` \
-            and drops the expected node's live Up link, not only its Dialing queue"]
 async fn another_node_at_a_stale_address_keeps_the_live_link() {
     stale_dial_case(Some(Identity::from_seed(0x7a))).await;
 }

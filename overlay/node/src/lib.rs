@@ -23,10 +23,19 @@
 //!   wait and TCP pushes back on the applications, so a flooding publisher slows down instead
 //!   of having its messages dropped. The node task drains the core after every input, so its
 //!   bounded event and transmit queues never overflow within one wake-up.
-//! - **Links**: one TCP stream per peer pair, started by a hello naming both sides; frames are
-//!   the foundation's codec. A link's writer queue is bounded (`link_queue`); what does not
-//!   fit is dropped and counted (the overlay retransmits what matters). When both sides dial at
-//!   once, both keep the link dialed by the smaller node id.
+//! - **Links**: one TCP stream per peer pair, opened by the Noise handshake of [`secure`]
+//!   (the network key as pre-shared key; both sides' ids proven by their static keys), then the
+//!   foundation's frames inside authenticated, encrypted records; a record that fails
+//!   authentication closes the link. Inbound handshakes are bounded in number (per source
+//!   address, and in all: the oldest is cancelled for a new one) and have a deadline. A link's
+//!   writer queue is bounded (`link_queue`); what does not fit is dropped and counted (the
+//!   overlay retransmits what matters). When both sides dial at once, both keep the link dialed
+//!   by the smaller node id. Links to nodes outside the core's tables close after
+//!   `link_idle_close` without core traffic.
+//! - **Discovery** ([`discovery`]): multicast beacons sealed with a key derived from the network
+//!   key ([`beacon`]) announce the node on its LAN (fast at start and after news, slow
+//!   otherwise); nodes heard, and seeds re-dialed later, are introduced to the core, so rings
+//!   that formed apart merge.
 //! - **Sessions**: one task per application connection. The handshake has its own deadline
 //!   (`handshake_timeout`). Broadcasts, events and request deliveries for a client that does not
 //!   read are dropped past `session_queue_bytes` (counted, logged); replies and tunnel traffic
@@ -40,6 +49,8 @@
 //!
 //! ## Layout
 //! - [`net`]: the [`Net`] trait and [`TokioNet`].
+//! - [`secure`]: identities, the network key, the link handshake and record layer.
+//! - [`beacon`], [`discovery`]: the discovery beacon and the task that sends and hears them.
 //! - `driver`: the node task; `link`: peer links; `relay`: relay sessions; `session`: the node
 //!   task's side of sessions (ids, translation to core commands and back).
 

@@ -113,6 +113,9 @@ pub struct Options {
     pub max_link_handshakes: usize,
     /// Inbound link handshakes running at once from one IP address.
     pub max_link_handshakes_per_ip: usize,
+    /// Relay (application) handshakes running at once; a new connection beyond cancels the
+    /// oldest.
+    pub max_relay_handshakes: usize,
     /// Seed of the core's random generator.
     pub seed: u64,
     /// Deadline of a relay or link handshake.
@@ -170,6 +173,7 @@ impl Options {
             seed_retry: Duration::from_secs(30),
             max_link_handshakes: 256,
             max_link_handshakes_per_ip: 8,
+            max_relay_handshakes: 1024,
             seed: id.get() as u64,
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(3),
@@ -231,7 +235,8 @@ macro_rules! counters {
 counters! {
     /// Relay sessions attached.
     sessions_opened,
-    /// Relay handshakes that failed, were denied or timed out.
+    /// Relay handshakes that failed, were denied, timed out, or were cancelled or refused
+    /// because `max_relay_handshakes` ran.
     handshakes_failed,
     /// Connections closed for a protocol violation.
     relay_violations,
@@ -475,27 +480,40 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         );
     }
     let next_conn = Arc::new(AtomicU64::new(1));
+    // Relay handshakes in progress are bounded too (applications are local, so no per-address
+    // limit): beyond, the oldest is cancelled.
+    let relay_gate = Arc::new(HandshakeGate::new(opts.max_relay_handshakes, usize::MAX));
     for mut l in relays {
-        let (inputs, opts, stats, alive, next_conn) = (
+        let (inputs, opts, stats, alive, next_conn, gate) = (
             app_tx.clone(),
             opts.clone(),
             stats.clone(),
             alive.clone(),
             next_conn.clone(),
+            relay_gate.clone(),
         );
         accept_tasks.push(
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = l.accept().await else {
+                    let Ok((stream, from)) = l.accept().await else {
                         continue;
                     };
+                    let Admit::Yes { permit, evicted } = gate.enter(from.ip()) else {
+                        RuntimeStats::add(&stats.handshakes_failed, 1);
+                        continue;
+                    };
+                    if evicted {
+                        RuntimeStats::add(&stats.handshakes_failed, 1);
+                    }
+                    let seq = permit.seq;
                     let conn = next_conn.fetch_add(1, Ordering::Relaxed);
                     let (inputs, opts, stats, alive) =
                         (inputs.clone(), opts.clone(), stats.clone(), alive.clone());
-                    tokio::spawn(async move {
+                    let task = tokio::spawn(async move {
                         let _alive = alive;
-                        relay::serve(stream, conn, opts, stats, inputs).await;
+                        relay::serve(stream, conn, permit, opts, stats, inputs).await;
                     });
+                    gate.set_handle(seq, task.abort_handle());
                 }
             })
             .abort_handle(),
@@ -545,7 +563,7 @@ impl GateState {
 }
 
 /// A running handshake's slot, released on drop.
-struct GatePermit {
+pub(crate) struct GatePermit {
     gate: Arc<HandshakeGate>,
     seq: u64,
 }

@@ -74,6 +74,7 @@ async fn read_init<R: AsyncRead + Unpin>(
 pub(crate) async fn serve<S>(
     stream: S,
     conn: u64,
+    permit: crate::GatePermit,
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
     to_node: mpsc::Sender<Input>,
@@ -92,6 +93,9 @@ pub(crate) async fn serve<S>(
     )
     .await
     .unwrap_or_else(|_| Err(Refused::Silent("handshake deadline passed".into())));
+    // The handshake is over: its slot is free (and the session can no longer be cancelled as
+    // the oldest handshake).
+    drop(permit);
     let cluster = match init {
         Ok(c) => c,
         Err(Refused::Silent(why)) => {

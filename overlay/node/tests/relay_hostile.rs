@@ -868,3 +868,42 @@ async fn a_client_over_its_request_and_tunnel_limits_is_refused_at_once_with_one
     healthy.check().await;
     n.shutdown().await;
 }
+
+/// Relay handshakes in progress are bounded: with room for 4, a flood of 40 silent
+/// connections cannot keep a real application out (the oldest handshake is cancelled for each
+/// new connection), and the flood's connections are closed without a byte.
+#[tokio::test]
+async fn silent_relay_connections_cannot_crowd_out_applications() {
+    let mut o = options(0x5e, vec![]);
+    o.max_relay_handshakes = 4;
+    o.handshake_timeout = Duration::from_secs(5);
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let addr = relay_addr(&n);
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let t0 = Instant::now();
+    let mut app = Raw::attach(addr, "").await;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "attached after {took:?}");
+    app.send(ClientPacket::Publish {
+        topic: "t".into(),
+        event: Bytes::from_static(b"x"),
+    })
+    .await;
+    // The flood's connections were closed (all but the 4 newest, which wait for their
+    // deadline), without a byte.
+    use tokio::io::AsyncReadExt;
+    let mut closed = 0;
+    for mut s in silent {
+        let mut b = [0u8; 16];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 36, "{closed} of 40 closed");
+    let st = n.stats().await.unwrap();
+    assert!(st.runtime.handshakes_failed >= 36, "{:?}", st.runtime);
+    n.shutdown().await;
+}

@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::*;
 use petal_node::secure::{self, Entropy, Established, Identity, NetworkKey};
 use petal_protocol::Message;
@@ -205,45 +205,6 @@ async fn bad_peers_are_cut_off_and_the_nodes_keep_serving() {
     }
 }
 
-/// Reads records from a fake peer's stream and decodes the frames in them.
-struct FramesIn {
-    raw: BytesMut,
-    plain: BytesMut,
-}
-
-impl FramesIn {
-    fn new() -> Self {
-        FramesIn {
-            raw: BytesMut::new(),
-            plain: BytesMut::new(),
-        }
-    }
-
-    /// The next frames (empty at EOF or on error), waiting until `until`; `None` on timeout.
-    async fn next(
-        &mut self,
-        s: &mut TcpStream,
-        e: &mut Established,
-        until: Instant,
-    ) -> Option<Vec<Message>> {
-        loop {
-            let mut out = Vec::new();
-            while let Ok((m, used)) = codec::decode(&self.plain, 1 << 20) {
-                let _ = self.plain.split_to(used);
-                out.push(m);
-            }
-            if !out.is_empty() {
-                return Some(out);
-            }
-            match tokio::time::timeout_at(until, s.read_buf(&mut self.raw)).await {
-                Err(_) => return None,
-                Ok(Ok(0)) | Ok(Err(_)) => return Some(Vec::new()),
-                Ok(Ok(_)) => e.opener.open(&mut self.raw, &mut self.plain).unwrap(),
-            }
-        }
-    }
-}
-
 /// A peer that completes the handshake and then never answers is sent link keepalives and cut
 /// off after the idle timeout; a peer that answers them keeps its link.
 #[tokio::test]
@@ -256,7 +217,7 @@ async fn a_silent_peer_link_is_closed_after_the_idle_timeout() {
     // Silent: the node pings, then closes.
     let (mut s, mut e) = fake_peer(n.info().addr, 0x78, &test_key()).await;
     let t0 = Instant::now();
-    let mut frames = FramesIn::new();
+    let mut frames = FramesIn::default();
     let mut seen = Vec::new();
     loop {
         let got = frames
@@ -274,15 +235,12 @@ async fn a_silent_peer_link_is_closed_after_the_idle_timeout() {
     // Answering: the link stays up past several idle timeouts.
     let (mut s, mut e) = fake_peer(n.info().addr, 0x79, &test_key()).await;
     let until = Instant::now() + Duration::from_millis(1500);
-    let mut frames = FramesIn::new();
+    let mut frames = FramesIn::default();
     while let Some(got) = frames.next(&mut s, &mut e, until).await {
         assert!(!got.is_empty(), "a link that answers keepalives was closed");
         if got.contains(&Message::Ping { nonce: LINK_NONCE }) {
-            let mut frame = Vec::new();
-            codec::encode(&Message::Pong { nonce: LINK_NONCE }, &mut frame);
-            let mut rec = Vec::new();
-            e.sealer.seal(&frame, &mut rec).unwrap();
-            s.write_all(&rec).await.unwrap();
+            let pong = sealed(&mut e, &Message::Pong { nonce: LINK_NONCE });
+            s.write_all(&pong).await.unwrap();
         }
     }
     n.shutdown().await;
@@ -301,7 +259,7 @@ async fn an_idle_link_to_a_stranger_is_closed() {
     let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
     let (mut s, mut e) = fake_peer(n.info().addr, 0x7b, &test_key()).await;
     let t0 = Instant::now();
-    let mut frames = FramesIn::new();
+    let mut frames = FramesIn::default();
     let closed = loop {
         match frames
             .next(&mut s, &mut e, t0 + Duration::from_secs(3))
@@ -311,11 +269,8 @@ async fn an_idle_link_to_a_stranger_is_closed() {
             Some(got) if got.is_empty() => break true,
             Some(got) => {
                 if got.contains(&Message::Ping { nonce: LINK_NONCE }) {
-                    let mut frame = Vec::new();
-                    codec::encode(&Message::Pong { nonce: LINK_NONCE }, &mut frame);
-                    let mut rec = Vec::new();
-                    e.sealer.seal(&frame, &mut rec).unwrap();
-                    s.write_all(&rec).await.unwrap();
+                    let pong = sealed(&mut e, &Message::Pong { nonce: LINK_NONCE });
+                    s.write_all(&pong).await.unwrap();
                 }
             }
         }

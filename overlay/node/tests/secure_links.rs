@@ -331,39 +331,6 @@ async fn send_frames(s: &mut TcpStream, e: &mut Established, msgs: &[Message]) {
     s.write_all(&rec).await.unwrap();
 }
 
-/// Reads records from a fake peer's stream and decodes the frames in them.
-#[derive(Default)]
-struct FramesIn {
-    raw: BytesMut,
-    plain: BytesMut,
-}
-
-impl FramesIn {
-    /// The next frames (empty at EOF or on error), waiting until `until`; `None` on timeout.
-    async fn next(
-        &mut self,
-        s: &mut TcpStream,
-        e: &mut Established,
-        until: Instant,
-    ) -> Option<Vec<Message>> {
-        loop {
-            let mut out = Vec::new();
-            while let Ok((m, used)) = codec::decode(&self.plain, 1 << 20) {
-                let _ = self.plain.split_to(used);
-                out.push(m);
-            }
-            if !out.is_empty() {
-                return Some(out);
-            }
-            match tokio::time::timeout_at(until, s.read_buf(&mut self.raw)).await {
-                Err(_) => return None,
-                Ok(Ok(0)) | Ok(Err(_)) => return Some(Vec::new()),
-                Ok(Ok(_)) => e.opener.open(&mut self.raw, &mut self.plain).unwrap(),
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 
 /// A node holding another network key, seeded to a member, never becomes part of the ring:

@@ -525,3 +525,51 @@ pub async fn warm_cluster(cli: &mut Raw, svc: &mut Raw, cluster: &str) {
         }
     }
 }
+
+/// Reads a fake peer's records (after [`petal_node::secure::handshake`]) and decodes the
+/// frames in them.
+#[derive(Default)]
+pub struct FramesIn {
+    raw: BytesMut,
+    plain: BytesMut,
+}
+
+impl FramesIn {
+    /// The next frames (empty at EOF or on a read error), waiting until `until`; `None` on
+    /// timeout. Panics on a record that fails authentication (the node never sends one).
+    pub async fn next(
+        &mut self,
+        s: &mut TcpStream,
+        e: &mut petal_node::secure::Established,
+        until: Instant,
+    ) -> Option<Vec<petal_protocol::Message>> {
+        loop {
+            let mut out = Vec::new();
+            while let Ok((m, used)) = petal_protocol::codec::decode(&self.plain, 1 << 20) {
+                let _ = self.plain.split_to(used);
+                out.push(m);
+            }
+            if !out.is_empty() {
+                return Some(out);
+            }
+            match tokio::time::timeout_at(until, self.raw_read(s)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(Vec::new()),
+                Ok(Ok(_)) => e.opener.open(&mut self.raw, &mut self.plain).unwrap(),
+            }
+        }
+    }
+
+    async fn raw_read(&mut self, s: &mut TcpStream) -> std::io::Result<usize> {
+        s.read_buf(&mut self.raw).await
+    }
+}
+
+/// `msg` as one frame sealed in a record of a fake peer's link.
+pub fn sealed(e: &mut petal_node::secure::Established, msg: &petal_protocol::Message) -> Vec<u8> {
+    let mut frame = Vec::new();
+    petal_protocol::codec::encode(msg, &mut frame);
+    let mut rec = Vec::new();
+    e.sealer.seal(&frame, &mut rec).unwrap();
+    rec
+}

@@ -202,6 +202,19 @@ fn network_key(
     let from_file = |p: &Path| -> Result<NetworkKey> {
         let text = std::fs::read_to_string(p)
             .with_context(|| format!("reading the network key file {}", p.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(p)?.permissions().mode() & 0o777;
+            if mode & 0o007 != 0 {
+                bail!(
+                    "{} is readable by every user (mode {mode:o}): run `chmod 600 {}` (or 640 \
+                     for a group of operators)",
+                    p.display(),
+                    p.display()
+                );
+            }
+        }
         NetworkKey::from_hex(&text).with_context(|| {
             format!(
                 "{} does not hold a network key (64 hex digits)",
@@ -261,16 +274,23 @@ fn identity(data_dir: Option<&Path>) -> Result<Identity> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = Identity::generate().context("generating the node key")?;
+            // Written to a temporary file, synced, then renamed: a crash never leaves a
+            // half-written key that would stop every later start.
+            let tmp = dir.join(format!("node.key.tmp{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
             let mut o = std::fs::OpenOptions::new();
             o.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
             let mut f = o
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
             std::io::Write::write_all(&mut f, id.to_file_contents().as_bytes())
-                .with_context(|| format!("writing {}", path.display()))?;
+                .with_context(|| format!("writing {}", tmp.display()))?;
             f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
             tracing::info!(path = %path.display(), "created the node key");
             Ok(id)
         }
@@ -281,24 +301,41 @@ fn identity(data_dir: Option<&Path>) -> Result<Identity> {
 /// The address this machine is reached at from the local network: the source address the
 /// system would pick towards `towards` (a UDP "connect" sends nothing).
 fn local_ip_towards(towards: SocketAddr) -> Option<IpAddr> {
-    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    let any: IpAddr = if towards.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let s = std::net::UdpSocket::bind((any, 0)).ok()?;
     s.connect(towards).ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
 }
 
-/// The advertised peer address when none is given.
-fn default_advertise(listen: SocketAddr, discovery: Option<&Discovery>) -> SocketAddr {
+/// The advertised peer address when none is given: the listen address, or when that is
+/// unspecified the source address the system picks towards the first seed, the discovery
+/// group, or the default route. (Peers also correct an unspecified or loopback address to the
+/// one a link came from.)
+fn default_advertise(
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+    discovery: Option<&Discovery>,
+) -> SocketAddr {
     if !listen.ip().is_unspecified() {
         return listen;
     }
-    let guess = discovery
-        .and_then(|d| {
-            if d.interface.is_unspecified() {
-                local_ip_towards(SocketAddr::V4(d.group))
-            } else {
-                Some(IpAddr::V4(d.interface))
-            }
+    let guess = seeds
+        .iter()
+        .find(|s| !s.ip().is_loopback())
+        .and_then(|s| local_ip_towards(*s))
+        .or_else(|| {
+            discovery.and_then(|d| {
+                if d.interface.is_unspecified() {
+                    local_ip_towards(SocketAddr::V4(d.group))
+                } else {
+                    Some(IpAddr::V4(d.interface))
+                }
+            })
         })
         // TEST-NET-1: only the routing decision is taken, nothing is sent.
         .or_else(|| local_ip_towards(SocketAddr::from(([192, 0, 2, 1], 9))));
@@ -418,11 +455,11 @@ async fn run(s: Settings) -> Result<()> {
         SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, s.port)),
     ];
     opts.peer_listen = s.listen;
+    opts.seeds = resolve_seeds(&s.seeds).await?;
     opts.advertise = Some(
         s.advertise
-            .unwrap_or_else(|| default_advertise(s.listen, s.discovery.as_ref())),
+            .unwrap_or_else(|| default_advertise(s.listen, &opts.seeds, s.discovery.as_ref())),
     );
-    opts.seeds = resolve_seeds(&s.seeds).await?;
     opts.discovery = s.discovery;
     opts.seed = (id.get() as u64) ^ ((id.get() >> 64) as u64);
     let node = petal_node::spawn(TokioNet, opts)
@@ -535,9 +572,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (k1, k2, k3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+        use std::os::unix::fs::PermissionsExt;
+        let private =
+            |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
         let f1 = dir.join("flag.key");
         std::fs::write(&f1, &k1).unwrap();
+        // A key file every user may read is refused.
+        let e = network_key(Some(&f1), None, None, None, None).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        private(&f1);
         std::fs::write(dir.join("network.key"), format!("{k3}\n")).unwrap();
+        private(&dir.join("network.key"));
         let hex = |r: (Option<NetworkKey>, String)| r.0.map(|k| k.to_hex());
         let got = network_key(Some(&f1), Some(k2.clone()), None, Some(&k3), Some(&dir));
         assert_eq!(hex(got.unwrap()), Some(k1.clone()));

@@ -65,6 +65,9 @@ impl Default for Discovery {
 /// Most distinct nodes remembered as heard (to tell a new node from a known one).
 const MAX_HEARD: usize = 4096;
 
+/// A node heard before counts as news again (restart) at most this often.
+const NEWS_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The discovery task: beacons out, introductions in.
 pub(crate) struct Task<D: Datagram> {
     pub(crate) socket: D,
@@ -83,13 +86,14 @@ impl<D: Datagram> Task<D> {
     pub(crate) async fn run(self) {
         let start = Instant::now();
         let mut fast_until = start + self.opts.fast_for;
-        let mut heard: BTreeMap<NodeId, u64> = BTreeMap::new();
+        // Per node heard: its boot nonce, and when it last counted as news.
+        let mut heard: BTreeMap<NodeId, (u64, Instant)> = BTreeMap::new();
         let mut counter: u64 = 1 << 40;
         let mut next = start;
         let mut buf = vec![0u8; 2048];
         loop {
+            // Not biased: a flood of datagrams on the port must not starve our own beacons.
             tokio::select! {
-                biased;
                 r = self.socket.recv_from(&mut buf) => {
                     let (n, from) = match r {
                         Ok(x) => x,
@@ -111,15 +115,23 @@ impl<D: Datagram> Task<D> {
                         continue;
                     }
                     RuntimeStats::add(&self.stats.beacons_received, 1);
-                    let new = heard.get(&b.id) != Some(&b.boot);
+                    // News: a node never heard, or a new process of one (another boot nonce)
+                    // at most once per NEWS_INTERVAL: beacons carry no time, so old beacons of
+                    // a node's earlier runs replayed alternately must not count every time.
+                    let now = Instant::now();
+                    let new = match heard.get(&b.id) {
+                        None => true,
+                        Some(&(boot, at)) => {
+                            boot != b.boot && now.saturating_duration_since(at) >= NEWS_INTERVAL
+                        }
+                    };
                     if new {
                         if heard.len() >= MAX_HEARD {
                             heard.pop_first();
                         }
-                        heard.insert(b.id, b.boot);
+                        heard.insert(b.id, (b.boot, now));
                         // A newcomer or a healed partition: probe fast for a while so that the
                         // news spreads quickly; it stops by itself once nothing new is heard.
-                        let now = Instant::now();
                         if now >= fast_until {
                             next = now;
                         }
@@ -165,5 +177,93 @@ impl<D: Datagram> Task<D> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// A socket fed by a channel, counting what it sends.
+    struct FakeSocket {
+        rx: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+        sent: Arc<AtomicU64>,
+    }
+
+    impl Datagram for FakeSocket {
+        async fn send_to(&self, buf: &[u8], _to: SocketAddr) -> std::io::Result<usize> {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+            Ok(buf.len())
+        }
+
+        async fn recv_from(&self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+            match self.rx.lock().await.recv().await {
+                Some((d, from)) => {
+                    buf[..d.len()].copy_from_slice(&d);
+                    Ok((d.len(), from))
+                }
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Old beacons of two runs of one node, replayed alternately by someone without the key,
+    /// count as news once: the LAN does not stay in fast probing, and the node task is told
+    /// of news once.
+    #[tokio::test(start_paused = true)]
+    async fn replayed_beacons_of_earlier_runs_do_not_keep_probing_fast() {
+        let key = BeaconKey::new(&[9; 32]);
+        let (dtx, drx) = mpsc::channel(1024);
+        let (itx, mut irx) = mpsc::channel(1024);
+        let sent = Arc::new(AtomicU64::new(0));
+        let task = Task {
+            socket: FakeSocket {
+                rx: tokio::sync::Mutex::new(drx),
+                sent: sent.clone(),
+            },
+            key: BeaconKey::new(&[9; 32]),
+            opts: Discovery::default(),
+            me: NodeId(1),
+            port: 7000,
+            boot: 1,
+            ready: Arc::new(AtomicBool::new(true)),
+            entropy: Entropy::Seeded(1),
+            inputs: itx,
+            stats: Arc::new(RuntimeStats::default()),
+        };
+        tokio::spawn(task.run());
+        let x = |boot| {
+            key.seal(
+                &Beacon {
+                    id: NodeId(2),
+                    port: 7000,
+                    ready: true,
+                    boot,
+                },
+                [boot as u8; 12],
+            )
+            .to_vec()
+        };
+        let (run1, run2) = (x(10), x(11));
+        let from: SocketAddr = "10.0.0.2:55557".parse().unwrap();
+        // 20 s of replays, one every 50 ms, alternating the two runs' beacons.
+        for i in 0..400 {
+            let b = if i % 2 == 0 { &run1 } else { &run2 };
+            dtx.send((b.clone(), from)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut news = 0;
+        let mut heard = 0;
+        while let Ok(Input::Discovered { news: n, .. }) = irx.try_recv() {
+            heard += 1;
+            news += usize::from(n);
+        }
+        assert_eq!(heard, 400);
+        assert_eq!(news, 1, "only the first beacon is news");
+        // Fast for 3 s (15 beacons), then every 5 s +-20 %: about 18-19 in 20 s; a forever-fast
+        // scan would send 100.
+        let sent = sent.load(Ordering::Relaxed);
+        assert!((16..=22).contains(&sent), "{sent} beacons in 20 s");
     }
 }

@@ -21,6 +21,8 @@ use crate::{Options, RuntimeStats, StatsSnapshot};
 
 /// How long a node discovery introduced is not introduced again (unless it restarted).
 const REINTRODUCE_AFTER: Duration = Duration::from_secs(60);
+/// Most introductions remembered.
+const MAX_INTRODUCED: usize = 4096;
 
 /// What the node task receives.
 pub(crate) enum Input {
@@ -106,8 +108,10 @@ pub(crate) struct Driver<N: Net> {
     pub(crate) ready: Arc<AtomicBool>,
     /// The ids found at seed addresses.
     seed_ids: BTreeMap<SocketAddr, NodeId>,
-    /// Nodes introduced to the core recently (not again before the given time).
-    introduced: BTreeMap<NodeId, Instant>,
+    /// Nodes introduced to the core recently, by id and address (not again before the given
+    /// time). Keyed by address too: a beacon replayed from another address must not hold back
+    /// the real one.
+    introduced: BTreeMap<(NodeId, SocketAddr), Instant>,
     /// When seeds not linked are dialed again.
     next_seed_retry: Instant,
     /// The current delay between seed retries: 1 s after the start, doubling up to
@@ -402,6 +406,23 @@ impl<N: Net> Driver<N> {
         let dialed = dialed_addr.is_some();
         let me = self.node.id();
         if peer.id == me {
+            if let Some(addr) = dialed_addr.filter(|a| self.opts.seeds.contains(a)) {
+                // Our own address among the seeds (one list for the whole cluster): remember
+                // it, never dial it again, and do not wait for it to join.
+                self.seed_ids.insert(addr, me);
+                if self.seeds_pending {
+                    self.seeds_failed.insert(addr);
+                    if self
+                        .opts
+                        .seeds
+                        .iter()
+                        .all(|s| self.seeds_failed.contains(s))
+                    {
+                        self.give_up_seeds("the only seeds are this node");
+                    }
+                }
+                return;
+            }
             tracing::warn!(addr = %peer.addr, "a link reached this node itself; closing it");
             return;
         }
@@ -477,7 +498,10 @@ impl<N: Net> Driver<N> {
     /// Dials again the seeds whose node the core does not know (nodes keep looking for peers:
     /// groups that started apart, or were partitioned, merge).
     fn retry_seeds(&mut self) {
-        self.seed_retry_delay = (self.seed_retry_delay * 2).min(self.opts.seed_retry);
+        self.seed_retry_delay = self
+            .seed_retry_delay
+            .saturating_mul(2)
+            .min(self.opts.seed_retry);
         self.next_seed_retry = Instant::now() + self.seed_retry_delay;
         if !self.joined || self.seeds_pending {
             return;
@@ -502,14 +526,33 @@ impl<N: Net> Driver<N> {
         if info.id == self.node.id() || !self.node.is_ready() || self.node.knows(info.id) {
             return;
         }
-        let now_i = Instant::now();
-        if !news && self.introduced.get(&info.id).is_some_and(|t| *t > now_i) {
+        // Only nodes that would be our leaf-set neighbours (or any while our leaf set is not
+        // full): two rings that meet have such pairs, and one introduction between them is
+        // enough; the rest of our own ring is not worth a routed join per beacon.
+        if !self.node.leaf_set().would_accept(info.id) {
             return;
         }
-        if self.introduced.len() >= 4096 {
-            self.introduced.retain(|_, t| *t > now_i);
+        let now_i = Instant::now();
+        let key = (info.id, info.addr);
+        if !news && self.introduced.get(&key).is_some_and(|t| *t > now_i) {
+            return;
         }
-        self.introduced.insert(info.id, now_i + REINTRODUCE_AFTER);
+        if self.introduced.len() >= MAX_INTRODUCED {
+            self.introduced.retain(|_, t| *t > now_i);
+            while self.introduced.len() >= MAX_INTRODUCED {
+                // Still full: forget the entry that expires first.
+                let first = self
+                    .introduced
+                    .iter()
+                    .min_by_key(|(k, t)| (**t, **k))
+                    .map(|(k, _)| *k);
+                match first {
+                    Some(k) => self.introduced.remove(&k),
+                    None => break,
+                };
+            }
+        }
+        self.introduced.insert(key, now_i + REINTRODUCE_AFTER);
         RuntimeStats::add(&self.stats.peers_discovered, 1);
         tracing::debug!(id = %info.id, addr = %info.addr, "discovered a node");
         let now = self.now();

@@ -111,7 +111,7 @@ pub struct Options {
     /// oldest handshake (a flood of silent connections cannot hold every slot until the
     /// deadline, starving real peers).
     pub max_link_handshakes: usize,
-    /// Inbound link handshakes running at once from one IP address.
+    /// Inbound link handshakes running at once from one IP address (an IPv6 /64 counts as one).
     pub max_link_handshakes_per_ip: usize,
     /// Relay (application) handshakes running at once; a new connection beyond cancels the
     /// oldest.
@@ -190,6 +190,33 @@ impl Options {
             session_max_bytes: 256 << 20,
             input_queue: 8 * 1024,
         }
+    }
+
+    /// Checks the settings that would make the node misbehave (zero periods, inverted
+    /// bounds); [`spawn`] refuses such options.
+    pub fn validate(&self) -> io::Result<()> {
+        let bad = |what: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                what.to_string(),
+            ))
+        };
+        let ms = Duration::from_millis(1);
+        if self.session_max_bytes < self.session_queue_bytes {
+            return bad("session_max_bytes must be at least session_queue_bytes");
+        }
+        if self.seed_retry < ms || self.link_idle_close < ms || self.link_keepalive < ms {
+            return bad("seed_retry, link_idle_close and link_keepalive must be at least 1 ms");
+        }
+        if self.link_queue == 0 || self.input_queue == 0 {
+            return bad("link_queue and input_queue must be positive");
+        }
+        if let Some(d) = &self.discovery
+            && (d.fast_interval < ms || d.slow_interval < ms)
+        {
+            return bad("discovery intervals must be at least 1 ms");
+        }
+        Ok(())
     }
 
     /// This node's id (derived from its identity).
@@ -328,12 +355,7 @@ impl std::fmt::Debug for Input {
 /// Starts a node on `net`: binds its listeners (errors come back here), then runs it in tasks
 /// of the current tokio runtime.
 pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
-    if opts.session_max_bytes < opts.session_queue_bytes {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "session_max_bytes must be at least session_queue_bytes",
-        ));
-    }
+    opts.validate()?;
     let mut peer_listener = net.bind(opts.peer_listen).await?;
     let peer_addr = peer_listener.local_addr()?;
     let advertise = opts.advertise.unwrap_or_else(|| {
@@ -590,6 +612,15 @@ impl HandshakeGate {
     }
 
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Admit {
+        // One IPv6 host usually holds a whole /64: count the /64 as one address.
+        let ip = match ip {
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+            v4 => v4,
+        };
         let mut g = self.lock();
         if g.by_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip {
             return Admit::No;

@@ -3,8 +3,9 @@
 //!
 //! - **Who is who.** Every node has a static X25519 key pair (its [`Identity`], kept in the
 //!   daemon's data directory). Its node id is derived from the public key
-//!   ([`node_id_of`]: SHA-256 of a label and the key, first 16 bytes), so no node can choose
-//!   where it lands in the id space, and a peer's id is proven by the handshake, not claimed.
+//!   ([`node_id_of`]: SHA-256 of a label and the key, first 16 bytes), so no node can pick an
+//!   exact id (steering near a target takes generating keys until one lands there), and a
+//!   peer's id is proven by the handshake, not claimed.
 //! - **Who may join.** Every member holds the network key ([`NetworkKey`], 32 bytes), mixed in
 //!   as the Noise pre-shared key *before* the first message (`psk0`): the first handshake
 //!   message of a node without the key fails authentication at once, before the responder
@@ -334,12 +335,18 @@ pub fn parse_hello(b: &[u8]) -> Result<SocketAddr, HandshakeError> {
     }
 }
 
-/// The address peers should dial: the advertised one, with an unspecified IP (a node that
-/// listens on every interface and did not know its address) replaced by the IP the link
-/// came from.
+/// The address peers should dial: the advertised one, with an IP that cannot be right
+/// replaced by the IP the link came from: an unspecified IP (a node that listens on every
+/// interface and did not know its address), or a loopback IP on a link that came from
+/// elsewhere (a node that guessed wrong).
 pub fn dialable(advertised: SocketAddr, observed: Option<SocketAddr>) -> SocketAddr {
     match observed {
-        Some(o) if advertised.ip().is_unspecified() => SocketAddr::new(o.ip(), advertised.port()),
+        Some(o)
+            if advertised.ip().is_unspecified()
+                || (advertised.ip().is_loopback() && !o.ip().is_loopback()) =>
+        {
+            SocketAddr::new(o.ip(), advertised.port())
+        }
         _ => advertised,
     }
 }
@@ -661,6 +668,19 @@ mod tests {
         assert_eq!(
             dialable("0.0.0.0:55556".parse().unwrap(), Some(obs)),
             "10.0.0.9:55556".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            dialable("127.0.0.1:55556".parse().unwrap(), Some(obs)),
+            "10.0.0.9:55556".parse::<SocketAddr>().unwrap()
+        );
+        let lo: SocketAddr = "127.0.0.2:40000".parse().unwrap();
+        assert_eq!(
+            dialable("127.0.0.1:55556".parse().unwrap(), Some(lo)),
+            "127.0.0.1:55556".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            dialable("10.1.1.1:55556".parse().unwrap(), Some(obs)),
+            "10.1.1.1:55556".parse::<SocketAddr>().unwrap()
         );
     }
 

@@ -97,3 +97,44 @@ async fn a_seed_that_comes_up_later_is_found_and_the_rings_merge() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A seed list that names the node itself (one list for a whole cluster): the node serves at
+/// once, recognises itself, and never dials itself again.
+#[tokio::test]
+async fn a_seed_list_naming_the_node_itself_is_harmless() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let me: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut o = options(0xc0, vec![me]);
+    o.peer_listen = me;
+    let t0 = tokio::time::Instant::now();
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    wait_ready(&[&n], 0).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "ready after {:?}",
+        t0.elapsed()
+    );
+    // Seed retries come 1 s and 3 s after the start: none may dial itself.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let s = n.stats().await.unwrap();
+    assert_eq!(s.runtime.link_dials, 1, "{:?}", s.runtime);
+    n.shutdown().await;
+}
+
+#[test]
+fn options_that_would_misbehave_are_refused() {
+    let mut o = options(0xc1, vec![]);
+    o.seed_retry = Duration::ZERO;
+    assert!(o.validate().is_err());
+    let mut o = options(0xc1, vec![]);
+    o.discovery = Some(petal_node::discovery::Discovery {
+        slow_interval: Duration::ZERO,
+        ..Default::default()
+    });
+    assert!(o.validate().is_err());
+    assert!(options(0xc1, vec![]).validate().is_ok());
+}

@@ -66,12 +66,14 @@ struct Cli {
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// The peer address other nodes dial. [default: the listen address; when that is
-    /// unspecified (0.0.0.0), the address of the interface that routes to the discovery group,
-    /// else of the default route, else 127.0.0.1]
+    /// unspecified (0.0.0.0), the address of the interface that routes to the first seed, else
+    /// to the discovery group, else to the default route, else 127.0.0.1; peers replace an
+    /// unspecified or loopback address by the one the link came from]
     #[arg(long)]
     advertise: Option<SocketAddr>,
-    /// A running node's peer address (host:port; repeatable). Without seeds the node starts a
-    /// ring of its own.
+    /// A running node's peer address (host[:port], port 55556 by default; repeatable). A node
+    /// whose seeds all fail serves as a ring of its own and keeps dialing them (1 s, doubling
+    /// up to 30 s) until their ring and its own merge.
     #[arg(long = "seed")]
     seeds: Vec<String>,
     /// Directory for the node's state: its static key (`node.key`, mode 0600, created on first
@@ -88,7 +90,7 @@ struct Cli {
     log: Option<String>,
     /// Runtime threads. The node's state lives in one task, and on a 2-core machine one
     /// thread measured faster than two on every benchmark (cross-thread wake-ups cost more
-    /// than they bring): see the README. [default: 1]
+    /// than they bring): see the README.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
 }

@@ -71,7 +71,7 @@ struct Cli {
     /// unspecified or loopback address by the one the link came from]
     #[arg(long)]
     advertise: Option<SocketAddr>,
-    /// A running node's peer address (host[:port], port 55556 by default; repeatable). A node
+    /// A running node's peer address (`host:port` or `host`, port 55556 by default; repeatable). A node
     /// whose seeds all fail serves as a ring of its own and keeps dialing them (1 s, doubling
     /// up to 30 s) until their ring and its own merge.
     #[arg(long = "seed")]

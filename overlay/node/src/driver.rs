@@ -45,7 +45,7 @@ pub(crate) enum Input {
     /// Discovery heard a ready node's beacon; `news` when it is the first beacon heard from
     /// that node (or from a new process of it).
     Discovered { info: NodeInfo, news: bool },
-    /// A dial failed before its hello finished.
+    /// A dial failed before its handshake finished.
     DialFailed {
         expected: Option<NodeId>,
         addr: SocketAddr,

@@ -78,12 +78,13 @@ pub(crate) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// The first bytes on every link, both ways.
+/// The first bytes on every plaintext link ([`LinkSecurity::Plaintext`]), both ways. Noise
+/// links start with the handshake of [`crate::secure`] instead.
 pub const HELLO_MAGIC: &[u8; 8] = b"PETALNK1";
 /// Longest hello: magic, id, family, IPv6 address, port.
 const HELLO_MAX: usize = 8 + 16 + 1 + 16 + 2;
 
-/// Encodes a hello naming `me`.
+/// Encodes a plaintext link's hello naming `me` (unauthenticated: measurements only).
 pub fn encode_hello(me: NodeInfo) -> Vec<u8> {
     let mut out = Vec::with_capacity(HELLO_MAX);
     out.extend_from_slice(HELLO_MAGIC);

@@ -413,7 +413,12 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run(s))
+    // Errors are for operators: the message and its causes, no backtrace.
+    if let Err(e) = rt.block_on(run(s)) {
+        eprintln!("petald: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn run(s: Settings) -> Result<()> {
@@ -429,13 +434,8 @@ async fn run(s: Settings) -> Result<()> {
             k.clone()
         }
         (None, true) => {
-            let k = NetworkKey::random().context("generating a network key")?;
-            eprintln!(
-                "petald --dev: random network key {k}\n  to join this node from another: \
-                 PETAL_NETWORK_KEY={k} petald --dev (same LAN) or add --seed <this node's peer address>",
-                k = k.to_hex()
-            );
-            k
+            // Printed with the peer address once the node is up.
+            NetworkKey::random().context("generating a network key")?
         }
         (None, false) => bail!(
             "no network key: every node of a network holds the same one. Create one with \
@@ -443,6 +443,7 @@ async fn run(s: Settings) -> Result<()> {
              PETAL_NETWORK_KEY, the config, or put it in <data_dir>/network.key; or try --dev"
         ),
     };
+    let dev_key = (s.dev && s.network_key.is_none()).then(|| key.to_hex());
     let security = if s.plaintext {
         tracing::warn!(
             "peer links are NOT encrypted or authenticated (--insecure-plaintext-links)"
@@ -473,6 +474,13 @@ async fn run(s: Settings) -> Result<()> {
         relay = ?node.relay_addrs(),
         "petald ready"
     );
+    if let Some(k) = dev_key {
+        eprintln!(
+            "petald --dev: random network key {k}\n  to join this node from another machine on \
+             this LAN: PETAL_NETWORK_KEY={k} petald --dev\n  from elsewhere, add --seed {}",
+            node.info().addr
+        );
+    }
     let watch = tokio::spawn(watch_drops(node.stats_source()));
     let sig = shutdown_signal().await;
     watch.abort();

@@ -445,8 +445,12 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
             tokio::spawn(async move {
                 let mut next = 1u64 << 63;
                 loop {
-                    let Ok((mut stream, from)) = peer_listener.accept().await else {
-                        continue;
+                    let (mut stream, from) = match peer_listener.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            accept_failed("peer", &e).await;
+                            continue;
+                        }
                     };
                     let permit = match gate.enter(from.ip()) {
                         Admit::Yes { permit, evicted } => {
@@ -517,8 +521,12 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         accept_tasks.push(
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, from)) = l.accept().await else {
-                        continue;
+                    let (stream, from) = match l.accept().await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            accept_failed("relay", &e).await;
+                            continue;
+                        }
                     };
                     let Admit::Yes { permit, evicted } = gate.enter(from.ip()) else {
                         RuntimeStats::add(&stats.handshakes_failed, 1);
@@ -549,6 +557,13 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         alive,
         linger: opts.close_linger,
     })
+}
+
+/// After a failed accept (out of file descriptors under a connection flood, for one): log and
+/// pause briefly instead of retrying in a tight loop that would take the node's CPU.
+async fn accept_failed(what: &str, e: &io::Error) {
+    tracing::warn!(listener = what, error = %e, "accept failed; pausing 50 ms");
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Bounds the inbound link handshakes running at once. Per source IP address, a connection

@@ -350,17 +350,7 @@ impl<N: Net> Driver<N> {
                 }
                 if expected.is_none() && self.seeds_pending && self.opts.seeds.contains(&addr) {
                     RuntimeStats::add(&self.stats.seed_failures, 1);
-                    self.seeds_failed.insert(addr);
-                    if self
-                        .opts
-                        .seeds
-                        .iter()
-                        .all(|s| self.seeds_failed.contains(s))
-                    {
-                        // Every seed refused (down, or another network): serve alone now
-                        // rather than at the join deadline; seeds are retried later anyway.
-                        self.give_up_seeds("every seed failed");
-                    }
+                    self.seed_failed(addr, "every seed failed");
                 }
             }
             Input::LinkDown { peer, link, why } => {
@@ -411,15 +401,7 @@ impl<N: Net> Driver<N> {
                 // it, never dial it again, and do not wait for it to join.
                 self.seed_ids.insert(addr, me);
                 if self.seeds_pending {
-                    self.seeds_failed.insert(addr);
-                    if self
-                        .opts
-                        .seeds
-                        .iter()
-                        .all(|s| self.seeds_failed.contains(s))
-                    {
-                        self.give_up_seeds("the only seeds are this node");
-                    }
+                    self.seed_failed(addr, "no seed but this node answered");
                 }
                 return;
             }
@@ -599,6 +581,20 @@ impl<N: Net> Driver<N> {
             self.links.remove(&id);
         }
         self.link_used.retain(|id, _| self.links.contains_key(id));
+    }
+
+    /// Seed `addr` cannot be joined through (while joining): once every seed failed, serve
+    /// alone now rather than at the join deadline (seeds are retried later anyway).
+    fn seed_failed(&mut self, addr: SocketAddr, why: &str) {
+        self.seeds_failed.insert(addr);
+        if self
+            .opts
+            .seeds
+            .iter()
+            .all(|s| self.seeds_failed.contains(s))
+        {
+            self.give_up_seeds(why);
+        }
     }
 
     fn give_up_seeds(&mut self, why: &str) {

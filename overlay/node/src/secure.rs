@@ -402,14 +402,13 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream_no: u64,
     deadline: Duration,
 ) -> Result<Established, HandshakeError> {
-    match tokio::time::timeout(
-        deadline,
-        handshake_inner(
-            stream, initiator, identity, key, me, observed, entropy, stream_no,
-        ),
-    )
-    .await
-    {
+    let exchange = async {
+        let mut hs = handshake_state(initiator, identity, key, entropy, stream_no);
+        let hello = encode_hello(me);
+        let peer_hello = exchange_messages(stream, &mut hs, initiator, &hello).await?;
+        finish(hs, peer_hello, observed)
+    };
+    match tokio::time::timeout(deadline, exchange).await {
         Ok(r) => r,
         Err(_) => Err(HandshakeError::Timeout),
     }
@@ -441,19 +440,13 @@ pub fn handshake_state(
     .expect("valid Noise handshake")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
+/// The three handshake messages; returns the peer's hello address.
+async fn exchange_messages<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
+    hs: &mut HandshakeState,
     initiator: bool,
-    identity: &Identity,
-    key: &NetworkKey,
-    me: SocketAddr,
-    observed: Option<SocketAddr>,
-    entropy: Entropy,
-    stream_no: u64,
-) -> Result<Established, HandshakeError> {
-    let mut hs = handshake_state(initiator, identity, key, entropy, stream_no);
-    let hello = encode_hello(me);
+    hello: &[u8],
+) -> Result<SocketAddr, HandshakeError> {
     let mut buf = vec![0u8; MAX_HANDSHAKE_MSG];
     let mut payload = vec![0u8; MAX_HANDSHAKE_MSG];
     let peer_hello;
@@ -468,7 +461,7 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
             .map_err(HandshakeError::Auth)?;
         peer_hello = parse_hello(&payload[..n])?;
         let n = hs
-            .write_message(&hello, &mut buf)
+            .write_message(hello, &mut buf)
             .map_err(HandshakeError::Auth)?;
         write_msg(stream, &buf[..n]).await?;
     } else {
@@ -480,7 +473,7 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(HandshakeError::Malformed("payload in the first message"));
         }
         let n = hs
-            .write_message(&hello, &mut buf)
+            .write_message(hello, &mut buf)
             .map_err(HandshakeError::Auth)?;
         write_msg(stream, &buf[..n]).await?;
         let m3 = read_msg(stream).await?;
@@ -489,7 +482,7 @@ async fn handshake_inner<S: AsyncRead + AsyncWrite + Unpin>(
             .map_err(HandshakeError::Auth)?;
         peer_hello = parse_hello(&payload[..n])?;
     }
-    finish(hs, peer_hello, observed)
+    Ok(peer_hello)
 }
 
 /// Turns a finished handshake into the link's record layer.

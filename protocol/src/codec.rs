@@ -41,6 +41,7 @@
 //! 0x13  TunnelData     tunnel u64 | seq u64 | size u64 | payload
 //! 0x14  TunnelAllow    tunnel u64 | bytes u64
 //! 0x15  TunnelClose    tunnel u64 | reason string
+//! 0x16  JoinBusy       contacts list
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -129,6 +130,7 @@ mod ty {
     pub const TUNNEL_DATA: u8 = 0x13;
     pub const TUNNEL_ALLOW: u8 = 0x14;
     pub const TUNNEL_CLOSE: u8 = 0x15;
+    pub const JOIN_BUSY: u8 = 0x16;
     pub const ROUTED_JOIN: u8 = 0x01;
     pub const ROUTED_LOOKUP: u8 = 0x02;
     pub const ROUTED_PUBLISH: u8 = 0x03;
@@ -176,6 +178,7 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::JoinReply { entries, leaf, .. } => list(entries) + list(leaf) + 1,
         Message::Announce { .. } => 1,
         Message::AnnounceAck { leaf } | Message::Leave { leaf } => list(leaf),
+        Message::JoinBusy { contacts } => list(contacts),
         Message::LeafSet { leaf, .. } => list(leaf) + 1,
         Message::RowRequest { .. } => 1,
         Message::RowReply { entries, .. } => 1 + list(entries),
@@ -292,6 +295,10 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
         Message::AnnounceAck { leaf } => {
             out.push(ty::ANNOUNCE_ACK);
             put_list(leaf, out);
+        }
+        Message::JoinBusy { contacts } => {
+            out.push(ty::JOIN_BUSY);
+            put_list(contacts, out);
         }
         Message::LeafSet { leaf, reply } => {
             out.push(ty::LEAF_SET);
@@ -555,6 +562,9 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             reply: r.bool("announce flag")?,
         },
         ty::ANNOUNCE_ACK => Message::AnnounceAck { leaf: r.list()? },
+        ty::JOIN_BUSY => Message::JoinBusy {
+            contacts: r.list()?,
+        },
         ty::LEAF_SET => Message::LeafSet {
             leaf: r.list()?,
             reply: r.bool("leaf set flag")?,

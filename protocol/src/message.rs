@@ -55,6 +55,14 @@ pub enum Message {
         /// The receiver should answer with its leaf set.
         reply: bool,
     },
+    /// A node that is not part of a ring yet (starting, or joining itself) refuses to be a
+    /// joiner's contact: the joiner tries another contact. `contacts` are the refusing node's
+    /// own join contacts, which the joiner may try (a chain of joiners is skipped at once, and a
+    /// joiner that finds itself among them learns that its contacts form a cycle).
+    JoinBusy {
+        /// The refusing node's join contacts.
+        contacts: Vec<NodeInfo>,
+    },
     /// Answer to [`Message::Announce`] carrying the answering node's leaf set.
     AnnounceAck {
         /// The sender's leaf set after it added the announcer.
@@ -275,7 +283,7 @@ pub enum Routed {
 
 impl Message {
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 24] = [
+    pub const KINDS: [&'static str; 25] = [
         "ping",
         "pong",
         "route-join",
@@ -300,6 +308,7 @@ impl Message {
         "tunnel-data",
         "tunnel-allow",
         "tunnel-close",
+        "join-busy",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -331,6 +340,7 @@ impl Message {
             Message::TunnelData { .. } => 21,
             Message::TunnelAllow { .. } => 22,
             Message::TunnelClose { .. } => 23,
+            Message::JoinBusy { .. } => 24,
         }
     }
 

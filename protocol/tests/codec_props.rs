@@ -146,6 +146,7 @@ fn message() -> impl Strategy<Value = Message> {
         }),
         any::<(u64, u64)>().prop_map(|(tunnel, bytes)| Message::TunnelAllow { tunnel, bytes }),
         (any::<u64>(), text()).prop_map(|(tunnel, reason)| Message::TunnelClose { tunnel, reason }),
+        prop::collection::vec(info(), 0..20).prop_map(|contacts| Message::JoinBusy { contacts }),
     ]
 }
 

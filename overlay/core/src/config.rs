@@ -21,9 +21,23 @@ pub struct Config {
     pub suspicion_misses: u32,
     /// How often a node sends its leaf set to its nearest neighbour on each side.
     pub leaf_exchange_interval: Duration,
-    /// How long a join attempt may take: then the join is restarted from the bootstrap node, or,
-    /// when only announce acknowledgements are missing, the announces are sent again.
+    /// The longest a join attempt may go without progress (the bound derived from round-trip
+    /// times is capped here): then the join is retried through the next contact, or, when only
+    /// announce acknowledgements are missing, the announces are sent again.
     pub join_timeout: Duration,
+    /// How long a join attempt waits for the contact's first answer when no round-trip time
+    /// to a contact has been measured yet.
+    pub join_contact_timeout: Duration,
+    /// Once a contact's round-trip time is measured, an attempt must make progress (a join
+    /// reply, an announce acknowledgement) within this many round trips...
+    pub join_rtt_factor: u32,
+    /// ...but never less than this (a loaded node may take a while to answer).
+    pub join_progress_min: Duration,
+    /// How long a joiner waits before trying its contacts again after every one refused
+    /// because it is not in a ring yet.
+    pub join_busy_retry: Duration,
+    /// Most contacts a joiner keeps (its own and those named by refusing contacts).
+    pub max_join_contacts: usize,
     /// Join attempts before the join is reported failed.
     pub join_attempts: u32,
     /// Hop acknowledgement timeout when the next hop's round-trip time is unknown.
@@ -122,6 +136,11 @@ impl Default for Config {
             suspicion_misses: 3,
             leaf_exchange_interval: Duration::from_secs(5),
             join_timeout: Duration::from_secs(2),
+            join_contact_timeout: Duration::from_millis(500),
+            join_rtt_factor: 8,
+            join_progress_min: Duration::from_millis(250),
+            join_busy_retry: Duration::from_millis(50),
+            max_join_contacts: 16,
             join_attempts: 10,
             hop_ack_timeout: Duration::from_millis(600),
             hop_ack_timeout_min: Duration::from_millis(50),
@@ -186,6 +205,9 @@ impl Config {
             self.ping_timeout,
             self.leaf_exchange_interval,
             self.join_timeout,
+            self.join_contact_timeout,
+            self.join_progress_min,
+            self.join_busy_retry,
             self.hop_ack_timeout,
             self.hop_ack_timeout_min,
             self.lookup_timeout,
@@ -196,7 +218,11 @@ impl Config {
             self.stall_forget_after,
             self.tunnel_keepalive_interval,
         ];
-        let checks: [(bool, &'static str); 13] = [
+        let checks: [(bool, &'static str); 14] = [
+            (
+                self.max_join_contacts >= 1 && self.join_rtt_factor >= 1,
+                "max_join_contacts and join_rtt_factor must be >= 1",
+            ),
             (
                 self.group_child_timeout > self.group_refresh_interval * 2,
                 "group_child_timeout must exceed two group refresh intervals",

@@ -104,6 +104,7 @@ mod ask;
 pub mod config;
 mod group;
 mod id_map;
+mod join;
 pub mod leaf_set;
 mod liveness;
 mod local;

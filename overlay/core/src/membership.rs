@@ -1,6 +1,6 @@
-//! Membership: join (route a join towards the new id, collect rows along the path, the leaf
-//! set from the closest node), announce and activation, candidate intake with proximity,
-//! periodic leaf-set exchange, leaf-set and lazy routing-table repair, graceful leave.
+//! Membership: candidate intake with proximity, introductions (merging rings), periodic
+//! leaf-set exchange, leaf-set and lazy routing-table repair, graceful leave. The join itself
+//! is in `join`.
 
 use std::collections::BTreeSet;
 
@@ -10,211 +10,7 @@ use rand::Rng;
 use crate::node::{Event, Node, Phase, TimerKey};
 use crate::time::Time;
 
-/// State of a join under way.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct JoinState {
-    pub(crate) bootstrap: NodeInfo,
-    pub(crate) attempt: u32,
-    pub(crate) deadline: Time,
-    /// The last join reply arrived; announces are out.
-    pub(crate) announced: bool,
-    /// Leaf-set members that acknowledged the announce.
-    pub(crate) acked: BTreeSet<NodeId>,
-    /// Nodes an announce asking for a reply went to.
-    pub(crate) asked: BTreeSet<NodeId>,
-    /// Routed messages that reached this node before it was ready.
-    pub(crate) buffered: Vec<RouteMsg>,
-}
-
 impl Node {
-    /// Joins the ring that `bootstrap` belongs to. Completion is reported as [`Event::Joined`]
-    /// (or [`Event::JoinFailed`] after `join_attempts` timeouts).
-    pub fn join(&mut self, now: Time, bootstrap: NodeInfo) {
-        assert_eq!(self.phase, Phase::Idle, "join on a started node");
-        self.phase = Phase::Joining(JoinState {
-            bootstrap,
-            attempt: 0,
-            deadline: Time::MAX,
-            announced: false,
-            acked: BTreeSet::new(),
-            asked: BTreeSet::new(),
-            buffered: Vec::new(),
-        });
-        self.start_join_attempt(now);
-    }
-
-    fn start_join_attempt(&mut self, now: Time) {
-        let deadline = now + self.cfg.join_timeout;
-        let Phase::Joining(j) = &mut self.phase else {
-            return;
-        };
-        j.attempt += 1;
-        j.deadline = deadline;
-        j.announced = false;
-        j.acked.clear();
-        j.asked.clear();
-        let bootstrap = j.bootstrap;
-        self.set_timer(deadline, TimerKey::Join);
-        let msg = RouteMsg {
-            key: self.me.id.as_key(),
-            origin: self.me,
-            hops: 0,
-            hop_seq: 0,
-            body: Routed::Join,
-        };
-        self.send(bootstrap, Message::Route(msg));
-    }
-
-    pub(crate) fn on_join_timeout(&mut self, now: Time) {
-        let Phase::Joining(j) = &self.phase else {
-            return;
-        };
-        if j.deadline > now {
-            return;
-        }
-        if j.attempt >= self.cfg.join_attempts {
-            self.stats.routes_dropped += j.buffered.len() as u64;
-            self.phase = Phase::Idle;
-            self.reset_state();
-            self.emit(Event::JoinFailed);
-            return;
-        }
-        self.stats.join_retries += 1;
-        if j.announced && !self.leaf.is_empty() {
-            // The path is done; only acknowledgements are missing (lost, or a silent member
-            // that liveness will remove): ask the members that have not answered again.
-            let missing: Vec<NodeId> = self
-                .leaf
-                .members()
-                .filter(|id| !j.acked.contains(id))
-                .collect();
-            let deadline = now + self.cfg.join_timeout;
-            if let Phase::Joining(j) = &mut self.phase {
-                j.attempt += 1;
-                j.deadline = deadline;
-                for id in &missing {
-                    j.asked.remove(id);
-                }
-            }
-            self.set_timer(deadline, TimerKey::Join);
-            for id in missing {
-                self.announce_to(id, true);
-            }
-            return;
-        }
-        self.start_join_attempt(now);
-    }
-
-    pub(crate) fn on_join_reply(
-        &mut self,
-        now: Time,
-        entries: Vec<NodeInfo>,
-        leaf: Vec<NodeInfo>,
-        last: bool,
-    ) {
-        if self.is_ready() {
-            // Answers to the join an introduction routed through another ring are candidates;
-            // other join replies to a ready node (late ones of its own join) are ignored, as
-            // before introductions existed.
-            if now <= self.introduced_until {
-                for e in entries.into_iter().chain(leaf) {
-                    self.learn(now, e, false);
-                }
-            }
-            return;
-        }
-        if !self.is_joining() {
-            return;
-        }
-        for e in entries.into_iter().chain(leaf) {
-            self.learn(now, e, false);
-        }
-        if !last {
-            return;
-        }
-        let Phase::Joining(j) = &mut self.phase else {
-            return;
-        };
-        if j.announced {
-            return;
-        }
-        j.announced = true;
-        let leaf: BTreeSet<NodeId> = self.leaf.members().collect();
-        let all = crate::id_map::sorted_keys(&self.peers);
-        for id in all {
-            self.announce_to(id, leaf.contains(&id));
-        }
-        self.check_activation(now);
-    }
-
-    fn announce_to(&mut self, id: NodeId, reply: bool) {
-        let Some(info) = self.info_of(id) else {
-            return;
-        };
-        if let Phase::Joining(j) = &mut self.phase {
-            if reply && !j.asked.insert(id) {
-                return;
-            }
-        }
-        self.send(info, Message::Announce { reply });
-    }
-
-    pub(crate) fn on_announce(&mut self, from: NodeInfo, reply: bool) {
-        // `heard_from` already added the announcer to our tables.
-        if reply {
-            let leaf = self.leaf_infos();
-            self.send(from, Message::AnnounceAck { leaf });
-        }
-    }
-
-    pub(crate) fn on_announce_ack(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
-        for e in leaf {
-            self.learn(now, e, false);
-        }
-        if let Phase::Joining(j) = &mut self.phase {
-            if j.asked.contains(&from.id) {
-                j.acked.insert(from.id);
-            }
-        }
-        self.check_activation(now);
-    }
-
-    /// A joining node becomes ready once every current leaf-set member acknowledged its
-    /// announce, so that its neighbours know it before it serves keys.
-    pub(crate) fn check_activation(&mut self, now: Time) {
-        let Phase::Joining(j) = &self.phase else {
-            return;
-        };
-        if !j.announced
-            || self.leaf.is_empty()
-            || !self.leaf.members().all(|id| j.acked.contains(&id))
-        {
-            return;
-        }
-        self.become_ready(now);
-    }
-
-    pub(crate) fn become_ready(&mut self, now: Time) {
-        let old = std::mem::replace(&mut self.phase, Phase::Ready);
-        if let Phase::Joining(j) = old {
-            for msg in j.buffered {
-                self.forward(now, msg, Vec::new());
-            }
-        }
-        let jitter = self
-            .rng
-            .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
-        self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
-        self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
-        let jitter = self
-            .rng
-            .random_range(0..self.cfg.routing_maintenance_interval.as_micros().max(1) as u64);
-        self.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
-        self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
-        self.emit(Event::Joined);
-        self.start_groups(now);
-    }
-
     /// Offers a node as a candidate for the leaf set and the routing table. `direct` means it
     /// spoke to us itself; second-hand news of a node we believe dead is ignored.
     pub(crate) fn learn(&mut self, now: Time, info: NodeInfo, direct: bool) {
@@ -381,7 +177,8 @@ impl Node {
         for e in leaf {
             self.learn(now, e, false);
         }
-        if reply {
+        if reply && self.visible() {
+            // (A joiner that has not announced itself stays silent: nobody may route to it.)
             let leaf = self.leaf_infos();
             self.send(from, Message::LeafSet { leaf, reply: false });
         } else if self.leaf_version != version && self.leaf.is_partial() && self.is_ready() {

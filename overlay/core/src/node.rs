@@ -19,10 +19,10 @@ use crate::ask::{Delivery, PendingRequest};
 use crate::config::{Config, ConfigError};
 use crate::group::Group;
 use crate::id_map::IdMap;
+use crate::join::JoinState;
 use crate::leaf_set::LeafSet;
 use crate::liveness::{Dead, Peer, Probe};
 use crate::local::Conn;
-use crate::membership::JoinState;
 use crate::routing::{PendingHop, PendingLookup};
 use crate::routing_table::RoutingTable;
 use crate::stats::Stats;
@@ -588,15 +588,24 @@ impl Node {
 
     /// Handles a message that arrived from `from`.
     pub fn handle_message(&mut self, now: Time, from: NodeInfo, msg: Message) {
-        if matches!(self.phase, Phase::Left | Phase::Idle) || from.id == self.me.id {
+        if self.phase == Phase::Left || from.id == self.me.id {
+            return;
+        }
+        // A join request relayed by its own joiner (its first hop): the joiner must not be used
+        // for routing before it announces itself, and a node not in a ring refuses it.
+        let joiner_hello = matches!(&msg, Message::Route(r)
+            if r.origin.id == from.id && r.body == petal_protocol::Routed::Join);
+        if self.phase == Phase::Idle {
+            if joiner_hello {
+                self.stats.messages_received += 1;
+                self.refuse_join(from);
+            }
             return;
         }
         self.stats.messages_received += 1;
-        // Any message is evidence of life, except a join request relayed by its own joiner
-        // (the joiner must not be used for routing before it announces itself).
-        let joiner_hello = matches!(&msg, Message::Route(r)
-            if r.origin.id == from.id && r.body == petal_protocol::Routed::Join);
-        if !joiner_hello && !matches!(msg, Message::Leave { .. }) {
+        // Any message is evidence of life, except a joiner's first hop, a refusal (from a
+        // node not in a ring) and a leave.
+        if !joiner_hello && !matches!(msg, Message::Leave { .. } | Message::JoinBusy { .. }) {
             self.heard_from(now, from);
         }
         match msg {
@@ -608,7 +617,8 @@ impl Node {
                 entries,
                 leaf,
                 last,
-            } => self.on_join_reply(now, entries, leaf, last),
+            } => self.on_join_reply(now, from, entries, leaf, last),
+            Message::JoinBusy { contacts } => self.on_join_busy(now, from, contacts),
             Message::Announce { reply } => self.on_announce(from, reply),
             Message::AnnounceAck { leaf } => self.on_announce_ack(now, from, leaf),
             Message::LeafSet { leaf, reply } => self.on_leaf_set(now, from, leaf, reply),

@@ -84,6 +84,11 @@ impl Node {
     }
 
     pub(crate) fn on_route(&mut self, now: Time, from: NodeInfo, msg: RouteMsg) {
+        if !self.is_ready() && msg.body == Routed::Join && msg.origin.id == from.id {
+            // A joiner chose this node as its contact, but it is not in a ring yet.
+            self.refuse_join(from);
+            return;
+        }
         self.send(
             from,
             Message::RouteAck {

@@ -35,6 +35,10 @@ pub struct Stats {
     pub proximity_swaps: u64,
     /// Join restarts after a timeout.
     pub join_retries: u64,
+    /// Joiners refused because this node was not in a ring yet.
+    pub joins_refused: u64,
+    /// Times this node founded a ring because its contacts were a cycle of joiners.
+    pub join_founded: u64,
     /// Nodes introduced by the driver ([`crate::Node::introduce`]) and sent our leaf set.
     pub introductions: u64,
     /// Lookup retries after a timeout.

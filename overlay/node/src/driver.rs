@@ -23,6 +23,10 @@ use crate::{Options, RuntimeStats, StatsSnapshot};
 const REINTRODUCE_AFTER: Duration = Duration::from_secs(60);
 /// Most introductions remembered.
 const MAX_INTRODUCED: usize = 4096;
+/// The first delay before seeds are dialed again (then doubling up to `Options::seed_retry`):
+/// short, because in a fleet that starts at once a seed's port opens a few milliseconds late,
+/// and a node that found no seed serves alone until its seeds answer.
+const FIRST_SEED_RETRY: Duration = Duration::from_millis(100);
 
 /// What the node task receives.
 pub(crate) enum Input {
@@ -114,7 +118,7 @@ pub(crate) struct Driver<N: Net> {
     introduced: BTreeMap<(NodeId, SocketAddr), Instant>,
     /// When seeds not linked are dialed again.
     next_seed_retry: Instant,
-    /// The current delay between seed retries: 1 s after the start, doubling up to
+    /// The current delay between seed retries: [`FIRST_SEED_RETRY`] after the start, doubling up to
     /// `Options::seed_retry` (a seed that was down at our start is found again quickly).
     seed_retry_delay: Duration,
     /// Seeds whose first dial failed (while joining).
@@ -149,8 +153,8 @@ impl<N: Net> Driver<N> {
             ready: Arc::new(AtomicBool::new(false)),
             seed_ids: BTreeMap::new(),
             introduced: BTreeMap::new(),
-            next_seed_retry: now + opts.seed_retry.min(Duration::from_secs(1)),
-            seed_retry_delay: opts.seed_retry.min(Duration::from_secs(1)),
+            next_seed_retry: now + opts.seed_retry.min(FIRST_SEED_RETRY),
+            seed_retry_delay: opts.seed_retry.min(FIRST_SEED_RETRY),
             link_used: BTreeMap::new(),
             seeds_failed: Default::default(),
             coarse_now: now,
@@ -348,7 +352,7 @@ impl<N: Net> Driver<N> {
                 {
                     RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
                 }
-                if expected.is_none() && self.seeds_pending && self.opts.seeds.contains(&addr) {
+                if expected.is_none() && self.opts.seeds.contains(&addr) {
                     RuntimeStats::add(&self.stats.seed_failures, 1);
                     self.seed_failed(addr, "every seed failed");
                 }
@@ -419,6 +423,11 @@ impl<N: Net> Driver<N> {
                 RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
             }
         }
+        let seed = expected
+            .is_none()
+            .then_some(dialed_addr)
+            .flatten()
+            .filter(|a| self.opts.seeds.contains(a));
         let dialer = link::dialer(me, peer.id, dialed);
         let queued = match self.links.remove(&peer.id) {
             Some(LinkState::Dialing { queued, .. }) => queued,
@@ -437,6 +446,10 @@ impl<N: Net> Driver<N> {
                             tx: old_tx,
                         },
                     );
+                    // The seed answered all the same (it had dialed us first).
+                    if let Some(addr) = seed {
+                        self.seed_linked(addr, peer);
+                    }
                     return;
                 }
                 Vec::new()
@@ -452,29 +465,33 @@ impl<N: Net> Driver<N> {
         }
         self.links
             .insert(peer.id, LinkState::Up { link, dialer, tx });
-        let seed = expected
-            .is_none()
-            .then_some(dialed_addr)
-            .flatten()
-            .filter(|a| self.opts.seeds.contains(a));
         if let Some(addr) = seed {
-            self.seed_ids.insert(addr, peer.id);
-            if self.joined && !self.node.knows(peer.id) {
-                // A seed our ring does not know: the far side of a partition or a group that
-                // started apart. Introduce it: the rings merge.
+            self.seed_linked(addr, peer);
+        }
+    }
+
+    /// A seed answered: it is a contact of the core. A node not started joins through it, a
+    /// joining node keeps it as another contact (a seed that is itself joining refuses, and
+    /// the core moves on), a ready node introduces it if its ring does not know it (the far
+    /// side of a partition, or a group that started apart: the rings merge). Only seeds are
+    /// contacts: a node that dialed us is most likely joining through us.
+    fn seed_linked(&mut self, addr: SocketAddr, peer: NodeInfo) {
+        self.seed_ids.insert(addr, peer.id);
+        self.seeds_failed.remove(&addr);
+        let now = self.now();
+        if self.node.is_ready() {
+            if !self.node.knows(peer.id) {
                 RuntimeStats::add(&self.stats.peers_discovered, 1);
                 tracing::info!(%addr, id = %peer.id, "a seed outside our ring; merging");
-                let now = self.now();
-                self.node.introduce(now, peer);
             }
-        }
-        if self.seeds_pending && !self.joined {
-            self.seeds_pending = false;
-            self.joined = true;
+        } else if !self.joined {
             tracing::info!(via = %peer.id, addr = %peer.addr, "joining the ring");
-            let now = self.now();
-            self.node.join(now, peer);
+        } else {
+            tracing::debug!(via = %peer.id, addr = %peer.addr, "another join contact");
         }
+        self.seeds_pending = false;
+        self.joined = true;
+        self.node.contact(now, peer);
     }
 
     /// Dials again the seeds whose node the core does not know (nodes keep looking for peers:
@@ -485,7 +502,8 @@ impl<N: Net> Driver<N> {
             .saturating_mul(2)
             .min(self.opts.seed_retry);
         self.next_seed_retry = Instant::now() + self.seed_retry_delay;
-        if !self.joined || self.seeds_pending {
+        if !self.joined {
+            // Not started: the first dials are still out.
             return;
         }
         for addr in self.opts.seeds.clone() {

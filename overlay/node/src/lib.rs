@@ -103,8 +103,8 @@ pub struct Options {
     pub entropy: Entropy,
     /// LAN discovery by multicast beacons (`None`: seeds only).
     pub discovery: Option<discovery::Discovery>,
-    /// How often, at most, seeds whose node the ring does not know are dialed again (1 s after
-    /// the start, then doubling up to this), so that groups that started apart, or were
+    /// How often, at most, seeds whose node the ring does not know are dialed again (100 ms
+    /// after the start, then doubling up to this), so that groups that started apart, or were
     /// partitioned, merge.
     pub seed_retry: Duration,
     /// Inbound link handshakes running at once, in all; a new connection beyond cancels the

@@ -1,0 +1,430 @@
+//! Join: through a list of contacts, with a bound on every attempt.
+//!
+//! A joiner routes a join towards its own id through one *contact* (a seed that answered, a
+//! node found out of band); every node on the path sends its rows, the closest node its leaf
+//! set; the joiner then announces itself and becomes ready once every leaf-set member has
+//! acknowledged. Until it announces it starts no other exchange (no pings, no probes), so no
+//! node routes to a joiner that cannot yet serve.
+//!
+//! What makes a fleet that starts all at once converge:
+//! - **A node not in a ring is never a contact.** A node that is starting or joining answers a
+//!   joiner's first hop with [`Message::JoinBusy`] naming its own contacts, instead of holding
+//!   the join (two joiners using each other as contacts used to wait on each other for ever).
+//!   The joiner adds those contacts to its own and moves on at once, so a chain of joiners is
+//!   skipped to the node at its end that is in a ring.
+//! - **Every attempt is bounded.** The first answer of a contact (a join reply or a refusal)
+//!   must come within `join_contact_timeout`; it measures the round-trip time to the contact,
+//!   and from then on the attempt must make progress (another join reply, an announce
+//!   acknowledgement) within `join_rtt_factor` round trips, at least `join_progress_min` and at
+//!   most `join_timeout`. A silent attempt is retried through the next contact.
+//! - **A cycle of joiners elects a founder.** When every contact refused in one round, the
+//!   joiner waits `join_busy_retry` and tries them again. A joiner that found itself among a
+//!   refusing contact's contacts knows that its contacts lead back to it; if, in addition, its
+//!   id is the smallest of every joiner it has heard of, it founds the ring, and the others
+//!   join it at their next round. (A node whose contacts could not be reached at all is the
+//!   driver's business: it serves alone and introduces its seeds once they answer.)
+//! - **Contacts of other rings are introduced.** Once ready, the node introduces the contacts
+//!   it did not join through and does not know, so that rings that formed apart merge.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use petal_protocol::{Message, NodeId, NodeInfo, RouteMsg, Routed};
+use rand::Rng;
+
+use crate::node::{Event, Node, Phase, TimerKey};
+use crate::time::Time;
+
+/// State of a join under way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct JoinState {
+    /// Nodes to join through, in the order they became known (at most `max_join_contacts`).
+    pub(crate) contacts: Vec<NodeInfo>,
+    /// Index in `contacts` of the next contact to try.
+    next: usize,
+    /// The contact of the attempt under way; `None` while waiting for the next round after
+    /// every contact refused.
+    via: Option<NodeInfo>,
+    /// When the attempt's join went out.
+    sent_at: Time,
+    /// The last round-trip time measured to a contact.
+    rtt: Option<Duration>,
+    /// Contacts that refused in the current round.
+    busy: BTreeSet<NodeId>,
+    /// Every node heard of as joining (refusing contacts and their contacts), at most
+    /// `max_join_contacts` times four.
+    joiners: BTreeSet<NodeId>,
+    /// This node was named among a refusing contact's contacts: its contacts lead back to it.
+    in_cycle: bool,
+    /// Attempts that timed out.
+    pub(crate) attempt: u32,
+    pub(crate) deadline: Time,
+    /// The last join reply arrived; announces are out.
+    pub(crate) announced: bool,
+    /// Leaf-set members that acknowledged the announce.
+    pub(crate) acked: BTreeSet<NodeId>,
+    /// Nodes an announce asking for a reply went to.
+    pub(crate) asked: BTreeSet<NodeId>,
+    /// Routed messages that reached this node before it was ready.
+    pub(crate) buffered: Vec<RouteMsg>,
+}
+
+impl JoinState {
+    fn add_contact(&mut self, me: NodeId, info: NodeInfo, max: usize) {
+        if info.id != me
+            && self.contacts.len() < max
+            && !self.contacts.iter().any(|c| c.id == info.id)
+        {
+            self.contacts.push(info);
+        }
+    }
+}
+
+impl Node {
+    /// Joins the ring that `bootstrap` belongs to. Completion is reported as [`Event::Joined`]
+    /// (or [`Event::JoinFailed`] after `join_attempts` attempts timed out). More contacts can
+    /// be added while the join is under way with [`Node::contact`].
+    pub fn join(&mut self, now: Time, bootstrap: NodeInfo) {
+        assert_eq!(self.phase, Phase::Idle, "join on a started node");
+        self.phase = Phase::Joining(JoinState {
+            contacts: vec![bootstrap],
+            next: 0,
+            via: None,
+            sent_at: now,
+            rtt: None,
+            busy: BTreeSet::new(),
+            joiners: BTreeSet::new(),
+            in_cycle: false,
+            attempt: 0,
+            deadline: Time::MAX,
+            announced: false,
+            acked: BTreeSet::new(),
+            asked: BTreeSet::new(),
+            buffered: Vec::new(),
+        });
+        self.start_join_attempt(now);
+    }
+
+    /// A node this one may join through, found out of band (a seed that answered, a discovery
+    /// beacon). A node not started joins through it; a joining node adds it to its contacts
+    /// (and tries it at once if it was waiting because every contact refused); a ready node
+    /// introduces it ([`Node::introduce`]), which merges the two rings if it belongs to another.
+    pub fn contact(&mut self, now: Time, info: NodeInfo) {
+        if info.id == self.me.id {
+            return;
+        }
+        let (me, max) = (self.me.id, self.cfg.max_join_contacts);
+        match &mut self.phase {
+            Phase::Idle => self.join(now, info),
+            Phase::Joining(j) => {
+                j.add_contact(me, info, max);
+                if j.via.is_none() {
+                    self.start_join_attempt(now);
+                }
+            }
+            Phase::Ready => self.introduce(now, info),
+            Phase::Left => {}
+        }
+    }
+
+    /// The bound on an attempt's next step once a round-trip time is known.
+    fn join_progress_bound(&self, rtt: Option<Duration>) -> Duration {
+        match rtt {
+            Some(r) => (r * self.cfg.join_rtt_factor)
+                .max(self.cfg.join_progress_min)
+                .min(self.cfg.join_timeout),
+            None => self.cfg.join_contact_timeout,
+        }
+    }
+
+    /// Sends the join through the next contact that has not refused in this round; when every
+    /// contact refused, founds the ring (a cycle of joiners whose smallest id is this node's)
+    /// or waits `join_busy_retry` for the next round.
+    fn start_join_attempt(&mut self, now: Time) {
+        let me = self.me.id;
+        let busy_retry = self.cfg.join_busy_retry;
+        let Phase::Joining(j) = &mut self.phase else {
+            return;
+        };
+        let n = j.contacts.len();
+        let pick = (0..n)
+            .map(|k| (j.next + k) % n)
+            .find(|&i| !j.busy.contains(&j.contacts[i].id));
+        j.announced = false;
+        j.acked.clear();
+        j.asked.clear();
+        let Some(i) = pick else {
+            if j.in_cycle && j.joiners.iter().all(|&id| id > me) {
+                self.stats.join_founded += 1;
+                self.become_ready(now);
+                return;
+            }
+            j.busy.clear();
+            j.via = None;
+            j.deadline = now + busy_retry;
+            let deadline = j.deadline;
+            self.set_timer(deadline, TimerKey::Join);
+            return;
+        };
+        let via = j.contacts[i];
+        j.next = (i + 1) % n;
+        j.via = Some(via);
+        j.sent_at = now;
+        let rtt = j.rtt;
+        let deadline = now + self.join_progress_bound(rtt);
+        if let Phase::Joining(j) = &mut self.phase {
+            j.deadline = deadline;
+        }
+        self.set_timer(deadline, TimerKey::Join);
+        let msg = RouteMsg {
+            key: self.me.id.as_key(),
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body: Routed::Join,
+        };
+        self.send(via, Message::Route(msg));
+    }
+
+    /// The attempt made progress (`from` answered it): measure the contact's round-trip time
+    /// on its first answer, and push the deadline out by one progress bound.
+    fn join_progress(&mut self, now: Time, from: NodeId) {
+        let Phase::Joining(j) = &mut self.phase else {
+            return;
+        };
+        if j.via.is_some_and(|v| v.id == from) && now >= j.sent_at {
+            j.rtt = Some(Duration::from_micros(
+                now.as_micros() - j.sent_at.as_micros(),
+            ));
+            // Measured once per attempt.
+            j.sent_at = Time::MAX;
+        }
+        let bound = self.join_progress_bound(match &self.phase {
+            Phase::Joining(j) => j.rtt,
+            _ => None,
+        });
+        let deadline = now + bound;
+        if let Phase::Joining(j) = &mut self.phase {
+            if j.via.is_some() {
+                j.deadline = deadline;
+                self.set_timer(deadline, TimerKey::Join);
+            }
+        }
+    }
+
+    pub(crate) fn on_join_timeout(&mut self, now: Time) {
+        let Phase::Joining(j) = &self.phase else {
+            return;
+        };
+        if j.deadline > now {
+            return;
+        }
+        if j.via.is_none() {
+            // The wait after a round of refusals is over: try every contact again.
+            self.start_join_attempt(now);
+            return;
+        }
+        if j.attempt + 1 >= self.cfg.join_attempts {
+            self.stats.routes_dropped += j.buffered.len() as u64;
+            self.phase = Phase::Idle;
+            self.reset_state();
+            self.emit(Event::JoinFailed);
+            return;
+        }
+        self.stats.join_retries += 1;
+        if j.announced && !self.leaf.is_empty() {
+            // The path is done; only acknowledgements are missing (lost, or a silent member
+            // that liveness will remove): ask the members that have not answered again.
+            let missing: Vec<NodeId> = self
+                .leaf
+                .members()
+                .filter(|id| !j.acked.contains(id))
+                .collect();
+            let deadline = now + self.join_progress_bound(j.rtt);
+            if let Phase::Joining(j) = &mut self.phase {
+                j.attempt += 1;
+                j.deadline = deadline;
+                for id in &missing {
+                    j.asked.remove(id);
+                }
+            }
+            self.set_timer(deadline, TimerKey::Join);
+            for id in missing {
+                self.announce_to(id, true);
+            }
+            return;
+        }
+        if let Phase::Joining(j) = &mut self.phase {
+            j.attempt += 1;
+        }
+        self.start_join_attempt(now);
+    }
+
+    /// A joiner's first hop reached a node that is not in a ring: refuse, naming this node's
+    /// own contacts.
+    pub(crate) fn refuse_join(&mut self, to: NodeInfo) {
+        let contacts = match &self.phase {
+            Phase::Joining(j) => j.contacts.clone(),
+            _ => Vec::new(),
+        };
+        self.stats.joins_refused += 1;
+        self.send(to, Message::JoinBusy { contacts });
+    }
+
+    /// The contact of our attempt is not in a ring: note what it knows and move on.
+    pub(crate) fn on_join_busy(&mut self, now: Time, from: NodeInfo, contacts: Vec<NodeInfo>) {
+        let (me, max) = (self.me.id, self.cfg.max_join_contacts);
+        let Phase::Joining(j) = &mut self.phase else {
+            return;
+        };
+        if !j.via.is_some_and(|v| v.id == from.id) {
+            return;
+        }
+        if now >= j.sent_at {
+            j.rtt = Some(Duration::from_micros(
+                now.as_micros() - j.sent_at.as_micros(),
+            ));
+        }
+        j.busy.insert(from.id);
+        let cap = max.saturating_mul(4);
+        if j.joiners.len() < cap {
+            j.joiners.insert(from.id);
+        }
+        for c in contacts {
+            if c.id == me {
+                j.in_cycle = true;
+                continue;
+            }
+            if j.joiners.len() < cap {
+                j.joiners.insert(c.id);
+            }
+            j.add_contact(me, c, max);
+        }
+        self.start_join_attempt(now);
+    }
+
+    pub(crate) fn on_join_reply(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        entries: Vec<NodeInfo>,
+        leaf: Vec<NodeInfo>,
+        last: bool,
+    ) {
+        if self.is_ready() {
+            // Answers to the join an introduction routed through another ring are candidates;
+            // other join replies to a ready node (late ones of its own join) are ignored, as
+            // before introductions existed.
+            if now <= self.introduced_until {
+                for e in entries.into_iter().chain(leaf) {
+                    self.learn(now, e, false);
+                }
+            }
+            return;
+        }
+        if !self.is_joining() {
+            return;
+        }
+        self.join_progress(now, from.id);
+        for e in entries.into_iter().chain(leaf) {
+            self.learn(now, e, false);
+        }
+        if !last {
+            return;
+        }
+        let Phase::Joining(j) = &mut self.phase else {
+            return;
+        };
+        if j.announced {
+            return;
+        }
+        j.announced = true;
+        let leaf: BTreeSet<NodeId> = self.leaf.members().collect();
+        let all = crate::id_map::sorted_keys(&self.peers);
+        for id in all {
+            self.announce_to(id, leaf.contains(&id));
+        }
+        self.check_activation(now);
+    }
+
+    pub(crate) fn announce_to(&mut self, id: NodeId, reply: bool) {
+        let Some(info) = self.info_of(id) else {
+            return;
+        };
+        if let Phase::Joining(j) = &mut self.phase {
+            if reply && !j.asked.insert(id) {
+                return;
+            }
+        }
+        self.send(info, Message::Announce { reply });
+    }
+
+    pub(crate) fn on_announce(&mut self, from: NodeInfo, reply: bool) {
+        // `heard_from` already added the announcer to our tables.
+        if reply {
+            let leaf = self.leaf_infos();
+            self.send(from, Message::AnnounceAck { leaf });
+        }
+    }
+
+    pub(crate) fn on_announce_ack(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
+        for e in leaf {
+            self.learn(now, e, false);
+        }
+        if let Phase::Joining(j) = &mut self.phase {
+            if j.asked.contains(&from.id) {
+                j.acked.insert(from.id);
+                self.join_progress(now, from.id);
+            }
+        }
+        self.check_activation(now);
+    }
+
+    /// A joining node becomes ready once every current leaf-set member acknowledged its
+    /// announce, so that its neighbours know it before it serves keys.
+    pub(crate) fn check_activation(&mut self, now: Time) {
+        let Phase::Joining(j) = &self.phase else {
+            return;
+        };
+        if !j.announced
+            || self.leaf.is_empty()
+            || !self.leaf.members().all(|id| j.acked.contains(&id))
+        {
+            return;
+        }
+        self.become_ready(now);
+    }
+
+    pub(crate) fn become_ready(&mut self, now: Time) {
+        let old = std::mem::replace(&mut self.phase, Phase::Ready);
+        let mut others = Vec::new();
+        if let Phase::Joining(j) = old {
+            for msg in j.buffered {
+                self.forward(now, msg, Vec::new());
+            }
+            let via = j.via.map(|v| v.id);
+            others = j
+                .contacts
+                .into_iter()
+                .filter(|c| Some(c.id) != via)
+                .collect();
+        }
+        let jitter = self
+            .rng
+            .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
+        self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
+        let jitter = self
+            .rng
+            .random_range(0..self.cfg.routing_maintenance_interval.as_micros().max(1) as u64);
+        self.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
+        self.emit(Event::Joined);
+        self.start_groups(now);
+        // Contacts may belong to other rings (they joined elsewhere, or founded): introduce
+        // the ones we do not know, so that the rings merge.
+        for c in others {
+            self.introduce(now, c);
+        }
+    }
+}

@@ -23,6 +23,9 @@ const QUEUE_BUCKET_US: u64 = 1_000;
 const QUEUE_BUCKETS: usize = 4_096;
 use crate::topology::{Topology, TopologyConfig};
 
+#[path = "seeds.rs"]
+mod seeds;
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -108,6 +111,15 @@ pub(crate) enum Ev {
     },
     /// Something a simulated application does later.
     App(AppAction),
+    /// A dial from a node to one of its seeds completes (`seeds.rs`).
+    Dial {
+        node: u32,
+        seed: u32,
+    },
+    /// A node's seed-retry timer (`seeds.rs`).
+    SeedRetry {
+        node: u32,
+    },
 }
 
 /// One simulated node and the engine's bookkeeping about it.
@@ -117,6 +129,8 @@ struct Slot {
     /// The time of this node's queued timer event, if one is queued.
     timer_at: Option<Time>,
     crashed_at: Option<Time>,
+    /// The seed driver of a node started with seeds (`seeds.rs`).
+    seeds: Option<Box<seeds::SeedDriver>>,
 }
 
 /// The simulator.
@@ -264,6 +278,7 @@ impl Sim {
             alive: true,
             timer_at: None,
             crashed_at: None,
+            seeds: None,
         });
         self.ready_pos.push(usize::MAX);
         self.by_id.insert(id, index);
@@ -506,6 +521,8 @@ impl Sim {
                 self.metrics.events += 1;
                 self.on_app_action(action);
             }
+            Ev::Dial { node, seed } => self.on_dial(node, seed),
+            Ev::SeedRetry { node } => self.on_seed_retry(node),
         }
     }
 
@@ -663,36 +680,43 @@ impl Sim {
     }
 
     /// Fraction of ready nodes whose leaf set is exactly right: each side holds the `L/2`
-    /// nearest ready nodes on that side. Alive nodes that are still joining are left out of
-    /// the comparison (knowing a joiner early is the join protocol at work).
+    /// nearest ready nodes on that side (within the node's partition group while the network
+    /// is partitioned, see [`Sim::partition`]). Alive nodes that are still joining are left out
+    /// of the comparison (knowing a joiner early is the join protocol at work).
     pub fn leaf_set_correctness(&self) -> f64 {
         if self.ready.is_empty() {
             return 1.0;
         }
         let half = self.cfg.node.leaf_set_size / 2;
+        let group = |i: u32| {
+            self.groups
+                .as_ref()
+                .and_then(|g| g.get(i as usize).copied())
+        };
         let mut correct = 0usize;
         let mut expected_r = Vec::with_capacity(half);
         let mut expected_l = Vec::with_capacity(half);
         for (&id, &i) in &self.ready {
             expected_r.clear();
             expected_l.clear();
-            let others = self.ready.len() - 1;
+            let mine = group(i);
+            let same = |e: &(&NodeId, &u32)| *e.0 != id && group(*e.1) == mine;
             expected_r.extend(
                 self.ready
                     .range(NodeId(id.0.wrapping_add(1))..)
                     .chain(self.ready.range(..id))
+                    .filter(same)
                     .map(|(k, _)| *k)
-                    .filter(|k| *k != id)
-                    .take(half.min(others)),
+                    .take(half),
             );
             expected_l.extend(
                 self.ready
                     .range(..id)
                     .rev()
                     .chain(self.ready.range(id..).rev())
+                    .filter(same)
                     .map(|(k, _)| *k)
-                    .filter(|k| *k != id)
-                    .take(half.min(others)),
+                    .take(half),
             );
             let leaf = self.slots[i as usize].node.leaf_set();
             let keep = |k: &&NodeId| self.ready.contains_key(k) || !self.is_joining_alive(**k);

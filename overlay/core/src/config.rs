@@ -19,8 +19,14 @@ pub struct Config {
     /// suspected and triggers immediate re-probes, so death is declared after
     /// `suspicion_misses` timeouts in a row.
     pub suspicion_misses: u32,
-    /// How often a node sends its leaf set to its nearest neighbour on each side.
+    /// The longest gap between two exchanges of a node's leaf set with its nearest neighbour
+    /// on each side. The gap starts at [`Config::leaf_exchange_min`] whenever the leaf set
+    /// changes and doubles after each exchange up to this (after Trickle, RFC 6206): a ring
+    /// that is changing (a fleet starting, rings merging, churn) converges in a few short
+    /// gaps, a stable ring costs two messages per node per this interval.
     pub leaf_exchange_interval: Duration,
+    /// The gap before the next leaf-set exchange after the leaf set changed.
+    pub leaf_exchange_min: Duration,
     /// The longest a join attempt may go without progress (the bound derived from round-trip
     /// times is capped here): then the join is retried through the next contact, or, when only
     /// announce acknowledgements are missing, the announces are sent again.
@@ -135,6 +141,7 @@ impl Default for Config {
             ping_timeout: Duration::from_millis(500),
             suspicion_misses: 3,
             leaf_exchange_interval: Duration::from_secs(5),
+            leaf_exchange_min: Duration::from_millis(250),
             join_timeout: Duration::from_secs(2),
             join_contact_timeout: Duration::from_millis(500),
             join_rtt_factor: 8,
@@ -204,6 +211,7 @@ impl Config {
             self.routing_ping_interval,
             self.ping_timeout,
             self.leaf_exchange_interval,
+            self.leaf_exchange_min,
             self.join_timeout,
             self.join_contact_timeout,
             self.join_progress_min,
@@ -218,7 +226,7 @@ impl Config {
             self.stall_forget_after,
             self.tunnel_keepalive_interval,
         ];
-        let checks: [(bool, &'static str); 14] = [
+        let checks: [(bool, &'static str); 15] = [
             (
                 self.max_join_contacts >= 1 && self.join_rtt_factor >= 1,
                 "max_join_contacts and join_rtt_factor must be >= 1",
@@ -250,6 +258,10 @@ impl Config {
             (
                 positive.iter().all(|d| !d.is_zero()),
                 "every interval and timeout must be positive",
+            ),
+            (
+                self.leaf_exchange_min <= self.leaf_exchange_interval,
+                "leaf_exchange_min must be <= leaf_exchange_interval",
             ),
             (
                 self.dead_probe_min <= self.dead_probe_max,

@@ -86,7 +86,7 @@ impl Node {
     /// be added while the join is under way with [`Node::contact`].
     pub fn join(&mut self, now: Time, bootstrap: NodeInfo) {
         assert_eq!(self.phase, Phase::Idle, "join on a started node");
-        self.phase = Phase::Joining(JoinState {
+        self.phase = Phase::Joining(Box::new(JoinState {
             contacts: vec![bootstrap],
             next: 0,
             via: None,
@@ -101,7 +101,7 @@ impl Node {
             acked: BTreeSet::new(),
             asked: BTreeSet::new(),
             buffered: Vec::new(),
-        });
+        }));
         self.start_join_attempt(now);
     }
 
@@ -205,7 +205,10 @@ impl Node {
         });
         let deadline = now + bound;
         if let Phase::Joining(j) = &mut self.phase {
-            if j.via.is_some() {
+            // Once announced, acknowledgements do not push the deadline out: the members that
+            // have not answered by then are asked again (a lost acknowledgement must not wait
+            // while new leaf-set members keep answering).
+            if j.via.is_some() && !j.announced {
                 j.deadline = deadline;
                 self.set_timer(deadline, TimerKey::Join);
             }
@@ -277,7 +280,7 @@ impl Node {
         let Phase::Joining(j) = &mut self.phase else {
             return;
         };
-        if !j.via.is_some_and(|v| v.id == from.id) {
+        if j.via.is_none_or(|v| v.id != from.id) {
             return;
         }
         if now >= j.sent_at {
@@ -339,6 +342,12 @@ impl Node {
             return;
         }
         j.announced = true;
+        let rtt = j.rtt;
+        let deadline = now + self.join_progress_bound(rtt);
+        if let Phase::Joining(j) = &mut self.phase {
+            j.deadline = deadline;
+        }
+        self.set_timer(deadline, TimerKey::Join);
         let leaf: BTreeSet<NodeId> = self.leaf.members().collect();
         let all = crate::id_map::sorted_keys(&self.peers);
         for id in all {
@@ -374,7 +383,6 @@ impl Node {
         if let Phase::Joining(j) = &mut self.phase {
             if j.asked.contains(&from.id) {
                 j.acked.insert(from.id);
-                self.join_progress(now, from.id);
             }
         }
         self.check_activation(now);
@@ -399,6 +407,7 @@ impl Node {
         let old = std::mem::replace(&mut self.phase, Phase::Ready);
         let mut others = Vec::new();
         if let Phase::Joining(j) = old {
+            let j = *j;
             for msg in j.buffered {
                 self.forward(now, msg, Vec::new());
             }
@@ -411,7 +420,8 @@ impl Node {
         }
         let jitter = self
             .rng
-            .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
+            .random_range(0..self.cfg.leaf_exchange_min.as_micros().max(1) as u64);
+        self.leaf_exchange_gap = self.cfg.leaf_exchange_min;
         self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
         self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
         let jitter = self

@@ -243,7 +243,7 @@ impl Node {
         let slot = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id));
         let in_leaf = self.leaf.remove(id);
         if in_leaf {
-            self.leaf_version += 1;
+            self.leaf_changed(now);
         }
         self.rt.remove(id);
         self.untrack_if_unused(id);

@@ -20,7 +20,7 @@ impl Node {
         }
         let (changed, evicted) = self.leaf.insert_evicting(id);
         if changed {
-            self.leaf_version += 1;
+            self.leaf_changed(now);
             self.track(now, info);
             for e in evicted.into_iter().flatten() {
                 self.untrack_if_unused(e);
@@ -135,11 +135,27 @@ impl Node {
         }
     }
 
+    /// The leaf set changed: count the version, and exchange soon (the gap restarts at
+    /// `leaf_exchange_min`), since the neighbours' views likely changed too.
+    pub(crate) fn leaf_changed(&mut self, now: Time) {
+        self.leaf_version += 1;
+        if !self.is_ready() {
+            return;
+        }
+        self.leaf_exchange_gap = self.cfg.leaf_exchange_min;
+        let soon = now + self.cfg.leaf_exchange_min;
+        if self.leaf_exchange_at > soon {
+            self.leaf_exchange_at = soon;
+            self.set_timer(soon, TimerKey::LeafExchange);
+        }
+    }
+
     pub(crate) fn on_leaf_exchange(&mut self, now: Time) {
         if !self.is_ready() {
             return;
         }
-        let next = now + self.cfg.leaf_exchange_interval;
+        let next = now + self.leaf_exchange_gap;
+        self.leaf_exchange_gap = (self.leaf_exchange_gap * 2).min(self.cfg.leaf_exchange_interval);
         self.leaf_exchange_at = next;
         self.set_timer(next, TimerKey::LeafExchange);
         let nearest = (

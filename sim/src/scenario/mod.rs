@@ -22,6 +22,7 @@
 mod app_workload;
 mod churn;
 mod churn_messaging;
+mod cold_start;
 mod common;
 mod hops;
 mod partition;
@@ -39,6 +40,7 @@ use serde::Deserialize;
 use crate::report::TargetCounts;
 use crate::topology::TopologyConfig;
 
+pub use cold_start::{ColdStartParams, ColdStartRun, run_cold_start};
 pub use common::Progress;
 
 /// A scenario file.
@@ -50,7 +52,7 @@ pub struct Scenario {
     /// What it exercises, in a sentence.
     pub description: String,
     /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load`, `pubsub-fanout`,
-    /// `churn-messaging`, `partition-messaging` (discrete-event simulator) or `turmoil` (the
+    /// `churn-messaging`, `partition-messaging`, `cold-start` (discrete-event simulator) or `turmoil` (the
     /// real stack on simulated hosts and TCP).
     pub kind: String,
     /// Master seed (overridable with `--seed`).
@@ -185,6 +187,7 @@ impl Scenario {
             "pastry-hops" => hops::run(self, node, out_dir, progress),
             "churn" => churn::run(self, node, out_dir, progress),
             "partition" => partition::run(self, node, out_dir, progress),
+            "cold-start" => cold_start::run(self, node, out_dir, progress),
             "churn-messaging" => churn_messaging::run(self, node, out_dir, progress),
             "partition-messaging" => partition_messaging::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),

@@ -288,6 +288,34 @@ impl Node {
         }
     }
 
+    /// The leaf set changed: check every group's route to its root at once (coalesced over the
+    /// current batch of inputs), so that a tree follows a ring that changed (rings merging, a
+    /// closer node joining, a root gone) without waiting for the periodic refresh.
+    pub(crate) fn groups_routes_changed(&mut self, now: Time) {
+        if self.is_ready() && !self.groups.is_empty() && self.group_routes_at == Time::MAX {
+            self.group_routes_at = now;
+            self.set_timer(now, TimerKey::GroupRoutes);
+        }
+    }
+
+    /// Re-grafts every group whose next hop towards its key is no longer its parent (or which
+    /// is root but no longer owns the key, or owns it now).
+    pub(crate) fn on_group_routes(&mut self, now: Time) {
+        self.group_routes_at = Time::MAX;
+        let keys: Vec<Key> = self.groups.keys().copied().collect();
+        for key in keys {
+            let next = self.next_hop(key);
+            let moved = self.groups.get(&key).is_some_and(|g| match next {
+                None => !g.root,
+                Some(n) => g.root || g.parent.is_none_or(|p| p.id != n),
+            });
+            if moved {
+                self.stats.group_route_changes += 1;
+                self.maintain_group(now, key);
+            }
+        }
+    }
+
     /// The periodic refresh of every group: drops silent children, then maintains each group.
     pub(crate) fn on_group_refresh(&mut self, now: Time) {
         let timeout = self.cfg.group_child_timeout;

@@ -277,6 +277,11 @@ impl Node {
     /// The contact of our attempt is not in a ring: note what it knows and move on.
     pub(crate) fn on_join_busy(&mut self, now: Time, from: NodeInfo, contacts: Vec<NodeInfo>) {
         let (me, max) = (self.me.id, self.cfg.max_join_contacts);
+        if self.is_ready() && now <= self.introduced_until {
+            // A stranger we introduced ourselves to is still joining.
+            self.reintroduce_later(now, from);
+            return;
+        }
         let Phase::Joining(j) = &mut self.phase else {
             return;
         };

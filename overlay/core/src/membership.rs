@@ -66,6 +66,11 @@ impl Node {
         if info.id == self.me.id || !self.is_ready() || self.knows(info.id) {
             return;
         }
+        self.send_introduction(now, info);
+    }
+
+    /// Sends the two messages of an introduction (see [`Node::introduce`]).
+    fn send_introduction(&mut self, now: Time, info: NodeInfo) {
         self.stats.introductions += 1;
         self.introduced_until = now + self.cfg.join_timeout;
         // The join goes first: over a FIFO link the stranger routes it before it learns our
@@ -80,6 +85,46 @@ impl Node {
         self.send(info, Message::Route(join));
         let leaf = self.leaf_infos();
         self.send(info, Message::LeafSet { leaf, reply: true });
+    }
+
+    /// A node we introduced ourselves to refused our join: it is not in a ring yet (a seed that
+    /// is still joining). Its own join may well end in another ring than ours, and once it
+    /// answers anything it is in our tables, so the driver would not introduce it again:
+    /// introduce it again later ourselves, with a doubling delay from `join_busy_retry`, until
+    /// it stops refusing (at most `MAX_REINTRODUCTIONS` times).
+    pub(crate) fn reintroduce_later(&mut self, now: Time, info: NodeInfo) {
+        const MAX_REINTRODUCTIONS: u32 = 8;
+        let tries = self.reintroduce.get(&info.id).map_or(0, |r| r.1);
+        if tries >= MAX_REINTRODUCTIONS {
+            return;
+        }
+        if tries == 0 && self.reintroduce.len() >= self.cfg.max_join_contacts {
+            // Full: forget a node whose last introduction was not refused, if any.
+            let done = self
+                .reintroduce
+                .iter()
+                .find(|(_, r)| r.2 == Time::MAX)
+                .map(|(id, _)| *id);
+            match done {
+                Some(id) => self.reintroduce.remove(&id),
+                None => return,
+            };
+        }
+        let due = now + self.cfg.join_busy_retry * 2u32.pow(tries + 1);
+        self.reintroduce.insert(info.id, (info, tries + 1, due));
+        self.set_timer(due, TimerKey::Reintroduce(info.id));
+    }
+
+    pub(crate) fn on_reintroduce(&mut self, now: Time, id: NodeId) {
+        let Some(r) = self.reintroduce.get_mut(&id) else {
+            return;
+        };
+        // Not pending any more; a refusal schedules the next one.
+        r.2 = Time::MAX;
+        let info = r.0;
+        if self.is_ready() {
+            self.send_introduction(now, info);
+        }
     }
 
     /// True when `id` is in this node's tables (leaf set or routing table): a driver may skip
@@ -142,6 +187,7 @@ impl Node {
         if !self.is_ready() {
             return;
         }
+        self.groups_routes_changed(now);
         self.leaf_exchange_gap = self.cfg.leaf_exchange_min;
         let soon = now + self.cfg.leaf_exchange_min;
         if self.leaf_exchange_at > soon {

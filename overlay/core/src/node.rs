@@ -221,6 +221,8 @@ pub(crate) enum TimerKey {
     Peer(NodeId),
     /// A dead node's next re-probe or forget time.
     Dead(NodeId),
+    /// Another introduction to a node that refused ours because it was still joining.
+    Reintroduce(NodeId),
     /// A proximity or revival probe's timeout (by probed node).
     Probe(NodeId),
     /// A forwarded message's hop-ack timeout (by hop sequence number).
@@ -235,6 +237,8 @@ pub(crate) enum TimerKey {
     RowMaintenance,
     /// The periodic refresh of every group tree.
     GroupRefresh,
+    /// A check, soon after the leaf set changed, of every group's route to its root.
+    GroupRoutes,
     /// A request's timeout at its requester (by request id).
     Request(u64),
     /// A delivered request's expiry at its member's node (by delivery id).
@@ -282,12 +286,17 @@ pub struct Node {
     /// Until when join replies are taken while ready: answers to the join that the last
     /// [`Node::introduce`] routed through another ring (see `on_join_reply`).
     pub(crate) introduced_until: Time,
+    /// Nodes that refused our introduction because they were joining: (info, introductions
+    /// so far, when the next is due), at most `max_join_contacts`.
+    pub(crate) reintroduce: std::collections::BTreeMap<NodeId, (NodeInfo, u32, Time)>,
     /// Group trees this node is part of, by group key.
     pub(crate) groups: BTreeMap<Key, Group>,
     /// Nodes that are (or were until the last group refresh) a parent in some group tree:
     /// pinged as often as leaf-set members.
     pub(crate) parents: IdMap<()>,
     pub(crate) group_refresh_at: Time,
+    /// When the check of every group's route is due (`Time::MAX`: not armed).
+    pub(crate) group_routes_at: Time,
     /// Local application connections.
     pub(crate) conns: BTreeMap<ConnId, Conn>,
     /// Requests issued here, by request id.
@@ -339,9 +348,11 @@ impl Node {
             leaf_exchange_at: Time::MAX,
             leaf_exchange_gap: exchange_min,
             introduced_until: Time::ZERO,
+            reintroduce: std::collections::BTreeMap::new(),
             groups: BTreeMap::new(),
             parents: IdMap::default(),
             group_refresh_at: Time::MAX,
+            group_routes_at: Time::MAX,
             conns: BTreeMap::new(),
             requests: BTreeMap::new(),
             deliveries: BTreeMap::new(),
@@ -414,6 +425,8 @@ impl Node {
             self.timers.push(Reverse((t, k)));
         }
         self.tunnel_tick_at = Time::MAX;
+        self.reintroduce.clear();
+        self.group_routes_at = Time::MAX;
         self.group_refresh_at = Time::MAX;
         self.parents.clear();
         for g in self.groups.values_mut() {
@@ -530,6 +543,7 @@ impl Node {
         match key {
             TimerKey::Peer(id) => self.peers.get(&id).is_some_and(|p| p.due == t),
             TimerKey::Dead(id) => self.dead.get(&id).is_some_and(|d| d.due == t),
+            TimerKey::Reintroduce(id) => self.reintroduce.get(&id).is_some_and(|r| r.2 == t),
             TimerKey::Probe(id) => self.probes.get(&id).is_some_and(|p| p.deadline == t),
             TimerKey::Hop(seq) => self.hops.get(&seq).is_some_and(|h| h.deadline == t),
             TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
@@ -537,6 +551,7 @@ impl Node {
             TimerKey::LeafExchange => self.is_ready() && self.leaf_exchange_at == t,
             TimerKey::RowMaintenance => self.is_ready() && self.row_maintenance_at == t,
             TimerKey::GroupRefresh => self.is_ready() && self.group_refresh_at == t,
+            TimerKey::GroupRoutes => self.is_ready() && self.group_routes_at == t,
             TimerKey::Request(id) => self.requests.get(&id).is_some_and(|r| r.deadline == t),
             TimerKey::Delivery(id) => self.deliveries.get(&id).is_some_and(|d| d.deadline == t),
             TimerKey::Tunnel(id) => self
@@ -573,6 +588,7 @@ impl Node {
             match key {
                 TimerKey::Peer(id) => self.on_peer_timer(now, id),
                 TimerKey::Dead(id) => self.on_dead_timer(now, id),
+                TimerKey::Reintroduce(id) => self.on_reintroduce(now, id),
                 TimerKey::Probe(id) => self.on_probe_timeout(id),
                 TimerKey::Hop(seq) => self.on_hop_timeout(now, seq),
                 TimerKey::Lookup(id) => self.on_lookup_timeout(now, id),
@@ -580,6 +596,7 @@ impl Node {
                 TimerKey::LeafExchange => self.on_leaf_exchange(now),
                 TimerKey::RowMaintenance => self.on_row_maintenance(now),
                 TimerKey::GroupRefresh => self.on_group_refresh(now),
+                TimerKey::GroupRoutes => self.on_group_routes(now),
                 TimerKey::Request(id) => self.on_request_timeout(id),
                 TimerKey::Delivery(id) => self.on_delivery_timer(now, id),
                 TimerKey::Tunnel(id) => self.on_tunnel_deadline(now, id),

@@ -135,6 +135,19 @@ pub enum PartitionMode {
     Hold,
 }
 
+/// Whom each host's first boot is given as seeds (restarts always use the first three other
+/// hosts that are up).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedPattern {
+    /// Host 0 starts the ring; every other host seeds to host 0.
+    #[default]
+    First,
+    /// Host 0 has no seed; host `k` seeds to one earlier host drawn at random (from the run's
+    /// seed), so seeds form chains, as in a fleet whose configuration was grown host by host.
+    Chain,
+}
+
 /// One fault, at a time counted from the start of the workload.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,8 +192,10 @@ pub struct RunConfig {
     /// What partitions do to the traffic between their sides.
     pub partition_mode: PartitionMode,
     /// Nodes find each other by multicast discovery beacons (no seeds at all) instead of
-    /// joining through host 0.
+    /// joining through seeds.
     pub discovery: bool,
+    /// The seeds of each host's first boot (without discovery).
+    pub seeds: SeedPattern,
 }
 
 impl RunConfig {
@@ -226,6 +241,7 @@ impl RunConfig {
             faults: Vec::new(),
             partition_mode: PartitionMode::Drop,
             discovery: false,
+            seeds: SeedPattern::First,
         }
     }
 

@@ -10,7 +10,7 @@ use petal_node::{Entropy, Identity, LinkSecurity, NetworkKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{FaultKind, PartitionMode, RunConfig};
+use super::config::{FaultKind, PartitionMode, RunConfig, SeedPattern};
 use super::net::TurmoilNet;
 use super::record::{Recorder, Shared, sim_now};
 use super::workload::{self, AppCtx, RELAY_ADDR};
@@ -40,6 +40,7 @@ pub(super) fn derive(master: u64, what: u64, host: u32, inc: u32) -> u64 {
 const SEED_CORE: u64 = 1;
 const SEED_WORKLOAD: u64 = 2;
 const SEED_HANDLER: u64 = 3;
+const SEED_CHAIN: u64 = 5;
 
 /// The result of a run: the records, the fault windows and the cost.
 #[derive(Debug)]
@@ -98,11 +99,18 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
     opts.relay_addrs = vec![RELAY_ADDR];
     opts.peer_listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PEER_PORT);
     opts.advertise = Some(SocketAddr::new(me, PEER_PORT));
-    // The first boot joins through host 0 (the seed, which starts a ring of one); a restart
-    // through the first three other hosts that are up, whichever answers first (a node whose
-    // seeds all fail starts a ring of its own).
+    // The first boot joins through its seed (host 0, or a random earlier host for chains;
+    // host 0 starts a ring of one); a restart through the first three other hosts that are up,
+    // whichever answers first (a node whose seeds all fail starts a ring of its own).
     let seeds: Vec<u32> = if inc == 0 {
-        if host == 0 { vec![] } else { vec![0] }
+        match (host, cfg.seeds) {
+            (0, _) => vec![],
+            (_, SeedPattern::First) => vec![0],
+            (_, SeedPattern::Chain) => {
+                let mut rng = ChaCha8Rng::seed_from_u64(derive(cfg.seed, SEED_CHAIN, host, 0));
+                vec![rng.random_range(0..host)]
+            }
+        }
     } else {
         plan.shared.with(|r| {
             r.host_apps

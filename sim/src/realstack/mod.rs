@@ -52,7 +52,7 @@ mod net;
 mod record;
 mod workload;
 
-pub use config::{Fault, FaultKind, PartitionMode, RunConfig, WorkloadParams};
+pub use config::{Fault, FaultKind, PartitionMode, RunConfig, SeedPattern, WorkloadParams};
 pub use harness::{PEER_PORT, RunResult, host_name, run, run_with_progress};
 pub use net::{TurmoilListener, TurmoilNet};
 pub use record::{Recorder, Shared, sim_now};

@@ -19,7 +19,9 @@ use super::common::{core_counters, finish, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::{Apps, EventRecord, OutcomeKind, TunnelEnd};
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::realstack::{Fault, FaultKind, PartitionMode, RunConfig, RunResult, WorkloadParams};
+use crate::realstack::{
+    Fault, FaultKind, PartitionMode, RunConfig, RunResult, SeedPattern, WorkloadParams,
+};
 use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
@@ -57,6 +59,10 @@ struct Params {
     /// Nodes find each other by multicast discovery beacons, with no seeds.
     #[serde(default)]
     discovery: bool,
+    /// `first` (default: every host seeds to host 0) or `chain` (host k seeds to a random
+    /// earlier host).
+    #[serde(default)]
+    seeds: SeedPattern,
 }
 
 fn default_tick_us() -> u64 {
@@ -198,6 +204,7 @@ pub(super) fn run(
         faults: p.faults.clone(),
         partition_mode: p.partition_mode,
         discovery: p.discovery,
+        seeds: p.seeds,
     };
     progress.set_len(cfg.end().as_secs());
     let r = crate::realstack::run_with_progress(&cfg, &mut |t| {
@@ -241,7 +248,7 @@ fn write_report(
         "The real stack on simulated machines: {} turmoil hosts, each running petal-node's runtime (the \
          daemon's code, over turmoil's TCP: peer links on port 7000, Noise-encrypted under a network key \
          as in production, the relay on 127.0.0.1:55555) and two applications using petal-client over the \
-         host's loopback. {} Host i boots {} ms × i after host 0. Applications retry attaching until their node accepts \
+         host's loopback. {} Host i boots {} ms × i after host 0 (0: every host at once). Applications retry attaching until their node accepts \
          them (a node refuses applications until it has joined). One-way latency between hosts is \
          {}-{} ms (turmoil's exponential distribution), time advances in ticks of {} µs. The workload \
          starts {} s after the first boot, runs {} s, and outstanding work has {} s to end. {}",
@@ -250,6 +257,9 @@ fn write_report(
             "No node is given a seed: each starts a ring of its own and finds the others by \
              multicast discovery beacons (authenticated with the network key; fast at start and \
              after news, every 5 s otherwise), introducing what it hears, so rings merge."
+        } else if p.seeds == SeedPattern::Chain {
+            "Host 0 has no seed; host k is given one earlier host, drawn at random, as its seed \
+             (seeds form chains)."
         } else {
             "Host 0 starts the ring; the others join through it."
         },

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time};
+use petal_core::{Config, ConnId, Event, Key, Message, Node, NodeId, NodeInfo, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -49,6 +49,8 @@ struct Net {
     rng: ChaCha8Rng,
     /// Transmits to a node's former address are allowed (a node moved).
     allow_stale: bool,
+    /// Broadcasts delivered: (node, connection, payload).
+    broadcasts: Vec<(usize, ConnId, bytes::Bytes)>,
 }
 
 impl Net {
@@ -89,6 +91,7 @@ impl Net {
             failed: 0,
             rng,
             allow_stale: false,
+            broadcasts: Vec::new(),
         }
     }
 
@@ -119,6 +122,7 @@ impl Net {
                     self.lookups.remove(&(i, lookup));
                     self.failed += 1;
                 }
+                Event::Broadcast { conn, payload } => self.broadcasts.push((i, conn, payload)),
                 _ => {}
             }
         }
@@ -464,4 +468,53 @@ fn a_known_node_heard_at_a_new_address_is_reached_there() {
     net.run_for(Duration::from_secs(3));
     assert_eq!(net.nodes[0].peer_addr(id1), Some(new));
     assert_eq!(net.nodes[2].peer_addr(id1), Some(new));
+}
+
+/// Groups come back whole after rings merge: two rings of 20 formed apart, each with a member
+/// of the cluster "svc" (so each ring grew its own tree, with its own root). One introduction
+/// across; 50 ms (50 one-way latencies) after the leaf sets became those of the merged ring,
+/// well within one re-graft period (`group_refresh_interval`, 1 s), a broadcast from every
+/// node of the merged ring reaches both members, exactly once each. (Without the re-graft on
+/// a changed route this fails: the trees waited for the periodic refresh.)
+#[test]
+fn groups_come_back_whole_after_rings_merge() {
+    for seed in 31..=36 {
+        let (mut net, a, b) = two_rings(seed, 20);
+        let all: Vec<usize> = a.iter().chain(&b).copied().collect();
+        let members = [
+            (a[seed as usize % 20], ConnId(1)),
+            (b[seed as usize % 7], ConnId(2)),
+        ];
+        for &(i, conn) in &members {
+            let now = net.now;
+            net.nodes[i].register(now, conn, Some("svc"), 1).unwrap();
+            net.drain(i);
+        }
+        net.run_for(Duration::from_secs(3));
+        net.introduce(a[0], b[0]);
+        net.converge(&all, MERGE_LIMIT);
+        net.run_for(Duration::from_millis(50));
+        net.broadcasts.clear();
+        for &i in &all {
+            let now = net.now;
+            let payload = bytes::Bytes::from((i as u32).to_be_bytes().to_vec());
+            net.nodes[i].broadcast(now, "svc", payload).unwrap();
+            net.drain(i);
+        }
+        net.run_for(Duration::from_millis(500));
+        for &(i, conn) in &members {
+            let mut got: Vec<u32> = net
+                .broadcasts
+                .iter()
+                .filter(|(n, c, _)| *n == i && *c == conn)
+                .map(|(_, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+                .collect();
+            got.sort_unstable();
+            let want: Vec<u32> = all.iter().map(|&n| n as u32).collect();
+            assert_eq!(
+                got, want,
+                "seed {seed}: member on node {i} got broadcasts from exactly these nodes"
+            );
+        }
+    }
 }

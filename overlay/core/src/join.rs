@@ -40,7 +40,7 @@ use crate::time::Time;
 pub(crate) struct JoinState {
     /// Nodes to join through, in the order they became known (at most `max_join_contacts`).
     pub(crate) contacts: Vec<NodeInfo>,
-    /// Index in `contacts` of the next contact to try.
+    /// Index in `contacts` of the next contact to try (modulo their number).
     next: usize,
     /// The contact of the attempt under way; `None` while waiting for the next round after
     /// every contact refused.
@@ -167,7 +167,9 @@ impl Node {
             return;
         };
         let via = j.contacts[i];
-        j.next = (i + 1) % n;
+        // The next attempt starts after this contact (among those known then: contacts added
+        // meanwhile come next).
+        j.next = i + 1;
         j.via = Some(via);
         j.sent_at = now;
         let rtt = j.rtt;

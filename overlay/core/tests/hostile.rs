@@ -283,6 +283,7 @@ fn overlay_message() -> impl Strategy<Value = Message> {
         (0u8..32).prop_map(|row| Message::RowRequest { row }),
         (0u8..32, infos()).prop_map(|(row, entries)| Message::RowReply { row, entries }),
         infos().prop_map(|leaf| Message::Leave { leaf }),
+        infos().prop_map(|contacts| Message::JoinBusy { contacts }),
         (0u64..64, peer(), any::<u8>()).prop_map(|(lookup, owner, hops)| Message::LookupReply {
             lookup,
             owner: info(owner),

@@ -1,0 +1,167 @@
+//! Joins through contacts when a whole fleet starts at once (issue 11): a node that is not in a
+//! ring refuses to be a contact and names its own contacts, chains of joiners are skipped, a
+//! cycle of joiners elects exactly one founder, a silent contact is left after a bounded wait,
+//! and nobody waits on a joiner.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Net;
+
+/// Starts node `i` joining through node `j` now.
+fn join_via(net: &mut Net, i: usize, j: usize) {
+    let now = net.now;
+    let info = net.infos[j];
+    net.nodes[i].join(now, info);
+    net.drain(i);
+}
+
+/// Offers node `j` to node `i` as a contact now.
+fn contact(net: &mut Net, i: usize, j: usize) {
+    let now = net.now;
+    let info = net.infos[j];
+    net.nodes[i].contact(now, info);
+    net.drain(i);
+}
+
+fn found(net: &mut Net, i: usize) {
+    let now = net.now;
+    net.nodes[i].start_first(now);
+    net.drain(i);
+}
+
+/// Runs until every node of `group` is ready; returns how long that took (panics after `limit`).
+fn until_ready(net: &mut Net, group: &[usize], limit: Duration) -> Duration {
+    let start = net.now;
+    while !group.iter().all(|&i| net.nodes[i].is_ready()) {
+        let waiting: Vec<usize> = group
+            .iter()
+            .copied()
+            .filter(|&i| !net.nodes[i].is_ready())
+            .collect();
+        assert!(
+            net.now - start < limit,
+            "not ready after {limit:?}: {waiting:?}"
+        );
+        net.run_for(Duration::from_millis(1));
+    }
+    net.now - start
+}
+
+/// A node that has not started refuses a joiner (it is nobody's contact); once it is in the
+/// ring, the joiner's next round joins through it.
+#[test]
+fn a_node_not_in_a_ring_refuses_joiners_until_it_is() {
+    let mut net = Net::new(1, 3);
+    found(&mut net, 0);
+    join_via(&mut net, 2, 1);
+    net.run_for(Duration::from_millis(200));
+    assert!(
+        net.nodes[2].is_joining(),
+        "still joining: its only contact is not in a ring"
+    );
+    assert!(
+        net.nodes[1].stats().joins_refused >= 2,
+        "refused at every round"
+    );
+    assert!(
+        !net.nodes[0].knows(net.infos[2].id),
+        "nobody knows the joiner"
+    );
+    contact(&mut net, 1, 0);
+    // Node 1 joins in a few one-way latencies, node 2 at its next round (50 ms).
+    let took = until_ready(&mut net, &[1, 2], Duration::from_millis(100));
+    assert!(took < Duration::from_millis(70), "{took:?}");
+    net.converge(&[0, 1, 2], Duration::from_secs(1));
+    assert_eq!(net.nodes[2].stats().join_retries, 0, "no attempt timed out");
+}
+
+/// A chain of joiners started at the same instant (node k's only contact is node k-1, node 0
+/// founds the ring): the refusals name each joiner's contacts, so every node reaches the
+/// founder at once instead of waiting for the chain to join one by one.
+#[test]
+fn a_chain_of_joiners_is_skipped_to_its_end() {
+    for seed in 1..=5 {
+        let mut net = Net::new(seed, 12);
+        found(&mut net, 0);
+        for k in 1..12 {
+            join_via(&mut net, k, k - 1);
+        }
+        let all: Vec<usize> = (0..12).collect();
+        let took = until_ready(&mut net, &all, Duration::from_millis(200));
+        // With 1 ms links: refusals walk the chain, then a join and its acknowledgements.
+        assert!(took <= Duration::from_millis(60), "seed {seed}: {took:?}");
+        net.converge(&all, Duration::from_secs(1));
+        for k in 0..12 {
+            assert_eq!(net.nodes[k].stats().join_founded, 0);
+            assert_eq!(net.nodes[k].stats().join_retries, 0, "seed {seed} node {k}");
+        }
+    }
+}
+
+/// Joiners whose contacts form a cycle, with no node in a ring: exactly one (the smallest id
+/// of the cycle) founds the ring, every other joins it, and one ring forms.
+#[test]
+fn a_cycle_of_joiners_elects_exactly_one_founder() {
+    for seed in 1..=8 {
+        let n = 3 + seed as usize % 5;
+        let mut net = Net::new(seed, n);
+        for k in 0..n {
+            join_via(&mut net, k, (k + 1) % n);
+        }
+        let all: Vec<usize> = (0..n).collect();
+        until_ready(&mut net, &all, Duration::from_millis(300));
+        let founders: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&k| net.nodes[k].stats().join_founded > 0)
+            .collect();
+        let smallest = *all.iter().min_by_key(|&&k| net.infos[k].id).unwrap();
+        assert_eq!(
+            founders,
+            vec![smallest],
+            "seed {seed}: one founder, the smallest id"
+        );
+        net.converge(&all, Duration::from_secs(1));
+    }
+}
+
+/// A contact that never answers (its host is down) is left after `join_contact_timeout`
+/// (500 ms): the join goes on through the next contact.
+#[test]
+fn a_silent_contact_is_left_after_a_bounded_wait() {
+    let mut net = Net::new(3, 4);
+    found(&mut net, 0);
+    join_via(&mut net, 1, 0);
+    until_ready(&mut net, &[1], Duration::from_millis(100));
+    net.down[3] = true;
+    join_via(&mut net, 2, 3);
+    contact(&mut net, 2, 1);
+    let took = until_ready(&mut net, &[2], Duration::from_secs(1));
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(550),
+        "{took:?}"
+    );
+    assert_eq!(net.nodes[2].stats().join_retries, 1);
+    net.converge(&[0, 1, 2], Duration::from_secs(1));
+}
+
+/// A ready node offered a contact it does not know introduces it (a seed that answered after
+/// this node served alone): the two rings merge.
+#[test]
+fn a_contact_of_another_ring_is_introduced() {
+    let mut net = Net::new(4, 6);
+    found(&mut net, 0);
+    found(&mut net, 3);
+    for k in [1, 2] {
+        join_via(&mut net, k, 0);
+    }
+    for k in [4, 5] {
+        join_via(&mut net, k, 3);
+    }
+    until_ready(&mut net, &[1, 2, 4, 5], Duration::from_millis(100));
+    contact(&mut net, 2, 5);
+    assert_eq!(net.nodes[2].stats().introductions, 1);
+    net.converge(&[0, 1, 2, 3, 4, 5], Duration::from_secs(1));
+}

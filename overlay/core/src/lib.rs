@@ -46,12 +46,15 @@
 //! to a per-node grid (`timer_granularity`), so that one wake-up serves many peers.
 //!
 //! ## Join
-//! The joiner routes a join towards its own id through its bootstrap node and stays invisible
-//! (it starts no other exchange: no pings, no probes; it only answers what reaches it) until the
-//! closest node's reply arrives with the leaf set; then it
-//! announces itself and becomes ready once every leaf-set member has acknowledged, so that no
+//! The joiner routes a join towards its own id through a contact ([`Node::join`], more with
+//! [`Node::contact`]) and stays invisible (it starts no other exchange: no pings, no probes; it
+//! only answers what reaches it) until the closest node's reply arrives with the leaf set; then
+//! it announces itself and becomes ready once every leaf-set member has acknowledged, so that no
 //! node routes to it before it can serve. Routed messages that reach it in between are held
-//! (bounded) and delivered when it is ready.
+//! (bounded) and delivered when it is ready. A node that is not in a ring refuses to be a
+//! contact (`JoinBusy`, naming its own contacts); every attempt is bounded by the contact's
+//! measured round-trip time; a cycle of joiners elects its smallest id as the founder; see the
+//! `join` module for the whole argument.
 //!
 //! ## Introductions: merging rings
 //! Nodes that started apart (each founded its ring, or joined within its own group) form
@@ -92,8 +95,8 @@
 //! - [`time`]: [`Time`], microseconds as a value.
 //! - [`config`]: [`Config`], every limit and timer.
 //! - [`leaf_set`], [`routing_table`]: the two routing structures.
-//! - [`node`]: [`Node`], the drive API and dispatch; `liveness`, `routing` and `membership`
-//!   add its behaviour by concern.
+//! - [`node`]: [`Node`], the drive API and dispatch; `liveness`, `routing`, `join` and
+//!   `membership` add its behaviour by concern.
 //! - [`app`]: what applications see ([`ConnId`], [`GroupKind`], [`Outcome`], [`AppError`]);
 //!   `local` holds the application commands, `group` the trees and events, `ask` requests
 //!   and their descent, `tunnel` the tunnels.

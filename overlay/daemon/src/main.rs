@@ -72,7 +72,7 @@ struct Cli {
     #[arg(long)]
     advertise: Option<SocketAddr>,
     /// A running node's peer address (`host:port` or `host`, port 55556 by default; repeatable). A node
-    /// whose seeds all fail serves as a ring of its own and keeps dialing them (1 s, doubling
+    /// whose seeds all fail serves as a ring of its own and keeps dialing them (100 ms, doubling
     /// up to 30 s) until their ring and its own merge.
     #[arg(long = "seed")]
     seeds: Vec<String>,

@@ -64,7 +64,7 @@ async fn three_nodes_converge_and_serve_requests_across() {
 }
 
 /// A node whose only seed is down serves alone at once (not after the join wait), keeps
-/// dialing the seed (1 s, then doubling), and when the seed's node comes up the two rings of
+/// dialing the seed (100 ms, then doubling), and when the seed's node comes up the two rings of
 /// one merge: no operator action.
 #[tokio::test]
 async fn a_seed_that_comes_up_later_is_found_and_the_rings_merge() {

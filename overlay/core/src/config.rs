@@ -19,13 +19,13 @@ pub struct Config {
     /// suspected and triggers immediate re-probes, so death is declared after
     /// `suspicion_misses` timeouts in a row.
     pub suspicion_misses: u32,
-    /// The longest gap between two exchanges of a node's leaf set with its nearest neighbour
-    /// on each side. The gap starts at [`Config::leaf_exchange_min`] whenever the leaf set
-    /// changes and doubles after each exchange up to this (after Trickle, RFC 6206): a ring
-    /// that is changing (a fleet starting, rings merging, churn) converges in a few short
-    /// gaps, a stable ring costs two messages per node per this interval.
+    /// How often a node sends its leaf set to its nearest neighbour on each side.
     pub leaf_exchange_interval: Duration,
-    /// The gap before the next leaf-set exchange after the leaf set changed.
+    /// When the leaf set takes in a node learned second-hand (from another node's leaf set or
+    /// a join reply), the next exchange comes within this, instead of at the next interval:
+    /// rings that are merging or forming (a fleet starting) pass news along in a few short
+    /// gaps, while a stable ring, joins (announced to every neighbour) and deaths (repaired by
+    /// their own exchanges) cost two messages per node per interval.
     pub leaf_exchange_min: Duration,
     /// The longest a join attempt may go without progress (the bound derived from round-trip
     /// times is capped here): then the join is retried through the next contact, or, when only
@@ -44,7 +44,8 @@ pub struct Config {
     pub join_busy_retry: Duration,
     /// Most contacts a joiner keeps (its own and those named by refusing contacts).
     pub max_join_contacts: usize,
-    /// Join attempts before the join is reported failed.
+    /// Join attempts that time out before the join is reported failed (and no sooner than
+    /// `join_attempts` × `join_timeout` after it started).
     pub join_attempts: u32,
     /// Hop acknowledgement timeout when the next hop's round-trip time is unknown.
     pub hop_ack_timeout: Duration,
@@ -141,7 +142,7 @@ impl Default for Config {
             ping_timeout: Duration::from_millis(500),
             suspicion_misses: 3,
             leaf_exchange_interval: Duration::from_secs(5),
-            leaf_exchange_min: Duration::from_millis(250),
+            leaf_exchange_min: Duration::from_millis(100),
             join_timeout: Duration::from_secs(2),
             join_contact_timeout: Duration::from_millis(500),
             join_rtt_factor: 8,

@@ -47,6 +47,8 @@ pub(crate) struct JoinState {
     via: Option<NodeInfo>,
     /// When the attempt's join went out.
     sent_at: Time,
+    /// When the join started.
+    started: Time,
     /// The last round-trip time measured to a contact.
     rtt: Option<Duration>,
     /// Contacts that refused in the current round.
@@ -91,6 +93,7 @@ impl Node {
             next: 0,
             via: None,
             sent_at: now,
+            started: now,
             rtt: None,
             busy: BTreeSet::new(),
             joiners: BTreeSet::new(),
@@ -229,7 +232,12 @@ impl Node {
             self.start_join_attempt(now);
             return;
         }
-        if j.attempt + 1 >= self.cfg.join_attempts {
+        // Attempts bounded by round-trip times are short: the join gives up only after
+        // `join_attempts` of them timed out and as late as `join_attempts` full-length ones
+        // would have (a contact that is merely slow, or a ring under churn, is not abandoned
+        // after a second on a LAN).
+        let give_up_at = j.started + self.cfg.join_timeout * self.cfg.join_attempts;
+        if j.attempt + 1 >= self.cfg.join_attempts && now >= give_up_at {
             self.stats.routes_dropped += j.buffered.len() as u64;
             self.phase = Phase::Idle;
             self.reset_state();
@@ -425,10 +433,11 @@ impl Node {
                 .filter(|c| Some(c.id) != via)
                 .collect();
         }
+        // A new node has just heard from every leaf-set member (their acknowledgements carry
+        // their leaf sets): its first exchange can wait a full gap, unless news arrives.
         let jitter = self
             .rng
-            .random_range(0..self.cfg.leaf_exchange_min.as_micros().max(1) as u64);
-        self.leaf_exchange_gap = self.cfg.leaf_exchange_min;
+            .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
         self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
         self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
         let jitter = self

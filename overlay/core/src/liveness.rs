@@ -243,7 +243,8 @@ impl Node {
         let slot = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id));
         let in_leaf = self.leaf.remove(id);
         if in_leaf {
-            self.leaf_changed(now);
+            // (The repair asks the farthest members itself.)
+            self.leaf_changed(now, false);
         }
         self.rt.remove(id);
         self.untrack_if_unused(id);

@@ -20,7 +20,10 @@ impl Node {
         }
         let (changed, evicted) = self.leaf.insert_evicting(id);
         if changed {
-            self.leaf_changed(now);
+            // Second-hand news (another node's leaf set, a join reply) means our neighbours'
+            // views likely differ from ours too: exchange soon. A node that spoke to us itself
+            // (an announce) told its other neighbours as well.
+            self.leaf_changed(now, !direct);
             self.track(now, info);
             for e in evicted.into_iter().flatten() {
                 self.untrack_if_unused(e);
@@ -180,15 +183,17 @@ impl Node {
         }
     }
 
-    /// The leaf set changed: count the version, and exchange soon (the gap restarts at
-    /// `leaf_exchange_min`), since the neighbours' views likely changed too.
-    pub(crate) fn leaf_changed(&mut self, now: Time) {
+    /// The leaf set changed: count the version, check the group trees' routes, and, when
+    /// `exchange_soon`, exchange leaf sets within `leaf_exchange_min`.
+    pub(crate) fn leaf_changed(&mut self, now: Time, exchange_soon: bool) {
         self.leaf_version += 1;
         if !self.is_ready() {
             return;
         }
         self.groups_routes_changed(now);
-        self.leaf_exchange_gap = self.cfg.leaf_exchange_min;
+        if !exchange_soon {
+            return;
+        }
         let soon = now + self.cfg.leaf_exchange_min;
         if self.leaf_exchange_at > soon {
             self.leaf_exchange_at = soon;
@@ -200,8 +205,7 @@ impl Node {
         if !self.is_ready() {
             return;
         }
-        let next = now + self.leaf_exchange_gap;
-        self.leaf_exchange_gap = (self.leaf_exchange_gap * 2).min(self.cfg.leaf_exchange_interval);
+        let next = now + self.cfg.leaf_exchange_interval;
         self.leaf_exchange_at = next;
         self.set_timer(next, TimerKey::LeafExchange);
         let nearest = (

@@ -281,8 +281,6 @@ pub struct Node {
     /// Bumped on every leaf-set change (to tell whether a message taught us anything).
     pub(crate) leaf_version: u64,
     pub(crate) leaf_exchange_at: Time,
-    /// The gap before the leaf-set exchange after the next one (see `leaf_exchange_min`).
-    pub(crate) leaf_exchange_gap: std::time::Duration,
     /// Until when join replies are taken while ready: answers to the join that the last
     /// [`Node::introduce`] routed through another ring (see `on_join_reply`).
     pub(crate) introduced_until: Time,
@@ -321,7 +319,6 @@ impl Node {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let grid = cfg.timer_granularity.as_micros().max(1) as u64;
-        let exchange_min = cfg.leaf_exchange_min;
         let tick_phase_us = rand::Rng::random_range(&mut rng, 0..grid);
         Ok(Self {
             leaf: LeafSet::new(me.id, cfg.leaf_set_size / 2),
@@ -346,7 +343,6 @@ impl Node {
             next_nonce: splitmix(seed) >> 2,
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
-            leaf_exchange_gap: exchange_min,
             introduced_until: Time::ZERO,
             reintroduce: std::collections::BTreeMap::new(),
             groups: BTreeMap::new(),

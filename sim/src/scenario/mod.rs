@@ -85,8 +85,12 @@ pub struct NodeOverrides {
     pub ping_timeout_ms: Option<u64>,
     /// Misses that make a peer dead.
     pub suspicion_misses: Option<u32>,
-    /// Leaf-set exchange interval.
+    /// Leaf-set exchange interval (the longest gap).
     pub leaf_exchange_interval_ms: Option<u64>,
+    /// Leaf-set exchange gap after a change (the shortest).
+    pub leaf_exchange_min_ms: Option<u64>,
+    /// Wait before a joiner tries its contacts again after all refused.
+    pub join_busy_retry_ms: Option<u64>,
     /// Lookup timeout.
     pub lookup_timeout_ms: Option<u64>,
     /// Lookup attempts.
@@ -121,6 +125,12 @@ impl NodeOverrides {
         }
         if let Some(v) = self.leaf_exchange_interval_ms {
             c.leaf_exchange_interval = ms(v);
+        }
+        if let Some(v) = self.leaf_exchange_min_ms {
+            c.leaf_exchange_min = ms(v);
+        }
+        if let Some(v) = self.join_busy_retry_ms {
+            c.join_busy_retry = ms(v);
         }
         if let Some(v) = self.lookup_timeout_ms {
             c.lookup_timeout = ms(v);

@@ -82,7 +82,42 @@ impl JoinState {
     }
 }
 
+/// Where a join under way stands (for logs and operators): see [`Node::join_progress`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JoinProgress {
+    /// Contacts known.
+    pub contacts: usize,
+    /// The contact of the attempt under way (`None`: waiting for the next round).
+    pub via: Option<NodeInfo>,
+    /// Attempts that timed out so far.
+    pub attempts_timed_out: u32,
+    /// The join path is done and the announces are out.
+    pub announced: bool,
+    /// Leaf-set members that have not acknowledged the announce yet.
+    pub unacknowledged: Vec<NodeInfo>,
+}
+
 impl Node {
+    /// Where the join stands, while the node is joining.
+    pub fn join_progress(&self) -> Option<JoinProgress> {
+        let Phase::Joining(j) = &self.phase else {
+            return None;
+        };
+        let missing: Vec<NodeId> = self
+            .leaf
+            .members()
+            .filter(|id| !j.acked.contains(id))
+            .collect();
+        Some(JoinProgress {
+            contacts: j.contacts.len(),
+            via: j.via,
+            attempts_timed_out: j.attempt,
+            announced: j.announced,
+            unacknowledged: self.infos(missing.into_iter()),
+        })
+    }
+
     /// Joins the ring that `bootstrap` belongs to. Completion is reported as [`Event::Joined`]
     /// (or [`Event::JoinFailed`] after `join_attempts` attempts timed out). More contacts can
     /// be added while the join is under way with [`Node::contact`].
@@ -193,7 +228,7 @@ impl Node {
 
     /// The attempt made progress (`from` answered it): measure the contact's round-trip time
     /// on its first answer, and push the deadline out by one progress bound.
-    fn join_progress(&mut self, now: Time, from: NodeId) {
+    fn join_progressed(&mut self, now: Time, from: NodeId) {
         let Phase::Joining(j) = &mut self.phase else {
             return;
         };
@@ -343,7 +378,7 @@ impl Node {
         if !self.is_joining() {
             return;
         }
-        self.join_progress(now, from.id);
+        self.join_progressed(now, from.id);
         for e in entries.into_iter().chain(leaf) {
             self.learn(now, e, false);
         }

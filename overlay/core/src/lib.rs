@@ -121,6 +121,7 @@ mod tunnel;
 
 pub use app::{AppError, ConnId, GroupKind, Outcome};
 pub use config::{Config, ConfigError};
+pub use join::JoinProgress;
 pub use leaf_set::LeafSet;
 pub use local::GroupView;
 pub use node::{Event, Node, Transmit};

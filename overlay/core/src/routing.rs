@@ -212,6 +212,14 @@ impl Node {
     }
 
     fn deliver(&mut self, now: Time, msg: RouteMsg) {
+        if msg.body == Routed::Join && matches!(&self.phase, Phase::Joining(j) if j.announced) {
+            // Another joiner's closest node is this one, which has its leaf set and has
+            // announced itself: answer now rather than when ready, so that no joiner waits on
+            // another joiner's activation (which may wait on acknowledgements for long in a
+            // fleet that starts at once). The join is also held and routed on once this node
+            // is ready, so that the joiner then learns the settled leaf set too.
+            self.send_join_state(&msg, true);
+        }
         if let Phase::Joining(j) = &mut self.phase {
             // Not serving keys yet: hold the message until the join completes.
             if j.buffered.len() < self.cfg.max_join_buffer {

@@ -27,6 +27,9 @@ const MAX_INTRODUCED: usize = 4096;
 /// short, because in a fleet that starts at once a seed's port opens a few milliseconds late,
 /// and a node that found no seed serves alone until its seeds answer.
 const FIRST_SEED_RETRY: Duration = Duration::from_millis(100);
+/// The first delay after a failed dial before the address is dialed again (then doubling up to
+/// `Options::dial_backoff`).
+const FIRST_DIAL_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What the node task receives.
 pub(crate) enum Input {
@@ -95,8 +98,11 @@ pub(crate) struct Driver<N: Net> {
     start: Instant,
     inputs: mpsc::Sender<Input>,
     links: BTreeMap<NodeId, LinkState>,
-    /// Addresses whose dial failed recently, not re-dialed before the given time.
-    dial_backoff: BTreeMap<SocketAddr, Instant>,
+    /// Addresses whose last dial failed: not re-dialed (messages to them dropped) before the
+    /// given time; the delay that was applied (it doubles with each failure in a row, from
+    /// [`FIRST_DIAL_BACKOFF`] up to `Options::dial_backoff`, and is forgotten once a link to the
+    /// address comes up).
+    dial_backoff: BTreeMap<SocketAddr, (Instant, Duration)>,
     next_link: u64,
     pub(crate) sessions: Sessions,
     pub(crate) stats: Arc<RuntimeStats>,
@@ -130,6 +136,8 @@ pub(crate) struct Driver<N: Net> {
     coarse_now: Instant,
     /// When idle links are next looked for.
     next_reap: Instant,
+    /// The core's join retries already logged.
+    join_retries_logged: u64,
 }
 
 impl<N: Net> Driver<N> {
@@ -159,6 +167,7 @@ impl<N: Net> Driver<N> {
             seeds_failed: Default::default(),
             coarse_now: now,
             next_reap: now + opts.link_idle_close,
+            join_retries_logged: 0,
             node,
             net,
             opts,
@@ -341,10 +350,16 @@ impl<N: Net> Driver<N> {
                 let now_i = Instant::now();
                 if self.dial_backoff.len() >= 4096 {
                     // Addresses never dialed again would otherwise stay for ever.
-                    self.dial_backoff.retain(|_, until| *until > now_i);
+                    self.dial_backoff.retain(|_, (until, _)| *until > now_i);
                 }
-                self.dial_backoff
-                    .insert(addr, now_i + self.opts.dial_backoff);
+                // A port that is not open yet (a fleet starting) is tried again soon; one
+                // that keeps failing, at most every `dial_backoff`.
+                let delay = self
+                    .dial_backoff
+                    .get(&addr)
+                    .map_or(FIRST_DIAL_BACKOFF, |(_, d)| d.saturating_mul(2))
+                    .min(self.opts.dial_backoff);
+                self.dial_backoff.insert(addr, (now_i + delay, delay));
                 // Only a dial still pending is dropped: a link to that node may have come up
                 // from its side meanwhile, and must not be closed by our failed attempt.
                 if let Some(id) = expected
@@ -457,6 +472,11 @@ impl<N: Net> Driver<N> {
             None => Vec::new(),
         };
         RuntimeStats::add(&self.stats.links_up, 1);
+        // The peer is reachable: failures to its addresses start from a short delay again.
+        self.dial_backoff.remove(&peer.addr);
+        if let Some(a) = dialed_addr {
+            self.dial_backoff.remove(&a);
+        }
         self.link_used.insert(peer.id, Instant::now());
         for msg in queued {
             if tx.try_send(msg).is_err() {
@@ -629,6 +649,20 @@ impl<N: Net> Driver<N> {
     pub(crate) fn flush(&mut self) {
         let now = self.now();
         self.ready.store(self.node.is_ready(), Ordering::Relaxed);
+        let retries = self.node.stats().join_retries;
+        if retries != self.join_retries_logged {
+            self.join_retries_logged = retries;
+            if let Some(p) = self.node.join_progress() {
+                tracing::debug!(
+                    contacts = p.contacts,
+                    via = ?p.via.map(|v| v.addr),
+                    timed_out = p.attempts_timed_out,
+                    announced = p.announced,
+                    unacknowledged = ?p.unacknowledged.iter().map(|i| i.addr).collect::<Vec<_>>(),
+                    "join attempt timed out"
+                );
+            }
+        }
         loop {
             let mut any = false;
             while let Some(t) = self.node.poll_transmit() {
@@ -697,12 +731,11 @@ impl<N: Net> Driver<N> {
                 if self
                     .dial_backoff
                     .get(&to.addr)
-                    .is_some_and(|until| Instant::now() < *until)
+                    .is_some_and(|(until, _)| Instant::now() < *until)
                 {
                     RuntimeStats::add(&self.stats.link_drops, 1);
                     return;
                 }
-                self.dial_backoff.remove(&to.addr);
                 self.links
                     .insert(to.id, LinkState::Dialing { queued: vec![msg] });
                 self.dial(Some(to.id), to.addr);

@@ -122,7 +122,9 @@ pub struct Options {
     pub handshake_timeout: Duration,
     /// Deadline of a TCP dial.
     pub dial_timeout: Duration,
-    /// After a failed dial, messages to that address are dropped for this long.
+    /// After a failed dial, messages to that address are dropped for a while (50 ms after the
+    /// first failure, doubling with each failure in a row) and at most this long; a link that
+    /// comes up to the address resets it.
     pub dial_backoff: Duration,
     /// With seeds: how long to wait for one to answer before serving alone.
     pub join_wait: Duration,

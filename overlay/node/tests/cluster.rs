@@ -83,9 +83,21 @@ async fn a_seed_that_comes_up_later_is_found_and_the_rings_merge() {
         "served alone after {alone_after:?}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut o = options(0xa0, vec![]);
-    o.peer_listen = seed;
-    let a = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    // b's dials to the seed address (every 100 ms at first) can hold its port for a moment
+    // (on loopback a connect may even pick the destination port as its own): retry the bind.
+    let mut tries = 0;
+    let a = loop {
+        let mut o = options(0xa0, vec![]);
+        o.peer_listen = seed;
+        match petal_node::spawn(petal_node::TokioNet, o).await {
+            Ok(a) => break a,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(e) => panic!("the seed's node cannot listen on {seed}: {e}"),
+        }
+    };
     let t1 = tokio::time::Instant::now();
     wait_ready(&[&a, &b], 1).await;
     eprintln!(

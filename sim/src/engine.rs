@@ -262,6 +262,13 @@ impl Sim {
     /// Adds a node now: it founds the ring if no node is ready, else joins through the nearest
     /// of `bootstrap_sample` random ready nodes. Returns its slot.
     pub fn add_node(&mut self) -> u32 {
+        let index = self.new_slot(true);
+        self.start(index);
+        index
+    }
+
+    /// Creates the slot of a new node with a fresh unique id (not started); returns its index.
+    fn new_slot(&mut self, alive: bool) -> u32 {
         let index = self.topology.add_node();
         assert_eq!(
             index as usize,
@@ -275,14 +282,13 @@ impl Sim {
         let node = self.fresh_node(index, id);
         self.slots.push(Slot {
             node,
-            alive: true,
+            alive,
             timer_at: None,
             crashed_at: None,
             seeds: None,
         });
         self.ready_pos.push(usize::MAX);
         self.by_id.insert(id, index);
-        self.start(index);
         index
     }
 

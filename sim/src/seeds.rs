@@ -11,10 +11,7 @@
 
 use std::time::Duration;
 
-use petal_core::NodeId;
-use rand::Rng;
-
-use super::{Ev, Sim, Slot};
+use super::{Ev, Sim};
 
 /// First delay before seeds are dialed again (the daemon's `FIRST_SEED_RETRY`).
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -33,27 +30,7 @@ impl Sim {
     /// Adds a node that is down (not started): messages to it are lost and dials to it are
     /// refused until [`Sim::start_with_seeds`]. Returns its slot.
     pub fn add_down_node(&mut self) -> u32 {
-        let index = self.topology.add_node();
-        assert_eq!(
-            index as usize,
-            self.slots.len(),
-            "topology and engine disagree"
-        );
-        let mut id = NodeId(self.id_rng.random());
-        while self.by_id.contains_key(&id) {
-            id = NodeId(self.id_rng.random());
-        }
-        let node = self.fresh_node(index, id);
-        self.slots.push(Slot {
-            node,
-            alive: false,
-            timer_at: None,
-            crashed_at: None,
-            seeds: None,
-        });
-        self.ready_pos.push(usize::MAX);
-        self.by_id.insert(id, index);
-        index
+        self.new_slot(false)
     }
 
     /// Starts down node `i` now as `petald --seed ...` would: with no seeds it founds a ring,

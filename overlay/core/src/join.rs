@@ -23,6 +23,9 @@
 //!   id is the smallest of every joiner it has heard of, it founds the ring, and the others
 //!   join it at their next round. (A node whose contacts could not be reached at all is the
 //!   driver's business: it serves alone and introduces its seeds once they answer.)
+//! - **Nobody waits on a joiner's activation.** A joiner that has announced itself and is the
+//!   closest node to another joiner's id answers with its leaf set at once (and routes the
+//!   join on once it is ready, so that the other joiner also learns the settled leaf set).
 //! - **Contacts of other rings are introduced.** Once ready, the node introduces the contacts
 //!   it did not join through and does not know, so that rings that formed apart merge.
 

@@ -369,8 +369,14 @@ async fn a_service_closing_gracefully_with_a_request_it_holds_yields_one_reply()
     n.shutdown().await;
 }
 
+/// A request times out when its timeout is due: never early, and late by little more than the
+/// timer's millisecond tick. What is asserted: every timeout comes at or after its due time; the
+/// median lateness over 18 requests is under 3 ms (measured: about 1.2 ms, idle or with both
+/// cores busy); each is under 60 ms late. A single lateness is not asserted to the millisecond:
+/// a scheduling hiccup of tens of ms on a busy machine would fail that, while the median moves
+/// past 3 ms only if 9 of the 18 are delayed.
 #[tokio::test]
-async fn timeouts_are_enforced_by_the_node_to_the_millisecond() {
+async fn timeouts_are_never_early_and_late_by_under_3_ms_at_the_median() {
     let n = node(0x4b, vec![]).await;
     let addr = relay_addr(&n);
     let mut svc = Raw::attach(addr, "svc25").await;
@@ -405,16 +411,30 @@ async fn timeouts_are_enforced_by_the_node_to_the_millisecond() {
         );
     }
     // With nobody to answer, the timeout comes when it is due, not much later.
-    for timeout_ms in [1, 30, 70] {
-        let t0 = Instant::now();
-        cli.send(request(9, "nobody", timeout_ms)).await;
-        cli.expect(timeout(9)).await;
-        let took = t0.elapsed();
-        assert!(
-            took >= Duration::from_millis(timeout_ms)
-                && took < Duration::from_millis(timeout_ms + 60),
-            "a {timeout_ms} ms timeout after {took:?}"
-        );
+    let mut late = Vec::new();
+    for round in 0..3 {
+        for timeout_ms in [1, 2, 5, 12, 30, 70] {
+            let t0 = Instant::now();
+            cli.send(request(9, "nobody", timeout_ms)).await;
+            cli.expect(timeout(9)).await;
+            let took = t0.elapsed();
+            let due = Duration::from_millis(timeout_ms);
+            assert!(
+                took >= due,
+                "round {round}: a {timeout_ms} ms timeout came early, after {took:?}"
+            );
+            assert!(
+                took - due < Duration::from_millis(60),
+                "round {round}: a {timeout_ms} ms timeout after {took:?}"
+            );
+            late.push(took - due);
+        }
     }
+    late.sort();
+    let median = late[late.len() / 2];
+    assert!(
+        median < Duration::from_millis(3),
+        "median lateness {median:?}; all, sorted: {late:?}"
+    );
     n.shutdown().await;
 }

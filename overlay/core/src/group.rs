@@ -298,17 +298,20 @@ impl Node {
         }
     }
 
-    /// Re-grafts every group whose next hop towards its key is no longer its parent (or which
-    /// is root but no longer owns the key, or owns it now).
+    /// Re-grafts every group whose root moved (or that has no parent): this node is root but no longer owns the key
+    /// (rings merged, or a closer node joined), or owns it now. A group whose parent is merely
+    /// no longer the next hop keeps it until the periodic refresh: the parent is still in the
+    /// tree, and moving at every leaf-set change (constant under churn) loses the events in
+    /// flight during each move.
     pub(crate) fn on_group_routes(&mut self, now: Time) {
         self.group_routes_at = Time::MAX;
         let keys: Vec<Key> = self.groups.keys().copied().collect();
         for key in keys {
-            let next = self.next_hop(key);
-            let moved = self.groups.get(&key).is_some_and(|g| match next {
-                None => !g.root,
-                Some(n) => g.root || g.parent.is_none_or(|p| p.id != n),
-            });
+            let owner = self.next_hop(key).is_none();
+            let moved = self
+                .groups
+                .get(&key)
+                .is_some_and(|g| g.root != owner || (!owner && g.parent.is_none()));
             if moved {
                 self.stats.group_route_changes += 1;
                 self.maintain_group(now, key);

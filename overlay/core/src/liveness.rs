@@ -9,6 +9,7 @@ use std::time::Duration;
 use petal_protocol::{Message, NodeId, NodeInfo};
 use rand::Rng;
 
+use crate::membership::Heard;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
@@ -100,8 +101,8 @@ impl Node {
         }
     }
 
-    /// Direct evidence that `from` is alive.
-    pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo) {
+    /// Direct evidence that `from` is alive (`announce`: it announced itself to its leaf set).
+    pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo, announce: bool) {
         if self.dead.remove(&from.id).is_some() {
             self.stats.revivals += 1;
         }
@@ -114,7 +115,14 @@ impl Node {
                     p.addr = from.addr;
                 }
             }
-            None => self.learn(now, from, true),
+            None => {
+                let heard = if announce {
+                    Heard::Announce
+                } else {
+                    Heard::Direct
+                };
+                self.learn_as(now, from, heard)
+            }
         }
     }
 

@@ -10,20 +10,43 @@ use rand::Rng;
 use crate::node::{Event, Node, Phase, TimerKey};
 use crate::time::Time;
 
+/// How a node came to be offered to [`Node::learn_as`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Heard {
+    /// In another node's message (a leaf set, a join reply, a routing-table row).
+    SecondHand,
+    /// It sent us a message itself.
+    Direct,
+    /// It announced itself to its leaf set, us among them.
+    Announce,
+}
+
 impl Node {
     /// Offers a node as a candidate for the leaf set and the routing table. `direct` means it
     /// spoke to us itself; second-hand news of a node we believe dead is ignored.
     pub(crate) fn learn(&mut self, now: Time, info: NodeInfo, direct: bool) {
+        let heard = if direct {
+            Heard::Direct
+        } else {
+            Heard::SecondHand
+        };
+        self.learn_as(now, info, heard);
+    }
+
+    /// [`Node::learn`], saying how the node was heard of.
+    pub(crate) fn learn_as(&mut self, now: Time, info: NodeInfo, heard: Heard) {
+        let direct = heard != Heard::SecondHand;
         let id = info.id;
         if id == self.me.id || (!direct && self.dead.contains_key(&id)) {
             return;
         }
         let (changed, evicted) = self.leaf.insert_evicting(id);
         if changed {
-            // Second-hand news (another node's leaf set, a join reply) means our neighbours'
-            // views likely differ from ours too: exchange soon. A node that spoke to us itself
-            // (an announce) told its other neighbours as well.
-            self.leaf_changed(now, !direct);
+            // A new neighbour means our neighbours' views likely differ from ours too: exchange
+            // soon. Only an announcer told its other neighbours itself; a node heard of
+            // second-hand, or one that spoke to us for another reason (an introduction, a leaf
+            // set, a routed message), may be known to us alone.
+            self.leaf_changed(now, heard != Heard::Announce);
             self.track(now, info);
             for e in evicted.into_iter().flatten() {
                 self.untrack_if_unused(e);

@@ -623,7 +623,8 @@ impl Node {
         // Any message is evidence of life, except a joiner's first hop, a refusal (from a
         // node not in a ring) and a leave.
         if !joiner_hello && !matches!(msg, Message::Leave { .. } | Message::JoinBusy { .. }) {
-            self.heard_from(now, from);
+            let announce = matches!(msg, Message::Announce { .. });
+            self.heard_from(now, from, announce);
         }
         match msg {
             Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),

@@ -49,7 +49,7 @@ pub struct Stats {
     pub group_roots_taken: u64,
     /// Times a group moved to a new parent (the route to its root changed).
     pub group_parent_changes: u64,
-    /// Groups re-grafted at once because the leaf set changed their route to the root.
+    /// Groups re-grafted at once because a leaf-set change moved their root.
     pub group_route_changes: u64,
     /// Children dropped after staying silent.
     pub group_children_expired: u64,

@@ -1,7 +1,7 @@
 //! One real `petald` process on loopback, driven through `petal-client` with the scenarios the
 //! Iris client libraries' own tests use: 100 concurrent connections, 25 clients x 25 services
 //! x 25 requests, remote faults, node-enforced timeouts, requests expiring in a busy service's
-//! queue, and broadcast / publish to oneself within about a millisecond.
+//! queue, and broadcast / publish to oneself within a millisecond (95th percentile).
 //!
 //! The tests of this file run one at a time (they measure time on a small machine); each
 //! starts its own daemon.
@@ -312,13 +312,17 @@ async fn requests_with_a_one_ms_timeout_expire_in_a_busy_services_queue() {
 }
 
 /// A service broadcasting to its own cluster and a subscriber publishing to its own topic get
-/// their message back within about a millisecond on loopback (asserted: 50 ms, for a noisy
-/// machine and a debug build; the median is printed).
+/// their message back within a millisecond on loopback, all but the odd round. Asserted over
+/// 200 rounds each: the 95th percentile under 1 ms (measured: p95 30-105 us, idle or with both
+/// cores busy, release or debug build), and every round under 50 ms. A single round is not
+/// held to 1 ms: on a busy machine a scheduling hiccup of several ms lands on a few rounds
+/// (slowest seen with both cores busy: 12 ms); the p95 fails only if 11 of the 200 are slow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broadcast_and_publish_to_oneself_arrive_within_a_millisecond() {
+async fn broadcast_and_publish_to_oneself_arrive_within_a_millisecond_at_the_95th_percentile() {
     let _serial = SERIAL.lock().await;
     let d = Daemon::start(&Spec::alone()).await;
     const ROUNDS: usize = 200;
+    let p95_bound = Duration::from_millis(1);
     let bound = Duration::from_millis(50);
 
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -358,9 +362,13 @@ async fn broadcast_and_publish_to_oneself_arrive_within_a_millisecond() {
 
     for (what, samples) in [("broadcast", &mut broadcast), ("publish", &mut publish)] {
         let (median, max) = median_max(samples);
+        let p95 = quantile(samples, 0.95);
         println!(
-            "{what} to oneself ({ROUNDS} rounds): median {median:?}, p95 {:?}, max {max:?}",
-            quantile(samples, 0.95)
+            "{what} to oneself ({ROUNDS} rounds): median {median:?}, p95 {p95:?}, max {max:?}"
+        );
+        assert!(
+            p95 < p95_bound,
+            "{what} to oneself: p95 {p95:?} (median {median:?}, max {max:?}), want < {p95_bound:?}"
         );
         assert!(
             max < bound,

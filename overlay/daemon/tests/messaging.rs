@@ -89,22 +89,49 @@ async fn a_hundred_clients_connect_concurrently_then_close_gracefully() {
         conns.push(r.unwrap().expect("connect"));
     }
     let connected = t0.elapsed();
-    assert_eq!(conns.len(), 100);
+    // All 100 are attached at once: each gets its own reply from a service of the daemon.
+    let svc = register(port, "hundred", Transform)
+        .await
+        .expect("register");
+    let mut set = JoinSet::new();
+    for (i, c) in conns.into_iter().enumerate() {
+        set.spawn(async move {
+            let ask = Bytes::from(format!("from {i}"));
+            let reply = c.request("hundred", ask.clone(), SECOND).await;
+            let reply = reply.unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
+            assert_eq!(reply, transform(&ask), "connection {i}");
+            c
+        });
+    }
+    let mut conns = Vec::new();
+    while let Some(r) = within(10 * SECOND, "a request on each", set.join_next()).await {
+        conns.push(r.unwrap());
+    }
     let t1 = Instant::now();
     let mut set = JoinSet::new();
     for c in conns {
-        set.spawn(async move { c.close().await });
+        set.spawn(async move {
+            c.close().await.expect("graceful close");
+            c
+        });
     }
-    let mut closed = 0;
+    let mut closed = Vec::new();
     while let Some(r) = within(10 * SECOND, "closing", set.join_next()).await {
-        r.unwrap().expect("graceful close");
-        closed += 1;
+        closed.push(r.unwrap());
     }
-    assert_eq!(closed, 100);
-    println!(
-        "100 concurrent connects: {connected:?}; 100 graceful closes: {:?}",
-        t1.elapsed()
-    );
+    let closing = t1.elapsed();
+    // Each is closed for good: a request after the close fails at once, the daemon unharmed.
+    for (i, c) in closed.iter().enumerate() {
+        assert!(c.is_closed(), "connection {i}");
+        let r = c.request("hundred", "late", SECOND).await;
+        assert!(matches!(r, Err(Error::Closed(_))), "connection {i}: {r:?}");
+    }
+    let alive = Connection::connect(port).await.expect("connect after");
+    let r = alive.request("hundred", "after", SECOND).await;
+    assert_eq!(r.expect("a request after the closes"), transform(b"after"));
+    alive.close().await.unwrap();
+    svc.close().await.unwrap();
+    println!("100 concurrent connects: {connected:?}; 100 graceful closes: {closing:?}");
 }
 
 /// The Go library's TestRequest: 25 services of one cluster and 25 plain clients; every one of

@@ -69,7 +69,9 @@ fn requests_get_exactly_one_outcome_in_a_stable_overlay() {
         assert_eq!(s.apps.stray_events, 0);
         let f = s.apps.fairness("svc", from, to).unwrap();
         assert!(f >= 0.9, "seed {seed}: fairness {f}");
-        assert_eq!(members.len(), 12);
+        for &m in &members {
+            assert!(s.apps.list[m].served > 0, "seed {seed}: member {m} idle");
+        }
     }
 }
 
@@ -136,7 +138,16 @@ fn a_stalled_member_stops_getting_requests() {
         .filter(|q| q.start >= from && q.served_by == Some(bad))
         .count();
     assert_eq!(to_bad, 0, "the stalled member got new requests");
-    assert_eq!(good.len(), 4);
+    // They went to the members that answer, all of them.
+    for &g in &good {
+        let to_g = s
+            .apps
+            .requests
+            .iter()
+            .filter(|q| q.start >= from && q.served_by == Some(g))
+            .count();
+        assert!(to_g > 0, "member {g} got none of the 200 requests");
+    }
 }
 
 #[test]

@@ -201,20 +201,33 @@ fn unsubscribed_and_closed_connections_get_nothing() {
     grow(&mut s, 30);
     let a = s.add_app(1, AppSpec::client()).unwrap();
     let b = s.add_app(2, AppSpec::client()).unwrap();
+    // A subscriber that stays: the events are published and delivered, to it alone.
+    let c = s.add_app(3, AppSpec::client()).unwrap();
     s.subscribe(a, "t");
     s.subscribe(b, "t");
+    s.subscribe(c, "t");
     advance(&mut s, 2_000);
     s.unsubscribe(a, "t");
     s.remove_app(b);
     advance(&mut s, 2_000);
     for _ in 0..10 {
-        s.publish(7, "t", 8);
+        s.publish(7, "t", 8).expect("published");
         advance(&mut s, 50);
     }
     advance(&mut s, 2_000);
-    assert!(s.apps.events.iter().all(|e| e.deliveries.is_empty()));
+    assert_eq!(s.apps.events.len(), 10);
+    for e in &s.apps.events {
+        assert_eq!(
+            e.deliveries.keys().copied().collect::<Vec<_>>(),
+            vec![c],
+            "{e:?}"
+        );
+        assert_eq!(e.deliveries[&c].0, 1, "{e:?}");
+    }
     assert_eq!(s.apps.stray_events, 0);
     // With nobody left, the tree is gone from every node.
+    s.unsubscribe(c, "t");
+    advance(&mut s, 4_500);
     let key = GroupKind::Topic.key("t");
     for i in 0..30 {
         assert!(

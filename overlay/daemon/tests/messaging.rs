@@ -320,12 +320,10 @@ async fn requests_with_a_one_ms_timeout_expire_in_a_busy_services_queue() {
             assert!(matches!(r, Err(Error::Timeout)), "request {i}: {r:?}");
         });
     }
-    let mut outcomes = 0;
+    // Each task asserts its own outcome (a timeout); a second one would be an ignored packet.
     while let Some(r) = within(SECOND, "1 ms requests", set.join_next()).await {
         r.unwrap();
-        outcomes += 1;
     }
-    assert_eq!(outcomes, n);
     tokio::time::sleep(Duration::from_millis(25 * (n + 1))).await;
     let stats = svc.stats();
     assert_eq!(

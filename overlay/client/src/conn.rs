@@ -66,7 +66,37 @@ pub(crate) struct Inner {
 /// Requests waiting for their REPLY.
 pub(crate) struct Pending {
     pub(crate) map: IdMap<oneshot::Sender<ReplyOutcome>>,
+    /// Requests abandoned before their reply came (their reply is expected, and ignored),
+    /// at most [`ABANDONED_KEPT`], the oldest forgotten first.
+    pub(crate) abandoned: std::collections::BTreeSet<u64>,
     pub(crate) ended: Option<Ended>,
+}
+
+/// How many abandoned request ids a connection remembers, so that their late replies are not
+/// mistaken for unexpected ones.
+const ABANDONED_KEPT: usize = 4096;
+
+impl Pending {
+    /// Takes the waiter of request `id`: `Ok(Some)` when it is waited for, `Ok(None)` when it
+    /// was abandoned, `Err` when no such request is pending (a second reply, or an id never
+    /// sent).
+    pub(crate) fn take(&mut self, id: u64) -> Result<Option<oneshot::Sender<ReplyOutcome>>, ()> {
+        match self.map.remove(&id) {
+            Some(tx) => Ok(Some(tx)),
+            None if self.abandoned.remove(&id) => Ok(None),
+            None => Err(()),
+        }
+    }
+
+    /// Request `id` is abandoned: its waiter goes, its reply will be ignored.
+    fn abandon(&mut self, id: u64) {
+        if self.map.remove(&id).is_some() {
+            self.abandoned.insert(id);
+            if self.abandoned.len() > ABANDONED_KEPT {
+                self.abandoned.pop_first();
+            }
+        }
+    }
 }
 
 /// Tunnels by client tunnel id (opening ones included).
@@ -164,6 +194,7 @@ impl Connection {
             outbox,
             pending: Mutex::new(Pending {
                 map: IdMap::default(),
+                abandoned: Default::default(),
                 ended: None,
             }),
             tunnels: Mutex::new(Tunnels {
@@ -375,7 +406,7 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
-            lock(&self.inner.pending).map.remove(&self.id);
+            lock(&self.inner.pending).abandon(self.id);
         }
     }
 }

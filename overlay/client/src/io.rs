@@ -129,14 +129,18 @@ pub(crate) async fn run_reader<R>(
 fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)> {
     match packet {
         NodePacket::Reply { id, outcome } => {
-            let waiter = lock(&inner.pending).map.remove(&id);
+            let waiter = lock(&inner.pending).take(id);
             match waiter {
-                Some(tx) => {
+                Ok(Some(tx)) => {
                     if tx.send(outcome).is_err() {
                         inner.counters.ignored("reply to an abandoned request");
                     }
                 }
-                None => inner.counters.ignored("reply to an unknown request"),
+                Ok(None) => inner.counters.ignored("reply to an abandoned request"),
+                Err(()) => {
+                    inner.counters.ignored("reply to an unknown request");
+                    inner.counters.unexpected_reply();
+                }
             }
         }
         NodePacket::Request {

@@ -19,6 +19,13 @@ pub struct Stats {
     /// subscribed, a reply to an abandoned request, a delivery a plain client cannot take, a
     /// tunnel packet for an unknown tunnel).
     pub ignored_packets: u64,
+    /// Of those, replies to a request this connection is not waiting for and never abandoned:
+    /// a second outcome for a request (the node must send exactly one), or a reply for an id
+    /// never sent. Always 0 with a correct node.
+    pub unexpected_replies: u64,
+    /// Of those, confirmations of a tunnel that was already confirmed or never opened. Always 0
+    /// with a correct node.
+    pub unexpected_confirms: u64,
 }
 
 /// The live counters behind [`Stats`]; the pools hold some of them.
@@ -29,6 +36,8 @@ pub(crate) struct Counters {
     pub(crate) dropped_broadcasts: Arc<AtomicU64>,
     pub(crate) dropped_events: Arc<AtomicU64>,
     pub(crate) ignored_packets: AtomicU64,
+    pub(crate) unexpected_replies: AtomicU64,
+    pub(crate) unexpected_confirms: AtomicU64,
 }
 
 impl Counters {
@@ -41,7 +50,19 @@ impl Counters {
             dropped_broadcasts: get(&self.dropped_broadcasts),
             dropped_events: get(&self.dropped_events),
             ignored_packets: get(&self.ignored_packets),
+            unexpected_replies: get(&self.unexpected_replies),
+            unexpected_confirms: get(&self.unexpected_confirms),
         }
+    }
+
+    /// Counts a reply to a request not pending (never sent, or answered already).
+    pub(crate) fn unexpected_reply(&self) {
+        self.unexpected_replies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a confirmation of a tunnel already confirmed or never opened.
+    pub(crate) fn unexpected_confirm(&self) {
+        self.unexpected_confirms.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one ignored packet.

@@ -280,6 +280,7 @@ pub(crate) async fn open(
 pub(crate) fn confirmed(inner: &Inner, id: u64, chunk_limit: Option<u64>) {
     let Some(shared) = inner.tunnel(id) else {
         inner.counters.ignored("confirmation of an unknown tunnel");
+        inner.counters.unexpected_confirm();
         return;
     };
     let Some(chunk_limit) = chunk_limit else {
@@ -295,6 +296,7 @@ pub(crate) fn confirmed(inner: &Inner, id: u64, chunk_limit: Option<u64>) {
     let Some(tx) = st.opening.take() else {
         drop(st);
         inner.counters.ignored("second confirmation of a tunnel");
+        inner.counters.unexpected_confirm();
         return;
     };
     st.chunk_limit = chunk_limit.clamp(1, CHUNK_LIMIT);

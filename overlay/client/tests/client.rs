@@ -405,6 +405,40 @@ async fn abandoned_request_reply_is_ignored() {
     .await;
     assert_eq!(timely(next).await.expect("join").expect("reply"), "ok");
     assert_eq!(conn.stats().ignored_packets, 1);
+    // An abandoned request's reply is expected: not an unexpected reply.
+    assert_eq!(conn.stats().unexpected_replies, 0);
+}
+
+#[tokio::test]
+async fn second_reply_is_counted_as_unexpected() {
+    let (conn, mut peer) = client().await;
+    let c = conn.clone();
+    let call = tokio::spawn(async move { c.request("svc", "x", Duration::from_secs(5)).await });
+    let Some(ClientPacket::Request { id, .. }) = peer.recv().await else {
+        panic!("request")
+    };
+    for body in ["first", "second"] {
+        peer.send(NodePacket::Reply {
+            id,
+            outcome: ReplyOutcome::Success(Bytes::from(body)),
+        })
+        .await;
+    }
+    // A reply for an id never sent is unexpected too.
+    peer.send(NodePacket::Reply {
+        id: id + 1000,
+        outcome: ReplyOutcome::Timeout,
+    })
+    .await;
+    assert_eq!(timely(call).await.expect("join").expect("reply"), "first");
+    timely(async {
+        while conn.stats().unexpected_replies < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let stats = conn.stats();
+    assert_eq!((stats.unexpected_replies, stats.ignored_packets), (2, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

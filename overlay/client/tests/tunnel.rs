@@ -474,3 +474,33 @@ async fn default_tunnel_handler_closes_inbound_tunnels() {
         Some(ClientPacket::TunClose { id: tun_id })
     );
 }
+
+#[tokio::test]
+async fn second_confirm_is_counted_as_unexpected() {
+    let (conn, mut peer) = client().await;
+    let (tunnel, id) = open(&conn, &mut peer, 1024, 1 << 20).await;
+    peer.send(NodePacket::TunConfirm {
+        id,
+        chunk_limit: Some(1024),
+    })
+    .await;
+    // And a confirm of a tunnel never opened.
+    peer.send(NodePacket::TunConfirm {
+        id: id + 1000,
+        chunk_limit: Some(1024),
+    })
+    .await;
+    timely(async {
+        while conn.stats().unexpected_confirms < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert_eq!(conn.stats().unexpected_confirms, 2);
+    // The tunnel still works.
+    tunnel
+        .send(Bytes::from("after"), Duration::from_secs(1))
+        .await
+        .expect("send");
+    assert_eq!(chunk(&mut peer, id).await, (5, Bytes::from("after")));
+}

@@ -1,27 +1,43 @@
 //! Rings that formed apart merge into one once the driver introduces nodes of the two to each
 //! other ([`Node::introduce`], as a LAN discovery beacon or a seed dialed again would).
 //!
-//! A tiny deterministic network (`common::Net`) drives real nodes through the public API.
-//! Each ring forms on
-//! its own (its first node founds it, the others join through it), then nodes are introduced
-//! across, and the test measures how long (in simulated time) it takes until every node's leaf
-//! set is the true leaf set of the merged ring, checks that it stays so, and that every node
-//! routes every key to the node numerically closest to it (by walking [`Node::next_hop`] and by
-//! real lookups).
+//! A tiny deterministic network (`common::Net`, every link 1 ms one way) drives real nodes
+//! through the public API. Each ring forms on its own (its first node founds it, the others
+//! join through it), then nodes are introduced across, and the test measures how long (in
+//! simulated time, checked every millisecond) it takes until every node's leaf set is the true
+//! leaf set of the merged ring, checks that it stays so, and that every node routes every key
+//! to the node numerically closest to it (by walking [`Node::next_hop`] and by real lookups).
 //!
-//! Set `PETAL_MERGE_TIMES=1` to print the measured convergence times.
+//! Each merge test asserts that every run (seed) converged within its own bound, a few one-way
+//! latencies above what it measures (the network is deterministic: the same seed gives the same
+//! time), and writes the times to `target/test-figures/merge.<test>.json` (see
+//! `overlay/daemon/tests/figures/mod.rs`) before asserting. Set `PETAL_MERGE_TIMES=1` to print
+//! them too.
 
 mod common;
+#[path = "../../daemon/tests/figures/mod.rs"]
+mod figures;
 
 use std::time::Duration;
 
 use common::Net;
+use figures::Obj;
 use petal_core::ConnId;
 
-/// Longest time a merge may take. Merges take a few milliseconds (a few one-way latencies)
-/// here; the bound stays below `leaf_exchange_interval` (5 s), so that a merge that only
-/// completes through periodic maintenance fails the test.
+/// How long `Net::converge` waits before giving up (each test asserts its own, much tighter,
+/// bound on the measured time). It stays below `leaf_exchange_interval` (5 s), so that a merge
+/// that only completes through periodic maintenance fails even before the bound is checked.
 const MERGE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Bound of (a), two rings of 8 and one introduction (measured 3 ms for every seed).
+const BOUND_8_8: Duration = Duration::from_millis(5);
+/// Bound of (a, larger), two rings of 40 and one introduction (measured 7-11 ms for its seeds
+/// 1-3; up to 14 ms over seeds 1-20).
+const BOUND_40_40: Duration = Duration::from_millis(15);
+/// Bound of (b), two rings of 5, every beacon heard (measured 1 ms for every seed).
+const BOUND_5_5: Duration = Duration::from_millis(3);
+/// Bound of (c), a lone node and a ring of 10 (measured 2-3 ms).
+const BOUND_1_10: Duration = Duration::from_millis(5);
 
 fn report(what: &str, times: &[Duration]) {
     if std::env::var_os("PETAL_MERGE_TIMES").is_some() {
@@ -29,6 +45,42 @@ fn report(what: &str, times: &[Duration]) {
         let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
         eprintln!("{what}: converged in {ms:?} ms simulated (max {max:?})");
     }
+}
+
+/// Writes the convergence times of `test` (one per run, `runs` describing each) to
+/// `merge.<test>.json`, then asserts that each is within `bound`.
+fn record(test: &str, setup: &str, runs: Obj, times: &[Duration], bound: Duration) {
+    let ms: Vec<u64> = times.iter().map(|t| t.as_millis() as u64).collect();
+    // Runs numbered from 1, in the order of `runs`.
+    let late: Vec<usize> = (0..times.len())
+        .filter(|&i| times[i] > bound)
+        .map(|i| i + 1)
+        .collect();
+    figures::write(
+        &format!("merge.{test}"),
+        Obj::new()
+            .with("test", format!("overlay/core/tests/merge.rs::{test}"))
+            .with("setup", setup)
+            .with(
+                "measured",
+                "simulated time from the introduction until every node's leaf set is the true \
+                 leaf set of the merged ring (one-way latency 1 ms, checked every 1 ms)",
+            )
+            .with("unit", "ms (simulated)")
+            .with("runs", times.len())
+            .with("run", runs)
+            .with("per_run", ms.clone())
+            .with("summary", figures::summary(&ms))
+            .with(
+                "bound",
+                Obj::new().with("every_run_at_most", bound.as_millis() as u64),
+            )
+            .with("within_bound", late.is_empty()),
+    );
+    assert!(
+        late.is_empty(),
+        "{test}: runs {late:?} converged later than {bound:?}: {ms:?} ms"
+    );
 }
 
 /// Two rings of `n` nodes formed apart; returns the net and the two member lists.
@@ -74,27 +126,46 @@ fn merge_by_one_beacon(seed: u64, n: usize, limit: Duration) -> Duration {
 /// (a) Two rings of 8 formed apart, one node of A introduced to one node of B.
 #[test]
 fn two_rings_merge_after_one_introduction() {
-    let times: Vec<Duration> = (1..=6)
-        .map(|seed| merge_by_one_beacon(seed, 8, MERGE_LIMIT))
+    let seeds: Vec<u64> = (1..=6).collect();
+    let times: Vec<Duration> = seeds
+        .iter()
+        .map(|&seed| merge_by_one_beacon(seed, 8, MERGE_LIMIT))
         .collect();
     report("(a) 8 + 8, one introduction", &times);
+    record(
+        "two_rings_merge_after_one_introduction",
+        "two rings of 8 formed apart; one node of A introduced to one node of B",
+        Obj::new().with("seed", seeds),
+        &times,
+        BOUND_8_8,
+    );
 }
 
 /// (a, larger) Two rings of 40 (beyond the leaf-set size, so that the introduced nodes are not
 /// each other's neighbours) merge after one introduction.
 #[test]
 fn larger_rings_merge_after_one_introduction() {
-    let times: Vec<Duration> = (1..=3)
-        .map(|seed| merge_by_one_beacon(seed, 40, MERGE_LIMIT))
+    let seeds: Vec<u64> = (1..=3).collect();
+    let times: Vec<Duration> = seeds
+        .iter()
+        .map(|&seed| merge_by_one_beacon(seed, 40, MERGE_LIMIT))
         .collect();
     report("(a) 40 + 40, one introduction", &times);
+    record(
+        "larger_rings_merge_after_one_introduction",
+        "two rings of 40 formed apart; one node of A introduced to one node of B",
+        Obj::new().with("seed", seeds),
+        &times,
+        BOUND_40_40,
+    );
 }
 
 /// (b) The LAN case: two rings of 5, every node hears every node of the other ring at once.
 #[test]
 fn lan_rings_merge_when_every_beacon_is_heard() {
+    let seeds: Vec<u64> = (11..=16).collect();
     let mut times = Vec::new();
-    for seed in 11..=16 {
+    for &seed in &seeds {
         let (mut net, a, b) = two_rings(seed, 5);
         let all: Vec<usize> = a.iter().chain(&b).copied().collect();
         for &i in &a {
@@ -107,6 +178,13 @@ fn lan_rings_merge_when_every_beacon_is_heard() {
         check_merged(&mut net, &all);
     }
     report("(b) 5 + 5, every beacon", &times);
+    record(
+        "lan_rings_merge_when_every_beacon_is_heard",
+        "two rings of 5 formed apart; every node introduced to every node of the other ring",
+        Obj::new().with("seed", seeds),
+        &times,
+        BOUND_5_5,
+    );
 }
 
 /// (c) A lone node that founded its own ring, introduced to one member of a ring of 10 (and,
@@ -114,8 +192,11 @@ fn lan_rings_merge_when_every_beacon_is_heard() {
 #[test]
 fn lone_node_merges_into_a_ring() {
     let mut times = Vec::new();
-    for seed in 21..=26 {
+    let (mut seeds, mut hears) = (Vec::new(), Vec::new());
+    for seed in 21..=26u64 {
         for lone_hears in [true, false] {
+            seeds.push(seed);
+            hears.push(lone_hears);
             let mut net = Net::new(seed, 11);
             let ring: Vec<usize> = (0..10).collect();
             net.form_ring(&ring);
@@ -133,6 +214,16 @@ fn lone_node_merges_into_a_ring() {
         }
     }
     report("(c) 1 + 10", &times);
+    record(
+        "lone_node_merges_into_a_ring",
+        "a lone node (a ring of one) and a ring of 10; the lone node introduced to one member, \
+         or one member to the lone node",
+        Obj::new()
+            .with("seed", seeds)
+            .with("lone_node_hears", hears),
+        &times,
+        BOUND_1_10,
+    );
 }
 
 /// `introduce` does nothing for this node, for a node already known, or before the node is

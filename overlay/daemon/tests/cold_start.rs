@@ -20,7 +20,10 @@
 //! Time to first reply is measured from the instant before the first daemon is spawned to
 //! the helper's report of the node's first reply (as read by this process). The distribution
 //! (per run, and percentiles over every node of every run) is printed on stderr
-//! (`--nocapture`). A run with a node not served within 2 s notes at 2 s which daemons hold
+//! (`--nocapture`) and written, with every node's time in every run, the bound and how many
+//! runs met it, to
+//! `target/test-figures/cold_start.a_fleet_started_at_once_serves_every_node_within_2s.json`
+//! (`figures/mod.rs`) before the test's verdict. A run with a node not served within 2 s notes at 2 s which daemons hold
 //! peer links with which (from the namespace's TCP table), waits up to 8 s more to see when
 //! every node is served, prints those links, the join of every node (seed, "joining the ring"
 //! via whom, ring of one because the seeds refused or the join failed, merges) and the logs
@@ -30,6 +33,7 @@
 //! Needs root and iproute2 (skips otherwise, fails when `PETAL_NETNS=1`).
 
 mod common;
+mod figures;
 #[path = "common/netns.rs"]
 mod netns;
 
@@ -42,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{PETALD, Rng, TEST_NETWORK_KEY, quantile};
+use figures::{Json, Obj};
 use netns::{Lan, helper_args};
 use petal_client::{Connection, Error, ServiceHandler};
 
@@ -748,6 +753,9 @@ fn a_fleet_started_at_once_serves_every_node_within_2s() {
     let mut all: Vec<Duration> = Vec::new();
     let mut never = 0;
     let mut failed_runs = Vec::new();
+    // Per run: its seed, each node's time to first reply (ms; `None`: not served by the end of
+    // the overtime), how long spawning took.
+    let mut per_run: Vec<(u64, Vec<Option<u64>>, u64)> = Vec::new();
     for run in 1..=runs {
         let seed = master_rng.next();
         let Some(r) = run_once(run, seed) else {
@@ -787,6 +795,14 @@ fn a_fleet_started_at_once_serves_every_node_within_2s() {
         if late > 0 {
             failed_runs.push((run, format!("{seed:#018x}"), late));
         }
+        per_run.push((
+            seed,
+            r.ttfr
+                .iter()
+                .map(|t| t.map(|t| t.as_millis() as u64))
+                .collect(),
+            r.spawn_took.as_millis() as u64,
+        ));
         all.extend(served);
     }
     all.sort();
@@ -819,11 +835,106 @@ fn a_fleet_started_at_once_serves_every_node_within_2s() {
         runs - failed_runs.len(),
         started.elapsed().as_secs_f64()
     );
+    write_figures(master, &per_run, never, failed_runs.len());
     assert!(
         failed_runs.is_empty(),
         "runs (run, seed, nodes served late) {failed_runs:?} of {runs} (master seed {master:#x}) \
          had nodes not served within {} ms; their join tables and the logs of the late nodes and \
          of their seed chains are printed above",
         ms(BUDGET)
+    );
+}
+
+/// Writes `target/test-figures/cold_start.a_fleet_started_at_once_serves_every_node_within_2s.json`:
+/// every node's time to first reply in every run, the quantiles over all of them and of the
+/// runs' slowest nodes, the bound and how many runs met it.
+fn write_figures(
+    master: u64,
+    per_run: &[(u64, Vec<Option<u64>>, u64)],
+    never: usize,
+    failed: usize,
+) {
+    let served: Vec<u64> = per_run
+        .iter()
+        .flat_map(|r| r.1.iter().flatten())
+        .copied()
+        .collect();
+    // A run's slowest node (a node never served counts as the overtime's end).
+    let slowest: Vec<u64> = per_run
+        .iter()
+        .map(|r| {
+            r.1.iter()
+                .map(|t| t.unwrap_or(ms(BUDGET + OVERTIME) as u64))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let all = Obj::new()
+        .with("count", served.len() + never)
+        .with("served", served.len())
+        .with("never_served", never)
+        .with("min", served.iter().min().copied())
+        .with("p50", figures::quantile(&served, 0.5))
+        .with("p90", figures::quantile(&served, 0.9))
+        .with("p99", figures::quantile(&served, 0.99))
+        .with("max", served.iter().max().copied());
+    figures::write(
+        "cold_start.a_fleet_started_at_once_serves_every_node_within_2s",
+        Obj::new()
+            .with(
+                "test",
+                "overlay/daemon/tests/cold_start.rs::a_fleet_started_at_once_serves_every_node_within_2s",
+            )
+            .with(
+                "setup",
+                format!(
+                    "{NODES} petald started at the same instant in one namespace on \
+                     127.0.0.1-{NODES} with --no-discovery, node k >= 2 seeded to a random \
+                     earlier node; an echo service on two random nodes; a client on every node \
+                     asking every {} ms (timeout {} ms) until its first reply",
+                    ms(REQUEST_EVERY),
+                    ms(REQUEST_TIMEOUT)
+                ),
+            )
+            .with(
+                "measured",
+                "time to first reply: from the instant before the first daemon was spawned to \
+                 the client's first reply on each node (null: not served within the budget and \
+                 overtime)",
+            )
+            .with("unit", "ms (wall clock)")
+            .with("master_seed", format!("{master:#x}"))
+            .with("runs", per_run.len())
+            .with("nodes_per_run", NODES)
+            .with(
+                "runs_with_every_node_within_bound",
+                per_run.len() - failed,
+            )
+            .with(
+                "summary",
+                Obj::new()
+                    .with("time_to_first_reply_ms_every_node", all)
+                    .with("slowest_node_per_run_ms", figures::summary(&slowest)),
+            )
+            .with(
+                "bound",
+                Obj::new().with("every_node_every_run_at_most_ms", ms(BUDGET) as u64),
+            )
+            .with("within_bound", failed == 0)
+            .with(
+                "per_run",
+                per_run
+                    .iter()
+                    .map(|(seed, ttfr, spawn)| {
+                        Json::from(
+                            Obj::new()
+                                .with("seed", format!("{seed:#018x}"))
+                                .with("spawn_ms", *spawn)
+                                .with("slowest_ms", ttfr.iter().flatten().max().copied())
+                                .with("time_to_first_reply_ms", ttfr.clone()),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            ),
     );
 }

@@ -471,12 +471,15 @@ impl Node {
                 .filter(|c| Some(c.id) != via)
                 .collect();
         }
-        // A new node has just heard from every leaf-set member (their acknowledgements carry
-        // their leaf sets): its first exchange can wait a full gap, unless news arrives.
+        // A new node's leaf set came from the node that took its join, whose view may be
+        // stale while rings form and merge (then nobody else would correct it for a whole
+        // gap): its first exchange comes soon, jittered over the shortest gap.
         let jitter = self
             .rng
-            .random_range(0..self.cfg.leaf_exchange_interval.as_micros().max(1) as u64);
-        self.leaf_exchange_at = Time::from_micros(now.as_micros() + jitter);
+            .random_range(0..self.cfg.leaf_exchange_min.as_micros().max(1) as u64);
+        self.leaf_exchange_at = Time::from_micros(
+            now.as_micros() + self.cfg.leaf_exchange_min.as_micros() as u64 + jitter,
+        );
         self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
         let jitter = self
             .rng

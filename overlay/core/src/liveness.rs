@@ -106,6 +106,11 @@ impl Node {
         if self.dead.remove(&from.id).is_some() {
             self.stats.revivals += 1;
         }
+        let heard = if announce {
+            Heard::Announce
+        } else {
+            Heard::Direct
+        };
         match self.peers.get_mut(&from.id) {
             Some(p) => {
                 p.misses = 0;
@@ -114,15 +119,14 @@ impl Node {
                 if p.addr != from.addr {
                     p.addr = from.addr;
                 }
+                // A peer we track for another reason (a routing-table entry, a tree parent)
+                // that now belongs in the leaf set (it did not fit when first learned, or left
+                // it while nodes that are gone now were closer).
+                if self.leaf.would_accept(from.id) {
+                    self.learn_as(now, from, heard);
+                }
             }
-            None => {
-                let heard = if announce {
-                    Heard::Announce
-                } else {
-                    Heard::Direct
-                };
-                self.learn_as(now, from, heard)
-            }
+            None => self.learn_as(now, from, heard),
         }
     }
 

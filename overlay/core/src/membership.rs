@@ -98,9 +98,18 @@ impl Node {
     /// Sends the two messages of an introduction (see [`Node::introduce`]).
     fn send_introduction(&mut self, now: Time, info: NodeInfo) {
         self.stats.introductions += 1;
-        self.introduced_until = now + self.cfg.join_timeout;
         // The join goes first: over a FIFO link the stranger routes it before it learns our
         // leaf set, so that the route stays within its own ring.
+        self.send_self_join(now, info);
+        let leaf = self.leaf_infos();
+        self.send(info, Message::LeafSet { leaf, reply: true });
+    }
+
+    /// Routes a join for this node's own id through `via` (never to this node): the nodes on
+    /// the way answer with their rows and the node closest to this id with its leaf set, which
+    /// this ready node learns for `join_timeout`.
+    fn send_self_join(&mut self, now: Time, via: NodeInfo) {
+        self.introduced_until = now + self.cfg.join_timeout;
         let join = RouteMsg {
             key: self.me.id.as_key(),
             origin: self.me,
@@ -108,9 +117,21 @@ impl Node {
             hop_seq: 0,
             body: Routed::Join,
         };
-        self.send(info, Message::Route(join));
-        let leaf = self.leaf_infos();
-        self.send(info, Message::LeafSet { leaf, reply: true });
+        self.send(via, Message::Route(join));
+    }
+
+    /// One leaf set from `via` moved half of ours or more at once: our neighbours were far
+    /// from our true ones (we were in a ring that merged into another, and nobody there knows
+    /// us yet). Walking closer by leaf-set exchanges gains at most half a leaf set per round;
+    /// a join for our own id routed through the ring finds our true neighbours in one route.
+    /// At most one at a time (per `join_timeout`). Counted in
+    /// [`crate::Stats::relocations`].
+    fn relocate(&mut self, now: Time, via: NodeInfo) {
+        if !self.is_ready() || now <= self.introduced_until {
+            return;
+        }
+        self.stats.relocations += 1;
+        self.send_self_join(now, via);
     }
 
     /// A node we introduced ourselves to refused our join: it is not in a ring yet (a seed that
@@ -263,8 +284,14 @@ impl Node {
         reply: bool,
     ) {
         let version = self.leaf_version;
+        let mut entered = 0;
         for e in leaf {
+            let was = self.leaf.contains(e.id);
             self.learn(now, e, false);
+            entered += usize::from(!was && self.leaf.contains(e.id));
+        }
+        if entered >= self.cfg.leaf_set_size / 2 && entered > 0 {
+            self.relocate(now, from);
         }
         if reply && self.visible() {
             // (A joiner that has not announced itself stays silent: nobody may route to it.)

@@ -49,6 +49,8 @@ pub struct Stats {
     pub group_roots_taken: u64,
     /// Times a group moved to a new parent (the route to its root changed).
     pub group_parent_changes: u64,
+    /// Joins for its own id a ready node routed because one leaf set moved half of its own.
+    pub relocations: u64,
     /// Groups re-grafted at once because a leaf-set change moved their root.
     pub group_route_changes: u64,
     /// Children dropped after staying silent.

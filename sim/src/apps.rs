@@ -101,7 +101,8 @@ pub struct RequestRecord {
     pub deadline: Time,
     /// Its first outcome and when it came.
     pub outcome: Option<(OutcomeKind, Time)>,
-    /// Outcomes reported (must be at most one).
+    /// Outcomes reported to the requester (must be at most one; every later one is counted
+    /// here too, never dropped).
     pub outcomes: u32,
     /// Times it was delivered to a member.
     pub deliveries: u32,
@@ -161,6 +162,11 @@ pub struct TunnelRecord {
     pub echoed: u32,
     /// Data that arrived out of order, corrupted or duplicated (an oracle violation).
     pub corrupt: bool,
+    /// Times the opener was told the tunnel opened (must be at most one).
+    pub confirms: u32,
+    /// Acceptor ends that took this tunnel's data (must be at most one: a doubled open
+    /// request that reached two members, or one member twice, shows here).
+    pub acceptors: u32,
     /// How it ended.
     pub end: TunnelEnd,
     /// The acceptor reads slowly: each message takes it `read_delay_us`, one after another.
@@ -180,6 +186,8 @@ struct TunnelEndState {
     /// Messages received whole (acceptor: to echo; opener: echoes).
     received: u32,
     opener: bool,
+    /// The opener was told the tunnel opened.
+    opened: bool,
     /// The application at this end.
     app: usize,
     /// A slow reader is busy with earlier messages until then.
@@ -195,13 +203,17 @@ pub struct Apps {
     next_conn: u64,
     /// Requests by global id.
     pub requests: Vec<RequestRecord>,
+    /// Requests by (requesting node, node's request id), kept after their outcome so that a
+    /// second outcome is still charged to its request.
     pending: BTreeMap<(u32, u64), usize>,
     /// Events by global id.
     pub events: Vec<EventRecord>,
     /// Tunnels by global id.
     pub tunnels: Vec<TunnelRecord>,
     tunnel_ends: BTreeMap<(u32, u64), TunnelEndState>,
-    /// Events for connections the oracle does not know, or second outcomes (must stay 0).
+    /// Events for connections the oracle does not know or no longer alive, outcomes of
+    /// requests never issued, tunnel events for tunnels never opened (must stay 0). Second
+    /// outcomes and confirms are charged to their own request or tunnel instead.
     pub stray_events: u64,
     /// When each node crashed or left.
     pub deaths: BTreeMap<u32, Vec<Time>>,
@@ -443,6 +455,8 @@ impl Sim {
             },
             echoed: 0,
             corrupt: false,
+            confirms: 0,
+            acceptors: 0,
             end: TunnelEnd::Running,
             read_delay_us,
         });
@@ -502,8 +516,8 @@ impl Sim {
             Event::RequestDone {
                 request, outcome, ..
             } => {
-                let Some(gid) = self.apps.pending.remove(&(i, request)) else {
-                    // A second outcome for a request already decided.
+                let Some(&gid) = self.apps.pending.get(&(i, request)) else {
+                    // An outcome for a request this node never issued.
                     self.apps.stray_events += 1;
                     return;
                 };
@@ -545,11 +559,17 @@ impl Sim {
                 let _ = self.node_mut(i).tunnel_allow(now, tunnel, g);
             }
             Event::TunnelOpened { tunnel, .. } => {
-                let _ = self.node_mut(i).tunnel_allow(now, tunnel, 64 << 20);
-                let Some(end) = self.apps.tunnel_ends.get(&(i, tunnel)) else {
+                let Some(end) = self.apps.tunnel_ends.get_mut(&(i, tunnel)) else {
+                    self.apps.stray_events += 1;
                     return;
                 };
                 let rec = end.record;
+                self.apps.tunnels[rec].confirms += 1;
+                if std::mem::replace(&mut end.opened, true) {
+                    // A second confirm: counted above, the data is already on its way.
+                    return;
+                }
+                let _ = self.node_mut(i).tunnel_allow(now, tunnel, 64 << 20);
                 let (n, size) = (self.apps.tunnels[rec].messages, self.apps.tunnels[rec].size);
                 for k in 0..n {
                     self.queue_message(i, tunnel, rec as u64, k, size);
@@ -747,6 +767,9 @@ impl Sim {
         };
         if end.record == usize::MAX {
             end.record = rec as usize;
+            if let Some(t) = self.apps.tunnels.get_mut(rec as usize) {
+                t.acceptors += 1;
+            }
         }
         let record = end.record;
         let mut corrupt = record != rec as usize;

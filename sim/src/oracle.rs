@@ -1,12 +1,17 @@
 //! The messaging oracles: judgements over what the simulated applications saw ([`Apps`]).
 //!
 //! - Requests: every request has at most one outcome, and exactly one when its requester lives
-//!   past its deadline; a reply or fault answers that very request; latency and hops.
+//!   past its deadline; a reply or fault answers that very request; latency and hops. Every
+//!   outcome the requester is told of counts, a second one too (`multiple`).
 //! - Events: every member or subscriber present for a whole window around an event (from
-//!   `settle` before it to `grace` after it, publisher alive too) gets it exactly once.
+//!   `settle` before it to `grace` after it, publisher alive too) gets it exactly once; every
+//!   delivery beyond the first, to anyone, stable or not, counts (`duplicates`).
 //! - Fairness: Jain's index of requests served per unit of capacity.
 //! - Tunnels: completed (every byte in order, both ways, graceful close), or failed with a
-//!   reason; never corrupt.
+//!   reason; never corrupt, confirmed twice or accepted twice.
+//!
+//! Shares are over what was judged; a target on a window that judged nothing is missed, not
+//! met (see the scenario runners' `share_target`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -77,7 +82,9 @@ pub struct EventStats {
     pub once: u64,
     /// Expected pairs never delivered.
     pub missing: u64,
-    /// Deliveries beyond the first, to anyone (a violation in a stable overlay).
+    /// Expected pairs delivered more than once (neither once nor missing).
+    pub doubled: u64,
+    /// Deliveries beyond the first, to anyone, stable or not (a violation).
     pub duplicates: u64,
     /// Delivery delays of expected pairs: (publishing node, receiving node, delay in µs).
     #[serde(skip)]
@@ -85,9 +92,21 @@ pub struct EventStats {
 }
 
 impl EventStats {
+    /// True when no expected pair was missed and nothing was delivered twice.
+    pub fn clean(&self) -> bool {
+        self.missing == 0 && self.doubled == 0 && self.duplicates == 0
+    }
+
     /// Expected deliveries made exactly once, over expected deliveries.
     pub fn delivered_ratio(&self) -> f64 {
         ratio(self.once, self.expected)
+    }
+}
+
+impl TunnelStats {
+    /// Violations: corrupt tunnels, doubled confirms and doubled accepts.
+    pub fn violations(&self) -> u64 {
+        self.corrupt + self.doubled_confirms + self.doubled_accepts
     }
 }
 
@@ -106,6 +125,10 @@ pub struct TunnelStats {
     pub running: u64,
     /// Data out of order, lost or duplicated on a tunnel (a violation).
     pub corrupt: u64,
+    /// Tunnels whose opener was told more than once that they opened (a violation).
+    pub doubled_confirms: u64,
+    /// Tunnels whose data reached more than one acceptor end (a violation).
+    pub doubled_accepts: u64,
     /// The distinct failure reasons seen, with counts.
     pub reasons: BTreeMap<String, u64>,
 }
@@ -216,7 +239,7 @@ impl Apps {
                         s.delays
                             .push((e.node, a.node, t.as_micros() - e.at.as_micros()));
                     }
-                    Some(_) => {}
+                    Some(_) => s.doubled += 1,
                     None => s.missing += 1,
                 }
             }
@@ -266,6 +289,8 @@ impl Apps {
         {
             s.opened += 1;
             s.corrupt += u64::from(t.corrupt);
+            s.doubled_confirms += u64::from(t.confirms > 1);
+            s.doubled_accepts += u64::from(t.acceptors > 1);
             match &t.end {
                 TunnelEnd::Running => s.running += 1,
                 TunnelEnd::Completed => s.completed += 1,

@@ -5,7 +5,12 @@
 //! cargo run --release --bin sim scenarios/churn.toml       # one file
 //! cargo run --release --bin sim scenarios --filter churn   # names containing "churn"
 //! cargo run --release --bin sim scenarios --seed 7         # another master seed
+//! cargo run --release --bin sim scenarios --check            # exit 1 if a target is missed
 //! ```
+//!
+//! Exit status: 0 when every scenario ran (targets missed or not: their reports say so), 1 on
+//! an error, and with `--check` also 1 when any scenario missed a target (every report is
+//! written first).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,6 +39,9 @@ struct Args {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Exit with status 1 when any scenario misses a target (after writing every report).
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -128,6 +136,9 @@ fn main() -> anyhow::Result<()> {
     write_index(&args.out, &entries)?;
     if !failed.is_empty() {
         eprintln!("targets missed in: {}", failed.join(", "));
+        if args.check {
+            std::process::exit(1);
+        }
     }
     Ok(())
 }

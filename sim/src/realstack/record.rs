@@ -224,6 +224,8 @@ impl Recorder {
             size,
             echoed: 0,
             corrupt: false,
+            confirms: 0,
+            acceptors: 0,
             end: crate::apps::TunnelEnd::Running,
             read_delay_us: 0,
         });

@@ -121,6 +121,7 @@ impl ServiceHandler for Echo {
 
 /// The accepting end of a tunnel: every message goes back as it came, until the opener closes.
 async fn echo_tunnel(tunnel: Tunnel, ctx: AppCtx, app: usize, timeout: Duration) {
+    let mut first = true;
     loop {
         match tunnel.recv().await {
             Ok(m) => {
@@ -128,9 +129,13 @@ async fn echo_tunnel(tunnel: Tunnel, ctx: AppCtx, app: usize, timeout: Duration)
                     ctx.shared.with(|r| {
                         if let Some(t) = r.apps.tunnels.get_mut(rec as usize) {
                             t.acceptor.get_or_insert(app);
+                            // Each accepted tunnel counts once, on its first message: a
+                            // record with two acceptor ends was opened twice.
+                            t.acceptors += u32::from(first);
                         }
                     });
                 }
+                first = false;
                 if tunnel.send(m, timeout).await.is_err() {
                     return;
                 }
@@ -357,7 +362,10 @@ async fn open_tunnel(ctx: AppCtx, conn: Connection, app: usize, cluster: String)
         });
     };
     let tunnel = match conn.tunnel(&cluster, timeout).await {
-        Ok(t) => t,
+        Ok(t) => {
+            ctx.shared.with(|r| r.apps.tunnels[rec].confirms += 1);
+            t
+        }
         Err(petal_client::Error::Timeout) => return end(&ctx, TunnelEnd::OpenFailed),
         Err(e) => return end(&ctx, TunnelEnd::Failed(format!("open: {}", error_kind(&e)))),
     };

@@ -13,12 +13,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::app_workload::{RepairTracker, TREE_COUNTERS, Workload, WorkloadParams, tree_counters};
-use super::common::{advance_ms, finish, ms_quantiles, pct};
+use super::common::{Levels, advance_ms, finish, messaging_targets, ms_quantiles, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::quantile;
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{LineChart, ReportWriter};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +69,27 @@ struct Run {
 }
 
 const STEP_MS: u64 = 10;
+
+/// The levels each churn rate must reach. With 10-minute sessions (churn as measured in
+/// deployed peer-to-peer systems) the service is judged as a stable one with rare losses; with
+/// 1-minute sessions (every node replaced about five times in the run) requests and events
+/// are lost while trees and leaf sets repair, and the levels are the ones the system reaches
+/// there, so that a regression shows as a miss.
+fn levels_for(median_s: u64) -> Levels {
+    if median_s >= 600 {
+        Levels {
+            answered: 0.999,
+            events: 0.999,
+            tunnels: Some(1.0),
+        }
+    } else {
+        Levels {
+            answered: 0.99,
+            events: 0.97,
+            tunnels: Some(0.98),
+        }
+    }
+}
 
 pub(super) fn run(
     sc: &Scenario,
@@ -357,45 +378,13 @@ fn write_report(
             counter("events_lost").to_string(),
             counter("group_replayed").to_string(),
         ]);
-        let one = q.clean() && r.stray_events == 0;
-        let strict = r.median_s >= 600;
-        let judged = |met: bool| {
-            if strict {
-                Verdict::from_met(met)
-            } else {
-                Verdict::Info
-            }
-        };
-        targets.push(TargetRow::new(
-            format!("requests answered, {name} median session"),
-            if strict { "≥ 99.9 %" } else { "report" },
-            pct(q.answered_ratio(), 3),
-            judged(q.answered_ratio() >= 0.999),
-        ));
-        targets.push(TargetRow::new(
-            format!("requests with exactly one outcome, {name} median session"),
-            "100 %",
-            format!(
-                "{} ({} missing, {} multiple, {} wrong, {} stray)",
-                pct(q.one_outcome_ratio(), 3),
-                q.missing,
-                q.multiple,
-                q.wrong,
-                r.stray_events
-            ),
-            Verdict::from_met(one),
-        ));
-        targets.push(TargetRow::new(
-            format!("events delivered to stable recipients, {name} median session"),
-            if strict { "≥ 99.9 %" } else { "report" },
-            pct(r.events.delivered_ratio(), 3),
-            judged(r.events.delivered_ratio() >= 0.999),
-        ));
-        targets.push(TargetRow::new(
-            format!("corrupt tunnels, {name} median session"),
-            "0",
-            t.corrupt.to_string(),
-            Verdict::from_met(t.corrupt == 0),
+        targets.extend(messaging_targets(
+            &format!("{name} median session"),
+            q,
+            &r.events,
+            t,
+            r.stray_events,
+            levels_for(r.median_s),
         ));
         let counters: serde_json::Map<String, serde_json::Value> = TREE_COUNTERS
             .iter()

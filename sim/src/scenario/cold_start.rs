@@ -16,7 +16,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{finish, ms_quantiles, pct};
+use super::common::{finish, ms_quantiles, pct, zero_target};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::{Sim, SimConfig, derive_seed};
@@ -73,6 +73,9 @@ pub struct ColdStartRun {
     /// Requests sent at the judge time and judged; replies; other outcomes (missing, faults,
     /// timeouts, several or wrong).
     pub requests: (u64, u64, u64),
+    /// Over every request of the run (the probes while starting included): second or wrong
+    /// outcomes, and stray application events.
+    pub violations: u64,
     /// Rings founded because the contacts formed a cycle of joiners; joins that failed.
     pub founded: u64,
     /// Join attempts retried after a timeout, over all nodes.
@@ -96,6 +99,7 @@ impl ColdStartRun {
             && self.requests.0 == u64::from(self.started)
             && self.requests.1 == self.requests.0
             && self.requests.2 == 0
+            && self.violations == 0
     }
 }
 
@@ -330,6 +334,10 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
             q.replies,
             q.judged - q.replies + q.multiple + q.wrong,
         ),
+        violations: {
+            let every = sim.apps.request_stats(Time::ZERO, Time::MAX, sim.now());
+            every.multiple + every.wrong + sim.apps.stray_events
+        },
         founded,
         join_retries,
         joins_refused,
@@ -504,6 +512,11 @@ fn write_report(
                         && r.requests.2 == 0
                 }) == n,
             ),
+        ),
+        zero_target(
+            "requests with a second or wrong outcome, stray events (all runs, probes included)",
+            runs.iter().map(|r| r.violations).sum(),
+            String::new(),
         ),
     ]);
     w.cdf_chart(

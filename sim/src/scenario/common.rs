@@ -177,3 +177,132 @@ pub(crate) fn core_counters<'a>(
     }
     m
 }
+
+/// How a target row reads its share: `"100 %"` or `"≥ 99.9 %"`.
+fn share_label(min: f64) -> String {
+    if min >= 1.0 {
+        "100 %".to_string()
+    } else {
+        format!("≥ {}", pct(min, share_digits(min)))
+    }
+}
+
+/// Decimals enough to show `min` (99.9 % needs one, 99.95 % two).
+fn share_digits(min: f64) -> usize {
+    (0..4)
+        .find(|&d| {
+            let scaled = min * 100.0 * 10f64.powi(d as i32);
+            (scaled - scaled.round()).abs() < 1e-6
+        })
+        .unwrap_or(3)
+}
+
+/// A target that at least `min` of `judged` items succeeded (`ok` of them). A window in which
+/// nothing was judged misses the target: it proves nothing, so it must not pass.
+pub(crate) fn share_target(
+    name: impl Into<String>,
+    min: f64,
+    ok: u64,
+    judged: u64,
+) -> crate::report::TargetRow {
+    use crate::report::{TargetRow, Verdict};
+    let target = share_label(min);
+    if judged == 0 {
+        return TargetRow::new(name, target, "nothing judged", Verdict::Missed);
+    }
+    let r = ok as f64 / judged as f64;
+    TargetRow::new(
+        name,
+        target,
+        format!("{} ({ok} of {judged})", pct(r, 3)),
+        Verdict::from_met(r >= min),
+    )
+}
+
+/// A target that a count of violations is 0, with what makes it up.
+pub(crate) fn zero_target(
+    name: impl Into<String>,
+    count: u64,
+    detail: String,
+) -> crate::report::TargetRow {
+    use crate::report::{TargetRow, Verdict};
+    let measured = if detail.is_empty() {
+        count.to_string()
+    } else {
+        format!("{count} ({detail})")
+    };
+    TargetRow::new(name, "0", measured, Verdict::from_met(count == 0))
+}
+
+/// The levels a window of messaging must reach (shares of judged items).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Levels {
+    /// Judged requests answered (reply or fault).
+    pub answered: f64,
+    /// Expected (event, stable recipient) pairs delivered exactly once.
+    pub events: f64,
+    /// Tunnels completed, of those opened (`None`: reported only).
+    pub tunnels: Option<f64>,
+}
+
+/// The targets of one window of messaging, `label` naming the window ("10 min sessions",
+/// "during the split"):
+/// - judged requests answered, at least `levels.answered` (missed when none was judged);
+/// - no request with a missing, second or wrong outcome (and no stray application event);
+/// - expected event deliveries made exactly once, at least `levels.events`;
+/// - no event delivered twice to anyone, stable recipient or not;
+/// - tunnels completed, at least `levels.tunnels`; none corrupt, confirmed twice or accepted
+///   twice.
+pub(crate) fn messaging_targets(
+    label: &str,
+    q: &crate::oracle::RequestStats,
+    e: &crate::oracle::EventStats,
+    t: &crate::oracle::TunnelStats,
+    stray: u64,
+    levels: Levels,
+) -> Vec<crate::report::TargetRow> {
+    let mut rows = vec![
+        share_target(
+            format!("requests answered, {label}"),
+            levels.answered,
+            q.replies + q.faults,
+            q.judged,
+        ),
+        zero_target(
+            format!("requests without exactly one outcome, {label}"),
+            q.missing + q.multiple + q.wrong + stray,
+            format!(
+                "{} missing, {} multiple, {} wrong, {stray} stray",
+                q.missing, q.multiple, q.wrong
+            ),
+        ),
+        share_target(
+            format!("events delivered once to stable recipients, {label}"),
+            levels.events,
+            e.once,
+            e.expected,
+        ),
+        zero_target(
+            format!("events delivered twice, {label}"),
+            e.duplicates,
+            format!("{} stable recipients got one twice", e.doubled),
+        ),
+    ];
+    if let Some(min) = levels.tunnels {
+        rows.push(share_target(
+            format!("tunnels completed, {label}"),
+            min,
+            t.completed,
+            t.opened,
+        ));
+    }
+    rows.push(zero_target(
+        format!("tunnels corrupt or doubled, {label}"),
+        t.violations(),
+        format!(
+            "{} corrupt, {} confirmed twice, {} accepted twice",
+            t.corrupt, t.doubled_confirms, t.doubled_accepts
+        ),
+    ));
+    rows
+}

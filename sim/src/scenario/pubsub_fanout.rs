@@ -12,7 +12,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, node_counters, pct};
+use super::common::{advance_ms, finish, node_counters, pct, share_target, zero_target};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::Sim;
@@ -450,11 +450,16 @@ fn write_report(
     ));
     let rad50 = q(&rad, 0.5);
     w.targets(&[
-        TargetRow::new(
+        share_target(
             "events delivered to every subscriber exactly once (stable overlay)",
-            "100 %",
-            pct(ev.delivered_ratio(), 3),
-            Verdict::from_met(ev.once == ev.expected && ev.duplicates == 0 && ev.expected > 0),
+            1.0,
+            ev.once,
+            ev.expected,
+        ),
+        zero_target(
+            "events delivered twice (stable overlay)",
+            ev.duplicates,
+            format!("{} subscribers got one twice", ev.doubled),
         ),
         TargetRow::new(
             "pub/sub delay penalty (median RAD)",

@@ -15,7 +15,7 @@ use petal_core::Time;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{core_counters, finish, pct};
+use super::common::{core_counters, finish, pct, share_target, zero_target};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::{Apps, EventRecord, OutcomeKind, TunnelEnd};
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
@@ -50,6 +50,17 @@ struct Params {
     fault_guard_s: u64,
     /// Target: fraction of judged requests outside fault windows answered.
     answered_target: f64,
+    /// Targets inside fault windows (required when there are faults): fraction of judged
+    /// requests answered...
+    #[serde(default)]
+    fault_answered_target: Option<f64>,
+    /// ... fraction of expected event deliveries made exactly once...
+    #[serde(default)]
+    fault_events_target: Option<f64>,
+    /// ... and the longest time to recovery, seconds: from a fault (a partition: its heal)
+    /// until the last request issued in its window that was not answered.
+    #[serde(default)]
+    recovery_target_s: Option<f64>,
     workload: WorkloadParams,
     #[serde(default)]
     faults: Vec<Fault>,
@@ -79,6 +90,9 @@ struct Window {
 /// When the overlay is not expected to be whole, and who was on which side of partitions.
 struct Faults {
     windows: Vec<(Time, Time)>,
+    /// Each fault: what it was, when service should be back from (the fault, or a
+    /// partition's heal), and its window.
+    faults: Vec<(String, Time, (Time, Time))>,
     /// Partitions: (from, to, hosts cut off).
     cuts: Vec<(Time, Time, Vec<u32>)>,
     settle: Duration,
@@ -92,16 +106,25 @@ fn overlaps(a: (Time, Time), b: (Time, Time)) -> bool {
 impl Faults {
     fn new(r: &RunResult, p: &Params) -> Self {
         let guard = Duration::from_secs(p.fault_guard_s);
-        let mut windows: Vec<(Time, Time)> = r
-            .crashes
-            .iter()
-            .chain(&r.restarts)
-            .map(|&(t, _)| (t, t + guard))
-            .collect();
-        windows.extend(r.partitions.iter().map(|(a, b, _)| (*a, *b + guard)));
+        let mut faults: Vec<(String, Time, (Time, Time))> = Vec::new();
+        for (what, list) in [("crash", &r.crashes), ("restart", &r.restarts)] {
+            for &(t, host) in list {
+                faults.push((format!("{what} n{host}"), t, (t, t + guard)));
+            }
+        }
+        for (a, b, side) in &r.partitions {
+            faults.push((
+                format!("partition of {} hosts", side.len()),
+                *b,
+                (*a, *b + guard),
+            ));
+        }
+        faults.sort_by_key(|f| (f.2, f.1));
+        let mut windows: Vec<(Time, Time)> = faults.iter().map(|f| f.2).collect();
         windows.sort();
         Faults {
             windows,
+            faults,
             cuts: r.partitions.clone(),
             settle: Duration::from_secs(p.event_settle_s),
             grace: Duration::from_secs(p.event_grace_s),
@@ -129,31 +152,68 @@ impl Faults {
         })
     }
 
-    /// The records of `apps` that lie outside every fault window.
-    fn quiet_apps(&self, apps: &Apps, end: Time) -> Apps {
+    /// The records of `apps` that lie outside every fault window (`quiet`), or that touch
+    /// one (`!quiet`).
+    fn split_apps(&self, apps: &Apps, end: Time, quiet: bool) -> Apps {
         let mut q = Apps::default();
         q.list = apps.list.clone();
         q.deaths = apps.deaths.clone();
         q.requests = apps
             .requests
             .iter()
-            .filter(|r| self.quiet((r.start, r.deadline)))
+            .filter(|r| self.quiet((r.start, r.deadline)) == quiet)
             .cloned()
             .collect();
         q.events = apps
             .events
             .iter()
-            .filter(|e| self.quiet(self.event_span(e)))
+            .filter(|e| self.quiet(self.event_span(e)) == quiet)
             .cloned()
             .collect();
         q.tunnels = apps
             .tunnels
             .iter()
-            .filter(|t| self.quiet((t.start, t.end_at.unwrap_or(end))))
+            .filter(|t| self.quiet((t.start, t.end_at.unwrap_or(end))) == quiet)
             .cloned()
             .collect();
         q
     }
+
+    /// Time to recovery of each fault: from the fault (a partition: its heal) until the issue
+    /// of the last judged request charged to it that was not answered (0 when that request
+    /// came before it, or there was none), as of `now`. A request is charged to the latest
+    /// fault that began before its deadline, if its issue falls in that fault's window.
+    fn recoveries(&self, apps: &Apps, now: Time) -> Vec<(String, Duration)> {
+        let charged_to = |r: &crate::apps::RequestRecord| {
+            self.faults
+                .iter()
+                .map(|f| f.2.0)
+                .filter(|a| *a <= r.deadline)
+                .max()
+        };
+        self.faults
+            .iter()
+            .map(|(what, from, (a, b))| {
+                let last = apps
+                    .requests
+                    .iter()
+                    .filter(|r| r.start < *b && charged_to(r) == Some(*a))
+                    .filter(|r| judged(apps, r, now))
+                    .filter(|r| !matches!(r.outcome, Some((k, _)) if k != OutcomeKind::Timeout))
+                    .map(|r| r.start)
+                    .max();
+                let rec = last.map_or(Duration::ZERO, |t| t.saturating_since(*from));
+                (what.clone(), rec)
+            })
+            .collect()
+    }
+}
+
+/// Whether the request oracle judges `r` as of `now`: its requester lived until a second past
+/// its deadline.
+fn judged(apps: &Apps, r: &crate::apps::RequestRecord, now: Time) -> bool {
+    let horizon = r.deadline + Duration::from_secs(1);
+    apps.list[r.app].until.is_none_or(|u| u > horizon) && horizon <= now
 }
 
 /// Timed-out judged requests of `quiet` (records outside fault windows), by (requester's
@@ -162,9 +222,7 @@ impl Faults {
 fn quiet_timeouts(quiet: &Apps, f: &Faults, now: Time) -> BTreeMap<(u32, Option<u32>, bool), u64> {
     let mut m = BTreeMap::new();
     for r in &quiet.requests {
-        let horizon = r.deadline + Duration::from_secs(1);
-        let lived = quiet.list[r.app].until.is_none_or(|u| u > horizon);
-        if !lived || horizon > now || !matches!(r.outcome, Some((OutcomeKind::Timeout, _))) {
+        if !judged(quiet, r, now) || !matches!(r.outcome, Some((OutcomeKind::Timeout, _))) {
             continue;
         }
         let from = quiet.list[r.app].node;
@@ -186,9 +244,22 @@ pub(super) fn run(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
+    for (name, v) in [
+        ("answered_target", Some(p.answered_target)),
+        ("fault_answered_target", p.fault_answered_target),
+        ("fault_events_target", p.fault_events_target),
+    ] {
+        anyhow::ensure!(
+            v.is_none_or(|v| (0.0..=1.0).contains(&v)),
+            "{name} must be in [0, 1]"
+        );
+    }
     anyhow::ensure!(
-        (0.0..=1.0).contains(&p.answered_target),
-        "answered_target must be in [0, 1]"
+        p.faults.is_empty()
+            || (p.fault_answered_target.is_some()
+                && p.fault_events_target.is_some()
+                && p.recovery_target_s.is_some()),
+        "a scenario with faults sets fault_answered_target, fault_events_target and recovery_target_s"
     );
     let cfg = RunConfig {
         seed: sc.seed,
@@ -229,10 +300,12 @@ fn write_report(
         events: a.event_stats_where(None, from, to, f.settle, f.grace, |e, n| f.counts(e, n)),
         tunnels: a.tunnel_stats(from, to),
     };
-    let quiet_apps = f.quiet_apps(apps, r.end);
+    let quiet_apps = f.split_apps(apps, r.end, true);
+    let fault_apps = f.split_apps(apps, r.end, false);
     let phases = [
         ("whole workload", window(apps, from, to)),
         ("outside fault windows", window(&quiet_apps, from, to)),
+        ("inside fault windows", window(&fault_apps, from, to)),
     ];
     let buckets: Vec<Window> = (0..p.run_s)
         .map(|s| {
@@ -387,56 +460,102 @@ fn write_report(
         .iter()
         .filter(|s| s.ready && s.leaf_set >= want_leaf)
         .count();
-    let (all, quiet) = (&phases[0].1, &phases[1].1);
-    let targets = vec![
-        TargetRow::new(
-            "judged requests with exactly one outcome, whole workload",
-            "100 %",
+    let (all, quiet, faulty) = (&phases[0].1, &phases[1].1, &phases[2].1);
+    // What the client library saw that no outcome shows: a second REPLY for a request (the
+    // library hands the first to its caller and drops the rest), a second tunnel confirm.
+    let unexpected_replies: u64 = r
+        .rec
+        .client_stats
+        .values()
+        .map(|s| s.unexpected_replies)
+        .sum();
+    let unexpected_confirms: u64 = r
+        .rec
+        .client_stats
+        .values()
+        .map(|s| s.unexpected_confirms)
+        .sum();
+    let recoveries = f.recoveries(apps, r.end);
+    let mut targets = vec![
+        zero_target(
+            "judged requests without exactly one outcome, whole workload",
+            all.requests.missing + all.requests.multiple + all.requests.wrong + unexpected_replies,
             format!(
-                "{} ({} missing, {} multiple, {} wrong)",
-                pct(all.requests.one_outcome_ratio(), 2),
-                all.requests.missing,
-                all.requests.multiple,
-                all.requests.wrong
+                "{} missing, {} multiple, {} wrong, {unexpected_replies} unexpected replies at the clients",
+                all.requests.missing, all.requests.multiple, all.requests.wrong
             ),
-            Verdict::from_met(all.requests.clean()),
         ),
-        TargetRow::new(
+        zero_target(
+            "events delivered twice, whole workload",
+            all.events.duplicates,
+            format!("{} stable recipients got one twice", all.events.doubled),
+        ),
+        zero_target(
+            "tunnels corrupt or doubled, whole workload",
+            all.tunnels.violations() + unexpected_confirms,
+            format!(
+                "{} corrupt, {} confirmed twice, {} accepted twice",
+                all.tunnels.corrupt,
+                all.tunnels.doubled_confirms + unexpected_confirms,
+                all.tunnels.doubled_accepts
+            ),
+        ),
+        share_target(
             "judged requests answered (reply or fault), outside fault windows",
-            format!(">= {}", pct(p.answered_target, 1)),
-            format!(
-                "{} of {} judged",
-                pct(quiet.requests.answered_ratio(), 2),
-                quiet.requests.judged
-            ),
-            Verdict::from_met(quiet.requests.answered_ratio() >= p.answered_target),
+            p.answered_target,
+            quiet.requests.replies + quiet.requests.faults,
+            quiet.requests.judged,
         ),
-        TargetRow::new(
+        share_target(
             "stable recipients got every event exactly once, outside fault windows",
-            "100 %, no duplicate",
-            format!(
-                "{} of {} ({} missing, {} duplicates)",
-                quiet.events.once,
-                quiet.events.expected,
-                quiet.events.missing,
-                quiet.events.duplicates
-            ),
-            Verdict::from_met(
-                quiet.events.once == quiet.events.expected && quiet.events.duplicates == 0,
-            ),
+            1.0,
+            quiet.events.once,
+            quiet.events.expected,
         ),
-        TargetRow::new(
+        share_target(
             "tunnels completed, outside fault windows",
-            "all",
-            format!("{} of {}", quiet.tunnels.completed, quiet.tunnels.opened),
-            Verdict::from_met(quiet.tunnels.completed == quiet.tunnels.opened),
+            1.0,
+            quiet.tunnels.completed,
+            quiet.tunnels.opened,
         ),
-        TargetRow::new(
-            "corrupt tunnels (data lost, reordered or altered)",
-            "0",
-            all.tunnels.corrupt.to_string(),
-            Verdict::from_met(all.tunnels.corrupt == 0),
-        ),
+    ];
+    if let (Some(answered), Some(events), Some(recovery)) = (
+        p.fault_answered_target,
+        p.fault_events_target,
+        p.recovery_target_s,
+    ) {
+        targets.push(share_target(
+            "judged requests answered (reply or fault), inside fault windows",
+            answered,
+            faulty.requests.replies + faulty.requests.faults,
+            faulty.requests.judged,
+        ));
+        targets.push(share_target(
+            "stable recipients got every event exactly once, inside fault windows",
+            events,
+            faulty.events.once,
+            faulty.events.expected,
+        ));
+        let worst = recoveries
+            .iter()
+            .max_by_key(|(_, d)| *d)
+            .map(|(what, d)| (what.clone(), d.as_secs_f64()));
+        targets.push(match worst {
+            Some((what, secs)) => TargetRow::new(
+                "time to recovery, longest over the faults",
+                format!("≤ {recovery} s"),
+                format!("{secs:.2} s ({what})"),
+                Verdict::from_met(secs <= recovery),
+            ),
+            None => TargetRow::new(
+                "time to recovery, longest over the faults",
+                format!("≤ {recovery} s"),
+                "no fault happened",
+                Verdict::Missed,
+            ),
+        });
+    }
+    targets.extend([
         TargetRow::new(
             "tunnels never ended although their opener lives",
             "0",
@@ -471,7 +590,28 @@ fn write_report(
             r.trace_hash[..16].to_string(),
             Verdict::Info,
         ),
-    ];
+    ]);
+    if !recoveries.is_empty() {
+        w.subheading("Time to recovery");
+        w.paragraph(
+            "For each fault: from the fault (a partition: from its heal) until the issue of the \
+             last judged request charged to it that was not answered; 0 when every request issued \
+             after it was answered. A request is charged to the latest fault that began before \
+             its deadline, when it was issued within that fault's window.",
+        );
+        let rows: Vec<Vec<String>> = recoveries
+            .iter()
+            .zip(&f.faults)
+            .map(|((what, d), (_, at, _))| {
+                vec![
+                    what.clone(),
+                    format!("{:.1}", since(*at)),
+                    format!("{:.2}", d.as_secs_f64()),
+                ]
+            })
+            .collect();
+        w.table(&["fault", "service due back at (s)", "recovery (s)"], &rows);
+    }
     w.targets(&targets);
     let stale = quiet_timeouts(&quiet_apps, &f, r.end);
     if !stale.is_empty() {
@@ -541,6 +681,8 @@ fn write_report(
             ("dropped_broadcasts", s.dropped_broadcasts),
             ("dropped_events", s.dropped_events),
             ("ignored_packets", s.ignored_packets),
+            ("unexpected_replies", s.unexpected_replies),
+            ("unexpected_confirms", s.unexpected_confirms),
         ] {
             *client.entry(k).or_default() += v;
         }
@@ -621,6 +763,11 @@ fn write_report(
         "fault_windows_s": f.windows.iter().map(|(a, b)| [since(*a), since(*b)]).collect::<Vec<_>>(),
         "log": r.rec.log.iter().map(|(t, what)| json!({"at_s": since(*t), "what": what})).collect::<Vec<_>>(),
         "hung_tunnels": hung,
+        "recovery_s": recoveries.iter().zip(&f.faults).map(|((what, d), (_, at, _))| json!({
+            "fault": what, "due_back_at_s": since(*at), "recovery_s": d.as_secs_f64(),
+        })).collect::<Vec<_>>(),
+        "unexpected_replies": unexpected_replies,
+        "unexpected_confirms": unexpected_confirms,
         "quiet_timeouts": stale.iter().map(|((from, to, cut), n)| json!({
             "requester": from, "member": to, "separated_by_partition": cut, "count": n,
         })).collect::<Vec<_>>(),

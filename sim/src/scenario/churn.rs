@@ -10,7 +10,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, ms_quantiles, pct};
+use super::common::{advance_ms, finish, ms_quantiles, pct, share_target};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
@@ -190,27 +190,23 @@ fn write_report(
             format!("{maint_bps:.0} B/s, {maint_mps:.1} msg/s"),
             format!("{} / {}", r.metrics.crashes, r.metrics.joins),
         ]);
-        if r.median_s >= 600 {
-            targets.push(TargetRow::new(
-                format!("lookup consistency, {} s median session", r.median_s),
-                "≥ 99.9 %",
-                pct(consistency, 3),
-                Verdict::from_met(consistency >= 0.999),
-            ));
-            targets.push(TargetRow::new(
-                format!("lookup success, {} s median session", r.median_s),
-                "≥ 99.9 %",
-                pct(success, 3),
-                Verdict::from_met(success >= 0.999),
-            ));
-        } else {
-            targets.push(TargetRow::new(
-                format!("lookup consistency, {} s median session", r.median_s),
-                "report",
-                pct(consistency, 3),
-                Verdict::Info,
-            ));
-        }
+        // Sessions of 10 minutes and more (churn as measured in deployed systems): every lookup
+        // answered and delivered at the right node, with rare exceptions. Shorter sessions: the
+        // levels this overlay reaches (1-minute sessions: 98.17 % consistent in the reference
+        // run), so that a regression shows as a miss.
+        let consistency_min = if r.median_s >= 600 { 0.999 } else { 0.98 };
+        targets.push(share_target(
+            format!("lookup consistency, {} s median session", r.median_s),
+            consistency_min,
+            t.consistent,
+            t.delivered,
+        ));
+        targets.push(share_target(
+            format!("lookup success, {} s median session", r.median_s),
+            0.999,
+            t.lookups_done,
+            ended,
+        ));
         targets.push(TargetRow::new(
             format!("median crash detection, {} s sessions", r.median_s),
             "≤ 3 s",

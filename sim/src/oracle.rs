@@ -133,8 +133,14 @@ pub struct TunnelStats {
     pub reasons: BTreeMap<String, u64>,
 }
 
+/// `a / b`, NaN when nothing was judged (`b == 0`): a share of nothing is no evidence, so it
+/// reads as `-` in reports, `null` in results and fails every `>=` comparison.
 fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 1.0 } else { a as f64 / b as f64 }
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
 }
 
 /// How long after a deadline a requester must live for its request to be judged.

@@ -74,14 +74,23 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let mut index = read_index(&args.out);
     let mut failed = Vec::new();
+    let mut error = None;
     for s in &scenarios {
         let dir = args.out.join(&s.name);
         let progress = Progress::new(&s.name, 1, !args.quiet);
         let started = Instant::now();
         eprintln!("== {} (seed {})", s.name, s.seed);
-        let outcome = s
+        let outcome = match s
             .run(&dir, &progress)
-            .with_context(|| format!("scenario {} (seed {})", s.name, s.seed))?;
+            .with_context(|| format!("scenario {} (seed {})", s.name, s.seed))
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // The scenarios that ran still get their index lines; then the error.
+                error = Some(e);
+                break;
+            }
+        };
         let wall = started.elapsed().as_secs_f64();
         let mut perf = serde_json::json!({
             "note": "wall-clock figures of the run that wrote this report; machine-dependent, unlike report.md and results.json",
@@ -134,6 +143,9 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     write_index(&args.out, &entries)?;
+    if let Some(e) = error {
+        return Err(e);
+    }
     if !failed.is_empty() {
         eprintln!("targets missed in: {}", failed.join(", "));
         if args.check {

@@ -82,7 +82,12 @@ pub(crate) fn hash_json(v: &serde_json::Value) -> String {
 }
 
 /// Formats a fraction as a percentage with `digits` decimals.
+/// Formats a fraction as a percentage with `digits` decimals; `-` for NaN (a share of
+/// nothing, see [`crate::oracle`]).
 pub(crate) fn pct(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        return "-".to_string();
+    }
     format!("{:.*} %", digits, x * 100.0)
 }
 

@@ -157,8 +157,10 @@ pub(super) fn run(
         })
         .collect();
     // Service is back from the first second after the heal from which every second meets both.
+    // (A second with no judged request does not count against it.)
     let ok = |b: &Window| {
-        b.requests.answered_ratio() >= p.answered_threshold && b.events.once == b.events.expected
+        (b.requests.judged == 0 || b.requests.answered_ratio() >= p.answered_threshold)
+            && b.events.once == b.events.expected
     };
     let after = &buckets[(p.before_s + p.split_s) as usize..];
     let recovery_s = after

@@ -42,6 +42,23 @@ struct Params {
     request_bytes: usize,
 }
 
+/// The fairness a cluster's load balancing must reach (Jain's index).
+const JAIN_MIN: f64 = 0.95;
+const JAIN_TARGET: &str = "Jain ≥ 0.95";
+
+/// A target row on Jain's index `value`, or `none` when no cluster qualified.
+fn jain_target(name: &str, value: Option<f64>, none: TargetRow) -> TargetRow {
+    match value {
+        Some(f) => TargetRow::new(
+            name,
+            JAIN_TARGET,
+            format!("{f:.4}"),
+            Verdict::from_met(f >= JAIN_MIN),
+        ),
+        None => none,
+    }
+}
+
 pub(super) fn run(
     sc: &Scenario,
     node: petal_core::Config,
@@ -315,34 +332,26 @@ fn write_report(
             all.redelivered,
             String::new(),
         ),
-        match fair {
-            Some(f) => TargetRow::new(
+        jain_target(
+            "fairness over equal-capacity members (lowest cluster)",
+            fair,
+            TargetRow::new(
                 "fairness over equal-capacity members (lowest cluster)",
-                "Jain ≥ 0.95",
-                format!("{f:.4}"),
-                Verdict::from_met(f >= 0.95),
-            ),
-            None => TargetRow::new(
-                "fairness over equal-capacity members (lowest cluster)",
-                "Jain ≥ 0.95",
+                JAIN_TARGET,
                 "nothing judged (no cluster of 2+ equal members)",
                 Verdict::Missed,
             ),
-        },
-        match weighted {
-            Some(f) => TargetRow::new(
-                "shares proportional to capacity (Jain per unit of capacity, lowest mixed cluster)",
-                "Jain ≥ 0.95",
-                format!("{f:.4}"),
-                Verdict::from_met(f >= 0.95),
-            ),
-            None => TargetRow::new(
+        ),
+        jain_target(
+            "shares proportional to capacity (Jain per unit of capacity, lowest mixed cluster)",
+            weighted,
+            TargetRow::new(
                 "shares proportional to capacity (Jain per unit of capacity, lowest mixed cluster)",
                 "-",
                 "no cluster of mixed capacities",
                 Verdict::Info,
             ),
-        },
+        ),
     ]);
     w.cdf_chart(
         "latency_cdf.png",

@@ -463,18 +463,10 @@ fn write_report(
     let (all, quiet, faulty) = (&phases[0].1, &phases[1].1, &phases[2].1);
     // What the client library saw that no outcome shows: a second REPLY for a request (the
     // library hands the first to its caller and drops the rest), a second tunnel confirm.
-    let unexpected_replies: u64 = r
-        .rec
-        .client_stats
-        .values()
-        .map(|s| s.unexpected_replies)
-        .sum();
-    let unexpected_confirms: u64 = r
-        .rec
-        .client_stats
-        .values()
-        .map(|s| s.unexpected_confirms)
-        .sum();
+    let (unexpected_replies, unexpected_confirms) =
+        r.rec.client_stats.values().fold((0u64, 0u64), |(a, b), s| {
+            (a + s.unexpected_replies, b + s.unexpected_confirms)
+        });
     let recoveries = f.recoveries(apps, r.end);
     let mut targets = vec![
         zero_target(

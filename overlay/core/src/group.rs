@@ -298,11 +298,11 @@ impl Node {
         }
     }
 
-    /// Re-grafts every group whose root moved (or that has no parent): this node is root but no longer owns the key
-    /// (rings merged, or a closer node joined), or owns it now. A group whose parent is merely
-    /// no longer the next hop keeps it until the periodic refresh: the parent is still in the
-    /// tree, and moving at every leaf-set change (constant under churn) loses the events in
-    /// flight during each move.
+    /// Re-grafts every group whose root moved (or that has no parent): this node is root but
+    /// no longer owns the key (rings merged, or a closer node joined), or owns it now. A group
+    /// whose parent is merely no longer the next hop keeps it until the periodic refresh: the
+    /// parent is still in the tree, and moving at every leaf-set change (constant under churn)
+    /// loses the events in flight during each move.
     pub(crate) fn on_group_routes(&mut self, now: Time) {
         self.group_routes_at = Time::MAX;
         let keys: Vec<Key> = self.groups.keys().copied().collect();

@@ -13,10 +13,19 @@
 //! expired unanswered is stalled (it reports no capacity): either is chosen only when no
 //! better option is left.
 //!
+//! ## Asks that arrive before their tree
+//! An ask that reaches its cluster's root while the tree has no member (a fleet starting, a
+//! root that just moved and whose tree has not re-grafted yet) waits there, parked, instead of
+//! being dropped: for at most `ask_park_timeout` and never longer than its own timeout, at most
+//! `max_parked_asks` per node. The first graft or local member of that cluster places the
+//! parked asks; if the route moves on (another node now owns the key) they are routed on.
+//!
 //! ## Exactly one outcome
 //! Only the requester's node decides a request's outcome: the first reply wins, its timer gives
 //! a timeout, and anything later is dropped. The member's node expires its delivery at the same
 //! timeout (late replies are dropped there too, and mark the member stalled).
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use petal_protocol::{Ask, AskKind, DescendMsg, Key, Message, NodeId, NodeInfo, ReplyResult};
@@ -45,6 +54,54 @@ pub(crate) struct Delivery {
     /// The deadline passed: the requester has timed out; kept (stalling its member) until the
     /// member answers or `stall_forget_after` passes.
     pub(crate) expired: bool,
+}
+
+/// Asks waiting at this node (the root of their cluster) for their tree to gain a member.
+#[derive(Debug)]
+pub(crate) struct ParkedAsks {
+    /// By cluster key: each ask with the time it stops waiting.
+    by_group: BTreeMap<Key, Vec<(Time, DescendMsg)>>,
+    len: usize,
+    /// The armed expiry timer (`Time::MAX`: none).
+    pub(crate) timer_at: Time,
+}
+
+impl ParkedAsks {
+    pub(crate) fn new() -> Self {
+        Self {
+            by_group: BTreeMap::new(),
+            len: 0,
+            timer_at: Time::MAX,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Forgets every parked ask; returns how many there were.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.len;
+        self.by_group.clear();
+        self.len = 0;
+        self.timer_at = Time::MAX;
+        n
+    }
+
+    /// The groups with parked asks.
+    pub(crate) fn groups(&self) -> Vec<Key> {
+        self.by_group.keys().copied().collect()
+    }
+
+    fn take(&mut self, key: Key) -> Vec<(Time, DescendMsg)> {
+        let asks = self.by_group.remove(&key).unwrap_or_default();
+        self.len -= asks.len();
+        asks
+    }
+
+    fn earliest(&self) -> Option<Time> {
+        self.by_group.values().flatten().map(|(t, _)| *t).min()
+    }
 }
 
 /// Where a request goes next from this tree node.
@@ -177,20 +234,32 @@ impl Node {
 
     /// Takes the ask one step down the tree: to a local member, or to a child subtree.
     pub(crate) fn descend(&mut self, now: Time, msg: DescendMsg, avoid: Vec<NodeId>) {
+        let fresh = avoid.is_empty();
+        if let Some(msg) = self.try_descend(now, msg, avoid) {
+            self.unplaced(now, msg, fresh);
+        }
+    }
+
+    /// [`Self::descend`], returning the ask when this node has no option for it.
+    fn try_descend(
+        &mut self,
+        now: Time,
+        msg: DescendMsg,
+        avoid: Vec<NodeId>,
+    ) -> Option<DescendMsg> {
         if msg.hops >= self.cfg.max_hops {
             self.stats.asks_unplaced += 1;
-            return;
+            return None;
         }
         let Some(choice) = self.choose(msg.group, &avoid) else {
-            self.unplaced(now, msg);
-            return;
+            return Some(msg);
         };
         match choice {
             Choice::Member(conn) => self.deliver_ask(now, conn, msg),
             Choice::Child(child) => {
                 if self.hops.len() >= self.cfg.max_pending_hops {
                     self.stats.asks_unplaced += 1;
-                    return;
+                    return None;
                 }
                 let g = self.groups.get(&msg.group).expect("chosen from it");
                 let c = g.children.get(&child).expect("chosen from it");
@@ -219,19 +288,30 @@ impl Node {
                 self.send(to, Message::Descend(out));
             }
         }
+        None
     }
 
     /// No option here: a subtree that emptied (or left the tree) while its parent was sending
     /// it the ask. Unless this node owns the cluster's key, the ask goes back to the root
-    /// (routed through the overlay) for another descent; the hop bound ends any loop.
-    fn unplaced(&mut self, now: Time, msg: DescendMsg) {
+    /// (routed through the overlay) for another descent; the hop bound ends any loop. At the
+    /// root, a `fresh` ask (not one whose chosen subtrees all failed) waits for a member.
+    fn unplaced(&mut self, now: Time, msg: DescendMsg, fresh: bool) {
         let root = self.groups.get(&msg.group).is_some_and(|g| g.root)
             || self.next_hop(msg.group).is_none();
+        if root && fresh {
+            self.park(now, msg, None);
+            return;
+        }
         if root {
             self.stats.asks_unplaced += 1;
             return;
         }
         self.stats.asks_bounced += 1;
+        self.route_ask(now, msg);
+    }
+
+    /// Routes an ask that left its tree back towards its cluster's root.
+    fn route_ask(&mut self, now: Time, msg: DescendMsg) {
         let route = petal_protocol::RouteMsg {
             key: msg.group,
             origin: msg.requester,
@@ -240,6 +320,73 @@ impl Node {
             body: petal_protocol::Routed::Ask(msg.ask),
         };
         self.forward(now, route, Vec::new());
+    }
+
+    /// Parks an ask at this root until its tree has a member, until `until` (default: the
+    /// ask's timeout or `ask_park_timeout` from now, whichever is sooner).
+    fn park(&mut self, now: Time, msg: DescendMsg, until: Option<Time>) {
+        if self.parked.len() >= self.cfg.max_parked_asks {
+            self.stats.asks_unplaced += 1;
+            return;
+        }
+        let until = until.unwrap_or_else(|| {
+            let own = std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
+            now + own.min(self.cfg.ask_park_timeout)
+        });
+        if until <= now {
+            self.stats.asks_unplaced += 1;
+            return;
+        }
+        self.stats.asks_parked += 1;
+        self.parked
+            .by_group
+            .entry(msg.group)
+            .or_default()
+            .push((until, msg));
+        self.parked.len += 1;
+        if until < self.parked.timer_at {
+            self.parked.timer_at = until;
+            self.set_timer(until, TimerKey::ParkedAsks);
+        }
+    }
+
+    /// Group `key` may have gained a place for its parked asks (a graft, a local member), or
+    /// its route moved: descends each one that can be placed, routes them on when another
+    /// node owns the key now, and keeps the rest parked.
+    pub(crate) fn place_parked(&mut self, now: Time, key: Key) {
+        if !self.is_ready() {
+            return;
+        }
+        let asks = self.parked.take(key);
+        if asks.is_empty() {
+            return;
+        }
+        let moved = self.next_hop(key).is_some();
+        for (until, msg) in asks {
+            if moved {
+                self.route_ask(now, msg);
+            } else if let Some(msg) = self.try_descend(now, msg, Vec::new()) {
+                self.park(now, msg, Some(until));
+            }
+        }
+    }
+
+    /// The earliest parked ask's time is up: drops every ask whose time is up.
+    pub(crate) fn on_parked_timer(&mut self, now: Time) {
+        self.parked.timer_at = Time::MAX;
+        let mut expired = 0;
+        for asks in self.parked.by_group.values_mut() {
+            let before = asks.len();
+            asks.retain(|(until, _)| *until > now);
+            expired += before - asks.len();
+        }
+        self.parked.by_group.retain(|_, asks| !asks.is_empty());
+        self.parked.len -= expired;
+        self.stats.asks_unplaced += expired as u64;
+        if let Some(t) = self.parked.earliest() {
+            self.parked.timer_at = t;
+            self.set_timer(t, TimerKey::ParkedAsks);
+        }
     }
 
     /// Chooses where an ask for group `key` goes from here (see the module docs), never to a

@@ -113,6 +113,12 @@ pub struct Config {
     pub max_conn_tunnels: usize,
     /// Most requests delivered to local members awaiting their reply.
     pub max_deliveries: usize,
+    /// Longest an ask (request or tunnel open) waits at its cluster's root when the tree has no
+    /// member yet (a fleet starting, a root that just moved), bounded by the ask's own timeout:
+    /// it is placed as soon as a member or subtree grafts.
+    pub ask_park_timeout: Duration,
+    /// Most asks waiting at this node for a member of their cluster.
+    pub max_parked_asks: usize,
     /// In-flight requests that make a member saturated (chosen only when no member has room).
     pub max_member_inflight: u32,
     /// How long an expired, unanswered delivery keeps its member stalled.
@@ -180,6 +186,8 @@ impl Default for Config {
             max_conn_requests: 16_384,
             max_conn_tunnels: 1024,
             max_deliveries: 65_536,
+            ask_park_timeout: Duration::from_secs(2),
+            max_parked_asks: 4096,
             max_member_inflight: 1024,
             stall_forget_after: Duration::from_secs(60),
             max_tunnels: 65_536,

@@ -182,6 +182,7 @@ impl Node {
         } else {
             self.report_if_changed(now, key);
         }
+        self.place_parked(now, key);
         Ok(true)
     }
 
@@ -292,7 +293,8 @@ impl Node {
     /// current batch of inputs), so that a tree follows a ring that changed (rings merging, a
     /// closer node joining, a root gone) without waiting for the periodic refresh.
     pub(crate) fn groups_routes_changed(&mut self, now: Time) {
-        if self.is_ready() && !self.groups.is_empty() && self.group_routes_at == Time::MAX {
+        let waiting = !self.groups.is_empty() || self.parked.len() > 0;
+        if self.is_ready() && waiting && self.group_routes_at == Time::MAX {
             self.group_routes_at = now;
             self.set_timer(now, TimerKey::GroupRoutes);
         }
@@ -315,6 +317,12 @@ impl Node {
             if moved {
                 self.stats.group_route_changes += 1;
                 self.maintain_group(now, key);
+            }
+        }
+        // Asks parked here for a tree: routed on if another node owns their key now.
+        for key in self.parked.groups() {
+            if self.next_hop(key).is_some() {
+                self.place_parked(now, key);
             }
         }
     }
@@ -397,7 +405,10 @@ impl Node {
         seen: EventSeq,
         rejoin: bool,
     ) {
-        if !self.is_ready() {
+        // A joining node that has announced itself is on other nodes' routes already: it keeps
+        // the children that graft on it (dropping them would cut their subtrees off until their
+        // next refresh) and grafts onward once it is ready (`start_groups`).
+        if !self.is_ready() && !self.is_joining() {
             return;
         }
         if !self.groups.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
@@ -482,6 +493,7 @@ impl Node {
         } else {
             self.report_if_changed(now, key);
         }
+        self.place_parked(now, key);
     }
 
     pub(crate) fn on_prune(&mut self, now: Time, from: NodeInfo, key: Key) {

@@ -243,6 +243,8 @@ pub(crate) enum TimerKey {
     Request(u64),
     /// A delivered request's expiry at its member's node (by delivery id).
     Delivery(u64),
+    /// The earliest expiry of the asks parked at this root.
+    ParkedAsks,
     /// A tunnel's open or offer deadline (by tunnel id).
     Tunnel(u64),
     /// Tunnel keepalives and idle checks.
@@ -301,6 +303,8 @@ pub struct Node {
     pub(crate) requests: BTreeMap<u64, PendingRequest>,
     /// Requests delivered to local members, by delivery id.
     pub(crate) deliveries: BTreeMap<u64, Delivery>,
+    /// Asks waiting here, at their cluster's root, for a member.
+    pub(crate) parked: crate::ask::ParkedAsks,
     /// Tunnel ends on this node, by local tunnel id.
     pub(crate) tunnels: BTreeMap<u64, Tunnel>,
     pub(crate) tunnel_tick_at: Time,
@@ -352,6 +356,7 @@ impl Node {
             conns: BTreeMap::new(),
             requests: BTreeMap::new(),
             deliveries: BTreeMap::new(),
+            parked: crate::ask::ParkedAsks::new(),
             tunnels: BTreeMap::new(),
             tunnel_tick_at: Time::MAX,
             loopback: VecDeque::new(),
@@ -400,6 +405,8 @@ impl Node {
     /// Drops all routing state and timers (after a failed join or a leave).
     pub(crate) fn reset_state(&mut self) {
         self.timers.clear();
+        // Parked asks wait on this node's place in the ring, which is gone.
+        self.stats.asks_unplaced += self.parked.clear() as u64;
         // Application state outlives the overlay state: re-arm its timers, forget the trees.
         let armed: Vec<_> = self
             .requests
@@ -550,6 +557,7 @@ impl Node {
             TimerKey::GroupRoutes => self.is_ready() && self.group_routes_at == t,
             TimerKey::Request(id) => self.requests.get(&id).is_some_and(|r| r.deadline == t),
             TimerKey::Delivery(id) => self.deliveries.get(&id).is_some_and(|d| d.deadline == t),
+            TimerKey::ParkedAsks => self.parked.timer_at == t,
             TimerKey::Tunnel(id) => self
                 .tunnels
                 .get(&id)
@@ -568,7 +576,7 @@ impl Node {
             + self.requests.len()
             + self.deliveries.len()
             + self.tunnels.len()
-            + 5
+            + 6
     }
 
     /// Fires every timer due at or before `now`.
@@ -595,6 +603,7 @@ impl Node {
                 TimerKey::GroupRoutes => self.on_group_routes(now),
                 TimerKey::Request(id) => self.on_request_timeout(id),
                 TimerKey::Delivery(id) => self.on_delivery_timer(now, id),
+                TimerKey::ParkedAsks => self.on_parked_timer(now),
                 TimerKey::Tunnel(id) => self.on_tunnel_deadline(now, id),
                 TimerKey::TunnelTick => self.on_tunnel_tick(now),
             }
@@ -838,6 +847,16 @@ impl Node {
                 "lookup timer lost"
             );
         }
+        if self.parked.len() > 0 {
+            assert!(
+                armed.contains(&(self.parked.timer_at, TimerKey::ParkedAsks)),
+                "parked-ask timer lost"
+            );
+        }
+        assert!(
+            self.parked.len() <= self.cfg.max_parked_asks,
+            "parked asks over their bound"
+        );
         assert!(
             self.dead.len() <= self.cfg.max_dead,
             "dead set over its bound"

@@ -103,6 +103,10 @@ pub struct Stats {
     pub asks_forwarded: u64,
     /// Requests and tunnel opens dropped for want of a member to take them.
     pub asks_unplaced: u64,
+    /// Requests and tunnel opens that reached their cluster's root before any member and
+    /// waited there (see `Config::ask_park_timeout`); those never placed also count as
+    /// unplaced.
+    pub asks_parked: u64,
     /// Requests and tunnel opens sent back to the root because this subtree had no member.
     pub asks_bounced: u64,
     /// Subscribes to a topic already subscribed (ignored).

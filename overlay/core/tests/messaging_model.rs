@@ -1639,3 +1639,86 @@ fn simultaneous_close_with_full_windows() {
         assert_eq!(sim.ends[&r].reason.as_deref(), Some(""), "n = {n}");
     }
 }
+
+/// A ring with one plain (non-member) connection on every node and no member of the cluster.
+fn memberless(n: usize) -> Sim {
+    let case = Case {
+        ids: (1..=n as u64)
+            .map(|i| u128::from(mix(i)) << 64 | u128::from(i))
+            .collect(),
+        setup: Vec::new(),
+        latencies: vec![5; 36],
+        small: None,
+        seed: 11,
+        ops: Vec::new(),
+    };
+    let mut sim = Sim::new(&case);
+    sim.bring_up();
+    for node in 0..n {
+        sim.apply(&Op::Register {
+            node,
+            capacity: None,
+        });
+    }
+    sim.apply(&Op::Wait(500));
+    sim
+}
+
+/// A request sent before its cluster has any member waits at the cluster's root and is
+/// answered by the first member that registers within its timeout (a fleet starting, a
+/// service starting after its clients); with no member at all it times out at its own
+/// timeout, exactly once. From every node, so that the requester is the root once too.
+#[test]
+fn a_request_waits_at_the_root_for_the_first_member() {
+    let n = 4;
+    let mut sim = memberless(n);
+    for conn in 0..n {
+        sim.apply(&Op::Request {
+            conn,
+            timeout_ms: 1_000,
+            answer: Answer::Reply(0),
+        });
+    }
+    sim.apply(&Op::Wait(300));
+    assert!(
+        sim.reqs.iter().all(|r| !r.done),
+        "decided before any member"
+    );
+    sim.apply(&Op::Register {
+        node: 2,
+        capacity: Some(1),
+    });
+    sim.apply(&Op::Wait(200));
+    for (tag, r) in sim.reqs.iter().enumerate() {
+        assert!(
+            r.done,
+            "request {tag} not answered 200 ms after the member came"
+        );
+        assert_eq!(
+            r.answered,
+            Some(false),
+            "request {tag} not answered by a reply"
+        );
+    }
+    let parked: u64 = sim.nodes.iter().map(|x| x.stats().asks_parked).sum();
+    assert_eq!(parked, n as u64, "each request parked once at the root");
+
+    // No member ever: each times out at its own timeout (checked by `on_event`), and the
+    // parked ask is dropped at the root by then.
+    let mut sim = memberless(n);
+    for conn in 0..n {
+        sim.apply(&Op::Request {
+            conn,
+            timeout_ms: 700,
+            answer: Answer::Reply(0),
+        });
+    }
+    sim.apply(&Op::Wait(800));
+    assert!(sim.reqs.iter().all(|r| r.done && r.answered.is_none()));
+    let unplaced: u64 = sim.nodes.iter().map(|x| x.stats().asks_unplaced).sum();
+    assert_eq!(
+        unplaced, n as u64,
+        "every parked ask dropped at its timeout"
+    );
+    sim.finish();
+}

@@ -147,7 +147,7 @@ pub(crate) fn core_counters<'a>(
 ) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in stats {
-        let fields: [(&'static str, u64); 27] = [
+        let fields: [(&'static str, u64); 28] = [
             ("introductions", s.introductions),
             ("revivals", s.revivals),
             ("asks_bounced", s.asks_bounced),
@@ -158,6 +158,7 @@ pub(crate) fn core_counters<'a>(
             ("event_drops", s.event_drops),
             ("asks_forwarded", s.asks_forwarded),
             ("asks_unplaced", s.asks_unplaced),
+            ("asks_parked", s.asks_parked),
             ("requests_delivered", s.requests_delivered),
             ("deliveries_expired", s.deliveries_expired),
             ("replies_late", s.replies_late),

@@ -221,6 +221,9 @@ pub struct Apps {
 
 /// Header of every tunnel chunk: tunnel id, message index, chunk offset.
 const CHUNK_HEADER: usize = 20;
+/// Openers name their tunnels `OPENER_IDS | record`; acceptors by the offer's id, which the
+/// core draws below 2^63: the two never meet in `tunnel_ends`.
+const OPENER_IDS: u64 = 1 << 63;
 
 impl Apps {
     fn app_of(&self, node: u32, conn: ConnId) -> Option<usize> {
@@ -399,9 +402,8 @@ impl Sim {
         }
         let now = self.now();
         let gid = self.apps.requests.len() as u64;
-        let id = self
-            .node_mut(node)
-            .request(now, conn, cluster, gid_payload(gid, size), timeout_ms)
+        self.node_mut(node)
+            .request(now, conn, gid, cluster, gid_payload(gid, size), timeout_ms)
             .ok()?;
         self.apps.requests.push(RequestRecord {
             app,
@@ -414,7 +416,7 @@ impl Sim {
             hops: None,
             wrong_reply: false,
         });
-        self.apps.pending.insert((node, id), gid as usize);
+        self.apps.pending.insert((node, gid), gid as usize);
         self.after_step(node);
         Some(gid)
     }
@@ -436,11 +438,12 @@ impl Sim {
             return None;
         }
         let now = self.now();
-        let id = self
-            .node_mut(node)
-            .tunnel_open(now, conn, cluster, timeout_ms)
-            .ok()?;
         let gid = self.apps.tunnels.len();
+        // The opener's name for its tunnel: apart from the acceptors' (offer ids, below 2^63).
+        let id = OPENER_IDS | gid as u64;
+        self.node_mut(node)
+            .tunnel_open(now, conn, id, cluster, timeout_ms)
+            .ok()?;
         self.apps.tunnels.push(TunnelRecord {
             opener: app,
             acceptor: None,
@@ -544,8 +547,10 @@ impl Sim {
                     e.deliveries.entry(app).or_insert((0, now)).0 += 1;
                 }
             }
-            Event::TunnelIncoming { tunnel, .. } => {
-                let _ = self.node_mut(i).tunnel_accept(now, tunnel);
+            Event::TunnelIncoming { conn, offer } => {
+                // The acceptor names its tunnel by the offer's id.
+                let tunnel = offer;
+                let _ = self.node_mut(i).tunnel_accept(now, conn, offer, tunnel);
                 // Which record it belongs to is learnt from its first chunk.
                 self.apps.tunnel_ends.insert(
                     (i, tunnel),
@@ -556,9 +561,9 @@ impl Sim {
                     },
                 );
                 let g = 64 << 20;
-                let _ = self.node_mut(i).tunnel_allow(now, tunnel, g);
+                let _ = self.node_mut(i).tunnel_allow(now, conn, tunnel, g);
             }
-            Event::TunnelOpened { tunnel, .. } => {
+            Event::TunnelOpened { conn, tunnel } => {
                 let Some(end) = self.apps.tunnel_ends.get_mut(&(i, tunnel)) else {
                     self.apps.stray_events += 1;
                     return;
@@ -569,7 +574,7 @@ impl Sim {
                     // A second confirm: counted above, the data is already on its way.
                     return;
                 }
-                let _ = self.node_mut(i).tunnel_allow(now, tunnel, 64 << 20);
+                let _ = self.node_mut(i).tunnel_allow(now, conn, tunnel, 64 << 20);
                 let (n, size) = (self.apps.tunnels[rec].messages, self.apps.tunnels[rec].size);
                 for k in 0..n {
                     self.queue_message(i, tunnel, rec as u64, k, size);
@@ -687,7 +692,12 @@ impl Sim {
                 } else {
                     ReplyResult::Ok(gid_payload(gid, 8))
                 };
-                if self.node_mut(node).reply(now, delivery, result).is_ok() {
+                let conn = self.apps.list[app].conn;
+                if self
+                    .node_mut(node)
+                    .reply(now, conn, delivery, result)
+                    .is_ok()
+                {
                     self.apps.list[app].served += 1;
                 }
                 self.after_step(node);
@@ -737,9 +747,10 @@ impl Sim {
             let (size, chunk) = (*size, chunk.clone());
             end.outq.pop_front();
             end.credit -= chunk.len() as u64;
+            let conn = self.apps.list[end.app].conn;
             if self
                 .node_mut(node)
-                .tunnel_send(now, tunnel, size, chunk)
+                .tunnel_send(now, conn, tunnel, size, chunk)
                 .is_err()
             {
                 break;
@@ -794,6 +805,7 @@ impl Sim {
             end.received += 1;
         }
         let (opener, received, app) = (end.opener, end.received, end.app);
+        let conn = self.apps.list[app].conn;
         if let Some(t) = self.apps.tunnels.get_mut(record) {
             t.corrupt |= corrupt;
             if !opener && t.acceptor.is_none() {
@@ -803,12 +815,12 @@ impl Sim {
         let Some(len) = whole else {
             return;
         };
-        let _ = self.node_mut(node).tunnel_allow(now, tunnel, len);
+        let _ = self.node_mut(node).tunnel_allow(now, conn, tunnel, len);
         if opener {
             let t = &mut self.apps.tunnels[record];
             t.echoed = received;
             if t.echoed == t.messages {
-                let _ = self.node_mut(node).tunnel_close(now, tunnel);
+                let _ = self.node_mut(node).tunnel_close(now, conn, tunnel);
             }
             self.after_step(node);
         } else {

@@ -40,6 +40,8 @@ use crate::time::Time;
 #[derive(Clone, Debug)]
 pub(crate) struct PendingRequest {
     pub(crate) conn: ConnId,
+    /// The connection's own id for it.
+    pub(crate) app: u64,
     pub(crate) deadline: Time,
 }
 
@@ -116,24 +118,32 @@ pub(crate) enum Choice {
 type Option3 = (Choice, u64, f64, u8);
 
 impl Node {
-    /// Issues a request from `conn` to cluster `key`.
+    /// Issues request `app` of `conn` to cluster `key`.
     pub(crate) fn start_request(
         &mut self,
         now: Time,
         conn: ConnId,
+        app: u64,
         key: Key,
         payload: Bytes,
         timeout_ms: u32,
-    ) -> Result<u64, AppError> {
+    ) -> Result<(), AppError> {
         if self.requests.len() >= self.cfg.max_pending_requests {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests"));
         }
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
-        self.requests.insert(id, PendingRequest { conn, deadline });
+        self.requests.insert(
+            id,
+            PendingRequest {
+                conn,
+                app,
+                deadline,
+            },
+        );
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.requests += 1;
+            c.requests.insert(app, id);
         }
         self.set_timer(deadline, TimerKey::Request(id));
         self.stats.requests_sent += 1;
@@ -146,12 +156,12 @@ impl Node {
                 kind: AskKind::Request { payload },
             },
         );
-        Ok(id)
+        Ok(())
     }
 
-    fn request_done(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.requests -= 1;
+    fn request_done(&mut self, r: &PendingRequest) {
+        if let Some(c) = self.conns.get_mut(&r.conn) {
+            c.requests.remove(&r.app);
         }
     }
 
@@ -169,11 +179,11 @@ impl Node {
 
     pub(crate) fn on_request_timeout(&mut self, id: u64) {
         if let Some(r) = self.requests.remove(&id) {
-            self.request_done(r.conn);
+            self.request_done(&r);
             self.stats.requests_timed_out += 1;
             self.emit(Event::RequestDone {
                 conn: r.conn,
-                request: id,
+                request: r.app,
                 outcome: Outcome::Timeout,
             });
         }
@@ -185,7 +195,7 @@ impl Node {
             self.stats.replies_late += 1;
             return;
         };
-        self.request_done(r.conn);
+        self.request_done(&r);
         let outcome = match result {
             ReplyResult::Ok(b) => {
                 self.stats.requests_answered += 1;
@@ -198,7 +208,7 @@ impl Node {
         };
         self.emit(Event::RequestDone {
             conn: r.conn,
-            request: id,
+            request: r.app,
             outcome,
         });
     }
@@ -494,13 +504,21 @@ impl Node {
         }
     }
 
-    /// A local member answers delivery `delivery`.
+    /// Local member `conn` answers delivery `delivery`.
     pub(crate) fn answer(
         &mut self,
         now: Time,
+        conn: ConnId,
         delivery: u64,
         result: ReplyResult,
     ) -> Result<(), AppError> {
+        if self
+            .deliveries
+            .get(&delivery)
+            .is_none_or(|d| d.conn != conn)
+        {
+            return Err(AppError::UnknownId);
+        }
         let Some(d) = self.deliveries.remove(&delivery) else {
             return Err(AppError::UnknownId);
         };

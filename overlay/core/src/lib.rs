@@ -87,6 +87,13 @@
 //!   credit-throttled stream straight between the two nodes (or within one node), with
 //!   graceful close, failure with a reason, and bounded buffers end to end.
 //!
+//! The core owns every connection's work: each command names the connection it acts for, and
+//! requests and tunnels go by the connection's own ids (a relay client's ids, unique per
+//! connection: the core refuses one in use), so a driver keeps no table of its own. A request
+//! delivered to a member is answered by that member's connection only ([`Node::reply`]);
+//! an offered tunnel is accepted (and named) or refused by the connection it was offered to;
+//! [`Node::pending`] lists what a closing connection must still be answered for.
+//!
 //! Group trees repair themselves: a child grafts on its next hop towards the key every
 //! `group_refresh_interval` (moving when the route moved), a dead parent makes its children
 //! graft elsewhere at once, a silent child is forgotten after `group_child_timeout`.
@@ -123,7 +130,7 @@ pub use app::{AppError, ConnId, GroupKind, Outcome};
 pub use config::{Config, ConfigError};
 pub use join::JoinProgress;
 pub use leaf_set::LeafSet;
-pub use local::GroupView;
+pub use local::{GroupView, Pending};
 pub use node::{Event, Node, Transmit};
 pub use petal_protocol::{Key, Message, NodeId, NodeInfo};
 pub use routing_table::RoutingTable;

@@ -2,7 +2,7 @@
 //! relay session). Each command takes `now` like every other input and may queue transmits and
 //! events; outcomes come back as [`crate::Event`]s.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use petal_protocol::{Key, ReplyResult};
@@ -18,8 +18,23 @@ pub(crate) struct Conn {
     pub(crate) cluster: Option<Key>,
     /// Topics it subscribes to.
     pub(crate) topics: BTreeSet<Key>,
-    /// Its requests awaiting their outcome.
-    pub(crate) requests: u32,
+    /// Its requests awaiting their outcome: its own id -> the node's.
+    pub(crate) requests: BTreeMap<u64, u64>,
+    /// Its tunnels (opening, open, closing; not offers): its own id -> the node's.
+    pub(crate) tunnels: BTreeMap<u64, u64>,
+}
+
+/// What a connection has under way (see [`Node::pending`]): what a driver must still answer
+/// when the connection closes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pending {
+    /// Its requests awaiting their outcome, by its ids, ascending.
+    pub requests: Vec<u64>,
+    /// Its tunnels still opening (not yet accepted), by its ids, ascending.
+    pub opening: Vec<u64>,
+    /// Its other tunnels (open or closing), by its ids, ascending.
+    pub tunnels: Vec<u64>,
 }
 
 impl Node {
@@ -154,97 +169,184 @@ impl Node {
         Ok(())
     }
 
-    /// Sends a request from `conn` to one member of `cluster`. Its one outcome comes as
-    /// [`crate::Event::RequestDone`] with the returned id: a reply, a fault, or a timeout after
+    /// Sends a request from `conn` to one member of `cluster`, under the connection's own id
+    /// `id` (unique among its pending requests). Its one outcome comes as
+    /// [`crate::Event::RequestDone`] with that id: a reply, a fault, or a timeout after
     /// `timeout_ms`.
     pub fn request(
         &mut self,
         now: Time,
         conn: ConnId,
+        id: u64,
         cluster: &str,
         payload: Bytes,
         timeout_ms: u32,
-    ) -> Result<u64, AppError> {
+    ) -> Result<(), AppError> {
         self.running()?;
-        if self.conn(conn)?.requests >= self.cfg.max_conn_requests {
+        let c = self.conn(conn)?;
+        if c.requests.contains_key(&id) {
+            return Err(AppError::Invalid("request id in use on this connection"));
+        }
+        if c.requests.len() >= self.cfg.max_conn_requests as usize {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests of this connection"));
         }
-        let id = self.start_request(
+        self.start_request(
             now,
             conn,
+            id,
             GroupKind::Cluster.key(cluster),
             payload,
             timeout_ms,
         )?;
         self.drain_loopback(now);
-        Ok(id)
+        Ok(())
     }
 
-    /// Answers request delivery `delivery` (from [`crate::Event::Request`]) with a reply or a fault.
-    /// An expired or unknown delivery is an error: the requester has had its timeout.
-    pub fn reply(&mut self, now: Time, delivery: u64, result: ReplyResult) -> Result<(), AppError> {
-        let r = self.answer(now, delivery, result);
+    /// Answers request delivery `delivery` (from [`crate::Event::Request`] to `conn`) with a
+    /// reply or a fault. An expired or unknown delivery, or one made to another connection, is
+    /// an error: the requester has had its timeout, or it was never this connection's to
+    /// answer.
+    pub fn reply(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        delivery: u64,
+        result: ReplyResult,
+    ) -> Result<(), AppError> {
+        let r = self.answer(now, conn, delivery, result);
         self.drain_loopback(now);
         r
     }
 
-    /// Opens a tunnel from `conn` to one member of `cluster`; the outcome comes as
-    /// [`crate::Event::TunnelOpened`] or [`crate::Event::TunnelOpenFailed`] with the returned id.
+    /// Opens a tunnel from `conn` to one member of `cluster`, under the connection's own id
+    /// `id` (unique among its tunnels); the outcome comes as [`crate::Event::TunnelOpened`] or
+    /// [`crate::Event::TunnelOpenFailed`] with that id.
     pub fn tunnel_open(
         &mut self,
         now: Time,
         conn: ConnId,
+        id: u64,
         cluster: &str,
         timeout_ms: u32,
-    ) -> Result<u64, AppError> {
+    ) -> Result<(), AppError> {
         self.running()?;
-        self.conn(conn)?;
-        let open = self.tunnels.values().filter(|t| t.conn == conn).count();
-        if open >= self.cfg.max_conn_tunnels {
+        let c = self.conn(conn)?;
+        if c.tunnels.contains_key(&id) {
+            return Err(AppError::Invalid("tunnel id in use on this connection"));
+        }
+        if c.tunnels.len() >= self.cfg.max_conn_tunnels {
             self.stats.tunnel_drops += 1;
             return Err(AppError::Full("tunnels of this connection"));
         }
-        let id = self.start_tunnel(now, conn, GroupKind::Cluster.key(cluster), timeout_ms)?;
+        self.start_tunnel(now, conn, id, GroupKind::Cluster.key(cluster), timeout_ms)?;
         self.drain_loopback(now);
-        Ok(id)
+        Ok(())
     }
 
-    /// Accepts an offered tunnel (from [`crate::Event::TunnelIncoming`]).
-    pub fn tunnel_accept(&mut self, now: Time, tunnel: u64) -> Result<(), AppError> {
-        let r = self.accept_tunnel(now, tunnel);
+    /// `conn` accepts the tunnel it was offered (from [`crate::Event::TunnelIncoming`]) and
+    /// names it `id` from now on. An `id` that names one of its tunnels already is refused, and
+    /// so is the offer (its opener hears at once).
+    pub fn tunnel_accept(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        offer: u64,
+        id: u64,
+    ) -> Result<(), AppError> {
+        if self.conn(conn)?.tunnels.contains_key(&id) {
+            let offered = self
+                .tunnels
+                .get(&offer)
+                .is_some_and(|t| t.conn == conn && t.state == crate::tunnel::TunnelState::Offered);
+            if offered {
+                self.close_tunnel(now, offer)?;
+            }
+            self.drain_loopback(now);
+            return Err(AppError::Invalid("tunnel id in use on this connection"));
+        }
+        let r = self.accept_tunnel(now, conn, offer, id);
         self.drain_loopback(now);
         r
     }
 
-    /// Sends a chunk on an open tunnel: `size` is the message's whole length on its first
-    /// chunk, 0 on continuation chunks. The chunk must fit the chunk limit and the credit the
-    /// node granted ([`crate::Event::TunnelCredit`]).
+    /// `conn` refuses the tunnel it was offered: its opener hears at once;
+    /// [`crate::Event::TunnelOfferClosed`] confirms it.
+    pub fn tunnel_refuse(&mut self, now: Time, conn: ConnId, offer: u64) -> Result<(), AppError> {
+        let offered = self
+            .tunnels
+            .get(&offer)
+            .is_some_and(|t| t.conn == conn && t.state == crate::tunnel::TunnelState::Offered);
+        if !offered {
+            return Err(AppError::UnknownId);
+        }
+        let r = self.close_tunnel(now, offer);
+        self.drain_loopback(now);
+        r
+    }
+
+    /// Sends a chunk on open tunnel `id` of `conn`: `size` is the message's whole length on its
+    /// first chunk, 0 on continuation chunks. The chunk must fit the chunk limit and the credit
+    /// the node granted ([`crate::Event::TunnelCredit`]).
     pub fn tunnel_send(
         &mut self,
         now: Time,
-        tunnel: u64,
+        conn: ConnId,
+        id: u64,
         size: u64,
         chunk: Bytes,
     ) -> Result<(), AppError> {
+        let tunnel = self.tunnel_of(conn, id)?;
         let r = self.send_chunk(now, tunnel, size, chunk);
         self.drain_loopback(now);
         r
     }
 
-    /// Grants the node `bytes` more of credit to hand chunks of `tunnel` to the application.
-    pub fn tunnel_allow(&mut self, now: Time, tunnel: u64, bytes: u64) -> Result<(), AppError> {
+    /// Grants the node `bytes` more of credit to hand chunks of tunnel `id` to `conn`.
+    pub fn tunnel_allow(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        id: u64,
+        bytes: u64,
+    ) -> Result<(), AppError> {
+        let tunnel = self.tunnel_of(conn, id)?;
         let r = self.grant(now, tunnel, bytes);
         self.drain_loopback(now);
         r
     }
 
-    /// Closes a tunnel gracefully: queued chunks go first; [`crate::Event::TunnelClosed`] with an
-    /// empty reason confirms it.
-    pub fn tunnel_close(&mut self, now: Time, tunnel: u64) -> Result<(), AppError> {
+    /// Closes tunnel `id` of `conn` gracefully: queued chunks go first;
+    /// [`crate::Event::TunnelClosed`] with an empty reason confirms it. A tunnel still opening
+    /// is given up ([`crate::Event::TunnelOpenFailed`]).
+    pub fn tunnel_close(&mut self, now: Time, conn: ConnId, id: u64) -> Result<(), AppError> {
+        let tunnel = self.tunnel_of(conn, id)?;
         let r = self.close_tunnel(now, tunnel);
         self.drain_loopback(now);
         r
+    }
+
+    /// What `conn` has under way: its pending requests and tunnels, by its own ids (what a
+    /// driver answers for when the connection closes gracefully). `None` for an unknown
+    /// connection.
+    pub fn pending(&self, conn: ConnId) -> Option<Pending> {
+        let c = self.conns.get(&conn)?;
+        let mut p = Pending {
+            requests: c.requests.keys().copied().collect(),
+            ..Pending::default()
+        };
+        for (&app, id) in &c.tunnels {
+            let opening = self
+                .tunnels
+                .get(id)
+                .is_some_and(|t| t.state == crate::tunnel::TunnelState::Opening);
+            if opening {
+                p.opening.push(app);
+            } else {
+                p.tunnels.push(app);
+            }
+        }
+        Some(p)
     }
 
     /// Forwarded messages waiting for their next hop's acknowledgement (bounded by
@@ -315,17 +417,40 @@ impl Node {
         }
         for (id, c) in &self.conns {
             let n = self.requests.values().filter(|r| r.conn == *id).count();
-            assert_eq!(c.requests as usize, n, "pending requests miscounted");
+            assert_eq!(c.requests.len(), n, "pending requests miscounted");
+            for (app, wire) in &c.requests {
+                assert!(
+                    self.requests
+                        .get(wire)
+                        .is_some_and(|r| r.conn == *id && r.app == *app),
+                    "request index names another request"
+                );
+            }
             assert!(
-                c.requests <= self.cfg.max_conn_requests,
+                c.requests.len() <= self.cfg.max_conn_requests as usize,
                 "connection over its request bound"
             );
+            for (app, t) in &c.tunnels {
+                assert!(
+                    self.tunnels
+                        .get(t)
+                        .is_some_and(|x| x.conn == *id && x.app == *app),
+                    "tunnel index names another tunnel"
+                );
+            }
         }
-        for t in self.tunnels.values() {
+        for (id, t) in &self.tunnels {
             assert!(
                 self.conns.contains_key(&t.conn),
                 "tunnel of a gone connection"
             );
+            if t.state != crate::tunnel::TunnelState::Offered {
+                assert_eq!(
+                    self.conns[&t.conn].tunnels.get(&t.app),
+                    Some(id),
+                    "tunnel missing from its connection's index"
+                );
+            }
         }
     }
 }

@@ -99,7 +99,7 @@ pub enum Event {
     RequestDone {
         /// The requesting connection.
         conn: ConnId,
-        /// The id [`Node::request`] returned.
+        /// The connection's own id for the request (given to [`Node::request`]).
         request: u64,
         /// Reply, fault or timeout.
         outcome: Outcome,
@@ -121,32 +121,40 @@ pub enum Event {
         payload: Bytes,
     },
     /// A tunnel to `conn`'s cluster was offered to `conn`: accept it with
-    /// [`Node::tunnel_accept`] before the opener's timeout.
+    /// [`Node::tunnel_accept`] before the opener's timeout, naming it with an id of its own.
     TunnelIncoming {
         /// The member connection.
         conn: ConnId,
-        /// This node's id for the tunnel.
-        tunnel: u64,
+        /// This node's id for the offer.
+        offer: u64,
+    },
+    /// An offer to `conn` ended before `conn` accepted it (the opener gave up or timed out,
+    /// or its node died); accepting it now fails.
+    TunnelOfferClosed {
+        /// The member connection.
+        conn: ConnId,
+        /// The offer's id (from [`Event::TunnelIncoming`]).
+        offer: u64,
     },
     /// A tunnel opened by `conn` was accepted; data may flow.
     TunnelOpened {
         /// The opening connection.
         conn: ConnId,
-        /// The id [`Node::tunnel_open`] returned.
+        /// The connection's id for it (given to [`Node::tunnel_open`]).
         tunnel: u64,
     },
     /// A tunnel opened by `conn` was not accepted within its timeout (or was refused).
     TunnelOpenFailed {
         /// The opening connection.
         conn: ConnId,
-        /// The id [`Node::tunnel_open`] returned.
+        /// The connection's id for it (given to [`Node::tunnel_open`]).
         tunnel: u64,
     },
     /// The node grants `conn` `bytes` more of credit to send on `tunnel` (cumulative).
     TunnelCredit {
         /// The connection.
         conn: ConnId,
-        /// The tunnel.
+        /// The connection's id for the tunnel.
         tunnel: u64,
         /// Bytes granted.
         bytes: u64,
@@ -155,7 +163,7 @@ pub enum Event {
     TunnelData {
         /// The connection.
         conn: ConnId,
-        /// The tunnel.
+        /// The connection's id for the tunnel.
         tunnel: u64,
         /// The message's whole length on its first chunk, 0 on continuation chunks.
         size: u64,
@@ -167,7 +175,7 @@ pub enum Event {
     TunnelClosed {
         /// The connection.
         conn: ConnId,
-        /// The tunnel.
+        /// The connection's id for the tunnel.
         tunnel: u64,
         /// Why; empty when graceful.
         reason: String,
@@ -191,6 +199,7 @@ impl Event {
             | Event::Published { conn, .. }
             | Event::Broadcast { conn, .. }
             | Event::TunnelIncoming { conn, .. }
+            | Event::TunnelOfferClosed { conn, .. }
             | Event::TunnelOpened { conn, .. }
             | Event::TunnelOpenFailed { conn, .. }
             | Event::TunnelCredit { conn, .. }

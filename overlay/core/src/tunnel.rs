@@ -57,6 +57,9 @@ pub(crate) enum TunnelState {
 #[derive(Clone, Debug)]
 pub(crate) struct Tunnel {
     pub(crate) conn: ConnId,
+    /// The connection's own id for the tunnel (its events and commands use it); while
+    /// offered and not yet accepted, the offer id.
+    pub(crate) app: u64,
     pub(crate) state: TunnelState,
     /// The far end: its node and its tunnel id (the opener's while offered).
     pub(crate) peer: Option<(NodeInfo, u64)>,
@@ -110,9 +113,10 @@ impl Tunnel {
         self.inq_bytes + self.inq.len() as u64 * CHUNK_COST
     }
 
-    fn new(conn: ConnId, state: TunnelState, now: Time, deadline: Time) -> Self {
+    fn new(conn: ConnId, app: u64, state: TunnelState, now: Time, deadline: Time) -> Self {
         Self {
             conn,
+            app,
             state,
             peer: None,
             deadline,
@@ -140,17 +144,23 @@ impl Node {
         &mut self,
         now: Time,
         conn: ConnId,
+        app: u64,
         key: petal_protocol::Key,
         timeout_ms: u32,
-    ) -> Result<u64, AppError> {
+    ) -> Result<(), AppError> {
         if self.tunnels.len() >= self.cfg.max_tunnels {
             self.stats.tunnel_drops += 1;
             return Err(AppError::Full("tunnels"));
         }
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
-        self.tunnels
-            .insert(id, Tunnel::new(conn, TunnelState::Opening, now, deadline));
+        self.tunnels.insert(
+            id,
+            Tunnel::new(conn, app, TunnelState::Opening, now, deadline),
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.tunnels.insert(app, id);
+        }
         self.set_timer(deadline, TimerKey::Tunnel(id));
         self.arm_tunnel_tick(now);
         self.stats.tunnels_opened += 1;
@@ -163,7 +173,7 @@ impl Node {
                 kind: petal_protocol::AskKind::Tunnel,
             },
         );
-        Ok(id)
+        Ok(())
     }
 
     /// A tunnel ask chose local member `conn`: offer it the tunnel.
@@ -182,22 +192,30 @@ impl Node {
         }
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
-        let mut t = Tunnel::new(conn, TunnelState::Offered, now, deadline);
+        let mut t = Tunnel::new(conn, id, TunnelState::Offered, now, deadline);
         t.peer = Some((msg.requester, msg.ask.id));
         self.tunnels.insert(id, t);
         self.set_timer(deadline, TimerKey::Tunnel(id));
         self.arm_tunnel_tick(now);
-        self.emit(Event::TunnelIncoming { conn, tunnel: id });
+        self.emit(Event::TunnelIncoming { conn, offer: id });
     }
 
-    /// The local member accepts offered tunnel `id`.
-    pub(crate) fn accept_tunnel(&mut self, now: Time, id: u64) -> Result<(), AppError> {
+    /// Local member `conn` accepts offered tunnel `id`, naming it `app` from now on.
+    pub(crate) fn accept_tunnel(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        id: u64,
+        app: u64,
+    ) -> Result<(), AppError> {
         let (window, buffer) = (self.cfg.tunnel_window, self.cfg.tunnel_buffer);
-        let t = self.tunnels.get_mut(&id).ok_or(AppError::UnknownId)?;
-        if t.state != TunnelState::Offered {
-            return Err(AppError::UnknownId);
-        }
+        let t = self
+            .tunnels
+            .get_mut(&id)
+            .filter(|t| t.conn == conn && t.state == TunnelState::Offered)
+            .ok_or(AppError::UnknownId)?;
         t.state = TunnelState::Open;
+        t.app = app;
         t.window = window;
         t.heard = now;
         t.sent = now;
@@ -211,9 +229,12 @@ impl Node {
                 peer_tunnel: id,
             },
         );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.tunnels.insert(app, id);
+        }
         self.emit(Event::TunnelCredit {
             conn,
-            tunnel: id,
+            tunnel: app,
             bytes: buffer,
         });
         Ok(())
@@ -249,11 +270,11 @@ impl Node {
         t.window = window;
         t.heard = now;
         t.sent = now;
-        let conn = t.conn;
-        self.emit(Event::TunnelOpened { conn, tunnel: id });
+        let (conn, app) = (t.conn, t.app);
+        self.emit(Event::TunnelOpened { conn, tunnel: app });
         self.emit(Event::TunnelCredit {
             conn,
-            tunnel: id,
+            tunnel: app,
             bytes: buffer,
         });
     }
@@ -265,10 +286,10 @@ impl Node {
         };
         match t.state {
             TunnelState::Opening => {
-                let conn = t.conn;
-                self.tunnels.remove(&id);
+                let (conn, app) = (t.conn, t.app);
+                self.forget_tunnel(id);
                 self.stats.tunnels_failed += 1;
-                self.emit(Event::TunnelOpenFailed { conn, tunnel: id });
+                self.emit(Event::TunnelOpenFailed { conn, tunnel: app });
             }
             TunnelState::Offered => {
                 self.fail_tunnel(
@@ -335,11 +356,11 @@ impl Node {
             TunnelState::Open if t.peer_closed => {
                 // The far end closed first and will send nothing more, nor take what we still
                 // queue: this close ends the tunnel at once.
-                let conn = t.conn;
-                self.tunnels.remove(&id);
+                let (conn, app) = (t.conn, t.app);
+                self.forget_tunnel(id);
                 self.emit(Event::TunnelClosed {
                     conn,
-                    tunnel: id,
+                    tunnel: app,
                     reason: String::new(),
                 });
             }
@@ -354,7 +375,9 @@ impl Node {
             }
             // Not open yet: closing means giving up (the far end hears of it if known).
             TunnelState::Opening | TunnelState::Offered => {
-                let t = self.tunnels.remove(&id).expect("present");
+                let Some(t) = self.forget_tunnel(id) else {
+                    return Err(AppError::UnknownId);
+                };
                 if let Some((peer, pt)) = t.peer {
                     self.send_or_loop(
                         now,
@@ -365,11 +388,19 @@ impl Node {
                         },
                     );
                 }
-                self.emit(Event::TunnelClosed {
-                    conn: t.conn,
-                    tunnel: id,
-                    reason: String::new(),
-                });
+                // The application gave it up itself: a graceful close, not a failure.
+                if t.state == TunnelState::Offered {
+                    self.emit(Event::TunnelOfferClosed {
+                        conn: t.conn,
+                        offer: id,
+                    });
+                } else {
+                    self.emit(Event::TunnelClosed {
+                        conn: t.conn,
+                        tunnel: t.app,
+                        reason: String::new(),
+                    });
+                }
             }
         }
         Ok(())
@@ -404,7 +435,7 @@ impl Node {
             t.next_out_seq += 1;
         }
         let finish = t.closing && t.outq.is_empty();
-        let conn = t.conn;
+        let (conn, app) = (t.conn, t.app);
         if !out.is_empty() || finish {
             t.sent = now;
         }
@@ -415,12 +446,12 @@ impl Node {
         if sent_bytes > 0 && !finish {
             self.emit(Event::TunnelCredit {
                 conn,
-                tunnel: id,
+                tunnel: app,
                 bytes: sent_bytes,
             });
         }
         if finish {
-            self.tunnels.remove(&id);
+            self.forget_tunnel(id);
             self.send_or_loop(
                 now,
                 peer,
@@ -431,7 +462,7 @@ impl Node {
             );
             self.emit(Event::TunnelClosed {
                 conn,
-                tunnel: id,
+                tunnel: app,
                 reason: String::new(),
             });
         }
@@ -458,7 +489,7 @@ impl Node {
             returned += len + CHUNK_COST;
             chunks.push((size, chunk));
         }
-        let conn = t.conn;
+        let (conn, app) = (t.conn, t.app);
         let peer = t.peer;
         let done = t.peer_closed && t.inq.is_empty();
         if taken > 0 && !t.peer_closed {
@@ -468,16 +499,16 @@ impl Node {
         for (size, payload) in chunks {
             self.emit(Event::TunnelData {
                 conn,
-                tunnel: id,
+                tunnel: app,
                 size,
                 payload,
             });
         }
         if done {
-            self.tunnels.remove(&id);
+            self.forget_tunnel(id);
             self.emit(Event::TunnelClosed {
                 conn,
-                tunnel: id,
+                tunnel: app,
                 reason: String::new(),
             });
         } else if taken > 0 {
@@ -585,7 +616,9 @@ impl Node {
         match t.state {
             TunnelState::Opening | TunnelState::Offered => {
                 // Refused before it opened, or (offered here) the opener gave up first.
-                let t = self.tunnels.remove(&id).expect("present");
+                let Some(t) = self.forget_tunnel(id) else {
+                    return;
+                };
                 self.stats.tunnels_failed += 1;
                 self.report_end(&t, id, reason);
             }
@@ -594,7 +627,9 @@ impl Node {
                 self.pump_in(now, id);
             }
             TunnelState::Open => {
-                let t = self.tunnels.remove(&id).expect("present");
+                let Some(t) = self.forget_tunnel(id) else {
+                    return;
+                };
                 let reason = if reason.is_empty() && t.closing {
                     // Both ends closed at once: ours is graceful too.
                     String::new()
@@ -606,7 +641,7 @@ impl Node {
                 }
                 self.emit(Event::TunnelClosed {
                     conn: t.conn,
-                    tunnel: id,
+                    tunnel: t.app,
                     reason,
                 });
             }
@@ -615,7 +650,7 @@ impl Node {
 
     /// Closes tunnel `id` on failure: tells the far end (if known) and the local application.
     pub(crate) fn fail_tunnel(&mut self, now: Time, id: u64, reason: &str) {
-        let Some(t) = self.tunnels.remove(&id) else {
+        let Some(t) = self.forget_tunnel(id) else {
             return;
         };
         self.stats.tunnels_failed += 1;
@@ -633,18 +668,43 @@ impl Node {
     }
 
     /// Tells the local application that tunnel `id` (already removed) ended: an opening tunnel
-    /// failed to open; any other closed with `reason`.
+    /// failed to open, an offer was withdrawn; any other closed with `reason`.
     fn report_end(&mut self, t: &Tunnel, id: u64, reason: String) {
         let conn = t.conn;
-        if t.state == TunnelState::Opening {
-            self.emit(Event::TunnelOpenFailed { conn, tunnel: id });
-        } else {
-            self.emit(Event::TunnelClosed {
+        match t.state {
+            TunnelState::Opening => self.emit(Event::TunnelOpenFailed {
                 conn,
-                tunnel: id,
+                tunnel: t.app,
+            }),
+            TunnelState::Offered => self.emit(Event::TunnelOfferClosed { conn, offer: id }),
+            TunnelState::Open => self.emit(Event::TunnelClosed {
+                conn,
+                tunnel: t.app,
                 reason,
-            });
+            }),
         }
+    }
+
+    /// Removes tunnel `id`, and its connection's name for it.
+    fn forget_tunnel(&mut self, id: u64) -> Option<Tunnel> {
+        let t = self.tunnels.remove(&id)?;
+        if t.state != TunnelState::Offered {
+            if let Some(c) = self.conns.get_mut(&t.conn) {
+                c.tunnels.remove(&t.app);
+            }
+        }
+        Some(t)
+    }
+
+    /// The core id of tunnel `app` of connection `conn`.
+    pub(crate) fn tunnel_of(&self, conn: ConnId, app: u64) -> Result<u64, AppError> {
+        self.conns
+            .get(&conn)
+            .ok_or(AppError::UnknownConn)?
+            .tunnels
+            .get(&app)
+            .copied()
+            .ok_or(AppError::UnknownId)
     }
 
     /// Keepalives and idle checks of open tunnels; re-armed while tunnels exist.

@@ -561,6 +561,7 @@ fn event_name(ev: &Event) -> &'static str {
         Event::Published { .. } => "ev-published",
         Event::Broadcast { .. } => "ev-broadcast",
         Event::TunnelIncoming { .. } => "ev-tunnel-incoming",
+        Event::TunnelOfferClosed { .. } => "ev-tunnel-offer-closed",
         Event::TunnelOpened { .. } => "ev-tunnel-opened",
         Event::TunnelOpenFailed { .. } => "ev-tunnel-open-failed",
         Event::TunnelCredit { .. } => "ev-tunnel-credit",
@@ -584,6 +585,10 @@ struct Harness {
     tunnels: BTreeMap<u64, ConnId>,
     /// Offered tunnels to accept at the next settle.
     to_accept: Vec<u64>,
+    /// The connection each request was delivered to.
+    del_conn: BTreeMap<u64, ConnId>,
+    /// The next id a connection gives its request or tunnel (unique over the case).
+    next_id: u64,
     /// Accept every offered tunnel (else only through explicit accept commands).
     auto_accept: bool,
     reqs: Vec<u64>,
@@ -755,6 +760,14 @@ impl Harness {
                 let mut v = vec![r.hop_seq];
                 if let Routed::Ask(a) = &r.body {
                     v.push(a.id);
+                    if r.origin.id == self.node.id() {
+                        // A request or tunnel of ours: its id on the wire.
+                        let pool = match a.kind {
+                            AskKind::Tunnel => &mut self.tuns,
+                            _ => &mut self.reqs,
+                        };
+                        remember(pool, a.id);
+                    }
                 }
                 (v, None)
             }
@@ -801,6 +814,7 @@ impl Harness {
         match ev {
             Event::Request { conn, delivery, .. } => {
                 remember(&mut self.dels, *delivery);
+                self.del_conn.insert(*delivery, *conn);
                 prop_assert!(
                     self.may_take_asks(*conn),
                     "request for a non-member: {:?}",
@@ -832,7 +846,9 @@ impl Harness {
                     ev
                 );
             }
-            Event::TunnelIncoming { conn, tunnel } => {
+            Event::TunnelIncoming { conn, offer } => {
+                // Accepted (if at all) under the offer's id.
+                let tunnel = offer;
                 prop_assert!(
                     self.tunnels.insert(*tunnel, *conn).is_none(),
                     "tunnel id reused: {:?}",
@@ -858,7 +874,12 @@ impl Harness {
                     ev
                 );
             }
-            Event::TunnelOpenFailed { conn, tunnel } | Event::TunnelClosed { conn, tunnel, .. } => {
+            Event::TunnelOpenFailed { conn, tunnel }
+            | Event::TunnelClosed { conn, tunnel, .. }
+            | Event::TunnelOfferClosed {
+                conn,
+                offer: tunnel,
+            } => {
                 prop_assert_eq!(
                     self.tunnels.remove(tunnel),
                     Some(*conn),
@@ -898,7 +919,8 @@ impl Harness {
                 return Ok(());
             }
             for id in std::mem::take(&mut self.to_accept) {
-                let _ = self.node.tunnel_accept(self.now, id);
+                let conn = self.conn_of_tunnel(id);
+                let _ = self.node.tunnel_accept(self.now, conn, id, id);
             }
         }
     }
@@ -939,20 +961,44 @@ impl Harness {
         }
     }
 
+    /// The connection a tunnel id is known for (an arbitrary one for an unknown id: a wrong
+    /// connection must be refused).
+    fn conn_of_tunnel(&self, id: u64) -> ConnId {
+        self.tunnels.get(&id).copied().unwrap_or(ConnId(id % 6))
+    }
+
     fn request(&mut self, conn: u64, cluster: &str, len: usize, timeout_ms: u32) {
-        if let Ok(id) = self
+        let c = ConnId(conn);
+        // Now and then the id of a request this connection has pending: refused, and the
+        // pending one keeps its one outcome.
+        let reuse = self
+            .pending
+            .iter()
+            .find(|(_, r)| **r == c)
+            .map(|(id, _)| *id)
+            .filter(|_| len % 5 == 0);
+        let id = reuse.unwrap_or(self.next_id);
+        let r = self
             .node
-            .request(self.now, ConnId(conn), cluster, payload(len), timeout_ms)
-        {
-            self.pending.insert(id, ConnId(conn));
-            remember(&mut self.reqs, id);
+            .request(self.now, c, id, cluster, payload(len), timeout_ms);
+        if reuse.is_some() {
+            assert!(r.is_err(), "a request id in use accepted again");
+            return;
+        }
+        self.next_id += 1;
+        if r.is_ok() {
+            self.pending.insert(id, c);
         }
     }
 
     fn open(&mut self, conn: u64, cluster: &str, timeout_ms: u32) {
-        if let Ok(id) = self
+        // Apart from the offers' ids (below 2^63), as the accepted tunnels are named by them.
+        let id = 1 << 63 | self.next_id;
+        self.next_id += 1;
+        if self
             .node
-            .tunnel_open(self.now, ConnId(conn), cluster, timeout_ms)
+            .tunnel_open(self.now, ConnId(conn), id, cluster, timeout_ms)
+            .is_ok()
         {
             self.tunnels.insert(id, ConnId(conn));
             remember(&mut self.tuns, id);
@@ -975,7 +1021,8 @@ impl Harness {
                     ReplyResult::Fault("f".repeat(len))
                 };
                 let d = self.resolve(delivery);
-                let _ = self.node.reply(now, d, result);
+                let conn = self.del_conn.get(&d).copied().unwrap_or(ConnId(d % 6));
+                let _ = self.node.reply(now, conn, d, result);
             }
             App::Open {
                 conn,
@@ -984,19 +1031,23 @@ impl Harness {
             } => self.open(conn, cluster, timeout_ms),
             App::Accept(t) => {
                 let t = self.resolve(t);
-                let _ = self.node.tunnel_accept(now, t);
+                let _ = self.node.tunnel_accept(now, self.conn_of_tunnel(t), t, t);
             }
             App::Send { tunnel, size, len } => {
                 let t = self.resolve(tunnel);
-                let _ = self.node.tunnel_send(now, t, size, payload(len));
+                let _ = self
+                    .node
+                    .tunnel_send(now, self.conn_of_tunnel(t), t, size, payload(len));
             }
             App::Allow { tunnel, bytes } => {
                 let t = self.resolve(tunnel);
-                let _ = self.node.tunnel_allow(now, t, bytes);
+                let _ = self
+                    .node
+                    .tunnel_allow(now, self.conn_of_tunnel(t), t, bytes);
             }
             App::Close(t) => {
                 let t = self.resolve(t);
-                let _ = self.node.tunnel_close(now, t);
+                let _ = self.node.tunnel_close(now, self.conn_of_tunnel(t), t);
             }
             App::Register {
                 conn,
@@ -1105,6 +1156,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         done: BTreeSet::new(),
         tunnels: BTreeMap::new(),
         to_accept: Vec::new(),
+        del_conn: BTreeMap::new(),
+        next_id: 0,
         auto_accept: true,
         reqs: Vec::new(),
         tuns: Vec::new(),
@@ -1140,7 +1193,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     h.settle()?;
     // Answer one delivered request; leave the other pending.
     if let Some(&d) = h.dels.first() {
-        let _ = h.node.reply(h.now, d, ReplyResult::Ok(payload(4)));
+        let conn = h.del_conn[&d];
+        let _ = h.node.reply(h.now, conn, d, ReplyResult::Ok(payload(4)));
         h.settle()?;
     }
     h.auto_accept = case.auto_accept;

@@ -54,6 +54,8 @@ const FAST_CREDIT: u64 = 256 * 1024;
 const TIMEOUT_SLACK: Duration = Duration::from_millis(1);
 /// Longest one-way latency of the test network.
 const MAX_LATENCY_MS: u64 = 20;
+/// Openers name their tunnels `OPENER_IDS | n`; acceptors by the offer's id.
+const OPENER_IDS: u64 = 1 << 63;
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
@@ -617,16 +619,11 @@ impl Sim {
                 "transmit to a wrong address"
             );
             assert_ne!(i, j, "node {i} sent a message to itself");
-            if let Message::TunnelAccept {
-                tunnel,
-                peer_tunnel,
-            } = &tx.msg
-            {
-                if let Some(e) = self.ends.get_mut(&(i, *peer_tunnel)) {
-                    if e.peer.is_none() {
-                        e.peer = Some((j, *tunnel));
-                    }
-                }
+            if let Message::TunnelAccept { peer_tunnel, .. } = &tx.msg {
+                // The acceptor's end learns its far end when the opener hears of the accept
+                // (`TunnelOpened`, which names the opener's end by its connection's id); the
+                // accept names it by the node's wire id.
+                let _ = peer_tunnel;
             }
             self.seq += 1;
             let at = self.now + self.latency[i][j];
@@ -802,9 +799,10 @@ impl Sim {
                 );
             }
             Event::Published { .. } => panic!("publish without subscriptions"),
-            Event::TunnelIncoming { conn, tunnel } => {
+            Event::TunnelIncoming { conn, offer } => {
                 assert!(self.conns[conn.0 as usize].member, "tunnel to a non-member");
-                let key = (i, tunnel);
+                // The acceptor names its tunnel by the offer's id.
+                let key = (i, offer);
                 assert!(!self.ends.contains_key(&key), "tunnel id reused");
                 let read = self.pick_read();
                 self.ends
@@ -892,6 +890,11 @@ impl Sim {
                 tunnel,
                 reason,
             } => self.on_closed(i, conn, tunnel, reason),
+            Event::TunnelOfferClosed { conn, offer } => {
+                let e = self.ends.get(&(i, offer)).expect("unknown offer closed");
+                assert_eq!(e.st, St::Offered, "offer closed after its accept");
+                self.on_closed(i, conn, offer, "offer closed".into());
+            }
             _ => {}
         }
     }
@@ -1075,7 +1078,7 @@ impl Sim {
                 } else {
                     ReplyResult::Ok(reply_bytes(tag))
                 };
-                let r = self.nodes[node].reply(self.now, delivery, result);
+                let r = self.nodes[node].reply(self.now, ConnId(conn), delivery, result);
                 if second {
                     assert_eq!(r, Err(AppError::UnknownId), "second answer accepted");
                     cov(Cov::SecondAnswers, 1);
@@ -1093,7 +1096,8 @@ impl Sim {
                 if self.ends[&key].gone || self.ends[&key].st != St::Offered {
                     return;
                 }
-                let r = self.nodes[key.0].tunnel_accept(self.now, key.1);
+                let conn = ConnId(self.ends[&key].conn);
+                let r = self.nodes[key.0].tunnel_accept(self.now, conn, key.1, key.1);
                 assert_eq!(r, Ok(()), "accept of an offered tunnel refused");
                 let e = self.ends.get_mut(&key).expect("present");
                 e.st = St::Open;
@@ -1112,7 +1116,8 @@ impl Sim {
                 if e.gone || e.st != St::Open {
                     return;
                 }
-                let r = self.nodes[key.0].tunnel_allow(self.now, key.1, bytes);
+                let conn = ConnId(self.ends[&key].conn);
+                let r = self.nodes[key.0].tunnel_allow(self.now, conn, key.1, bytes);
                 assert_eq!(r, Ok(()), "credit to an open tunnel refused");
                 self.ends.get_mut(&key).expect("present").allowed += bytes;
                 self.drain(key.0);
@@ -1159,6 +1164,7 @@ impl Sim {
             let data = pattern(msg_seed(key, e.next_msg), e.next_off, len);
             let r = self.nodes[key.0].tunnel_send(
                 self.now,
+                ConnId(e.conn),
                 key.1,
                 if first { size } else { 0 },
                 Bytes::from(data),
@@ -1176,7 +1182,13 @@ impl Sim {
     }
 
     fn close(&mut self, key: EndKey) {
-        let r = self.nodes[key.0].tunnel_close(self.now, key.1);
+        let e = &self.ends[&key];
+        let conn = ConnId(e.conn);
+        let r = if e.st == St::Offered {
+            self.nodes[key.0].tunnel_refuse(self.now, conn, key.1)
+        } else {
+            self.nodes[key.0].tunnel_close(self.now, conn, key.1)
+        };
         assert_eq!(r, Ok(()), "close of a live tunnel refused");
         self.ends.get_mut(&key).expect("present").app_closed = true;
         self.drain(key.0);
@@ -1245,8 +1257,10 @@ impl Sim {
                 let tag = self.reqs.len() as u64;
                 let mut payload = tag.to_le_bytes().to_vec();
                 payload.resize(8 + (tag % 7) as usize, 0xa5);
-                let id = self.nodes[i]
-                    .request(now, ConnId(conn), CLUSTER, payload.into(), timeout_ms)
+                // The connection's own id for it: the tag (unique over the run).
+                let id = tag;
+                self.nodes[i]
+                    .request(now, ConnId(conn), id, CLUSTER, payload.into(), timeout_ms)
                     .expect("request refused");
                 assert!(
                     self.req_ids.insert((i, id), tag).is_none(),
@@ -1296,8 +1310,11 @@ impl Sim {
                     return;
                 };
                 let i = self.conns[conn as usize].node;
-                let id = self.nodes[i]
-                    .tunnel_open(now, ConnId(conn), CLUSTER, timeout_ms)
+                // The opener's own id: apart from the offers' ids (the core draws them below
+                // 2^63), unique over the run.
+                let id = OPENER_IDS | self.ends.len() as u64;
+                self.nodes[i]
+                    .tunnel_open(now, ConnId(conn), id, CLUSTER, timeout_ms)
                     .expect("tunnel open refused");
                 let read = self.pick_read();
                 assert!(

@@ -138,6 +138,8 @@ pub(crate) struct Driver<N: Net> {
     next_reap: Instant,
     /// The core's join retries already logged.
     join_retries_logged: u64,
+    /// The core reported a failed join: serve as a ring of one (done after event delivery).
+    join_failed: bool,
 }
 
 impl<N: Net> Driver<N> {
@@ -168,6 +170,7 @@ impl<N: Net> Driver<N> {
             coarse_now: now,
             next_reap: now + opts.link_idle_close,
             join_retries_logged: 0,
+            join_failed: false,
             node,
             net,
             opts,
@@ -663,32 +666,45 @@ impl<N: Net> Driver<N> {
                 );
             }
         }
-        loop {
-            let mut any = false;
-            while let Some(t) = self.node.poll_transmit() {
-                any = true;
-                self.transmit(t.to, t.msg);
-            }
-            while let Some(ev) = self.node.poll_event() {
-                any = true;
-                match ev {
-                    Event::JoinFailed => {
-                        tracing::warn!("join failed; serving as a ring of one");
-                        self.node.start_first(now);
-                    }
-                    Event::Joined => tracing::info!(id = %self.node.id(), "joined the ring"),
-                    Event::PeerDead { peer } => {
-                        tracing::debug!(%peer, "peer declared dead");
-                        // Its link, if any, is stale; the next message re-dials.
-                        self.links.remove(&peer);
-                    }
-                    ev if ev.conn().is_some() => self.sessions.event(&mut self.node, now, ev),
-                    _ => {}
-                }
-            }
-            // Answers to application packets can produce more output.
-            if !any {
+        // What the events ask of the core is done after they are all delivered (event delivery
+        // never calls into the core), then what that produced is drained too.
+        // A session cut off in the second drain waits for the next flush (its writer is gone
+        // already; the core drops what it still gets).
+        self.drain_core();
+        for _ in 0..2 {
+            let doomed = self.sessions.take_doomed();
+            if !self.join_failed && doomed.is_empty() {
                 break;
+            }
+            if std::mem::take(&mut self.join_failed) {
+                tracing::warn!("join failed; serving as a ring of one");
+                self.node.start_first(now);
+            }
+            for conn in doomed {
+                let _ = self.node.unregister(now, petal_core::ConnId(conn));
+            }
+            self.drain_core();
+        }
+    }
+
+    /// Sends every queued transmit and delivers every queued event, once (a failed join is
+    /// noted in `join_failed`).
+    fn drain_core(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            self.transmit(t.to, t.msg);
+        }
+        let chunk_limit = self.node.config().tunnel_chunk_limit;
+        while let Some(ev) = self.node.poll_event() {
+            match ev {
+                Event::JoinFailed => self.join_failed = true,
+                Event::Joined => tracing::info!(id = %self.node.id(), "joined the ring"),
+                Event::PeerDead { peer } => {
+                    tracing::debug!(%peer, "peer declared dead");
+                    // Its link, if any, is stale; the next message re-dials.
+                    self.links.remove(&peer);
+                }
+                ev if ev.conn().is_some() => self.sessions.event(chunk_limit, ev),
+                _ => {}
             }
         }
     }

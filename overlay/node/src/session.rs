@@ -1,18 +1,18 @@
-//! The node task's side of relay sessions: which connection asked what, and the translation
-//! between relay v1 packets and core commands and events.
+//! The node task's side of relay sessions: the translation between relay v1 packets and core
+//! commands and events, and each session's writer.
 //!
-//! Ids: a client's request id maps to the core's request id (kept per session); the node's id
-//! in a REQUEST delivery is the core's delivery id (unique per node, hence per connection). A
-//! client's tunnel id maps to the core's tunnel id both ways; an offered tunnel's build id is
-//! the core's tunnel id.
+//! Ids need no translation: the core takes the client's own request and tunnel ids (it keeps
+//! which connection owns what, and refuses an id a connection already uses), the node's id in a
+//! REQUEST delivery is the core's delivery id (which the core accepts only from the connection
+//! it was delivered to), and an offered tunnel's build id is the core's offer id.
 //!
 //! Every REQUEST gets exactly one REPLY and every TUN_INIT one TUN_CONFIRM: refusals are
-//! answered at once (timeout), closes and shutdowns answer what is pending.
+//! answered at once (timeout), closes and shutdowns answer what is pending (as the core lists
+//! it, [`Node::pending`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use petal_core::{AppError, ConnId, Event, Node, Outcome, Time};
 use petal_protocol::ReplyResult;
@@ -71,37 +71,17 @@ pub(crate) struct SessionOpen {
     pub(crate) out: SessionTx,
 }
 
-#[derive(Default)]
-struct Tunnels {
-    /// Client tunnel id -> core tunnel id.
-    by_client: BTreeMap<u64, u64>,
-    /// Core tunnel id -> client tunnel id (`None` while offered and not yet confirmed).
-    by_core: BTreeMap<u64, Option<u64>>,
-    /// Client ids of outbound tunnels still opening (TUN_INIT not yet answered). A client
-    /// waits for their TUN_CONFIRM with no timer of its own and knows no tunnel by that id
-    /// yet, so when the connection or the node closes first their answer must be the failed
-    /// TUN_CONFIRM `0a id 01`, not a TUN_CLOSE (found by the relay_lifecycle tests).
-    opening: BTreeSet<u64>,
-}
-
 struct Session {
     out: SessionTx,
-    /// Core request id -> client request id.
-    requests: BTreeMap<u64, u64>,
-    /// Request deliveries sent to this client -> when the core has surely forgotten them.
-    /// Delivery ids are node-wide (and sequential), so without this check one connection
-    /// could answer, or by a wrong id spoil, a request delivered to another (found by the
-    /// relay_hostile tests).
-    deliveries: BTreeMap<u64, Time>,
-    /// `deliveries` is pruned of forgotten entries when it grows to this size.
-    prune_at: usize,
-    tunnels: Tunnels,
     dropped: u64,
 }
 
 /// Every attached session.
 pub(crate) struct Sessions {
     map: BTreeMap<u64, Session>,
+    /// Sessions cut off while their events were delivered (a client far behind), to
+    /// unregister from the core once the delivery is over ([`Sessions::take_doomed`]).
+    doomed: Vec<u64>,
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
 }
@@ -114,6 +94,7 @@ impl Sessions {
     pub(crate) fn new(opts: Arc<Options>, stats: Arc<RuntimeStats>) -> Self {
         Sessions {
             map: BTreeMap::new(),
+            doomed: Vec::new(),
             opts,
             stats,
         }
@@ -137,10 +118,6 @@ impl Sessions {
                     open.conn,
                     Session {
                         out: open.out,
-                        requests: BTreeMap::new(),
-                        deliveries: BTreeMap::new(),
-                        prune_at: 1024,
-                        tunnels: Tunnels::default(),
                         dropped: 0,
                     },
                 );
@@ -172,32 +149,24 @@ impl Sessions {
                 cluster,
                 request,
                 timeout_ms: t,
-            } => match node.request(now, c, &cluster, request, timeout_ms(t)) {
-                Ok(core) => {
-                    s.requests.insert(core, id);
-                    Ok(())
-                }
-                Err(e) => {
-                    // Refused (too many pending, bad name): the one REPLY is a timeout now.
+            } => node
+                .request(now, c, id, &cluster, request, timeout_ms(t))
+                .inspect_err(|_| {
+                    // Refused (too many pending, an id in use, a bad name): the one REPLY is
+                    // a timeout now.
                     s.out.must(NodePacket::Reply {
                         id,
                         outcome: ReplyOutcome::Timeout,
                     });
-                    Err(e)
-                }
-            },
+                }),
             ClientPacket::Reply { id, result } => {
                 let result = match result {
                     Ok(b) => ReplyResult::Ok(b),
                     Err(f) => ReplyResult::Fault(f),
                 };
-                // An unknown id is a reply after the timeout: discarded, as the spec says. So is
-                // a reply for a delivery to another connection.
-                if s.deliveries.remove(&id).is_none() {
-                    RuntimeStats::add(&self.stats.late_replies, 1);
-                    return;
-                }
-                match node.reply(now, id, result) {
+                // An unknown id is a reply after the timeout: discarded, as the spec says. So
+                // is a reply for a delivery to another connection (the core checks).
+                match node.reply(now, c, id, result) {
                     Err(AppError::UnknownId) => {
                         RuntimeStats::add(&self.stats.late_replies, 1);
                         Ok(())
@@ -205,67 +174,43 @@ impl Sessions {
                     r => r,
                 }
             }
-            ClientPacket::TunInit { id, .. } if s.tunnels.by_client.contains_key(&id) => {
-                // The id names a tunnel of this connection already: refuse the new one, and
-                // leave the existing one alone.
-                s.out.must(NodePacket::TunConfirm {
-                    id,
-                    chunk_limit: None,
-                });
-                Err(AppError::Invalid(
-                    "tunnel id already in use on this connection",
-                ))
-            }
             ClientPacket::TunInit {
                 id,
                 cluster,
                 timeout_ms: t,
-            } => match node.tunnel_open(now, c, &cluster, timeout_ms(t)) {
-                Ok(core) => {
-                    s.tunnels.by_client.insert(id, core);
-                    s.tunnels.by_core.insert(core, Some(id));
-                    s.tunnels.opening.insert(id);
-                    Ok(())
-                }
-                Err(e) => {
+            } => node
+                .tunnel_open(now, c, id, &cluster, timeout_ms(t))
+                .inspect_err(|_| {
+                    // Refused (an id this connection uses already, too many tunnels, a bad
+                    // name); an existing tunnel of that id is left alone.
                     s.out.must(NodePacket::TunConfirm {
                         id,
                         chunk_limit: None,
                     });
-                    Err(e)
-                }
-            },
+                }),
             ClientPacket::TunConfirm { build_id, tun_id } => {
-                let in_use = s.tunnels.by_client.contains_key(&tun_id);
-                match s.tunnels.by_core.get_mut(&build_id) {
-                    Some(slot @ None) if !in_use => {
-                        *slot = Some(tun_id);
-                        s.tunnels.by_client.insert(tun_id, build_id);
-                        node.tunnel_accept(now, build_id)
-                    }
-                    // The id names a live tunnel of this connection: a TUN_CLOSE for it would
-                    // end that tunnel for the client while it stays open here. Leave it alone;
-                    // refuse the offer, whose opener then hears at once, not at its timeout
-                    // (found by the relay_tunnels tests).
-                    Some(None) => ignore_gone(node.tunnel_close(now, build_id))
-                        .and(Err(AppError::Invalid("tunnel id already in use"))),
-                    _ if in_use => Err(AppError::Invalid("tunnel id already in use")),
-                    _ => {
-                        // The offer expired (or was confirmed already): the client's tunnel ends.
+                match node.tunnel_accept(now, c, build_id, tun_id) {
+                    Err(AppError::UnknownId) => {
+                        // The offer expired (or was confirmed already): the client's tunnel
+                        // ends.
                         s.out.must(NodePacket::TunClose {
                             id: tun_id,
                             reason: "petal: the tunnel offer expired".into(),
                         });
                         Ok(())
                     }
+                    // An id that names a live tunnel of this connection: the core refuses
+                    // the offer (its opener hears at once, not at its timeout) and leaves
+                    // that tunnel alone (a TUN_CLOSE for it would end it for the client
+                    // while it stays open here; found by the relay_tunnels tests).
+                    r => r,
                 }
             }
-            ClientPacket::TunAllow { id, space } => match s.tunnels.by_client.get(&id) {
-                Some(&core) => ignore_gone(node.tunnel_allow(now, core, space)),
-                None => Ok(()),
-            },
-            ClientPacket::TunTransfer { id, size, payload } => match s.tunnels.by_client.get(&id) {
-                Some(&core) => match node.tunnel_send(now, core, size, payload) {
+            ClientPacket::TunAllow { id, space } => {
+                ignore_gone(node.tunnel_allow(now, c, id, space))
+            }
+            ClientPacket::TunTransfer { id, size, payload } => {
+                match node.tunnel_send(now, c, id, size, payload) {
                     Err(e @ (AppError::Full(_) | AppError::Invalid(_))) => {
                         // Beyond the granted credit or badly framed: a broken client.
                         tracing::info!(conn, tunnel = id, error = %e, "tunnel protocol violation; closing the connection");
@@ -279,13 +224,9 @@ impl Sessions {
                         return;
                     }
                     r => ignore_gone(r),
-                },
-                None => Ok(()),
-            },
-            ClientPacket::TunClose { id } => match s.tunnels.by_client.get(&id) {
-                Some(&core) => ignore_gone(node.tunnel_close(now, core)),
-                None => Ok(()),
-            },
+                }
+            }
+            ClientPacket::TunClose { id } => ignore_gone(node.tunnel_close(now, c, id)),
             ClientPacket::Init { .. } | ClientPacket::Close => Ok(()),
             // The codec grows with the spec only; nothing else exists in v1.
             #[allow(unreachable_patterns)]
@@ -297,8 +238,9 @@ impl Sessions {
         }
     }
 
-    /// An application event from the core.
-    pub(crate) fn event(&mut self, node: &mut Node, now: Time, ev: Event) {
+    /// An application event from the core. Calls nothing in the core: a session cut off here
+    /// is unregistered after the delivery ([`Sessions::take_doomed`]).
+    pub(crate) fn event(&mut self, chunk_limit: usize, ev: Event) {
         let Some(ConnId(conn)) = ev.conn() else {
             return;
         };
@@ -312,27 +254,14 @@ impl Sessions {
                 payload,
                 timeout_ms,
                 ..
-            } => {
-                let sent = s.out.may(
-                    NodePacket::Request {
-                        id: delivery,
-                        request: payload,
-                        timeout_ms: u64::from(timeout_ms),
-                    },
-                    limit,
-                );
-                if sent {
-                    let forget = now
-                        + Duration::from_millis(u64::from(timeout_ms))
-                        + node.config().stall_forget_after;
-                    s.deliveries.insert(delivery, forget);
-                    if s.deliveries.len() >= s.prune_at {
-                        s.deliveries.retain(|_, t| *t > now);
-                        s.prune_at = (2 * s.deliveries.len()).max(1024);
-                    }
-                }
-                !sent
-            }
+            } => !s.out.may(
+                NodePacket::Request {
+                    id: delivery,
+                    request: payload,
+                    timeout_ms: u64::from(timeout_ms),
+                },
+                limit,
+            ),
             Event::Broadcast { payload, .. } => {
                 !s.out.may(NodePacket::Broadcast { message: payload }, limit)
             }
@@ -346,52 +275,43 @@ impl Sessions {
             Event::RequestDone {
                 request, outcome, ..
             } => {
-                if let Some(id) = s.requests.remove(&request) {
-                    let outcome = match outcome {
-                        Outcome::Reply(b) => ReplyOutcome::Success(b),
-                        Outcome::Fault(f) => ReplyOutcome::Fault(f),
-                        Outcome::Timeout => ReplyOutcome::Timeout,
-                    };
-                    s.out.must(NodePacket::Reply { id, outcome });
-                }
+                let outcome = match outcome {
+                    Outcome::Reply(b) => ReplyOutcome::Success(b),
+                    Outcome::Fault(f) => ReplyOutcome::Fault(f),
+                    Outcome::Timeout => ReplyOutcome::Timeout,
+                };
+                s.out.must(NodePacket::Reply {
+                    id: request,
+                    outcome,
+                });
                 false
             }
-            Event::TunnelIncoming { tunnel, .. } => {
-                s.tunnels.by_core.insert(tunnel, None);
+            Event::TunnelIncoming { offer, .. } => {
                 s.out.must(NodePacket::TunInit {
-                    build_id: tunnel,
-                    chunk_limit: node.config().tunnel_chunk_limit as u64,
+                    build_id: offer,
+                    chunk_limit: chunk_limit as u64,
                 });
                 false
             }
             Event::TunnelOpened { tunnel, .. } => {
-                if let Some(Some(id)) = s.tunnels.by_core.get(&tunnel) {
-                    s.tunnels.opening.remove(id);
-                    s.out.must(NodePacket::TunConfirm {
-                        id: *id,
-                        chunk_limit: Some(node.config().tunnel_chunk_limit as u64),
-                    });
-                }
+                s.out.must(NodePacket::TunConfirm {
+                    id: tunnel,
+                    chunk_limit: Some(chunk_limit as u64),
+                });
                 false
             }
             Event::TunnelOpenFailed { tunnel, .. } => {
-                if let Some(Some(id)) = s.tunnels.by_core.remove(&tunnel) {
-                    s.tunnels.by_client.remove(&id);
-                    s.tunnels.opening.remove(&id);
-                    s.out.must(NodePacket::TunConfirm {
-                        id,
-                        chunk_limit: None,
-                    });
-                }
+                s.out.must(NodePacket::TunConfirm {
+                    id: tunnel,
+                    chunk_limit: None,
+                });
                 false
             }
             Event::TunnelCredit { tunnel, bytes, .. } => {
-                if let Some(Some(id)) = s.tunnels.by_core.get(&tunnel) {
-                    s.out.must(NodePacket::TunAllow {
-                        id: *id,
-                        space: bytes,
-                    });
-                }
+                s.out.must(NodePacket::TunAllow {
+                    id: tunnel,
+                    space: bytes,
+                });
                 false
             }
             Event::TunnelData {
@@ -400,25 +320,20 @@ impl Sessions {
                 payload,
                 ..
             } => {
-                if let Some(Some(id)) = s.tunnels.by_core.get(&tunnel) {
-                    s.out.must(NodePacket::TunTransfer {
-                        id: *id,
-                        size,
-                        payload,
-                    });
-                }
+                s.out.must(NodePacket::TunTransfer {
+                    id: tunnel,
+                    size,
+                    payload,
+                });
                 false
             }
             Event::TunnelClosed { tunnel, reason, .. } => {
-                // An offer that closes before its confirm was never seen by the client as a
-                // tunnel: nothing to tell it.
-                if let Some(Some(id)) = s.tunnels.by_core.remove(&tunnel) {
-                    s.tunnels.by_client.remove(&id);
-                    s.tunnels.opening.remove(&id);
-                    s.out.must(NodePacket::TunClose { id, reason });
-                }
+                s.out.must(NodePacket::TunClose { id: tunnel, reason });
                 false
             }
+            // An offer that closes before its confirm was never a tunnel to the client:
+            // nothing to tell it (a late confirm is answered with a TUN_CLOSE).
+            Event::TunnelOfferClosed { .. } => false,
             _ => false,
         };
         if s.out.queued.load(Ordering::Relaxed) > self.opts.session_max_bytes {
@@ -433,7 +348,7 @@ impl Sessions {
             RuntimeStats::add(&self.stats.slow_closed, 1);
             s.out.kill.notify_one();
             self.map.remove(&conn);
-            let _ = node.unregister(now, ConnId(conn));
+            self.doomed.push(conn);
             return;
         }
         if dropped {
@@ -457,7 +372,7 @@ impl Sessions {
             return;
         };
         if graceful {
-            answer_pending(&s, "petal: the connection closed");
+            answer_pending(node, conn, &s, "petal: the connection closed");
             s.out.must(NodePacket::Close {
                 reason: String::new(),
             });
@@ -469,30 +384,47 @@ impl Sessions {
     /// Node shutdown: every session gets its pending requests answered (timeout), its tunnels
     /// closed with a reason and a CLOSE with a reason.
     pub(crate) fn shutdown(&mut self, node: &mut Node, now: Time) {
-        for (conn, s) in std::mem::take(&mut self.map) {
-            answer_pending(&s, "petal: the node is shutting down");
+        let sessions = std::mem::take(&mut self.map);
+        // Every session is answered before any is unregistered: unregistering one fails the
+        // tunnels it has with the others, and those must still be answered as pending.
+        for (&conn, s) in &sessions {
+            answer_pending(node, conn, s, "petal: the node is shutting down");
             s.out.must(NodePacket::Close {
                 reason: "petal: the node is shutting down".into(),
             });
             s.out.close();
+        }
+        for conn in sessions.into_keys() {
             let _ = node.unregister(now, ConnId(conn));
         }
     }
+
+    /// Sessions cut off during the last event delivery, to unregister from the core now.
+    pub(crate) fn take_doomed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.doomed)
+    }
 }
 
-fn answer_pending(s: &Session, reason: &str) {
-    let mut ids: Vec<u64> = s.requests.values().copied().collect();
-    ids.sort_unstable();
-    for id in ids {
+/// Answers what connection `conn` still has pending, as the core lists it: a timeout REPLY
+/// for each request; for each tunnel still opening, the failed TUN_CONFIRM `0a id 01` (its
+/// client waits for that with no timer of its own and knows no tunnel by that id yet, so a
+/// TUN_CLOSE would not do; found by the relay_lifecycle tests); a TUN_CLOSE with `reason` for
+/// the others.
+fn answer_pending(node: &Node, conn: u64, s: &Session, reason: &str) {
+    let Some(p) = node.pending(ConnId(conn)) else {
+        return;
+    };
+    for id in p.requests {
         s.out.must(NodePacket::Reply {
             id,
             outcome: ReplyOutcome::Timeout,
         });
     }
-    let mut tunnels: Vec<u64> = s.tunnels.by_client.keys().copied().collect();
+    let mut tunnels: Vec<(u64, bool)> = p.opening.iter().map(|&id| (id, true)).collect();
+    tunnels.extend(p.tunnels.iter().map(|&id| (id, false)));
     tunnels.sort_unstable();
-    for id in tunnels {
-        if s.tunnels.opening.contains(&id) {
+    for (id, opening) in tunnels {
+        if opening {
             s.out.must(NodePacket::TunConfirm {
                 id,
                 chunk_limit: None,

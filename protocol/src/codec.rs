@@ -55,8 +55,6 @@
 //!
 //! Decoding never panics: oversized, truncated, unknown or malformed input is a [`DecodeError`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
 use crate::id::{Key, NodeId};
 use bytes::Bytes;
 
@@ -236,10 +234,7 @@ fn str_cut(s: &str) -> &str {
 }
 
 fn info_len(info: &NodeInfo) -> usize {
-    16 + match info.addr {
-        SocketAddr::V4(_) => 1 + 4 + 2,
-        SocketAddr::V6(_) => 1 + 16 + 2,
-    }
+    16 + crate::addr::encoded_len(info.addr)
 }
 
 fn encode_body(msg: &Message, out: &mut Vec<u8>) {
@@ -449,17 +444,7 @@ fn put_str(s: &str, out: &mut Vec<u8>) {
 
 fn put_info(info: &NodeInfo, out: &mut Vec<u8>) {
     out.extend_from_slice(&info.id.to_bytes());
-    match info.addr {
-        SocketAddr::V4(a) => {
-            out.push(4);
-            out.extend_from_slice(&a.ip().octets());
-        }
-        SocketAddr::V6(a) => {
-            out.push(6);
-            out.extend_from_slice(&a.ip().octets());
-        }
-    }
-    out.extend_from_slice(&info.addr.port().to_be_bytes());
+    crate::addr::put(info.addr, out);
 }
 
 fn put_list(list: &[NodeInfo], out: &mut Vec<u8>) {
@@ -737,16 +722,10 @@ impl Reader<'_> {
 
     fn info(&mut self) -> Result<NodeInfo, DecodeError> {
         let id = NodeId::from_bytes(self.array("node id")?);
-        let ip = match self.u8("address tag")? {
-            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>("ipv4 address")?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>("ipv6 address")?)),
-            _ => return Err(DecodeError::Malformed("address tag")),
-        };
-        let port = self.u16("port")?;
-        Ok(NodeInfo {
-            id,
-            addr: SocketAddr::new(ip, port),
-        })
+        let (addr, used) =
+            crate::addr::parse(self.0).ok_or(DecodeError::Malformed("node address"))?;
+        self.0 = &self.0[used..];
+        Ok(NodeInfo { id, addr })
     }
 
     fn list(&mut self) -> Result<Vec<NodeInfo>, DecodeError> {

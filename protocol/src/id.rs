@@ -115,6 +115,38 @@ pub const fn ring_distance(a: u128, b: u128) -> u128 {
     if d < e { d } else { e }
 }
 
+/// A fixed, seedless hasher for maps keyed by ids (node ids, request and tunnel ids): folds
+/// the value to 64 bits and multiplies by an odd constant so that every bit reaches the top
+/// bits a table probes with. No per-process random seed, so iteration order (and with it a
+/// simulation) is the same from run to run; much cheaper than SipHash. Node ids are uniformly
+/// random (they derive from public keys) and the other ids are chosen by their owner, so no
+/// stronger mixing is needed: a collision only costs probing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64 ^ (v >> 64) as u64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

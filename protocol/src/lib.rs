@@ -5,15 +5,18 @@
 //!
 //! ## Layout
 //! - [`id`]: the 128-bit ring ([`NodeId`], [`Key`]), base-16 digits (Pastry's `b = 4`), circular
-//!   distance, and the fixed name-to-key hash (SHA-256).
+//!   distance, the fixed name-to-key hash (SHA-256), and the fixed hasher of id-keyed maps
+//!   ([`id::IdHasher`]).
 //! - [`message`]: the node-to-node messages ([`Message`]): the Pastry overlay, group trees
 //!   (grafts, casts), requests descending a cluster tree, replies and tunnels.
+//! - [`addr`]: the wire form of a socket address (the codec's and both link hellos').
 //! - [`codec`]: their versioned, length-prefixed binary frames. Decoding never panics; bad input
 //!   is a typed [`DecodeError`].
 //! - [`relay`]: the relay protocol v1 (`"v1.0-draft2"`) between an application's client library
 //!   and its local node, byte-compatible with the Iris client libraries: [`relay::ClientPacket`]
 //!   and [`relay::NodePacket`], their encoders and incremental, zero-copy decoders.
 
+pub mod addr;
 pub mod codec;
 pub mod id;
 pub mod message;

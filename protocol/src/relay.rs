@@ -392,6 +392,25 @@ impl Sink for Vec<u8> {
 /// Counts bytes instead of writing them.
 struct Count(usize);
 
+/// A packet that walks its fields into a [`Sink`]: its wire bytes and their count come from the
+/// same code.
+trait Fields {
+    fn write<S: Sink>(&self, s: &mut S);
+
+    /// The exact number of bytes [`Fields::encode`] appends.
+    fn encoded_len(&self) -> usize {
+        let mut count = Count(0);
+        self.write(&mut count);
+        count.0
+    }
+
+    /// Appends exactly the packet's wire bytes to `out`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        self.write(out);
+    }
+}
+
 impl Sink for Count {
     fn byte(&mut self, _: u8) {
         self.0 += 1;
@@ -426,17 +445,16 @@ impl ClientPacket {
 
     /// Appends exactly the packet's wire bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(self.encoded_len());
-        self.write(out);
+        Fields::encode(self, out);
     }
 
     /// The exact number of bytes [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let mut count = Count(0);
-        self.write(&mut count);
-        count.0
+        Fields::encoded_len(self)
     }
+}
 
+impl Fields for ClientPacket {
     fn write<S: Sink>(&self, s: &mut S) {
         s.byte(self.opcode());
         match self {
@@ -505,7 +523,9 @@ impl ClientPacket {
             ClientPacket::TunClose { id } => s.varint(*id),
         }
     }
+}
 
+impl ClientPacket {
     /// Decodes one packet from the front of `buf`. `Ok(None)`: incomplete, read more (nothing
     /// consumed). `Ok(Some(p))`: `buf` advanced past the packet; binary payloads are zero-copy
     /// slices of it. `Err`: protocol violation (nothing consumed; the caller closes the
@@ -536,17 +556,16 @@ impl NodePacket {
 
     /// Appends exactly the packet's wire bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.reserve(self.encoded_len());
-        self.write(out);
+        Fields::encode(self, out);
     }
 
     /// The exact number of bytes [`encode`](Self::encode) appends.
     pub fn encoded_len(&self) -> usize {
-        let mut count = Count(0);
-        self.write(&mut count);
-        count.0
+        Fields::encoded_len(self)
     }
+}
 
+impl Fields for NodePacket {
     fn write<S: Sink>(&self, s: &mut S) {
         s.byte(self.opcode());
         match self {
@@ -618,7 +637,9 @@ impl NodePacket {
             }
         }
     }
+}
 
+impl NodePacket {
     /// Decodes one packet from the front of `buf`. `Ok(None)`: incomplete, read more (nothing
     /// consumed). `Ok(Some(p))`: `buf` advanced past the packet; binary payloads are zero-copy
     /// slices of it. `Err`: protocol violation (nothing consumed; the caller closes the

@@ -5,38 +5,10 @@
 //! Iteration order is still an artefact of the table's layout, so code that acts on every entry
 //! sorts the keys first (see `sorted_keys`).
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use petal_protocol::NodeId;
-
-/// A fixed, seedless hasher: folds the value to 64 bits and multiplies by an odd constant so
-/// that every bit reaches the top bits the table probes with. Node ids are uniformly random (in
-/// Petal they derive from public keys), so no stronger mixing is needed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 =
-                (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64 ^ (v >> 64) as u64);
-    }
-}
+pub use petal_protocol::id::IdHasher;
 
 /// A map from node ids with the fixed [`IdHasher`].
 pub type IdMap<V> = hashbrown::HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;

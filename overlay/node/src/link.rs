@@ -15,7 +15,7 @@
 //! a fresh dial instead of swallowing frames until TCP gives up.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use std::sync::Arc;
@@ -81,25 +81,15 @@ pub(crate) async fn open<S: AsyncRead + AsyncWrite + Unpin>(
 /// The first bytes on every plaintext link ([`LinkSecurity::Plaintext`]), both ways. Noise
 /// links start with the handshake of [`crate::secure`] instead.
 pub const HELLO_MAGIC: &[u8; 8] = b"PETALNK1";
-/// Longest hello: magic, id, family, IPv6 address, port.
-const HELLO_MAX: usize = 8 + 16 + 1 + 16 + 2;
+/// Longest hello: magic, id, address.
+const HELLO_MAX: usize = 8 + 16 + petal_protocol::addr::MAX_LEN;
 
 /// Encodes a plaintext link's hello naming `me` (unauthenticated: measurements only).
 pub fn encode_hello(me: NodeInfo) -> Vec<u8> {
     let mut out = Vec::with_capacity(HELLO_MAX);
     out.extend_from_slice(HELLO_MAGIC);
     out.extend_from_slice(&me.id.to_bytes());
-    match me.addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&me.addr.port().to_be_bytes());
+    petal_protocol::addr::put(me.addr, &mut out);
     out
 }
 
@@ -111,26 +101,16 @@ pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<NodeInfo>
     if &head[..8] != HELLO_MAGIC {
         return Err(bad("wrong magic (not a petal node, or another version)"));
     }
-    let id = NodeId::from_bytes(head[8..24].try_into().expect("16 bytes"));
-    let ip = match head[24] {
-        4 => {
-            let mut b = [0u8; 4];
-            r.read_exact(&mut b).await?;
-            IpAddr::from(b)
-        }
-        6 => {
-            let mut b = [0u8; 16];
-            r.read_exact(&mut b).await?;
-            IpAddr::from(b)
-        }
-        _ => return Err(bad("unknown address family")),
-    };
-    let mut port = [0u8; 2];
-    r.read_exact(&mut port).await?;
-    Ok(NodeInfo {
-        id,
-        addr: SocketAddr::new(ip, u16::from_be_bytes(port)),
-    })
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&head[8..24]);
+    let id = NodeId::from_bytes(id);
+    let family = head[24];
+    let n = petal_protocol::addr::rest_len(family).ok_or_else(|| bad("unknown address family"))?;
+    let mut b = [0u8; petal_protocol::addr::MAX_LEN];
+    b[0] = family;
+    r.read_exact(&mut b[1..1 + n]).await?;
+    let (addr, _) = petal_protocol::addr::parse(&b[..1 + n]).ok_or_else(|| bad("address"))?;
+    Ok(NodeInfo { id, addr })
 }
 
 /// Exchanges hellos on a fresh stream (both sides write first, so neither waits on the other),

@@ -27,7 +27,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,19 +300,9 @@ pub enum HandshakeError {
 
 /// Encodes the hello payload: version 1, address family (4 or 6), the address, the port.
 pub fn encode_hello(addr: SocketAddr) -> Vec<u8> {
-    let mut out = Vec::with_capacity(20);
+    let mut out = Vec::with_capacity(1 + petal_protocol::addr::MAX_LEN);
     out.push(1);
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&addr.port().to_be_bytes());
+    petal_protocol::addr::put(addr, &mut out);
     out
 }
 
@@ -320,17 +310,10 @@ pub fn encode_hello(addr: SocketAddr) -> Vec<u8> {
 pub fn parse_hello(b: &[u8]) -> Result<SocketAddr, HandshakeError> {
     let bad = HandshakeError::Malformed;
     match b {
-        [1, 4, rest @ ..] if rest.len() == 6 => {
-            let ip: [u8; 4] = rest[..4].try_into().map_err(|_| bad("address"))?;
-            let port = u16::from_be_bytes([rest[4], rest[5]]);
-            Ok(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        [1, 6, rest @ ..] if rest.len() == 18 => {
-            let ip: [u8; 16] = rest[..16].try_into().map_err(|_| bad("address"))?;
-            let port = u16::from_be_bytes([rest[16], rest[17]]);
-            Ok(SocketAddr::new(IpAddr::from(ip), port))
-        }
-        [1, ..] => Err(bad("hello payload length or address family")),
+        [1, rest @ ..] => match petal_protocol::addr::parse(rest) {
+            Some((addr, used)) if used == rest.len() => Ok(addr),
+            _ => Err(bad("hello payload length or address family")),
+        },
         _ => Err(bad("unknown hello version")),
     }
 }

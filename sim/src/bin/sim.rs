@@ -11,6 +11,12 @@
 //! Exit status: 0 when every scenario ran (targets missed or not: their reports say so), 1 on
 //! an error, and with `--check` also 1 when any scenario missed a target (every report is
 //! written first).
+//!
+//! Each scenario of a directory runs in a process of its own (this binary, re-executed with
+//! the one file): the real stack under turmoil keeps state in its libraries that lives as long
+//! as the process (a second run of `turmoil-faults` in one process gave another trace than the
+//! first), so a scenario's report must not depend on which scenarios ran before it. A single
+//! file runs in this process.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -42,7 +48,13 @@ struct Args {
     /// Exit with status 1 when any scenario misses a target (after writing every report).
     #[arg(long)]
     check: bool,
+    /// Internal: run as one scenario's own process (exit status 3: a target missed).
+    #[arg(long, hide = true)]
+    child: bool,
 }
+
+/// A child's exit status when its scenario missed a target.
+const CHILD_MISSED: i32 = 3;
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Indexed {
@@ -55,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let files = scenario_files(&args.target)?;
     let mut scenarios = Vec::new();
+    let mut paths = Vec::new();
     for f in &files {
         let mut s = Scenario::load(f)?;
         if let Some(seed) = args.seed {
@@ -66,10 +79,14 @@ fn main() -> anyhow::Result<()> {
             .is_none_or(|flt| s.name.contains(flt.as_str()))
         {
             scenarios.push(s);
+            paths.push(f.clone());
         }
     }
     if scenarios.is_empty() {
         bail!("no scenario matches in {}", args.target.display());
+    }
+    if scenarios.len() > 1 {
+        return run_each_in_own_process(&args, &scenarios, &paths);
     }
     std::fs::create_dir_all(&args.out)?;
     let mut index = read_index(&args.out);
@@ -145,6 +162,45 @@ fn main() -> anyhow::Result<()> {
     write_index(&args.out, &entries)?;
     if let Some(e) = error {
         return Err(e);
+    }
+    if !failed.is_empty() {
+        if args.child {
+            std::process::exit(CHILD_MISSED);
+        }
+        eprintln!("targets missed in: {}", failed.join(", "));
+        if args.check {
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}
+
+/// Runs each scenario in a process of its own, one after another (each child writes its
+/// report, its perf.json and its index line); stops at the first that fails to run.
+fn run_each_in_own_process(
+    args: &Args,
+    scenarios: &[Scenario],
+    paths: &[PathBuf],
+) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut failed = Vec::new();
+    for (s, path) in scenarios.iter().zip(paths) {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg(path).arg("--out").arg(&args.out).arg("--child");
+        if let Some(seed) = args.seed {
+            cmd.arg("--seed").arg(seed.to_string());
+        }
+        if args.quiet {
+            cmd.arg("--quiet");
+        }
+        let status = cmd
+            .status()
+            .with_context(|| format!("starting the process of scenario {}", s.name))?;
+        match status.code() {
+            Some(0) => {}
+            Some(CHILD_MISSED) => failed.push(s.name.clone()),
+            _ => bail!("scenario {} (seed {}) failed: {status}", s.name, s.seed),
+        }
     }
     if !failed.is_empty() {
         eprintln!("targets missed in: {}", failed.join(", "));

@@ -150,7 +150,10 @@ pub(crate) struct Liveness {
 
 /// Runs the reading half of link `link` from `peer` until EOF, a bad frame or record, or
 /// `idle` of silence, then reports the link down and stops its writer.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the read loop owns each of these for its whole life; bundling them would only move the list into a struct used once"
+)]
 pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
     mut opener: Opener,

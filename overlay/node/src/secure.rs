@@ -373,7 +373,10 @@ async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, HandshakeE
 /// Runs the Noise handshake on a fresh stream within `deadline`. `initiator` is the dialing
 /// side. `me` is the address our peers dial (the hello), `observed` the peer's address as the
 /// stream sees it. `stream_no` picks the randomness (see [`Entropy`]).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a handshake needs its stream, role, identity, network key, both addresses, entropy and deadline; a struct would only name them twice"
+)]
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     initiator: bool,

@@ -107,36 +107,36 @@ pub enum DecodeError {
 }
 
 mod ty {
-    pub const PING: u8 = 0x01;
-    pub const PONG: u8 = 0x02;
-    pub const ROUTE: u8 = 0x03;
-    pub const ROUTE_ACK: u8 = 0x04;
-    pub const JOIN_REPLY: u8 = 0x05;
-    pub const ANNOUNCE: u8 = 0x06;
-    pub const ANNOUNCE_ACK: u8 = 0x07;
-    pub const LEAF_SET: u8 = 0x08;
-    pub const ROW_REQUEST: u8 = 0x09;
-    pub const ROW_REPLY: u8 = 0x0a;
-    pub const LEAVE: u8 = 0x0b;
-    pub const LOOKUP_REPLY: u8 = 0x0c;
-    pub const GRAFT: u8 = 0x0d;
-    pub const PRUNE: u8 = 0x0e;
-    pub const CAST: u8 = 0x0f;
-    pub const DESCEND: u8 = 0x10;
-    pub const REPLY: u8 = 0x11;
-    pub const TUNNEL_ACCEPT: u8 = 0x12;
-    pub const TUNNEL_DATA: u8 = 0x13;
-    pub const TUNNEL_ALLOW: u8 = 0x14;
-    pub const TUNNEL_CLOSE: u8 = 0x15;
-    pub const JOIN_BUSY: u8 = 0x16;
-    pub const ROUTED_JOIN: u8 = 0x01;
-    pub const ROUTED_LOOKUP: u8 = 0x02;
-    pub const ROUTED_PUBLISH: u8 = 0x03;
-    pub const ROUTED_ASK: u8 = 0x04;
-    pub const ASK_REQUEST: u8 = 1;
-    pub const ASK_TUNNEL: u8 = 2;
-    pub const RESULT_OK: u8 = 1;
-    pub const RESULT_FAULT: u8 = 2;
+    pub(super) const PING: u8 = 0x01;
+    pub(super) const PONG: u8 = 0x02;
+    pub(super) const ROUTE: u8 = 0x03;
+    pub(super) const ROUTE_ACK: u8 = 0x04;
+    pub(super) const JOIN_REPLY: u8 = 0x05;
+    pub(super) const ANNOUNCE: u8 = 0x06;
+    pub(super) const ANNOUNCE_ACK: u8 = 0x07;
+    pub(super) const LEAF_SET: u8 = 0x08;
+    pub(super) const ROW_REQUEST: u8 = 0x09;
+    pub(super) const ROW_REPLY: u8 = 0x0a;
+    pub(super) const LEAVE: u8 = 0x0b;
+    pub(super) const LOOKUP_REPLY: u8 = 0x0c;
+    pub(super) const GRAFT: u8 = 0x0d;
+    pub(super) const PRUNE: u8 = 0x0e;
+    pub(super) const CAST: u8 = 0x0f;
+    pub(super) const DESCEND: u8 = 0x10;
+    pub(super) const REPLY: u8 = 0x11;
+    pub(super) const TUNNEL_ACCEPT: u8 = 0x12;
+    pub(super) const TUNNEL_DATA: u8 = 0x13;
+    pub(super) const TUNNEL_ALLOW: u8 = 0x14;
+    pub(super) const TUNNEL_CLOSE: u8 = 0x15;
+    pub(super) const JOIN_BUSY: u8 = 0x16;
+    pub(super) const ROUTED_JOIN: u8 = 0x01;
+    pub(super) const ROUTED_LOOKUP: u8 = 0x02;
+    pub(super) const ROUTED_PUBLISH: u8 = 0x03;
+    pub(super) const ROUTED_ASK: u8 = 0x04;
+    pub(super) const ASK_REQUEST: u8 = 1;
+    pub(super) const ASK_TUNNEL: u8 = 2;
+    pub(super) const RESULT_OK: u8 = 1;
+    pub(super) const RESULT_FAULT: u8 = 2;
 }
 
 /// Appends the frame of `msg` (length prefix included) to `out`.

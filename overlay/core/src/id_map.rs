@@ -8,13 +8,13 @@
 use std::hash::BuildHasherDefault;
 
 use petal_protocol::NodeId;
-pub use petal_protocol::id::IdHasher;
+pub(crate) use petal_protocol::id::IdHasher;
 
 /// A map from node ids with the fixed [`IdHasher`].
-pub type IdMap<V> = hashbrown::HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<V> = hashbrown::HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
 
 /// The keys of `map` in ascending order (for deterministic iteration).
-pub fn sorted_keys<V>(map: &IdMap<V>) -> Vec<NodeId> {
+pub(crate) fn sorted_keys<V>(map: &IdMap<V>) -> Vec<NodeId> {
     let mut keys: Vec<NodeId> = map.keys().copied().collect();
     keys.sort_unstable();
     keys

@@ -45,7 +45,7 @@ pub(super) struct WorkloadParams {
 
 impl WorkloadParams {
     /// One sentence on the workload, for reports.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!(
             "Each ready node runs one application: with probability {} a member of one of {} clusters \
              (svc-0..svc-{}, service time {}-{} ms), else a plain client; each application subscribes to each \
@@ -95,7 +95,7 @@ pub(super) struct Workload {
 
 impl Workload {
     /// A workload with no application yet; its streams begin at [`Workload::start`].
-    pub fn new(p: WorkloadParams) -> anyhow::Result<Self> {
+    pub(super) fn new(p: WorkloadParams) -> anyhow::Result<Self> {
         anyhow::ensure!(p.clusters >= 1, "at least one cluster");
         anyhow::ensure!(
             (0.0..=1.0).contains(&p.member_ratio) && (0.0..=1.0).contains(&p.subscribe_ratio),
@@ -114,12 +114,12 @@ impl Workload {
     }
 
     /// Starts the request, publish, broadcast and tunnel streams at `at`.
-    pub fn start(&mut self, at: Time) {
+    pub(super) fn start(&mut self, at: Time) {
         self.next_us = [at.as_micros() as f64; 4];
     }
 
     /// Gives every ready node without an application one.
-    pub fn populate(&mut self, sim: &mut Sim) {
+    pub(super) fn populate(&mut self, sim: &mut Sim) {
         let ready: Vec<u32> = sim.ready_nodes().collect();
         for i in ready {
             if self.app_of(i).is_none() {
@@ -129,13 +129,13 @@ impl Workload {
     }
 
     /// Node `i` was just added: it gets its application once it is ready.
-    pub fn node_added(&mut self, i: u32) {
+    pub(super) fn node_added(&mut self, i: u32) {
         self.waiting.push(i);
     }
 
     /// Gives the waiting nodes that became ready their applications (in the order they were
     /// added); forgets those that died.
-    pub fn adopt_ready(&mut self, sim: &mut Sim) {
+    pub(super) fn adopt_ready(&mut self, sim: &mut Sim) {
         if self.waiting.is_empty() {
             return;
         }
@@ -154,7 +154,7 @@ impl Workload {
     }
 
     /// The application on node `i`, if any.
-    pub fn app_of(&self, i: u32) -> Option<usize> {
+    pub(super) fn app_of(&self, i: u32) -> Option<usize> {
         self.app_of.get(i as usize).copied().flatten()
     }
 
@@ -194,7 +194,7 @@ impl Workload {
     }
 
     /// Issues every request, publish, broadcast and tunnel due by `now`.
-    pub fn tick(&mut self, sim: &mut Sim, now: Time) {
+    pub(super) fn tick(&mut self, sim: &mut Sim, now: Time) {
         let now = now.as_micros() as f64;
         let rates = [
             self.p.requests_per_s,
@@ -254,7 +254,7 @@ impl Workload {
     }
 
     /// Keys of every cluster and topic tree of the workload.
-    pub fn group_keys(&self) -> Vec<Key> {
+    pub(super) fn group_keys(&self) -> Vec<Key> {
         let clusters = (0..self.p.clusters).map(|k| GroupKind::Cluster.key(&cluster_name(k)));
         let topics = (0..self.p.topics).map(|k| GroupKind::Topic.key(&topic_name(k)));
         clusters.chain(topics).collect()
@@ -317,7 +317,7 @@ pub(super) struct RepairTracker {
 
 impl RepairTracker {
     /// A tracker of the trees `keys`, knowing every node of `sim` so far.
-    pub fn new(sim: &Sim, keys: Vec<Key>) -> Self {
+    pub(super) fn new(sim: &Sim, keys: Vec<Key>) -> Self {
         let mut t = Self {
             keys,
             index_of: Default::default(),
@@ -333,12 +333,12 @@ impl RepairTracker {
     }
 
     /// Node `i` was added.
-    pub fn node_added(&mut self, sim: &Sim, i: u32) {
+    pub(super) fn node_added(&mut self, sim: &Sim, i: u32) {
         self.index_of.insert(sim.node(i).id(), i);
     }
 
     /// Node `i` is about to crash: records its orphans.
-    pub fn before_crash(&mut self, sim: &Sim, i: u32) {
+    pub(super) fn before_crash(&mut self, sim: &Sim, i: u32) {
         if !sim.is_alive(i) {
             return;
         }
@@ -370,7 +370,7 @@ impl RepairTracker {
     }
 
     /// Checks the waiting orphans (call after every step).
-    pub fn poll(&mut self, sim: &Sim) {
+    pub(super) fn poll(&mut self, sim: &Sim) {
         let now = sim.now();
         let mut pending = std::mem::take(&mut self.pending);
         pending.retain(|o| {
@@ -403,7 +403,7 @@ impl RepairTracker {
     }
 
     /// Orphans still waiting.
-    pub fn unrepaired(&self) -> u64 {
+    pub(super) fn unrepaired(&self) -> u64 {
         self.pending.len() as u64
     }
 }

@@ -14,22 +14,22 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long a test waits for anything before failing.
-pub const WAIT: Duration = Duration::from_secs(2);
+pub(crate) const WAIT: Duration = Duration::from_secs(2);
 
-pub struct FakeNode {
+pub(crate) struct FakeNode {
     listener: TcpListener,
     pub addr: SocketAddr,
 }
 
 impl FakeNode {
-    pub async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         FakeNode { listener, addr }
     }
 
     /// Accepts one connection and reads its INIT; returns the peer and the cluster.
-    pub async fn accept(&self) -> (Peer, String) {
+    pub(crate) async fn accept(&self) -> (Peer, String) {
         let (stream, _) = tokio::time::timeout(WAIT, self.listener.accept())
             .await
             .expect("accept in time")
@@ -50,7 +50,7 @@ impl FakeNode {
     }
 }
 
-pub struct Peer {
+pub(crate) struct Peer {
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     buf: BytesMut,
@@ -68,7 +68,7 @@ impl Peer {
     }
 
     /// The next packet from the client, `None` at EOF. Panics after [`WAIT`].
-    pub async fn recv(&mut self) -> Option<ClientPacket> {
+    pub(crate) async fn recv(&mut self) -> Option<ClientPacket> {
         tokio::time::timeout(WAIT, self.recv_forever())
             .await
             .expect("client packet in time")
@@ -88,17 +88,17 @@ impl Peer {
     }
 
     /// Whether the client sends nothing for `d`.
-    pub async fn quiet_for(&mut self, d: Duration) -> bool {
+    pub(crate) async fn quiet_for(&mut self, d: Duration) -> bool {
         tokio::time::timeout(d, self.recv_forever()).await.is_err()
     }
 
-    pub async fn send(&mut self, packet: NodePacket) {
+    pub(crate) async fn send(&mut self, packet: NodePacket) {
         let mut out = Vec::new();
         packet.encode(&mut out);
         self.wr.write_all(&out).await.expect("write");
     }
 
-    pub async fn accept_init(&mut self) {
+    pub(crate) async fn accept_init(&mut self) {
         self.send(NodePacket::Init {
             magic: RELAY_MAGIC.into(),
             version: VERSION.into(),
@@ -107,7 +107,7 @@ impl Peer {
     }
 
     /// Closes the socket (both directions).
-    pub async fn hang_up(self) {
+    pub(crate) async fn hang_up(self) {
         let Peer { rd, mut wr, .. } = self;
         let _ = wr.shutdown().await;
         drop(rd);
@@ -116,11 +116,11 @@ impl Peer {
 }
 
 /// A plain client connected to a fresh fake node.
-pub async fn client() -> (Connection, Peer) {
+pub(crate) async fn client() -> (Connection, Peer) {
     client_with(Options::default()).await
 }
 
-pub async fn client_with(options: Options) -> (Connection, Peer) {
+pub(crate) async fn client_with(options: Options) -> (Connection, Peer) {
     let node = FakeNode::new().await;
     let (conn, peer) = tokio::join!(options.connect_addr(node.addr), async {
         let (mut peer, cluster) = node.accept().await;
@@ -132,11 +132,11 @@ pub async fn client_with(options: Options) -> (Connection, Peer) {
 }
 
 /// A service of `cluster` connected to a fresh fake node.
-pub async fn service<H: ServiceHandler>(cluster: &str, handler: H) -> (Service, Peer) {
+pub(crate) async fn service<H: ServiceHandler>(cluster: &str, handler: H) -> (Service, Peer) {
     service_with(cluster, handler, Options::default()).await
 }
 
-pub async fn service_with<H: ServiceHandler>(
+pub(crate) async fn service_with<H: ServiceHandler>(
     cluster: &str,
     handler: H,
     options: Options,
@@ -152,6 +152,6 @@ pub async fn service_with<H: ServiceHandler>(
 }
 
 /// Runs `fut` with the test deadline.
-pub async fn timely<F: std::future::Future>(fut: F) -> F::Output {
+pub(crate) async fn timely<F: std::future::Future>(fut: F) -> F::Output {
     tokio::time::timeout(WAIT, fut).await.expect("in time")
 }

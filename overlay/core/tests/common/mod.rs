@@ -15,11 +15,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// One-way latency of every link.
-pub const LATENCY: Duration = Duration::from_millis(1);
+pub(crate) const LATENCY: Duration = Duration::from_millis(1);
 /// How often convergence is checked while the rings merge.
-pub const CHECK_EVERY: Duration = Duration::from_millis(1);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(1);
 
-pub struct Net {
+pub(crate) struct Net {
     pub half: usize,
     pub nodes: Vec<Node>,
     pub infos: Vec<NodeInfo>,
@@ -44,7 +44,7 @@ pub struct Net {
 
 impl Net {
     /// `n` nodes with random ids drawn from `seed`, none started.
-    pub fn new(seed: u64, n: usize) -> Self {
+    pub(crate) fn new(seed: u64, n: usize) -> Self {
         let cfg = Config::default();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut infos = Vec::new();
@@ -85,7 +85,7 @@ impl Net {
     }
 
     /// Drains node `i`'s outputs into the network.
-    pub fn drain(&mut self, i: usize) {
+    pub(crate) fn drain(&mut self, i: usize) {
         self.nodes[i].check_invariants();
         while let Some(tx) = self.nodes[i].poll_transmit() {
             let j = self.by_id[&tx.to.id];
@@ -118,7 +118,7 @@ impl Net {
     }
 
     /// Runs messages and timers up to `end`.
-    pub fn run_until(&mut self, end: Time) {
+    pub(crate) fn run_until(&mut self, end: Time) {
         loop {
             let t_timer = (0..self.nodes.len())
                 .filter(|&i| !self.down[i])
@@ -153,13 +153,13 @@ impl Net {
         self.now = self.now.max(end);
     }
 
-    pub fn run_for(&mut self, d: Duration) {
+    pub(crate) fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         self.run_until(end);
     }
 
     /// Forms a ring of `members`: the first founds it, the others join through it one by one.
-    pub fn form_ring(&mut self, members: &[usize]) {
+    pub(crate) fn form_ring(&mut self, members: &[usize]) {
         let first = members[0];
         self.nodes[first].start_first(self.now);
         self.drain(first);
@@ -175,14 +175,14 @@ impl Net {
         }
     }
 
-    pub fn introduce(&mut self, i: usize, j: usize) {
+    pub(crate) fn introduce(&mut self, i: usize, j: usize) {
         let info = self.infos[j];
         self.nodes[i].introduce(self.now, info);
         self.drain(i);
     }
 
     /// The true leaf set of `me` among `ids`: (left, right), nearest first.
-    pub fn expected_leaf(&self, me: NodeId, ids: &[NodeId]) -> (Vec<NodeId>, Vec<NodeId>) {
+    pub(crate) fn expected_leaf(&self, me: NodeId, ids: &[NodeId]) -> (Vec<NodeId>, Vec<NodeId>) {
         let mut right: Vec<NodeId> = ids.iter().copied().filter(|&x| x != me).collect();
         let mut left = right.clone();
         right.sort_by_key(|&x| me.cw_distance(x));
@@ -193,7 +193,7 @@ impl Net {
     }
 
     /// Members of `group` whose leaf set is not the true one among `group`.
-    pub fn wrong_leaf_sets(&self, group: &[usize]) -> Vec<usize> {
+    pub(crate) fn wrong_leaf_sets(&self, group: &[usize]) -> Vec<usize> {
         let ids: Vec<NodeId> = group.iter().map(|&i| self.infos[i].id).collect();
         group
             .iter()
@@ -208,7 +208,7 @@ impl Net {
 
     /// Runs until every member of `group` has its true leaf set (checked every
     /// [`CHECK_EVERY`]); returns the time that took, or panics after `limit`.
-    pub fn converge(&mut self, group: &[usize], limit: Duration) -> Duration {
+    pub(crate) fn converge(&mut self, group: &[usize], limit: Duration) -> Duration {
         let start = self.now;
         loop {
             let wrong = self.wrong_leaf_sets(group);
@@ -224,7 +224,7 @@ impl Net {
     }
 
     /// The member of `group` numerically closest to `key`.
-    pub fn owner(&self, group: &[usize], key: Key) -> NodeId {
+    pub(crate) fn owner(&self, group: &[usize], key: Key) -> NodeId {
         let mut best = self.infos[group[0]].id;
         for &i in group {
             let id = self.infos[i].id;
@@ -236,7 +236,7 @@ impl Net {
     }
 
     /// Keys worth routing: random ones and keys next to every member's id.
-    pub fn test_keys(&mut self, group: &[usize], random: usize) -> Vec<Key> {
+    pub(crate) fn test_keys(&mut self, group: &[usize], random: usize) -> Vec<Key> {
         let mut keys: Vec<Key> = (0..random).map(|_| Key(self.rng.random())).collect();
         for &i in group {
             let id = self.infos[i].id.0;
@@ -247,7 +247,7 @@ impl Net {
 
     /// Walks `next_hop` from every member for every key: each walk must end at the owner
     /// without leaving the group and within a few hops.
-    pub fn check_routes(&mut self, group: &[usize]) {
+    pub(crate) fn check_routes(&mut self, group: &[usize]) {
         let keys = self.test_keys(group, 50);
         for &start in group {
             for &key in &keys {
@@ -269,7 +269,7 @@ impl Net {
     }
 
     /// Real lookups from every member: every one is answered by the owner.
-    pub fn check_lookups(&mut self, group: &[usize]) {
+    pub(crate) fn check_lookups(&mut self, group: &[usize]) {
         let keys = self.test_keys(group, 5);
         self.answered.clear();
         let mut asked = 0;

@@ -13,10 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The daemon binary cargo built for these tests.
-pub const PETALD: &str = env!("CARGO_BIN_EXE_petald");
+pub(crate) const PETALD: &str = env!("CARGO_BIN_EXE_petald");
 
 /// The loopback address 127.0.0.`n`.
-pub fn lo(n: u8) -> Ipv4Addr {
+pub(crate) fn lo(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
 }
 
@@ -25,7 +25,7 @@ static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A port that is free on `ip` right now (bound with port 0, then released). When `also_v6`,
 /// the same port must be free on [::1] too (if the machine has IPv6 at all).
-pub fn free_port(ip: Ipv4Addr, also_v6: bool) -> u16 {
+pub(crate) fn free_port(ip: Ipv4Addr, also_v6: bool) -> u16 {
     loop {
         let l = TcpListener::bind((ip, 0)).expect("binding a free port");
         let port = l.local_addr().unwrap().port();
@@ -45,7 +45,7 @@ pub fn free_port(ip: Ipv4Addr, also_v6: bool) -> u16 {
 
 /// How to start one daemon.
 #[derive(Clone, Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// The address of its peer listener (127.0.0.N).
     pub peer_ip: Ipv4Addr,
     /// Peer addresses of running nodes to join through.
@@ -59,12 +59,12 @@ pub struct Spec {
 }
 
 /// The network key of test daemons.
-pub const TEST_NETWORK_KEY: &str =
+pub(crate) const TEST_NETWORK_KEY: &str =
     "7e57ed0000000000000000000000000000000000000000000000000000c0ffee";
 
 impl Spec {
     /// A node of its own on 127.0.0.1, info logs.
-    pub fn alone() -> Spec {
+    pub(crate) fn alone() -> Spec {
         Spec {
             peer_ip: lo(1),
             seeds: Vec::new(),
@@ -77,7 +77,7 @@ impl Spec {
 
 /// A running `petald`. Dropping it sends SIGTERM, then SIGKILL after 3 s; when the thread
 /// is panicking (a failed test), the daemon's log is printed.
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     /// Its relay port (127.0.0.1 and [::1]).
     pub port: u16,
@@ -90,7 +90,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon and waits until it is ready (its "petald ready" log line, and its relay
     /// port accepts). Retries with other ports if the chosen ones were taken meanwhile.
-    pub async fn start(spec: &Spec) -> Daemon {
+    pub(crate) async fn start(spec: &Spec) -> Daemon {
         let mut last = String::new();
         for _attempt in 0..5 {
             let port = free_port(lo(1), true);
@@ -175,12 +175,12 @@ impl Daemon {
     }
 
     /// Everything the daemon logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
     /// Waits until the log contains `needle`; false after `within`.
-    pub async fn wait_log(&self, needle: &str, within: Duration) -> bool {
+    pub(crate) async fn wait_log(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if self.log().contains(needle) {
@@ -192,12 +192,12 @@ impl Daemon {
     }
 
     /// Its process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM (graceful shutdown).
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         // The process may have exited already: kill's failure is then expected.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -207,7 +207,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit; `None` if it is still running after `within`.
-    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.exited {
@@ -225,7 +225,7 @@ impl Daemon {
     }
 
     /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.exited.is_none() && self.child.try_wait().unwrap().is_none()
     }
 }
@@ -262,7 +262,7 @@ impl Drop for Daemon {
 
 /// Awaits `fut`, failing the test with `what` if it takes longer than `within` (so that a
 /// bug shows up as a failure, not a hang).
-pub async fn within<F: Future>(within: Duration, what: &str, fut: F) -> F::Output {
+pub(crate) async fn within<F: Future>(within: Duration, what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(within, fut).await {
         Ok(v) => v,
         Err(_) => panic!("{what}: no outcome within {within:?}"),
@@ -270,23 +270,23 @@ pub async fn within<F: Future>(within: Duration, what: &str, fut: F) -> F::Outpu
 }
 
 /// Median and maximum of `samples` (sorted in place).
-pub fn median_max(samples: &mut [Duration]) -> (Duration, Duration) {
+pub(crate) fn median_max(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     (samples[samples.len() / 2], samples[samples.len() - 1])
 }
 
 /// The value at quantile `q` (0..=1) of sorted `samples`.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i]
 }
 
 /// A small deterministic random generator (SplitMix64) for seeded hostile inputs.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -295,18 +295,18 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
     /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
 
 /// A deterministic pattern of `len` bytes that differs with `seed`.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut r = Rng(seed);
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -317,6 +317,6 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// The relay address 127.0.0.1:`port` (raw TCP clients dial it).
-pub fn relay_addr(port: u16) -> SocketAddr {
+pub(crate) fn relay_addr(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(lo(1)), port)
 }

@@ -55,21 +55,21 @@ use std::time::{Duration, Instant};
 
 /// `0`: skip the namespace tests even where they could run. `1`: they must run ([`available`]
 /// panics instead of returning false), so that CI cannot skip them silently.
-pub const NETNS_ENV: &str = "PETAL_NETNS";
+pub(crate) const NETNS_ENV: &str = "PETAL_NETNS";
 /// The environment variable that makes a re-executed test binary run a helper (its value is the
 /// helper's test name).
-pub const HELPER_ENV: &str = "PETAL_NETNS_HELPER";
+pub(crate) const HELPER_ENV: &str = "PETAL_NETNS_HELPER";
 /// The helper's arguments, separated by the unit separator (0x1f).
-pub const HELPER_ARGS_ENV: &str = "PETAL_NETNS_HELPER_ARGS";
+pub(crate) const HELPER_ARGS_ENV: &str = "PETAL_NETNS_HELPER_ARGS";
 
 /// Longest prefix: `<prefix>-v<i>` must fit the 15-byte interface name limit for i < 1000.
-pub const MAX_PREFIX: usize = 10;
+pub(crate) const MAX_PREFIX: usize = 10;
 /// Most nodes on one LAN.
-pub const MAX_NODES: usize = 250;
+pub(crate) const MAX_NODES: usize = 250;
 
 /// Finds an executable on `PATH` (and in the sbin directories, which a non-login root shell
 /// may lack).
-pub fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
@@ -87,7 +87,7 @@ fn euid() -> Option<u32> {
 /// Whether this machine lets us build LANs: root, `ip` present, and a probe namespace with a
 /// bridge and a veth pair can be created. Checked once per process; prints why not. Panics
 /// instead of returning false when `PETAL_NETNS=1`.
-pub fn available() -> bool {
+pub(crate) fn available() -> bool {
     static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
     match AVAILABLE.get_or_init(probe) {
         Ok(()) => true,
@@ -208,7 +208,7 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 }
 
 /// A private LAN of `n` node namespaces on one bridge. See the module documentation.
-pub struct Lan {
+pub(crate) struct Lan {
     prefix: String,
     subnet: [u8; 2],
     bridge_ns: String,
@@ -220,7 +220,7 @@ impl Lan {
     /// iproute2, or no permission to create namespaces. Panics on a bad prefix (at most
     /// [`MAX_PREFIX`] bytes of lowercase letters, digits and `-`) and when a setup step fails.
     /// Takes about 5 ms per node.
-    pub fn new(prefix: &str, n: usize) -> Option<Lan> {
+    pub(crate) fn new(prefix: &str, n: usize) -> Option<Lan> {
         assert!(
             !prefix.is_empty()
                 && prefix.len() <= MAX_PREFIX
@@ -300,28 +300,28 @@ impl Lan {
     }
 
     /// The number of nodes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
 
     /// The prefix this LAN was created with.
-    pub fn prefix(&self) -> &str {
+    pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
     /// The address of node `i` (10.X.Y.`i + 1`).
-    pub fn ip_of(&self, i: usize) -> Ipv4Addr {
+    pub(crate) fn ip_of(&self, i: usize) -> Ipv4Addr {
         assert!(i < MAX_NODES);
         Ipv4Addr::new(10, self.subnet[0], self.subnet[1], i as u8 + 1)
     }
 
     /// The namespace of node `i`.
-    pub fn ns(&self, i: usize) -> &str {
+    pub(crate) fn ns(&self, i: usize) -> &str {
         &self.nodes[i]
     }
 
     /// The namespace holding the bridges.
-    pub fn bridge_ns(&self) -> &str {
+    pub(crate) fn bridge_ns(&self) -> &str {
         &self.bridge_ns
     }
 
@@ -341,7 +341,7 @@ impl Lan {
     /// A command that runs `program` inside node `i`'s namespace (add arguments, environment,
     /// stdio as usual). The namespace has its own network only: the file system, users and
     /// processes are the host's.
-    pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.ns(i)]).arg(program);
         cmd
@@ -351,7 +351,7 @@ impl Lan {
     /// function `test_name` (exact name, output not captured) with `args` (which must not
     /// contain 0x1f). That function calls [`helper_args`] and does its work only when it gets
     /// `Some`, so it passes as a no-op in ordinary runs.
-    pub fn helper(&self, i: usize, test_name: &str, args: &[&str]) -> Command {
+    pub(crate) fn helper(&self, i: usize, test_name: &str, args: &[&str]) -> Command {
         let exe = std::env::current_exe().expect("the test binary's path");
         let mut cmd = self.command(i, exe);
         cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
@@ -362,7 +362,7 @@ impl Lan {
 
     /// Cuts node `i` off the LAN (`up = false`: its bridge-side veth end goes down, so its
     /// `eth0` loses the carrier) or reconnects it.
-    pub fn set_link(&self, i: usize, up: bool) {
+    pub(crate) fn set_link(&self, i: usize, up: bool) {
         let state = if up { "up" } else { "down" };
         must(&["-n", &self.bridge_ns, "link", "set", &self.veth(i), state]);
     }
@@ -370,7 +370,7 @@ impl Lan {
     /// Partitions the LAN: the nodes of `group_a` move to a second bridge, the others stay.
     /// Both groups keep their carrier; neither hears the other until [`Lan::heal`]. Splitting
     /// again first heals.
-    pub fn split(&self, group_a: &[usize]) {
+    pub(crate) fn split(&self, group_a: &[usize]) {
         self.heal();
         let b2 = self.bridge2();
         let lines: Vec<String> = group_a
@@ -381,7 +381,7 @@ impl Lan {
     }
 
     /// Puts every node back on the main bridge.
-    pub fn heal(&self) {
+    pub(crate) fn heal(&self) {
         let br = self.bridge();
         let lines: Vec<String> = (0..self.len())
             .map(|i| format!("link set {} master {br}", self.veth(i)))
@@ -392,12 +392,12 @@ impl Lan {
     /// Starts capturing everything on node `i`'s `eth0` (`tcpdump -i eth0 -w <file> -U -s 0
     /// --immediate-mode`) and returns once tcpdump is capturing. Fails when tcpdump is not
     /// installed or does not start within 10 s.
-    pub fn capture(&self, i: usize) -> Result<Capture, String> {
+    pub(crate) fn capture(&self, i: usize) -> Result<Capture, String> {
         self.capture_filter(i, "")
     }
 
     /// [`Lan::capture`] with a pcap filter expression (e.g. `"udp port 4711"`; empty: all).
-    pub fn capture_filter(&self, i: usize, filter: &str) -> Result<Capture, String> {
+    pub(crate) fn capture_filter(&self, i: usize, filter: &str) -> Result<Capture, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let tcpdump = find_program("tcpdump")
             .ok_or("tcpdump is not installed (Debian: apt-get install tcpdump)")?;
@@ -469,7 +469,7 @@ impl Drop for Lan {
 
 /// A running capture (see [`Lan::capture`]). Dropping it without [`Capture::stop`] kills
 /// tcpdump and deletes the file.
-pub struct Capture {
+pub(crate) struct Capture {
     child: Option<Child>,
     path: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
@@ -478,7 +478,7 @@ pub struct Capture {
 impl Capture {
     /// Stops the capture and returns the pcap file's bytes. Waits 100 ms first, so that packets
     /// sent just before are in it.
-    pub fn stop(mut self) -> Vec<u8> {
+    pub(crate) fn stop(mut self) -> Vec<u8> {
         std::thread::sleep(Duration::from_millis(100));
         let mut child = self.child.take().unwrap();
         // `ip netns exec` execs tcpdump, so the child's pid is tcpdump's. SIGTERM lets it flush.
@@ -500,7 +500,7 @@ impl Capture {
     }
 
     /// The capture file (deleted when the guard goes).
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.path
     }
 
@@ -521,7 +521,7 @@ impl Drop for Capture {
 
 /// In a test function used as a [`Lan::helper`]: `Some(arguments)` when this process was
 /// started as helper `test_name`, `None` in an ordinary test run (the function should return).
-pub fn helper_args(test_name: &str) -> Option<Vec<String>> {
+pub(crate) fn helper_args(test_name: &str) -> Option<Vec<String>> {
     if std::env::var(HELPER_ENV).ok()? != test_name {
         return None;
     }
@@ -535,13 +535,13 @@ pub fn helper_args(test_name: &str) -> Option<Vec<String>> {
 
 /// Whether a pcap file (as [`Capture::stop`] returns) contains `needle` anywhere after its
 /// 24-byte file header.
-pub fn pcap_contains(pcap: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn pcap_contains(pcap: &[u8], needle: &[u8]) -> bool {
     pcap.len() > 24 && pcap[24..].windows(needle.len()).any(|w| w == needle)
 }
 
 /// The packets of a pcap file (either byte order, micro- or nanosecond timestamps): each
 /// packet's captured bytes, from the Ethernet header on. Panics on a malformed file.
-pub fn pcap_packets(pcap: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn pcap_packets(pcap: &[u8]) -> Vec<Vec<u8>> {
     assert!(pcap.len() >= 24, "pcap file shorter than its header");
     let magic = [pcap[0], pcap[1], pcap[2], pcap[3]];
     let le = match magic {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// A JSON value.
 #[derive(Clone, Debug)]
-pub enum Json {
+pub(crate) enum Json {
     Null,
     Bool(bool),
     Int(i128),
@@ -27,21 +27,21 @@ pub enum Json {
 
 /// A JSON object whose keys stay in insertion order.
 #[derive(Clone, Debug, Default)]
-pub struct Obj(Vec<(String, Json)>);
+pub(crate) struct Obj(Vec<(String, Json)>);
 
 impl Obj {
-    pub fn new() -> Obj {
+    pub(crate) fn new() -> Obj {
         Obj::default()
     }
 
     /// Adds `key` (which must be new) with `value`.
-    pub fn with(mut self, key: &str, value: impl Into<Json>) -> Obj {
+    pub(crate) fn with(mut self, key: &str, value: impl Into<Json>) -> Obj {
         self.set(key, value);
         self
     }
 
     /// Adds `key` (which must be new) with `value`.
-    pub fn set(&mut self, key: &str, value: impl Into<Json>) {
+    pub(crate) fn set(&mut self, key: &str, value: impl Into<Json>) {
         assert!(
             self.0.iter().all(|(k, _)| k != key),
             "figure {key:?} given twice"
@@ -176,7 +176,7 @@ impl Json {
     }
 
     /// The pretty text, with a final newline.
-    pub fn pretty(&self) -> String {
+    pub(crate) fn pretty(&self) -> String {
         let mut out = String::new();
         self.write(0, &mut out);
         out.push('\n');
@@ -186,7 +186,7 @@ impl Json {
 
 /// The value at quantile `q` (0..=1) of `values` (nearest rank: index round((n - 1) q) of the
 /// sorted values, as `common::quantile`); `None` when empty.
-pub fn quantile(values: &[u64], q: f64) -> Option<u64> {
+pub(crate) fn quantile(values: &[u64], q: f64) -> Option<u64> {
     let mut v = values.to_vec();
     v.sort_unstable();
     let i = ((v.len().checked_sub(1)?) as f64 * q).round() as usize;
@@ -194,7 +194,7 @@ pub fn quantile(values: &[u64], q: f64) -> Option<u64> {
 }
 
 /// `count`, `min`, `p50`, `p90`, `max` of `values` (nearest rank; `null` when empty).
-pub fn summary(values: &[u64]) -> Obj {
+pub(crate) fn summary(values: &[u64]) -> Obj {
     Obj::new()
         .with("count", values.len())
         .with("min", values.iter().min().copied())
@@ -204,7 +204,7 @@ pub fn summary(values: &[u64]) -> Obj {
 }
 
 /// `<target dir>/test-figures` (see the module's documentation).
-pub fn dir() -> PathBuf {
+pub(crate) fn dir() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
@@ -218,7 +218,7 @@ pub fn dir() -> PathBuf {
 /// Writes `figures` to `<dir()>/<name>.json` (through a temporary file, so a reader never sees
 /// half of it) and prints where. Panics when it cannot: a figure that is not recorded fails
 /// the test.
-pub fn write(name: &str, figures: impl Into<Json>) -> PathBuf {
+pub(crate) fn write(name: &str, figures: impl Into<Json>) -> PathBuf {
     let dir = dir();
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     let path = dir.join(format!("{name}.json"));

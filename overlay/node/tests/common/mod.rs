@@ -14,13 +14,13 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// The network key of test nodes.
-pub fn test_key() -> NetworkKey {
+pub(crate) fn test_key() -> NetworkKey {
     NetworkKey::from_bytes([0x5a; 32])
 }
 
 /// Options for test node number `n` (its identity derives from `n`; Noise links under
 /// [`test_key`]): relay and peers on 127.0.0.1 with free ports, fast timers.
-pub fn options(n: u128, seeds: Vec<SocketAddr>) -> Options {
+pub(crate) fn options(n: u128, seeds: Vec<SocketAddr>) -> Options {
     let mut o = Options::new(
         Identity::from_seed((n as u64) ^ ((n >> 64) as u64)),
         LinkSecurity::Noise(test_key()),
@@ -35,18 +35,18 @@ pub fn options(n: u128, seeds: Vec<SocketAddr>) -> Options {
     o
 }
 
-pub async fn node(id: u128, seeds: Vec<SocketAddr>) -> NodeHandle {
+pub(crate) async fn node(id: u128, seeds: Vec<SocketAddr>) -> NodeHandle {
     petal_node::spawn(TokioNet, options(id, seeds))
         .await
         .unwrap()
 }
 
-pub fn relay_addr(n: &NodeHandle) -> SocketAddr {
+pub(crate) fn relay_addr(n: &NodeHandle) -> SocketAddr {
     n.relay_addrs()[0]
 }
 
 /// Waits until every node is in a ring with at least `leaf` leaf-set members (5 s at most).
-pub async fn wait_ready(nodes: &[&NodeHandle], leaf: usize) {
+pub(crate) async fn wait_ready(nodes: &[&NodeHandle], leaf: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut ok = true;
@@ -66,7 +66,7 @@ pub async fn wait_ready(nodes: &[&NodeHandle], leaf: usize) {
 }
 
 /// Three nodes on loopback (the second and third join through the first), converged.
-pub async fn three_nodes() -> [NodeHandle; 3] {
+pub(crate) async fn three_nodes() -> [NodeHandle; 3] {
     let a = node(0x1000_0000_0000_0000_0000_0000_0000_0000, vec![]).await;
     let seed = a.info().addr;
     let b = node(0x5000_0000_0000_0000_0000_0000_0000_0000, vec![seed]).await;
@@ -76,10 +76,10 @@ pub async fn three_nodes() -> [NodeHandle; 3] {
 }
 
 /// A small deterministic random generator (SplitMix64) for seeded hostile-input loops.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -88,18 +88,18 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
 
 /// `n` bytes of a recognisable pattern (byte i of message `tag` is `tag * 31 + i * 7 (mod 251)`),
 /// so that a reordered, duplicated or truncated chunk shows in a comparison.
-pub fn pattern(tag: u64, n: usize) -> Bytes {
+pub(crate) fn pattern(tag: u64, n: usize) -> Bytes {
     (0..n)
         .map(|i| ((tag as usize * 31 + i * 7) % 251) as u8)
         .collect::<Vec<u8>>()
@@ -107,21 +107,21 @@ pub fn pattern(tag: u64, n: usize) -> Bytes {
 }
 
 /// The encoding of a client packet.
-pub fn encode(p: &ClientPacket) -> Vec<u8> {
+pub(crate) fn encode(p: &ClientPacket) -> Vec<u8> {
     let mut out = Vec::new();
     p.encode(&mut out);
     out
 }
 
 /// The encoding of a node packet.
-pub fn encode_node(p: &NodePacket) -> Vec<u8> {
+pub(crate) fn encode_node(p: &NodePacket) -> Vec<u8> {
     let mut out = Vec::new();
     p.encode(&mut out);
     out
 }
 
 /// Decodes every packet of `bytes`; panics on a malformed or trailing partial packet.
-pub fn decode_all(bytes: &[u8]) -> Vec<NodePacket> {
+pub(crate) fn decode_all(bytes: &[u8]) -> Vec<NodePacket> {
     let mut buf = BytesMut::from(bytes);
     let mut out = Vec::new();
     while !buf.is_empty() {
@@ -137,7 +137,7 @@ pub fn decode_all(bytes: &[u8]) -> Vec<NodePacket> {
     out
 }
 
-pub fn init_packet(cluster: &str) -> ClientPacket {
+pub(crate) fn init_packet(cluster: &str) -> ClientPacket {
     ClientPacket::Init {
         magic: relay::CLIENT_MAGIC.into(),
         version: relay::VERSION.into(),
@@ -146,13 +146,13 @@ pub fn init_packet(cluster: &str) -> ClientPacket {
 }
 
 /// A relay client at the packet level.
-pub struct Raw {
+pub(crate) struct Raw {
     pub s: TcpStream,
     buf: BytesMut,
 }
 
 impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Raw {
+    pub(crate) async fn connect(addr: SocketAddr) -> Raw {
         let s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
         Raw {
@@ -162,7 +162,7 @@ impl Raw {
     }
 
     /// Connects and completes the handshake as `cluster` ("" = plain client).
-    pub async fn attach(addr: SocketAddr, cluster: &str) -> Raw {
+    pub(crate) async fn attach(addr: SocketAddr, cluster: &str) -> Raw {
         let mut r = Raw::connect(addr).await;
         r.send(init_packet(cluster)).await;
         match r.recv().await {
@@ -175,43 +175,43 @@ impl Raw {
         r
     }
 
-    pub async fn send(&mut self, p: ClientPacket) {
+    pub(crate) async fn send(&mut self, p: ClientPacket) {
         self.s.write_all(&encode(&p)).await.unwrap();
     }
 
-    pub async fn send_bytes(&mut self, b: &[u8]) {
+    pub(crate) async fn send_bytes(&mut self, b: &[u8]) {
         self.s.write_all(b).await.unwrap();
     }
 
     /// Writes `b`, ignoring errors (the node may already have closed a hostile connection).
-    pub async fn send_bytes_lossy(&mut self, b: &[u8]) {
+    pub(crate) async fn send_bytes_lossy(&mut self, b: &[u8]) {
         let _ = self.s.write_all(b).await;
     }
 
     /// Closes the writing half (the node sees EOF).
-    pub async fn shutdown_write(&mut self) {
+    pub(crate) async fn shutdown_write(&mut self) {
         let _ = self.s.shutdown().await;
     }
 
     /// The next packet (None at EOF); panics after 5 s of silence.
-    pub async fn recv(&mut self) -> Option<NodePacket> {
+    pub(crate) async fn recv(&mut self) -> Option<NodePacket> {
         self.recv_within(Duration::from_secs(5))
             .await
             .expect("no packet within 5 s")
     }
 
     /// The next packet, which must exist (panics at EOF or after 5 s).
-    pub async fn next(&mut self) -> NodePacket {
+    pub(crate) async fn next(&mut self) -> NodePacket {
         self.recv().await.expect("EOF instead of a packet")
     }
 
     /// Asserts that the next packet is `want`.
-    pub async fn expect(&mut self, want: NodePacket) {
+    pub(crate) async fn expect(&mut self, want: NodePacket) {
         assert_eq!(self.recv().await, Some(want));
     }
 
     /// The next packet within `d`: Err on silence, Ok(None) at EOF.
-    pub async fn recv_within(&mut self, d: Duration) -> Result<Option<NodePacket>, ()> {
+    pub(crate) async fn recv_within(&mut self, d: Duration) -> Result<Option<NodePacket>, ()> {
         let deadline = Instant::now() + d;
         loop {
             if let Some(p) = NodePacket::decode(&mut self.buf, &Limits::default()).unwrap() {
@@ -228,14 +228,14 @@ impl Raw {
     }
 
     /// Asserts that nothing (no packet, no EOF) arrives within `d`.
-    pub async fn expect_silence(&mut self, d: Duration) {
+    pub(crate) async fn expect_silence(&mut self, d: Duration) {
         if let Ok(p) = self.recv_within(d).await {
             panic!("expected silence, got {p:?}");
         }
     }
 
     /// Exactly `n` bytes, as the node wrote them (panics after 5 s or at EOF).
-    pub async fn read_exact(&mut self, n: usize) -> Vec<u8> {
+    pub(crate) async fn read_exact(&mut self, n: usize) -> Vec<u8> {
         let mut got = self.buf.split_to(n.min(self.buf.len())).to_vec();
         let have = got.len();
         got.resize(n, 0);
@@ -247,7 +247,7 @@ impl Raw {
     }
 
     /// Every byte until EOF (panics after 5 s).
-    pub async fn read_to_end(&mut self) -> Vec<u8> {
+    pub(crate) async fn read_to_end(&mut self) -> Vec<u8> {
         let mut v = self.buf.split().to_vec();
         tokio::time::timeout(Duration::from_secs(5), self.s.read_to_end(&mut v))
             .await
@@ -257,7 +257,7 @@ impl Raw {
     }
 
     /// Asserts that the node closes the connection without writing a byte (more).
-    pub async fn expect_eof_no_bytes(&mut self) {
+    pub(crate) async fn expect_eof_no_bytes(&mut self) {
         let got = self.read_to_end().await;
         assert!(got.is_empty(), "expected EOF with no bytes, got {got:02x?}");
     }
@@ -265,7 +265,7 @@ impl Raw {
     /// Proves that nothing was queued for this connection before now: subscribes to a topic of
     /// its own, publishes to it, and asserts that the marker event is the next packet. On one
     /// node every earlier delivery to this connection is queued before the marker.
-    pub async fn assert_nothing_queued(&mut self) {
+    pub(crate) async fn assert_nothing_queued(&mut self) {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let topic = format!("petal-test-marker-{}", NEXT.fetch_add(1, Ordering::Relaxed));
         self.send(ClientPacket::Subscribe {
@@ -291,7 +291,7 @@ impl Raw {
 
     /// A request from this connection (a member of `cluster`) to its own cluster, answered by
     /// itself: proves that the node serves it end to end.
-    pub async fn self_request(&mut self, cluster: &str, id: u64) {
+    pub(crate) async fn self_request(&mut self, cluster: &str, id: u64) {
         self.send(ClientPacket::Request {
             id,
             cluster: cluster.into(),
@@ -323,14 +323,14 @@ impl Raw {
 
 /// A well-behaved connection that proves the node still works after an attack on another
 /// connection: a request to its own cluster answered by itself, and a publish to itself.
-pub struct Healthy {
+pub(crate) struct Healthy {
     raw: Raw,
     cluster: String,
     next: u64,
 }
 
 impl Healthy {
-    pub async fn new(addr: SocketAddr) -> Healthy {
+    pub(crate) async fn new(addr: SocketAddr) -> Healthy {
         let cluster = "petal-test-healthy".to_string();
         let raw = Raw::attach(addr, &cluster).await;
         Healthy {
@@ -341,7 +341,7 @@ impl Healthy {
     }
 
     /// Asserts that the node still serves this connection (within 2 s).
-    pub async fn check(&mut self) {
+    pub(crate) async fn check(&mut self) {
         let t0 = Instant::now();
         self.next += 1;
         self.raw.self_request(&self.cluster, self.next).await;
@@ -358,7 +358,7 @@ impl Healthy {
 /// checks every packet of the exchange: the service gets `09 build 65536`, confirms as
 /// `svc_id` and grants `svc_credit`; it gets `0b svc_id 4194304`; the opener gets
 /// `0a id 00 65536` and `0b id 4194304`, and grants `opener_credit`.
-pub async fn open_tunnel(
+pub(crate) async fn open_tunnel(
     opener: &mut Raw,
     id: u64,
     cluster: &str,
@@ -419,14 +419,14 @@ pub async fn open_tunnel(
 
 /// The sending side of one tunnel end: keeps the credit the node granted and never sends
 /// beyond it (reading TUN_ALLOW packets when it must wait).
-pub struct TunSender {
+pub(crate) struct TunSender {
     pub id: u64,
     pub credit: u64,
 }
 
 impl TunSender {
     /// A fresh end with the node's initial credit.
-    pub fn new(id: u64) -> Self {
+    pub(crate) fn new(id: u64) -> Self {
         TunSender {
             id,
             credit: relay::NODE_TUNNEL_CREDIT,
@@ -435,7 +435,7 @@ impl TunSender {
 
     /// Sends `data` as one message in chunks of at most `chunk` bytes, waiting for credit as
     /// needed. Packets other than this tunnel's TUN_ALLOW are a test failure.
-    pub async fn send(&mut self, raw: &mut Raw, data: &[u8], chunk: usize) {
+    pub(crate) async fn send(&mut self, raw: &mut Raw, data: &[u8], chunk: usize) {
         for (i, part) in data.chunks(chunk).enumerate() {
             while self.credit < part.len() as u64 {
                 match raw.next().await {
@@ -457,7 +457,7 @@ impl TunSender {
 /// Receives one whole message on tunnel `id`: the first chunk must carry the total size and
 /// every later chunk 0. TUN_ALLOW packets (credit for this connection's own sending) are
 /// skipped; packets of other kinds or tunnels are a test failure.
-pub async fn recv_message(raw: &mut Raw, id: u64) -> Vec<u8> {
+pub(crate) async fn recv_message(raw: &mut Raw, id: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut total = None;
     loop {
@@ -490,7 +490,7 @@ pub async fn recv_message(raw: &mut Raw, id: u64) -> Vec<u8> {
 
 /// Sends requests from `cli` to `cluster` (100 ms timeouts) until `svc`, a member on any node,
 /// answers one: the cluster's tree then knows the member. Panics after 3 s.
-pub async fn warm_cluster(cli: &mut Raw, svc: &mut Raw, cluster: &str) {
+pub(crate) async fn warm_cluster(cli: &mut Raw, svc: &mut Raw, cluster: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut id = 1_000_000;
     loop {
@@ -529,7 +529,7 @@ pub async fn warm_cluster(cli: &mut Raw, svc: &mut Raw, cluster: &str) {
 /// Reads a fake peer's records (after [`petal_node::secure::handshake`]) and decodes the
 /// frames in them.
 #[derive(Default)]
-pub struct FramesIn {
+pub(crate) struct FramesIn {
     raw: BytesMut,
     plain: BytesMut,
 }
@@ -537,7 +537,7 @@ pub struct FramesIn {
 impl FramesIn {
     /// The next frames (empty at EOF or on a read error), waiting until `until`; `None` on
     /// timeout. Panics on a record that fails authentication (the node never sends one).
-    pub async fn next(
+    pub(crate) async fn next(
         &mut self,
         s: &mut TcpStream,
         e: &mut petal_node::secure::Established,
@@ -566,7 +566,10 @@ impl FramesIn {
 }
 
 /// `msg` as one frame sealed in a record of a fake peer's link.
-pub fn sealed(e: &mut petal_node::secure::Established, msg: &petal_protocol::Message) -> Vec<u8> {
+pub(crate) fn sealed(
+    e: &mut petal_node::secure::Established,
+    msg: &petal_protocol::Message,
+) -> Vec<u8> {
     let mut frame = Vec::new();
     petal_protocol::codec::encode(msg, &mut frame);
     let mut rec = Vec::new();

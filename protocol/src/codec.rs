@@ -427,6 +427,10 @@ fn put_ask(ask: &Ask, out: &mut Vec<u8>) {
     }
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a payload beyond u32::MAX bytes is a caller's bug (every producer bounds payloads far below the frame limit), as a list beyond MAX_LIST_LEN is in put_list"
+)]
 fn put_bytes(payload: &[u8], out: &mut Vec<u8>) {
     // Producers bound payloads far below the frame limit; one that does not fit the u32 prefix
     // is a bug in the caller, not hostile input.

@@ -15,6 +15,7 @@
 //! - [`relay`]: the relay protocol v1 (`"v1.0-draft2"`) between an application's client library
 //!   and its local node, byte-compatible with the Iris client libraries: [`relay::ClientPacket`]
 //!   and [`relay::NodePacket`], their encoders and incremental, zero-copy decoders.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod addr;
 pub mod codec;

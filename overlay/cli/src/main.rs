@@ -19,6 +19,7 @@
 //! - `serve.rs`: `serve` (echo, exec, fault injection, tunnels).
 //! - `tunnel.rs`: `tunnel`.
 //! - `bench/`: `bench`: one file per measured pattern, `report.rs` for the table and JSON.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bench;
 mod common;

@@ -89,6 +89,7 @@
 //! - `pool.rs`: bounded handler pools (concurrency and queued bytes).
 //! - `options.rs`, `stats.rs`, `error.rs`, `idmap.rs`: [`Options`], [`Stats`], [`Error`], and
 //!   a cheap hash for id-keyed tables.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod conn;
 mod error;

@@ -271,8 +271,13 @@ impl Node {
                     self.stats.asks_unplaced += 1;
                     return None;
                 }
-                let g = self.groups.get(&msg.group).expect("chosen from it");
-                let c = g.children.get(&child).expect("chosen from it");
+                let Some(c) = self
+                    .groups
+                    .get(&msg.group)
+                    .and_then(|g| g.children.get(&child))
+                else {
+                    return Some(msg);
+                };
                 let to = NodeInfo {
                     id: child,
                     addr: c.addr,
@@ -472,8 +477,14 @@ impl Node {
                     self.stats.asks_unplaced += 1;
                     return;
                 }
-                let g = self.groups.get_mut(&msg.group).expect("chosen from it");
-                let m = g.members.get_mut(&conn).expect("chosen from it");
+                let Some(m) = self
+                    .groups
+                    .get_mut(&msg.group)
+                    .and_then(|g| g.members.get_mut(&conn))
+                else {
+                    self.stats.asks_unplaced += 1;
+                    return;
+                };
                 m.inflight = m.inflight.saturating_add(1);
                 let delivery = self.nonce();
                 let deadline =

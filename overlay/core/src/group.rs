@@ -176,8 +176,11 @@ impl Node {
             },
         );
         self.arm_group_refresh(now, self.cfg.group_refresh_interval);
-        let g = self.groups.get_mut(&key).expect("just inserted");
-        if fresh || !g.root && g.parent.is_none() {
+        let graft = self
+            .groups
+            .get(&key)
+            .is_some_and(|g| fresh || !g.root && g.parent.is_none());
+        if graft {
             self.maintain_group(now, key);
         } else {
             self.report_if_changed(now, key);
@@ -421,7 +424,9 @@ impl Node {
             e.insert(Group::new(GroupKind::Topic));
             self.arm_group_refresh(now, self.cfg.group_refresh_interval);
         }
-        let g = self.groups.get_mut(&key).expect("present");
+        let Some(g) = self.groups.get_mut(&key) else {
+            return;
+        };
         let fresh = g.parent.is_none() && !g.root;
         if fresh && g.is_empty() && g.seen == EventSeq::default() {
             // A new forwarder starts from its first child's position, so that its own graft
@@ -553,7 +558,9 @@ impl Node {
                 self.send(p, Message::Prune { group: key });
             }
         }
-        let g = self.groups.get_mut(&key).expect("present");
+        let Some(g) = self.groups.get(&key) else {
+            return;
+        };
         let seq = EventSeq {
             epoch: g.seen.epoch,
             seq: g.seen.seq + 1,
@@ -640,13 +647,17 @@ impl Node {
         payload: Bytes,
     ) {
         let (max_n, max_bytes) = (self.cfg.group_replay_events, self.cfg.group_replay_bytes);
-        let g = self.groups.get_mut(&key).expect("present");
+        let Some(g) = self.groups.get_mut(&key) else {
+            return;
+        };
         g.seen = seq;
         g.gap_asked = None;
         g.recent.push_back((seq, payload.clone(), now));
         g.recent_bytes += payload.len();
         while g.recent.len() > max_n || g.recent_bytes > max_bytes {
-            let (_, p, _) = g.recent.pop_front().expect("non-empty");
+            let Some((_, p, _)) = g.recent.pop_front() else {
+                break;
+            };
             g.recent_bytes -= p.len();
         }
         let kind = g.kind;

@@ -108,6 +108,7 @@
 //!   `local` holds the application commands, `group` the trees and events, `ask` requests
 //!   and their descent, `tunnel` the tunnels.
 //! - [`stats`]: [`Stats`] counters.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
 mod ask;

@@ -57,11 +57,16 @@ impl Node {
 
     /// Starts tracking a node that entered the leaf set or routing table.
     pub(crate) fn track(&mut self, now: Time, info: NodeInfo) {
-        if let Some(p) = self.peers.get(&info.id) {
+        if self.peers.contains_key(&info.id) {
             // Entering the leaf set shortens the ping interval.
             let soon = self.quantize(now + self.cfg.leaf_ping_interval);
-            if p.ping.is_none() && p.due > soon && self.leaf.contains(info.id) {
-                self.peers.get_mut(&info.id).expect("present").due = soon;
+            let in_leaf = self.leaf.contains(info.id);
+            if let Some(p) = self.peers.get_mut(&info.id)
+                && p.ping.is_none()
+                && p.due > soon
+                && in_leaf
+            {
+                p.due = soon;
                 self.set_timer(soon, TimerKey::Peer(info.id));
             }
             return;
@@ -169,8 +174,9 @@ impl Node {
     }
 
     pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
-        if self.probes.get(&from.id).is_some_and(|p| p.nonce == nonce) {
-            let probe = self.probes.remove(&from.id).expect("present");
+        if self.probes.get(&from.id).is_some_and(|p| p.nonce == nonce)
+            && let Some(probe) = self.probes.remove(&from.id)
+        {
             let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
             self.consider_with_rtt(now, from, rtt);
             return;
@@ -321,9 +327,10 @@ impl Node {
         let next = (now + d.backoff).min(forget_at);
         d.backoff = d.backoff.saturating_mul(2).min(max);
         let due = self.quantize(next);
-        let d = self.dead.get_mut(&id).expect("present");
-        d.due = due;
-        self.set_timer(due, TimerKey::Dead(id));
+        if let Some(d) = self.dead.get_mut(&id) {
+            d.due = due;
+            self.set_timer(due, TimerKey::Dead(id));
+        }
         self.probe(now, info);
     }
 }

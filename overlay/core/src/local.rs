@@ -121,11 +121,9 @@ impl Node {
         let key = GroupKind::Topic.key(topic);
         let added = self.add_member(now, GroupKind::Topic, topic, conn, 0)?;
         if added {
-            self.conns
-                .get_mut(&conn)
-                .expect("checked")
-                .topics
-                .insert(key);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.topics.insert(key);
+            }
         } else {
             self.stats.duplicate_subscribes += 1;
         }

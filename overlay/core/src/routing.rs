@@ -206,8 +206,9 @@ impl Node {
             .map(|(s, _)| *s)
             .collect();
         for seq in seqs {
-            let h = self.hops.remove(&seq).expect("present");
-            self.retry_hop(now, h);
+            if let Some(h) = self.hops.remove(&seq) {
+                self.retry_hop(now, h);
+            }
         }
     }
 

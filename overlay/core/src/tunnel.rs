@@ -214,13 +214,14 @@ impl Node {
             .get_mut(&id)
             .filter(|t| t.conn == conn && t.state == TunnelState::Offered)
             .ok_or(AppError::UnknownId)?;
+        // An offer always knows its opener (set when it was made).
+        let (peer, peer_tunnel) = t.peer.ok_or(AppError::UnknownId)?;
         t.state = TunnelState::Open;
         t.app = app;
         t.window = window;
         t.heard = now;
         t.sent = now;
         let conn = t.conn;
-        let (peer, peer_tunnel) = t.peer.expect("offered tunnels know their opener");
         self.send_or_loop(
             now,
             peer,
@@ -562,22 +563,24 @@ impl Node {
             return;
         }
         let framing = framed(t.in_left, size, payload.len() as u64);
-        let why = if seq != t.next_in_seq {
-            Some("petal: tunnel data lost in transit")
+        let checked = if seq != t.next_in_seq {
+            Err("petal: tunnel data lost in transit")
         } else if payload.len() > limit || t.inq_cost() + payload.len() as u64 + CHUNK_COST > window
         {
-            Some("petal: the far node overran the tunnel window")
-        } else if framing.is_none() {
-            Some("petal: the far node sent an empty chunk or one beyond its message's size")
+            Err("petal: the far node overran the tunnel window")
         } else {
-            None
+            framing
+                .ok_or("petal: the far node sent an empty chunk or one beyond its message's size")
         };
-        if let Some(why) = why {
-            self.fail_tunnel(now, id, why);
-            return;
-        }
+        let left = match checked {
+            Ok(left) => left,
+            Err(why) => {
+                self.fail_tunnel(now, id, why);
+                return;
+            }
+        };
         t.next_in_seq += 1;
-        t.in_left = framing.expect("checked");
+        t.in_left = left;
         t.inq_bytes += payload.len() as u64;
         t.inq.push_back((size, payload));
         self.pump_in(now, id);
@@ -726,9 +729,12 @@ impl Node {
             }
             if now.saturating_since(t.heard) >= idle {
                 self.fail_tunnel(now, id, "petal: the far node went silent");
-            } else if now.saturating_since(t.sent) >= keep {
-                let (peer, pt) = t.peer.expect("open tunnels know their peer");
-                self.tunnels.get_mut(&id).expect("present").sent = now;
+            } else if now.saturating_since(t.sent) >= keep
+                && let Some((peer, pt)) = t.peer
+            {
+                if let Some(t) = self.tunnels.get_mut(&id) {
+                    t.sent = now;
+                }
                 self.send(
                     peer,
                     Message::TunnelAllow {

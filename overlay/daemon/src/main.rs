@@ -19,6 +19,7 @@
 //! SIGINT or SIGTERM shuts the node down gracefully: every pending request of every application
 //! is answered (timeout), tunnels are closed with a reason, every application gets CLOSE with a
 //! reason, the node tells its peers it leaves, then it exits.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -377,11 +378,19 @@ async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            biased;
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                biased;
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                // Only SIGINT then; the process still stops on SIGTERM (the default action),
+                // without the graceful shutdown.
+                tracing::warn!(error = %e, "cannot handle SIGTERM; only SIGINT shuts down gracefully");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
     }
     #[cfg(not(unix))]

@@ -113,6 +113,10 @@ impl fmt::Debug for BeaconKey {
 
 impl BeaconKey {
     /// Derives the beacon key from the network's pre-shared key (HKDF-SHA256).
+    #[expect(
+        clippy::expect_used,
+        reason = "HKDF-SHA256 fails only for an output longer than 255 hashes; ours is one AES-256 key"
+    )]
     pub fn new(network_key: &[u8; 32]) -> BeaconKey {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(network_key);
         let okm = prk
@@ -124,6 +128,10 @@ impl BeaconKey {
     }
 
     /// Seals `beacon` into a datagram. `nonce` must be fresh random bytes for every beacon.
+    #[expect(
+        clippy::expect_used,
+        reason = "AES-GCM sealing fails only for inputs beyond 2^36 bytes; a beacon body is 27"
+    )]
     pub fn seal(&self, beacon: &Beacon, nonce: [u8; 12]) -> [u8; BEACON_LEN] {
         let mut out = [0u8; BEACON_LEN];
         let (header, rest) = out.split_at_mut(HEADER_LEN);

@@ -170,7 +170,9 @@ impl<D: Datagram> Task<D> {
                     } else {
                         // ±20 % jitter, from the beacon nonce's randomness.
                         let slow = self.opts.slow_interval.as_micros() as u64;
-                        let j = u64::from_le_bytes(nonce[..8].try_into().expect("8 bytes"));
+                        let mut j = [0u8; 8];
+                        j.copy_from_slice(&nonce[..8]);
+                        let j = u64::from_le_bytes(j);
                         let spread = (slow / 5).max(1);
                         now + Duration::from_micros(slow - spread + j % (2 * spread))
                     };

@@ -53,6 +53,7 @@
 //! - [`beacon`], [`discovery`]: the discovery beacon and the task that sends and hears them.
 //! - `driver`: the node task; `link`: peer links; `relay`: relay sessions; `session`: the node
 //!   task's side of sessions (ids, translation to core commands and back).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod beacon;
 pub mod discovery;

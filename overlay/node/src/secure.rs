@@ -140,6 +140,10 @@ pub struct Identity {
 
 impl Identity {
     /// The identity with this private key.
+    #[expect(
+        clippy::expect_used,
+        reason = "snow's default resolver always has Curve25519 (a build without it fails here at once)"
+    )]
     pub fn from_private(private: [u8; 32]) -> Self {
         let mut dh = DefaultResolver
             .resolve_dh(&snow::params::DHChoice::Curve25519)
@@ -401,6 +405,10 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Builds the handshake state for one side.
+#[expect(
+    clippy::expect_used,
+    reason = "the Noise parameters are a constant and the keys have their fixed lengths: snow refuses none of these settings"
+)]
 pub fn handshake_state(
     initiator: bool,
     identity: &Identity,

@@ -116,6 +116,10 @@ impl Ctx {
 }
 
 /// A histogram of nanoseconds, up to a minute, three significant digits.
+#[expect(
+    clippy::expect_used,
+    reason = "constant bounds that hdrhistogram accepts (low >= 1, high >= 2 * low, 3 digits)"
+)]
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }

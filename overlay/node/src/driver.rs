@@ -648,7 +648,9 @@ impl<N: Net> Driver<N> {
         }
     }
 
-    /// Sends everything the core produced and hands events to their sessions.
+    /// Sends everything the core produced and hands events to their sessions, then does what
+    /// the events asked of the core (unregister sessions cut off for being far behind, serve
+    /// alone after a failed join) and drains what that produced.
     pub(crate) fn flush(&mut self) {
         let now = self.now();
         self.ready.store(self.node.is_ready(), Ordering::Relaxed);

@@ -52,7 +52,11 @@
 //! - [`secure`]: identities, the network key, the link handshake and record layer.
 //! - [`beacon`], [`discovery`]: the discovery beacon and the task that sends and hears them.
 //! - `driver`: the node task; `link`: peer links; `relay`: relay sessions; `session`: the node
-//!   task's side of sessions (ids, translation to core commands and back).
+//!   task's side of sessions (translation to core commands and back; the core owns every
+//!   connection's requests, deliveries and tunnels, by the client's own ids, so sessions keep
+//!   no tables of their own). The driver drains the core once per input: delivering events
+//!   never calls back into the core, and what they ask of it (a session cut off, a failed join)
+//!   is done after the drain.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod beacon;

@@ -497,7 +497,11 @@ impl Sim {
                 hops,
                 ..
             } => {
-                let gid = gid_of(&payload).expect("simulated requests carry their id");
+                let Some(gid) = gid_of(&payload) else {
+                    // Simulated requests carry their id: this one is not ours.
+                    self.apps.stray_events += 1;
+                    return;
+                };
                 if let Some(r) = self.apps.requests.get_mut(gid as usize) {
                     r.deliveries += 1;
                     if r.served_by.is_none() {
@@ -542,7 +546,11 @@ impl Sim {
                 }
             }
             Event::Published { payload, .. } | Event::Broadcast { payload, .. } => {
-                let gid = gid_of(&payload).expect("simulated events carry their id");
+                let Some(gid) = gid_of(&payload) else {
+                    // Simulated events carry their id: this one is not ours.
+                    self.apps.stray_events += 1;
+                    return;
+                };
                 if let Some(e) = self.apps.events.get_mut(gid as usize) {
                     e.deliveries.entry(app).or_insert((0, now)).0 += 1;
                 }
@@ -615,11 +623,9 @@ impl Sim {
                 } else {
                     // One message at a time: each first chunk costs the reader `delay` after
                     // it is done with the previous messages.
-                    let end = self
-                        .apps
-                        .tunnel_ends
-                        .get_mut(&(i, tunnel))
-                        .expect("checked");
+                    let Some(end) = self.apps.tunnel_ends.get_mut(&(i, tunnel)) else {
+                        return;
+                    };
                     let start = end.busy_until.map_or(now, |b| b.max(now));
                     let cost = if size != 0 { delay } else { 0 };
                     let at = start + std::time::Duration::from_micros(cost);

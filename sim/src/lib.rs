@@ -19,6 +19,7 @@
 //! - [`topology`]: network delay models (transit-stub via petgraph, geometric, uniform).
 //! - [`scenario`]: scenario files and their runners.
 //! - [`report`]: Markdown, JSON and PNG report writing.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod apps;
 pub mod engine;

@@ -113,7 +113,8 @@ impl EventQueue {
         while self.buckets[self.cur].is_empty() {
             if self.in_ring == 0 {
                 // Jump straight to the overflow's earliest bucket.
-                let Reverse(first) = self.overflow.peek().copied().expect("queue not empty");
+                // Not empty, and nothing in the ring: the overflow holds the earliest entry.
+                let Reverse(first) = self.overflow.peek().copied()?;
                 let at = first.0.as_micros();
                 if at > limit_us {
                     return None;

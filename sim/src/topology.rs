@@ -261,6 +261,10 @@ impl RouterMatrix {
     /// and its delays sum to `d(from, to)` exactly. Every link takes at least 1 µs, so `d(u, t)`
     /// strictly decreases and the walk ends. `d(u, t)` is read from row `t` (the matrix is
     /// symmetric), one contiguous row for the whole walk.
+    #[expect(
+        clippy::expect_used,
+        reason = "the delay matrix is built from these very links: every router but the target has a link on a shortest path"
+    )]
     fn push_route(&self, from: u32, to: u32, out: &mut Vec<u32>) {
         let (mut s, t) = (from.min(to), from.max(to));
         let n = self.routers as usize;
@@ -350,6 +354,10 @@ struct GraphBuilder<'a> {
 }
 
 impl GraphBuilder<'_> {
+    #[expect(
+        clippy::expect_used,
+        reason = "the config's validation bounds link delays (with jitter) to u32"
+    )]
     fn link(&mut self, a: u32, b: u32, nominal_us: u32) {
         if a == b {
             return;
@@ -392,6 +400,10 @@ impl GraphBuilder<'_> {
 }
 
 /// Builds a transit-stub router graph and its delay matrix.
+#[expect(
+    clippy::expect_used,
+    reason = "the config's validation bounds router and link counts to u32"
+)]
 fn build_transit_stub(c: &TransitStubConfig, rng: &mut ChaCha8Rng) -> RouterMatrix {
     let per = c.transit_routers_per_domain;
     let transit = u32::try_from(c.transit_router_count()).expect("validated router count");
@@ -513,6 +525,10 @@ impl Topology {
 
     /// Places a new node (a random stub router and access delay, or a random point) and returns
     /// its index: 0 for the first node, then 1, 2, ...
+    #[expect(
+        clippy::expect_used,
+        reason = "node and link ids are u32 by design: more than 2^32 nodes is a caller's bug"
+    )]
     pub fn add_node(&mut self) -> u32 {
         let (id, rng) = (self.nodes, &mut self.rng);
         match (&mut self.model, &self.config) {

@@ -429,6 +429,7 @@ enum App {
         bytes: u64,
     },
     Close(Num),
+    Refuse(Num),
     Register {
         conn: u64,
         cluster: Option<&'static str>,
@@ -484,6 +485,7 @@ fn app() -> impl Strategy<Value = App> {
             .prop_map(|(tunnel, size, len)| App::Send { tunnel, size, len }),
         3 => (num(TUN), byte_count()).prop_map(|(tunnel, bytes)| App::Allow { tunnel, bytes }),
         1 => num(TUN).prop_map(App::Close),
+        1 => num(TUN).prop_map(App::Refuse),
         1 => (
             conn(),
             prop::option::weighted(0.6, cluster()),
@@ -1048,6 +1050,10 @@ impl Harness {
             App::Close(t) => {
                 let t = self.resolve(t);
                 let _ = self.node.tunnel_close(now, self.conn_of_tunnel(t), t);
+            }
+            App::Refuse(t) => {
+                let t = self.resolve(t);
+                let _ = self.node.tunnel_refuse(now, self.conn_of_tunnel(t), t);
             }
             App::Register {
                 conn,

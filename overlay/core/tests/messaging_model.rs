@@ -1739,3 +1739,29 @@ fn a_request_waits_at_the_root_for_the_first_member() {
     );
     sim.finish();
 }
+
+/// A tunnel opened before its cluster has any member waits at the root like a request, and
+/// opens as soon as a member registers within its timeout.
+#[test]
+fn a_tunnel_open_waits_at_the_root_for_the_first_member() {
+    let mut sim = memberless(4);
+    sim.forced_accept_ms = Some(0);
+    sim.apply(&Op::Open {
+        conn: 1,
+        timeout_ms: 1_000,
+    });
+    sim.apply(&Op::Wait(300));
+    assert!(
+        sim.ends.values().all(|e| e.st == St::Opening),
+        "decided before any member"
+    );
+    sim.apply(&Op::Register {
+        node: 3,
+        capacity: Some(1),
+    });
+    sim.apply(&Op::Wait(200));
+    let opener = sim.ends.values().find(|e| e.opener).expect("opened");
+    assert_eq!(opener.st, St::Open, "not open 200 ms after the member came");
+    assert_eq!(sim.ends.len(), 2, "one acceptor end");
+    sim.finish();
+}

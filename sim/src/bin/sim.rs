@@ -17,6 +17,7 @@
 //! as the process (a second run of `turmoil-faults` in one process gave another trace than the
 //! first), so a scenario's report must not depend on which scenarios ran before it. A single
 //! file runs in this process.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -265,12 +265,14 @@ pub(super) async fn drive(ctx: AppCtx, conn: Connection, app: usize, mut rng: Ch
     let base = ctx.work_from.max(sim_now());
     let mut next: Vec<Time> = rates.iter().map(|&r| base + exp_gap(&mut rng, r)).collect();
     loop {
-        let (k, t) = next
+        let Some((k, t)) = next
             .iter()
             .copied()
             .enumerate()
             .min_by_key(|&(k, t)| (t, k))
-            .expect("four streams");
+        else {
+            return;
+        };
         if t >= ctx.work_until {
             return;
         }

@@ -22,7 +22,7 @@ impl Progress {
         };
         bar.set_style(
             indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:40}] {pos}/{len} {msg}")
-                .expect("valid template")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         bar.set_prefix(name.to_string());
@@ -75,6 +75,10 @@ pub(crate) fn lookup_burst(sim: &mut Sim, n: u64, batch: u64, gap_ms: u64, drain
 }
 
 /// Hex SHA-256 of a JSON value's canonical text.
+#[expect(
+    clippy::expect_used,
+    reason = "serde_json writes any Value to a string (its errors are for I/O and non-string map keys)"
+)]
 pub(crate) fn hash_json(v: &serde_json::Value) -> String {
     let text = serde_json::to_string(v).expect("json serialises");
     let d = Sha256::digest(text.as_bytes());

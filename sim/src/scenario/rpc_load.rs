@@ -97,8 +97,11 @@ pub(super) fn run(
         }
     }
     let clients: Vec<usize> = (0..n)
-        .map(|i| sim.add_app(i, AppSpec::client()).expect("client registers"))
-        .collect();
+        .map(|i| {
+            sim.add_app(i, AppSpec::client())
+                .ok_or_else(|| anyhow::anyhow!("client not registered on node {i}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     // Load reports reach the roots within a refresh.
     advance_ms(&mut sim, 3_000);
     let from = sim.now();

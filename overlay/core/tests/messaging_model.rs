@@ -619,12 +619,9 @@ impl Sim {
                 "transmit to a wrong address"
             );
             assert_ne!(i, j, "node {i} sent a message to itself");
-            if let Message::TunnelAccept { peer_tunnel, .. } = &tx.msg {
-                // The acceptor's end learns its far end when the opener hears of the accept
-                // (`TunnelOpened`, which names the opener's end by its connection's id); the
-                // accept names it by the node's wire id.
-                let _ = peer_tunnel;
-            }
+            // An acceptor's end learns its far end when the opener hears of the accept
+            // (`TunnelOpened` names the opener's end by its connection's id; the accept on the
+            // wire names it by the node's own id, which the model does not know).
             self.seq += 1;
             let at = self.now + self.latency[i][j];
             self.net.insert(

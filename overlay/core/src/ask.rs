@@ -25,51 +25,228 @@
 //! a timeout, and anything later is dropped. The member's node expires its delivery at the same
 //! timeout (late replies are dropped there too, and mark the member stalled).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use petal_protocol::{Ask, AskKind, DescendMsg, Key, Message, NodeId, NodeInfo, ReplyResult};
 use rand::Rng;
 
-use crate::app::{AppError, ConnId, GroupKind, Outcome};
+use crate::app::{AppError, ConnId, Outcome};
 use crate::node::{Event, Node, TimerKey};
 use crate::routing::{HopMsg, PendingHop};
 use crate::time::Time;
 
 /// A request issued by a local connection, awaiting its outcome.
 #[derive(Clone, Debug)]
-pub(crate) struct PendingRequest {
-    pub(crate) conn: ConnId,
+struct PendingRequest {
+    conn: ConnId,
     /// The connection's own id for it.
-    pub(crate) app: u64,
-    pub(crate) deadline: Time,
+    app: u64,
+    deadline: Time,
 }
 
 /// A request delivered to a local member, awaiting its reply.
 #[derive(Clone, Debug)]
-pub(crate) struct Delivery {
-    pub(crate) conn: ConnId,
-    pub(crate) group: Key,
-    pub(crate) requester: NodeInfo,
-    pub(crate) id: u64,
-    pub(crate) deadline: Time,
+struct Delivery {
+    conn: ConnId,
+    group: Key,
+    requester: NodeInfo,
+    id: u64,
+    deadline: Time,
     /// The deadline passed: the requester has timed out; kept (stalling its member) until the
     /// member answers or `stall_forget_after` passes.
-    pub(crate) expired: bool,
+    expired: bool,
+}
+
+/// The request/reply state of a node: requests issued by its connections (until their one
+/// outcome), requests delivered to its members (until answered or expired) and asks parked at
+/// this root. Private to this module; the rest of the node goes through the methods below.
+#[derive(Debug)]
+pub(crate) struct Asks {
+    /// Requests issued here, by request id.
+    requests: BTreeMap<u64, PendingRequest>,
+    /// Each connection's pending requests: its own id -> the request id.
+    by_conn: BTreeMap<ConnId, BTreeMap<u64, u64>>,
+    /// Requests delivered to local members, by delivery id.
+    deliveries: BTreeMap<u64, Delivery>,
+    /// Asks waiting here, at their cluster's root, for a member.
+    parked: ParkedAsks,
+}
+
+impl Asks {
+    pub(crate) fn new() -> Self {
+        Self {
+            requests: BTreeMap::new(),
+            by_conn: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
+            parked: ParkedAsks::new(),
+        }
+    }
+
+    /// Requests issued here and not yet decided.
+    pub(crate) fn pending(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether `conn` has a pending request with its id `app`, and how many it has.
+    pub(crate) fn conn_requests(&self, conn: ConnId, app: u64) -> (bool, usize) {
+        self.by_conn
+            .get(&conn)
+            .map_or((false, 0), |m| (m.contains_key(&app), m.len()))
+    }
+
+    /// `conn`'s pending requests, by its ids, ascending.
+    pub(crate) fn request_ids(&self, conn: ConnId) -> Vec<u64> {
+        self.by_conn
+            .get(&conn)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Ids of every pending request.
+    pub(crate) fn request_keys(&self) -> Vec<u64> {
+        self.requests.keys().copied().collect()
+    }
+
+    /// Groups with asks parked here.
+    pub(crate) fn parked_groups(&self) -> Vec<Key> {
+        self.parked.groups()
+    }
+
+    /// True when asks are parked here.
+    pub(crate) fn any_parked(&self) -> bool {
+        self.parked.len() > 0
+    }
+
+    /// Forgets every parked ask (this node's place in the ring is gone); returns how many.
+    pub(crate) fn unpark_all(&mut self) -> usize {
+        self.parked.clear()
+    }
+
+    /// Forgets the requests of, and the deliveries to, a connection that closed: returns how
+    /// many of each there were.
+    pub(crate) fn forget_conn(&mut self, conn: ConnId) -> (usize, usize) {
+        let before = self.requests.len();
+        self.requests.retain(|_, r| r.conn != conn);
+        self.by_conn.remove(&conn);
+        let requests = before - self.requests.len();
+        let before = self.deliveries.len();
+        self.deliveries.retain(|_, d| d.conn != conn);
+        (requests, before - self.deliveries.len())
+    }
+
+    /// Forgets every delivery (the node is leaving).
+    pub(crate) fn forget_deliveries(&mut self) {
+        self.deliveries.clear();
+    }
+
+    /// Removes a decided request and its connection's index entry.
+    fn take_request(&mut self, id: u64) -> Option<PendingRequest> {
+        let r = self.requests.remove(&id)?;
+        if let Some(m) = self.by_conn.get_mut(&r.conn) {
+            m.remove(&r.app);
+            if m.is_empty() {
+                self.by_conn.remove(&r.conn);
+            }
+        }
+        Some(r)
+    }
+
+    /// True when the owner of timer `key` (one of this module's) still holds deadline `t`.
+    pub(crate) fn timer_live(&self, key: TimerKey, t: Time) -> bool {
+        match key {
+            TimerKey::Request(id) => self.requests.get(&id).is_some_and(|r| r.deadline == t),
+            TimerKey::Delivery(id) => self.deliveries.get(&id).is_some_and(|d| d.deadline == t),
+            TimerKey::ParkedAsks => self.parked.timer_at == t,
+            _ => false,
+        }
+    }
+
+    /// Owners that may hold a deadline.
+    pub(crate) fn timer_owners(&self) -> usize {
+        self.requests.len() + self.deliveries.len() + 1
+    }
+
+    /// Every deadline that must stay armed (to re-arm them after the timers were dropped).
+    pub(crate) fn deadlines(&self) -> Vec<(Time, TimerKey)> {
+        self.requests
+            .iter()
+            .map(|(id, r)| (r.deadline, TimerKey::Request(*id)))
+            .chain(
+                self.deliveries
+                    .iter()
+                    .map(|(id, d)| (d.deadline, TimerKey::Delivery(*id))),
+            )
+            .collect()
+    }
+
+    /// Asserts this module's invariants: timers armed, bounds kept, the connection index
+    /// exact, every request and delivery of a registered connection (`registered`).
+    pub(crate) fn check_invariants(
+        &self,
+        cfg: &crate::Config,
+        armed: &BTreeSet<(Time, TimerKey)>,
+        registered: impl Fn(ConnId) -> bool,
+    ) {
+        for (id, r) in &self.requests {
+            assert!(
+                armed.contains(&(r.deadline, TimerKey::Request(*id))),
+                "request timer lost"
+            );
+            assert!(registered(r.conn), "request of a gone connection");
+            assert_eq!(
+                self.by_conn.get(&r.conn).and_then(|m| m.get(&r.app)),
+                Some(id),
+                "request missing from its connection's index"
+            );
+        }
+        let indexed: usize = self.by_conn.values().map(BTreeMap::len).sum();
+        assert_eq!(indexed, self.requests.len(), "pending requests miscounted");
+        for m in self.by_conn.values() {
+            assert!(
+                !m.is_empty() && m.len() <= cfg.max_conn_requests as usize,
+                "connection over its request bound"
+            );
+        }
+        for (id, d) in &self.deliveries {
+            assert!(
+                armed.contains(&(d.deadline, TimerKey::Delivery(*id))),
+                "delivery timer lost"
+            );
+        }
+        assert!(
+            self.requests.len() <= cfg.max_pending_requests,
+            "requests over bound"
+        );
+        assert!(
+            self.deliveries.len() <= cfg.max_deliveries,
+            "deliveries over bound"
+        );
+        if self.parked.len() > 0 {
+            assert!(
+                armed.contains(&(self.parked.timer_at, TimerKey::ParkedAsks)),
+                "parked-ask timer lost"
+            );
+        }
+        assert!(
+            self.parked.len() <= cfg.max_parked_asks,
+            "parked asks over their bound"
+        );
+    }
 }
 
 /// Asks waiting at this node (the root of their cluster) for their tree to gain a member.
 #[derive(Debug)]
-pub(crate) struct ParkedAsks {
+struct ParkedAsks {
     /// By cluster key: each ask with the time it stops waiting.
     by_group: BTreeMap<Key, Vec<(Time, DescendMsg)>>,
     len: usize,
     /// The armed expiry timer (`Time::MAX`: none).
-    pub(crate) timer_at: Time,
+    timer_at: Time,
 }
 
 impl ParkedAsks {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             by_group: BTreeMap::new(),
             len: 0,
@@ -77,12 +254,12 @@ impl ParkedAsks {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.len
     }
 
     /// Forgets every parked ask; returns how many there were.
-    pub(crate) fn clear(&mut self) -> usize {
+    fn clear(&mut self) -> usize {
         let n = self.len;
         self.by_group.clear();
         self.len = 0;
@@ -91,7 +268,7 @@ impl ParkedAsks {
     }
 
     /// The groups with parked asks.
-    pub(crate) fn groups(&self) -> Vec<Key> {
+    fn groups(&self) -> Vec<Key> {
         self.by_group.keys().copied().collect()
     }
 
@@ -115,7 +292,7 @@ pub(crate) enum Choice {
 
 /// One candidate of a choice: who, capacity weight, load ratio, and preference class
 /// (0 = has capacity, 1 = saturated, 2 = stalled).
-type Option3 = (Choice, u64, f64, u8);
+pub(crate) type Option3 = (Choice, u64, f64, u8);
 
 impl Node {
     /// Issues request `app` of `conn` to cluster `key`.
@@ -128,13 +305,13 @@ impl Node {
         payload: Bytes,
         timeout_ms: u32,
     ) -> Result<(), AppError> {
-        if self.requests.len() >= self.cfg.max_pending_requests {
+        if self.asks.requests.len() >= self.cfg.max_pending_requests {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests"));
         }
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
-        self.requests.insert(
+        self.asks.requests.insert(
             id,
             PendingRequest {
                 conn,
@@ -142,9 +319,7 @@ impl Node {
                 deadline,
             },
         );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.requests.insert(app, id);
-        }
+        self.asks.by_conn.entry(conn).or_default().insert(app, id);
         self.set_timer(deadline, TimerKey::Request(id));
         self.stats.requests_sent += 1;
         self.start_ask(
@@ -157,12 +332,6 @@ impl Node {
             },
         );
         Ok(())
-    }
-
-    fn request_done(&mut self, r: &PendingRequest) {
-        if let Some(c) = self.conns.get_mut(&r.conn) {
-            c.requests.remove(&r.app);
-        }
     }
 
     /// Routes an ask towards the root of cluster `key`.
@@ -178,8 +347,7 @@ impl Node {
     }
 
     pub(crate) fn on_request_timeout(&mut self, id: u64) {
-        if let Some(r) = self.requests.remove(&id) {
-            self.request_done(&r);
+        if let Some(r) = self.asks.take_request(id) {
             self.stats.requests_timed_out += 1;
             self.emit(Event::RequestDone {
                 conn: r.conn,
@@ -191,11 +359,10 @@ impl Node {
 
     pub(crate) fn on_reply(&mut self, id: u64, result: ReplyResult) {
         // Late, duplicate or unknown replies find nothing and are dropped.
-        let Some(r) = self.requests.remove(&id) else {
+        let Some(r) = self.asks.take_request(id) else {
             self.stats.replies_late += 1;
             return;
         };
-        self.request_done(&r);
         let outcome = match result {
             ReplyResult::Ok(b) => {
                 self.stats.requests_answered += 1;
@@ -271,17 +438,10 @@ impl Node {
                     self.stats.asks_unplaced += 1;
                     return None;
                 }
-                let Some(c) = self
-                    .groups
-                    .get(&msg.group)
-                    .and_then(|g| g.children.get(&child))
-                else {
+                let Some(addr) = self.groups.child_addr(msg.group, child) else {
                     return Some(msg);
                 };
-                let to = NodeInfo {
-                    id: child,
-                    addr: c.addr,
-                };
+                let to = NodeInfo { id: child, addr };
                 let hop_seq = self.nonce();
                 let out = DescendMsg {
                     hops: msg.hops.saturating_add(1),
@@ -311,8 +471,7 @@ impl Node {
     /// (routed through the overlay) for another descent; the hop bound ends any loop. At the
     /// root, a `fresh` ask (not one whose chosen subtrees all failed) waits for a member.
     fn unplaced(&mut self, now: Time, msg: DescendMsg, fresh: bool) {
-        let root = self.groups.get(&msg.group).is_some_and(|g| g.root)
-            || self.next_hop(msg.group).is_none();
+        let root = self.groups.is_root(msg.group) || self.next_hop(msg.group).is_none();
         if root && fresh {
             self.park(now, msg, None);
             return;
@@ -340,7 +499,7 @@ impl Node {
     /// Parks an ask at this root until its tree has a member, until `until` (default: the
     /// ask's timeout or `ask_park_timeout` from now, whichever is sooner).
     fn park(&mut self, now: Time, msg: DescendMsg, until: Option<Time>) {
-        if self.parked.len() >= self.cfg.max_parked_asks {
+        if self.asks.parked.len() >= self.cfg.max_parked_asks {
             self.stats.asks_unplaced += 1;
             return;
         }
@@ -353,14 +512,15 @@ impl Node {
             return;
         }
         self.stats.asks_parked += 1;
-        self.parked
+        self.asks
+            .parked
             .by_group
             .entry(msg.group)
             .or_default()
             .push((until, msg));
-        self.parked.len += 1;
-        if until < self.parked.timer_at {
-            self.parked.timer_at = until;
+        self.asks.parked.len += 1;
+        if until < self.asks.parked.timer_at {
+            self.asks.parked.timer_at = until;
             self.set_timer(until, TimerKey::ParkedAsks);
         }
     }
@@ -372,7 +532,7 @@ impl Node {
         if !self.is_ready() {
             return;
         }
-        let asks = self.parked.take(key);
+        let asks = self.asks.parked.take(key);
         if asks.is_empty() {
             return;
         }
@@ -388,18 +548,18 @@ impl Node {
 
     /// The earliest parked ask's time is up: drops every ask whose time is up.
     pub(crate) fn on_parked_timer(&mut self, now: Time) {
-        self.parked.timer_at = Time::MAX;
+        self.asks.parked.timer_at = Time::MAX;
         let mut expired = 0;
-        for asks in self.parked.by_group.values_mut() {
+        for asks in self.asks.parked.by_group.values_mut() {
             let before = asks.len();
             asks.retain(|(until, _)| *until > now);
             expired += before - asks.len();
         }
-        self.parked.by_group.retain(|_, asks| !asks.is_empty());
-        self.parked.len -= expired;
+        self.asks.parked.by_group.retain(|_, asks| !asks.is_empty());
+        self.asks.parked.len -= expired;
         self.stats.asks_unplaced += expired as u64;
-        if let Some(t) = self.parked.earliest() {
-            self.parked.timer_at = t;
+        if let Some(t) = self.asks.parked.earliest() {
+            self.asks.parked.timer_at = t;
             self.set_timer(t, TimerKey::ParkedAsks);
         }
     }
@@ -407,47 +567,11 @@ impl Node {
     /// Chooses where an ask for group `key` goes from here (see the module docs), never to a
     /// node in `avoid`.
     pub(crate) fn choose(&mut self, key: Key, avoid: &[NodeId]) -> Option<Choice> {
-        let max_inflight = self.cfg.max_member_inflight;
-        let g = self.groups.get(&key)?;
-        let mut opts: Vec<Option3> = Vec::new();
-        // Only a cluster's members take requests and tunnels: a topic's subscribers never do,
-        // whatever a peer sends down that topic's tree.
-        let members = g.members.iter().filter(|_| g.kind == GroupKind::Cluster);
-        for (conn, m) in members {
-            let class = if m.stalled > 0 {
-                2
-            } else if m.inflight >= max_inflight {
-                1
-            } else {
-                0
-            };
-            let cap = u64::from(m.capacity.max(1));
-            opts.push((
-                Choice::Member(*conn),
-                cap,
-                f64::from(m.inflight) / cap as f64,
-                class,
-            ));
-        }
-        for (id, c) in &g.children {
-            if avoid.contains(id) || c.load.members == 0 {
-                continue;
-            }
-            let suspected = self.peers.get(id).is_some_and(|p| p.misses > 0);
-            let cap = u64::from(c.load.capacity);
-            // The load a child last reported (what it has in flight now, not what we sent it
-            // since: that would make every subtree look busier than a local member, whose
-            // count is exact, and skew the shares).
-            let inflight = f64::from(c.load.inflight);
-            let (class, weight) = if suspected || cap == 0 {
-                (2, u64::from(c.load.members))
-            } else if inflight >= (cap as f64) * f64::from(max_inflight) {
-                (1, cap)
-            } else {
-                (0, cap)
-            };
-            opts.push((Choice::Child(*id), weight, inflight / weight as f64, class));
-        }
+        let peers = &self.peers;
+        let suspected = |id: NodeId| peers.get(&id).is_some_and(|p| p.misses > 0);
+        let mut opts = self
+            .groups
+            .options(key, avoid, self.cfg.max_member_inflight, suspected)?;
         let best_class = opts.iter().map(|o| o.3).min()?;
         opts.retain(|o| o.3 == best_class);
         let a = self.pick_weighted(&opts);
@@ -473,23 +597,18 @@ impl Node {
     fn deliver_ask(&mut self, now: Time, conn: ConnId, msg: DescendMsg) {
         match msg.ask.kind {
             AskKind::Request { payload } => {
-                if self.deliveries.len() >= self.cfg.max_deliveries {
+                if self.asks.deliveries.len() >= self.cfg.max_deliveries {
                     self.stats.asks_unplaced += 1;
                     return;
                 }
-                let Some(m) = self
-                    .groups
-                    .get_mut(&msg.group)
-                    .and_then(|g| g.members.get_mut(&conn))
-                else {
+                if !self.groups.member_took(msg.group, conn) {
                     self.stats.asks_unplaced += 1;
                     return;
-                };
-                m.inflight = m.inflight.saturating_add(1);
+                }
                 let delivery = self.nonce();
                 let deadline =
                     now + std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
-                self.deliveries.insert(
+                self.asks.deliveries.insert(
                     delivery,
                     Delivery {
                         conn,
@@ -524,26 +643,17 @@ impl Node {
         result: ReplyResult,
     ) -> Result<(), AppError> {
         if self
+            .asks
             .deliveries
             .get(&delivery)
             .is_none_or(|d| d.conn != conn)
         {
             return Err(AppError::UnknownId);
         }
-        let Some(d) = self.deliveries.remove(&delivery) else {
+        let Some(d) = self.asks.deliveries.remove(&delivery) else {
             return Err(AppError::UnknownId);
         };
-        if let Some(m) = self
-            .groups
-            .get_mut(&d.group)
-            .and_then(|g| g.members.get_mut(&d.conn))
-        {
-            if d.expired {
-                m.stalled = m.stalled.saturating_sub(1);
-            } else {
-                m.inflight = m.inflight.saturating_sub(1);
-            }
-        }
+        self.groups.member_answered(d.group, d.conn, d.expired);
         if d.expired {
             self.stats.replies_late += 1;
             return Err(AppError::UnknownId);
@@ -555,20 +665,14 @@ impl Node {
 
     pub(crate) fn on_delivery_timer(&mut self, now: Time, delivery: u64) {
         let forget = self.cfg.stall_forget_after;
-        let Some(d) = self.deliveries.get_mut(&delivery) else {
+        let Some(d) = self.asks.deliveries.get_mut(&delivery) else {
             return;
         };
         let (group, conn) = (d.group, d.conn);
         if d.expired {
             // Never answered: forget it, and un-stall its member.
-            self.deliveries.remove(&delivery);
-            if let Some(m) = self
-                .groups
-                .get_mut(&group)
-                .and_then(|g| g.members.get_mut(&conn))
-            {
-                m.stalled = m.stalled.saturating_sub(1);
-            }
+            self.asks.deliveries.remove(&delivery);
+            self.groups.member_unstalled(group, conn);
             return;
         }
         d.expired = true;
@@ -576,14 +680,7 @@ impl Node {
         let deadline = d.deadline;
         self.set_timer(deadline, TimerKey::Delivery(delivery));
         self.stats.deliveries_expired += 1;
-        if let Some(m) = self
-            .groups
-            .get_mut(&group)
-            .and_then(|g| g.members.get_mut(&conn))
-        {
-            m.inflight = m.inflight.saturating_sub(1);
-            m.stalled = m.stalled.saturating_add(1);
-        }
+        self.groups.member_stalled(group, conn);
     }
 
     /// A descent hop went unacknowledged: choose again, avoiding the silent child.

@@ -22,56 +22,59 @@ use petal_protocol::{EventSeq, Key, Load, Message, NodeId, NodeInfo, RouteMsg, R
 use rand::Rng;
 
 use crate::app::{AppError, ConnId, GroupKind, Name};
+use crate::ask::{Choice, Option3};
+use crate::id_map::IdMap;
+use crate::local::GroupView;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
 /// A local member of a group: a cluster member or a topic subscriber.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Member {
+struct Member {
     /// Relative request capacity (clusters; 0 for topics).
-    pub(crate) capacity: u32,
+    capacity: u32,
     /// Requests delivered and not answered.
-    pub(crate) inflight: u32,
+    inflight: u32,
     /// Requests that expired unanswered and are still remembered: while non-zero the member
     /// is stalled and gets new requests only when no other member can take them.
-    pub(crate) stalled: u32,
+    stalled: u32,
 }
 
 /// A child in a group tree, as last reported by itself.
 #[derive(Clone, Debug)]
-pub(crate) struct Child {
-    pub(crate) addr: std::net::SocketAddr,
-    pub(crate) load: Load,
-    pub(crate) heard: Time,
+struct Child {
+    addr: std::net::SocketAddr,
+    load: Load,
+    heard: Time,
 }
 
 /// This node's part of one group tree.
 #[derive(Clone, Debug)]
-pub(crate) struct Group {
-    pub(crate) kind: GroupKind,
+struct Group {
+    kind: GroupKind,
     /// The name, known when a local connection is a member.
-    pub(crate) name: Option<Name>,
-    pub(crate) parent: Option<NodeInfo>,
-    pub(crate) root: bool,
-    pub(crate) children: BTreeMap<NodeId, Child>,
-    pub(crate) members: BTreeMap<ConnId, Member>,
+    name: Option<Name>,
+    parent: Option<NodeInfo>,
+    root: bool,
+    children: BTreeMap<NodeId, Child>,
+    members: BTreeMap<ConnId, Member>,
     /// The last event taken (delivered and cast on).
-    pub(crate) seen: EventSeq,
+    seen: EventSeq,
     /// The `seen.seq` at which a replay was already asked for (one ask per gap).
-    pub(crate) gap_asked: Option<u64>,
+    gap_asked: Option<u64>,
     /// Recent events, oldest first, for replays to children (bounded in count and bytes).
     /// Recent events with the time this node took them, oldest first.
-    pub(crate) recent: VecDeque<(EventSeq, Bytes, Time)>,
-    pub(crate) recent_bytes: usize,
+    recent: VecDeque<(EventSeq, Bytes, Time)>,
+    recent_bytes: usize,
     /// Epochs this node left lately, each with the last event it took there (at most
     /// `LEFT_EPOCHS`): back in one of them, it resumes there and takes nothing twice.
-    pub(crate) left: Vec<EventSeq>,
+    left: Vec<EventSeq>,
     /// Members of the subtree as last reported to the parent: a change is reported at once
     /// (a triggered graft), so that requests are not steered into an emptied subtree.
-    pub(crate) reported_members: u32,
+    reported_members: u32,
     /// This node has grafted in this tree before (its later grafts ask for replays even when
     /// it has seen no event).
-    pub(crate) grafted: bool,
+    grafted: bool,
 }
 
 /// Epochs a group remembers having left.
@@ -121,7 +124,7 @@ impl Group {
 
     /// Members, capacity and in-flight requests of this node's subtree. Stalled members count
     /// as members without capacity.
-    pub(crate) fn load(&self) -> Load {
+    fn load(&self) -> Load {
         let mut load = Load::default();
         for m in self.members.values() {
             load.members = load.members.saturating_add(1);
@@ -143,6 +146,205 @@ impl Group {
     }
 }
 
+/// The group trees a node is part of, and the nodes that are its parents in them. Private to
+/// this module; the rest of the node goes through the methods below.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    /// This node's part of each tree, by group key.
+    trees: BTreeMap<Key, Group>,
+    /// Nodes that are (or were until the last refresh) a parent in some tree: pinged as often
+    /// as leaf-set members.
+    parents: IdMap<()>,
+    /// When the periodic refresh is due (`Time::MAX`: not armed).
+    refresh_at: Time,
+    /// When the check of every group's route is due (`Time::MAX`: not armed).
+    routes_at: Time,
+}
+
+impl Groups {
+    pub(crate) fn new() -> Self {
+        Self {
+            trees: BTreeMap::new(),
+            parents: IdMap::default(),
+            refresh_at: Time::MAX,
+            routes_at: Time::MAX,
+        }
+    }
+
+    /// Trees this node is part of.
+    pub(crate) fn len(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// True when `id` is this node's parent in some tree.
+    pub(crate) fn is_parent(&self, id: NodeId) -> bool {
+        self.parents.contains_key(&id)
+    }
+
+    /// True when this node is the root of group `key`'s tree.
+    pub(crate) fn is_root(&self, key: Key) -> bool {
+        self.trees.get(&key).is_some_and(|g| g.root)
+    }
+
+    /// True when `conn` is a local member of group `key`.
+    pub(crate) fn has_member(&self, key: Key, conn: ConnId) -> bool {
+        self.trees
+            .get(&key)
+            .is_some_and(|g| g.members.contains_key(&conn))
+    }
+
+    /// Every local member of every group.
+    pub(crate) fn members(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.trees.values().flat_map(|g| g.members.keys().copied())
+    }
+
+    /// This node's view of group `key`.
+    pub(crate) fn view(&self, key: Key) -> Option<GroupView> {
+        self.trees.get(&key).map(|g| GroupView {
+            root: g.root,
+            parent: g.parent.map(|p| p.id),
+            children: g.children.keys().copied().collect(),
+            members: g.members.len(),
+            load: g.load(),
+        })
+    }
+
+    /// Where an ask for cluster `key` may go from here: its local members and its child
+    /// subtrees (never one in `avoid`), each with its weight, load ratio and preference class
+    /// (see `ask`). `None` when this node is not in the tree.
+    pub(crate) fn options(
+        &self,
+        key: Key,
+        avoid: &[NodeId],
+        max_inflight: u32,
+        suspected: impl Fn(NodeId) -> bool,
+    ) -> Option<Vec<Option3>> {
+        let g = self.trees.get(&key)?;
+        let mut opts: Vec<Option3> = Vec::new();
+        // Only a cluster's members take requests and tunnels: a topic's subscribers never do,
+        // whatever a peer sends down that topic's tree.
+        let members = g.members.iter().filter(|_| g.kind == GroupKind::Cluster);
+        for (conn, m) in members {
+            let class = if m.stalled > 0 {
+                2
+            } else if m.inflight >= max_inflight {
+                1
+            } else {
+                0
+            };
+            let cap = u64::from(m.capacity.max(1));
+            opts.push((
+                Choice::Member(*conn),
+                cap,
+                f64::from(m.inflight) / cap as f64,
+                class,
+            ));
+        }
+        for (id, c) in &g.children {
+            if avoid.contains(id) || c.load.members == 0 {
+                continue;
+            }
+            let cap = u64::from(c.load.capacity);
+            // The load a child last reported (what it has in flight now, not what we sent it
+            // since: that would make every subtree look busier than a local member, whose
+            // count is exact, and skew the shares).
+            let inflight = f64::from(c.load.inflight);
+            let (class, weight) = if suspected(*id) || cap == 0 {
+                (2, u64::from(c.load.members))
+            } else if inflight >= (cap as f64) * f64::from(max_inflight) {
+                (1, cap)
+            } else {
+                (0, cap)
+            };
+            opts.push((Choice::Child(*id), weight, inflight / weight as f64, class));
+        }
+        Some(opts)
+    }
+
+    /// The address of child `child` in group `key`'s tree.
+    pub(crate) fn child_addr(&self, key: Key, child: NodeId) -> Option<std::net::SocketAddr> {
+        self.trees
+            .get(&key)
+            .and_then(|g| g.children.get(&child))
+            .map(|c| c.addr)
+    }
+
+    fn member_mut(&mut self, key: Key, conn: ConnId) -> Option<&mut Member> {
+        self.trees
+            .get_mut(&key)
+            .and_then(|g| g.members.get_mut(&conn))
+    }
+
+    /// Member `conn` of `key` was handed a request; false when it is no member.
+    pub(crate) fn member_took(&mut self, key: Key, conn: ConnId) -> bool {
+        let Some(m) = self.member_mut(key, conn) else {
+            return false;
+        };
+        m.inflight = m.inflight.saturating_add(1);
+        true
+    }
+
+    /// Member `conn` of `key` answered a request (`expired`: one that had expired, stalling
+    /// it).
+    pub(crate) fn member_answered(&mut self, key: Key, conn: ConnId, expired: bool) {
+        if let Some(m) = self.member_mut(key, conn) {
+            if expired {
+                m.stalled = m.stalled.saturating_sub(1);
+            } else {
+                m.inflight = m.inflight.saturating_sub(1);
+            }
+        }
+    }
+
+    /// A request to member `conn` of `key` expired unanswered: the member is stalled.
+    pub(crate) fn member_stalled(&mut self, key: Key, conn: ConnId) {
+        if let Some(m) = self.member_mut(key, conn) {
+            m.inflight = m.inflight.saturating_sub(1);
+            m.stalled = m.stalled.saturating_add(1);
+        }
+    }
+
+    /// An expired request to member `conn` of `key` is forgotten: one stall less.
+    pub(crate) fn member_unstalled(&mut self, key: Key, conn: ConnId) {
+        if let Some(m) = self.member_mut(key, conn) {
+            m.stalled = m.stalled.saturating_sub(1);
+        }
+    }
+
+    /// Every member's load is forgotten (the node is leaving: its deliveries are gone).
+    pub(crate) fn clear_loads(&mut self) {
+        for g in self.trees.values_mut() {
+            for m in g.members.values_mut() {
+                m.inflight = 0;
+                m.stalled = 0;
+            }
+        }
+    }
+
+    /// Forgets every tree's shape (after a failed join or a leave): only the local members
+    /// stay, to graft again.
+    pub(crate) fn forget_trees(&mut self) {
+        self.routes_at = Time::MAX;
+        self.refresh_at = Time::MAX;
+        self.parents.clear();
+        for g in self.trees.values_mut() {
+            g.parent = None;
+            g.root = false;
+            g.children.clear();
+        }
+        self.trees.retain(|_, g| !g.members.is_empty());
+    }
+
+    /// True when the owner of timer `key` (one of this module's) still holds deadline `t`.
+    pub(crate) fn timer_live(&self, key: TimerKey, t: Time) -> bool {
+        match key {
+            TimerKey::GroupRefresh => self.refresh_at == t,
+            TimerKey::GroupRoutes => self.routes_at == t,
+            _ => false,
+        }
+    }
+}
+
 impl Node {
     /// Adds connection `conn` as a member of group `name` (a cluster member with request
     /// `capacity`, or a topic subscriber). Grafts this node onto the group's tree if needed.
@@ -155,11 +357,15 @@ impl Node {
         capacity: u32,
     ) -> Result<bool, AppError> {
         let key = kind.key(name);
-        if !self.groups.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
+        if !self.groups.trees.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
             self.stats.group_drops += 1;
             return Err(AppError::Full("groups"));
         }
-        let g = self.groups.entry(key).or_insert_with(|| Group::new(kind));
+        let g = self
+            .groups
+            .trees
+            .entry(key)
+            .or_insert_with(|| Group::new(kind));
         g.kind = kind;
         if g.name.is_none() {
             g.name = Some(Name::from(name));
@@ -178,6 +384,7 @@ impl Node {
         self.arm_group_refresh(now, self.cfg.group_refresh_interval);
         let graft = self
             .groups
+            .trees
             .get(&key)
             .is_some_and(|g| fresh || !g.root && g.parent.is_none());
         if graft {
@@ -191,7 +398,7 @@ impl Node {
 
     /// Removes `conn` from group `key`; prunes this node from the tree when nothing is left.
     pub(crate) fn remove_member(&mut self, now: Time, key: Key, conn: ConnId) -> bool {
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             return false;
         };
         let removed = g.members.remove(&conn).is_some();
@@ -211,6 +418,7 @@ impl Node {
     pub(crate) fn report_if_changed(&mut self, now: Time, key: Key) {
         let changed = self
             .groups
+            .trees
             .get(&key)
             .is_some_and(|g| g.parent.is_some() && g.load().members != g.reported_members);
         if changed {
@@ -225,12 +433,12 @@ impl Node {
             return;
         }
         let next = self.next_hop(key).and_then(|n| self.info_of(n));
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
         if g.is_empty() {
             let parent = g.parent.take();
-            self.groups.remove(&key);
+            self.groups.trees.remove(&key);
             if let Some(p) = parent {
                 self.send(p, Message::Prune { group: key });
             }
@@ -280,25 +488,19 @@ impl Node {
     /// Group parents are pinged as often as leaf-set members: a dead parent cuts off its whole
     /// subtree until it is declared dead, so it must be found out as fast as a neighbour.
     fn watch_parent(&mut self, now: Time, id: NodeId) {
-        if self.parents.insert(id, ()).is_some() {
+        if self.groups.parents.insert(id, ()).is_some() {
             return;
         }
-        let soon = self.quantize(now + self.cfg.leaf_ping_interval);
-        if let Some(p) = self.peers.get_mut(&id) {
-            if p.ping.is_none() && p.due > soon {
-                p.due = soon;
-                self.set_timer(soon, TimerKey::Peer(id));
-            }
-        }
+        self.ping_soon(now, id);
     }
 
     /// The leaf set changed: check every group's route to its root at once (coalesced over the
     /// current batch of inputs), so that a tree follows a ring that changed (rings merging, a
     /// closer node joining, a root gone) without waiting for the periodic refresh.
     pub(crate) fn groups_routes_changed(&mut self, now: Time) {
-        let waiting = !self.groups.is_empty() || self.parked.len() > 0;
-        if self.is_ready() && waiting && self.group_routes_at == Time::MAX {
-            self.group_routes_at = now;
+        let waiting = self.groups.len() > 0 || self.asks.any_parked();
+        if self.is_ready() && waiting && self.groups.routes_at == Time::MAX {
+            self.groups.routes_at = now;
             self.set_timer(now, TimerKey::GroupRoutes);
         }
     }
@@ -309,12 +511,13 @@ impl Node {
     /// parent is still in the tree, and moving at every leaf-set change (constant under churn)
     /// loses the events in flight during each move.
     pub(crate) fn on_group_routes(&mut self, now: Time) {
-        self.group_routes_at = Time::MAX;
-        let keys: Vec<Key> = self.groups.keys().copied().collect();
+        self.groups.routes_at = Time::MAX;
+        let keys: Vec<Key> = self.groups.trees.keys().copied().collect();
         for key in keys {
             let owner = self.next_hop(key).is_none();
             let moved = self
                 .groups
+                .trees
                 .get(&key)
                 .is_some_and(|g| g.root != owner || (!owner && g.parent.is_none()));
             if moved {
@@ -323,7 +526,7 @@ impl Node {
             }
         }
         // Asks parked here for a tree: routed on if another node owns their key now.
-        for key in self.parked.groups() {
+        for key in self.asks.parked_groups() {
             if self.next_hop(key).is_some() {
                 self.place_parked(now, key);
             }
@@ -333,9 +536,9 @@ impl Node {
     /// The periodic refresh of every group: drops silent children, then maintains each group.
     pub(crate) fn on_group_refresh(&mut self, now: Time) {
         let timeout = self.cfg.group_child_timeout;
-        let keys: Vec<Key> = self.groups.keys().copied().collect();
+        let keys: Vec<Key> = self.groups.trees.keys().copied().collect();
         for key in keys {
-            if let Some(g) = self.groups.get_mut(&key) {
+            if let Some(g) = self.groups.trees.get_mut(&key) {
                 let before = g.children.len();
                 g.children
                     .retain(|_, c| now.saturating_since(c.heard) < timeout);
@@ -344,23 +547,23 @@ impl Node {
             self.maintain_group(now, key);
         }
         // Forget nodes that are no longer anyone's parent here (their pings slow down again).
-        self.parents.clear();
-        for g in self.groups.values() {
+        self.groups.parents.clear();
+        for g in self.groups.trees.values() {
             if let Some(p) = g.parent {
-                self.parents.insert(p.id, ());
+                self.groups.parents.insert(p.id, ());
             }
         }
         // The refresh runs only while this node is in some tree.
-        self.group_refresh_at = Time::MAX;
+        self.groups.refresh_at = Time::MAX;
         self.arm_group_refresh(now, self.cfg.group_refresh_interval);
     }
 
     /// Arms the periodic group refresh `after` from now, unless it is armed already, the node
     /// is in no tree or not ready.
     pub(crate) fn arm_group_refresh(&mut self, now: Time, after: std::time::Duration) {
-        if self.group_refresh_at == Time::MAX && !self.groups.is_empty() && self.is_ready() {
-            self.group_refresh_at = now + after;
-            self.set_timer(self.group_refresh_at, TimerKey::GroupRefresh);
+        if self.groups.refresh_at == Time::MAX && self.groups.len() > 0 && self.is_ready() {
+            self.groups.refresh_at = now + after;
+            self.set_timer(self.groups.refresh_at, TimerKey::GroupRefresh);
         }
     }
 
@@ -369,9 +572,9 @@ impl Node {
         let jitter = self
             .rng
             .random_range(0..self.cfg.group_refresh_interval.as_micros().max(1) as u64);
-        self.group_refresh_at = Time::MAX;
+        self.groups.refresh_at = Time::MAX;
         self.arm_group_refresh(now, std::time::Duration::from_micros(jitter));
-        let keys: Vec<Key> = self.groups.keys().copied().collect();
+        let keys: Vec<Key> = self.groups.trees.keys().copied().collect();
         for key in keys {
             self.maintain_group(now, key);
         }
@@ -381,16 +584,17 @@ impl Node {
     pub(crate) fn groups_on_peer_dead(&mut self, now: Time, dead: NodeId) {
         let keys: Vec<Key> = self
             .groups
+            .trees
             .iter()
             .filter(|(_, g)| g.parent.is_some_and(|p| p.id == dead))
             .map(|(k, _)| *k)
             .collect();
         for key in &keys {
-            if let Some(g) = self.groups.get_mut(key) {
+            if let Some(g) = self.groups.trees.get_mut(key) {
                 g.parent = None;
             }
         }
-        for g in self.groups.values_mut() {
+        for g in self.groups.trees.values_mut() {
             g.children.remove(&dead);
         }
         for key in keys {
@@ -414,17 +618,17 @@ impl Node {
         if !self.is_ready() && !self.is_joining() {
             return;
         }
-        if !self.groups.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
+        if !self.groups.trees.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
             self.stats.group_drops += 1;
             self.send(from, Message::Prune { group: key });
             return;
         }
         let max_children = self.cfg.max_group_children;
-        if let std::collections::btree_map::Entry::Vacant(e) = self.groups.entry(key) {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.groups.trees.entry(key) {
             e.insert(Group::new(GroupKind::Topic));
             self.arm_group_refresh(now, self.cfg.group_refresh_interval);
         }
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
         let fresh = g.parent.is_none() && !g.root;
@@ -502,7 +706,7 @@ impl Node {
     }
 
     pub(crate) fn on_prune(&mut self, now: Time, from: NodeInfo, key: Key) {
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
         g.children.remove(&from.id);
@@ -543,7 +747,7 @@ impl Node {
 
     /// A published event reached the root: number it and cast it down.
     pub(crate) fn root_publish(&mut self, now: Time, key: Key, payload: Bytes) {
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             self.stats.events_unheard += 1;
             return;
         };
@@ -558,7 +762,7 @@ impl Node {
                 self.send(p, Message::Prune { group: key });
             }
         }
-        let Some(g) = self.groups.get(&key) else {
+        let Some(g) = self.groups.trees.get(&key) else {
             return;
         };
         let seq = EventSeq {
@@ -576,7 +780,7 @@ impl Node {
         seq: EventSeq,
         payload: Bytes,
     ) {
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             // Not in this tree (any more): tell the sender to drop us.
             self.stats.events_stale += 1;
             self.send(from, Message::Prune { group: key });
@@ -647,7 +851,7 @@ impl Node {
         payload: Bytes,
     ) {
         let (max_n, max_bytes) = (self.cfg.group_replay_events, self.cfg.group_replay_bytes);
-        let Some(g) = self.groups.get_mut(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
         g.seen = seq;
@@ -705,10 +909,10 @@ impl Node {
             "groups over bound"
         );
         assert!(
-            !self.is_ready() || self.groups.is_empty() || self.group_refresh_at != Time::MAX,
+            !self.is_ready() || self.groups.len() == 0 || self.groups.refresh_at != Time::MAX,
             "a node in a tree without its refresh timer"
         );
-        for (key, g) in &self.groups {
+        for (key, g) in &self.groups.trees {
             assert!(
                 g.children.len() <= self.cfg.max_group_children,
                 "children over bound"

@@ -48,10 +48,23 @@ pub(crate) struct Probe {
 
 impl Node {
     fn ping_interval(&self, id: NodeId) -> Duration {
-        if self.leaf.contains(id) || self.parents.contains_key(&id) {
+        if self.leaf.contains(id) || self.groups.is_parent(id) {
             self.cfg.leaf_ping_interval
         } else {
             self.cfg.routing_ping_interval
+        }
+    }
+
+    /// Brings a tracked peer's next ping forward to the leaf-set interval (it became a
+    /// neighbour or a group parent, which must be found out dead as fast).
+    pub(crate) fn ping_soon(&mut self, now: Time, id: NodeId) {
+        let soon = self.quantize(now + self.cfg.leaf_ping_interval);
+        if let Some(p) = self.peers.get_mut(&id)
+            && p.ping.is_none()
+            && p.due > soon
+        {
+            p.due = soon;
+            self.set_timer(soon, TimerKey::Peer(id));
         }
     }
 
@@ -59,15 +72,8 @@ impl Node {
     pub(crate) fn track(&mut self, now: Time, info: NodeInfo) {
         if self.peers.contains_key(&info.id) {
             // Entering the leaf set shortens the ping interval.
-            let soon = self.quantize(now + self.cfg.leaf_ping_interval);
-            let in_leaf = self.leaf.contains(info.id);
-            if let Some(p) = self.peers.get_mut(&info.id)
-                && p.ping.is_none()
-                && p.due > soon
-                && in_leaf
-            {
-                p.due = soon;
-                self.set_timer(soon, TimerKey::Peer(info.id));
+            if self.leaf.contains(info.id) {
+                self.ping_soon(now, info.id);
             }
             return;
         }

@@ -11,17 +11,27 @@ use crate::app::{AppError, ConnId, GroupKind};
 use crate::node::{Node, Phase};
 use crate::time::Time;
 
-/// A local application connection.
+/// A local application connection: the groups it is in. (Its requests are the `ask`
+/// module's, its tunnels the `tunnel` module's, each indexed by connection there.)
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Conn {
+struct Conn {
     /// The cluster it is a member of (None: a plain client).
-    pub(crate) cluster: Option<Key>,
+    cluster: Option<Key>,
     /// Topics it subscribes to.
-    pub(crate) topics: BTreeSet<Key>,
-    /// Its requests awaiting their outcome: its own id -> the node's.
-    pub(crate) requests: BTreeMap<u64, u64>,
-    /// Its tunnels (opening, open, closing; not offers): its own id -> the node's.
-    pub(crate) tunnels: BTreeMap<u64, u64>,
+    topics: BTreeSet<Key>,
+}
+
+/// The local application connections, by id. Private to this module.
+#[derive(Debug, Default)]
+pub(crate) struct Locals {
+    conns: BTreeMap<ConnId, Conn>,
+}
+
+impl Locals {
+    /// True when `conn` is registered.
+    pub(crate) fn contains(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
 }
 
 /// What a connection has under way (see [`Node::pending`]): what a driver must still answer
@@ -46,7 +56,13 @@ impl Node {
     }
 
     fn conn(&self, conn: ConnId) -> Result<&Conn, AppError> {
-        self.conns.get(&conn).ok_or(AppError::UnknownConn)
+        self.locals.conns.get(&conn).ok_or(AppError::UnknownConn)
+    }
+
+    /// The node's id of tunnel `app` of connection `conn`.
+    fn tunnel_of(&self, conn: ConnId, app: u64) -> Result<u64, AppError> {
+        self.conn(conn)?;
+        self.tunnels.id_of(conn, app)
     }
 
     /// Registers a local connection: a plain client (`cluster: None`) or a member of a cluster
@@ -60,10 +76,10 @@ impl Node {
         capacity: u32,
     ) -> Result<(), AppError> {
         self.running()?;
-        if self.conns.contains_key(&conn) {
+        if self.locals.conns.contains_key(&conn) {
             return Err(AppError::DuplicateConn);
         }
-        if self.conns.len() >= self.cfg.max_conns {
+        if self.locals.conns.len() >= self.cfg.max_conns {
             return Err(AppError::Full("connections"));
         }
         let mut c = Conn::default();
@@ -74,7 +90,7 @@ impl Node {
             self.add_member(now, GroupKind::Cluster, name, conn, capacity.max(1))?;
             c.cluster = Some(GroupKind::Cluster.key(name));
         }
-        self.conns.insert(conn, c);
+        self.locals.conns.insert(conn, c);
         self.drain_loopback(now);
         Ok(())
     }
@@ -83,26 +99,21 @@ impl Node {
     /// pending requests (no outcome is reported for them), closes its tunnels with a reason and
     /// lets requests delivered to it expire at their requesters.
     pub fn unregister(&mut self, now: Time, conn: ConnId) -> Result<(), AppError> {
-        let c = self.conns.remove(&conn).ok_or(AppError::UnknownConn)?;
+        let c = self
+            .locals
+            .conns
+            .remove(&conn)
+            .ok_or(AppError::UnknownConn)?;
         if let Some(key) = c.cluster {
             self.remove_member(now, key, conn);
         }
         for key in c.topics {
             self.remove_member(now, key, conn);
         }
-        let before = self.requests.len();
-        self.requests.retain(|_, r| r.conn != conn);
-        self.stats.requests_abandoned += (before - self.requests.len()) as u64;
-        let before = self.deliveries.len();
-        self.deliveries.retain(|_, d| d.conn != conn);
-        self.stats.deliveries_abandoned += (before - self.deliveries.len()) as u64;
-        let tunnels: Vec<u64> = self
-            .tunnels
-            .iter()
-            .filter(|(_, t)| t.conn == conn)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in tunnels {
+        let (requests, deliveries) = self.asks.forget_conn(conn);
+        self.stats.requests_abandoned += requests as u64;
+        self.stats.deliveries_abandoned += deliveries as u64;
+        for id in self.tunnels.ids_of(conn) {
             self.fail_tunnel(now, id, "petal: the far connection closed");
         }
         // The closed connection hears nothing more.
@@ -121,7 +132,7 @@ impl Node {
         let key = GroupKind::Topic.key(topic);
         let added = self.add_member(now, GroupKind::Topic, topic, conn, 0)?;
         if added {
-            if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(c) = self.locals.conns.get_mut(&conn) {
                 c.topics.insert(key);
             }
         } else {
@@ -136,6 +147,7 @@ impl Node {
     pub fn unsubscribe(&mut self, now: Time, conn: ConnId, topic: &str) -> Result<bool, AppError> {
         let key = GroupKind::Topic.key(topic);
         let removed = self
+            .locals
             .conns
             .get_mut(&conn)
             .ok_or(AppError::UnknownConn)?
@@ -181,11 +193,12 @@ impl Node {
         timeout_ms: u32,
     ) -> Result<(), AppError> {
         self.running()?;
-        let c = self.conn(conn)?;
-        if c.requests.contains_key(&id) {
+        self.conn(conn)?;
+        let (in_use, count) = self.asks.conn_requests(conn, id);
+        if in_use {
             return Err(AppError::Invalid("request id in use on this connection"));
         }
-        if c.requests.len() >= self.cfg.max_conn_requests as usize {
+        if count >= self.cfg.max_conn_requests as usize {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests of this connection"));
         }
@@ -229,11 +242,12 @@ impl Node {
         timeout_ms: u32,
     ) -> Result<(), AppError> {
         self.running()?;
-        let c = self.conn(conn)?;
-        if c.tunnels.contains_key(&id) {
+        self.conn(conn)?;
+        let (in_use, count) = self.tunnels.conn_tunnels(conn, id);
+        if in_use {
             return Err(AppError::Invalid("tunnel id in use on this connection"));
         }
-        if c.tunnels.len() >= self.cfg.max_conn_tunnels {
+        if count >= self.cfg.max_conn_tunnels {
             self.stats.tunnel_drops += 1;
             return Err(AppError::Full("tunnels of this connection"));
         }
@@ -252,12 +266,9 @@ impl Node {
         offer: u64,
         id: u64,
     ) -> Result<(), AppError> {
-        if self.conn(conn)?.tunnels.contains_key(&id) {
-            let offered = self
-                .tunnels
-                .get(&offer)
-                .is_some_and(|t| t.conn == conn && t.state == crate::tunnel::TunnelState::Offered);
-            if offered {
+        self.conn(conn)?;
+        if self.tunnels.conn_tunnels(conn, id).0 {
+            if self.tunnels.is_offer_to(conn, offer) {
                 self.close_tunnel(now, offer)?;
             }
             self.drain_loopback(now);
@@ -271,11 +282,7 @@ impl Node {
     /// `conn` refuses the tunnel it was offered: its opener hears at once;
     /// [`crate::Event::TunnelOfferClosed`] confirms it.
     pub fn tunnel_refuse(&mut self, now: Time, conn: ConnId, offer: u64) -> Result<(), AppError> {
-        let offered = self
-            .tunnels
-            .get(&offer)
-            .is_some_and(|t| t.conn == conn && t.state == crate::tunnel::TunnelState::Offered);
-        if !offered {
+        if !self.tunnels.is_offer_to(conn, offer) {
             return Err(AppError::UnknownId);
         }
         let r = self.close_tunnel(now, offer);
@@ -328,23 +335,13 @@ impl Node {
     /// driver answers for when the connection closes gracefully). `None` for an unknown
     /// connection.
     pub fn pending(&self, conn: ConnId) -> Option<Pending> {
-        let c = self.conns.get(&conn)?;
-        let mut p = Pending {
-            requests: c.requests.keys().copied().collect(),
-            ..Pending::default()
-        };
-        for (&app, id) in &c.tunnels {
-            let opening = self
-                .tunnels
-                .get(id)
-                .is_some_and(|t| t.state == crate::tunnel::TunnelState::Opening);
-            if opening {
-                p.opening.push(app);
-            } else {
-                p.tunnels.push(app);
-            }
-        }
-        Some(p)
+        self.locals.conns.get(&conn)?;
+        let (opening, tunnels) = self.tunnels.of_conn(conn);
+        Some(Pending {
+            requests: self.asks.request_ids(conn),
+            opening,
+            tunnels,
+        })
     }
 
     /// Forwarded messages waiting for their next hop's acknowledgement (bounded by
@@ -355,7 +352,7 @@ impl Node {
 
     /// Local connections registered.
     pub fn conn_count(&self) -> usize {
-        self.conns.len()
+        self.locals.conns.len()
     }
 
     /// Group trees this node is part of (as member, forwarder or root).
@@ -365,18 +362,12 @@ impl Node {
 
     /// This node's view of group `key`: (is root, parent, children, local members).
     pub fn group_view(&self, key: Key) -> Option<GroupView> {
-        self.groups.get(&key).map(|g| GroupView {
-            root: g.root,
-            parent: g.parent.map(|p| p.id),
-            children: g.children.keys().copied().collect(),
-            members: g.members.len(),
-            load: g.load(),
-        })
+        self.groups.view(key)
     }
 
     /// Requests issued here and not yet decided.
     pub fn pending_requests(&self) -> usize {
-        self.requests.len()
+        self.asks.pending()
     }
 
     /// Tunnel ends on this node.
@@ -386,69 +377,22 @@ impl Node {
 
     pub(crate) fn check_local_invariants(&self) {
         assert!(
-            self.conns.len() <= self.cfg.max_conns,
+            self.locals.conns.len() <= self.cfg.max_conns,
             "connections over bound"
         );
-        for (id, c) in &self.conns {
+        for (id, c) in &self.locals.conns {
             for key in c.cluster.iter().chain(c.topics.iter()) {
                 assert!(
-                    self.groups
-                        .get(key)
-                        .is_some_and(|g| g.members.contains_key(id)),
+                    self.groups.has_member(*key, *id),
                     "connection {id:?} missing from its group"
                 );
             }
         }
-        for g in self.groups.values() {
-            for conn in g.members.keys() {
-                assert!(
-                    self.conns.contains_key(conn),
-                    "member {conn:?} not registered"
-                );
-            }
-        }
-        for r in self.requests.values() {
+        for conn in self.groups.members() {
             assert!(
-                self.conns.contains_key(&r.conn),
-                "request of a gone connection"
+                self.locals.conns.contains_key(&conn),
+                "member {conn:?} not registered"
             );
-        }
-        for (id, c) in &self.conns {
-            let n = self.requests.values().filter(|r| r.conn == *id).count();
-            assert_eq!(c.requests.len(), n, "pending requests miscounted");
-            for (app, wire) in &c.requests {
-                assert!(
-                    self.requests
-                        .get(wire)
-                        .is_some_and(|r| r.conn == *id && r.app == *app),
-                    "request index names another request"
-                );
-            }
-            assert!(
-                c.requests.len() <= self.cfg.max_conn_requests as usize,
-                "connection over its request bound"
-            );
-            for (app, t) in &c.tunnels {
-                assert!(
-                    self.tunnels
-                        .get(t)
-                        .is_some_and(|x| x.conn == *id && x.app == *app),
-                    "tunnel index names another tunnel"
-                );
-            }
-        }
-        for (id, t) in &self.tunnels {
-            assert!(
-                self.conns.contains_key(&t.conn),
-                "tunnel of a gone connection"
-            );
-            if t.state != crate::tunnel::TunnelState::Offered {
-                assert_eq!(
-                    self.conns[&t.conn].tunnels.get(&t.app),
-                    Some(id),
-                    "tunnel missing from its connection's index"
-                );
-            }
         }
     }
 }

@@ -393,21 +393,14 @@ impl Node {
             });
         }
         // Every pending request gets its outcome now, every tunnel its close with a reason.
-        let requests: Vec<u64> = self.requests.keys().copied().collect();
-        for id in requests {
+        for id in self.asks.request_keys() {
             self.on_request_timeout(id);
         }
-        let tunnels: Vec<u64> = self.tunnels.keys().copied().collect();
-        for id in tunnels {
+        for id in self.tunnels.ids() {
             self.fail_tunnel(now, id, "petal: the node is shutting down");
         }
-        self.deliveries.clear();
-        for g in self.groups.values_mut() {
-            for m in g.members.values_mut() {
-                m.inflight = 0;
-                m.stalled = 0;
-            }
-        }
+        self.asks.forget_deliveries();
+        self.groups.clear_loads();
         self.drain_loopback(now);
         self.phase = Phase::Left;
         self.reset_state();

@@ -15,19 +15,19 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::app::{ConnId, Name, Outcome};
-use crate::ask::{Delivery, PendingRequest};
+use crate::ask::Asks;
 use crate::config::{Config, ConfigError};
-use crate::group::Group;
+use crate::group::Groups;
 use crate::id_map::IdMap;
 use crate::join::JoinState;
 use crate::leaf_set::LeafSet;
 use crate::liveness::{Dead, Peer, Probe};
-use crate::local::Conn;
+use crate::local::Locals;
 use crate::routing::{PendingHop, PendingLookup};
 use crate::routing_table::RoutingTable;
 use crate::stats::Stats;
 use crate::time::Time;
-use crate::tunnel::Tunnel;
+use crate::tunnel::Tunnels;
 
 /// A message for the driver to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,25 +298,14 @@ pub struct Node {
     /// Nodes that refused our introduction because they were joining: (info, introductions
     /// so far, when the next is due), at most `max_join_contacts`.
     pub(crate) reintroduce: std::collections::BTreeMap<NodeId, (NodeInfo, u32, Time)>,
-    /// Group trees this node is part of, by group key.
-    pub(crate) groups: BTreeMap<Key, Group>,
-    /// Nodes that are (or were until the last group refresh) a parent in some group tree:
-    /// pinged as often as leaf-set members.
-    pub(crate) parents: IdMap<()>,
-    pub(crate) group_refresh_at: Time,
-    /// When the check of every group's route is due (`Time::MAX`: not armed).
-    pub(crate) group_routes_at: Time,
+    /// Group trees (Scribe).
+    pub(crate) groups: Groups,
     /// Local application connections.
-    pub(crate) conns: BTreeMap<ConnId, Conn>,
-    /// Requests issued here, by request id.
-    pub(crate) requests: BTreeMap<u64, PendingRequest>,
-    /// Requests delivered to local members, by delivery id.
-    pub(crate) deliveries: BTreeMap<u64, Delivery>,
-    /// Asks waiting here, at their cluster's root, for a member.
-    pub(crate) parked: crate::ask::ParkedAsks,
-    /// Tunnel ends on this node, by local tunnel id.
-    pub(crate) tunnels: BTreeMap<u64, Tunnel>,
-    pub(crate) tunnel_tick_at: Time,
+    pub(crate) locals: Locals,
+    /// Requests and their one outcome.
+    pub(crate) asks: Asks,
+    /// Tunnel ends.
+    pub(crate) tunnels: Tunnels,
     /// Messages this node sent to itself (both ends of a request or tunnel here), handled in
     /// order at the end of the current input.
     loopback: VecDeque<Message>,
@@ -358,16 +347,10 @@ impl Node {
             leaf_exchange_at: Time::MAX,
             introduced_until: Time::ZERO,
             reintroduce: std::collections::BTreeMap::new(),
-            groups: BTreeMap::new(),
-            parents: IdMap::default(),
-            group_refresh_at: Time::MAX,
-            group_routes_at: Time::MAX,
-            conns: BTreeMap::new(),
-            requests: BTreeMap::new(),
-            deliveries: BTreeMap::new(),
-            parked: crate::ask::ParkedAsks::new(),
-            tunnels: BTreeMap::new(),
-            tunnel_tick_at: Time::MAX,
+            groups: Groups::new(),
+            locals: Locals::default(),
+            asks: Asks::new(),
+            tunnels: Tunnels::new(),
             loopback: VecDeque::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
@@ -415,38 +398,15 @@ impl Node {
     pub(crate) fn reset_state(&mut self) {
         self.timers.clear();
         // Parked asks wait on this node's place in the ring, which is gone.
-        self.stats.asks_unplaced += self.parked.clear() as u64;
+        self.stats.asks_unplaced += self.asks.unpark_all() as u64;
         // Application state outlives the overlay state: re-arm its timers, forget the trees.
-        let armed: Vec<_> = self
-            .requests
-            .iter()
-            .map(|(id, r)| (r.deadline, TimerKey::Request(*id)))
-            .chain(
-                self.deliveries
-                    .iter()
-                    .map(|(id, d)| (d.deadline, TimerKey::Delivery(*id))),
-            )
-            .chain(
-                self.tunnels
-                    .iter()
-                    .filter(|(_, t)| t.state != crate::tunnel::TunnelState::Open)
-                    .map(|(id, t)| (t.deadline, TimerKey::Tunnel(*id))),
-            )
-            .collect();
+        let mut armed = self.asks.deadlines();
+        armed.extend(self.tunnels.rearm());
         for (t, k) in armed {
             self.timers.push(Reverse((t, k)));
         }
-        self.tunnel_tick_at = Time::MAX;
         self.reintroduce.clear();
-        self.group_routes_at = Time::MAX;
-        self.group_refresh_at = Time::MAX;
-        self.parents.clear();
-        for g in self.groups.values_mut() {
-            g.parent = None;
-            g.root = false;
-            g.children.clear();
-        }
-        self.groups.retain(|_, g| !g.members.is_empty());
+        self.groups.forget_trees();
         self.hops.clear();
         self.probes.clear();
         self.rtt_cache.clear();
@@ -562,16 +522,13 @@ impl Node {
             TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
             TimerKey::LeafExchange => self.is_ready() && self.leaf_exchange_at == t,
             TimerKey::RowMaintenance => self.is_ready() && self.row_maintenance_at == t,
-            TimerKey::GroupRefresh => self.is_ready() && self.group_refresh_at == t,
-            TimerKey::GroupRoutes => self.is_ready() && self.group_routes_at == t,
-            TimerKey::Request(id) => self.requests.get(&id).is_some_and(|r| r.deadline == t),
-            TimerKey::Delivery(id) => self.deliveries.get(&id).is_some_and(|d| d.deadline == t),
-            TimerKey::ParkedAsks => self.parked.timer_at == t,
-            TimerKey::Tunnel(id) => self
-                .tunnels
-                .get(&id)
-                .is_some_and(|x| x.deadline == t && x.state != crate::tunnel::TunnelState::Open),
-            TimerKey::TunnelTick => self.tunnel_tick_at == t,
+            TimerKey::GroupRefresh | TimerKey::GroupRoutes => {
+                self.is_ready() && self.groups.timer_live(key, t)
+            }
+            TimerKey::Request(_) | TimerKey::Delivery(_) | TimerKey::ParkedAsks => {
+                self.asks.timer_live(key, t)
+            }
+            TimerKey::Tunnel(_) | TimerKey::TunnelTick => self.tunnels.timer_live(key, t),
         }
     }
 
@@ -582,10 +539,9 @@ impl Node {
             + self.probes.len()
             + self.hops.len()
             + self.lookups.len()
-            + self.requests.len()
-            + self.deliveries.len()
-            + self.tunnels.len()
-            + 6
+            + self.asks.timer_owners()
+            + self.tunnels.timer_owners()
+            + 4
     }
 
     /// Fires every timer due at or before `now`.
@@ -856,16 +812,6 @@ impl Node {
                 "lookup timer lost"
             );
         }
-        if self.parked.len() > 0 {
-            assert!(
-                armed.contains(&(self.parked.timer_at, TimerKey::ParkedAsks)),
-                "parked-ask timer lost"
-            );
-        }
-        assert!(
-            self.parked.len() <= self.cfg.max_parked_asks,
-            "parked asks over their bound"
-        );
         assert!(
             self.dead.len() <= self.cfg.max_dead,
             "dead set over its bound"
@@ -889,28 +835,10 @@ impl Node {
             );
         }
         assert!(self.loopback.is_empty(), "loopback left undrained");
-        for (id, r) in &self.requests {
-            assert!(
-                armed.contains(&(r.deadline, TimerKey::Request(*id))),
-                "request timer lost"
-            );
-        }
-        for (id, d) in &self.deliveries {
-            assert!(
-                armed.contains(&(d.deadline, TimerKey::Delivery(*id))),
-                "delivery timer lost"
-            );
-        }
-        assert!(
-            self.requests.len() <= self.cfg.max_pending_requests,
-            "requests over bound"
-        );
-        assert!(
-            self.deliveries.len() <= self.cfg.max_deliveries,
-            "deliveries over bound"
-        );
+        let registered = |c| self.locals.contains(c);
+        self.asks.check_invariants(&self.cfg, &armed, registered);
+        self.tunnels.check_invariants(&self.cfg, registered);
         self.check_group_invariants();
-        self.check_tunnel_invariants();
         self.check_local_invariants();
     }
 }

@@ -33,7 +33,7 @@
 //! end reports it after its application has taken every chunk before it, however slowly it
 //! reads: from then on, neither silence nor the death of the closing node fails that end.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use petal_protocol::{DescendMsg, Message, NodeId, NodeInfo};
@@ -42,9 +42,11 @@ use crate::app::{AppError, ConnId};
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
+mod flow;
+
 /// Where a tunnel is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum TunnelState {
+enum TunnelState {
     /// Opened here; waiting for a member to accept.
     Opening,
     /// Offered to a local member; waiting for it to accept.
@@ -55,61 +57,229 @@ pub(crate) enum TunnelState {
 
 /// One end of a tunnel on this node.
 #[derive(Clone, Debug)]
-pub(crate) struct Tunnel {
-    pub(crate) conn: ConnId,
+struct Tunnel {
+    conn: ConnId,
     /// The connection's own id for the tunnel (its events and commands use it); while
     /// offered and not yet accepted, the offer id.
-    pub(crate) app: u64,
-    pub(crate) state: TunnelState,
+    app: u64,
+    state: TunnelState,
     /// The far end: its node and its tunnel id (the opener's while offered).
-    pub(crate) peer: Option<(NodeInfo, u64)>,
+    peer: Option<(NodeInfo, u64)>,
     /// Open/offer deadline.
-    pub(crate) deadline: Time,
+    deadline: Time,
     /// Chunks from the local application waiting for the far node's window.
-    pub(crate) outq: VecDeque<(u64, Bytes)>,
-    pub(crate) outq_bytes: u64,
+    outq: VecDeque<(u64, Bytes)>,
+    outq_bytes: u64,
     /// Bytes the far node still accepts.
-    pub(crate) window: u64,
-    pub(crate) next_out_seq: u64,
+    window: u64,
+    next_out_seq: u64,
     /// Chunks from the far node waiting for the local application's credit.
-    pub(crate) inq: VecDeque<(u64, Bytes)>,
-    pub(crate) inq_bytes: u64,
+    inq: VecDeque<(u64, Bytes)>,
+    inq_bytes: u64,
     /// Credit granted by the local application (may go negative on continuation chunks).
-    pub(crate) app_credit: i64,
-    pub(crate) next_in_seq: u64,
-    pub(crate) heard: Time,
-    pub(crate) sent: Time,
+    app_credit: i64,
+    next_in_seq: u64,
+    heard: Time,
+    sent: Time,
     /// The local application closed: the close goes out once `outq` is empty.
-    pub(crate) closing: bool,
+    closing: bool,
     /// The far end closed gracefully: reported once `inq` is empty.
-    pub(crate) peer_closed: bool,
+    peer_closed: bool,
     /// Bytes still to come of the message the local application is sending.
-    pub(crate) out_left: u64,
+    out_left: u64,
     /// Bytes still to come of the message the far end is sending.
-    pub(crate) in_left: u64,
+    in_left: u64,
 }
 
 /// What one chunk costs against the node-to-node window besides its bytes, so that a window
 /// bounds the number of chunks a node holds (tiny chunks cannot pile up by the million).
-pub(crate) const CHUNK_COST: u64 = 64;
+const CHUNK_COST: u64 = 64;
 
-/// Checks a chunk against its message's framing: a first chunk (`size != 0`) starts a message
-/// of `size` bytes (abandoning any unfinished one, as the relay protocol allows); a
-/// continuation chunk must fit what is left of it. Returns the bytes left after the chunk.
-fn framed(left: u64, size: u64, len: u64) -> Option<u64> {
-    if len == 0 {
-        return None;
+/// The tunnel ends on a node, by the node's tunnel id, with each connection's names for its
+/// tunnels. Private to this module (and `flow`); the rest of the node goes through the methods
+/// below.
+#[derive(Debug)]
+pub(crate) struct Tunnels {
+    ends: BTreeMap<u64, Tunnel>,
+    /// Each connection's tunnels (opening, open, closing; not offers): its own id -> the
+    /// node's.
+    by_conn: BTreeMap<ConnId, BTreeMap<u64, u64>>,
+    /// The armed keepalive tick (`Time::MAX`: none).
+    tick_at: Time,
+}
+
+impl Tunnels {
+    pub(crate) fn new() -> Self {
+        Self {
+            ends: BTreeMap::new(),
+            by_conn: BTreeMap::new(),
+            tick_at: Time::MAX,
+        }
     }
-    if size != 0 {
-        size.checked_sub(len)
-    } else {
-        left.checked_sub(len)
+
+    /// Tunnel ends on this node.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Ids of every tunnel end.
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        self.ends.keys().copied().collect()
+    }
+
+    /// Ids of `conn`'s tunnel ends (offers included).
+    pub(crate) fn ids_of(&self, conn: ConnId) -> Vec<u64> {
+        self.ends
+            .iter()
+            .filter(|(_, t)| t.conn == conn)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether `conn` names a tunnel `app`, and how many it names.
+    pub(crate) fn conn_tunnels(&self, conn: ConnId, app: u64) -> (bool, usize) {
+        self.by_conn
+            .get(&conn)
+            .map_or((false, 0), |m| (m.contains_key(&app), m.len()))
+    }
+
+    /// `conn`'s tunnels by its ids, ascending, split into (still opening, open or closing).
+    pub(crate) fn of_conn(&self, conn: ConnId) -> (Vec<u64>, Vec<u64>) {
+        let mut opening = Vec::new();
+        let mut other = Vec::new();
+        for (&app, id) in self.by_conn.get(&conn).into_iter().flatten() {
+            if self
+                .ends
+                .get(id)
+                .is_some_and(|t| t.state == TunnelState::Opening)
+            {
+                opening.push(app);
+            } else {
+                other.push(app);
+            }
+        }
+        (opening, other)
+    }
+
+    /// True when `offer` is a tunnel offered to `conn` and not yet accepted.
+    pub(crate) fn is_offer_to(&self, conn: ConnId, offer: u64) -> bool {
+        self.ends
+            .get(&offer)
+            .is_some_and(|t| t.conn == conn && t.state == TunnelState::Offered)
+    }
+
+    /// The node's id of tunnel `app` of connection `conn`.
+    pub(crate) fn id_of(&self, conn: ConnId, app: u64) -> Result<u64, AppError> {
+        self.by_conn
+            .get(&conn)
+            .and_then(|m| m.get(&app))
+            .copied()
+            .ok_or(AppError::UnknownId)
+    }
+
+    fn name(&mut self, conn: ConnId, app: u64, id: u64) {
+        self.by_conn.entry(conn).or_default().insert(app, id);
+    }
+
+    /// Removes tunnel `id`, and its connection's name for it.
+    fn forget(&mut self, id: u64) -> Option<Tunnel> {
+        let t = self.ends.remove(&id)?;
+        if t.state != TunnelState::Offered
+            && let Some(m) = self.by_conn.get_mut(&t.conn)
+        {
+            m.remove(&t.app);
+            if m.is_empty() {
+                self.by_conn.remove(&t.conn);
+            }
+        }
+        Some(t)
+    }
+
+    /// True when the owner of timer `key` (one of this module's) still holds deadline `t`.
+    pub(crate) fn timer_live(&self, key: TimerKey, t: Time) -> bool {
+        match key {
+            TimerKey::Tunnel(id) => self
+                .ends
+                .get(&id)
+                .is_some_and(|x| x.deadline == t && x.state != TunnelState::Open),
+            TimerKey::TunnelTick => self.tick_at == t,
+            _ => false,
+        }
+    }
+
+    /// Owners that may hold a deadline.
+    pub(crate) fn timer_owners(&self) -> usize {
+        self.ends.len() + 1
+    }
+
+    /// Open and offer deadlines still to come (to re-arm them after the timers were dropped);
+    /// the keepalive tick is disarmed (the caller re-arms it).
+    pub(crate) fn rearm(&mut self) -> Vec<(Time, TimerKey)> {
+        self.tick_at = Time::MAX;
+        self.ends
+            .iter()
+            .filter(|(_, t)| t.state != TunnelState::Open)
+            .map(|(id, t)| (t.deadline, TimerKey::Tunnel(*id)))
+            .collect()
+    }
+
+    /// Asserts this module's invariants: bounds kept, queues counted right, the connection
+    /// index exact, every tunnel of a registered connection (`registered`).
+    pub(crate) fn check_invariants(
+        &self,
+        cfg: &crate::Config,
+        registered: impl Fn(ConnId) -> bool,
+    ) {
+        assert!(self.ends.len() <= cfg.max_tunnels, "tunnels over bound");
+        for (id, t) in &self.ends {
+            assert!(registered(t.conn), "tunnel of a gone connection");
+            if t.state != TunnelState::Offered {
+                assert_eq!(
+                    self.by_conn.get(&t.conn).and_then(|m| m.get(&t.app)),
+                    Some(id),
+                    "tunnel missing from its connection's index"
+                );
+            }
+            assert!(
+                t.outq_bytes <= cfg.tunnel_buffer,
+                "tunnel send queue over bound"
+            );
+            assert!(
+                t.inq_cost() <= cfg.tunnel_window,
+                "tunnel receive queue over bound"
+            );
+            assert!(t.window <= cfg.tunnel_window, "tunnel window over bound");
+            assert_eq!(
+                t.outq_bytes,
+                t.outq.iter().map(|c| c.1.len() as u64).sum::<u64>(),
+                "send queue bytes"
+            );
+            assert_eq!(
+                t.inq_bytes,
+                t.inq.iter().map(|c| c.1.len() as u64).sum::<u64>(),
+                "receive queue bytes"
+            );
+        }
+        for (conn, m) in &self.by_conn {
+            assert!(
+                !m.is_empty() && m.len() <= cfg.max_conn_tunnels,
+                "connection over its tunnel bound"
+            );
+            for (app, id) in m {
+                assert!(
+                    self.ends
+                        .get(id)
+                        .is_some_and(|t| t.conn == *conn && t.app == *app),
+                    "tunnel index names another tunnel"
+                );
+            }
+        }
     }
 }
 
 impl Tunnel {
     /// What the queued received chunks cost against the window.
-    pub(crate) fn inq_cost(&self) -> u64 {
+    fn inq_cost(&self) -> u64 {
         self.inq_bytes + self.inq.len() as u64 * CHUNK_COST
     }
 
@@ -154,13 +324,11 @@ impl Node {
         }
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
-        self.tunnels.insert(
+        self.tunnels.ends.insert(
             id,
             Tunnel::new(conn, app, TunnelState::Opening, now, deadline),
         );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.tunnels.insert(app, id);
-        }
+        self.tunnels.name(conn, app, id);
         self.set_timer(deadline, TimerKey::Tunnel(id));
         self.arm_tunnel_tick(now);
         self.stats.tunnels_opened += 1;
@@ -194,7 +362,7 @@ impl Node {
         let deadline = now + std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
         let mut t = Tunnel::new(conn, id, TunnelState::Offered, now, deadline);
         t.peer = Some((msg.requester, msg.ask.id));
-        self.tunnels.insert(id, t);
+        self.tunnels.ends.insert(id, t);
         self.set_timer(deadline, TimerKey::Tunnel(id));
         self.arm_tunnel_tick(now);
         self.emit(Event::TunnelIncoming { conn, offer: id });
@@ -211,6 +379,7 @@ impl Node {
         let (window, buffer) = (self.cfg.tunnel_window, self.cfg.tunnel_buffer);
         let t = self
             .tunnels
+            .ends
             .get_mut(&id)
             .filter(|t| t.conn == conn && t.state == TunnelState::Offered)
             .ok_or(AppError::UnknownId)?;
@@ -230,9 +399,7 @@ impl Node {
                 peer_tunnel: id,
             },
         );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.tunnels.insert(app, id);
-        }
+        self.tunnels.name(conn, app, id);
         self.emit(Event::TunnelCredit {
             conn,
             tunnel: app,
@@ -251,6 +418,7 @@ impl Node {
         let (window, buffer) = (self.cfg.tunnel_window, self.cfg.tunnel_buffer);
         let Some(t) = self
             .tunnels
+            .ends
             .get_mut(&id)
             .filter(|t| t.state == TunnelState::Opening)
         else {
@@ -282,13 +450,13 @@ impl Node {
 
     /// The open or offer deadline of tunnel `id` passed.
     pub(crate) fn on_tunnel_deadline(&mut self, now: Time, id: u64) {
-        let Some(t) = self.tunnels.get(&id) else {
+        let Some(t) = self.tunnels.ends.get(&id) else {
             return;
         };
         match t.state {
             TunnelState::Opening => {
                 let (conn, app) = (t.conn, t.app);
-                self.forget_tunnel(id);
+                self.tunnels.forget(id);
                 self.stats.tunnels_failed += 1;
                 self.emit(Event::TunnelOpenFailed { conn, tunnel: app });
             }
@@ -303,62 +471,15 @@ impl Node {
         }
     }
 
-    /// Queues a chunk from the local application. `size` is the whole message's length on its
-    /// first chunk and 0 on continuation chunks.
-    pub(crate) fn send_chunk(
-        &mut self,
-        now: Time,
-        id: u64,
-        size: u64,
-        chunk: Bytes,
-    ) -> Result<(), AppError> {
-        let (limit, buffer) = (self.cfg.tunnel_chunk_limit, self.cfg.tunnel_buffer);
-        let t = self.tunnels.get_mut(&id).ok_or(AppError::UnknownId)?;
-        if t.state != TunnelState::Open || t.closing {
-            return Err(AppError::UnknownId);
-        }
-        if chunk.len() > limit {
-            return Err(AppError::Invalid(
-                "chunk larger than the tunnel chunk limit",
-            ));
-        }
-        if t.outq_bytes + chunk.len() as u64 > buffer {
-            return Err(AppError::Full("tunnel bytes beyond the granted credit"));
-        }
-        let Some(left) = framed(t.out_left, size, chunk.len() as u64) else {
-            return Err(AppError::Invalid(
-                "empty chunk, or a chunk beyond its message's size",
-            ));
-        };
-        t.out_left = left;
-        t.outq_bytes += chunk.len() as u64;
-        t.outq.push_back((size, chunk));
-        self.pump_out(now, id);
-        Ok(())
-    }
-
-    /// The local application grants `bytes` more of credit on tunnel `id`.
-    pub(crate) fn grant(&mut self, now: Time, id: u64, bytes: u64) -> Result<(), AppError> {
-        let t = self.tunnels.get_mut(&id).ok_or(AppError::UnknownId)?;
-        if t.state != TunnelState::Open {
-            return Err(AppError::UnknownId);
-        }
-        t.app_credit = t
-            .app_credit
-            .saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
-        self.pump_in(now, id);
-        Ok(())
-    }
-
     /// The local application closes tunnel `id`: the close goes out after queued chunks.
     pub(crate) fn close_tunnel(&mut self, now: Time, id: u64) -> Result<(), AppError> {
-        let t = self.tunnels.get_mut(&id).ok_or(AppError::UnknownId)?;
+        let t = self.tunnels.ends.get_mut(&id).ok_or(AppError::UnknownId)?;
         match t.state {
             TunnelState::Open if t.peer_closed => {
                 // The far end closed first and will send nothing more, nor take what we still
                 // queue: this close ends the tunnel at once.
                 let (conn, app) = (t.conn, t.app);
-                self.forget_tunnel(id);
+                self.tunnels.forget(id);
                 self.emit(Event::TunnelClosed {
                     conn,
                     tunnel: app,
@@ -376,7 +497,7 @@ impl Node {
             }
             // Not open yet: closing means giving up (the far end hears of it if known).
             TunnelState::Opening | TunnelState::Offered => {
-                let Some(t) = self.forget_tunnel(id) else {
+                let Some(t) = self.tunnels.forget(id) else {
                     return Err(AppError::UnknownId);
                 };
                 if let Some((peer, pt)) = t.peer {
@@ -407,206 +528,8 @@ impl Node {
         Ok(())
     }
 
-    /// Sends queued chunks within the far node's window; re-grants the local application.
-    fn pump_out(&mut self, now: Time, id: u64) {
-        let mut sent_bytes = 0;
-        let mut out = Vec::new();
-        let Some(t) = self.tunnels.get_mut(&id) else {
-            return;
-        };
-        let Some((peer, pt)) = t.peer else {
-            return;
-        };
-        while let Some((size, chunk)) = t.outq.front() {
-            let len = chunk.len() as u64;
-            if len + CHUNK_COST > t.window {
-                break;
-            }
-            let (size, chunk) = (*size, chunk.clone());
-            t.outq.pop_front();
-            t.outq_bytes -= len;
-            t.window -= len + CHUNK_COST;
-            sent_bytes += len;
-            out.push(Message::TunnelData {
-                tunnel: pt,
-                seq: t.next_out_seq,
-                size,
-                payload: chunk,
-            });
-            t.next_out_seq += 1;
-        }
-        let finish = t.closing && t.outq.is_empty();
-        let (conn, app) = (t.conn, t.app);
-        if !out.is_empty() || finish {
-            t.sent = now;
-        }
-        self.stats.tunnel_bytes_sent += sent_bytes;
-        for m in out {
-            self.send_or_loop(now, peer, m);
-        }
-        if sent_bytes > 0 && !finish {
-            self.emit(Event::TunnelCredit {
-                conn,
-                tunnel: app,
-                bytes: sent_bytes,
-            });
-        }
-        if finish {
-            self.forget_tunnel(id);
-            self.send_or_loop(
-                now,
-                peer,
-                Message::TunnelClose {
-                    tunnel: pt,
-                    reason: String::new(),
-                },
-            );
-            self.emit(Event::TunnelClosed {
-                conn,
-                tunnel: app,
-                reason: String::new(),
-            });
-        }
-    }
-
-    /// Hands received chunks to the local application within its credit; returns the window.
-    fn pump_in(&mut self, now: Time, id: u64) {
-        let mut taken = 0;
-        let mut returned = 0;
-        let mut chunks = Vec::new();
-        let Some(t) = self.tunnels.get_mut(&id) else {
-            return;
-        };
-        while let Some((size, chunk)) = t.inq.front() {
-            let len = chunk.len() as u64;
-            if *size != 0 && t.app_credit < len as i64 {
-                break;
-            }
-            let (size, chunk) = (*size, chunk.clone());
-            t.inq.pop_front();
-            t.inq_bytes -= len;
-            t.app_credit -= len as i64;
-            taken += len;
-            returned += len + CHUNK_COST;
-            chunks.push((size, chunk));
-        }
-        let (conn, app) = (t.conn, t.app);
-        let peer = t.peer;
-        let done = t.peer_closed && t.inq.is_empty();
-        if taken > 0 && !t.peer_closed {
-            t.sent = now;
-        }
-        self.stats.tunnel_bytes_received += taken;
-        for (size, payload) in chunks {
-            self.emit(Event::TunnelData {
-                conn,
-                tunnel: app,
-                size,
-                payload,
-            });
-        }
-        if done {
-            self.forget_tunnel(id);
-            self.emit(Event::TunnelClosed {
-                conn,
-                tunnel: app,
-                reason: String::new(),
-            });
-        } else if taken > 0 {
-            if let Some((peer, pt)) = peer {
-                self.send_or_loop(
-                    now,
-                    peer,
-                    Message::TunnelAllow {
-                        tunnel: pt,
-                        bytes: returned,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Returns `bytes` of window to the far end for chunks dropped unread after a local close,
-    /// so that a far end that is closing too can flush its queue and send its own close.
-    fn return_window(&mut self, now: Time, peer: Option<(NodeInfo, u64)>, bytes: u64) {
-        if let Some((peer, pt)) = peer.filter(|_| bytes > 0) {
-            self.send_or_loop(now, peer, Message::TunnelAllow { tunnel: pt, bytes });
-        }
-    }
-
-    /// The open tunnel `id` if `from` is its far end.
-    fn tunnel_from(&mut self, from: NodeId, id: u64) -> Option<&mut Tunnel> {
-        self.tunnels
-            .get_mut(&id)
-            .filter(|t| t.state == TunnelState::Open && t.peer.is_some_and(|p| p.0.id == from))
-    }
-
-    pub(crate) fn on_tunnel_data(
-        &mut self,
-        now: Time,
-        from: NodeInfo,
-        id: u64,
-        seq: u64,
-        size: u64,
-        payload: Bytes,
-    ) {
-        let (window, limit) = (self.cfg.tunnel_window, self.cfg.tunnel_chunk_limit);
-        let Some(t) = self.tunnel_from(from.id, id) else {
-            self.stats.tunnel_stale += 1;
-            return;
-        };
-        t.heard = now;
-        if t.closing {
-            // Our application closed: what still arrives is dropped (its window returned).
-            let peer = t.peer;
-            self.return_window(now, peer, payload.len() as u64 + CHUNK_COST);
-            return;
-        }
-        let framing = framed(t.in_left, size, payload.len() as u64);
-        let checked = if seq != t.next_in_seq {
-            Err("petal: tunnel data lost in transit")
-        } else if payload.len() > limit || t.inq_cost() + payload.len() as u64 + CHUNK_COST > window
-        {
-            Err("petal: the far node overran the tunnel window")
-        } else {
-            framing
-                .ok_or("petal: the far node sent an empty chunk or one beyond its message's size")
-        };
-        let left = match checked {
-            Ok(left) => left,
-            Err(why) => {
-                self.fail_tunnel(now, id, why);
-                return;
-            }
-        };
-        t.next_in_seq += 1;
-        t.in_left = left;
-        t.inq_bytes += payload.len() as u64;
-        t.inq.push_back((size, payload));
-        self.pump_in(now, id);
-    }
-
-    pub(crate) fn on_tunnel_allow(&mut self, now: Time, from: NodeInfo, id: u64, bytes: u64) {
-        let window = self.cfg.tunnel_window;
-        let Some(t) = self.tunnel_from(from.id, id) else {
-            self.stats.tunnel_stale += 1;
-            return;
-        };
-        t.heard = now;
-        t.window = t.window.saturating_add(bytes);
-        if t.window > window {
-            self.fail_tunnel(
-                now,
-                id,
-                "petal: the far node granted more than the tunnel window",
-            );
-            return;
-        }
-        self.pump_out(now, id);
-    }
-
     pub(crate) fn on_tunnel_close(&mut self, now: Time, from: NodeInfo, id: u64, reason: String) {
-        let Some(t) = self.tunnels.get_mut(&id) else {
+        let Some(t) = self.tunnels.ends.get_mut(&id) else {
             return;
         };
         // An opening tunnel does not know its far end yet: a refusal may come from any node
@@ -619,7 +542,7 @@ impl Node {
         match t.state {
             TunnelState::Opening | TunnelState::Offered => {
                 // Refused before it opened, or (offered here) the opener gave up first.
-                let Some(t) = self.forget_tunnel(id) else {
+                let Some(t) = self.tunnels.forget(id) else {
                     return;
                 };
                 self.stats.tunnels_failed += 1;
@@ -630,7 +553,7 @@ impl Node {
                 self.pump_in(now, id);
             }
             TunnelState::Open => {
-                let Some(t) = self.forget_tunnel(id) else {
+                let Some(t) = self.tunnels.forget(id) else {
                     return;
                 };
                 let reason = if reason.is_empty() && t.closing {
@@ -653,7 +576,7 @@ impl Node {
 
     /// Closes tunnel `id` on failure: tells the far end (if known) and the local application.
     pub(crate) fn fail_tunnel(&mut self, now: Time, id: u64, reason: &str) {
-        let Some(t) = self.forget_tunnel(id) else {
+        let Some(t) = self.tunnels.forget(id) else {
             return;
         };
         self.stats.tunnels_failed += 1;
@@ -688,37 +611,15 @@ impl Node {
         }
     }
 
-    /// Removes tunnel `id`, and its connection's name for it.
-    fn forget_tunnel(&mut self, id: u64) -> Option<Tunnel> {
-        let t = self.tunnels.remove(&id)?;
-        if t.state != TunnelState::Offered {
-            if let Some(c) = self.conns.get_mut(&t.conn) {
-                c.tunnels.remove(&t.app);
-            }
-        }
-        Some(t)
-    }
-
-    /// The core id of tunnel `app` of connection `conn`.
-    pub(crate) fn tunnel_of(&self, conn: ConnId, app: u64) -> Result<u64, AppError> {
-        self.conns
-            .get(&conn)
-            .ok_or(AppError::UnknownConn)?
-            .tunnels
-            .get(&app)
-            .copied()
-            .ok_or(AppError::UnknownId)
-    }
-
     /// Keepalives and idle checks of open tunnels; re-armed while tunnels exist.
     pub(crate) fn on_tunnel_tick(&mut self, now: Time) {
         let (idle, keep) = (
             self.cfg.tunnel_idle_timeout,
             self.cfg.tunnel_keepalive_interval,
         );
-        let ids: Vec<u64> = self.tunnels.keys().copied().collect();
+        let ids: Vec<u64> = self.tunnels.ends.keys().copied().collect();
         for id in ids {
-            let t = &self.tunnels[&id];
+            let t = &self.tunnels.ends[&id];
             // Same-node tunnels cannot go silent; after a graceful close from the far end
             // nothing more comes from it (the rest is here, for the local reader).
             if t.state != TunnelState::Open
@@ -732,7 +633,7 @@ impl Node {
             } else if now.saturating_since(t.sent) >= keep
                 && let Some((peer, pt)) = t.peer
             {
-                if let Some(t) = self.tunnels.get_mut(&id) {
+                if let Some(t) = self.tunnels.ends.get_mut(&id) {
                     t.sent = now;
                 }
                 self.send(
@@ -744,14 +645,14 @@ impl Node {
                 );
             }
         }
-        self.tunnel_tick_at = Time::MAX;
+        self.tunnels.tick_at = Time::MAX;
         self.arm_tunnel_tick(now);
     }
 
     fn arm_tunnel_tick(&mut self, now: Time) {
-        if self.tunnel_tick_at == Time::MAX && !self.tunnels.is_empty() {
-            self.tunnel_tick_at = self.quantize(now + self.cfg.tunnel_keepalive_interval);
-            self.set_timer(self.tunnel_tick_at, TimerKey::TunnelTick);
+        if self.tunnels.tick_at == Time::MAX && !self.tunnels.ends.is_empty() {
+            self.tunnels.tick_at = self.quantize(now + self.cfg.tunnel_keepalive_interval);
+            self.set_timer(self.tunnels.tick_at, TimerKey::TunnelTick);
         }
     }
 
@@ -760,6 +661,7 @@ impl Node {
     pub(crate) fn tunnels_on_peer_dead(&mut self, now: Time, dead: NodeId) {
         let ids: Vec<u64> = self
             .tunnels
+            .ends
             .iter()
             .filter(|(_, t)| {
                 t.state == TunnelState::Open
@@ -771,68 +673,5 @@ impl Node {
         for id in ids {
             self.fail_tunnel(now, id, "petal: the far node died");
         }
-    }
-
-    pub(crate) fn check_tunnel_invariants(&self) {
-        assert!(
-            self.tunnels.len() <= self.cfg.max_tunnels,
-            "tunnels over bound"
-        );
-        for t in self.tunnels.values() {
-            assert!(
-                t.outq_bytes <= self.cfg.tunnel_buffer,
-                "tunnel send queue over bound"
-            );
-            assert!(
-                t.inq_cost() <= self.cfg.tunnel_window,
-                "tunnel receive queue over bound"
-            );
-            assert!(
-                t.window <= self.cfg.tunnel_window,
-                "tunnel window over bound"
-            );
-            assert_eq!(
-                t.outq_bytes,
-                t.outq.iter().map(|c| c.1.len() as u64).sum::<u64>(),
-                "send queue bytes"
-            );
-            assert_eq!(
-                t.inq_bytes,
-                t.inq.iter().map(|c| c.1.len() as u64).sum::<u64>(),
-                "receive queue bytes"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::framed;
-
-    #[test]
-    fn chunks_must_fit_their_message() {
-        assert_eq!(
-            framed(0, 100, 40),
-            Some(60),
-            "first chunk of a 100-byte message"
-        );
-        assert_eq!(framed(60, 0, 60), Some(0), "continuation up to the end");
-        assert_eq!(framed(60, 0, 61), None, "continuation beyond the message");
-        assert_eq!(
-            framed(0, 0, 1),
-            None,
-            "continuation with no message under way"
-        );
-        assert_eq!(
-            framed(0, 10, 11),
-            None,
-            "first chunk longer than its message"
-        );
-        assert_eq!(framed(5, 10, 0), None, "empty chunk");
-        assert_eq!(
-            framed(5, 10, 10),
-            Some(0),
-            "a new message abandons the unfinished one"
-        );
     }
 }

@@ -1,0 +1,305 @@
+//! The data path of open tunnels: chunks from the local application out within the far node's
+//! window, chunks from the far node in within the local application's credit, and the window
+//! and credit that flow back (see the parent module's docs on backpressure).
+
+use bytes::Bytes;
+use petal_protocol::{Message, NodeId, NodeInfo};
+
+use super::{CHUNK_COST, Tunnel, TunnelState};
+use crate::app::AppError;
+use crate::node::{Event, Node};
+use crate::time::Time;
+
+/// Checks a chunk against its message's framing: a first chunk (`size != 0`) starts a message
+/// of `size` bytes (abandoning any unfinished one, as the relay protocol allows); a
+/// continuation chunk must fit what is left of it. Returns the bytes left after the chunk.
+fn framed(left: u64, size: u64, len: u64) -> Option<u64> {
+    if len == 0 {
+        return None;
+    }
+    if size != 0 {
+        size.checked_sub(len)
+    } else {
+        left.checked_sub(len)
+    }
+}
+
+impl Node {
+    /// Queues a chunk from the local application. `size` is the whole message's length on its
+    /// first chunk and 0 on continuation chunks.
+    pub(crate) fn send_chunk(
+        &mut self,
+        now: Time,
+        id: u64,
+        size: u64,
+        chunk: Bytes,
+    ) -> Result<(), AppError> {
+        let (limit, buffer) = (self.cfg.tunnel_chunk_limit, self.cfg.tunnel_buffer);
+        let t = self.tunnels.ends.get_mut(&id).ok_or(AppError::UnknownId)?;
+        if t.state != TunnelState::Open || t.closing {
+            return Err(AppError::UnknownId);
+        }
+        if chunk.len() > limit {
+            return Err(AppError::Invalid(
+                "chunk larger than the tunnel chunk limit",
+            ));
+        }
+        if t.outq_bytes + chunk.len() as u64 > buffer {
+            return Err(AppError::Full("tunnel bytes beyond the granted credit"));
+        }
+        let Some(left) = framed(t.out_left, size, chunk.len() as u64) else {
+            return Err(AppError::Invalid(
+                "empty chunk, or a chunk beyond its message's size",
+            ));
+        };
+        t.out_left = left;
+        t.outq_bytes += chunk.len() as u64;
+        t.outq.push_back((size, chunk));
+        self.pump_out(now, id);
+        Ok(())
+    }
+
+    /// The local application grants `bytes` more of credit on tunnel `id`.
+    pub(crate) fn grant(&mut self, now: Time, id: u64, bytes: u64) -> Result<(), AppError> {
+        let t = self.tunnels.ends.get_mut(&id).ok_or(AppError::UnknownId)?;
+        if t.state != TunnelState::Open {
+            return Err(AppError::UnknownId);
+        }
+        t.app_credit = t
+            .app_credit
+            .saturating_add(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.pump_in(now, id);
+        Ok(())
+    }
+
+    /// Sends queued chunks within the far node's window; re-grants the local application.
+    pub(super) fn pump_out(&mut self, now: Time, id: u64) {
+        let mut sent_bytes = 0;
+        let mut out = Vec::new();
+        let Some(t) = self.tunnels.ends.get_mut(&id) else {
+            return;
+        };
+        let Some((peer, pt)) = t.peer else {
+            return;
+        };
+        while let Some((size, chunk)) = t.outq.front() {
+            let len = chunk.len() as u64;
+            if len + CHUNK_COST > t.window {
+                break;
+            }
+            let (size, chunk) = (*size, chunk.clone());
+            t.outq.pop_front();
+            t.outq_bytes -= len;
+            t.window -= len + CHUNK_COST;
+            sent_bytes += len;
+            out.push(Message::TunnelData {
+                tunnel: pt,
+                seq: t.next_out_seq,
+                size,
+                payload: chunk,
+            });
+            t.next_out_seq += 1;
+        }
+        let finish = t.closing && t.outq.is_empty();
+        let (conn, app) = (t.conn, t.app);
+        if !out.is_empty() || finish {
+            t.sent = now;
+        }
+        self.stats.tunnel_bytes_sent += sent_bytes;
+        for m in out {
+            self.send_or_loop(now, peer, m);
+        }
+        if sent_bytes > 0 && !finish {
+            self.emit(Event::TunnelCredit {
+                conn,
+                tunnel: app,
+                bytes: sent_bytes,
+            });
+        }
+        if finish {
+            self.tunnels.forget(id);
+            self.send_or_loop(
+                now,
+                peer,
+                Message::TunnelClose {
+                    tunnel: pt,
+                    reason: String::new(),
+                },
+            );
+            self.emit(Event::TunnelClosed {
+                conn,
+                tunnel: app,
+                reason: String::new(),
+            });
+        }
+    }
+
+    /// Hands received chunks to the local application within its credit; returns the window.
+    pub(super) fn pump_in(&mut self, now: Time, id: u64) {
+        let mut taken = 0;
+        let mut returned = 0;
+        let mut chunks = Vec::new();
+        let Some(t) = self.tunnels.ends.get_mut(&id) else {
+            return;
+        };
+        while let Some((size, chunk)) = t.inq.front() {
+            let len = chunk.len() as u64;
+            if *size != 0 && t.app_credit < len as i64 {
+                break;
+            }
+            let (size, chunk) = (*size, chunk.clone());
+            t.inq.pop_front();
+            t.inq_bytes -= len;
+            t.app_credit -= len as i64;
+            taken += len;
+            returned += len + CHUNK_COST;
+            chunks.push((size, chunk));
+        }
+        let (conn, app) = (t.conn, t.app);
+        let peer = t.peer;
+        let done = t.peer_closed && t.inq.is_empty();
+        if taken > 0 && !t.peer_closed {
+            t.sent = now;
+        }
+        self.stats.tunnel_bytes_received += taken;
+        for (size, payload) in chunks {
+            self.emit(Event::TunnelData {
+                conn,
+                tunnel: app,
+                size,
+                payload,
+            });
+        }
+        if done {
+            self.tunnels.forget(id);
+            self.emit(Event::TunnelClosed {
+                conn,
+                tunnel: app,
+                reason: String::new(),
+            });
+        } else if taken > 0 {
+            if let Some((peer, pt)) = peer {
+                self.send_or_loop(
+                    now,
+                    peer,
+                    Message::TunnelAllow {
+                        tunnel: pt,
+                        bytes: returned,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Returns `bytes` of window to the far end for chunks dropped unread after a local close,
+    /// so that a far end that is closing too can flush its queue and send its own close.
+    pub(super) fn return_window(&mut self, now: Time, peer: Option<(NodeInfo, u64)>, bytes: u64) {
+        if let Some((peer, pt)) = peer.filter(|_| bytes > 0) {
+            self.send_or_loop(now, peer, Message::TunnelAllow { tunnel: pt, bytes });
+        }
+    }
+
+    /// The open tunnel `id` if `from` is its far end.
+    fn tunnel_from(&mut self, from: NodeId, id: u64) -> Option<&mut Tunnel> {
+        self.tunnels
+            .ends
+            .get_mut(&id)
+            .filter(|t| t.state == TunnelState::Open && t.peer.is_some_and(|p| p.0.id == from))
+    }
+
+    pub(crate) fn on_tunnel_data(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        id: u64,
+        seq: u64,
+        size: u64,
+        payload: Bytes,
+    ) {
+        let (window, limit) = (self.cfg.tunnel_window, self.cfg.tunnel_chunk_limit);
+        let Some(t) = self.tunnel_from(from.id, id) else {
+            self.stats.tunnel_stale += 1;
+            return;
+        };
+        t.heard = now;
+        if t.closing {
+            // Our application closed: what still arrives is dropped (its window returned).
+            let peer = t.peer;
+            self.return_window(now, peer, payload.len() as u64 + CHUNK_COST);
+            return;
+        }
+        let framing = framed(t.in_left, size, payload.len() as u64);
+        let checked = if seq != t.next_in_seq {
+            Err("petal: tunnel data lost in transit")
+        } else if payload.len() > limit || t.inq_cost() + payload.len() as u64 + CHUNK_COST > window
+        {
+            Err("petal: the far node overran the tunnel window")
+        } else {
+            framing
+                .ok_or("petal: the far node sent an empty chunk or one beyond its message's size")
+        };
+        let left = match checked {
+            Ok(left) => left,
+            Err(why) => {
+                self.fail_tunnel(now, id, why);
+                return;
+            }
+        };
+        t.next_in_seq += 1;
+        t.in_left = left;
+        t.inq_bytes += payload.len() as u64;
+        t.inq.push_back((size, payload));
+        self.pump_in(now, id);
+    }
+
+    pub(crate) fn on_tunnel_allow(&mut self, now: Time, from: NodeInfo, id: u64, bytes: u64) {
+        let window = self.cfg.tunnel_window;
+        let Some(t) = self.tunnel_from(from.id, id) else {
+            self.stats.tunnel_stale += 1;
+            return;
+        };
+        t.heard = now;
+        t.window = t.window.saturating_add(bytes);
+        if t.window > window {
+            self.fail_tunnel(
+                now,
+                id,
+                "petal: the far node granted more than the tunnel window",
+            );
+            return;
+        }
+        self.pump_out(now, id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::framed;
+
+    #[test]
+    fn chunks_must_fit_their_message() {
+        assert_eq!(
+            framed(0, 100, 40),
+            Some(60),
+            "first chunk of a 100-byte message"
+        );
+        assert_eq!(framed(60, 0, 60), Some(0), "continuation up to the end");
+        assert_eq!(framed(60, 0, 61), None, "continuation beyond the message");
+        assert_eq!(
+            framed(0, 0, 1),
+            None,
+            "continuation with no message under way"
+        );
+        assert_eq!(
+            framed(0, 10, 11),
+            None,
+            "first chunk longer than its message"
+        );
+        assert_eq!(framed(5, 10, 0), None, "empty chunk");
+        assert_eq!(
+            framed(5, 10, 10),
+            Some(0),
+            "a new message abandons the unfinished one"
+        );
+    }
+}

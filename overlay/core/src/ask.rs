@@ -33,7 +33,7 @@ use rand::Rng;
 
 use crate::app::{AppError, ConnId, Outcome};
 use crate::node::{Event, Node, TimerKey};
-use crate::routing::{HopMsg, PendingHop};
+use crate::overlay::HopMsg;
 use crate::time::Time;
 
 /// A request issued by a local connection, awaiting its outcome.
@@ -434,7 +434,7 @@ impl Node {
         match choice {
             Choice::Member(conn) => self.deliver_ask(now, conn, msg),
             Choice::Child(child) => {
-                if self.hops.len() >= self.cfg.max_pending_hops {
+                if self.hops_full() {
                     self.stats.asks_unplaced += 1;
                     return None;
                 }
@@ -448,17 +448,7 @@ impl Node {
                     hop_seq,
                     ..msg.clone()
                 };
-                let deadline = now + self.hop_timeout(child);
-                self.hops.insert(
-                    hop_seq,
-                    PendingHop {
-                        msg: HopMsg::Descend(msg),
-                        to: child,
-                        avoid,
-                        deadline,
-                    },
-                );
-                self.set_timer(deadline, TimerKey::Hop(hop_seq));
+                self.track_hop(now, hop_seq, HopMsg::Descend(msg), child, avoid);
                 self.stats.asks_forwarded += 1;
                 self.send(to, Message::Descend(out));
             }
@@ -567,8 +557,7 @@ impl Node {
     /// Chooses where an ask for group `key` goes from here (see the module docs), never to a
     /// node in `avoid`.
     pub(crate) fn choose(&mut self, key: Key, avoid: &[NodeId]) -> Option<Choice> {
-        let peers = &self.peers;
-        let suspected = |id: NodeId| peers.get(&id).is_some_and(|p| p.misses > 0);
+        let suspected = |id: NodeId| self.is_suspected(id);
         let mut opts = self
             .groups
             .options(key, avoid, self.cfg.max_member_inflight, suspected)?;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use petal_protocol::{Key, ReplyResult};
 
 use crate::app::{AppError, ConnId, GroupKind};
-use crate::node::{Node, Phase};
+use crate::node::Node;
 use crate::time::Time;
 
 /// A local application connection: the groups it is in. (Its requests are the `ask`
@@ -49,9 +49,10 @@ pub struct Pending {
 
 impl Node {
     fn running(&self) -> Result<(), AppError> {
-        match self.phase {
-            Phase::Ready | Phase::Joining(_) => Ok(()),
-            Phase::Idle | Phase::Left => Err(AppError::NotRunning),
+        if self.is_running() {
+            Ok(())
+        } else {
+            Err(AppError::NotRunning)
         }
     }
 
@@ -342,12 +343,6 @@ impl Node {
             opening,
             tunnels,
         })
-    }
-
-    /// Forwarded messages waiting for their next hop's acknowledgement (bounded by
-    /// `max_pending_hops`; a driver can push back on its applications as it fills).
-    pub fn pending_hops(&self) -> usize {
-        self.hops.len()
     }
 
     /// Local connections registered.

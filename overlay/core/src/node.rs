@@ -6,8 +6,7 @@
 //! exchange, repair, leave).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use petal_protocol::{Key, Message, NodeId, NodeInfo};
@@ -18,13 +17,8 @@ use crate::app::{ConnId, Name, Outcome};
 use crate::ask::Asks;
 use crate::config::{Config, ConfigError};
 use crate::group::Groups;
-use crate::id_map::IdMap;
-use crate::join::JoinState;
-use crate::leaf_set::LeafSet;
-use crate::liveness::{Dead, Peer, Probe};
 use crate::local::Locals;
-use crate::routing::{PendingHop, PendingLookup};
-use crate::routing_table::RoutingTable;
+use crate::overlay::Overlay;
 use crate::stats::Stats;
 use crate::time::Time;
 use crate::tunnel::Tunnels;
@@ -210,19 +204,6 @@ impl Event {
     }
 }
 
-/// Where the node is in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Created, not started.
-    Idle,
-    /// Joining through a bootstrap node.
-    Joining(Box<JoinState>),
-    /// Part of the ring.
-    Ready,
-    /// Left gracefully; ignores all input.
-    Left,
-}
-
 /// What a timer entry is for. Each owner stores its deadline so that it can be rescheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKey {
@@ -267,37 +248,15 @@ pub struct Node {
     pub(crate) cfg: Config,
     pub(crate) me: NodeInfo,
     pub(crate) rng: ChaCha8Rng,
-    pub(crate) phase: Phase,
-    pub(crate) leaf: LeafSet,
-    pub(crate) rt: RoutingTable,
-    /// Every node in the leaf set or routing table, with its address and liveness.
-    pub(crate) peers: IdMap<Peer>,
-    pub(crate) dead: IdMap<Dead>,
-    pub(crate) probes: IdMap<Probe>,
-    /// Measured round-trip times of candidates that are not (or no longer) tracked.
-    pub(crate) rtt_cache: IdMap<(u32, SocketAddr)>,
-    /// Insertion order of `rtt_cache` (may hold ids already gone from it), for FIFO eviction.
-    pub(crate) rtt_order: VecDeque<NodeId>,
+    /// The Pastry overlay: leaf set, routing table, liveness, routes, join.
+    pub(crate) overlay: Overlay,
     /// This node's offset on the timer grid, in microseconds.
-    pub(crate) tick_phase_us: u64,
-    pub(crate) hops: BTreeMap<u64, PendingHop>,
-    pub(crate) lookups: BTreeMap<u64, PendingLookup>,
+    tick_phase_us: u64,
     /// Deadlines by time. Entries are never removed early: an entry whose owner no longer
     /// holds that deadline is stale and skipped (see `timer_live`), which keeps rescheduling
     /// to one push. Compacted when stale entries pile up.
-    pub(crate) timers: BinaryHeap<Reverse<(Time, TimerKey)>>,
-    /// When the next routing-table row refresh is due.
-    pub(crate) row_maintenance_at: Time,
-    pub(crate) next_nonce: u64,
-    /// Bumped on every leaf-set change (to tell whether a message taught us anything).
-    pub(crate) leaf_version: u64,
-    pub(crate) leaf_exchange_at: Time,
-    /// Until when join replies are taken while ready: answers to the join that the last
-    /// [`Node::introduce`] routed through another ring (see `on_join_reply`).
-    pub(crate) introduced_until: Time,
-    /// Nodes that refused our introduction because they were joining: (info, introductions
-    /// so far, when the next is due), at most `max_join_contacts`.
-    pub(crate) reintroduce: std::collections::BTreeMap<NodeId, (NodeInfo, u32, Time)>,
+    timers: BinaryHeap<Reverse<(Time, TimerKey)>>,
+    next_nonce: u64,
     /// Group trees (Scribe).
     pub(crate) groups: Groups,
     /// Local application connections.
@@ -323,30 +282,16 @@ impl Node {
         let grid = cfg.timer_granularity.as_micros().max(1) as u64;
         let tick_phase_us = rand::Rng::random_range(&mut rng, 0..grid);
         Ok(Self {
-            leaf: LeafSet::new(me.id, cfg.leaf_set_size / 2),
-            rt: RoutingTable::new(me.id),
+            overlay: Overlay::new(me.id, &cfg),
             cfg,
             me,
             rng,
-            phase: Phase::Idle,
-            peers: IdMap::default(),
-            dead: IdMap::default(),
-            probes: IdMap::default(),
-            rtt_cache: IdMap::default(),
-            rtt_order: VecDeque::new(),
             tick_phase_us,
-            hops: BTreeMap::new(),
-            lookups: BTreeMap::new(),
             timers: BinaryHeap::new(),
-            row_maintenance_at: Time::MAX,
             // Ids (requests, tunnels, nonces) start at a point drawn from the seed, so that a
             // node restarted with the same id does not reuse the ids of its past life (a late
             // reply must not match a new request).
             next_nonce: splitmix(seed) >> 2,
-            leaf_version: 0,
-            leaf_exchange_at: Time::MAX,
-            introduced_until: Time::ZERO,
-            reintroduce: std::collections::BTreeMap::new(),
             groups: Groups::new(),
             locals: Locals::default(),
             asks: Asks::new(),
@@ -373,27 +318,6 @@ impl Node {
         &self.cfg
     }
 
-    /// True once the node is part of the ring (joined or founded it).
-    pub fn is_ready(&self) -> bool {
-        self.phase == Phase::Ready
-    }
-
-    /// True while a join is under way.
-    pub fn is_joining(&self) -> bool {
-        matches!(self.phase, Phase::Joining(_))
-    }
-
-    /// True once other nodes may know this node: it is ready, or joining and has announced
-    /// itself. Before that it sends nothing but its join request, so that no node routes to a
-    /// joiner that cannot yet serve (two joiners waiting on each other would deadlock).
-    pub(crate) fn visible(&self) -> bool {
-        match &self.phase {
-            Phase::Ready => true,
-            Phase::Joining(j) => j.announced,
-            Phase::Idle | Phase::Left => false,
-        }
-    }
-
     /// Drops all routing state and timers (after a failed join or a leave).
     pub(crate) fn reset_state(&mut self) {
         self.timers.clear();
@@ -405,61 +329,13 @@ impl Node {
         for (t, k) in armed {
             self.timers.push(Reverse((t, k)));
         }
-        self.reintroduce.clear();
         self.groups.forget_trees();
-        self.hops.clear();
-        self.probes.clear();
-        self.rtt_cache.clear();
-        self.rtt_order.clear();
-        self.dead.clear();
-        self.peers.clear();
-        self.leaf = LeafSet::new(self.me.id, self.cfg.leaf_set_size / 2);
-        self.rt = RoutingTable::new(self.me.id);
-    }
-
-    /// The leaf set.
-    pub fn leaf_set(&self) -> &LeafSet {
-        &self.leaf
-    }
-
-    /// The routing table.
-    pub fn routing_table(&self) -> &RoutingTable {
-        &self.rt
+        self.reset_overlay();
     }
 
     /// Counters of what the node did.
     pub fn stats(&self) -> &Stats {
         &self.stats
-    }
-
-    /// Measured round-trip time to a peer or recently probed candidate, in microseconds.
-    pub fn rtt_us(&self, peer: NodeId) -> Option<u32> {
-        match self.peers.get(&peer) {
-            Some(p) => p.rtt_us,
-            None => self.rtt_cache.get(&peer).map(|c| c.0),
-        }
-    }
-
-    /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).
-    pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
-        if self
-            .rtt_cache
-            .insert(info.id, (rtt_us, info.addr))
-            .is_none()
-        {
-            self.rtt_order.push_back(info.id);
-        }
-        while self.rtt_cache.len() > self.cfg.max_rtt_cache {
-            let Some(old) = self.rtt_order.pop_front() else {
-                break;
-            };
-            self.rtt_cache.remove(&old);
-        }
-        if self.rtt_order.len() > 2 * self.cfg.max_rtt_cache {
-            // Ids that left the cache (tracked again) linger in the order: drop them.
-            let cache = &self.rtt_cache;
-            self.rtt_order.retain(|id| cache.contains_key(id));
-        }
     }
 
     /// `t` rounded up to this node's timer grid.
@@ -477,14 +353,9 @@ impl Node {
         )
     }
 
-    /// Distinct nodes this node keeps state about (leaf set and routing table).
-    pub fn state_size(&self) -> usize {
-        self.peers.len()
-    }
-
     /// Founds a new ring: the node is ready at once, alone.
     pub fn start_first(&mut self, now: Time) {
-        assert_eq!(self.phase, Phase::Idle, "start_first on a started node");
+        assert!(self.is_idle(), "start_first on a started node");
         self.become_ready(now);
     }
 
@@ -513,15 +384,15 @@ impl Node {
     /// True when the owner of `key` still holds deadline `t`.
     fn timer_live(&self, t: Time, key: TimerKey) -> bool {
         match key {
-            TimerKey::Peer(id) => self.peers.get(&id).is_some_and(|p| p.due == t),
-            TimerKey::Dead(id) => self.dead.get(&id).is_some_and(|d| d.due == t),
-            TimerKey::Reintroduce(id) => self.reintroduce.get(&id).is_some_and(|r| r.2 == t),
-            TimerKey::Probe(id) => self.probes.get(&id).is_some_and(|p| p.deadline == t),
-            TimerKey::Hop(seq) => self.hops.get(&seq).is_some_and(|h| h.deadline == t),
-            TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
-            TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
-            TimerKey::LeafExchange => self.is_ready() && self.leaf_exchange_at == t,
-            TimerKey::RowMaintenance => self.is_ready() && self.row_maintenance_at == t,
+            TimerKey::Peer(_)
+            | TimerKey::Dead(_)
+            | TimerKey::Reintroduce(_)
+            | TimerKey::Probe(_)
+            | TimerKey::Hop(_)
+            | TimerKey::Lookup(_)
+            | TimerKey::Join
+            | TimerKey::LeafExchange
+            | TimerKey::RowMaintenance => self.overlay.timer_live(key, t),
             TimerKey::GroupRefresh | TimerKey::GroupRoutes => {
                 self.is_ready() && self.groups.timer_live(key, t)
             }
@@ -534,14 +405,7 @@ impl Node {
 
     /// Owners that may hold a deadline: the bound on live timer entries.
     fn timer_owners(&self) -> usize {
-        self.peers.len()
-            + self.dead.len()
-            + self.probes.len()
-            + self.hops.len()
-            + self.lookups.len()
-            + self.asks.timer_owners()
-            + self.tunnels.timer_owners()
-            + 4
+        self.overlay.timer_owners() + self.asks.timer_owners() + self.tunnels.timer_owners() + 2
     }
 
     /// Fires every timer due at or before `now`.
@@ -579,14 +443,14 @@ impl Node {
 
     /// Handles a message that arrived from `from`.
     pub fn handle_message(&mut self, now: Time, from: NodeInfo, msg: Message) {
-        if self.phase == Phase::Left || from.id == self.me.id {
+        if self.has_left() || from.id == self.me.id {
             return;
         }
         // A join request relayed by its own joiner (its first hop): the joiner must not be used
         // for routing before it announces itself, and a node not in a ring refuses it.
         let joiner_hello = matches!(&msg, Message::Route(r)
             if r.origin.id == from.id && r.body == petal_protocol::Routed::Join);
-        if self.phase == Phase::Idle {
+        if self.is_idle() {
             if joiner_hello {
                 self.stats.messages_received += 1;
                 self.refuse_join(from);
@@ -750,90 +614,20 @@ impl Node {
         self.next_nonce
     }
 
-    /// The address of a tracked peer.
-    pub(crate) fn info_of(&self, id: NodeId) -> Option<NodeInfo> {
-        self.peers.get(&id).map(|p| NodeInfo { id, addr: p.addr })
-    }
-
-    pub(crate) fn infos(&self, ids: impl Iterator<Item = NodeId>) -> Vec<NodeInfo> {
-        ids.filter_map(|id| self.info_of(id)).collect()
-    }
-
-    pub(crate) fn leaf_infos(&self) -> Vec<NodeInfo> {
-        self.infos(self.leaf.members())
-    }
-
-    /// Where a peer's address is, if tracked (for drivers that map ids to links).
-    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        self.peers.get(&id).map(|p| p.addr)
-    }
-
     /// Asserts every internal invariant: leaf set and routing table structure, every member
     /// tracked, timers consistent with their owners, bounds respected.
     pub fn check_invariants(&self) {
-        self.leaf.check_invariants();
-        self.rt.check_invariants();
-        for id in self.leaf.members().chain(self.rt.entries()) {
-            assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
-            assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
-        }
         let armed: std::collections::BTreeSet<(Time, TimerKey)> =
             self.timers.iter().map(|r| r.0).collect();
         assert!(
             self.timers.len() <= 4 * self.timer_owners() + 64,
             "stale timers pile up"
         );
-        for id in crate::id_map::sorted_keys(&self.peers) {
-            let (id, p) = (&id, &self.peers[&id]);
-            assert!(
-                self.leaf.contains(*id) || self.rt.contains(*id),
-                "tracked peer {id:?} in no table"
-            );
-            assert!(
-                armed.contains(&(p.due, TimerKey::Peer(*id))),
-                "peer timer lost"
-            );
-        }
-        for (id, d) in &self.dead {
-            assert!(
-                armed.contains(&(d.due, TimerKey::Dead(*id))),
-                "dead timer lost"
-            );
-        }
-        for (seq, h) in &self.hops {
-            assert!(
-                armed.contains(&(h.deadline, TimerKey::Hop(*seq))),
-                "hop timer lost"
-            );
-        }
-        for (id, l) in &self.lookups {
-            assert!(
-                armed.contains(&(l.deadline, TimerKey::Lookup(*id))),
-                "lookup timer lost"
-            );
-        }
-        assert!(
-            self.dead.len() <= self.cfg.max_dead,
-            "dead set over its bound"
-        );
-        assert!(
-            self.probes.len() <= self.cfg.max_probes,
-            "probes over their bound"
-        );
-        assert!(
-            self.hops.len() <= self.cfg.max_pending_hops,
-            "pending hops over their bound"
-        );
+        self.overlay.check_invariants(&self.cfg, &armed);
         assert!(
             self.outbox.len() <= self.cfg.max_outbox,
             "outbox over its bound"
         );
-        if let Phase::Joining(j) = &self.phase {
-            assert!(
-                j.buffered.len() <= self.cfg.max_join_buffer,
-                "join buffer over its bound"
-            );
-        }
         assert!(self.loopback.is_empty(), "loopback left undrained");
         let registered = |c| self.locals.contains(c);
         self.asks.check_invariants(&self.cfg, &armed, registered);

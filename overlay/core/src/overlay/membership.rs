@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use petal_protocol::{Message, NodeId, NodeInfo, RouteMsg, Routed};
 use rand::Rng;
 
-use crate::node::{Event, Node, Phase, TimerKey};
+use super::Phase;
+use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
 /// How a node came to be offered to [`Node::learn_as`].
@@ -37,10 +38,10 @@ impl Node {
     pub(crate) fn learn_as(&mut self, now: Time, info: NodeInfo, heard: Heard) {
         let direct = heard != Heard::SecondHand;
         let id = info.id;
-        if id == self.me.id || (!direct && self.dead.contains_key(&id)) {
+        if id == self.me.id || (!direct && self.overlay.dead.contains_key(&id)) {
             return;
         }
-        let (changed, evicted) = self.leaf.insert_evicting(id);
+        let (changed, evicted) = self.overlay.leaf.insert_evicting(id);
         if changed {
             // A new neighbour means our neighbours' views likely differ from ours too: exchange
             // soon. Only an announcer told its other neighbours itself; a node heard of
@@ -53,12 +54,12 @@ impl Node {
             }
             self.on_leaf_joined(id, direct);
         }
-        let Some(slot) = self.rt.slot_of(id) else {
+        let Some(slot) = self.overlay.rt.slot_of(id) else {
             return;
         };
-        match self.rt.get(slot) {
+        match self.overlay.rt.get(slot) {
             None => {
-                self.rt.set(id);
+                self.overlay.rt.set(id);
                 self.track(now, info);
             }
             Some(inc) if inc == id => {}
@@ -109,7 +110,7 @@ impl Node {
     /// the way answer with their rows and the node closest to this id with its leaf set, which
     /// this ready node learns for `join_timeout`.
     fn send_self_join(&mut self, now: Time, via: NodeInfo) {
-        self.introduced_until = now + self.cfg.join_timeout;
+        self.overlay.introduced_until = now + self.cfg.join_timeout;
         let join = RouteMsg {
             key: self.me.id.as_key(),
             origin: self.me,
@@ -127,7 +128,7 @@ impl Node {
     /// At most one at a time (per `join_timeout`). Counted in
     /// [`crate::Stats::relocations`].
     fn relocate(&mut self, now: Time, via: NodeInfo) {
-        if !self.is_ready() || now <= self.introduced_until {
+        if !self.is_ready() || now <= self.overlay.introduced_until {
             return;
         }
         self.stats.relocations += 1;
@@ -141,29 +142,32 @@ impl Node {
     /// it stops refusing (at most `MAX_REINTRODUCTIONS` times).
     pub(crate) fn reintroduce_later(&mut self, now: Time, info: NodeInfo) {
         const MAX_REINTRODUCTIONS: u32 = 8;
-        let tries = self.reintroduce.get(&info.id).map_or(0, |r| r.1);
+        let tries = self.overlay.reintroduce.get(&info.id).map_or(0, |r| r.1);
         if tries >= MAX_REINTRODUCTIONS {
             return;
         }
-        if tries == 0 && self.reintroduce.len() >= self.cfg.max_join_contacts {
+        if tries == 0 && self.overlay.reintroduce.len() >= self.cfg.max_join_contacts {
             // Full: forget a node whose last introduction was not refused, if any.
             let done = self
+                .overlay
                 .reintroduce
                 .iter()
                 .find(|(_, r)| r.2 == Time::MAX)
                 .map(|(id, _)| *id);
             match done {
-                Some(id) => self.reintroduce.remove(&id),
+                Some(id) => self.overlay.reintroduce.remove(&id),
                 None => return,
             };
         }
         let due = now + self.cfg.join_busy_retry * 2u32.pow(tries + 1);
-        self.reintroduce.insert(info.id, (info, tries + 1, due));
+        self.overlay
+            .reintroduce
+            .insert(info.id, (info, tries + 1, due));
         self.set_timer(due, TimerKey::Reintroduce(info.id));
     }
 
     pub(crate) fn on_reintroduce(&mut self, now: Time, id: NodeId) {
-        let Some(r) = self.reintroduce.get_mut(&id) else {
+        let Some(r) = self.overlay.reintroduce.get_mut(&id) else {
             return;
         };
         // Not pending any more; a refusal schedules the next one.
@@ -177,24 +181,24 @@ impl Node {
     /// True when `id` is in this node's tables (leaf set or routing table): a driver may skip
     /// introducing it. False for this node's own id and for nodes only remembered as dead.
     pub fn knows(&self, id: NodeId) -> bool {
-        self.peers.contains_key(&id)
+        self.overlay.peers.contains_key(&id)
     }
 
     /// A measured round-trip time to `info` arrived from a probe: it takes its routing-table slot
     /// when the slot is empty or held by a node measured farther. When the incumbent is not
     /// measured yet, the candidate waits in the round-trip cache (see `challenge_slot`).
     pub(crate) fn consider_with_rtt(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
-        if let Some(p) = self.peers.get_mut(&info.id) {
+        if let Some(p) = self.overlay.peers.get_mut(&info.id) {
             p.rtt_us.get_or_insert(rtt_us);
             return;
         }
         self.cache_rtt(info, rtt_us);
-        let Some(slot) = self.rt.slot_of(info.id) else {
+        let Some(slot) = self.overlay.rt.slot_of(info.id) else {
             return;
         };
-        match self.rt.get(slot) {
+        match self.overlay.rt.get(slot) {
             None => {
-                self.rt.set(info.id);
+                self.overlay.rt.set(info.id);
                 self.track(now, info);
             }
             Some(inc) => {
@@ -206,14 +210,14 @@ impl Node {
     }
 
     fn swap_in(&mut self, now: Time, info: NodeInfo, incumbent: NodeId) {
-        self.rt.set(info.id);
+        self.overlay.rt.set(info.id);
         self.track(now, info);
         self.untrack_if_unused(incumbent);
         self.stats.proximity_swaps += 1;
     }
 
     fn on_leaf_joined(&mut self, id: NodeId, direct: bool) {
-        match &self.phase {
+        match &self.overlay.phase {
             Phase::Joining(j) if j.announced => self.announce_to(id, true),
             Phase::Ready if !direct => {
                 // Tell a newly learned neighbour about us and our view (speeds up convergence
@@ -230,7 +234,7 @@ impl Node {
     /// The leaf set changed: count the version, check the group trees' routes, and, when
     /// `exchange_soon`, exchange leaf sets within `leaf_exchange_min`.
     pub(crate) fn leaf_changed(&mut self, now: Time, exchange_soon: bool) {
-        self.leaf_version += 1;
+        self.overlay.leaf_version += 1;
         if !self.is_ready() {
             return;
         }
@@ -239,8 +243,8 @@ impl Node {
             return;
         }
         let soon = now + self.cfg.leaf_exchange_min;
-        if self.leaf_exchange_at > soon {
-            self.leaf_exchange_at = soon;
+        if self.overlay.leaf_exchange_at > soon {
+            self.overlay.leaf_exchange_at = soon;
             self.set_timer(soon, TimerKey::LeafExchange);
         }
     }
@@ -250,11 +254,11 @@ impl Node {
             return;
         }
         let next = now + self.cfg.leaf_exchange_interval;
-        self.leaf_exchange_at = next;
+        self.overlay.leaf_exchange_at = next;
         self.set_timer(next, TimerKey::LeafExchange);
         let nearest = (
-            self.leaf.left().first().copied(),
-            self.leaf.right().first().copied(),
+            self.overlay.leaf.left().first().copied(),
+            self.overlay.leaf.right().first().copied(),
         );
         self.exchange_leaf_set(nearest);
     }
@@ -283,12 +287,12 @@ impl Node {
         leaf: Vec<NodeInfo>,
         reply: bool,
     ) {
-        let version = self.leaf_version;
+        let version = self.overlay.leaf_version;
         let mut entered = 0;
         for e in leaf {
-            let was = self.leaf.contains(e.id);
+            let was = self.overlay.leaf.contains(e.id);
             self.learn(now, e, false);
-            entered += usize::from(!was && self.leaf.contains(e.id));
+            entered += usize::from(!was && self.overlay.leaf.contains(e.id));
         }
         if entered >= self.cfg.leaf_set_size / 2 && entered > 0 {
             self.relocate(now, from);
@@ -297,7 +301,10 @@ impl Node {
             // (A joiner that has not announced itself stays silent: nobody may route to it.)
             let leaf = self.leaf_infos();
             self.send(from, Message::LeafSet { leaf, reply: false });
-        } else if self.leaf_version != version && self.leaf.is_partial() && self.is_ready() {
+        } else if self.overlay.leaf_version != version
+            && self.overlay.leaf.is_partial()
+            && self.is_ready()
+        {
             // An answer to a repair taught us something but a side is still short (several
             // neighbours gone at once): keep asking the new farthest members. This stops as soon
             // as an answer teaches nothing (also in rings smaller than the leaf set).
@@ -309,8 +316,8 @@ impl Node {
     /// After losing a leaf-set member: ask the farthest member on each side for its leaf set.
     pub(crate) fn repair_leaf_set(&mut self) {
         let farthest = (
-            self.leaf.left().last().copied(),
-            self.leaf.right().last().copied(),
+            self.overlay.leaf.left().last().copied(),
+            self.overlay.leaf.right().last().copied(),
         );
         self.exchange_leaf_set(farthest);
     }
@@ -318,9 +325,9 @@ impl Node {
     /// After losing a routing-table entry of `row`: ask another node of that row (or, when the
     /// row is empty, a leaf-set member) for its row (lazy repair).
     pub(crate) fn repair_row(&mut self, row: usize) {
-        let mut candidates: Vec<NodeId> = self.rt.row(row).collect();
+        let mut candidates: Vec<NodeId> = self.overlay.rt.row(row).collect();
         if candidates.is_empty() {
-            candidates = self.leaf.members().collect();
+            candidates = self.overlay.leaf.members().collect();
         }
         if candidates.is_empty() {
             return;
@@ -337,16 +344,16 @@ impl Node {
         if !self.is_ready() {
             return;
         }
-        self.row_maintenance_at = now + self.cfg.routing_maintenance_interval;
-        self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
-        let rows: Vec<usize> = (0..self.rt.rows_allocated())
-            .filter(|&r| self.rt.row(r).next().is_some())
+        self.overlay.row_maintenance_at = now + self.cfg.routing_maintenance_interval;
+        self.set_timer(self.overlay.row_maintenance_at, TimerKey::RowMaintenance);
+        let rows: Vec<usize> = (0..self.overlay.rt.rows_allocated())
+            .filter(|&r| self.overlay.rt.row(r).next().is_some())
             .collect();
         if rows.is_empty() {
             return;
         }
         let row = rows[self.rng.random_range(0..rows.len())];
-        let members: Vec<NodeId> = self.rt.row(row).collect();
+        let members: Vec<NodeId> = self.overlay.rt.row(row).collect();
         let pick = members[self.rng.random_range(0..members.len())];
         if let Some(info) = self.info_of(pick) {
             self.send(info, Message::RowRequest { row: row as u8 });
@@ -355,7 +362,8 @@ impl Node {
 
     pub(crate) fn on_row_request(&mut self, from: NodeInfo, row: u8) {
         let mut entries = self.infos(
-            self.rt
+            self.overlay
+                .rt
                 .row(usize::from(row))
                 .collect::<Vec<_>>()
                 .into_iter(),
@@ -377,15 +385,15 @@ impl Node {
     /// fails pending lookups, times out pending requests, closes tunnels with a reason, and
     /// stops. The node ignores all input afterwards.
     pub fn leave(&mut self, now: Time) {
-        if self.phase == Phase::Ready {
+        if self.overlay.phase == Phase::Ready {
             let leaf = self.leaf_infos();
             let peers: Vec<NodeInfo> =
-                self.infos(crate::id_map::sorted_keys(&self.peers).into_iter());
+                self.infos(crate::id_map::sorted_keys(&self.overlay.peers).into_iter());
             for p in peers {
                 self.send(p, Message::Leave { leaf: leaf.clone() });
             }
         }
-        let lookups = std::mem::take(&mut self.lookups);
+        let lookups = std::mem::take(&mut self.overlay.lookups);
         for (id, l) in lookups {
             self.emit(Event::LookupFailed {
                 lookup: id,
@@ -402,7 +410,7 @@ impl Node {
         self.asks.forget_deliveries();
         self.groups.clear_loads();
         self.drain_loopback(now);
-        self.phase = Phase::Left;
+        self.overlay.phase = Phase::Left;
         self.reset_state();
     }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use petal_protocol::id::DIGITS;
 use petal_protocol::{Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
 
-use crate::node::{Event, Node, Phase, TimerKey};
+use super::Phase;
+use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
 /// What a pending hop carries: a routed message, or an ask descending a cluster tree.
@@ -39,7 +40,7 @@ impl Node {
     fn usable(&self, id: NodeId, avoid: &[NodeId], exclude: Option<NodeId>) -> bool {
         Some(id) != exclude
             && !avoid.contains(&id)
-            && self.peers.get(&id).is_some_and(|p| p.misses == 0)
+            && self.overlay.peers.get(&id).is_some_and(|p| p.misses == 0)
     }
 
     /// The next hop for `key`, or `None` when this node is the destination.
@@ -57,14 +58,15 @@ impl Node {
     ) -> Option<NodeId> {
         let me = self.me.id;
         // 1. Within the leaf set's range: straight to the numerically closest.
-        if self.leaf.covers(key) {
+        if self.overlay.leaf.covers(key) {
             let best = self
+                .overlay
                 .leaf
                 .closest(key, |id| !self.usable(id, avoid, exclude));
             return (best != me).then_some(best);
         }
         // 2. The routing-table entry sharing one more digit.
-        if let Some(next) = self.rt.next_for(key) {
+        if let Some(next) = self.overlay.rt.next_for(key) {
             if self.usable(next, avoid, exclude) {
                 return Some(next);
             }
@@ -72,7 +74,7 @@ impl Node {
         // 3. The rare case: any known node with at least as long a prefix, numerically closer.
         let l = me.shared_prefix_len(key);
         let mut best = me;
-        for id in self.leaf.members().chain(self.rt.entries()) {
+        for id in self.overlay.leaf.members().chain(self.overlay.rt.entries()) {
             if id.shared_prefix_len(key) >= l
                 && id.closer_than(best, key)
                 && self.usable(id, avoid, exclude)
@@ -128,24 +130,48 @@ impl Node {
             hop_seq,
             ..msg.clone()
         };
-        if self.hops.len() >= self.cfg.max_pending_hops {
+        if self.hops_full() {
             // No room to track the hop: drop (counted) rather than forward unprotected.
             self.stats.routes_dropped += 1;
             return;
         }
         self.stats.routes_forwarded += 1;
-        let deadline = now + self.hop_timeout(next);
-        self.hops.insert(
+        self.track_hop(now, hop_seq, HopMsg::Route(msg), next, avoid);
+        self.send(to, Message::Route(out));
+    }
+
+    /// True when no more forwarded messages can be tracked (`max_pending_hops`).
+    pub(crate) fn hops_full(&self) -> bool {
+        self.overlay.hops.len() >= self.cfg.max_pending_hops
+    }
+
+    /// Tracks message `msg`, sent as hop `hop_seq` to `to`, until `to` acknowledges it; on
+    /// its timeout it is rerouted avoiding `to` (and the hops in `avoid`).
+    pub(crate) fn track_hop(
+        &mut self,
+        now: Time,
+        hop_seq: u64,
+        msg: HopMsg,
+        to: NodeId,
+        avoid: Vec<NodeId>,
+    ) {
+        let deadline = now + self.hop_timeout(to);
+        self.overlay.hops.insert(
             hop_seq,
             PendingHop {
-                msg: HopMsg::Route(msg),
-                to: next,
+                msg,
+                to,
                 avoid,
                 deadline,
             },
         );
         self.set_timer(deadline, TimerKey::Hop(hop_seq));
-        self.send(to, Message::Route(out));
+    }
+
+    /// Forwarded messages waiting for their next hop's acknowledgement (bounded by
+    /// `max_pending_hops`; a driver can push back on its applications as it fills).
+    pub fn pending_hops(&self) -> usize {
+        self.overlay.hops.len()
     }
 
     pub(crate) fn hop_timeout(&self, next: NodeId) -> Duration {
@@ -158,18 +184,23 @@ impl Node {
     }
 
     pub(crate) fn on_route_ack(&mut self, from: NodeInfo, hop_seq: u64) {
-        if self.hops.get(&hop_seq).is_some_and(|h| h.to == from.id) {
-            self.hops.remove(&hop_seq);
+        if self
+            .overlay
+            .hops
+            .get(&hop_seq)
+            .is_some_and(|h| h.to == from.id)
+        {
+            self.overlay.hops.remove(&hop_seq);
         }
     }
 
     pub(crate) fn on_hop_timeout(&mut self, now: Time, hop_seq: u64) {
-        let Some(h) = self.hops.remove(&hop_seq) else {
+        let Some(h) = self.overlay.hops.remove(&hop_seq) else {
             return;
         };
         self.stats.hop_timeouts += 1;
         // The silent hop is suspected: probe it now rather than at its next scheduled ping.
-        if let Some(p) = self.peers.get_mut(&h.to) {
+        if let Some(p) = self.overlay.peers.get_mut(&h.to) {
             if p.misses == 0 {
                 p.misses = 1;
             }
@@ -200,20 +231,23 @@ impl Node {
     /// Reroutes at once every message waiting for an ack from `dead`.
     pub(crate) fn reroute_hops_to(&mut self, now: Time, dead: NodeId) {
         let seqs: Vec<u64> = self
+            .overlay
             .hops
             .iter()
             .filter(|(_, h)| h.to == dead)
             .map(|(s, _)| *s)
             .collect();
         for seq in seqs {
-            if let Some(h) = self.hops.remove(&seq) {
+            if let Some(h) = self.overlay.hops.remove(&seq) {
                 self.retry_hop(now, h);
             }
         }
     }
 
     fn deliver(&mut self, now: Time, msg: RouteMsg) {
-        if msg.body == Routed::Join && matches!(&self.phase, Phase::Joining(j) if j.announced) {
+        if msg.body == Routed::Join
+            && matches!(&self.overlay.phase, Phase::Joining(j) if j.announced)
+        {
             // Another joiner's closest node is this one, which has its leaf set and has
             // announced itself: answer now rather than when ready, so that no joiner waits on
             // another joiner's activation (which may wait on acknowledgements for long in a
@@ -221,7 +255,7 @@ impl Node {
             // is ready, so that the joiner then learns the settled leaf set too.
             self.send_join_state(&msg, true);
         }
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             // Not serving keys yet: hold the message until the join completes.
             if j.buffered.len() < self.cfg.max_join_buffer {
                 j.buffered.push(msg);
@@ -274,7 +308,7 @@ impl Node {
         let first = usize::from(msg.hops).min(rows);
         let entries = self.infos(
             (first..=rows)
-                .flat_map(|r| self.rt.row(r))
+                .flat_map(|r| self.overlay.rt.row(r))
                 .collect::<Vec<_>>()
                 .into_iter(),
         );
@@ -293,12 +327,12 @@ impl Node {
     /// [`Event::LookupFailed`]. Returns `None` when the node is not ready or has too many
     /// lookups outstanding.
     pub fn lookup(&mut self, now: Time, key: Key) -> Option<u64> {
-        if !self.is_ready() || self.lookups.len() >= self.cfg.max_pending_lookups {
+        if !self.is_ready() || self.overlay.lookups.len() >= self.cfg.max_pending_lookups {
             return None;
         }
         let id = self.nonce();
         let deadline = now + self.cfg.lookup_timeout;
-        self.lookups.insert(
+        self.overlay.lookups.insert(
             id,
             PendingLookup {
                 key,
@@ -323,12 +357,12 @@ impl Node {
     }
 
     pub(crate) fn on_lookup_timeout(&mut self, now: Time, id: u64) {
-        let Some(l) = self.lookups.get_mut(&id) else {
+        let Some(l) = self.overlay.lookups.get_mut(&id) else {
             return;
         };
         if l.attempts >= self.cfg.lookup_attempts {
             let key = l.key;
-            self.lookups.remove(&id);
+            self.overlay.lookups.remove(&id);
             self.emit(Event::LookupFailed { lookup: id, key });
             return;
         }
@@ -342,7 +376,7 @@ impl Node {
 
     pub(crate) fn on_lookup_reply(&mut self, lookup: u64, owner: NodeInfo, hops: u8) {
         // A late or duplicate reply finds no pending lookup and is dropped.
-        let Some(l) = self.lookups.remove(&lookup) else {
+        let Some(l) = self.overlay.lookups.remove(&lookup) else {
             return;
         };
         self.emit(Event::LookupDone {

@@ -35,7 +35,8 @@ use std::time::Duration;
 use petal_protocol::{Message, NodeId, NodeInfo, RouteMsg, Routed};
 use rand::Rng;
 
-use crate::node::{Event, Node, Phase, TimerKey};
+use super::Phase;
+use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
 /// State of a join under way.
@@ -104,10 +105,11 @@ pub struct JoinProgress {
 impl Node {
     /// Where the join stands, while the node is joining.
     pub fn join_progress(&self) -> Option<JoinProgress> {
-        let Phase::Joining(j) = &self.phase else {
+        let Phase::Joining(j) = &self.overlay.phase else {
             return None;
         };
         let missing: Vec<NodeId> = self
+            .overlay
             .leaf
             .members()
             .filter(|id| !j.acked.contains(id))
@@ -125,8 +127,8 @@ impl Node {
     /// (or [`Event::JoinFailed`] after `join_attempts` attempts timed out). More contacts can
     /// be added while the join is under way with [`Node::contact`].
     pub fn join(&mut self, now: Time, bootstrap: NodeInfo) {
-        assert_eq!(self.phase, Phase::Idle, "join on a started node");
-        self.phase = Phase::Joining(Box::new(JoinState {
+        assert_eq!(self.overlay.phase, Phase::Idle, "join on a started node");
+        self.overlay.phase = Phase::Joining(Box::new(JoinState {
             contacts: vec![bootstrap],
             next: 0,
             via: None,
@@ -155,7 +157,7 @@ impl Node {
             return;
         }
         let (me, max) = (self.me.id, self.cfg.max_join_contacts);
-        match &mut self.phase {
+        match &mut self.overlay.phase {
             Phase::Idle => self.join(now, info),
             Phase::Joining(j) => {
                 j.add_contact(me, info, max);
@@ -184,7 +186,7 @@ impl Node {
     fn start_join_attempt(&mut self, now: Time) {
         let me = self.me.id;
         let busy_retry = self.cfg.join_busy_retry;
-        let Phase::Joining(j) = &mut self.phase else {
+        let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
         let n = j.contacts.len();
@@ -215,7 +217,7 @@ impl Node {
         j.sent_at = now;
         let rtt = j.rtt;
         let deadline = now + self.join_progress_bound(rtt);
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             j.deadline = deadline;
         }
         self.set_timer(deadline, TimerKey::Join);
@@ -232,7 +234,7 @@ impl Node {
     /// The attempt made progress (`from` answered it): measure the contact's round-trip time
     /// on its first answer, and push the deadline out by one progress bound.
     fn join_progressed(&mut self, now: Time, from: NodeId) {
-        let Phase::Joining(j) = &mut self.phase else {
+        let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
         if j.via.is_some_and(|v| v.id == from) && now >= j.sent_at {
@@ -242,12 +244,12 @@ impl Node {
             // Measured once per attempt.
             j.sent_at = Time::MAX;
         }
-        let bound = self.join_progress_bound(match &self.phase {
+        let bound = self.join_progress_bound(match &self.overlay.phase {
             Phase::Joining(j) => j.rtt,
             _ => None,
         });
         let deadline = now + bound;
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             // Once announced, acknowledgements do not push the deadline out: the members that
             // have not answered by then are asked again (a lost acknowledgement must not wait
             // while new leaf-set members keep answering).
@@ -259,7 +261,7 @@ impl Node {
     }
 
     pub(crate) fn on_join_timeout(&mut self, now: Time) {
-        let Phase::Joining(j) = &self.phase else {
+        let Phase::Joining(j) = &self.overlay.phase else {
             return;
         };
         if j.deadline > now {
@@ -277,22 +279,23 @@ impl Node {
         let give_up_at = j.started + self.cfg.join_timeout * self.cfg.join_attempts;
         if j.attempt + 1 >= self.cfg.join_attempts && now >= give_up_at {
             self.stats.routes_dropped += j.buffered.len() as u64;
-            self.phase = Phase::Idle;
+            self.overlay.phase = Phase::Idle;
             self.reset_state();
             self.emit(Event::JoinFailed);
             return;
         }
         self.stats.join_retries += 1;
-        if j.announced && !self.leaf.is_empty() {
+        if j.announced && !self.overlay.leaf.is_empty() {
             // The path is done; only acknowledgements are missing (lost, or a silent member
             // that liveness will remove): ask the members that have not answered again.
             let missing: Vec<NodeId> = self
+                .overlay
                 .leaf
                 .members()
                 .filter(|id| !j.acked.contains(id))
                 .collect();
             let deadline = now + self.join_progress_bound(j.rtt);
-            if let Phase::Joining(j) = &mut self.phase {
+            if let Phase::Joining(j) = &mut self.overlay.phase {
                 j.attempt += 1;
                 j.deadline = deadline;
                 for id in &missing {
@@ -305,7 +308,7 @@ impl Node {
             }
             return;
         }
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             j.attempt += 1;
         }
         self.start_join_attempt(now);
@@ -314,7 +317,7 @@ impl Node {
     /// A joiner's first hop reached a node that is not in a ring: refuse, naming this node's
     /// own contacts.
     pub(crate) fn refuse_join(&mut self, to: NodeInfo) {
-        let contacts = match &self.phase {
+        let contacts = match &self.overlay.phase {
             Phase::Joining(j) => j.contacts.clone(),
             _ => Vec::new(),
         };
@@ -325,12 +328,12 @@ impl Node {
     /// The contact of our attempt is not in a ring: note what it knows and move on.
     pub(crate) fn on_join_busy(&mut self, now: Time, from: NodeInfo, contacts: Vec<NodeInfo>) {
         let (me, max) = (self.me.id, self.cfg.max_join_contacts);
-        if self.is_ready() && now <= self.introduced_until {
+        if self.is_ready() && now <= self.overlay.introduced_until {
             // A stranger we introduced ourselves to is still joining.
             self.reintroduce_later(now, from);
             return;
         }
-        let Phase::Joining(j) = &mut self.phase else {
+        let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
         if j.via.is_none_or(|v| v.id != from.id) {
@@ -371,7 +374,7 @@ impl Node {
             // Answers to the join an introduction routed through another ring are candidates;
             // other join replies to a ready node (late ones of its own join) are ignored, as
             // before introductions existed.
-            if now <= self.introduced_until {
+            if now <= self.overlay.introduced_until {
                 for e in entries.into_iter().chain(leaf) {
                     self.learn(now, e, false);
                 }
@@ -388,7 +391,7 @@ impl Node {
         if !last {
             return;
         }
-        let Phase::Joining(j) = &mut self.phase else {
+        let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
         if j.announced {
@@ -397,12 +400,12 @@ impl Node {
         j.announced = true;
         let rtt = j.rtt;
         let deadline = now + self.join_progress_bound(rtt);
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             j.deadline = deadline;
         }
         self.set_timer(deadline, TimerKey::Join);
-        let leaf: BTreeSet<NodeId> = self.leaf.members().collect();
-        let all = crate::id_map::sorted_keys(&self.peers);
+        let leaf: BTreeSet<NodeId> = self.overlay.leaf.members().collect();
+        let all = crate::id_map::sorted_keys(&self.overlay.peers);
         for id in all {
             self.announce_to(id, leaf.contains(&id));
         }
@@ -413,7 +416,7 @@ impl Node {
         let Some(info) = self.info_of(id) else {
             return;
         };
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             if reply && !j.asked.insert(id) {
                 return;
             }
@@ -433,7 +436,7 @@ impl Node {
         for e in leaf {
             self.learn(now, e, false);
         }
-        if let Phase::Joining(j) = &mut self.phase {
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             if j.asked.contains(&from.id) {
                 j.acked.insert(from.id);
             }
@@ -444,12 +447,12 @@ impl Node {
     /// A joining node becomes ready once every current leaf-set member acknowledged its
     /// announce, so that its neighbours know it before it serves keys.
     pub(crate) fn check_activation(&mut self, now: Time) {
-        let Phase::Joining(j) = &self.phase else {
+        let Phase::Joining(j) = &self.overlay.phase else {
             return;
         };
         if !j.announced
-            || self.leaf.is_empty()
-            || !self.leaf.members().all(|id| j.acked.contains(&id))
+            || self.overlay.leaf.is_empty()
+            || !self.overlay.leaf.members().all(|id| j.acked.contains(&id))
         {
             return;
         }
@@ -457,7 +460,7 @@ impl Node {
     }
 
     pub(crate) fn become_ready(&mut self, now: Time) {
-        let old = std::mem::replace(&mut self.phase, Phase::Ready);
+        let old = std::mem::replace(&mut self.overlay.phase, Phase::Ready);
         let mut others = Vec::new();
         if let Phase::Joining(j) = old {
             let j = *j;
@@ -477,15 +480,15 @@ impl Node {
         let jitter = self
             .rng
             .random_range(0..self.cfg.leaf_exchange_min.as_micros().max(1) as u64);
-        self.leaf_exchange_at = Time::from_micros(
+        self.overlay.leaf_exchange_at = Time::from_micros(
             now.as_micros() + self.cfg.leaf_exchange_min.as_micros() as u64 + jitter,
         );
-        self.set_timer(self.leaf_exchange_at, TimerKey::LeafExchange);
+        self.set_timer(self.overlay.leaf_exchange_at, TimerKey::LeafExchange);
         let jitter = self
             .rng
             .random_range(0..self.cfg.routing_maintenance_interval.as_micros().max(1) as u64);
-        self.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
-        self.set_timer(self.row_maintenance_at, TimerKey::RowMaintenance);
+        self.overlay.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.overlay.row_maintenance_at, TimerKey::RowMaintenance);
         self.emit(Event::Joined);
         self.start_groups(now);
         // Contacts may belong to other rings (they joined elsewhere, or founded): introduce

@@ -9,7 +9,7 @@ use std::time::Duration;
 use petal_protocol::{Message, NodeId, NodeInfo};
 use rand::Rng;
 
-use crate::membership::Heard;
+use super::membership::Heard;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
@@ -48,7 +48,7 @@ pub(crate) struct Probe {
 
 impl Node {
     fn ping_interval(&self, id: NodeId) -> Duration {
-        if self.leaf.contains(id) || self.groups.is_parent(id) {
+        if self.overlay.leaf.contains(id) || self.groups.is_parent(id) {
             self.cfg.leaf_ping_interval
         } else {
             self.cfg.routing_ping_interval
@@ -59,7 +59,7 @@ impl Node {
     /// neighbour or a group parent, which must be found out dead as fast).
     pub(crate) fn ping_soon(&mut self, now: Time, id: NodeId) {
         let soon = self.quantize(now + self.cfg.leaf_ping_interval);
-        if let Some(p) = self.peers.get_mut(&id)
+        if let Some(p) = self.overlay.peers.get_mut(&id)
             && p.ping.is_none()
             && p.due > soon
         {
@@ -70,9 +70,9 @@ impl Node {
 
     /// Starts tracking a node that entered the leaf set or routing table.
     pub(crate) fn track(&mut self, now: Time, info: NodeInfo) {
-        if self.peers.contains_key(&info.id) {
+        if self.overlay.peers.contains_key(&info.id) {
             // Entering the leaf set shortens the ping interval.
-            if self.leaf.contains(info.id) {
+            if self.overlay.leaf.contains(info.id) {
                 self.ping_soon(now, info.id);
             }
             return;
@@ -80,14 +80,14 @@ impl Node {
         // Unless a probe already measured it, the first ping comes soon (within a second), so
         // that the new peer's round-trip time is known when the next candidate for its slot shows
         // up; later pings follow the interval.
-        let rtt_us = self.rtt_cache.remove(&info.id).map(|c| c.0);
+        let rtt_us = self.overlay.rtt_cache.remove(&info.id).map(|c| c.0);
         let mut first = self.ping_interval(info.id);
         if rtt_us.is_none() {
             first = first.min(Duration::from_secs(1));
         }
         let phase = self.rng.random_range(0..(first.as_micros() as u64).max(1));
         let due = self.quantize(Time::from_micros(now.as_micros() + phase));
-        self.peers.insert(
+        self.overlay.peers.insert(
             info.id,
             Peer {
                 addr: info.addr,
@@ -102,10 +102,10 @@ impl Node {
 
     /// Stops tracking `id` if it is in neither table.
     pub(crate) fn untrack_if_unused(&mut self, id: NodeId) {
-        if self.leaf.contains(id) || self.rt.contains(id) {
+        if self.overlay.leaf.contains(id) || self.overlay.rt.contains(id) {
             return;
         }
-        if let Some(p) = self.peers.remove(&id) {
+        if let Some(p) = self.overlay.peers.remove(&id) {
             if let Some(rtt) = p.rtt_us {
                 self.cache_rtt(NodeInfo { id, addr: p.addr }, rtt);
             }
@@ -114,7 +114,7 @@ impl Node {
 
     /// Direct evidence that `from` is alive (`announce`: it announced itself to its leaf set).
     pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo, announce: bool) {
-        if self.dead.remove(&from.id).is_some() {
+        if self.overlay.dead.remove(&from.id).is_some() {
             self.stats.revivals += 1;
         }
         let heard = if announce {
@@ -122,7 +122,7 @@ impl Node {
         } else {
             Heard::Direct
         };
-        match self.peers.get_mut(&from.id) {
+        match self.overlay.peers.get_mut(&from.id) {
             Some(p) => {
                 p.misses = 0;
                 // A node that came back at another address (its id is its key's, so it is the
@@ -133,7 +133,7 @@ impl Node {
                 // A peer we track for another reason (a routing-table entry, a tree parent)
                 // that now belongs in the leaf set (it did not fit when first learned, or left
                 // it while nodes that are gone now were closer).
-                if self.leaf.would_accept(from.id) {
+                if self.overlay.leaf.would_accept(from.id) {
                     self.learn_as(now, from, heard);
                 }
             }
@@ -144,7 +144,7 @@ impl Node {
     pub(crate) fn send_ping(&mut self, now: Time, id: NodeId) {
         let nonce = self.nonce();
         let due = self.quantize(now + self.cfg.ping_timeout);
-        let Some(p) = self.peers.get_mut(&id) else {
+        let Some(p) = self.overlay.peers.get_mut(&id) else {
             return;
         };
         p.ping = Some((nonce, now));
@@ -159,13 +159,13 @@ impl Node {
         if !self.visible() {
             // A joiner stays invisible until it announces itself: no pings yet.
             let due = self.quantize(now + self.ping_interval(id));
-            if let Some(p) = self.peers.get_mut(&id) {
+            if let Some(p) = self.overlay.peers.get_mut(&id) {
                 p.due = due;
                 self.set_timer(due, TimerKey::Peer(id));
             }
             return;
         }
-        let Some(p) = self.peers.get_mut(&id) else {
+        let Some(p) = self.overlay.peers.get_mut(&id) else {
             return;
         };
         if p.ping.is_some() {
@@ -180,15 +180,19 @@ impl Node {
     }
 
     pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
-        if self.probes.get(&from.id).is_some_and(|p| p.nonce == nonce)
-            && let Some(probe) = self.probes.remove(&from.id)
+        if self
+            .overlay
+            .probes
+            .get(&from.id)
+            .is_some_and(|p| p.nonce == nonce)
+            && let Some(probe) = self.overlay.probes.remove(&from.id)
         {
             let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
             self.consider_with_rtt(now, from, rtt);
             return;
         }
         let next = self.quantize(now + self.ping_interval(from.id));
-        let Some(p) = self.peers.get_mut(&from.id) else {
+        let Some(p) = self.overlay.peers.get_mut(&from.id) else {
             return;
         };
         let Some((expected, sent)) = p.ping else {
@@ -215,14 +219,22 @@ impl Node {
     /// The round-trip time of routing-table entry `id` just became known: a probed candidate
     /// for the same slot that is closer takes its place.
     fn challenge_slot(&mut self, now: Time, id: NodeId, rtt_us: u32) {
-        let Some(slot) = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id)) else {
+        let Some(slot) = self
+            .overlay
+            .rt
+            .slot_of(id)
+            .filter(|&s| self.overlay.rt.get(s) == Some(id))
+        else {
             return;
         };
         let best = self
+            .overlay
             .rtt_cache
             .iter()
             .filter(|(c, (r, _))| {
-                *r < rtt_us && self.rt.slot_of(**c) == Some(slot) && !self.dead.contains_key(*c)
+                *r < rtt_us
+                    && self.overlay.rt.slot_of(**c) == Some(slot)
+                    && !self.overlay.dead.contains_key(*c)
             })
             .min_by_key(|(c, (r, _))| (*r, **c))
             .map(|(c, (r, a))| (NodeInfo { id: *c, addr: *a }, *r));
@@ -234,14 +246,14 @@ impl Node {
     /// Pings a candidate to measure its round-trip time (bounded by `max_probes`).
     pub(crate) fn probe(&mut self, now: Time, info: NodeInfo) {
         if !self.visible()
-            || self.probes.len() >= self.cfg.max_probes
-            || self.probes.contains_key(&info.id)
+            || self.overlay.probes.len() >= self.cfg.max_probes
+            || self.overlay.probes.contains_key(&info.id)
         {
             return;
         }
         let nonce = self.nonce();
         let deadline = now + self.cfg.ping_timeout;
-        self.probes.insert(
+        self.overlay.probes.insert(
             info.id,
             Probe {
                 nonce,
@@ -255,22 +267,26 @@ impl Node {
     }
 
     pub(crate) fn on_probe_timeout(&mut self, id: NodeId) {
-        self.probes.remove(&id);
+        self.overlay.probes.remove(&id);
     }
 
     /// Removes `id` from every table and remembers it as dead (or left), then repairs.
     pub(crate) fn declare_dead(&mut self, now: Time, id: NodeId, left: bool) {
-        let addr = match self.peers.get(&id) {
+        let addr = match self.overlay.peers.get(&id) {
             Some(p) => p.addr,
             None => return,
         };
-        let slot = self.rt.slot_of(id).filter(|&s| self.rt.get(s) == Some(id));
-        let in_leaf = self.leaf.remove(id);
+        let slot = self
+            .overlay
+            .rt
+            .slot_of(id)
+            .filter(|&s| self.overlay.rt.get(s) == Some(id));
+        let in_leaf = self.overlay.leaf.remove(id);
         if in_leaf {
             // (The repair asks the farthest members itself.)
             self.leaf_changed(now, false);
         }
-        self.rt.remove(id);
+        self.overlay.rt.remove(id);
         self.untrack_if_unused(id);
         if !left {
             self.stats.deaths_declared += 1;
@@ -290,14 +306,15 @@ impl Node {
     }
 
     fn remember_dead(&mut self, now: Time, id: NodeId, addr: std::net::SocketAddr, left: bool) {
-        if self.dead.len() >= self.cfg.max_dead {
+        if self.overlay.dead.len() >= self.cfg.max_dead {
             let oldest = self
+                .overlay
                 .dead
                 .iter()
                 .min_by_key(|(k, d)| (d.since, **k))
                 .map(|(k, _)| *k);
             if let Some(old) = oldest {
-                self.dead.remove(&old);
+                self.overlay.dead.remove(&old);
             }
         }
         let due = self.quantize(if left {
@@ -305,7 +322,7 @@ impl Node {
         } else {
             now + self.cfg.dead_probe_min
         });
-        self.dead.insert(
+        self.overlay.dead.insert(
             id,
             Dead {
                 addr,
@@ -321,19 +338,19 @@ impl Node {
     pub(crate) fn on_dead_timer(&mut self, now: Time, id: NodeId) {
         let forget_after = self.cfg.dead_forget_after;
         let max = self.cfg.dead_probe_max;
-        let Some(d) = self.dead.get_mut(&id) else {
+        let Some(d) = self.overlay.dead.get_mut(&id) else {
             return;
         };
         let forget_at = d.since + forget_after;
         if d.left || now >= forget_at {
-            self.dead.remove(&id);
+            self.overlay.dead.remove(&id);
             return;
         }
         let info = NodeInfo { id, addr: d.addr };
         let next = (now + d.backoff).min(forget_at);
         d.backoff = d.backoff.saturating_mul(2).min(max);
         let due = self.quantize(next);
-        if let Some(d) = self.dead.get_mut(&id) {
+        if let Some(d) = self.overlay.dead.get_mut(&id) {
             d.due = due;
             self.set_timer(due, TimerKey::Dead(id));
         }

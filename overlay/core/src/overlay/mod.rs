@@ -1,0 +1,314 @@
+//! The Pastry overlay: where the node stands in the ring ([`Phase`]), its leaf set and routing
+//! table, the liveness of the nodes in them, the messages it routes and the lookups it
+//! started. [`Overlay`] owns all of it; its fields are private to this module and its children,
+//! which add the behaviour by concern:
+//! - `liveness`: pings, suspicion, death, re-probes, proximity probes;
+//! - `routing`: the next hop, hop acknowledgements and rerouting, delivery, lookups;
+//! - `join`: joining through contacts, refusals, cycles of joiners;
+//! - `membership`: announces, leaf-set exchange, repair, introductions, leave.
+//!
+//! These are one owner rather than four: the leaf set, the routing table and the liveness of
+//! their members are one consistency domain (every member is tracked and not dead, every
+//! tracked node is in a table), which a split would turn into a protocol between machines.
+//! The messaging modules (`group`, `ask`, `tunnel`, `local`) reach the overlay only through
+//! the methods of [`Node`] defined here and in the child modules (`next_hop`, `forward`,
+//! `info_of`, `is_ready`, ...).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use petal_protocol::{NodeId, NodeInfo};
+
+use crate::config::Config;
+use crate::id_map::IdMap;
+use crate::leaf_set::LeafSet;
+use crate::node::{Node, TimerKey};
+use crate::routing_table::RoutingTable;
+use crate::time::Time;
+
+pub(crate) mod join;
+mod liveness;
+mod membership;
+mod routing;
+
+use join::JoinState;
+use liveness::{Dead, Peer, Probe};
+pub(crate) use routing::HopMsg;
+use routing::{PendingHop, PendingLookup};
+
+/// Where the node is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Created, not started.
+    Idle,
+    /// Joining through a bootstrap node.
+    Joining(Box<JoinState>),
+    /// Part of the ring.
+    Ready,
+    /// Left gracefully; ignores all input.
+    Left,
+}
+
+/// The overlay state of one node (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Overlay {
+    phase: Phase,
+    leaf: LeafSet,
+    rt: RoutingTable,
+    /// Every node in the leaf set or routing table, with its address and liveness.
+    peers: IdMap<Peer>,
+    dead: IdMap<Dead>,
+    probes: IdMap<Probe>,
+    /// Measured round-trip times of candidates that are not (or no longer) tracked.
+    rtt_cache: IdMap<(u32, SocketAddr)>,
+    /// Insertion order of `rtt_cache` (may hold ids already gone from it), for FIFO eviction.
+    rtt_order: VecDeque<NodeId>,
+    /// Forwarded messages awaiting their next hop's acknowledgement, by hop sequence number.
+    hops: BTreeMap<u64, PendingHop>,
+    /// Lookups started here, by lookup id.
+    lookups: BTreeMap<u64, PendingLookup>,
+    /// When the next routing-table row refresh is due.
+    row_maintenance_at: Time,
+    /// Bumped on every leaf-set change (to tell whether a message taught us anything).
+    leaf_version: u64,
+    leaf_exchange_at: Time,
+    /// Until when join replies are taken while ready: answers to the join that the last
+    /// [`Node::introduce`] routed through another ring (see `on_join_reply`).
+    introduced_until: Time,
+    /// Nodes that refused our introduction because they were joining: (info, introductions
+    /// so far, when the next is due), at most `max_join_contacts`.
+    reintroduce: BTreeMap<NodeId, (NodeInfo, u32, Time)>,
+}
+
+impl Overlay {
+    pub(crate) fn new(me: NodeId, cfg: &Config) -> Self {
+        Self {
+            phase: Phase::Idle,
+            leaf: LeafSet::new(me, cfg.leaf_set_size / 2),
+            rt: RoutingTable::new(me),
+            peers: IdMap::default(),
+            dead: IdMap::default(),
+            probes: IdMap::default(),
+            rtt_cache: IdMap::default(),
+            rtt_order: VecDeque::new(),
+            hops: BTreeMap::new(),
+            lookups: BTreeMap::new(),
+            row_maintenance_at: Time::MAX,
+            leaf_version: 0,
+            leaf_exchange_at: Time::MAX,
+            introduced_until: Time::ZERO,
+            reintroduce: BTreeMap::new(),
+        }
+    }
+
+    /// Drops the routing state (after a failed join or a leave; the timers are dropped by
+    /// the caller). The phase, lookups and maintenance times stay as they are.
+    fn reset(&mut self, me: NodeId, cfg: &Config) {
+        self.reintroduce.clear();
+        self.hops.clear();
+        self.probes.clear();
+        self.rtt_cache.clear();
+        self.rtt_order.clear();
+        self.dead.clear();
+        self.peers.clear();
+        self.leaf = LeafSet::new(me, cfg.leaf_set_size / 2);
+        self.rt = RoutingTable::new(me);
+    }
+
+    /// True when the owner of timer `key` (one of this module's) still holds deadline `t`.
+    pub(crate) fn timer_live(&self, key: TimerKey, t: Time) -> bool {
+        let ready = self.phase == Phase::Ready;
+        match key {
+            TimerKey::Peer(id) => self.peers.get(&id).is_some_and(|p| p.due == t),
+            TimerKey::Dead(id) => self.dead.get(&id).is_some_and(|d| d.due == t),
+            TimerKey::Reintroduce(id) => self.reintroduce.get(&id).is_some_and(|r| r.2 == t),
+            TimerKey::Probe(id) => self.probes.get(&id).is_some_and(|p| p.deadline == t),
+            TimerKey::Hop(seq) => self.hops.get(&seq).is_some_and(|h| h.deadline == t),
+            TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
+            TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
+            TimerKey::LeafExchange => ready && self.leaf_exchange_at == t,
+            TimerKey::RowMaintenance => ready && self.row_maintenance_at == t,
+            _ => false,
+        }
+    }
+
+    /// Owners that may hold a deadline.
+    pub(crate) fn timer_owners(&self) -> usize {
+        self.peers.len()
+            + self.dead.len()
+            + self.probes.len()
+            + self.hops.len()
+            + self.lookups.len()
+            + 3
+    }
+
+    /// Asserts the overlay's invariants: leaf set and routing table structure, every member
+    /// tracked and alive, every tracked node in a table, timers armed, bounds kept.
+    pub(crate) fn check_invariants(&self, cfg: &Config, armed: &BTreeSet<(Time, TimerKey)>) {
+        self.leaf.check_invariants();
+        self.rt.check_invariants();
+        for id in self.leaf.members().chain(self.rt.entries()) {
+            assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
+            assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
+        }
+        for id in crate::id_map::sorted_keys(&self.peers) {
+            let (id, p) = (&id, &self.peers[&id]);
+            assert!(
+                self.leaf.contains(*id) || self.rt.contains(*id),
+                "tracked peer {id:?} in no table"
+            );
+            assert!(
+                armed.contains(&(p.due, TimerKey::Peer(*id))),
+                "peer timer lost"
+            );
+        }
+        for (id, d) in &self.dead {
+            assert!(
+                armed.contains(&(d.due, TimerKey::Dead(*id))),
+                "dead timer lost"
+            );
+        }
+        for (seq, h) in &self.hops {
+            assert!(
+                armed.contains(&(h.deadline, TimerKey::Hop(*seq))),
+                "hop timer lost"
+            );
+        }
+        for (id, l) in &self.lookups {
+            assert!(
+                armed.contains(&(l.deadline, TimerKey::Lookup(*id))),
+                "lookup timer lost"
+            );
+        }
+        assert!(self.dead.len() <= cfg.max_dead, "dead set over its bound");
+        assert!(
+            self.probes.len() <= cfg.max_probes,
+            "probes over their bound"
+        );
+        assert!(
+            self.hops.len() <= cfg.max_pending_hops,
+            "pending hops over their bound"
+        );
+        if let Phase::Joining(j) = &self.phase {
+            assert!(
+                j.buffered.len() <= cfg.max_join_buffer,
+                "join buffer over its bound"
+            );
+        }
+    }
+}
+
+impl Node {
+    /// True once the node is part of the ring (joined or founded it).
+    pub fn is_ready(&self) -> bool {
+        self.overlay.phase == Phase::Ready
+    }
+
+    /// True while a join is under way.
+    pub fn is_joining(&self) -> bool {
+        matches!(self.overlay.phase, Phase::Joining(_))
+    }
+
+    /// True once other nodes may know this node: it is ready, or joining and has announced
+    /// itself. Before that it sends nothing but its join request, so that no node routes to a
+    /// joiner that cannot yet serve (two joiners waiting on each other would deadlock).
+    pub(crate) fn visible(&self) -> bool {
+        match &self.overlay.phase {
+            Phase::Ready => true,
+            Phase::Joining(j) => j.announced,
+            Phase::Idle | Phase::Left => false,
+        }
+    }
+
+    /// Measured round-trip time to a peer or recently probed candidate, in microseconds.
+    pub fn rtt_us(&self, peer: NodeId) -> Option<u32> {
+        match self.overlay.peers.get(&peer) {
+            Some(p) => p.rtt_us,
+            None => self.overlay.rtt_cache.get(&peer).map(|c| c.0),
+        }
+    }
+
+    /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).
+    pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
+        if self
+            .overlay
+            .rtt_cache
+            .insert(info.id, (rtt_us, info.addr))
+            .is_none()
+        {
+            self.overlay.rtt_order.push_back(info.id);
+        }
+        while self.overlay.rtt_cache.len() > self.cfg.max_rtt_cache {
+            let Some(old) = self.overlay.rtt_order.pop_front() else {
+                break;
+            };
+            self.overlay.rtt_cache.remove(&old);
+        }
+        if self.overlay.rtt_order.len() > 2 * self.cfg.max_rtt_cache {
+            // Ids that left the cache (tracked again) linger in the order: drop them.
+            let cache = &self.overlay.rtt_cache;
+            self.overlay.rtt_order.retain(|id| cache.contains_key(id));
+        }
+    }
+
+    /// Distinct nodes this node keeps state about (leaf set and routing table).
+    pub fn state_size(&self) -> usize {
+        self.overlay.peers.len()
+    }
+
+    /// The address of a tracked peer.
+    pub(crate) fn info_of(&self, id: NodeId) -> Option<NodeInfo> {
+        self.overlay
+            .peers
+            .get(&id)
+            .map(|p| NodeInfo { id, addr: p.addr })
+    }
+
+    pub(crate) fn infos(&self, ids: impl Iterator<Item = NodeId>) -> Vec<NodeInfo> {
+        ids.filter_map(|id| self.info_of(id)).collect()
+    }
+
+    pub(crate) fn leaf_infos(&self) -> Vec<NodeInfo> {
+        self.infos(self.overlay.leaf.members())
+    }
+
+    /// Where a peer's address is, if tracked (for drivers that map ids to links).
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.overlay.peers.get(&id).map(|p| p.addr)
+    }
+
+    /// True while the node serves applications (joining or part of the ring).
+    pub(crate) fn is_running(&self) -> bool {
+        matches!(self.overlay.phase, Phase::Ready | Phase::Joining(_))
+    }
+
+    /// True when the node has not started or has left.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.overlay.phase == Phase::Idle
+    }
+
+    /// True once the node left the ring.
+    pub(crate) fn has_left(&self) -> bool {
+        self.overlay.phase == Phase::Left
+    }
+
+    /// True when tracked peer `id` missed its last ping (not used for routing meanwhile).
+    pub(crate) fn is_suspected(&self, id: NodeId) -> bool {
+        self.overlay.peers.get(&id).is_some_and(|p| p.misses > 0)
+    }
+
+    /// Drops the overlay state (after a failed join or a leave).
+    pub(crate) fn reset_overlay(&mut self) {
+        self.overlay.reset(self.me.id, &self.cfg);
+    }
+
+    /// The leaf set.
+    pub fn leaf_set(&self) -> &LeafSet {
+        &self.overlay.leaf
+    }
+
+    /// The routing table.
+    pub fn routing_table(&self) -> &RoutingTable {
+        &self.overlay.rt
+    }
+}

@@ -98,16 +98,51 @@
 //! `group_refresh_interval` (moving when the route moved), a dead parent makes its children
 //! graft elsewhere at once, a silent child is forgotten after `group_child_timeout`.
 //!
-//! ## Layout
-//! - [`time`]: [`Time`], microseconds as a value.
-//! - [`config`]: [`Config`], every limit and timer.
-//! - [`leaf_set`], [`routing_table`]: the two routing structures.
-//! - [`node`]: [`Node`], the drive API and dispatch; `liveness`, `routing`, `join` and
-//!   `membership` add its behaviour by concern.
-//! - [`app`]: what applications see ([`ConnId`], [`GroupKind`], [`Outcome`], [`AppError`]);
-//!   `local` holds the application commands, `group` the trees and events, `ask` requests
-//!   and their descent, `tunnel` the tunnels.
-//! - [`stats`]: [`Stats`] counters.
+//! ## Layout: who owns what
+//! [`Node`] is a parent of sub-machines, in the style of quinn-proto's `Connection` (which
+//! owns its streams and packet spaces) and libp2p's composed behaviours. Each sub-machine is a
+//! struct whose fields are private to its module: no other module can read or write them,
+//! only call the methods it offers. `Node` holds them side by side and passes between them
+//! what one needs of another (a return value, a closure such as "is this connection
+//! registered?"), so every piece of state has one owner and one room to change it in.
+//!
+//! ```text
+//!                      Node  (drive API, dispatch, shared outputs)
+//!   cfg, me, rng, stats; private: timers, outbox, events, loopback, nonce, timer grid
+//!        |
+//!        +-- overlay: Overlay   overlay/      phase, leaf set, routing table, peers and their
+//!        |                                    liveness, dead set, probes, RTT cache, pending
+//!        |                                    hops, lookups, maintenance times
+//!        |       liveness.rs  routing.rs  join.rs  membership.rs   (behaviour by concern)
+//!        +-- groups: Groups     group/        Scribe trees: parent, children, members and
+//!        |                                    their load, event numbering, replay buffers
+//!        +-- asks: Asks         ask.rs        requests issued here (by connection), deliveries
+//!        |                                    to local members, asks parked at a root
+//!        +-- tunnels: Tunnels   tunnel/       tunnel ends (by connection), windows, queues
+//!        +-- locals: Locals     local.rs      registered connections and their groups
+//! ```
+//!
+//! Behaviour that spans owners is an `impl Node` block in the module of the owner it mostly
+//! changes, calling the others' methods: `ask` chooses a member from `Groups::options` and
+//! tracks the descent hop through the overlay's `track_hop`; `group` grafts on the overlay's
+//! `next_hop`; the overlay tells the others of a dead peer (`groups_on_peer_dead`,
+//! `tunnels_on_peer_dead`, `reroute_hops_to`). Timers are one heap in `Node`; each
+//! timer key belongs to one owner, which says whether an entry is still live
+//! (`timer_live`) and what it must re-arm after a reset. `check_invariants` asks each owner
+//! for its own, and `Node` checks what spans them.
+//!
+//! The path of a request, for example: `Node::request` (in `local`) checks the connection
+//! with `Locals` and its id with `Asks`, `Asks` records it and arms its timer, the ask is
+//! routed by the overlay (`forward`, one tracked hop per node) to the cluster's root, where
+//! `ask` descends it (`Groups::options`, power of two choices) to a member's node; there
+//! `Asks` records the delivery and `Groups` counts the member's load, the member answers with
+//! `Node::reply`, and the reply goes straight to the requester's node, where `Asks` decides
+//! the one outcome ([`Event::RequestDone`]).
+//!
+//! Other modules: [`time`] ([`Time`], microseconds as a value), [`config`] ([`Config`], every
+//! limit and timer), [`leaf_set`] and [`routing_table`] (the two routing structures, owned by
+//! the overlay), [`app`] (what applications see: [`ConnId`], [`GroupKind`], [`Outcome`],
+//! [`AppError`]), [`stats`] ([`Stats`] counters).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;

@@ -1,9 +1,6 @@
-//! The Pastry node: state, the drive API (`handle_*` in, `poll_*` out) and message dispatch.
-//!
-//! Behaviour is split by concern into sibling files that add `impl Node` blocks:
-//! `liveness` (pings, suspicion, death, re-probes), `routing` (next hop, hop
-//! acknowledgements, delivery, lookups) and `membership` (join, announce, leaf-set
-//! exchange, repair, leave).
+//! The Pastry node: the parent of the sub-machines (see the crate docs' map of who owns what),
+//! the drive API (`handle_*` in, `poll_*` out), message dispatch, and the outputs they share:
+//! the timer heap, the outbox, the event queue and the loopback of messages to itself.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

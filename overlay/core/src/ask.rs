@@ -681,7 +681,7 @@ impl Node {
         to: NodeId,
     ) {
         avoid.push(to);
-        if avoid.len() as u32 > self.cfg.max_reroutes + 1 {
+        if u32::try_from(avoid.len()).unwrap_or(u32::MAX) > self.cfg.max_reroutes + 1 {
             self.stats.asks_unplaced += 1;
             return;
         }

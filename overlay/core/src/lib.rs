@@ -144,6 +144,7 @@
 //! the overlay), [`app`] (what applications see: [`ConnId`], [`GroupKind`], [`Outcome`],
 //! [`AppError`]), [`stats`] ([`Stats`] counters).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
 pub mod app;
 mod ask;

@@ -17,7 +17,7 @@ use crate::group::Groups;
 use crate::local::Locals;
 use crate::overlay::Overlay;
 use crate::stats::Stats;
-use crate::time::Time;
+use crate::time::{Time, micros};
 use crate::tunnel::Tunnels;
 
 /// A message for the driver to send.
@@ -276,7 +276,7 @@ impl Node {
     pub fn new(me: NodeInfo, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let grid = cfg.timer_granularity.as_micros().max(1) as u64;
+        let grid = micros(cfg.timer_granularity).max(1);
         let tick_phase_us = rand::Rng::random_range(&mut rng, 0..grid);
         Ok(Self {
             overlay: Overlay::new(me.id, &cfg),
@@ -337,7 +337,7 @@ impl Node {
 
     /// `t` rounded up to this node's timer grid.
     pub(crate) fn quantize(&self, t: Time) -> Time {
-        let g = self.cfg.timer_granularity.as_micros().max(1) as u64;
+        let g = micros(self.cfg.timer_granularity).max(1);
         let us = t.as_micros();
         if us == u64::MAX {
             return t;

@@ -40,13 +40,15 @@ impl Time {
     }
 }
 
+/// A duration in whole microseconds, saturating at `u64::MAX` (585,000 years).
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 impl Add<Duration> for Time {
     type Output = Time;
     fn add(self, d: Duration) -> Time {
-        Time(
-            self.0
-                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        )
+        Time(self.0.saturating_add(micros(d)))
     }
 }
 

@@ -26,7 +26,7 @@ use crate::ask::{Choice, Option3};
 use crate::id_map::IdMap;
 use crate::local::GroupView;
 use crate::node::{Node, TimerKey};
-use crate::time::Time;
+use crate::time::{Time, micros};
 
 mod cast;
 
@@ -573,7 +573,7 @@ impl Node {
     pub(crate) fn start_groups(&mut self, now: Time) {
         let jitter = self
             .rng
-            .random_range(0..self.cfg.group_refresh_interval.as_micros().max(1) as u64);
+            .random_range(0..micros(self.cfg.group_refresh_interval).max(1));
         self.groups.refresh_at = Time::MAX;
         self.arm_group_refresh(now, std::time::Duration::from_micros(jitter));
         let keys: Vec<Key> = self.groups.trees.keys().copied().collect();
@@ -667,7 +667,7 @@ impl Node {
         // flight to it: then only events older than a refresh interval count as missed.
         let settled = Time::from_micros(
             now.as_micros()
-                .saturating_sub(self.cfg.group_refresh_interval.as_micros() as u64),
+                .saturating_sub(micros(self.cfg.group_refresh_interval)),
         );
         // Replay what the child missed: in its epoch, what is newer than its last event; from
         // another epoch (it moved here from an old tree), everything we hold of ours. The buffer

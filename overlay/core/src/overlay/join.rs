@@ -37,7 +37,7 @@ use rand::Rng;
 
 use super::Phase;
 use crate::node::{Event, Node, TimerKey};
-use crate::time::Time;
+use crate::time::{Time, micros};
 
 /// State of a join under way.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -479,14 +479,13 @@ impl Node {
         // gap): its first exchange comes soon, jittered over the shortest gap.
         let jitter = self
             .rng
-            .random_range(0..self.cfg.leaf_exchange_min.as_micros().max(1) as u64);
-        self.overlay.leaf_exchange_at = Time::from_micros(
-            now.as_micros() + self.cfg.leaf_exchange_min.as_micros() as u64 + jitter,
-        );
+            .random_range(0..micros(self.cfg.leaf_exchange_min).max(1));
+        self.overlay.leaf_exchange_at =
+            Time::from_micros(now.as_micros() + micros(self.cfg.leaf_exchange_min) + jitter);
         self.set_timer(self.overlay.leaf_exchange_at, TimerKey::LeafExchange);
         let jitter = self
             .rng
-            .random_range(0..self.cfg.routing_maintenance_interval.as_micros().max(1) as u64);
+            .random_range(0..micros(self.cfg.routing_maintenance_interval).max(1));
         self.overlay.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
         self.set_timer(self.overlay.row_maintenance_at, TimerKey::RowMaintenance);
         self.emit(Event::Joined);

@@ -11,7 +11,7 @@ use rand::Rng;
 
 use super::membership::Heard;
 use crate::node::{Event, Node, TimerKey};
-use crate::time::Time;
+use crate::time::{Time, micros};
 
 /// Liveness state of a tracked peer.
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ impl Node {
         if rtt_us.is_none() {
             first = first.min(Duration::from_secs(1));
         }
-        let phase = self.rng.random_range(0..(first.as_micros() as u64).max(1));
+        let phase = self.rng.random_range(0..micros(first).max(1));
         let due = self.quantize(Time::from_micros(now.as_micros() + phase));
         self.overlay.peers.insert(
             info.id,
@@ -204,7 +204,9 @@ impl Node {
         let sample = u32::try_from((now - sent).as_micros()).unwrap_or(u32::MAX);
         let first = p.rtt_us.is_none();
         p.rtt_us = Some(match p.rtt_us {
-            Some(old) => ((u64::from(old) * 7 + u64::from(sample)) / 8) as u32,
+            Some(old) => {
+                u32::try_from((u64::from(old) * 7 + u64::from(sample)) / 8).unwrap_or(u32::MAX)
+            }
             None => sample,
         });
         p.misses = 0;

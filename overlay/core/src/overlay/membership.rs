@@ -333,8 +333,8 @@ impl Node {
             return;
         }
         let pick = candidates[self.rng.random_range(0..candidates.len())];
-        if let Some(info) = self.info_of(pick) {
-            self.send(info, Message::RowRequest { row: row as u8 });
+        if let (Some(info), Ok(row)) = (self.info_of(pick), u8::try_from(row)) {
+            self.send(info, Message::RowRequest { row });
         }
     }
 
@@ -355,8 +355,8 @@ impl Node {
         let row = rows[self.rng.random_range(0..rows.len())];
         let members: Vec<NodeId> = self.overlay.rt.row(row).collect();
         let pick = members[self.rng.random_range(0..members.len())];
-        if let Some(info) = self.info_of(pick) {
-            self.send(info, Message::RowRequest { row: row as u8 });
+        if let (Some(info), Ok(row)) = (self.info_of(pick), u8::try_from(row)) {
+            self.send(info, Message::RowRequest { row });
         }
     }
 

@@ -220,7 +220,7 @@ impl Node {
             HopMsg::Descend(m) => return self.retry_descend(now, m, avoid, to),
         };
         avoid.push(to);
-        if avoid.len() as u32 > self.cfg.max_reroutes {
+        if u32::try_from(avoid.len()).unwrap_or(u32::MAX) > self.cfg.max_reroutes {
             self.stats.routes_dropped += 1;
             return;
         }

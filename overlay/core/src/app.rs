@@ -69,3 +69,66 @@ pub enum AppError {
 
 /// A group name shared by the events that carry it (cheap to clone per delivery).
 pub type Name = Arc<str>;
+
+/// Each connection's names for its requests or tunnels: its own id -> the node's id. A
+/// connection with nothing under way has no entry.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ConnIndex(
+    std::collections::BTreeMap<ConnId, std::collections::BTreeMap<u64, u64>>,
+);
+
+impl ConnIndex {
+    /// Whether `conn` names something `app`, and how many things it names.
+    pub(crate) fn lookup(&self, conn: ConnId, app: u64) -> (bool, usize) {
+        self.0
+            .get(&conn)
+            .map_or((false, 0), |m| (m.contains_key(&app), m.len()))
+    }
+
+    /// The node's id for `conn`'s `app`.
+    pub(crate) fn get(&self, conn: ConnId, app: u64) -> Option<u64> {
+        self.0.get(&conn).and_then(|m| m.get(&app)).copied()
+    }
+
+    /// `conn`'s names with the node's ids, by its names, ascending.
+    pub(crate) fn of(&self, conn: ConnId) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0
+            .get(&conn)
+            .into_iter()
+            .flatten()
+            .map(|(app, id)| (*app, *id))
+    }
+
+    pub(crate) fn insert(&mut self, conn: ConnId, app: u64, id: u64) {
+        self.0.entry(conn).or_default().insert(app, id);
+    }
+
+    pub(crate) fn remove(&mut self, conn: ConnId, app: u64) {
+        if let Some(m) = self.0.get_mut(&conn) {
+            m.remove(&app);
+            if m.is_empty() {
+                self.0.remove(&conn);
+            }
+        }
+    }
+
+    /// Forgets every name of `conn`.
+    pub(crate) fn remove_conn(&mut self, conn: ConnId) {
+        self.0.remove(&conn);
+    }
+
+    /// Asserts the index's shape: no empty entry, at most `max` names per connection, and
+    /// every name pointing at an item that `names` confirms (connection, name, node's id);
+    /// returns the number of names.
+    pub(crate) fn check(&self, max: usize, names: impl Fn(ConnId, u64, u64) -> bool) -> usize {
+        let mut total = 0;
+        for (conn, m) in &self.0 {
+            assert!(!m.is_empty() && m.len() <= max, "connection over its bound");
+            for (app, id) in m {
+                assert!(names(*conn, *app, *id), "index names another item");
+            }
+            total += m.len();
+        }
+        total
+    }
+}

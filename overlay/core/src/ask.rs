@@ -31,7 +31,7 @@ use bytes::Bytes;
 use petal_protocol::{Ask, AskKind, DescendMsg, Key, Message, NodeId, NodeInfo, ReplyResult};
 use rand::Rng;
 
-use crate::app::{AppError, ConnId, Outcome};
+use crate::app::{AppError, ConnId, ConnIndex, Outcome};
 use crate::node::{Event, Node, TimerKey};
 use crate::overlay::HopMsg;
 use crate::time::Time;
@@ -66,7 +66,7 @@ pub(crate) struct Asks {
     /// Requests issued here, by request id.
     requests: BTreeMap<u64, PendingRequest>,
     /// Each connection's pending requests: its own id -> the request id.
-    by_conn: BTreeMap<ConnId, BTreeMap<u64, u64>>,
+    by_conn: ConnIndex,
     /// Requests delivered to local members, by delivery id.
     deliveries: BTreeMap<u64, Delivery>,
     /// Asks waiting here, at their cluster's root, for a member.
@@ -77,7 +77,7 @@ impl Asks {
     pub(crate) fn new() -> Self {
         Self {
             requests: BTreeMap::new(),
-            by_conn: BTreeMap::new(),
+            by_conn: ConnIndex::default(),
             deliveries: BTreeMap::new(),
             parked: ParkedAsks::new(),
         }
@@ -90,17 +90,12 @@ impl Asks {
 
     /// Whether `conn` has a pending request with its id `app`, and how many it has.
     pub(crate) fn conn_requests(&self, conn: ConnId, app: u64) -> (bool, usize) {
-        self.by_conn
-            .get(&conn)
-            .map_or((false, 0), |m| (m.contains_key(&app), m.len()))
+        self.by_conn.lookup(conn, app)
     }
 
     /// `conn`'s pending requests, by its ids, ascending.
     pub(crate) fn request_ids(&self, conn: ConnId) -> Vec<u64> {
-        self.by_conn
-            .get(&conn)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default()
+        self.by_conn.of(conn).map(|(app, _)| app).collect()
     }
 
     /// Ids of every pending request.
@@ -128,7 +123,7 @@ impl Asks {
     pub(crate) fn forget_conn(&mut self, conn: ConnId) -> (usize, usize) {
         let before = self.requests.len();
         self.requests.retain(|_, r| r.conn != conn);
-        self.by_conn.remove(&conn);
+        self.by_conn.remove_conn(conn);
         let requests = before - self.requests.len();
         let before = self.deliveries.len();
         self.deliveries.retain(|_, d| d.conn != conn);
@@ -143,12 +138,7 @@ impl Asks {
     /// Removes a decided request and its connection's index entry.
     fn take_request(&mut self, id: u64) -> Option<PendingRequest> {
         let r = self.requests.remove(&id)?;
-        if let Some(m) = self.by_conn.get_mut(&r.conn) {
-            m.remove(&r.app);
-            if m.is_empty() {
-                self.by_conn.remove(&r.conn);
-            }
-        }
+        self.by_conn.remove(r.conn, r.app);
         Some(r)
     }
 
@@ -195,19 +185,19 @@ impl Asks {
             );
             assert!(registered(r.conn), "request of a gone connection");
             assert_eq!(
-                self.by_conn.get(&r.conn).and_then(|m| m.get(&r.app)),
-                Some(id),
+                self.by_conn.get(r.conn, r.app),
+                Some(*id),
                 "request missing from its connection's index"
             );
         }
-        let indexed: usize = self.by_conn.values().map(BTreeMap::len).sum();
+        let indexed = self
+            .by_conn
+            .check(cfg.max_conn_requests as usize, |conn, app, id| {
+                self.requests
+                    .get(&id)
+                    .is_some_and(|r| r.conn == conn && r.app == app)
+            });
         assert_eq!(indexed, self.requests.len(), "pending requests miscounted");
-        for m in self.by_conn.values() {
-            assert!(
-                !m.is_empty() && m.len() <= cfg.max_conn_requests as usize,
-                "connection over its request bound"
-            );
-        }
         for (id, d) in &self.deliveries {
             assert!(
                 armed.contains(&(d.deadline, TimerKey::Delivery(*id))),
@@ -319,7 +309,7 @@ impl Node {
                 deadline,
             },
         );
-        self.asks.by_conn.entry(conn).or_default().insert(app, id);
+        self.asks.by_conn.insert(conn, app, id);
         self.set_timer(deadline, TimerKey::Request(id));
         self.stats.requests_sent += 1;
         self.start_ask(

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use petal_protocol::{DescendMsg, Message, NodeId, NodeInfo};
 
-use crate::app::{AppError, ConnId};
+use crate::app::{AppError, ConnId, ConnIndex};
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
@@ -103,7 +103,7 @@ pub(crate) struct Tunnels {
     ends: BTreeMap<u64, Tunnel>,
     /// Each connection's tunnels (opening, open, closing; not offers): its own id -> the
     /// node's.
-    by_conn: BTreeMap<ConnId, BTreeMap<u64, u64>>,
+    by_conn: ConnIndex,
     /// The armed keepalive tick (`Time::MAX`: none).
     tick_at: Time,
 }
@@ -112,7 +112,7 @@ impl Tunnels {
     pub(crate) fn new() -> Self {
         Self {
             ends: BTreeMap::new(),
-            by_conn: BTreeMap::new(),
+            by_conn: ConnIndex::default(),
             tick_at: Time::MAX,
         }
     }
@@ -138,19 +138,17 @@ impl Tunnels {
 
     /// Whether `conn` names a tunnel `app`, and how many it names.
     pub(crate) fn conn_tunnels(&self, conn: ConnId, app: u64) -> (bool, usize) {
-        self.by_conn
-            .get(&conn)
-            .map_or((false, 0), |m| (m.contains_key(&app), m.len()))
+        self.by_conn.lookup(conn, app)
     }
 
     /// `conn`'s tunnels by its ids, ascending, split into (still opening, open or closing).
     pub(crate) fn of_conn(&self, conn: ConnId) -> (Vec<u64>, Vec<u64>) {
         let mut opening = Vec::new();
         let mut other = Vec::new();
-        for (&app, id) in self.by_conn.get(&conn).into_iter().flatten() {
+        for (app, id) in self.by_conn.of(conn) {
             if self
                 .ends
-                .get(id)
+                .get(&id)
                 .is_some_and(|t| t.state == TunnelState::Opening)
             {
                 opening.push(app);
@@ -170,27 +168,18 @@ impl Tunnels {
 
     /// The node's id of tunnel `app` of connection `conn`.
     pub(crate) fn id_of(&self, conn: ConnId, app: u64) -> Result<u64, AppError> {
-        self.by_conn
-            .get(&conn)
-            .and_then(|m| m.get(&app))
-            .copied()
-            .ok_or(AppError::UnknownId)
+        self.by_conn.get(conn, app).ok_or(AppError::UnknownId)
     }
 
     fn name(&mut self, conn: ConnId, app: u64, id: u64) {
-        self.by_conn.entry(conn).or_default().insert(app, id);
+        self.by_conn.insert(conn, app, id);
     }
 
     /// Removes tunnel `id`, and its connection's name for it.
     fn forget(&mut self, id: u64) -> Option<Tunnel> {
         let t = self.ends.remove(&id)?;
-        if t.state != TunnelState::Offered
-            && let Some(m) = self.by_conn.get_mut(&t.conn)
-        {
-            m.remove(&t.app);
-            if m.is_empty() {
-                self.by_conn.remove(&t.conn);
-            }
+        if t.state != TunnelState::Offered {
+            self.by_conn.remove(t.conn, t.app);
         }
         Some(t)
     }
@@ -235,8 +224,8 @@ impl Tunnels {
             assert!(registered(t.conn), "tunnel of a gone connection");
             if t.state != TunnelState::Offered {
                 assert_eq!(
-                    self.by_conn.get(&t.conn).and_then(|m| m.get(&t.app)),
-                    Some(id),
+                    self.by_conn.get(t.conn, t.app),
+                    Some(*id),
                     "tunnel missing from its connection's index"
                 );
             }
@@ -260,20 +249,11 @@ impl Tunnels {
                 "receive queue bytes"
             );
         }
-        for (conn, m) in &self.by_conn {
-            assert!(
-                !m.is_empty() && m.len() <= cfg.max_conn_tunnels,
-                "connection over its tunnel bound"
-            );
-            for (app, id) in m {
-                assert!(
-                    self.ends
-                        .get(id)
-                        .is_some_and(|t| t.conn == *conn && t.app == *app),
-                    "tunnel index names another tunnel"
-                );
-            }
-        }
+        self.by_conn.check(cfg.max_conn_tunnels, |conn, app, id| {
+            self.ends
+                .get(&id)
+                .is_some_and(|t| t.conn == conn && t.app == app)
+        });
     }
 }
 

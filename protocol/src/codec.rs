@@ -140,12 +140,21 @@ mod ty {
 }
 
 /// Appends the frame of `msg` (length prefix included) to `out`.
+///
+/// # Panics
+/// If a payload or the whole frame exceeds `u32::MAX` bytes, or a list [`MAX_LIST_LEN`] items:
+/// bugs of the caller (every producer bounds them far below the frame limit), not hostile input.
+#[expect(
+    clippy::expect_used,
+    reason = "a frame beyond u32::MAX bytes is a caller's bug, as a payload beyond it is in put_bytes"
+)]
 pub fn encode(msg: &Message, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; LEN_PREFIX]);
     out.push(VERSION);
     encode_body(msg, out);
-    let len = (out.len() - start - LEN_PREFIX) as u32;
+    let len =
+        u32::try_from(out.len() - start - LEN_PREFIX).expect("frame longer than u32::MAX bytes");
     out[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
 }
 
@@ -440,6 +449,10 @@ fn put_bytes(payload: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Writes `s` cut to [`MAX_STR_LEN`] bytes at a char boundary.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "str_cut bounds the length to MAX_STR_LEN, which is u16::MAX"
+)]
 fn put_str(s: &str, out: &mut Vec<u8>) {
     let s = str_cut(s);
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
@@ -451,6 +464,10 @@ fn put_info(info: &NodeInfo, out: &mut Vec<u8>) {
     crate::addr::put(info.addr, out);
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the length is asserted to be at most MAX_LIST_LEN (1024) first"
+)]
 fn put_list(list: &[NodeInfo], out: &mut Vec<u8>) {
     // Producers bound their lists by configuration far below MAX_LIST_LEN; a longer list is a
     // bug in the caller, not hostile input.

@@ -76,7 +76,8 @@ impl Default for Limits {
         Limits {
             max_message: 64 << 20,
             max_string: u16::MAX as usize,
-            max_chunk: CHUNK_LIMIT as usize,
+            // Saturates only where a usize is 16 bits, i.e. where no larger chunk could be held.
+            max_chunk: usize::try_from(CHUNK_LIMIT).unwrap_or(usize::MAX),
         }
     }
 }
@@ -338,6 +339,10 @@ pub enum RelayError {
 }
 
 /// Appends `v` as an unsigned LEB128 varint.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each byte takes the low 7 bits of what is left (the high bit is the continuation flag), the last one a value below 0x80"
+)]
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -707,11 +712,10 @@ impl Reader<'_> {
     /// Returns where the content lies; `start <= end <= data.len()`.
     fn span(&mut self, what: &'static str, max: usize) -> Result<(usize, usize), Stop> {
         let len = self.varint()?;
-        if len > max as u64 {
+        let Some(n) = usize::try_from(len).ok().filter(|&n| n <= max) else {
             return Err(RelayError::TooLong { what, len, max }.into());
-        }
-        // `len <= max`, a usize: the cast is lossless.
-        let (start, end) = (self.pos, self.pos.saturating_add(len as usize));
+        };
+        let (start, end) = (self.pos, self.pos.saturating_add(n));
         if end > self.data.len() {
             return Err(Stop::Incomplete);
         }

@@ -58,6 +58,7 @@
 //!   never calls back into the core, and what they ask of it (a session cut off, a failed join)
 //!   is done after the drain.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
 pub mod beacon;
 pub mod discovery;
@@ -161,6 +162,10 @@ pub struct Options {
 impl Options {
     /// Defaults for a node with this identity and link security (relay on port 55555, peers
     /// on an OS-chosen loopback port, no discovery).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the default seed is the id's low 64 bits: dropping the high ones is the point"
+    )]
     pub fn new(identity: Identity, security: LinkSecurity) -> Self {
         let id = identity.node_id();
         let max_message = 16 << 20;

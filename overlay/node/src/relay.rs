@@ -74,7 +74,7 @@ async fn read_init<R: AsyncRead + Unpin>(
 pub(crate) async fn serve<S>(
     stream: S,
     conn: u64,
-    permit: crate::GatePermit,
+    permit: crate::accept::GatePermit,
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
     to_node: mpsc::Sender<Input>,

@@ -142,6 +142,10 @@ impl std::hash::Hasher for IdHasher {
         self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "folding the two 64-bit halves together: dropping the high bits of each is the point"
+    )]
     fn write_u128(&mut self, v: u128) {
         self.write_u64(v as u64 ^ (v >> 64) as u64);
     }

@@ -155,6 +155,10 @@ struct FaultDice {
 }
 
 impl FaultDice {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the seed is the clock's low 64 bits of nanoseconds: dropping the high ones is the point"
+    )]
     fn new(ratio: f64) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

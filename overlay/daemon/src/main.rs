@@ -20,6 +20,7 @@
 //! is answered (timeout), tunnels are closed with a reason, every application gets CLOSE with a
 //! reason, the node tells its peers it leaves, then it exits.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -473,7 +474,7 @@ async fn run(s: Settings) -> Result<()> {
             .unwrap_or_else(|| default_advertise(s.listen, &opts.seeds, s.discovery.as_ref())),
     );
     opts.discovery = s.discovery;
-    opts.seed = (id.get() as u64) ^ ((id.get() >> 64) as u64);
+    opts.seed = seed_of(id);
     let node = petal_node::spawn(TokioNet, opts)
         .await
         .context("starting the node (are the ports free?)")?;
@@ -497,6 +498,15 @@ async fn run(s: Settings) -> Result<()> {
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The seed of the core's random generator: the node id's two 64-bit halves folded together.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "folding the two 64-bit halves together: dropping the high bits of each is the point"
+)]
+fn seed_of(id: petal_protocol::NodeId) -> u64 {
+    (id.get() as u64) ^ ((id.get() >> 64) as u64)
 }
 
 /// Logs, every 10 s, the losses of the last 10 s (overload is a counted, visible drop).

@@ -169,12 +169,16 @@ impl<D: Datagram> Task<D> {
                         now + self.opts.fast_interval
                     } else {
                         // ±20 % jitter, from the beacon nonce's randomness.
-                        let slow = self.opts.slow_interval.as_micros() as u64;
+                        // Saturating: a configured interval beyond u64 microseconds (584,000
+                        // years) means "practically never" all the same.
+                        let slow =
+                            u64::try_from(self.opts.slow_interval.as_micros()).unwrap_or(u64::MAX);
                         let mut j = [0u8; 8];
                         j.copy_from_slice(&nonce[..8]);
                         let j = u64::from_le_bytes(j);
                         let spread = (slow / 5).max(1);
-                        now + Duration::from_micros(slow - spread + j % (2 * spread))
+                        let jittered = (slow - spread).saturating_add(j % (2 * spread));
+                        now + Duration::from_micros(jittered)
                     };
                 }
             }

@@ -51,6 +51,7 @@
 //! - [`net`]: the [`Net`] trait and [`TokioNet`].
 //! - [`secure`]: identities, the network key, the link handshake and record layer.
 //! - [`beacon`], [`discovery`]: the discovery beacon and the task that sends and hears them.
+//! - `accept`: the listeners' accept loops and the gate bounding their handshakes.
 //! - `driver`: the node task; `link`: peer links; `relay`: relay sessions; `session`: the node
 //!   task's side of sessions (translation to core commands and back; the core owns every
 //!   connection's requests, deliveries and tunnels, by the client's own ids, so sessions keep
@@ -58,6 +59,7 @@
 //!   never calls back into the core, and what they ask of it (a session cut off, a failed join)
 //!   is done after the drain.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
 
 pub mod beacon;
 pub mod discovery;
@@ -65,6 +67,7 @@ pub mod link;
 pub mod net;
 pub mod secure;
 
+mod accept;
 mod driver;
 mod relay;
 mod session;
@@ -72,7 +75,7 @@ mod session;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use petal_core::{Config, Node, Stats};
@@ -83,6 +86,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use net::{Datagram, Listener, Net, TokioNet};
 pub use secure::{Entropy, Identity, LinkSecurity, NetworkKey};
 
+use accept::HandshakeGate;
 use driver::{Driver, Input};
 
 /// How a node runs. [`Options::new`] gives the daemon's defaults.
@@ -161,6 +165,10 @@ pub struct Options {
 impl Options {
     /// Defaults for a node with this identity and link security (relay on port 55555, peers
     /// on an OS-chosen loopback port, no discovery).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the default seed is the id's low 64 bits: dropping the high ones is the point"
+    )]
     pub fn new(identity: Identity, security: LinkSecurity) -> Self {
         let id = identity.node_id();
         let max_message = 16 << 20;
@@ -363,7 +371,7 @@ impl std::fmt::Debug for Input {
 /// of the current tokio runtime.
 pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     opts.validate()?;
-    let mut peer_listener = net.bind(opts.peer_listen).await?;
+    let peer_listener = net.bind(opts.peer_listen).await?;
     let peer_addr = peer_listener.local_addr()?;
     let advertise = opts.advertise.unwrap_or_else(|| {
         if peer_addr.ip().is_unspecified() {
@@ -372,26 +380,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
             peer_addr
         }
     });
-    let mut relays = Vec::new();
-    let mut relay_addrs = Vec::new();
-    let mut last_err = None;
-    for addr in &opts.relay_addrs {
-        match net.bind(*addr).await {
-            Ok(l) => {
-                relay_addrs.push(l.local_addr()?);
-                relays.push(l);
-            }
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "relay listen failed");
-                last_err = Some(e);
-            }
-        }
-    }
-    if relays.is_empty()
-        && let Some(e) = last_err
-    {
-        return Err(e);
-    }
+    let (relays, relay_addrs) = bind_relays(&net, &opts.relay_addrs).await?;
     let info = NodeInfo {
         id: opts.id(),
         addr: advertise,
@@ -414,27 +403,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         deadline: opts.handshake_timeout,
     });
     let mut accept_tasks = Vec::new();
-    if let Some(d) = &opts.discovery {
-        let socket = net.multicast(d.group, d.interface).await?;
-        let key = match &opts.security {
-            LinkSecurity::Noise(k) => k.clone(),
-            // Plaintext links (measurements): beacons still need a key; everyone uses zeros.
-            LinkSecurity::Plaintext => NetworkKey::from_bytes([0; 32]),
-        };
-        let mut boot = [0u8; 8];
-        opts.entropy.fill(u64::MAX, &mut boot)?;
-        let task = discovery::Task {
-            socket,
-            key: beacon::BeaconKey::new(key.as_bytes()),
-            opts: d.clone(),
-            me: info.id,
-            port: advertise.port(),
-            boot: u64::from_be_bytes(boot),
-            ready,
-            entropy: opts.entropy,
-            inputs: tx.clone(),
-            stats: stats.clone(),
-        };
+    if let Some(task) = discovery_task(&net, &opts, info, ready, tx.clone(), stats.clone()).await? {
         accept_tasks.push(tokio::spawn(task.run()).abort_handle());
     }
     tokio::spawn(driver.run(rx, app_rx));
@@ -442,119 +411,31 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         encrypted = matches!(opts.security, LinkSecurity::Noise(_)),
         discovery = ?opts.discovery.as_ref().map(|d| d.group), "node started");
 
-    {
-        let (inputs, opts, alive, stats) = (tx.clone(), opts.clone(), alive.clone(), stats.clone());
-        let gate = Arc::new(HandshakeGate::new(
-            opts.max_link_handshakes,
-            opts.max_link_handshakes_per_ip,
-        ));
-        accept_tasks.push(
-            tokio::spawn(async move {
-                let mut next = 1u64 << 63;
-                loop {
-                    let (mut stream, from) = match peer_listener.accept().await {
-                        Ok(x) => x,
-                        Err(e) => {
-                            accept_failed("peer", &e).await;
-                            continue;
-                        }
-                    };
-                    let permit = match gate.enter(from.ip()) {
-                        Admit::Yes { permit, evicted } => {
-                            if evicted {
-                                RuntimeStats::add(&stats.link_handshakes_refused, 1);
-                            }
-                            permit
-                        }
-                        Admit::No => {
-                            // Too many handshakes from that address: close unanswered.
-                            RuntimeStats::add(&stats.link_handshakes_refused, 1);
-                            continue;
-                        }
-                    };
-                    let seq = permit.seq;
-                    next += 1;
-                    let (link, inputs, opts, alive, keys, stats) = (
-                        next,
-                        inputs.clone(),
-                        opts.clone(),
-                        alive.clone(),
-                        keys.clone(),
-                        stats.clone(),
-                    );
-                    let task = tokio::spawn(async move {
-                        let _alive = alive;
-                        let opened =
-                            link::open(&mut stream, false, &keys, advertise, Some(from), link)
-                                .await;
-                        drop(permit);
-                        match opened {
-                            Ok((peer, sealer, opener)) => {
-                                let up = driver::LinkOpened {
-                                    peer,
-                                    sealer,
-                                    opener,
-                                    link,
-                                    dialed: None,
-                                    expected: None,
-                                };
-                                driver::start_link(stream, up, &opts, stats, inputs).await;
-                            }
-                            Err(e) => {
-                                RuntimeStats::add(&stats.link_handshakes_failed, 1);
-                                tracing::info!(%from, error = %e, "inbound peer link refused");
-                            }
-                        }
-                    });
-                    gate.set_handle(seq, task.abort_handle());
-                }
-            })
-            .abort_handle(),
-        );
-    }
+    let peers = accept::peer_links(
+        peer_listener,
+        advertise,
+        keys,
+        opts.clone(),
+        stats.clone(),
+        alive.clone(),
+        tx.clone(),
+    );
+    accept_tasks.push(tokio::spawn(peers).abort_handle());
     let next_conn = Arc::new(AtomicU64::new(1));
     // Relay handshakes in progress are bounded too (applications are local, so no per-address
     // limit): beyond, the oldest is cancelled.
     let relay_gate = Arc::new(HandshakeGate::new(opts.max_relay_handshakes, usize::MAX));
-    for mut l in relays {
-        let (inputs, opts, stats, alive, next_conn, gate) = (
-            app_tx.clone(),
+    for l in relays {
+        let sessions = accept::relay_sessions(
+            l,
+            relay_gate.clone(),
+            next_conn.clone(),
             opts.clone(),
             stats.clone(),
             alive.clone(),
-            next_conn.clone(),
-            relay_gate.clone(),
+            app_tx.clone(),
         );
-        accept_tasks.push(
-            tokio::spawn(async move {
-                loop {
-                    let (stream, from) = match l.accept().await {
-                        Ok(x) => x,
-                        Err(e) => {
-                            accept_failed("relay", &e).await;
-                            continue;
-                        }
-                    };
-                    let Admit::Yes { permit, evicted } = gate.enter(from.ip()) else {
-                        RuntimeStats::add(&stats.handshakes_failed, 1);
-                        continue;
-                    };
-                    if evicted {
-                        RuntimeStats::add(&stats.handshakes_failed, 1);
-                    }
-                    let seq = permit.seq;
-                    let conn = next_conn.fetch_add(1, Ordering::Relaxed);
-                    let (inputs, opts, stats, alive) =
-                        (inputs.clone(), opts.clone(), stats.clone(), alive.clone());
-                    let task = tokio::spawn(async move {
-                        let _alive = alive;
-                        relay::serve(stream, conn, permit, opts, stats, inputs).await;
-                    });
-                    gate.set_handle(seq, task.abort_handle());
-                }
-            })
-            .abort_handle(),
-        );
+        accept_tasks.push(tokio::spawn(sessions).abort_handle());
     }
     Ok(NodeHandle {
         info,
@@ -566,122 +447,67 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     })
 }
 
-/// After a failed accept (out of file descriptors under a connection flood, for one): log and
-/// pause briefly instead of retrying in a tight loop that would take the node's CPU.
-async fn accept_failed(what: &str, e: &io::Error) {
-    tracing::warn!(listener = what, error = %e, "accept failed; pausing 50 ms");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
-/// Bounds the inbound link handshakes running at once. Per source IP address, a connection
-/// beyond `per_ip` is closed at once (a flooding address hurts only itself). In all, when
-/// `max` run, the oldest is cancelled to admit the new one: a real peer's handshake takes one
-/// round trip, so a flood of silent connections would have to open `max` connections within
-/// that round trip to starve it, instead of merely outlasting the handshake deadline.
-#[derive(Debug)]
-struct HandshakeGate {
-    max: usize,
-    per_ip: usize,
-    state: std::sync::Mutex<GateState>,
-}
-
-#[derive(Debug, Default)]
-struct GateState {
-    next: u64,
-    /// Running handshakes by age: source address and a handle to cancel it.
-    running: std::collections::BTreeMap<u64, (IpAddr, Option<tokio::task::AbortHandle>)>,
-    by_ip: std::collections::BTreeMap<IpAddr, usize>,
-}
-
-impl GateState {
-    fn remove(&mut self, seq: u64) -> Option<Option<tokio::task::AbortHandle>> {
-        let (ip, handle) = self.running.remove(&seq)?;
-        if let Some(n) = self.by_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_ip.remove(&ip);
+/// Binds the relay listeners: those that bind, and their addresses. Fails only when every one
+/// fails (with the last error).
+async fn bind_relays<N: Net>(
+    net: &N,
+    addrs: &[SocketAddr],
+) -> io::Result<(Vec<N::Listener>, Vec<SocketAddr>)> {
+    let mut relays = Vec::new();
+    let mut relay_addrs = Vec::new();
+    let mut last_err = None;
+    for addr in addrs {
+        match net.bind(*addr).await {
+            Ok(l) => {
+                relay_addrs.push(l.local_addr()?);
+                relays.push(l);
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "relay listen failed");
+                last_err = Some(e);
             }
         }
-        Some(handle)
     }
+    if relays.is_empty()
+        && let Some(e) = last_err
+    {
+        return Err(e);
+    }
+    Ok((relays, relay_addrs))
 }
 
-/// A running handshake's slot, released on drop.
-pub(crate) struct GatePermit {
-    gate: Arc<HandshakeGate>,
-    seq: u64,
-}
-
-/// What the gate decided for a new connection.
-enum Admit {
-    /// Run it; `evicted` older handshakes were cancelled to make room.
-    Yes { permit: GatePermit, evicted: bool },
-    /// Too many from that address.
-    No,
-}
-
-impl HandshakeGate {
-    fn new(max: usize, per_ip: usize) -> Self {
-        HandshakeGate {
-            max: max.max(1),
-            per_ip: per_ip.max(1),
-            state: std::sync::Mutex::new(GateState::default()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn enter(self: &Arc<Self>, ip: IpAddr) -> Admit {
-        // One IPv6 host usually holds a whole /64: count the /64 as one address.
-        let ip = match ip {
-            IpAddr::V6(v6) => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::from(o)
-            }
-            v4 => v4,
-        };
-        let mut g = self.lock();
-        if g.by_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip {
-            return Admit::No;
-        }
-        let mut evicted = false;
-        while g.running.len() >= self.max {
-            let Some(&oldest) = g.running.keys().next() else {
-                break;
-            };
-            if let Some(Some(h)) = g.remove(oldest) {
-                h.abort();
-            }
-            evicted = true;
-        }
-        let seq = g.next;
-        g.next += 1;
-        g.running.insert(seq, (ip, None));
-        *g.by_ip.entry(ip).or_insert(0) += 1;
-        Admit::Yes {
-            permit: GatePermit {
-                gate: self.clone(),
-                seq,
-            },
-            evicted,
-        }
-    }
-
-    /// Records how to cancel handshake `seq` (if it still runs).
-    fn set_handle(&self, seq: u64, h: tokio::task::AbortHandle) {
-        if let Some(e) = self.lock().running.get_mut(&seq) {
-            e.1 = Some(h);
-        }
-    }
-}
-
-impl Drop for GatePermit {
-    fn drop(&mut self) {
-        let _ = self.gate.lock().remove(self.seq);
-    }
+/// The discovery task, its multicast socket joined, if the options ask for discovery.
+async fn discovery_task<N: Net>(
+    net: &N,
+    opts: &Options,
+    info: NodeInfo,
+    ready: Arc<AtomicBool>,
+    inputs: mpsc::Sender<Input>,
+    stats: Arc<RuntimeStats>,
+) -> io::Result<Option<discovery::Task<N::Datagram>>> {
+    let Some(d) = &opts.discovery else {
+        return Ok(None);
+    };
+    let socket = net.multicast(d.group, d.interface).await?;
+    let key = match &opts.security {
+        LinkSecurity::Noise(k) => k.clone(),
+        // Plaintext links (measurements): beacons still need a key; everyone uses zeros.
+        LinkSecurity::Plaintext => NetworkKey::from_bytes([0; 32]),
+    };
+    let mut boot = [0u8; 8];
+    opts.entropy.fill(u64::MAX, &mut boot)?;
+    Ok(Some(discovery::Task {
+        socket,
+        key: beacon::BeaconKey::new(key.as_bytes()),
+        opts: d.clone(),
+        me: info.id,
+        port: info.addr.port(),
+        boot: u64::from_be_bytes(boot),
+        ready,
+        entropy: opts.entropy,
+        inputs,
+        stats,
+    }))
 }
 
 /// A cheap, cloneable way to read a node's counters from another task.

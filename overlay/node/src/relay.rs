@@ -74,7 +74,7 @@ async fn read_init<R: AsyncRead + Unpin>(
 pub(crate) async fn serve<S>(
     stream: S,
     conn: u64,
-    permit: crate::GatePermit,
+    permit: crate::accept::GatePermit,
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
     to_node: mpsc::Sender<Input>,
@@ -98,25 +98,9 @@ pub(crate) async fn serve<S>(
     drop(permit);
     let cluster = match init {
         Ok(c) => c,
-        Err(Refused::Silent(why)) => {
+        Err(refused) => {
             RuntimeStats::add(&stats.handshakes_failed, 1);
-            tracing::debug!(conn, %why, "relay handshake failed; closing");
-            return;
-        }
-        Err(Refused::Deny(reason)) => {
-            RuntimeStats::add(&stats.handshakes_failed, 1);
-            tracing::info!(conn, %reason, "relay handshake denied");
-            let mut out = Vec::new();
-            NodePacket::Deny {
-                magic: relay::RELAY_MAGIC.into(),
-                reason,
-            }
-            .encode(&mut out);
-            let _ = tokio::time::timeout(opts.handshake_timeout, async {
-                wr.write_all(&out).await?;
-                wr.shutdown().await
-            })
-            .await;
+            refuse(refused, conn, &opts, &mut wr).await;
             return;
         }
     };
@@ -142,58 +126,17 @@ pub(crate) async fn serve<S>(
     // Read packets until the client closes, drops or breaks the protocol.
     let mut writer_done = false;
     let graceful = loop {
-        let mut closing = false;
-        let mut failure = None;
-        // Packets from one read go to the node task together (one wake-up, one channel slot).
-        let mut batch = Vec::new();
-        loop {
-            match ClientPacket::decode(&mut buf, &limits) {
-                Ok(Some(ClientPacket::Close)) => {
-                    closing = true;
-                    break;
-                }
-                Ok(Some(ClientPacket::Init { .. })) => {
-                    failure = Some("a second INIT".to_string());
-                    break;
-                }
-                Ok(Some(packet)) => {
-                    batch.push(packet);
-                    if batch.len() >= 256 {
-                        let packets = std::mem::take(&mut batch);
-                        if to_node
-                            .send(Input::Session { conn, packets })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    failure = Some(describe(&e));
-                    break;
-                }
-            }
-        }
-        if !batch.is_empty()
-            && to_node
-                .send(Input::Session {
-                    conn,
-                    packets: batch,
-                })
-                .await
-                .is_err()
-        {
+        let Some(drained) = forward_buffered(&mut buf, &limits, conn, &to_node).await else {
             return;
-        }
-        if closing {
-            break true;
-        }
-        if let Some(why) = failure {
-            RuntimeStats::add(&stats.relay_violations, 1);
-            tracing::info!(conn, %why, "relay protocol violation; closing the connection");
-            break false;
+        };
+        match drained {
+            Drained::NeedMore => {}
+            Drained::Close => break true,
+            Drained::Violation(why) => {
+                RuntimeStats::add(&stats.relay_violations, 1);
+                tracing::info!(conn, %why, "relay protocol violation; closing the connection");
+                break false;
+            }
         }
         tokio::select! {
             biased;
@@ -230,6 +173,72 @@ pub(crate) async fn serve<S>(
             abort.abort();
         }
     }
+}
+
+/// Ends a refused handshake: silently, or with a DENY (written within the handshake deadline).
+async fn refuse<W: AsyncWrite + Unpin>(refused: Refused, conn: u64, opts: &Options, wr: &mut W) {
+    match refused {
+        Refused::Silent(why) => {
+            tracing::debug!(conn, %why, "relay handshake failed; closing");
+        }
+        Refused::Deny(reason) => {
+            tracing::info!(conn, %reason, "relay handshake denied");
+            let mut out = Vec::new();
+            NodePacket::Deny {
+                magic: relay::RELAY_MAGIC.into(),
+                reason,
+            }
+            .encode(&mut out);
+            let _ = tokio::time::timeout(opts.handshake_timeout, async {
+                wr.write_all(&out).await?;
+                wr.shutdown().await
+            })
+            .await;
+        }
+    }
+}
+
+/// What the buffered bytes ended with.
+enum Drained {
+    /// An incomplete packet (or nothing): read more.
+    NeedMore,
+    /// The client's CLOSE.
+    Close,
+    /// A protocol violation, described.
+    Violation(String),
+}
+
+/// Decodes the packets in `buf` and hands them to the node task, those of one read together
+/// (one wake-up, one channel slot; at most 256 a batch). `None` when the node task is gone.
+async fn forward_buffered(
+    buf: &mut BytesMut,
+    limits: &relay::Limits,
+    conn: u64,
+    to_node: &mpsc::Sender<Input>,
+) -> Option<Drained> {
+    let mut batch = Vec::new();
+    let drained = loop {
+        match ClientPacket::decode(buf, limits) {
+            Ok(Some(ClientPacket::Close)) => break Drained::Close,
+            Ok(Some(ClientPacket::Init { .. })) => {
+                break Drained::Violation("a second INIT".to_string());
+            }
+            Ok(Some(packet)) => {
+                batch.push(packet);
+                if batch.len() >= 256 {
+                    let packets = std::mem::take(&mut batch);
+                    to_node.send(Input::Session { conn, packets }).await.ok()?;
+                }
+            }
+            Ok(None) => break Drained::NeedMore,
+            Err(e) => break Drained::Violation(describe(&e)),
+        }
+    };
+    if !batch.is_empty() {
+        let packets = batch;
+        to_node.send(Input::Session { conn, packets }).await.ok()?;
+    }
+    Some(drained)
 }
 
 fn describe(e: &RelayError) -> String {

@@ -50,6 +50,8 @@ pub const MAX_RECORD: usize = 65_535;
 /// Largest plaintext carried by one record.
 pub const MAX_RECORD_PLAIN: usize = MAX_RECORD - TAG_LEN;
 const TAG_LEN: usize = 16;
+// A record's length goes in a u16 prefix (see `Sealer::seal`).
+const _: () = assert!(MAX_RECORD <= u16::MAX as usize);
 /// Largest handshake message accepted (ours are under 150 bytes).
 const MAX_HANDSHAKE_MSG: usize = 1024;
 /// Label of the id derivation.
@@ -349,8 +351,14 @@ pub struct Established {
 }
 
 async fn write_msg<S: AsyncWrite + Unpin>(s: &mut S, msg: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("handshake message of {} bytes exceeds 65535", msg.len()),
+        )
+    })?;
     let mut out = Vec::with_capacity(2 + msg.len());
-    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(msg);
     s.write_all(&out).await?;
     s.flush().await
@@ -534,6 +542,10 @@ impl Sealer {
     }
 
     /// Appends `plain` to `out` as records (unchanged on a plaintext link).
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a record is at most MAX_RECORD_PLAIN + TAG_LEN = MAX_RECORD = u16::MAX bytes"
+    )]
     pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         let Some(state) = &self.state else {
             out.extend_from_slice(plain);

@@ -1,0 +1,372 @@
+//! The node task's peer links: dialing, link state, sending the core's messages, idle links,
+//! and starting the two tasks of a link whose handshake is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use petal_protocol::{Message, NodeId, NodeInfo};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Driver, FIRST_DIAL_BACKOFF, Input};
+use crate::link;
+use crate::net::Net;
+use crate::{Options, RuntimeStats};
+
+/// A link as the node task sees it.
+pub(super) enum LinkState {
+    /// Being dialed; messages wait here (bounded).
+    Dialing { queued: Vec<Message> },
+    /// Up.
+    Up {
+        link: u64,
+        dialer: NodeId,
+        tx: mpsc::Sender<Message>,
+    },
+}
+
+impl<N: Net> Driver<N> {
+    /// A dial failed before its handshake finished: back off from the address, drop what
+    /// waited for that dial, and count a failed seed.
+    pub(super) fn dial_failed(&mut self, expected: Option<NodeId>, addr: SocketAddr, why: &str) {
+        RuntimeStats::add(&self.stats.link_dial_failures, 1);
+        if expected.is_none() {
+            tracing::info!(%addr, %why, "seed dial failed");
+        } else {
+            tracing::debug!(%addr, %why, "peer dial failed");
+        }
+        let now_i = Instant::now();
+        if self.dial_backoff.len() >= 4096 {
+            // Addresses never dialed again would otherwise stay for ever.
+            self.dial_backoff.retain(|_, (until, _)| *until > now_i);
+        }
+        // A port that is not open yet (a fleet starting) is tried again soon; one
+        // that keeps failing, at most every `dial_backoff`.
+        let delay = self
+            .dial_backoff
+            .get(&addr)
+            .map_or(FIRST_DIAL_BACKOFF, |(_, d)| d.saturating_mul(2))
+            .min(self.opts.dial_backoff);
+        self.dial_backoff.insert(addr, (now_i + delay, delay));
+        // Only a dial still pending is dropped: a link to that node may have come up
+        // from its side meanwhile, and must not be closed by our failed attempt.
+        if let Some(id) = expected
+            && let Some(queued) = self.take_dialing(id)
+        {
+            RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
+        }
+        if expected.is_none() && self.opts.seeds.contains(&addr) {
+            RuntimeStats::add(&self.stats.seed_failures, 1);
+            self.seed_failed(addr, "every seed failed");
+        }
+    }
+
+    /// Link `link` to `peer` ended: forget it unless another link replaced it meanwhile.
+    pub(super) fn link_down(&mut self, peer: NodeId, link: u64, why: &str) {
+        if let Some(LinkState::Up { link: cur, .. }) = self.links.get(&peer)
+            && *cur == link
+        {
+            tracing::debug!(%peer, %why, "peer link down");
+            self.links.remove(&peer);
+        }
+    }
+
+    pub(super) fn link_up(
+        &mut self,
+        peer: NodeInfo,
+        link: u64,
+        dialed_addr: Option<SocketAddr>,
+        tx: mpsc::Sender<Message>,
+        expected: Option<NodeId>,
+    ) {
+        let dialed = dialed_addr.is_some();
+        let me = self.node.id();
+        if peer.id == me {
+            if let Some(addr) = dialed_addr.filter(|a| self.opts.seeds.contains(a)) {
+                // Our own address among the seeds (one list for the whole cluster): remember
+                // it, never dial it again, and do not wait for it to join.
+                self.seed_ids.insert(addr, me);
+                if self.seeds_pending {
+                    self.seed_failed(addr, "no seed but this node answered");
+                }
+                return;
+            }
+            tracing::warn!(addr = %peer.addr, "a link reached this node itself; closing it");
+            return;
+        }
+        if let Some(want) = expected
+            && want != peer.id
+        {
+            // Another node answers at that address (a restart with a new id): what was queued
+            // was for the old one and must not reach the new one.
+            RuntimeStats::add(&self.stats.link_id_mismatches, 1);
+            tracing::info!(%want, got = %peer.id, "a different node answers at a known address");
+            if let Some(queued) = self.take_dialing(want) {
+                RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
+            }
+        }
+        let seed = expected
+            .is_none()
+            .then_some(dialed_addr)
+            .flatten()
+            .filter(|a| self.opts.seeds.contains(a));
+        let dialer = link::dialer(me, peer.id, dialed);
+        let queued = match self.links.remove(&peer.id) {
+            Some(LinkState::Dialing { queued, .. }) => queued,
+            Some(LinkState::Up {
+                link: old,
+                dialer: old_dialer,
+                tx: old_tx,
+            }) => {
+                if old_dialer < dialer || (old_dialer == dialer && old > link) {
+                    // Keep the existing link; this one closes once its writer drains.
+                    self.links.insert(
+                        peer.id,
+                        LinkState::Up {
+                            link: old,
+                            dialer: old_dialer,
+                            tx: old_tx,
+                        },
+                    );
+                    // The seed answered all the same (it had dialed us first).
+                    if let Some(addr) = seed {
+                        self.seed_linked(addr, peer);
+                    }
+                    return;
+                }
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        RuntimeStats::add(&self.stats.links_up, 1);
+        // The peer is reachable: failures to its addresses start from a short delay again.
+        self.dial_backoff.remove(&peer.addr);
+        if let Some(a) = dialed_addr {
+            self.dial_backoff.remove(&a);
+        }
+        self.link_used.insert(peer.id, Instant::now());
+        for msg in queued {
+            if tx.try_send(msg).is_err() {
+                RuntimeStats::add(&self.stats.link_drops, 1);
+            }
+        }
+        self.links
+            .insert(peer.id, LinkState::Up { link, dialer, tx });
+        if let Some(addr) = seed {
+            self.seed_linked(addr, peer);
+        }
+    }
+
+    /// Removes the link state of `id` if it is a pending dial (an `Up` link stays), returning
+    /// the messages that waited for it.
+    fn take_dialing(&mut self, id: NodeId) -> Option<Vec<Message>> {
+        match self.links.get(&id) {
+            Some(LinkState::Dialing { .. }) => match self.links.remove(&id) {
+                Some(LinkState::Dialing { queued }) => Some(queued),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Closes the links that carried no message of the core for `link_idle_close` and lead to
+    /// nodes the core does not keep in its tables (a requester answered once, a tunnel's far
+    /// end after the tunnel, a stranger): without this, a node would end up linked to every
+    /// node it ever exchanged a message with. Links to leaf-set and routing-table members stay
+    /// (the core pings them); a closed link is dialed again when needed.
+    pub(super) fn reap_idle_links(&mut self) {
+        let now_i = Instant::now();
+        self.next_reap = now_i + self.opts.link_idle_close / 2;
+        let idle = self.opts.link_idle_close;
+        let stale: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(id, l)| {
+                matches!(l, LinkState::Up { .. })
+                    && !self.node.knows(**id)
+                    && self
+                        .link_used
+                        .get(*id)
+                        .is_none_or(|t| now_i.saturating_duration_since(*t) >= idle)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            tracing::debug!(peer = %id, "closing an idle link to a node outside our tables");
+            RuntimeStats::add(&self.stats.links_idle_closed, 1);
+            self.links.remove(&id);
+        }
+        self.link_used.retain(|id, _| self.links.contains_key(id));
+    }
+
+    pub(super) fn transmit(&mut self, to: NodeInfo, msg: Message) {
+        match self.links.get_mut(&to.id) {
+            Some(LinkState::Up { tx, .. }) => {
+                if let Some(t) = self.link_used.get_mut(&to.id) {
+                    *t = self.coarse_now;
+                } else {
+                    self.link_used.insert(to.id, self.coarse_now);
+                }
+                if tx.capacity() < self.opts.link_queue / 4 && !self.congested {
+                    // Three quarters full: stop taking work from applications until the
+                    // links drain (backpressure rather than drops).
+                    RuntimeStats::add(&self.stats.backpressure, 1);
+                    self.congested = true;
+                }
+                if let Err(e) = tx.try_send(msg) {
+                    match e {
+                        mpsc::error::TrySendError::Full(_) => {
+                            RuntimeStats::add(&self.stats.link_drops, 1);
+                        }
+                        mpsc::error::TrySendError::Closed(msg) => {
+                            // The writer is gone (link broke): re-dial.
+                            self.links.remove(&to.id);
+                            self.transmit(to, msg);
+                        }
+                    }
+                }
+            }
+            Some(LinkState::Dialing { queued, .. }) => {
+                if queued.len() < self.opts.link_queue {
+                    queued.push(msg);
+                } else {
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                }
+            }
+            None => {
+                if self
+                    .dial_backoff
+                    .get(&to.addr)
+                    .is_some_and(|(until, _)| Instant::now() < *until)
+                {
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                    return;
+                }
+                self.links
+                    .insert(to.id, LinkState::Dialing { queued: vec![msg] });
+                self.dial(Some(to.id), to.addr);
+            }
+        }
+    }
+
+    /// Dials `addr` in a new task; the result comes back as an input.
+    pub(super) fn dial(&mut self, expected: Option<NodeId>, addr: SocketAddr) {
+        RuntimeStats::add(&self.stats.link_dials, 1);
+        let link_id = self.next_link;
+        self.next_link += 1;
+        let net = self.net.clone();
+        let me = self.node.info();
+        let inputs = self.inputs.clone();
+        let opts = self.opts.clone();
+        let keys = self.keys.clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let dial = async {
+                let mut s = tokio::time::timeout(opts.dial_timeout, net.connect(addr))
+                    .await
+                    .map_err(|_| "dial timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                let (peer, sealer, opener) =
+                    link::open(&mut s, true, &keys, me.addr, Some(addr), link_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                Ok::<_, String>((s, peer, sealer, opener))
+            };
+            match dial.await {
+                Ok((s, peer, sealer, opener)) => {
+                    let up = LinkOpened {
+                        peer,
+                        sealer,
+                        opener,
+                        link: link_id,
+                        dialed: Some(addr),
+                        expected,
+                    };
+                    start_link(s, up, &opts, stats, inputs).await
+                }
+                Err(why) => {
+                    let _ = inputs
+                        .send(Input::DialFailed {
+                            expected,
+                            addr,
+                            why,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+/// A link whose handshake is done.
+pub(crate) struct LinkOpened {
+    pub(crate) peer: NodeInfo,
+    pub(crate) sealer: crate::secure::Sealer,
+    pub(crate) opener: crate::secure::Opener,
+    pub(crate) link: u64,
+    /// The address we dialed (`None`: inbound).
+    pub(crate) dialed: Option<SocketAddr>,
+    pub(crate) expected: Option<NodeId>,
+}
+
+/// Starts the two tasks of a link whose handshake is done and reports it up.
+pub(crate) async fn start_link<S>(
+    stream: S,
+    up: LinkOpened,
+    opts: &Options,
+    stats: Arc<RuntimeStats>,
+    inputs: mpsc::Sender<Input>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let LinkOpened {
+        peer,
+        sealer,
+        opener,
+        link,
+        dialed,
+        expected,
+    } = up;
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel(opts.link_queue);
+    let writer = tokio::spawn(async move {
+        if let Err(e) = link::write_loop(wr, sealer, rx).await {
+            tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");
+        }
+    })
+    .abort_handle();
+    // The reader holds only a weak sender: when the node task drops the link, the writer
+    // drains and closes instead of being kept alive by keepalives.
+    let weak = tx.downgrade();
+    let live = link::Liveness {
+        keepalive: opts.link_keepalive,
+        idle: opts.link_idle_timeout,
+    };
+    let max_frame = opts.max_frame;
+    let reader_inputs = inputs.clone();
+    if inputs
+        .send(Input::LinkUp {
+            peer,
+            link,
+            dialed,
+            tx,
+            expected,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tokio::spawn(link::read_loop(
+        rd,
+        opener,
+        stats,
+        peer,
+        link,
+        max_frame,
+        reader_inputs,
+        weak,
+        writer,
+        live,
+    ));
+}

@@ -1,0 +1,273 @@
+//! The packets a client sends to its node: their fields, encoder and parser.
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Fields, Limits, Reader, RelayError, Sink, Stop, decode_with, op};
+
+/// Packets a client sends to its node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientPacket {
+    /// Handshake: `00 magic version cluster`; `cluster` is `""` for a plain client.
+    Init {
+        /// [`CLIENT_MAGIC`](super::CLIENT_MAGIC) from a genuine client.
+        magic: String,
+        /// The client's protocol version ([`VERSION`](super::VERSION) if compatible).
+        version: String,
+        /// The cluster to serve, `""` for a plain client.
+        cluster: String,
+    },
+    /// Graceful close request: `02`.
+    Close,
+    /// `03 cluster message`: deliver to every member of `cluster`.
+    Broadcast {
+        /// Target cluster.
+        cluster: String,
+        /// The message.
+        message: Bytes,
+    },
+    /// `04 id cluster request timeout_ms`: ask one member of `cluster`.
+    Request {
+        /// The client's request id, echoed by the node's REPLY.
+        id: u64,
+        /// Target cluster.
+        cluster: String,
+        /// The request.
+        request: Bytes,
+        /// Timeout in milliseconds, enforced by the node.
+        timeout_ms: u64,
+    },
+    /// `05 id success (reply | fault)`: a service's answer to a delivered request.
+    Reply {
+        /// The node's request id (from the delivered REQUEST).
+        id: u64,
+        /// `Ok` = success reply, `Err` = fault text.
+        result: Result<Bytes, String>,
+    },
+    /// `06 topic`.
+    Subscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// `07 topic`.
+    Unsubscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// `08 topic event`.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The event.
+        event: Bytes,
+    },
+    /// `09 id cluster timeout_ms`: open a tunnel to a member of `cluster`.
+    TunInit {
+        /// The client's tunnel id.
+        id: u64,
+        /// Target cluster.
+        cluster: String,
+        /// Timeout in milliseconds, enforced by the node.
+        timeout_ms: u64,
+    },
+    /// `0a build_id tun_id`: accept an inbound tunnel.
+    TunConfirm {
+        /// The node's build id (from its TUN_INIT).
+        build_id: u64,
+        /// The client's tunnel id for it from now on.
+        tun_id: u64,
+    },
+    /// `0b id space`: grant credit, cumulative, in bytes.
+    TunAllow {
+        /// Tunnel id.
+        id: u64,
+        /// Bytes of credit granted.
+        space: u64,
+    },
+    /// `0c id size payload`: one chunk of a tunnel message.
+    TunTransfer {
+        /// Tunnel id.
+        id: u64,
+        /// The whole message's length on a first chunk, 0 on continuations.
+        size: u64,
+        /// The chunk's bytes.
+        payload: Bytes,
+    },
+    /// `0d id`: close a tunnel.
+    TunClose {
+        /// Tunnel id.
+        id: u64,
+    },
+}
+
+impl ClientPacket {
+    /// The packet's opcode (see [`op`]).
+    pub fn opcode(&self) -> u8 {
+        match self {
+            ClientPacket::Init { .. } => op::INIT,
+            ClientPacket::Close => op::CLOSE,
+            ClientPacket::Broadcast { .. } => op::BROADCAST,
+            ClientPacket::Request { .. } => op::REQUEST,
+            ClientPacket::Reply { .. } => op::REPLY,
+            ClientPacket::Subscribe { .. } => op::SUBSCRIBE,
+            ClientPacket::Unsubscribe { .. } => op::UNSUBSCRIBE,
+            ClientPacket::Publish { .. } => op::PUBLISH,
+            ClientPacket::TunInit { .. } => op::TUN_INIT,
+            ClientPacket::TunConfirm { .. } => op::TUN_CONFIRM,
+            ClientPacket::TunAllow { .. } => op::TUN_ALLOW,
+            ClientPacket::TunTransfer { .. } => op::TUN_TRANSFER,
+            ClientPacket::TunClose { .. } => op::TUN_CLOSE,
+        }
+    }
+
+    /// Appends exactly the packet's wire bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        Fields::encode(self, out);
+    }
+
+    /// The exact number of bytes [`encode`](Self::encode) appends.
+    pub fn encoded_len(&self) -> usize {
+        Fields::encoded_len(self)
+    }
+}
+
+impl Fields for ClientPacket {
+    fn write<S: Sink>(&self, s: &mut S) {
+        s.byte(self.opcode());
+        match self {
+            ClientPacket::Init {
+                magic,
+                version,
+                cluster,
+            } => {
+                s.bin(magic.as_bytes());
+                s.bin(version.as_bytes());
+                s.bin(cluster.as_bytes());
+            }
+            ClientPacket::Close => {}
+            ClientPacket::Broadcast { cluster, message } => {
+                s.bin(cluster.as_bytes());
+                s.bin(message);
+            }
+            ClientPacket::Request {
+                id,
+                cluster,
+                request,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(cluster.as_bytes());
+                s.bin(request);
+                s.varint(*timeout_ms);
+            }
+            ClientPacket::Reply { id, result } => {
+                s.varint(*id);
+                s.byte(u8::from(result.is_ok()));
+                match result {
+                    Ok(reply) => s.bin(reply),
+                    Err(fault) => s.bin(fault.as_bytes()),
+                }
+            }
+            ClientPacket::Subscribe { topic } | ClientPacket::Unsubscribe { topic } => {
+                s.bin(topic.as_bytes());
+            }
+            ClientPacket::Publish { topic, event } => {
+                s.bin(topic.as_bytes());
+                s.bin(event);
+            }
+            ClientPacket::TunInit {
+                id,
+                cluster,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(cluster.as_bytes());
+                s.varint(*timeout_ms);
+            }
+            ClientPacket::TunConfirm {
+                build_id: a,
+                tun_id: b,
+            }
+            | ClientPacket::TunAllow { id: a, space: b } => {
+                s.varint(*a);
+                s.varint(*b);
+            }
+            ClientPacket::TunTransfer { id, size, payload } => {
+                s.varint(*id);
+                s.varint(*size);
+                s.bin(payload);
+            }
+            ClientPacket::TunClose { id } => s.varint(*id),
+        }
+    }
+}
+
+impl ClientPacket {
+    /// Decodes one packet from the front of `buf`. `Ok(None)`: incomplete, read more (nothing
+    /// consumed). `Ok(Some(p))`: `buf` advanced past the packet; binary payloads are zero-copy
+    /// slices of it. `Err`: protocol violation (nothing consumed; the caller closes the
+    /// connection). Opcode 0x00 is INIT; 0x01 (DENY) is never sent by clients and is unknown.
+    pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<ClientPacket>, RelayError> {
+        decode_with(buf, limits, parse_client)
+    }
+}
+
+fn parse_client(r: &mut Reader<'_>) -> Result<ClientPacket, Stop> {
+    // Struct expressions evaluate their fields in source order, i.e. wire order.
+    Ok(match r.byte()? {
+        op::INIT => ClientPacket::Init {
+            magic: r.string("magic")?,
+            version: r.string("version")?,
+            cluster: r.string("cluster")?,
+        },
+        op::CLOSE => ClientPacket::Close,
+        op::BROADCAST => ClientPacket::Broadcast {
+            cluster: r.string("cluster")?,
+            message: r.bin("message")?,
+        },
+        op::REQUEST => ClientPacket::Request {
+            id: r.varint()?,
+            cluster: r.string("cluster")?,
+            request: r.bin("request")?,
+            timeout_ms: r.varint()?,
+        },
+        op::REPLY => {
+            let id = r.varint()?;
+            let result = if r.flag()? {
+                Ok(r.bin("reply")?)
+            } else {
+                Err(r.string("fault")?)
+            };
+            ClientPacket::Reply { id, result }
+        }
+        op::SUBSCRIBE => ClientPacket::Subscribe {
+            topic: r.string("topic")?,
+        },
+        op::UNSUBSCRIBE => ClientPacket::Unsubscribe {
+            topic: r.string("topic")?,
+        },
+        op::PUBLISH => ClientPacket::Publish {
+            topic: r.string("topic")?,
+            event: r.bin("event")?,
+        },
+        op::TUN_INIT => ClientPacket::TunInit {
+            id: r.varint()?,
+            cluster: r.string("cluster")?,
+            timeout_ms: r.varint()?,
+        },
+        op::TUN_CONFIRM => ClientPacket::TunConfirm {
+            build_id: r.varint()?,
+            tun_id: r.varint()?,
+        },
+        op::TUN_ALLOW => ClientPacket::TunAllow {
+            id: r.varint()?,
+            space: r.varint()?,
+        },
+        op::TUN_TRANSFER => ClientPacket::TunTransfer {
+            id: r.varint()?,
+            size: r.varint()?,
+            payload: r.chunk()?,
+        },
+        op::TUN_CLOSE => ClientPacket::TunClose { id: r.varint()? },
+        other => return Err(RelayError::UnknownOpcode(other).into()),
+    })
+}

@@ -59,7 +59,7 @@
 //!   never calls back into the core, and what they ask of it (a session cut off, a failed join)
 //!   is done after the drain.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
 
 pub mod beacon;
 pub mod discovery;

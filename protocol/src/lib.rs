@@ -16,7 +16,10 @@
 //!   and its local node, byte-compatible with the Iris client libraries: [`relay::ClientPacket`]
 //!   and [`relay::NodePacket`], their encoders and incremental, zero-copy decoders.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 pub mod addr;
 pub mod codec;

@@ -20,7 +20,10 @@
 //! - `tunnel.rs`: `tunnel`.
 //! - `bench/`: `bench`: one file per measured pattern, `report.rs` for the table and JSON.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 mod bench;
 mod common;

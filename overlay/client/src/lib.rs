@@ -90,7 +90,10 @@
 //! - `options.rs`, `stats.rs`, `error.rs`, `idmap.rs`: [`Options`], [`Stats`], [`Error`], and
 //!   a cheap hash for id-keyed tables.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 mod conn;
 mod error;

@@ -144,7 +144,10 @@
 //! the overlay), [`app`] (what applications see: [`ConnId`], [`GroupKind`], [`Outcome`],
 //! [`AppError`]), [`stats`] ([`Stats`] counters).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 pub mod app;
 mod ask;

@@ -20,7 +20,10 @@
 //! is answered (timeout), tunnels are closed with a reason, every application gets CLOSE with a
 //! reason, the node tells its peers it leaves, then it exits.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};

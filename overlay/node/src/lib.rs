@@ -59,7 +59,10 @@
 //!   never calls back into the core, and what they ask of it (a session cut off, a failed join)
 //!   is done after the drain.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-#![cfg_attr(not(test), warn(clippy::cast_possible_truncation, clippy::too_many_lines))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 pub mod beacon;
 pub mod discovery;
@@ -230,6 +233,17 @@ impl Options {
             && (d.fast_interval < ms || d.slow_interval < ms)
         {
             return bad("discovery intervals must be at least 1 ms");
+        }
+        // Deadlines are `now + period` on the runtime's clock, which has no room for centuries.
+        let day = std::time::Duration::from_secs(86_400);
+        let mut periods = vec![self.seed_retry, self.link_idle_close, self.link_keepalive];
+        if let Some(d) = &self.discovery {
+            periods.extend([d.fast_interval, d.fast_for, d.slow_interval]);
+        }
+        if periods.iter().any(|p| *p > day) {
+            return bad(
+                "seed_retry, link_idle_close, link_keepalive and discovery periods must be at most a day",
+            );
         }
         Ok(())
     }

@@ -148,5 +148,15 @@ fn options_that_would_misbehave_are_refused() {
         ..Default::default()
     });
     assert!(o.validate().is_err());
+    // A period the runtime's clock cannot add to now (it would panic in a timer) is refused.
+    let mut o = options(0xc1, vec![]);
+    o.discovery = Some(petal_node::discovery::Discovery {
+        slow_interval: Duration::from_secs(u64::MAX),
+        ..Default::default()
+    });
+    assert!(o.validate().is_err());
+    let mut o = options(0xc1, vec![]);
+    o.link_keepalive = Duration::from_secs(86_401);
+    assert!(o.validate().is_err());
     assert!(options(0xc1, vec![]).validate().is_ok());
 }

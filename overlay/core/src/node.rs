@@ -173,6 +173,18 @@ pub enum Event {
     },
 }
 
+/// Frees what a burst left behind in a drained queue: a node keeps only a small queue between
+/// bursts (a join announces to the whole leaf set at once), so that 10^5 nodes in one process
+/// do not each hold the capacity of their largest burst (about 12 KB of transmits per node).
+fn release_burst<T>(q: &mut VecDeque<T>) {
+    if q.is_empty() && q.capacity() > QUEUE_KEEP {
+        q.shrink_to(QUEUE_KEEP);
+    }
+}
+
+/// Capacity a drained queue keeps (see `release_burst`).
+const QUEUE_KEEP: usize = 4;
+
 /// SplitMix64: a fixed mixing of `seed` into a well-spread 64-bit value.
 fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -358,12 +370,20 @@ impl Node {
 
     /// Next transmit to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.outbox.pop_front()
+        let t = self.outbox.pop_front();
+        if t.is_none() {
+            release_burst(&mut self.outbox);
+        }
+        t
     }
 
     /// Next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() {
+            release_burst(&mut self.events);
+        }
+        e
     }
 
     /// When [`Node::handle_timeout`] must be called next (`None`: no timer is armed).
@@ -596,14 +616,21 @@ impl Node {
     /// Drops stale timer entries once they outnumber the live owners (owners also vanish
     /// without a new timer: answered hops, lookups and probes).
     fn compact_timers(&mut self) {
-        if self.timers.len() > 4 * self.timer_owners() + 64 {
-            // Drop stale entries so that memory stays proportional to the live state.
-            let live: Vec<_> = std::mem::take(&mut self.timers)
+        if self.timers.len() > self.timer_bound() {
+            // Drop stale entries so that memory stays proportional to the live state (the
+            // collect reuses the old allocation: give back what the live entries do not need).
+            let mut live: Vec<_> = std::mem::take(&mut self.timers)
                 .into_iter()
                 .filter(|&Reverse((t, k))| self.timer_live(t, k))
                 .collect();
+            live.shrink_to(2 * live.len());
             self.timers = live.into();
         }
+    }
+
+    /// How many timer entries, live or stale, the heap may hold before it is compacted.
+    fn timer_bound(&self) -> usize {
+        4 * self.timer_owners() + 64
     }
 
     pub(crate) fn nonce(&mut self) -> u64 {
@@ -617,7 +644,7 @@ impl Node {
         let armed: std::collections::BTreeSet<(Time, TimerKey)> =
             self.timers.iter().map(|r| r.0).collect();
         assert!(
-            self.timers.len() <= 4 * self.timer_owners() + 64,
+            self.timers.len() <= self.timer_bound(),
             "stale timers pile up"
         );
         self.overlay.check_invariants(&self.cfg, &armed);

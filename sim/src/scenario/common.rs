@@ -4,6 +4,7 @@ use petal_core::{Key, Time};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use super::app_workload::{Workload, WorkloadParams};
 use crate::engine::Sim;
 use crate::report::ReportWriter;
 
@@ -55,6 +56,85 @@ impl Progress {
 pub(crate) fn advance_ms(sim: &mut Sim, ms: u64) {
     let t = sim.now().as_micros() + ms * 1000;
     sim.run_until(Time::from_micros(t));
+}
+
+/// Grows the overlay to `nodes` nodes, one join every `join_spacing_ms`, then lets it settle
+/// for `settle_ms`: the preamble of every runner that measures a settled overlay.
+/// `on_join(sim)` runs after each join (for progress).
+pub(crate) fn grow(
+    sim: &mut Sim,
+    nodes: u64,
+    join_spacing_ms: u64,
+    settle_ms: u64,
+    mut on_join: impl FnMut(&Sim),
+) {
+    while (sim.node_count() as u64) < nodes {
+        sim.add_node();
+        advance_ms(sim, join_spacing_ms);
+        on_join(sim);
+    }
+    advance_ms(sim, settle_ms);
+}
+
+/// The messaging runners' preamble after [`grow`]: every ready node gets its application
+/// (`workload`), then the workload ticks for `warmup_s` while the trees form.
+pub(super) fn warm_up(
+    sim: &mut Sim,
+    workload: &WorkloadParams,
+    warmup_s: u64,
+) -> anyhow::Result<Workload> {
+    let mut wl = Workload::new(workload.clone())?;
+    wl.populate(sim);
+    wl.start(sim.now());
+    for _ in 0..warmup_s * 1000 / STEP_MS {
+        let t = sim.now();
+        wl.tick(sim, t);
+        advance_ms(sim, STEP_MS);
+    }
+    Ok(wl)
+}
+
+/// The messaging runners' time step, milliseconds.
+pub(crate) const STEP_MS: u64 = 10;
+
+/// What one window of messaging (a phase, or a time bucket) saw.
+pub(crate) struct Window {
+    pub requests: crate::oracle::RequestStats,
+    pub events: crate::oracle::EventStats,
+    pub tunnels: crate::oracle::TunnelStats,
+}
+
+/// Per-second delivery of consecutive 1 s `buckets` in percent, for a chart: requests
+/// answered and events delivered, skipping seconds in which nothing was judged.
+pub(crate) fn delivery_series(buckets: &[Window]) -> [Vec<(f64, f64)>; 2] {
+    let series = |f: &dyn Fn(&Window) -> Option<f64>| -> Vec<(f64, f64)> {
+        buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(s, b)| f(b).map(|v| (s as f64, v * 100.0)))
+            .collect()
+    };
+    [
+        series(&|b| (b.requests.judged > 0).then(|| b.requests.answered_ratio())),
+        series(&|b| (b.events.expected > 0).then(|| b.events.delivered_ratio())),
+    ]
+}
+
+/// The JSON of consecutive 1 s `buckets`: judged requests and expected events with their ratios.
+pub(crate) fn per_second_json(buckets: &[Window]) -> Vec<serde_json::Value> {
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(s, b)| {
+            serde_json::json!({
+                "t_s": s,
+                "requests_judged": b.requests.judged,
+                "requests_answered_ratio": b.requests.answered_ratio(),
+                "events_expected": b.events.expected,
+                "events_delivered_ratio": b.events.delivered_ratio(),
+            })
+        })
+        .collect()
 }
 
 /// Starts `n` lookups of random keys from random ready nodes, in batches of `batch` every

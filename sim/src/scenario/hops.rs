@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, lookup_burst, pct};
+use super::common::{finish, grow, lookup_burst, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::Sim;
 use crate::metrics::{Metrics, quantile};
@@ -54,23 +54,20 @@ pub(super) fn run(
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
     anyhow::ensure!(p.sizes.windows(2).all(|w| w[0] < w[1]), "sizes must ascend");
-    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
+    let mut sim = sc.new_sim(sc.seed, &node)?;
     let total = *p.sizes.last().unwrap_or(&0);
     progress.set_len(total + p.sizes.len() as u64 * p.lookups);
     let mut results = Vec::new();
     let mut done_lookups = 0;
     for &n in &p.sizes {
-        while (sim.node_count() as u64) < n {
-            sim.add_node();
-            advance_ms(&mut sim, p.join_spacing_ms);
+        grow(&mut sim, n, p.join_spacing_ms, p.settle_ms, |sim| {
             if sim.node_count() % 1000 == 0 {
                 progress.set(
                     sim.node_count() as u64 + done_lookups,
                     format!("joining, {} ready", sim.ready_count()),
                 );
             }
-        }
-        advance_ms(&mut sim, p.settle_ms);
+        });
         let leaf_ok = sim.leaf_set_correctness();
         let ready: Vec<u32> = sim.ready_nodes().collect();
         let rt_entries = ready
@@ -214,6 +211,19 @@ fn write_report(
         ));
     }
     w.targets(&targets);
+    figures(&mut w, rs)?;
+    let results = json!({
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "topology": sim.topology().summary(),
+        "sizes": json_sizes,
+        "trace_hash": format!("{:016x}", sim.trace_hash()),
+    });
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+}
+
+/// The hop distribution, mean hops against size, and route stretch.
+fn figures(w: &mut ReportWriter, rs: &[SizeResult]) -> anyhow::Result<()> {
     let cats: Vec<String> = (0..=8).map(|h| h.to_string()).collect();
     let mut bars = BarChart::new("Hop distribution", "hops", "% of lookups", cats);
     for r in rs {
@@ -256,12 +266,5 @@ fn write_report(
         "stretch",
         &stretch,
     )?;
-    let results = json!({
-        "scenario": sc.name,
-        "seed": sc.seed,
-        "topology": sim.topology().summary(),
-        "sizes": json_sizes,
-        "trace_hash": format!("{:016x}", sim.trace_hash()),
-    });
-    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+    Ok(())
 }

@@ -228,6 +228,15 @@ impl Scenario {
         Ok(cfg)
     }
 
+    /// A discrete-event simulator for a run with master seed `seed`, holding no node yet.
+    pub(crate) fn new_sim(
+        &self,
+        seed: u64,
+        node: &petal_core::Config,
+    ) -> anyhow::Result<crate::engine::Sim> {
+        Ok(crate::engine::Sim::new(self.sim_config(seed, node)?))
+    }
+
     /// Runner parameters as a typed struct.
     pub(crate) fn params<P: for<'de> Deserialize<'de>>(&self) -> anyhow::Result<P> {
         P::deserialize(toml::Value::Table(self.params.clone()))

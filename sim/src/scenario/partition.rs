@@ -8,9 +8,8 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, pct};
+use super::common::{finish, grow, pct};
 use super::{Outcome, Progress, Scenario};
-use crate::engine::Sim;
 use crate::metrics::Metrics;
 use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
 
@@ -38,12 +37,14 @@ pub(super) fn run(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
-    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
-    for _ in 0..p.nodes {
-        sim.add_node();
-        advance_ms(&mut sim, p.join_spacing_ms);
-    }
-    advance_ms(&mut sim, p.settle_s * 1000);
+    let mut sim = sc.new_sim(sc.seed, &node)?;
+    grow(
+        &mut sim,
+        p.nodes,
+        p.join_spacing_ms,
+        p.settle_s * 1000,
+        |_| {},
+    );
     let start = sim.now().as_micros();
     sim.metrics = Metrics::new(1_000_000);
     let total_ms = (p.before_s + p.split_s + p.after_s) * 1000;

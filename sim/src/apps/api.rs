@@ -163,7 +163,7 @@ impl Sim {
             hops: None,
             wrong_reply: false,
         });
-        self.apps.pending.insert((node, gid), gid as usize);
+        self.apps.pending.insert((node, gid), crate::to_usize(gid));
         self.after_step(node);
         Some(gid)
     }

@@ -40,7 +40,7 @@ impl Sim {
                     self.apps.stray_events += 1;
                     return;
                 };
-                if let Some(e) = self.apps.events.get_mut(gid as usize) {
+                if let Some(e) = self.apps.events.get_mut(crate::to_usize(gid)) {
                     e.deliveries.entry(app).or_insert((0, now)).0 += 1;
                 }
             }
@@ -78,7 +78,7 @@ impl Sim {
             self.apps.stray_events += 1;
             return;
         };
-        if let Some(r) = self.apps.requests.get_mut(gid as usize) {
+        if let Some(r) = self.apps.requests.get_mut(crate::to_usize(gid)) {
             r.deliveries += 1;
             if r.served_by.is_none() {
                 r.served_by = Some(app);
@@ -172,7 +172,7 @@ impl Sim {
             .get(&(i, tunnel))
             .filter(|e| !e.opener)
             .and_then(|_| {
-                let rec = gid_of(&payload)? as usize;
+                let rec = crate::to_usize(gid_of(&payload)?);
                 self.apps.tunnels.get(rec).map(|t| t.read_delay_us)
             })
             .unwrap_or(0);
@@ -341,16 +341,16 @@ impl Sim {
             return;
         };
         if end.record == usize::MAX {
-            end.record = rec as usize;
-            if let Some(t) = self.apps.tunnels.get_mut(rec as usize) {
+            end.record = crate::to_usize(rec);
+            if let Some(t) = self.apps.tunnels.get_mut(crate::to_usize(rec)) {
                 t.acceptors += 1;
             }
         }
         let record = end.record;
-        let mut corrupt = record != rec as usize;
+        let mut corrupt = record != crate::to_usize(rec);
         if size != 0 {
             corrupt |= end.partial.is_some() || off != 0;
-            end.partial = Some((size, Vec::with_capacity(size as usize)));
+            end.partial = Some((size, Vec::with_capacity(crate::to_usize(size))));
         }
         let mut whole = None;
         match &mut end.partial {

@@ -222,7 +222,7 @@ pub(crate) fn finish(
 /// Messaging counters of `petal_core::Stats`, summed over every node (alive or not), by name:
 /// what dropped, expired, was replayed or repaired inside the nodes.
 pub(crate) fn node_counters(sim: &Sim) -> std::collections::BTreeMap<&'static str, u64> {
-    core_counters((0..sim.node_count() as u32).map(|i| sim.node(i).stats()))
+    core_counters((0..crate::count_u32(sim.node_count())).map(|i| sim.node(i).stats()))
 }
 
 /// [`node_counters`] over any set of nodes' `petal_core::Stats`.
@@ -281,7 +281,7 @@ fn share_label(min: f64) -> String {
 fn share_digits(min: f64) -> usize {
     (0..4)
         .find(|&d| {
-            let scaled = min * 100.0 * 10f64.powi(d as i32);
+            let scaled = min * 100.0 * 10f64.powi(i32::try_from(d).unwrap_or(i32::MAX));
             (scaled - scaled.round()).abs() < 1e-6
         })
         .unwrap_or(3)

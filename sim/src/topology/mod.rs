@@ -379,6 +379,10 @@ impl Topology {
                 let ([xa, ya, access_a], [xb, yb, access_b]) =
                     (nodes[a as usize], nodes[b as usize]);
                 let (dx, dy) = (f64::from(xa) - f64::from(xb), f64::from(ya) - f64::from(yb));
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "a distance in the square, at most its diagonal in µs: far below u64::MAX"
+                )]
                 let distance = (dx * dx + dy * dy).sqrt().round() as u64;
                 u64::from(access_a) + distance + u64::from(access_b)
             }

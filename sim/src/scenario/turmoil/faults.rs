@@ -61,7 +61,7 @@ impl Faults {
     fn event_span(&self, e: &EventRecord) -> (Time, Time) {
         let from = Time::from_micros(
             e.at.as_micros()
-                .saturating_sub(self.settle.as_micros() as u64),
+                .saturating_sub(crate::micros_u64(self.settle)),
         );
         (from, e.at + self.grace)
     }

@@ -14,7 +14,7 @@ use super::common::{advance_ms, finish, grow, ms_quantiles, pct, share_target};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +69,10 @@ pub(super) fn run(
 }
 
 /// Exponential session length with the given median, in microseconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
 fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
     let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
     (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
@@ -118,6 +122,10 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
             let secs = (now - start.as_micros()) as f64 / 1e6;
             leaf_ok.push((secs, sim.leaf_set_correctness()));
             alive_sum += sim.alive_count() as f64;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "whole seconds into the run, for the progress bar"
+            )]
             progress.set(
                 base + (secs as u64),
                 format!("median session {median_s} s: {} alive", sim.alive_count()),
@@ -140,6 +148,10 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
     }
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
 fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
     let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
     (-(u.ln()) / rate_per_us) as u64
@@ -186,7 +198,7 @@ fn write_report(
         &rows,
     );
     w.targets(&targets);
-    lookups_figure(&mut w, runs)?;
+    lookups_figure(&mut w, p, runs)?;
     other_figures(&mut w, p, runs)?;
     let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
     finish(&w, &results, events, messages)
@@ -260,30 +272,52 @@ fn run_rows(p: &Params, r: &Run) -> (Vec<String>, Vec<TargetRow>, serde_json::Va
     (row, targets, json)
 }
 
-/// Lookup consistency and success over time.
-fn lookups_figure(w: &mut ReportWriter, runs: &[Run]) -> anyhow::Result<()> {
+/// Seconds of churn summed into one point of the lookups-over-time chart: single seconds
+/// hold a few dozen lookups each, too few for a share to read as more than noise.
+const LOOKUP_WINDOW_S: usize = 5;
+
+/// Lookup consistency and success over time, in windows of [`LOOKUP_WINDOW_S`] over the churn
+/// phase only (the buckets after it are the drain, where no lookup starts).
+fn lookups_figure(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()> {
     let series =
         |f: &dyn Fn(&crate::metrics::Bucket) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
             runs.iter()
                 .map(|r| {
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "whole seconds since the run's first bucket"
+                    )]
                     let skip = r.start_s as usize;
-                    let pts = r
+                    let churn = r
                         .metrics
                         .buckets
                         .iter()
-                        .enumerate()
                         .skip(skip)
-                        .filter_map(|(i, b)| f(b).map(|v| ((i - skip) as f64, v)))
+                        .take(crate::to_usize(p.duration_s));
+                    let windows: Vec<&crate::metrics::Bucket> = churn.collect();
+                    let pts = windows
+                        .chunks(LOOKUP_WINDOW_S)
+                        .enumerate()
+                        .filter_map(|(k, chunk)| {
+                            let mut sum = crate::metrics::Bucket::default();
+                            for b in chunk {
+                                sum.add(b);
+                            }
+                            f(&sum).map(|v| ((k * LOOKUP_WINDOW_S) as f64, v))
+                        })
                         .collect();
                     (format!("median session {} s", r.median_s), pts)
                 })
                 .collect()
         };
-    let mut c = LineChart::new(
+    let mut c = Frame::new(
+        // The title is the image's alt text in report.md: the window goes in the x description.
         "Lookup consistency and success over time",
-        "seconds of churn",
+        format!("seconds of churn ({LOOKUP_WINDOW_S} s windows)"),
         "%",
-    );
+    )
+    .lines()
+    .percent();
     for (name, pts) in
         series(&|b| (b.delivered > 0).then(|| 100.0 * b.consistent as f64 / b.delivered as f64))
     {
@@ -295,17 +329,19 @@ fn lookups_figure(w: &mut ReportWriter, runs: &[Run]) -> anyhow::Result<()> {
     }) {
         c = c.series(format!("success, {name}"), pts);
     }
-    w.line_chart("lookups_over_time.png", &c.hline("target 99.9 %", 99.9))?;
+    w.line_chart("lookups_over_time.png", &c.hline("target", 99.9))?;
     Ok(())
 }
 
 /// Leaf-set correctness, crash detection and maintenance traffic.
 fn other_figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()> {
-    let mut c = LineChart::new(
+    let mut c = Frame::new(
         "Leaf-set correctness over time",
         "seconds of churn",
         "% of ready nodes",
-    );
+    )
+    .lines()
+    .percent();
     for r in runs {
         c = c.series(
             format!("median session {} s", r.median_s),
@@ -328,16 +364,23 @@ fn other_figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Resu
         .collect();
     w.cdf_chart(
         "detection_cdf.png",
-        "Crash detection time",
-        "seconds from crash to first death declaration",
-        &det,
+        &CdfChart::new(
+            "Crash detection time",
+            "seconds from crash to first death declaration",
+            det,
+        ),
     )?;
-    let mut c = LineChart::new(
+    let mut c = Frame::new(
         "Maintenance traffic",
         "seconds of churn",
         "bytes per node per second",
-    );
+    )
+    .lines();
     for r in runs {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "whole seconds since the run's first bucket"
+        )]
         let skip = r.start_s as usize;
         c = c.series(
             format!("median session {} s", r.median_s),
@@ -346,7 +389,7 @@ fn other_figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Resu
                 .iter()
                 .enumerate()
                 .skip(skip)
-                .take(p.duration_s as usize)
+                .take(crate::to_usize(p.duration_s))
                 .map(|(i, b)| {
                     (
                         (i - skip) as f64,

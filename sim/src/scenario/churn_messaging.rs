@@ -20,7 +20,7 @@ use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::quantile;
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::report::{LineChart, ReportWriter};
+use crate::report::{CdfChart, Frame, ReportWriter};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,11 +118,19 @@ pub(super) fn run(
 }
 
 /// Exponential session length with the given median, in microseconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
 fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
     let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
     (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
 fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
     let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
     (-(u.ln()) / rate_per_us) as u64
@@ -575,11 +583,13 @@ fn reading(w: &mut ReportWriter, node: &petal_core::Config, wp: &WorkloadParams,
 
 /// Delivery over time and the tree repair CDF.
 fn figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()> {
-    let mut c = LineChart::new(
+    let mut c = Frame::new(
         format!("Delivery over time ({} s buckets)", p.bucket_s),
         "seconds of churn",
         "%",
-    );
+    )
+    .lines()
+    .percent();
     for r in runs {
         let pts = |f: &dyn Fn(&Bucket) -> Option<f64>| -> Vec<(f64, f64)> {
             r.buckets
@@ -596,7 +606,7 @@ fn figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()>
             pts(&|b| (b.events.expected > 0).then(|| b.events.delivered_ratio())),
         );
     }
-    w.line_chart("delivery_over_time.png", &c.hline("target 99.9 %", 99.9))?;
+    w.line_chart("delivery_over_time.png", &c.hline("target", 99.9))?;
     let rep: Vec<(String, Vec<f64>)> = runs
         .iter()
         .map(|r| {
@@ -612,9 +622,11 @@ fn figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()>
         .collect();
     w.cdf_chart(
         "tree_repair_cdf.png",
-        "Tree repair time",
-        "seconds from a parent's crash to its orphan hanging from a new parent",
-        &rep,
+        &CdfChart::new(
+            "Tree repair time",
+            "seconds from a parent's crash to its orphan hanging from a new parent",
+            rep,
+        ),
     )?;
     Ok(())
 }

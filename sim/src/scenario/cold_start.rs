@@ -21,7 +21,7 @@ use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::{Sim, SimConfig, derive_seed};
 use crate::metrics::Metrics;
-use crate::report::{ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, ReportWriter, TargetRow, Verdict};
 
 /// Parameters of a cold start.
 #[derive(Clone, Debug, Deserialize)]
@@ -128,7 +128,7 @@ fn components(n: u32, down: &[bool], seeds: &[Vec<u32>]) -> (Vec<u32>, Vec<u32>)
     let mut roots = std::collections::BTreeMap::new();
     for i in (0..n).filter(|&i| !down[i as usize]) {
         let r = find(&mut parent, i);
-        let next = roots.len() as u32;
+        let next = crate::count_u32(roots.len());
         let c = *roots.entry(r).or_insert(next);
         if c as usize == comp_size.len() {
             comp_size.push(0);
@@ -189,9 +189,11 @@ impl Fleet {
             comp_size.len() <= 255,
             "cold-start: more than 255 components"
         );
-        let largest = (0..comp_size.len())
-            .max_by_key(|&c| (comp_size[c], std::cmp::Reverse(c)))
-            .unwrap_or(0) as u32;
+        let largest = crate::count_u32(
+            (0..comp_size.len())
+                .max_by_key(|&c| (comp_size[c], std::cmp::Reverse(c)))
+                .unwrap_or(0),
+        );
         // Nodes in different components never learn of each other: judge each as its own ring.
         let groups: Vec<u8> = comp_of.iter().map(|&c| c.min(254) as u8).collect();
         sim.partition(|i| groups[i as usize]);
@@ -289,7 +291,7 @@ fn boot(sim: &mut Sim, fleet: &Fleet, p: &ColdStartParams) -> Boot {
             }
         }
         for &(i, g) in &probes {
-            let r = &sim.apps.requests[g as usize];
+            let r = &sim.apps.requests[crate::to_usize(g)];
             if served_at[i as usize].is_none()
                 && matches!(r.outcome, Some((crate::apps::OutcomeKind::Reply, _)))
             {
@@ -348,7 +350,7 @@ fn judge(
         all_ready_ms,
         leaf_ok_since,
     } = *boot;
-    let ready = sim.ready_count() as u32;
+    let ready = crate::count_u32(sim.ready_count());
     let leaf_correct = sim.leaf_set_correctness();
     // The judgement: one lookup and one request from every started node.
     let (before_events, before_messages) = (sim.metrics.events, sim.metrics.messages);
@@ -395,8 +397,8 @@ fn judge(
     }
     ColdStartRun {
         seed,
-        started: starts.len() as u32,
-        components: fleet.comp_size.len() as u32,
+        started: crate::count_u32(starts.len()),
+        components: crate::count_u32(fleet.comp_size.len()),
         ready,
         leaf_correct,
         all_ready_ms,
@@ -460,22 +462,24 @@ fn write_report(
     w.targets(&targets(p, runs));
     w.cdf_chart(
         "cold_start_cdf.png",
-        "Time after the first start, over runs",
-        "ms",
-        &[
-            (
-                "every node ready".into(),
-                ready.iter().map(|&u| u as f64 / 1000.0).collect(),
-            ),
-            (
-                "every leaf set correct".into(),
-                leaf.iter().map(|&u| u as f64 / 1000.0).collect(),
-            ),
-            (
-                "every node served".into(),
-                served.iter().map(|&u| u as f64 / 1000.0).collect(),
-            ),
-        ],
+        &CdfChart::new(
+            "Time after the first start, over runs",
+            "ms",
+            &[
+                (
+                    "every node ready".into(),
+                    ready.iter().map(|&u| u as f64 / 1000.0).collect(),
+                ),
+                (
+                    "every leaf set correct".into(),
+                    leaf.iter().map(|&u| u as f64 / 1000.0).collect(),
+                ),
+                (
+                    "every node served".into(),
+                    served.iter().map(|&u| u as f64 / 1000.0).collect(),
+                ),
+            ],
+        ),
     )?;
     let sum = |f: fn(&ColdStartRun) -> u64| runs.iter().map(f).sum::<u64>();
     let results = json!({

@@ -10,7 +10,7 @@ use super::common::{finish, grow, lookup_burst, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::Sim;
 use crate::metrics::{Metrics, quantile};
-use crate::report::{BarChart, LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,7 +225,7 @@ fn write_report(
 /// The hop distribution, mean hops against size, and route stretch.
 fn figures(w: &mut ReportWriter, rs: &[SizeResult]) -> anyhow::Result<()> {
     let cats: Vec<String> = (0..=8).map(|h| h.to_string()).collect();
-    let mut bars = BarChart::new("Hop distribution", "hops", "% of lookups", cats);
+    let mut bars = Frame::new("Hop distribution", "hops", "% of lookups").bars(cats);
     for r in rs {
         bars = bars.group(format!("N = {}", r.n), distribution(&r.metrics));
     }
@@ -235,7 +235,8 @@ fn figures(w: &mut ReportWriter, rs: &[SizeResult]) -> anyhow::Result<()> {
     }
     bars = bars.group("paper, N = 100,000", paper);
     w.bar_chart("hop_distribution.png", &bars)?;
-    let chart = LineChart::new("Mean hops against network size", "log10 N", "mean hops")
+    let chart = Frame::new("Mean hops against network size", "log10 N", "mean hops")
+        .lines()
         .series(
             "Petal (measured)",
             rs.iter()
@@ -262,9 +263,12 @@ fn figures(w: &mut ReportWriter, rs: &[SizeResult]) -> anyhow::Result<()> {
         .collect();
     w.cdf_chart(
         "stretch_cdf.png",
-        "Route stretch (overlay delay / direct delay)",
-        "stretch",
-        &stretch,
+        &CdfChart::new(
+            "Route stretch (overlay delay / direct delay)",
+            "stretch",
+            stretch,
+        )
+        .clip_at(0.999),
     )?;
     Ok(())
 }

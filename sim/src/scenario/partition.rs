@@ -11,7 +11,7 @@ use serde_json::json;
 use super::common::{finish, grow, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::metrics::Metrics;
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +89,10 @@ pub(super) fn run(
             if ok < 1.0 && now >= heal_at {
                 healed_at_ok = None;
             }
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "whole seconds into the run, for the progress bar"
+            )]
             progress.set(
                 t as u64,
                 (if split { "split" } else { "whole" }).to_string(),
@@ -155,10 +159,13 @@ pub(super) fn run(
         heal.clone(),
         Verdict::from_met(healed_at_ok.is_some_and(|s| s <= 30.0)),
     )]);
-    let c = LineChart::new("Leaf-set correctness", "seconds", "% of ready nodes").series(
-        "leaf sets correct",
-        samples.iter().map(|&(t, v)| (t, v * 100.0)).collect(),
-    );
+    let c = Frame::new("Leaf-set correctness", "seconds", "% of ready nodes")
+        .lines()
+        .percent()
+        .series(
+            "leaf sets correct",
+            samples.iter().map(|&(t, v)| (t, v * 100.0)).collect(),
+        );
     w.line_chart("leaf_sets.png", &c)?;
     let results = json!({
         "scenario": sc.name, "seed": sc.seed, "phases": json_phases,

@@ -22,7 +22,7 @@ use super::common::{
 use super::{Outcome, Progress, Scenario};
 use crate::apps::EventRecord;
 use crate::engine::Sim;
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,7 +205,7 @@ fn judge(
         (b.requests.judged == 0 || b.requests.answered_ratio() >= p.answered_threshold)
             && b.events.once == b.events.expected
     };
-    let after = &buckets[(p.before_s + p.split_s) as usize..];
+    let after = &buckets[crate::to_usize(p.before_s + p.split_s)..];
     let recovery_s = after
         .iter()
         .rposition(|b| !ok(b))
@@ -301,7 +301,7 @@ fn write_report(
     ));
     w.targets(&targets);
     let [answered, delivered] = delivery_series(&j.buckets);
-    let c = LineChart::new(
+    let c = Frame::new(
         format!(
             "Delivery per second (split from {} s to {} s)",
             p.before_s,
@@ -310,6 +310,8 @@ fn write_report(
         "seconds",
         "%",
     )
+    .lines()
+    .percent()
     .series("requests answered", answered)
     .series("events delivered (own side while split)", delivered)
     .hline(

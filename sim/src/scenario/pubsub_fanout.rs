@@ -17,7 +17,7 @@ use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::Sim;
 use crate::metrics::quantile;
-use crate::report::{ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,12 +65,16 @@ pub(super) fn run(
             progress.set(sim.node_count() as u64 - 1, "joining".into());
         }
     });
-    let n = sim.node_count() as u32;
+    let n = crate::count_u32(sim.node_count());
     // One client application per node, created when the node first subscribes.
     let mut app_of: BTreeMap<u32, usize> = BTreeMap::new();
     let mut sizes = Vec::new();
     let mut subs_total = 0u64;
     for t in 1..=p.topics {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "at most nodes + 1 (a u64 config value that fits u32: clamped to the node count next)"
+        )]
         let size = ((p.nodes as f64) * (t as f64).powf(-p.zipf_exponent) + 0.5).floor() as u32;
         let size = size.clamp(1, n);
         sizes.push(size);
@@ -144,7 +148,7 @@ pub(super) fn run(
 /// Depth of every subscriber's node in its topic's tree (following parent pointers to the
 /// root) and the number of nodes in each tree.
 fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
-    let by_id: BTreeMap<NodeId, u32> = (0..sim.node_count() as u32)
+    let by_id: BTreeMap<NodeId, u32> = (0..crate::count_u32(sim.node_count()))
         .map(|i| (sim.node(i).id(), i))
         .collect();
     let mut shape = TreeShape {
@@ -155,7 +159,7 @@ fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
     for t in 1..=topics {
         let key = GroupKind::Topic.key(&format!("topic-{t}"));
         let mut count = 0;
-        for i in 0..sim.node_count() as u32 {
+        for i in 0..crate::count_u32(sim.node_count()) {
             let Some(v) = sim.node(i).group_view(key) else {
                 continue;
             };
@@ -313,7 +317,7 @@ fn delays(sim: &Sim, m: &Measured) -> Delays {
     let mut tree_rad = Vec::new();
     let mut route_stretch = Vec::new();
     for (gid, &(t0, root)) in &root_of {
-        let e = &sim.apps.events[*gid as usize];
+        let e = &sim.apps.events[crate::to_usize(*gid)];
         let direct = sim.topology().latency_us(e.node, root);
         if direct > 0 {
             route_stretch.push((t0.as_micros() - e.at.as_micros()) as f64 / direct as f64);
@@ -371,7 +375,7 @@ fn link_stress(sim: &Sim) -> LinkStress {
     let (mut scribe_links, mut unicast_links) = (Vec::new(), Vec::new());
     let (mut ip_links, mut scribe_used) = (0u64, 0u64);
     for (gid, c) in &copies {
-        let e = &sim.apps.events[*gid as usize];
+        let e = &sim.apps.events[crate::to_usize(*gid)];
         let members: Vec<u32> = e
             .deliveries
             .keys()
@@ -602,37 +606,44 @@ fn figures(w: &mut ReportWriter, d: &Delays, ls: &LinkStress, load: &Load) -> an
     let forwarders = &load.forwarders;
     w.cdf_chart(
         "delay_stretch_cdf.png",
-        "Delay stretch and delay penalties",
-        "ratio to direct unicast",
-        &[
-            ("per delivery".into(), stretch.clone()),
-            ("RAD per event".into(), rad.clone()),
-            ("RMD per event".into(), rmd.clone()),
-        ],
+        &CdfChart::new(
+            "Delay stretch and delay penalties",
+            "ratio to direct unicast",
+            &[
+                ("per delivery".into(), stretch.clone()),
+                ("RAD per event".into(), rad.clone()),
+                ("RMD per event".into(), rmd.clone()),
+            ],
+        )
+        .clip_at(0.999),
     )?;
     w.cdf_chart(
         "link_stress_cdf.png",
-        "Copies of an event per physical link used",
-        "copies",
-        &[
-            (
-                "Petal (Scribe trees)".into(),
-                scribe_links.iter().map(|&x| f64::from(x)).collect(),
-            ),
-            (
-                "naive unicast".into(),
-                unicast_links.iter().map(|&x| f64::from(x)).collect(),
-            ),
-        ],
+        &CdfChart::new(
+            "Copies of an event per physical link used",
+            "copies",
+            &[
+                (
+                    "Petal (Scribe trees)".into(),
+                    scribe_links.iter().map(|&x| f64::from(x)).collect(),
+                ),
+                (
+                    "naive unicast".into(),
+                    unicast_links.iter().map(|&x| f64::from(x)).collect(),
+                ),
+            ],
+        ),
     )?;
     w.cdf_chart(
         "forwarding_load_cdf.png",
-        "Events forwarded per forwarding node",
-        "events forwarded",
-        &[(
-            "nodes".into(),
-            forwarders.iter().map(|&x| x as f64).collect(),
-        )],
+        &CdfChart::new(
+            "Events forwarded per forwarding node",
+            "events forwarded",
+            &[(
+                "nodes".into(),
+                forwarders.iter().map(|&x| x as f64).collect(),
+            )],
+        ),
     )?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::Sim;
 use crate::metrics::quantile;
-use crate::report::{BarChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +82,7 @@ pub(super) fn run(
         },
     );
     // Members on distinct random nodes per cluster; one client on every node.
-    let n = sim.node_count() as u32;
+    let n = crate::count_u32(sim.node_count());
     for c in &p.clusters {
         anyhow::ensure!(
             !c.capacities.is_empty() && c.members <= n,
@@ -113,6 +113,10 @@ pub(super) fn run(
     let mut per_cluster: Vec<Vec<u64>> = vec![Vec::new(); p.clusters.len()];
     while sim.now().as_micros() < end_us {
         let step_end = (sim.now().as_micros() + 10_000).min(end_us);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "arrival times in µs, non-negative and far below u64::MAX; the fraction is dropped on purpose"
+        )]
         while (next_us as u64) < step_end {
             let at = petal_core::Time::from_micros(next_us as u64);
             sim.run_until(at.max(sim.now()));
@@ -181,21 +185,23 @@ fn write_report(
     );
     w.cdf_chart(
         "latency_cdf.png",
-        "Request latency by cluster size",
-        "ms (simulated)",
-        &cl.cdfs,
+        &CdfChart::new(
+            "Request latency by cluster size",
+            "ms (simulated)",
+            cl.latency_by_size(),
+        ),
     )?;
     let max_hops = all.hops.iter().copied().max().unwrap_or(0) as usize;
     let total = all.hops.len().max(1) as f64;
     let dist: Vec<f64> = (0..=max_hops)
         .map(|h| 100.0 * all.hops.iter().filter(|&&x| x as usize == h).count() as f64 / total)
         .collect();
-    let bars = BarChart::new(
+    let bars = Frame::new(
         "Hops of delivered requests (to the root, then down the tree)",
         "hops",
         "% of requests",
-        (0..=max_hops).map(|h| h.to_string()).collect(),
     )
+    .bars((0..=max_hops).map(|h| h.to_string()).collect())
     .group("requests", dist.clone());
     w.bar_chart("hops.png", &bars)?;
     let mean_hops = all.hops.iter().map(|&h| f64::from(h)).sum::<f64>() / total;
@@ -223,7 +229,8 @@ fn ms(v: Option<u64>) -> String {
 struct Clusters {
     rows: Vec<Vec<String>>,
     json_clusters: Vec<serde_json::Value>,
-    cdfs: Vec<(String, Vec<f64>)>,
+    /// Latency samples (ms) by cluster, with the cluster's size to order the legend by.
+    cdfs: Vec<(u32, String, Vec<f64>)>,
     fairness_rows: Vec<Vec<String>>,
     min_equal_fairness: Option<f64>,
     min_weighted_fairness: Option<f64>,
@@ -264,7 +271,7 @@ impl Clusters {
         let mut lat: Vec<u64> = Vec::new();
         let (mut issued, mut replies, mut timeouts) = (0u64, 0u64, 0u64);
         for &g in &gids {
-            let r = &sim.apps.requests[g as usize];
+            let r = &sim.apps.requests[crate::to_usize(g)];
             issued += 1;
             match r.outcome {
                 Some((crate::apps::OutcomeKind::Reply, t)) => {
@@ -306,10 +313,25 @@ impl Clusters {
             "latency": ms_quantiles(&lat), "p999_ms": quantile(&lat, 0.999).map(|v| v as f64 / 1000.0),
             "fairness_jain": fairness,
         }));
+        let capacities = if equal {
+            String::new()
+        } else {
+            let list: Vec<String> = spec.capacities.iter().map(u32::to_string).collect();
+            format!(", capacities {}", list.join(" / "))
+        };
+        let plural = if spec.members == 1 { "" } else { "s" };
         cdfs.push((
-            format!("{} member(s)", spec.members),
+            spec.members,
+            format!("{} member{plural}{capacities}", spec.members),
             lat.iter().map(|&v| v as f64 / 1000.0).collect::<Vec<f64>>(),
         ));
+    }
+
+    /// The latency samples of each cluster, smallest cluster first.
+    fn latency_by_size(&self) -> Vec<(String, Vec<f64>)> {
+        let mut cdfs = self.cdfs.clone();
+        cdfs.sort_by_key(|c| c.0);
+        cdfs.into_iter().map(|(_, name, lat)| (name, lat)).collect()
     }
 
     /// The clusters table, and the shares against capacity of mixed clusters.
@@ -365,10 +387,10 @@ fn capacity_shares(
     }
     let served_total: u64 = gids
         .iter()
-        .filter(|&&g| sim.apps.requests[g as usize].served_by.is_some())
+        .filter(|&&g| sim.apps.requests[crate::to_usize(g)].served_by.is_some())
         .count() as u64;
     for &g in gids {
-        if let Some(m) = sim.apps.requests[g as usize].served_by {
+        if let Some(m) = sim.apps.requests[crate::to_usize(g)].served_by {
             classes.entry(sim.apps.list[m].spec.capacity).or_default().1 += 1;
         }
     }

@@ -10,7 +10,7 @@ use super::Params;
 use super::faults::{Faults, quiet_timeouts};
 use crate::apps::{Apps, TunnelEnd};
 use crate::realstack::{FaultKind, PartitionMode, RunConfig, RunResult, SeedPattern};
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 use crate::scenario::common::{
     Window, core_counters, delivery_series, finish, pct, per_second_json, share_target, zero_target,
 };
@@ -584,9 +584,13 @@ fn figures(w: &mut ReportWriter, p: &Params, m: &Measured<'_>) -> anyhow::Result
         .collect();
     w.cdf_chart(
         "request_latency_cdf.png",
-        "Request latency (answered requests, whole workload)",
-        "milliseconds",
-        &[("requests".to_string(), lat)],
+        &CdfChart::new(
+            "Request latency (answered requests, whole workload)",
+            "milliseconds",
+            &[("requests".to_string(), lat)],
+        )
+        // Faults leave a thin tail of slow answers (seconds, where most take milliseconds).
+        .clip_at(0.99),
     )?;
     let fault_times: Vec<String> = p
         .faults
@@ -599,7 +603,9 @@ fn figures(w: &mut ReportWriter, p: &Params, m: &Measured<'_>) -> anyhow::Result
         format!("Delivery per second ({} s)", fault_times.join(", "))
     };
     let [answered, delivered] = delivery_series(buckets);
-    let c = LineChart::new(title, "seconds after the workload starts", "%")
+    let c = Frame::new(title, "seconds after the workload starts", "%")
+        .lines()
+        .percent()
         .series("requests answered", answered)
         .series("events delivered once", delivered);
     w.line_chart("delivery_per_second.png", &c)?;

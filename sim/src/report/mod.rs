@@ -10,8 +10,9 @@
 //! (caption, axis descriptions, size): `Frame::new(title, x, y).lines()` for a [`LineChart`]
 //! (`.percent()` keeps a share's axis from running past 100), `.bars(categories)` for a
 //! [`BarChart`], `.cdf(samples)` or [`CdfChart::new`] for empirical CDFs, which
-//! [`CdfChart::clip_at`] cuts at a quantile (the legend then names each sample's maximum) so
-//! that a long tail of ratios does not squeeze the curves into a corner.
+//! [`CdfChart::clip_at`] cuts at a quantile (the legend then names each sample's maximum) or
+//! [`CdfChart::log_x`] draws on a log axis, so that a long tail (ratios, copies per link,
+//! latencies with timeouts) does not squeeze the curves into a corner.
 //!
 //! Reports are committed as reference runs, so they must be reproducible: equal inputs give
 //! byte-identical files, PNGs included. Nothing that varies between runs or machines is written

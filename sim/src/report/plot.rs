@@ -10,7 +10,6 @@ use std::path::Path;
 use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{Ranged, ValueFormatter};
-use plotters::coord::types::RangedCoordf64;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -128,6 +127,7 @@ impl Frame {
             },
             series: series.into(),
             clip_quantile: None,
+            x_log: false,
         }
     }
 
@@ -146,6 +146,8 @@ pub struct LineChart {
     pub series: Vec<Series>,
     /// Draw the y axis on a log scale; points with `y <= 0` (or below 1e-150) are then left out.
     pub y_log: bool,
+    /// Draw the x axis on a log scale; points with `x <= 0` (or below 1e-150) are then left out.
+    pub x_log: bool,
     /// Horizontal reference lines (a target, a bound, a paper's figure): legend text and y value.
     pub hlines: Vec<(String, f64)>,
     /// A value the y axis does not run past (100 for a percentage): the axis ends a little above
@@ -172,6 +174,12 @@ impl LineChart {
         self
     }
 
+    /// Switches the x axis to a log scale.
+    pub fn log_x(mut self) -> Self {
+        self.x_log = true;
+        self
+    }
+
     /// Switches the y axis to a log scale.
     pub fn log_y(mut self) -> Self {
         self.y_log = true;
@@ -192,6 +200,9 @@ pub struct CdfChart {
     /// beyond the axis names its maximum, and the x description says where the axis is cut.
     /// `None`: the axis runs to the largest sample.
     pub clip_quantile: Option<f64>,
+    /// Draw the x axis on a log scale (for samples spanning decades, such as copies per link
+    /// or latencies with a tail of timeouts); samples `<= 0` are then left out.
+    pub x_log: bool,
 }
 
 impl CdfChart {
@@ -202,6 +213,12 @@ impl CdfChart {
         series: impl Into<Vec<(String, Vec<f64>)>>,
     ) -> Self {
         Frame::new(title, x_label, "").cdf(series)
+    }
+
+    /// Switches the x axis to a log scale (see [`CdfChart::x_log`]).
+    pub fn log_x(mut self) -> Self {
+        self.x_log = true;
+        self
     }
 
     /// Ends the x axis at quantile `q` of the samples (see [`CdfChart::clip_quantile`]).
@@ -250,6 +267,7 @@ pub fn cdf_chart(path: &Path, chart: &CdfChart) -> anyhow::Result<()> {
             .iter()
             .map(|(name, samples)| cdf_series(name, samples, cut.map(|c| c.1)))
             .collect(),
+        x_log: chart.x_log,
         ..LineChart::default()
     };
     let style = LineStyle {
@@ -317,7 +335,13 @@ fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow:
     let series: Vec<(&str, Vec<(f64, f64)>)> = chart
         .series
         .iter()
-        .map(|s| (s.name.as_str(), clean_points(&s.points, chart.y_log)))
+        .map(|s| {
+            let mut points = clean_points(&s.points, chart.y_log);
+            if chart.x_log {
+                points.retain(|&(x, _)| log_plottable(x));
+            }
+            (s.name.as_str(), points)
+        })
         .collect();
     let hlines: Vec<(&str, f64)> = chart
         .hlines
@@ -332,7 +356,12 @@ fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow:
         .map(|(name, y)| (name.as_str(), *y))
         .collect();
     let all_points = || series.iter().flat_map(|(_, points)| points.iter().copied());
-    let x_range = linear_range(all_points().map(|(x, _)| x));
+    let xs = || all_points().map(|(x, _)| x);
+    let x_range = if chart.x_log {
+        log_range(xs())
+    } else {
+        linear_range(xs())
+    };
     let ys = || {
         all_points()
             .map(|(_, y)| y)
@@ -356,7 +385,11 @@ fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow:
         })
         .chain(hlines.iter().map(|&(_, y)| ((x0, y), (x1, y))));
     let entries = series.len() + hlines.len();
-    let corner = emptiest_corner(segments, &x_range, &y_range, chart.y_log, entries);
+    // The corner search works on a linear x: a log axis is searched in decades.
+    let fx = |x: f64| if chart.x_log { x.log10() } else { x };
+    let segments = segments.map(|((ax, ay), (bx, by))| ((fx(ax), ay), (fx(bx), by)));
+    let x_search = fx(x_range.start)..fx(x_range.end);
+    let corner = emptiest_corner(segments, &x_search, &y_range, chart.y_log, entries);
     let lines = CleanLines {
         series,
         hlines,
@@ -365,12 +398,24 @@ fn draw_line_chart(path: &Path, chart: &LineChart, style: &LineStyle) -> anyhow:
     };
     render(path, size, |root| {
         let mut builder = chart_frame(root, &chart.frame.title);
-        if chart.y_log {
-            let mut ctx = builder.build_cartesian_2d(x_range, y_range.log_scale())?;
-            draw_lines(&mut ctx, chart, &lines, style)
-        } else {
-            let mut ctx = builder.build_cartesian_2d(x_range, y_range)?;
-            draw_lines(&mut ctx, chart, &lines, style)
+        match (chart.x_log, chart.y_log) {
+            (false, false) => {
+                let mut ctx = builder.build_cartesian_2d(x_range, y_range)?;
+                draw_lines(&mut ctx, chart, &lines, style)
+            }
+            (false, true) => {
+                let mut ctx = builder.build_cartesian_2d(x_range, y_range.log_scale())?;
+                draw_lines(&mut ctx, chart, &lines, style)
+            }
+            (true, false) => {
+                let mut ctx = builder.build_cartesian_2d(x_range.log_scale(), y_range)?;
+                draw_lines(&mut ctx, chart, &lines, style)
+            }
+            (true, true) => {
+                let x = x_range.log_scale();
+                let mut ctx = builder.build_cartesian_2d(x, y_range.log_scale())?;
+                draw_lines(&mut ctx, chart, &lines, style)
+            }
         }
     })
 }
@@ -386,14 +431,15 @@ fn ceiled(range: Range<f64>, ceiling: Option<f64>) -> Range<f64> {
     }
 }
 
-/// Draws mesh, curves, reference lines and legend on a chart whose y axis is linear or log.
-fn draw_lines<'a, 'p: 'a, Y>(
-    ctx: &mut ChartContext<'a, BitMapBackend<'p>, Cartesian2d<RangedCoordf64, Y>>,
+/// Draws mesh, curves, reference lines and legend on a chart whose axes are linear or log.
+fn draw_lines<'a, 'p: 'a, X, Y>(
+    ctx: &mut ChartContext<'a, BitMapBackend<'p>, Cartesian2d<X, Y>>,
     chart: &LineChart,
     lines: &CleanLines<'_>,
     style: &LineStyle,
 ) -> anyhow::Result<()>
 where
+    X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     style_mesh(&mut ctx.configure_mesh(), &chart.frame)

@@ -632,7 +632,9 @@ fn figures(w: &mut ReportWriter, d: &Delays, ls: &LinkStress, load: &Load) -> an
                     unicast_links.iter().map(|&x| f64::from(x)).collect(),
                 ),
             ],
-        ),
+        )
+        // Naive unicast puts thousands of copies on a few links, most links carry a handful.
+        .log_x(),
     )?;
     w.cdf_chart(
         "forwarding_load_cdf.png",
@@ -643,7 +645,8 @@ fn figures(w: &mut ReportWriter, d: &Delays, ls: &LinkStress, load: &Load) -> an
                 "nodes".into(),
                 forwarders.iter().map(|&x| x as f64).collect(),
             )],
-        ),
+        )
+        .log_x(),
     )?;
     Ok(())
 }

@@ -589,8 +589,8 @@ fn figures(w: &mut ReportWriter, p: &Params, m: &Measured<'_>) -> anyhow::Result
             "milliseconds",
             &[("requests".to_string(), lat)],
         )
-        // Faults leave a thin tail of slow answers (seconds, where most take milliseconds).
-        .clip_at(0.99),
+        // Faults leave a tail of slow answers (seconds, where most take milliseconds).
+        .log_x(),
     )?;
     let fault_times: Vec<String> = p
         .faults

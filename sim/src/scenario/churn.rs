@@ -10,7 +10,9 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, grow, ms_quantiles, pct, share_target};
+use super::common::{
+    advance_ms, exp_us, finish, grow, ms_quantiles, pct, session_us, share_target,
+};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
@@ -66,16 +68,6 @@ pub(super) fn run(
     }
     progress.finish();
     write_report(sc, &p, &runs, out, (events, messages))
-}
-
-/// Exponential session length with the given median, in microseconds.
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
-)]
-fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
 }
 
 fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base: u64) -> Run {
@@ -146,15 +138,6 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
         metrics,
         start_s: start.as_secs_f64(),
     }
-}
-
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
-)]
-fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) / rate_per_us) as u64
 }
 
 fn write_report(

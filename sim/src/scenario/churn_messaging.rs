@@ -8,13 +8,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use petal_core::{GroupKind, Time};
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::app_workload::{RepairTracker, TREE_COUNTERS, WorkloadParams, tree_counters};
 use super::common::{
-    Levels, STEP_MS, advance_ms, finish, grow, messaging_targets, ms_quantiles, pct, warm_up,
+    Levels, STEP_MS, advance_ms, exp_us, finish, grow, messaging_targets, ms_quantiles, pct,
+    session_us, warm_up,
 };
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
@@ -115,25 +115,6 @@ pub(super) fn run(
     }
     progress.finish();
     write_report(sc, &p, &node, &runs, out, (events, messages))
-}
-
-/// Exponential session length with the given median, in microseconds.
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
-)]
-fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
-}
-
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
-)]
-fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) / rate_per_us) as u64
 }
 
 fn churn_run(

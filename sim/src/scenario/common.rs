@@ -137,6 +137,26 @@ pub(crate) fn per_second_json(buckets: &[Window]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Exponential session length with the given median, in microseconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
+pub(crate) fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
+    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
+}
+
+/// Time to the next arrival of a Poisson process at `rate_per_us`, in microseconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
+pub(crate) fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
+    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+    (-(u.ln()) / rate_per_us) as u64
+}
+
 /// Starts `n` lookups of random keys from random ready nodes, in batches of `batch` every
 /// `gap_ms`, then lets them finish for `drain_ms`.
 pub(crate) fn lookup_burst(sim: &mut Sim, n: u64, batch: u64, gap_ms: u64, drain_ms: u64) {

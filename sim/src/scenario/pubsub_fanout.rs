@@ -661,45 +661,28 @@ fn results_json(
     ls: &LinkStress,
     load: &Load,
 ) -> serde_json::Value {
-    let Delays {
-        stretch,
-        rad,
-        rmd,
-        tree_stretch,
-        tree_rad,
-        route_stretch,
-    } = d;
-    let LinkStress {
-        scribe_links,
-        unicast_links,
-        ip_links,
-        scribe_used,
-    } = ls;
-    let Load {
-        forwarders,
-        fwd_sorted,
-        depths,
-        gpn,
-    } = load;
+    let depths: Vec<f64> = load.depths.iter().map(|&d| f64::from(d)).collect();
     json!({
         "scenario": sc.name, "seed": sc.seed,
         "topology": sim.topology().summary(),
         "group_sizes": m.sizes, "subscriptions": m.subs_total, "published": m.published,
         "events": ev,
-        "delay_stretch": summary(stretch), "rad": summary(rad), "rmd": summary(rmd),
-        "delay_stretch_from_root": summary(tree_stretch), "rad_from_root": summary(tree_rad),
-        "route_stretch_to_root": summary(route_stretch),
-        "tree_depth": summary(&depths.iter().map(|&d| f64::from(d)).collect::<Vec<_>>()),
+        "delay_stretch": summary(&d.stretch), "rad": summary(&d.rad), "rmd": summary(&d.rmd),
+        "delay_stretch_from_root": summary(&d.tree_stretch),
+        "rad_from_root": summary(&d.tree_rad),
+        "route_stretch_to_root": summary(&d.route_stretch),
+        "tree_depth": summary(&depths),
         "tree_loops": m.shape.loops,
         "link_stress": {
-            "scribe_links_used": scribe_used, "scribe_mean": mean_u32(scribe_links),
-            "scribe_max": scribe_links.iter().max(),
-            "ip_multicast_links": ip_links,
-            "unicast_mean": mean_u32(unicast_links), "unicast_max": unicast_links.iter().max(),
+            "scribe_links_used": ls.scribe_used, "scribe_mean": mean_u32(&ls.scribe_links),
+            "scribe_max": ls.scribe_links.iter().max(),
+            "ip_multicast_links": ls.ip_links,
+            "unicast_mean": mean_u32(&ls.unicast_links),
+            "unicast_max": ls.unicast_links.iter().max(),
         },
-        "forwarding_nodes": forwarders.len(),
-        "forwarded_max": fwd_sorted.last(),
-        "groups_per_node_max": gpn.last(),
+        "forwarding_nodes": load.forwarders.len(),
+        "forwarded_max": load.fwd_sorted.last(),
+        "groups_per_node_max": load.gpn.last(),
         "node_counters": node_counters(sim),
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     })

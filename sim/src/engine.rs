@@ -301,6 +301,10 @@ impl Sim {
             id,
             addr: addr_of(index),
         };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the id's low 64 bits mix into the node's seed; the rest is dropped on purpose"
+        )]
         let seed = derive_seed(self.cfg.seed, "node", u64::from(index) ^ (id.0 as u64));
         Node::new(info, self.cfg.node.clone(), seed).expect("node config validated by scenario")
     }
@@ -379,7 +383,11 @@ impl Sim {
 
     /// Splits the network: node `i` is in group `group_of(i)`; messages between groups drop.
     pub fn partition(&mut self, group_of: impl Fn(u32) -> u8) {
-        self.groups = Some((0..self.slots.len() as u32).map(group_of).collect());
+        self.groups = Some(
+            (0..crate::count_u32(self.slots.len()))
+                .map(group_of)
+                .collect(),
+        );
     }
 
     /// Heals any partition.
@@ -476,7 +484,7 @@ impl Sim {
             }
             None => {
                 self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
+                crate::count_u32(self.slab.len() - 1)
             }
         };
         self.queue.push((at, self.seq, slot));

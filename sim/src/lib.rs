@@ -32,3 +32,21 @@ pub mod scenario;
 pub mod topology;
 
 pub use engine::{Sim, SimConfig};
+
+/// An id or size from the simulation (a `u64`) as a `usize`, to index the in-memory records it
+/// numbers. Such values fit `usize` on every target the simulator holds its records on; one
+/// that does not becomes `usize::MAX`, an index no vector reaches (`get` finds nothing).
+pub(crate) fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// A count of in-memory items (nodes, components, runs) as a `u32`. Nodes are numbered with
+/// `u32`, so their counts fit; a count that does not saturates at `u32::MAX`.
+pub(crate) fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A `Duration`'s microseconds (a `u128`) as a `u64`, saturating (a `u64` holds 584,000 years).
+pub(crate) fn micros_u64(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

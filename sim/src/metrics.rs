@@ -98,7 +98,7 @@ impl Metrics {
     }
 
     fn bucket(&mut self, now: Time) -> &mut Bucket {
-        let i = (now.as_micros() / self.bucket_us) as usize;
+        let i = crate::to_usize(now.as_micros() / self.bucket_us);
         if self.buckets.len() <= i {
             self.buckets.resize(i + 1, Bucket::default());
         }
@@ -183,6 +183,10 @@ pub fn quantile<T: Copy + PartialOrd>(samples: &[T], q: f64) -> Option<T> {
     }
     let mut v = samples.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "q * len rounded up: a rank clamped to 1..=len"
+    )]
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     Some(v[rank - 1])
 }

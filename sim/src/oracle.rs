@@ -222,7 +222,7 @@ impl Apps {
                 .sum::<u64>();
             s.events += 1;
             let start =
-                Time::from_micros(e.at.as_micros().saturating_sub(settle.as_micros() as u64));
+                Time::from_micros(e.at.as_micros().saturating_sub(crate::micros_u64(settle)));
             let end = e.at + grace;
             if self.died_between(e.node, e.at, end) {
                 continue;

@@ -69,7 +69,7 @@ impl EventQueue {
             self.overflow.push(Reverse(e));
             return;
         }
-        let offset = ((at - self.start_us) / self.width_us) as usize;
+        let offset = crate::to_usize((at - self.start_us) / self.width_us);
         let idx = (self.cur + offset) % self.buckets.len();
         let b = &mut self.buckets[idx];
         if offset == 0 && self.sorted {
@@ -145,7 +145,7 @@ impl EventQueue {
                 break;
             }
             self.overflow.pop();
-            let offset = ((e.0.as_micros() - self.start_us) / self.width_us) as usize;
+            let offset = crate::to_usize((e.0.as_micros() - self.start_us) / self.width_us);
             let idx = (self.cur + offset) % self.buckets.len();
             self.buckets[idx].push(e);
             self.in_ring += 1;

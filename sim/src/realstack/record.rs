@@ -83,7 +83,7 @@ impl Recorder {
         let b = self.boots.entry(host).or_default();
         b.push(now);
         self.host_apps.insert(host, Vec::new());
-        (b.len() - 1) as u32
+        crate::count_u32(b.len() - 1)
     }
 
     /// Counts a failure of kind `what`.
@@ -150,7 +150,7 @@ impl Recorder {
 
     /// Request `gid` reached service `app`.
     pub fn request_delivered(&mut self, gid: Option<u64>, app: usize) {
-        let Some(r) = gid.and_then(|g| self.apps.requests.get_mut(g as usize)) else {
+        let Some(r) = gid.and_then(|g| self.apps.requests.get_mut(crate::to_usize(g))) else {
             self.apps.stray_events += 1;
             return;
         };
@@ -168,7 +168,7 @@ impl Recorder {
         result: Result<Bytes, petal_client::Error>,
         now: Time,
     ) {
-        let r = &mut self.apps.requests[gid as usize];
+        let r = &mut self.apps.requests[crate::to_usize(gid)];
         let kind = match result {
             Ok(reply) => {
                 r.wrong_reply |= gid_of(&reply) != Some(gid);
@@ -205,7 +205,8 @@ impl Recorder {
 
     /// Application `app` got the event or broadcast `payload` now.
     pub fn event_delivered(&mut self, payload: &[u8], app: usize, now: Time) {
-        let Some(e) = gid_of(payload).and_then(|g| self.apps.events.get_mut(g as usize)) else {
+        let Some(e) = gid_of(payload).and_then(|g| self.apps.events.get_mut(crate::to_usize(g)))
+        else {
             self.apps.stray_events += 1;
             return;
         };

@@ -127,7 +127,7 @@ async fn echo_tunnel(tunnel: Tunnel, ctx: AppCtx, app: usize, timeout: Duration)
             Ok(m) => {
                 if let Some(rec) = gid_of(&m) {
                     ctx.shared.with(|r| {
-                        if let Some(t) = r.apps.tunnels.get_mut(rec as usize) {
+                        if let Some(t) = r.apps.tunnels.get_mut(crate::to_usize(rec)) {
                             t.acceptor.get_or_insert(app);
                             // Each accepted tunnel counts once, on its first message: a
                             // record with two acceptor ends was opened twice.
@@ -335,6 +335,10 @@ async fn cast(ctx: &AppCtx, conn: &Connection, kind: GroupKind, name: String) {
 }
 
 /// Message `k` of tunnel `rec`: its ids, then bytes that depend on both and on the offset.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a byte pattern: keeping the low 8 bits is the point"
+)]
 fn tunnel_message(rec: usize, k: u32, size: usize) -> Bytes {
     let mut v = vec![0u8; size.max(12)];
     v[..8].copy_from_slice(&(rec as u64).to_be_bytes());

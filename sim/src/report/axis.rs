@@ -102,6 +102,10 @@ pub(crate) fn tick_label(value: f64) -> String {
             None => text,
         };
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the decimal exponent of a magnitude in 1e-3..1e6, clamped to 0..=6"
+    )]
     let decimals = (3 - magnitude.log10().floor() as i32).clamp(0, 6) as usize;
     trim_zeros(&format!("{value:.decimals$}")).to_string()
 }
@@ -215,6 +219,10 @@ impl Ranged for CategoryAxis {
     type FormatOption = DefaultFormatting;
     type ValueType = f64;
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a pixel offset within the chart's limits, which are i32"
+    )]
     fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
         let range = self.range();
         let fraction = (value - range.start) / (range.end - range.start);

@@ -8,8 +8,7 @@ use plotters::prelude::*;
 
 use super::axis::{CategoryAxis, emptiest_corner, extent, plottable, tick_label};
 use super::plot::{
-    DEFAULT_SIZE, chart_frame, colour, draw_legend, draw_no_data, legend_position, render,
-    style_mesh,
+    Frame, chart_frame, colour, draw_legend, draw_no_data, legend_position, render, style_mesh,
 };
 
 /// Fraction of a category's slot that its cluster of bars fills.
@@ -37,40 +36,19 @@ impl BarGroup {
     }
 }
 
-/// A grouped bar chart: categories along the x axis, one bar per group in each category.
+/// A grouped bar chart: categories along the x axis, one bar per group in each category; made
+/// with [`Frame::bars`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BarChart {
-    /// Caption above the plot.
-    pub title: String,
-    /// Description of the x axis (what the categories are).
-    pub x_label: String,
-    /// Description of the y axis (with its unit).
-    pub y_label: String,
+    /// Caption, axis descriptions (x: what the categories are) and size.
+    pub frame: Frame,
     /// Category names, left to right.
     pub categories: Vec<String>,
     /// The groups, coloured in order from the same palette as line charts and named in the legend.
     pub groups: Vec<BarGroup>,
-    /// Image size in pixels; `None` means [`DEFAULT_SIZE`].
-    pub size: Option<(u32, u32)>,
 }
 
 impl BarChart {
-    /// An empty chart over `categories`; add bars with [`BarChart::group`].
-    pub fn new(
-        title: impl Into<String>,
-        x_label: impl Into<String>,
-        y_label: impl Into<String>,
-        categories: Vec<String>,
-    ) -> Self {
-        Self {
-            title: title.into(),
-            x_label: x_label.into(),
-            y_label: y_label.into(),
-            categories,
-            ..Self::default()
-        }
-    }
-
     /// Adds a group of bars, one value per category.
     pub fn group(mut self, name: impl Into<String>, values: Vec<f64>) -> Self {
         self.groups.push(BarGroup::new(name, values));
@@ -83,7 +61,7 @@ impl BarChart {
 /// Bars grow from zero, so negative values point down. Without categories or any finite value the
 /// image shows the title and "no data". Equal inputs give byte-identical files.
 pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
-    let size = chart.size.unwrap_or(DEFAULT_SIZE);
+    let size = chart.frame.pixels();
     let count = chart.categories.len();
     let values = || {
         chart
@@ -93,7 +71,7 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
             .filter(|&v| plottable(v))
     };
     let Some((lo, hi)) = extent(values()).filter(|_| count > 0) else {
-        return render(path, size, |root| draw_no_data(root, &chart.title));
+        return render(path, size, |root| draw_no_data(root, &chart.frame.title));
     };
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
     let span = hi - lo;
@@ -107,8 +85,12 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
     });
     let corner = emptiest_corner(stems, &x_range, &y_range, false, chart.groups.len());
     render(path, size, |root| {
-        let mut ctx =
-            chart_frame(root, &chart.title).build_cartesian_2d(CategoryAxis { count }, y_range)?;
+        let mut ctx = chart_frame(root, &chart.frame.title)
+            .build_cartesian_2d(CategoryAxis { count }, y_range)?;
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a category index, checked against 0 and the count before use"
+        )]
         let category_name = |v: &f64| {
             let index = v.round();
             if index >= 0.0 && (index as usize) < count {
@@ -117,7 +99,7 @@ pub fn bar_chart(path: &Path, chart: &BarChart) -> anyhow::Result<()> {
                 String::new()
             }
         };
-        style_mesh(&mut ctx.configure_mesh(), &chart.x_label, &chart.y_label)
+        style_mesh(&mut ctx.configure_mesh(), &chart.frame)
             .disable_x_mesh()
             .x_labels(count.min(MAX_CATEGORY_LABELS))
             .x_label_formatter(&category_name)

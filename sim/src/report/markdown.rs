@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::bar::{BarChart, bar_chart};
-use super::plot::{LineChart, cdf_chart, line_chart};
+use super::plot::{CdfChart, LineChart, cdf_chart, line_chart};
 
 /// Whether a measurement met its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -189,25 +189,19 @@ impl ReportWriter {
     /// Renders `chart` to `file_name` in the report directory and adds it, titled, as an image.
     pub fn line_chart(&mut self, file_name: &str, chart: &LineChart) -> anyhow::Result<&mut Self> {
         line_chart(&self.chart_path(file_name)?, chart)?;
-        Ok(self.image(file_name, &chart.title))
+        Ok(self.image(file_name, &chart.frame.title))
     }
 
     /// Renders `chart` to `file_name` in the report directory and adds it, titled, as an image.
     pub fn bar_chart(&mut self, file_name: &str, chart: &BarChart) -> anyhow::Result<&mut Self> {
         bar_chart(&self.chart_path(file_name)?, chart)?;
-        Ok(self.image(file_name, &chart.title))
+        Ok(self.image(file_name, &chart.frame.title))
     }
 
-    /// Renders a [`cdf_chart`] to `file_name` in the report directory and adds it as an image.
-    pub fn cdf_chart(
-        &mut self,
-        file_name: &str,
-        title: &str,
-        x_label: &str,
-        series: &[(String, Vec<f64>)],
-    ) -> anyhow::Result<&mut Self> {
-        cdf_chart(&self.chart_path(file_name)?, title, x_label, series)?;
-        Ok(self.image(file_name, title))
+    /// Renders `chart` to `file_name` in the report directory and adds it, titled, as an image.
+    pub fn cdf_chart(&mut self, file_name: &str, chart: &CdfChart) -> anyhow::Result<&mut Self> {
+        cdf_chart(&self.chart_path(file_name)?, chart)?;
+        Ok(self.image(file_name, &chart.frame.title))
     }
 
     /// The report as Markdown, ending in exactly one newline.

@@ -3,8 +3,16 @@
 //! Each scenario writes one directory holding `report.md` (prose, tables, target verdicts and
 //! figures), `results.json` (the measured numbers, for machines) and PNG charts; [`write_index`]
 //! links all of them from the reports root's `README.md`. A scenario builds its report with a
-//! [`ReportWriter`] and renders figures with [`line_chart`], [`bar_chart`] and [`cdf_chart`] (or
-//! the writer's methods of the same names, which also embed the image).
+//! [`ReportWriter`] (headings, paragraphs, tables, target verdicts and figures, in reading order;
+//! then `finish` writes `report.md` and `results.json`) and renders figures with
+//! [`line_chart`], [`bar_chart`] and [`cdf_chart`] (or the writer's methods of the same names,
+//! which also embed the image, its title as the alt text). Every chart starts from a [`Frame`]
+//! (caption, axis descriptions, size): `Frame::new(title, x, y).lines()` for a [`LineChart`]
+//! (`.percent()` keeps a share's axis from running past 100), `.bars(categories)` for a
+//! [`BarChart`], `.cdf(samples)` or [`CdfChart::new`] for empirical CDFs, which
+//! [`CdfChart::clip_at`] cuts at a quantile (the legend then names each sample's maximum) or
+//! [`CdfChart::log_x`] draws on a log axis, so that a long tail (ratios, copies per link,
+//! latencies with timeouts) does not squeeze the curves into a corner.
 //!
 //! Reports are committed as reference runs, so they must be reproducible: equal inputs give
 //! byte-identical files, PNGs included. Nothing that varies between runs or machines is written
@@ -17,7 +25,8 @@
 //! # Layout
 //! - `markdown.rs`: [`ReportWriter`], target verdicts and [`markdown_table`].
 //! - `index.rs`: the reports index, [`write_index`].
-//! - `plot.rs`: [`LineChart`], [`cdf_chart`] and the drawing code shared by all charts.
+//! - `plot.rs`: [`Frame`], [`LineChart`], [`CdfChart`] and the drawing code shared by all
+//!   charts (a long caption is drawn smaller so that it fits the image).
 //! - `bar.rs`: grouped [`BarChart`]s.
 //! - `axis.rs`: data cleaning, axis ranges, tick labels, CDF thinning (pure, unit-tested).
 //! - `font.rs`: one-time registration of the bundled font.
@@ -35,4 +44,4 @@ pub use axis::MAX_CDF_POINTS;
 pub use bar::{BarChart, BarGroup, bar_chart};
 pub use index::{IndexEntry, index_markdown, write_index};
 pub use markdown::{ReportWriter, TargetCounts, TargetRow, Verdict, markdown_table};
-pub use plot::{DEFAULT_SIZE, LineChart, Series, cdf_chart, line_chart};
+pub use plot::{CdfChart, DEFAULT_SIZE, Frame, LineChart, Series, cdf_chart, line_chart};

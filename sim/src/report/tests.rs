@@ -49,7 +49,8 @@ fn sample_line_chart() -> LineChart {
     let linear: Vec<(f64, f64)> = (0..400)
         .map(|i| (f64::from(i) / 10.0, f64::from(i) * 3.0 + 5.0))
         .collect();
-    LineChart::new("Lookup latency vs nodes", "nodes", "latency (ms)")
+    Frame::new("Lookup latency vs nodes", "nodes", "latency (ms)")
+        .lines()
         .series("measured", squares)
         .series("model", linear)
         .series("empty", vec![])
@@ -58,14 +59,10 @@ fn sample_line_chart() -> LineChart {
 
 fn sample_bar_chart() -> BarChart {
     let hops = (1..=5).map(|h| h.to_string()).collect();
-    BarChart::new(
-        "Hop distribution, N = 10^4",
-        "hops",
-        "fraction of lookups",
-        hops,
-    )
-    .group("measured", vec![0.02, 0.2, 0.6, 0.17, 0.01])
-    .group("Pastry paper", vec![0.01, 0.22, 0.63, 0.14])
+    Frame::new("Hop distribution, N = 10^4", "hops", "fraction of lookups")
+        .bars(hops)
+        .group("measured", vec![0.02, 0.2, 0.6, 0.17, 0.01])
+        .group("Pastry paper", vec![0.01, 0.22, 0.63, 0.14])
 }
 
 fn sample_cdf() -> Vec<(String, Vec<f64>)> {
@@ -95,7 +92,7 @@ fn charts_are_byte_identical_across_renders() {
         ),
         (
             "cdf",
-            Box::new(|p: &Path| cdf_chart(p, "Hop CDF", "hops", &sample_cdf())),
+            Box::new(|p: &Path| cdf_chart(p, &CdfChart::new("Hop CDF", "hops", sample_cdf()))),
         ),
     ];
     for (kind, render) in kinds {
@@ -116,7 +113,7 @@ fn charts_are_byte_identical_across_renders() {
 fn empty_and_degenerate_charts_render_without_panicking() {
     let tmp = TempDir::new("degenerate");
     let p = |name: &str| tmp.path().join(name);
-    line_chart(&p("none.png"), &LineChart::new("nothing", "x", "y")).unwrap();
+    line_chart(&p("none.png"), &Frame::new("nothing", "x", "y").lines()).unwrap();
     let junk = vec![
         (f64::NAN, 1.0),
         (1.0, f64::INFINITY),
@@ -124,47 +121,55 @@ fn empty_and_degenerate_charts_render_without_panicking() {
     ];
     line_chart(
         &p("nan.png"),
-        &LineChart::new("junk", "x", "y").series("s", junk.clone()),
+        &Frame::new("junk", "x", "y")
+            .lines()
+            .series("s", junk.clone()),
     )
     .unwrap();
-    let single = LineChart::new("one", "x", "y")
+    let single = Frame::new("one", "x", "y")
+        .lines()
         .series("s", vec![(3.0, 7.0)])
         .hline("h", f64::NAN);
     line_chart(&p("single.png"), &single).unwrap();
     line_chart(&p("single-log.png"), &single.clone().log_y()).unwrap();
-    let non_positive = LineChart::new("log", "x", "y").series("s", vec![(1.0, 0.0), (2.0, -1.0)]);
+    let non_positive = Frame::new("log", "x", "y")
+        .lines()
+        .series("s", vec![(1.0, 0.0), (2.0, -1.0)]);
     line_chart(&p("nonpos-log.png"), &non_positive.log_y()).unwrap();
-    let flat = LineChart::new("flat", "x", "y").series("s", vec![(0.0, 0.0), (0.0, 0.0)]);
+    let flat = Frame::new("flat", "x", "y")
+        .lines()
+        .series("s", vec![(0.0, 0.0), (0.0, 0.0)]);
     line_chart(&p("flat.png"), &flat).unwrap();
-    let huge =
-        LineChart::new("huge", "x", "y").series("s", vec![(f64::MIN, f64::MIN), (f64::MAX, 1.0)]);
+    let huge = Frame::new("huge", "x", "y")
+        .lines()
+        .series("s", vec![(f64::MIN, f64::MIN), (f64::MAX, 1.0)]);
     line_chart(&p("huge.png"), &huge).unwrap();
 
     bar_chart(&p("bar-none.png"), &BarChart::default()).unwrap();
-    let no_groups = BarChart::new("no groups", "x", "y", vec!["a".into()]);
+    let no_groups = Frame::new("no groups", "x", "y").bars(vec!["a".into()]);
     bar_chart(&p("bar-nogroups.png"), &no_groups).unwrap();
-    let nan_bars =
-        BarChart::new("nan", "x", "y", vec!["a".into(), "b".into()]).group("g", vec![f64::NAN]);
+    let nan_bars = Frame::new("nan", "x", "y")
+        .bars(vec!["a".into(), "b".into()])
+        .group("g", vec![f64::NAN]);
     bar_chart(&p("bar-nan.png"), &nan_bars).unwrap();
-    let zeros = BarChart::new("zeros", "x", "y", vec!["a".into()]).group("g", vec![0.0, 5.0]);
+    let zeros = Frame::new("zeros", "x", "y")
+        .bars(vec!["a".into()])
+        .group("g", vec![0.0, 5.0]);
     bar_chart(&p("bar-zero.png"), &zeros).unwrap();
-    let negative =
-        BarChart::new("neg", "x", "y", vec!["a".into(), "b".into()]).group("g", vec![-2.0, 1.0]);
+    let negative = Frame::new("neg", "x", "y")
+        .bars(vec!["a".into(), "b".into()])
+        .group("g", vec![-2.0, 1.0]);
     bar_chart(&p("bar-neg.png"), &negative).unwrap();
 
-    cdf_chart(&p("cdf-none.png"), "empty", "x", &[]).unwrap();
+    cdf_chart(&p("cdf-none.png"), &CdfChart::new("empty", "x", &[])).unwrap();
     cdf_chart(
         &p("cdf-nan.png"),
-        "nan",
-        "x",
-        &[("s".to_string(), vec![f64::NAN])],
+        &CdfChart::new("nan", "x", &[("s".to_string(), vec![f64::NAN])]),
     )
     .unwrap();
     cdf_chart(
         &p("cdf-one.png"),
-        "one",
-        "x",
-        &[("s".to_string(), vec![4.0])],
+        &CdfChart::new("one", "x", &[("s".to_string(), vec![4.0])]),
     )
     .unwrap();
 
@@ -178,10 +183,8 @@ fn empty_and_degenerate_charts_render_without_panicking() {
 #[test]
 fn bad_sizes_are_errors_not_panics() {
     let tmp = TempDir::new("sizes");
-    let chart = LineChart {
-        size: Some((0, 600)),
-        ..sample_line_chart()
-    };
+    let mut chart = sample_line_chart();
+    chart.frame.size = Some((0, 600));
     assert!(line_chart(&tmp.path().join("zero.png"), &chart).is_err());
 }
 
@@ -319,4 +322,22 @@ fn index_links_every_report() {
 ";
     assert!(text.ends_with(table), "{text}");
     assert!(index_markdown(&[]).contains("No scenario"));
+}
+
+#[test]
+fn clipped_cdf_ends_at_the_quantile_and_names_the_maximum() {
+    let mut samples: Vec<f64> = (1..=1000).map(f64::from).collect();
+    samples.push(1e6);
+    let series = vec![("ratio".to_string(), samples)];
+    let cut = super::plot::clip_point(&series, 0.999).unwrap();
+    assert_eq!(cut, 1000.0);
+    let s = super::plot::cdf_series("ratio", &series[0].1, Some(cut));
+    assert!(s.name.contains("max 1e6"), "{}", s.name);
+    assert!(s.points.iter().all(|p| p.0 <= cut));
+    assert_eq!(s.points.last().map(|p| p.0), Some(cut));
+    let unclipped = super::plot::cdf_series("ratio", &series[0].1, None);
+    assert_eq!(unclipped.name, "ratio (n=1001)");
+    let tmp = TempDir::new("clip");
+    let chart = CdfChart::new("clipped", "ratio", series).clip_at(0.999);
+    cdf_chart(&tmp.path().join("clip.png"), &chart).unwrap();
 }

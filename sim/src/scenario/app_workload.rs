@@ -281,7 +281,7 @@ pub(super) const TREE_COUNTERS: [Counter; 9] = [
 /// stay as they were).
 pub(super) fn tree_counters(sim: &Sim) -> [u64; TREE_COUNTERS.len()] {
     let mut out = [0; TREE_COUNTERS.len()];
-    for i in 0..sim.node_count() as u32 {
+    for i in 0..crate::count_u32(sim.node_count()) {
         let s = sim.node(i).stats();
         for (o, (_, f)) in out.iter_mut().zip(TREE_COUNTERS.iter()) {
             *o += f(s);
@@ -326,7 +326,7 @@ impl RepairTracker {
             repairs_us: Vec::new(),
             censored: 0,
         };
-        for i in 0..sim.node_count() as u32 {
+        for i in 0..crate::count_u32(sim.node_count()) {
             t.node_added(sim, i);
         }
         t

@@ -10,11 +10,13 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, ms_quantiles, pct, share_target};
+use super::common::{
+    advance_ms, exp_us, finish, grow, ms_quantiles, pct, session_us, share_target,
+};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,7 +54,7 @@ pub(super) fn run(
     let mut events = 0;
     let mut messages = 0;
     for (k, &median_s) in p.median_session_s.iter().enumerate() {
-        let mut sim = Sim::new(sc.sim_config(derive_seed(sc.seed, "churn-run", k as u64), &node)?);
+        let mut sim = sc.new_sim(derive_seed(sc.seed, "churn-run", k as u64), &node)?;
         let r = churn_run(
             &mut sim,
             &p,
@@ -68,18 +70,8 @@ pub(super) fn run(
     write_report(sc, &p, &runs, out, (events, messages))
 }
 
-/// Exponential session length with the given median, in microseconds.
-fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
-}
-
 fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base: u64) -> Run {
-    for _ in 0..p.nodes {
-        sim.add_node();
-        advance_ms(sim, p.join_spacing_ms);
-    }
-    advance_ms(sim, p.settle_s * 1000);
+    grow(sim, p.nodes, p.join_spacing_ms, p.settle_s * 1000, |_| {});
     let start = sim.now();
     sim.metrics = Metrics::new(1_000_000);
     let mut deaths: BTreeSet<(u64, u32)> = BTreeSet::new();
@@ -122,6 +114,10 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
             let secs = (now - start.as_micros()) as f64 / 1e6;
             leaf_ok.push((secs, sim.leaf_set_correctness()));
             alive_sum += sim.alive_count() as f64;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "whole seconds into the run, for the progress bar"
+            )]
             progress.set(
                 base + (secs as u64),
                 format!("median session {median_s} s: {} alive", sim.alive_count()),
@@ -142,11 +138,6 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
         metrics,
         start_s: start.as_secs_f64(),
     }
-}
-
-fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) / rate_per_us) as u64
 }
 
 fn write_report(
@@ -171,68 +162,10 @@ fn write_report(
     let mut targets = Vec::new();
     let mut json_runs = Vec::new();
     for r in runs {
-        let t = r.metrics.totals();
-        let ended = t.lookups_done + t.lookups_failed;
-        let success = t.lookups_done as f64 / ended.max(1) as f64;
-        let consistency = t.consistent as f64 / t.delivered.max(1) as f64;
-        let leaf_mean = r.leaf_ok.iter().map(|x| x.1).sum::<f64>() / r.leaf_ok.len().max(1) as f64;
-        let det = &r.metrics.detections_us;
-        let det50 = quantile(det, 0.5).map_or(f64::NAN, |v| v as f64 / 1e6);
-        let maint_bps = t.maintenance_bytes as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
-        let maint_mps = t.maintenance_msgs as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
-        rows.push(vec![
-            format!("{} s", r.median_s),
-            t.lookups_started.to_string(),
-            pct(success, 3),
-            pct(consistency, 3),
-            pct(leaf_mean, 2),
-            format!("{det50:.2} s"),
-            format!("{maint_bps:.0} B/s, {maint_mps:.1} msg/s"),
-            format!("{} / {}", r.metrics.crashes, r.metrics.joins),
-        ]);
-        // Sessions of 10 minutes and more (churn as measured in deployed systems): every lookup
-        // answered and delivered at the right node, with rare exceptions. Shorter sessions: the
-        // levels this overlay reaches (1-minute sessions: 98.17 % consistent in the reference
-        // run), so that a regression shows as a miss.
-        let consistency_min = if r.median_s >= 600 { 0.999 } else { 0.98 };
-        targets.push(share_target(
-            format!("lookup consistency, {} s median session", r.median_s),
-            consistency_min,
-            t.consistent,
-            t.delivered,
-        ));
-        targets.push(share_target(
-            format!("lookup success, {} s median session", r.median_s),
-            0.999,
-            t.lookups_done,
-            ended,
-        ));
-        targets.push(TargetRow::new(
-            format!("median crash detection, {} s sessions", r.median_s),
-            "≤ 3 s",
-            format!("{det50:.2} s"),
-            Verdict::from_met(det50 <= 3.0),
-        ));
-        json_runs.push(json!({
-            "median_session_s": r.median_s,
-            "lookups_started": t.lookups_started,
-            "lookups_done": t.lookups_done,
-            "lookups_failed": t.lookups_failed,
-            "deliveries": t.delivered,
-            "consistent": t.consistent,
-            "success": success,
-            "consistency": consistency,
-            "leaf_set_correctness_mean": leaf_mean,
-            "leaf_set_correctness": r.leaf_ok,
-            "detection": ms_quantiles(det),
-            "false_deaths": r.metrics.false_deaths,
-            "maintenance_bytes_per_node_s": maint_bps,
-            "maintenance_msgs_per_node_s": maint_mps,
-            "crashes": r.metrics.crashes,
-            "joins": r.metrics.joins,
-            "alive_mean": r.alive_mean,
-            "mean_hops": r.metrics.mean_hops(),
-        }));
+        let (row, run_targets, json) = run_rows(p, r);
+        rows.push(row);
+        targets.extend(run_targets);
+        json_runs.push(json);
     }
     w.table(
         &[
@@ -248,28 +181,126 @@ fn write_report(
         &rows,
     );
     w.targets(&targets);
+    lookups_figure(&mut w, p, runs)?;
+    other_figures(&mut w, p, runs)?;
+    let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
+    finish(&w, &results, events, messages)
+}
+
+/// One run's table row, targets and JSON.
+fn run_rows(p: &Params, r: &Run) -> (Vec<String>, Vec<TargetRow>, serde_json::Value) {
+    let mut targets = Vec::new();
+    let t = r.metrics.totals();
+    let ended = t.lookups_done + t.lookups_failed;
+    let success = t.lookups_done as f64 / ended.max(1) as f64;
+    let consistency = t.consistent as f64 / t.delivered.max(1) as f64;
+    let leaf_mean = r.leaf_ok.iter().map(|x| x.1).sum::<f64>() / r.leaf_ok.len().max(1) as f64;
+    let det = &r.metrics.detections_us;
+    let det50 = quantile(det, 0.5).map_or(f64::NAN, |v| v as f64 / 1e6);
+    let maint_bps = t.maintenance_bytes as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
+    let maint_mps = t.maintenance_msgs as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
+    let row = vec![
+        format!("{} s", r.median_s),
+        t.lookups_started.to_string(),
+        pct(success, 3),
+        pct(consistency, 3),
+        pct(leaf_mean, 2),
+        format!("{det50:.2} s"),
+        format!("{maint_bps:.0} B/s, {maint_mps:.1} msg/s"),
+        format!("{} / {}", r.metrics.crashes, r.metrics.joins),
+    ];
+    // Sessions of 10 minutes and more (churn as measured in deployed systems): every lookup
+    // answered and delivered at the right node, with rare exceptions. Shorter sessions: the
+    // levels this overlay reaches (1-minute sessions: 98.17 % consistent in the reference
+    // run), so that a regression shows as a miss.
+    let consistency_min = if r.median_s >= 600 { 0.999 } else { 0.98 };
+    targets.push(share_target(
+        format!("lookup consistency, {} s median session", r.median_s),
+        consistency_min,
+        t.consistent,
+        t.delivered,
+    ));
+    targets.push(share_target(
+        format!("lookup success, {} s median session", r.median_s),
+        0.999,
+        t.lookups_done,
+        ended,
+    ));
+    targets.push(TargetRow::new(
+        format!("median crash detection, {} s sessions", r.median_s),
+        "≤ 3 s",
+        format!("{det50:.2} s"),
+        Verdict::from_met(det50 <= 3.0),
+    ));
+    let json = json!({
+        "median_session_s": r.median_s,
+        "lookups_started": t.lookups_started,
+        "lookups_done": t.lookups_done,
+        "lookups_failed": t.lookups_failed,
+        "deliveries": t.delivered,
+        "consistent": t.consistent,
+        "success": success,
+        "consistency": consistency,
+        "leaf_set_correctness_mean": leaf_mean,
+        "leaf_set_correctness": r.leaf_ok,
+        "detection": ms_quantiles(det),
+        "false_deaths": r.metrics.false_deaths,
+        "maintenance_bytes_per_node_s": maint_bps,
+        "maintenance_msgs_per_node_s": maint_mps,
+        "crashes": r.metrics.crashes,
+        "joins": r.metrics.joins,
+        "alive_mean": r.alive_mean,
+        "mean_hops": r.metrics.mean_hops(),
+    });
+    (row, targets, json)
+}
+
+/// Seconds of churn summed into one point of the lookups-over-time chart: single seconds
+/// hold a few dozen lookups each, too few for a share to read as more than noise.
+const LOOKUP_WINDOW_S: usize = 5;
+
+/// Lookup consistency and success over time, in windows of [`LOOKUP_WINDOW_S`] over the churn
+/// phase only (the buckets after it are the drain, where no lookup starts).
+fn lookups_figure(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()> {
     let series =
         |f: &dyn Fn(&crate::metrics::Bucket) -> Option<f64>| -> Vec<(String, Vec<(f64, f64)>)> {
             runs.iter()
                 .map(|r| {
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "whole seconds since the run's first bucket"
+                    )]
                     let skip = r.start_s as usize;
-                    let pts = r
+                    let churn = r
                         .metrics
                         .buckets
                         .iter()
-                        .enumerate()
                         .skip(skip)
-                        .filter_map(|(i, b)| f(b).map(|v| ((i - skip) as f64, v)))
+                        .take(crate::to_usize(p.duration_s));
+                    let windows: Vec<&crate::metrics::Bucket> = churn.collect();
+                    let pts = windows
+                        .chunks(LOOKUP_WINDOW_S)
+                        .enumerate()
+                        .filter_map(|(k, chunk)| {
+                            let mut sum = crate::metrics::Bucket::default();
+                            for b in chunk {
+                                sum.add(b);
+                            }
+                            f(&sum).map(|v| ((k * LOOKUP_WINDOW_S) as f64, v))
+                        })
                         .collect();
                     (format!("median session {} s", r.median_s), pts)
                 })
                 .collect()
         };
-    let mut c = LineChart::new(
+    let mut c = Frame::new(
+        // The title is the image's alt text in report.md: the window goes in the x description.
         "Lookup consistency and success over time",
-        "seconds of churn",
+        format!("seconds of churn ({LOOKUP_WINDOW_S} s windows)"),
         "%",
-    );
+    )
+    .lines()
+    .percent();
     for (name, pts) in
         series(&|b| (b.delivered > 0).then(|| 100.0 * b.consistent as f64 / b.delivered as f64))
     {
@@ -281,12 +312,19 @@ fn write_report(
     }) {
         c = c.series(format!("success, {name}"), pts);
     }
-    w.line_chart("lookups_over_time.png", &c.hline("target 99.9 %", 99.9))?;
-    let mut c = LineChart::new(
+    w.line_chart("lookups_over_time.png", &c.hline("target", 99.9))?;
+    Ok(())
+}
+
+/// Leaf-set correctness, crash detection and maintenance traffic.
+fn other_figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()> {
+    let mut c = Frame::new(
         "Leaf-set correctness over time",
         "seconds of churn",
         "% of ready nodes",
-    );
+    )
+    .lines()
+    .percent();
     for r in runs {
         c = c.series(
             format!("median session {} s", r.median_s),
@@ -309,16 +347,23 @@ fn write_report(
         .collect();
     w.cdf_chart(
         "detection_cdf.png",
-        "Crash detection time",
-        "seconds from crash to first death declaration",
-        &det,
+        &CdfChart::new(
+            "Crash detection time",
+            "seconds from crash to first death declaration",
+            det,
+        ),
     )?;
-    let mut c = LineChart::new(
+    let mut c = Frame::new(
         "Maintenance traffic",
         "seconds of churn",
         "bytes per node per second",
-    );
+    )
+    .lines();
     for r in runs {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "whole seconds since the run's first bucket"
+        )]
         let skip = r.start_s as usize;
         c = c.series(
             format!("median session {} s", r.median_s),
@@ -327,7 +372,7 @@ fn write_report(
                 .iter()
                 .enumerate()
                 .skip(skip)
-                .take(p.duration_s as usize)
+                .take(crate::to_usize(p.duration_s))
                 .map(|(i, b)| {
                     (
                         (i - skip) as f64,
@@ -338,6 +383,5 @@ fn write_report(
         );
     }
     w.line_chart("maintenance.png", &c)?;
-    let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
-    finish(&w, &results, events, messages)
+    Ok(())
 }

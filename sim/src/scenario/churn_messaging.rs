@@ -8,17 +8,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use petal_core::{GroupKind, Time};
-use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::app_workload::{RepairTracker, TREE_COUNTERS, Workload, WorkloadParams, tree_counters};
-use super::common::{Levels, advance_ms, finish, messaging_targets, ms_quantiles, pct};
+use super::app_workload::{RepairTracker, TREE_COUNTERS, WorkloadParams, tree_counters};
+use super::common::{
+    Levels, STEP_MS, advance_ms, exp_us, finish, grow, messaging_targets, ms_quantiles, pct,
+    session_us, warm_up,
+};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::quantile;
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::report::{LineChart, ReportWriter};
+use crate::report::{CdfChart, Frame, ReportWriter};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,8 +70,6 @@ struct Run {
     stray_events: u64,
 }
 
-const STEP_MS: u64 = 10;
-
 /// The levels each churn rate must reach. With 10-minute sessions (churn as measured in
 /// deployed peer-to-peer systems) the service is judged as a stable one with rare losses; with
 /// 1-minute sessions (every node replaced about five times in the run) requests and events
@@ -107,7 +107,7 @@ pub(super) fn run(
     let (mut events, mut messages) = (0, 0);
     for (k, &median_s) in p.median_session_s.iter().enumerate() {
         let seed = derive_seed(sc.seed, "churn-messaging-run", k as u64);
-        let mut sim = Sim::new(sc.sim_config(seed, &node)?);
+        let mut sim = sc.new_sim(seed, &node)?;
         let base = k as u64 * (p.duration_s + 1);
         runs.push(churn_run(&mut sim, &p, median_s, progress, base)?);
         events += sim.metrics.events;
@@ -117,17 +117,6 @@ pub(super) fn run(
     write_report(sc, &p, &node, &runs, out, (events, messages))
 }
 
-/// Exponential session length with the given median, in microseconds.
-fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
-}
-
-fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
-    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
-    (-(u.ln()) / rate_per_us) as u64
-}
-
 fn churn_run(
     sim: &mut Sim,
     p: &Params,
@@ -135,19 +124,8 @@ fn churn_run(
     progress: &Progress,
     base: u64,
 ) -> anyhow::Result<Run> {
-    for _ in 0..p.nodes {
-        sim.add_node();
-        advance_ms(sim, p.join_spacing_ms);
-    }
-    advance_ms(sim, p.settle_s * 1000);
-    let mut wl = Workload::new(p.workload.clone())?;
-    wl.populate(sim);
-    wl.start(sim.now());
-    for _ in 0..p.warmup_s * 1000 / STEP_MS {
-        let t = sim.now();
-        wl.tick(sim, t);
-        advance_ms(sim, STEP_MS);
-    }
+    grow(sim, p.nodes, p.join_spacing_ms, p.settle_s * 1000, |_| {});
+    let mut wl = warm_up(sim, &p.workload, p.warmup_s)?;
     let start = sim.now();
     let mut tracker = RepairTracker::new(sim, wl.group_keys());
     let counters_before = tree_counters(sim);
@@ -286,11 +264,44 @@ fn write_report(
         p.event_settle_s,
         p.event_grace_s,
     ));
-    let mut targets = Vec::new();
-    let mut json_runs = Vec::new();
-    let (mut req_rows, mut ev_rows, mut tun_rows, mut tree_rows) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for r in runs {
+    let rows = Rows::new(runs);
+    tables(&mut w, runs, &rows);
+    reading(&mut w, node, &p.workload, runs);
+    w.targets(&rows.targets);
+    figures(&mut w, p, runs)?;
+    let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": rows.json_runs });
+    finish(&w, &results, events, messages)
+}
+
+/// The report's tables, a row (or three) per run, with the targets and JSON of each run.
+#[derive(Default)]
+struct Rows {
+    targets: Vec<crate::report::TargetRow>,
+    json_runs: Vec<serde_json::Value>,
+    req_rows: Vec<Vec<String>>,
+    ev_rows: Vec<Vec<String>>,
+    tun_rows: Vec<Vec<String>>,
+    tree_rows: Vec<Vec<String>>,
+}
+
+impl Rows {
+    fn new(runs: &[Run]) -> Self {
+        let mut rows = Rows::default();
+        for r in runs {
+            rows.add(r);
+        }
+        rows
+    }
+
+    fn add(&mut self, r: &Run) {
+        let Rows {
+            targets,
+            json_runs,
+            req_rows,
+            ev_rows,
+            tun_rows,
+            tree_rows,
+        } = self;
         let name = format!("{} s", r.median_s);
         let q = &r.requests;
         let lat = |x| {
@@ -386,44 +397,61 @@ fn write_report(
             r.stray_events,
             levels_for(r.median_s),
         ));
-        let counters: serde_json::Map<String, serde_json::Value> = TREE_COUNTERS
-            .iter()
-            .zip(r.counters.iter())
-            .map(|((k, _), v)| (k.to_string(), json!(v)))
-            .collect();
-        json_runs.push(json!({
-            "median_session_s": r.median_s,
-            "crashes": r.crashes,
-            "arrivals": r.arrivals,
-            "alive_mean": r.alive_mean,
-            "applications": r.apps,
-            "requests": q,
-            "request_latency": ms_quantiles(&q.latencies_us),
-            "answered_ratio": q.answered_ratio(),
-            "one_outcome_ratio": q.one_outcome_ratio(),
-            "stray_events": r.stray_events,
-            "publishes": r.topics,
-            "broadcasts": r.broadcasts,
-            "events": r.events,
-            "events_delivered_ratio": r.events.delivered_ratio(),
-            "tunnels": t,
-            "tree_counters": counters,
-            "tree_repair": {
-                "orphans": rp.orphans,
-                "repaired": rp.repairs_us.len(),
-                "censored": rp.censored,
-                "unrepaired": rp.unrepaired(),
-                "time": ms_quantiles(&rp.repairs_us),
-            },
-            "buckets": r.buckets.iter().map(|b| json!({
-                "t_s": b.t_s,
-                "requests_judged": b.requests.judged,
-                "requests_answered_ratio": b.requests.answered_ratio(),
-                "events_expected": b.events.expected,
-                "events_delivered_ratio": b.events.delivered_ratio(),
-            })).collect::<Vec<_>>(),
-        }));
+        json_runs.push(run_json(r));
     }
+}
+
+/// One run's results as JSON.
+fn run_json(r: &Run) -> serde_json::Value {
+    let (q, t, rp) = (&r.requests, &r.tunnels, &r.repair);
+    let counters: serde_json::Map<String, serde_json::Value> = TREE_COUNTERS
+        .iter()
+        .zip(r.counters.iter())
+        .map(|((k, _), v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({
+        "median_session_s": r.median_s,
+        "crashes": r.crashes,
+        "arrivals": r.arrivals,
+        "alive_mean": r.alive_mean,
+        "applications": r.apps,
+        "requests": q,
+        "request_latency": ms_quantiles(&q.latencies_us),
+        "answered_ratio": q.answered_ratio(),
+        "one_outcome_ratio": q.one_outcome_ratio(),
+        "stray_events": r.stray_events,
+        "publishes": r.topics,
+        "broadcasts": r.broadcasts,
+        "events": r.events,
+        "events_delivered_ratio": r.events.delivered_ratio(),
+        "tunnels": t,
+        "tree_counters": counters,
+        "tree_repair": {
+            "orphans": rp.orphans,
+            "repaired": rp.repairs_us.len(),
+            "censored": rp.censored,
+            "unrepaired": rp.unrepaired(),
+            "time": ms_quantiles(&rp.repairs_us),
+        },
+        "buckets": r.buckets.iter().map(|b| json!({
+            "t_s": b.t_s,
+            "requests_judged": b.requests.judged,
+            "requests_answered_ratio": b.requests.answered_ratio(),
+            "events_expected": b.events.expected,
+            "events_delivered_ratio": b.events.delivered_ratio(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The requests, events, tunnels and tree-repair tables.
+fn tables(w: &mut ReportWriter, runs: &[Run], rows: &Rows) {
+    let Rows {
+        req_rows,
+        ev_rows,
+        tun_rows,
+        tree_rows,
+        ..
+    } = rows;
     w.subheading("Requests");
     w.table(
         &[
@@ -440,7 +468,7 @@ fn write_report(
             "exactly one outcome",
             "latency p50 / p99",
         ],
-        &req_rows,
+        req_rows,
     );
     w.subheading("Events");
     w.table(
@@ -453,7 +481,7 @@ fn write_report(
             "missing",
             "delivered",
         ],
-        &ev_rows,
+        ev_rows,
     );
     let dups: Vec<String> = runs
         .iter()
@@ -474,7 +502,7 @@ fn write_report(
             "running at the end",
             "corrupt",
         ],
-        &tun_rows,
+        tun_rows,
     );
     w.subheading("Tree repair");
     w.table(
@@ -490,7 +518,7 @@ fn write_report(
             "events_lost",
             "group_replayed",
         ],
-        &tree_rows,
+        tree_rows,
     );
     w.paragraph(
         "The counters are petal-core's `Stats` summed over every node (crashed ones included) over the \
@@ -501,7 +529,10 @@ fn write_report(
          The repair time runs from a parent's crash to its orphan hanging from a new parent; it includes the \
          time to declare the parent dead (or for a refresh to find a new route).",
     );
-    let wp = &p.workload;
+}
+
+/// Why events go missing and how long repairs take, against the node configuration.
+fn reading(w: &mut ReportWriter, node: &petal_core::Config, wp: &WorkloadParams, runs: &[Run]) {
     let per_tree =
         |rate: f64, trees: u32| node.group_replay_events as f64 / (rate / f64::from(trees.max(1)));
     let p90: Vec<String> = runs
@@ -529,12 +560,17 @@ fn write_report(
         per_tree(wp.publishes_per_s, wp.topics),
         per_tree(wp.broadcasts_per_s, wp.clusters),
     ));
-    w.targets(&targets);
-    let mut c = LineChart::new(
+}
+
+/// Delivery over time and the tree repair CDF.
+fn figures(w: &mut ReportWriter, p: &Params, runs: &[Run]) -> anyhow::Result<()> {
+    let mut c = Frame::new(
         format!("Delivery over time ({} s buckets)", p.bucket_s),
         "seconds of churn",
         "%",
-    );
+    )
+    .lines()
+    .percent();
     for r in runs {
         let pts = |f: &dyn Fn(&Bucket) -> Option<f64>| -> Vec<(f64, f64)> {
             r.buckets
@@ -551,7 +587,7 @@ fn write_report(
             pts(&|b| (b.events.expected > 0).then(|| b.events.delivered_ratio())),
         );
     }
-    w.line_chart("delivery_over_time.png", &c.hline("target 99.9 %", 99.9))?;
+    w.line_chart("delivery_over_time.png", &c.hline("target", 99.9))?;
     let rep: Vec<(String, Vec<f64>)> = runs
         .iter()
         .map(|r| {
@@ -567,10 +603,11 @@ fn write_report(
         .collect();
     w.cdf_chart(
         "tree_repair_cdf.png",
-        "Tree repair time",
-        "seconds from a parent's crash to its orphan hanging from a new parent",
-        &rep,
+        &CdfChart::new(
+            "Tree repair time",
+            "seconds from a parent's crash to its orphan hanging from a new parent",
+            rep,
+        ),
     )?;
-    let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
-    finish(&w, &results, events, messages)
+    Ok(())
 }

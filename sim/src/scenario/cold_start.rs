@@ -21,7 +21,7 @@ use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::{Sim, SimConfig, derive_seed};
 use crate::metrics::Metrics;
-use crate::report::{ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, ReportWriter, TargetRow, Verdict};
 
 /// Parameters of a cold start.
 #[derive(Clone, Debug, Deserialize)]
@@ -111,50 +111,9 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
     x
 }
 
-/// Runs one cold start with engine settings `cfg` (its seed is the run's master seed).
-pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<ColdStartRun> {
-    anyhow::ensure!(
-        p.nodes >= 2 && p.down < p.nodes && p.seeds_min >= 1 && p.seeds_min <= p.seeds_max,
-        "cold-start: need 2+ nodes, fewer down than nodes, 1 <= seeds_min <= seeds_max"
-    );
-    anyhow::ensure!(
-        p.seeds_max < p.nodes,
-        "cold-start: seeds_max must be < nodes"
-    );
-    let seed = cfg.seed;
-    let mut sim = Sim::new(cfg);
-    let n = p.nodes;
-    for _ in 0..n {
-        sim.add_down_node();
-    }
-    // Which nodes never start, their seeds, their start times: all from the engine's generator.
-    let mut order: Vec<u32> = (0..n).collect();
-    for k in 0..p.down as usize {
-        let j = sim.rng().random_range(k..order.len());
-        order.swap(k, j);
-    }
-    let mut down = vec![false; n as usize];
-    for &d in &order[..p.down as usize] {
-        down[d as usize] = true;
-    }
-    let mut seeds: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let k = sim.rng().random_range(p.seeds_min..=p.seeds_max);
-        let mut mine = Vec::new();
-        while mine.len() < k as usize {
-            let s = sim.rng().random_range(0..n);
-            if s != i && !mine.contains(&s) {
-                mine.push(s);
-            }
-        }
-        seeds.push(mine);
-    }
-    let mut starts: Vec<(u64, u32)> = (0..n)
-        .filter(|&i| !down[i as usize])
-        .map(|i| (sim.rng().random_range(0..=p.start_window_ms * 1000), i))
-        .collect();
-    starts.sort_unstable();
-    // Components of the seed graph among started nodes (undirected).
+/// Components of the seed graph among started nodes (undirected): each node's component
+/// (`u32::MAX` for nodes that never start), and each component's size.
+fn components(n: u32, down: &[bool], seeds: &[Vec<u32>]) -> (Vec<u32>, Vec<u32>) {
     let mut parent: Vec<u32> = (0..n).collect();
     for i in 0..n {
         for &s in &seeds[i as usize] {
@@ -169,7 +128,7 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
     let mut roots = std::collections::BTreeMap::new();
     for i in (0..n).filter(|&i| !down[i as usize]) {
         let r = find(&mut parent, i);
-        let next = roots.len() as u32;
+        let next = crate::count_u32(roots.len());
         let c = *roots.entry(r).or_insert(next);
         if c as usize == comp_size.len() {
             comp_size.push(0);
@@ -177,39 +136,120 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
         comp_size[c as usize] += 1;
         comp_of[i as usize] = c;
     }
-    anyhow::ensure!(
-        comp_size.len() <= 255,
-        "cold-start: more than 255 components"
-    );
-    let largest = (0..comp_size.len())
-        .max_by_key(|&c| (comp_size[c], std::cmp::Reverse(c)))
-        .unwrap_or(0) as u32;
-    // Nodes in different components never learn of each other: judge each as its own ring.
-    let groups: Vec<u8> = comp_of.iter().map(|&c| c.min(254) as u8).collect();
-    sim.partition(|i| groups[i as usize]);
-    // The cluster's members: `members` random nodes of the largest component, and the first
-    // node of every other component.
-    let mut is_member = vec![false; n as usize];
-    let mut in_largest: Vec<u32> = starts
-        .iter()
-        .map(|&(_, i)| i)
-        .filter(|&i| comp_of[i as usize] == largest)
-        .collect();
-    in_largest.sort_unstable();
-    for k in 0..(p.members as usize).min(in_largest.len()) {
-        let j = sim.rng().random_range(k..in_largest.len());
-        in_largest.swap(k, j);
-        is_member[in_largest[k] as usize] = true;
-    }
-    let mut seen = vec![false; comp_size.len()];
-    seen[largest as usize] = true;
-    for i in 0..n {
-        let c = comp_of[i as usize];
-        if c != u32::MAX && !seen[c as usize] {
-            seen[c as usize] = true;
-            is_member[i as usize] = true;
+    (comp_of, comp_size)
+}
+
+/// Who starts when with which seeds, the seed graph's components, and the cluster's members.
+struct Fleet {
+    down: Vec<bool>,
+    seeds: Vec<Vec<u32>>,
+    /// Start times (µs) and nodes, in start order.
+    starts: Vec<(u64, u32)>,
+    comp_size: Vec<u32>,
+    is_member: Vec<bool>,
+}
+
+impl Fleet {
+    /// Adds the fleet's nodes to `sim` (none started) and draws the plan from the engine's
+    /// generator; nodes in different components are judged as separate rings.
+    fn plan(sim: &mut Sim, p: &ColdStartParams) -> anyhow::Result<Self> {
+        let n = p.nodes;
+        for _ in 0..n {
+            sim.add_down_node();
         }
+        // Which nodes never start, their seeds, their start times: all from the engine's generator.
+        let mut order: Vec<u32> = (0..n).collect();
+        for k in 0..p.down as usize {
+            let j = sim.rng().random_range(k..order.len());
+            order.swap(k, j);
+        }
+        let mut down = vec![false; n as usize];
+        for &d in &order[..p.down as usize] {
+            down[d as usize] = true;
+        }
+        let mut seeds: Vec<Vec<u32>> = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let k = sim.rng().random_range(p.seeds_min..=p.seeds_max);
+            let mut mine = Vec::new();
+            while mine.len() < k as usize {
+                let s = sim.rng().random_range(0..n);
+                if s != i && !mine.contains(&s) {
+                    mine.push(s);
+                }
+            }
+            seeds.push(mine);
+        }
+        let mut starts: Vec<(u64, u32)> = (0..n)
+            .filter(|&i| !down[i as usize])
+            .map(|i| (sim.rng().random_range(0..=p.start_window_ms * 1000), i))
+            .collect();
+        starts.sort_unstable();
+        let (comp_of, comp_size) = components(n, &down, &seeds);
+        anyhow::ensure!(
+            comp_size.len() <= 255,
+            "cold-start: more than 255 components"
+        );
+        let largest = crate::count_u32(
+            (0..comp_size.len())
+                .max_by_key(|&c| (comp_size[c], std::cmp::Reverse(c)))
+                .unwrap_or(0),
+        );
+        // Nodes in different components never learn of each other: judge each as its own ring.
+        let groups: Vec<u8> = comp_of.iter().map(|&c| c.min(254) as u8).collect();
+        sim.partition(|i| groups[i as usize]);
+        // The cluster's members: `members` random nodes of the largest component, and the first
+        // node of every other component.
+        let mut is_member = vec![false; n as usize];
+        let mut in_largest: Vec<u32> = starts
+            .iter()
+            .map(|&(_, i)| i)
+            .filter(|&i| comp_of[i as usize] == largest)
+            .collect();
+        in_largest.sort_unstable();
+        for k in 0..(p.members as usize).min(in_largest.len()) {
+            let j = sim.rng().random_range(k..in_largest.len());
+            in_largest.swap(k, j);
+            is_member[in_largest[k] as usize] = true;
+        }
+        let mut seen = vec![false; comp_size.len()];
+        seen[largest as usize] = true;
+        for i in 0..n {
+            let c = comp_of[i as usize];
+            if c != u32::MAX && !seen[c as usize] {
+                seen[c as usize] = true;
+                is_member[i as usize] = true;
+            }
+        }
+        Ok(Fleet {
+            down,
+            seeds,
+            starts,
+            comp_size,
+            is_member,
+        })
     }
+}
+
+/// What the start-up phase saw, until the judge time.
+struct Boot {
+    /// Each node's client application, once its node was ready.
+    client: Vec<Option<usize>>,
+    /// When each node was first served, µs after the first start.
+    served_at: Vec<Option<u64>>,
+    all_ready_ms: Option<u64>,
+    leaf_ok_since: Option<u64>,
+}
+
+/// Starts the fleet and runs until the judge time: applications attach once their node
+/// serves, and each client asks every 200 ms until first answered.
+fn boot(sim: &mut Sim, fleet: &Fleet, p: &ColdStartParams) -> Boot {
+    let Fleet {
+        seeds,
+        starts,
+        is_member,
+        ..
+    } = fleet;
+    let n = p.nodes;
     let t0 = starts.first().map_or(0, |s| s.0);
     let judge_us = t0 + p.judge_ms * 1000;
     let mut client: Vec<Option<usize>> = vec![None; n as usize];
@@ -251,7 +291,7 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
             }
         }
         for &(i, g) in &probes {
-            let r = &sim.apps.requests[g as usize];
+            let r = &sim.apps.requests[crate::to_usize(g)];
             if served_at[i as usize].is_none()
                 && matches!(r.outcome, Some((crate::apps::OutcomeKind::Reply, _)))
             {
@@ -270,14 +310,54 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
             _ => {}
         }
     }
-    let ready = sim.ready_count() as u32;
+    Boot {
+        client,
+        served_at,
+        all_ready_ms,
+        leaf_ok_since,
+    }
+}
+
+/// Runs one cold start with engine settings `cfg` (its seed is the run's master seed).
+pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<ColdStartRun> {
+    anyhow::ensure!(
+        p.nodes >= 2 && p.down < p.nodes && p.seeds_min >= 1 && p.seeds_min <= p.seeds_max,
+        "cold-start: need 2+ nodes, fewer down than nodes, 1 <= seeds_min <= seeds_max"
+    );
+    anyhow::ensure!(
+        p.seeds_max < p.nodes,
+        "cold-start: seeds_max must be < nodes"
+    );
+    let seed = cfg.seed;
+    let mut sim = Sim::new(cfg);
+    let fleet = Fleet::plan(&mut sim, p)?;
+    let boot = boot(&mut sim, &fleet, p);
+    Ok(judge(&mut sim, &fleet, &boot, p, seed))
+}
+
+/// The judgement at the judge time: one lookup and one request from every started node.
+fn judge(
+    sim: &mut Sim,
+    fleet: &Fleet,
+    boot: &Boot,
+    p: &ColdStartParams,
+    seed: u64,
+) -> ColdStartRun {
+    let (down, starts) = (&fleet.down[..], &fleet.starts[..]);
+    let Boot {
+        ref client,
+        ref served_at,
+        all_ready_ms,
+        leaf_ok_since,
+    } = *boot;
+    let ready = crate::count_u32(sim.ready_count());
     let leaf_correct = sim.leaf_set_correctness();
     // The judgement: one lookup and one request from every started node.
     let (before_events, before_messages) = (sim.metrics.events, sim.metrics.messages);
     sim.metrics = Metrics::new(1_000_000);
     let from = sim.now();
     let mut requests = Vec::new();
-    for &(_, i) in &starts {
+    for &(_, i) in starts {
         let key = Key(sim.rng().random());
         sim.lookup(i, key);
         if let Some(c) = client[i as usize] {
@@ -309,16 +389,16 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
     let mut founded = 0;
     let mut join_retries = 0;
     let mut joins_refused = 0;
-    for &(_, i) in &starts {
+    for &(_, i) in starts {
         let s = sim.node(i).stats();
         founded += s.join_founded;
         join_retries += s.join_retries;
         joins_refused += s.joins_refused;
     }
-    Ok(ColdStartRun {
+    ColdStartRun {
         seed,
-        started: starts.len() as u32,
-        components: comp_size.len() as u32,
+        started: crate::count_u32(starts.len()),
+        components: crate::count_u32(fleet.comp_size.len()),
         ready,
         leaf_correct,
         all_ready_ms,
@@ -343,7 +423,7 @@ pub fn run_cold_start(cfg: SimConfig, p: &ColdStartParams) -> anyhow::Result<Col
         joins_refused,
         events,
         messages,
-    })
+    }
 }
 
 pub(super) fn run(
@@ -377,11 +457,50 @@ fn write_report(
     let ready = ms(|r| r.all_ready_ms);
     let leaf = ms(|r| r.leaf_sets_ms);
     let served = ms(|r| r.all_served_ms);
+    let mut w = ReportWriter::new(out, &sc.name, &sc.description);
+    results_section(&mut w, p, runs, [&ready, &leaf, &served]);
+    w.targets(&targets(p, runs));
+    w.cdf_chart(
+        "cold_start_cdf.png",
+        &CdfChart::new(
+            "Time after the first start, over runs",
+            "ms",
+            &[
+                (
+                    "every node ready".into(),
+                    ready.iter().map(|&u| u as f64 / 1000.0).collect(),
+                ),
+                (
+                    "every leaf set correct".into(),
+                    leaf.iter().map(|&u| u as f64 / 1000.0).collect(),
+                ),
+                (
+                    "every node served".into(),
+                    served.iter().map(|&u| u as f64 / 1000.0).collect(),
+                ),
+            ],
+        ),
+    )?;
+    let sum = |f: fn(&ColdStartRun) -> u64| runs.iter().map(f).sum::<u64>();
+    let results = json!({
+        "scenario": sc.name, "seed": sc.seed, "runs": runs.len(), "passed": passed,
+        "all_ready": ms_quantiles(&ready), "leaf_sets_correct": ms_quantiles(&leaf),
+        "all_served": ms_quantiles(&served), "per_run": runs,
+    });
+    finish(&w, &results, sum(|r| r.events), sum(|r| r.messages))
+}
+
+/// The setup, the times to readiness, the failing runs and the totals over all runs.
+fn results_section(
+    w: &mut ReportWriter,
+    p: &ColdStartParams,
+    runs: &[ColdStartRun],
+    [ready, leaf, served]: [&[u64]; 3],
+) {
     let q = |v: &[u64], x: f64| {
         crate::metrics::quantile(v, x)
             .map_or("-".to_string(), |u| format!("{:.0}", u as f64 / 1000.0))
     };
-    let mut w = ReportWriter::new(out, &sc.name, &sc.description);
     w.heading("Results");
     w.paragraph(&format!(
         "{} runs, each with its own seed: {} nodes of which {} never start (seeds that are down); \
@@ -410,23 +529,23 @@ fn write_report(
         &[
             vec![
                 "every node ready".into(),
-                q(&ready, 0.5),
-                q(&ready, 0.95),
-                q(&ready, 1.0),
+                q(ready, 0.5),
+                q(ready, 0.95),
+                q(ready, 1.0),
                 ready.len().to_string(),
             ],
             vec![
                 "every leaf set correct".into(),
-                q(&leaf, 0.5),
-                q(&leaf, 0.95),
-                q(&leaf, 1.0),
+                q(leaf, 0.5),
+                q(leaf, 0.95),
+                q(leaf, 1.0),
                 leaf.len().to_string(),
             ],
             vec![
                 "every node served a request".into(),
-                q(&served, 0.5),
-                q(&served, 0.95),
-                q(&served, 1.0),
+                q(served, 0.5),
+                q(served, 0.95),
+                q(served, 1.0),
                 served.len().to_string(),
             ],
         ],
@@ -464,9 +583,13 @@ fn write_report(
         sum(|r| r.joins_refused),
         sum(|r| r.join_retries),
     ));
+}
+
+/// Every run passes each judgement, and no request has a second or wrong outcome.
+fn targets(p: &ColdStartParams, runs: &[ColdStartRun]) -> Vec<TargetRow> {
     let all = |f: fn(&ColdStartRun) -> bool| runs.iter().filter(|r| f(r)).count();
     let n = runs.len();
-    w.targets(&[
+    vec![
         TargetRow::new(
             format!(
                 "every node ready, every leaf set correct within {} ms",
@@ -518,30 +641,5 @@ fn write_report(
             runs.iter().map(|r| r.violations).sum(),
             String::new(),
         ),
-    ]);
-    w.cdf_chart(
-        "cold_start_cdf.png",
-        "Time after the first start, over runs",
-        "ms",
-        &[
-            (
-                "every node ready".into(),
-                ready.iter().map(|&u| u as f64 / 1000.0).collect(),
-            ),
-            (
-                "every leaf set correct".into(),
-                leaf.iter().map(|&u| u as f64 / 1000.0).collect(),
-            ),
-            (
-                "every node served".into(),
-                served.iter().map(|&u| u as f64 / 1000.0).collect(),
-            ),
-        ],
-    )?;
-    let results = json!({
-        "scenario": sc.name, "seed": sc.seed, "runs": runs.len(), "passed": passed,
-        "all_ready": ms_quantiles(&ready), "leaf_sets_correct": ms_quantiles(&leaf),
-        "all_served": ms_quantiles(&served), "per_run": runs,
-    });
-    finish(&w, &results, sum(|r| r.events), sum(|r| r.messages))
+    ]
 }

@@ -4,6 +4,7 @@ use petal_core::{Key, Time};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use super::app_workload::{Workload, WorkloadParams};
 use crate::engine::Sim;
 use crate::report::ReportWriter;
 
@@ -55,6 +56,105 @@ impl Progress {
 pub(crate) fn advance_ms(sim: &mut Sim, ms: u64) {
     let t = sim.now().as_micros() + ms * 1000;
     sim.run_until(Time::from_micros(t));
+}
+
+/// Grows the overlay to `nodes` nodes, one join every `join_spacing_ms`, then lets it settle
+/// for `settle_ms`: the preamble of every runner that measures a settled overlay.
+/// `on_join(sim)` runs after each join (for progress).
+pub(crate) fn grow(
+    sim: &mut Sim,
+    nodes: u64,
+    join_spacing_ms: u64,
+    settle_ms: u64,
+    mut on_join: impl FnMut(&Sim),
+) {
+    while (sim.node_count() as u64) < nodes {
+        sim.add_node();
+        advance_ms(sim, join_spacing_ms);
+        on_join(sim);
+    }
+    advance_ms(sim, settle_ms);
+}
+
+/// The messaging runners' preamble after [`grow`]: every ready node gets its application
+/// (`workload`), then the workload ticks for `warmup_s` while the trees form.
+pub(super) fn warm_up(
+    sim: &mut Sim,
+    workload: &WorkloadParams,
+    warmup_s: u64,
+) -> anyhow::Result<Workload> {
+    let mut wl = Workload::new(workload.clone())?;
+    wl.populate(sim);
+    wl.start(sim.now());
+    for _ in 0..warmup_s * 1000 / STEP_MS {
+        let t = sim.now();
+        wl.tick(sim, t);
+        advance_ms(sim, STEP_MS);
+    }
+    Ok(wl)
+}
+
+/// The messaging runners' time step, milliseconds.
+pub(crate) const STEP_MS: u64 = 10;
+
+/// What one window of messaging (a phase, or a time bucket) saw.
+pub(crate) struct Window {
+    pub requests: crate::oracle::RequestStats,
+    pub events: crate::oracle::EventStats,
+    pub tunnels: crate::oracle::TunnelStats,
+}
+
+/// Per-second delivery of consecutive 1 s `buckets` in percent, for a chart: requests
+/// answered and events delivered, skipping seconds in which nothing was judged.
+pub(crate) fn delivery_series(buckets: &[Window]) -> [Vec<(f64, f64)>; 2] {
+    let series = |f: &dyn Fn(&Window) -> Option<f64>| -> Vec<(f64, f64)> {
+        buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(s, b)| f(b).map(|v| (s as f64, v * 100.0)))
+            .collect()
+    };
+    [
+        series(&|b| (b.requests.judged > 0).then(|| b.requests.answered_ratio())),
+        series(&|b| (b.events.expected > 0).then(|| b.events.delivered_ratio())),
+    ]
+}
+
+/// The JSON of consecutive 1 s `buckets`: judged requests and expected events with their ratios.
+pub(crate) fn per_second_json(buckets: &[Window]) -> Vec<serde_json::Value> {
+    buckets
+        .iter()
+        .enumerate()
+        .map(|(s, b)| {
+            serde_json::json!({
+                "t_s": s,
+                "requests_judged": b.requests.judged,
+                "requests_answered_ratio": b.requests.answered_ratio(),
+                "events_expected": b.events.expected,
+                "events_delivered_ratio": b.events.delivered_ratio(),
+            })
+        })
+        .collect()
+}
+
+/// Exponential session length with the given median, in microseconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
+pub(crate) fn session_us(sim: &mut Sim, median_s: u64) -> u64 {
+    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+    (-(u.ln()) * median_s as f64 / std::f64::consts::LN_2 * 1e6) as u64
+}
+
+/// Time to the next arrival of a Poisson process at `rate_per_us`, in microseconds.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a non-negative float of microseconds, far below u64::MAX; the fraction is dropped on purpose"
+)]
+pub(crate) fn exp_us(sim: &mut Sim, rate_per_us: f64) -> u64 {
+    let u: f64 = sim.rng().random_range(f64::EPSILON..1.0);
+    (-(u.ln()) / rate_per_us) as u64
 }
 
 /// Starts `n` lookups of random keys from random ready nodes, in batches of `batch` every
@@ -142,7 +242,7 @@ pub(crate) fn finish(
 /// Messaging counters of `petal_core::Stats`, summed over every node (alive or not), by name:
 /// what dropped, expired, was replayed or repaired inside the nodes.
 pub(crate) fn node_counters(sim: &Sim) -> std::collections::BTreeMap<&'static str, u64> {
-    core_counters((0..sim.node_count() as u32).map(|i| sim.node(i).stats()))
+    core_counters((0..crate::count_u32(sim.node_count())).map(|i| sim.node(i).stats()))
 }
 
 /// [`node_counters`] over any set of nodes' `petal_core::Stats`.
@@ -201,7 +301,7 @@ fn share_label(min: f64) -> String {
 fn share_digits(min: f64) -> usize {
     (0..4)
         .find(|&d| {
-            let scaled = min * 100.0 * 10f64.powi(d as i32);
+            let scaled = min * 100.0 * 10f64.powi(i32::try_from(d).unwrap_or(i32::MAX));
             (scaled - scaled.round()).abs() < 1e-6
         })
         .unwrap_or(3)

@@ -6,11 +6,11 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, lookup_burst, pct};
+use super::common::{finish, grow, lookup_burst, pct};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::Sim;
 use crate::metrics::{Metrics, quantile};
-use crate::report::{BarChart, LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,23 +54,20 @@ pub(super) fn run(
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
     anyhow::ensure!(p.sizes.windows(2).all(|w| w[0] < w[1]), "sizes must ascend");
-    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
+    let mut sim = sc.new_sim(sc.seed, &node)?;
     let total = *p.sizes.last().unwrap_or(&0);
     progress.set_len(total + p.sizes.len() as u64 * p.lookups);
     let mut results = Vec::new();
     let mut done_lookups = 0;
     for &n in &p.sizes {
-        while (sim.node_count() as u64) < n {
-            sim.add_node();
-            advance_ms(&mut sim, p.join_spacing_ms);
+        grow(&mut sim, n, p.join_spacing_ms, p.settle_ms, |sim| {
             if sim.node_count() % 1000 == 0 {
                 progress.set(
                     sim.node_count() as u64 + done_lookups,
                     format!("joining, {} ready", sim.ready_count()),
                 );
             }
-        }
-        advance_ms(&mut sim, p.settle_ms);
+        });
         let leaf_ok = sim.leaf_set_correctness();
         let ready: Vec<u32> = sim.ready_nodes().collect();
         let rt_entries = ready
@@ -214,8 +211,21 @@ fn write_report(
         ));
     }
     w.targets(&targets);
+    figures(&mut w, rs)?;
+    let results = json!({
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "topology": sim.topology().summary(),
+        "sizes": json_sizes,
+        "trace_hash": format!("{:016x}", sim.trace_hash()),
+    });
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+}
+
+/// The hop distribution, mean hops against size, and route stretch.
+fn figures(w: &mut ReportWriter, rs: &[SizeResult]) -> anyhow::Result<()> {
     let cats: Vec<String> = (0..=8).map(|h| h.to_string()).collect();
-    let mut bars = BarChart::new("Hop distribution", "hops", "% of lookups", cats);
+    let mut bars = Frame::new("Hop distribution", "hops", "% of lookups").bars(cats);
     for r in rs {
         bars = bars.group(format!("N = {}", r.n), distribution(&r.metrics));
     }
@@ -225,7 +235,8 @@ fn write_report(
     }
     bars = bars.group("paper, N = 100,000", paper);
     w.bar_chart("hop_distribution.png", &bars)?;
-    let chart = LineChart::new("Mean hops against network size", "log10 N", "mean hops")
+    let chart = Frame::new("Mean hops against network size", "log10 N", "mean hops")
+        .lines()
         .series(
             "Petal (measured)",
             rs.iter()
@@ -252,16 +263,12 @@ fn write_report(
         .collect();
     w.cdf_chart(
         "stretch_cdf.png",
-        "Route stretch (overlay delay / direct delay)",
-        "stretch",
-        &stretch,
+        &CdfChart::new(
+            "Route stretch (overlay delay / direct delay)",
+            "stretch",
+            stretch,
+        )
+        .clip_at(0.999),
     )?;
-    let results = json!({
-        "scenario": sc.name,
-        "seed": sc.seed,
-        "topology": sim.topology().summary(),
-        "sizes": json_sizes,
-        "trace_hash": format!("{:016x}", sim.trace_hash()),
-    });
-    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+    Ok(())
 }

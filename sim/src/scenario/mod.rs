@@ -18,6 +18,24 @@
 //! `report.md`, `results.json` and PNG plots into the scenario's report directory; wall-clock
 //! figures (run time, events per second) go to `perf.json` apart, because they are the only
 //! output that is not a function of (scenario, seed, commit).
+//!
+//! # Writing a runner
+//! A runner is a short file: its `Params` (deserialized with `Scenario::params`), a `run`
+//! that drives the simulator, and a `write_report` made of one small function per section.
+//! The shared pieces:
+//! - setup: `Scenario::new_sim(seed, &node)` builds the engine; `common::grow` joins `nodes`
+//!   one at a time and lets them settle (every runner's preamble); `common::warm_up` starts the
+//!   messaging workload on every ready node and lets its trees form; `common::advance_ms`,
+//!   `common::lookup_burst` and `common::STEP_MS` step time;
+//! - judging: the oracles of [`crate::oracle`] per window (`common::Window`), and
+//!   `common::messaging_targets`, `share_target` and `zero_target` for the target rows;
+//! - the report: a [`crate::report::ReportWriter`] collects headings, paragraphs, tables,
+//!   target verdicts and figures in order (`Frame::new(title, x, y).lines()` or `.bars(..)`,
+//!   [`crate::report::CdfChart`]; `common::delivery_series` for per-second delivery), and
+//!   `common::finish` writes `report.md` and `results.json` and returns the [`Outcome`];
+//!   `common::per_second_json`, `messaging_window_json` and `ms_quantiles` shape the JSON.
+//!
+//! Then add the kind to [`Scenario::run`]'s match and a TOML file to `scenarios/`.
 
 mod app_workload;
 mod churn;
@@ -226,6 +244,15 @@ impl Scenario {
             cfg.wire_check = w;
         }
         Ok(cfg)
+    }
+
+    /// A discrete-event simulator for a run with master seed `seed`, holding no node yet.
+    pub(crate) fn new_sim(
+        &self,
+        seed: u64,
+        node: &petal_core::Config,
+    ) -> anyhow::Result<crate::engine::Sim> {
+        Ok(crate::engine::Sim::new(self.sim_config(seed, node)?))
     }
 
     /// Runner parameters as a typed struct.

@@ -8,11 +8,10 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, pct};
+use super::common::{finish, grow, pct};
 use super::{Outcome, Progress, Scenario};
-use crate::engine::Sim;
 use crate::metrics::Metrics;
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,12 +37,14 @@ pub(super) fn run(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
-    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
-    for _ in 0..p.nodes {
-        sim.add_node();
-        advance_ms(&mut sim, p.join_spacing_ms);
-    }
-    advance_ms(&mut sim, p.settle_s * 1000);
+    let mut sim = sc.new_sim(sc.seed, &node)?;
+    grow(
+        &mut sim,
+        p.nodes,
+        p.join_spacing_ms,
+        p.settle_s * 1000,
+        |_| {},
+    );
     let start = sim.now().as_micros();
     sim.metrics = Metrics::new(1_000_000);
     let total_ms = (p.before_s + p.split_s + p.after_s) * 1000;
@@ -88,6 +89,10 @@ pub(super) fn run(
             if ok < 1.0 && now >= heal_at {
                 healed_at_ok = None;
             }
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "whole seconds into the run, for the progress bar"
+            )]
             progress.set(
                 t as u64,
                 (if split { "split" } else { "whole" }).to_string(),
@@ -154,10 +159,13 @@ pub(super) fn run(
         heal.clone(),
         Verdict::from_met(healed_at_ok.is_some_and(|s| s <= 30.0)),
     )]);
-    let c = LineChart::new("Leaf-set correctness", "seconds", "% of ready nodes").series(
-        "leaf sets correct",
-        samples.iter().map(|&(t, v)| (t, v * 100.0)).collect(),
-    );
+    let c = Frame::new("Leaf-set correctness", "seconds", "% of ready nodes")
+        .lines()
+        .percent()
+        .series(
+            "leaf sets correct",
+            samples.iter().map(|&(t, v)| (t, v * 100.0)).collect(),
+        );
     w.line_chart("leaf_sets.png", &c)?;
     let results = json!({
         "scenario": sc.name, "seed": sc.seed, "phases": json_phases,

@@ -15,12 +15,14 @@ use super::app_workload::{
     TREE_COUNTERS, Workload, WorkloadParams, cluster_name, event_stats_where, topic_name,
     tree_counters,
 };
-use super::common::{Levels, advance_ms, finish, messaging_targets, pct, zero_target};
+use super::common::{
+    Levels, STEP_MS, Window, advance_ms, delivery_series, finish, grow, messaging_targets, pct,
+    per_second_json, warm_up, zero_target,
+};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::EventRecord;
 use crate::engine::Sim;
-use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,14 +68,30 @@ fn phase_index(name: &str) -> usize {
     }
 }
 
-/// What one window (a phase, or a 1 s bucket) saw.
-struct Window {
-    requests: RequestStats,
-    events: EventStats,
-    tunnels: TunnelStats,
+/// When the network split and healed, and who was on which side.
+struct Split {
+    start: Time,
+    split_at: Time,
+    heal_at: Time,
+    end: Time,
+    side: Vec<u8>,
 }
 
-const STEP_MS: u64 = 10;
+impl Split {
+    fn side_of(&self, n: u32) -> u8 {
+        self.side.get(n as usize).copied().unwrap_or(0)
+    }
+}
+
+/// What the run saw: by phase and by second, the time service took to come back, who was on
+/// which side, and the tree counters over the run.
+struct Judged {
+    phases: [(&'static str, Window); 3],
+    buckets: Vec<Window>,
+    recovery_s: Option<u64>,
+    sides: Vec<(String, [u64; 2])>,
+    counters: serde_json::Map<String, serde_json::Value>,
+}
 
 pub(super) fn run(
     sc: &Scenario,
@@ -82,22 +100,31 @@ pub(super) fn run(
     progress: &Progress,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
-    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
-    for _ in 0..p.nodes {
-        sim.add_node();
-        advance_ms(&mut sim, p.join_spacing_ms);
-    }
-    advance_ms(&mut sim, p.settle_s * 1000);
-    let mut wl = Workload::new(p.workload.clone())?;
-    wl.populate(&mut sim);
-    wl.start(sim.now());
-    for _ in 0..p.warmup_s * 1000 / STEP_MS {
-        let t = sim.now();
-        wl.tick(&mut sim, t);
-        advance_ms(&mut sim, STEP_MS);
-    }
-    let start = sim.now();
+    let mut sim = sc.new_sim(sc.seed, &node)?;
+    grow(
+        &mut sim,
+        p.nodes,
+        p.join_spacing_ms,
+        p.settle_s * 1000,
+        |_| {},
+    );
+    let mut wl = warm_up(&mut sim, &p.workload, p.warmup_s)?;
     let counters_before = tree_counters(&sim);
+    let split = split_and_heal(&mut sim, &mut wl, &p, progress);
+    let counters_after = tree_counters(&sim);
+    let counters: serde_json::Map<String, serde_json::Value> = TREE_COUNTERS
+        .iter()
+        .zip(counters_after.iter().zip(counters_before.iter()))
+        .map(|((k, _), (a, b))| (k.to_string(), json!(a - b)))
+        .collect();
+    let judged = judge(&sim, &p, &split, counters);
+    write_report(sc, &p, &sim, &judged, out)
+}
+
+/// Runs the workload with the network whole, split into random halves, and healed, then lets
+/// outstanding work end.
+fn split_and_heal(sim: &mut Sim, wl: &mut Workload, p: &Params, progress: &Progress) -> Split {
+    let start = sim.now();
     let total_s = p.before_s + p.split_s + p.after_s;
     progress.set_len(total_s);
     let split_at = start + Duration::from_secs(p.before_s);
@@ -118,23 +145,39 @@ pub(super) fn run(
             sim.heal();
             split = false;
         }
-        wl.adopt_ready(&mut sim);
-        wl.tick(&mut sim, now);
+        wl.adopt_ready(sim);
+        wl.tick(sim, now);
         let secs = (now.as_micros() - start.as_micros()) / 1_000_000;
         progress.set(secs, (if split { "split" } else { "whole" }).to_string());
         sim.run_until(Time::from_micros(now.as_micros() + STEP_MS * 1000));
     }
     // No new work: what is outstanding ends (answered or timed out).
-    advance_ms(&mut sim, p.drain_s * 1000);
+    advance_ms(sim, p.drain_s * 1000);
     progress.finish();
-    let counters_after = tree_counters(&sim);
+    Split {
+        start,
+        split_at,
+        heal_at,
+        end,
+        side,
+    }
+}
 
+/// Judges the phases and seconds of the run, and finds when service was back.
+fn judge(
+    sim: &Sim,
+    p: &Params,
+    s: &Split,
+    counters: serde_json::Map<String, serde_json::Value>,
+) -> Judged {
+    let (start, split_at, heal_at, end) = (s.start, s.split_at, s.heal_at, s.end);
+    let total_s = p.before_s + p.split_s + p.after_s;
     let (settle, grace) = (
         Duration::from_secs(p.event_settle_s),
         Duration::from_secs(p.event_grace_s),
     );
     // An event whose delivery window meets the split counts its publisher's side only.
-    let side_of = |n: u32| side.get(n as usize).copied().unwrap_or(0);
+    let side_of = |n: u32| s.side_of(n);
     let counts = |e: &EventRecord, n: u32| {
         let restricted = e.at < heal_at && e.at + grace >= split_at;
         !restricted || side_of(e.node) == side_of(n)
@@ -162,13 +205,23 @@ pub(super) fn run(
         (b.requests.judged == 0 || b.requests.answered_ratio() >= p.answered_threshold)
             && b.events.once == b.events.expected
     };
-    let after = &buckets[(p.before_s + p.split_s) as usize..];
+    let after = &buckets[crate::to_usize(p.before_s + p.split_s)..];
     let recovery_s = after
         .iter()
         .rposition(|b| !ok(b))
         .map_or(Some(0), |k| (k + 1 < after.len()).then_some(k as u64 + 1));
 
-    // Who is where: members and subscribers by side.
+    Judged {
+        phases,
+        buckets,
+        recovery_s,
+        sides: sides_of_groups(sim, p, s),
+        counters,
+    }
+}
+
+/// Who is where: members and subscribers by side.
+fn sides_of_groups(sim: &Sim, p: &Params, s: &Split) -> Vec<(String, [u64; 2])> {
     let mut sides = Vec::new();
     let groups = (0..p.workload.clusters)
         .map(|k| (GroupKind::Cluster, cluster_name(k)))
@@ -181,12 +234,21 @@ pub(super) fn run(
                 GroupKind::Topic => a.topics.contains_key(&name),
             };
             if member {
-                n[side_of(a.node) as usize] += 1;
+                n[s.side_of(a.node) as usize] += 1;
             }
         }
         sides.push((name, n));
     }
+    sides
+}
 
+fn write_report(
+    sc: &Scenario,
+    p: &Params,
+    sim: &Sim,
+    j: &Judged,
+    out: &Path,
+) -> anyhow::Result<Outcome> {
     let mut w = ReportWriter::new(out, &sc.name, &sc.description);
     w.heading("Results");
     w.paragraph(&format!(
@@ -215,10 +277,70 @@ pub(super) fn run(
         p.event_grace_s,
         pct(p.answered_threshold, 1),
     ));
+    let (json_phases, mut targets) = phases_table(&mut w, p, &j.phases);
+    let side_rows: Vec<Vec<String>> = j
+        .sides
+        .iter()
+        .map(|(name, n)| vec![name.clone(), n[0].to_string(), n[1].to_string()])
+        .collect();
+    w.subheading("Members and subscribers by side");
+    w.table(&["cluster or topic", "side 0", "side 1"], &side_rows);
+    let stray = sim.apps.stray_events;
+    let recovery_s = j.recovery_s;
+    let recovery = recovery_s.map_or("never".to_string(), |s| format!("{s} s"));
+    targets.push(zero_target(
+        "stray application events (for no known request, tunnel or live application)",
+        stray,
+        String::new(),
+    ));
+    targets.push(TargetRow::new(
+        "service back after the heal",
+        format!("within {} s", p.recovery_bound_s),
+        recovery.clone(),
+        Verdict::from_met(recovery_s.is_some_and(|s| s <= p.recovery_bound_s)),
+    ));
+    w.targets(&targets);
+    let [answered, delivered] = delivery_series(&j.buckets);
+    let c = Frame::new(
+        format!(
+            "Delivery per second (split from {} s to {} s)",
+            p.before_s,
+            p.before_s + p.split_s
+        ),
+        "seconds",
+        "%",
+    )
+    .lines()
+    .percent()
+    .series("requests answered", answered)
+    .series("events delivered (own side while split)", delivered)
+    .hline(
+        format!("threshold {}", pct(p.answered_threshold, 0)),
+        p.answered_threshold * 100.0,
+    );
+    w.line_chart("delivery_per_second.png", &c)?;
+    let results = json!({
+        "scenario": sc.name, "seed": sc.seed, "phases": json_phases,
+        "recovery_after_heal_s": recovery_s,
+        "stray_events": stray,
+        "sides": j.sides.iter().map(|(name, n)| json!({"group": name, "side0": n[0], "side1": n[1]})).collect::<Vec<_>>(),
+        "tree_counters": j.counters,
+        "per_second": per_second_json(&j.buckets),
+        "trace_hash": format!("{:016x}", sim.trace_hash()),
+    });
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+}
+
+/// The table of phases with its notes; returns the phases' JSON and targets.
+fn phases_table(
+    w: &mut ReportWriter,
+    p: &Params,
+    phases: &[(&'static str, Window); 3],
+) -> (serde_json::Map<String, serde_json::Value>, Vec<TargetRow>) {
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     let mut json_phases = serde_json::Map::new();
-    for (name, ph) in &phases {
+    for (name, ph) in phases {
         let (q, e, t) = (&ph.requests, &ph.events, &ph.tunnels);
         rows.push(vec![
             name.to_string(),
@@ -291,74 +413,5 @@ pub(super) fn run(
     if !reasons.is_empty() {
         w.paragraph(&format!("Tunnel failure reasons: {}.", reasons.join("; ")));
     }
-    let side_rows: Vec<Vec<String>> = sides
-        .iter()
-        .map(|(name, n)| vec![name.clone(), n[0].to_string(), n[1].to_string()])
-        .collect();
-    w.subheading("Members and subscribers by side");
-    w.table(&["cluster or topic", "side 0", "side 1"], &side_rows);
-    let stray = sim.apps.stray_events;
-    let recovery = recovery_s.map_or("never".to_string(), |s| format!("{s} s"));
-    targets.push(zero_target(
-        "stray application events (for no known request, tunnel or live application)",
-        stray,
-        String::new(),
-    ));
-    targets.push(TargetRow::new(
-        "service back after the heal",
-        format!("within {} s", p.recovery_bound_s),
-        recovery.clone(),
-        Verdict::from_met(recovery_s.is_some_and(|s| s <= p.recovery_bound_s)),
-    ));
-    w.targets(&targets);
-    let series = |f: &dyn Fn(&Window) -> Option<f64>| -> Vec<(f64, f64)> {
-        buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(s, b)| f(b).map(|v| (s as f64, v * 100.0)))
-            .collect()
-    };
-    let c = LineChart::new(
-        format!(
-            "Delivery per second (split from {} s to {} s)",
-            p.before_s,
-            p.before_s + p.split_s
-        ),
-        "seconds",
-        "%",
-    )
-    .series(
-        "requests answered",
-        series(&|b| (b.requests.judged > 0).then(|| b.requests.answered_ratio())),
-    )
-    .series(
-        "events delivered (own side while split)",
-        series(&|b| (b.events.expected > 0).then(|| b.events.delivered_ratio())),
-    )
-    .hline(
-        format!("threshold {}", pct(p.answered_threshold, 0)),
-        p.answered_threshold * 100.0,
-    );
-    w.line_chart("delivery_per_second.png", &c)?;
-    let counters: serde_json::Map<String, serde_json::Value> = TREE_COUNTERS
-        .iter()
-        .zip(counters_after.iter().zip(counters_before.iter()))
-        .map(|((k, _), (a, b))| (k.to_string(), json!(a - b)))
-        .collect();
-    let results = json!({
-        "scenario": sc.name, "seed": sc.seed, "phases": json_phases,
-        "recovery_after_heal_s": recovery_s,
-        "stray_events": stray,
-        "sides": sides.iter().map(|(name, n)| json!({"group": name, "side0": n[0], "side1": n[1]})).collect::<Vec<_>>(),
-        "tree_counters": counters,
-        "per_second": buckets.iter().enumerate().map(|(s, b)| json!({
-            "t_s": s,
-            "requests_judged": b.requests.judged,
-            "requests_answered_ratio": b.requests.answered_ratio(),
-            "events_expected": b.events.expected,
-            "events_delivered_ratio": b.events.delivered_ratio(),
-        })).collect::<Vec<_>>(),
-        "trace_hash": format!("{:016x}", sim.trace_hash()),
-    });
-    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+    (json_phases, targets)
 }

@@ -12,12 +12,12 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, node_counters, pct, share_target, zero_target};
+use super::common::{advance_ms, finish, grow, node_counters, pct, share_target, zero_target};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::Sim;
 use crate::metrics::quantile;
-use crate::report::{ReportWriter, TargetRow, Verdict};
+use crate::report::{CdfChart, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,22 +58,23 @@ pub(super) fn run(
         p.topics >= 1 && p.zipf_exponent > 0.0,
         "topics and exponent"
     );
-    let mut sim = Sim::new(sc.sim_config(sc.seed, &node)?);
+    let mut sim = sc.new_sim(sc.seed, &node)?;
     progress.set_len(p.nodes + p.topics * 2);
-    for k in 0..p.nodes {
-        sim.add_node();
-        advance_ms(&mut sim, p.join_spacing_ms);
-        if k % 1000 == 0 {
-            progress.set(k, "joining".into());
+    grow(&mut sim, p.nodes, p.join_spacing_ms, p.settle_ms, |sim| {
+        if sim.node_count() % 1000 == 1 {
+            progress.set(sim.node_count() as u64 - 1, "joining".into());
         }
-    }
-    advance_ms(&mut sim, p.settle_ms);
-    let n = sim.node_count() as u32;
+    });
+    let n = crate::count_u32(sim.node_count());
     // One client application per node, created when the node first subscribes.
     let mut app_of: BTreeMap<u32, usize> = BTreeMap::new();
     let mut sizes = Vec::new();
     let mut subs_total = 0u64;
     for t in 1..=p.topics {
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "at most nodes + 1 (a u64 config value that fits u32: clamped to the node count next)"
+        )]
         let size = ((p.nodes as f64) * (t as f64).powf(-p.zipf_exponent) + 0.5).floor() as u32;
         let size = size.clamp(1, n);
         sizes.push(size);
@@ -147,7 +148,7 @@ pub(super) fn run(
 /// Depth of every subscriber's node in its topic's tree (following parent pointers to the
 /// root) and the number of nodes in each tree.
 fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
-    let by_id: BTreeMap<NodeId, u32> = (0..sim.node_count() as u32)
+    let by_id: BTreeMap<NodeId, u32> = (0..crate::count_u32(sim.node_count()))
         .map(|i| (sim.node(i).id(), i))
         .collect();
     let mut shape = TreeShape {
@@ -158,7 +159,7 @@ fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
     for t in 1..=topics {
         let key = GroupKind::Topic.key(&format!("topic-{t}"));
         let mut count = 0;
-        for i in 0..sim.node_count() as u32 {
+        for i in 0..crate::count_u32(sim.node_count()) {
             let Some(v) = sim.node(i).group_view(key) else {
                 continue;
             };
@@ -250,6 +251,28 @@ fn write_report(
     let ev = sim
         .apps
         .event_stats(Some(GroupKind::Topic), m.from, m.to, settle, grace);
+    let d = delays(sim, m);
+    let ls = link_stress(sim);
+    let load = Load::new(m);
+    let mut w = ReportWriter::new(out, &sc.name, &sc.description);
+    results_section(&mut w, p, sim, m, &d, &ls, &load);
+    targets_section(&mut w, &ev, &d);
+    figures(&mut w, &d, &ls, &load)?;
+    let results = results_json(sc, sim, m, &ev, &d, &ls, &load);
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+}
+
+/// Delay ratios against direct unicast, each sorted.
+struct Delays {
+    stretch: Vec<f64>,
+    rad: Vec<f64>,
+    rmd: Vec<f64>,
+    tree_stretch: Vec<f64>,
+    tree_rad: Vec<f64>,
+    route_stretch: Vec<f64>,
+}
+
+fn delays(sim: &Sim, m: &Measured) -> Delays {
     // Delay stretch per delivery, and per event the relative average and maximum delay
     // penalties (RAD, RMD) against direct unicast from the publisher.
     let mut stretch = Vec::new();
@@ -294,7 +317,7 @@ fn write_report(
     let mut tree_rad = Vec::new();
     let mut route_stretch = Vec::new();
     for (gid, &(t0, root)) in &root_of {
-        let e = &sim.apps.events[*gid as usize];
+        let e = &sim.apps.events[crate::to_usize(*gid)];
         let direct = sim.topology().latency_us(e.node, root);
         if direct > 0 {
             route_stretch.push((t0.as_micros() - e.at.as_micros()) as f64 / direct as f64);
@@ -325,6 +348,25 @@ fn write_report(
     ] {
         v.sort_by(f64::total_cmp);
     }
+    Delays {
+        stretch,
+        rad,
+        rmd,
+        tree_stretch,
+        tree_rad,
+        route_stretch,
+    }
+}
+
+/// Copies of events per physical link used: by the trees and by naive unicast.
+struct LinkStress {
+    scribe_links: Vec<u32>,
+    unicast_links: Vec<u32>,
+    ip_links: u64,
+    scribe_used: u64,
+}
+
+fn link_stress(sim: &Sim) -> LinkStress {
     // Link stress over every event, from the copies the engine logged.
     let mut copies: BTreeMap<u64, Vec<(u32, u32)>> = BTreeMap::new();
     for &(a, b, gid, _, _) in sim.event_log.as_deref().unwrap_or(&[]) {
@@ -333,7 +375,7 @@ fn write_report(
     let (mut scribe_links, mut unicast_links) = (Vec::new(), Vec::new());
     let (mut ip_links, mut scribe_used) = (0u64, 0u64);
     for (gid, c) in &copies {
-        let e = &sim.apps.events[*gid as usize];
+        let e = &sim.apps.events[crate::to_usize(*gid)];
         let members: Vec<u32> = e
             .deliveries
             .keys()
@@ -346,17 +388,79 @@ fn write_report(
             unicast_links.extend(s.unicast);
         }
     }
-    let mean_u32 = |v: &[u32]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64;
-    let forwarders: Vec<u64> = m.forwarded.iter().copied().filter(|&x| x > 0).collect();
-    let mut fwd_sorted = m.forwarded.clone();
-    fwd_sorted.sort_unstable();
-    let mut depths = m.shape.depths.clone();
-    depths.sort_unstable();
-    let mut gpn = m.groups_per_node.clone();
-    gpn.sort_unstable();
-    let q = |v: &[f64], x| quantile(v, x).unwrap_or(f64::NAN);
+    LinkStress {
+        scribe_links,
+        unicast_links,
+        ip_links,
+        scribe_used,
+    }
+}
 
-    let mut w = ReportWriter::new(out, &sc.name, &sc.description);
+fn mean_u32(v: &[u32]) -> f64 {
+    v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len().max(1) as f64
+}
+
+/// What the trees weigh on the nodes, sorted.
+struct Load {
+    /// Events forwarded by each node that forwarded any.
+    forwarders: Vec<u64>,
+    fwd_sorted: Vec<u64>,
+    depths: Vec<u32>,
+    gpn: Vec<u64>,
+}
+
+impl Load {
+    fn new(m: &Measured) -> Self {
+        let forwarders: Vec<u64> = m.forwarded.iter().copied().filter(|&x| x > 0).collect();
+        let mut fwd_sorted = m.forwarded.clone();
+        fwd_sorted.sort_unstable();
+        let mut depths = m.shape.depths.clone();
+        depths.sort_unstable();
+        let mut gpn = m.groups_per_node.clone();
+        gpn.sort_unstable();
+        Load {
+            forwarders,
+            fwd_sorted,
+            depths,
+            gpn,
+        }
+    }
+}
+
+fn q(v: &[f64], x: f64) -> f64 {
+    quantile(v, x).unwrap_or(f64::NAN)
+}
+
+/// The setup, the delay and load table, link stress and the trees' shape.
+fn results_section(
+    w: &mut ReportWriter,
+    p: &Params,
+    sim: &Sim,
+    m: &Measured,
+    d: &Delays,
+    ls: &LinkStress,
+    load: &Load,
+) {
+    let Delays {
+        stretch,
+        rad,
+        rmd,
+        tree_stretch,
+        tree_rad,
+        route_stretch,
+    } = d;
+    let LinkStress {
+        scribe_links,
+        unicast_links,
+        ip_links,
+        scribe_used,
+    } = ls;
+    let Load {
+        forwarders,
+        depths,
+        gpn,
+        ..
+    } = load;
     w.heading("Results");
     w.paragraph(&format!(
         "{} nodes over a {} topology; {} topics, topic i with floor({} × i^-{} + 0.5) subscribers on distinct \
@@ -385,12 +489,12 @@ fn write_report(
     w.table(
         &["metric", "p50", "p90", "p99", "mean", "max"],
         &[
-            stat_row("delay stretch (per delivery)", &stretch),
-            stat_row("RAD (per event)", &rad),
-            stat_row("RMD (per event)", &rmd),
-            stat_row("delay stretch from the root (per delivery)", &tree_stretch),
-            stat_row("RAD from the root (per event)", &tree_rad),
-            stat_row("overlay route stretch, publisher to root", &route_stretch),
+            stat_row("delay stretch (per delivery)", stretch),
+            stat_row("RAD (per event)", rad),
+            stat_row("RMD (per event)", rmd),
+            stat_row("delay stretch from the root (per delivery)", tree_stretch),
+            stat_row("RAD from the root (per event)", tree_rad),
+            stat_row("overlay route stretch, publisher to root", route_stretch),
             stat_row(
                 "tree depth of subscribers",
                 &depths.iter().map(|&d| f64::from(d)).collect::<Vec<_>>(),
@@ -420,7 +524,7 @@ fn write_report(
             vec![
                 "Petal (Scribe trees)".into(),
                 scribe_used.to_string(),
-                ms(&scribe_links),
+                ms(scribe_links),
             ],
             vec![
                 "IP multicast".into(),
@@ -430,7 +534,7 @@ fn write_report(
             vec![
                 "naive unicast".into(),
                 ip_links.to_string(),
-                ms(&unicast_links),
+                ms(unicast_links),
             ],
         ],
     );
@@ -448,7 +552,17 @@ fn write_report(
             / m.shape.tree_nodes.len().max(1) as f64,
         m.shape.loops
     ));
-    let rad50 = q(&rad, 0.5);
+}
+
+/// The targets, and where the delay goes.
+fn targets_section(w: &mut ReportWriter, ev: &crate::oracle::EventStats, d: &Delays) {
+    let Delays {
+        rad,
+        tree_rad,
+        route_stretch,
+        ..
+    } = d;
+    let rad50 = q(rad, 0.5);
     w.targets(&[
         share_target(
             "events delivered to every subscriber exactly once (stable overlay)",
@@ -474,66 +588,104 @@ fn write_report(
          trees follow the overlay's routes, so their delay penalty is the overlay's proximity routing \
          (see the pastry-hops report), paid twice (to the root, then down). Routing-table proximity is \
          where the gap to the Scribe paper lies.",
-        q(&route_stretch, 0.5),
-        q(&tree_rad, 0.5)
+        q(route_stretch, 0.5),
+        q(tree_rad, 0.5)
     ));
+}
+
+/// The delay, link stress and forwarding load CDFs.
+fn figures(w: &mut ReportWriter, d: &Delays, ls: &LinkStress, load: &Load) -> anyhow::Result<()> {
+    let Delays {
+        stretch, rad, rmd, ..
+    } = d;
+    let LinkStress {
+        scribe_links,
+        unicast_links,
+        ..
+    } = ls;
+    let forwarders = &load.forwarders;
     w.cdf_chart(
         "delay_stretch_cdf.png",
-        "Delay stretch and delay penalties",
-        "ratio to direct unicast",
-        &[
-            ("per delivery".into(), stretch.clone()),
-            ("RAD per event".into(), rad.clone()),
-            ("RMD per event".into(), rmd.clone()),
-        ],
+        &CdfChart::new(
+            "Delay stretch and delay penalties",
+            "ratio to direct unicast",
+            &[
+                ("per delivery".into(), stretch.clone()),
+                ("RAD per event".into(), rad.clone()),
+                ("RMD per event".into(), rmd.clone()),
+            ],
+        )
+        .clip_at(0.999),
     )?;
     w.cdf_chart(
         "link_stress_cdf.png",
-        "Copies of an event per physical link used",
-        "copies",
-        &[
-            (
-                "Petal (Scribe trees)".into(),
-                scribe_links.iter().map(|&x| f64::from(x)).collect(),
-            ),
-            (
-                "naive unicast".into(),
-                unicast_links.iter().map(|&x| f64::from(x)).collect(),
-            ),
-        ],
+        &CdfChart::new(
+            "Copies of an event per physical link used",
+            "copies",
+            &[
+                (
+                    "Petal (Scribe trees)".into(),
+                    scribe_links.iter().map(|&x| f64::from(x)).collect(),
+                ),
+                (
+                    "naive unicast".into(),
+                    unicast_links.iter().map(|&x| f64::from(x)).collect(),
+                ),
+            ],
+        )
+        // Naive unicast puts thousands of copies on a few links, most links carry a handful.
+        .log_x(),
     )?;
     w.cdf_chart(
         "forwarding_load_cdf.png",
-        "Events forwarded per forwarding node",
-        "events forwarded",
-        &[(
-            "nodes".into(),
-            forwarders.iter().map(|&x| x as f64).collect(),
-        )],
+        &CdfChart::new(
+            "Events forwarded per forwarding node",
+            "events forwarded",
+            &[(
+                "nodes".into(),
+                forwarders.iter().map(|&x| x as f64).collect(),
+            )],
+        )
+        .log_x(),
     )?;
-    let results = json!({
+    Ok(())
+}
+
+/// The machine-readable results.
+fn results_json(
+    sc: &Scenario,
+    sim: &Sim,
+    m: &Measured,
+    ev: &crate::oracle::EventStats,
+    d: &Delays,
+    ls: &LinkStress,
+    load: &Load,
+) -> serde_json::Value {
+    let depths: Vec<f64> = load.depths.iter().map(|&d| f64::from(d)).collect();
+    json!({
         "scenario": sc.name, "seed": sc.seed,
         "topology": sim.topology().summary(),
         "group_sizes": m.sizes, "subscriptions": m.subs_total, "published": m.published,
         "events": ev,
-        "delay_stretch": summary(&stretch), "rad": summary(&rad), "rmd": summary(&rmd),
-        "delay_stretch_from_root": summary(&tree_stretch), "rad_from_root": summary(&tree_rad),
-        "route_stretch_to_root": summary(&route_stretch),
-        "tree_depth": summary(&depths.iter().map(|&d| f64::from(d)).collect::<Vec<_>>()),
+        "delay_stretch": summary(&d.stretch), "rad": summary(&d.rad), "rmd": summary(&d.rmd),
+        "delay_stretch_from_root": summary(&d.tree_stretch),
+        "rad_from_root": summary(&d.tree_rad),
+        "route_stretch_to_root": summary(&d.route_stretch),
+        "tree_depth": summary(&depths),
         "tree_loops": m.shape.loops,
         "link_stress": {
-            "scribe_links_used": scribe_used, "scribe_mean": mean_u32(&scribe_links),
-            "scribe_max": scribe_links.iter().max(),
-            "ip_multicast_links": ip_links,
-            "unicast_mean": mean_u32(&unicast_links), "unicast_max": unicast_links.iter().max(),
+            "scribe_links_used": ls.scribe_used, "scribe_mean": mean_u32(&ls.scribe_links),
+            "scribe_max": ls.scribe_links.iter().max(),
+            "ip_multicast_links": ls.ip_links,
+            "unicast_mean": mean_u32(&ls.unicast_links),
+            "unicast_max": ls.unicast_links.iter().max(),
         },
-        "forwarding_nodes": forwarders.len(),
-        "forwarded_max": fwd_sorted.last(),
-        "groups_per_node_max": gpn.last(),
+        "forwarding_nodes": load.forwarders.len(),
+        "forwarded_max": load.fwd_sorted.last(),
+        "groups_per_node_max": load.gpn.last(),
         "node_counters": node_counters(sim),
         "trace_hash": format!("{:016x}", sim.trace_hash()),
-    });
-    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+    })
 }
 
 fn stat_row(name: &str, sorted: &[f64]) -> Vec<String> {

@@ -1,321 +1,181 @@
-//! `turmoil`: the real stack (petal-node's runtime, petal-client applications) on simulated
-//! hosts and TCP ([`crate::realstack`]), with crashes, restarts, partitions and heals, judged by
-//! the discrete-event simulator's oracles over what the applications observed.
-//!
-//! Requests, events and tunnels are judged over the whole workload and, separately, outside
-//! the fault windows (from each crash, restart or partition until `fault_guard_s` after it or
-//! after its heal), where the overlay is expected to be whole: there every judged request is
-//! answered, every stable recipient gets every event exactly once and every tunnel completes.
+//! The turmoil report: setup, results by window, targets, counters and figures.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use petal_core::Time;
-use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{core_counters, finish, pct, share_target, zero_target};
-use super::{Outcome, Progress, Scenario};
-use crate::apps::{Apps, EventRecord, OutcomeKind, TunnelEnd};
-use crate::oracle::{EventStats, RequestStats, TunnelStats};
-use crate::realstack::{
-    Fault, FaultKind, PartitionMode, RunConfig, RunResult, SeedPattern, WorkloadParams,
+use super::Params;
+use super::faults::{Faults, quiet_timeouts};
+use crate::apps::{Apps, TunnelEnd};
+use crate::realstack::{FaultKind, PartitionMode, RunConfig, RunResult, SeedPattern};
+use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
+use crate::scenario::common::{
+    Window, core_counters, delivery_series, finish, pct, per_second_json, share_target, zero_target,
 };
-use crate::report::{LineChart, ReportWriter, TargetRow, Verdict};
+use crate::scenario::{Outcome, Scenario};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    /// Hosts (one node and two applications each).
-    nodes: u32,
-    /// Host `i` boots `i * join_spacing_ms` after the start.
-    join_spacing_ms: u64,
-    /// From the start until the workload begins.
-    settle_s: u64,
-    /// The workload's length (fault times count from its start).
-    run_s: u64,
-    /// After the workload, for outstanding work to end.
-    drain_s: u64,
-    /// Turmoil's tick in microseconds (default 1000).
-    #[serde(default = "default_tick_us")]
-    tick_us: u64,
-    /// One-way latency range between hosts, milliseconds.
-    latency_ms: [u64; 2],
-    /// Event oracle: a recipient must be present this long before an event...
-    event_settle_s: u64,
-    /// ... and this long after it.
-    event_grace_s: u64,
-    /// A fault's window lasts until this long after it (after the heal, for a partition).
-    fault_guard_s: u64,
-    /// Target: fraction of judged requests outside fault windows answered.
-    answered_target: f64,
-    /// Targets inside fault windows (required when there are faults): fraction of judged
-    /// requests answered...
-    #[serde(default)]
-    fault_answered_target: Option<f64>,
-    /// ... fraction of expected event deliveries made exactly once...
-    #[serde(default)]
-    fault_events_target: Option<f64>,
-    /// ... and the longest time to recovery, seconds: from a fault (a partition: its heal)
-    /// until the last request issued in its window that was not answered.
-    #[serde(default)]
-    recovery_target_s: Option<f64>,
-    workload: WorkloadParams,
-    #[serde(default)]
-    faults: Vec<Fault>,
-    /// `drop` (default: segments between the sides are lost) or `hold` (delivered at the heal).
-    #[serde(default)]
-    partition_mode: PartitionMode,
-    /// Nodes find each other by multicast discovery beacons, with no seeds.
-    #[serde(default)]
-    discovery: bool,
-    /// `first` (default: every host seeds to host 0) or `chain` (host k seeds to a random
-    /// earlier host).
-    #[serde(default)]
-    seeds: SeedPattern,
+/// What the run measured, cut into the windows the report judges.
+struct Measured<'a> {
+    p: &'a Params,
+    r: &'a RunResult,
+    f: Faults,
+    /// Whole workload, outside fault windows, inside them.
+    phases: [(&'static str, Window); 3],
+    /// One window per second of the workload.
+    buckets: Vec<Window>,
+    /// The records outside every fault window.
+    quiet_apps: Apps,
 }
 
-fn default_tick_us() -> u64 {
-    1000
-}
-
-/// What one window of the run saw.
-struct Window {
-    requests: RequestStats,
-    events: EventStats,
-    tunnels: TunnelStats,
-}
-
-/// When the overlay is not expected to be whole, and who was on which side of partitions.
-struct Faults {
-    windows: Vec<(Time, Time)>,
-    /// Each fault: what it was, when service should be back from (the fault, or a
-    /// partition's heal), and its window.
-    faults: Vec<(String, Time, (Time, Time))>,
-    /// Partitions: (from, to, hosts cut off).
-    cuts: Vec<(Time, Time, Vec<u32>)>,
-    settle: Duration,
-    grace: Duration,
-}
-
-fn overlaps(a: (Time, Time), b: (Time, Time)) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
-}
-
-impl Faults {
-    fn new(r: &RunResult, p: &Params) -> Self {
-        let guard = Duration::from_secs(p.fault_guard_s);
-        let mut faults: Vec<(String, Time, (Time, Time))> = Vec::new();
-        for (what, list) in [("crash", &r.crashes), ("restart", &r.restarts)] {
-            for &(t, host) in list {
-                faults.push((format!("{what} n{host}"), t, (t, t + guard)));
-            }
-        }
-        for (a, b, side) in &r.partitions {
-            faults.push((
-                format!("partition of {} hosts", side.len()),
-                *b,
-                (*a, *b + guard),
-            ));
-        }
-        faults.sort_by_key(|f| (f.2, f.1));
-        let mut windows: Vec<(Time, Time)> = faults.iter().map(|f| f.2).collect();
-        windows.sort();
-        Faults {
-            windows,
-            faults,
-            cuts: r.partitions.clone(),
-            settle: Duration::from_secs(p.event_settle_s),
-            grace: Duration::from_secs(p.event_grace_s),
-        }
-    }
-
-    fn quiet(&self, span: (Time, Time)) -> bool {
-        !self.windows.iter().any(|&w| overlaps(w, span))
-    }
-
-    fn event_span(&self, e: &EventRecord) -> (Time, Time) {
-        let from = Time::from_micros(
-            e.at.as_micros()
-                .saturating_sub(self.settle.as_micros() as u64),
-        );
-        (from, e.at + self.grace)
-    }
-
-    /// Whether recipient host `node` counts for event `e`: during a partition (and around it),
-    /// only recipients on the publisher's side.
-    fn counts(&self, e: &EventRecord, node: u32) -> bool {
-        let span = self.event_span(e);
-        self.cuts.iter().all(|(a, b, side)| {
-            !overlaps((*a, *b), span) || side.contains(&e.node) == side.contains(&node)
-        })
-    }
-
-    /// The records of `apps` that lie outside every fault window (`quiet`), or that touch
-    /// one (`!quiet`).
-    fn split_apps(&self, apps: &Apps, end: Time, quiet: bool) -> Apps {
-        let mut q = Apps::default();
-        q.list = apps.list.clone();
-        q.deaths = apps.deaths.clone();
-        q.requests = apps
-            .requests
-            .iter()
-            .filter(|r| self.quiet((r.start, r.deadline)) == quiet)
-            .cloned()
+impl<'a> Measured<'a> {
+    fn new(p: &'a Params, r: &'a RunResult) -> Self {
+        let apps = &r.rec.apps;
+        let f = Faults::new(r, p);
+        let (from, to) = (r.work_from, r.work_until);
+        let window = |a: &Apps, from: Time, to: Time| Window {
+            requests: a.request_stats(from, to, r.end),
+            events: a.event_stats_where(None, from, to, f.settle, f.grace, |e, n| f.counts(e, n)),
+            tunnels: a.tunnel_stats(from, to),
+        };
+        let quiet_apps = f.split_apps(apps, r.end, true);
+        let fault_apps = f.split_apps(apps, r.end, false);
+        let phases = [
+            ("whole workload", window(apps, from, to)),
+            ("outside fault windows", window(&quiet_apps, from, to)),
+            ("inside fault windows", window(&fault_apps, from, to)),
+        ];
+        let buckets: Vec<Window> = (0..p.run_s)
+            .map(|s| {
+                let a = from + Duration::from_secs(s);
+                window(apps, a, a + Duration::from_secs(1))
+            })
             .collect();
-        q.events = apps
-            .events
-            .iter()
-            .filter(|e| self.quiet(self.event_span(e)) == quiet)
-            .cloned()
-            .collect();
-        q.tunnels = apps
+        Measured {
+            p,
+            r,
+            f,
+            phases,
+            buckets,
+            quiet_apps,
+        }
+    }
+
+    /// Seconds from the workload's start to `t`.
+    fn since(&self, t: Time) -> f64 {
+        t.saturating_since(self.r.work_from).as_secs_f64()
+    }
+}
+
+/// The state of the run at its end, beyond the windows' judgements.
+struct EndState<'a> {
+    /// Tunnels still running whose opener lives: nothing ended them (a hang).
+    hung: usize,
+    errors: u64,
+    stray: u64,
+    /// Live nodes at the end.
+    up: usize,
+    want_leaf: usize,
+    /// The last sample of each live node (at most 1 s old).
+    last: Vec<&'a petal_node::StatsSnapshot>,
+    /// Live nodes ready with a full leaf set.
+    converged: usize,
+    unexpected_replies: u64,
+    unexpected_confirms: u64,
+    recoveries: Vec<(String, Duration)>,
+}
+
+impl<'a> EndState<'a> {
+    fn new(m: &Measured<'a>, cfg: &RunConfig) -> Self {
+        let (p, r, f) = (m.p, m.r, &m.f);
+        let apps = &r.rec.apps;
+        // Tunnels still running whose opener lives: nothing ended them (a hang).
+        let hung = apps
             .tunnels
             .iter()
-            .filter(|t| self.quiet((t.start, t.end_at.unwrap_or(end))) == quiet)
-            .cloned()
+            .filter(|t| t.end == TunnelEnd::Running && apps.list[t.opener].until.is_none())
+            .count();
+        let errors: u64 = r.rec.errors.values().sum();
+        let stray = apps.stray_events;
+        // Live nodes at the end: ready, with a full leaf set (their last sample, at most 1 s old).
+        let up = p.nodes as usize - r.down_at_end.len();
+        let want_leaf = cfg.core.leaf_set_size.min(up.saturating_sub(1));
+        let last: Vec<&petal_node::StatsSnapshot> = (0..p.nodes)
+            .filter(|h| !r.down_at_end.contains(h))
+            .filter_map(|h| r.rec.node_stats.range((h, 0)..=(h, u32::MAX)).next_back())
+            .map(|(_, s)| s)
             .collect();
-        q
-    }
-
-    /// Time to recovery of each fault: from the fault (a partition: its heal) until the issue
-    /// of the last judged request charged to it that was not answered (0 when that request
-    /// came before it, or there was none), as of `now`. A request is charged to the latest
-    /// fault that began before its deadline, if its issue falls in that fault's window.
-    fn recoveries(&self, apps: &Apps, now: Time) -> Vec<(String, Duration)> {
-        let charged_to = |r: &crate::apps::RequestRecord| {
-            self.faults
-                .iter()
-                .map(|f| f.2.0)
-                .filter(|a| *a <= r.deadline)
-                .max()
-        };
-        self.faults
+        let converged = last
             .iter()
-            .map(|(what, from, (a, b))| {
-                let last = apps
-                    .requests
-                    .iter()
-                    .filter(|r| r.start < *b && charged_to(r) == Some(*a))
-                    .filter(|r| judged(apps, r, now))
-                    .filter(|r| !matches!(r.outcome, Some((k, _)) if k != OutcomeKind::Timeout))
-                    .map(|r| r.start)
-                    .max();
-                let rec = last.map_or(Duration::ZERO, |t| t.saturating_since(*from));
-                (what.clone(), rec)
-            })
-            .collect()
-    }
-}
-
-/// Whether the request oracle judges `r` as of `now`: its requester lived until a second past
-/// its deadline.
-fn judged(apps: &Apps, r: &crate::apps::RequestRecord, now: Time) -> bool {
-    let horizon = r.deadline + Duration::from_secs(1);
-    apps.list[r.app].until.is_none_or(|u| u > horizon) && horizon <= now
-}
-
-/// Timed-out judged requests of `quiet` (records outside fault windows), by (requester's
-/// host, host of the member it reached, whether a partition separated them), judged as of
-/// `now` (as the request oracle does).
-fn quiet_timeouts(quiet: &Apps, f: &Faults, now: Time) -> BTreeMap<(u32, Option<u32>, bool), u64> {
-    let mut m = BTreeMap::new();
-    for r in &quiet.requests {
-        if !judged(quiet, r, now) || !matches!(r.outcome, Some((OutcomeKind::Timeout, _))) {
-            continue;
+            .filter(|s| s.ready && s.leaf_set >= want_leaf)
+            .count();
+        // What the client library saw that no outcome shows: a second REPLY for a request (the
+        // library hands the first to its caller and drops the rest), a second tunnel confirm.
+        let (unexpected_replies, unexpected_confirms) =
+            r.rec.client_stats.values().fold((0u64, 0u64), |(a, b), s| {
+                (a + s.unexpected_replies, b + s.unexpected_confirms)
+            });
+        EndState {
+            hung,
+            errors,
+            stray,
+            up,
+            want_leaf,
+            last,
+            converged,
+            unexpected_replies,
+            unexpected_confirms,
+            recoveries: f.recoveries(apps, r.end),
         }
-        let from = quiet.list[r.app].node;
-        let to = r.served_by.map(|a| quiet.list[a].node);
-        let cut = to.is_some_and(|to| {
-            f.cuts
-                .iter()
-                .any(|(_, _, side)| side.contains(&from) != side.contains(&to))
-        });
-        *m.entry((from, to, cut)).or_default() += 1;
     }
-    m
 }
 
-pub(super) fn run(
-    sc: &Scenario,
-    node: petal_core::Config,
-    out: &Path,
-    progress: &Progress,
-) -> anyhow::Result<Outcome> {
-    let p: Params = sc.params()?;
-    for (name, v) in [
-        ("answered_target", Some(p.answered_target)),
-        ("fault_answered_target", p.fault_answered_target),
-        ("fault_events_target", p.fault_events_target),
-    ] {
-        anyhow::ensure!(
-            v.is_none_or(|v| (0.0..=1.0).contains(&v)),
-            "{name} must be in [0, 1]"
-        );
-    }
-    anyhow::ensure!(
-        p.faults.is_empty()
-            || (p.fault_answered_target.is_some()
-                && p.fault_events_target.is_some()
-                && p.recovery_target_s.is_some()),
-        "a scenario with faults sets fault_answered_target, fault_events_target and recovery_target_s"
-    );
-    let cfg = RunConfig {
-        seed: sc.seed,
-        nodes: p.nodes,
-        core: node.clone(),
-        join_spacing: Duration::from_millis(p.join_spacing_ms),
-        settle: Duration::from_secs(p.settle_s),
-        run: Duration::from_secs(p.run_s),
-        drain: Duration::from_secs(p.drain_s),
-        tick: Duration::from_micros(p.tick_us),
-        latency: p.latency_ms.map(Duration::from_millis),
-        workload: p.workload.clone(),
-        faults: p.faults.clone(),
-        partition_mode: p.partition_mode,
-        discovery: p.discovery,
-        seeds: p.seeds,
-    };
-    progress.set_len(cfg.end().as_secs());
-    let r = crate::realstack::run_with_progress(&cfg, &mut |t| {
-        progress.set(t.as_secs(), "simulated seconds".into());
-    })?;
-    progress.finish();
-    write_report(sc, &p, &cfg, &r, out)
-}
-
-fn write_report(
+pub(super) fn write_report(
     sc: &Scenario,
     p: &Params,
     cfg: &RunConfig,
     r: &RunResult,
-    out: &Path,
+    out: &std::path::Path,
 ) -> anyhow::Result<Outcome> {
-    let apps = &r.rec.apps;
-    let f = Faults::new(r, p);
-    let (from, to) = (r.work_from, r.work_until);
-    let window = |a: &Apps, from: Time, to: Time| Window {
-        requests: a.request_stats(from, to, r.end),
-        events: a.event_stats_where(None, from, to, f.settle, f.grace, |e, n| f.counts(e, n)),
-        tunnels: a.tunnel_stats(from, to),
-    };
-    let quiet_apps = f.split_apps(apps, r.end, true);
-    let fault_apps = f.split_apps(apps, r.end, false);
-    let phases = [
-        ("whole workload", window(apps, from, to)),
-        ("outside fault windows", window(&quiet_apps, from, to)),
-        ("inside fault windows", window(&fault_apps, from, to)),
-    ];
-    let buckets: Vec<Window> = (0..p.run_s)
-        .map(|s| {
-            let a = from + Duration::from_secs(s);
-            window(apps, a, a + Duration::from_secs(1))
-        })
-        .collect();
-    let since = |t: Time| t.saturating_since(from).as_secs_f64();
-
+    let m = Measured::new(p, r);
     let mut w = ReportWriter::new(out, &sc.name, &sc.description);
+    setup_section(&mut w, p);
+    let json_phases = results_section(&mut w, &m.phases);
+    let end = EndState::new(&m, cfg);
+    let targets = targets(&m, &end);
+    recovery_table(&mut w, &m, &end.recoveries);
+    w.targets(&targets);
+    let stale = quiet_timeouts(&m.quiet_apps, &m.f, r.end);
+    timeouts_and_errors(&mut w, r, &stale);
+    let counters = counters_section(&mut w, r);
+    figures(&mut w, p, &m)?;
+    let results = results_json(sc, &m, &end, json_phases, &stale, &counters, &w);
+    let messages: u64 = r
+        .rec
+        .node_stats
+        .values()
+        .map(|s| s.core.messages_sent)
+        .sum();
+    let mut outcome = finish(&w, &results, r.steps, messages)?;
+    let sim_s = cfg.end().as_secs_f64();
+    let wall_s = r.wall.as_secs_f64();
+    outcome.perf = json!({
+        "hosts": p.nodes,
+        "simulated_s": sim_s,
+        "harness_wall_s": wall_s,
+        "wall_ms_per_simulated_s": wall_s * 1000.0 / sim_s.max(1e-9),
+        "turmoil_steps": r.steps,
+        "steps_per_wall_s": r.steps as f64 / wall_s.max(1e-9),
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    Ok(outcome)
+}
+
+/// The setup: hosts, seeds, latency, timing, workload, oracles and the faults.
+fn setup_section(w: &mut ReportWriter, p: &Params) {
     w.heading("Setup");
     w.paragraph(&format!(
         "The real stack on simulated machines: {} turmoil hosts, each running petal-node's runtime (the \
@@ -392,11 +252,17 @@ fn write_report(
         );
         w.table(&["at (s)", "action", "hosts"], &rows);
     }
+}
 
+/// The results table, one row per window; returns the windows' JSON.
+fn results_section(
+    w: &mut ReportWriter,
+    phases: &[(&'static str, Window); 3],
+) -> serde_json::Map<String, serde_json::Value> {
     w.heading("Results");
     let mut rows = Vec::new();
     let mut json_phases = serde_json::Map::new();
-    for (name, ph) in &phases {
+    for (name, ph) in phases {
         let (q, e, t) = (&ph.requests, &ph.events, &ph.tunnels);
         rows.push(vec![
             name.to_string(),
@@ -413,7 +279,7 @@ fn write_report(
         ]);
         json_phases.insert(
             name.replace(' ', "_"),
-            super::common::messaging_window_json(q, e, t),
+            crate::scenario::common::messaging_window_json(q, e, t),
         );
     }
     w.table(
@@ -439,35 +305,26 @@ fn write_report(
     if !reasons.is_empty() {
         w.paragraph(&format!("Tunnel failure reasons: {}.", reasons.join("; ")));
     }
+    json_phases
+}
 
-    // Tunnels still running whose opener lives: nothing ended them (a hang).
-    let hung = apps
-        .tunnels
-        .iter()
-        .filter(|t| t.end == TunnelEnd::Running && apps.list[t.opener].until.is_none())
-        .count();
-    let errors: u64 = r.rec.errors.values().sum();
-    let stray = apps.stray_events;
-    // Live nodes at the end: ready, with a full leaf set (their last sample, at most 1 s old).
-    let up = p.nodes as usize - r.down_at_end.len();
-    let want_leaf = cfg.core.leaf_set_size.min(up.saturating_sub(1));
-    let last: Vec<&petal_node::StatsSnapshot> = (0..p.nodes)
-        .filter(|h| !r.down_at_end.contains(h))
-        .filter_map(|h| r.rec.node_stats.range((h, 0)..=(h, u32::MAX)).next_back())
-        .map(|(_, s)| s)
-        .collect();
-    let converged = last
-        .iter()
-        .filter(|s| s.ready && s.leaf_set >= want_leaf)
-        .count();
-    let (all, quiet, faulty) = (&phases[0].1, &phases[1].1, &phases[2].1);
-    // What the client library saw that no outcome shows: a second REPLY for a request (the
-    // library hands the first to its caller and drops the rest), a second tunnel confirm.
-    let (unexpected_replies, unexpected_confirms) =
-        r.rec.client_stats.values().fold((0u64, 0u64), |(a, b), s| {
-            (a + s.unexpected_replies, b + s.unexpected_confirms)
-        });
-    let recoveries = f.recoveries(apps, r.end);
+/// The target rows: no violation in the whole workload, everything working outside fault
+/// windows, the fault targets when there are faults, and the state at the end.
+fn targets(m: &Measured<'_>, end: &EndState<'_>) -> Vec<TargetRow> {
+    let (p, r) = (m.p, m.r);
+    let (all, quiet, faulty) = (&m.phases[0].1, &m.phases[1].1, &m.phases[2].1);
+    let EndState {
+        hung,
+        errors,
+        stray,
+        up,
+        want_leaf,
+        converged,
+        unexpected_replies,
+        unexpected_confirms,
+        ..
+    } = *end;
+    let (last, recoveries) = (&end.last, &end.recoveries);
     let mut targets = vec![
         zero_target(
             "judged requests without exactly one outcome, whole workload",
@@ -583,6 +440,12 @@ fn write_report(
             Verdict::Info,
         ),
     ]);
+    targets
+}
+
+/// The time to recovery of each fault (none without faults).
+fn recovery_table(w: &mut ReportWriter, m: &Measured<'_>, recoveries: &[(String, Duration)]) {
+    let f = &m.f;
     if !recoveries.is_empty() {
         w.subheading("Time to recovery");
         w.paragraph(
@@ -597,15 +460,21 @@ fn write_report(
             .map(|((what, d), (_, at, _))| {
                 vec![
                     what.clone(),
-                    format!("{:.1}", since(*at)),
+                    format!("{:.1}", m.since(*at)),
                     format!("{:.2}", d.as_secs_f64()),
                 ]
             })
             .collect();
         w.table(&["fault", "service due back at (s)", "recovery (s)"], &rows);
     }
-    w.targets(&targets);
-    let stale = quiet_timeouts(&quiet_apps, &f, r.end);
+}
+
+/// Timeouts outside fault windows, then application errors and retried attachments.
+fn timeouts_and_errors(
+    w: &mut ReportWriter,
+    r: &RunResult,
+    stale: &BTreeMap<(u32, Option<u32>, bool), u64>,
+) {
     if !stale.is_empty() {
         w.subheading("Timeouts outside fault windows");
         w.paragraph(
@@ -655,8 +524,13 @@ fn write_report(
             },
         ));
     }
+}
 
-    // Counters of every node incarnation (last sample of each) and of every connection.
+/// Counters of every node incarnation (last sample of each) and of every connection.
+type Counters = [BTreeMap<&'static str, u64>; 3];
+
+/// The counters table; returns the runtime, core and client counters.
+fn counters_section(w: &mut ReportWriter, r: &RunResult) -> Counters {
     let core = core_counters(r.rec.node_stats.values().map(|s| &s.core));
     let mut runtime: BTreeMap<&'static str, u64> = BTreeMap::new();
     for s in r.rec.node_stats.values() {
@@ -695,7 +569,12 @@ fn write_report(
             })
             .collect();
     w.table(&["layer", "counter", "value"], &counter_rows);
+    [runtime, core, client]
+}
 
+/// The request latency CDF and delivery per second.
+fn figures(w: &mut ReportWriter, p: &Params, m: &Measured<'_>) -> anyhow::Result<()> {
+    let (all, buckets) = (&m.phases[0].1, &m.buckets);
     w.heading("Figures");
     let lat: Vec<f64> = all
         .requests
@@ -705,17 +584,14 @@ fn write_report(
         .collect();
     w.cdf_chart(
         "request_latency_cdf.png",
-        "Request latency (answered requests, whole workload)",
-        "milliseconds",
-        &[("requests".to_string(), lat)],
+        &CdfChart::new(
+            "Request latency (answered requests, whole workload)",
+            "milliseconds",
+            &[("requests".to_string(), lat)],
+        )
+        // Faults leave a tail of slow answers (seconds, where most take milliseconds).
+        .log_x(),
     )?;
-    let series = |f: &dyn Fn(&Window) -> Option<f64>| -> Vec<(f64, f64)> {
-        buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(s, b)| f(b).map(|v| (s as f64, v * 100.0)))
-            .collect()
-    };
     let fault_times: Vec<String> = p
         .faults
         .iter()
@@ -726,29 +602,45 @@ fn write_report(
     } else {
         format!("Delivery per second ({} s)", fault_times.join(", "))
     };
-    let c = LineChart::new(title, "seconds after the workload starts", "%")
-        .series(
-            "requests answered",
-            series(&|b| (b.requests.judged > 0).then(|| b.requests.answered_ratio())),
-        )
-        .series(
-            "events delivered once",
-            series(&|b| (b.events.expected > 0).then(|| b.events.delivered_ratio())),
-        );
+    let [answered, delivered] = delivery_series(buckets);
+    let c = Frame::new(title, "seconds after the workload starts", "%")
+        .lines()
+        .percent()
+        .series("requests answered", answered)
+        .series("events delivered once", delivered);
     w.line_chart("delivery_per_second.png", &c)?;
     w.paragraph(
         "Wall-clock cost (wall time per simulated second, turmoil steps per second) is in \
          `perf.json` beside this report: it depends on the machine, unlike this report and \
          `results.json`.",
     );
+    Ok(())
+}
 
-    let messages: u64 = r
-        .rec
-        .node_stats
-        .values()
-        .map(|s| s.core.messages_sent)
-        .sum();
-    let results = json!({
+/// The machine-readable results.
+fn results_json(
+    sc: &Scenario,
+    m: &Measured<'_>,
+    end: &EndState<'_>,
+    json_phases: serde_json::Map<String, serde_json::Value>,
+    stale: &BTreeMap<(u32, Option<u32>, bool), u64>,
+    counters: &Counters,
+    w: &ReportWriter,
+) -> serde_json::Value {
+    let (p, r, f, buckets) = (m.p, m.r, &m.f, &m.buckets);
+    let since = |t: Time| m.since(t);
+    let [runtime, core, client] = counters;
+    let EndState {
+        hung,
+        stray,
+        up,
+        converged,
+        unexpected_replies,
+        unexpected_confirms,
+        ref recoveries,
+        ..
+    } = *end;
+    json!({
         "scenario": sc.name, "seed": sc.seed, "nodes": p.nodes,
         "trace_hash": r.trace_hash,
         "windows": json_phases,
@@ -771,30 +663,9 @@ fn write_report(
         "runtime_counters": runtime,
         "core_counters": core,
         "client_counters": client,
-        "per_second": buckets.iter().enumerate().map(|(s, b)| json!({
-            "t_s": s,
-            "requests_judged": b.requests.judged,
-            "requests_answered_ratio": b.requests.answered_ratio(),
-            "events_expected": b.events.expected,
-            "events_delivered_ratio": b.events.delivered_ratio(),
-        })).collect::<Vec<_>>(),
+        "per_second": per_second_json(buckets),
         "targets": w.target_rows().iter().map(|t| json!({
             "metric": t.name, "target": t.target, "measured": t.measured, "verdict": t.verdict.label(),
         })).collect::<Vec<_>>(),
-    });
-    let mut outcome = finish(&w, &results, r.steps, messages)?;
-    let sim_s = cfg.end().as_secs_f64();
-    let wall_s = r.wall.as_secs_f64();
-    outcome.perf = json!({
-        "hosts": p.nodes,
-        "simulated_s": sim_s,
-        "harness_wall_s": wall_s,
-        "wall_ms_per_simulated_s": wall_s * 1000.0 / sim_s.max(1e-9),
-        "turmoil_steps": r.steps,
-        "steps_per_wall_s": r.steps as f64 / wall_s.max(1e-9),
     })
-    .as_object()
-    .cloned()
-    .unwrap_or_default();
-    Ok(outcome)
 }

@@ -20,6 +20,10 @@
 //! - [`scenario`]: scenario files and their runners.
 //! - [`report`]: Markdown, JSON and PNG report writing.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 pub mod apps;
 pub mod engine;

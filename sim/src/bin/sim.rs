@@ -18,6 +18,10 @@
 //! first), so a scenario's report must not depend on which scenarios ran before it. A single
 //! file runs in this process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    warn(clippy::cast_possible_truncation, clippy::too_many_lines)
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -125,6 +125,13 @@ fn main() -> anyhow::Result<()> {
         });
         if let Some(m) = perf.as_object_mut() {
             m.extend(outcome.perf.clone());
+            if let Some(rss) = peak_rss_bytes() {
+                m.insert("peak_rss_bytes".into(), rss.into());
+                let nodes = m.get("nodes").and_then(serde_json::Value::as_u64);
+                if let Some(n) = nodes.filter(|&n| n > 0) {
+                    m.insert("bytes_per_node".into(), (rss / n).into());
+                }
+            }
         }
         std::fs::write(
             dir.join("perf.json"),
@@ -234,4 +241,14 @@ fn read_index(out: &Path) -> Vec<Indexed> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
+}
+
+/// This process's peak resident set size (Linux: `VmHWM` in /proc/self/status); `None` where
+/// the system does not say. Each scenario of a directory runs in its own process, so this is
+/// the scenario's own peak.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -239,6 +239,13 @@ pub(crate) fn finish(
     })
 }
 
+/// Records in the outcome's `perf.json` figures how many simulated nodes the run held (node
+/// slots, alive or not: what its memory is spent on), so that `sim` can report bytes per node.
+pub(crate) fn with_nodes(mut outcome: Outcome, nodes: usize) -> Outcome {
+    outcome.perf.insert("nodes".into(), nodes.into());
+    outcome
+}
+
 /// Messaging counters of `petal_core::Stats`, summed over every node (alive or not), by name:
 /// what dropped, expired, was replayed or repaired inside the nodes.
 pub(crate) fn node_counters(sim: &Sim) -> std::collections::BTreeMap<&'static str, u64> {

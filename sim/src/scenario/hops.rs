@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{finish, grow, lookup_burst, pct};
+use super::common::{finish, grow, lookup_burst, pct, with_nodes};
 use super::{Outcome, Progress, Scenario};
 use crate::engine::Sim;
 use crate::metrics::{Metrics, quantile};
@@ -220,6 +220,7 @@ fn write_report(
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     });
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+        .map(|o| with_nodes(o, sim.node_count()))
 }
 
 /// The hop distribution, mean hops against size, and route stretch.

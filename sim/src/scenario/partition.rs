@@ -8,7 +8,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{finish, grow, pct};
+use super::common::{finish, grow, pct, with_nodes};
 use super::{Outcome, Progress, Scenario};
 use crate::metrics::Metrics;
 use crate::report::{Frame, ReportWriter, TargetRow, Verdict};
@@ -173,4 +173,5 @@ pub(super) fn run(
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     });
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+        .map(|o| with_nodes(o, sim.node_count()))
 }

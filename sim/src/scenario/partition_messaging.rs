@@ -17,7 +17,7 @@ use super::app_workload::{
 };
 use super::common::{
     Levels, STEP_MS, Window, advance_ms, delivery_series, finish, grow, messaging_targets, pct,
-    per_second_json, warm_up, zero_target,
+    per_second_json, warm_up, with_nodes, zero_target,
 };
 use super::{Outcome, Progress, Scenario};
 use crate::apps::EventRecord;
@@ -329,6 +329,7 @@ fn write_report(
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     });
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+        .map(|o| with_nodes(o, sim.node_count()))
 }
 
 /// The table of phases with its notes; returns the phases' JSON and targets.

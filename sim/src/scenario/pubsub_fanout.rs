@@ -12,7 +12,9 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{advance_ms, finish, grow, node_counters, pct, share_target, zero_target};
+use super::common::{
+    advance_ms, finish, grow, node_counters, pct, share_target, with_nodes, zero_target,
+};
 use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::Sim;
@@ -260,6 +262,7 @@ fn write_report(
     figures(&mut w, &d, &ls, &load)?;
     let results = results_json(sc, sim, m, &ev, &d, &ls, &load);
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+        .map(|o| with_nodes(o, sim.node_count()))
 }
 
 /// Delay ratios against direct unicast, each sorted.

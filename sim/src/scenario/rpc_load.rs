@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::common::{
-    advance_ms, finish, grow, ms_quantiles, node_counters, pct, share_target, zero_target,
+    advance_ms, finish, grow, ms_quantiles, node_counters, pct, share_target, with_nodes,
+    zero_target,
 };
 use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
@@ -218,6 +219,7 @@ fn write_report(
         "trace_hash": format!("{:016x}", sim.trace_hash()),
     });
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+        .map(|o| with_nodes(o, sim.node_count()))
 }
 
 fn ms(v: Option<u64>) -> String {

@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::packet_encoding;
 use super::{Fields, Limits, Reader, RelayError, Sink, Stop, decode_with, op};
 
 /// Packets a client sends to its node.
@@ -118,17 +119,9 @@ impl ClientPacket {
             ClientPacket::TunClose { .. } => op::TUN_CLOSE,
         }
     }
-
-    /// Appends exactly the packet's wire bytes to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        Fields::encode(self, out);
-    }
-
-    /// The exact number of bytes [`encode`](Self::encode) appends.
-    pub fn encoded_len(&self) -> usize {
-        Fields::encoded_len(self)
-    }
 }
+
+packet_encoding!(ClientPacket);
 
 impl Fields for ClientPacket {
     fn write<S: Sink>(&self, s: &mut S) {

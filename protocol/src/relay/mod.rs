@@ -207,6 +207,25 @@ impl Sink for Vec<u8> {
 /// Counts bytes instead of writing them.
 struct Count(usize);
 
+/// The public `encode` and `encoded_len` of a packet type, over its [`Fields`] (which stays
+/// private: a packet's fields are written one way only).
+macro_rules! packet_encoding {
+    ($packet:ty) => {
+        impl $packet {
+            /// Appends exactly the packet's wire bytes to `out`.
+            pub fn encode(&self, out: &mut Vec<u8>) {
+                Fields::encode(self, out);
+            }
+
+            /// The exact number of bytes [`encode`](Self::encode) appends.
+            pub fn encoded_len(&self) -> usize {
+                Fields::encoded_len(self)
+            }
+        }
+    };
+}
+use packet_encoding;
+
 /// A packet that walks its fields into a [`Sink`]: its wire bytes and their count come from the
 /// same code.
 trait Fields {

@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::packet_encoding;
 use super::{Fields, Limits, Reader, RelayError, Sink, Stop, decode_with, op};
 
 /// The outcome carried by a node's REPLY.
@@ -123,17 +124,9 @@ impl NodePacket {
             NodePacket::TunClose { .. } => op::TUN_CLOSE,
         }
     }
-
-    /// Appends exactly the packet's wire bytes to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        Fields::encode(self, out);
-    }
-
-    /// The exact number of bytes [`encode`](Self::encode) appends.
-    pub fn encoded_len(&self) -> usize {
-        Fields::encoded_len(self)
-    }
 }
+
+packet_encoding!(NodePacket);
 
 impl Fields for NodePacket {
     fn write<S: Sink>(&self, s: &mut S) {

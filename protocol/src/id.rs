@@ -19,7 +19,13 @@ pub const DIGITS: usize = (128 / DIGIT_BITS) as usize;
 macro_rules! ring_id {
     ($name:ident, $doc:literal) => {
         #[doc = $doc]
+        ///
+        /// Aligned to 8 bytes, not to a `u128`'s 16: every table of ids (routing-table rows,
+        /// per-peer maps, timer entries) would otherwise pad each entry to a multiple of 16.
+        /// Read the value with [`Self::get`] (or by copy: `{ id.0 }`); a reference to the
+        /// field is refused by the compiler.
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[repr(C, packed(8))]
         pub struct $name(pub u128);
 
         impl $name {
@@ -53,7 +59,7 @@ macro_rules! ring_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{:032x}", self.0)
+                write!(f, "{:032x}", { self.0 })
             }
         }
     };
@@ -189,9 +195,20 @@ mod tests {
     }
 
     #[test]
+    fn ids_pack_to_eight_byte_alignment() {
+        // Tables of ids (routing rows, peer maps, timer keys) rely on it.
+        assert_eq!(std::mem::size_of::<NodeId>(), 16);
+        assert_eq!(std::mem::align_of::<NodeId>(), 8);
+        assert_eq!(std::mem::size_of::<Option<NodeId>>(), 24);
+        let id = NodeId(u128::MAX - 5);
+        assert_eq!(id.get(), u128::MAX - 5);
+        assert!(NodeId(1 << 64) > NodeId(u128::from(u64::MAX)));
+    }
+
+    #[test]
     fn name_hash_is_fixed() {
         // SHA-256("") = e3b0c44298fc1c149afbf4c8996fb924...
-        assert_eq!(Key::from_name("").0, 0xe3b0c44298fc1c149afbf4c8996fb924);
+        assert_eq!(Key::from_name("").get(), 0xe3b0c44298fc1c149afbf4c8996fb924);
         assert_ne!(Key::from_name("a"), Key::from_name("b"));
     }
 }

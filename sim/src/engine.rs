@@ -136,6 +136,8 @@ struct Slot {
 /// The simulator.
 pub struct Sim {
     cfg: SimConfig,
+    /// `cfg.node`, shared by every node (one copy instead of one per node).
+    node_cfg: std::sync::Arc<Config>,
     now: Time,
     seq: u64,
     /// Pending events by (time, insertion order); payloads live in `slab` so that the queue
@@ -180,6 +182,7 @@ impl Sim {
             metrics: Metrics::new(cfg.bucket_us),
             apps: Apps::default(),
             event_log: None,
+            node_cfg: std::sync::Arc::new(cfg.node.clone()),
             cfg,
             now: Time::ZERO,
             seq: 0,
@@ -280,6 +283,11 @@ impl Sim {
             id = NodeId(self.id_rng.random());
         }
         let node = self.fresh_node(index, id);
+        if self.slots.len() == self.slots.capacity() {
+            // Grow by a quarter, not by doubling: a slot is a whole node (about 1.7 KB), and a
+            // doubled vector of 10^5 or 10^6 of them would be mostly empty.
+            self.slots.reserve_exact(self.slots.len() / 4 + 16);
+        }
         self.slots.push(Slot {
             node,
             alive,
@@ -306,7 +314,7 @@ impl Sim {
             reason = "the id's low 64 bits mix into the node's seed; the rest is dropped on purpose"
         )]
         let seed = derive_seed(self.cfg.seed, "node", u64::from(index) ^ (id.0 as u64));
-        Node::new(info, self.cfg.node.clone(), seed).expect("node config validated by scenario")
+        Node::new(info, self.node_cfg.clone(), seed).expect("node config validated by scenario")
     }
 
     fn start(&mut self, index: u32) {

@@ -12,6 +12,9 @@ use std::collections::BinaryHeap;
 
 use petal_core::Time;
 
+/// Entries an emptied bucket keeps room for (a bucket that held more gives the rest back).
+const KEEP_CAPACITY: usize = 64;
+
 /// One queued entry: the event's time, its insertion sequence number and a payload handle.
 pub type Entry = (Time, u64, u32);
 
@@ -96,7 +99,14 @@ impl EventQueue {
     pub fn pop_until(&mut self, limit: Time) -> Option<Entry> {
         self.peek_until(limit)?;
         self.in_ring -= 1;
-        self.buckets[self.cur].pop()
+        let bucket = &mut self.buckets[self.cur];
+        let e = bucket.pop();
+        if bucket.is_empty() && bucket.capacity() > KEEP_CAPACITY {
+            // A burst (a join announcing to its whole leaf set) must not leave every bucket
+            // it passed through holding its size for the rest of the run.
+            bucket.shrink_to(KEEP_CAPACITY);
+        }
+        e
     }
 
     /// Removes and returns the earliest entry.

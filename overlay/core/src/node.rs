@@ -4,6 +4,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use petal_protocol::{Key, Message, NodeId, NodeInfo};
@@ -254,7 +255,8 @@ pub(crate) enum TimerKey {
 /// contract.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) cfg: Config,
+    /// Shared, read-only: a process running many nodes (the simulator) keeps one copy.
+    pub(crate) cfg: Arc<Config>,
     pub(crate) me: NodeInfo,
     pub(crate) rng: ChaCha8Rng,
     /// The Pastry overlay: leaf set, routing table, liveness, routes, join.
@@ -284,8 +286,10 @@ pub struct Node {
 
 impl Node {
     /// A node with identity `me`, not yet started. `seed` feeds its random generator (ping
-    /// phases, repair choices), so equal seeds give equal behaviour.
-    pub fn new(me: NodeInfo, cfg: Config, seed: u64) -> Result<Self, ConfigError> {
+    /// phases, repair choices), so equal seeds give equal behaviour. The configuration is
+    /// taken by value or shared (`Arc<Config>`: many nodes in one process keep one copy).
+    pub fn new(me: NodeInfo, cfg: impl Into<Arc<Config>>, seed: u64) -> Result<Self, ConfigError> {
+        let cfg = cfg.into();
         cfg.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let grid = micros(cfg.timer_granularity).max(1);
@@ -625,6 +629,9 @@ impl Node {
                 .collect();
             live.shrink_to(2 * live.len());
             self.timers = live.into();
+        } else if self.timers.capacity() > 4 * self.timers.len() + 64 {
+            // A burst of timers (probes of many candidates) is over: give its room back.
+            self.timers.shrink_to(2 * self.timers.len() + 32);
         }
     }
 

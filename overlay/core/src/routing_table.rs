@@ -6,10 +6,13 @@ use petal_protocol::id::{BASE, DIGITS};
 use petal_protocol::{Key, NodeId};
 
 /// Routing table of one node: up to 32 rows x 16 columns of node ids.
+///
+/// An empty slot holds the node's own id, which never belongs in its own table: a row is 16
+/// ids (256 bytes), not 16 options of one (384).
 #[derive(Clone, Debug)]
 pub struct RoutingTable {
     me: NodeId,
-    rows: Vec<[Option<NodeId>; BASE]>,
+    rows: Vec<[NodeId; BASE]>,
     len: usize,
 }
 
@@ -34,7 +37,7 @@ impl RoutingTable {
 
     /// The entry at `slot`.
     pub fn get(&self, (row, col): Slot) -> Option<NodeId> {
-        self.rows.get(row).and_then(|r| r[col])
+        self.rows.get(row).map(|r| r[col]).filter(|&e| e != self.me)
     }
 
     /// The entry a message for `key` should take next (`R[l][key_l]`), if any.
@@ -50,13 +53,16 @@ impl RoutingTable {
     pub fn set(&mut self, id: NodeId) -> Option<NodeId> {
         let (row, col) = self.slot_of(id)?;
         if self.rows.len() <= row {
-            self.rows.resize(row + 1, [None; BASE]);
+            // Exactly the rows needed: a table grows a row at a time and rarely past five.
+            self.rows.reserve_exact(row + 1 - self.rows.len());
+            self.rows.resize(row + 1, [self.me; BASE]);
         }
-        let old = self.rows[row][col].replace(id);
-        if old.is_none() {
+        let old = std::mem::replace(&mut self.rows[row][col], id);
+        if old == self.me {
             self.len += 1;
+            return None;
         }
-        old.filter(|&o| o != id)
+        (old != id).then_some(old)
     }
 
     /// Removes `id` if it is in its slot; returns true when it was.
@@ -65,8 +71,8 @@ impl RoutingTable {
             return false;
         };
         match self.rows.get_mut(row) {
-            Some(r) if r[col] == Some(id) => {
-                r[col] = None;
+            Some(r) if r[col] == id => {
+                r[col] = self.me;
                 self.len -= 1;
                 true
             }
@@ -96,20 +102,31 @@ impl RoutingTable {
 
     /// The entries of `row`.
     pub fn row(&self, row: usize) -> impl Iterator<Item = NodeId> + '_ {
-        self.rows.get(row).into_iter().flatten().flatten().copied()
+        let me = self.me;
+        self.rows
+            .get(row)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |&e| e != me)
     }
 
     /// Every entry.
     pub fn entries(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.rows.iter().flatten().flatten().copied()
+        let me = self.me;
+        self.rows
+            .iter()
+            .flatten()
+            .copied()
+            .filter(move |&e| e != me)
     }
 
     /// Asserts that every entry sits in the slot its id dictates and that the count is right.
     pub fn check_invariants(&self) {
         let mut n = 0;
         for (r, row) in self.rows.iter().enumerate() {
-            for (c, e) in row.iter().enumerate() {
-                if let Some(id) = *e {
+            for (c, &id) in row.iter().enumerate() {
+                if id != self.me {
                     assert_eq!(
                         self.slot_of(id),
                         Some((r, c)),

@@ -405,7 +405,7 @@ impl Node {
         }
         self.set_timer(deadline, TimerKey::Join);
         let leaf: BTreeSet<NodeId> = self.overlay.leaf.members().collect();
-        let all = crate::id_map::sorted_keys(&self.overlay.peers);
+        let all = self.overlay.peers.keys().copied().collect::<Vec<_>>();
         for id in all {
             self.announce_to(id, leaf.contains(&id));
         }

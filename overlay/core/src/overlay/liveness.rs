@@ -236,7 +236,7 @@ impl Node {
             .filter(|(c, (r, _))| {
                 *r < rtt_us
                     && self.overlay.rt.slot_of(**c) == Some(slot)
-                    && !self.overlay.dead.contains_key(*c)
+                    && !self.overlay.dead.contains_key(c)
             })
             .min_by_key(|(c, (r, _))| (*r, **c))
             .map(|(c, (r, a))| (NodeInfo { id: *c, addr: *a }, *r));

@@ -387,8 +387,7 @@ impl Node {
     pub fn leave(&mut self, now: Time) {
         if self.overlay.phase == Phase::Ready {
             let leaf = self.leaf_infos();
-            let peers: Vec<NodeInfo> =
-                self.infos(crate::id_map::sorted_keys(&self.overlay.peers).into_iter());
+            let peers: Vec<NodeInfo> = self.infos(self.overlay.peers.keys().copied());
             for p in peers {
                 self.send(p, Message::Leave { leaf: leaf.clone() });
             }

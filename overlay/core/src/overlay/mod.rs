@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use petal_protocol::{NodeId, NodeInfo};
 
 use crate::config::Config;
-use crate::id_map::IdMap;
+use crate::id_map::{IdMap, SortedIdMap};
 use crate::leaf_set::LeafSet;
 use crate::node::{Node, TimerKey};
 use crate::routing_table::RoutingTable;
@@ -56,9 +56,9 @@ pub(crate) struct Overlay {
     leaf: LeafSet,
     rt: RoutingTable,
     /// Every node in the leaf set or routing table, with its address and liveness.
-    peers: IdMap<Peer>,
-    dead: IdMap<Dead>,
-    probes: IdMap<Probe>,
+    peers: SortedIdMap<Peer>,
+    dead: SortedIdMap<Dead>,
+    probes: SortedIdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
     rtt_cache: IdMap<(u32, SocketAddr)>,
     /// Insertion order of `rtt_cache` (may hold ids already gone from it), for FIFO eviction.
@@ -86,9 +86,9 @@ impl Overlay {
             phase: Phase::Idle,
             leaf: LeafSet::new(me, cfg.leaf_set_size / 2),
             rt: RoutingTable::new(me),
-            peers: IdMap::default(),
-            dead: IdMap::default(),
-            probes: IdMap::default(),
+            peers: SortedIdMap::default(),
+            dead: SortedIdMap::default(),
+            probes: SortedIdMap::default(),
             rtt_cache: IdMap::default(),
             rtt_order: VecDeque::new(),
             hops: BTreeMap::new(),
@@ -151,8 +151,7 @@ impl Overlay {
             assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
             assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
         }
-        for id in crate::id_map::sorted_keys(&self.peers) {
-            let (id, p) = (&id, &self.peers[&id]);
+        for (id, p) in &self.peers {
             assert!(
                 self.leaf.contains(*id) || self.rt.contains(*id),
                 "tracked peer {id:?} in no table"
@@ -243,6 +242,11 @@ impl Node {
                 break;
             };
             self.overlay.rtt_cache.remove(&old);
+        }
+        let cache = &mut self.overlay.rtt_cache;
+        if cache.capacity() > 4 * cache.len() + 64 {
+            // Entries left the cache (tracked again): give back the room of the largest fill.
+            cache.shrink_to(2 * cache.len());
         }
         if self.overlay.rtt_order.len() > 2 * self.cfg.max_rtt_cache {
             // Ids that left the cache (tracked again) linger in the order: drop them.

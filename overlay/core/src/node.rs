@@ -640,6 +640,8 @@ impl Node {
         4 * self.timer_owners() + 64
     }
 
+    /// A fresh id for requests, tunnels and pings; never 0 (it starts below 2^62 and counts
+    /// up by one).
     pub(crate) fn nonce(&mut self) -> u64 {
         self.next_nonce += 1;
         self.next_nonce

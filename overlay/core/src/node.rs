@@ -216,9 +216,11 @@ impl Event {
 
 /// What a timer entry is for. Each owner stores its deadline so that it can be rescheduled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// Tracked peers' deadlines (next ping, ping timeout) are not here: the overlay keeps them with
+/// its peers and [`Node::handle_timeout`] merges them in, before any heap entry of the same
+/// time (they sort first, as `Peer` did when it was this enum's first variant).
 pub(crate) enum TimerKey {
-    /// A tracked peer's next ping or ping timeout.
-    Peer(NodeId),
     /// A dead node's next re-probe or forget time.
     Dead(NodeId),
     /// Another introduction to a node that refused ours because it was still joining.
@@ -393,20 +395,25 @@ impl Node {
     /// When [`Node::handle_timeout`] must be called next (`None`: no timer is armed).
     pub fn poll_timeout(&mut self) -> Option<Time> {
         self.compact_timers();
+        let mut next = None;
         while let Some(&Reverse((t, key))) = self.timers.peek() {
             if self.timer_live(t, key) {
-                return Some(t);
+                next = Some(t);
+                break;
             }
             self.timers.pop();
         }
-        None
+        let peer = self.overlay.next_peer_due().map(|(t, _)| t);
+        match (next, peer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// True when the owner of `key` still holds deadline `t`.
     fn timer_live(&self, t: Time, key: TimerKey) -> bool {
         match key {
-            TimerKey::Peer(_)
-            | TimerKey::Dead(_)
+            TimerKey::Dead(_)
             | TimerKey::Reintroduce(_)
             | TimerKey::Probe(_)
             | TimerKey::Hop(_)
@@ -431,7 +438,18 @@ impl Node {
 
     /// Fires every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Time) {
-        while let Some(&Reverse((t, key))) = self.timers.peek() {
+        loop {
+            let heap = self.timers.peek().map(|&Reverse((t, _))| t);
+            if let Some((t, id)) = self.overlay.next_peer_due()
+                && t <= now
+                && heap.is_none_or(|h| t <= h)
+            {
+                self.on_peer_timer(now, id);
+                continue;
+            }
+            let Some(&Reverse((t, key))) = self.timers.peek() else {
+                break;
+            };
             if t > now {
                 break;
             }
@@ -440,7 +458,6 @@ impl Node {
                 continue;
             }
             match key {
-                TimerKey::Peer(id) => self.on_peer_timer(now, id),
                 TimerKey::Dead(id) => self.on_dead_timer(now, id),
                 TimerKey::Reintroduce(id) => self.on_reintroduce(now, id),
                 TimerKey::Probe(id) => self.on_probe_timeout(id),

@@ -3,8 +3,8 @@
 //! nodes are remembered and re-probed with backoff so that healed partitions and restarted
 //! nodes are found again. Also proximity probes that measure round-trip times to candidates.
 
-use std::num::NonZeroU64;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use petal_protocol::{Message, NodeId, NodeInfo};
@@ -61,12 +61,13 @@ impl Node {
     /// neighbour or a group parent, which must be found out dead as fast).
     pub(crate) fn ping_soon(&mut self, now: Time, id: NodeId) {
         let soon = self.quantize(now + self.cfg.leaf_ping_interval);
-        if let Some(p) = self.overlay.peers.get_mut(&id)
-            && p.ping.is_none()
-            && p.due > soon
+        if self
+            .overlay
+            .peers
+            .get(&id)
+            .is_some_and(|p| p.ping.is_none() && p.due > soon)
         {
-            p.due = soon;
-            self.set_timer(soon, TimerKey::Peer(id));
+            self.overlay.set_peer_due(id, soon);
         }
     }
 
@@ -99,7 +100,7 @@ impl Node {
                 due,
             },
         );
-        self.set_timer(due, TimerKey::Peer(info.id));
+        self.overlay.peer_due_moved(info.id, Some(due));
     }
 
     /// Stops tracking `id` if it is in neither table.
@@ -108,6 +109,7 @@ impl Node {
             return;
         }
         if let Some(p) = self.overlay.peers.remove(&id) {
+            self.overlay.peer_due_moved(id, None);
             if let Some(rtt) = p.rtt_us {
                 self.cache_rtt(NodeInfo { id, addr: p.addr }, rtt);
             }
@@ -150,9 +152,8 @@ impl Node {
             return;
         };
         p.ping = NonZeroU64::new(nonce).map(|n| (n, now));
-        p.due = due;
-        let (due, addr) = (p.due, p.addr);
-        self.set_timer(due, TimerKey::Peer(id));
+        let addr = p.addr;
+        self.overlay.set_peer_due(id, due);
         self.stats.pings_sent += 1;
         self.send(NodeInfo { id, addr }, Message::Ping { nonce });
     }
@@ -161,10 +162,7 @@ impl Node {
         if !self.visible() {
             // A joiner stays invisible until it announces itself: no pings yet.
             let due = self.quantize(now + self.ping_interval(id));
-            if let Some(p) = self.overlay.peers.get_mut(&id) {
-                p.due = due;
-                self.set_timer(due, TimerKey::Peer(id));
-            }
+            self.overlay.set_peer_due(id, due);
             return;
         }
         let Some(p) = self.overlay.peers.get_mut(&id) else {
@@ -213,8 +211,7 @@ impl Node {
         });
         p.misses = 0;
         p.ping = None;
-        p.due = next;
-        self.set_timer(next, TimerKey::Peer(from.id));
+        self.overlay.set_peer_due(from.id, next);
         if first {
             self.challenge_slot(now, from.id, sample);
         }
@@ -370,7 +367,11 @@ mod tests {
     fn a_tracked_peer_costs_at_most_88_bytes() {
         // Every node keeps one per leaf-set and routing-table member (about 66 at 10^5 nodes),
         // next to its 16-byte id: the simulator's memory per node and a daemon's alike.
-        assert!(std::mem::size_of::<Peer>() <= 72, "{}", std::mem::size_of::<Peer>());
+        assert!(
+            std::mem::size_of::<Peer>() <= 72,
+            "{}",
+            std::mem::size_of::<Peer>()
+        );
         assert!(std::mem::size_of::<crate::node::TimerKey>() <= 24);
     }
 }

@@ -57,6 +57,11 @@ pub(crate) struct Overlay {
     rt: RoutingTable,
     /// Every node in the leaf set or routing table, with its address and liveness.
     peers: SortedIdMap<Peer>,
+    /// The earliest peer deadline `(due, id)` (ties: the smallest id), or `None` for no
+    /// peer; itself `None` when a change may have moved it (recomputed by a scan). Peer
+    /// deadlines live here rather than in the timer heap: every ping cycle moves one, and
+    /// each move left a stale heap entry to pop and look up.
+    peer_next: Option<Option<(Time, NodeId)>>,
     dead: SortedIdMap<Dead>,
     probes: SortedIdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
@@ -87,6 +92,7 @@ impl Overlay {
             leaf: LeafSet::new(me, cfg.leaf_set_size / 2),
             rt: RoutingTable::new(me),
             peers: SortedIdMap::default(),
+            peer_next: Some(None),
             dead: SortedIdMap::default(),
             probes: SortedIdMap::default(),
             rtt_cache: IdMap::default(),
@@ -111,6 +117,7 @@ impl Overlay {
         self.rtt_order.clear();
         self.dead.clear();
         self.peers.clear();
+        self.peer_next = Some(None);
         self.leaf = LeafSet::new(me, cfg.leaf_set_size / 2);
         self.rt = RoutingTable::new(me);
     }
@@ -119,7 +126,6 @@ impl Overlay {
     pub(crate) fn timer_live(&self, key: TimerKey, t: Time) -> bool {
         let ready = self.phase == Phase::Ready;
         match key {
-            TimerKey::Peer(id) => self.peers.get(&id).is_some_and(|p| p.due == t),
             TimerKey::Dead(id) => self.dead.get(&id).is_some_and(|d| d.due == t),
             TimerKey::Reintroduce(id) => self.reintroduce.get(&id).is_some_and(|r| r.2 == t),
             TimerKey::Probe(id) => self.probes.get(&id).is_some_and(|p| p.deadline == t),
@@ -132,14 +138,53 @@ impl Overlay {
         }
     }
 
-    /// Owners that may hold a deadline.
+    /// The earliest peer deadline and its peer (ties: the smallest id).
+    pub(crate) fn next_peer_due(&mut self) -> Option<(Time, NodeId)> {
+        if let Some(next) = self.peer_next {
+            return next;
+        }
+        let next = self.scan_peer_next();
+        self.peer_next = Some(next);
+        next
+    }
+
+    fn scan_peer_next(&self) -> Option<(Time, NodeId)> {
+        // In id order, so the first of equal deadlines has the smallest id.
+        let mut best: Option<(Time, NodeId)> = None;
+        for (id, p) in &self.peers {
+            if best.is_none_or(|(t, _)| p.due < t) {
+                best = Some((p.due, *id));
+            }
+        }
+        best
+    }
+
+    /// Sets peer `id`'s deadline (the peer must be tracked).
+    fn set_peer_due(&mut self, id: NodeId, due: Time) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.due = due;
+            self.peer_due_moved(id, Some(due));
+        }
+    }
+
+    /// Keeps `peer_next` right after peer `id`'s deadline became `due` (`None`: untracked).
+    fn peer_due_moved(&mut self, id: NodeId, due: Option<Time>) {
+        let Some(next) = self.peer_next else {
+            return;
+        };
+        if next.is_some_and(|(_, first)| first == id) {
+            // The earliest moved (later, or away): only a scan tells which is earliest now.
+            self.peer_next = None;
+        } else if let Some(due) = due
+            && next.is_none_or(|first| (due, id) < first)
+        {
+            self.peer_next = Some(Some((due, id)));
+        }
+    }
+
+    /// Owners that may hold a deadline in the timer heap.
     pub(crate) fn timer_owners(&self) -> usize {
-        self.peers.len()
-            + self.dead.len()
-            + self.probes.len()
-            + self.hops.len()
-            + self.lookups.len()
-            + 3
+        self.dead.len() + self.probes.len() + self.hops.len() + self.lookups.len() + 3
     }
 
     /// Asserts the overlay's invariants: leaf set and routing table structure, every member
@@ -151,15 +196,14 @@ impl Overlay {
             assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
             assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
         }
-        for (id, p) in &self.peers {
+        for id in self.peers.keys() {
             assert!(
                 self.leaf.contains(*id) || self.rt.contains(*id),
                 "tracked peer {id:?} in no table"
             );
-            assert!(
-                armed.contains(&(p.due, TimerKey::Peer(*id))),
-                "peer timer lost"
-            );
+        }
+        if let Some(cached) = self.peer_next {
+            assert_eq!(cached, self.scan_peer_next(), "peer deadline cache stale");
         }
         for (id, d) in &self.dead {
             assert!(

@@ -180,7 +180,10 @@ pub struct RunConfig {
     pub run: Duration,
     /// After the workload: no new work; what is outstanding ends.
     pub drain: Duration,
-    /// Turmoil's tick: simulated time per step.
+    /// Turmoil's tick: simulated time per step; a whole number of milliseconds (turmoil runs
+    /// each host for a tick by sleeping on its tokio runtime, whose timers round up to the
+    /// millisecond: with a 100 µs tick the hosts' clocks ran ten times faster than the
+    /// network's, and latencies came out ten times too short).
     pub tick: Duration,
     /// One-way latency range of a message between two hosts (turmoil's exponential
     /// distribution within it).
@@ -251,6 +254,12 @@ impl RunConfig {
         anyhow::ensure!(self.nodes >= 1, "at least one host");
         anyhow::ensure!(self.nodes <= 250, "at most 250 hosts (one turmoil subnet)");
         anyhow::ensure!(!self.tick.is_zero(), "tick must be positive");
+        anyhow::ensure!(
+            self.tick.subsec_nanos() % 1_000_000 == 0,
+            "tick must be a whole number of milliseconds: a host's tokio clock has millisecond \
+             resolution, so each tick would advance it by a whole millisecond whatever the tick, \
+             and the hosts' clocks would run ahead of the network's"
+        );
         anyhow::ensure!(
             self.latency[0] <= self.latency[1],
             "latency must be [min, max]"

@@ -31,7 +31,8 @@ struct Params {
     run_s: u64,
     /// After the workload, for outstanding work to end.
     drain_s: u64,
-    /// Turmoil's tick in microseconds (default 1000).
+    /// Turmoil's tick in microseconds (default 1000; a whole number of milliseconds, see
+    /// `RunConfig::tick`).
     #[serde(default = "default_tick_us")]
     tick_us: u64,
     /// One-way latency range between hosts, milliseconds.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::script::Script;
+
 /// The applications' behaviour (`[params.workload]` of a turmoil scenario). Rates are totals
 /// over the whole network; each host runs `rate / nodes` of each.
 #[derive(Clone, Debug, Deserialize)]
@@ -199,6 +201,9 @@ pub struct RunConfig {
     pub discovery: bool,
     /// The seeds of each host's first boot (without discovery).
     pub seeds: SeedPattern,
+    /// A fixed workload and per-link delays instead of the Poisson streams and `latency`
+    /// (see [`Script`]); `None` for the usual run.
+    pub script: Option<std::sync::Arc<Script>>,
 }
 
 impl RunConfig {
@@ -245,6 +250,7 @@ impl RunConfig {
             partition_mode: PartitionMode::Drop,
             discovery: false,
             seeds: SeedPattern::First,
+            script: None,
         }
     }
 
@@ -264,6 +270,9 @@ impl RunConfig {
             self.latency[0] <= self.latency[1],
             "latency must be [min, max]"
         );
+        if let Some(s) = &self.script {
+            s.validate(self.nodes, self.workload.clusters, self.workload.topics)?;
+        }
         let mut partitioned = false;
         let mut last = f64::NEG_INFINITY;
         for f in &self.faults {

@@ -114,6 +114,7 @@ pub(super) fn run(
         partition_mode: p.partition_mode,
         discovery: p.discovery,
         seeds: p.seeds,
+        script: None,
     };
     progress.set_len(cfg.end().as_secs());
     let r = crate::realstack::run_with_progress(&cfg, &mut |t| {

@@ -33,6 +33,31 @@ impl Sim {
         self.new_slot(false)
     }
 
+    /// [`Sim::add_down_node`] with node id `id` and core seed `seed` instead of drawn ones: to
+    /// mirror another harness's node (the real stack's ids derive from the hosts' keys).
+    /// Returns its slot.
+    ///
+    /// # Panics
+    /// If a node with id `id` exists.
+    #[expect(
+        clippy::expect_used,
+        reason = "the scenario validated the node config before the first node was made"
+    )]
+    pub fn add_down_node_as(&mut self, id: petal_core::NodeId, seed: u64) -> u32 {
+        assert!(!self.by_id.contains_key(&id), "node id {id:?} taken");
+        let i = self.new_slot(false);
+        let drawn = self.slots[i as usize].node.id();
+        self.by_id.remove(&drawn);
+        let info = petal_core::NodeInfo {
+            id,
+            addr: super::addr_of(i),
+        };
+        self.slots[i as usize].node = petal_core::Node::new(info, self.cfg.node.clone(), seed)
+            .expect("node config validated by scenario");
+        self.by_id.insert(id, i);
+        i
+    }
+
     /// Starts down node `i` now as `petald --seed ...` would: with no seeds it founds a ring,
     /// otherwise it dials every seed (see the module doc).
     pub fn start_with_seeds(&mut self, i: u32, seeds: Vec<u32>) {

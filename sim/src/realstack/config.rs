@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::script::Script;
+
 /// The applications' behaviour (`[params.workload]` of a turmoil scenario). Rates are totals
 /// over the whole network; each host runs `rate / nodes` of each.
 #[derive(Clone, Debug, Deserialize)]
@@ -180,7 +182,10 @@ pub struct RunConfig {
     pub run: Duration,
     /// After the workload: no new work; what is outstanding ends.
     pub drain: Duration,
-    /// Turmoil's tick: simulated time per step.
+    /// Turmoil's tick: simulated time per step; a whole number of milliseconds (turmoil runs
+    /// each host for a tick by sleeping on its tokio runtime, whose timers round up to the
+    /// millisecond: with a 100 µs tick the hosts' clocks ran ten times faster than the
+    /// network's, and latencies came out ten times too short).
     pub tick: Duration,
     /// One-way latency range of a message between two hosts (turmoil's exponential
     /// distribution within it).
@@ -196,6 +201,9 @@ pub struct RunConfig {
     pub discovery: bool,
     /// The seeds of each host's first boot (without discovery).
     pub seeds: SeedPattern,
+    /// A fixed workload and per-link delays instead of the Poisson streams and `latency`
+    /// (see [`Script`]); `None` for the usual run.
+    pub script: Option<std::sync::Arc<Script>>,
 }
 
 impl RunConfig {
@@ -242,6 +250,7 @@ impl RunConfig {
             partition_mode: PartitionMode::Drop,
             discovery: false,
             seeds: SeedPattern::First,
+            script: None,
         }
     }
 
@@ -252,9 +261,18 @@ impl RunConfig {
         anyhow::ensure!(self.nodes <= 250, "at most 250 hosts (one turmoil subnet)");
         anyhow::ensure!(!self.tick.is_zero(), "tick must be positive");
         anyhow::ensure!(
+            self.tick.subsec_nanos() % 1_000_000 == 0,
+            "tick must be a whole number of milliseconds: a host's tokio clock has millisecond \
+             resolution, so each tick would advance it by a whole millisecond whatever the tick, \
+             and the hosts' clocks would run ahead of the network's"
+        );
+        anyhow::ensure!(
             self.latency[0] <= self.latency[1],
             "latency must be [min, max]"
         );
+        if let Some(s) = &self.script {
+            s.validate(self.nodes, self.workload.clusters, self.workload.topics)?;
+        }
         let mut partitioned = false;
         let mut last = f64::NEG_INFINITY;
         for f in &self.faults {

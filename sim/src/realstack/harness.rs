@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{FaultKind, PartitionMode, RunConfig, SeedPattern};
 use super::net::TurmoilNet;
 use super::record::{Recorder, Shared, sim_now};
+use super::script::Script;
 use super::workload::{self, AppCtx, RELAY_ADDR};
 
 /// Port of every node's peer listener.
@@ -132,7 +133,7 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
         opts.discovery = Some(petal_node::discovery::Discovery::default());
     }
     opts.core = cfg.core.clone();
-    opts.seed = derive(cfg.seed, SEED_CORE, host, inc);
+    opts.seed = core_seed(cfg.seed, host, inc);
     let node = petal_node::spawn(TurmoilNet, opts).await?;
 
     let ctx = AppCtx {
@@ -145,8 +146,15 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
         work_until: time_of(cfg.work_until()),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(derive(cfg.seed, SEED_WORKLOAD, host, inc));
+    let topics = match &cfg.script {
+        Some(s) => {
+            watch(s, &plan.shared, &node, host, inc);
+            s.subscriptions[host as usize].clone()
+        }
+        None => workload::draw_topics(&cfg.workload, &mut rng),
+    };
     let (service, service_app) = workload::start_service(&ctx).await;
-    let (conn, client_app) = workload::start_client(&ctx, &mut rng).await;
+    let (conn, client_app) = workload::start_client(&ctx, &topics).await;
     {
         // Counters, sampled while the host lives (the last sample survives a crash).
         let shared = plan.shared.clone();
@@ -168,11 +176,72 @@ async fn host_main(plan: Arc<HostPlan>) -> turmoil::Result {
             }
         });
     }
-    workload::drive(ctx, conn.clone(), client_app, rng).await;
+    match &cfg.script {
+        Some(s) => workload::drive_script(ctx, conn.clone(), client_app, s.ops_of(host)).await,
+        None => workload::drive(ctx, conn.clone(), client_app, rng).await,
+    }
     // Keep both applications: outstanding requests and tunnels finish during the drain.
     std::future::pending::<()>().await;
     drop((conn, service));
     Ok(())
+}
+
+/// What a [`Script`] asks of a host's first incarnation besides its workload: its ready time
+/// (the node polled every `ready_poll` from its boot) and its counters at the sample times.
+fn watch(
+    script: &Arc<Script>,
+    shared: &Shared,
+    node: &petal_node::NodeHandle,
+    host: u32,
+    inc: u32,
+) {
+    if inc > 0 {
+        return;
+    }
+    let (source, s) = (node.stats_source(), shared.clone());
+    let poll = script.ready_poll;
+    tokio::spawn(async move {
+        while let Some(snap) = source.get().await {
+            if snap.ready {
+                let now = sim_now();
+                s.with(|r| {
+                    r.ready_at.entry(host).or_insert(now);
+                });
+                return;
+            }
+            tokio::time::sleep(poll).await;
+        }
+    });
+    let (source, s) = (node.stats_source(), shared.clone());
+    let at = script.samples_at.clone();
+    tokio::spawn(async move {
+        for (k, t) in at.into_iter().enumerate() {
+            let now = sim_now();
+            let due = Time::ZERO + t;
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+            let Some(snap) = source.get().await else {
+                return;
+            };
+            s.with(|r| r.samples.insert((host, k), snap));
+        }
+    });
+}
+
+/// The seed of the core of host `host`'s incarnation `inc` in a run with master seed `seed`.
+pub fn core_seed(seed: u64, host: u32, inc: u32) -> u64 {
+    derive(seed, SEED_CORE, host, inc)
+}
+
+/// The static identity of every host, from the master seed (a host keeps its identity, thus
+/// its node id, across restarts).
+pub fn identities(seed: u64, nodes: u32) -> Vec<Identity> {
+    let mut id_rng = ChaCha8Rng::seed_from_u64(seed);
+    id_rng.set_stream(0);
+    (0..nodes)
+        .map(|_| Identity::from_seed(id_rng.random()))
+        .collect()
 }
 
 /// Runs a whole simulation.
@@ -195,13 +264,7 @@ pub fn run_with_progress(
     cfg.validate()?;
     let cfg = Arc::new(cfg.clone());
     let shared = Shared::default();
-    let mut id_rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    id_rng.set_stream(0);
-    let identities: Arc<Vec<Identity>> = Arc::new(
-        (0..cfg.nodes)
-            .map(|_| Identity::from_seed(id_rng.random()))
-            .collect(),
-    );
+    let identities = Arc::new(identities(cfg.seed, cfg.nodes));
     let mut sim = turmoil::Builder::new()
         .rng_seed(derive(cfg.seed, 4, 0, 0))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_S))
@@ -218,6 +281,16 @@ pub fn run_with_progress(
             host,
         });
         sim.host(host_name(host), move || host_main(plan.clone()));
+    }
+    if let Some(script) = &cfg.script {
+        // Every link gets its own fixed delay (the script's matrix) instead of the global
+        // random range.
+        for a in 0..cfg.nodes {
+            for b in a + 1..cfg.nodes {
+                let d = Duration::from_micros(script.delay_us(cfg.nodes, a, b));
+                sim.set_link_latency(host_name(a), host_name(b), d);
+            }
+        }
     }
 
     let mut faults = cfg.faults.iter().peekable();

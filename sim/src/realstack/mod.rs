@@ -23,6 +23,15 @@
 //!   loses a segment stalls for good, silently, which the node must detect and replace. In
 //!   [`PartitionMode::Hold`] (`Sim::hold`/`release`) they are held and delivered at the heal,
 //!   as TCP's retransmission would after a short partition.
+//! - **Scripted runs**: with a [`Script`] (`RunConfig::script`) every link gets its own fixed
+//!   delay instead of turmoil's random range, each client subscribes to the script's topics
+//!   and issues the script's operations at their times instead of drawing Poisson streams, and
+//!   the harness also records each node's ready time and counters at fixed times: what a
+//!   comparison with the discrete-event simulator needs (the `fidelity` scenario runs one
+//!   script on both).
+//! - **Time** advances in ticks of whole milliseconds (`RunConfig::tick`): a host's tokio clock
+//!   has millisecond resolution. Turmoil delivers a message at the first tick at or after its
+//!   delay, and a segment on a host's loopback one tick after it was sent.
 //! - **Records**: everything the applications observe goes into one shared
 //!   [`Recorder`] with simulated time (turmoil's clock, the same on every host): requests with
 //!   their outcome as the client library returned it, deliveries seen by the service handler,
@@ -43,6 +52,8 @@
 //! - `net.rs`: [`TurmoilNet`], petal-node's `Net` over turmoil TCP.
 //! - `config.rs`: [`RunConfig`], [`WorkloadParams`], [`Fault`].
 //! - `record.rs`: [`Recorder`] and [`Shared`]: the records and the trace hash.
+//! - `script.rs`: [`Script`], a fixed workload and per-link delays (for comparisons with the
+//!   discrete-event simulator).
 //! - `workload.rs`: the applications of a host.
 //! - `harness.rs`: [`run`]: hosts, the step loop, faults.
 
@@ -50,10 +61,12 @@ mod config;
 mod harness;
 mod net;
 mod record;
+mod script;
 mod workload;
 
 pub use config::{Fault, FaultKind, PartitionMode, RunConfig, SeedPattern, WorkloadParams};
-pub use harness::{PEER_PORT, RunResult, host_name, run, run_with_progress};
+pub use harness::{PEER_PORT, RunResult, core_seed, host_name, identities, run, run_with_progress};
 pub use net::{TurmoilListener, TurmoilNet};
 pub use record::{Recorder, Shared, sim_now};
-pub use workload::{RELAY_ADDR, cluster_name, topic_name};
+pub use script::{Script, ScriptOp, ScriptOpKind};
+pub use workload::{RELAY_ADDR, REQUEST_HANDLERS, cluster_name, topic_name};

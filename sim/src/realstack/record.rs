@@ -54,6 +54,11 @@ pub struct Recorder {
     pub node_stats: BTreeMap<(u32, u32), StatsSnapshot>,
     /// The last counters of each application's connection.
     pub client_stats: BTreeMap<usize, petal_client::Stats>,
+    /// With a [`Script`](super::Script): when each host's first node was first seen ready.
+    pub ready_at: BTreeMap<u32, Time>,
+    /// With a [`Script`](super::Script): each live node's counters at the script's sample
+    /// times, by (host, sample index).
+    pub samples: BTreeMap<(u32, usize), StatsSnapshot>,
 }
 
 /// The recorder shared by every task of every host.

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::WorkloadParams;
 use super::record::{Shared, error_kind, gid_of, gid_payload, sim_now};
+use super::script::{ScriptOp, ScriptOpKind};
 use crate::apps::{AppSpec, TunnelEnd};
 
 /// Where applications reach their node.
@@ -50,11 +51,14 @@ pub(super) struct AppCtx {
     pub work_until: Time,
 }
 
+/// Requests a service handles at once (petal-client's handler pool; more wait in its queue).
+pub const REQUEST_HANDLERS: u32 = 16;
+
 /// Bounded client options that do not depend on the machine (the defaults scale with its
 /// CPU count).
 fn client_options() -> petal_client::Options {
     let mut o = petal_client::Options::default();
-    o.request_handlers = 16;
+    o.request_handlers = REQUEST_HANDLERS as usize;
     o.broadcast_handlers = 4;
     o.event_handlers = 4;
     o.tunnel_buffer = 4 << 20;
@@ -200,18 +204,23 @@ pub(super) async fn start_service(ctx: &AppCtx) -> (Service, usize) {
     (service, app)
 }
 
+/// The topics a host's client subscribes to: each with probability `subscribe_ratio`, drawn
+/// from the host's workload generator (before its streams' draws).
+pub(super) fn draw_topics(params: &WorkloadParams, rng: &mut ChaCha8Rng) -> Vec<u32> {
+    (0..params.topics)
+        .filter(|_| rng.random_bool(params.subscribe_ratio))
+        .collect()
+}
+
 /// Starts the client of this host (retrying until the node accepts it) and its
-/// subscriptions.
-pub(super) async fn start_client(ctx: &AppCtx, rng: &mut ChaCha8Rng) -> (Connection, usize) {
+/// subscriptions to `topics`.
+pub(super) async fn start_client(ctx: &AppCtx, topics: &[u32]) -> (Connection, usize) {
     let app = ctx.shared.with(|r| r.add_app(ctx.host, AppSpec::client()));
     let conn = attach(ctx, app, "client connection", |s| {
         client_options().connect_stream(s)
     })
     .await;
-    for t in 0..ctx.params.topics {
-        if !rng.random_bool(ctx.params.subscribe_ratio) {
-            continue;
-        }
+    for &t in topics {
         let topic = topic_name(t);
         let shared = ctx.shared.clone();
         let handler = move |event: Bytes| {
@@ -299,6 +308,24 @@ pub(super) async fn drive(ctx: AppCtx, conn: Connection, app: usize, mut rng: Ch
             }
         }
         next[k] = t + exp_gap(&mut rng, rates[k]);
+    }
+}
+
+/// The client's operations from a [`Script`](super::Script): each at its time (from the start
+/// of the run), in order.
+pub(super) async fn drive_script(ctx: AppCtx, conn: Connection, app: usize, ops: Vec<ScriptOp>) {
+    for op in ops {
+        sleep_until(Time::ZERO + op.at).await;
+        if conn.is_closed() {
+            return;
+        }
+        match op.kind {
+            ScriptOpKind::Request(k) => request(&ctx, &conn, app, cluster_name(k)),
+            ScriptOpKind::Publish(k) => cast(&ctx, &conn, GroupKind::Topic, topic_name(k)).await,
+            ScriptOpKind::Broadcast(k) => {
+                cast(&ctx, &conn, GroupKind::Cluster, cluster_name(k)).await;
+            }
+        }
     }
 }
 

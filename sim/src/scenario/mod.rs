@@ -42,6 +42,7 @@ mod churn;
 mod churn_messaging;
 mod cold_start;
 mod common;
+mod fidelity;
 mod hops;
 mod partition;
 mod partition_messaging;
@@ -70,8 +71,8 @@ pub struct Scenario {
     /// What it exercises, in a sentence.
     pub description: String,
     /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load`, `pubsub-fanout`,
-    /// `churn-messaging`, `partition-messaging`, `cold-start` (discrete-event simulator) or `turmoil` (the
-    /// real stack on simulated hosts and TCP).
+    /// `churn-messaging`, `partition-messaging`, `cold-start` (discrete-event simulator), `turmoil` (the
+    /// real stack on simulated hosts and TCP) or `fidelity` (one workload on both, compared).
     pub kind: String,
     /// Master seed (overridable with `--seed`).
     pub seed: u64,
@@ -221,6 +222,7 @@ impl Scenario {
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),
             "turmoil" => turmoil::run(self, node, out_dir, progress),
+            "fidelity" => fidelity::run(self, node, out_dir, progress),
             other => bail!("unknown scenario kind {other:?} in {}", self.name),
         }
     }

@@ -31,7 +31,8 @@ struct Params {
     run_s: u64,
     /// After the workload, for outstanding work to end.
     drain_s: u64,
-    /// Turmoil's tick in microseconds (default 1000).
+    /// Turmoil's tick in microseconds (default 1000; a whole number of milliseconds, see
+    /// `RunConfig::tick`).
     #[serde(default = "default_tick_us")]
     tick_us: u64,
     /// One-way latency range between hosts, milliseconds.
@@ -113,6 +114,7 @@ pub(super) fn run(
         partition_mode: p.partition_mode,
         discovery: p.discovery,
         seeds: p.seeds,
+        script: None,
     };
     progress.set_len(cfg.end().as_secs());
     let r = crate::realstack::run_with_progress(&cfg, &mut |t| {

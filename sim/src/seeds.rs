@@ -52,7 +52,7 @@ impl Sim {
             id,
             addr: super::addr_of(i),
         };
-        self.slots[i as usize].node = petal_core::Node::new(info, self.cfg.node.clone(), seed)
+        self.slots[i as usize].node = petal_core::Node::new(info, self.node_cfg.clone(), seed)
             .expect("node config validated by scenario");
         self.by_id.insert(id, i);
         i

@@ -149,6 +149,7 @@
     warn(clippy::cast_possible_truncation, clippy::too_many_lines)
 )]
 
+mod addr;
 pub mod app;
 mod ask;
 pub mod config;

@@ -14,6 +14,7 @@
 //! the methods of [`Node`] defined here and in the child modules (`next_hop`, `forward`,
 //! `info_of`, `is_ready`, ...).
 
+use crate::addr::PeerAddr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -65,7 +66,7 @@ pub(crate) struct Overlay {
     dead: SortedIdMap<Dead>,
     probes: SortedIdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
-    rtt_cache: IdMap<(u32, SocketAddr)>,
+    rtt_cache: IdMap<(u32, PeerAddr)>,
     /// Insertion order of `rtt_cache` (may hold ids already gone from it), for FIFO eviction.
     rtt_order: VecDeque<NodeId>,
     /// Forwarded messages awaiting their next hop's acknowledgement, by hop sequence number.
@@ -276,7 +277,7 @@ impl Node {
         if self
             .overlay
             .rtt_cache
-            .insert(info.id, (rtt_us, info.addr))
+            .insert(info.id, (rtt_us, info.addr.into()))
             .is_none()
         {
             self.overlay.rtt_order.push_back(info.id);
@@ -306,10 +307,10 @@ impl Node {
 
     /// The address of a tracked peer.
     pub(crate) fn info_of(&self, id: NodeId) -> Option<NodeInfo> {
-        self.overlay
-            .peers
-            .get(&id)
-            .map(|p| NodeInfo { id, addr: p.addr })
+        self.overlay.peers.get(&id).map(|p| NodeInfo {
+            id,
+            addr: p.addr.get(),
+        })
     }
 
     pub(crate) fn infos(&self, ids: impl Iterator<Item = NodeId>) -> Vec<NodeInfo> {
@@ -322,7 +323,7 @@ impl Node {
 
     /// Where a peer's address is, if tracked (for drivers that map ids to links).
     pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
-        self.overlay.peers.get(&id).map(|p| p.addr)
+        self.overlay.peers.get(&id).map(|p| p.addr.get())
     }
 
     /// True while the node serves applications (joining or part of the ring).

@@ -103,7 +103,8 @@ pub type EventCopy = (u32, u32, u64, bool, Time);
 pub(crate) enum Ev {
     Deliver {
         to: u32,
-        from: NodeInfo,
+        /// The sender's slot (a slot's id and address never change once it sends).
+        from: u32,
         msg: Message,
     },
     Timer {
@@ -516,6 +517,7 @@ impl Sim {
         let now = self.now;
         match ev {
             Ev::Deliver { to, from, msg } => {
+                let from = self.slots[from as usize].node.info();
                 let slot = &mut self.slots[to as usize];
                 self.metrics.events += 1;
                 if !slot.alive {
@@ -629,16 +631,8 @@ impl Sim {
             }
         }
         let delay = self.topology.latency_us(from, dst);
-        let info = self.slots[from as usize].node.info();
         let at = Time::from_micros(self.now.as_micros() + delay);
-        self.push(
-            at,
-            Ev::Deliver {
-                to: dst,
-                from: info,
-                msg,
-            },
-        );
+        self.push(at, Ev::Deliver { to: dst, from, msg });
     }
 
     fn on_node_event(&mut self, i: u32, ev: Event) {

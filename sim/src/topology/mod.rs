@@ -372,8 +372,7 @@ impl Topology {
         match &self.model {
             Model::TransitStub(m, nodes) => {
                 let ([ra, access_a], [rb, access_b]) = (nodes[a as usize], nodes[b as usize]);
-                let core = m.delay_us[ra as usize * m.routers as usize + rb as usize];
-                u64::from(access_a) + u64::from(core) + u64::from(access_b)
+                u64::from(access_a) + m.stub.core_us(ra, rb) + u64::from(access_b)
             }
             Model::Geometric(nodes) => {
                 let ([xa, ya, access_a], [xb, yb, access_b]) =

@@ -85,6 +85,35 @@ fn tiny_and_uneven_transit_stub_graphs_are_connected() {
 }
 
 #[test]
+fn stub_delays_equal_the_full_matrix() {
+    for (td, tr, sd, sr, jitter) in [
+        (4, 8, 4, 8, 0),
+        (4, 8, 4, 8, 40),
+        (1, 1, 1, 1, 0),
+        (2, 3, 2, 5, 25),
+        (5, 1, 3, 4, 100),
+    ] {
+        let config = TopologyConfig::TransitStub(TransitStubConfig {
+            transit_domains: td,
+            transit_routers_per_domain: tr,
+            stub_domains_per_transit_router: sd,
+            stub_routers_per_domain: sr,
+            link_jitter_percent: jitter,
+            ..TransitStubConfig::default()
+        });
+        let t = built(&config, 17, 1);
+        let m = matrix(&t).0;
+        let n = m.routers as usize;
+        for a in m.first_stub..m.routers {
+            for b in m.first_stub..m.routers {
+                let full = u64::from(m.delay_us[a as usize * n + b as usize]);
+                assert_eq!(m.stub.core_us(a, b), full, "{config:?} {a} {b}");
+            }
+        }
+    }
+}
+
+#[test]
 fn nodes_on_the_same_router_pay_only_access() {
     let t = built(&TopologyConfig::default(), 4, 3000);
     let nodes = matrix(&t).1;

@@ -84,7 +84,7 @@ impl Node {
         // Unless a probe already measured it, the first ping comes soon (within a second), so
         // that the new peer's round-trip time is known when the next candidate for its slot shows
         // up; later pings follow the interval.
-        let rtt_us = self.overlay.rtt_cache.remove(&info.id).map(|c| c.0);
+        let rtt_us = self.overlay.rtt_cache.remove(&info.id).map(|c| c.rtt_us);
         let mut first = self.ping_interval(info.id);
         if rtt_us.is_none() {
             first = first.min(Duration::from_secs(1));
@@ -239,19 +239,19 @@ impl Node {
             .overlay
             .rtt_cache
             .iter()
-            .filter(|(c, (r, _))| {
-                *r < rtt_us
-                    && self.overlay.rt.slot_of(**c) == Some(slot)
-                    && !self.overlay.dead.contains_key(c)
+            .filter(|(id, c)| {
+                c.rtt_us < rtt_us
+                    && self.overlay.rt.slot_of(**id) == Some(slot)
+                    && !self.overlay.dead.contains_key(id)
             })
-            .min_by_key(|(c, (r, _))| (*r, **c))
-            .map(|(c, (r, a))| {
+            .min_by_key(|(id, c)| (c.rtt_us, **id))
+            .map(|(id, c)| {
                 (
                     NodeInfo {
-                        id: *c,
-                        addr: a.get(),
+                        id: *id,
+                        addr: c.addr.get(),
                     },
-                    *r,
+                    c.rtt_us,
                 )
             });
         if let Some((cand, r)) = best {

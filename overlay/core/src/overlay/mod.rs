@@ -15,7 +15,7 @@
 //! `info_of`, `is_ready`, ...).
 
 use crate::addr::PeerAddr;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use petal_protocol::{NodeId, NodeInfo};
@@ -66,9 +66,9 @@ pub(crate) struct Overlay {
     dead: SortedIdMap<Dead>,
     probes: SortedIdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
-    rtt_cache: IdMap<(u32, PeerAddr)>,
-    /// Insertion order of `rtt_cache` (may hold ids already gone from it), for FIFO eviction.
-    rtt_order: VecDeque<NodeId>,
+    rtt_cache: IdMap<CachedRtt>,
+    /// The insertion number the next new `rtt_cache` entry gets (the oldest goes first).
+    rtt_next: u32,
     /// Forwarded messages awaiting their next hop's acknowledgement, by hop sequence number.
     hops: BTreeMap<u64, PendingHop>,
     /// Lookups started here, by lookup id.
@@ -86,7 +86,29 @@ pub(crate) struct Overlay {
     reintroduce: BTreeMap<NodeId, (NodeInfo, u32, Time)>,
 }
 
+/// A measured round-trip time of a node that is not tracked.
+#[derive(Clone, Debug)]
+struct CachedRtt {
+    rtt_us: u32,
+    /// Insertion number (FIFO eviction); it fits beside `rtt_us` in the entry's padding.
+    seq: u32,
+    addr: PeerAddr,
+}
+
 impl Overlay {
+    /// Numbers the RTT cache's entries 0.. in their order (once in 2^32 insertions).
+    fn renumber_rtt_cache(&mut self) {
+        let mut order: Vec<(u32, NodeId)> =
+            self.rtt_cache.iter().map(|(id, c)| (c.seq, *id)).collect();
+        order.sort_unstable();
+        for (n, (_, id)) in (0u32..).zip(order) {
+            if let Some(c) = self.rtt_cache.get_mut(&id) {
+                c.seq = n;
+            }
+        }
+        self.rtt_next = u32::try_from(self.rtt_cache.len()).unwrap_or(u32::MAX);
+    }
+
     pub(crate) fn new(me: NodeId, cfg: &Config) -> Self {
         Self {
             phase: Phase::Idle,
@@ -97,7 +119,7 @@ impl Overlay {
             dead: SortedIdMap::default(),
             probes: SortedIdMap::default(),
             rtt_cache: IdMap::default(),
-            rtt_order: VecDeque::new(),
+            rtt_next: 0,
             hops: BTreeMap::new(),
             lookups: BTreeMap::new(),
             row_maintenance_at: Time::MAX,
@@ -115,7 +137,7 @@ impl Overlay {
         self.hops.clear();
         self.probes.clear();
         self.rtt_cache.clear();
-        self.rtt_order.clear();
+
         self.dead.clear();
         self.peers.clear();
         self.peer_next = Some(None);
@@ -226,6 +248,11 @@ impl Overlay {
         }
         assert!(self.dead.len() <= cfg.max_dead, "dead set over its bound");
         assert!(
+            self.rtt_cache.len() <= cfg.max_rtt_cache
+                && self.rtt_cache.values().all(|c| c.seq < self.rtt_next),
+            "RTT cache over its bound or out of order"
+        );
+        assert!(
             self.probes.len() <= cfg.max_probes,
             "probes over their bound"
         );
@@ -268,35 +295,44 @@ impl Node {
     pub fn rtt_us(&self, peer: NodeId) -> Option<u32> {
         match self.overlay.peers.get(&peer) {
             Some(p) => p.rtt_us,
-            None => self.overlay.rtt_cache.get(&peer).map(|c| c.0),
+            None => self.overlay.rtt_cache.get(&peer).map(|c| c.rtt_us),
         }
     }
 
     /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).
     pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
-        if self
-            .overlay
-            .rtt_cache
-            .insert(info.id, (rtt_us, info.addr.into()))
-            .is_none()
-        {
-            self.overlay.rtt_order.push_back(info.id);
+        let o = &mut self.overlay;
+        if let Some(c) = o.rtt_cache.get_mut(&info.id) {
+            // A new measurement of a cached candidate keeps its place in the order.
+            c.rtt_us = rtt_us;
+            if !c.addr.is(info.addr) {
+                c.addr = info.addr.into();
+            }
+        } else {
+            if o.rtt_next == u32::MAX {
+                o.renumber_rtt_cache();
+            }
+            let seq = o.rtt_next;
+            o.rtt_next += 1;
+            let addr = info.addr.into();
+            o.rtt_cache.insert(info.id, CachedRtt { rtt_us, seq, addr });
         }
-        while self.overlay.rtt_cache.len() > self.cfg.max_rtt_cache {
-            let Some(old) = self.overlay.rtt_order.pop_front() else {
+        while o.rtt_cache.len() > self.cfg.max_rtt_cache {
+            // The oldest entry: a scan, only while the cache is over its bound.
+            let oldest = o
+                .rtt_cache
+                .iter()
+                .min_by_key(|(_, c)| c.seq)
+                .map(|(id, _)| *id);
+            let Some(oldest) = oldest else {
                 break;
             };
-            self.overlay.rtt_cache.remove(&old);
+            o.rtt_cache.remove(&oldest);
         }
-        let cache = &mut self.overlay.rtt_cache;
+        let cache = &mut o.rtt_cache;
         if cache.capacity() > 4 * cache.len() + 64 {
             // Entries left the cache (tracked again): give back the room of the largest fill.
             cache.shrink_to(2 * cache.len());
-        }
-        if self.overlay.rtt_order.len() > 2 * self.cfg.max_rtt_cache {
-            // Ids that left the cache (tracked again) linger in the order: drop them.
-            let cache = &self.overlay.rtt_cache;
-            self.overlay.rtt_order.retain(|id| cache.contains_key(id));
         }
     }
 
@@ -359,5 +395,54 @@ impl Node {
     /// The routing table.
     pub fn routing_table(&self) -> &RoutingTable {
         &self.overlay.rt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use petal_protocol::{NodeId, NodeInfo};
+
+    use crate::config::Config;
+    use crate::node::Node;
+
+    fn info(n: u128) -> NodeInfo {
+        let addr: SocketAddr = format!("10.0.0.{n}:55556").parse().unwrap();
+        NodeInfo {
+            id: NodeId(n << 100),
+            addr,
+        }
+    }
+
+    #[test]
+    fn the_rtt_cache_forgets_its_oldest_entry_first() {
+        let cfg = Config {
+            max_rtt_cache: 3,
+            ..Config::default()
+        };
+        let mut node = Node::new(info(99), cfg, 1).unwrap();
+        for n in 1..=3 {
+            node.cache_rtt(info(n), 100 * n as u32);
+        }
+        // A new measurement of the oldest keeps its place (and takes the new value).
+        node.cache_rtt(info(1), 50);
+        assert_eq!(node.rtt_us(info(1).id), Some(50));
+        node.cache_rtt(info(4), 400);
+        assert_eq!(node.rtt_us(info(1).id), None, "oldest evicted");
+        assert_eq!(node.rtt_us(info(2).id), Some(200));
+        // One taken out (tracked again) and measured anew is the newest.
+        node.overlay.rtt_cache.remove(&info(2).id);
+        node.cache_rtt(info(2), 20);
+        node.cache_rtt(info(5), 500);
+        assert_eq!(node.rtt_us(info(3).id), None);
+        assert_eq!(node.rtt_us(info(2).id), Some(20));
+        assert_eq!(node.rtt_us(info(4).id), Some(400));
+        assert_eq!(node.rtt_us(info(5).id), Some(500));
+        node.overlay.renumber_rtt_cache();
+        node.cache_rtt(info(6), 600);
+        assert_eq!(node.rtt_us(info(4).id), None, "order survives renumbering");
+        assert_eq!(node.rtt_us(info(2).id), Some(20));
+        assert_eq!(node.overlay.rtt_cache.len(), 3);
     }
 }

@@ -5,7 +5,8 @@
 //! cargo run --release --bin sim scenarios/churn.toml       # one file
 //! cargo run --release --bin sim scenarios --filter churn   # names containing "churn"
 //! cargo run --release --bin sim scenarios --seed 7         # another master seed
-//! cargo run --release --bin sim scenarios --check            # exit 1 if a target is missed
+//! cargo run --release --bin sim scenarios --check          # exit 1 if a target is missed
+//! cargo run --release --bin sim -- scenarios --jobs 1      # one core: one scenario at a time
 //! ```
 //!
 //! Exit status: 0 when every scenario ran (targets missed or not: their reports say so), 1 on
@@ -13,24 +14,46 @@
 //! written first).
 //!
 //! Each scenario of a directory runs in a process of its own (this binary, re-executed with
-//! the one file): the real stack under turmoil keeps state in its libraries that lives as long
-//! as the process (a second run of `turmoil-faults` in one process gave another trace than the
-//! first), so a scenario's report must not depend on which scenarios ran before it. A single
-//! file runs in this process.
+//! the one file and `--child`): the real stack under turmoil keeps state in its libraries that
+//! lives as long as the process (a second run of `turmoil-faults` in one process gave another
+//! trace than the first), so a scenario's report must not depend on which scenarios ran
+//! before it. A single file runs in this process.
+//!
+//! Several scenarios run at once (`--jobs`, default: the machine's cores), the longest
+//! expected first (by the `perf.json` of an earlier run, in the output folder or else in
+//! `reports/`); scenarios made of independent runs (`cold-start`, `churn`, `churn-messaging`)
+//! share them among threads, and get more threads as the other scenarios finish (see
+//! `suite.rs`). Neither changes a byte of any report, `results.json` or plot: each run owns
+//! its simulator and seed, and results are gathered in run order. Only this process writes
+//! the index (`index.json`, `README.md`), from the records its children hand back; it draws
+//! one progress bar per running scenario (on a terminal, unless `--quiet`) and ends with a
+//! summary table: targets, wall and CPU time, messages per CPU second, peak memory.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(
     not(test),
     warn(clippy::cast_possible_truncation, clippy::too_many_lines)
 )]
 
+// The modules live in `sim/` beside this file (a file directly in src/bin/ would be a binary).
+#[path = "sim/index.rs"]
+mod index;
+#[path = "sim/record.rs"]
+mod record;
+#[path = "sim/suite.rs"]
+mod suite;
+#[path = "sim/view.rs"]
+mod view;
+
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use petal_sim::report::{IndexEntry, write_index};
-use petal_sim::scenario::{Progress, Scenario};
-use serde::{Deserialize, Serialize};
+use petal_sim::scenario::{ChildLine, Progress, Scenario, Threads, available_parallelism};
+
+use crate::record::{Record, run_here};
+use crate::view::{View, summary_table};
 
 /// Runs Petal simulation scenarios and writes reports.
 #[derive(Parser)]
@@ -47,175 +70,131 @@ struct Args {
     /// Where reports go.
     #[arg(long, default_value = "reports")]
     out: PathBuf,
+    /// Cores to use: scenarios run at once, and busy threads in all [default: the machine's
+    /// cores].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Threads one scenario may share its independent runs among [default: --jobs]; in a
+    /// suite each scenario starts with one and gets more as the others finish.
+    #[arg(long)]
+    threads: Option<usize>,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
     /// Exit with status 1 when any scenario misses a target (after writing every report).
     #[arg(long)]
     check: bool,
-    /// Internal: run as one scenario's own process (exit status 3: a target missed).
+    /// Internal: run as one scenario's own process, for a parent `sim` (progress and the
+    /// record on stdout, thread budget on stdin).
     #[arg(long, hide = true)]
     child: bool,
 }
 
-/// A child's exit status when its scenario missed a target.
-const CHILD_MISSED: i32 = 3;
-
-#[derive(Serialize, Deserialize, Clone)]
-struct Indexed {
-    name: String,
-    description: String,
-    summary: String,
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let files = scenario_files(&args.target)?;
-    let mut scenarios = Vec::new();
-    let mut paths = Vec::new();
-    for f in &files {
-        let mut s = Scenario::load(f)?;
+    let jobs = args.jobs.unwrap_or_else(available_parallelism).max(1);
+    let threads_max = args.threads.unwrap_or(jobs).max(1);
+    let mut jobs_of_suite = Vec::new();
+    for path in scenario_files(&args.target)? {
+        let mut scenario = Scenario::load(&path)?;
         if let Some(seed) = args.seed {
-            s.seed = seed;
+            scenario.seed = seed;
         }
         if args
             .filter
             .as_ref()
-            .is_none_or(|flt| s.name.contains(flt.as_str()))
+            .is_none_or(|flt| scenario.name.contains(flt.as_str()))
         {
-            scenarios.push(s);
-            paths.push(f.clone());
+            jobs_of_suite.push(suite::Job { scenario, path });
         }
     }
-    if scenarios.is_empty() {
-        bail!("no scenario matches in {}", args.target.display());
+    match jobs_of_suite.as_slice() {
+        [] => bail!("no scenario matches in {}", args.target.display()),
+        [one] if args.child => run_child(&args, &one.scenario, jobs),
+        [one] => run_alone(&args, &one.scenario, threads_max),
+        several => run_suite(&args, several, jobs, threads_max),
     }
-    if scenarios.len() > 1 {
-        return run_each_in_own_process(&args, &scenarios, &paths);
-    }
+}
+
+/// One scenario in this process, with its own bar; writes the index.
+fn run_alone(args: &Args, s: &Scenario, threads: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
-    let mut index = read_index(&args.out);
-    let mut failed = Vec::new();
-    let mut error = None;
-    for s in &scenarios {
-        let dir = args.out.join(&s.name);
-        let progress = Progress::new(&s.name, 1, !args.quiet);
-        let started = Instant::now();
-        eprintln!("== {} (seed {})", s.name, s.seed);
-        let outcome = match s
-            .run(&dir, &progress)
-            .with_context(|| format!("scenario {} (seed {})", s.name, s.seed))
-        {
-            Ok(o) => o,
-            Err(e) => {
-                // The scenarios that ran still get their index lines; then the error.
-                error = Some(e);
-                break;
-            }
-        };
-        let wall = started.elapsed().as_secs_f64();
-        let mut perf = serde_json::json!({
-            "note": "wall-clock figures of the run that wrote this report; machine-dependent, unlike report.md and results.json",
-            "wall_s": wall,
-            "events": outcome.events,
-            "events_per_s": outcome.events as f64 / wall.max(1e-9),
-            "messages": outcome.messages,
-            "messages_per_s": outcome.messages as f64 / wall.max(1e-9),
-            "threads": 1,
-        });
-        if let Some(m) = perf.as_object_mut() {
-            m.extend(outcome.perf.clone());
-            if let Some(rss) = peak_rss_bytes() {
-                m.insert("peak_rss_bytes".into(), rss.into());
-                let nodes = m.get("nodes").and_then(serde_json::Value::as_u64);
-                if let Some(n) = nodes.filter(|&n| n > 0) {
-                    m.insert("bytes_per_node".into(), (rss / n).into());
+    let progress = Progress::new(&s.name, 1, !args.quiet);
+    let record = run_here(s, &args.out, &progress, &Threads::fixed(threads))?;
+    index::update(&args.out, &[record.indexed()])?;
+    finish(args, &[record], None)
+}
+
+/// One scenario for a parent `sim` (see `suite.rs`): starts on `--threads` threads, takes
+/// more when the parent says so on stdin (`threads N`, up to `jobs`), reports its progress
+/// and finally its record on stdout. The parent writes the index.
+fn run_child(args: &Args, s: &Scenario, jobs: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let threads = Threads::for_child(args.threads.unwrap_or(1), jobs);
+    let raise = threads.clone();
+    // Reads the parent's budget until it closes the pipe; the process ends without it.
+    let _ = std::thread::Builder::new()
+        .name("threads-from-parent".into())
+        .spawn(move || {
+            suite::for_each_line(std::io::stdin(), |line| {
+                if let Some(Ok(n)) = line.strip_prefix("threads ").map(|n| n.trim().parse()) {
+                    raise.raise(n);
                 }
-            }
-        }
-        std::fs::write(
-            dir.join("perf.json"),
-            serde_json::to_string_pretty(&perf)? + "\n",
-        )?;
-        let summary = outcome.targets.summary();
-        eprintln!(
-            "   {}: {summary}; {:.1} s wall, {} events ({:.2} M/s), {} messages ({:.2} M/s); results {}",
-            s.name,
-            wall,
-            outcome.events,
-            outcome.events as f64 / wall.max(1e-9) / 1e6,
-            outcome.messages,
-            outcome.messages as f64 / wall.max(1e-9) / 1e6,
-            &outcome.results_hash[..16]
-        );
-        if !outcome.targets.all_met() {
-            failed.push(s.name.clone());
-        }
-        index.retain(|e| e.name != s.name);
-        index.push(Indexed {
-            name: s.name.clone(),
-            description: s.description.clone(),
-            summary,
+            });
         });
+    let progress = if args.quiet {
+        Progress::hidden()
+    } else {
+        Progress::lines(1)
+    };
+    let record = run_here(s, &args.out, &progress, &threads)?;
+    ChildLine::Done {
+        result: serde_json::to_value(&record)?,
     }
-    index.sort_by(|a, b| a.name.cmp(&b.name));
-    std::fs::write(
-        args.out.join("index.json"),
-        serde_json::to_string_pretty(&index)? + "\n",
-    )?;
-    let entries: Vec<IndexEntry> = index
-        .iter()
-        .map(|e| IndexEntry {
-            name: e.name.clone(),
-            description: e.description.clone(),
-            summary_line: e.summary.clone(),
-        })
-        .collect();
-    write_index(&args.out, &entries)?;
-    if let Some(e) = error {
-        return Err(e);
-    }
-    if !failed.is_empty() {
-        if args.child {
-            std::process::exit(CHILD_MISSED);
-        }
-        eprintln!("targets missed in: {}", failed.join(", "));
-        if args.check {
-            std::process::exit(1);
-        }
-    }
+    .emit();
     Ok(())
 }
 
-/// Runs each scenario in a process of its own, one after another (each child writes its
-/// report, its perf.json and its index line); stops at the first that fails to run.
-fn run_each_in_own_process(
+/// Several scenarios, each in a process of its own; writes the index from their records.
+fn run_suite(
     args: &Args,
-    scenarios: &[Scenario],
-    paths: &[PathBuf],
+    jobs_of_suite: &[suite::Job],
+    jobs: usize,
+    threads_max: usize,
 ) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let mut failed = Vec::new();
-    for (s, path) in scenarios.iter().zip(paths) {
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.arg(path).arg("--out").arg(&args.out).arg("--child");
-        if let Some(seed) = args.seed {
-            cmd.arg("--seed").arg(seed.to_string());
-        }
-        if args.quiet {
-            cmd.arg("--quiet");
-        }
-        let status = cmd
-            .status()
-            .with_context(|| format!("starting the process of scenario {}", s.name))?;
-        match status.code() {
-            Some(0) => {}
-            Some(CHILD_MISSED) => failed.push(s.name.clone()),
-            _ => bail!("scenario {} (seed {}) failed: {status}", s.name, s.seed),
-        }
+    std::fs::create_dir_all(&args.out)?;
+    let started = Instant::now();
+    let view = View::new(!args.quiet && std::io::stderr().is_terminal());
+    let opts = suite::Options {
+        jobs,
+        threads_max,
+        seed: args.seed,
+        out: args.out.clone(),
+    };
+    let ran = suite::run(&opts, jobs_of_suite, &view)?;
+    let fresh: Vec<_> = ran.records.iter().map(Record::indexed).collect();
+    index::update(&args.out, &fresh)?;
+    if !ran.failures.is_empty() {
+        eprint!(
+            "{}",
+            summary_table(&ran.records, Some(started.elapsed().as_secs_f64()))
+        );
+        bail!("{}", ran.failures.join("; "));
     }
-    if !failed.is_empty() {
-        eprintln!("targets missed in: {}", failed.join(", "));
+    finish(args, &ran.records, Some(started.elapsed().as_secs_f64()))
+}
+
+/// The summary table, the missed targets, and `--check`'s verdict.
+fn finish(args: &Args, records: &[Record], wall_s: Option<f64>) -> anyhow::Result<()> {
+    eprint!("{}", summary_table(records, wall_s));
+    let mut missed: Vec<&str> = records
+        .iter()
+        .filter(|r| !r.targets.all_met())
+        .map(|r| r.name.as_str())
+        .collect();
+    missed.sort_unstable();
+    if !missed.is_empty() {
+        eprintln!("targets missed in: {}", missed.join(", "));
         if args.check {
             std::process::exit(1);
         }
@@ -234,21 +213,4 @@ fn scenario_files(target: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-fn read_index(out: &Path) -> Vec<Indexed> {
-    std::fs::read_to_string(out.join("index.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
-}
-
-/// This process's peak resident set size (Linux: `VmHWM` in /proc/self/status); `None` where
-/// the system does not say. Each scenario of a directory runs in its own process, so this is
-/// the scenario's own peak.
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

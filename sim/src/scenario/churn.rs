@@ -13,7 +13,8 @@ use serde_json::json;
 use super::common::{
     advance_ms, exp_us, finish, grow, ms_quantiles, pct, session_us, share_target,
 };
-use super::{Outcome, Progress, Scenario};
+use super::pool::map_in_order;
+use super::{Outcome, Progress, Scenario, Threads};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::{Metrics, quantile};
 use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
@@ -47,30 +48,26 @@ pub(super) fn run(
     node: petal_core::Config,
     out: &Path,
     progress: &Progress,
+    threads: &Threads,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
     progress.set_len(p.median_session_s.len() as u64 * (p.duration_s + 1));
-    let mut runs = Vec::new();
-    let mut events = 0;
-    let mut messages = 0;
-    for (k, &median_s) in p.median_session_s.iter().enumerate() {
+    // One simulation per churn rate, each seeded by its index: independent of the others.
+    let done = map_in_order(threads, p.median_session_s.len(), |k| {
+        let median_s = p.median_session_s[k];
         let mut sim = sc.new_sim(derive_seed(sc.seed, "churn-run", k as u64), &node)?;
-        let r = churn_run(
-            &mut sim,
-            &p,
-            median_s,
-            progress,
-            k as u64 * (p.duration_s + 1),
-        );
-        events += sim.metrics.events;
-        messages += sim.metrics.messages;
-        runs.push(r);
-    }
+        let r = churn_run(&mut sim, &p, median_s, progress, k);
+        Ok((r, sim.metrics.events, sim.metrics.messages))
+    })?;
     progress.finish();
+    let events = done.iter().map(|d| d.1).sum();
+    let messages = done.iter().map(|d| d.2).sum();
+    let runs: Vec<Run> = done.into_iter().map(|d| d.0).collect();
     write_report(sc, &p, &runs, out, (events, messages))
 }
 
-fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base: u64) -> Run {
+/// One run at one churn rate; its progress is part `part` of the scenario's.
+fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, part: usize) -> Run {
     grow(sim, p.nodes, p.join_spacing_ms, p.settle_s * 1000, |_| {});
     let start = sim.now();
     sim.metrics = Metrics::new(1_000_000);
@@ -118,8 +115,9 @@ fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, base
                 clippy::cast_possible_truncation,
                 reason = "whole seconds into the run, for the progress bar"
             )]
-            progress.set(
-                base + (secs as u64),
+            progress.set_part(
+                part,
+                secs as u64,
                 format!("median session {median_s} s: {} alive", sim.alive_count()),
             );
             next_sample += 1_000_000;

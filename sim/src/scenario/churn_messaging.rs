@@ -16,7 +16,8 @@ use super::common::{
     Levels, STEP_MS, advance_ms, exp_us, finish, grow, messaging_targets, ms_quantiles, pct,
     session_us, warm_up,
 };
-use super::{Outcome, Progress, Scenario};
+use super::pool::map_in_order;
+use super::{Outcome, Progress, Scenario, Threads};
 use crate::engine::{Sim, derive_seed};
 use crate::metrics::quantile;
 use crate::oracle::{EventStats, RequestStats, TunnelStats};
@@ -96,6 +97,7 @@ pub(super) fn run(
     node: petal_core::Config,
     out: &Path,
     progress: &Progress,
+    threads: &Threads,
 ) -> anyhow::Result<Outcome> {
     let p: Params = sc.params()?;
     anyhow::ensure!(
@@ -103,17 +105,17 @@ pub(super) fn run(
         "bucket_s in 1..=duration_s"
     );
     progress.set_len(p.median_session_s.len() as u64 * (p.duration_s + 1));
-    let mut runs = Vec::new();
-    let (mut events, mut messages) = (0, 0);
-    for (k, &median_s) in p.median_session_s.iter().enumerate() {
+    // One simulation per churn rate, each seeded by its index: independent of the others.
+    let done = map_in_order(threads, p.median_session_s.len(), |k| {
         let seed = derive_seed(sc.seed, "churn-messaging-run", k as u64);
         let mut sim = sc.new_sim(seed, &node)?;
-        let base = k as u64 * (p.duration_s + 1);
-        runs.push(churn_run(&mut sim, &p, median_s, progress, base)?);
-        events += sim.metrics.events;
-        messages += sim.metrics.messages;
-    }
+        let run = churn_run(&mut sim, &p, p.median_session_s[k], progress, k)?;
+        Ok((run, sim.metrics.events, sim.metrics.messages))
+    })?;
     progress.finish();
+    let events = done.iter().map(|d| d.1).sum();
+    let messages = done.iter().map(|d| d.2).sum();
+    let runs: Vec<Run> = done.into_iter().map(|d| d.0).collect();
     write_report(sc, &p, &node, &runs, out, (events, messages))
 }
 
@@ -122,7 +124,7 @@ fn churn_run(
     p: &Params,
     median_s: u64,
     progress: &Progress,
-    base: u64,
+    part: usize,
 ) -> anyhow::Result<Run> {
     grow(sim, p.nodes, p.join_spacing_ms, p.settle_s * 1000, |_| {});
     let mut wl = warm_up(sim, &p.workload, p.warmup_s)?;
@@ -169,8 +171,9 @@ fn churn_run(
             let secs = (now - start.as_micros()) / 1_000_000;
             alive_sum += sim.alive_count() as f64;
             samples += 1;
-            progress.set(
-                base + secs,
+            progress.set_part(
+                part,
+                secs,
                 format!("median session {median_s} s: {} alive", sim.alive_count()),
             );
             next_sample += 1_000_000;

@@ -10,6 +10,7 @@
 //! reply). The scenario repeats this over many master seeds; every run must pass.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use petal_core::{Key, Time};
 use rand::Rng;
@@ -17,7 +18,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::common::{finish, ms_quantiles, pct, zero_target};
-use super::{Outcome, Progress, Scenario};
+use super::pool::map_in_order;
+use super::{Outcome, Progress, Scenario, Threads};
 use crate::apps::AppSpec;
 use crate::engine::{Sim, SimConfig, derive_seed};
 use crate::metrics::Metrics;
@@ -431,15 +433,19 @@ pub(super) fn run(
     node: petal_core::Config,
     out: &Path,
     progress: &Progress,
+    threads: &Threads,
 ) -> anyhow::Result<Outcome> {
     let p: ColdStartParams = sc.params()?;
     progress.set_len(u64::from(p.runs));
-    let mut runs = Vec::new();
-    for r in 0..p.runs {
-        let cfg = sc.sim_config(derive_seed(sc.seed, "cold-start", u64::from(r)), &node)?;
-        runs.push(run_cold_start(cfg, &p)?);
-        progress.set(u64::from(r + 1), "runs".into());
-    }
+    let done = AtomicU64::new(0);
+    // Each run is a simulation of its own, seeded by its index: independent of the others.
+    let runs = map_in_order(threads, p.runs as usize, |r| {
+        let cfg = sc.sim_config(derive_seed(sc.seed, "cold-start", r as u64), &node)?;
+        let run = run_cold_start(cfg, &p)?;
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        progress.set(n, format!("runs ({} threads)", threads.budget()));
+        Ok(run)
+    })?;
     progress.finish();
     write_report(sc, &p, &runs, out)
 }

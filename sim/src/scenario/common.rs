@@ -1,4 +1,4 @@
-//! Helpers shared by the runners: time stepping, lookup workloads, progress, result hashing.
+//! Helpers shared by the runners: time stepping, lookup workloads, result hashing.
 
 use petal_core::{Key, Time};
 use rand::Rng;
@@ -9,48 +9,6 @@ use crate::engine::Sim;
 use crate::report::ReportWriter;
 
 use super::Outcome;
-
-/// A progress bar (hidden when not on a terminal or in tests).
-pub struct Progress(indicatif::ProgressBar);
-
-impl Progress {
-    /// A visible bar for `name` with `len` steps.
-    pub fn new(name: &str, len: u64, visible: bool) -> Self {
-        let bar = if visible {
-            indicatif::ProgressBar::new(len)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:40}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(name.to_string());
-        Self(bar)
-    }
-
-    /// A hidden bar.
-    pub fn hidden() -> Self {
-        Self(indicatif::ProgressBar::hidden())
-    }
-
-    /// Sets the position and the message.
-    pub fn set(&self, pos: u64, msg: String) {
-        self.0.set_position(pos);
-        self.0.set_message(msg);
-    }
-
-    /// Sets the length.
-    pub fn set_len(&self, len: u64) {
-        self.0.set_length(len);
-    }
-
-    /// Finishes the bar.
-    pub fn finish(&self) {
-        self.0.finish();
-    }
-}
 
 /// Advances simulated time by `ms` milliseconds.
 pub(crate) fn advance_ms(sim: &mut Sim, ms: u64) {

@@ -35,7 +35,13 @@
 //!   `common::finish` writes `report.md` and `results.json` and returns the [`Outcome`];
 //!   `common::per_second_json`, `messaging_window_json` and `ms_quantiles` shape the JSON.
 //!
-//! Then add the kind to [`Scenario::run`]'s match and a TOML file to `scenarios/`.
+//! - independent runs (a scenario made of several simulations that share nothing, each
+//!   seeded by its index): `pool::map_in_order` runs them on the [`Threads`] budget the
+//!   runner is given and returns their results in run order, so the report is the same on any
+//!   number of threads; each run reports its own part of the [`Progress`]
+//!   (`Progress::set_part`).
+//!
+//! Then add the kind to [`Scenario::run_on`]'s match and a TOML file to `scenarios/`.
 
 mod app_workload;
 mod churn;
@@ -46,6 +52,8 @@ mod fidelity;
 mod hops;
 mod partition;
 mod partition_messaging;
+mod pool;
+mod progress;
 mod pubsub_fanout;
 mod rpc_load;
 mod turmoil;
@@ -60,7 +68,8 @@ use crate::report::TargetCounts;
 use crate::topology::TopologyConfig;
 
 pub use cold_start::{ColdStartParams, ColdStartRun, run_cold_start};
-pub use common::Progress;
+pub use pool::{Threads, available_parallelism};
+pub use progress::{CHILD_LINE_PREFIX, ChildLine, Progress};
 
 /// A scenario file.
 #[derive(Clone, Debug, Deserialize)]
@@ -209,15 +218,28 @@ impl Scenario {
         Ok(s)
     }
 
-    /// Runs the scenario and writes its report into `out_dir`.
+    /// Runs the scenario and writes its report into `out_dir`, its independent runs (if it has
+    /// any) on as many threads as the machine has cores.
     pub fn run(&self, out_dir: &Path, progress: &Progress) -> anyhow::Result<Outcome> {
+        self.run_on(out_dir, progress, &Threads::available())
+    }
+
+    /// Runs the scenario and writes its report into `out_dir`, its independent runs (those of
+    /// `cold-start`, `churn` and `churn-messaging`) on the `threads` budget. The report and
+    /// `results.json` are the same whatever the budget.
+    pub fn run_on(
+        &self,
+        out_dir: &Path,
+        progress: &Progress,
+        threads: &Threads,
+    ) -> anyhow::Result<Outcome> {
         let node = self.node.apply()?;
         match self.kind.as_str() {
             "pastry-hops" => hops::run(self, node, out_dir, progress),
-            "churn" => churn::run(self, node, out_dir, progress),
+            "churn" => churn::run(self, node, out_dir, progress, threads),
             "partition" => partition::run(self, node, out_dir, progress),
-            "cold-start" => cold_start::run(self, node, out_dir, progress),
-            "churn-messaging" => churn_messaging::run(self, node, out_dir, progress),
+            "cold-start" => cold_start::run(self, node, out_dir, progress, threads),
+            "churn-messaging" => churn_messaging::run(self, node, out_dir, progress, threads),
             "partition-messaging" => partition_messaging::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),

@@ -445,6 +445,13 @@ impl Node {
                 && heap.is_none_or(|h| t <= h)
             {
                 self.on_peer_timer(now, id);
+                if self.overlay.next_peer_due() == Some((t, id)) {
+                    // Every path of `on_peer_timer` moves the deadline or untracks the peer; if
+                    // one ever did not, this loop (and the driver's) would spin at `now`.
+                    debug_assert!(false, "peer timer fired without moving");
+                    self.overlay
+                        .postpone_peer(id, self.quantize(now + self.cfg.leaf_ping_interval));
+                }
                 continue;
             }
             let Some(&Reverse((t, key))) = self.timers.peek() else {

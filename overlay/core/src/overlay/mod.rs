@@ -182,6 +182,11 @@ impl Overlay {
         best
     }
 
+    /// Moves peer `id`'s deadline to `due` (a guard in `Node::handle_timeout`).
+    pub(crate) fn postpone_peer(&mut self, id: NodeId, due: Time) {
+        self.set_peer_due(id, due);
+    }
+
     /// Sets peer `id`'s deadline (the peer must be tracked).
     fn set_peer_due(&mut self, id: NodeId, due: Time) {
         if let Some(p) = self.peers.get_mut(&id) {

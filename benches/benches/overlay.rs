@@ -57,7 +57,7 @@ fn frames(c: &mut Criterion) {
         id: NodeId(i * 0x9e37_79b9_7f4a_7c15),
         addr: "10.1.2.3:7000".parse().expect("address"),
     };
-    let route = Message::Route(RouteMsg {
+    let route = Message::route(RouteMsg {
         key: Key(42),
         origin: info(1),
         hops: 2,

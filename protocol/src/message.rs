@@ -33,8 +33,10 @@ pub enum Message {
         /// The nonce of the ping being answered.
         nonce: u64,
     },
-    /// A message routed hop by hop towards the node numerically closest to `key`.
-    Route(RouteMsg),
+    /// A message routed hop by hop towards the node numerically closest to `key`. Boxed, as
+    /// is [`Message::Descend`]: the two largest variants would otherwise make every message
+    /// (a ping too) 136 bytes, copied whole at every move through an outbox or event queue.
+    Route(Box<RouteMsg>),
     /// Hop-level acknowledgement of a [`Message::Route`]: the next hop took it.
     RouteAck {
         /// The `hop_seq` of the acknowledged route message.
@@ -134,7 +136,7 @@ pub enum Message {
     },
     /// A request or tunnel open travelling down a cluster's tree towards the member chosen for
     /// it. Acknowledged hop by hop with [`Message::RouteAck`].
-    Descend(DescendMsg),
+    Descend(Box<DescendMsg>),
     /// The outcome of a request, sent by the member's node straight to the requester's node.
     Reply {
         /// The requester's request id.
@@ -282,6 +284,16 @@ pub enum Routed {
 }
 
 impl Message {
+    /// A [`Message::Route`] of `msg`.
+    pub fn route(msg: RouteMsg) -> Self {
+        Message::Route(Box::new(msg))
+    }
+
+    /// A [`Message::Descend`] of `msg`.
+    pub fn descend(msg: DescendMsg) -> Self {
+        Message::Descend(Box::new(msg))
+    }
+
     /// Names of the message kinds, indexed by [`Message::kind_index`].
     pub const KINDS: [&'static str; 25] = [
         "ping",
@@ -365,5 +377,21 @@ impl Message {
             | Message::TunnelClose { .. } => false,
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message moves through outboxes and event queues by value: the two large variants
+    /// are boxed so that a ping costs what a ping is, and moves stay a few vector stores.
+    #[test]
+    fn a_message_stays_small() {
+        assert!(
+            std::mem::size_of::<Message>() <= 72,
+            "Message is {} bytes",
+            std::mem::size_of::<Message>()
+        );
     }
 }

@@ -79,7 +79,7 @@ fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
         (any::<u128>(), info(), any::<u8>(), any::<u64>(), routed).prop_map(
-            |(key, origin, hops, hop_seq, body)| Message::Route(RouteMsg {
+            |(key, origin, hops, hop_seq, body)| Message::route(RouteMsg {
                 key: Key(key),
                 origin,
                 hops,
@@ -123,7 +123,7 @@ fn message() -> impl Strategy<Value = Message> {
             }
         }),
         (any::<u128>(), info(), any::<u8>(), any::<u64>(), ask()).prop_map(
-            |(group, requester, hops, hop_seq, ask)| Message::Descend(DescendMsg {
+            |(group, requester, hops, hop_seq, ask)| Message::descend(DescendMsg {
                 group: Key(group),
                 requester,
                 hops,

@@ -617,10 +617,10 @@ impl Sim {
         if let Some(log) = &mut self.event_log {
             let payload = match &msg {
                 Message::Cast { payload, .. } => Some(payload),
-                Message::Route(petal_protocol::RouteMsg {
-                    body: petal_protocol::Routed::Publish { payload },
-                    ..
-                }) => Some(payload),
+                Message::Route(r) => match &r.body {
+                    petal_protocol::Routed::Publish { payload } => Some(payload),
+                    _ => None,
+                },
                 _ => None,
             };
             if let Some(gid) =

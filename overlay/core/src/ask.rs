@@ -440,7 +440,7 @@ impl Node {
                 };
                 self.track_hop(now, hop_seq, HopMsg::Descend(msg), child, avoid);
                 self.stats.asks_forwarded += 1;
-                self.send(to, Message::Descend(out));
+                self.send(to, Message::descend(out));
             }
         }
         None

@@ -512,7 +512,7 @@ impl Node {
         match msg {
             Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
             Message::Pong { nonce } => self.on_pong(now, from, nonce),
-            Message::Route(r) => self.on_route(now, from, r),
+            Message::Route(r) => self.on_route(now, from, *r),
             Message::RouteAck { hop_seq } => self.on_route_ack(from, hop_seq),
             Message::JoinReply {
                 entries,
@@ -548,7 +548,7 @@ impl Node {
                 seq,
                 payload,
             } => self.on_cast(now, from, group, seq, payload),
-            Message::Descend(d) => self.on_descend(now, from, d),
+            Message::Descend(d) => self.on_descend(now, from, *d),
             other => self.handle_app_message(now, from, other),
         }
         self.drain_loopback(now);

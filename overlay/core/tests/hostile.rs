@@ -259,7 +259,7 @@ fn overlay_message() -> impl Strategy<Value = Message> {
             any::<bool>(),
             any::<u64>()
         )
-            .prop_map(|(key, origin, hops, hop_seq, join, lookup)| Message::Route(
+            .prop_map(|(key, origin, hops, hop_seq, join, lookup)| Message::route(
                 RouteMsg {
                     key: Key(key),
                     origin: info(origin),
@@ -337,7 +337,7 @@ fn messaging_message() -> impl Strategy<Value = Spec> {
             }
         ),
         2 => (group_key(), peer(), any::<u8>(), raw(), small_len()).prop_map(
-            |(key, origin, hops, hop_seq, len)| Spec::Plain(Message::Route(RouteMsg {
+            |(key, origin, hops, hop_seq, len)| Spec::Plain(Message::route(RouteMsg {
                 key,
                 origin: info(origin),
                 hops: hops % 80,
@@ -694,7 +694,7 @@ impl Harness {
                     },
                 };
                 if route {
-                    Message::Route(RouteMsg {
+                    Message::route(RouteMsg {
                         key: group,
                         origin: requester,
                         hops,
@@ -702,7 +702,7 @@ impl Harness {
                         body: Routed::Ask(ask),
                     })
                 } else {
-                    Message::Descend(DescendMsg {
+                    Message::descend(DescendMsg {
                         group,
                         requester,
                         hops,
@@ -1301,7 +1301,7 @@ fn ask_for_a_topic_reaches_no_subscriber() {
                 kind,
             };
             let msg = if route {
-                Message::Route(RouteMsg {
+                Message::route(RouteMsg {
                     key: topic,
                     origin: info(5),
                     hops: 0,
@@ -1309,7 +1309,7 @@ fn ask_for_a_topic_reaches_no_subscriber() {
                     body: Routed::Ask(ask),
                 })
             } else {
-                Message::Descend(DescendMsg {
+                Message::descend(DescendMsg {
                     group: topic,
                     requester: info(5),
                     hops: 0,

@@ -849,7 +849,7 @@ async fn a_peer_claiming_another_id_is_not_believed() {
         body: Routed::Join,
     };
     let mut msgs = vec![
-        Message::Route(join),
+        Message::route(join),
         Message::Ping { nonce: 42 },
         Message::LeafSet {
             leaf: Vec::new(),
@@ -1009,7 +1009,7 @@ async fn stale_dial_case(answer_as: Option<Identity>) {
         hop_seq: 1,
         body: Routed::Join,
     };
-    send_frames(&mut sf, &mut ef, &[Message::Route(join)]).await;
+    send_frames(&mut sf, &mut ef, &[Message::route(join)]).await;
     tokio::time::timeout(Duration::from_secs(2), accepted_rx)
         .await
         .expect("the node did not dial the stale address")

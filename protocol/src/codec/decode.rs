@@ -78,7 +78,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
                 ty::ROUTED_ASK => Routed::Ask(r.ask()?),
                 _ => return Err(DecodeError::Malformed("routed type")),
             };
-            Message::Route(RouteMsg {
+            Message::route(RouteMsg {
                 key,
                 origin,
                 hops,
@@ -130,7 +130,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             seq: r.event_seq("cast seq")?,
             payload: r.bytes("cast payload")?,
         },
-        ty::DESCEND => Message::Descend(DescendMsg {
+        ty::DESCEND => Message::descend(DescendMsg {
             group: r.key("descend group")?,
             requester: r.info()?,
             hops: r.u8("descend hops")?,

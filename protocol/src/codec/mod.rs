@@ -256,7 +256,7 @@ mod tests {
             decode(&bytes, 64),
             Err(DecodeError::Malformed("reply result"))
         );
-        let mut bytes = to_vec(&Message::Descend(DescendMsg {
+        let mut bytes = to_vec(&Message::descend(DescendMsg {
             group: Key(1),
             requester: info(2),
             hops: 0,

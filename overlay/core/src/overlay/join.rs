@@ -228,7 +228,7 @@ impl Node {
             hop_seq: 0,
             body: Routed::Join,
         };
-        self.send(via, Message::Route(msg));
+        self.send(via, Message::route(msg));
     }
 
     /// The attempt made progress (`from` answered it): measure the contact's round-trip time

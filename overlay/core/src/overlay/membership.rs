@@ -118,7 +118,7 @@ impl Node {
             hop_seq: 0,
             body: Routed::Join,
         };
-        self.send(via, Message::Route(join));
+        self.send(via, Message::route(join));
     }
 
     /// One leaf set from `via` moved half of ours or more at once: our neighbours were far

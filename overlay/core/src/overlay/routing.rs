@@ -137,7 +137,7 @@ impl Node {
         }
         self.stats.routes_forwarded += 1;
         self.track_hop(now, hop_seq, HopMsg::Route(msg), next, avoid);
-        self.send(to, Message::Route(out));
+        self.send(to, Message::route(out));
     }
 
     /// True when no more forwarded messages can be tracked (`max_pending_hops`).

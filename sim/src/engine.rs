@@ -149,6 +149,9 @@ pub struct Sim {
     /// Every node ever created, by id (ids are unique; a restart keeps its id).
     by_id: BTreeMap<NodeId, u32>,
     slots: Vec<Slot>,
+    /// Every slot's node id, densely (16 bytes a node): a delivery names its sender and a send
+    /// checks its destination without touching either node's state, which is cold by then.
+    ids: Vec<NodeId>,
     topology: Topology,
     net_rng: ChaCha8Rng,
     id_rng: ChaCha8Rng,
@@ -192,6 +195,7 @@ impl Sim {
             free: Vec::new(),
             by_id: BTreeMap::new(),
             slots: Vec::new(),
+            ids: Vec::new(),
             topology,
             ready: BTreeMap::new(),
             ready_list: Vec::new(),
@@ -296,9 +300,18 @@ impl Sim {
             crashed_at: None,
             seeds: None,
         });
+        self.ids.push(id);
         self.ready_pos.push(usize::MAX);
         self.by_id.insert(id, index);
         index
+    }
+
+    /// The id and address of slot `i`'s node (from the dense id table).
+    pub(crate) fn info_at(&self, i: u32) -> NodeInfo {
+        NodeInfo {
+            id: self.ids[i as usize],
+            addr: addr_of(i),
+        }
     }
 
     #[expect(
@@ -517,7 +530,7 @@ impl Sim {
         let now = self.now;
         match ev {
             Ev::Deliver { to, from, msg } => {
-                let from = self.slots[from as usize].node.info();
+                let from = self.info_at(from);
                 let slot = &mut self.slots[to as usize];
                 self.metrics.events += 1;
                 if !slot.alive {
@@ -606,7 +619,7 @@ impl Sim {
             return;
         };
         // A link to an address whose node has another id fails its handshake.
-        if self.slots[dst as usize].node.id() != to.id {
+        if self.ids[dst as usize] != to.id {
             self.metrics.dropped_unroutable += 1;
             return;
         }

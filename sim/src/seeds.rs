@@ -55,6 +55,7 @@ impl Sim {
         self.slots[i as usize].node = petal_core::Node::new(info, self.node_cfg.clone(), seed)
             .expect("node config validated by scenario");
         self.by_id.insert(id, i);
+        self.ids[i as usize] = id;
         i
     }
 

@@ -333,7 +333,7 @@ impl Node {
             hop_seq: 0,
             body: petal_protocol::Routed::Ask(ask),
         };
-        self.forward(now, msg, Vec::new());
+        self.forward(now, Box::new(msg), Vec::new());
     }
 
     pub(crate) fn on_request_timeout(&mut self, id: u64) {
@@ -438,7 +438,7 @@ impl Node {
                     hop_seq,
                     ..msg.clone()
                 };
-                self.track_hop(now, hop_seq, HopMsg::Descend(msg), child, avoid);
+                self.track_hop(now, hop_seq, HopMsg::Descend(Box::new(msg)), child, avoid);
                 self.stats.asks_forwarded += 1;
                 self.send(to, Message::descend(out));
             }
@@ -473,7 +473,7 @@ impl Node {
             hop_seq: 0,
             body: petal_protocol::Routed::Ask(msg.ask),
         };
-        self.forward(now, route, Vec::new());
+        self.forward(now, Box::new(route), Vec::new());
     }
 
     /// Parks an ask at this root until its tree has a member, until `until` (default: the

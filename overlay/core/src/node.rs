@@ -512,7 +512,7 @@ impl Node {
         match msg {
             Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
             Message::Pong { nonce } => self.on_pong(now, from, nonce),
-            Message::Route(r) => self.on_route(now, from, *r),
+            Message::Route(r) => self.on_route(now, from, r),
             Message::RouteAck { hop_seq } => self.on_route_ack(from, hop_seq),
             Message::JoinReply {
                 entries,

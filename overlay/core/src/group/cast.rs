@@ -30,7 +30,7 @@ impl Node {
             hop_seq: 0,
             body: Routed::Publish { payload },
         };
-        self.forward(now, msg, Vec::new());
+        self.forward(now, Box::new(msg), Vec::new());
         Ok(())
     }
 

@@ -465,7 +465,7 @@ impl Node {
         if let Phase::Joining(j) = old {
             let j = *j;
             for msg in j.buffered {
-                self.forward(now, msg, Vec::new());
+                self.forward(now, Box::new(msg), Vec::new());
             }
             let via = j.via.map(|v| v.id);
             others = j

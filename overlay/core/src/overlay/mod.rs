@@ -130,6 +130,26 @@ impl Overlay {
         }
     }
 
+    /// Takes a pending hop out. The table is dropped whole once empty: an emptied `BTreeMap`
+    /// keeps its last node (11 entries' room), and most nodes forward a message now and then
+    /// and hold none most of the time.
+    pub(crate) fn remove_hop(&mut self, hop_seq: u64) -> Option<routing::PendingHop> {
+        let h = self.hops.remove(&hop_seq);
+        if self.hops.is_empty() {
+            self.hops = BTreeMap::new();
+        }
+        h
+    }
+
+    /// Takes a pending lookup out, dropping the emptied table as [`Overlay::remove_hop`] does.
+    pub(crate) fn remove_lookup(&mut self, id: u64) -> Option<routing::PendingLookup> {
+        let l = self.lookups.remove(&id);
+        if self.lookups.is_empty() {
+            self.lookups = BTreeMap::new();
+        }
+        l
+    }
+
     /// Drops the routing state (after a failed join or a leave; the timers are dropped by
     /// the caller). The phase, lookups and maintenance times stay as they are.
     fn reset(&mut self, me: NodeId, cfg: &Config) {

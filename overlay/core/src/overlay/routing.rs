@@ -10,11 +10,12 @@ use super::Phase;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
-/// What a pending hop carries: a routed message, or an ask descending a cluster tree.
+/// What a pending hop carries: a routed message, or an ask descending a cluster tree (boxed,
+/// as in [`Message`]: a pending hop is 64 bytes, not 176).
 #[derive(Clone, Debug)]
 pub(crate) enum HopMsg {
-    Route(RouteMsg),
-    Descend(petal_protocol::DescendMsg),
+    Route(Box<RouteMsg>),
+    Descend(Box<petal_protocol::DescendMsg>),
 }
 
 /// A message forwarded to `to`, kept until `to` acknowledges it.
@@ -85,7 +86,7 @@ impl Node {
         (best != me).then_some(best)
     }
 
-    pub(crate) fn on_route(&mut self, now: Time, from: NodeInfo, msg: RouteMsg) {
+    pub(crate) fn on_route(&mut self, now: Time, from: NodeInfo, msg: Box<RouteMsg>) {
         if !self.is_ready() && msg.body == Routed::Join && msg.origin.id == from.id {
             // A joiner chose this node as its contact, but it is not in a ring yet.
             self.refuse_join(from);
@@ -101,7 +102,7 @@ impl Node {
     }
 
     /// Forwards `msg` one hop, or delivers it here.
-    pub(crate) fn forward(&mut self, now: Time, msg: RouteMsg, avoid: Vec<NodeId>) {
+    pub(crate) fn forward(&mut self, now: Time, msg: Box<RouteMsg>, avoid: Vec<NodeId>) {
         if msg.hops >= self.cfg.max_hops {
             self.stats.routes_dropped += 1;
             return;
@@ -125,11 +126,11 @@ impl Node {
             self.send_join_state(&msg, false);
         }
         let hop_seq = self.nonce();
-        let out = RouteMsg {
+        let out = Box::new(RouteMsg {
             hops: msg.hops.saturating_add(1),
             hop_seq,
-            ..msg.clone()
-        };
+            ..(*msg).clone()
+        });
         if self.hops_full() {
             // No room to track the hop: drop (counted) rather than forward unprotected.
             self.stats.routes_dropped += 1;
@@ -137,7 +138,7 @@ impl Node {
         }
         self.stats.routes_forwarded += 1;
         self.track_hop(now, hop_seq, HopMsg::Route(msg), next, avoid);
-        self.send(to, Message::route(out));
+        self.send(to, Message::Route(out));
     }
 
     /// True when no more forwarded messages can be tracked (`max_pending_hops`).
@@ -190,12 +191,12 @@ impl Node {
             .get(&hop_seq)
             .is_some_and(|h| h.to == from.id)
         {
-            self.overlay.hops.remove(&hop_seq);
+            self.overlay.remove_hop(hop_seq);
         }
     }
 
     pub(crate) fn on_hop_timeout(&mut self, now: Time, hop_seq: u64) {
-        let Some(h) = self.overlay.hops.remove(&hop_seq) else {
+        let Some(h) = self.overlay.remove_hop(hop_seq) else {
             return;
         };
         self.stats.hop_timeouts += 1;
@@ -217,7 +218,7 @@ impl Node {
         } = h;
         let msg = match msg {
             HopMsg::Route(m) => m,
-            HopMsg::Descend(m) => return self.retry_descend(now, m, avoid, to),
+            HopMsg::Descend(m) => return self.retry_descend(now, *m, avoid, to),
         };
         avoid.push(to);
         if u32::try_from(avoid.len()).unwrap_or(u32::MAX) > self.cfg.max_reroutes {
@@ -238,13 +239,13 @@ impl Node {
             .map(|(s, _)| *s)
             .collect();
         for seq in seqs {
-            if let Some(h) = self.overlay.hops.remove(&seq) {
+            if let Some(h) = self.overlay.remove_hop(seq) {
                 self.retry_hop(now, h);
             }
         }
     }
 
-    fn deliver(&mut self, now: Time, msg: RouteMsg) {
+    fn deliver(&mut self, now: Time, msg: Box<RouteMsg>) {
         if msg.body == Routed::Join
             && matches!(&self.overlay.phase, Phase::Joining(j) if j.announced)
         {
@@ -258,13 +259,14 @@ impl Node {
         if let Phase::Joining(j) = &mut self.overlay.phase {
             // Not serving keys yet: hold the message until the join completes.
             if j.buffered.len() < self.cfg.max_join_buffer {
-                j.buffered.push(msg);
+                j.buffered.push(*msg);
             } else {
                 self.stats.routes_dropped += 1;
             }
             return;
         }
         self.stats.routes_delivered += 1;
+        let msg = *msg;
         match msg.body {
             Routed::Join => self.send_join_state(&msg, true),
             Routed::Lookup { lookup } => {
@@ -353,7 +355,7 @@ impl Node {
             hop_seq: 0,
             body,
         };
-        self.forward(now, msg, Vec::new());
+        self.forward(now, Box::new(msg), Vec::new());
     }
 
     pub(crate) fn on_lookup_timeout(&mut self, now: Time, id: u64) {
@@ -362,7 +364,7 @@ impl Node {
         };
         if l.attempts >= self.cfg.lookup_attempts {
             let key = l.key;
-            self.overlay.lookups.remove(&id);
+            self.overlay.remove_lookup(id);
             self.emit(Event::LookupFailed { lookup: id, key });
             return;
         }
@@ -376,7 +378,7 @@ impl Node {
 
     pub(crate) fn on_lookup_reply(&mut self, lookup: u64, owner: NodeInfo, hops: u8) {
         // A late or duplicate reply finds no pending lookup and is dropped.
-        let Some(l) = self.overlay.lookups.remove(&lookup) else {
+        let Some(l) = self.overlay.remove_lookup(lookup) else {
             return;
         };
         self.emit(Event::LookupDone {

@@ -63,10 +63,14 @@ impl Node {
                 self.track(now, info);
             }
             Some(inc) if inc == id => {}
-            Some(inc) => match (self.rtt_us(id), self.rtt_us(inc)) {
-                (Some(a), Some(b)) if a < b => self.swap_in(now, info, inc),
-                (None, _) => self.probe(now, info),
-                _ => {}
+            // The incumbent's round trip is looked up only when the candidate's is known.
+            Some(inc) => match self.rtt_us(id) {
+                None => self.probe(now, info),
+                Some(a) => {
+                    if self.rtt_us(inc).is_some_and(|b| a < b) {
+                        self.swap_in(now, info, inc);
+                    }
+                }
             },
         }
     }

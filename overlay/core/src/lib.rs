@@ -136,7 +136,11 @@
 //! Per-node state is kept compact because the simulator holds 10^5 to 10^6 nodes in one
 //! process (and a daemon's tables grow with its ring): ids are 8-byte aligned, per-peer tables
 //! are sorted id arrays (`id_map::SortedIdMap`), addresses of peers and cached candidates take
-//! 16 bytes (`addr::PeerAddr`), and nodes of one process share one `Arc<Config>`.
+//! 16 bytes (`addr::PeerAddr`), and nodes of one process share one `Arc<Config>`. Messages
+//! are 72 bytes (the routed and descending ones are boxed), and so is what moves through the
+//! outbox; a forwarded message is kept for its acknowledgement in the box it arrived in, and
+//! the hop and lookup tables are dropped whole once empty (an emptied `BTreeMap` keeps a node
+//! with room for 11 entries).
 //!
 //! The path of a request, for example: `Node::request` (in `local`) checks the connection
 //! with `Locals` and its id with `Asks`, `Asks` records it and arms its timer, the ask is

@@ -171,6 +171,7 @@ mod local;
 pub mod node;
 mod overlay;
 pub mod routing_table;
+mod rtt_cache;
 pub mod stats;
 pub mod time;
 mod tunnel;

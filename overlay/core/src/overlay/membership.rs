@@ -193,7 +193,9 @@ impl Node {
     /// measured yet, the candidate waits in the round-trip cache (see `challenge_slot`).
     pub(crate) fn consider_with_rtt(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
         if let Some(p) = self.overlay.peers.get_mut(&info.id) {
-            p.rtt_us.get_or_insert(rtt_us);
+            if p.rtt.get().is_none() {
+                p.rtt = super::liveness::Rtt::new(rtt_us);
+            }
             return;
         }
         self.cache_rtt(info, rtt_us);

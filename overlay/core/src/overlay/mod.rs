@@ -14,17 +14,17 @@
 //! the methods of [`Node`] defined here and in the child modules (`next_hop`, `forward`,
 //! `info_of`, `is_ready`, ...).
 
-use crate::addr::PeerAddr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use petal_protocol::{NodeId, NodeInfo};
 
 use crate::config::Config;
-use crate::id_map::{IdMap, SortedIdMap};
+use crate::id_map::SortedIdMap;
 use crate::leaf_set::LeafSet;
 use crate::node::{Node, TimerKey};
 use crate::routing_table::RoutingTable;
+use crate::rtt_cache::RttCache;
 use crate::time::Time;
 
 pub(crate) mod join;
@@ -66,9 +66,7 @@ pub(crate) struct Overlay {
     dead: SortedIdMap<Dead>,
     probes: SortedIdMap<Probe>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
-    rtt_cache: IdMap<CachedRtt>,
-    /// The insertion number the next new `rtt_cache` entry gets (the oldest goes first).
-    rtt_next: u32,
+    rtt_cache: RttCache,
     /// Forwarded messages awaiting their next hop's acknowledgement, by hop sequence number.
     hops: BTreeMap<u64, PendingHop>,
     /// Lookups started here, by lookup id.
@@ -86,29 +84,7 @@ pub(crate) struct Overlay {
     reintroduce: BTreeMap<NodeId, (NodeInfo, u32, Time)>,
 }
 
-/// A measured round-trip time of a node that is not tracked.
-#[derive(Clone, Debug)]
-struct CachedRtt {
-    rtt_us: u32,
-    /// Insertion number (FIFO eviction); it fits beside `rtt_us` in the entry's padding.
-    seq: u32,
-    addr: PeerAddr,
-}
-
 impl Overlay {
-    /// Numbers the RTT cache's entries 0.. in their order (once in 2^32 insertions).
-    fn renumber_rtt_cache(&mut self) {
-        let mut order: Vec<(u32, NodeId)> =
-            self.rtt_cache.iter().map(|(id, c)| (c.seq, *id)).collect();
-        order.sort_unstable();
-        for (n, (_, id)) in (0u32..).zip(order) {
-            if let Some(c) = self.rtt_cache.get_mut(&id) {
-                c.seq = n;
-            }
-        }
-        self.rtt_next = u32::try_from(self.rtt_cache.len()).unwrap_or(u32::MAX);
-    }
-
     pub(crate) fn new(me: NodeId, cfg: &Config) -> Self {
         Self {
             phase: Phase::Idle,
@@ -118,8 +94,7 @@ impl Overlay {
             peer_next: Some(None),
             dead: SortedIdMap::default(),
             probes: SortedIdMap::default(),
-            rtt_cache: IdMap::default(),
-            rtt_next: 0,
+            rtt_cache: RttCache::default(),
             hops: BTreeMap::new(),
             lookups: BTreeMap::new(),
             row_maintenance_at: Time::MAX,
@@ -272,11 +247,7 @@ impl Overlay {
             );
         }
         assert!(self.dead.len() <= cfg.max_dead, "dead set over its bound");
-        assert!(
-            self.rtt_cache.len() <= cfg.max_rtt_cache
-                && self.rtt_cache.values().all(|c| c.seq < self.rtt_next),
-            "RTT cache over its bound or out of order"
-        );
+        self.rtt_cache.check(cfg.max_rtt_cache);
         assert!(
             self.probes.len() <= cfg.max_probes,
             "probes over their bound"
@@ -319,46 +290,16 @@ impl Node {
     /// Measured round-trip time to a peer or recently probed candidate, in microseconds.
     pub fn rtt_us(&self, peer: NodeId) -> Option<u32> {
         match self.overlay.peers.get(&peer) {
-            Some(p) => p.rtt_us,
-            None => self.overlay.rtt_cache.get(&peer).map(|c| c.rtt_us),
+            Some(p) => p.rtt.get(),
+            None => self.overlay.rtt_cache.get(&peer),
         }
     }
 
     /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).
     pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
-        let o = &mut self.overlay;
-        if let Some(c) = o.rtt_cache.get_mut(&info.id) {
-            // A new measurement of a cached candidate keeps its place in the order.
-            c.rtt_us = rtt_us;
-            if !c.addr.is(info.addr) {
-                c.addr = info.addr.into();
-            }
-        } else {
-            if o.rtt_next == u32::MAX {
-                o.renumber_rtt_cache();
-            }
-            let seq = o.rtt_next;
-            o.rtt_next += 1;
-            let addr = info.addr.into();
-            o.rtt_cache.insert(info.id, CachedRtt { rtt_us, seq, addr });
-        }
-        while o.rtt_cache.len() > self.cfg.max_rtt_cache {
-            // The oldest entry: a scan, only while the cache is over its bound.
-            let oldest = o
-                .rtt_cache
-                .iter()
-                .min_by_key(|(_, c)| c.seq)
-                .map(|(id, _)| *id);
-            let Some(oldest) = oldest else {
-                break;
-            };
-            o.rtt_cache.remove(&oldest);
-        }
-        let cache = &mut o.rtt_cache;
-        if cache.capacity() > 4 * cache.len() + 64 {
-            // Entries left the cache (tracked again): give back the room of the largest fill.
-            cache.shrink_to(2 * cache.len());
-        }
+        self.overlay
+            .rtt_cache
+            .insert(info, rtt_us, self.cfg.max_rtt_cache);
     }
 
     /// Distinct nodes this node keeps state about (leaf set and routing table).
@@ -464,7 +405,7 @@ mod tests {
         assert_eq!(node.rtt_us(info(2).id), Some(20));
         assert_eq!(node.rtt_us(info(4).id), Some(400));
         assert_eq!(node.rtt_us(info(5).id), Some(500));
-        node.overlay.renumber_rtt_cache();
+        node.overlay.rtt_cache.renumber();
         node.cache_rtt(info(6), 600);
         assert_eq!(node.rtt_us(info(4).id), None, "order survives renumbering");
         assert_eq!(node.rtt_us(info(2).id), Some(20));

@@ -48,6 +48,14 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The simulator allocates and frees small buffers at every step (a node's outbox and event
+/// queue are freed once drained, to keep 10^5 nodes' memory down); mimalloc does that work in
+/// about 0.80x the CPU of the system allocator (`rpc-load` and a 10^4-node `pastry-hops`,
+/// three pairs each, results byte-identical), for about 4 % more peak memory at 10^4 nodes
+/// and a fixed ~26 MB. Only this binary: the libraries leave the choice to their users.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use petal_sim::scenario::{ChildLine, Progress, Scenario, Threads, available_parallelism};

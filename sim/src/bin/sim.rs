@@ -50,9 +50,10 @@ use std::time::Instant;
 
 /// The simulator allocates and frees small buffers at every step (a node's outbox and event
 /// queue are freed once drained, to keep 10^5 nodes' memory down); mimalloc does that work in
-/// about 0.80x the CPU of the system allocator (`rpc-load` and a 10^4-node `pastry-hops`,
-/// three pairs each, results byte-identical), for about 4 % more peak memory at 10^4 nodes
-/// and a fixed ~26 MB. Only this binary: the libraries leave the choice to their users.
+/// about 0.80x the CPU of the system allocator (back-to-back pairs: three of a 10^4-node
+/// `pastry-hops`, two of `rpc-load`; results byte-identical), for about 4 % more peak memory
+/// at 10^4 nodes and a fixed ~26 MB (less at 10^5: see the README). Only this binary: the
+/// libraries leave the choice to their users.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

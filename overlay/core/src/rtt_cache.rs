@@ -47,8 +47,8 @@ fn hash(id: &NodeId) -> u64 {
 
 #[expect(
     clippy::cast_possible_truncation,
-    reason = "positions are below the cache's bound, a usize from the configuration that \
-              `validate` keeps far below u32::MAX"
+    reason = "a position is below the entry count, and 2^32 entries of 40 bytes (170 GB) \
+              cannot be held; `Config::validate` does not bound `max_rtt_cache` itself"
 )]
 fn pos(i: usize) -> u32 {
     i as u32

@@ -53,7 +53,8 @@
 //! node routes to it before it can serve. Routed messages that reach it in between are held
 //! (bounded) and delivered when it is ready. A node that is not in a ring refuses to be a
 //! contact (`JoinBusy`, naming its own contacts); every attempt is bounded by the contact's
-//! measured round-trip time; a cycle of joiners elects its smallest id as the founder; see the
+//! measured round-trip time, and a driver that cannot reach a contact says so
+//! ([`Node::unreachable`]) so the joiner moves on at once; a cycle of joiners elects its smallest id as the founder; see the
 //! `join` module for the whole argument.
 //!
 //! ## Introductions: merging rings

@@ -35,6 +35,8 @@ pub struct Stats {
     pub proximity_swaps: u64,
     /// Join restarts after a timeout.
     pub join_retries: u64,
+    /// Join attempts moved on because the driver could not reach their contact.
+    pub join_contacts_unreachable: u64,
     /// Joiners refused because this node was not in a ring yet.
     pub joins_refused: u64,
     /// Times this node founded a ring because its contacts were a cycle of joiners.

@@ -165,3 +165,59 @@ fn a_contact_of_another_ring_is_introduced() {
     assert_eq!(net.nodes[2].stats().introductions, 1);
     net.converge(&[0, 1, 2, 3, 4, 5], Duration::from_secs(1));
 }
+
+/// A contact the driver cannot reach (its dial failed: a busy node reset it) is left at once
+/// when the driver says so, not after the attempt's bound: the join goes on through the next
+/// contact within a few round trips, and no attempt times out.
+#[test]
+fn an_unreachable_contact_is_left_at_once() {
+    let mut net = Net::new(3, 4);
+    found(&mut net, 0);
+    join_via(&mut net, 1, 0);
+    until_ready(&mut net, &[1], Duration::from_millis(100));
+    net.down[3] = true;
+    join_via(&mut net, 2, 3);
+    contact(&mut net, 2, 1);
+    net.run_for(Duration::from_millis(3));
+    // Another node's failure changes nothing.
+    let (now, other) = (net.now, net.infos[0].id);
+    net.nodes[2].unreachable(now, other);
+    net.drain(2);
+    assert_eq!(net.nodes[2].stats().join_contacts_unreachable, 0);
+    let (now, dead) = (net.now, net.infos[3].id);
+    net.nodes[2].unreachable(now, dead);
+    net.drain(2);
+    let took = until_ready(&mut net, &[2], Duration::from_millis(50));
+    assert!(took < Duration::from_millis(20), "{took:?}");
+    let s = net.nodes[2].stats();
+    assert_eq!((s.join_contacts_unreachable, s.join_retries), (1, 0));
+    net.converge(&[0, 1, 2], Duration::from_secs(1));
+}
+
+/// A joiner whose only contact cannot be reached yet tries it again every round
+/// (`join_busy_retry`) and joins as soon as it answers: unreachable is not a refusal, and a
+/// joiner alone is not a founder.
+#[test]
+fn an_unreachable_only_contact_is_tried_again_every_round() {
+    let mut net = Net::new(5, 3);
+    found(&mut net, 0);
+    join_via(&mut net, 1, 0);
+    until_ready(&mut net, &[1], Duration::from_millis(100));
+    net.down[1] = true;
+    join_via(&mut net, 2, 1);
+    for round in 1..=4 {
+        // Each attempt's dial fails a little after it went out.
+        net.run_for(Duration::from_millis(60));
+        let (now, id) = (net.now, net.infos[1].id);
+        net.nodes[2].unreachable(now, id);
+        net.drain(2);
+        assert!(net.nodes[2].is_joining(), "still joining, not founding");
+        assert_eq!(net.nodes[2].stats().join_contacts_unreachable, round);
+    }
+    assert_eq!(net.nodes[2].stats().join_founded, 0);
+    // Up again: the next round (50 ms on) reaches it.
+    net.down[1] = false;
+    let took = until_ready(&mut net, &[2], Duration::from_millis(100));
+    assert!(took < Duration::from_millis(70), "{took:?}");
+    net.converge(&[0, 1, 2], Duration::from_secs(1));
+}

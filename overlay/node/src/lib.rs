@@ -115,9 +115,9 @@ pub struct Options {
     pub entropy: Entropy,
     /// LAN discovery by multicast beacons (`None`: seeds only).
     pub discovery: Option<discovery::Discovery>,
-    /// How often, at most, seeds whose node the ring does not know are dialed again (100 ms
-    /// after the start, then doubling up to this), so that groups that started apart, or were
-    /// partitioned, merge.
+    /// How often, at most, seeds whose node the ring does not know are dialed again (every
+    /// 100 ms during the first 5 s after the start, then doubling up to this), so that groups
+    /// that started apart, or were partitioned, merge.
     pub seed_retry: Duration,
     /// Inbound link handshakes running at once, in all; a new connection beyond cancels the
     /// oldest handshake (a flood of silent connections cannot hold every slot until the

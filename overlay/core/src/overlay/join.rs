@@ -16,7 +16,8 @@
 //!   must come within `join_contact_timeout`; it measures the round-trip time to the contact,
 //!   and from then on the attempt must make progress (another join reply, an announce
 //!   acknowledgement) within `join_rtt_factor` round trips, at least `join_progress_min` and at
-//!   most `join_timeout`. A silent attempt is retried through the next contact.
+//!   most `join_timeout`. A silent attempt is retried through the next contact; one whose
+//!   contact the driver cannot reach ([`Node::unreachable`]: a dial failed) at once.
 //! - **A cycle of joiners elects a founder.** When every contact refused in one round, the
 //!   joiner waits `join_busy_retry` and tries them again. A joiner that found itself among a
 //!   refusing contact's contacts knows that its contacts lead back to it; if, in addition, its
@@ -168,6 +169,24 @@ impl Node {
             Phase::Ready => self.introduce(now, info),
             Phase::Left => {}
         }
+    }
+
+    /// The driver could not reach `id` (a dial to it failed, or its address is backing off
+    /// after one): whatever was sent to it is lost. A join attempt through it moves on to the
+    /// next contact at once, as after a refusal, instead of waiting out the attempt's bound
+    /// (up to `join_timeout`: a fleet that starts at once dials a few busy nodes, and a reset
+    /// dial used to cost a joiner two seconds). The contact is tried again at the next round.
+    /// Anything else (a ready node's peers) is left to liveness, as before.
+    pub fn unreachable(&mut self, now: Time, id: NodeId) {
+        let Phase::Joining(j) = &mut self.overlay.phase else {
+            return;
+        };
+        if j.announced || j.via.is_none_or(|v| v.id != id) {
+            return;
+        }
+        j.busy.insert(id);
+        self.stats.join_contacts_unreachable += 1;
+        self.start_join_attempt(now);
     }
 
     /// The bound on an attempt's next step once a round-trip time is known.

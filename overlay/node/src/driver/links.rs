@@ -31,6 +31,7 @@ impl<N: Net> Driver<N> {
     pub(super) fn dial_failed(&mut self, expected: Option<NodeId>, addr: SocketAddr, why: &str) {
         RuntimeStats::add(&self.stats.link_dial_failures, 1);
         if expected.is_none() {
+            self.seed_dials.remove(&addr);
             tracing::info!(%addr, %why, "seed dial failed");
         } else {
             tracing::debug!(%addr, %why, "peer dial failed");
@@ -54,6 +55,9 @@ impl<N: Net> Driver<N> {
             && let Some(queued) = self.take_dialing(id)
         {
             RuntimeStats::add(&self.stats.link_drops, queued.len() as u64);
+            // The core hears at once (a join through that node moves on).
+            let now = self.now();
+            self.node.unreachable(now, id);
         }
         if expected.is_none() && self.opts.seeds.contains(&addr) {
             RuntimeStats::add(&self.stats.seed_failures, 1);
@@ -80,6 +84,9 @@ impl<N: Net> Driver<N> {
         expected: Option<NodeId>,
     ) {
         let dialed = dialed_addr.is_some();
+        if let (None, Some(a)) = (expected, dialed_addr) {
+            self.seed_dials.remove(&a);
+        }
         let me = self.node.id();
         if peer.id == me {
             if let Some(addr) = dialed_addr.filter(|a| self.opts.seeds.contains(a)) {
@@ -240,6 +247,8 @@ impl<N: Net> Driver<N> {
                     .is_some_and(|(until, _)| Instant::now() < *until)
                 {
                     RuntimeStats::add(&self.stats.link_drops, 1);
+                    let now = self.now();
+                    self.node.unreachable(now, to.id);
                     return;
                 }
                 self.links

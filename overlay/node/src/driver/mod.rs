@@ -28,10 +28,16 @@ pub(crate) use links::{LinkOpened, start_link};
 const REINTRODUCE_AFTER: Duration = Duration::from_secs(60);
 /// Most introductions remembered.
 const MAX_INTRODUCED: usize = 4096;
-/// The first delay before seeds are dialed again (then doubling up to `Options::seed_retry`):
-/// short, because in a fleet that starts at once a seed's port opens a few milliseconds late,
-/// and a node that found no seed serves alone until its seeds answer.
+/// The first delay before seeds are dialed again (then doubling up to `Options::seed_retry`),
+/// and the delay between dials of a seed that never answered during the first
+/// [`SEED_FAST_FOR`] after the start: short, because in a fleet that starts at once a seed's
+/// port opens late (tens to hundreds of milliseconds on a loaded host), and a node that found no
+/// seed serves alone until its seeds answer; it merges at the first retry after they do.
 const FIRST_SEED_RETRY: Duration = Duration::from_millis(100);
+/// How long after the start a seed that never answered is dialed every [`FIRST_SEED_RETRY`]
+/// without backing off. The doubling delay alone made a node whose seed refused a few dials in a row (a port
+/// not yet open, a busy node resetting connections) wait 0.8-3.2 s after the seed came up.
+const SEED_FAST_FOR: Duration = Duration::from_secs(5);
 /// The first delay after a failed dial before the address is dialed again (then doubling up to
 /// `Options::dial_backoff`).
 const FIRST_DIAL_BACKOFF: Duration = Duration::from_millis(50);
@@ -115,11 +121,17 @@ pub(crate) struct Driver<N: Net> {
     /// time). Keyed by address too: a beacon replayed from another address must not hold back
     /// the real one.
     introduced: BTreeMap<(NodeId, SocketAddr), Instant>,
-    /// When seeds not linked are dialed again.
+    /// When seeds not linked are dialed again (the sooner of the two schedules of
+    /// [`Driver::retry_seeds`]).
     next_seed_retry: Instant,
-    /// The current delay between seed retries: [`FIRST_SEED_RETRY`] after the start, doubling up to
-    /// `Options::seed_retry` (a seed that was down at our start is found again quickly).
+    /// When every seed the core does not know is dialed again (the doubling schedule).
+    next_slow_seed_retry: Instant,
+    /// The current delay of the doubling schedule: [`FIRST_SEED_RETRY`] after the start,
+    /// doubling up to `Options::seed_retry`.
     seed_retry_delay: Duration,
+    /// Seed dials under way and when each started: a seed is not dialed again while its dial
+    /// is out (at most `dial_timeout` and a second, should its outcome never come back).
+    seed_dials: BTreeMap<SocketAddr, Instant>,
     /// Seeds whose first dial failed (while joining).
     seeds_failed: std::collections::BTreeSet<SocketAddr>,
     /// When a link last carried a message of the core, either way (link keepalives do not
@@ -157,9 +169,11 @@ impl<N: Net> Driver<N> {
             seed_ids: BTreeMap::new(),
             introduced: BTreeMap::new(),
             next_seed_retry: now + opts.seed_retry.min(FIRST_SEED_RETRY),
+            next_slow_seed_retry: now + opts.seed_retry.min(FIRST_SEED_RETRY),
             seed_retry_delay: opts.seed_retry.min(FIRST_SEED_RETRY),
             link_used: BTreeMap::new(),
             seeds_failed: Default::default(),
+            seed_dials: BTreeMap::new(),
             coarse_now: now,
             next_reap: now + opts.link_idle_close,
             join_retries_logged: 0,
@@ -210,7 +224,7 @@ impl<N: Net> Driver<N> {
         } else {
             self.seeds_pending = true;
             for seed in self.opts.seeds.clone() {
-                self.dial(None, seed);
+                self.dial_seed(seed);
             }
         }
         let sleep = tokio::time::sleep_until(self.start + Duration::from_secs(3600));
@@ -392,25 +406,62 @@ impl<N: Net> Driver<N> {
 
     /// Dials again the seeds whose node the core does not know (nodes keep looking for peers:
     /// groups that started apart, or were partitioned, merge).
+    ///
+    /// Two schedules: every seed the core does not know is dialed again after a delay that
+    /// doubles from [`FIRST_SEED_RETRY`] up to `Options::seed_retry`; during the first
+    /// [`SEED_FAST_FOR`] after the start, a seed that never answered is also dialed every
+    /// [`FIRST_SEED_RETRY`] (a fleet starting: its port opens late, or a busy node reset our
+    /// dial), so that this node merges within one such delay of the seed's answer. A seed that
+    /// answered and that the core does not keep in its tables was introduced already; dialing
+    /// it every 100 ms would only route an introduction each time.
     fn retry_seeds(&mut self) {
-        self.seed_retry_delay = self
-            .seed_retry_delay
-            .saturating_mul(2)
-            .min(self.opts.seed_retry);
-        self.next_seed_retry = Instant::now() + self.seed_retry_delay;
+        let now_i = Instant::now();
+        let slow = now_i >= self.next_slow_seed_retry;
+        if slow {
+            self.seed_retry_delay = self
+                .seed_retry_delay
+                .saturating_mul(2)
+                .min(self.opts.seed_retry);
+            self.next_slow_seed_retry = now_i + self.seed_retry_delay;
+        }
+        let fast = now_i < self.start + SEED_FAST_FOR;
+        self.next_seed_retry = if fast {
+            (now_i + FIRST_SEED_RETRY.min(self.opts.seed_retry)).min(self.next_slow_seed_retry)
+        } else {
+            self.next_slow_seed_retry
+        };
         if !self.joined {
             // Not started: the first dials are still out.
             return;
         }
+        let joining = self.node.is_joining();
         for addr in self.opts.seeds.clone() {
-            let known = self
-                .seed_ids
-                .get(&addr)
-                .is_some_and(|id| self.node.knows(*id) || *id == self.node.id());
-            if !known {
-                self.dial(None, addr);
+            let known = self.seed_ids.get(&addr).is_some_and(|id| {
+                self.node.knows(*id)
+                    || *id == self.node.id()
+                    // A joining core has it among its contacts already and tries it every
+                    // round over the link it has; dialing again would only replace that link.
+                    || (joining && matches!(self.links.get(id), Some(LinkState::Up { .. })))
+            });
+            if !known && (slow || (fast && !self.seed_ids.contains_key(&addr))) {
+                self.dial_seed(addr);
             }
         }
+    }
+
+    /// Dials seed `addr` unless a dial to it is still out.
+    fn dial_seed(&mut self, addr: SocketAddr) {
+        let now_i = Instant::now();
+        let patience = self.opts.dial_timeout + Duration::from_secs(1);
+        if self
+            .seed_dials
+            .get(&addr)
+            .is_some_and(|t| now_i < *t + patience)
+        {
+            return;
+        }
+        self.seed_dials.insert(addr, now_i);
+        self.dial(None, addr);
     }
 
     /// A beacon named a ready node: introduce it to the core unless the core knows it. A node

@@ -6,25 +6,16 @@
 //! dial completes after one round trip: if the seed's node is up, it becomes a contact of the
 //! core ([`petal_core::Node::contact`]: join through it, keep it as another contact, or
 //! introduce it); if not, the seed failed, and a node whose seeds all failed serves as a ring
-//! of one at once. Seeds whose node the core does not know are dialed again 100 ms after the
-//! start, then at doubling intervals up to 30 s, as the daemon does.
-
-use std::time::Duration;
+//! of one at once. When seeds are dialed again is decided by the daemon's own schedule,
+//! [`petal_core::Seeds`] with its default timing: a seed that never answered every 100 ms
+//! during the first 5 s, and every seed whose node the core does not know at doubling
+//! intervals from 100 ms up to 30 s. Links are not modelled: a seed that answered counts as
+//! linked while its node is up (a joining node does not dial it again).
 
 use super::{Ev, Sim};
 
-/// First delay before seeds are dialed again (the daemon's `FIRST_SEED_RETRY`).
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// Longest delay between seed retries (the daemon's default `seed_retry`).
-const MAX_RETRY: Duration = Duration::from_secs(30);
-
-/// What the driver of a node started with seeds keeps.
-#[derive(Debug)]
-pub(crate) struct SeedDriver {
-    seeds: Vec<u32>,
-    failed: Vec<bool>,
-    retry: Duration,
-}
+/// What the driver of a node started with seeds keeps: the daemon's seed schedule.
+pub(crate) type SeedDriver = petal_core::Seeds<u32>;
 
 impl Sim {
     /// Adds a node that is down (not started): messages to it are lost and dials to it are
@@ -71,16 +62,12 @@ impl Sim {
             self.after_step(i);
             return;
         }
-        for &s in &seeds {
+        let mut d = SeedDriver::new(seeds, self.now, petal_core::SeedTiming::default());
+        while let Some(s) = d.poll_dial() {
             self.dial(i, s);
         }
-        let failed = vec![false; seeds.len()];
-        self.slots[i as usize].seeds = Some(Box::new(SeedDriver {
-            seeds,
-            failed,
-            retry: FIRST_RETRY,
-        }));
-        let at = self.now + FIRST_RETRY;
+        let at = d.poll_timeout();
+        self.slots[i as usize].seeds = Some(Box::new(d));
         self.push(at, Ev::SeedRetry { node: i });
     }
 
@@ -112,11 +99,7 @@ impl Sim {
             let info = self.slots[seed as usize].node.info();
             let slot = &mut self.slots[node as usize];
             if let Some(d) = slot.seeds.as_mut() {
-                for (k, s) in d.seeds.iter().enumerate() {
-                    if *s == seed {
-                        d.failed[k] = false;
-                    }
-                }
+                d.answered(&seed, info.id);
             }
             slot.node.contact(now, info);
             self.after_step(node);
@@ -126,12 +109,7 @@ impl Sim {
         let Some(d) = slot.seeds.as_mut() else {
             return;
         };
-        for (k, s) in d.seeds.iter().enumerate() {
-            if *s == seed {
-                d.failed[k] = true;
-            }
-        }
-        let all_failed = d.failed.iter().all(|f| *f);
+        let all_failed = d.failed(&seed);
         let idle = !slot.node.is_ready() && !slot.node.is_joining();
         if all_failed && idle {
             slot.node.start_first(now);
@@ -139,31 +117,31 @@ impl Sim {
         }
     }
 
-    /// The seed-retry timer of `node`: dial again the seeds whose node the core does not know.
+    /// The seed-retry timer of `node`: dial again the seeds the schedule hands out (see the
+    /// module doc).
     pub(super) fn on_seed_retry(&mut self, node: u32) {
-        let slot = &mut self.slots[node as usize];
+        let slot = &self.slots[node as usize];
         if !slot.alive {
             return;
         }
-        let started = slot.node.is_ready() || slot.node.is_joining();
-        let Some(d) = slot.seeds.as_mut() else {
+        let joining = slot.node.is_joining();
+        let Some(mut d) = self.slots[node as usize].seeds.take() else {
             return;
         };
-        let delay = d.retry;
-        d.retry = (d.retry * 2).min(MAX_RETRY);
-        let seeds = if started { d.seeds.clone() } else { Vec::new() };
         self.metrics.events += 1;
-        let mut redial = Vec::new();
-        for s in seeds {
-            let id = self.slots[s as usize].node.id();
-            if !self.slots[node as usize].node.knows(id) {
-                redial.push(s);
-            }
-        }
-        for s in redial {
+        let now = self.now;
+        let me = &self.slots[node as usize].node;
+        let (slots, by_id) = (&self.slots, &self.by_id);
+        d.handle_timeout(now, |id| {
+            me.knows(id)
+                || id == me.id()
+                || (joining && by_id.get(&id).is_some_and(|&s| slots[s as usize].alive))
+        });
+        while let Some(s) = d.poll_dial() {
             self.dial(node, s);
         }
-        let at = self.now + delay;
+        let at = d.poll_timeout();
+        self.slots[node as usize].seeds = Some(d);
         self.push(at, Ev::SeedRetry { node });
     }
 }

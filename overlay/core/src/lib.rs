@@ -65,7 +65,9 @@
 //! its true neighbours there (the node closest to its id sends its leaf set), and exchanges leaf
 //! sets with the stranger. A node that enters a leaf set second-hand is sent that leaf set, so
 //! the merge spreads from the meeting point along the ring in both directions, a leaf set's
-//! width per exchange, until every leaf set is the merged ring's.
+//! width per exchange, until every leaf set is the merged ring's. When to dial seeds (and so
+//! when a node serving alone finds its ring) is [`Seeds`], a small sans-IO schedule that the
+//! daemon's driver and the simulator share.
 //!
 //! ## Messaging
 //! Local applications are connections ([`ConnId`], one per relay session) that the driver
@@ -173,6 +175,7 @@ pub mod node;
 mod overlay;
 pub mod routing_table;
 mod rtt_cache;
+pub mod seeds;
 pub mod stats;
 pub mod time;
 mod tunnel;
@@ -185,5 +188,6 @@ pub use node::{Event, Node, Transmit};
 pub use overlay::join::JoinProgress;
 pub use petal_protocol::{Key, Message, NodeId, NodeInfo};
 pub use routing_table::RoutingTable;
+pub use seeds::{SeedTiming, Seeds};
 pub use stats::Stats;
 pub use time::Time;

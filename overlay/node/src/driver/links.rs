@@ -31,7 +31,6 @@ impl<N: Net> Driver<N> {
     pub(super) fn dial_failed(&mut self, expected: Option<NodeId>, addr: SocketAddr, why: &str) {
         RuntimeStats::add(&self.stats.link_dial_failures, 1);
         if expected.is_none() {
-            self.seed_dials.remove(&addr);
             tracing::info!(%addr, %why, "seed dial failed");
         } else {
             tracing::debug!(%addr, %why, "peer dial failed");
@@ -59,7 +58,7 @@ impl<N: Net> Driver<N> {
             let now = self.now();
             self.node.unreachable(now, id);
         }
-        if expected.is_none() && self.opts.seeds.contains(&addr) {
+        if expected.is_none() && self.seeds.contains(&addr) {
             RuntimeStats::add(&self.stats.seed_failures, 1);
             self.seed_failed(addr, "every seed failed");
         }
@@ -84,17 +83,16 @@ impl<N: Net> Driver<N> {
         expected: Option<NodeId>,
     ) {
         let dialed = dialed_addr.is_some();
-        if let (None, Some(a)) = (expected, dialed_addr) {
-            self.seed_dials.remove(&a);
-        }
         let me = self.node.id();
         if peer.id == me {
-            if let Some(addr) = dialed_addr.filter(|a| self.opts.seeds.contains(a)) {
+            if let Some(addr) = dialed_addr.filter(|a| self.seeds.contains(a)) {
                 // Our own address among the seeds (one list for the whole cluster): remember
                 // it, never dial it again, and do not wait for it to join.
-                self.seed_ids.insert(addr, me);
+                self.seeds.answered(&addr, me);
                 if self.seeds_pending {
                     self.seed_failed(addr, "no seed but this node answered");
+                } else {
+                    self.seeds.failed(&addr);
                 }
                 return;
             }
@@ -116,7 +114,7 @@ impl<N: Net> Driver<N> {
             .is_none()
             .then_some(dialed_addr)
             .flatten()
-            .filter(|a| self.opts.seeds.contains(a));
+            .filter(|a| self.seeds.contains(a));
         let dialer = link::dialer(me, peer.id, dialed);
         let queued = match self.links.remove(&peer.id) {
             Some(LinkState::Dialing { queued, .. }) => queued,

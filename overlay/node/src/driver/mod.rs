@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use petal_core::{Event, Node, Time};
+use petal_core::{Event, Node, SeedTiming, Seeds, Time};
 use petal_protocol::{Message, NodeId, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -28,16 +28,6 @@ pub(crate) use links::{LinkOpened, start_link};
 const REINTRODUCE_AFTER: Duration = Duration::from_secs(60);
 /// Most introductions remembered.
 const MAX_INTRODUCED: usize = 4096;
-/// The first delay before seeds are dialed again (then doubling up to `Options::seed_retry`),
-/// and the delay between dials of a seed that never answered during the first
-/// [`SEED_FAST_FOR`] after the start: short, because in a fleet that starts at once a seed's
-/// port opens late (tens to hundreds of milliseconds on a loaded host), and a node that found no
-/// seed serves alone until its seeds answer; it merges at the first retry after they do.
-const FIRST_SEED_RETRY: Duration = Duration::from_millis(100);
-/// How long after the start a seed that never answered is dialed every [`FIRST_SEED_RETRY`]
-/// without backing off. The doubling delay alone made a node whose seed refused a few dials in a row (a port
-/// not yet open, a busy node resetting connections) wait 0.8-3.2 s after the seed came up.
-const SEED_FAST_FOR: Duration = Duration::from_secs(5);
 /// The first delay after a failed dial before the address is dialed again (then doubling up to
 /// `Options::dial_backoff`).
 const FIRST_DIAL_BACKOFF: Duration = Duration::from_millis(50);
@@ -115,25 +105,12 @@ pub(crate) struct Driver<N: Net> {
     keys: Arc<link::LinkKeys>,
     /// Shared with discovery: whether the core is ready (beacons say so).
     pub(crate) ready: Arc<AtomicBool>,
-    /// The ids found at seed addresses.
-    seed_ids: BTreeMap<SocketAddr, NodeId>,
+    /// The seeds and when to dial them (the schedule the simulator's fleets follow too).
+    seeds: Seeds<SocketAddr>,
     /// Nodes introduced to the core recently, by id and address (not again before the given
     /// time). Keyed by address too: a beacon replayed from another address must not hold back
     /// the real one.
     introduced: BTreeMap<(NodeId, SocketAddr), Instant>,
-    /// When seeds not linked are dialed again (the sooner of the two schedules of
-    /// [`Driver::retry_seeds`]).
-    next_seed_retry: Instant,
-    /// When every seed the core does not know is dialed again (the doubling schedule).
-    next_slow_seed_retry: Instant,
-    /// The current delay of the doubling schedule: [`FIRST_SEED_RETRY`] after the start,
-    /// doubling up to `Options::seed_retry`.
-    seed_retry_delay: Duration,
-    /// Seed dials under way and when each started: a seed is not dialed again while its dial
-    /// is out (at most `dial_timeout` and a second, should its outcome never come back).
-    seed_dials: BTreeMap<SocketAddr, Instant>,
-    /// Seeds whose first dial failed (while joining).
-    seeds_failed: std::collections::BTreeSet<SocketAddr>,
     /// When a link last carried a message of the core, either way (link keepalives do not
     /// count), as of `coarse_now`.
     link_used: BTreeMap<NodeId, Instant>,
@@ -166,14 +143,17 @@ impl<N: Net> Driver<N> {
         Driver {
             keys,
             ready: Arc::new(AtomicBool::new(false)),
-            seed_ids: BTreeMap::new(),
+            seeds: Seeds::new(
+                opts.seeds.iter().copied(),
+                Time::from_micros(0),
+                SeedTiming {
+                    max_retry: opts.seed_retry,
+                    dial_patience: opts.dial_timeout + Duration::from_secs(1),
+                    ..SeedTiming::default()
+                },
+            ),
             introduced: BTreeMap::new(),
-            next_seed_retry: now + opts.seed_retry.min(FIRST_SEED_RETRY),
-            next_slow_seed_retry: now + opts.seed_retry.min(FIRST_SEED_RETRY),
-            seed_retry_delay: opts.seed_retry.min(FIRST_SEED_RETRY),
             link_used: BTreeMap::new(),
-            seeds_failed: Default::default(),
-            seed_dials: BTreeMap::new(),
             coarse_now: now,
             next_reap: now + opts.link_idle_close,
             join_retries_logged: 0,
@@ -217,15 +197,13 @@ impl<N: Net> Driver<N> {
         mut app_rx: mpsc::Receiver<Input>,
     ) {
         let now = self.now();
-        if self.opts.seeds.is_empty() {
+        if self.seeds.is_empty() {
             self.node.start_first(now);
             self.joined = true;
             tracing::info!(id = %self.node.id(), "no seeds: serving as a ring of one");
         } else {
             self.seeds_pending = true;
-            for seed in self.opts.seeds.clone() {
-                self.dial_seed(seed);
-            }
+            self.dial_seeds();
         }
         let sleep = tokio::time::sleep_until(self.start + Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -254,11 +232,11 @@ impl<N: Net> Driver<N> {
                 self.reap_idle_links();
             }
             wake = Some(wake.map_or(self.next_reap, |w| w.min(self.next_reap)));
-            if !self.opts.seeds.is_empty() {
-                if Instant::now() >= self.next_seed_retry {
-                    self.retry_seeds();
+            if !self.seeds.is_empty() {
+                if now >= self.seeds.poll_timeout() {
+                    self.retry_seeds(now);
                 }
-                let at = self.next_seed_retry;
+                let at = self.instant(self.seeds.poll_timeout());
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
             if let Some(w) = wake {
@@ -386,8 +364,7 @@ impl<N: Net> Driver<N> {
     /// side of a partition, or a group that started apart: the rings merge). Only seeds are
     /// contacts: a node that dialed us is most likely joining through us.
     fn seed_linked(&mut self, addr: SocketAddr, peer: NodeInfo) {
-        self.seed_ids.insert(addr, peer.id);
-        self.seeds_failed.remove(&addr);
+        self.seeds.answered(&addr, peer.id);
         let now = self.now();
         if self.node.is_ready() {
             if !self.node.knows(peer.id) {
@@ -404,64 +381,28 @@ impl<N: Net> Driver<N> {
         self.node.contact(now, peer);
     }
 
-    /// Dials again the seeds whose node the core does not know (nodes keep looking for peers:
-    /// groups that started apart, or were partitioned, merge).
-    ///
-    /// Two schedules: every seed the core does not know is dialed again after a delay that
-    /// doubles from [`FIRST_SEED_RETRY`] up to `Options::seed_retry`; during the first
-    /// [`SEED_FAST_FOR`] after the start, a seed that never answered is also dialed every
-    /// [`FIRST_SEED_RETRY`] (a fleet starting: its port opens late, or a busy node reset our
-    /// dial), so that this node merges within one such delay of the seed's answer. A seed that
-    /// answered and that the core does not keep in its tables was introduced already; dialing
-    /// it every 100 ms would only route an introduction each time.
-    fn retry_seeds(&mut self) {
-        let now_i = Instant::now();
-        let slow = now_i >= self.next_slow_seed_retry;
-        if slow {
-            self.seed_retry_delay = self
-                .seed_retry_delay
-                .saturating_mul(2)
-                .min(self.opts.seed_retry);
-            self.next_slow_seed_retry = now_i + self.seed_retry_delay;
-        }
-        let fast = now_i < self.start + SEED_FAST_FOR;
-        self.next_seed_retry = if fast {
-            (now_i + FIRST_SEED_RETRY.min(self.opts.seed_retry)).min(self.next_slow_seed_retry)
-        } else {
-            self.next_slow_seed_retry
-        };
-        if !self.joined {
-            // Not started: the first dials are still out.
-            return;
-        }
+    /// Dials again the seeds whose node the core does not know, on the schedule of
+    /// [`Seeds::handle_timeout`] (nodes keep looking for peers: a seed that came up late is
+    /// found within 100 ms during the first 5 s; groups that started apart, or were
+    /// partitioned, merge). A seed is settled when the core knows its node, when it is this
+    /// node, and, while joining, when a link to it is up: the core has it among its contacts
+    /// and tries it every round over that link, so dialing again would only replace the link.
+    fn retry_seeds(&mut self, now: Time) {
         let joining = self.node.is_joining();
-        for addr in self.opts.seeds.clone() {
-            let known = self.seed_ids.get(&addr).is_some_and(|id| {
-                self.node.knows(*id)
-                    || *id == self.node.id()
-                    // A joining core has it among its contacts already and tries it every
-                    // round over the link it has; dialing again would only replace that link.
-                    || (joining && matches!(self.links.get(id), Some(LinkState::Up { .. })))
-            });
-            if !known && (slow || (fast && !self.seed_ids.contains_key(&addr))) {
-                self.dial_seed(addr);
-            }
-        }
+        let (node, links) = (&self.node, &self.links);
+        self.seeds.handle_timeout(now, |id| {
+            node.knows(id)
+                || id == node.id()
+                || (joining && matches!(links.get(&id), Some(LinkState::Up { .. })))
+        });
+        self.dial_seeds();
     }
 
-    /// Dials seed `addr` unless a dial to it is still out.
-    fn dial_seed(&mut self, addr: SocketAddr) {
-        let now_i = Instant::now();
-        let patience = self.opts.dial_timeout + Duration::from_secs(1);
-        if self
-            .seed_dials
-            .get(&addr)
-            .is_some_and(|t| now_i < *t + patience)
-        {
-            return;
+    /// Dials the seeds the schedule hands out.
+    fn dial_seeds(&mut self) {
+        while let Some(addr) = self.seeds.poll_dial() {
+            self.dial(None, addr);
         }
-        self.seed_dials.insert(addr, now_i);
-        self.dial(None, addr);
     }
 
     /// A beacon named a ready node: introduce it to the core unless the core knows it. A node
@@ -509,13 +450,7 @@ impl<N: Net> Driver<N> {
     /// Seed `addr` cannot be joined through (while joining): once every seed failed, serve
     /// alone now rather than at the join deadline (seeds are retried later anyway).
     fn seed_failed(&mut self, addr: SocketAddr, why: &str) {
-        self.seeds_failed.insert(addr);
-        if self
-            .opts
-            .seeds
-            .iter()
-            .all(|s| self.seeds_failed.contains(s))
-        {
+        if self.seeds.failed(&addr) {
             self.give_up_seeds(why);
         }
     }

@@ -483,6 +483,7 @@ impl Node {
             self.stats.asks_unplaced += 1;
             return;
         }
+        let until_given = until;
         let until = until.unwrap_or_else(|| {
             let own = std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
             now + own.min(self.cfg.ask_park_timeout)
@@ -491,7 +492,10 @@ impl Node {
             self.stats.asks_unplaced += 1;
             return;
         }
-        self.stats.asks_parked += 1;
+        if until_given.is_none() {
+            // Counted once per ask and root: a re-park after a failed placement is the same wait.
+            self.stats.asks_parked += 1;
+        }
         self.asks
             .parked
             .by_group

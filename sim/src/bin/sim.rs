@@ -4,6 +4,7 @@
 //! cargo run --release --bin sim scenarios                  # every scenario in scenarios/
 //! cargo run --release --bin sim scenarios/churn.toml       # one file
 //! cargo run --release --bin sim scenarios --filter churn   # names containing "churn"
+//! cargo run --release --bin sim scenarios --all            # the optional ones too (pastry-hops-1m)
 //! cargo run --release --bin sim scenarios --seed 7         # another master seed
 //! cargo run --release --bin sim scenarios --check          # exit 1 if a target is missed
 //! cargo run --release --bin sim -- scenarios --jobs 1      # one core: one scenario at a time
@@ -70,9 +71,13 @@ use crate::view::{View, summary_table};
 struct Args {
     /// A scenario file, or a directory of them (every *.toml inside).
     target: PathBuf,
-    /// Run only scenarios whose name contains this text.
+    /// Run only scenarios whose name contains this text (optional scenarios included).
     #[arg(long)]
     filter: Option<String>,
+    /// Run the optional scenarios of a directory too (those marked `optional = true`, too
+    /// long for the suite: `pastry-hops-1m`).
+    #[arg(long)]
+    all: bool,
     /// Override every scenario's master seed.
     #[arg(long)]
     seed: Option<u64>,
@@ -104,16 +109,26 @@ fn main() -> anyhow::Result<()> {
     let jobs = args.jobs.unwrap_or_else(available_parallelism).max(1);
     let threads_max = args.threads.unwrap_or(jobs).max(1);
     let mut jobs_of_suite = Vec::new();
+    let one_file = args.target.is_file();
     for path in scenario_files(&args.target)? {
         let mut scenario = Scenario::load(&path)?;
         if let Some(seed) = args.seed {
             scenario.seed = seed;
         }
-        if args
-            .filter
-            .as_ref()
-            .is_none_or(|flt| scenario.name.contains(flt.as_str()))
-        {
+        let chosen = match &args.filter {
+            Some(flt) => scenario.name.contains(flt.as_str()),
+            None if scenario.optional && !one_file && !args.all => {
+                if !args.child {
+                    eprintln!(
+                        "skipping {} (optional: `--all` or `--filter {}` runs it)",
+                        scenario.name, scenario.name
+                    );
+                }
+                false
+            }
+            None => true,
+        };
+        if chosen {
             jobs_of_suite.push(suite::Job { scenario, path });
         }
     }

@@ -85,6 +85,10 @@ pub struct Scenario {
     pub kind: String,
     /// Master seed (overridable with `--seed`).
     pub seed: u64,
+    /// Too long for the suite (`pastry-hops-1m`): `sim <directory>` skips it unless `--all`
+    /// is given or `--filter` matches its name; `sim <file>` runs it.
+    #[serde(default)]
+    pub optional: bool,
     /// Network model.
     #[serde(default)]
     pub topology: TopologyConfig,

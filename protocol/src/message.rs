@@ -19,6 +19,17 @@ pub struct NodeInfo {
     pub addr: SocketAddr,
 }
 
+/// What a [`Message::Discover`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Only an answer: the round trip is the point.
+    Probe,
+    /// The receiver's leaf set.
+    LeafSet,
+    /// One routing-table row of the receiver.
+    Row(u8),
+}
+
 /// A node-to-node message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -64,6 +75,25 @@ pub enum Message {
     JoinBusy {
         /// The refusing node's join contacts.
         contacts: Vec<NodeInfo>,
+    },
+    /// A node that is not in the ring yet (its nearest-neighbour search before joining) asks a
+    /// node for part of its state, or only for an answer (a round-trip probe). Unlike every other
+    /// message it is no evidence that the sender may be routed to: the receiver answers with
+    /// [`Message::DiscoverReply`] and keeps no state about the sender.
+    Discover {
+        /// Echoed in the reply.
+        nonce: u64,
+        /// What the sender wants back.
+        want: Want,
+    },
+    /// Answer to [`Message::Discover`]; a node that is not in a ring answers with no entries.
+    DiscoverReply {
+        /// The nonce of the request being answered.
+        nonce: u64,
+        /// Rows of the sender's routing table up to its deepest non-empty one.
+        rows: u8,
+        /// What was asked for: the leaf set or the row's entries (empty for a probe).
+        entries: Vec<NodeInfo>,
     },
     /// Answer to [`Message::Announce`] carrying the answering node's leaf set.
     AnnounceAck {
@@ -295,7 +325,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 25] = [
+    pub const KINDS: [&'static str; 27] = [
         "ping",
         "pong",
         "route-join",
@@ -321,6 +351,8 @@ impl Message {
         "tunnel-allow",
         "tunnel-close",
         "join-busy",
+        "discover",
+        "discover-reply",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -353,6 +385,8 @@ impl Message {
             Message::TunnelAllow { .. } => 22,
             Message::TunnelClose { .. } => 23,
             Message::JoinBusy { .. } => 24,
+            Message::Discover { .. } => 25,
+            Message::DiscoverReply { .. } => 26,
         }
     }
 

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
 use petal_protocol::{
     Ask, AskKind, DescendMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo, ReplyResult,
-    RouteMsg, Routed,
+    RouteMsg, Routed, Want,
 };
 use proptest::prelude::*;
 
@@ -147,6 +147,25 @@ fn message() -> impl Strategy<Value = Message> {
         any::<(u64, u64)>().prop_map(|(tunnel, bytes)| Message::TunnelAllow { tunnel, bytes }),
         (any::<u64>(), text()).prop_map(|(tunnel, reason)| Message::TunnelClose { tunnel, reason }),
         prop::collection::vec(info(), 0..20).prop_map(|contacts| Message::JoinBusy { contacts }),
+        (
+            any::<u64>(),
+            prop_oneof![
+                Just(Want::Probe),
+                Just(Want::LeafSet),
+                (0u8..32).prop_map(Want::Row)
+            ]
+        )
+            .prop_map(|(nonce, want)| Message::Discover { nonce, want }),
+        (
+            any::<u64>(),
+            any::<u8>(),
+            prop::collection::vec(info(), 0..20)
+        )
+            .prop_map(|(nonce, rows, entries)| Message::DiscoverReply {
+                nonce,
+                rows,
+                entries
+            }),
     ]
 }
 

@@ -26,6 +26,10 @@ use crate::topology::{Topology, TopologyConfig};
 #[path = "seeds.rs"]
 mod seeds;
 
+#[path = "proximity.rs"]
+mod proximity;
+pub use proximity::RowProximity;
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -39,7 +43,9 @@ pub struct SimConfig {
     pub loss: f64,
     /// Encode and decode every message (slower; proves wire fidelity).
     pub wire_check: bool,
-    /// Live nodes sampled to pick the nearest as a joiner's bootstrap.
+    /// Live nodes sampled to pick the nearest as a joiner's bootstrap (1: a random ready node,
+    /// as a joiner that knows one node of the ring; the joiner searches for its nearest node
+    /// itself, see `Config::join_search`; more stand in for an oracle of proximity).
     pub bootstrap_sample: usize,
     /// Call `check_invariants` on a node after every step (slow; for tests).
     pub check_invariants: bool,
@@ -56,7 +62,7 @@ impl SimConfig {
             topology,
             loss: 0.0,
             wire_check: false,
-            bootstrap_sample: 64,
+            bootstrap_sample: 1,
             check_invariants: false,
             bucket_us: 1_000_000,
         }

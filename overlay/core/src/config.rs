@@ -42,6 +42,10 @@ pub struct Config {
     /// How long a joiner waits before trying its contacts again after every one refused
     /// because it is not in a ring yet.
     pub join_busy_retry: Duration,
+    /// Before its first join attempt, a joiner searches the ring for the node nearest to it
+    /// (by its own round-trip probes, starting from its bootstrap node) and joins through that
+    /// one, so that its routing table starts from near nodes (proximity neighbour selection).
+    pub join_search: bool,
     /// Most contacts a joiner keeps (its own and those named by refusing contacts).
     pub max_join_contacts: usize,
     /// Join attempts that time out before the join is reported failed (and no sooner than
@@ -154,6 +158,7 @@ impl Default for Config {
             join_rtt_factor: 8,
             join_progress_min: Duration::from_millis(250),
             join_busy_retry: Duration::from_millis(50),
+            join_search: true,
             max_join_contacts: 16,
             join_attempts: 10,
             hop_ack_timeout: Duration::from_millis(600),

@@ -501,13 +501,25 @@ impl Node {
             if joiner_hello {
                 self.stats.messages_received += 1;
                 self.refuse_join(from);
+            } else if let Message::Discover { nonce, want } = msg {
+                self.stats.messages_received += 1;
+                self.on_discover(from, nonce, want);
             }
             return;
         }
         self.stats.messages_received += 1;
         // Any message is evidence of life, except a joiner's first hop, a refusal (from a
-        // node not in a ring) and a leave.
-        if !joiner_hello && !matches!(msg, Message::Leave { .. } | Message::JoinBusy { .. }) {
+        // node not in a ring), a leave, and the messages of a joiner's nearest-node search
+        // (the searcher may not be routed to; an answer to it is measured by the search).
+        if !joiner_hello
+            && !matches!(
+                msg,
+                Message::Leave { .. }
+                    | Message::JoinBusy { .. }
+                    | Message::Discover { .. }
+                    | Message::DiscoverReply { .. }
+            )
+        {
             let announce = matches!(msg, Message::Announce { .. });
             self.heard_from(now, from, announce);
         }
@@ -522,6 +534,12 @@ impl Node {
                 last,
             } => self.on_join_reply(now, from, entries, leaf, last),
             Message::JoinBusy { contacts } => self.on_join_busy(now, from, contacts),
+            Message::Discover { nonce, want } => self.on_discover(from, nonce, want),
+            Message::DiscoverReply {
+                nonce,
+                rows,
+                entries,
+            } => self.on_discover_reply(now, from, nonce, rows, entries),
             Message::Announce { reply } => self.on_announce(from, reply),
             Message::AnnounceAck { leaf } => self.on_announce_ack(now, from, leaf),
             Message::LeafSet { leaf, reply } => self.on_leaf_set(now, from, leaf, reply),

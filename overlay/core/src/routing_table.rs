@@ -100,6 +100,15 @@ impl RoutingTable {
         self.rows.len()
     }
 
+    /// Rows up to the deepest one that holds an entry (0 for an empty table).
+    pub fn depth(&self) -> usize {
+        let me = self.me;
+        self.rows
+            .iter()
+            .rposition(|r| r.iter().any(|&e| e != me))
+            .map_or(0, |r| r + 1)
+    }
+
     /// The entries of `row`.
     pub fn row(&self, row: usize) -> impl Iterator<Item = NodeId> + '_ {
         let me = self.me;

@@ -37,6 +37,13 @@ pub struct Stats {
     pub join_retries: u64,
     /// Join attempts moved on because the driver could not reach their contact.
     pub join_contacts_unreachable: u64,
+    /// Routing-table rows asked of other nodes (gossip after a join, periodic maintenance,
+    /// repair).
+    pub row_requests: u64,
+    /// Nearest-neighbour searches started before a join.
+    pub searches: u64,
+    /// Times a search found a node nearer than the nearest so far.
+    pub search_moves: u64,
     /// Joiners refused because this node was not in a ring yet.
     pub joins_refused: u64,
     /// Times this node founded a ring because its contacts were a cycle of joiners.

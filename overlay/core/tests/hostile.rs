@@ -25,7 +25,9 @@ use bytes::Bytes;
 use petal_core::{
     Config, ConnId, Event, GroupKind, Key, Message, Node, NodeId, NodeInfo, Outcome, Time,
 };
-use petal_protocol::{Ask, AskKind, DescendMsg, EventSeq, Load, ReplyResult, RouteMsg, Routed};
+use petal_protocol::{
+    Ask, AskKind, DescendMsg, EventSeq, Load, ReplyResult, RouteMsg, Routed, Want,
+};
 use proptest::prelude::*;
 
 fn info(id: u128) -> NodeInfo {
@@ -284,6 +286,22 @@ fn overlay_message() -> impl Strategy<Value = Message> {
         (0u8..32, infos()).prop_map(|(row, entries)| Message::RowReply { row, entries }),
         infos().prop_map(|leaf| Message::Leave { leaf }),
         infos().prop_map(|contacts| Message::JoinBusy { contacts }),
+        (
+            any::<u64>(),
+            prop_oneof![
+                Just(Want::Probe),
+                Just(Want::LeafSet),
+                (0u8..32).prop_map(Want::Row)
+            ]
+        )
+            .prop_map(|(nonce, want)| Message::Discover { nonce, want }),
+        (any::<u64>(), any::<u8>(), infos()).prop_map(|(nonce, rows, entries)| {
+            Message::DiscoverReply {
+                nonce,
+                rows,
+                entries,
+            }
+        }),
         (0u64..64, peer(), any::<u8>()).prop_map(|(lookup, owner, hops)| Message::LookupReply {
             lookup,
             owner: info(owner),

@@ -6,6 +6,7 @@ use super::{DecodeError, LEN_PREFIX, MAX_LIST_LEN, VERSION, ty};
 use crate::id::{Key, NodeId};
 use crate::message::{
     Ask, AskKind, DescendMsg, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
+    Want,
 };
 
 /// Decodes one frame from the front of `buf`.
@@ -100,6 +101,20 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         ty::ANNOUNCE_ACK => Message::AnnounceAck { leaf: r.list()? },
         ty::JOIN_BUSY => Message::JoinBusy {
             contacts: r.list()?,
+        },
+        ty::DISCOVER => Message::Discover {
+            nonce: r.u64("discover nonce")?,
+            want: match r.u8("discover want")? {
+                0 => Want::Probe,
+                1 => Want::LeafSet,
+                2 => Want::Row(r.row()?),
+                _ => return Err(DecodeError::Malformed("discover want")),
+            },
+        },
+        ty::DISCOVER_REPLY => Message::DiscoverReply {
+            nonce: r.u64("discover reply nonce")?,
+            rows: r.u8("discover reply rows")?,
+            entries: r.list()?,
         },
         ty::LEAF_SET => Message::LeafSet {
             leaf: r.list()?,

@@ -2,7 +2,7 @@
 
 use super::{LEN_PREFIX, MAX_LIST_LEN, MAX_STR_LEN, VERSION, ty};
 use crate::message::{
-    Ask, AskKind, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
+    Ask, AskKind, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed, Want,
 };
 
 /// Appends the frame of `msg` (length prefix included) to `out`.
@@ -52,6 +52,8 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::Announce { .. } => 1,
         Message::AnnounceAck { leaf } | Message::Leave { leaf } => list(leaf),
         Message::JoinBusy { contacts } => list(contacts),
+        Message::Discover { want, .. } => 8 + if matches!(want, Want::Row(_)) { 2 } else { 1 },
+        Message::DiscoverReply { entries, .. } => 8 + 1 + list(entries),
         Message::LeafSet { leaf, .. } => list(leaf) + 1,
         Message::RowRequest { .. } => 1,
         Message::RowReply { entries, .. } => 1 + list(entries),
@@ -112,6 +114,32 @@ fn info_len(info: &NodeInfo) -> usize {
     16 + crate::addr::encoded_len(info.addr)
 }
 
+/// The bodies of the nearest-node search's two messages.
+fn encode_discover(msg: &Message, out: &mut Vec<u8>) {
+    match msg {
+        Message::Discover { nonce, want } => {
+            out.push(ty::DISCOVER);
+            out.extend_from_slice(&nonce.to_be_bytes());
+            match want {
+                Want::Probe => out.push(0),
+                Want::LeafSet => out.push(1),
+                Want::Row(row) => out.extend_from_slice(&[2, *row]),
+            }
+        }
+        Message::DiscoverReply {
+            nonce,
+            rows,
+            entries,
+        } => {
+            out.push(ty::DISCOVER_REPLY);
+            out.extend_from_slice(&nonce.to_be_bytes());
+            out.push(*rows);
+            put_list(entries, out);
+        }
+        _ => {}
+    }
+}
+
 fn encode_body(msg: &Message, out: &mut Vec<u8>) {
     match msg {
         Message::Ping { nonce } => {
@@ -152,6 +180,7 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             out.push(ty::JOIN_BUSY);
             put_list(contacts, out);
         }
+        Message::Discover { .. } | Message::DiscoverReply { .. } => encode_discover(msg, out),
         Message::LeafSet { leaf, reply } => {
             out.push(ty::LEAF_SET);
             put_list(leaf, out);

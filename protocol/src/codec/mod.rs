@@ -42,6 +42,8 @@
 //! 0x14  TunnelAllow    tunnel u64 | bytes u64
 //! 0x15  TunnelClose    tunnel u64 | reason string
 //! 0x16  JoinBusy       contacts list
+//! 0x17  Discover       nonce u64 | want (tag u8: 0 = Probe, 1 = LeafSet, 2 = Row: row u8)
+//! 0x18  DiscoverReply  nonce u64 | rows u8 | entries list
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -128,6 +130,8 @@ mod ty {
     pub(super) const TUNNEL_ALLOW: u8 = 0x14;
     pub(super) const TUNNEL_CLOSE: u8 = 0x15;
     pub(super) const JOIN_BUSY: u8 = 0x16;
+    pub(super) const DISCOVER: u8 = 0x17;
+    pub(super) const DISCOVER_REPLY: u8 = 0x18;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;

@@ -6,9 +6,9 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::common::{finish, grow, lookup_burst, pct, with_nodes};
+use super::common::{advance_ms, finish, grow, lookup_burst, pct, with_nodes};
 use super::{Outcome, Progress, Scenario};
-use crate::engine::Sim;
+use crate::engine::{RowProximity, Sim};
 use crate::metrics::{Metrics, quantile};
 use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
@@ -23,7 +23,23 @@ struct Params {
     join_spacing_ms: u64,
     /// Quiet time after growing to a size, before measuring.
     settle_ms: u64,
+    /// Extra times after the last join (seconds) at which a smaller burst of lookups measures
+    /// stretch again: how routes converge as maintenance runs.
+    #[serde(default)]
+    convergence_s: Vec<u64>,
+    /// Lookups of each convergence burst, and routed through ideal tables.
+    #[serde(default = "default_sample_lookups")]
+    sample_lookups: u64,
 }
+
+fn default_sample_lookups() -> u64 {
+    10_000
+}
+
+/// The issue's stretch targets (mean; and median at every size), judged at the main
+/// measurement (`settle_ms` after the last join).
+const STRETCH_TARGETS: [(u64, f64); 2] = [(10_000, 1.5), (100_000, 1.6)];
+const STRETCH_MEDIAN_TARGET: f64 = 1.4;
 
 /// Rowstron and Druschel (2001), b = 4, |L| = 16, 100,000 nodes: hop distribution (%).
 const PAPER_100K: [(usize, f64); 6] = [
@@ -44,6 +60,29 @@ struct SizeResult {
     rt_entries: f64,
     state: f64,
     events: u64,
+    /// Nearness of the routing tables' entries, per row (at the main measurement).
+    proximity: Vec<RowProximity>,
+    /// Stretch of the same kind of lookups through ideal tables (at the main measurement).
+    ideal: Vec<f64>,
+    /// (seconds since the last join, lookups, stretch mean, stretch p50), the main
+    /// measurement included.
+    convergence: Vec<(f64, u64, f64, f64)>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Routes `lookups` lookups with fresh metrics and returns those; the sim's event and message
+/// totals keep counting.
+fn measured_burst(sim: &mut Sim, lookups: u64) -> Metrics {
+    let before = (sim.metrics.events, sim.metrics.messages);
+    sim.metrics = Metrics::new(sim.metrics.bucket_us());
+    lookup_burst(sim, lookups, 1000, 50, 5_000);
+    let m = std::mem::replace(&mut sim.metrics, Metrics::new(1_000_000));
+    sim.metrics.events = before.0 + m.events;
+    sim.metrics.messages = before.1 + m.messages;
+    m
 }
 
 pub(super) fn run(
@@ -60,7 +99,7 @@ pub(super) fn run(
     let mut results = Vec::new();
     let mut done_lookups = 0;
     for &n in &p.sizes {
-        grow(&mut sim, n, p.join_spacing_ms, p.settle_ms, |sim| {
+        grow(&mut sim, n, p.join_spacing_ms, 0, |sim| {
             if sim.node_count() % 1000 == 0 {
                 progress.set(
                     sim.node_count() as u64 + done_lookups,
@@ -68,29 +107,54 @@ pub(super) fn run(
                 );
             }
         });
-        let leaf_ok = sim.leaf_set_correctness();
-        let ready: Vec<u32> = sim.ready_nodes().collect();
-        let rt_entries = ready
-            .iter()
-            .map(|&i| sim.node(i).routing_table().len() as f64)
-            .sum::<f64>()
-            / ready.len() as f64;
-        let state = ready
-            .iter()
-            .map(|&i| sim.node(i).state_size() as f64)
-            .sum::<f64>()
-            / ready.len() as f64;
-        let before = (sim.metrics.events, sim.metrics.messages);
-        sim.metrics = Metrics::new(sim.metrics.bucket_us());
-        progress.set(
-            sim.node_count() as u64 + done_lookups,
-            format!("{n} nodes: lookups"),
-        );
-        lookup_burst(&mut sim, p.lookups, 1000, 50, 5_000);
+        let last_join = sim.now().as_micros();
+        // Checkpoints in ms after the last join; `None` marks the main measurement.
+        let mut checkpoints: Vec<(u64, bool)> =
+            p.convergence_s.iter().map(|s| (s * 1000, false)).collect();
+        checkpoints.push((p.settle_ms, true));
+        checkpoints.sort_unstable();
+        let mut main = None;
+        let mut convergence = Vec::new();
+        for (at_ms, is_main) in checkpoints {
+            let since_ms = (sim.now().as_micros() - last_join) / 1000;
+            advance_ms(&mut sim, at_ms.saturating_sub(since_ms));
+            let since_s = (sim.now().as_micros() - last_join) as f64 / 1e6;
+            progress.set(
+                sim.node_count() as u64 + done_lookups,
+                format!("{n} nodes: lookups at {since_s:.0} s"),
+            );
+            if !is_main {
+                let m = measured_burst(&mut sim, p.sample_lookups);
+                convergence.push((
+                    since_s,
+                    p.sample_lookups,
+                    mean(&m.stretch),
+                    quantile(&m.stretch, 0.5).unwrap_or(f64::NAN),
+                ));
+                continue;
+            }
+            let leaf_ok = sim.leaf_set_correctness();
+            let ready: Vec<u32> = sim.ready_nodes().collect();
+            let per_node = |f: &dyn Fn(u32) -> usize| {
+                ready.iter().map(|&i| f(i) as f64).sum::<f64>() / ready.len().max(1) as f64
+            };
+            let rt_entries = per_node(&|i| sim.node(i).routing_table().len());
+            let state = per_node(&|i| sim.node(i).state_size());
+            let proximity = sim.routing_proximity(1000);
+            let ideal = sim.ideal_stretch(p.sample_lookups, n);
+            let metrics = measured_burst(&mut sim, p.lookups);
+            convergence.push((
+                since_s,
+                p.lookups,
+                mean(&metrics.stretch),
+                quantile(&metrics.stretch, 0.5).unwrap_or(f64::NAN),
+            ));
+            main = Some((leaf_ok, rt_entries, state, proximity, ideal, metrics));
+        }
         done_lookups += p.lookups;
-        let metrics = std::mem::replace(&mut sim.metrics, Metrics::new(1_000_000));
-        sim.metrics.events = before.0 + metrics.events;
-        sim.metrics.messages = before.1 + metrics.messages;
+        let Some((leaf_ok, rt_entries, state, proximity, ideal, metrics)) = main else {
+            anyhow::bail!("no main measurement");
+        };
         results.push(SizeResult {
             n,
             leaf_ok,
@@ -98,6 +162,9 @@ pub(super) fn run(
             state,
             events: metrics.events,
             metrics,
+            proximity,
+            ideal,
+            convergence,
         });
     }
     progress.finish();
@@ -126,8 +193,9 @@ fn write_report(
         let consistency = t.consistent as f64 / t.delivered.max(1) as f64;
         let success = t.lookups_done as f64 / t.lookups_started.max(1) as f64;
         let stretch50 = quantile(&r.metrics.stretch, 0.5).unwrap_or(f64::NAN);
-        let stretch_mean =
-            r.metrics.stretch.iter().sum::<f64>() / r.metrics.stretch.len().max(1) as f64;
+        let stretch_mean = mean(&r.metrics.stretch);
+        let ideal_mean = mean(&r.ideal);
+        let ideal50 = quantile(&r.ideal, 0.5).unwrap_or(f64::NAN);
         let log16 = (r.n as f64).ln() / 16f64.ln();
         rows.push(vec![
             r.n.to_string(),
@@ -136,6 +204,7 @@ fn write_report(
             pct(success, 3),
             pct(consistency, 3),
             format!("{stretch_mean:.2} / {stretch50:.2}"),
+            format!("{ideal_mean:.2} / {ideal50:.2}"),
             format!("{:.1}", r.rt_entries),
             format!("{:.1}", r.state),
             pct(r.leaf_ok, 1),
@@ -152,6 +221,23 @@ fn write_report(
             "stretch_mean": stretch_mean,
             "stretch_p50": stretch50,
             "stretch_p90": quantile(&r.metrics.stretch, 0.9),
+            "ideal_tables": {
+                "lookups": r.ideal.len(),
+                "stretch_mean": ideal_mean,
+                "stretch_p50": ideal50,
+            },
+            "routing_proximity": r.proximity.iter().map(|x| json!({
+                "row": x.row,
+                "entries": x.entries,
+                "delay_over_nearest_mean": x.mean_ratio,
+                "nearest_share": x.nearest_share,
+            })).collect::<Vec<_>>(),
+            "convergence": r.convergence.iter().map(|c| json!({
+                "since_last_join_s": c.0,
+                "lookups": c.1,
+                "stretch_mean": c.2,
+                "stretch_p50": c.3,
+            })).collect::<Vec<_>>(),
             "routing_table_entries_mean": r.rt_entries,
             "state_nodes_mean": r.state,
             "leaf_set_correctness": r.leaf_ok,
@@ -160,10 +246,15 @@ fn write_report(
     }
     w.heading("Results");
     w.paragraph(&format!(
-        "Nodes join one at a time ({} ms apart) through the nearest of 64 random ready nodes (standing in for the nearby contact Pastry assumes a joiner has), over a {} topology; \
-         after {} ms of quiet, {} lookups of random keys start from random nodes. Hops are counted at the \
-         delivering node; stretch is the overlay route's delay over the direct delay between origin and owner.",
-        p.join_spacing_ms, sim.topology().kind(), p.settle_ms, p.lookups
+        "Nodes join one at a time ({} ms apart) over a {} topology, each given one random ready node; \
+         the joiner searches the ring for the node nearest to it by its own probes and joins through that one \
+         (proximity neighbour selection, no distance oracle). {} ms after the last join, {} lookups of random keys start from random nodes. \
+         Hops are counted at the delivering node; stretch is the overlay route's delay over the direct delay \
+         between origin and owner. *Ideal tables* routes {} lookups of the same kind, at the same moment, \
+         through the same leaf sets but with the nearest ready node in every routing-table slot (perfect \
+         proximity neighbour selection, computed by the simulator): the floor for this topology, where every \
+         overlay hop also pays two access links.",
+        p.join_spacing_ms, sim.topology().kind(), p.settle_ms, p.lookups, p.sample_lookups
     ));
     w.table(
         &[
@@ -173,12 +264,31 @@ fn write_report(
             "answered",
             "consistent",
             "stretch mean / p50",
+            "ideal tables: stretch",
             "RT entries",
             "state (nodes)",
             "leaf sets correct",
         ],
         &rows,
     );
+    let targets = targets(rs);
+    w.targets(&targets);
+    proximity_section(&mut w, rs);
+    figures(&mut w, rs)?;
+    let results = json!({
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "topology": sim.topology().summary(),
+        "sizes": json_sizes,
+        "trace_hash": format!("{:016x}", sim.trace_hash()),
+    });
+    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
+        .map(|o| with_nodes(o, sim.node_count()))
+}
+
+/// The scenario's targets: consistency at every size, hops and their distribution against the
+/// paper, stretch against the issue's targets.
+fn targets(rs: &[SizeResult]) -> Vec<TargetRow> {
     let mut targets = Vec::new();
     for r in rs {
         let t = r.metrics.totals();
@@ -221,17 +331,75 @@ fn write_report(
             Verdict::from_met(worst <= 3.0),
         ));
     }
-    w.targets(&targets);
-    figures(&mut w, rs)?;
-    let results = json!({
-        "scenario": sc.name,
-        "seed": sc.seed,
-        "topology": sim.topology().summary(),
-        "sizes": json_sizes,
-        "trace_hash": format!("{:016x}", sim.trace_hash()),
-    });
-    finish(&w, &results, sim.metrics.events, sim.metrics.messages)
-        .map(|o| with_nodes(o, sim.node_count()))
+    for (n, target) in STRETCH_TARGETS {
+        if let Some(r) = rs.iter().find(|r| r.n == n) {
+            let m = mean(&r.metrics.stretch);
+            targets.push(TargetRow::new(
+                format!("mean stretch at {n} nodes"),
+                format!("≤ {target}"),
+                format!("{m:.2} (ideal tables {:.2})", mean(&r.ideal)),
+                Verdict::from_met(m <= target),
+            ));
+        }
+    }
+    if let Some(r) = rs.iter().find(|r| r.n == 100_000).or(rs.last()) {
+        let m = quantile(&r.metrics.stretch, 0.5).unwrap_or(f64::NAN);
+        targets.push(TargetRow::new(
+            format!("median stretch at {} nodes", r.n),
+            format!("≤ {STRETCH_MEDIAN_TARGET}"),
+            format!(
+                "{m:.2} (ideal tables {:.2})",
+                quantile(&r.ideal, 0.5).unwrap_or(f64::NAN)
+            ),
+            Verdict::from_met(m <= STRETCH_MEDIAN_TARGET),
+        ));
+    }
+    targets
+}
+
+/// How near the routing tables' entries are, row by row, and how stretch converges.
+fn proximity_section(w: &mut ReportWriter, rs: &[SizeResult]) {
+    w.heading("Proximity of the routing tables");
+    w.paragraph(
+        "Per row, over about 1,000 nodes spread over the id space at the main measurement: each entry's delay \
+         from its node over the delay to the nearest ready node that fits the same slot, and the share of \
+         entries that are that nearest node. Row 0 decides the first hop, the one proximity can make short.",
+    );
+    let mut rows = Vec::new();
+    for r in rs {
+        for x in &r.proximity {
+            rows.push(vec![
+                r.n.to_string(),
+                x.row.to_string(),
+                x.entries.to_string(),
+                format!("{:.2}", x.mean_ratio),
+                pct(x.nearest_share, 1),
+            ]);
+        }
+    }
+    w.table(
+        &["N", "row", "entries", "delay / nearest (mean)", "nearest"],
+        &rows,
+    );
+    w.paragraph(
+        "Stretch against time since the last join (the main measurement included; the others route fewer lookups): \
+         routing-table maintenance keeps bringing nearer nodes into the tables.",
+    );
+    let mut rows = Vec::new();
+    for r in rs {
+        for c in &r.convergence {
+            rows.push(vec![
+                r.n.to_string(),
+                format!("{:.0}", c.0),
+                c.1.to_string(),
+                format!("{:.2} / {:.2}", c.2, c.3),
+            ]);
+        }
+    }
+    w.table(
+        &["N", "s since last join", "lookups", "stretch mean / p50"],
+        &rows,
+    );
 }
 
 /// The hop distribution, mean hops against size, and route stretch.
@@ -282,5 +450,26 @@ fn figures(w: &mut ReportWriter, rs: &[SizeResult]) -> anyhow::Result<()> {
         )
         .clip_at(0.999),
     )?;
+    let mut conv = Frame::new(
+        "Mean stretch against time since the last join",
+        "seconds since the last join",
+        "mean stretch",
+    )
+    .lines();
+    for r in rs {
+        conv = conv.series(
+            format!("N = {}", r.n),
+            r.convergence.iter().map(|c| (c.0, c.2)).collect(),
+        );
+        let (first, last) = (
+            r.convergence.first().map_or(0.0, |c| c.0),
+            r.convergence.last().map_or(0.0, |c| c.0),
+        );
+        conv = conv.series(
+            format!("N = {}, ideal tables", r.n),
+            vec![(first, mean(&r.ideal)), (last, mean(&r.ideal))],
+        );
+    }
+    w.line_chart("stretch_convergence.png", &conv)?;
     Ok(())
 }

@@ -46,7 +46,7 @@ pub(crate) struct JoinState {
     /// Nodes to join through, in the order they became known (at most `max_join_contacts`).
     pub(crate) contacts: Vec<NodeInfo>,
     /// Index in `contacts` of the next contact to try (modulo their number).
-    next: usize,
+    pub(super) next: usize,
     /// The contact of the attempt under way; `None` while waiting for the next round after
     /// every contact refused.
     via: Option<NodeInfo>,
@@ -55,9 +55,9 @@ pub(crate) struct JoinState {
     /// When the join started.
     started: Time,
     /// The last round-trip time measured to a contact.
-    rtt: Option<Duration>,
+    pub(super) rtt: Option<Duration>,
     /// Contacts that refused in the current round.
-    busy: BTreeSet<NodeId>,
+    pub(super) busy: BTreeSet<NodeId>,
     /// Every node heard of as joining (refusing contacts and their contacts), at most
     /// `max_join_contacts` times four.
     joiners: BTreeSet<NodeId>,
@@ -74,6 +74,8 @@ pub(crate) struct JoinState {
     pub(crate) asked: BTreeSet<NodeId>,
     /// Routed messages that reached this node before it was ready.
     pub(crate) buffered: Vec<RouteMsg>,
+    /// The nearest-neighbour search that runs before the first attempt (see `search`).
+    pub(super) search: Option<Box<super::search::Search>>,
 }
 
 impl JoinState {
@@ -145,8 +147,13 @@ impl Node {
             acked: BTreeSet::new(),
             asked: BTreeSet::new(),
             buffered: Vec::new(),
+            search: None,
         }));
-        self.start_join_attempt(now);
+        if self.cfg.join_search {
+            self.start_search(now, bootstrap);
+        } else {
+            self.start_join_attempt(now);
+        }
     }
 
     /// A node this one may join through, found out of band (a seed that answered, a discovery
@@ -162,7 +169,7 @@ impl Node {
             Phase::Idle => self.join(now, info),
             Phase::Joining(j) => {
                 j.add_contact(me, info, max);
-                if j.via.is_none() {
+                if j.via.is_none() && j.search.is_none() {
                     self.start_join_attempt(now);
                 }
             }
@@ -178,6 +185,10 @@ impl Node {
     /// dial used to cost a joiner two seconds). The contact is tried again at the next round.
     /// Anything else (a ready node's peers) is left to liveness, as before.
     pub fn unreachable(&mut self, now: Time, id: NodeId) {
+        if self.searching() {
+            self.search_unreachable(now, id);
+            return;
+        }
         let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
@@ -202,7 +213,7 @@ impl Node {
     /// Sends the join through the next contact that has not refused in this round; when every
     /// contact refused, founds the ring (a cycle of joiners whose smallest id is this node's)
     /// or waits `join_busy_retry` for the next round.
-    fn start_join_attempt(&mut self, now: Time) {
+    pub(super) fn start_join_attempt(&mut self, now: Time) {
         let me = self.me.id;
         let busy_retry = self.cfg.join_busy_retry;
         let Phase::Joining(j) = &mut self.overlay.phase else {
@@ -284,6 +295,10 @@ impl Node {
             return;
         };
         if j.deadline > now {
+            return;
+        }
+        if j.search.is_some() {
+            self.on_search_timeout(now);
             return;
         }
         if j.via.is_none() {
@@ -508,6 +523,7 @@ impl Node {
         self.overlay.row_maintenance_at = Time::from_micros(now.as_micros() + jitter);
         self.set_timer(self.overlay.row_maintenance_at, TimerKey::RowMaintenance);
         self.emit(Event::Joined);
+        self.gossip_rows();
         self.start_groups(now);
         // Contacts may belong to other rings (they joined elsewhere, or founded): introduce
         // the ones we do not know, so that the rings merge.

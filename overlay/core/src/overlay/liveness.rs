@@ -204,7 +204,10 @@ impl Node {
         self.send_ping(now, id);
     }
 
-    pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
+    /// The answer to a proximity probe (a pong, or a discover reply to an invisible joiner's
+    /// probe): the candidate is considered with its round trip. False when `nonce` is not a
+    /// probe's.
+    pub(crate) fn on_probe_answer(&mut self, now: Time, from: NodeInfo, nonce: u64) -> bool {
         if self
             .overlay
             .probes
@@ -214,6 +217,13 @@ impl Node {
         {
             let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
             self.consider_with_rtt(now, from, rtt);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn on_pong(&mut self, now: Time, from: NodeInfo, nonce: u64) {
+        if self.on_probe_answer(now, from, nonce) {
             return;
         }
         let next = self.quantize(now + self.ping_interval(from.id));
@@ -238,6 +248,11 @@ impl Node {
         p.ping = None;
         self.overlay.set_peer_due(from.id, next);
         if first {
+            let info = NodeInfo {
+                id: from.id,
+                addr: from.addr,
+            };
+            self.offer_slot(now, info, sample);
             self.challenge_slot(now, from.id, sample);
         }
     }
@@ -277,10 +292,11 @@ impl Node {
         }
     }
 
-    /// Pings a candidate to measure its round-trip time (bounded by `max_probes`).
+    /// Pings a candidate to measure its round-trip time (bounded by `max_probes`). A joiner
+    /// that has not announced itself probes with [`Message::Discover`], which the candidate
+    /// answers without learning it.
     pub(crate) fn probe(&mut self, now: Time, info: NodeInfo) {
-        if !self.visible()
-            || self.overlay.probes.len() >= self.cfg.max_probes
+        if self.overlay.probes.len() >= self.cfg.max_probes
             || self.overlay.probes.contains_key(&info.id)
         {
             return;
@@ -297,7 +313,15 @@ impl Node {
         );
         self.set_timer(deadline, TimerKey::Probe(info.id));
         self.stats.pings_sent += 1;
-        self.send(info, Message::Ping { nonce });
+        let msg = if self.visible() {
+            Message::Ping { nonce }
+        } else {
+            Message::Discover {
+                nonce,
+                want: petal_protocol::Want::Probe,
+            }
+        };
+        self.send(info, msg);
     }
 
     pub(crate) fn on_probe_timeout(&mut self, id: NodeId) {

@@ -54,24 +54,20 @@ impl Node {
             }
             self.on_leaf_joined(id, direct);
         }
+        // A routing-table slot takes a candidate only once its round trip is measured, and
+        // then only if it is empty or held by a node measured farther (proximity neighbour
+        // selection). A tracked peer (a leaf-set member) is measured by its first ping, which
+        // comes within a second; any other candidate is probed.
         let Some(slot) = self.overlay.rt.slot_of(id) else {
             return;
         };
-        match self.overlay.rt.get(slot) {
-            None => {
-                self.overlay.rt.set(id);
-                self.track(now, info);
-            }
-            Some(inc) if inc == id => {}
-            // The incumbent's round trip is looked up only when the candidate's is known.
-            Some(inc) => match self.rtt_us(id) {
-                None => self.probe(now, info),
-                Some(a) => {
-                    if self.rtt_us(inc).is_some_and(|b| a < b) {
-                        self.swap_in(now, info, inc);
-                    }
-                }
-            },
+        if self.overlay.rt.get(slot) == Some(id) {
+            return;
+        }
+        match self.rtt_us(id) {
+            Some(rtt) => self.offer_slot(now, info, rtt),
+            None if self.overlay.peers.contains_key(&id) => {}
+            None => self.probe(now, info),
         }
     }
 
@@ -192,13 +188,24 @@ impl Node {
     /// when the slot is empty or held by a node measured farther. When the incumbent is not
     /// measured yet, the candidate waits in the round-trip cache (see `challenge_slot`).
     pub(crate) fn consider_with_rtt(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
-        if let Some(p) = self.overlay.peers.get_mut(&info.id) {
-            if p.rtt.get().is_none() {
-                p.rtt = super::liveness::Rtt::new(rtt_us);
+        match self.overlay.peers.get_mut(&info.id) {
+            Some(p) => {
+                if p.rtt.get().is_none() {
+                    p.rtt = super::liveness::Rtt::new(rtt_us);
+                }
             }
+            None => self.cache_rtt(info, rtt_us),
+        }
+        self.offer_slot(now, info, rtt_us);
+    }
+
+    /// A node measured at `rtt_us` takes its routing-table slot when the slot is empty or held
+    /// by a node measured farther. When the incumbent is not measured yet, the candidate waits
+    /// in the round-trip cache (see `challenge_slot`).
+    pub(crate) fn offer_slot(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
+        if self.overlay.dead.contains_key(&info.id) {
             return;
         }
-        self.cache_rtt(info, rtt_us);
         let Some(slot) = self.overlay.rt.slot_of(info.id) else {
             return;
         };
@@ -207,6 +214,7 @@ impl Node {
                 self.overlay.rt.set(info.id);
                 self.track(now, info);
             }
+            Some(inc) if inc == info.id => {}
             Some(inc) => {
                 if self.rtt_us(inc).is_some_and(|b| rtt_us < b) {
                     self.swap_in(now, info, inc);
@@ -340,29 +348,50 @@ impl Node {
         }
         let pick = candidates[self.rng.random_range(0..candidates.len())];
         if let (Some(info), Ok(row)) = (self.info_of(pick), u8::try_from(row)) {
+            self.stats.row_requests += 1;
             self.send(info, Message::RowRequest { row });
         }
     }
 
-    /// Periodic routing-table maintenance: ask a random member of a random non-empty row for
-    /// that row; its entries come back as candidates and are probed for proximity.
+    /// Periodic routing-table maintenance (as FreePastry's): for every row that has entries,
+    /// one random entry is asked for that row; the entries that come back are candidates,
+    /// measured before they take a slot. Rows near the top hold near nodes whose own rows
+    /// hold nodes near them, so the table keeps converging towards the nearest nodes as nodes
+    /// join nearby, and empty slots fill as the ring grows.
     pub(crate) fn on_row_maintenance(&mut self, now: Time) {
         if !self.is_ready() {
             return;
         }
         self.overlay.row_maintenance_at = now + self.cfg.routing_maintenance_interval;
         self.set_timer(self.overlay.row_maintenance_at, TimerKey::RowMaintenance);
-        let rows: Vec<usize> = (0..self.overlay.rt.rows_allocated())
-            .filter(|&r| self.overlay.rt.row(r).next().is_some())
-            .collect();
-        if rows.is_empty() {
-            return;
+        for r in 0..self.overlay.rt.depth() {
+            let members: Vec<NodeId> = self.overlay.rt.row(r).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let pick = members[self.rng.random_range(0..members.len())];
+            if let (Some(info), Ok(row)) = (self.info_of(pick), u8::try_from(r)) {
+                self.stats.row_requests += 1;
+                self.send(info, Message::RowRequest { row });
+            }
         }
-        let row = rows[self.rng.random_range(0..rows.len())];
-        let members: Vec<NodeId> = self.overlay.rt.row(row).collect();
-        let pick = members[self.rng.random_range(0..members.len())];
-        if let (Some(info), Ok(row)) = (self.info_of(pick), u8::try_from(row)) {
-            self.send(info, Message::RowRequest { row });
+    }
+
+    /// Constrained gossip after a join: every entry of every row is asked for that row. Each
+    /// learns this node first-hand (and measures it for its own table), and its answer holds
+    /// nodes near it, so near this node too, which this node measures for its row.
+    pub(crate) fn gossip_rows(&mut self) {
+        for r in 0..self.overlay.rt.depth() {
+            let row: Vec<NodeId> = self.overlay.rt.row(r).collect();
+            let Ok(r) = u8::try_from(r) else {
+                continue;
+            };
+            for id in row {
+                if let Some(info) = self.info_of(id) {
+                    self.stats.row_requests += 1;
+                    self.send(info, Message::RowRequest { row: r });
+                }
+            }
         }
     }
 

@@ -31,6 +31,7 @@ pub(crate) mod join;
 mod liveness;
 mod membership;
 mod routing;
+mod search;
 
 use join::JoinState;
 use liveness::{Dead, Peer, Probe};
@@ -218,6 +219,12 @@ impl Overlay {
         for id in self.leaf.members().chain(self.rt.entries()) {
             assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
             assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");
+        }
+        for id in self.rt.entries() {
+            assert!(
+                self.peers.get(&id).is_some_and(|p| p.rtt.get().is_some()),
+                "routing-table entry {id:?} not measured"
+            );
         }
         for id in self.peers.keys() {
             assert!(

@@ -40,6 +40,9 @@ pub(crate) struct Net {
     pub allow_stale: bool,
     /// Broadcasts delivered: (node, connection, payload).
     pub broadcasts: Vec<(usize, ConnId, bytes::Bytes)>,
+    /// One-way delay of each pair (`delays[i][j]`) instead of [`LATENCY`] for all; fixed per
+    /// pair, so links stay FIFO.
+    pub delays: Option<Vec<Vec<Duration>>>,
 }
 
 impl Net {
@@ -81,7 +84,13 @@ impl Net {
             rng,
             allow_stale: false,
             broadcasts: Vec::new(),
+            delays: None,
         }
+    }
+
+    /// The one-way delay from node `i` to node `j`.
+    pub(crate) fn delay(&self, i: usize, j: usize) -> Duration {
+        self.delays.as_ref().map_or(LATENCY, |d| d[i][j])
     }
 
     /// Drains node `i`'s outputs into the network.
@@ -95,8 +104,8 @@ impl Net {
             );
             assert_ne!(i, j, "node {i} sent a message to itself");
             self.seq += 1;
-            self.queue
-                .insert((self.now + LATENCY, self.seq), (i, j, tx.msg));
+            let at = self.now + self.delay(i, j);
+            self.queue.insert((at, self.seq), (i, j, tx.msg));
         }
         while let Some(ev) = self.nodes[i].poll_event() {
             match ev {

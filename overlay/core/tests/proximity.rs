@@ -1,0 +1,153 @@
+//! Proximity (issue 15): a joiner searches for the node nearest to it and joins through that
+//! one, and routing-table slots hold only measured nodes, preferring nearer ones. The network
+//! is clusters of nodes (sites): 1-3 ms one way inside a site, 40-70 ms between sites.
+//! (Every routing-table entry being measured is one of `check_invariants`' assertions, which
+//! the test network runs after every step.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::Net;
+use petal_core::Message;
+use petal_protocol::Routed;
+
+const SITES: usize = 4;
+
+/// `n` nodes on `SITES` sites (node `i` on site `i % SITES`), delays drawn from `seed`.
+fn sites(seed: u64, n: usize) -> Net {
+    let mut net = Net::new(seed, n);
+    let mut d = vec![vec![Duration::ZERO; n]; n];
+    // A fixed offset per node (its access link) and per pair of sites, so that delays are
+    // symmetric and nearness within a site is a matter of the nodes' own offsets.
+    let access: Vec<u64> = (0..n)
+        .map(|i| 200 + (i as u64 * 7919 + seed * 31) % 800)
+        .collect();
+    for i in 0..n {
+        for j in 0..n {
+            let (a, b) = (i % SITES, j % SITES);
+            let between = if a == b {
+                500
+            } else {
+                40_000 + 10_000 * ((a + b) % 4) as u64
+            };
+            d[i][j] = Duration::from_micros(access[i] + between + access[j]);
+        }
+    }
+    net.delays = Some(d);
+    net
+}
+
+fn join_via(net: &mut Net, i: usize, j: usize) {
+    let now = net.now;
+    let info = net.infos[j];
+    net.nodes[i].join(now, info);
+    net.drain(i);
+}
+
+/// Grows a ring of nodes `0..n` one at a time (each through node 0) and lets it settle.
+fn ring(net: &mut Net, n: usize) {
+    let now = net.now;
+    net.nodes[0].start_first(now);
+    net.drain(0);
+    for i in 1..n {
+        join_via(net, i, 0);
+        let start = net.now;
+        while !net.nodes[i].is_ready() {
+            assert!(net.now - start < Duration::from_secs(3), "node {i} joined");
+            net.run_for(Duration::from_millis(10));
+        }
+    }
+    net.run_for(Duration::from_secs(5));
+}
+
+/// The node a joiner's join request went to first (its first hop), once sent.
+fn first_join_hop(net: &Net, joiner: usize) -> Option<usize> {
+    net.queue.values().find_map(|(from, to, msg)| match msg {
+        Message::Route(r) if *from == joiner && r.body == Routed::Join => Some(*to),
+        _ => None,
+    })
+}
+
+/// A joiner given a bootstrap node on another site searches the ring and joins through a node
+/// of its own site, the nearest it measured; the nodes it probed did not learn it (it stays
+/// invisible until it announces itself).
+#[test]
+fn a_joiner_joins_through_a_near_node_found_by_its_own_probes() {
+    for seed in 1..=4 {
+        let n = 48;
+        let mut net = sites(seed, n + 1);
+        ring(&mut net, n);
+        let joiner = n;
+        // Bootstrap: node 1, on site 1; the joiner is on site `n % SITES` = 0.
+        assert_ne!(1 % SITES, joiner % SITES);
+        join_via(&mut net, joiner, 1);
+        let mut via = None;
+        for _ in 0..30_000 {
+            net.run_for(Duration::from_micros(100));
+            via = via.or_else(|| first_join_hop(&net, joiner));
+            if via.is_some() {
+                break;
+            }
+        }
+        let via = via.expect("the join went out");
+        assert_eq!(
+            via % SITES,
+            joiner % SITES,
+            "seed {seed}: joined through a node of its site"
+        );
+        // Nearest of those it measured: no measured node is nearer than the one it chose.
+        let chosen = net.delay(joiner, via);
+        for k in 0..n {
+            if net.nodes[joiner].rtt_us(net.infos[k].id).is_some() {
+                assert!(
+                    net.delay(joiner, k) >= chosen,
+                    "seed {seed}: node {k} was nearer"
+                );
+            }
+        }
+        assert!(
+            net.nodes[joiner].stats().searches == 1 && net.nodes[joiner].stats().search_moves >= 1
+        );
+        // Until then nobody learned the joiner from its probes.
+        let id = net.infos[joiner].id;
+        assert!(
+            (0..n).all(|k| !net.nodes[k].knows(id)),
+            "seed {seed}: joiner learned early"
+        );
+        net.run_for(Duration::from_secs(2));
+        assert!(net.nodes[joiner].is_ready(), "seed {seed}");
+    }
+}
+
+/// After joining and a few rounds of maintenance, every routing-table slot of every node that
+/// its own site can fill holds a node of its site: the tables converge to near nodes.
+#[test]
+fn routing_tables_prefer_near_nodes() {
+    let n = 64;
+    let mut net = sites(7, n);
+    ring(&mut net, n);
+    net.run_for(Duration::from_secs(130));
+    let mut near = 0;
+    let mut fillable = 0;
+    for i in 0..n {
+        let rt = net.nodes[i].routing_table();
+        for e in rt.entries() {
+            let slot = rt.slot_of(e).unwrap();
+            // Could a node of i's own site fill this slot?
+            let same_site = (0..n).any(|k| {
+                k != i && k % SITES == i % SITES && rt.slot_of(net.infos[k].id) == Some(slot)
+            });
+            if same_site {
+                fillable += 1;
+                let j = net.by_id[&e];
+                near += usize::from(j % SITES == i % SITES);
+            }
+        }
+    }
+    assert!(fillable > 100, "{fillable}");
+    assert_eq!(
+        near, fillable,
+        "every slot its site can fill holds a node of its site"
+    );
+}

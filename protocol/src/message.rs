@@ -95,6 +95,16 @@ pub enum Message {
         /// What was asked for: the leaf set or the row's entries (empty for a probe).
         entries: Vec<NodeInfo>,
     },
+    /// One-way liveness signal to the sender's counter-clockwise leaf-set neighbour, which
+    /// watches it: a neighbour that falls silent is probed (MSPastry's heartbeats).
+    Heartbeat,
+    /// The sender declared `node` dead: a receiver that tracks it probes it at once and drops
+    /// it if that probe goes unanswered (suspicion, not death, so one node's mistake cannot
+    /// remove a live node from the others' tables).
+    Suspect {
+        /// The node the sender found dead.
+        node: NodeId,
+    },
     /// Answer to [`Message::Announce`] carrying the answering node's leaf set.
     AnnounceAck {
         /// The sender's leaf set after it added the announcer.
@@ -325,7 +335,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 27] = [
+    pub const KINDS: [&'static str; 29] = [
         "ping",
         "pong",
         "route-join",
@@ -353,6 +363,8 @@ impl Message {
         "join-busy",
         "discover",
         "discover-reply",
+        "heartbeat",
+        "suspect",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -387,6 +399,8 @@ impl Message {
             Message::JoinBusy { .. } => 24,
             Message::Discover { .. } => 25,
             Message::DiscoverReply { .. } => 26,
+            Message::Heartbeat => 27,
+            Message::Suspect { .. } => 28,
         }
     }
 

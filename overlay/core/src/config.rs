@@ -9,12 +9,23 @@ use std::time::Duration;
 pub struct Config {
     /// Leaf-set size `L` (both sides together); must be even and at least 2.
     pub leaf_set_size: usize,
-    /// How often each leaf-set member is pinged.
+    /// How often a node sends a one-way heartbeat to its counter-clockwise leaf-set neighbour.
+    /// Each node watches its clockwise neighbour: after `heartbeat_interval` and a quarter of
+    /// silence it probes it (MSPastry's scheme: one message per node and interval finds every
+    /// crash). Group parents are watched on the same interval.
+    pub heartbeat_interval: Duration,
+    /// How long another leaf-set member may stay silent before it is pinged. Any message from a
+    /// peer counts; a crash is normally found sooner by its watcher, which tells the leaf set
+    /// (`Suspect`).
     pub leaf_ping_interval: Duration,
-    /// How often each routing-table member (not in the leaf set) is pinged.
+    /// How long a routing-table member (not in the leaf set) may stay silent before it is
+    /// pinged (routes through a dead entry are rerouted by hop acknowledgements meanwhile).
     pub routing_ping_interval: Duration,
-    /// How long a ping waits for its pong before it counts as missed.
+    /// How long a ping waits for its pong before it counts as missed, at most; with the peer's
+    /// round trip measured, four round trips but at least `ping_timeout_min`.
     pub ping_timeout: Duration,
+    /// The shortest wait for a pong (see `ping_timeout`).
+    pub ping_timeout_min: Duration,
     /// Consecutive missed pings that make a suspected peer dead. A first miss makes the peer
     /// suspected and triggers immediate re-probes, so death is declared after
     /// `suspicion_misses` timeouts in a row.
@@ -147,10 +158,12 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             leaf_set_size: 16,
-            leaf_ping_interval: Duration::from_millis(1000),
-            routing_ping_interval: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_millis(1000),
+            leaf_ping_interval: Duration::from_secs(30),
+            routing_ping_interval: Duration::from_secs(120),
             ping_timeout: Duration::from_millis(500),
-            suspicion_misses: 3,
+            ping_timeout_min: Duration::from_millis(200),
+            suspicion_misses: 2,
             leaf_exchange_interval: Duration::from_secs(5),
             leaf_exchange_min: Duration::from_millis(100),
             join_timeout: Duration::from_secs(2),
@@ -177,7 +190,7 @@ impl Default for Config {
             dead_forget_after: Duration::from_secs(300),
             timer_granularity: Duration::from_millis(100),
             routing_maintenance_interval: Duration::from_secs(60),
-            max_rtt_cache: 1024,
+            max_rtt_cache: 128,
             max_outbox: 65_536,
             max_events: 65_536,
             group_refresh_interval: Duration::from_secs(1),
@@ -221,6 +234,8 @@ impl Config {
     /// Checks the relations between fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
+            self.heartbeat_interval,
+            self.ping_timeout_min,
             self.leaf_ping_interval,
             self.routing_ping_interval,
             self.ping_timeout,
@@ -278,8 +293,9 @@ impl Config {
                 "leaf_exchange_min must be <= leaf_exchange_interval",
             ),
             (
-                self.dead_probe_min <= self.dead_probe_max,
-                "dead_probe_min must be <= dead_probe_max",
+                self.dead_probe_min <= self.dead_probe_max
+                    && self.ping_timeout_min <= self.ping_timeout,
+                "dead_probe_min must be <= dead_probe_max, ping_timeout_min <= ping_timeout",
             ),
             (
                 self.max_dead >= 1 && self.max_probes >= 1 && self.max_rtt_cache >= 1,

@@ -237,6 +237,8 @@ pub(crate) enum TimerKey {
     Join,
     /// The periodic leaf-set exchange.
     LeafExchange,
+    /// The periodic heartbeat to the counter-clockwise neighbour.
+    Heartbeat,
     /// The periodic routing-table row refresh.
     RowMaintenance,
     /// The periodic refresh of every group tree.
@@ -422,6 +424,7 @@ impl Node {
             | TimerKey::Lookup(_)
             | TimerKey::Join
             | TimerKey::LeafExchange
+            | TimerKey::Heartbeat
             | TimerKey::RowMaintenance => self.overlay.timer_live(key, t),
             TimerKey::GroupRefresh | TimerKey::GroupRoutes => {
                 self.is_ready() && self.groups.timer_live(key, t)
@@ -452,7 +455,7 @@ impl Node {
                     // one ever did not, this loop (and the driver's) would spin at `now`.
                     debug_assert!(false, "peer timer fired without moving");
                     self.overlay
-                        .postpone_peer(id, self.quantize(now + self.cfg.leaf_ping_interval));
+                        .postpone_peer(id, self.quantize(now + self.cfg.heartbeat_interval));
                 }
                 continue;
             }
@@ -474,6 +477,7 @@ impl Node {
                 TimerKey::Lookup(id) => self.on_lookup_timeout(now, id),
                 TimerKey::Join => self.on_join_timeout(now),
                 TimerKey::LeafExchange => self.on_leaf_exchange(now),
+                TimerKey::Heartbeat => self.on_heartbeat(now),
                 TimerKey::RowMaintenance => self.on_row_maintenance(now),
                 TimerKey::GroupRefresh => self.on_group_refresh(now),
                 TimerKey::GroupRoutes => self.on_group_routes(now),
@@ -535,6 +539,9 @@ impl Node {
             } => self.on_join_reply(now, from, entries, leaf, last),
             Message::JoinBusy { contacts } => self.on_join_busy(now, from, contacts),
             Message::Discover { nonce, want } => self.on_discover(from, nonce, want),
+            // (`heard_from` took the heartbeat as evidence of life.)
+            Message::Heartbeat => {}
+            Message::Suspect { node } => self.on_suspect(now, node),
             Message::DiscoverReply {
                 nonce,
                 rows,

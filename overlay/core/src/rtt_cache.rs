@@ -151,11 +151,6 @@ impl RttCache {
         self.next_seq = pos(self.entries.len());
     }
 
-    /// The entries, in no particular order (callers pick by a unique key).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &CachedRtt> {
-        self.entries.iter()
-    }
-
     pub(crate) fn clear(&mut self) {
         *self = Self {
             next_seq: self.next_seq,

@@ -27,6 +27,10 @@ pub struct Stats {
     pub routes_dropped: u64,
     /// Peers declared dead.
     pub deaths_declared: u64,
+    /// Links the driver reported lost ([`crate::Node::link_lost`]).
+    pub link_losses: u64,
+    /// Suspected peers declared dead because the driver could not dial them.
+    pub deaths_by_dial: u64,
     /// Dead nodes found alive again by a re-probe or a message.
     pub revivals: u64,
     /// Pings sent (liveness and probes).

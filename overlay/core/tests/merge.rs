@@ -275,7 +275,9 @@ fn a_known_node_heard_at_a_new_address_is_reached_there() {
     let new: std::net::SocketAddr = "10.99.0.1:4000".parse().unwrap();
     net.allow_stale = true;
     net.infos[1].addr = new;
-    net.run_for(Duration::from_secs(3));
+    // Node 1 talks to each neighbour at least once per two leaf-set exchange periods (it
+    // exchanges with one side per period, 5 s): the other side hears it by then.
+    net.run_for(Duration::from_secs(11));
     assert_eq!(net.nodes[0].peer_addr(id1), Some(new));
     assert_eq!(net.nodes[2].peer_addr(id1), Some(new));
 }

@@ -343,3 +343,47 @@ async fn three_nodes_serve_requests_broadcasts_publishes_and_tunnels_across() {
     }
     println!("three-node test: {:?} in all", t_start.elapsed());
 }
+
+/// A `petald` killed with SIGKILL is found dead by both other nodes within 100 ms, with the
+/// default liveness timers (heartbeats every second; without the hint from its closed links,
+/// finding it would take a heartbeat period and two ping timeouts, over a second): each node's
+/// link to it ends, the core probes it, and the dial for that probe is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemon_is_found_dead_within_100ms() {
+    let debug = Spec {
+        log: "info,petal_node::driver=debug".into(),
+        ..Spec::alone()
+    };
+    let a = Daemon::start(&debug).await;
+    let joiner = |n| Spec {
+        peer_ip: lo(n),
+        seeds: vec![a.peer],
+        ..debug.clone()
+    };
+    let b = Daemon::start(&joiner(2)).await;
+    let c = Daemon::start(&joiner(3)).await;
+    for d in [&b, &c] {
+        assert!(d.wait_log("joined the ring", 5 * SECOND).await);
+    }
+    // Every node has the others in its leaf set and the join's traffic is over.
+    tokio::time::sleep(SECOND).await;
+    assert!(!a.log().contains("peer declared dead") && !b.log().contains("peer declared dead"));
+    let t0 = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &c.pid().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+    for (name, d) in [("a", &a), ("b", &b)] {
+        assert!(
+            d.wait_log("peer declared dead", Duration::from_millis(100))
+                .await,
+            "node {name} did not find the killed node dead within 100 ms:\n{}",
+            d.log()
+        );
+    }
+    println!(
+        "SIGKILL: both nodes found the killed one dead within {:?}",
+        t0.elapsed()
+    );
+}

@@ -529,12 +529,14 @@ async fn a_slow_reader_stalls_a_fast_writer_across_nodes_with_bounded_buffers() 
 
 #[tokio::test]
 async fn a_tunnel_whose_far_node_crashes_is_closed_with_a_reason() {
-    // Fast failure detection, so that the test is short: pings every 100 ms, dead after three
-    // missed 100 ms timeouts.
+    // Fast failure detection, so that the test is short: heartbeats and pings every 100 ms,
+    // dead after two missed pongs (50-100 ms timeouts).
     let fast = |id: u128, seeds| {
         let mut o = options(id, seeds);
+        o.core.heartbeat_interval = Duration::from_millis(100);
         o.core.leaf_ping_interval = Duration::from_millis(100);
         o.core.ping_timeout = Duration::from_millis(100);
+        o.core.ping_timeout_min = Duration::from_millis(50);
         o.core.timer_granularity = Duration::from_millis(10);
         o
     };

@@ -111,6 +111,10 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
                 _ => return Err(DecodeError::Malformed("discover want")),
             },
         },
+        ty::HEARTBEAT => Message::Heartbeat,
+        ty::SUSPECT => Message::Suspect {
+            node: NodeId(u128::from_be_bytes(r.array("suspect node")?)),
+        },
         ty::DISCOVER_REPLY => Message::DiscoverReply {
             nonce: r.u64("discover reply nonce")?,
             rows: r.u8("discover reply rows")?,

@@ -54,6 +54,8 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::JoinBusy { contacts } => list(contacts),
         Message::Discover { want, .. } => 8 + if matches!(want, Want::Row(_)) { 2 } else { 1 },
         Message::DiscoverReply { entries, .. } => 8 + 1 + list(entries),
+        Message::Heartbeat => 0,
+        Message::Suspect { .. } => 16,
         Message::LeafSet { leaf, .. } => list(leaf) + 1,
         Message::RowRequest { .. } => 1,
         Message::RowReply { entries, .. } => 1 + list(entries),
@@ -181,6 +183,11 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             put_list(contacts, out);
         }
         Message::Discover { .. } | Message::DiscoverReply { .. } => encode_discover(msg, out),
+        Message::Heartbeat => out.push(ty::HEARTBEAT),
+        Message::Suspect { node } => {
+            out.push(ty::SUSPECT);
+            out.extend_from_slice(&node.0.to_be_bytes());
+        }
         Message::LeafSet { leaf, reply } => {
             out.push(ty::LEAF_SET);
             put_list(leaf, out);

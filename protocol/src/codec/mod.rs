@@ -44,6 +44,8 @@
 //! 0x16  JoinBusy       contacts list
 //! 0x17  Discover       nonce u64 | want (tag u8: 0 = Probe, 1 = LeafSet, 2 = Row: row u8)
 //! 0x18  DiscoverReply  nonce u64 | rows u8 | entries list
+//! 0x19  Heartbeat      (nothing)
+//! 0x1a  Suspect        node id (16 bytes)
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -132,6 +134,8 @@ mod ty {
     pub(super) const JOIN_BUSY: u8 = 0x16;
     pub(super) const DISCOVER: u8 = 0x17;
     pub(super) const DISCOVER_REPLY: u8 = 0x18;
+    pub(super) const HEARTBEAT: u8 = 0x19;
+    pub(super) const SUSPECT: u8 = 0x1a;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;

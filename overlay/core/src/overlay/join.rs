@@ -183,8 +183,18 @@ impl Node {
     /// next contact at once, as after a refusal, instead of waiting out the attempt's bound
     /// (up to `join_timeout`: a fleet that starts at once dials a few busy nodes, and a reset
     /// dial used to cost a joiner two seconds). The contact is tried again at the next round.
-    /// Anything else (a ready node's peers) is left to liveness, as before.
+    /// A ready node declares a suspected peer dead at once (see [`Node::link_lost`]); any
+    /// other is left to liveness.
     pub fn unreachable(&mut self, now: Time, id: NodeId) {
+        if self.is_ready() {
+            // A suspected peer (its link ended, or a ping or hop went unanswered) that cannot
+            // even be dialed is dead: a crashed process is found in one dial, not in pings.
+            if self.is_suspected(id) {
+                self.stats.deaths_by_dial += 1;
+                self.declare_dead(now, id, false);
+            }
+            return;
+        }
         if self.searching() {
             self.search_unreachable(now, id);
             return;
@@ -517,6 +527,11 @@ impl Node {
         self.overlay.leaf_exchange_at =
             Time::from_micros(now.as_micros() + micros(self.cfg.leaf_exchange_min) + jitter);
         self.set_timer(self.overlay.leaf_exchange_at, TimerKey::LeafExchange);
+        let jitter = self
+            .rng
+            .random_range(0..micros(self.cfg.heartbeat_interval).max(1));
+        self.overlay.heartbeat_at = Time::from_micros(now.as_micros() + jitter);
+        self.set_timer(self.overlay.heartbeat_at, TimerKey::Heartbeat);
         let jitter = self
             .rng
             .random_range(0..micros(self.cfg.routing_maintenance_interval).max(1));

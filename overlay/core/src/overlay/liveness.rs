@@ -23,11 +23,27 @@ pub(crate) struct Peer {
     pub(crate) rtt: Rtt,
     /// Consecutive missed pongs (0 = believed alive, >0 = suspected).
     pub(crate) misses: u32,
-    /// The outstanding ping: nonce and send time (a zero nonce is never drawn: the option
-    /// costs no tag).
-    pub(crate) ping: Option<(NonZeroU64, Time)>,
-    /// When the peer's timer fires (next ping, or the outstanding ping's timeout).
+    /// The outstanding ping, or when the peer was last heard from.
+    pub(crate) ping: Ping,
+    /// When the peer's timer fires (next ping, or the outstanding ping's timeout). Hearing
+    /// from the peer does not move it: the timer then finds the peer heard recently and
+    /// moves itself (a peer that talks to us is never pinged, at no cost per message).
     pub(crate) due: Time,
+}
+
+/// A tracked peer's ping state, in 16 bytes (a zero nonce is never drawn: it is the niche).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ping {
+    /// No ping outstanding; the peer was last heard from then.
+    Idle(Time),
+    /// A ping is outstanding: its nonce and send time.
+    Out(NonZeroU64, Time),
+}
+
+impl Ping {
+    pub(crate) fn is_out(self) -> bool {
+        matches!(self, Ping::Out(..))
+    }
 }
 
 /// A round-trip time in microseconds, or none yet, in 4 bytes: `u32::MAX` stands for none (a
@@ -68,25 +84,40 @@ pub(crate) struct Probe {
 }
 
 impl Node {
+    /// How long peer `id` may stay silent before it is pinged: the clockwise neighbour (it
+    /// sends us heartbeats) and group parents a heartbeat interval and a quarter, other
+    /// leaf-set members `leaf_ping_interval`, routing-table entries `routing_ping_interval`.
     fn ping_interval(&self, id: NodeId) -> Duration {
-        if self.overlay.leaf.contains(id) || self.groups.is_parent(id) {
+        if self.overlay.leaf.right().first() == Some(&id) || self.groups.is_parent(id) {
+            self.cfg.heartbeat_interval + self.cfg.heartbeat_interval / 4
+        } else if self.overlay.leaf.contains(id) {
             self.cfg.leaf_ping_interval
         } else {
             self.cfg.routing_ping_interval
         }
     }
 
-    /// Brings a tracked peer's next ping forward to the leaf-set interval (it became a
+    /// Brings a tracked peer's next ping forward to its interval (it became the clockwise
     /// neighbour or a group parent, which must be found out dead as fast).
     pub(crate) fn ping_soon(&mut self, now: Time, id: NodeId) {
-        let soon = self.quantize(now + self.cfg.leaf_ping_interval);
+        let soon = self.quantize(now + self.ping_interval(id));
         if self
             .overlay
             .peers
             .get(&id)
-            .is_some_and(|p| p.ping.is_none() && p.due > soon)
+            .is_some_and(|p| !p.ping.is_out() && p.due > soon)
         {
             self.overlay.set_peer_due(id, soon);
+        }
+    }
+
+    /// How long a ping to `id` waits for its pong: four measured round trips within
+    /// `ping_timeout_min..=ping_timeout`, or `ping_timeout` before the first measurement.
+    fn ping_wait(&self, id: NodeId) -> Duration {
+        match self.overlay.peers.get(&id).and_then(|p| p.rtt.get()) {
+            Some(us) => (Duration::from_micros(u64::from(us)) * 4)
+                .clamp(self.cfg.ping_timeout_min, self.cfg.ping_timeout),
+            None => self.cfg.ping_timeout,
         }
     }
 
@@ -115,7 +146,7 @@ impl Node {
                 addr: info.addr.into(),
                 rtt: rtt_us.map_or(Rtt::NONE, Rtt::new),
                 misses: 0,
-                ping: None,
+                ping: Ping::Idle(now),
                 due,
             },
         );
@@ -154,6 +185,11 @@ impl Node {
         match self.overlay.peers.get_mut(&from.id) {
             Some(p) => {
                 p.misses = 0;
+                // Evidence of life: the peer is not silent (a ping still out stays out: its
+                // pong measures the round trip, and a miss after this only re-pings).
+                if !p.ping.is_out() {
+                    p.ping = Ping::Idle(now);
+                }
                 // A node that came back at another address (its id is its key's, so it is the
                 // same node): reach it where it is now.
                 if !p.addr.is(from.addr) {
@@ -172,11 +208,12 @@ impl Node {
 
     pub(crate) fn send_ping(&mut self, now: Time, id: NodeId) {
         let nonce = self.nonce();
-        let due = self.quantize(now + self.cfg.ping_timeout);
+        let due = self.quantize(now + self.ping_wait(id));
         let Some(p) = self.overlay.peers.get_mut(&id) else {
             return;
         };
-        p.ping = NonZeroU64::new(nonce).map(|n| (n, now));
+        // (`nonce` never draws zero; were it to, the ping would count as missed at its due.)
+        p.ping = Ping::Out(NonZeroU64::new(nonce).unwrap_or(NonZeroU64::MIN), now);
         let addr = p.addr.get();
         self.overlay.set_peer_due(id, due);
         self.stats.pings_sent += 1;
@@ -190,18 +227,55 @@ impl Node {
             self.overlay.set_peer_due(id, due);
             return;
         }
+        let wait = self.ping_interval(id);
         let Some(p) = self.overlay.peers.get_mut(&id) else {
             return;
         };
-        if p.ping.is_some() {
-            p.misses += 1;
-            p.ping = None;
-            if p.misses >= self.cfg.suspicion_misses {
-                self.declare_dead(now, id, false);
+        match p.ping {
+            Ping::Idle(heard) if heard + wait > now && p.rtt.get().is_some() => {
+                // Heard from since the timer was set: not silent yet. (A peer not measured
+                // yet is pinged anyway: its round trip decides its routing-table slot.)
+                let due = self.quantize(heard + wait);
+                self.overlay.set_peer_due(id, due);
                 return;
+            }
+            Ping::Idle(_) => {}
+            Ping::Out(..) => {
+                p.misses += 1;
+                p.ping = Ping::Idle(now);
+                if p.misses >= self.cfg.suspicion_misses {
+                    self.declare_dead(now, id, false);
+                    return;
+                }
             }
         }
         self.send_ping(now, id);
+    }
+
+    /// The driver's link to `id` ended (end of stream, reset): a hint that its process may
+    /// have crashed. A tracked peer is suspected and pinged at once; the driver dials it for
+    /// that ping, and a failed dial ([`Node::unreachable`]) makes it dead at once, an unanswered
+    /// ping after one timeout. A link that ended for another reason (an idle link closed by
+    /// the far side, a link replaced) costs one ping and its pong.
+    pub fn link_lost(&mut self, now: Time, id: NodeId) {
+        if !self.is_ready() {
+            return;
+        }
+        self.stats.link_losses += 1;
+        self.on_suspect(now, id);
+    }
+
+    /// Another node declared `node` dead: probe it now, and drop it if this one probe goes
+    /// unanswered (it is suspected already).
+    pub(crate) fn on_suspect(&mut self, now: Time, node: NodeId) {
+        let misses = self.cfg.suspicion_misses.saturating_sub(1);
+        let Some(p) = self.overlay.peers.get_mut(&node) else {
+            return;
+        };
+        p.misses = p.misses.max(misses);
+        if !p.ping.is_out() {
+            self.send_ping(now, node);
+        }
     }
 
     /// The answer to a proximity probe (a pong, or a discover reply to an invisible joiner's
@@ -230,7 +304,7 @@ impl Node {
         let Some(p) = self.overlay.peers.get_mut(&from.id) else {
             return;
         };
-        let Some((expected, sent)) = p.ping else {
+        let Ping::Out(expected, sent) = p.ping else {
             return;
         };
         if expected.get() != nonce {
@@ -245,7 +319,7 @@ impl Node {
             None => sample,
         });
         p.misses = 0;
-        p.ping = None;
+        p.ping = Ping::Idle(now);
         self.overlay.set_peer_due(from.id, next);
         if first {
             let info = NodeInfo {
@@ -253,42 +327,6 @@ impl Node {
                 addr: from.addr,
             };
             self.offer_slot(now, info, sample);
-            self.challenge_slot(now, from.id, sample);
-        }
-    }
-
-    /// The round-trip time of routing-table entry `id` just became known: a probed candidate
-    /// for the same slot that is closer takes its place.
-    fn challenge_slot(&mut self, now: Time, id: NodeId, rtt_us: u32) {
-        let Some(slot) = self
-            .overlay
-            .rt
-            .slot_of(id)
-            .filter(|&s| self.overlay.rt.get(s) == Some(id))
-        else {
-            return;
-        };
-        let best = self
-            .overlay
-            .rtt_cache
-            .iter()
-            .filter(|c| {
-                c.rtt_us < rtt_us
-                    && self.overlay.rt.slot_of(c.id) == Some(slot)
-                    && !self.overlay.dead.contains_key(&c.id)
-            })
-            .min_by_key(|c| (c.rtt_us, c.id))
-            .map(|c| {
-                (
-                    NodeInfo {
-                        id: c.id,
-                        addr: c.addr.get(),
-                    },
-                    c.rtt_us,
-                )
-            });
-        if let Some((cand, r)) = best {
-            self.consider_with_rtt(now, cand, r);
         }
     }
 
@@ -339,6 +377,8 @@ impl Node {
             .rt
             .slot_of(id)
             .filter(|&s| self.overlay.rt.get(s) == Some(id));
+        let neighbour = self.overlay.leaf.left().first() == Some(&id)
+            || self.overlay.leaf.right().first() == Some(&id);
         let in_leaf = self.overlay.leaf.remove(id);
         if in_leaf {
             // (The repair asks the farthest members itself.)
@@ -355,6 +395,13 @@ impl Node {
         self.groups_on_peer_dead(now, id);
         self.tunnels_on_peer_dead(now, id);
         if in_leaf {
+            if neighbour && !left {
+                // Found by its watcher (or its other neighbour): the rest of the leaf set,
+                // which pings it rarely, probes it now.
+                for m in self.leaf_infos() {
+                    self.send(m, Message::Suspect { node: id });
+                }
+            }
             self.repair_leaf_set();
         }
         if let Some((row, _)) = slot {

@@ -184,9 +184,8 @@ impl Node {
         self.overlay.peers.contains_key(&id)
     }
 
-    /// A measured round-trip time to `info` arrived from a probe: it takes its routing-table slot
-    /// when the slot is empty or held by a node measured farther. When the incumbent is not
-    /// measured yet, the candidate waits in the round-trip cache (see `challenge_slot`).
+    /// A measured round-trip time to `info` arrived from a probe: remembered, and offered to
+    /// the routing table ([`Node::offer_slot`]).
     pub(crate) fn consider_with_rtt(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
         match self.overlay.peers.get_mut(&info.id) {
             Some(p) => {
@@ -200,8 +199,7 @@ impl Node {
     }
 
     /// A node measured at `rtt_us` takes its routing-table slot when the slot is empty or held
-    /// by a node measured farther. When the incumbent is not measured yet, the candidate waits
-    /// in the round-trip cache (see `challenge_slot`).
+    /// by a node measured farther (every entry is measured: see `learn_as`).
     pub(crate) fn offer_slot(&mut self, now: Time, info: NodeInfo, rtt_us: u32) {
         if self.overlay.dead.contains_key(&info.id) {
             return;
@@ -252,6 +250,10 @@ impl Node {
         if !self.is_ready() {
             return;
         }
+        // The clockwise neighbour may be another node now: it is watched on the short interval.
+        if let Some(&r) = self.overlay.leaf.right().first() {
+            self.ping_soon(now, r);
+        }
         self.groups_routes_changed(now);
         if !exchange_soon {
             return;
@@ -270,11 +272,34 @@ impl Node {
         let next = now + self.cfg.leaf_exchange_interval;
         self.overlay.leaf_exchange_at = next;
         self.set_timer(next, TimerKey::LeafExchange);
-        let nearest = (
-            self.overlay.leaf.left().first().copied(),
-            self.overlay.leaf.right().first().copied(),
-        );
+        // One side per period, alternating: each neighbour pair still exchanges every period
+        // (each node asks one of its two), at half the messages of asking both.
+        self.overlay.exchange_right = !self.overlay.exchange_right;
+        let nearest = if self.overlay.exchange_right {
+            (None, self.overlay.leaf.right().first().copied())
+        } else {
+            (self.overlay.leaf.left().first().copied(), None)
+        };
         self.exchange_leaf_set(nearest);
+    }
+
+    /// The periodic heartbeat to the counter-clockwise neighbour, which watches this node.
+    pub(crate) fn on_heartbeat(&mut self, now: Time) {
+        if !self.is_ready() {
+            return;
+        }
+        let next = now + self.cfg.heartbeat_interval;
+        self.overlay.heartbeat_at = next;
+        self.set_timer(next, TimerKey::Heartbeat);
+        if let Some(info) = self
+            .overlay
+            .leaf
+            .left()
+            .first()
+            .and_then(|&l| self.info_of(l))
+        {
+            self.send(info, Message::Heartbeat);
+        }
     }
 
     /// Sends our leaf set, asking for theirs, to one member on each side (once if the same).

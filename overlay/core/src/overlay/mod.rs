@@ -77,6 +77,10 @@ pub(crate) struct Overlay {
     /// Bumped on every leaf-set change (to tell whether a message taught us anything).
     leaf_version: u64,
     leaf_exchange_at: Time,
+    /// The side the next periodic leaf-set exchange goes to (alternating: right when true).
+    exchange_right: bool,
+    /// When the next heartbeat goes to the counter-clockwise neighbour.
+    heartbeat_at: Time,
     /// Until when join replies are taken while ready: answers to the join that the last
     /// [`Node::introduce`] routed through another ring (see `on_join_reply`).
     introduced_until: Time,
@@ -101,6 +105,8 @@ impl Overlay {
             row_maintenance_at: Time::MAX,
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
+            exchange_right: false,
+            heartbeat_at: Time::MAX,
             introduced_until: Time::ZERO,
             reintroduce: BTreeMap::new(),
         }
@@ -152,6 +158,7 @@ impl Overlay {
             TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
             TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
             TimerKey::LeafExchange => ready && self.leaf_exchange_at == t,
+            TimerKey::Heartbeat => ready && self.heartbeat_at == t,
             TimerKey::RowMaintenance => ready && self.row_maintenance_at == t,
             _ => false,
         }
@@ -208,7 +215,7 @@ impl Overlay {
 
     /// Owners that may hold a deadline in the timer heap.
     pub(crate) fn timer_owners(&self) -> usize {
-        self.dead.len() + self.probes.len() + self.hops.len() + self.lookups.len() + 3
+        self.dead.len() + self.probes.len() + self.hops.len() + self.lookups.len() + 4
     }
 
     /// Asserts the overlay's invariants: leaf set and routing table structure, every member

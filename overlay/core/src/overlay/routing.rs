@@ -205,7 +205,7 @@ impl Node {
             if p.misses == 0 {
                 p.misses = 1;
             }
-            if p.ping.is_none() {
+            if !p.ping.is_out() {
                 self.send_ping(now, h.to);
             }
         }

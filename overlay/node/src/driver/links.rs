@@ -71,6 +71,10 @@ impl<N: Net> Driver<N> {
         {
             tracing::debug!(%peer, %why, "peer link down");
             self.links.remove(&peer);
+            // A hint that the peer may have crashed: the core probes it (and a failed dial
+            // for that probe makes it dead at once).
+            let now = self.now();
+            self.node.link_lost(now, peer);
         }
     }
 

@@ -29,26 +29,43 @@
 //! around it.
 //!
 //! ## Proximity
-//! Among candidates for a routing-table slot the node keeps the one with the lowest measured
-//! round-trip time. Candidates arrive on the join path (the node at hop `h` sends row `h` and the
-//! rows below up to the prefix it shares with the joiner), in announces, leaf-set exchanges and
-//! the periodic row refresh (`routing_maintenance_interval`); a candidate competing for an
-//! occupied slot is probed, and its round-trip time is kept in a bounded cache so that it can
-//! still win once the incumbent's own round-trip time is measured.
+//! A routing-table slot holds only a node whose round-trip time this node measured itself, and
+//! a measured candidate replaces the entry only when it is nearer (proximity neighbour
+//! selection; `check_invariants` asserts that every entry is measured). Before it joins, a node
+//! searches the ring for the node nearest to it, starting from the one node it knows (its
+//! leaf set, then its rows from the deepest up, then row 0 again while it finds nearer nodes,
+//! each step measured by its own probes) and joins through that one, so that its table starts
+//! from near nodes; see the `search` module. On the join path the node at hop `h` sends row `h`
+//! and the rows below up to the prefix it shares with the joiner; once ready, the joiner asks
+//! every entry of every row for that row (constrained gossip: each learns the newcomer, and
+//! its answer holds nodes near it), and every `routing_maintenance_interval` it asks one random
+//! entry of every row again. Candidates are probed (a joiner that has not announced itself
+//! probes with `Discover`, which the receiver answers without learning it); recent round trips
+//! are kept in a bounded cache so that a candidate offered again is not probed again.
 //!
 //! ## Failure detection
-//! Leaf-set members are pinged every `leaf_ping_interval`, routing-table members every
-//! `routing_ping_interval`. A missed pong makes the peer suspected (not used for routing, pinged
-//! again at once); `suspicion_misses` misses in a row make it dead: it leaves every table, the
-//! leaf set is repaired from the farthest members' leaf sets and the routing-table row from a
-//! row neighbour. Dead nodes are re-probed with backoff for `dead_forget_after`, so restarted
-//! nodes and the far side of a healed partition are found again. Liveness timers are rounded up
-//! to a per-node grid (`timer_granularity`), so that one wake-up serves many peers.
+//! Each node sends a one-way heartbeat every `heartbeat_interval` to its counter-clockwise
+//! leaf-set neighbour and watches its clockwise one, which it probes after a heartbeat
+//! interval and a quarter of silence (MSPastry's scheme: one message per node and interval is
+//! enough to find every crash). Other leaf-set members are pinged after `leaf_ping_interval`
+//! of silence, routing-table members after `routing_ping_interval`; any message from a peer
+//! counts. A missed pong makes the peer suspected (not used for routing, pinged again at once);
+//! `suspicion_misses` misses in a row make it dead: it leaves every table, the leaf set is
+//! repaired from the farthest members' leaf sets and the routing-table row from a row
+//! neighbour, and a node that found a leaf-set neighbour dead sends `Suspect` to the rest of
+//! its leaf set, whose members probe it once. A pong waits four measured round trips (within
+//! `ping_timeout_min..=ping_timeout`). A driver whose link to a peer ends says so
+//! ([`Node::link_lost`]): the peer is probed at once, and a dial that fails for that probe
+//! ([`Node::unreachable`]) makes it dead at once, so a crashed process is found in one dial.
+//! Dead nodes are re-probed with backoff for `dead_forget_after`, so restarted nodes and the
+//! far side of a healed partition are found again. Liveness timers are rounded up to a
+//! per-node grid (`timer_granularity`), so that one wake-up serves many peers.
 //!
 //! ## Join
-//! The joiner routes a join towards its own id through a contact ([`Node::join`], more with
-//! [`Node::contact`]) and stays invisible (it starts no other exchange: no pings, no probes; it
-//! only answers what reaches it) until the closest node's reply arrives with the leaf set; then
+//! After its nearest-node search (see Proximity), the joiner routes a join towards its own id
+//! through a contact ([`Node::join`], more with [`Node::contact`]) and stays invisible (it sends
+//! no pings, and its probes are `Discover` messages that nobody learns it from; it only answers
+//! what reaches it) until the closest node's reply arrives with the leaf set; then
 //! it announces itself and becomes ready once every leaf-set member has acknowledged, so that no
 //! node routes to it before it can serve. Routed messages that reach it in between are held
 //! (bounded) and delivered when it is ready. A node that is not in a ring refuses to be a

@@ -179,10 +179,77 @@ fn write_report(
         &rows,
     );
     w.targets(&targets);
+    maintenance_section(&mut w, p, runs);
     lookups_figure(&mut w, p, runs)?;
     other_figures(&mut w, p, runs)?;
     let results = json!({ "scenario": sc.name, "seed": sc.seed, "runs": json_runs });
     finish(&w, &results, events, messages)
+}
+
+/// Maintenance message kinds, grouped by what they do.
+const MAINTENANCE_GROUPS: [(&str, &[&str]); 6] = [
+    (
+        "liveness (heartbeats, pings, pongs, suspicions)",
+        &["heartbeat", "ping", "pong", "suspect"],
+    ),
+    ("leaf-set exchange and repair", &["leaf-set", "leave"]),
+    (
+        "routing-table rows (gossip, maintenance, repair)",
+        &["row-request", "row-reply"],
+    ),
+    (
+        "joins (search, join, announces)",
+        &[
+            "discover",
+            "discover-reply",
+            "route-join",
+            "join-reply",
+            "join-busy",
+            "announce",
+            "announce-ack",
+        ],
+    ),
+    ("hop acknowledgements", &["route-ack"]),
+    ("group trees", &["graft", "prune"]),
+];
+
+/// Messages and bytes per node and second of one run, by group of maintenance kinds.
+fn maintenance_by_group(p: &Params, r: &Run) -> Vec<(&'static str, f64, f64)> {
+    let per = r.alive_mean.max(1.0) * p.duration_s as f64;
+    MAINTENANCE_GROUPS
+        .iter()
+        .map(|&(name, kinds)| {
+            let (m, b) = kinds
+                .iter()
+                .filter_map(|k| petal_protocol::Message::KINDS.iter().position(|x| x == k))
+                .map(|i| r.metrics.by_kind[i])
+                .fold((0, 0), |(m, b), (m2, b2)| (m + m2, b + b2));
+            (name, m as f64 / per, b as f64 / per)
+        })
+        .collect()
+}
+
+/// Maintenance traffic split by what it does, per run.
+fn maintenance_section(w: &mut ReportWriter, p: &Params, runs: &[Run]) {
+    w.paragraph(
+        "Maintenance messages sent per node and second, by what they do (every message kind but \
+         lookups' own messages, their replies and application traffic):",
+    );
+    let mut rows = Vec::new();
+    for r in runs {
+        for (name, m, b) in maintenance_by_group(p, r) {
+            rows.push(vec![
+                format!("{} s", r.median_s),
+                name.to_string(),
+                format!("{m:.3}"),
+                format!("{b:.1}"),
+            ]);
+        }
+    }
+    w.table(
+        &["median session", "kind", "msg/s per node", "B/s per node"],
+        &rows,
+    );
 }
 
 /// One run's table row, targets and JSON.
@@ -245,6 +312,10 @@ fn run_rows(p: &Params, r: &Run) -> (Vec<String>, Vec<TargetRow>, serde_json::Va
         "false_deaths": r.metrics.false_deaths,
         "maintenance_bytes_per_node_s": maint_bps,
         "maintenance_msgs_per_node_s": maint_mps,
+        "maintenance_by_kind": maintenance_by_group(p, r)
+            .iter()
+            .map(|(k, m, b)| json!({"kind": k, "msgs_per_node_s": m, "bytes_per_node_s": b}))
+            .collect::<Vec<_>>(),
         "crashes": r.metrics.crashes,
         "joins": r.metrics.joins,
         "alive_mean": r.alive_mean,

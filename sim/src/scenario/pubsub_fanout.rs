@@ -46,8 +46,27 @@ const SCRIBE_RAD_MEDIAN: f64 = 1.7;
 struct TreeShape {
     depths: Vec<u32>,
     tree_nodes: Vec<u32>,
-    loops: u64,
+    /// Subscribers' parent chains, by how they end (see [`ChainEnd`]).
+    ends: [u64; 5],
 }
+
+/// How a subscriber's chain of parents ends at a snapshot.
+#[derive(Clone, Copy)]
+enum ChainEnd {
+    /// At the tree's root.
+    Root,
+    /// At a node with no parent that is not the root (it is grafting again).
+    Regrafting,
+    /// At a parent that does not list the node as a child (its graft is in flight, or the
+    /// parent refused it and the prune is in flight).
+    Unacknowledged,
+    /// At a parent that holds no state for the tree.
+    Dangling,
+    /// In a cycle (the chain is longer than 64).
+    Cycle,
+}
+
+const CHAIN_ENDS: [&str; 5] = ["root", "regrafting", "unacknowledged", "dangling", "cycle"];
 
 pub(super) fn run(
     sc: &Scenario,
@@ -156,7 +175,7 @@ fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
     let mut shape = TreeShape {
         depths: Vec::new(),
         tree_nodes: Vec::new(),
-        loops: 0,
+        ends: [0; 5],
     };
     for t in 1..=topics {
         let key = GroupKind::Topic.key(&format!("topic-{t}"));
@@ -169,20 +188,31 @@ fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
             if v.members == 0 {
                 continue;
             }
-            let (mut depth, mut cur) = (0u32, v);
-            while let Some(parent) = cur.parent {
+            let (mut depth, mut cur, mut cur_id) = (0u32, v, sim.node(i).id());
+            let end = loop {
+                let Some(parent) = cur.parent else {
+                    break if cur.root {
+                        ChainEnd::Root
+                    } else {
+                        ChainEnd::Regrafting
+                    };
+                };
                 depth += 1;
-                let next = by_id
+                let Some(nv) = by_id
                     .get(&parent)
-                    .and_then(|&j| sim.node(j).group_view(key));
-                match next {
-                    Some(nv) if depth < 64 => cur = nv,
-                    _ => {
-                        shape.loops += 1;
-                        break;
-                    }
+                    .and_then(|&j| sim.node(j).group_view(key))
+                else {
+                    break ChainEnd::Dangling;
+                };
+                if !nv.children.contains(&cur_id) {
+                    break ChainEnd::Unacknowledged;
                 }
-            }
+                if depth >= 64 {
+                    break ChainEnd::Cycle;
+                }
+                (cur, cur_id) = (nv, parent);
+            };
+            shape.ends[end as usize] += 1;
             shape.depths.push(depth);
         }
         shape.tree_nodes.push(count);
@@ -543,7 +573,7 @@ fn results_section(
     );
     w.paragraph(&format!(
         "Nodes that forwarded at least one event: {} of {} ({}). Tree nodes per topic: mean {:.1}; \
-         parent chains that did not reach a root: {}.",
+         subscribers' parent chains by how they end at the snapshot: {}.",
         forwarders.len(),
         m.forwarded.len(),
         pct(forwarders.len() as f64 / m.forwarded.len().max(1) as f64, 1),
@@ -553,7 +583,12 @@ fn results_section(
             .map(|&x| f64::from(x))
             .sum::<f64>()
             / m.shape.tree_nodes.len().max(1) as f64,
-        m.shape.loops
+        CHAIN_ENDS
+            .iter()
+            .zip(m.shape.ends)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
 }
 
@@ -675,7 +710,8 @@ fn results_json(
         "rad_from_root": summary(&d.tree_rad),
         "route_stretch_to_root": summary(&d.route_stretch),
         "tree_depth": summary(&depths),
-        "tree_loops": m.shape.loops,
+        "tree_loops": m.shape.ends[ChainEnd::Cycle as usize],
+        "chain_ends": CHAIN_ENDS.iter().zip(m.shape.ends).map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "link_stress": {
             "scribe_links_used": ls.scribe_used, "scribe_mean": mean_u32(&ls.scribe_links),
             "scribe_max": ls.scribe_links.iter().max(),

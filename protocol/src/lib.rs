@@ -31,5 +31,5 @@ pub use codec::DecodeError;
 pub use id::{Key, NodeId};
 pub use message::{
     Ask, AskKind, DescendMsg, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
-    Want,
+    Sibling, Want,
 };

@@ -19,6 +19,16 @@ pub struct NodeInfo {
     pub addr: SocketAddr,
 }
 
+/// A sibling offered to a child that its parent drops from a group tree (Scribe's bottleneck
+/// remover), with the parent's measured round trip to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sibling {
+    /// The sibling.
+    pub info: NodeInfo,
+    /// The parent's round trip to it, in microseconds (`u32::MAX`: not measured).
+    pub rtt_us: u32,
+}
+
 /// What a [`Message::Discover`] asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {
@@ -159,11 +169,22 @@ pub enum Message {
         /// subscriber is not handed older events), and so does a periodic refresh (the parent
         /// replays only events old enough not to be still in flight to it).
         rejoin: bool,
+        /// Height of the sender's subtree (0: no children). Grows without bound around a cycle
+        /// of parents, which is how a cycle is found and cut.
+        height: u8,
     },
     /// Drops a tree edge: from a child, "remove me"; from a parent, "I am not your parent".
     Prune {
         /// The group.
         group: Key,
+    },
+    /// From a parent over its child cap to the child it drops (the one farthest away): the
+    /// child re-attaches through the sibling that gives it the shortest path to this parent.
+    Redirect {
+        /// The group.
+        group: Key,
+        /// The parent's other children, with its round trips to them.
+        siblings: Vec<Sibling>,
     },
     /// An event (publish or broadcast) flowing down a group tree from its root.
     Cast {
@@ -335,7 +356,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 29] = [
+    pub const KINDS: [&'static str; 30] = [
         "ping",
         "pong",
         "route-join",
@@ -365,6 +386,7 @@ impl Message {
         "discover-reply",
         "heartbeat",
         "suspect",
+        "redirect",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -401,6 +423,7 @@ impl Message {
             Message::DiscoverReply { .. } => 26,
             Message::Heartbeat => 27,
             Message::Suspect { .. } => 28,
+            Message::Redirect { .. } => 29,
         }
     }
 

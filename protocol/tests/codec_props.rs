@@ -6,7 +6,7 @@ use bytes::Bytes;
 use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
 use petal_protocol::{
     Ask, AskKind, DescendMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo, ReplyResult,
-    RouteMsg, Routed, Want,
+    RouteMsg, Routed, Sibling, Want,
 };
 use proptest::prelude::*;
 
@@ -106,14 +106,20 @@ fn message() -> impl Strategy<Value = Message> {
                 hops,
             }
         }),
-        (any::<u128>(), load(), event_seq(), any::<bool>()).prop_map(
-            |(group, load, seen, rejoin)| Message::Graft {
+        (
+            any::<u128>(),
+            load(),
+            event_seq(),
+            any::<bool>(),
+            any::<u8>()
+        )
+            .prop_map(|(group, load, seen, rejoin, height)| Message::Graft {
                 group: Key(group),
                 load,
                 seen,
                 rejoin,
-            }
-        ),
+                height,
+            }),
         any::<u128>().prop_map(|group| Message::Prune { group: Key(group) }),
         (any::<u128>(), event_seq(), payload()).prop_map(|(group, seq, payload)| {
             Message::Cast {
@@ -165,6 +171,19 @@ fn message() -> impl Strategy<Value = Message> {
                 nonce,
                 rows,
                 entries
+            }),
+        Just(Message::Heartbeat),
+        any::<u128>().prop_map(|n| Message::Suspect { node: NodeId(n) }),
+        (
+            any::<u128>(),
+            prop::collection::vec((info(), any::<u32>()), 0..20)
+        )
+            .prop_map(|(group, siblings)| Message::Redirect {
+                group: Key(group),
+                siblings: siblings
+                    .into_iter()
+                    .map(|(info, rtt_us)| Sibling { info, rtt_us })
+                    .collect()
             }),
     ]
 }

@@ -16,7 +16,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How long another leaf-set member may stay silent before it is pinged. Any message from a
     /// peer counts; a crash is normally found sooner by its watcher, which tells the leaf set
-    /// (`Suspect`).
+    /// (`Suspect`). 5 s: with 30 s, 0.45 % of lookups failed under 1-minute churn (`churn`
+    /// scenario, 135 of 29,882) against 1 of 29,926 with 5 s, for 4 more messages per node and
+    /// second under 10-minute churn (9.5 against 5.5).
     pub leaf_ping_interval: Duration,
     /// How long a routing-table member (not in the leaf set) may stay silent before it is
     /// pinged (routes through a dead entry are rerouted by hop acknowledgements meanwhile).
@@ -111,7 +113,8 @@ pub struct Config {
     pub group_child_timeout: Duration,
     /// Most group trees a node takes part in.
     pub max_groups: usize,
-    /// Most children a node keeps in one group tree.
+    /// Most children a node keeps in one group tree: a graft beyond it drops the child farthest
+    /// away, which re-attaches through the sibling closest to it (Scribe's bottleneck remover).
     pub max_group_children: usize,
     /// Recent events kept per group for replays to children that missed them.
     pub group_replay_events: usize,
@@ -159,7 +162,7 @@ impl Default for Config {
         Self {
             leaf_set_size: 16,
             heartbeat_interval: Duration::from_millis(1000),
-            leaf_ping_interval: Duration::from_secs(30),
+            leaf_ping_interval: Duration::from_secs(5),
             routing_ping_interval: Duration::from_secs(120),
             ping_timeout: Duration::from_millis(500),
             ping_timeout_min: Duration::from_millis(200),
@@ -196,7 +199,7 @@ impl Default for Config {
             group_refresh_interval: Duration::from_secs(1),
             group_child_timeout: Duration::from_millis(3500),
             max_groups: 65_536,
-            max_group_children: 4096,
+            max_group_children: 64,
             group_replay_events: 64,
             group_replay_bytes: 1 << 20,
             max_conns: 65_536,
@@ -255,7 +258,7 @@ impl Config {
             self.stall_forget_after,
             self.tunnel_keepalive_interval,
         ];
-        let checks: [(bool, &'static str); 15] = [
+        let checks: [(bool, &'static str); 16] = [
             (
                 self.max_join_contacts >= 1 && self.join_rtt_factor >= 1,
                 "max_join_contacts and join_rtt_factor must be >= 1",
@@ -282,6 +285,10 @@ impl Config {
             (self.leaf_set_size <= 256, "leaf_set_size must be <= 256"),
             (self.suspicion_misses >= 1, "suspicion_misses must be >= 1"),
             (self.join_attempts >= 1, "join_attempts must be >= 1"),
+            (
+                self.max_group_children >= 2,
+                "max_group_children must be >= 2 (a dropped child needs a sibling)",
+            ),
             (self.lookup_attempts >= 1, "lookup_attempts must be >= 1"),
             (self.max_hops >= 8, "max_hops must be >= 8"),
             (

@@ -401,6 +401,9 @@ pub struct GroupView {
     pub root: bool,
     /// Its parent in the tree.
     pub parent: Option<petal_protocol::NodeId>,
+    /// The parent is a sibling this node chose after its route's next hop, full, dropped it
+    /// (bottleneck remover).
+    pub fostered: bool,
     /// Its children.
     pub children: Vec<petal_protocol::NodeId>,
     /// Local members (cluster connections or subscribers).

@@ -245,6 +245,8 @@ pub(crate) enum TimerKey {
     GroupRefresh,
     /// A check, soon after the leaf set changed, of every group's route to its root.
     GroupRoutes,
+    /// The earliest choice of a sibling by a child its parent dropped (bottleneck remover).
+    GroupRedirects,
     /// A request's timeout at its requester (by request id).
     Request(u64),
     /// A delivered request's expiry at its member's node (by delivery id).
@@ -426,7 +428,7 @@ impl Node {
             | TimerKey::LeafExchange
             | TimerKey::Heartbeat
             | TimerKey::RowMaintenance => self.overlay.timer_live(key, t),
-            TimerKey::GroupRefresh | TimerKey::GroupRoutes => {
+            TimerKey::GroupRefresh | TimerKey::GroupRoutes | TimerKey::GroupRedirects => {
                 self.is_ready() && self.groups.timer_live(key, t)
             }
             TimerKey::Request(_) | TimerKey::Delivery(_) | TimerKey::ParkedAsks => {
@@ -438,7 +440,7 @@ impl Node {
 
     /// Owners that may hold a deadline: the bound on live timer entries.
     fn timer_owners(&self) -> usize {
-        self.overlay.timer_owners() + self.asks.timer_owners() + self.tunnels.timer_owners() + 2
+        self.overlay.timer_owners() + self.asks.timer_owners() + self.tunnels.timer_owners() + 3
     }
 
     /// Fires every timer due at or before `now`.
@@ -481,6 +483,7 @@ impl Node {
                 TimerKey::RowMaintenance => self.on_row_maintenance(now),
                 TimerKey::GroupRefresh => self.on_group_refresh(now),
                 TimerKey::GroupRoutes => self.on_group_routes(now),
+                TimerKey::GroupRedirects => self.on_group_redirects(now),
                 TimerKey::Request(id) => self.on_request_timeout(id),
                 TimerKey::Delivery(id) => self.on_delivery_timer(now, id),
                 TimerKey::ParkedAsks => self.on_parked_timer(now),
@@ -568,8 +571,10 @@ impl Node {
                 load,
                 seen,
                 rejoin,
-            } => self.on_graft(now, from, group, load, seen, rejoin),
+                height,
+            } => self.on_graft(now, from, group, (load, height), seen, rejoin),
             Message::Prune { group } => self.on_prune(now, from, group),
+            Message::Redirect { group, siblings } => self.on_redirect(now, from, group, siblings),
             Message::Cast {
                 group,
                 seq,

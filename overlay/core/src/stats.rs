@@ -56,7 +56,7 @@ pub struct Stats {
     pub introductions: u64,
     /// Lookup retries after a timeout.
     pub lookup_retries: u64,
-    /// Group joins or grafts refused because a group table was full.
+    /// Group joins or grafts refused because this node's group table was full.
     pub group_drops: u64,
     /// Times this node became the root of a group tree.
     pub group_roots_taken: u64,
@@ -70,8 +70,15 @@ pub struct Stats {
     pub group_children_expired: u64,
     /// Groups re-grafted at once because their parent died.
     pub group_repairs: u64,
-    /// Grafts refused because the sender is this node's parent (a transient cycle).
+    /// Grafts refused because the sender is this node's parent or reports a subtree higher
+    /// than any tree's, and redirects given up because of such a height (transient cycles).
     pub group_cycles_refused: u64,
+    /// Children dropped (and redirected to their siblings) because a tree was over its child cap.
+    pub group_redirects_sent: u64,
+    /// Times this node was dropped by a full parent and redirected.
+    pub group_redirected: u64,
+    /// Times this node grafted on a sibling after a redirect.
+    pub group_fostered: u64,
     /// Events replayed to a child from the recent-event buffer.
     pub group_replayed: u64,
     /// Events (publishes and broadcasts) sent by local applications.

@@ -676,6 +676,7 @@ impl Harness {
                     seq,
                 },
                 rejoin,
+                height: 0,
             },
             Spec::Cast {
                 group,

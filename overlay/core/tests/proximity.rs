@@ -9,14 +9,19 @@ mod common;
 use std::time::Duration;
 
 use common::Net;
-use petal_core::Message;
+use petal_core::{Config, ConnId, GroupKind, Message};
 use petal_protocol::Routed;
 
 const SITES: usize = 4;
 
 /// `n` nodes on `SITES` sites (node `i` on site `i % SITES`), delays drawn from `seed`.
 fn sites(seed: u64, n: usize) -> Net {
-    let mut net = Net::new(seed, n);
+    sites_with(seed, n, Config::default())
+}
+
+/// [`sites`] with configuration `cfg`.
+fn sites_with(seed: u64, n: usize, cfg: Config) -> Net {
+    let mut net = Net::with_config(seed, n, cfg);
     let mut d = vec![vec![Duration::ZERO; n]; n];
     // A fixed offset per node (its access link) and per pair of sites, so that delays are
     // symmetric and nearness within a site is a matter of the nodes' own offsets.
@@ -152,4 +157,83 @@ fn routing_tables_prefer_near_nodes() {
         near * 100 >= fillable * 98,
         "{near} of {fillable} slots its site can fill hold a node of its site"
     );
+}
+
+/// Scribe's bottleneck remover: with a cap of 4 children per tree, 64 members of one cluster
+/// build a tree in which no node holds more than 4 children (with no cap, one node holds 15 in
+/// seed 11's tree), children dropped by a full parent re-attach through a sibling, every
+/// parent chain ends at the one root (no cycles: seed 13 made one before subtree heights were
+/// reported), and a broadcast from every node reaches every member exactly once.
+#[test]
+fn a_full_parent_sheds_children_to_their_siblings_and_the_tree_stays_whole() {
+    const CAP: usize = 4;
+    for seed in 11..=13 {
+        let n = 64;
+        let mut cfg = Config::default();
+        cfg.max_group_children = CAP;
+        let mut net = sites_with(seed, n, cfg);
+        ring(&mut net, n);
+        for i in 0..n {
+            let now = net.now;
+            net.nodes[i]
+                .register(now, ConnId(1), Some("svc"), 1)
+                .unwrap();
+            net.drain(i);
+        }
+        net.run_for(Duration::from_secs(10));
+        let key = GroupKind::Cluster.key("svc");
+        let views: Vec<_> = (0..n)
+            .map(|i| net.nodes[i].group_view(key).expect("in the tree"))
+            .collect();
+        let roots: Vec<usize> = (0..n).filter(|&i| views[i].root).collect();
+        assert_eq!(roots.len(), 1, "seed {seed}: one root");
+        for (i, v) in views.iter().enumerate() {
+            assert!(
+                v.children.len() <= CAP,
+                "seed {seed}: node {i} over the cap"
+            );
+            // Up the parent chain: the root within n steps, each parent lists the child.
+            let mut at = i;
+            for _ in 0..n {
+                if views[at].root {
+                    break;
+                }
+                let p = views[at].parent.expect("a parent");
+                let pi = net.by_id[&p];
+                assert!(
+                    views[pi].children.contains(&net.infos[at].id),
+                    "seed {seed}: node {pi} does not list its child {at}"
+                );
+                at = pi;
+            }
+            assert!(views[at].root, "seed {seed}: node {i}'s chain has a cycle");
+        }
+        let redirects: u64 = (0..n)
+            .map(|i| net.nodes[i].stats().group_redirects_sent)
+            .sum();
+        let fostered = views.iter().filter(|v| v.fostered).count();
+        assert!(
+            redirects > 0 && fostered > 0,
+            "seed {seed}: {redirects} redirects, {fostered} fostered"
+        );
+        net.broadcasts.clear();
+        for i in 0..n {
+            let now = net.now;
+            let payload = bytes::Bytes::from((i as u32).to_be_bytes().to_vec());
+            net.nodes[i].broadcast(now, "svc", payload).unwrap();
+            net.drain(i);
+        }
+        net.run_for(Duration::from_secs(2));
+        for i in 0..n {
+            let mut got: Vec<u32> = net
+                .broadcasts
+                .iter()
+                .filter(|(m, _, _)| *m == i)
+                .map(|(_, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+                .collect();
+            got.sort_unstable();
+            let want: Vec<u32> = (0..n as u32).collect();
+            assert_eq!(got, want, "seed {seed}: member on node {i}");
+        }
+    }
 }

@@ -6,7 +6,7 @@ use super::{DecodeError, LEN_PREFIX, MAX_LIST_LEN, VERSION, ty};
 use crate::id::{Key, NodeId};
 use crate::message::{
     Ask, AskKind, DescendMsg, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
-    Want,
+    Sibling, Want,
 };
 
 /// Decodes one frame from the front of `buf`.
@@ -140,9 +140,14 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             load: r.load()?,
             seen: r.event_seq("graft seen")?,
             rejoin: r.bool("graft rejoin")?,
+            height: r.u8("graft height")?,
         },
         ty::PRUNE => Message::Prune {
             group: r.key("prune group")?,
+        },
+        ty::REDIRECT => Message::Redirect {
+            group: r.key("redirect group")?,
+            siblings: r.siblings()?,
         },
         ty::CAST => Message::Cast {
             group: r.key("cast group")?,
@@ -296,6 +301,22 @@ impl Reader<'_> {
             crate::addr::parse(self.0).ok_or(DecodeError::Malformed("node address"))?;
         self.0 = &self.0[used..];
         Ok(NodeInfo { id, addr })
+    }
+
+    fn siblings(&mut self) -> Result<Vec<Sibling>, DecodeError> {
+        let n = usize::from(self.u16("sibling count")?);
+        // Each sibling takes at least 27 bytes: reject impossible counts before allocating.
+        if n > MAX_LIST_LEN || n * 27 > self.0.len() {
+            return Err(DecodeError::Malformed("sibling count"));
+        }
+        (0..n)
+            .map(|_| {
+                Ok(Sibling {
+                    info: self.info()?,
+                    rtt_us: self.u32("sibling rtt")?,
+                })
+            })
+            .collect()
     }
 
     fn list(&mut self) -> Result<Vec<NodeInfo>, DecodeError> {

@@ -2,7 +2,7 @@
 
 use super::{LEN_PREFIX, MAX_LIST_LEN, MAX_STR_LEN, VERSION, ty};
 use crate::message::{
-    Ask, AskKind, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed, Want,
+    Ask, AskKind, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed, Sibling, Want,
 };
 
 /// Appends the frame of `msg` (length prefix included) to `out`.
@@ -60,8 +60,15 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::RowRequest { .. } => 1,
         Message::RowReply { entries, .. } => 1 + list(entries),
         Message::LookupReply { owner, .. } => 8 + info_len(owner) + 1,
-        Message::Graft { .. } => 16 + LOAD_LEN + EVENT_SEQ_LEN + 1,
+        Message::Graft { .. } => 16 + LOAD_LEN + EVENT_SEQ_LEN + 1 + 1,
         Message::Prune { .. } => 16,
+        Message::Redirect { siblings, .. } => {
+            16 + 2
+                + siblings
+                    .iter()
+                    .map(|s| info_len(&s.info) + 4)
+                    .sum::<usize>()
+        }
         Message::Cast { payload, .. } => 16 + EVENT_SEQ_LEN + bytes_len(payload),
         Message::Descend(d) => 16 + info_len(&d.requester) + 1 + 8 + ask_len(&d.ask),
         Message::Reply { result, .. } => {
@@ -221,16 +228,23 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             load,
             seen,
             rejoin,
+            height,
         } => {
             out.push(ty::GRAFT);
             out.extend_from_slice(&group.to_bytes());
             put_load(load, out);
             put_event_seq(seen, out);
             out.push(u8::from(*rejoin));
+            out.push(*height);
         }
         Message::Prune { group } => {
             out.push(ty::PRUNE);
             out.extend_from_slice(&group.to_bytes());
+        }
+        Message::Redirect { group, siblings } => {
+            out.push(ty::REDIRECT);
+            out.extend_from_slice(&group.to_bytes());
+            put_siblings(siblings, out);
         }
         Message::Cast {
             group,
@@ -376,15 +390,29 @@ fn put_info(info: &NodeInfo, out: &mut Vec<u8>) {
     crate::addr::put(info.addr, out);
 }
 
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "the length is asserted to be at most MAX_LIST_LEN (1024) first"
-)]
+fn put_siblings(list: &[Sibling], out: &mut Vec<u8>) {
+    assert!(
+        list.len() <= MAX_LIST_LEN,
+        "list of {} siblings",
+        list.len()
+    );
+    put_count(list.len(), out);
+    for s in list {
+        put_info(&s.info, out);
+        out.extend_from_slice(&s.rtt_us.to_be_bytes());
+    }
+}
+
+/// A list's u16 count (the callers asserted it is at most [`MAX_LIST_LEN`]).
+fn put_count(n: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
+}
+
 fn put_list(list: &[NodeInfo], out: &mut Vec<u8>) {
     // Producers bound their lists by configuration far below MAX_LIST_LEN; a longer list is a
     // bug in the caller, not hostile input.
     assert!(list.len() <= MAX_LIST_LEN, "list of {} items", list.len());
-    out.extend_from_slice(&(list.len() as u16).to_be_bytes());
+    put_count(list.len(), out);
     for info in list {
         put_info(info, out);
     }

@@ -32,7 +32,7 @@
 //! 0x0a  RowReply       row u8 | entries list
 //! 0x0b  Leave          leaf list
 //! 0x0c  LookupReply    lookup u64 | owner NodeInfo | hops u8
-//! 0x0d  Graft          group key | load Load | seen EventSeq | rejoin bool
+//! 0x0d  Graft          group key | load Load | seen EventSeq | rejoin bool | height u8
 //! 0x0e  Prune          group key
 //! 0x0f  Cast           group key | seq EventSeq | payload
 //! 0x10  Descend        group key | requester NodeInfo | hops u8 | hop_seq u64 | ask
@@ -46,6 +46,7 @@
 //! 0x18  DiscoverReply  nonce u64 | rows u8 | entries list
 //! 0x19  Heartbeat      (nothing)
 //! 0x1a  Suspect        node id (16 bytes)
+//! 0x1b  Redirect       group key | siblings (u16 count, then per sibling: NodeInfo | rtt_us u32)
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -136,6 +137,7 @@ mod ty {
     pub(super) const DISCOVER_REPLY: u8 = 0x18;
     pub(super) const HEARTBEAT: u8 = 0x19;
     pub(super) const SUSPECT: u8 = 0x1a;
+    pub(super) const REDIRECT: u8 = 0x1b;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;

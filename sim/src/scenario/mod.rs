@@ -133,6 +133,8 @@ pub struct NodeOverrides {
     pub group_refresh_interval_ms: Option<u64>,
     /// How long a parent keeps a silent child.
     pub group_child_timeout_ms: Option<u64>,
+    /// Most children a node keeps in one group tree (the bottleneck remover's cap).
+    pub max_group_children: Option<usize>,
 }
 
 impl NodeOverrides {
@@ -179,6 +181,9 @@ impl NodeOverrides {
         if let Some(v) = self.group_child_timeout_ms {
             c.group_child_timeout = ms(v);
         }
+        if let Some(v) = self.max_group_children {
+            c.max_group_children = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -188,7 +193,8 @@ impl NodeOverrides {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimOverrides {
-    /// Ready nodes sampled to pick the nearest as a joiner's bootstrap (default 64).
+    /// Ready nodes sampled to pick the nearest as a joiner's bootstrap (default 1: a random
+    /// node, as a deployment has; the joiner searches for its nearest itself).
     pub bootstrap_sample: Option<usize>,
     /// Probability that a message is lost (default 0).
     pub loss: Option<f64>,

@@ -21,6 +21,8 @@ use crate::engine::Sim;
 use crate::metrics::quantile;
 use crate::report::{CdfChart, ReportWriter, TargetRow, Verdict};
 
+mod remover;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Params {
@@ -37,6 +39,10 @@ struct Params {
     publish_spacing_us: u64,
     /// Quiet time after the subscriptions, before publishing.
     tree_settle_ms: u64,
+    /// Also run the whole scenario with no child cap (the bottleneck remover never acts) and
+    /// report both side by side.
+    #[serde(default)]
+    compare_uncapped: bool,
 }
 
 /// The Scribe paper's median relative average delay penalty (about 1.7 on its transit-stub
@@ -46,6 +52,8 @@ const SCRIBE_RAD_MEDIAN: f64 = 1.7;
 struct TreeShape {
     depths: Vec<u32>,
     tree_nodes: Vec<u32>,
+    /// Most children any node holds in any tree.
+    max_children: usize,
     /// Subscribers' parent chains, by how they end (see [`ChainEnd`]).
     ends: [u64; 5],
 }
@@ -79,7 +87,26 @@ pub(super) fn run(
         p.topics >= 1 && p.zipf_exponent > 0.0,
         "topics and exponent"
     );
-    let mut sim = sc.new_sim(sc.seed, &node)?;
+    let uncapped = if p.compare_uncapped {
+        let mut cfg = node.clone();
+        cfg.max_group_children = usize::MAX;
+        let (sim, m) = simulate(sc, &p, &cfg, progress)?;
+        Some(remover::Figures::new(&sim, &m))
+    } else {
+        None
+    };
+    let (sim, m) = simulate(sc, &p, &node, progress)?;
+    write_report(sc, &p, &sim, &m, uncapped.as_ref(), out)
+}
+
+/// Grows the overlay, subscribes, publishes: the measured run.
+fn simulate(
+    sc: &Scenario,
+    p: &Params,
+    node: &petal_core::Config,
+    progress: &Progress,
+) -> anyhow::Result<(Sim, Measured)> {
+    let mut sim = sc.new_sim(sc.seed, node)?;
     progress.set_len(p.nodes + p.topics * 2);
     grow(&mut sim, p.nodes, p.join_spacing_ms, p.settle_ms, |sim| {
         if sim.node_count() % 1000 == 1 {
@@ -163,7 +190,7 @@ pub(super) fn run(
         from,
         to,
     };
-    write_report(sc, &p, &sim, &report, out)
+    Ok((sim, report))
 }
 
 /// Depth of every subscriber's node in its topic's tree (following parent pointers to the
@@ -175,6 +202,7 @@ fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
     let mut shape = TreeShape {
         depths: Vec::new(),
         tree_nodes: Vec::new(),
+        max_children: 0,
         ends: [0; 5],
     };
     for t in 1..=topics {
@@ -185,6 +213,7 @@ fn tree_shape(sim: &Sim, topics: u64) -> TreeShape {
                 continue;
             };
             count += 1;
+            shape.max_children = shape.max_children.max(v.children.len());
             if v.members == 0 {
                 continue;
             }
@@ -276,6 +305,7 @@ fn write_report(
     p: &Params,
     sim: &Sim,
     m: &Measured,
+    uncapped: Option<&remover::Figures>,
     out: &Path,
 ) -> anyhow::Result<Outcome> {
     let settle = Duration::from_millis(p.tree_settle_ms);
@@ -288,9 +318,23 @@ fn write_report(
     let load = Load::new(m);
     let mut w = ReportWriter::new(out, &sc.name, &sc.description);
     results_section(&mut w, p, sim, m, &d, &ls, &load);
-    targets_section(&mut w, &ev, &d);
+    let capped = remover::Figures::new(sim, m);
+    targets_section(
+        &mut w,
+        &ev,
+        &d,
+        &capped,
+        sim.node(0).config().max_group_children,
+    );
+    remover::section(
+        &mut w,
+        sim.node(0).config().max_group_children,
+        &capped,
+        uncapped,
+    );
     figures(&mut w, &d, &ls, &load)?;
-    let results = results_json(sc, sim, m, &ev, &d, &ls, &load);
+    let mut results = results_json(sc, sim, m, &ev, &d, &ls, &load);
+    results["bottleneck_remover"] = remover::json(&capped, uncapped);
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
         .map(|o| with_nodes(o, sim.node_count()))
 }
@@ -593,7 +637,13 @@ fn results_section(
 }
 
 /// The targets, and where the delay goes.
-fn targets_section(w: &mut ReportWriter, ev: &crate::oracle::EventStats, d: &Delays) {
+fn targets_section(
+    w: &mut ReportWriter,
+    ev: &crate::oracle::EventStats,
+    d: &Delays,
+    f: &remover::Figures,
+    cap: usize,
+) {
     let Delays {
         rad,
         tree_rad,
@@ -618,6 +668,17 @@ fn targets_section(w: &mut ReportWriter, ev: &crate::oracle::EventStats, d: &Del
             format!("≤ {SCRIBE_RAD_MEDIAN} (Scribe paper)"),
             format!("{rad50:.2}"),
             Verdict::from_met(rad50 <= SCRIBE_RAD_MEDIAN),
+        ),
+        TargetRow::new(
+            "most children of any node in any tree",
+            format!("≤ {cap} (the configured cap)"),
+            f.max_children.to_string(),
+            Verdict::from_met(f.max_children <= cap),
+        ),
+        zero_target(
+            "parent chains in a cycle at the snapshot (tree_loops)",
+            f.cycles,
+            "subscribers whose chain of parents loops".into(),
         ),
     ]);
     w.paragraph(&format!(

@@ -99,7 +99,7 @@ impl Node {
             // A gap: ask the parent once to replay from what we have; if it cannot, move on.
             if from_parent && g.gap_asked != Some(g.seen.seq) {
                 g.gap_asked = Some(g.seen.seq);
-                let (load, seen) = (g.load(), g.seen);
+                let (load, seen, height) = (g.load(), g.seen, g.height());
                 self.stats.event_gaps += 1;
                 self.send(
                     from,
@@ -108,6 +108,7 @@ impl Node {
                         load,
                         seen,
                         rejoin: true,
+                        height,
                     },
                 );
                 return;

@@ -29,6 +29,7 @@ use crate::node::{Node, TimerKey};
 use crate::time::{Time, micros};
 
 mod cast;
+mod remover;
 
 /// A local member of a group: a cluster member or a topic subscriber.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +48,8 @@ struct Member {
 struct Child {
     addr: std::net::SocketAddr,
     load: Load,
+    /// Height of its subtree as it last reported it.
+    height: u8,
     heard: Time,
 }
 
@@ -74,13 +77,26 @@ struct Group {
     /// Members of the subtree as last reported to the parent: a change is reported at once
     /// (a triggered graft), so that requests are not steered into an emptied subtree.
     reported_members: u32,
+    /// The subtree's height as last reported to the parent, reported at once when it changes.
+    reported_height: u8,
     /// This node has grafted in this tree before (its later grafts ask for replays even when
     /// it has seen no event).
     grafted: bool,
+    /// The next hop that dropped this node for being over its child cap (see `remover`): while
+    /// the route still goes through it, this node stays on the sibling it chose instead.
+    foster: Option<NodeId>,
+    /// A redirect being decided: the siblings offered, waiting for their probes.
+    redirect: Option<Box<remover::Pending>>,
 }
 
 /// Epochs a group remembers having left.
 const LEFT_EPOCHS: usize = 4;
+
+/// A subtree reported higher than this is taken for a cycle of parents (each lap of the
+/// triggered reports around a cycle adds its length) and its graft is refused, which cuts the
+/// cycle. Far above any real tree: a route has at most `max_hops` hops, and each redirect by a
+/// full parent adds one level.
+const MAX_TREE_HEIGHT: u8 = 100;
 
 impl Group {
     /// Moves to `epoch`, whose next event is `next`: remembers where this node stood in the
@@ -120,7 +136,10 @@ impl Group {
             recent_bytes: 0,
             left: Vec::new(),
             reported_members: 0,
+            reported_height: 0,
             grafted: false,
+            foster: None,
+            redirect: None,
         }
     }
 
@@ -143,6 +162,16 @@ impl Group {
         load
     }
 
+    /// Height of this node's subtree: 0 without children, else one more than its highest
+    /// child's (saturating).
+    fn height(&self) -> u8 {
+        self.children
+            .values()
+            .map(|c| c.height.saturating_add(1))
+            .max()
+            .unwrap_or(0)
+    }
+
     fn is_empty(&self) -> bool {
         self.members.is_empty() && self.children.is_empty()
     }
@@ -161,6 +190,8 @@ pub(crate) struct Groups {
     refresh_at: Time,
     /// When the check of every group's route is due (`Time::MAX`: not armed).
     routes_at: Time,
+    /// When the earliest redirect choice is due (`Time::MAX`: none pending).
+    redirect_at: Time,
 }
 
 impl Groups {
@@ -170,6 +201,7 @@ impl Groups {
             parents: IdMap::default(),
             refresh_at: Time::MAX,
             routes_at: Time::MAX,
+            redirect_at: Time::MAX,
         }
     }
 
@@ -205,6 +237,7 @@ impl Groups {
         self.trees.get(&key).map(|g| GroupView {
             root: g.root,
             parent: g.parent.map(|p| p.id),
+            fostered: g.foster.is_some() && g.parent.is_some(),
             children: g.children.keys().copied().collect(),
             members: g.members.len(),
             load: g.load(),
@@ -328,11 +361,14 @@ impl Groups {
     pub(crate) fn forget_trees(&mut self) {
         self.routes_at = Time::MAX;
         self.refresh_at = Time::MAX;
+        self.redirect_at = Time::MAX;
         self.parents.clear();
         for g in self.trees.values_mut() {
             g.parent = None;
             g.root = false;
             g.children.clear();
+            g.foster = None;
+            g.redirect = None;
         }
         self.trees.retain(|_, g| !g.members.is_empty());
     }
@@ -342,6 +378,7 @@ impl Groups {
         match key {
             TimerKey::GroupRefresh => self.refresh_at == t,
             TimerKey::GroupRoutes => self.routes_at == t,
+            TimerKey::GroupRedirects => self.redirect_at == t,
             _ => false,
         }
     }
@@ -418,11 +455,10 @@ impl Node {
     /// Grafts at once (reporting the new load) when the subtree's member count changed since
     /// the last report.
     pub(crate) fn report_if_changed(&mut self, now: Time, key: Key) {
-        let changed = self
-            .groups
-            .trees
-            .get(&key)
-            .is_some_and(|g| g.parent.is_some() && g.load().members != g.reported_members);
+        let changed = self.groups.trees.get(&key).is_some_and(|g| {
+            g.parent.is_some()
+                && (g.load().members != g.reported_members || g.height() != g.reported_height)
+        });
         if changed {
             self.maintain_group(now, key);
         }
@@ -449,6 +485,8 @@ impl Node {
         match next {
             None => {
                 let old = g.parent.take();
+                g.foster = None;
+                g.redirect = None;
                 if !g.root {
                     g.root = true;
                     // A new root numbers events in a new epoch.
@@ -459,32 +497,55 @@ impl Node {
                     self.send(p, Message::Prune { group: key });
                 }
             }
-            Some(parent) => {
-                g.root = false;
-                let old = g.parent.replace(parent);
-                // A refresh to the same parent asks for nothing; a node that was in the tree and
-                // now grafts on a new parent (or again after losing its parent) asks for what it
-                // missed.
-                let moved = old.is_none_or(|p| p.id != parent.id);
-                let (load, seen, rejoin) = (g.load(), g.seen, g.grafted && moved);
-                g.reported_members = load.members;
-                g.grafted = true;
-                if let Some(p) = old.filter(|p| p.id != parent.id) {
-                    self.stats.group_parent_changes += 1;
-                    self.send(p, Message::Prune { group: key });
+            Some(next) => {
+                if g.redirect.is_some() {
+                    // Dropped by a full parent: the choice of a sibling is pending.
+                    return;
                 }
-                self.send(
-                    parent,
-                    Message::Graft {
-                        group: key,
-                        load,
-                        seen,
-                        rejoin,
-                    },
-                );
-                self.watch_parent(now, parent.id);
+                let parent = match (g.foster, g.parent) {
+                    // Still routed through the node that dropped us: stay on the sibling.
+                    (Some(f), Some(p)) if f == next.id => p,
+                    _ => {
+                        g.foster = None;
+                        next
+                    }
+                };
+                self.graft_on(now, key, parent);
             }
         }
+    }
+
+    /// Grafts this node on `parent` in group `key`'s tree (a refresh when it is the parent
+    /// already), pruning itself from a previous parent.
+    fn graft_on(&mut self, now: Time, key: Key, parent: NodeInfo) {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
+            return;
+        };
+        g.root = false;
+        let old = g.parent.replace(parent);
+        // A refresh to the same parent asks for nothing; a node that was in the tree and
+        // now grafts on a new parent (or again after losing its parent) asks for what it
+        // missed.
+        let moved = old.is_none_or(|p| p.id != parent.id);
+        let (load, seen, rejoin, height) = (g.load(), g.seen, g.grafted && moved, g.height());
+        g.reported_members = load.members;
+        g.reported_height = height;
+        g.grafted = true;
+        if let Some(p) = old.filter(|p| p.id != parent.id) {
+            self.stats.group_parent_changes += 1;
+            self.send(p, Message::Prune { group: key });
+        }
+        self.send(
+            parent,
+            Message::Graft {
+                group: key,
+                load,
+                seen,
+                rejoin,
+                height,
+            },
+        );
+        self.watch_parent(now, parent.id);
     }
 
     /// Group parents are pinged as often as leaf-set members: a dead parent cuts off its whole
@@ -610,7 +671,7 @@ impl Node {
         now: Time,
         from: NodeInfo,
         key: Key,
-        load: Load,
+        (load, height): (Load, u8),
         seen: EventSeq,
         rejoin: bool,
     ) {
@@ -640,18 +701,29 @@ impl Node {
             g.seen = seen;
             g.grafted = rejoin;
         }
-        if g.parent.is_some_and(|p| p.id == from.id) {
-            // A cycle: our parent thinks we are its parent. One of us routes on stale state;
-            // refuse, and let the next refresh re-read the routes.
+        if g.parent.is_some_and(|p| p.id == from.id) || height >= MAX_TREE_HEIGHT {
+            // A cycle: our parent thinks we are its parent, or the subtree's height grew past
+            // any real tree's. Someone routes on stale state or chose a sibling that is now
+            // below it: refuse, and let the next refresh re-read the routes.
             self.stats.group_cycles_refused += 1;
+            let was_child = g.children.remove(&from.id).is_some();
+            let empty = g.is_empty();
             self.send(from, Message::Prune { group: key });
+            if was_child && empty {
+                self.maintain_group(now, key);
+            } else if was_child {
+                self.report_if_changed(now, key);
+            }
             return;
         }
-        if !g.children.contains_key(&from.id) && g.children.len() >= max_children {
-            self.stats.group_drops += 1;
-            self.send(from, Message::Prune { group: key });
-            return;
+        // A subtree this high is on a cycle: a node that stays on a sibling instead of its next
+        // hop goes back to its next hop (a sibling it chose can have come below it since, when a
+        // route moved).
+        let unfoster = height >= MAX_TREE_HEIGHT / 2 && g.foster.take().is_some();
+        if unfoster {
+            self.stats.group_cycles_refused += 1;
         }
+        let over = !g.children.contains_key(&from.id) && g.children.len() >= max_children;
         let known = g
             .children
             .insert(
@@ -659,6 +731,7 @@ impl Node {
                 Child {
                     addr: from.addr,
                     load,
+                    height,
                     heard: now,
                 },
             )
@@ -688,6 +761,10 @@ impl Node {
                 .map(|(s, p, _)| (*s, p.clone()))
                 .collect()
         };
+        if over && self.shed_child(key, from.id) {
+            // Over the cap, and the graft's sender is the child farthest away: redirected.
+            return;
+        }
         for (seq, payload) in replay {
             self.stats.group_replayed += 1;
             self.send(
@@ -699,7 +776,7 @@ impl Node {
                 },
             );
         }
-        if fresh {
+        if fresh || unfoster {
             self.maintain_group(now, key);
         } else {
             self.report_if_changed(now, key);

@@ -48,7 +48,11 @@ pub(crate) struct Net {
 impl Net {
     /// `n` nodes with random ids drawn from `seed`, none started.
     pub(crate) fn new(seed: u64, n: usize) -> Self {
-        let cfg = Config::default();
+        Self::with_config(seed, n, Config::default())
+    }
+
+    /// `n` nodes with random ids drawn from `seed` and configuration `cfg`, none started.
+    pub(crate) fn with_config(seed: u64, n: usize, cfg: Config) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut infos = Vec::new();
         let mut by_id = BTreeMap::new();

@@ -22,6 +22,9 @@ pub struct Config {
     pub leaf_ping_interval: Duration,
     /// How long a routing-table member (not in the leaf set) may stay silent before it is
     /// pinged (routes through a dead entry are rerouted by hop acknowledgements meanwhile).
+    /// 30 s: against 120 s, 1-minute churn gets 98.48 % consistent lookups instead of 97.83 %
+    /// and `churn-messaging` 99.94 % of requests answered instead of 99.77 %, for 1.3 more
+    /// messages per node and second under 10-minute churn (10.8 against 9.5).
     pub routing_ping_interval: Duration,
     /// How long a ping waits for its pong before it counts as missed, at most; with the peer's
     /// round trip measured, four round trips but at least `ping_timeout_min`.
@@ -163,7 +166,7 @@ impl Default for Config {
             leaf_set_size: 16,
             heartbeat_interval: Duration::from_millis(1000),
             leaf_ping_interval: Duration::from_secs(5),
-            routing_ping_interval: Duration::from_secs(120),
+            routing_ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_millis(500),
             ping_timeout_min: Duration::from_millis(200),
             suspicion_misses: 2,

@@ -474,7 +474,7 @@ impl Node {
             match key {
                 TimerKey::Dead(id) => self.on_dead_timer(now, id),
                 TimerKey::Reintroduce(id) => self.on_reintroduce(now, id),
-                TimerKey::Probe(id) => self.on_probe_timeout(id),
+                TimerKey::Probe(id) => self.on_probe_timeout(now, id),
                 TimerKey::Hop(seq) => self.on_hop_timeout(now, seq),
                 TimerKey::Lookup(id) => self.on_lookup_timeout(now, id),
                 TimerKey::Join => self.on_join_timeout(now),

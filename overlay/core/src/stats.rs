@@ -70,8 +70,8 @@ pub struct Stats {
     pub group_children_expired: u64,
     /// Groups re-grafted at once because their parent died.
     pub group_repairs: u64,
-    /// Grafts refused because the sender is this node's parent or reports a subtree higher
-    /// than any tree's, and redirects given up because of such a height (transient cycles).
+    /// Grafts refused because the sender is this node's parent, and siblings left (after a
+    /// redirect) because a child reported a cycle's subtree height (transient cycles).
     pub group_cycles_refused: u64,
     /// Children dropped (and redirected to their siblings) because a tree was over its child cap.
     pub group_redirects_sent: u64,

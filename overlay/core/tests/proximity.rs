@@ -163,7 +163,8 @@ fn routing_tables_prefer_near_nodes() {
 /// build a tree in which no node holds more than 4 children (with no cap, one node holds 15 in
 /// seed 11's tree), children dropped by a full parent re-attach through a sibling, every
 /// parent chain ends at the one root (no cycles: seed 13 made one before subtree heights were
-/// reported), and a broadcast from every node reaches every member exactly once.
+/// reported), and a broadcast from every node reaches every member exactly once, also after a
+/// sibling that a child chose crashes.
 #[test]
 fn a_full_parent_sheds_children_to_their_siblings_and_the_tree_stays_whole() {
     const CAP: usize = 4;
@@ -234,6 +235,41 @@ fn a_full_parent_sheds_children_to_their_siblings_and_the_tree_stays_whole() {
             got.sort_unstable();
             let want: Vec<u32> = (0..n as u32).collect();
             assert_eq!(got, want, "seed {seed}: member on node {i}");
+        }
+        // A sibling that a fostered child stays on crashes (one the child does not track
+        // when there is one, which only the child's own probes watch; without them seed 11's
+        // child stays on its dead sibling): the tree heals and every live member gets every
+        // broadcast of a live node again.
+        let pick = (0..n)
+            .filter(|&i| views[i].fostered)
+            .map(|i| (i, net.by_id[&views[i].parent.unwrap()]))
+            .filter(|&(_, p)| !views[p].root)
+            .max_by_key(|&(i, p)| (!net.nodes[i].knows(net.infos[p].id), i));
+        let (_, dead) = pick.expect("a fostered child");
+        net.down[dead] = true;
+        net.run_for(Duration::from_secs(8));
+        net.broadcasts.clear();
+        let live: Vec<usize> = (0..n).filter(|&i| i != dead).collect();
+        for &i in &live {
+            let now = net.now;
+            let payload = bytes::Bytes::from((i as u32).to_be_bytes().to_vec());
+            net.nodes[i].broadcast(now, "svc", payload).unwrap();
+            net.drain(i);
+        }
+        net.run_for(Duration::from_secs(2));
+        for &i in &live {
+            let mut got: Vec<u32> = net
+                .broadcasts
+                .iter()
+                .filter(|(m, _, _)| *m == i)
+                .map(|(_, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+                .collect();
+            got.sort_unstable();
+            let want: Vec<u32> = live.iter().map(|&k| k as u32).collect();
+            assert_eq!(
+                got, want,
+                "seed {seed}: member on node {i} after node {dead} crashed"
+            );
         }
     }
 }

@@ -92,11 +92,16 @@ struct Group {
 /// Epochs a group remembers having left.
 const LEFT_EPOCHS: usize = 4;
 
-/// A subtree reported higher than this is taken for a cycle of parents (each lap of the
-/// triggered reports around a cycle adds its length) and its graft is refused, which cuts the
-/// cycle. Far above any real tree: a route has at most `max_hops` hops, and each redirect by a
-/// full parent adds one level.
-const MAX_TREE_HEIGHT: u8 = 100;
+/// Subtree heights are reported up to this, no higher. Around a cycle of parents heights grow
+/// with every lap of the triggered reports until they stop here (so they cannot storm).
+const MAX_TREE_HEIGHT: u8 = 64;
+
+/// A child that reports a subtree this high is on a cycle (far above any real tree: a route has
+/// at most `max_hops` hops, and each redirect by a full parent adds one level): a node that stays
+/// on a sibling instead of its next hop goes back to its next hop, which cuts any cycle that a
+/// redirect made. Nothing is refused for its height, so a child that lies about it can only send
+/// its fostered ancestors back to their next hops.
+const FOSTER_CYCLE_HEIGHT: u8 = 48;
 
 impl Group {
     /// Moves to `epoch`, whose next event is `next`: remembers where this node stood in the
@@ -170,6 +175,7 @@ impl Group {
             .map(|c| c.height.saturating_add(1))
             .max()
             .unwrap_or(0)
+            .min(MAX_TREE_HEIGHT)
     }
 
     fn is_empty(&self) -> bool {
@@ -609,6 +615,7 @@ impl Node {
             }
             self.maintain_group(now, key);
         }
+        self.watch_fosters(now);
         // Forget nodes that are no longer anyone's parent here (their pings slow down again).
         self.groups.parents.clear();
         for g in self.groups.trees.values() {
@@ -701,25 +708,23 @@ impl Node {
             g.seen = seen;
             g.grafted = rejoin;
         }
-        if g.parent.is_some_and(|p| p.id == from.id) || height >= MAX_TREE_HEIGHT {
-            // A cycle: our parent thinks we are its parent, or the subtree's height grew past
-            // any real tree's. Someone routes on stale state or chose a sibling that is now
-            // below it: refuse, and let the next refresh re-read the routes.
+        if g.parent.is_some_and(|p| p.id == from.id) {
+            // A cycle: our parent thinks we are its parent. One of us routes on stale state, or
+            // we stay on a sibling that now routes through us: refuse (the prune also tells
+            // our parent we left it), and a node on a sibling goes back to its next hop.
             self.stats.group_cycles_refused += 1;
-            let was_child = g.children.remove(&from.id).is_some();
-            let empty = g.is_empty();
+            let fostered = g.foster.take().is_some();
+            if fostered {
+                g.parent = None;
+            }
             self.send(from, Message::Prune { group: key });
-            if was_child && empty {
+            if fostered {
                 self.maintain_group(now, key);
-            } else if was_child {
-                self.report_if_changed(now, key);
             }
             return;
         }
-        // A subtree this high is on a cycle: a node that stays on a sibling instead of its next
-        // hop goes back to its next hop (a sibling it chose can have come below it since, when a
-        // route moved).
-        let unfoster = height >= MAX_TREE_HEIGHT / 2 && g.foster.take().is_some();
+        // A subtree this high is on a cycle (see `FOSTER_CYCLE_HEIGHT`).
+        let unfoster = height >= FOSTER_CYCLE_HEIGHT && g.foster.take().is_some();
         if unfoster {
             self.stats.group_cycles_refused += 1;
         }
@@ -761,8 +766,16 @@ impl Node {
                 .map(|(s, p, _)| (*s, p.clone()))
                 .collect()
         };
+        if !known && self.rtt_us(from.id).is_none() {
+            // Measure a new child, so that the child shed when the tree is full is the one
+            // farthest away rather than one not measured yet.
+            self.probe(now, from);
+        }
         if over && self.shed_child(key, from.id) {
             // Over the cap, and the graft's sender is the child farthest away: redirected.
+            if unfoster {
+                self.maintain_group(now, key);
+            }
             return;
         }
         for (seq, payload) in replay {

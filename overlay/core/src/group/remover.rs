@@ -177,6 +177,43 @@ impl Node {
         }
     }
 
+    /// Probes every sibling this node stays on that is not a tracked peer (one in neither its
+    /// leaf set nor its routing table, which its pings do not watch): called at each group
+    /// refresh, so that a sibling that died or left is found out within a refresh and a probe.
+    pub(crate) fn watch_fosters(&mut self, now: Time) {
+        let untracked: Vec<NodeInfo> = self
+            .groups
+            .trees
+            .values()
+            .filter(|g| g.foster.is_some())
+            .filter_map(|g| g.parent)
+            .filter(|p| !self.knows(p.id))
+            .collect();
+        for p in untracked {
+            self.probe(now, p);
+        }
+    }
+
+    /// A probe of `id` went unanswered: every group that stays on it as a sibling goes back to
+    /// its next hop.
+    pub(crate) fn foster_lost(&mut self, now: Time, id: NodeId) {
+        let keys: Vec<Key> = self
+            .groups
+            .trees
+            .iter()
+            .filter(|(_, g)| g.foster.is_some() && g.parent.is_some_and(|p| p.id == id))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if let Some(g) = self.groups.trees.get_mut(&key) {
+                g.foster = None;
+                g.parent = None;
+            }
+            self.stats.group_repairs += 1;
+            self.maintain_group(now, key);
+        }
+    }
+
     /// Grafts on the sibling with the shortest measured path back to the parent that dropped
     /// this node (a random one when none could be measured).
     fn choose_foster(&mut self, now: Time, key: Key) {

@@ -362,8 +362,9 @@ impl Node {
         self.send(info, msg);
     }
 
-    pub(crate) fn on_probe_timeout(&mut self, id: NodeId) {
+    pub(crate) fn on_probe_timeout(&mut self, now: Time, id: NodeId) {
         self.overlay.probes.remove(&id);
+        self.foster_lost(now, id);
     }
 
     /// Removes `id` from every table and remembers it as dead (or left), then repairs.

@@ -94,7 +94,7 @@ impl Figures {
                 self.fostered.to_string(),
             ),
             (
-                "grafts refused or redirects undone as cycles",
+                "grafts refused or siblings left as cycles",
                 self.cycles_refused.to_string(),
             ),
             ("parent chains in a cycle", self.cycles.to_string()),
@@ -129,7 +129,7 @@ pub(super) fn section(
          siblings it is sent and grafts on the one with the shortest path back (its round trip to \
          the sibling plus the sibling's to the parent). Subtree heights travel with the grafts, so \
          that a cycle of parents (a sibling that came below the child when a route moved) is found \
-         and cut.{}",
+         and cut: the child goes back to its next hop.{}",
         if uncapped.is_some() {
             " The same scenario, same seed, with no cap:"
         } else {

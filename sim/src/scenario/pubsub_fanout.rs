@@ -19,8 +19,9 @@ use super::{Outcome, Progress, Scenario};
 use crate::apps::AppSpec;
 use crate::engine::Sim;
 use crate::metrics::quantile;
-use crate::report::{CdfChart, ReportWriter, TargetRow, Verdict};
+use crate::report::{ReportWriter, TargetRow, Verdict};
 
+mod figures;
 mod remover;
 
 #[derive(Deserialize)]
@@ -332,7 +333,7 @@ fn write_report(
         &capped,
         uncapped,
     );
-    figures(&mut w, &d, &ls, &load)?;
+    figures::figures(&mut w, &d, &ls, &load)?;
     let mut results = results_json(sc, sim, m, &ev, &d, &ls, &load);
     results["bottleneck_remover"] = remover::json(&capped, uncapped);
     finish(&w, &results, sim.metrics.events, sim.metrics.messages)
@@ -690,64 +691,6 @@ fn targets_section(
         q(route_stretch, 0.5),
         q(tree_rad, 0.5)
     ));
-}
-
-/// The delay, link stress and forwarding load CDFs.
-fn figures(w: &mut ReportWriter, d: &Delays, ls: &LinkStress, load: &Load) -> anyhow::Result<()> {
-    let Delays {
-        stretch, rad, rmd, ..
-    } = d;
-    let LinkStress {
-        scribe_links,
-        unicast_links,
-        ..
-    } = ls;
-    let forwarders = &load.forwarders;
-    w.cdf_chart(
-        "delay_stretch_cdf.png",
-        &CdfChart::new(
-            "Delay stretch and delay penalties",
-            "ratio to direct unicast",
-            &[
-                ("per delivery".into(), stretch.clone()),
-                ("RAD per event".into(), rad.clone()),
-                ("RMD per event".into(), rmd.clone()),
-            ],
-        )
-        .clip_at(0.999),
-    )?;
-    w.cdf_chart(
-        "link_stress_cdf.png",
-        &CdfChart::new(
-            "Copies of an event per physical link used",
-            "copies",
-            &[
-                (
-                    "Petal (Scribe trees)".into(),
-                    scribe_links.iter().map(|&x| f64::from(x)).collect(),
-                ),
-                (
-                    "naive unicast".into(),
-                    unicast_links.iter().map(|&x| f64::from(x)).collect(),
-                ),
-            ],
-        )
-        // Naive unicast puts thousands of copies on a few links, most links carry a handful.
-        .log_x(),
-    )?;
-    w.cdf_chart(
-        "forwarding_load_cdf.png",
-        &CdfChart::new(
-            "Events forwarded per forwarding node",
-            "events forwarded",
-            &[(
-                "nodes".into(),
-                forwarders.iter().map(|&x| x as f64).collect(),
-            )],
-        )
-        .log_x(),
-    )?;
-    Ok(())
 }
 
 /// The machine-readable results.

@@ -1,0 +1,199 @@
+//! Grafts and prunes arriving from other nodes, and the group tables' invariants.
+
+use bytes::Bytes;
+use petal_protocol::{EventSeq, Key, Load, Message, NodeInfo};
+
+use super::{Child, FOSTER_CYCLE_HEIGHT, Group};
+use crate::app::GroupKind;
+use crate::node::Node;
+use crate::time::{Time, micros};
+
+impl Node {
+    pub(crate) fn on_graft(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        key: Key,
+        (load, height): (Load, u8),
+        seen: EventSeq,
+        rejoin: bool,
+    ) {
+        // A joining node that has announced itself is on other nodes' routes already: it keeps
+        // the children that graft on it (dropping them would cut their subtrees off until their
+        // next refresh) and grafts onward once it is ready (`start_groups`).
+        if !self.is_ready() && !self.is_joining() {
+            return;
+        }
+        if !self.groups.trees.contains_key(&key) && self.groups.len() >= self.cfg.max_groups {
+            self.stats.group_drops += 1;
+            self.send(from, Message::Prune { group: key });
+            return;
+        }
+        let max_children = self.cfg.max_group_children;
+        if let std::collections::btree_map::Entry::Vacant(e) = self.groups.trees.entry(key) {
+            e.insert(Group::new(GroupKind::Topic));
+            self.arm_group_refresh(now, self.cfg.group_refresh_interval);
+        }
+        let Some(g) = self.groups.trees.get_mut(&key) else {
+            return;
+        };
+        let fresh = g.parent.is_none() && !g.root;
+        if fresh && g.is_empty() && g.seen == EventSeq::default() {
+            // A new forwarder starts from its first child's position, so that its own graft
+            // asks its parent to replay what the child missed.
+            g.seen = seen;
+            g.grafted = rejoin;
+        }
+        if g.parent.is_some_and(|p| p.id == from.id) {
+            // A cycle: our parent thinks we are its parent. One of us routes on stale state, or
+            // we stay on a sibling that now routes through us: refuse (the prune also tells
+            // our parent we left it), and a node on a sibling goes back to its next hop.
+            self.stats.group_cycles_refused += 1;
+            let fostered = g.foster.take().is_some();
+            if fostered {
+                g.parent = None;
+            }
+            self.send(from, Message::Prune { group: key });
+            if fostered {
+                self.maintain_group(now, key);
+            }
+            return;
+        }
+        // A subtree this high is on a cycle (see `FOSTER_CYCLE_HEIGHT`).
+        let unfoster = height >= FOSTER_CYCLE_HEIGHT && g.foster.take().is_some();
+        if unfoster {
+            self.stats.group_cycles_refused += 1;
+        }
+        let over = !g.children.contains_key(&from.id) && g.children.len() >= max_children;
+        let known = g
+            .children
+            .insert(
+                from.id,
+                Child {
+                    addr: from.addr,
+                    load,
+                    height,
+                    heard: now,
+                },
+            )
+            .is_some();
+        // A child we already had that only refreshes may simply not have received what is in
+        // flight to it: then only events older than a refresh interval count as missed.
+        let settled = Time::from_micros(
+            now.as_micros()
+                .saturating_sub(micros(self.cfg.group_refresh_interval)),
+        );
+        // Replay what the child missed: in its epoch, what is newer than its last event; from
+        // another epoch (it moved here from an old tree), everything we hold of ours. The buffer
+        // may also hold events of an epoch this node left (a new root took over): those are
+        // never replayed, as the child may have taken them already and would take them again.
+        // A first graft that has seen nothing is a new subscriber: it gets what comes next.
+        let replay: Vec<(EventSeq, Bytes)> = if seen == EventSeq::default() && !rejoin {
+            Vec::new()
+        } else {
+            let ours = g.seen.epoch;
+            g.recent
+                .iter()
+                .filter(|(s, _, at)| {
+                    (!known || rejoin || *at <= settled)
+                        && ((s.epoch == seen.epoch && s.seq > seen.seq)
+                            || (seen.epoch != ours && s.epoch == ours))
+                })
+                .map(|(s, p, _)| (*s, p.clone()))
+                .collect()
+        };
+        if !known && self.rtt_us(from.id).is_none() {
+            // Measure a new child, so that the child shed when the tree is full is the one
+            // farthest away rather than one not measured yet.
+            self.probe(now, from);
+        }
+        if over && self.shed_child(key, from.id) {
+            // Over the cap, and the graft's sender is the child farthest away: redirected.
+            if unfoster {
+                self.maintain_group(now, key);
+            }
+            return;
+        }
+        for (seq, payload) in replay {
+            self.stats.group_replayed += 1;
+            self.send(
+                from,
+                Message::Cast {
+                    group: key,
+                    seq,
+                    payload,
+                },
+            );
+        }
+        if fresh || unfoster {
+            self.maintain_group(now, key);
+        } else {
+            self.report_if_changed(now, key);
+        }
+        self.place_parked(now, key);
+    }
+
+    pub(crate) fn on_prune(&mut self, now: Time, from: NodeInfo, key: Key) {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
+            return;
+        };
+        g.children.remove(&from.id);
+        if g.parent.is_some_and(|p| p.id == from.id) {
+            // Our parent refused or dropped us: graft again on the next refresh (not now, so
+            // that two nodes with inconsistent routes do not ping-pong).
+            g.parent = None;
+        }
+        if g.is_empty() {
+            self.maintain_group(now, key);
+        } else {
+            self.report_if_changed(now, key);
+        }
+    }
+
+    /// Group tree invariants: bounds respected, no node is its own parent or child, the
+    /// replay buffer within its bounds and ordered.
+    pub(crate) fn check_group_invariants(&self) {
+        assert!(
+            self.groups.len() <= self.cfg.max_groups,
+            "groups over bound"
+        );
+        assert!(
+            !self.is_ready() || self.groups.len() == 0 || self.groups.refresh_at != Time::MAX,
+            "a node in a tree without its refresh timer"
+        );
+        for (key, g) in &self.groups.trees {
+            assert!(
+                g.children.len() <= self.cfg.max_group_children,
+                "children over bound"
+            );
+            assert!(
+                !g.children.contains_key(&self.me.id),
+                "own child in {key:?}"
+            );
+            assert!(
+                g.parent.is_none_or(|p| p.id != self.me.id),
+                "own parent in {key:?}"
+            );
+            assert!(!(g.root && g.parent.is_some()), "root with a parent");
+            assert!(
+                g.recent.len() <= self.cfg.group_replay_events,
+                "replay over bound"
+            );
+            assert_eq!(
+                g.recent_bytes,
+                g.recent.iter().map(|(_, p, _)| p.len()).sum::<usize>(),
+                "replay byte count"
+            );
+            assert!(
+                g.recent
+                    .iter()
+                    .zip(g.recent.iter().skip(1))
+                    .all(|(a, b)| a.0.epoch != b.0.epoch || a.0.seq < b.0.seq),
+                "replay buffer out of order"
+            );
+            if g.name.is_some() {
+                assert!(!g.members.is_empty(), "named group without members");
+            }
+        }
+    }
+}

@@ -221,3 +221,125 @@ fn an_unreachable_only_contact_is_tried_again_every_round() {
     assert!(took < Duration::from_millis(70), "{took:?}");
     net.converge(&[0, 1, 2], Duration::from_secs(1));
 }
+
+/// A joiner's applications may publish while it joins, but until the joiner has announced
+/// itself no other node may learn of it: a node that heard a joiner's message added it to its
+/// tables and routed other joins to it, and two joiners that each held the other's join (an
+/// unannounced joiner cannot answer one) waited on each other for ever (a fleet start in CI:
+/// 7 of 30 daemons never served). Its messages wait until it is ready, and none is lost.
+#[test]
+fn an_unannounced_joiner_stays_unknown_while_its_applications_publish() {
+    const STEP: Duration = Duration::from_micros(250);
+    for seed in 0..8 {
+        let mut net = Net::new(100 + seed, 24);
+        found(&mut net, 0);
+        for k in 1..20 {
+            join_via(&mut net, k, 0);
+        }
+        until_ready(
+            &mut net,
+            &(1..20).collect::<Vec<_>>(),
+            Duration::from_secs(2),
+        );
+        net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
+        let joiner = net.infos[20].id;
+        join_via(&mut net, 20, 7);
+        // The announce goes out at some instant of the step in which it is first seen, and
+        // reaches the others one latency later: until then nobody may know the joiner.
+        let mut unknown_until = None;
+        let mut published = 0;
+        while !net.nodes[20].is_ready() {
+            assert!(
+                published < 400,
+                "seed {seed}: the joiner never became ready"
+            );
+            let now = net.now;
+            let topic = format!("t{published}");
+            net.nodes[20]
+                .publish(now, &topic, bytes::Bytes::from_static(b"x"))
+                .unwrap();
+            net.drain(20);
+            published += 1;
+            net.run_for(STEP);
+            let announced = net.nodes[20].join_progress().is_some_and(|p| p.announced);
+            if announced && unknown_until.is_none() {
+                unknown_until = Some(net.now + (common::LATENCY - STEP));
+            }
+            if unknown_until.is_none_or(|t| net.now < t) {
+                for k in 0..20 {
+                    assert!(
+                        !net.nodes[k].knows(joiner),
+                        "seed {seed}: node {k} learned the joiner before its announce \
+                         ({published} publishes)"
+                    );
+                }
+            }
+        }
+        net.run_for(Duration::from_millis(200));
+        let unheard: u64 = (0..21).map(|k| net.nodes[k].stats().events_unheard).sum();
+        assert_eq!(
+            unheard, published,
+            "seed {seed}: every publish reached its topic's root"
+        );
+    }
+}
+
+/// A joiner that other nodes route a join to although it has not announced itself (its join
+/// started over after it had announced, so it is in their tables) answers with the leaf set it
+/// has: were it to hold the join until it is ready, two such joiners, each the other's closest
+/// node, would wait on each other for ever.
+#[test]
+fn an_unannounced_joiner_routed_a_join_answers_it_with_its_leaf_set() {
+    use petal_protocol::{NodeId, RouteMsg, Routed};
+    let mut net = Net::new(7, 21);
+    found(&mut net, 0);
+    for k in 1..20 {
+        join_via(&mut net, k, 0);
+    }
+    until_ready(
+        &mut net,
+        &(1..20).collect::<Vec<_>>(),
+        Duration::from_secs(2),
+    );
+    join_via(&mut net, 20, 7);
+    let unannounced_with_leaf = |n: &petal_core::Node| {
+        n.join_progress().is_some_and(|p| !p.announced) && !n.leaf_set().is_empty()
+    };
+    while !unannounced_with_leaf(&net.nodes[20]) {
+        assert!(
+            net.nodes[20].join_progress().is_some_and(|p| !p.announced),
+            "announced before it had a leaf set"
+        );
+        net.run_for(Duration::from_micros(50));
+    }
+    // Another joiner, the closest node to whose id is node 20.
+    let x = net.infos[20];
+    let other = petal_core::NodeInfo {
+        id: NodeId(x.id.0 ^ 1),
+        addr: std::net::SocketAddr::from(([10, 9, 9, 9], 7000)),
+    };
+    let join = RouteMsg {
+        key: other.id.as_key(),
+        origin: other,
+        hops: 2,
+        hop_seq: 77,
+        body: Routed::Join,
+    };
+    let (now, from) = (net.now, net.infos[7]);
+    net.nodes[20].handle_message(now, from, petal_core::Message::route(join));
+    let mut answered = false;
+    while let Some(tx) = net.nodes[20].poll_transmit() {
+        if tx.to.id == other.id {
+            match tx.msg {
+                petal_core::Message::JoinReply {
+                    leaf, last: true, ..
+                } => {
+                    assert!(!leaf.is_empty(), "the reply carries the leaf set");
+                    answered = true;
+                }
+                m => panic!("unexpected message to the other joiner: {m:?}"),
+            }
+        }
+    }
+    assert!(answered, "the unannounced joiner answered the join at once");
+}

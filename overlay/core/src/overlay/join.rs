@@ -3,8 +3,9 @@
 //! A joiner routes a join towards its own id through one *contact* (a seed that answered, a
 //! node found out of band); every node on the path sends its rows, the closest node its leaf
 //! set; the joiner then announces itself and becomes ready once every leaf-set member has
-//! acknowledged. Until it announces it starts no other exchange (no pings, no probes), so no
-//! node routes to a joiner that cannot yet serve.
+//! acknowledged. Until it announces it starts no other exchange (no pings, no probes) and
+//! sends nothing for its applications (their messages wait until it is ready), so no node
+//! learns of, and routes to, a joiner that cannot yet serve.
 //!
 //! What makes a fleet that starts all at once converge:
 //! - **A node not in a ring is never a contact.** A node that is starting or joining answers a
@@ -24,9 +25,11 @@
 //!   id is the smallest of every joiner it has heard of, it founds the ring, and the others
 //!   join it at their next round. (A node whose contacts could not be reached at all is the
 //!   driver's business: it serves alone and introduces its seeds once they answer.)
-//! - **Nobody waits on a joiner's activation.** A joiner that has announced itself and is the
-//!   closest node to another joiner's id answers with its leaf set at once (and routes the
-//!   join on once it is ready, so that the other joiner also learns the settled leaf set).
+//! - **Nobody waits on a joiner's activation.** A joiner that is the closest node to another
+//!   joiner's id answers with its leaf set at once (and routes the join on once it is ready,
+//!   so that the other joiner also learns the settled leaf set). It is routed to once it has
+//!   announced itself, or when its join started over after that: two joiners that held each
+//!   other's joins would wait for ever.
 //! - **Contacts of other rings are introduced.** Once ready, the node introduces the contacts
 //!   it did not join through and does not know, so that rings that formed apart merge.
 

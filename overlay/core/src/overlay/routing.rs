@@ -112,6 +112,24 @@ impl Node {
             // continues from the replies under way, or is retried).
             return;
         }
+        if msg.origin.id == self.me.id {
+            if let Phase::Joining(j) = &mut self.overlay.phase {
+                if !j.announced {
+                    // A joiner stays unknown until it announces itself: any message it sent
+                    // now would put it in the next hop's tables, which would then route other
+                    // joins to it before it can answer them (two such joiners held each
+                    // other's joins for ever in a fleet start). Its applications' messages
+                    // wait with the ones routed to it and go out once it is ready.
+                    if j.buffered.len() < self.cfg.max_join_buffer {
+                        self.stats.routes_held += 1;
+                        j.buffered.push(*msg);
+                    } else {
+                        self.stats.routes_dropped += 1;
+                    }
+                    return;
+                }
+            }
+        }
         let exclude = (msg.body == Routed::Join).then_some(msg.origin.id);
         let Some(next) = self.next_hop_avoiding(msg.key, &avoid, exclude) else {
             self.deliver(now, msg);
@@ -247,13 +265,17 @@ impl Node {
 
     fn deliver(&mut self, now: Time, msg: Box<RouteMsg>) {
         if msg.body == Routed::Join
-            && matches!(&self.overlay.phase, Phase::Joining(j) if j.announced)
+            && matches!(&self.overlay.phase, Phase::Joining(_))
+            && !self.overlay.leaf.is_empty()
         {
-            // Another joiner's closest node is this one, which has its leaf set and has
-            // announced itself: answer now rather than when ready, so that no joiner waits on
-            // another joiner's activation (which may wait on acknowledgements for long in a
-            // fleet that starts at once). The join is also held and routed on once this node
-            // is ready, so that the joiner then learns the settled leaf set too.
+            // Another joiner's closest node is this one, which has a leaf set: answer now
+            // rather than when ready, so that no joiner waits on another joiner's activation
+            // (which may wait on acknowledgements for long in a fleet that starts at once).
+            // Only a node that announced itself is normally routed to, but one whose join
+            // started over after that is still in other nodes' tables: were it to wait, two
+            // such joiners would hold each other's joins for ever. The join is also held and
+            // routed on once this node is ready, so that the joiner then learns the settled
+            // leaf set too.
             self.send_join_state(&msg, true);
         }
         if let Phase::Joining(j) = &mut self.overlay.phase {

@@ -34,10 +34,17 @@ capacities = [1]
 "#;
 
 fn run(scenario: &Path, out: &Path, check: bool) -> Output {
+    run_allowing(scenario, out, check, &[])
+}
+
+fn run_allowing(scenario: &Path, out: &Path, check: bool, allow: &[&str]) -> Output {
     let mut cmd = Command::new(SIM);
     cmd.arg(scenario).arg("--out").arg(out).arg("--quiet");
     if check {
         cmd.arg("--check");
+    }
+    for a in allow {
+        cmd.arg("--allow-miss").arg(a);
     }
     cmd.output().expect("run the sim binary")
 }
@@ -80,5 +87,47 @@ fn check_fails_a_run_that_misses_a_target_after_writing_its_report() {
     let a = std::fs::read(dir.join("checked/check-miss/results.json")).expect("results");
     let b = std::fs::read(dir.join("plain/check-miss/results.json")).expect("results");
     assert_eq!(a, b, "the same scenario and seed give the same results");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--allow-miss TEXT` lets `--check` pass a missed target whose name contains TEXT (a miss an
+/// open issue is known to have), lists it, and still fails the run on any other miss: this
+/// scenario misses "requests answered" and the fairness target.
+#[test]
+fn allow_miss_excuses_only_the_targets_it_names() {
+    let dir = std::env::temp_dir().join(format!("petal-allow-miss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let file = dir.join("check-miss.toml");
+    std::fs::write(&file, MISSING).expect("scenario file");
+
+    let one = run_allowing(&file, &dir.join("one"), true, &["requests answered"]);
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert_eq!(
+        one.status.code(),
+        Some(1),
+        "the other miss fails; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("allowed miss (--allow-miss): check-miss: requests answered"),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("missed: check-miss: fairness"),
+        "stderr:\n{stderr}"
+    );
+
+    let both = run_allowing(
+        &file,
+        &dir.join("both"),
+        true,
+        &["requests answered", "fairness"],
+    );
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert_eq!(
+        both.status.code(),
+        Some(0),
+        "every miss allowed; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("allowed miss (--allow-miss): check-miss: fairness"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,12 +7,14 @@
 //! cargo run --release --bin sim scenarios --all            # the optional ones too (pastry-hops-1m)
 //! cargo run --release --bin sim scenarios --seed 7         # another master seed
 //! cargo run --release --bin sim scenarios --check          # exit 1 if a target is missed
+//! cargo run --release --bin sim scenarios --check --allow-miss "maintenance"   # but that one
 //! cargo run --release --bin sim -- scenarios --jobs 1      # one core: one scenario at a time
 //! ```
 //!
 //! Exit status: 0 when every scenario ran (targets missed or not: their reports say so), 1 on
 //! an error, and with `--check` also 1 when any scenario missed a target (every report is
-//! written first).
+//! written first), other than those named by `--allow-miss` (a known miss, an open issue's
+//! target: the others still fail the run; each allowed miss is listed).
 //!
 //! Each scenario of a directory runs in a process of its own (this binary, re-executed with
 //! the one file and `--child`): the real stack under turmoil keeps state in its libraries that
@@ -98,6 +100,10 @@ struct Args {
     /// Exit with status 1 when any scenario misses a target (after writing every report).
     #[arg(long)]
     check: bool,
+    /// With `--check`: a missed target whose name contains this text does not fail the run
+    /// (repeatable; for targets an open issue is known to miss). It is still listed.
+    #[arg(long, value_name = "TEXT")]
+    allow_miss: Vec<String>,
     /// Internal: run as one scenario's own process, for a parent `sim` (progress and the
     /// record on stdout, thread budget on stdin).
     #[arg(long, hide = true)]
@@ -217,13 +223,49 @@ fn finish(args: &Args, records: &[Record], wall_s: Option<f64>) -> anyhow::Resul
         .map(|r| r.name.as_str())
         .collect();
     missed.sort_unstable();
-    if !missed.is_empty() {
-        eprintln!("targets missed in: {}", missed.join(", "));
-        if args.check {
-            std::process::exit(1);
-        }
+    if missed.is_empty() {
+        return Ok(());
+    }
+    eprintln!("targets missed in: {}", missed.join(", "));
+    let (allowed, failing) = judge_misses(records, &args.allow_miss);
+    for (scenario, target) in &allowed {
+        eprintln!("  allowed miss (--allow-miss): {scenario}: {target}");
+    }
+    for (scenario, target) in &failing {
+        eprintln!("  missed: {scenario}: {target}");
+    }
+    if args.check && !failing.is_empty() {
+        std::process::exit(1);
     }
     Ok(())
+}
+
+/// Missed targets, each as (scenario, target name).
+type Misses = Vec<(String, String)>;
+
+/// Splits the missed targets of `records` into those allowed (a name containing one of
+/// `allow`) and the others, each as (scenario, target). A record from an older child that
+/// counted misses without naming them fails as a whole.
+fn judge_misses(records: &[Record], allow: &[String]) -> (Misses, Misses) {
+    let (mut allowed, mut failing) = (Vec::new(), Vec::new());
+    for r in records {
+        if r.missed.len() < r.targets.missed {
+            failing.push((
+                r.name.clone(),
+                format!("{} missed targets", r.targets.missed),
+            ));
+            continue;
+        }
+        for t in &r.missed {
+            let entry = (r.name.clone(), t.clone());
+            if allow.iter().any(|a| t.contains(a.as_str())) {
+                allowed.push(entry);
+            } else {
+                failing.push(entry);
+            }
+        }
+    }
+    (allowed, failing)
 }
 
 fn scenario_files(target: &Path) -> anyhow::Result<Vec<PathBuf>> {

@@ -190,6 +190,12 @@ pub(crate) fn finish(
     w.finish(results)?;
     Ok(Outcome {
         targets: w.target_counts(),
+        missed: w
+            .target_rows()
+            .iter()
+            .filter(|r| r.verdict == crate::report::Verdict::Missed)
+            .map(|r| r.name.clone())
+            .collect(),
         results_hash: hash_json(results),
         events,
         messages,

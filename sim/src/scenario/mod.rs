@@ -207,6 +207,8 @@ pub struct SimOverrides {
 pub struct Outcome {
     /// Target verdicts of the report.
     pub targets: TargetCounts,
+    /// The names of the targets missed, in report order.
+    pub missed: Vec<String>,
     /// Hash of the results (for determinism checks).
     pub results_hash: String,
     /// Simulated events processed.

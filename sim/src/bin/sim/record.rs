@@ -17,6 +17,9 @@ pub(crate) struct Record {
     pub(crate) name: String,
     pub(crate) description: String,
     pub(crate) targets: TargetCounts,
+    /// The names of the targets missed.
+    #[serde(default)]
+    pub(crate) missed: Vec<String>,
     pub(crate) wall_s: f64,
     /// User and system CPU time of the run (all its threads); `None` where the system does
     /// not say.
@@ -75,6 +78,7 @@ pub(crate) fn run_here(
         name: s.name.clone(),
         description: s.description.clone(),
         targets: outcome.targets,
+        missed: outcome.missed.clone(),
         wall_s: wall,
         cpu_s,
         messages: outcome.messages,

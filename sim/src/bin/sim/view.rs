@@ -152,6 +152,7 @@ mod tests {
                 missed,
                 info: 1,
             },
+            missed: Vec::new(),
             wall_s: 2.0,
             cpu_s,
             messages: 4_000_000,

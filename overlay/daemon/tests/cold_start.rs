@@ -29,7 +29,8 @@
 //! every node is served, prints those links, the join of every node (seed, "joining the ring"
 //! via whom, ring of one because the seeds refused or the join failed, merges) and the logs
 //! of the late nodes and of their seed chains, and the test fails after all runs. `PETAL_COLD_RUNS=<n>` changes the number of runs; `PETAL_COLD_LOGS=1` prints
-//! the join table of passing runs too.
+//! the join table of passing runs too, `PETAL_COLD_LOGS=all` also every daemon's log of a
+//! late run.
 //!
 //! A second test starts the same fleet while the namespace refuses 30 % of connection
 //! attempts to peer ports with a TCP reset (nftables), as an overloaded node or a port not yet
@@ -700,6 +701,9 @@ fn run_once(fleet: &Fleet, run: usize, seed: u64) -> Option<Run> {
     if !late.is_empty() {
         // The logs of the late nodes and of every node of their seed chains.
         let mut shown = std::collections::BTreeSet::new();
+        if std::env::var_os("PETAL_COLD_LOGS").is_some_and(|v| v == "all") {
+            shown.extend(1..=NODES);
+        }
         for &k in &late {
             let mut j = Some(k);
             while let Some(n) = j {

@@ -209,6 +209,7 @@ impl<N: Net> Driver<N> {
     }
 
     pub(super) fn transmit(&mut self, to: NodeInfo, msg: Message) {
+        super::log_join_message("sent", to, &msg);
         match self.links.get_mut(&to.id) {
             Some(LinkState::Up { tx, .. }) => {
                 if let Some(t) = self.link_used.get_mut(&to.id) {
@@ -249,6 +250,7 @@ impl<N: Net> Driver<N> {
                     .is_some_and(|(until, _)| Instant::now() < *until)
                 {
                     RuntimeStats::add(&self.stats.link_drops, 1);
+                    tracing::debug!(peer = %to.id, addr = %to.addr, "message dropped: the address backs off after a failed dial");
                     let now = self.now();
                     self.node.unreachable(now, to.id);
                     return;

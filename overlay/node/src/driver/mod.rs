@@ -316,6 +316,7 @@ impl<N: Net> Driver<N> {
                 let _ = link;
                 self.link_used.insert(from.id, self.coarse_now);
                 for msg in msgs {
+                    log_join_message("received", from, &msg);
                     self.node.handle_message(now, from, msg);
                     self.flush();
                 }
@@ -581,5 +582,25 @@ impl<N: Net> Driver<N> {
         while self.node.poll_event().is_some() {}
         // Dropping the links lets their writers send what is queued and close.
         self.links.clear();
+    }
+}
+
+/// Logs (at debug) a message of a join's path: a routed join, a join reply, a refusal. A join
+/// that stalls is then traced node by node in the daemons' logs.
+pub(super) fn log_join_message(what: &str, peer: NodeInfo, msg: &Message) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    match msg {
+        Message::Route(r) if r.body == petal_protocol::Routed::Join => {
+            tracing::debug!(peer = %peer.id, origin = %r.origin.id, hops = r.hops, "join {what}");
+        }
+        Message::JoinReply { last, leaf, .. } => {
+            tracing::debug!(peer = %peer.id, last, leaf = leaf.len(), "join reply {what}");
+        }
+        Message::JoinBusy { contacts } => {
+            tracing::debug!(peer = %peer.id, contacts = contacts.len(), "join refusal {what}");
+        }
+        _ => {}
     }
 }

@@ -343,3 +343,42 @@ fn an_unannounced_joiner_routed_a_join_answers_it_with_its_leaf_set() {
     }
     assert!(answered, "the unannounced joiner answered the join at once");
 }
+
+/// The node closest to a joiner's id sends the joiner its leaf set over a connection it must
+/// open itself, and a dial can fail again and again (a fleet test saw one node's 13 answers
+/// in a row lost: a reset dial makes a driver drop what follows for a while). A joiner whose
+/// contact answered but whose last reply did not come joins through the nearest node it
+/// learned, whose answer then comes back over the joiner's own connection.
+#[test]
+fn a_joiner_whose_last_reply_cannot_reach_it_joins_through_the_nearest_node() {
+    for seed in 0..6 {
+        let mut net = Net::new(200 + seed, 21);
+        found(&mut net, 0);
+        for k in 1..20 {
+            join_via(&mut net, k, 0);
+        }
+        until_ready(
+            &mut net,
+            &(1..20).collect::<Vec<_>>(),
+            Duration::from_secs(2),
+        );
+        net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
+        let me = net.infos[20].id;
+        let closest = (0..20)
+            .min_by(|&a, &b| {
+                let (x, y) = (net.infos[a].id, net.infos[b].id);
+                if x.closer_than(y, me.as_key()) {
+                    std::cmp::Ordering::Less
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            })
+            .unwrap();
+        let contact = (0..20).find(|&k| k != closest).unwrap();
+        net.dial_fails.insert((closest, 20));
+        join_via(&mut net, 20, contact);
+        let took = until_ready(&mut net, &[20], Duration::from_secs(3));
+        assert!(took < Duration::from_secs(1), "seed {seed}: {took:?}");
+        net.converge(&(0..21).collect::<Vec<_>>(), Duration::from_secs(2));
+    }
+}

@@ -18,7 +18,11 @@
 //!   and from then on the attempt must make progress (another join reply, an announce
 //!   acknowledgement) within `join_rtt_factor` round trips, at least `join_progress_min` and at
 //!   most `join_timeout`. A silent attempt is retried through the next contact; one whose
-//!   contact the driver cannot reach ([`Node::unreachable`]: a dial failed) at once.
+//!   contact the driver cannot reach ([`Node::unreachable`]: a dial failed) at once. When
+//!   the contact answered but the last reply did not come, the next attempt goes straight to
+//!   the nearest node learned: the node closest to the joiner's id must open a connection to
+//!   send its leaf set, and its dials can keep failing, while its answer to a joiner that
+//!   reached it comes back over the joiner's own connection.
 //! - **A cycle of joiners elects a founder.** When every contact refused in one round, the
 //!   joiner waits `join_busy_retry` and tries them again. A joiner that found itself among a
 //!   refusing contact's contacts knows that its contacts lead back to it; if, in addition, its
@@ -79,6 +83,10 @@ pub(crate) struct JoinState {
     pub(crate) buffered: Vec<RouteMsg>,
     /// The nearest-neighbour search that runs before the first attempt (see `search`).
     pub(super) search: Option<Box<super::search::Search>>,
+    /// A node to try before the next contact: the nearest node to this one learned from an
+    /// attempt whose contact answered but whose last reply never came (see
+    /// [`Node::on_join_timeout`]).
+    direct: Option<NodeInfo>,
 }
 
 impl JoinState {
@@ -150,6 +158,7 @@ impl Node {
             acked: BTreeSet::new(),
             asked: BTreeSet::new(),
             buffered: Vec::new(),
+            direct: None,
             search: None,
         }));
         if self.cfg.join_search {
@@ -233,13 +242,23 @@ impl Node {
             return;
         };
         let n = j.contacts.len();
-        let pick = (0..n)
-            .map(|k| (j.next + k) % n)
-            .find(|&i| !j.busy.contains(&j.contacts[i].id));
+        let direct = j.direct.take().filter(|d| !j.busy.contains(&d.id));
+        let pick = match direct {
+            Some(d) => Some(d),
+            None => (0..n)
+                .map(|k| (j.next + k) % n)
+                .find(|&i| !j.busy.contains(&j.contacts[i].id))
+                .map(|i| {
+                    // The next attempt starts after this contact (among those known then:
+                    // contacts added meanwhile come next).
+                    j.next = i + 1;
+                    j.contacts[i]
+                }),
+        };
         j.announced = false;
         j.acked.clear();
         j.asked.clear();
-        let Some(i) = pick else {
+        let Some(via) = pick else {
             if j.in_cycle && j.joiners.iter().all(|&id| id > me) {
                 self.stats.join_founded += 1;
                 self.become_ready(now);
@@ -252,10 +271,6 @@ impl Node {
             self.set_timer(deadline, TimerKey::Join);
             return;
         };
-        let via = j.contacts[i];
-        // The next attempt starts after this contact (among those known then: contacts added
-        // meanwhile come next).
-        j.next = i + 1;
         j.via = Some(via);
         j.sent_at = now;
         let rtt = j.rtt;
@@ -355,10 +370,32 @@ impl Node {
             }
             return;
         }
+        let nearest = self.nearest_leaf_member();
         if let Phase::Joining(j) = &mut self.overlay.phase {
             j.attempt += 1;
+            // The contact answered, but the last reply (from the node closest to our id) did
+            // not come: that node must open a connection to us to send it, which can fail
+            // again and again (a reset dial makes its driver drop what follows for a while;
+            // a fleet test saw 13 replies lost in a row). The nearest node we learned is
+            // that node or near it: join through it directly, so that its answer comes back
+            // over our own link. Once only: an attempt through it that also stalls goes back
+            // to the contacts.
+            let answered = j.sent_at == Time::MAX;
+            let via = j.via.map(|v| v.id);
+            j.direct = nearest.filter(|n| answered && Some(n.id) != via);
         }
         self.start_join_attempt(now);
+    }
+
+    /// The leaf-set member nearest to this node's id, if any.
+    fn nearest_leaf_member(&self) -> Option<NodeInfo> {
+        let leaf = &self.overlay.leaf;
+        let me = self.me.id;
+        let best = match (leaf.left().first(), leaf.right().first()) {
+            (Some(&l), Some(&r)) => Some(if l.closer_than(r, me.as_key()) { l } else { r }),
+            (l, r) => l.or(r).copied(),
+        }?;
+        self.info_of(best)
     }
 
     /// A joiner's first hop reached a node that is not in a ring: refuse, naming this node's

@@ -43,6 +43,11 @@ pub(crate) struct Net {
     /// One-way delay of each pair (`delays[i][j]`) instead of [`LATENCY`] for all; fixed per
     /// pair, so links stay FIFO.
     pub delays: Option<Vec<Vec<Duration>>>,
+    /// Pairs (i, j) whose dials from i to j fail: what i sends to j is lost until j has sent
+    /// something to i (j's connection then carries both ways, as a driver's link does).
+    pub dial_fails: std::collections::BTreeSet<(usize, usize)>,
+    /// Pairs (smaller, larger) between which a message went: they have a link.
+    pub linked: std::collections::BTreeSet<(usize, usize)>,
 }
 
 impl Net {
@@ -89,6 +94,8 @@ impl Net {
             allow_stale: false,
             broadcasts: Vec::new(),
             delays: None,
+            dial_fails: std::collections::BTreeSet::new(),
+            linked: std::collections::BTreeSet::new(),
         }
     }
 
@@ -107,6 +114,11 @@ impl Net {
                 "transmit to a wrong address"
             );
             assert_ne!(i, j, "node {i} sent a message to itself");
+            let pair = (i.min(j), i.max(j));
+            if self.dial_fails.contains(&(i, j)) && !self.linked.contains(&pair) {
+                continue;
+            }
+            self.linked.insert(pair);
             self.seq += 1;
             let at = self.now + self.delay(i, j);
             self.queue.insert((at, self.seq), (i, j, tx.msg));

@@ -66,8 +66,13 @@ mod encode;
 pub use decode::{decode, decode_exact};
 pub use encode::{encode, encoded_len, to_vec};
 
-/// The frame format version this codec writes and accepts.
-pub const VERSION: u8 = 1;
+/// The frame format version this codec writes and accepts. Nodes of another version refuse
+/// each other's frames with [`DecodeError::UnsupportedVersion`] rather than misread them.
+///
+/// - 1: the first format.
+/// - 2: `Graft` carries the subtree height; `Discover`, `DiscoverReply`, `Suspect` and
+///   `Redirect` added (proximity and liveness, issue 15).
+pub const VERSION: u8 = 2;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 /// Default upper bound on a frame's length (after the prefix), used by [`decode()`].
@@ -165,7 +170,7 @@ mod tests {
     #[test]
     fn ping_layout_is_stable() {
         let bytes = to_vec(&Message::Ping { nonce: 7 });
-        assert_eq!(bytes, [0, 0, 0, 10, 1, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(bytes, [0, 0, 0, 10, VERSION, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
     }
 
     #[test]
@@ -178,7 +183,7 @@ mod tests {
             bytes,
             [
                 0, 0, 0, 18, // length
-                1, 0x14, // version, type
+                VERSION, 0x14, // version, type
                 0, 0, 0, 0, 0, 0, 1, 2, // tunnel
                 0, 0, 0, 0, 0, 0, 0, 5, // bytes
             ]
@@ -194,7 +199,7 @@ mod tests {
         assert_eq!(
             ok,
             [
-                0, 0, 0, 17, 1, 0x11, 0, 0, 0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 2, b'h', b'i'
+                0, 0, 0, 17, VERSION, 0x11, 0, 0, 0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 2, b'h', b'i'
             ]
         );
         let fault = to_vec(&Message::Reply {
@@ -204,7 +209,7 @@ mod tests {
         assert_eq!(
             fault,
             [
-                0, 0, 0, 15, 1, 0x11, 0, 0, 0, 0, 0, 0, 0, 3, 2, 0, 2, 0xc3, 0xa9
+                0, 0, 0, 15, VERSION, 0x11, 0, 0, 0, 0, 0, 0, 0, 3, 2, 0, 2, 0xc3, 0xa9
             ]
         );
     }
@@ -322,7 +327,7 @@ mod tests {
     #[test]
     fn a_short_body_is_malformed_not_truncated() {
         // A complete frame whose body ends inside the nonce.
-        let bytes = [0, 0, 0, 4, 1, 1, 0, 0];
+        let bytes = [0, 0, 0, 4, VERSION, 1, 0, 0];
         assert_eq!(
             decode(&bytes, 64),
             Err(DecodeError::Malformed("ping nonce"))

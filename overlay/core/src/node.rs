@@ -657,10 +657,13 @@ impl Node {
     /// delivery and tunnel tables and by the tunnels' windows. Only overlay events and
     /// published or broadcast events (best effort) count against `max_events`.
     pub(crate) fn emit(&mut self, ev: Event) {
-        let droppable = matches!(
-            ev,
-            Event::Published { .. } | Event::Broadcast { .. } | Event::Delivered { .. }
-        ) || ev.conn().is_none();
+        // Joined and JoinFailed are never dropped (at most one per join): a driver restarts a
+        // failed join, and marks the node serving, on them.
+        let droppable = !matches!(ev, Event::Joined | Event::JoinFailed)
+            && (matches!(
+                ev,
+                Event::Published { .. } | Event::Broadcast { .. } | Event::Delivered { .. }
+            ) || ev.conn().is_none());
         if droppable && self.events.len() >= self.cfg.max_events {
             self.stats.event_drops += 1;
             return;

@@ -425,4 +425,29 @@ mod tests {
         assert_eq!(node.rtt_us(info(2).id), Some(20));
         assert_eq!(node.overlay.rtt_cache.len(), 3);
     }
+
+    /// A full event queue drops what can be lost (lookup outcomes, deliveries) but never the
+    /// join's outcome: the daemon restarts a failed join on `JoinFailed`, and a dropped one
+    /// left the node idle for good.
+    #[test]
+    fn a_full_event_queue_still_takes_the_joins_outcome() {
+        use crate::node::Event;
+        let cfg = Config {
+            max_events: 64,
+            ..Config::default()
+        };
+        let mut node = Node::new(info(99), cfg, 1).unwrap();
+        for n in 0..100 {
+            node.emit(Event::PeerDead { peer: info(n).id });
+        }
+        assert_eq!(node.stats.event_drops, 36);
+        node.emit(Event::JoinFailed);
+        node.emit(Event::Joined);
+        let mut tail = Vec::new();
+        while let Some(ev) = node.poll_event() {
+            tail.push(ev);
+        }
+        assert_eq!(tail.len(), 66);
+        assert!(matches!(tail[64..], [Event::JoinFailed, Event::Joined]));
+    }
 }

@@ -217,25 +217,7 @@ fn a_full_parent_sheds_children_to_their_siblings_and_the_tree_stays_whole() {
             redirects > 0 && fostered > 0,
             "seed {seed}: {redirects} redirects, {fostered} fostered"
         );
-        net.broadcasts.clear();
-        for i in 0..n {
-            let now = net.now;
-            let payload = bytes::Bytes::from((i as u32).to_be_bytes().to_vec());
-            net.nodes[i].broadcast(now, "svc", payload).unwrap();
-            net.drain(i);
-        }
-        net.run_for(Duration::from_secs(2));
-        for i in 0..n {
-            let mut got: Vec<u32> = net
-                .broadcasts
-                .iter()
-                .filter(|(m, _, _)| *m == i)
-                .map(|(_, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
-                .collect();
-            got.sort_unstable();
-            let want: Vec<u32> = (0..n as u32).collect();
-            assert_eq!(got, want, "seed {seed}: member on node {i}");
-        }
+        every_member_gets_every_broadcast(&mut net, &(0..n).collect::<Vec<_>>(), seed, "");
         // A sibling that a fostered child stays on crashes (one the child does not track
         // when there is one, which only the child's own probes watch; without them seed 11's
         // child stays on its dead sibling): the tree heals and every live member gets every
@@ -248,28 +230,32 @@ fn a_full_parent_sheds_children_to_their_siblings_and_the_tree_stays_whole() {
         let (_, dead) = pick.expect("a fostered child");
         net.down[dead] = true;
         net.run_for(Duration::from_secs(8));
-        net.broadcasts.clear();
         let live: Vec<usize> = (0..n).filter(|&i| i != dead).collect();
-        for &i in &live {
-            let now = net.now;
-            let payload = bytes::Bytes::from((i as u32).to_be_bytes().to_vec());
-            net.nodes[i].broadcast(now, "svc", payload).unwrap();
-            net.drain(i);
-        }
-        net.run_for(Duration::from_secs(2));
-        for &i in &live {
-            let mut got: Vec<u32> = net
-                .broadcasts
-                .iter()
-                .filter(|(m, _, _)| *m == i)
-                .map(|(_, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
-                .collect();
-            got.sort_unstable();
-            let want: Vec<u32> = live.iter().map(|&k| k as u32).collect();
-            assert_eq!(
-                got, want,
-                "seed {seed}: member on node {i} after node {dead} crashed"
-            );
-        }
+        let after = format!(" after node {dead} crashed");
+        every_member_gets_every_broadcast(&mut net, &live, seed, &after);
+    }
+}
+
+/// Every node of `nodes` broadcasts to "svc" (its index as payload); two seconds later the
+/// member on each of them must have every one of those broadcasts, exactly once.
+fn every_member_gets_every_broadcast(net: &mut Net, nodes: &[usize], seed: u64, when: &str) {
+    net.broadcasts.clear();
+    for &i in nodes {
+        let now = net.now;
+        let payload = bytes::Bytes::from((i as u32).to_be_bytes().to_vec());
+        net.nodes[i].broadcast(now, "svc", payload).unwrap();
+        net.drain(i);
+    }
+    net.run_for(Duration::from_secs(2));
+    let want: Vec<u32> = nodes.iter().map(|&k| k as u32).collect();
+    for &i in nodes {
+        let mut got: Vec<u32> = net
+            .broadcasts
+            .iter()
+            .filter(|(m, _, _)| *m == i)
+            .map(|(_, _, p)| u32::from_be_bytes(p[..4].try_into().unwrap()))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "seed {seed}: member on node {i}{when}");
     }
 }

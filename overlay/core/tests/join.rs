@@ -31,6 +31,16 @@ fn found(net: &mut Net, i: usize) {
     net.drain(i);
 }
 
+/// Nodes 0-19 form a ring (node 0 founds it, the others join through it) and converge.
+fn ring_of_twenty(net: &mut Net) {
+    found(net, 0);
+    for k in 1..20 {
+        join_via(net, k, 0);
+    }
+    until_ready(net, &(1..20).collect::<Vec<_>>(), Duration::from_secs(2));
+    net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
+}
+
 /// Runs until every node of `group` is ready; returns how long that took (panics after `limit`).
 fn until_ready(net: &mut Net, group: &[usize], limit: Duration) -> Duration {
     let start = net.now;
@@ -232,16 +242,7 @@ fn an_unannounced_joiner_stays_unknown_while_its_applications_publish() {
     const STEP: Duration = Duration::from_micros(250);
     for seed in 0..8 {
         let mut net = Net::new(100 + seed, 24);
-        found(&mut net, 0);
-        for k in 1..20 {
-            join_via(&mut net, k, 0);
-        }
-        until_ready(
-            &mut net,
-            &(1..20).collect::<Vec<_>>(),
-            Duration::from_secs(2),
-        );
-        net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
+        ring_of_twenty(&mut net);
         let joiner = net.infos[20].id;
         join_via(&mut net, 20, 7);
         // The announce goes out at some instant of the step in which it is first seen, and
@@ -292,15 +293,7 @@ fn an_unannounced_joiner_stays_unknown_while_its_applications_publish() {
 fn an_unannounced_joiner_routed_a_join_answers_it_with_its_leaf_set() {
     use petal_protocol::{NodeId, RouteMsg, Routed};
     let mut net = Net::new(7, 21);
-    found(&mut net, 0);
-    for k in 1..20 {
-        join_via(&mut net, k, 0);
-    }
-    until_ready(
-        &mut net,
-        &(1..20).collect::<Vec<_>>(),
-        Duration::from_secs(2),
-    );
+    ring_of_twenty(&mut net);
     join_via(&mut net, 20, 7);
     let unannounced_with_leaf = |n: &petal_core::Node| {
         n.join_progress().is_some_and(|p| !p.announced) && !n.leaf_set().is_empty()
@@ -353,16 +346,7 @@ fn an_unannounced_joiner_routed_a_join_answers_it_with_its_leaf_set() {
 fn a_joiner_whose_last_reply_cannot_reach_it_joins_through_the_nearest_node() {
     for seed in 0..6 {
         let mut net = Net::new(200 + seed, 21);
-        found(&mut net, 0);
-        for k in 1..20 {
-            join_via(&mut net, k, 0);
-        }
-        until_ready(
-            &mut net,
-            &(1..20).collect::<Vec<_>>(),
-            Duration::from_secs(2),
-        );
-        net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
+        ring_of_twenty(&mut net);
         let me = net.infos[20].id;
         let closest = (0..20)
             .min_by(|&a, &b| {

@@ -654,11 +654,12 @@ impl Node {
     ///
     /// Events that decide something for an application (a request's outcome, a delivered
     /// request, every tunnel event) are never dropped: their number is bounded by the request,
-    /// delivery and tunnel tables and by the tunnels' windows. Only overlay events and
-    /// published or broadcast events (best effort) count against `max_events`.
+    /// delivery and tunnel tables and by the tunnels' windows; nor are a join's outcomes
+    /// (`Joined`, `JoinFailed`: at most one per join), on which a driver acts (the daemon's
+    /// serves as a ring of one after `JoinFailed`; a dropped one left it idle for good). Only
+    /// the other overlay events and published or broadcast events (best effort) count against
+    /// `max_events`.
     pub(crate) fn emit(&mut self, ev: Event) {
-        // Joined and JoinFailed are never dropped (at most one per join): a driver restarts a
-        // failed join, and marks the node serving, on them.
         let droppable = !matches!(ev, Event::Joined | Event::JoinFailed)
             && (matches!(
                 ev,

@@ -23,8 +23,10 @@ pub struct Stats {
     pub hop_timeouts: u64,
     /// Routed messages sent to another next hop after a hop timeout.
     pub reroutes: u64,
-    /// Messages of this node's applications held until it was ready: a joiner that has not
-    /// announced itself sends nothing that would make it known.
+    /// Messages of this node's applications sent before it announced itself while joining,
+    /// held and sent on once it is ready (or dropped with the join if it fails: those are
+    /// counted in `routes_dropped` too). A joiner that has not announced itself sends nothing
+    /// that would make it known.
     pub routes_held: u64,
     /// Routed messages dropped (no next hop left, hop limit, or buffers full).
     pub routes_dropped: u64,

@@ -30,10 +30,11 @@
 //!   join it at their next round. (A node whose contacts could not be reached at all is the
 //!   driver's business: it serves alone and introduces its seeds once they answer.)
 //! - **Nobody waits on a joiner's activation.** A joiner that is the closest node to another
-//!   joiner's id answers with its leaf set at once (and routes the join on once it is ready,
-//!   so that the other joiner also learns the settled leaf set). It is routed to once it has
-//!   announced itself, or when its join started over after that: two joiners that held each
-//!   other's joins would wait for ever.
+//!   joiner's id answers with its leaf set at once (and routes the join on once it is ready:
+//!   a joiner that is still joining then learns the settled leaf set too; one that is ready by
+//!   then ignores it). It is routed to once it has announced itself, or when its join started
+//!   over after that: two joiners that held each other's joins would wait for ever. (The
+//!   answer makes the other joiner learn it, before it has announced itself again.)
 //! - **Contacts of other rings are introduced.** Once ready, the node introduces the contacts
 //!   it did not join through and does not know, so that rings that formed apart merge.
 
@@ -87,6 +88,11 @@ pub(crate) struct JoinState {
     /// attempt whose contact answered but whose last reply never came (see
     /// [`Node::on_join_timeout`]).
     direct: Option<NodeInfo>,
+    /// The attempt under way goes straight to `direct`'s node.
+    via_direct: bool,
+    /// Nodes a direct attempt got no answer from (dead, or never a node of a ring): never
+    /// tried directly again in this join (at most `max_join_contacts` times four).
+    silent: BTreeSet<NodeId>,
 }
 
 impl JoinState {
@@ -159,6 +165,8 @@ impl Node {
             asked: BTreeSet::new(),
             buffered: Vec::new(),
             direct: None,
+            via_direct: false,
+            silent: BTreeSet::new(),
             search: None,
         }));
         if self.cfg.join_search {
@@ -243,6 +251,7 @@ impl Node {
         };
         let n = j.contacts.len();
         let direct = j.direct.take().filter(|d| !j.busy.contains(&d.id));
+        j.via_direct = direct.is_some();
         let pick = match direct {
             Some(d) => Some(d),
             None => (0..n)
@@ -370,16 +379,27 @@ impl Node {
             }
             return;
         }
-        let nearest = self.nearest_leaf_member();
+        let cap = self.cfg.max_join_contacts.saturating_mul(4);
         if let Phase::Joining(j) = &mut self.overlay.phase {
             j.attempt += 1;
+            let answered = j.sent_at == Time::MAX;
+            let via = j.via.map(|v| v.id);
+            if j.via_direct && !answered && j.silent.len() < cap {
+                // A node learned second-hand that never answered (a joiner does not ping:
+                // a dead one stays in its tables): not a target again.
+                j.silent.extend(via);
+            }
+        }
+        let nearest = self.nearest_leaf_member();
+        if let Phase::Joining(j) = &mut self.overlay.phase {
             // The contact answered, but the last reply (from the node closest to our id) did
             // not come: that node must open a connection to us to send it, which can fail
             // again and again (a reset dial makes its driver drop what follows for a while;
             // a fleet test saw 13 replies lost in a row). The nearest node we learned is
             // that node or near it: join through it directly, so that its answer comes back
-            // over our own link. Once only: an attempt through it that also stalls goes back
-            // to the contacts.
+            // over our own link. Only after an attempt whose contact answered (so a direct
+            // attempt that stalls is followed by a contact's), and never through a node that
+            // left a direct attempt unanswered.
             let answered = j.sent_at == Time::MAX;
             let via = j.via.map(|v| v.id);
             j.direct = nearest.filter(|n| answered && Some(n.id) != via);
@@ -387,13 +407,17 @@ impl Node {
         self.start_join_attempt(now);
     }
 
-    /// The leaf-set member nearest to this node's id, if any.
+    /// The leaf-set member nearest to this node's id that no direct attempt found silent.
     fn nearest_leaf_member(&self) -> Option<NodeInfo> {
+        let Phase::Joining(j) = &self.overlay.phase else {
+            return None;
+        };
         let leaf = &self.overlay.leaf;
         let me = self.me.id;
-        let best = match (leaf.left().first(), leaf.right().first()) {
-            (Some(&l), Some(&r)) => Some(if l.closer_than(r, me.as_key()) { l } else { r }),
-            (l, r) => l.or(r).copied(),
+        let first = |side: &[NodeId]| side.iter().copied().find(|id| !j.silent.contains(id));
+        let best = match (first(leaf.left()), first(leaf.right())) {
+            (Some(l), Some(r)) => Some(if l.closer_than(r, me.as_key()) { l } else { r }),
+            (l, r) => l.or(r),
         }?;
         self.info_of(best)
     }

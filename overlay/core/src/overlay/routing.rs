@@ -274,8 +274,8 @@ impl Node {
             // Only a node that announced itself is normally routed to, but one whose join
             // started over after that is still in other nodes' tables: were it to wait, two
             // such joiners would hold each other's joins for ever. The join is also held and
-            // routed on once this node is ready, so that the joiner then learns the settled
-            // leaf set too.
+            // routed on once this node is ready, so that the joiner, if still joining, then
+            // learns the settled leaf set too.
             self.send_join_state(&msg, true);
         }
         if let Phase::Joining(j) = &mut self.overlay.phase {

@@ -427,7 +427,7 @@ mod tests {
     }
 
     /// A full event queue drops what can be lost (lookup outcomes, deliveries) but never the
-    /// join's outcome: the daemon restarts a failed join on `JoinFailed`, and a dropped one
+    /// join's outcome: the daemon serves as a ring of one on `JoinFailed`, and a dropped one
     /// left the node idle for good.
     #[test]
     fn a_full_event_queue_still_takes_the_joins_outcome() {

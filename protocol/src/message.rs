@@ -54,6 +54,16 @@ pub enum Message {
         /// The nonce of the ping being answered.
         nonce: u64,
     },
+    /// Answer to a [`Message::Ping`] that is a ping itself: the sender answers `nonce` and
+    /// wants its own round trip to the receiver measured, which answers `ping` with a
+    /// [`Message::Pong`]. Both ends measure the round trip in three messages instead of the
+    /// four of two separate pings (a node pinged by a stranger probes it in turn).
+    PongPing {
+        /// The nonce of the ping being answered.
+        nonce: u64,
+        /// The nonce the receiver echoes in its pong.
+        ping: u64,
+    },
     /// A message routed hop by hop towards the node numerically closest to `key`. Boxed, as
     /// is [`Message::Descend`]: the two largest variants would otherwise make every message
     /// (a ping too) 136 bytes, copied whole at every move through an outbox or event queue.
@@ -356,7 +366,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 30] = [
+    pub const KINDS: [&'static str; 31] = [
         "ping",
         "pong",
         "route-join",
@@ -387,6 +397,7 @@ impl Message {
         "heartbeat",
         "suspect",
         "redirect",
+        "pong-ping",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -424,6 +435,7 @@ impl Message {
             Message::Heartbeat => 27,
             Message::Suspect { .. } => 28,
             Message::Redirect { .. } => 29,
+            Message::PongPing { .. } => 30,
         }
     }
 

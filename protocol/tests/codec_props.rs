@@ -173,6 +173,7 @@ fn message() -> impl Strategy<Value = Message> {
                 entries
             }),
         Just(Message::Heartbeat),
+        (any::<u64>(), any::<u64>()).prop_map(|(nonce, ping)| Message::PongPing { nonce, ping }),
         any::<u128>().prop_map(|n| Message::Suspect { node: NodeId(n) }),
         (
             any::<u128>(),

@@ -16,7 +16,7 @@ use crate::ask::Asks;
 use crate::config::{Config, ConfigError};
 use crate::group::Groups;
 use crate::local::Locals;
-use crate::overlay::Overlay;
+use crate::overlay::{Overlay, heard_of};
 use crate::stats::Stats;
 use crate::time::{Time, micros};
 use crate::tunnel::Tunnels;
@@ -515,24 +515,21 @@ impl Node {
             return;
         }
         self.stats.messages_received += 1;
-        // Any message is evidence of life, except a joiner's first hop, a refusal (from a
-        // node not in a ring), a leave, and the messages of a joiner's nearest-node search
-        // (the searcher may not be routed to; an answer to it is measured by the search).
-        if !joiner_hello
-            && !matches!(
-                msg,
-                Message::Leave { .. }
-                    | Message::JoinBusy { .. }
-                    | Message::Discover { .. }
-                    | Message::DiscoverReply { .. }
-            )
-        {
-            let announce = matches!(msg, Message::Announce { .. });
-            self.heard_from(now, from, announce);
+        // Any message is evidence of life, except a joiner's first hop and those `heard_of`
+        // names.
+        let mut answered = false;
+        if !joiner_hello && let Some(heard) = heard_of(&msg) {
+            answered = self.heard_from(now, from, heard);
         }
         match msg {
-            Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
+            Message::Ping { nonce } if !answered => self.send(from, Message::Pong { nonce }),
+            // (Answered by our probe of the pinger.)
+            Message::Ping { .. } => {}
             Message::Pong { nonce } => self.on_pong(now, from, nonce),
+            Message::PongPing { nonce, ping } => {
+                self.on_pong(now, from, nonce);
+                self.send(from, Message::Pong { nonce: ping });
+            }
             Message::Route(r) => self.on_route(now, from, r),
             Message::RouteAck { hop_seq } => self.on_route_ack(from, hop_seq),
             Message::JoinReply {
@@ -556,7 +553,7 @@ impl Node {
             Message::RowRequest { row } => self.on_row_request(from, row),
             Message::RowReply { entries, .. } => {
                 for e in entries {
-                    self.learn(now, e, false);
+                    self.learn(now, e);
                 }
             }
             Message::Leave { leaf } => self.on_leave(now, from, leaf),

@@ -259,3 +259,75 @@ fn every_member_gets_every_broadcast(net: &mut Net, nodes: &[usize], seed: u64, 
         assert_eq!(got, want, "seed {seed}: member on node {i}{when}");
     }
 }
+
+/// A node pinged by a stranger that is a candidate for one of its routing-table slots measures
+/// it with the pong that answers (`Message::PongPing`): three messages in all, after which
+/// both ends know the round trip (a ping each way took four).
+#[test]
+fn a_pinged_node_measures_its_pinger_with_the_pong() {
+    let mut cfg = Config::default();
+    cfg.leaf_set_size = 4;
+    let n = 40;
+    let mut net = sites_with(5, n, cfg);
+    ring(&mut net, n);
+    // A pinger `x` that node `j` neither tracks nor has measured.
+    let (j, x) = (0..n)
+        .flat_map(|j| (0..n).map(move |x| (j, x)))
+        .find(|&(j, x)| {
+            j != x
+                && !net.nodes[j].knows(net.infos[x].id)
+                && net.nodes[j].rtt_us(net.infos[x].id).is_none()
+        })
+        .expect("a node that does not know another");
+    let (xi, ji) = (net.infos[x], net.infos[j]);
+    let sent = |node: &mut petal_core::Node| -> Vec<(petal_core::NodeInfo, Message)> {
+        std::iter::from_fn(|| node.poll_transmit())
+            .map(|t| (t.to, t.msg))
+            .collect()
+    };
+    let t0 = net.now;
+    net.nodes[j].handle_message(t0, xi, Message::Ping { nonce: 77 });
+    let out = sent(&mut net.nodes[j]);
+    let probe = match out.as_slice() {
+        [(to, Message::PongPing { nonce: 77, ping })] if *to == xi => *ping,
+        other => panic!("one pong that pings, to the pinger: {other:?}"),
+    };
+    // The pinger answers the ping in it.
+    let t1 = t0 + Duration::from_millis(40);
+    net.nodes[x].handle_message(
+        t1,
+        ji,
+        Message::PongPing {
+            nonce: 77,
+            ping: probe,
+        },
+    );
+    let out = sent(&mut net.nodes[x]);
+    assert!(
+        out.iter()
+            .any(|(to, m)| *to == ji && *m == Message::Pong { nonce: probe }),
+        "{out:?}"
+    );
+    assert_eq!(net.nodes[j].rtt_us(xi.id), None);
+    net.nodes[j].handle_message(
+        t1 + Duration::from_millis(40),
+        xi,
+        Message::Pong { nonce: probe },
+    );
+    assert_eq!(net.nodes[j].rtt_us(xi.id), Some(80_000));
+    // A second ping from it, now measured, gets a plain pong.
+    net.nodes[j].handle_message(
+        t1 + Duration::from_millis(50),
+        xi,
+        Message::Ping { nonce: 78 },
+    );
+    let out = sent(&mut net.nodes[j]);
+    assert!(
+        out.iter()
+            .any(|(to, m)| *to == xi && *m == Message::Pong { nonce: 78 })
+            && !out
+                .iter()
+                .any(|(_, m)| matches!(m, Message::PongPing { .. })),
+        "{out:?}"
+    );
+}

@@ -63,6 +63,10 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         ty::PONG => Message::Pong {
             nonce: r.u64("pong nonce")?,
         },
+        ty::PONG_PING => Message::PongPing {
+            nonce: r.u64("pong-ping nonce")?,
+            ping: r.u64("pong-ping ping")?,
+        },
         ty::ROUTE => {
             let key = Key::from_bytes(r.array("route key")?);
             let origin = r.info()?;

@@ -36,6 +36,7 @@ pub fn encoded_len(msg: &Message) -> usize {
     let list = |l: &[NodeInfo]| 2 + l.iter().map(info_len).sum::<usize>();
     let body = match msg {
         Message::Ping { .. } | Message::Pong { .. } | Message::RouteAck { .. } => 8,
+        Message::PongPing { .. } => 16,
         Message::Route(r) => {
             16 + info_len(&r.origin)
                 + 1
@@ -149,15 +150,25 @@ fn encode_discover(msg: &Message, out: &mut Vec<u8>) {
     }
 }
 
+/// Pings and pongs.
+fn encode_liveness(msg: &Message, out: &mut Vec<u8>) {
+    let (ty, nonce, ping) = match *msg {
+        Message::Ping { nonce } => (ty::PING, nonce, None),
+        Message::Pong { nonce } => (ty::PONG, nonce, None),
+        Message::PongPing { nonce, ping } => (ty::PONG_PING, nonce, Some(ping)),
+        _ => return,
+    };
+    out.push(ty);
+    out.extend_from_slice(&nonce.to_be_bytes());
+    if let Some(ping) = ping {
+        out.extend_from_slice(&ping.to_be_bytes());
+    }
+}
+
 fn encode_body(msg: &Message, out: &mut Vec<u8>) {
     match msg {
-        Message::Ping { nonce } => {
-            out.push(ty::PING);
-            out.extend_from_slice(&nonce.to_be_bytes());
-        }
-        Message::Pong { nonce } => {
-            out.push(ty::PONG);
-            out.extend_from_slice(&nonce.to_be_bytes());
+        Message::Ping { .. } | Message::Pong { .. } | Message::PongPing { .. } => {
+            encode_liveness(msg, out);
         }
         Message::Route(r) => {
             out.push(ty::ROUTE);

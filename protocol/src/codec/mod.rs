@@ -47,6 +47,7 @@
 //! 0x19  Heartbeat      (nothing)
 //! 0x1a  Suspect        node id (16 bytes)
 //! 0x1b  Redirect       group key | siblings (u16 count, then per sibling: NodeInfo | rtt_us u32)
+//! 0x1c  PongPing       nonce u64 | ping u64
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -72,7 +73,8 @@ pub use encode::{encode, encoded_len, to_vec};
 /// - 1: the first format.
 /// - 2: `Graft` carries the subtree height; `Discover`, `DiscoverReply`, `Suspect` and
 ///   `Redirect` added (proximity and liveness, issue 15).
-pub const VERSION: u8 = 2;
+/// - 3: `PongPing` added (a pinged node measures the pinger in the same exchange).
+pub const VERSION: u8 = 3;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 /// Default upper bound on a frame's length (after the prefix), used by [`decode()`].
@@ -143,6 +145,7 @@ mod ty {
     pub(super) const HEARTBEAT: u8 = 0x19;
     pub(super) const SUSPECT: u8 = 0x1a;
     pub(super) const REDIRECT: u8 = 0x1b;
+    pub(super) const PONG_PING: u8 = 0x1c;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;
@@ -171,7 +174,7 @@ mod tests {
     fn ping_layout_is_stable() {
         let bytes = to_vec(&Message::Ping { nonce: 7 });
         // The version byte is pinned here: a format change must bump it on purpose.
-        assert_eq!(bytes, [0, 0, 0, 10, 2, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(bytes, [0, 0, 0, 10, 3, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
     }
 
     #[test]
@@ -323,6 +326,9 @@ mod tests {
         // A node of the first format (before grafts carried heights) is refused, not misread.
         bytes[4] = 1;
         assert_eq!(decode(&bytes, 64), Err(DecodeError::UnsupportedVersion(1)));
+        // Nor is one of the second (no `PongPing`: it would drop the connection at the first).
+        bytes[4] = 2;
+        assert_eq!(decode(&bytes, 64), Err(DecodeError::UnsupportedVersion(2)));
         bytes[4] = VERSION;
         bytes[5] = 0xee;
         assert_eq!(decode(&bytes, 64), Err(DecodeError::UnknownType(0xee)));
@@ -344,6 +350,15 @@ mod tests {
         bytes.push(0);
         bytes[3] += 1;
         assert_eq!(decode(&bytes, 64), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn a_pong_ping_is_two_nonces() {
+        let bytes = to_vec(&Message::PongPing { nonce: 1, ping: 2 });
+        let mut want = vec![0, 0, 0, 18, VERSION, 0x1c];
+        want.extend_from_slice(&1u64.to_be_bytes());
+        want.extend_from_slice(&2u64.to_be_bytes());
+        assert_eq!(bytes, want);
     }
 
     #[test]

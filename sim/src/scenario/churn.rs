@@ -190,7 +190,7 @@ fn write_report(
 const MAINTENANCE_GROUPS: [(&str, &[&str]); 6] = [
     (
         "liveness (heartbeats, pings, pongs, suspicions)",
-        &["heartbeat", "ping", "pong", "suspect"],
+        &["heartbeat", "ping", "pong", "pong-ping", "suspect"],
     ),
     ("leaf-set exchange and repair", &["leaf-set", "leave"]),
     (

@@ -484,7 +484,7 @@ impl Node {
             // before introductions existed.
             if now <= self.overlay.introduced_until {
                 for e in entries.into_iter().chain(leaf) {
-                    self.learn(now, e, false);
+                    self.learn(now, e);
                 }
             }
             return;
@@ -494,7 +494,7 @@ impl Node {
         }
         self.join_progressed(now, from.id);
         for e in entries.into_iter().chain(leaf) {
-            self.learn(now, e, false);
+            self.learn(now, e);
         }
         if !last {
             return;
@@ -542,7 +542,7 @@ impl Node {
 
     pub(crate) fn on_announce_ack(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
         for e in leaf {
-            self.learn(now, e, false);
+            self.learn(now, e);
         }
         if let Phase::Joining(j) = &mut self.overlay.phase {
             if j.asked.contains(&from.id) {

@@ -172,16 +172,12 @@ impl Node {
         }
     }
 
-    /// Direct evidence that `from` is alive (`announce`: it announced itself to its leaf set).
-    pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo, announce: bool) {
+    /// Direct evidence that `from` is alive (`heard`: what it sent, one of the direct kinds).
+    /// True when a pong went out (see [`Heard::Pinged`]).
+    pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo, heard: Heard) -> bool {
         if self.overlay.dead.remove(&from.id).is_some() {
             self.stats.revivals += 1;
         }
-        let heard = if announce {
-            Heard::Announce
-        } else {
-            Heard::Direct
-        };
         match self.overlay.peers.get_mut(&from.id) {
             Some(p) => {
                 p.misses = 0;
@@ -198,9 +194,7 @@ impl Node {
                 // A peer we track for another reason (a routing-table entry, a tree parent)
                 // that now belongs in the leaf set (it did not fit when first learned, or left
                 // it while nodes that are gone now were closer).
-                if self.overlay.leaf.would_accept(from.id) {
-                    self.learn_as(now, from, heard);
-                }
+                self.overlay.leaf.would_accept(from.id) && self.learn_as(now, from, heard)
             }
             None => self.learn_as(now, from, heard),
         }
@@ -334,10 +328,21 @@ impl Node {
     /// that has not announced itself probes with [`Message::Discover`], which the candidate
     /// answers without learning it.
     pub(crate) fn probe(&mut self, now: Time, info: NodeInfo) {
+        self.probe_answering(now, info, None);
+    }
+
+    /// [`Node::probe`]; when the candidate pinged us with nonce `answering`, the probe is the
+    /// pong that answers it ([`Message::PongPing`]). True when that pong went out.
+    pub(crate) fn probe_answering(
+        &mut self,
+        now: Time,
+        info: NodeInfo,
+        answering: Option<u64>,
+    ) -> bool {
         if self.overlay.probes.len() >= self.cfg.max_probes
             || self.overlay.probes.contains_key(&info.id)
         {
-            return;
+            return false;
         }
         let nonce = self.nonce();
         let deadline = now + self.cfg.ping_timeout;
@@ -351,15 +356,25 @@ impl Node {
         );
         self.set_timer(deadline, TimerKey::Probe(info.id));
         self.stats.pings_sent += 1;
-        let msg = if self.visible() {
-            Message::Ping { nonce }
-        } else {
-            Message::Discover {
-                nonce,
-                want: petal_protocol::Want::Probe,
-            }
+        let (msg, answered) = match answering {
+            Some(ping) if self.visible() => (
+                Message::PongPing {
+                    nonce: ping,
+                    ping: nonce,
+                },
+                true,
+            ),
+            _ if self.visible() => (Message::Ping { nonce }, false),
+            _ => (
+                Message::Discover {
+                    nonce,
+                    want: petal_protocol::Want::Probe,
+                },
+                false,
+            ),
         };
         self.send(info, msg);
+        answered
     }
 
     pub(crate) fn on_probe_timeout(&mut self, now: Time, id: NodeId) {

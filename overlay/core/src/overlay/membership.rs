@@ -20,26 +20,45 @@ pub(crate) enum Heard {
     Direct,
     /// It announced itself to its leaf set, us among them.
     Announce,
+    /// It pinged us, with this nonce (it has us as a candidate, or tracks us). When it is a
+    /// candidate of ours to probe, the pong that answers is the probe ([`Message::PongPing`]):
+    /// three messages instead of the four of a ping each way. Measured while growing a
+    /// `pastry-hops` overlay from 1,000 to 10,000 nodes (seed 1), pinged nodes probing their
+    /// pinger made 45 % of all probes, and the exchange cut the run's messages by 13 % with
+    /// every result but the event count unchanged.
+    Pinged(u64),
+}
+
+/// What hearing a message from its sender says of the sender ([`Node::heard_from`]), or
+/// `None` for the messages that are not evidence of life: a leave, a refusal (from a node not
+/// in a ring), and the messages of a joiner's nearest-node search (the searcher may not be
+/// routed to; an answer to it is measured by the search).
+pub(crate) fn heard_of(msg: &Message) -> Option<Heard> {
+    Some(match msg {
+        Message::Leave { .. }
+        | Message::JoinBusy { .. }
+        | Message::Discover { .. }
+        | Message::DiscoverReply { .. } => return None,
+        Message::Announce { .. } => Heard::Announce,
+        Message::Ping { nonce } => Heard::Pinged(*nonce),
+        _ => Heard::Direct,
+    })
 }
 
 impl Node {
-    /// Offers a node as a candidate for the leaf set and the routing table. `direct` means it
-    /// spoke to us itself; second-hand news of a node we believe dead is ignored.
-    pub(crate) fn learn(&mut self, now: Time, info: NodeInfo, direct: bool) {
-        let heard = if direct {
-            Heard::Direct
-        } else {
-            Heard::SecondHand
-        };
-        self.learn_as(now, info, heard);
+    /// Offers a node heard of in another node's message as a candidate for the leaf set and
+    /// the routing table. Second-hand news of a node we believe dead is ignored.
+    pub(crate) fn learn(&mut self, now: Time, info: NodeInfo) {
+        self.learn_as(now, info, Heard::SecondHand);
     }
 
-    /// [`Node::learn`], saying how the node was heard of.
-    pub(crate) fn learn_as(&mut self, now: Time, info: NodeInfo, heard: Heard) {
+    /// [`Node::learn`], saying how the node was heard of. True when a pong went out (the
+    /// candidate pinged us and the answer probes it: see [`Heard::Pinged`]).
+    pub(crate) fn learn_as(&mut self, now: Time, info: NodeInfo, heard: Heard) -> bool {
         let direct = heard != Heard::SecondHand;
         let id = info.id;
         if id == self.me.id || (!direct && self.overlay.dead.contains_key(&id)) {
-            return;
+            return false;
         }
         let (changed, evicted) = self.overlay.leaf.insert_evicting(id);
         if changed {
@@ -59,16 +78,23 @@ impl Node {
         // selection). A tracked peer (a leaf-set member) is measured by its first ping, which
         // comes within a second; any other candidate is probed.
         let Some(slot) = self.overlay.rt.slot_of(id) else {
-            return;
+            return false;
         };
         if self.overlay.rt.get(slot) == Some(id) {
-            return;
+            return false;
         }
         match self.rtt_us(id) {
             Some(rtt) => self.offer_slot(now, info, rtt),
             None if self.overlay.peers.contains_key(&id) => {}
-            None => self.probe(now, info),
+            None => {
+                let answering = match heard {
+                    Heard::Pinged(nonce) => Some(nonce),
+                    _ => None,
+                };
+                return self.probe_answering(now, info, answering);
+            }
         }
+        false
     }
 
     /// Introduces a node that the driver found out of band (a LAN discovery beacon, a seed
@@ -330,7 +356,7 @@ impl Node {
         let mut entered = 0;
         for e in leaf {
             let was = self.overlay.leaf.contains(e.id);
-            self.learn(now, e, false);
+            self.learn(now, e);
             entered += usize::from(!was && self.overlay.leaf.contains(e.id));
         }
         if entered >= self.cfg.leaf_set_size / 2 && entered > 0 {
@@ -436,7 +462,7 @@ impl Node {
         self.declare_dead(now, from.id, true);
         for e in leaf {
             if e.id != from.id {
-                self.learn(now, e, false);
+                self.learn(now, e);
             }
         }
     }

@@ -35,6 +35,7 @@ mod search;
 
 use join::JoinState;
 use liveness::{Dead, Peer, Probe};
+pub(crate) use membership::heard_of;
 pub(crate) use routing::HopMsg;
 use routing::{PendingHop, PendingLookup};
 

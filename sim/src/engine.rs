@@ -26,6 +26,8 @@ use crate::topology::{Topology, TopologyConfig};
 #[path = "seeds.rs"]
 mod seeds;
 
+#[path = "memory.rs"]
+mod memory;
 #[path = "proximity.rs"]
 mod proximity;
 pub use proximity::RowProximity;

@@ -74,6 +74,11 @@ pub(crate) struct Asks {
 }
 
 impl Asks {
+    /// Heap bytes of the request and delivery tables (not the payloads they hold).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        crate::memory::btree_bytes(&self.requests) + crate::memory::btree_bytes(&self.deliveries)
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             requests: BTreeMap::new(),

@@ -85,6 +85,11 @@ impl<V> SortedIdMap<V> {
         Some(value)
     }
 
+    /// Heap bytes reserved (ids and values).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        crate::memory::vec_bytes(&self.ids) + crate::memory::vec_bytes(&self.values)
+    }
+
     pub(crate) fn clear(&mut self) {
         self.ids = Vec::new();
         self.values = Vec::new();

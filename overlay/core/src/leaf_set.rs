@@ -87,6 +87,11 @@ impl LeafSet {
         (cw | ccw, [e1, e2])
     }
 
+    /// Heap bytes reserved for the members.
+    pub fn heap_bytes(&self) -> usize {
+        (self.left.capacity() + self.right.capacity()) * std::mem::size_of::<NodeId>()
+    }
+
     /// True when `id` would enter the leaf set if offered.
     pub fn would_accept(&self, id: NodeId) -> bool {
         if id == self.me || self.contains(id) {

@@ -28,6 +28,11 @@ pub(crate) struct Locals {
 }
 
 impl Locals {
+    /// Heap bytes of the connection table (not what each connection holds).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        crate::memory::btree_bytes(&self.conns)
+    }
+
     /// True when `conn` is registered.
     pub(crate) fn contains(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)

@@ -16,6 +16,7 @@ use crate::ask::Asks;
 use crate::config::{Config, ConfigError};
 use crate::group::Groups;
 use crate::local::Locals;
+use crate::memory::MemoryUse;
 use crate::overlay::{Overlay, heard_of};
 use crate::stats::Stats;
 use crate::time::{Time, micros};
@@ -357,6 +358,24 @@ impl Node {
     /// Counters of what the node did.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Where this node's bytes are, by part (see [`MemoryUse`]).
+    pub fn memory(&self) -> MemoryUse {
+        let mut m = MemoryUse {
+            node: std::mem::size_of::<Node>(),
+            timers: self.timers.capacity() * std::mem::size_of::<Reverse<(Time, TimerKey)>>(),
+            queues: crate::memory::deque_bytes(&self.loopback)
+                + crate::memory::deque_bytes(&self.outbox)
+                + crate::memory::deque_bytes(&self.events),
+            messaging: self.groups.heap_bytes()
+                + self.locals.heap_bytes()
+                + self.asks.heap_bytes()
+                + self.tunnels.heap_bytes(),
+            ..MemoryUse::default()
+        };
+        self.overlay.memory(&mut m);
+        m
     }
 
     /// `t` rounded up to this node's timer grid.

@@ -35,6 +35,11 @@ impl RoutingTable {
         (row < DIGITS).then(|| (row, usize::from(id.digit(row))))
     }
 
+    /// Heap bytes reserved for the rows.
+    pub fn heap_bytes(&self) -> usize {
+        self.rows.capacity() * std::mem::size_of::<[NodeId; BASE]>()
+    }
+
     /// The entry at `slot`.
     pub fn get(&self, (row, col): Slot) -> Option<NodeId> {
         self.rows.get(row).map(|r| r[col]).filter(|&e| e != self.me)

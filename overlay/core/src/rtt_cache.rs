@@ -1,17 +1,19 @@
 //! [`RttCache`]: measured round-trip times of candidates that are not (or no longer) tracked,
 //! bounded, the oldest entry going first.
 //!
-//! It is the largest table a node keeps (about 95 entries at 10^5 nodes, against 66 tracked
-//! peers), so it is laid out for memory: the entries sit densely in one vector, in no
-//! particular order, and a hash table of `u32` positions (fixed, seedless hasher) finds an
-//! entry by id. An entry costs its 40 bytes plus about 7 bytes of index, where a hash map of
-//! entries costs its 40 bytes plus a control byte for up to twice as many slots as entries.
+//! It is the largest table a node keeps (full at its bound, `max_rtt_cache`, 128 by default,
+//! in `pastry-hops` at 10^3 nodes already, against about 60 tracked peers), so it is laid out
+//! for memory: the entries sit densely in one vector, in no particular order, and a hash table
+//! of `u32` positions (fixed, seedless hasher) finds an entry by id. An entry costs its 24
+//! bytes (id, round trip, insertion number) plus about 7 bytes of index, where a hash map of
+//! entries costs its 24 bytes plus a control byte for up to twice as many slots as entries.
 //! A lookup reads the index's control group, its slot and then the entry: one cache line
-//! more than the map, for about a third less memory.
+//! more than the map, for about a third less memory. (Entries kept the candidate's address
+//! until it was found that nothing read it: 40 bytes each.)
 //!
-//! Nothing depends on the entries' order: [`RttCache::iter`]'s callers pick by a unique key
-//! (round trip, then id), and eviction takes the smallest insertion number (the node-level
-//! test `the_rtt_cache_forgets_its_oldest_entry_first` holds the order).
+//! Nothing depends on the entries' order: lookups are by id, and eviction takes the smallest
+//! insertion number (the node-level test `the_rtt_cache_forgets_its_oldest_entry_first` holds
+//! the order).
 //!
 //! A full cache evicts at every new entry, and finding the oldest is a scan of every entry
 //! (the largest single cost of a 10^4-node `pastry-hops` run in a profile: 6 % of its time).
@@ -24,16 +26,15 @@
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
-use petal_protocol::{NodeId, NodeInfo};
+use petal_protocol::NodeId;
 
-use crate::addr::PeerAddr;
 use crate::id_map::IdHasher;
 
-/// One measured candidate.
+/// One measured candidate, in 24 bytes. No address: a candidate is offered again with the
+/// address of the message that names it, and enters a table with that one.
 #[derive(Clone, Debug)]
 pub(crate) struct CachedRtt {
     pub(crate) id: NodeId,
-    pub(crate) addr: PeerAddr,
     pub(crate) rtt_us: u32,
     /// Insertion number (FIFO eviction); it fits beside `rtt_us` in the entry's padding.
     seq: u32,
@@ -64,7 +65,7 @@ fn hash(id: &NodeId) -> u64 {
 
 #[expect(
     clippy::cast_possible_truncation,
-    reason = "a position is below the entry count, and 2^32 entries of 40 bytes (170 GB) \
+    reason = "a position is below the entry count, and 2^32 entries of 24 bytes (103 GB) \
               cannot be held; `Config::validate` does not bound `max_rtt_cache` itself"
 )]
 fn pos(i: usize) -> u32 {
@@ -119,13 +120,9 @@ impl RttCache {
 
     /// Records a measurement of `info`: a cached candidate keeps its place in the order, a new
     /// one goes last, and the oldest go while more than `max` are cached.
-    pub(crate) fn insert(&mut self, info: NodeInfo, rtt_us: u32, max: usize) {
-        if let Some(i) = self.find(&info.id) {
-            let c = &mut self.entries[i];
-            c.rtt_us = rtt_us;
-            if !c.addr.is(info.addr) {
-                c.addr = info.addr.into();
-            }
+    pub(crate) fn insert(&mut self, id: NodeId, rtt_us: u32, max: usize) {
+        if let Some(i) = self.find(&id) {
+            self.entries[i].rtt_us = rtt_us;
         } else {
             if self.next_seq == u32::MAX {
                 self.renumber();
@@ -133,19 +130,17 @@ impl RttCache {
             let seq = self.next_seq;
             self.next_seq += 1;
             if self.entries.len() == self.entries.capacity() {
-                // Grow by a quarter (amortised O(1) still), not by doubling.
-                self.entries.reserve_exact(self.entries.len() / 4 + 4);
+                // Grow by a quarter (amortised O(1) still), not by doubling, and never past
+                // the one entry over `max` that an insertion holds until it evicts.
+                let room = (max + 1).saturating_sub(self.entries.len()).max(1);
+                self.entries
+                    .reserve_exact((self.entries.len() / 4 + 4).min(room));
             }
             let i = pos(self.entries.len());
-            self.entries.push(CachedRtt {
-                id: info.id,
-                addr: info.addr.into(),
-                rtt_us,
-                seq,
-            });
+            self.entries.push(CachedRtt { id, rtt_us, seq });
             let entries = &self.entries;
             self.index
-                .insert_unique(hash(&info.id), i, |&j| hash(&entries[j as usize].id));
+                .insert_unique(hash(&id), i, |&j| hash(&entries[j as usize].id));
         }
         while self.entries.len() > max {
             let Some(oldest) = self.oldest() else {
@@ -218,6 +213,16 @@ impl RttCache {
         self.oldest_at = 0;
     }
 
+    /// Heap bytes reserved: the entries and the index (a `u32` and a control byte per bucket).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let buckets = if self.index.capacity() == 0 {
+            0
+        } else {
+            (self.index.capacity() * 8 / 7).next_power_of_two()
+        };
+        crate::memory::vec_bytes(&self.entries) + buckets * 5 + usize::from(buckets > 0) * 16
+    }
+
     pub(crate) fn clear(&mut self) {
         *self = Self {
             next_seq: self.next_seq,
@@ -239,6 +244,7 @@ impl RttCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use petal_protocol::NodeInfo;
     use std::net::SocketAddr;
 
     fn info(n: u8) -> NodeInfo {
@@ -255,7 +261,7 @@ mod tests {
     fn removal_keeps_every_other_entry_findable() {
         let mut c = RttCache::default();
         for n in 1..=40 {
-            c.insert(info(n), u32::from(n) * 10, 100);
+            c.insert(info(n).id, u32::from(n) * 10, 100);
         }
         for n in (1..=40).step_by(3) {
             assert_eq!(
@@ -285,7 +291,7 @@ mod tests {
             let mut seq = 0u64;
             for (insert, n) in ops {
                 if insert {
-                    c.insert(info(n), u32::from(n), max);
+                    c.insert(info(n).id, u32::from(n), max);
                     if !model.iter().any(|e| e.0 == n) {
                         model.push((n, seq));
                         seq += 1;
@@ -314,7 +320,7 @@ mod tests {
     fn a_filled_and_emptied_cache_gives_its_room_back() {
         let mut c = RttCache::default();
         for n in 1..=200 {
-            c.insert(info(n), 1, 1000);
+            c.insert(info(n).id, 1, 1000);
         }
         for n in 1..=195 {
             c.remove(&info(n).id);

@@ -67,6 +67,31 @@ struct SizeResult {
     /// (seconds since the last join, lookups, stretch mean, stretch p50), the main
     /// measurement included.
     convergence: Vec<(f64, u64, f64, f64)>,
+    /// Bytes per node by part at the main measurement (see `memory_parts`).
+    memory: Vec<(&'static str, f64)>,
+}
+
+/// The nodes' memory by part and the engine's per node, each divided by the alive nodes.
+fn memory_parts(sim: &Sim) -> Vec<(&'static str, f64)> {
+    let m = sim.node_memory();
+    let n = sim.alive_count().max(1) as f64;
+    let parts = [
+        ("node struct", m.node),
+        ("leaf set", m.leaf_set),
+        ("routing table", m.routing_table),
+        ("tracked peers", m.peers),
+        ("round-trip cache", m.rtt_cache),
+        ("probes", m.probes),
+        ("dead", m.dead),
+        ("routes, lookups, join", m.routes),
+        ("timers", m.timers),
+        ("queues", m.queues),
+        ("messaging", m.messaging),
+        ("node total", m.total()),
+        ("engine bookkeeping", sim.engine_bytes()),
+        ("events in flight", sim.event_bytes()),
+    ];
+    parts.iter().map(|&(k, v)| (k, v as f64 / n)).collect()
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -141,6 +166,7 @@ pub(super) fn run(
             let rt_entries = per_node(&|i| sim.node(i).routing_table().len());
             let state = per_node(&|i| sim.node(i).state_size());
             let proximity = sim.routing_proximity(1000);
+            let memory = memory_parts(&sim);
             let ideal = sim.ideal_stretch(p.sample_lookups, n);
             let metrics = measured_burst(&mut sim, p.lookups);
             convergence.push((
@@ -149,10 +175,12 @@ pub(super) fn run(
                 mean(&metrics.stretch),
                 quantile(&metrics.stretch, 0.5).unwrap_or(f64::NAN),
             ));
-            main = Some((leaf_ok, rt_entries, state, proximity, ideal, metrics));
+            main = Some((
+                leaf_ok, rt_entries, state, proximity, ideal, metrics, memory,
+            ));
         }
         done_lookups += p.lookups;
-        let Some((leaf_ok, rt_entries, state, proximity, ideal, metrics)) = main else {
+        let Some((leaf_ok, rt_entries, state, proximity, ideal, metrics, memory)) = main else {
             anyhow::bail!("no main measurement");
         };
         results.push(SizeResult {
@@ -165,6 +193,7 @@ pub(super) fn run(
             proximity,
             ideal,
             convergence,
+            memory,
         });
     }
     progress.finish();
@@ -242,6 +271,9 @@ fn write_report(
             "state_nodes_mean": r.state,
             "leaf_set_correctness": r.leaf_ok,
             "events": r.events,
+            "memory_bytes_per_node": r.memory.iter()
+                .map(|&(k, v)| (k.to_string(), json!((v * 10.0).round() / 10.0)))
+                .collect::<serde_json::Map<_, _>>(),
         }));
     }
     w.heading("Results");
@@ -274,6 +306,7 @@ fn write_report(
     let targets = targets(rs);
     w.targets(&targets);
     proximity_section(&mut w, rs);
+    memory_section(&mut w, rs);
     figures(&mut w, rs)?;
     let results = json!({
         "scenario": sc.name,
@@ -358,6 +391,36 @@ fn targets(rs: &[SizeResult]) -> Vec<TargetRow> {
 }
 
 /// How near the routing tables' entries are, row by row, and how stretch converges.
+/// Bytes per node by part, one column per size.
+fn memory_section(w: &mut ReportWriter, rs: &[SizeResult]) {
+    let Some(first) = rs.first() else {
+        return;
+    };
+    w.heading("Memory per node");
+    w.paragraph(
+        "Where a node's bytes are at the main measurement, averaged over the alive nodes: the \
+         `Node` struct (every part's inline fields) and its tables' heap capacity \
+         (`petal_core::Node::memory`, which a daemon's node reports too), then the engine's \
+         bookkeeping per node and its pending events. Capacities, without the allocator's \
+         rounding: the process's peak resident memory per node (`perf.json`, \
+         `bytes_per_node`) is larger, and includes the topology and the measurements.",
+    );
+    let mut header = vec!["part".to_string()];
+    header.extend(rs.iter().map(|r| format!("bytes at N = {}", r.n)));
+    let rows: Vec<Vec<String>> = first
+        .memory
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, _))| {
+            let mut row = vec![name.to_string()];
+            row.extend(rs.iter().map(|r| format!("{:.0}", r.memory[i].1)));
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    w.table(&header, &rows);
+}
+
 fn proximity_section(w: &mut ReportWriter, rs: &[SizeResult]) {
     w.heading("Proximity of the routing tables");
     w.paragraph(

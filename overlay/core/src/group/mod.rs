@@ -212,6 +212,11 @@ impl Groups {
         }
     }
 
+    /// Heap bytes of the top-level tables (not what each tree holds).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        crate::memory::btree_bytes(&self.trees) + crate::memory::hash_bytes(&self.parents)
+    }
+
     /// Trees this node is part of.
     pub(crate) fn len(&self) -> usize {
         self.trees.len()

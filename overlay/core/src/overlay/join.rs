@@ -96,6 +96,22 @@ pub(crate) struct JoinState {
 }
 
 impl JoinState {
+    /// Heap bytes of its lists and sets (an estimate for the sets; see [`crate::MemoryUse`]).
+    pub(super) fn heap_bytes(&self) -> usize {
+        let set = |s: &BTreeSet<NodeId>| s.len() * std::mem::size_of::<NodeId>() * 3 / 2;
+        crate::memory::vec_bytes(&self.contacts)
+            + crate::memory::vec_bytes(&self.buffered)
+            + set(&self.busy)
+            + set(&self.joiners)
+            + set(&self.acked)
+            + set(&self.asked)
+            + set(&self.silent)
+            + self
+                .search
+                .as_ref()
+                .map_or(0, |s| std::mem::size_of_val(&**s))
+    }
+
     fn add_contact(&mut self, me: NodeId, info: NodeInfo, max: usize) {
         if info.id != me
             && self.contacts.len() < max

@@ -148,6 +148,24 @@ impl Overlay {
         self.rt = RoutingTable::new(me);
     }
 
+    /// Adds the heap bytes of the overlay's tables to `m` (see [`crate::MemoryUse`]).
+    pub(crate) fn memory(&self, m: &mut crate::MemoryUse) {
+        use crate::memory::btree_bytes;
+        m.leaf_set += self.leaf.heap_bytes();
+        m.routing_table += self.rt.heap_bytes();
+        m.peers += self.peers.heap_bytes();
+        m.rtt_cache += self.rtt_cache.heap_bytes();
+        m.probes += self.probes.heap_bytes();
+        m.dead += self.dead.heap_bytes();
+        m.routes += btree_bytes(&self.hops)
+            + btree_bytes(&self.lookups)
+            + btree_bytes(&self.reintroduce)
+            + match &self.phase {
+                Phase::Joining(j) => std::mem::size_of::<JoinState>() + j.heap_bytes(),
+                _ => 0,
+            };
+    }
+
     /// True when the owner of timer `key` (one of this module's) still holds deadline `t`.
     pub(crate) fn timer_live(&self, key: TimerKey, t: Time) -> bool {
         let ready = self.phase == Phase::Ready;
@@ -314,7 +332,7 @@ impl Node {
     pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
         self.overlay
             .rtt_cache
-            .insert(info, rtt_us, self.cfg.max_rtt_cache);
+            .insert(info.id, rtt_us, self.cfg.max_rtt_cache);
     }
 
     /// Distinct nodes this node keeps state about (leaf set and routing table).
@@ -450,5 +468,45 @@ mod tests {
         }
         assert_eq!(tail.len(), 66);
         assert!(matches!(tail[64..], [Event::JoinFailed, Event::Joined]));
+    }
+
+    /// `Node::memory` counts what the tables reserve: a full round-trip cache holds its bound
+    /// of 24-byte entries and no more room than one entry over it, and the parts sum to the
+    /// total the reports print.
+    #[test]
+    fn memory_counts_the_round_trip_cache_at_its_bound() {
+        assert_eq!(std::mem::size_of::<crate::rtt_cache::CachedRtt>(), 24);
+        let cfg = Config {
+            max_rtt_cache: 100,
+            ..Config::default()
+        };
+        let mut node = Node::new(info(99), cfg, 1).unwrap();
+        let empty = node.memory();
+        assert_eq!(empty.rtt_cache, 0);
+        for n in 0..250u32 {
+            let id = NodeId((u128::from(n) + 1) << 64);
+            node.cache_rtt(NodeInfo { id, ..info(1) }, 100 + n);
+        }
+        let m = node.memory();
+        // 100 entries of 24 bytes, at most one spare, plus an index of 256 buckets.
+        assert!(
+            (100 * 24..=101 * 24 + 256 * 5 + 16).contains(&m.rtt_cache),
+            "{m:?}"
+        );
+        assert_eq!(
+            m.total(),
+            m.node
+                + m.leaf_set
+                + m.routing_table
+                + m.peers
+                + m.rtt_cache
+                + m.probes
+                + m.dead
+                + m.routes
+                + m.timers
+                + m.queues
+                + m.messaging
+        );
+        assert_eq!(m.node, std::mem::size_of::<Node>());
     }
 }

@@ -109,6 +109,11 @@ pub(crate) struct Tunnels {
 }
 
 impl Tunnels {
+    /// Heap bytes of the tunnel table (not the data each tunnel buffers).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        crate::memory::btree_bytes(&self.ends)
+    }
+
     pub(crate) fn new() -> Self {
         Self {
             ends: BTreeMap::new(),

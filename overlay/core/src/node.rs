@@ -429,10 +429,8 @@ impl Node {
             self.timers.pop();
         }
         let peer = self.overlay.next_peer_due().map(|(t, _)| t);
-        match (next, peer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let probe = self.overlay.next_probe_time();
+        [next, peer, probe].into_iter().flatten().min()
     }
 
     /// True when the owner of `key` still holds deadline `t`.
@@ -465,10 +463,25 @@ impl Node {
     /// Fires every timer due at or before `now`.
     pub fn handle_timeout(&mut self, now: Time) {
         loop {
-            let heap = self.timers.peek().map(|&Reverse((t, _))| t);
+            // The next timer: the earlier of the heap's and the probes' (in `(time, key)`
+            // order, as if the probes' were in the heap too); a peer's goes before either at
+            // the same time.
+            let heap = self.timers.peek().map(|&Reverse(e)| e);
+            // (The probe's full key only when it may fire now: finding the smallest id among
+            // equal deadlines is a scan.)
+            let probe = match self.overlay.next_probe_time() {
+                Some(p) if p <= now && heap.is_none_or(|(h, _)| p <= h) => {
+                    self.overlay.next_probe_due()
+                }
+                _ => None,
+            };
+            let next = match (heap, probe) {
+                (Some(h), Some(p)) => Some(h.min(p)),
+                (h, p) => h.or(p),
+            };
             if let Some((t, id)) = self.overlay.next_peer_due()
                 && t <= now
-                && heap.is_none_or(|h| t <= h)
+                && next.is_none_or(|(h, _)| t <= h)
             {
                 self.on_peer_timer(now, id);
                 if self.overlay.next_peer_due() == Some((t, id)) {
@@ -480,13 +493,19 @@ impl Node {
                 }
                 continue;
             }
-            let Some(&Reverse((t, key))) = self.timers.peek() else {
+            let Some((t, key)) = next else {
                 break;
             };
             if t > now {
                 break;
             }
-            self.timers.pop();
+            if probe == next && heap != next {
+                if let TimerKey::Probe(id) = key {
+                    self.overlay.take_probe_deadline(t, id);
+                }
+            } else {
+                self.timers.pop();
+            }
             if !self.timer_live(t, key) {
                 continue;
             }

@@ -354,7 +354,7 @@ impl Node {
                 deadline,
             },
         );
-        self.set_timer(deadline, TimerKey::Probe(info.id));
+        self.overlay.push_probe_deadline(deadline, info.id);
         self.stats.pings_sent += 1;
         let (msg, answered) = match answering {
             Some(ping) if self.visible() => (

@@ -14,7 +14,7 @@
 //! the methods of [`Node`] defined here and in the child modules (`next_hop`, `forward`,
 //! `info_of`, `is_ready`, ...).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 use petal_protocol::{NodeId, NodeInfo};
@@ -67,6 +67,12 @@ pub(crate) struct Overlay {
     peer_next: Option<Option<(Time, NodeId)>>,
     dead: SortedIdMap<Dead>,
     probes: SortedIdMap<Probe>,
+    /// The probes' deadlines `(deadline, id)` in the order they were set, which is their time
+    /// order (every probe waits `ping_timeout`). They live here rather than in the timer heap:
+    /// probes are most of a joining or growing node's timers, nearly all answered before
+    /// their deadline, and each left a stale heap entry to sift in and out. An entry whose
+    /// probe is gone or holds another deadline is stale, skipped at the front.
+    probe_deadlines: VecDeque<(Time, NodeId)>,
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
     rtt_cache: RttCache,
     /// Forwarded messages awaiting their next hop's acknowledgement, by hop sequence number.
@@ -100,6 +106,7 @@ impl Overlay {
             peer_next: Some(None),
             dead: SortedIdMap::default(),
             probes: SortedIdMap::default(),
+            probe_deadlines: VecDeque::new(),
             rtt_cache: RttCache::default(),
             hops: BTreeMap::new(),
             lookups: BTreeMap::new(),
@@ -139,6 +146,7 @@ impl Overlay {
         self.reintroduce.clear();
         self.hops.clear();
         self.probes.clear();
+        self.probe_deadlines = VecDeque::new();
         self.rtt_cache.clear();
 
         self.dead.clear();
@@ -155,7 +163,7 @@ impl Overlay {
         m.routing_table += self.rt.heap_bytes();
         m.peers += self.peers.heap_bytes();
         m.rtt_cache += self.rtt_cache.heap_bytes();
-        m.probes += self.probes.heap_bytes();
+        m.probes += self.probes.heap_bytes() + crate::memory::deque_bytes(&self.probe_deadlines);
         m.dead += self.dead.heap_bytes();
         m.routes += btree_bytes(&self.hops)
             + btree_bytes(&self.lookups)
@@ -172,7 +180,7 @@ impl Overlay {
         match key {
             TimerKey::Dead(id) => self.dead.get(&id).is_some_and(|d| d.due == t),
             TimerKey::Reintroduce(id) => self.reintroduce.get(&id).is_some_and(|r| r.2 == t),
-            TimerKey::Probe(id) => self.probes.get(&id).is_some_and(|p| p.deadline == t),
+            TimerKey::Probe(id) => self.probe_live(t, id),
             TimerKey::Hop(seq) => self.hops.get(&seq).is_some_and(|h| h.deadline == t),
             TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
             TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
@@ -180,6 +188,58 @@ impl Overlay {
             TimerKey::Heartbeat => ready && self.heartbeat_at == t,
             TimerKey::RowMaintenance => ready && self.row_maintenance_at == t,
             _ => false,
+        }
+    }
+
+    fn probe_live(&self, t: Time, id: NodeId) -> bool {
+        self.probes.get(&id).is_some_and(|p| p.deadline == t)
+    }
+
+    /// Notes probe `id`'s deadline `t` (after every deadline noted before: see
+    /// `probe_deadlines`).
+    pub(crate) fn push_probe_deadline(&mut self, t: Time, id: NodeId) {
+        debug_assert!(self.probe_deadlines.back().is_none_or(|&(b, _)| b <= t));
+        self.probe_deadlines.push_back((t, id));
+    }
+
+    /// The earliest probe deadline; stale entries at the front are dropped.
+    pub(crate) fn next_probe_time(&mut self) -> Option<Time> {
+        while let Some(&(t, id)) = self.probe_deadlines.front() {
+            if self.probe_live(t, id) {
+                return Some(t);
+            }
+            self.probe_deadlines.pop_front();
+        }
+        if self.probe_deadlines.capacity() > 0 {
+            self.probe_deadlines = VecDeque::new();
+        }
+        None
+    }
+
+    /// The earliest probe deadline as a timer `(deadline, Probe(id))`, ties going to the
+    /// smallest id as in the timer heap.
+    pub(crate) fn next_probe_due(&mut self) -> Option<(Time, TimerKey)> {
+        let t = self.next_probe_time()?;
+        let &(_, first) = self.probe_deadlines.front()?;
+        let id = self
+            .probe_deadlines
+            .iter()
+            .take_while(|&&(d, _)| d == t)
+            .filter(|&&(d, id)| self.probe_live(d, id))
+            .map(|&(_, id)| id)
+            .fold(first, NodeId::min);
+        Some((t, TimerKey::Probe(id)))
+    }
+
+    /// Takes the entry of probe `id` due at `t` out (the one `next_probe_due` named).
+    pub(crate) fn take_probe_deadline(&mut self, t: Time, id: NodeId) {
+        if let Some(i) = self
+            .probe_deadlines
+            .iter()
+            .take_while(|&&(d, _)| d == t)
+            .position(|&e| e == (t, id))
+        {
+            self.probe_deadlines.remove(i);
         }
     }
 
@@ -234,7 +294,7 @@ impl Overlay {
 
     /// Owners that may hold a deadline in the timer heap.
     pub(crate) fn timer_owners(&self) -> usize {
-        self.dead.len() + self.probes.len() + self.hops.len() + self.lookups.len() + 4
+        self.dead.len() + self.hops.len() + self.lookups.len() + 4
     }
 
     /// Asserts the overlay's invariants: leaf set and routing table structure, every member
@@ -279,6 +339,19 @@ impl Overlay {
                 "lookup timer lost"
             );
         }
+        for (id, p) in &self.probes {
+            assert!(
+                self.probe_deadlines.contains(&(p.deadline, *id)),
+                "probe deadline lost"
+            );
+        }
+        assert!(
+            self.probe_deadlines
+                .iter()
+                .zip(self.probe_deadlines.iter().skip(1))
+                .all(|(a, b)| a.0 <= b.0),
+            "probe deadlines out of order"
+        );
         assert!(self.dead.len() <= cfg.max_dead, "dead set over its bound");
         self.rtt_cache.check(cfg.max_rtt_cache);
         assert!(
@@ -508,5 +581,34 @@ mod tests {
                 + m.messaging
         );
         assert_eq!(m.node, std::mem::size_of::<Node>());
+    }
+
+    /// Probe deadlines live outside the timer heap: each probe still times out exactly at its
+    /// deadline, an answered one never does, and `poll_timeout` names the earliest.
+    #[test]
+    fn a_probe_left_unanswered_times_out_at_its_deadline() {
+        let mut node = Node::new(info(99), Config::default(), 1).unwrap();
+        let wait = node.cfg.ping_timeout;
+        let t0 = crate::Time::from_micros(1_000_000);
+        node.start_first(t0);
+        node.probe(t0, info(1));
+        node.probe(t0, info(2));
+        let t1 = t0 + std::time::Duration::from_millis(5);
+        node.probe(t1, info(3));
+        assert_eq!(node.overlay.probes.len(), 3);
+        // Node 1 answers.
+        let nonce = node.overlay.probes.get(&info(1).id).unwrap().nonce;
+        node.handle_message(t1, info(1), petal_protocol::Message::Pong { nonce });
+        assert!(!node.overlay.probes.contains_key(&info(1).id));
+        assert!(node.poll_timeout().is_some_and(|t| t <= t0 + wait));
+        node.handle_timeout(t0 + (wait - std::time::Duration::from_micros(1)));
+        assert_eq!(node.overlay.probes.len(), 2, "nothing due yet");
+        node.handle_timeout(t0 + wait);
+        assert!(!node.overlay.probes.contains_key(&info(2).id), "timed out");
+        assert!(node.overlay.probes.contains_key(&info(3).id));
+        node.handle_timeout(t1 + wait);
+        assert_eq!(node.overlay.probes.len(), 0);
+        assert!(node.overlay.probe_deadlines.is_empty());
+        node.check_invariants();
     }
 }

@@ -103,7 +103,7 @@ pub struct Config {
     /// How often a random routing-table row is refreshed from one of its members (its entries
     /// are candidates, probed for proximity).
     pub routing_maintenance_interval: Duration,
-    /// Round-trip times of recently probed candidates remembered at most.
+    /// Round-trip times of recently probed candidates remembered at most (1 to 65,534).
     pub max_rtt_cache: usize,
     /// Most transmits queued in the node before the driver drains them; beyond, sends drop
     /// (counted).
@@ -261,7 +261,7 @@ impl Config {
             self.stall_forget_after,
             self.tunnel_keepalive_interval,
         ];
-        let checks: [(bool, &'static str); 16] = [
+        let checks: [(bool, &'static str); 17] = [
             (
                 self.max_join_contacts >= 1 && self.join_rtt_factor >= 1,
                 "max_join_contacts and join_rtt_factor must be >= 1",
@@ -312,6 +312,10 @@ impl Config {
                 "max_dead, max_probes and max_rtt_cache must be >= 1",
             ),
             (
+                self.max_rtt_cache < usize::from(u16::MAX),
+                "max_rtt_cache must be below 65,535",
+            ),
+            (
                 self.max_outbox >= 64 && self.max_events >= 64 && self.max_pending_hops >= 1,
                 "queues too small to work",
             ),
@@ -320,5 +324,28 @@ impl Config {
             Some((_, why)) => Err(ConfigError(why)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The round-trip cache indexes its entries with 16-bit positions: a bound that does not
+    /// fit is refused with a reason, not truncated.
+    #[test]
+    fn a_round_trip_cache_bound_over_16_bits_is_refused() {
+        let mut cfg = Config {
+            max_rtt_cache: 65_534,
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_ok());
+        cfg.max_rtt_cache = 65_535;
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError("max_rtt_cache must be below 65,535"))
+        );
+        cfg.max_rtt_cache = 0;
+        assert!(cfg.validate().is_err());
     }
 }

@@ -4,8 +4,8 @@
 //! It is the largest table a node keeps (full at its bound, `max_rtt_cache`, 128 by default,
 //! in `pastry-hops` at 10^3 nodes already, against about 60 tracked peers), so it is laid out
 //! for memory: the entries sit densely in one vector, in no particular order, and a hash table
-//! of `u32` positions (fixed, seedless hasher) finds an entry by id. An entry costs its 24
-//! bytes (id, round trip, insertion number) plus about 7 bytes of index, where a hash map of
+//! of `u16` positions (fixed, seedless hasher) finds an entry by id. An entry costs its 24
+//! bytes (id, round trip, insertion number) plus about 6 bytes of index, where a hash map of
 //! entries costs its 24 bytes plus a control byte for up to twice as many slots as entries.
 //! A lookup reads the index's control group, its slot and then the entry: one cache line
 //! more than the map, for about a third less memory. (Entries kept the candidate's address
@@ -47,8 +47,10 @@ const OLDEST: usize = 4;
 #[derive(Debug, Default)]
 pub(crate) struct RttCache {
     entries: Vec<CachedRtt>,
-    /// Positions in `entries`, hashed by the entry's id.
-    index: HashTable<u32>,
+    /// Positions in `entries`, hashed by the entry's id (`u16`: `Config::validate` bounds
+    /// `max_rtt_cache` below 2^16 - 1, so every position, the one entry over the bound an
+    /// insertion holds included, fits).
+    index: HashTable<u16>,
     /// The insertion number the next new entry gets.
     next_seq: u32,
     /// The oldest entries at the last eviction scan, oldest first, from `oldest_at` on: their
@@ -70,6 +72,15 @@ fn hash(id: &NodeId) -> u64 {
 )]
 fn pos(i: usize) -> u32 {
     i as u32
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a position is at most `max_rtt_cache`, below 2^16 - 1 (`Config::validate`)"
+)]
+fn slot(i: usize) -> u16 {
+    debug_assert!(i < usize::from(u16::MAX));
+    i as u16
 }
 
 impl RttCache {
@@ -105,7 +116,7 @@ impl RttCache {
             // The last entry moved into the hole: point its index slot at its new place.
             let moved = hash(&self.entries[i].id);
             if let Some(slot) = self.index.find_mut(moved, |&j| j as usize == last) {
-                *slot = pos(i);
+                *slot = self::slot(i);
             }
         }
         if self.entries.capacity() > 2 * self.entries.len() + 8 {
@@ -136,7 +147,7 @@ impl RttCache {
                 self.entries
                     .reserve_exact((self.entries.len() / 4 + 4).min(room));
             }
-            let i = pos(self.entries.len());
+            let i = slot(self.entries.len());
             self.entries.push(CachedRtt { id, rtt_us, seq });
             let entries = &self.entries;
             self.index
@@ -213,14 +224,14 @@ impl RttCache {
         self.oldest_at = 0;
     }
 
-    /// Heap bytes reserved: the entries and the index (a `u32` and a control byte per bucket).
+    /// Heap bytes reserved: the entries and the index (a `u16` and a control byte per bucket).
     pub(crate) fn heap_bytes(&self) -> usize {
         let buckets = if self.index.capacity() == 0 {
             0
         } else {
             (self.index.capacity() * 8 / 7).next_power_of_two()
         };
-        crate::memory::vec_bytes(&self.entries) + buckets * 5 + usize::from(buckets > 0) * 16
+        crate::memory::vec_bytes(&self.entries) + buckets * 3 + usize::from(buckets > 0) * 16
     }
 
     pub(crate) fn clear(&mut self) {

@@ -199,6 +199,13 @@ impl Overlay {
     /// `probe_deadlines`).
     pub(crate) fn push_probe_deadline(&mut self, t: Time, id: NodeId) {
         debug_assert!(self.probe_deadlines.back().is_none_or(|&(b, _)| b <= t));
+        if self.probe_deadlines.len() > 4 * self.probes.len() + 64 {
+            // Probes answered fast leave stale entries behind the live ones at the front:
+            // drop them (in order), so that the queue stays proportional to the probes out.
+            let probes = &self.probes;
+            self.probe_deadlines
+                .retain(|&(d, p)| probes.get(&p).is_some_and(|x| x.deadline == d));
+        }
         self.probe_deadlines.push_back((t, id));
     }
 
@@ -609,6 +616,31 @@ mod tests {
         node.handle_timeout(t1 + wait);
         assert_eq!(node.overlay.probes.len(), 0);
         assert!(node.overlay.probe_deadlines.is_empty());
+        node.check_invariants();
+    }
+
+    /// Probes answered fast, behind one that is not, leave stale deadlines in the queue: it is
+    /// compacted, so it stays proportional to the probes out.
+    #[test]
+    fn answered_probes_do_not_pile_up_in_the_deadline_queue() {
+        let mut node = Node::new(info(99), Config::default(), 1).unwrap();
+        let t0 = crate::Time::from_micros(1_000_000);
+        node.start_first(t0);
+        // One probe never answered holds the front.
+        node.probe(t0, info(1));
+        for n in 0..10_000u64 {
+            let now = t0 + std::time::Duration::from_micros(n + 1);
+            let peer = NodeInfo {
+                id: NodeId((u128::from(n) + 2) << 64),
+                ..info(2)
+            };
+            node.probe(now, peer);
+            let nonce = node.overlay.probes.get(&peer.id).unwrap().nonce;
+            node.handle_message(now, peer, petal_protocol::Message::Pong { nonce });
+            // (At most two probes are out: 4 x 2 + 64, and the one just added.)
+            assert!(node.overlay.probe_deadlines.len() <= 73);
+        }
+        assert_eq!(node.overlay.probes.len(), 1);
         node.check_invariants();
     }
 }

@@ -83,13 +83,9 @@ pub(crate) fn btree_bytes<K, V>(m: &std::collections::BTreeMap<K, V>) -> usize {
 /// Heap bytes of a hash map (hashbrown's layout): one slot and one control byte per bucket,
 /// plus a group of control bytes.
 pub(crate) fn hash_bytes<K, V, S>(m: &hashbrown::HashMap<K, V, S>) -> usize {
-    let buckets = if m.capacity() == 0 {
-        0
-    } else {
-        (m.capacity() * 8 / 7).next_power_of_two()
-    };
-    if buckets == 0 {
+    if m.capacity() == 0 {
         return 0;
     }
+    let buckets = (m.capacity() * 8 / 7).next_power_of_two();
     buckets * (std::mem::size_of::<(K, V)>() + 1) + 16
 }

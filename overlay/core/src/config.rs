@@ -97,6 +97,17 @@ pub struct Config {
     pub dead_probe_max: Duration,
     /// How long a dead node is remembered and re-probed.
     pub dead_forget_after: Duration,
+    /// Shortest gap between two re-probes of dead nodes by one node, whatever their number:
+    /// re-probes that fall due sooner wait their turn, in order. Without it each crash cost
+    /// every node that remembered it a ping every `dead_probe_max` for `dead_forget_after`
+    /// (about 500 unanswered pings per crash in `churn`), and the cost grew with the churn
+    /// rate. A partition still heals fast: each of its nodes re-probes the other side in turn,
+    /// and one answer merges the rings.
+    pub dead_probe_spacing: Duration,
+    /// A node remembered dead for longer than this, named as alive by another node, is probed
+    /// at once (see `Node::dead_rumour`); sooner after its death, a mention is taken for a
+    /// stale table.
+    pub dead_rumour_after: Duration,
     /// Liveness timers (pings, ping timeouts, re-probes) are rounded up to this grid (with a
     /// per-node phase), so that one wake-up serves many peers.
     pub timer_granularity: Duration,
@@ -194,6 +205,8 @@ impl Default for Config {
             dead_probe_min: Duration::from_secs(2),
             dead_probe_max: Duration::from_secs(10),
             dead_forget_after: Duration::from_secs(300),
+            dead_probe_spacing: Duration::from_secs(5),
+            dead_rumour_after: Duration::from_secs(10),
             timer_granularity: Duration::from_millis(100),
             routing_maintenance_interval: Duration::from_secs(60),
             max_rtt_cache: 128,
@@ -255,6 +268,7 @@ impl Config {
             self.hop_ack_timeout_min,
             self.lookup_timeout,
             self.dead_probe_min,
+            self.dead_probe_spacing,
             self.timer_granularity,
             self.routing_maintenance_interval,
             self.group_refresh_interval,

@@ -38,6 +38,9 @@ pub struct Stats {
     pub deaths_by_dial: u64,
     /// Dead nodes found alive again by a re-probe or a message.
     pub revivals: u64,
+    /// Nodes remembered dead probed because another node named them as alive
+    /// ([`crate::Config::dead_rumour_after`]).
+    pub dead_rumours: u64,
     /// Pings sent (liveness and probes).
     pub pings_sent: u64,
     /// Routing-table entries replaced by a closer (lower round-trip time) node.

@@ -222,9 +222,10 @@ pub(crate) fn core_counters<'a>(
 ) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in stats {
-        let fields: [(&'static str, u64); 28] = [
+        let fields: [(&'static str, u64); 29] = [
             ("introductions", s.introductions),
             ("revivals", s.revivals),
+            ("dead_rumours", s.dead_rumours),
             ("asks_bounced", s.asks_bounced),
             ("routes_dropped", s.routes_dropped),
             ("hop_timeouts", s.hop_timeouts),

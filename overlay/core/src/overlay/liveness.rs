@@ -73,6 +73,11 @@ pub(crate) struct Dead {
     pub(crate) backoff: Duration,
     /// Left gracefully: not re-probed.
     pub(crate) left: bool,
+    /// `due` is a turn reserved among the node's re-probes (see
+    /// [`crate::Config::dead_probe_spacing`]): the re-probe goes then.
+    pub(crate) turn: bool,
+    /// When it was last probed (scheduled or on a rumour).
+    pub(crate) probed: Time,
 }
 
 /// An outstanding probe ping to a node that is not (necessarily) tracked.
@@ -451,6 +456,8 @@ impl Node {
                 due,
                 backoff: self.cfg.dead_probe_min,
                 left,
+                turn: false,
+                probed: now,
             },
         );
         self.set_timer(due, TimerKey::Dead(id));
@@ -459,6 +466,9 @@ impl Node {
     pub(crate) fn on_dead_timer(&mut self, now: Time, id: NodeId) {
         let forget_after = self.cfg.dead_forget_after;
         let max = self.cfg.dead_probe_max;
+        let spacing = self.cfg.dead_probe_spacing;
+        let free = self.overlay.dead_probe_free;
+        let turn_at = self.quantize(free);
         let Some(d) = self.overlay.dead.get_mut(&id) else {
             return;
         };
@@ -467,6 +477,16 @@ impl Node {
             self.overlay.dead.remove(&id);
             return;
         }
+        // One re-probe per `dead_probe_spacing` for the whole node: a re-probe that falls due
+        // before the next free turn takes that turn (turns go out in order) and waits for it.
+        if !d.turn && now < free {
+            d.turn = true;
+            d.due = turn_at;
+            self.overlay.dead_probe_free = free + spacing;
+            self.set_timer(turn_at, TimerKey::Dead(id));
+            return;
+        }
+        d.turn = false;
         let info = NodeInfo { id, addr: d.addr };
         let next = (now + d.backoff).min(forget_at);
         d.backoff = d.backoff.saturating_mul(2).min(max);
@@ -475,6 +495,41 @@ impl Node {
             d.due = due;
             self.set_timer(due, TimerKey::Dead(id));
         }
+        if now >= free {
+            self.overlay.dead_probe_free = now + spacing;
+        }
+        self.probe_dead(now, info);
+    }
+
+    /// Another node named `info`, which this node remembers as dead, as alive (in a leaf set, a
+    /// row, a join reply). Not believed: probed, when it has been dead longer than
+    /// `dead_rumour_after` and was not probed in the last `dead_probe_min`. Soon after a
+    /// crash, stale tables name the dead node everywhere, and probing on every mention would
+    /// cost what the spacing of re-probes saves; later, a mention is news: the two sides of a
+    /// healed partition find each other through the first few nodes that met again, instead of
+    /// each node waiting for its own re-probes to come round.
+    pub(crate) fn dead_rumour(&mut self, now: Time, info: NodeInfo) {
+        let (after, gap) = (self.cfg.dead_rumour_after, self.cfg.dead_probe_min);
+        let Some(d) = self.overlay.dead.get(&info.id) else {
+            return;
+        };
+        if d.left || now < d.since + after || now < d.probed + gap {
+            return;
+        }
+        self.stats.dead_rumours += 1;
+        self.probe_dead(now, info);
+    }
+
+    /// Probes a node remembered as dead (at the address it had then).
+    fn probe_dead(&mut self, now: Time, info: NodeInfo) {
+        let Some(d) = self.overlay.dead.get_mut(&info.id) else {
+            return;
+        };
+        d.probed = now;
+        let info = NodeInfo {
+            id: info.id,
+            addr: d.addr,
+        };
         self.probe(now, info);
     }
 }

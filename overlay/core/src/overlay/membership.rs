@@ -47,7 +47,8 @@ pub(crate) fn heard_of(msg: &Message) -> Option<Heard> {
 
 impl Node {
     /// Offers a node heard of in another node's message as a candidate for the leaf set and
-    /// the routing table. Second-hand news of a node we believe dead is ignored.
+    /// the routing table. Second-hand news of a node we believe dead is not taken, only checked
+    /// (see [`Node::dead_rumour`]).
     pub(crate) fn learn(&mut self, now: Time, info: NodeInfo) {
         self.learn_as(now, info, Heard::SecondHand);
     }
@@ -57,7 +58,11 @@ impl Node {
     pub(crate) fn learn_as(&mut self, now: Time, info: NodeInfo, heard: Heard) -> bool {
         let direct = heard != Heard::SecondHand;
         let id = info.id;
-        if id == self.me.id || (!direct && self.overlay.dead.contains_key(&id)) {
+        if id == self.me.id {
+            return false;
+        }
+        if !direct && self.overlay.dead.contains_key(&id) {
+            self.dead_rumour(now, info);
             return false;
         }
         let (changed, evicted) = self.overlay.leaf.insert_evicting(id);

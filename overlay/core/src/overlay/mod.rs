@@ -66,6 +66,9 @@ pub(crate) struct Overlay {
     /// each move left a stale heap entry to pop and look up.
     peer_next: Option<Option<(Time, NodeId)>>,
     dead: SortedIdMap<Dead>,
+    /// The next free turn for a re-probe of a dead node (see
+    /// [`crate::Config::dead_probe_spacing`]).
+    dead_probe_free: Time,
     probes: SortedIdMap<Probe>,
     /// The probes' deadlines `(deadline, id)` in the order they were set, which is their time
     /// order (every probe waits `ping_timeout`). They live here rather than in the timer heap:
@@ -105,6 +108,7 @@ impl Overlay {
             peers: SortedIdMap::default(),
             peer_next: Some(None),
             dead: SortedIdMap::default(),
+            dead_probe_free: Time::ZERO,
             probes: SortedIdMap::default(),
             probe_deadlines: VecDeque::new(),
             rtt_cache: RttCache::default(),

@@ -48,6 +48,8 @@ pub(crate) struct Net {
     pub dial_fails: std::collections::BTreeSet<(usize, usize)>,
     /// Pairs (smaller, larger) between which a message went: they have a link.
     pub linked: std::collections::BTreeSet<(usize, usize)>,
+    /// Messages lost because an end was down: (due time, from, to, kind index).
+    pub lost: Vec<(Time, usize, usize, usize)>,
 }
 
 impl Net {
@@ -96,6 +98,7 @@ impl Net {
             delays: None,
             dial_fails: std::collections::BTreeSet::new(),
             linked: std::collections::BTreeSet::new(),
+            lost: Vec::new(),
         }
     }
 
@@ -166,8 +169,9 @@ impl Net {
                     }
                 }
             } else {
-                let (_, (from, to, msg)) = self.queue.pop_first().expect("present");
+                let ((at, _), (from, to, msg)) = self.queue.pop_first().expect("present");
                 if self.down[from] || self.down[to] {
+                    self.lost.push((at, from, to, msg.kind_index()));
                     continue;
                 }
                 let info = self.infos[from];

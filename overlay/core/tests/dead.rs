@@ -1,0 +1,134 @@
+//! Nodes remembered as dead: their re-probes are spaced node-wide (a crash costs a bounded
+//! number of unanswered pings, whatever the churn), and a mention of a long-dead node by a
+//! live one is checked at once (a healed partition merges through the first nodes that met).
+
+mod common;
+
+use std::time::Duration;
+
+use common::Net;
+use petal_core::{Config, Message};
+
+fn ping_kind() -> usize {
+    Message::Ping { nonce: 1 }.kind_index()
+}
+
+/// Ten of twenty nodes crash together. Every survivor remembers the dead it tracked and
+/// re-probes them; node-wide, one re-probe per `dead_probe_spacing` (5 s) at most: from 20 s
+/// to 80 s after the crash each survivor sends at most 13 pings to the dead (12 turns and one
+/// that started before the window). Each dead node re-probed every `dead_probe_max` (10 s),
+/// as before the spacing, cost node 0 60 pings here. The survivors still converge.
+#[test]
+fn re_probes_of_dead_nodes_are_spaced_node_wide() {
+    let cfg = Config::default();
+    let spacing = cfg.dead_probe_spacing;
+    assert_eq!(spacing, Duration::from_secs(5));
+    let mut net = Net::with_config(21, 20, cfg);
+    let all: Vec<usize> = (0..20).collect();
+    net.form_ring(&all);
+    net.converge(&all, Duration::from_secs(30));
+    let crash = net.now;
+    for i in 10..20 {
+        net.down[i] = true;
+    }
+    net.run_for(Duration::from_secs(80));
+    let from = crash + Duration::from_secs(20);
+    let ping = ping_kind();
+    let mut most = 0;
+    let mut total = 0;
+    for i in 0..10 {
+        let dead_tracked = (10..20)
+            .filter(|&j| net.lost.iter().any(|&(_, f, t, _)| f == i && t == j))
+            .count();
+        let pings = net
+            .lost
+            .iter()
+            .filter(|&&(at, f, t, k)| f == i && t >= 10 && k == ping && at >= from)
+            .count();
+        assert!(
+            dead_tracked >= 3,
+            "node {i} tracked {dead_tracked} of the dead"
+        );
+        assert!(
+            pings <= 13,
+            "node {i} sent {pings} pings to the dead in 60 s (spacing {spacing:?})"
+        );
+        most = most.max(pings);
+        total += pings;
+    }
+    assert!(
+        total >= 10 * 8,
+        "re-probes go on at the spaced rate: {total} (most {most})"
+    );
+    let alive: Vec<usize> = (0..10).collect();
+    assert!(net.wrong_leaf_sets(&alive).is_empty());
+}
+
+/// A live member names a node remembered as dead (in a leaf set): within
+/// `dead_rumour_after` (10 s) of the death the mention is taken for a stale table and nothing
+/// is sent; later it is probed at once, and not again on a second mention within
+/// `dead_probe_min`. The probe's answer brings it back.
+#[test]
+fn a_long_dead_node_named_alive_is_probed_at_once() {
+    let mut net = Net::new(5, 4);
+    net.form_ring(&[0, 1, 2, 3]);
+    net.run_for(Duration::from_secs(3));
+    net.down[3] = true;
+    let (one, three) = (net.infos[1], net.infos[3]);
+    // Declared dead by node 0 within a few seconds.
+    let mut declared = None;
+    for _ in 0..100 {
+        net.run_for(Duration::from_millis(100));
+        if !net.nodes[0].knows(three.id) {
+            declared = Some(net.now);
+            break;
+        }
+    }
+    let declared = declared.expect("node 3 declared dead");
+    let mention = |net: &mut Net| -> usize {
+        let now = net.now;
+        let before = pings_queued(net, 0, 3);
+        net.nodes[0].handle_message(
+            now,
+            one,
+            Message::LeafSet {
+                leaf: vec![three],
+                reply: false,
+            },
+        );
+        net.drain(0);
+        pings_queued(net, 0, 3) - before
+    };
+    // Soon after the death: not probed.
+    assert_eq!(mention(&mut net), 0, "a fresh death is not re-checked");
+    // 11 s after it: probed at once, once.
+    net.run_until(declared + Duration::from_secs(11));
+    let rumours = net.nodes[0].stats().dead_rumours;
+    assert_eq!(
+        mention(&mut net),
+        1,
+        "a long-dead node named alive is probed"
+    );
+    assert_eq!(net.nodes[0].stats().dead_rumours, rumours + 1);
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(mention(&mut net), 0, "not twice within dead_probe_min");
+    assert!(!net.nodes[0].knows(three.id));
+    // Back up: the next mention's probe is answered and node 3 is in node 0's tables again.
+    net.down[3] = false;
+    net.run_until(declared + Duration::from_secs(14));
+    if !net.nodes[0].knows(three.id) {
+        assert_eq!(mention(&mut net), 1);
+        net.run_for(Duration::from_millis(10));
+    }
+    assert!(net.nodes[0].knows(three.id), "node 3 back after its probe");
+    assert!(net.nodes[0].stats().revivals >= 1);
+}
+
+/// Pings from `i` to `j` waiting in the network.
+fn pings_queued(net: &Net, i: usize, j: usize) -> usize {
+    let ping = ping_kind();
+    net.queue
+        .values()
+        .filter(|(f, t, m)| *f == i && *t == j && m.kind_index() == ping)
+        .count()
+}

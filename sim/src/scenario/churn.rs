@@ -21,20 +21,20 @@ use crate::report::{CdfChart, Frame, ReportWriter, TargetRow, Verdict};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     nodes: u64,
     /// One run per median session time, in seconds.
-    median_session_s: Vec<u64>,
+    pub(super) median_session_s: Vec<u64>,
     /// Churn phase length.
-    duration_s: u64,
+    pub(super) duration_s: u64,
     /// Lookups started per second during churn.
     lookups_per_s: u64,
     join_spacing_ms: u64,
     settle_s: u64,
 }
 
-struct Run {
-    median_s: u64,
+pub(super) struct Run {
+    pub(super) median_s: u64,
     metrics: Metrics,
     leaf_ok: Vec<(f64, f64)>,
     alive_mean: f64,
@@ -67,7 +67,13 @@ pub(super) fn run(
 }
 
 /// One run at one churn rate; its progress is part `part` of the scenario's.
-fn churn_run(sim: &mut Sim, p: &Params, median_s: u64, progress: &Progress, part: usize) -> Run {
+pub(super) fn churn_run(
+    sim: &mut Sim,
+    p: &Params,
+    median_s: u64,
+    progress: &Progress,
+    part: usize,
+) -> Run {
     grow(sim, p.nodes, p.join_spacing_ms, p.settle_s * 1000, |_| {});
     let start = sim.now();
     sim.metrics = Metrics::new(1_000_000);
@@ -252,18 +258,50 @@ fn maintenance_section(w: &mut ReportWriter, p: &Params, runs: &[Run]) {
     );
 }
 
+/// The headline figures of one run.
+pub(super) struct Summary {
+    pub(super) success: f64,
+    pub(super) consistency: f64,
+    /// Mean share of ready nodes whose leaf set is exactly right.
+    pub(super) leaf_mean: f64,
+    /// Median crash detection, seconds.
+    pub(super) det50: f64,
+    pub(super) maint_bps: f64,
+    pub(super) maint_mps: f64,
+    pub(super) false_deaths: u64,
+}
+
+/// [`Summary`] of run `r`.
+pub(super) fn summary(p: &Params, r: &Run) -> Summary {
+    let t = r.metrics.totals();
+    let ended = t.lookups_done + t.lookups_failed;
+    let per = r.alive_mean.max(1.0) * p.duration_s as f64;
+    Summary {
+        success: t.lookups_done as f64 / ended.max(1) as f64,
+        consistency: t.consistent as f64 / t.delivered.max(1) as f64,
+        leaf_mean: r.leaf_ok.iter().map(|x| x.1).sum::<f64>() / r.leaf_ok.len().max(1) as f64,
+        det50: quantile(&r.metrics.detections_us, 0.5).map_or(f64::NAN, |v| v as f64 / 1e6),
+        maint_bps: t.maintenance_bytes as f64 / per,
+        maint_mps: t.maintenance_msgs as f64 / per,
+        false_deaths: r.metrics.false_deaths,
+    }
+}
+
 /// One run's table row, targets and JSON.
 fn run_rows(p: &Params, r: &Run) -> (Vec<String>, Vec<TargetRow>, serde_json::Value) {
     let mut targets = Vec::new();
     let t = r.metrics.totals();
     let ended = t.lookups_done + t.lookups_failed;
-    let success = t.lookups_done as f64 / ended.max(1) as f64;
-    let consistency = t.consistent as f64 / t.delivered.max(1) as f64;
-    let leaf_mean = r.leaf_ok.iter().map(|x| x.1).sum::<f64>() / r.leaf_ok.len().max(1) as f64;
     let det = &r.metrics.detections_us;
-    let det50 = quantile(det, 0.5).map_or(f64::NAN, |v| v as f64 / 1e6);
-    let maint_bps = t.maintenance_bytes as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
-    let maint_mps = t.maintenance_msgs as f64 / (r.alive_mean.max(1.0) * p.duration_s as f64);
+    let Summary {
+        success,
+        consistency,
+        leaf_mean,
+        det50,
+        maint_bps,
+        maint_mps,
+        ..
+    } = summary(p, r);
     let row = vec![
         format!("{} s", r.median_s),
         t.lookups_started.to_string(),

@@ -46,6 +46,7 @@
 mod app_workload;
 mod churn;
 mod churn_messaging;
+mod churn_tradeoff;
 mod cold_start;
 mod common;
 mod fidelity;
@@ -109,6 +110,8 @@ pub struct Scenario {
 pub struct NodeOverrides {
     /// `L`.
     pub leaf_set_size: Option<usize>,
+    /// Heartbeat interval (to the counter-clockwise neighbour).
+    pub heartbeat_interval_ms: Option<u64>,
     /// Leaf-set ping interval.
     pub leaf_ping_interval_ms: Option<u64>,
     /// Routing-table ping interval.
@@ -144,6 +147,9 @@ impl NodeOverrides {
         let ms = Duration::from_millis;
         if let Some(v) = self.leaf_set_size {
             c.leaf_set_size = v;
+        }
+        if let Some(v) = self.heartbeat_interval_ms {
+            c.heartbeat_interval = ms(v);
         }
         if let Some(v) = self.leaf_ping_interval_ms {
             c.leaf_ping_interval = ms(v);
@@ -249,6 +255,7 @@ impl Scenario {
         match self.kind.as_str() {
             "pastry-hops" => hops::run(self, node, out_dir, progress),
             "churn" => churn::run(self, node, out_dir, progress, threads),
+            "churn-tradeoff" => churn_tradeoff::run(self, out_dir, progress, threads),
             "partition" => partition::run(self, node, out_dir, progress),
             "cold-start" => cold_start::run(self, node, out_dir, progress, threads),
             "churn-messaging" => churn_messaging::run(self, node, out_dir, progress, threads),

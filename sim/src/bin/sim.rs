@@ -4,7 +4,7 @@
 //! cargo run --release --bin sim scenarios                  # every scenario in scenarios/
 //! cargo run --release --bin sim scenarios/churn.toml       # one file
 //! cargo run --release --bin sim scenarios --filter churn   # names containing "churn"
-//! cargo run --release --bin sim scenarios --all            # the optional ones too (pastry-hops-1m)
+//! cargo run --release --bin sim scenarios --all            # the optional ones too (pastry-hops-1m, churn-tradeoff)
 //! cargo run --release --bin sim scenarios --seed 7         # another master seed
 //! cargo run --release --bin sim scenarios --check          # exit 1 if a target is missed
 //! cargo run --release --bin sim scenarios --check --allow-miss "maintenance"   # but that one
@@ -77,7 +77,7 @@ struct Args {
     #[arg(long)]
     filter: Option<String>,
     /// Run the optional scenarios of a directory too (those marked `optional = true`, too
-    /// long for the suite: `pastry-hops-1m`).
+    /// long for the suite: `pastry-hops-1m`, `churn-tradeoff`).
     #[arg(long)]
     all: bool,
     /// Override every scenario's master seed.

@@ -136,8 +136,14 @@ impl Asks {
     }
 
     /// Forgets every delivery (the node is leaving).
-    pub(crate) fn forget_deliveries(&mut self) {
-        self.deliveries.clear();
+    /// Takes every delivery still awaited by its requester (not expired): (requester, the
+    /// requester's request id). The expired ones are forgotten.
+    pub(crate) fn take_deliveries(&mut self) -> Vec<(NodeInfo, u64)> {
+        std::mem::take(&mut self.deliveries)
+            .into_values()
+            .filter(|d| !d.expired)
+            .map(|d| (d.requester, d.id))
+            .collect()
     }
 
     /// Removes a decided request and its connection's index entry.

@@ -205,6 +205,7 @@ pub use local::{GroupView, Pending};
 pub use memory::MemoryUse;
 pub use node::{Event, Node, Transmit};
 pub use overlay::join::JoinProgress;
+pub use overlay::membership::LEAVING_FAULT;
 pub use petal_protocol::{Key, Message, NodeId, NodeInfo};
 pub use routing_table::RoutingTable;
 pub use seeds::{SeedTiming, Seeds};

@@ -41,6 +41,9 @@ pub struct Stats {
     /// Nodes remembered dead probed because another node named them as alive
     /// ([`crate::Config::dead_rumour_after`]).
     pub dead_rumours: u64,
+    /// Requests delivered to this node's members and not answered when it left: failed at
+    /// their requesters at once ([`crate::Node::leave`]).
+    pub requests_failed_on_leave: u64,
     /// Pings sent (liveness and probes).
     pub pings_sent: u64,
     /// Routing-table entries replaced by a closer (lower round-trip time) node.

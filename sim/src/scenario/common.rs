@@ -222,10 +222,11 @@ pub(crate) fn core_counters<'a>(
 ) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in stats {
-        let fields: [(&'static str, u64); 29] = [
+        let fields: [(&'static str, u64); 30] = [
             ("introductions", s.introductions),
             ("revivals", s.revivals),
             ("dead_rumours", s.dead_rumours),
+            ("requests_failed_on_leave", s.requests_failed_on_leave),
             ("asks_bounced", s.asks_bounced),
             ("routes_dropped", s.routes_dropped),
             ("hop_timeouts", s.hop_timeouts),

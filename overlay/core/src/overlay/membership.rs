@@ -11,6 +11,10 @@ use super::Phase;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
+/// The fault a requester gets for a request whose member's node left before the member
+/// answered (see [`Node::leave`]).
+pub const LEAVING_FAULT: &str = "petal: the member's node left before the member answered";
+
 /// How a node came to be offered to [`Node::learn_as`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Heard {
@@ -476,6 +480,23 @@ impl Node {
     /// fails pending lookups, times out pending requests, closes tunnels with a reason, and
     /// stops. The node ignores all input afterwards.
     pub fn leave(&mut self, now: Time) {
+        // Requests delivered to local members and not answered yet fail at their requesters
+        // now, with a reason, rather than at their timeout: the reply could not come back.
+        // (Not moved to another member: this one may have acted on the request already.)
+        // Before the leave messages, so that a requester does not hear from this node again
+        // after its leave.
+        for (requester, id) in self.asks.take_deliveries() {
+            self.stats.requests_failed_on_leave += 1;
+            self.send_or_loop(
+                now,
+                requester,
+                Message::Reply {
+                    id,
+                    result: petal_protocol::ReplyResult::Fault(LEAVING_FAULT.to_string()),
+                },
+            );
+        }
+        self.drain_loopback(now);
         if self.overlay.phase == Phase::Ready {
             let leaf = self.leaf_infos();
             let peers: Vec<NodeInfo> = self.infos(self.overlay.peers.keys().copied());
@@ -497,7 +518,6 @@ impl Node {
         for id in self.tunnels.ids() {
             self.fail_tunnel(now, id, "petal: the node is shutting down");
         }
-        self.asks.forget_deliveries();
         self.groups.clear_loads();
         self.drain_loopback(now);
         self.overlay.phase = Phase::Left;

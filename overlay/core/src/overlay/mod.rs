@@ -29,7 +29,7 @@ use crate::time::Time;
 
 pub(crate) mod join;
 mod liveness;
-mod membership;
+pub(crate) mod membership;
 mod routing;
 mod search;
 

@@ -50,6 +50,8 @@ pub(crate) struct Net {
     pub linked: std::collections::BTreeSet<(usize, usize)>,
     /// Messages lost because an end was down: (due time, from, to, kind index).
     pub lost: Vec<(Time, usize, usize, usize)>,
+    /// Application events (requests, their outcomes, ...): (time, node, event).
+    pub app_events: Vec<(Time, usize, Event)>,
 }
 
 impl Net {
@@ -99,6 +101,7 @@ impl Net {
             dial_fails: std::collections::BTreeSet::new(),
             linked: std::collections::BTreeSet::new(),
             lost: Vec::new(),
+            app_events: Vec::new(),
         }
     }
 
@@ -140,6 +143,9 @@ impl Net {
                     self.failed += 1;
                 }
                 Event::Broadcast { conn, payload } => self.broadcasts.push((i, conn, payload)),
+                ev @ (Event::Request { .. } | Event::RequestDone { .. }) => {
+                    self.app_events.push((self.now, i, ev));
+                }
                 _ => {}
             }
         }

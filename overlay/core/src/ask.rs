@@ -136,14 +136,22 @@ impl Asks {
     }
 
     /// Forgets every delivery (the node is leaving).
-    /// Takes every delivery still awaited by its requester (not expired): (requester, the
-    /// requester's request id). The expired ones are forgotten.
-    pub(crate) fn take_deliveries(&mut self) -> Vec<(NodeInfo, u64)> {
-        std::mem::take(&mut self.deliveries)
-            .into_values()
-            .filter(|d| !d.expired)
-            .map(|d| (d.requester, d.id))
-            .collect()
+    /// Takes every delivery still awaited by a requester on another node than `me` (not
+    /// expired): (requester, the requester's request id). Deliveries for local requesters stay.
+    pub(crate) fn take_remote_deliveries(&mut self, me: NodeId) -> Vec<(NodeInfo, u64)> {
+        let mut taken = Vec::new();
+        self.deliveries.retain(|_, d| {
+            let remote = d.requester.id != me;
+            if remote && !d.expired {
+                taken.push((d.requester, d.id));
+            }
+            !remote
+        });
+        taken
+    }
+
+    pub(crate) fn forget_deliveries(&mut self) {
+        self.deliveries.clear();
     }
 
     /// Removes a decided request and its connection's index entry.

@@ -1,7 +1,9 @@
 //! Graceful shutdown of a real `petald` process: on SIGTERM a client waiting on a request to
 //! a slow service of the same node gets its timeout at once (not a hang), its open tunnel and
 //! its connection end with a reason, the service is told it was dropped, and the process
-//! exits with status 0 within a few seconds. SIGINT does the same for an idle daemon.
+//! exits with status 0 within a few seconds. SIGINT does the same for an idle daemon. A request
+//! from another node that a member of the stopping node holds fails at its requester at once,
+//! with the reason.
 
 mod common;
 
@@ -156,4 +158,76 @@ async fn sigint_stops_an_idle_daemon() {
     println!("SIGINT: idle daemon exited after {:?}", t0.elapsed());
     let closed = within(SECOND, "close after shutdown", client.close()).await;
     assert!(closed.is_ok() || client.is_closed(), "{closed:?}");
+}
+
+/// Answers "warm" at once; reports any other request's arrival and holds it for a minute.
+struct Holds(mpsc::UnboundedSender<Bytes>);
+
+impl ServiceHandler for Holds {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        if &request[..] == b"warm" {
+            return Ok(request);
+        }
+        let _ = self.0.send(request.clone());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(request)
+    }
+}
+
+/// A request from a client of another node, held by a member of the node that shuts down,
+/// fails at its requester at once with the reason, not at its 30 s timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_the_requests_its_members_hold_for_other_nodes_at_once() {
+    let a = Daemon::start(&Spec::alone()).await;
+    let b = Daemon::start(&Spec {
+        peer_ip: lo(2),
+        seeds: vec![a.peer],
+        ..Spec::alone()
+    })
+    .await;
+    assert!(b.wait_log("joined the ring", 5 * SECOND).await);
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
+    let _svc = register(b.port, "held", Holds(arrived_tx))
+        .await
+        .expect("register");
+    let client = Connection::connect(a.port).await.expect("connect");
+    let t0 = Instant::now();
+    loop {
+        match client
+            .request("held", "warm", 200 * Duration::from_millis(1))
+            .await
+        {
+            Ok(_) => break,
+            Err(Error::Timeout) if t0.elapsed() < 10 * SECOND => {}
+            Err(e) => panic!("no member reachable from a after {:?}: {e}", t0.elapsed()),
+        }
+    }
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let r = client
+                .request("held", "please", Duration::from_secs(30))
+                .await;
+            (Instant::now(), r)
+        })
+    };
+    within(
+        2 * SECOND,
+        "the request reaching the member",
+        arrived.recv(),
+    )
+    .await
+    .unwrap();
+    let t1 = Instant::now();
+    b.terminate();
+    let (at, outcome) = within(5 * SECOND, "the held request", pending)
+        .await
+        .unwrap();
+    match outcome {
+        Err(Error::Remote(reason)) => assert_eq!(reason, petal_core::LEAVING_FAULT),
+        other => panic!("want the leaving node's fault, got {other:?}"),
+    }
+    let answered = at - t1;
+    assert!(answered < 2 * SECOND, "answered after {answered:?}");
+    println!("a request held on a node that shut down failed at its requester after {answered:?}");
 }

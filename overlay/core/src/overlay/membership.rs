@@ -476,16 +476,15 @@ impl Node {
         }
     }
 
-    /// Leaves the ring gracefully: tells every known peer (with the leaf set, for their repair),
-    /// fails pending lookups, times out pending requests, closes tunnels with a reason, and
-    /// stops. The node ignores all input afterwards.
-    pub fn leave(&mut self, now: Time) {
-        // Requests delivered to local members and not answered yet fail at their requesters
-        // now, with a reason, rather than at their timeout: the reply could not come back.
-        // (Not moved to another member: this one may have acted on the request already.)
-        // Before the leave messages, so that a requester does not hear from this node again
-        // after its leave.
-        for (requester, id) in self.asks.take_deliveries() {
+    /// Fails every request from another node that a local member holds unanswered, at its
+    /// requester and at once, as a fault with the reason [`LEAVING_FAULT`], rather than at its
+    /// timeout: the reply cannot come back once this node is gone. The requests are not moved
+    /// to another member, which could run them a second time. (A local requester's request
+    /// gets its timeout at once from [`Node::leave`] or from its driver.) [`Node::leave`] does
+    /// this first; a driver that closes its connections before leaving (closing one abandons
+    /// what its member holds) calls it before.
+    pub fn fail_held_requests(&mut self, now: Time) {
+        for (requester, id) in self.asks.take_remote_deliveries(self.me.id) {
             self.stats.requests_failed_on_leave += 1;
             self.send_or_loop(
                 now,
@@ -497,6 +496,15 @@ impl Node {
             );
         }
         self.drain_loopback(now);
+    }
+
+    /// Leaves the ring gracefully: fails the requests its members hold
+    /// ([`Node::fail_held_requests`]), tells every known peer (with the leaf set, for their
+    /// repair), fails pending lookups, times out pending requests, closes tunnels with a reason,
+    /// and stops. The node ignores all input afterwards.
+    pub fn leave(&mut self, now: Time) {
+        // First, so that a requester does not hear from this node after its leave.
+        self.fail_held_requests(now);
         if self.overlay.phase == Phase::Ready {
             let leaf = self.leaf_infos();
             let peers: Vec<NodeInfo> = self.infos(self.overlay.peers.keys().copied());
@@ -518,6 +526,7 @@ impl Node {
         for id in self.tunnels.ids() {
             self.fail_tunnel(now, id, "petal: the node is shutting down");
         }
+        self.asks.forget_deliveries();
         self.groups.clear_loads();
         self.drain_loopback(now);
         self.overlay.phase = Phase::Left;

@@ -572,6 +572,12 @@ impl<N: Net> Driver<N> {
 
     fn shutdown(&mut self, now: Time) {
         tracing::info!("shutting down: answering pending work and leaving the ring");
+        // Requests from other nodes that local members hold fail at their requesters now
+        // (closing the sessions would abandon them to their timeouts).
+        self.node.fail_held_requests(now);
+        while let Some(t) = self.node.poll_transmit() {
+            self.transmit(t.to, t.msg);
+        }
         self.sessions.shutdown(&mut self.node, now);
         self.node.leave(now);
         // Events from leave (outcomes of requests of sessions already answered) go nowhere;

@@ -662,11 +662,16 @@ impl Node {
     }
 
     /// Handles the messages this node sent to itself.
+    /// Handles the messages this node sent itself, then compacts the timers: every input
+    /// ends here (an application's call that ends timer owners, such as a closed connection's
+    /// deliveries, arms no timer of its own, so the heap must be compacted here too; found by
+    /// the `core` fuzz target).
     pub(crate) fn drain_loopback(&mut self, now: Time) {
         while let Some(msg) = self.loopback.pop_front() {
             let me = self.me;
             self.handle_app_message(now, me, msg);
         }
+        self.compact_timers();
     }
 
     /// Queues a message for the driver (bounded: beyond `max_outbox`, the send is dropped and

@@ -98,7 +98,7 @@ pub struct Config {
     /// How long a dead node is remembered and re-probed.
     pub dead_forget_after: Duration,
     /// Shortest gap between two re-probes of dead nodes by one node, whatever their number:
-    /// re-probes that fall due sooner wait their turn, in order. Without it each crash cost
+    /// a re-probe that falls due sooner is skipped until its next backoff step. Without it each crash cost
     /// every node that remembered it a ping every `dead_probe_max` for `dead_forget_after`
     /// (about 500 unanswered pings per crash in `churn`), and the cost grew with the churn
     /// rate. A partition still heals fast: each of its nodes re-probes the other side in turn,

@@ -15,9 +15,10 @@ fn ping_kind() -> usize {
 
 /// Ten of twenty nodes crash together. Every survivor remembers the dead it tracked and
 /// re-probes them; node-wide, one re-probe per `dead_probe_spacing` (5 s) at most: from 20 s
-/// to 80 s after the crash each survivor sends at most 13 pings to the dead (12 turns and one
-/// that started before the window). Each dead node re-probed every `dead_probe_max` (10 s),
-/// as before the spacing, cost node 0 60 pings here. The survivors still converge.
+/// to 80 s after the crash each survivor sends at most 13 pings to the dead, and at least 3
+/// (a re-probe skipped for the spacing comes back at its next backoff step). Each dead node
+/// re-probed every `dead_probe_max` (10 s), as before the spacing, cost node 0 60 pings here.
+/// The survivors still converge.
 #[test]
 fn re_probes_of_dead_nodes_are_spaced_node_wide() {
     let cfg = Config::default();
@@ -35,6 +36,7 @@ fn re_probes_of_dead_nodes_are_spaced_node_wide() {
     let from = crash + Duration::from_secs(20);
     let ping = ping_kind();
     let mut most = 0;
+    let mut least = usize::MAX;
     let mut total = 0;
     for i in 0..10 {
         let dead_tracked = (10..20)
@@ -54,11 +56,14 @@ fn re_probes_of_dead_nodes_are_spaced_node_wide() {
             "node {i} sent {pings} pings to the dead in 60 s (spacing {spacing:?})"
         );
         most = most.max(pings);
+        least = least.min(pings);
         total += pings;
     }
+    // And they go on: every survivor re-probes at least once per 20 s (none is held back
+    // for good).
     assert!(
-        total >= 10 * 8,
-        "re-probes go on at the spaced rate: {total} (most {most})"
+        least >= 3,
+        "re-probes go on: {total} in all, {least} to {most} per node"
     );
     let alive: Vec<usize> = (0..10).collect();
     assert!(net.wrong_leaf_sets(&alive).is_empty());

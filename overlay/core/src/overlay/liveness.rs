@@ -73,9 +73,6 @@ pub(crate) struct Dead {
     pub(crate) backoff: Duration,
     /// Left gracefully: not re-probed.
     pub(crate) left: bool,
-    /// `due` is a turn reserved among the node's re-probes (see
-    /// [`crate::Config::dead_probe_spacing`]): the re-probe goes then.
-    pub(crate) turn: bool,
     /// When it was last probed (scheduled or on a rumour).
     pub(crate) probed: Time,
 }
@@ -456,7 +453,6 @@ impl Node {
                 due,
                 backoff: self.cfg.dead_probe_min,
                 left,
-                turn: false,
                 probed: now,
             },
         );
@@ -466,9 +462,6 @@ impl Node {
     pub(crate) fn on_dead_timer(&mut self, now: Time, id: NodeId) {
         let forget_after = self.cfg.dead_forget_after;
         let max = self.cfg.dead_probe_max;
-        let spacing = self.cfg.dead_probe_spacing;
-        let free = self.overlay.dead_probe_free;
-        let turn_at = self.quantize(free);
         let Some(d) = self.overlay.dead.get_mut(&id) else {
             return;
         };
@@ -477,16 +470,6 @@ impl Node {
             self.overlay.dead.remove(&id);
             return;
         }
-        // One re-probe per `dead_probe_spacing` for the whole node: a re-probe that falls due
-        // before the next free turn takes that turn (turns go out in order) and waits for it.
-        if !d.turn && now < free {
-            d.turn = true;
-            d.due = turn_at;
-            self.overlay.dead_probe_free = free + spacing;
-            self.set_timer(turn_at, TimerKey::Dead(id));
-            return;
-        }
-        d.turn = false;
         let info = NodeInfo { id, addr: d.addr };
         let next = (now + d.backoff).min(forget_at);
         d.backoff = d.backoff.saturating_mul(2).min(max);
@@ -495,9 +478,13 @@ impl Node {
             d.due = due;
             self.set_timer(due, TimerKey::Dead(id));
         }
-        if now >= free {
-            self.overlay.dead_probe_free = now + spacing;
+        // One re-probe per `dead_probe_spacing` for the whole node: one that falls due sooner
+        // is skipped, and tried again at its next step. (No turns are reserved, so none can
+        // be held by entries that revive or are forgotten meanwhile.)
+        if now < self.overlay.dead_probe_free {
+            return;
         }
+        self.overlay.dead_probe_free = now + self.cfg.dead_probe_spacing;
         self.probe_dead(now, info);
     }
 

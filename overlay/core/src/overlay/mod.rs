@@ -66,7 +66,7 @@ pub(crate) struct Overlay {
     /// each move left a stale heap entry to pop and look up.
     peer_next: Option<Option<(Time, NodeId)>>,
     dead: SortedIdMap<Dead>,
-    /// The next free turn for a re-probe of a dead node (see
+    /// The earliest time of the next re-probe of a dead node (see
     /// [`crate::Config::dead_probe_spacing`]).
     dead_probe_free: Time,
     probes: SortedIdMap<Probe>,

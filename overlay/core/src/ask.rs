@@ -135,21 +135,25 @@ impl Asks {
         (requests, before - self.deliveries.len())
     }
 
-    /// Forgets every delivery (the node is leaving).
-    /// Takes every delivery still awaited by a requester on another node than `me` (not
-    /// expired): (requester, the requester's request id). Deliveries for local requesters stay.
-    pub(crate) fn take_remote_deliveries(&mut self, me: NodeId) -> Vec<(NodeInfo, u64)> {
+    /// Takes every delivery to a requester on another node than `me`: (requester, the
+    /// requester's request id, group, member connection, expired). Deliveries for local
+    /// requesters stay.
+    pub(crate) fn take_remote_deliveries(
+        &mut self,
+        me: NodeId,
+    ) -> Vec<(NodeInfo, u64, Key, ConnId, bool)> {
         let mut taken = Vec::new();
         self.deliveries.retain(|_, d| {
             let remote = d.requester.id != me;
-            if remote && !d.expired {
-                taken.push((d.requester, d.id));
+            if remote {
+                taken.push((d.requester, d.id, d.group, d.conn, d.expired));
             }
             !remote
         });
         taken
     }
 
+    /// Forgets every delivery (the node is leaving).
     pub(crate) fn forget_deliveries(&mut self) {
         self.deliveries.clear();
     }

@@ -661,7 +661,6 @@ impl Node {
         }
     }
 
-    /// Handles the messages this node sent to itself.
     /// Handles the messages this node sent itself, then compacts the timers: every input
     /// ends here (an application's call that ends timer owners, such as a closed connection's
     /// deliveries, arms no timer of its own, so the heap must be compacted here too; found by

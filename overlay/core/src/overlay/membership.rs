@@ -484,7 +484,12 @@ impl Node {
     /// this first; a driver that closes its connections before leaving (closing one abandons
     /// what its member holds) calls it before.
     pub fn fail_held_requests(&mut self, now: Time) {
-        for (requester, id) in self.asks.take_remote_deliveries(self.me.id) {
+        for (requester, id, group, conn, expired) in self.asks.take_remote_deliveries(self.me.id) {
+            // The member is answered for (its in-flight count drops, as for a reply).
+            self.groups.member_answered(group, conn, expired);
+            if expired {
+                continue;
+            }
             self.stats.requests_failed_on_leave += 1;
             self.send_or_loop(
                 now,

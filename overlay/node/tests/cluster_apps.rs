@@ -379,13 +379,15 @@ async fn collect_replies(cli: &mut Raw, got: &mut BTreeMap<u64, ReplyOutcome>, w
 
 /// Requests 1..=10 go from `cli` to `cluster`; its member `svc` answers the first `answered`
 /// (their REPLYs arrive); then `kill` takes the member's node away. Each request gets exactly
-/// one REPLY: the answered ones theirs, the others a timeout.
+/// one REPLY: the answered ones theirs, the others `unanswered` (a timeout when the node
+/// crashed; the leaving node's fault when it shut down).
 async fn one_reply_each_across(
     cli: &mut Raw,
     svc: &mut Raw,
     cluster: &str,
     answered: usize,
     kill: impl std::future::Future<Output = ()>,
+    unanswered: ReplyOutcome,
 ) {
     pending_requests(cli, svc, cluster, answered).await;
     let mut got = BTreeMap::new();
@@ -397,11 +399,8 @@ async fn one_reply_each_across(
     kill.await;
     collect_replies(cli, &mut got, 10).await;
     cli.expect_silence(Duration::from_millis(200)).await;
-    let timeouts = got
-        .values()
-        .filter(|o| **o == ReplyOutcome::Timeout)
-        .count();
-    assert_eq!(timeouts, 10 - answered, "{got:?}");
+    let unanswered_count = got.values().filter(|o| **o == unanswered).count();
+    assert_eq!(unanswered_count, 10 - answered, "{got:?}");
 }
 
 #[tokio::test]
@@ -410,7 +409,8 @@ async fn a_member_node_shut_down_with_requests_pending_gives_each_one_reply() {
     let mut cli = Raw::attach(relay_addr(&a), "").await;
     let mut svc = Raw::attach(relay_addr(&c), "gone").await;
     warm_cluster(&mut cli, &mut svc, "gone").await;
-    one_reply_each_across(&mut cli, &mut svc, "gone", 4, c.shutdown()).await;
+    let left = ReplyOutcome::Fault(petal_core::LEAVING_FAULT.into());
+    one_reply_each_across(&mut cli, &mut svc, "gone", 4, c.shutdown(), left).await;
     // The others still serve: a member on B takes requests to the same cluster.
     let mut svc_b = Raw::attach(relay_addr(&b), "gone").await;
     warm_cluster(&mut cli, &mut svc_b, "gone").await;
@@ -447,7 +447,7 @@ async fn a_member_node_crashing_with_requests_pending_gives_each_one_reply() {
         rt.shutdown_background();
         drop(c);
     };
-    one_reply_each_across(&mut cli, &mut svc, "crash", 3, crash).await;
+    one_reply_each_across(&mut cli, &mut svc, "crash", 3, crash, ReplyOutcome::Timeout).await;
     // The member's connection died with its node.
     assert!(matches!(
         svc.recv_within(Duration::from_secs(1)).await,

@@ -30,6 +30,6 @@ pub mod relay;
 pub use codec::DecodeError;
 pub use id::{Key, NodeId};
 pub use message::{
-    Ask, AskKind, DescendMsg, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
-    Sibling, Want,
+    Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, Message, NodeInfo, ReplyResult,
+    RouteMsg, Routed, Sibling, Want,
 };

@@ -197,14 +197,7 @@ pub enum Message {
         siblings: Vec<Sibling>,
     },
     /// An event (publish or broadcast) flowing down a group tree from its root.
-    Cast {
-        /// The group.
-        group: Key,
-        /// Its place in the root's sequence.
-        seq: EventSeq,
-        /// The application payload.
-        payload: Bytes,
-    },
+    Cast(Box<CastMsg>),
     /// A request or tunnel open travelling down a cluster's tree towards the member chosen for
     /// it. Acknowledged hop by hop with [`Message::RouteAck`].
     Descend(Box<DescendMsg>),
@@ -258,6 +251,31 @@ pub struct Load {
     pub capacity: u32,
     /// Requests delivered in the subtree and not answered yet.
     pub inflight: u32,
+}
+
+/// An event on its way down a group tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CastMsg {
+    /// The group.
+    pub group: Key,
+    /// Its place in the root's sequence.
+    pub seq: EventSeq,
+    /// Its identity, given by its publisher: a node that already delivered it (a copy
+    /// numbered twice, by two roots or one) does not deliver it again.
+    pub event: EventId,
+    /// The application payload.
+    pub payload: Bytes,
+}
+
+/// The identity of a published event: its publisher's node and a nonce unique on that node
+/// (one incarnation of it). Copies of one publish, however they were routed and numbered,
+/// share it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId {
+    /// The publishing node.
+    pub origin: NodeId,
+    /// Unique among that node's publishes.
+    pub nonce: u64,
 }
 
 /// Position of an event in a group root's sequence: the root's epoch (new whenever a node
@@ -346,6 +364,9 @@ pub enum Routed {
     },
     /// An event for the group whose key is the route's key; its root casts it down the tree.
     Publish {
+        /// Unique among the origin's publishes: with the origin's id, the event's
+        /// [`EventId`].
+        nonce: u64,
         /// The application payload.
         payload: Bytes,
     },
@@ -358,6 +379,11 @@ impl Message {
     /// A [`Message::Route`] of `msg`.
     pub fn route(msg: RouteMsg) -> Self {
         Message::Route(Box::new(msg))
+    }
+
+    /// A [`Message::Cast`] of `msg`.
+    pub fn cast(msg: CastMsg) -> Self {
+        Message::Cast(Box::new(msg))
     }
 
     /// A [`Message::Descend`] of `msg`.
@@ -467,8 +493,9 @@ impl Message {
 mod tests {
     use super::*;
 
-    /// Every message moves through outboxes and event queues by value: the two large variants
-    /// are boxed so that a ping costs what a ping is, and moves stay a few vector stores.
+    /// Every message moves through outboxes and event queues by value: the large variants
+    /// (routed messages, descents, casts) are boxed so that a ping costs what a ping is, and moves stay a few
+    /// vector stores.
     #[test]
     fn a_message_stays_small() {
         assert!(

@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
 use petal_protocol::{
-    Ask, AskKind, DescendMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo, ReplyResult,
-    RouteMsg, Routed, Sibling, Want,
+    Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Key, Load, Message, NodeId, NodeInfo,
+    ReplyResult, RouteMsg, Routed, Sibling, Want,
 };
 use proptest::prelude::*;
 
@@ -68,7 +68,7 @@ fn message() -> impl Strategy<Value = Message> {
     let routed = prop_oneof![
         Just(Routed::Join),
         any::<u64>().prop_map(|lookup| Routed::Lookup { lookup }),
-        payload().prop_map(|payload| Routed::Publish { payload }),
+        (any::<u64>(), payload()).prop_map(|(nonce, payload)| Routed::Publish { nonce, payload }),
         ask().prop_map(Routed::Ask),
     ];
     let result = prop_oneof![
@@ -121,13 +121,17 @@ fn message() -> impl Strategy<Value = Message> {
                 height,
             }),
         any::<u128>().prop_map(|group| Message::Prune { group: Key(group) }),
-        (any::<u128>(), event_seq(), payload()).prop_map(|(group, seq, payload)| {
-            Message::Cast {
+        (any::<u128>(), event_seq(), any::<(u128, u64)>(), payload()).prop_map(
+            |(group, seq, (origin, nonce), payload)| Message::cast(CastMsg {
                 group: Key(group),
                 seq,
+                event: EventId {
+                    origin: NodeId(origin),
+                    nonce,
+                },
                 payload,
-            }
-        }),
+            })
+        ),
         (any::<u128>(), info(), any::<u8>(), any::<u64>(), ask()).prop_map(
             |(group, requester, hops, hop_seq, ask)| Message::descend(DescendMsg {
                 group: Key(group),

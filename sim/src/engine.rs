@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time};
-use petal_protocol::codec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -28,6 +27,8 @@ mod seeds;
 
 #[path = "memory.rs"]
 mod memory;
+#[path = "network.rs"]
+mod network;
 #[path = "proximity.rs"]
 mod proximity;
 pub use proximity::RowProximity;
@@ -43,6 +44,13 @@ pub struct SimConfig {
     pub topology: TopologyConfig,
     /// Probability that any one message is lost.
     pub loss: f64,
+    /// Probability that a message is delivered twice (the copy with its own delay). Links
+    /// between nodes are authenticated streams, which never duplicate: this models the copies
+    /// a transport of datagrams could make, to test what the core does with them.
+    pub duplicate: f64,
+    /// Each message is delayed by a further uniform random time up to this many microseconds
+    /// (0: links are FIFO). Reorders the messages of a link.
+    pub reorder_us: u64,
     /// Encode and decode every message (slower; proves wire fidelity).
     pub wire_check: bool,
     /// Live nodes sampled to pick the nearest as a joiner's bootstrap (1: a random ready node,
@@ -63,6 +71,8 @@ impl SimConfig {
             node: Config::default(),
             topology,
             loss: 0.0,
+            duplicate: 0.0,
+            reorder_us: 0,
             wire_check: false,
             bootstrap_sample: 1,
             check_invariants: false,
@@ -218,6 +228,11 @@ impl Sim {
     /// Simulated time now.
     pub fn now(&self) -> Time {
         self.now
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
     }
 
     /// The topology.
@@ -599,61 +614,6 @@ impl Sim {
                 self.push(at, Ev::Timer { node: i });
             }
         }
-    }
-
-    #[expect(
-        clippy::expect_used,
-        reason = "wire_check is a self-test: a frame this node encoded that does not decode is the bug it exists to stop at"
-    )]
-    fn transmit(&mut self, from: u32, to: NodeInfo, msg: Message) {
-        let bytes = codec::encoded_len(&msg);
-        self.metrics
-            .sent(self.now, msg.kind_index(), msg.is_maintenance(), bytes);
-        let msg = if self.cfg.wire_check {
-            self.scratch.clear();
-            codec::encode(&msg, &mut self.scratch);
-            assert_eq!(
-                self.scratch.len(),
-                bytes,
-                "encoded_len disagrees with encode"
-            );
-            codec::decode_exact(&self.scratch, codec::DEFAULT_MAX_FRAME_LEN)
-                .expect("own frames decode")
-        } else {
-            msg
-        };
-        let Some(dst) = index_of(to.addr).filter(|&d| (d as usize) < self.slots.len()) else {
-            self.metrics.dropped_unroutable += 1;
-            return;
-        };
-        // A link to an address whose node has another id fails its handshake.
-        if self.ids[dst as usize] != to.id {
-            self.metrics.dropped_unroutable += 1;
-            return;
-        }
-        if self.cfg.loss > 0.0 && self.net_rng.random_bool(self.cfg.loss) {
-            self.metrics.dropped_loss += 1;
-            return;
-        }
-        if let Some(log) = &mut self.event_log {
-            let payload = match &msg {
-                Message::Cast { payload, .. } => Some(payload),
-                Message::Route(r) => match &r.body {
-                    petal_protocol::Routed::Publish { payload } => Some(payload),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(gid) =
-                payload.and_then(|p| Some(u64::from_be_bytes(p.get(..8)?.try_into().ok()?)))
-            {
-                let cast = matches!(msg, Message::Cast { .. });
-                log.push((from, dst, gid, cast, self.now));
-            }
-        }
-        let delay = self.topology.latency_us(from, dst);
-        let at = Time::from_micros(self.now.as_micros() + delay);
-        self.push(at, Ev::Deliver { to: dst, from, msg });
     }
 
     fn on_node_event(&mut self, i: u32, ev: Event) {

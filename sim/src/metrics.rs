@@ -71,6 +71,8 @@ pub struct Metrics {
     pub dropped_unroutable: u64,
     /// Messages lost by the loss model.
     pub dropped_loss: u64,
+    /// Messages delivered twice by the duplication model.
+    pub duplicated: u64,
     /// Peers declared dead while alive and ready.
     pub false_deaths: u64,
     /// Crash-to-first-detection times, microseconds.

@@ -23,7 +23,10 @@
 //! ## Exactly one outcome
 //! Only the requester's node decides a request's outcome: the first reply wins, its timer gives
 //! a timeout, and anything later is dropped. The member's node expires its delivery at the same
-//! timeout (late replies are dropped there too, and mark the member stalled).
+//! timeout (late replies are dropped there too, and mark the member stalled). A member's node
+//! delivers a copy of an ask (rerouted while the first was only late) at most once, by the
+//! requester's id and its own (`Config::dedup_window`); a copy that reaches another member's
+//! node is delivered there too, and its reply is dropped at the requester as a second one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,6 +37,7 @@ use rand::Rng;
 use crate::app::{AppError, ConnId, ConnIndex, Outcome};
 use crate::node::{Event, Node, TimerKey};
 use crate::overlay::HopMsg;
+use crate::recent::Recent;
 use crate::time::Time;
 
 /// A request issued by a local connection, awaiting its outcome.
@@ -71,12 +75,17 @@ pub(crate) struct Asks {
     deliveries: BTreeMap<u64, Delivery>,
     /// Asks waiting here, at their cluster's root, for a member.
     parked: ParkedAsks,
+    /// Asks delivered to local members lately, by requester, the requester's id and whether a
+    /// tunnel: a copy of one is not delivered again (see `Config::dedup_window`).
+    delivered: Recent<(NodeId, u64, bool)>,
 }
 
 impl Asks {
     /// Heap bytes of the request and delivery tables (not the payloads they hold).
     pub(crate) fn heap_bytes(&self) -> usize {
-        crate::memory::btree_bytes(&self.requests) + crate::memory::btree_bytes(&self.deliveries)
+        crate::memory::btree_bytes(&self.requests)
+            + crate::memory::btree_bytes(&self.deliveries)
+            + self.delivered.heap_bytes()
     }
 
     pub(crate) fn new() -> Self {
@@ -85,6 +94,7 @@ impl Asks {
             by_conn: ConnIndex::default(),
             deliveries: BTreeMap::new(),
             parked: ParkedAsks::new(),
+            delivered: Recent::default(),
         }
     }
 
@@ -201,6 +211,10 @@ impl Asks {
         armed: &BTreeSet<(Time, TimerKey)>,
         registered: impl Fn(ConnId) -> bool,
     ) {
+        assert!(
+            self.delivered.len() <= cfg.max_recent_asks,
+            "delivered asks over bound"
+        );
         for (id, r) in &self.requests {
             assert!(
                 armed.contains(&(r.deadline, TimerKey::Request(*id))),
@@ -599,8 +613,15 @@ impl Node {
         opts.len() - 1
     }
 
-    /// Hands an ask to local member `conn`.
+    /// Hands an ask to local member `conn`, unless a copy of it was delivered here lately.
     fn deliver_ask(&mut self, now: Time, conn: ConnId, msg: DescendMsg) {
+        let (cap, window) = (self.cfg.max_recent_asks, self.cfg.dedup_window);
+        let tunnel = matches!(msg.ask.kind, AskKind::Tunnel);
+        let id = (msg.requester.id, msg.ask.id, tunnel);
+        if self.asks.delivered.contains(now, &id, window) {
+            self.stats.asks_copies_dropped += 1;
+            return;
+        }
         match msg.ask.kind {
             AskKind::Request { payload } => {
                 if self.asks.deliveries.len() >= self.cfg.max_deliveries {
@@ -626,6 +647,7 @@ impl Node {
                     },
                 );
                 self.set_timer(deadline, TimerKey::Delivery(delivery));
+                self.asks.delivered.insert(now, id, cap, window);
                 self.stats.requests_delivered += 1;
                 self.emit(Event::Request {
                     conn,
@@ -635,7 +657,10 @@ impl Node {
                     hops: msg.hops,
                 });
             }
-            AskKind::Tunnel => self.tunnel_incoming(now, conn, msg),
+            AskKind::Tunnel => {
+                self.asks.delivered.insert(now, id, cap, window);
+                self.tunnel_incoming(now, conn, msg);
+            }
             _ => self.stats.unknown_messages += 1,
         }
     }

@@ -134,6 +134,22 @@ pub struct Config {
     pub group_replay_events: usize,
     /// Bytes of recent events kept per group at most.
     pub group_replay_bytes: usize,
+    /// How long a node that found a gap in a group's events (and asked its parent for a
+    /// replay) holds the events after it before it gives up on the missing ones.
+    pub event_gap_wait: Duration,
+    /// How long a node remembers the identity of each event it delivered to local members (or
+    /// numbered, as a group's root) and of each request or tunnel open it delivered, so that a
+    /// copy of it (rerouted while the first was only late, numbered by two roots) is taken at
+    /// most once. A copy arriving later than this after the first, or after the newer
+    /// identities fill the bound (`group_dedup_events`, `max_recent_asks`), is taken again:
+    /// longer than any copy lingers (a link closes after 5 s of silence; a route gives up after
+    /// its reroutes).
+    pub dedup_window: Duration,
+    /// Most event identities a group remembers (per group, on nodes with local members and
+    /// at the root).
+    pub group_dedup_events: usize,
+    /// Most delivered requests and tunnel opens a node remembers (see `dedup_window`).
+    pub max_recent_asks: usize,
     /// Most local application connections.
     pub max_conns: usize,
     /// Most requests issued here awaiting their outcome.
@@ -218,6 +234,10 @@ impl Default for Config {
             max_group_children: 64,
             group_replay_events: 64,
             group_replay_bytes: 1 << 20,
+            event_gap_wait: Duration::from_secs(1),
+            dedup_window: Duration::from_secs(60),
+            group_dedup_events: 4096,
+            max_recent_asks: 16_384,
             max_conns: 65_536,
             max_pending_requests: 65_536,
             max_conn_requests: 16_384,

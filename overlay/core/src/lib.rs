@@ -191,6 +191,7 @@ mod local;
 mod memory;
 pub mod node;
 mod overlay;
+mod recent;
 pub mod routing_table;
 mod rtt_cache;
 pub mod seeds;

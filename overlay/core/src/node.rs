@@ -610,11 +610,7 @@ impl Node {
             } => self.on_graft(now, from, group, (load, height), seen, rejoin),
             Message::Prune { group } => self.on_prune(now, from, group),
             Message::Redirect { group, siblings } => self.on_redirect(now, from, group, siblings),
-            Message::Cast {
-                group,
-                seq,
-                payload,
-            } => self.on_cast(now, from, group, seq, payload),
+            Message::Cast(c) => self.on_cast(now, from, *c),
             Message::Descend(d) => self.on_descend(now, from, *d),
             other => self.handle_app_message(now, from, other),
         }

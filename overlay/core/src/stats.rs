@@ -102,10 +102,16 @@ pub struct Stats {
     pub events_forwarded: u64,
     /// Events dropped because they were already taken.
     pub events_duplicate: u64,
+    /// Copies of an event numbered twice (a publish rerouted while its first copy was late)
+    /// that were not delivered, or not numbered again at the root, because their identity was
+    /// seen lately.
+    pub events_copies_dropped: u64,
     /// Events from a node that is not this node's parent in that tree.
     pub events_stale: u64,
     /// Gaps in a tree's event sequence that asked the parent for a replay.
     pub event_gaps: u64,
+    /// Events that arrived past a gap and were held until it filled or was given up.
+    pub events_held: u64,
     /// Events skipped after a gap could not be replayed.
     pub events_lost: u64,
     /// Requests issued by local connections.
@@ -134,6 +140,8 @@ pub struct Stats {
     pub asks_forwarded: u64,
     /// Requests and tunnel opens dropped for want of a member to take them.
     pub asks_unplaced: u64,
+    /// Copies of a request or tunnel open delivered here lately that were not delivered again.
+    pub asks_copies_dropped: u64,
     /// Requests and tunnel opens that reached their cluster's root before any member and
     /// waited there (see `Config::ask_park_timeout`); those never placed also count as
     /// unplaced.

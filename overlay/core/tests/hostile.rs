@@ -26,7 +26,7 @@ use petal_core::{
     Config, ConnId, Event, GroupKind, Key, Message, Node, NodeId, NodeInfo, Outcome, Time,
 };
 use petal_protocol::{
-    Ask, AskKind, DescendMsg, EventSeq, Load, ReplyResult, RouteMsg, Routed, Want,
+    Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, ReplyResult, RouteMsg, Routed, Want,
 };
 use proptest::prelude::*;
 
@@ -211,6 +211,8 @@ enum Spec {
         epoch: Num,
         seq: u64,
         len: usize,
+        /// The event's identity: few origins and nonces, so that copies recur.
+        event: (u128, u64),
     },
     /// A descent (`route == false`) or a routed ask (`route == true`).
     Ask {
@@ -315,7 +317,13 @@ fn messaging_message() -> impl Strategy<Value = Spec> {
     let ask_kind = prop::option::of(small_len());
     let hops = prop_oneof![4 => 0u8..8, 1 => any::<u8>()];
     let seen = (group_key(), load(), num(EPOCH), seq(), any::<bool>());
-    let cast = (group_key(), num(EPOCH), seq(), small_len());
+    let cast = (
+        group_key(),
+        num(EPOCH),
+        seq(),
+        small_len(),
+        (peer(), 0u64..8),
+    );
     let ask = (
         any::<bool>(),
         cluster_key(),
@@ -336,11 +344,12 @@ fn messaging_message() -> impl Strategy<Value = Spec> {
             rejoin
         }),
         2 => group_key().prop_map(|group| Spec::Plain(Message::Prune { group })),
-        4 => cast.prop_map(|(group, epoch, seq, len)| Spec::Cast {
+        4 => cast.prop_map(|(group, epoch, seq, len, event)| Spec::Cast {
             group,
             epoch,
             seq,
-            len
+            len,
+            event
         }),
         4 => ask.prop_map(
             |(route, group, requester, hops, hop_seq, id, timeout_ms, request)| Spec::Ask {
@@ -354,13 +363,14 @@ fn messaging_message() -> impl Strategy<Value = Spec> {
                 request,
             }
         ),
-        2 => (group_key(), peer(), any::<u8>(), raw(), small_len()).prop_map(
-            |(key, origin, hops, hop_seq, len)| Spec::Plain(Message::route(RouteMsg {
+        2 => (group_key(), peer(), any::<u8>(), raw(), small_len(), 0u64..8).prop_map(
+            |(key, origin, hops, hop_seq, len, nonce)| Spec::Plain(Message::route(RouteMsg {
                 key,
                 origin: info(origin),
                 hops: hops % 80,
                 hop_seq,
                 body: Routed::Publish {
+                    nonce,
                     payload: payload(len)
                 },
             }))
@@ -683,14 +693,19 @@ impl Harness {
                 epoch,
                 seq,
                 len,
-            } => Message::Cast {
+                event: (origin, nonce),
+            } => Message::cast(CastMsg {
                 group,
                 seq: EventSeq {
                     epoch: self.resolve(epoch),
                     seq,
                 },
+                event: EventId {
+                    origin: NodeId(origin),
+                    nonce,
+                },
                 payload: payload(len),
-            },
+            }),
             Spec::Ask {
                 route,
                 group,
@@ -794,7 +809,7 @@ impl Harness {
             }
             Message::Descend(d) => (vec![d.hop_seq, d.ask.id], None),
             Message::Graft { seen, .. } => (vec![], Some(seen.epoch)),
-            Message::Cast { seq, .. } => (vec![], Some(seq.epoch)),
+            Message::Cast(c) => (vec![], Some(c.seq.epoch)),
             Message::Reply { id, .. } => (vec![*id], None),
             Message::TunnelAccept {
                 tunnel,
@@ -1252,6 +1267,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         ("st-events-delivered", st.events_delivered),
         ("st-events-forwarded", st.events_forwarded),
         ("st-events-duplicate", st.events_duplicate),
+        ("st-events-copies-dropped", st.events_copies_dropped),
+        ("st-asks-copies-dropped", st.asks_copies_dropped),
         ("st-events-stale", st.events_stale),
         ("st-event-gaps", st.event_gaps),
         ("st-events-lost", st.events_lost),

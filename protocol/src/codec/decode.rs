@@ -5,8 +5,8 @@ use bytes::Bytes;
 use super::{DecodeError, LEN_PREFIX, MAX_LIST_LEN, VERSION, ty};
 use crate::id::{Key, NodeId};
 use crate::message::{
-    Ask, AskKind, DescendMsg, EventSeq, Load, Message, NodeInfo, ReplyResult, RouteMsg, Routed,
-    Sibling, Want,
+    Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, Message, NodeInfo, ReplyResult,
+    RouteMsg, Routed, Sibling, Want,
 };
 
 /// Decodes one frame from the front of `buf`.
@@ -78,6 +78,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
                     lookup: r.u64("lookup id")?,
                 },
                 ty::ROUTED_PUBLISH => Routed::Publish {
+                    nonce: r.u64("publish nonce")?,
                     payload: r.bytes("publish payload")?,
                 },
                 ty::ROUTED_ASK => Routed::Ask(r.ask()?),
@@ -153,11 +154,15 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             group: r.key("redirect group")?,
             siblings: r.siblings()?,
         },
-        ty::CAST => Message::Cast {
+        ty::CAST => Message::cast(CastMsg {
             group: r.key("cast group")?,
             seq: r.event_seq("cast seq")?,
+            event: EventId {
+                origin: NodeId::from_bytes(r.array("cast origin")?),
+                nonce: r.u64("cast nonce")?,
+            },
             payload: r.bytes("cast payload")?,
-        },
+        }),
         ty::DESCEND => Message::descend(DescendMsg {
             group: r.key("descend group")?,
             requester: r.info()?,

@@ -45,7 +45,7 @@ pub fn encoded_len(msg: &Message) -> usize {
                 + match &r.body {
                     Routed::Join => 0,
                     Routed::Lookup { .. } => 8,
-                    Routed::Publish { payload } => bytes_len(payload),
+                    Routed::Publish { payload, .. } => 8 + bytes_len(payload),
                     Routed::Ask(ask) => ask_len(ask),
                 }
         }
@@ -70,7 +70,7 @@ pub fn encoded_len(msg: &Message) -> usize {
                     .map(|s| info_len(&s.info) + 4)
                     .sum::<usize>()
         }
-        Message::Cast { payload, .. } => 16 + EVENT_SEQ_LEN + bytes_len(payload),
+        Message::Cast(c) => 16 + EVENT_SEQ_LEN + EVENT_ID_LEN + bytes_len(&c.payload),
         Message::Descend(d) => 16 + info_len(&d.requester) + 1 + 8 + ask_len(&d.ask),
         Message::Reply { result, .. } => {
             8 + 1
@@ -90,6 +90,8 @@ pub fn encoded_len(msg: &Message) -> usize {
 const LOAD_LEN: usize = 3 * 4;
 /// Encoded bytes of an [`EventSeq`].
 const EVENT_SEQ_LEN: usize = 2 * 8;
+/// Encoded bytes of an [`EventId`](crate::EventId).
+const EVENT_ID_LEN: usize = 16 + 8;
 
 fn bytes_len(payload: &[u8]) -> usize {
     4 + payload.len()
@@ -257,15 +259,13 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&group.to_bytes());
             put_siblings(siblings, out);
         }
-        Message::Cast {
-            group,
-            seq,
-            payload,
-        } => {
+        Message::Cast(c) => {
             out.push(ty::CAST);
-            out.extend_from_slice(&group.to_bytes());
-            put_event_seq(seq, out);
-            put_bytes(payload, out);
+            out.extend_from_slice(&c.group.to_bytes());
+            put_event_seq(&c.seq, out);
+            out.extend_from_slice(&c.event.origin.to_bytes());
+            out.extend_from_slice(&c.event.nonce.to_be_bytes());
+            put_bytes(&c.payload, out);
         }
         Message::Descend(d) => {
             out.push(ty::DESCEND);
@@ -325,8 +325,9 @@ fn put_route(r: &RouteMsg, out: &mut Vec<u8>) {
             out.push(ty::ROUTED_LOOKUP);
             out.extend_from_slice(&lookup.to_be_bytes());
         }
-        Routed::Publish { payload } => {
+        Routed::Publish { nonce, payload } => {
             out.push(ty::ROUTED_PUBLISH);
+            out.extend_from_slice(&nonce.to_be_bytes());
             put_bytes(payload, out);
         }
         Routed::Ask(ask) => {

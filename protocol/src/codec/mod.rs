@@ -11,7 +11,8 @@
 //! 16 bytes + port (u16). A list is a u16 count followed by its items, at most [`MAX_LIST_LEN`].
 //!
 //! Other field encodings: a [`Key`](crate::Key) is its 16 big-endian bytes; a [`Load`](crate::Load) is `members`,
-//! `capacity`, `inflight` (3 × u32); an [`EventSeq`](crate::EventSeq) is `epoch`, `seq` (2 × u64). A byte
+//! `capacity`, `inflight` (3 × u32); an [`EventSeq`](crate::EventSeq) is `epoch`, `seq` (2 × u64); an
+//! [`EventId`](crate::EventId) is `origin` (16-byte id), `nonce` (u64). A byte
 //! payload is a u32 length followed by the bytes. A string (fault text, close reason) is a u16
 //! length followed by UTF-8 bytes, at most [`MAX_STR_LEN`] bytes: the encoder truncates a longer
 //! string at the last char boundary that fits, and the decoder rejects invalid UTF-8 as
@@ -34,7 +35,7 @@
 //! 0x0c  LookupReply    lookup u64 | owner NodeInfo | hops u8
 //! 0x0d  Graft          group key | load Load | seen EventSeq | rejoin bool | height u8
 //! 0x0e  Prune          group key
-//! 0x0f  Cast           group key | seq EventSeq | payload
+//! 0x0f  Cast           group key | seq EventSeq | event EventId | payload
 //! 0x10  Descend        group key | requester NodeInfo | hops u8 | hop_seq u64 | ask
 //! 0x11  Reply          id u64 | result
 //! 0x12  TunnelAccept   tunnel u64 | peer_tunnel u64
@@ -52,7 +53,7 @@
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
 //! 0x02  Lookup         lookup u64
-//! 0x03  Publish        payload
+//! 0x03  Publish        nonce u64 | payload
 //! 0x04  Ask            ask
 //!
 //! ask:     id u64 | timeout_ms u32 | kind tag u8 (1 = Request: payload; 2 = Tunnel: nothing)
@@ -74,7 +75,7 @@ pub use encode::{encode, encoded_len, to_vec};
 /// - 2: `Graft` carries the subtree height; `Discover`, `DiscoverReply`, `Suspect` and
 ///   `Redirect` added (proximity and liveness, issue 15).
 /// - 3: `PongPing` added (a pinged node measures the pinger in the same exchange).
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 /// Default upper bound on a frame's length (after the prefix), used by [`decode()`].
@@ -174,7 +175,7 @@ mod tests {
     fn ping_layout_is_stable() {
         let bytes = to_vec(&Message::Ping { nonce: 7 });
         // The version byte is pinned here: a format change must bump it on purpose.
-        assert_eq!(bytes, [0, 0, 0, 10, 3, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(bytes, [0, 0, 0, 10, 4, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
     }
 
     #[test]
@@ -250,11 +251,15 @@ mod tests {
 
     #[test]
     fn a_payload_longer_than_its_frame_is_malformed() {
-        let mut bytes = to_vec(&Message::Cast {
+        let mut bytes = to_vec(&Message::cast(crate::CastMsg {
             group: Key(9),
             seq: EventSeq { epoch: 1, seq: 2 },
+            event: crate::EventId {
+                origin: crate::NodeId(5),
+                nonce: 6,
+            },
             payload: Bytes::from_static(b"abc"),
-        });
+        }));
         // The payload's length prefix sits right before its 3 bytes.
         let at = bytes.len() - 3 - 4;
         bytes[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());

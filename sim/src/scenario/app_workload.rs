@@ -265,7 +265,7 @@ impl Workload {
 pub(super) type Counter = (&'static str, fn(&Stats) -> u64);
 
 /// The group-tree counters of [`Stats`] the messaging reports show, by name.
-pub(super) const TREE_COUNTERS: [Counter; 9] = [
+pub(super) const TREE_COUNTERS: [Counter; 10] = [
     ("group_repairs", |s| s.group_repairs),
     ("group_parent_changes", |s| s.group_parent_changes),
     ("group_roots_taken", |s| s.group_roots_taken),
@@ -274,6 +274,7 @@ pub(super) const TREE_COUNTERS: [Counter; 9] = [
     ("events_lost", |s| s.events_lost),
     ("group_replayed", |s| s.group_replayed),
     ("events_duplicate", |s| s.events_duplicate),
+    ("events_copies_dropped", |s| s.events_copies_dropped),
     ("asks_unplaced", |s| s.asks_unplaced),
 ];
 

@@ -222,7 +222,7 @@ pub(crate) fn core_counters<'a>(
 ) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in stats {
-        let fields: [(&'static str, u64); 30] = [
+        let fields: [(&'static str, u64); 32] = [
             ("introductions", s.introductions),
             ("revivals", s.revivals),
             ("dead_rumours", s.dead_rumours),
@@ -247,6 +247,8 @@ pub(crate) fn core_counters<'a>(
             ("group_replayed", s.group_replayed),
             ("events_unheard", s.events_unheard),
             ("events_duplicate", s.events_duplicate),
+            ("events_copies_dropped", s.events_copies_dropped),
+            ("asks_copies_dropped", s.asks_copies_dropped),
             ("events_stale", s.events_stale),
             ("event_gaps", s.event_gaps),
             ("events_lost", s.events_lost),
@@ -388,4 +390,41 @@ pub(crate) fn messaging_targets(
         ),
     ));
     rows
+}
+
+/// A sentence on the network's faults beyond delays and partitions (loss, duplicates,
+/// reordering), when the scenario sets any, with what they did in the run.
+pub(crate) fn network_faults_paragraph(sim: &crate::engine::Sim) -> Option<String> {
+    let cfg = sim.config();
+    let m = &sim.metrics;
+    let mut parts = Vec::new();
+    if cfg.loss > 0.0 {
+        parts.push(format!(
+            "loses {} of messages at random ({} lost)",
+            pct(cfg.loss, 2),
+            m.dropped_loss
+        ));
+    }
+    if cfg.duplicate > 0.0 {
+        parts.push(format!(
+            "delivers {} of messages twice, the copy with its own delay ({} copies)",
+            pct(cfg.duplicate, 2),
+            m.duplicated
+        ));
+    }
+    if cfg.reorder_us > 0 {
+        parts.push(format!(
+            "delays each message by a further 0-{} ms at random, so that the messages of a link \
+             arrive out of order",
+            cfg.reorder_us as f64 / 1000.0
+        ));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "The network also {}. Links between nodes are authenticated streams, which never \
+             duplicate or reorder; a transport of datagrams could, and the core must deliver \
+             every event once and give every request one outcome all the same.",
+            parts.join("; ")
+        )
+    })
 }

@@ -204,6 +204,11 @@ pub struct SimOverrides {
     pub bootstrap_sample: Option<usize>,
     /// Probability that a message is lost (default 0).
     pub loss: Option<f64>,
+    /// Probability that a message is delivered twice (default 0).
+    pub duplicate: Option<f64>,
+    /// Further random delay of each message, up to this many milliseconds: reorders the
+    /// messages of a link (default 0).
+    pub reorder_ms: Option<u64>,
     /// Encode and decode every message (default false).
     pub wire_check: Option<bool>,
 }
@@ -282,6 +287,13 @@ impl Scenario {
         if let Some(l) = self.sim.loss {
             anyhow::ensure!((0.0..1.0).contains(&l), "loss must be in [0, 1)");
             cfg.loss = l;
+        }
+        if let Some(d) = self.sim.duplicate {
+            anyhow::ensure!((0.0..1.0).contains(&d), "duplicate must be in [0, 1)");
+            cfg.duplicate = d;
+        }
+        if let Some(r) = self.sim.reorder_ms {
+            cfg.reorder_us = r * 1000;
         }
         if let Some(w) = self.sim.wire_check {
             cfg.wire_check = w;

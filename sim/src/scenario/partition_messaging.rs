@@ -16,8 +16,8 @@ use super::app_workload::{
     tree_counters,
 };
 use super::common::{
-    Levels, STEP_MS, Window, advance_ms, delivery_series, finish, grow, messaging_targets, pct,
-    per_second_json, warm_up, with_nodes, zero_target,
+    Levels, STEP_MS, Window, advance_ms, delivery_series, finish, grow, messaging_targets,
+    network_faults_paragraph, pct, per_second_json, warm_up, with_nodes, zero_target,
 };
 use super::{Outcome, Progress, Scenario};
 use crate::apps::EventRecord;
@@ -277,6 +277,9 @@ fn write_report(
         p.event_grace_s,
         pct(p.answered_threshold, 1),
     ));
+    if let Some(text) = network_faults_paragraph(sim) {
+        w.paragraph(&text);
+    }
     let (json_phases, mut targets) = phases_table(&mut w, p, &j.phases);
     let side_rows: Vec<Vec<String>> = j
         .sides

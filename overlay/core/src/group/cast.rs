@@ -1,11 +1,14 @@
 //! Events on a group tree: published or broadcast to the root, numbered there, cast down the
 //! tree, taken in order at every node (duplicates dropped, gaps replayed from the parent's
-//! buffer) and delivered to the local members.
+//! buffer) and delivered to the local members (copies numbered twice delivered once).
 
 use bytes::Bytes;
-use petal_protocol::{EventSeq, Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
+use petal_protocol::{
+    CastMsg, EventId, EventSeq, Key, Message, NodeId, NodeInfo, RouteMsg, Routed,
+};
 use rand::Rng;
 
+use super::Taken;
 use crate::app::{AppError, ConnId, GroupKind};
 use crate::node::{Event, Node};
 use crate::time::Time;
@@ -23,23 +26,30 @@ impl Node {
             return Err(AppError::NotRunning);
         }
         self.stats.events_published += 1;
+        let nonce = self.nonce();
         let msg = RouteMsg {
             key,
             origin: self.me,
             hops: 0,
             hop_seq: 0,
-            body: Routed::Publish { payload },
+            body: Routed::Publish { nonce, payload },
         };
         self.forward(now, Box::new(msg), Vec::new());
         Ok(())
     }
 
-    /// A published event reached the root: number it and cast it down.
-    pub(crate) fn root_publish(&mut self, now: Time, key: Key, payload: Bytes) {
+    /// A published event reached the root: number it and cast it down, unless a copy of it was
+    /// numbered here lately.
+    pub(crate) fn root_publish(&mut self, now: Time, key: Key, event: EventId, payload: Bytes) {
+        let window = self.cfg.dedup_window;
         let Some(g) = self.groups.trees.get_mut(&key) else {
             self.stats.events_unheard += 1;
             return;
         };
+        if g.delivered.contains(now, &event, window) {
+            self.stats.events_copies_dropped += 1;
+            return;
+        }
         if !g.root {
             // We own the key but had a parent: the next refresh makes us root; until then the
             // event goes up the old tree's root would lose it, so take the role now.
@@ -58,17 +68,20 @@ impl Node {
             epoch: g.seen.epoch,
             seq: g.seen.seq + 1,
         };
-        self.take_event(now, key, None, seq, payload);
+        self.take_event(
+            now,
+            None,
+            CastMsg {
+                group: key,
+                seq,
+                event,
+                payload,
+            },
+        );
     }
 
-    pub(crate) fn on_cast(
-        &mut self,
-        now: Time,
-        from: NodeInfo,
-        key: Key,
-        seq: EventSeq,
-        payload: Bytes,
-    ) {
+    pub(crate) fn on_cast(&mut self, now: Time, from: NodeInfo, cast: CastMsg) {
+        let (key, seq) = (cast.group, cast.seq);
         let Some(g) = self.groups.trees.get_mut(&key) else {
             // Not in this tree (any more): tell the sender to drop us.
             self.stats.events_stale += 1;
@@ -96,8 +109,22 @@ impl Node {
             return;
         }
         if seq.seq > g.seen.seq + 1 {
-            // A gap: ask the parent once to replay from what we have; if it cannot, move on.
-            if from_parent && g.gap_asked != Some(g.seen.seq) {
+            if !from_parent {
+                self.stats.events_stale += 1;
+                return;
+            }
+            // A gap: the missing events may still be on their way (a link that reorders) or
+            // lost (a parent that changed). Hold this one, ask the parent once to replay from
+            // what we have, and take the held events in order as the gap fills; a gap still
+            // open after `event_gap_wait`, or a full hold, is given up (`skip_gap`).
+            let ask = g.gap_asked != Some(g.seen.seq);
+            let full = g.ahead.len() >= self.cfg.group_replay_events;
+            if !full {
+                g.ahead.entry(seq.seq).or_insert((from.id, cast));
+                g.ahead_since.get_or_insert(now);
+                self.stats.events_held += 1;
+            }
+            if ask {
                 g.gap_asked = Some(g.seen.seq);
                 let (load, seen, height) = (g.load(), g.seen, g.height());
                 self.stats.event_gaps += 1;
@@ -111,18 +138,16 @@ impl Node {
                         height,
                     },
                 );
-                return;
             }
-            if !from_parent {
-                self.stats.events_stale += 1;
-                return;
+            if full {
+                self.skip_gap(now, key);
+            } else {
+                self.skip_gap_if_stale(now, key);
             }
-            self.stats.events_lost = self
-                .stats
-                .events_lost
-                .saturating_add(seq.seq.saturating_sub(g.seen.seq).saturating_sub(1));
+            return;
         }
-        self.take_event(now, key, Some(from.id), seq, payload);
+        self.take_event(now, Some(from.id), cast);
+        self.take_held(now, key);
         if !from_parent {
             // In order, so taken; but the sender should no longer count us as its child.
             self.stats.events_stale += 1;
@@ -130,33 +155,104 @@ impl Node {
         }
     }
 
-    /// Takes event `seq`: remembers it for replays, delivers it to local members and casts it
-    /// to every child but `from`.
-    fn take_event(
-        &mut self,
-        now: Time,
-        key: Key,
-        from: Option<NodeId>,
-        seq: EventSeq,
-        payload: Bytes,
-    ) {
+    /// Takes the held events that are next in order (and drops those taken meanwhile).
+    fn take_held(&mut self, now: Time, key: Key) {
+        loop {
+            let Some(g) = self.groups.trees.get_mut(&key) else {
+                return;
+            };
+            let seen = g.seen.seq;
+            while let Some(e) = g.ahead.first_entry().filter(|e| *e.key() <= seen) {
+                e.remove();
+                self.stats.events_duplicate += 1;
+            }
+            let Some(e) = g.ahead.first_entry().filter(|e| *e.key() == seen + 1) else {
+                // Another gap (or none): its wait starts now.
+                g.ahead_since = (!g.ahead.is_empty()).then_some(now);
+                return;
+            };
+            let (from, cast) = e.remove();
+            self.take_event(now, Some(from), cast);
+        }
+    }
+
+    /// Gives up the gap before the first held event of group `key`: takes it and what follows
+    /// it in order.
+    pub(super) fn skip_gap(&mut self, now: Time, key: Key) {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
+            return;
+        };
+        let Some((seq, (from, cast))) = g.ahead.pop_first() else {
+            g.ahead_since = None;
+            return;
+        };
+        let missed = seq.saturating_sub(g.seen.seq).saturating_sub(1);
+        self.stats.events_lost = self.stats.events_lost.saturating_add(missed);
+        self.take_event(now, Some(from), cast);
+        self.take_held(now, key);
+    }
+
+    /// [`Self::skip_gap`] once the gap has stayed open for `event_gap_wait`.
+    pub(super) fn skip_gap_if_stale(&mut self, now: Time, key: Key) {
+        let wait = self.cfg.event_gap_wait;
+        if self
+            .groups
+            .trees
+            .get(&key)
+            .and_then(|g| g.ahead_since)
+            .is_some_and(|t| now.saturating_since(t) >= wait)
+        {
+            self.skip_gap(now, key);
+        }
+    }
+
+    /// Takes event `cast`: remembers it for replays, delivers it to local members (unless a
+    /// copy of it was delivered here lately) and casts it to every child but `from`.
+    fn take_event(&mut self, now: Time, from: Option<NodeId>, cast: CastMsg) {
         let (max_n, max_bytes) = (self.cfg.group_replay_events, self.cfg.group_replay_bytes);
+        let (dedup_n, window) = (self.cfg.group_dedup_events, self.cfg.dedup_window);
+        let CastMsg {
+            group: key,
+            seq,
+            event,
+            payload,
+            ..
+        } = cast;
         let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
         g.seen = seq;
         g.gap_asked = None;
-        g.recent.push_back((seq, payload.clone(), now));
+        g.recent.push_back(Taken {
+            seq,
+            event,
+            payload: payload.clone(),
+            at: now,
+        });
         g.recent_bytes += payload.len();
         while g.recent.len() > max_n || g.recent_bytes > max_bytes {
-            let Some((_, p, _)) = g.recent.pop_front() else {
+            let Some(t) = g.recent.pop_front() else {
                 break;
             };
-            g.recent_bytes -= p.len();
+            g.recent_bytes -= t.payload.len();
+        }
+        // Only a node that delivers (or numbers) events remembers them: the others just pass
+        // them on.
+        let fresh = if g.root || !g.members.is_empty() {
+            g.delivered.insert(now, event, dedup_n, window)
+        } else {
+            true
+        };
+        if !fresh {
+            self.stats.events_copies_dropped += 1;
         }
         let kind = g.kind;
         let name = g.name.clone();
-        let conns: Vec<ConnId> = g.members.keys().copied().collect();
+        let conns: Vec<ConnId> = if fresh {
+            g.members.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
         let children: Vec<NodeInfo> = g
             .children
             .iter()
@@ -182,11 +278,12 @@ impl Node {
             self.stats.events_forwarded += 1;
             self.send(
                 child,
-                Message::Cast {
+                Message::cast(CastMsg {
                     group: key,
                     seq,
+                    event,
                     payload: payload.clone(),
-                },
+                }),
             );
         }
     }

@@ -1,7 +1,6 @@
 //! Grafts and prunes arriving from other nodes, and the group tables' invariants.
 
-use bytes::Bytes;
-use petal_protocol::{EventSeq, Key, Load, Message, NodeInfo};
+use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeInfo};
 
 use super::{Child, FOSTER_CYCLE_HEIGHT, Group};
 use crate::app::GroupKind;
@@ -88,18 +87,24 @@ impl Node {
         // may also hold events of an epoch this node left (a new root took over): those are
         // never replayed, as the child may have taken them already and would take them again.
         // A first graft that has seen nothing is a new subscriber: it gets what comes next.
-        let replay: Vec<(EventSeq, Bytes)> = if seen == EventSeq::default() && !rejoin {
+        let replay: Vec<CastMsg> = if seen == EventSeq::default() && !rejoin {
             Vec::new()
         } else {
             let ours = g.seen.epoch;
             g.recent
                 .iter()
-                .filter(|(s, _, at)| {
-                    (!known || rejoin || *at <= settled)
+                .filter(|t| {
+                    let s = t.seq;
+                    (!known || rejoin || t.at <= settled)
                         && ((s.epoch == seen.epoch && s.seq > seen.seq)
                             || (seen.epoch != ours && s.epoch == ours))
                 })
-                .map(|(s, p, _)| (*s, p.clone()))
+                .map(|t| CastMsg {
+                    group: key,
+                    seq: t.seq,
+                    event: t.event,
+                    payload: t.payload.clone(),
+                })
                 .collect()
         };
         if !known && self.rtt_us(from.id).is_none() {
@@ -114,16 +119,9 @@ impl Node {
             }
             return;
         }
-        for (seq, payload) in replay {
+        for cast in replay {
             self.stats.group_replayed += 1;
-            self.send(
-                from,
-                Message::Cast {
-                    group: key,
-                    seq,
-                    payload,
-                },
-            );
+            self.send(from, Message::cast(cast));
         }
         if fresh || unfoster {
             self.maintain_group(now, key);
@@ -181,15 +179,32 @@ impl Node {
             );
             assert_eq!(
                 g.recent_bytes,
-                g.recent.iter().map(|(_, p, _)| p.len()).sum::<usize>(),
+                g.recent.iter().map(|t| t.payload.len()).sum::<usize>(),
                 "replay byte count"
             );
             assert!(
                 g.recent
                     .iter()
                     .zip(g.recent.iter().skip(1))
-                    .all(|(a, b)| a.0.epoch != b.0.epoch || a.0.seq < b.0.seq),
+                    .all(|(a, b)| a.seq.epoch != b.seq.epoch || a.seq.seq < b.seq.seq),
                 "replay buffer out of order"
+            );
+            assert!(
+                g.delivered.len() <= self.cfg.group_dedup_events,
+                "event identities over bound"
+            );
+            assert!(
+                g.ahead.len() <= self.cfg.group_replay_events,
+                "held events over bound"
+            );
+            assert!(
+                g.ahead.keys().all(|s| *s > g.seen.seq + 1),
+                "a held event that is not past a gap"
+            );
+            assert_eq!(
+                g.ahead_since.is_some(),
+                !g.ahead.is_empty(),
+                "gap wait without held events"
             );
             if g.name.is_some() {
                 assert!(!g.members.is_empty(), "named group without members");

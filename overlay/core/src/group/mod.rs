@@ -13,12 +13,21 @@
 //! chosen when the node became root and a counter) and casts them down. A node takes events in
 //! order only: one it has seen is dropped (no duplicate deliveries, no loops), and a gap makes
 //! it ask its parent to replay from a small per-group buffer (a graft carrying what it has
-//! seen), once; a node that grafts onto a new parent is replayed what it missed the same way.
+//! seen), once; the events after the gap are held meanwhile (a link that reorders delivers the
+//! missing ones soon) and taken in order once it fills, or after `event_gap_wait` without it.
+//! A node that grafts onto a new parent is replayed what it missed the same way.
+//!
+//! Order by sequence drops copies within one numbering. Copies of one publish can also be
+//! numbered twice: a hop that timed out while its message was only late is rerouted, and both
+//! copies reach a root (the same one, or two when a partition made two). Each publish carries
+//! an identity ([`EventId`]: its publisher and a nonce) that its casts keep: a root does not
+//! number an identity it numbered lately, and a node does not deliver one it delivered lately
+//! (see `recent`); it still casts the copy on, so that its children's sequences have no gap.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use petal_protocol::{EventSeq, Key, Load, Message, NodeId, NodeInfo};
+use petal_protocol::{CastMsg, EventId, EventSeq, Key, Load, Message, NodeId, NodeInfo};
 use rand::Rng;
 
 use crate::app::{AppError, ConnId, GroupKind, Name};
@@ -26,6 +35,7 @@ use crate::ask::{Choice, Option3};
 use crate::id_map::IdMap;
 use crate::local::GroupView;
 use crate::node::{Node, TimerKey};
+use crate::recent::Recent;
 use crate::time::{Time, micros};
 
 mod cast;
@@ -68,10 +78,19 @@ struct Group {
     seen: EventSeq,
     /// The `seen.seq` at which a replay was already asked for (one ask per gap).
     gap_asked: Option<u64>,
-    /// Recent events, oldest first, for replays to children (bounded in count and bytes).
-    /// Recent events with the time this node took them, oldest first.
-    recent: VecDeque<(EventSeq, Bytes, Time)>,
+    /// Events from the parent past a gap in `seen`'s epoch, by sequence, with their sender:
+    /// taken in order as the gap fills (at most `group_replay_events`).
+    ahead: BTreeMap<u64, (NodeId, CastMsg)>,
+    /// Since when the current gap has been open (set while `ahead` holds events).
+    ahead_since: Option<Time>,
+    /// Recent events with the time this node took them, oldest first, for replays to
+    /// children (bounded in count and bytes).
+    recent: VecDeque<Taken>,
     recent_bytes: usize,
+    /// Identities of the events delivered to local members here, or numbered here as the
+    /// root (bounded by `group_dedup_events` and `dedup_window`): a copy of one of them,
+    /// however it was numbered, is neither delivered nor numbered again.
+    delivered: Recent<EventId>,
     /// Epochs this node left lately, each with the last event it took there (at most
     /// `LEFT_EPOCHS`): back in one of them, it resumes there and takes nothing twice.
     left: Vec<EventSeq>,
@@ -88,6 +107,16 @@ struct Group {
     foster: Option<NodeId>,
     /// A redirect being decided: the siblings offered, waiting for their probes.
     redirect: Option<Box<remover::Pending>>,
+}
+
+/// An event a node took, kept for replays.
+#[derive(Clone, Debug)]
+struct Taken {
+    seq: EventSeq,
+    event: EventId,
+    payload: Bytes,
+    /// When this node took it.
+    at: Time,
 }
 
 /// Epochs a group remembers having left.
@@ -126,6 +155,9 @@ impl Group {
             seq: resume.unwrap_or(next.saturating_sub(1)),
         };
         self.gap_asked = None;
+        // Events held past a gap of the epoch left: a replay brings them if it comes back.
+        self.ahead.clear();
+        self.ahead_since = None;
     }
 
     fn new(kind: GroupKind) -> Self {
@@ -138,8 +170,11 @@ impl Group {
             members: BTreeMap::new(),
             seen: EventSeq::default(),
             gap_asked: None,
+            ahead: BTreeMap::new(),
+            ahead_since: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            delivered: Recent::default(),
             left: Vec::new(),
             reported_members: 0,
             reported_height: 0,
@@ -212,9 +247,20 @@ impl Groups {
         }
     }
 
-    /// Heap bytes of the top-level tables (not what each tree holds).
+    /// Heap bytes of the tables, each tree's replay buffer and remembered event identities
+    /// included (not the payloads, which are shared with the events in flight).
     pub(crate) fn heap_bytes(&self) -> usize {
-        crate::memory::btree_bytes(&self.trees) + crate::memory::hash_bytes(&self.parents)
+        crate::memory::btree_bytes(&self.trees)
+            + crate::memory::hash_bytes(&self.parents)
+            + self
+                .trees
+                .values()
+                .map(|g| {
+                    crate::memory::deque_bytes(&g.recent)
+                        + g.delivered.heap_bytes()
+                        + crate::memory::btree_bytes(&g.ahead)
+                })
+                .sum::<usize>()
     }
 
     /// Trees this node is part of.
@@ -619,6 +665,7 @@ impl Node {
                     .retain(|_, c| now.saturating_since(c.heard) < timeout);
                 self.stats.group_children_expired += (before - g.children.len()) as u64;
             }
+            self.skip_gap_if_stale(now, key);
             self.maintain_group(now, key);
         }
         self.watch_fosters(now);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use petal_protocol::id::DIGITS;
-use petal_protocol::{Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
+use petal_protocol::{EventId, Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
 
 use super::Phase;
 use crate::node::{Event, Node, TimerKey};
@@ -309,7 +309,13 @@ impl Node {
                     self.send(msg.origin, reply);
                 }
             }
-            Routed::Publish { payload } => self.root_publish(now, msg.key, payload),
+            Routed::Publish { nonce, payload } => {
+                let event = EventId {
+                    origin: msg.origin.id,
+                    nonce,
+                };
+                self.root_publish(now, msg.key, event, payload);
+            }
             Routed::Ask(ask) => self.root_ask(now, msg.key, msg.origin, msg.hops, ask),
             _ => self.stats.unknown_messages += 1,
         }

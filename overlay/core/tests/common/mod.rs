@@ -143,7 +143,9 @@ impl Net {
                     self.failed += 1;
                 }
                 Event::Broadcast { conn, payload } => self.broadcasts.push((i, conn, payload)),
-                ev @ (Event::Request { .. } | Event::RequestDone { .. }) => {
+                ev @ (Event::Request { .. }
+                | Event::RequestDone { .. }
+                | Event::Published { .. }) => {
                     self.app_events.push((self.now, i, ev));
                 }
                 _ => {}

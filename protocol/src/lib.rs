@@ -31,5 +31,5 @@ pub use codec::DecodeError;
 pub use id::{Key, NodeId};
 pub use message::{
     Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, Message, NodeInfo, ReplyResult,
-    RouteMsg, Routed, Sibling, Want,
+    RouteMsg, Routed, Sibling, TunnelParams, Want,
 };

@@ -214,24 +214,33 @@ pub enum Message {
         tunnel: u64,
         /// The acceptor's tunnel id (the opener addresses its traffic with it).
         peer_tunnel: u64,
+        /// What the acceptor's node takes.
+        params: TunnelParams,
     },
     /// A chunk of a tunnel message.
     TunnelData {
         /// The receiver's tunnel id.
         tunnel: u64,
+        /// The sender's tunnel id (a chunk must name both ends of its tunnel).
+        sender_tunnel: u64,
         /// Chunk sequence number on this tunnel direction, from 0.
         seq: u64,
         /// The whole message's length on its first chunk, 0 on continuation chunks.
         size: u64,
-        /// The chunk (at most the tunnel chunk limit).
+        /// The chunk (at most the receiver's chunk limit).
         payload: Bytes,
     },
-    /// Byte credit for the receiver to send on a tunnel (cumulative grants; 0 is a keepalive).
+    /// Window for the receiver to send on a tunnel, cumulative: what the sender has consumed
+    /// of everything it received on the tunnel so far (each chunk's bytes plus a fixed cost
+    /// per chunk). A lost, repeated or reordered allow is made good by any later one; sent
+    /// periodically, it is also the tunnel's keepalive.
     TunnelAllow {
         /// The receiver's tunnel id.
         tunnel: u64,
-        /// Bytes granted.
-        bytes: u64,
+        /// The sender's tunnel id.
+        sender_tunnel: u64,
+        /// Window consumed so far, in total.
+        consumed: u64,
     },
     /// Closes a tunnel: gracefully (empty reason) or on failure.
     TunnelClose {
@@ -288,6 +297,17 @@ pub struct EventSeq {
     pub seq: u64,
 }
 
+/// What a node takes on a tunnel, announced by each end when it opens: the other end sends
+/// at most `window` (chunk bytes plus a fixed cost per chunk) not yet consumed, in chunks of at
+/// most `chunk_limit` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelParams {
+    /// The receive window.
+    pub window: u64,
+    /// The largest chunk taken.
+    pub chunk_limit: u32,
+}
+
 /// A request or tunnel open on its way down a cluster tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DescendMsg {
@@ -323,8 +343,9 @@ pub enum AskKind {
         /// The application payload.
         payload: Bytes,
     },
-    /// A tunnel open; the accepting node answers with [`Message::TunnelAccept`].
-    Tunnel,
+    /// A tunnel open, with what the opener's node takes; the accepting node answers with
+    /// [`Message::TunnelAccept`].
+    Tunnel(TunnelParams),
 }
 
 /// A member's answer to a request.

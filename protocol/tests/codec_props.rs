@@ -6,7 +6,7 @@ use bytes::Bytes;
 use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
 use petal_protocol::{
     Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Key, Load, Message, NodeId, NodeInfo,
-    ReplyResult, RouteMsg, Routed, Sibling, Want,
+    ReplyResult, RouteMsg, Routed, Sibling, TunnelParams, Want,
 };
 use proptest::prelude::*;
 
@@ -55,7 +55,10 @@ fn event_seq() -> impl Strategy<Value = EventSeq> {
 fn ask() -> impl Strategy<Value = Ask> {
     let kind = prop_oneof![
         payload().prop_map(|payload| AskKind::Request { payload }),
-        Just(AskKind::Tunnel),
+        any::<(u64, u32)>().prop_map(|(window, chunk_limit)| AskKind::Tunnel(TunnelParams {
+            window,
+            chunk_limit
+        })),
     ];
     (any::<u64>(), any::<u32>(), kind).prop_map(|(id, timeout_ms, kind)| Ask {
         id,
@@ -142,19 +145,32 @@ fn message() -> impl Strategy<Value = Message> {
             })
         ),
         (any::<u64>(), result).prop_map(|(id, result)| Message::Reply { id, result }),
-        any::<(u64, u64)>().prop_map(|(tunnel, peer_tunnel)| Message::TunnelAccept {
-            tunnel,
-            peer_tunnel
-        }),
-        (any::<(u64, u64, u64)>(), payload()).prop_map(|((tunnel, seq, size), payload)| {
-            Message::TunnelData {
+        any::<(u64, u64, u64, u32)>().prop_map(|(tunnel, peer_tunnel, window, chunk_limit)| {
+            Message::TunnelAccept {
                 tunnel,
+                peer_tunnel,
+                params: TunnelParams {
+                    window,
+                    chunk_limit,
+                },
+            }
+        }),
+        (any::<(u64, u64, u64, u64)>(), payload()).prop_map(
+            |((tunnel, sender_tunnel, seq, size), payload)| Message::TunnelData {
+                tunnel,
+                sender_tunnel,
                 seq,
                 size,
                 payload,
             }
+        ),
+        any::<(u64, u64, u64)>().prop_map(|(tunnel, sender_tunnel, consumed)| {
+            Message::TunnelAllow {
+                tunnel,
+                sender_tunnel,
+                consumed,
+            }
         }),
-        any::<(u64, u64)>().prop_map(|(tunnel, bytes)| Message::TunnelAllow { tunnel, bytes }),
         (any::<u64>(), text()).prop_map(|(tunnel, reason)| Message::TunnelClose { tunnel, reason }),
         prop::collection::vec(info(), 0..20).prop_map(|contacts| Message::JoinBusy { contacts }),
         (

@@ -616,7 +616,7 @@ impl Node {
     /// Hands an ask to local member `conn`, unless a copy of it was delivered here lately.
     fn deliver_ask(&mut self, now: Time, conn: ConnId, msg: DescendMsg) {
         let (cap, window) = (self.cfg.max_recent_asks, self.cfg.dedup_window);
-        let tunnel = matches!(msg.ask.kind, AskKind::Tunnel);
+        let tunnel = matches!(msg.ask.kind, AskKind::Tunnel(_));
         let id = (msg.requester.id, msg.ask.id, tunnel);
         if self.asks.delivered.contains(now, &id, window) {
             self.stats.asks_copies_dropped += 1;
@@ -657,7 +657,7 @@ impl Node {
                     hops: msg.hops,
                 });
             }
-            AskKind::Tunnel => {
+            AskKind::Tunnel(_) => {
                 self.asks.delivered.insert(now, id, cap, window);
                 self.tunnel_incoming(now, conn, msg);
             }

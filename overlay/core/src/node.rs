@@ -626,16 +626,20 @@ impl Node {
             Message::TunnelAccept {
                 tunnel,
                 peer_tunnel,
-            } => self.on_tunnel_accept(now, from, tunnel, peer_tunnel),
+                params,
+            } => self.on_tunnel_accept(now, from, (tunnel, peer_tunnel), params),
             Message::TunnelData {
                 tunnel,
+                sender_tunnel,
                 seq,
                 size,
                 payload,
-            } => self.on_tunnel_data(now, from, tunnel, seq, size, payload),
-            Message::TunnelAllow { tunnel, bytes } => {
-                self.on_tunnel_allow(now, from, tunnel, bytes)
-            }
+            } => self.on_tunnel_data(now, from, (tunnel, sender_tunnel), seq, size, payload),
+            Message::TunnelAllow {
+                tunnel,
+                sender_tunnel,
+                consumed,
+            } => self.on_tunnel_allow(now, from, (tunnel, sender_tunnel), consumed),
             Message::TunnelClose { tunnel, reason } => {
                 self.on_tunnel_close(now, from, tunnel, reason)
             }

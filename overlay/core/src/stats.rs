@@ -160,6 +160,10 @@ pub struct Stats {
     pub tunnel_drops: u64,
     /// Tunnel messages for no open tunnel of their sender (dropped).
     pub tunnel_stale: u64,
+    /// Tunnel chunks that arrived twice (dropped).
+    pub tunnel_chunk_copies: u64,
+    /// Tunnel chunks that arrived past a gap in their sequence, held until it filled.
+    pub tunnel_chunks_held: u64,
     /// Tunnel payload bytes sent to far nodes.
     pub tunnel_bytes_sent: u64,
     /// Tunnel payload bytes handed to local applications.

@@ -26,7 +26,8 @@ use petal_core::{
     Config, ConnId, Event, GroupKind, Key, Message, Node, NodeId, NodeInfo, Outcome, Time,
 };
 use petal_protocol::{
-    Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, ReplyResult, RouteMsg, Routed, Want,
+    Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, ReplyResult, RouteMsg, Routed,
+    TunnelParams, Want,
 };
 use proptest::prelude::*;
 
@@ -235,16 +236,20 @@ enum Spec {
     TunnelAccept {
         tunnel: Num,
         peer_tunnel: Num,
+        /// The acceptor's window (its chunk limit derives from it; tiny ones are unusable).
+        window: u64,
     },
     TunnelData {
         tunnel: Num,
+        sender_tunnel: Num,
         seq: u64,
         size: u64,
         len: usize,
     },
     TunnelAllow {
         tunnel: Num,
-        bytes: u64,
+        sender_tunnel: Num,
+        consumed: u64,
     },
     TunnelClose {
         tunnel: Num,
@@ -380,21 +385,32 @@ fn messaging_message() -> impl Strategy<Value = Spec> {
             ok,
             len
         }),
-        2 => (num(TUN), num(ANY)).prop_map(|(tunnel, peer_tunnel)| Spec::TunnelAccept {
-            tunnel,
-            peer_tunnel
-        }),
-        5 => (num(TUN), seq(), prop_oneof![Just(0u64), byte_count()], chunk_len()).prop_map(
-            |(tunnel, seq, size, len)| Spec::TunnelData {
+        2 => (num(TUN), num(ANY), byte_count()).prop_map(|(tunnel, peer_tunnel, window)| {
+            Spec::TunnelAccept {
                 tunnel,
+                peer_tunnel,
+                window,
+            }
+        }),
+        5 => (
+            (num(TUN), num(ANY)),
+            seq(),
+            prop_oneof![Just(0u64), byte_count()],
+            chunk_len()
+        )
+            .prop_map(|((tunnel, sender_tunnel), seq, size, len)| Spec::TunnelData {
+                tunnel,
+                sender_tunnel,
                 seq,
                 size,
                 len
+            }),
+        3 => (num(TUN), num(ANY), byte_count()).prop_map(|(tunnel, sender_tunnel, consumed)| {
+            Spec::TunnelAllow {
+                tunnel,
+                sender_tunnel,
+                consumed,
             }
-        ),
-        3 => (num(TUN), byte_count()).prop_map(|(tunnel, bytes)| Spec::TunnelAllow {
-            tunnel,
-            bytes
         }),
         2 => (num(TUN), reason).prop_map(|(tunnel, reason)| Spec::TunnelClose { tunnel, reason }),
     ]
@@ -724,7 +740,11 @@ impl Harness {
                         Some(len) => AskKind::Request {
                             payload: payload(len),
                         },
-                        None => AskKind::Tunnel,
+                        None => AskKind::Tunnel(TunnelParams {
+                            // Now and then one that leaves no room for a chunk.
+                            window: if timeout_ms % 7 == 0 { 10 } else { 4 << 20 },
+                            chunk_limit: 65_536,
+                        }),
                     },
                 };
                 if route {
@@ -756,24 +776,36 @@ impl Harness {
             Spec::TunnelAccept {
                 tunnel,
                 peer_tunnel,
+                window,
             } => Message::TunnelAccept {
                 tunnel: self.resolve(tunnel),
                 peer_tunnel: self.resolve(peer_tunnel),
+                params: TunnelParams {
+                    window,
+                    chunk_limit: u32::try_from(window % 70_000).unwrap_or(0),
+                },
             },
             Spec::TunnelData {
                 tunnel,
+                sender_tunnel,
                 seq,
                 size,
                 len,
             } => Message::TunnelData {
                 tunnel: self.resolve(tunnel),
+                sender_tunnel: self.resolve(sender_tunnel),
                 seq,
                 size,
                 payload: payload(len),
             },
-            Spec::TunnelAllow { tunnel, bytes } => Message::TunnelAllow {
+            Spec::TunnelAllow {
+                tunnel,
+                sender_tunnel,
+                consumed,
+            } => Message::TunnelAllow {
                 tunnel: self.resolve(tunnel),
-                bytes,
+                sender_tunnel: self.resolve(sender_tunnel),
+                consumed,
             },
             Spec::TunnelClose { tunnel, reason } => Message::TunnelClose {
                 tunnel: self.resolve(tunnel),
@@ -799,7 +831,7 @@ impl Harness {
                     if r.origin.id == self.node.id() {
                         // A request or tunnel of ours: its id on the wire.
                         let pool = match a.kind {
-                            AskKind::Tunnel => &mut self.tuns,
+                            AskKind::Tunnel(_) => &mut self.tuns,
                             _ => &mut self.reqs,
                         };
                         remember(pool, a.id);
@@ -814,11 +846,20 @@ impl Harness {
             Message::TunnelAccept {
                 tunnel,
                 peer_tunnel,
+                ..
             } => (vec![*tunnel, *peer_tunnel], None),
-            Message::TunnelData { tunnel, seq, .. } => (vec![*tunnel, *seq], None),
-            Message::TunnelAllow { tunnel, .. } | Message::TunnelClose { tunnel, .. } => {
-                (vec![*tunnel], None)
-            }
+            Message::TunnelData {
+                tunnel,
+                sender_tunnel,
+                seq,
+                ..
+            } => (vec![*tunnel, *sender_tunnel, *seq], None),
+            Message::TunnelAllow {
+                tunnel,
+                sender_tunnel,
+                consumed,
+            } => (vec![*tunnel, *sender_tunnel, *consumed], None),
+            Message::TunnelClose { tunnel, .. } => (vec![*tunnel], None),
             _ => (vec![], None),
         };
         for n in nums {
@@ -1323,7 +1364,10 @@ fn ask_for_a_topic_reaches_no_subscriber() {
             AskKind::Request {
                 payload: payload(1),
             },
-            AskKind::Tunnel,
+            AskKind::Tunnel(TunnelParams {
+                window: 1 << 20,
+                chunk_limit: 1024,
+            }),
         ] {
             // The node sits on the topic's key: it is the topic's root.
             let mut node = Node::new(info(topic.0), Config::default(), 7).unwrap();

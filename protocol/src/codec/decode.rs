@@ -181,16 +181,19 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
         ty::TUNNEL_ACCEPT => Message::TunnelAccept {
             tunnel: r.u64("tunnel id")?,
             peer_tunnel: r.u64("peer tunnel id")?,
+            params: r.tunnel_params()?,
         },
         ty::TUNNEL_DATA => Message::TunnelData {
             tunnel: r.u64("tunnel id")?,
+            sender_tunnel: r.u64("sender tunnel id")?,
             seq: r.u64("tunnel data seq")?,
             size: r.u64("tunnel data size")?,
             payload: r.bytes("tunnel data payload")?,
         },
         ty::TUNNEL_ALLOW => Message::TunnelAllow {
             tunnel: r.u64("tunnel id")?,
-            bytes: r.u64("tunnel allow bytes")?,
+            sender_tunnel: r.u64("sender tunnel id")?,
+            consumed: r.u64("tunnel allow consumed")?,
         },
         ty::TUNNEL_CLOSE => Message::TunnelClose {
             tunnel: r.u64("tunnel id")?,
@@ -271,6 +274,13 @@ impl Reader<'_> {
         })
     }
 
+    fn tunnel_params(&mut self) -> Result<crate::TunnelParams, DecodeError> {
+        Ok(crate::TunnelParams {
+            window: self.u64("tunnel window")?,
+            chunk_limit: self.u32("tunnel chunk limit")?,
+        })
+    }
+
     fn ask(&mut self) -> Result<Ask, DecodeError> {
         let id = self.u64("ask id")?;
         let timeout_ms = self.u32("ask timeout")?;
@@ -278,7 +288,7 @@ impl Reader<'_> {
             ty::ASK_REQUEST => AskKind::Request {
                 payload: self.bytes("request payload")?,
             },
-            ty::ASK_TUNNEL => AskKind::Tunnel,
+            ty::ASK_TUNNEL => AskKind::Tunnel(self.tunnel_params()?),
             _ => return Err(DecodeError::Malformed("ask kind")),
         };
         Ok(Ask {

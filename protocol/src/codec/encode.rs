@@ -79,8 +79,9 @@ pub fn encoded_len(msg: &Message) -> usize {
                     ReplyResult::Fault(text) => str_len(text),
                 }
         }
-        Message::TunnelAccept { .. } | Message::TunnelAllow { .. } => 16,
-        Message::TunnelData { payload, .. } => 24 + bytes_len(payload),
+        Message::TunnelAccept { .. } => 16 + TUNNEL_PARAMS_LEN,
+        Message::TunnelAllow { .. } => 24,
+        Message::TunnelData { payload, .. } => 32 + bytes_len(payload),
         Message::TunnelClose { reason, .. } => 8 + str_len(reason),
     };
     LEN_PREFIX + 2 + body
@@ -90,6 +91,8 @@ pub fn encoded_len(msg: &Message) -> usize {
 const LOAD_LEN: usize = 3 * 4;
 /// Encoded bytes of an [`EventSeq`].
 const EVENT_SEQ_LEN: usize = 2 * 8;
+/// Encoded bytes of a [`TunnelParams`](crate::TunnelParams).
+const TUNNEL_PARAMS_LEN: usize = 8 + 4;
 /// Encoded bytes of an [`EventId`](crate::EventId).
 const EVENT_ID_LEN: usize = 16 + 8;
 
@@ -106,7 +109,7 @@ fn ask_len(ask: &Ask) -> usize {
         + 1
         + match &ask.kind {
             AskKind::Request { payload } => bytes_len(payload),
-            AskKind::Tunnel => 0,
+            AskKind::Tunnel(_) => TUNNEL_PARAMS_LEN,
         }
 }
 
@@ -283,27 +286,31 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
         Message::TunnelAccept {
             tunnel,
             peer_tunnel,
+            params,
         } => {
             out.push(ty::TUNNEL_ACCEPT);
             out.extend_from_slice(&tunnel.to_be_bytes());
             out.extend_from_slice(&peer_tunnel.to_be_bytes());
+            put_tunnel_params(params, out);
         }
         Message::TunnelData {
             tunnel,
+            sender_tunnel,
             seq,
             size,
             payload,
         } => {
             out.push(ty::TUNNEL_DATA);
-            out.extend_from_slice(&tunnel.to_be_bytes());
-            out.extend_from_slice(&seq.to_be_bytes());
-            out.extend_from_slice(&size.to_be_bytes());
+            put_u64s(&[*tunnel, *sender_tunnel, *seq, *size], out);
             put_bytes(payload, out);
         }
-        Message::TunnelAllow { tunnel, bytes } => {
+        Message::TunnelAllow {
+            tunnel,
+            sender_tunnel,
+            consumed,
+        } => {
             out.push(ty::TUNNEL_ALLOW);
-            out.extend_from_slice(&tunnel.to_be_bytes());
-            out.extend_from_slice(&bytes.to_be_bytes());
+            put_u64s(&[*tunnel, *sender_tunnel, *consumed], out);
         }
         Message::TunnelClose { tunnel, reason } => {
             out.push(ty::TUNNEL_CLOSE);
@@ -362,6 +369,17 @@ fn put_event_seq(seq: &EventSeq, out: &mut Vec<u8>) {
     out.extend_from_slice(&seq.seq.to_be_bytes());
 }
 
+fn put_u64s(values: &[u64], out: &mut Vec<u8>) {
+    for v in values {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn put_tunnel_params(p: &crate::TunnelParams, out: &mut Vec<u8>) {
+    out.extend_from_slice(&p.window.to_be_bytes());
+    out.extend_from_slice(&p.chunk_limit.to_be_bytes());
+}
+
 fn put_ask(ask: &Ask, out: &mut Vec<u8>) {
     out.extend_from_slice(&ask.id.to_be_bytes());
     out.extend_from_slice(&ask.timeout_ms.to_be_bytes());
@@ -370,7 +388,10 @@ fn put_ask(ask: &Ask, out: &mut Vec<u8>) {
             out.push(ty::ASK_REQUEST);
             put_bytes(payload, out);
         }
-        AskKind::Tunnel => out.push(ty::ASK_TUNNEL),
+        AskKind::Tunnel(params) => {
+            out.push(ty::ASK_TUNNEL);
+            put_tunnel_params(params, out);
+        }
     }
 }
 

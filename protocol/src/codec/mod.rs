@@ -38,9 +38,9 @@
 //! 0x0f  Cast           group key | seq EventSeq | event EventId | payload
 //! 0x10  Descend        group key | requester NodeInfo | hops u8 | hop_seq u64 | ask
 //! 0x11  Reply          id u64 | result
-//! 0x12  TunnelAccept   tunnel u64 | peer_tunnel u64
-//! 0x13  TunnelData     tunnel u64 | seq u64 | size u64 | payload
-//! 0x14  TunnelAllow    tunnel u64 | bytes u64
+//! 0x12  TunnelAccept   tunnel u64 | peer_tunnel u64 | params
+//! 0x13  TunnelData     tunnel u64 | sender_tunnel u64 | seq u64 | size u64 | payload
+//! 0x14  TunnelAllow    tunnel u64 | sender_tunnel u64 | consumed u64
 //! 0x15  TunnelClose    tunnel u64 | reason string
 //! 0x16  JoinBusy       contacts list
 //! 0x17  Discover       nonce u64 | want (tag u8: 0 = Probe, 1 = LeafSet, 2 = Row: row u8)
@@ -56,7 +56,8 @@
 //! 0x03  Publish        nonce u64 | payload
 //! 0x04  Ask            ask
 //!
-//! ask:     id u64 | timeout_ms u32 | kind tag u8 (1 = Request: payload; 2 = Tunnel: nothing)
+//! ask:     id u64 | timeout_ms u32 | kind tag u8 (1 = Request: payload; 2 = Tunnel: params)
+//! params:  window u64 | chunk_limit u32
 //! result:  tag u8 (1 = Ok: payload; 2 = Fault: string)
 //! ```
 //!
@@ -182,15 +183,17 @@ mod tests {
     fn tunnel_allow_layout_is_stable() {
         let bytes = to_vec(&Message::TunnelAllow {
             tunnel: 0x0102,
-            bytes: 5,
+            sender_tunnel: 3,
+            consumed: 5,
         });
         assert_eq!(
             bytes,
             [
-                0, 0, 0, 18, // length
+                0, 0, 0, 26, // length
                 VERSION, 0x14, // version, type
                 0, 0, 0, 0, 0, 0, 1, 2, // tunnel
-                0, 0, 0, 0, 0, 0, 0, 5, // bytes
+                0, 0, 0, 0, 0, 0, 0, 3, // sender's tunnel
+                0, 0, 0, 0, 0, 0, 0, 5, // consumed
             ]
         );
     }
@@ -288,11 +291,15 @@ mod tests {
             ask: Ask {
                 id: 1,
                 timeout_ms: 10,
-                kind: AskKind::Tunnel,
+                kind: AskKind::Tunnel(crate::TunnelParams {
+                    window: 1,
+                    chunk_limit: 1,
+                }),
             },
         }));
+        // The kind tag sits before the 12 bytes of tunnel parameters.
         let n = bytes.len();
-        bytes[n - 1] = 0;
+        bytes[n - 13] = 0;
         assert_eq!(decode(&bytes, 128), Err(DecodeError::Malformed("ask kind")));
     }
 

@@ -82,29 +82,39 @@ impl Node {
         let Some((peer, pt)) = t.peer else {
             return;
         };
-        while let Some((size, chunk)) = t.outq.front() {
-            let len = chunk.len() as u64;
-            if len + CHUNK_COST > t.window {
+        let limit = usize::try_from(t.far.chunk_limit).unwrap_or(usize::MAX);
+        let mut room = t.send_room();
+        while let Some((size, chunk)) = t.outq.front_mut() {
+            // A chunk larger than the far node takes goes in pieces (the later ones are
+            // continuations of its message).
+            let piece = chunk.len().min(limit);
+            let len = piece as u64;
+            if len + CHUNK_COST > room {
                 break;
             }
-            let (size, chunk) = (*size, chunk.clone());
-            t.outq.pop_front();
+            room -= len + CHUNK_COST;
+            let (first, payload) = if piece < chunk.len() {
+                let head = chunk.split_to(piece);
+                (std::mem::replace(size, 0), head)
+            } else {
+                let (size, chunk) = (*size, chunk.clone());
+                t.outq.pop_front();
+                (size, chunk)
+            };
             t.outq_bytes -= len;
-            t.window -= len + CHUNK_COST;
+            t.sent_cost += len + CHUNK_COST;
             sent_bytes += len;
             out.push(Message::TunnelData {
                 tunnel: pt,
+                sender_tunnel: id,
                 seq: t.next_out_seq,
-                size,
-                payload: chunk,
+                size: first,
+                payload,
             });
             t.next_out_seq += 1;
         }
         let finish = t.closing && t.outq.is_empty();
         let (conn, app) = (t.conn, t.app);
-        if !out.is_empty() || finish {
-            t.sent = now;
-        }
         self.stats.tunnel_bytes_sent += sent_bytes;
         for m in out {
             self.send_or_loop(now, peer, m);
@@ -137,7 +147,6 @@ impl Node {
     /// Hands received chunks to the local application within its credit; returns the window.
     pub(super) fn pump_in(&mut self, now: Time, id: u64) {
         let mut taken = 0;
-        let mut returned = 0;
         let mut chunks = Vec::new();
         let Some(t) = self.tunnels.ends.get_mut(&id) else {
             return;
@@ -151,16 +160,12 @@ impl Node {
             t.inq.pop_front();
             t.inq_bytes -= len;
             t.app_credit -= len as i64;
+            t.consumed += len + CHUNK_COST;
             taken += len;
-            returned += len + CHUNK_COST;
             chunks.push((size, chunk));
         }
         let (conn, app) = (t.conn, t.app);
-        let peer = t.peer;
         let done = t.peer_closed && t.inq.is_empty();
-        if taken > 0 && !t.peer_closed {
-            t.sent = now;
-        }
         self.stats.tunnel_bytes_received += taken;
         for (size, payload) in chunks {
             self.emit(Event::TunnelData {
@@ -178,97 +183,127 @@ impl Node {
                 reason: String::new(),
             });
         } else if taken > 0 {
-            if let Some((peer, pt)) = peer {
-                self.send_or_loop(
-                    now,
-                    peer,
-                    Message::TunnelAllow {
-                        tunnel: pt,
-                        bytes: returned,
-                    },
-                );
-            }
+            self.send_allow(now, id);
         }
     }
 
-    /// Returns `bytes` of window to the far end for chunks dropped unread after a local close,
-    /// so that a far end that is closing too can flush its queue and send its own close.
-    pub(super) fn return_window(&mut self, now: Time, peer: Option<(NodeInfo, u64)>, bytes: u64) {
-        if let Some((peer, pt)) = peer.filter(|_| bytes > 0) {
-            self.send_or_loop(now, peer, Message::TunnelAllow { tunnel: pt, bytes });
-        }
+    /// Tells the far end of tunnel `id` the window consumed here so far (after chunks were
+    /// taken or dropped, and periodically as the keepalive).
+    pub(super) fn send_allow(&mut self, now: Time, id: u64) {
+        let Some(t) = self.tunnels.ends.get_mut(&id) else {
+            return;
+        };
+        let Some((peer, pt)) = t.peer else {
+            return;
+        };
+        t.allowed = now;
+        let consumed = t.consumed;
+        self.send_or_loop(
+            now,
+            peer,
+            Message::TunnelAllow {
+                tunnel: pt,
+                sender_tunnel: id,
+                consumed,
+            },
+        );
     }
 
-    /// The open tunnel `id` if `from` is its far end.
-    fn tunnel_from(&mut self, from: NodeId, id: u64) -> Option<&mut Tunnel> {
-        self.tunnels
-            .ends
-            .get_mut(&id)
-            .filter(|t| t.state == TunnelState::Open && t.peer.is_some_and(|p| p.0.id == from))
+    /// The open tunnel `id` if `from` is its far end and `sender_tunnel` its id there.
+    fn tunnel_from(&mut self, from: NodeId, id: u64, sender_tunnel: u64) -> Option<&mut Tunnel> {
+        self.tunnels.ends.get_mut(&id).filter(|t| {
+            t.state == TunnelState::Open
+                && t.peer
+                    .is_some_and(|p| p.0.id == from && p.1 == sender_tunnel)
+        })
     }
 
     pub(crate) fn on_tunnel_data(
         &mut self,
         now: Time,
         from: NodeInfo,
-        id: u64,
+        (id, sender_tunnel): (u64, u64),
         seq: u64,
         size: u64,
         payload: Bytes,
     ) {
         let (window, limit) = (self.cfg.tunnel_window, self.cfg.tunnel_chunk_limit);
-        let Some(t) = self.tunnel_from(from.id, id) else {
+        let Some(t) = self.tunnel_from(from.id, id, sender_tunnel) else {
             self.stats.tunnel_stale += 1;
             return;
         };
         t.heard = now;
-        if t.closing {
-            // Our application closed: what still arrives is dropped (its window returned).
-            let peer = t.peer;
-            self.return_window(now, peer, payload.len() as u64 + CHUNK_COST);
+        if seq < t.next_in_seq || t.ahead.contains_key(&seq) {
+            self.stats.tunnel_chunk_copies += 1;
             return;
         }
-        let framing = framed(t.in_left, size, payload.len() as u64);
-        let checked = if seq != t.next_in_seq {
-            Err("petal: tunnel data lost in transit")
-        } else if payload.len() > limit || t.inq_cost() + payload.len() as u64 + CHUNK_COST > window
-        {
-            Err("petal: the far node overran the tunnel window")
-        } else {
-            framing
-                .ok_or("petal: the far node sent an empty chunk or one beyond its message's size")
-        };
-        let left = match checked {
-            Ok(left) => left,
-            Err(why) => {
-                self.fail_tunnel(now, id, why);
+        let len = payload.len() as u64;
+        if t.closing {
+            // Our application closed: what still arrives is dropped, its window returned (so
+            // that a far end closing too can flush its queue and send its own close).
+            t.next_in_seq = seq + 1;
+            t.consumed += len + CHUNK_COST;
+            self.send_allow(now, id);
+            return;
+        }
+        if payload.len() > limit || t.inq_cost() + len + CHUNK_COST > window {
+            self.fail_tunnel(now, id, "petal: the far node overran the tunnel window");
+            return;
+        }
+        if seq > t.next_in_seq {
+            t.ahead.insert(seq, (size, payload));
+            t.ahead_bytes += len;
+            t.gap_since.get_or_insert(now);
+            self.stats.tunnel_chunks_held += 1;
+            return;
+        }
+        let mut next = Some((size, payload));
+        while let Some((size, payload)) = next {
+            let Some(left) = framed(t.in_left, size, payload.len() as u64) else {
+                self.fail_tunnel(
+                    now,
+                    id,
+                    "petal: the far node sent an empty chunk or one beyond its message's size",
+                );
                 return;
+            };
+            t.next_in_seq += 1;
+            t.in_left = left;
+            t.inq_bytes += payload.len() as u64;
+            t.inq.push_back((size, payload));
+            next = t.ahead.remove(&t.next_in_seq);
+            if let Some((_, p)) = &next {
+                t.ahead_bytes -= p.len() as u64;
             }
-        };
-        t.next_in_seq += 1;
-        t.in_left = left;
-        t.inq_bytes += payload.len() as u64;
-        t.inq.push_back((size, payload));
+        }
+        t.gap_since = (!t.ahead.is_empty()).then_some(now);
         self.pump_in(now, id);
     }
 
-    pub(crate) fn on_tunnel_allow(&mut self, now: Time, from: NodeInfo, id: u64, bytes: u64) {
-        let window = self.cfg.tunnel_window;
-        let Some(t) = self.tunnel_from(from.id, id) else {
+    pub(crate) fn on_tunnel_allow(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        (id, sender_tunnel): (u64, u64),
+        consumed: u64,
+    ) {
+        let Some(t) = self.tunnel_from(from.id, id, sender_tunnel) else {
             self.stats.tunnel_stale += 1;
             return;
         };
         t.heard = now;
-        t.window = t.window.saturating_add(bytes);
-        if t.window > window {
+        if consumed > t.sent_cost {
             self.fail_tunnel(
                 now,
                 id,
-                "petal: the far node granted more than the tunnel window",
+                "petal: the far node acknowledged more than was sent on the tunnel",
             );
             return;
         }
-        self.pump_out(now, id);
+        if consumed > t.acked {
+            t.acked = consumed;
+            self.pump_out(now, id);
+        }
     }
 }
 

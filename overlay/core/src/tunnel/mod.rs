@@ -6,16 +6,22 @@
 //! it sees [`Event::TunnelIncoming`] and accepts with `Node::tunnel_accept`, whose node answers
 //! the opener's node directly ([`Message::TunnelAccept`]). From then on the two nodes exchange
 //! [`Message::TunnelData`] (numbered chunks, at most `tunnel_chunk_limit` bytes),
-//! [`Message::TunnelAllow`] (window credit, or a keepalive with 0 bytes) and
-//! [`Message::TunnelClose`]. An open that is not accepted within its timeout fails
+//! [`Message::TunnelAllow`] (window, cumulative; sent at least every `tunnel_keepalive_interval`,
+//! which makes it the keepalive too) and [`Message::TunnelClose`]. Data and allows name both
+//! ends' tunnel ids. An open that is not accepted within its timeout fails
 //! ([`Event::TunnelOpenFailed`]); a late accept is answered with a close.
+//!
+//! Each end announces what it takes ([`TunnelParams`]: its receive window and chunk limit) in
+//! the open and the accept; the other end sends within them (splitting chunks larger than the
+//! far limit), so the two nodes need not share a configuration.
 //!
 //! ## Backpressure, end to end
 //! Three bounded windows: the local application may have `tunnel_buffer` bytes queued in its
 //! node (it is granted that much at the start and re-granted each chunk once the chunk leaves
-//! for the far node, [`Event::TunnelCredit`]); a node sends the far node at most `tunnel_window`
-//! bytes it has not yet handed to its application (returned with `TunnelAllow` as the far
-//! application takes them); and a node hands its application a message's first chunk only
+//! for the far node, [`Event::TunnelCredit`]); a node sends the far node at most the far node's
+//! window of bytes not yet consumed there (handed to its application or dropped): each allow
+//! carries the far node's total consumed so far, so that a lost or reordered allow is made good
+//! by the next one; and a node hands its application a message's first chunk only
 //! within the credit the application granted (`Node::tunnel_allow`), continuation chunks even
 //! beyond it (so messages larger than the credit cannot deadlock). A slow reader therefore
 //! stalls the writer with at most `tunnel_buffer + tunnel_window` bytes held per tunnel.
@@ -27,16 +33,18 @@
 //! so without the check a sender could bypass it for ever.
 //!
 //! ## Failure
-//! A chunk out of sequence, a window overrun, a framing error, silence for `tunnel_idle_timeout` (keepalives
-//! flow every `tunnel_keepalive_interval`) or the far node's death closes the tunnel with a
-//! reason on both ends. A graceful close is sent after every queued chunk has left, and the far
+//! A chunk that arrives twice is dropped, and one that arrives past a gap in the sequence is
+//! held until the gap fills (links are ordered streams, but a link re-dialed while the old one
+//! drains, or a transport of datagrams, can reorder). A gap still open after
+//! `tunnel_keepalive_interval`, a window overrun, a framing error, silence for
+//! `tunnel_idle_timeout` or the far node's death closes the tunnel with a reason on both ends. A graceful close is sent after every queued chunk has left, and the far
 //! end reports it after its application has taken every chunk before it, however slowly it
 //! reads: from then on, neither silence nor the death of the closing node fails that end.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
-use petal_protocol::{DescendMsg, Message, NodeId, NodeInfo};
+use petal_protocol::{AskKind, DescendMsg, Message, NodeId, NodeInfo, TunnelParams};
 
 use crate::app::{AppError, ConnId, ConnIndex};
 use crate::node::{Event, Node, TimerKey};
@@ -70,17 +78,30 @@ struct Tunnel {
     /// Chunks from the local application waiting for the far node's window.
     outq: VecDeque<(u64, Bytes)>,
     outq_bytes: u64,
-    /// Bytes the far node still accepts.
-    window: u64,
+    /// What the far node takes (its window and chunk limit), once known.
+    far: TunnelParams,
+    /// Window cost sent to the far node so far, in total.
+    sent_cost: u64,
+    /// Window cost the far node has consumed so far, in total (the highest it reported).
+    acked: u64,
     next_out_seq: u64,
     /// Chunks from the far node waiting for the local application's credit.
     inq: VecDeque<(u64, Bytes)>,
     inq_bytes: u64,
+    /// Chunks from the far node past a gap in the sequence, by sequence number.
+    ahead: BTreeMap<u64, (u64, Bytes)>,
+    ahead_bytes: u64,
+    /// Since when the current gap is open (while `ahead` holds chunks).
+    gap_since: Option<Time>,
+    /// Window cost consumed here (chunks handed to the application or dropped), in total:
+    /// what allows carry.
+    consumed: u64,
     /// Credit granted by the local application (may go negative on continuation chunks).
     app_credit: i64,
     next_in_seq: u64,
     heard: Time,
-    sent: Time,
+    /// When the last allow went to the far node.
+    allowed: Time,
     /// The local application closed: the close goes out once `outq` is empty.
     closing: bool,
     /// The far end closed gracefully: reported once `inq` is empty.
@@ -240,9 +261,22 @@ impl Tunnels {
             );
             assert!(
                 t.inq_cost() <= cfg.tunnel_window,
-                "tunnel receive queue over bound"
+                "tunnel receive queues over bound"
             );
-            assert!(t.window <= cfg.tunnel_window, "tunnel window over bound");
+            assert!(
+                t.acked <= t.sent_cost && t.sent_cost - t.acked <= t.far.window,
+                "tunnel sent beyond the far window"
+            );
+            assert!(
+                t.ahead.keys().all(|s| *s > t.next_in_seq),
+                "a held chunk that is not past a gap"
+            );
+            assert_eq!(t.gap_since.is_some(), !t.ahead.is_empty(), "gap time");
+            assert_eq!(
+                t.ahead_bytes,
+                t.ahead.values().map(|c| c.1.len() as u64).sum::<u64>(),
+                "held chunk bytes"
+            );
             assert_eq!(
                 t.outq_bytes,
                 t.outq.iter().map(|c| c.1.len() as u64).sum::<u64>(),
@@ -263,9 +297,16 @@ impl Tunnels {
 }
 
 impl Tunnel {
-    /// What the queued received chunks cost against the window.
+    /// What the received chunks not yet consumed (queued or held) cost against the window.
     fn inq_cost(&self) -> u64 {
-        self.inq_bytes + self.inq.len() as u64 * CHUNK_COST
+        self.inq_bytes + self.ahead_bytes + (self.inq.len() + self.ahead.len()) as u64 * CHUNK_COST
+    }
+
+    /// Window the far node still accepts.
+    fn send_room(&self) -> u64 {
+        self.far
+            .window
+            .saturating_sub(self.sent_cost.saturating_sub(self.acked))
     }
 
     fn new(conn: ConnId, app: u64, state: TunnelState, now: Time, deadline: Time) -> Self {
@@ -277,14 +318,23 @@ impl Tunnel {
             deadline,
             outq: VecDeque::new(),
             outq_bytes: 0,
-            window: 0,
+            far: TunnelParams {
+                window: 0,
+                chunk_limit: 0,
+            },
+            sent_cost: 0,
+            acked: 0,
             next_out_seq: 0,
             inq: VecDeque::new(),
             inq_bytes: 0,
+            ahead: BTreeMap::new(),
+            ahead_bytes: 0,
+            gap_since: None,
+            consumed: 0,
             app_credit: 0,
             next_in_seq: 0,
             heard: now,
-            sent: now,
+            allowed: now,
             closing: false,
             peer_closed: false,
             out_left: 0,
@@ -323,30 +373,61 @@ impl Node {
             petal_protocol::Ask {
                 id,
                 timeout_ms,
-                kind: petal_protocol::AskKind::Tunnel,
+                kind: AskKind::Tunnel(self.tunnel_params()),
             },
         );
         Ok(())
     }
 
+    /// What this node takes on a tunnel, as it announces it.
+    fn tunnel_params(&self) -> TunnelParams {
+        TunnelParams {
+            window: self.cfg.tunnel_window,
+            chunk_limit: u32::try_from(self.cfg.tunnel_chunk_limit).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// What this node sends within, given what the far node announced: its window, and the
+    /// smaller of the two chunk limits. `None` when the far node's parameters leave no room for
+    /// a chunk.
+    fn far_params(&self, far: TunnelParams) -> Option<TunnelParams> {
+        let own = u32::try_from(self.cfg.tunnel_chunk_limit).unwrap_or(u32::MAX);
+        (far.chunk_limit >= 1 && far.window > CHUNK_COST).then_some(TunnelParams {
+            window: far.window,
+            chunk_limit: far.chunk_limit.min(own),
+        })
+    }
+
     /// A tunnel ask chose local member `conn`: offer it the tunnel.
     pub(crate) fn tunnel_incoming(&mut self, now: Time, conn: ConnId, msg: DescendMsg) {
-        if self.tunnels.len() >= self.cfg.max_tunnels {
+        let far = match msg.ask.kind {
+            AskKind::Tunnel(p) => self.far_params(p),
+            _ => None,
+        };
+        let refusal = if far.is_none() {
+            Some("petal: the opener's tunnel window or chunk limit is unusable")
+        } else if self.tunnels.len() >= self.cfg.max_tunnels {
             self.stats.tunnel_drops += 1;
+            Some("petal: too many tunnels at the accepting node")
+        } else {
+            None
+        };
+        let (Some(far), None) = (far, refusal) else {
             self.send_or_loop(
                 now,
                 msg.requester,
                 Message::TunnelClose {
                     tunnel: msg.ask.id,
-                    reason: "petal: too many tunnels at the accepting node".into(),
+                    reason: refusal.unwrap_or_default().into(),
                 },
             );
             return;
-        }
+        };
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(msg.ask.timeout_ms));
         let mut t = Tunnel::new(conn, id, TunnelState::Offered, now, deadline);
         t.peer = Some((msg.requester, msg.ask.id));
+        t.far = far;
         self.tunnels.ends.insert(id, t);
         self.set_timer(deadline, TimerKey::Tunnel(id));
         self.arm_tunnel_tick(now);
@@ -361,7 +442,7 @@ impl Node {
         id: u64,
         app: u64,
     ) -> Result<(), AppError> {
-        let (window, buffer) = (self.cfg.tunnel_window, self.cfg.tunnel_buffer);
+        let (params, buffer) = (self.tunnel_params(), self.cfg.tunnel_buffer);
         let t = self
             .tunnels
             .ends
@@ -372,9 +453,8 @@ impl Node {
         let (peer, peer_tunnel) = t.peer.ok_or(AppError::UnknownId)?;
         t.state = TunnelState::Open;
         t.app = app;
-        t.window = window;
         t.heard = now;
-        t.sent = now;
+        t.allowed = now;
         let conn = t.conn;
         self.send_or_loop(
             now,
@@ -382,6 +462,7 @@ impl Node {
             Message::TunnelAccept {
                 tunnel: peer_tunnel,
                 peer_tunnel: id,
+                params,
             },
         );
         self.tunnels.name(conn, app, id);
@@ -397,10 +478,11 @@ impl Node {
         &mut self,
         now: Time,
         from: NodeInfo,
-        id: u64,
-        peer_tunnel: u64,
+        (id, peer_tunnel): (u64, u64),
+        params: TunnelParams,
     ) {
-        let (window, buffer) = (self.cfg.tunnel_window, self.cfg.tunnel_buffer);
+        let buffer = self.cfg.tunnel_buffer;
+        let far = self.far_params(params);
         let Some(t) = self
             .tunnels
             .ends
@@ -421,9 +503,17 @@ impl Node {
         };
         t.state = TunnelState::Open;
         t.peer = Some((from, peer_tunnel));
-        t.window = window;
         t.heard = now;
-        t.sent = now;
+        t.allowed = now;
+        let Some(far) = far else {
+            self.fail_tunnel(
+                now,
+                id,
+                "petal: the acceptor's tunnel window or chunk limit is unusable",
+            );
+            return;
+        };
+        t.far = far;
         let (conn, app) = (t.conn, t.app);
         self.emit(Event::TunnelOpened { conn, tunnel: app });
         self.emit(Event::TunnelCredit {
@@ -473,11 +563,13 @@ impl Node {
             }
             TunnelState::Open => {
                 t.closing = true;
-                let dropped = t.inq_cost();
+                t.consumed += t.inq_cost();
                 t.inq.clear();
                 t.inq_bytes = 0;
-                let peer = t.peer;
-                self.return_window(now, peer, dropped);
+                t.ahead.clear();
+                t.ahead_bytes = 0;
+                t.gap_since = None;
+                self.send_allow(now, id);
                 self.pump_out(now, id);
             }
             // Not open yet: closing means giving up (the far end hears of it if known).
@@ -615,19 +707,10 @@ impl Node {
             }
             if now.saturating_since(t.heard) >= idle {
                 self.fail_tunnel(now, id, "petal: the far node went silent");
-            } else if now.saturating_since(t.sent) >= keep
-                && let Some((peer, pt)) = t.peer
-            {
-                if let Some(t) = self.tunnels.ends.get_mut(&id) {
-                    t.sent = now;
-                }
-                self.send(
-                    peer,
-                    Message::TunnelAllow {
-                        tunnel: pt,
-                        bytes: 0,
-                    },
-                );
+            } else if t.gap_since.is_some_and(|g| now.saturating_since(g) >= keep) {
+                self.fail_tunnel(now, id, "petal: tunnel data lost in transit");
+            } else if now.saturating_since(t.allowed) >= keep {
+                self.send_allow(now, id);
             }
         }
         self.tunnels.tick_at = Time::MAX;

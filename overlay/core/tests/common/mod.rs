@@ -50,8 +50,26 @@ pub(crate) struct Net {
     pub linked: std::collections::BTreeSet<(usize, usize)>,
     /// Messages lost because an end was down: (due time, from, to, kind index).
     pub lost: Vec<(Time, usize, usize, usize)>,
-    /// Application events (requests, their outcomes, ...): (time, node, event).
+    /// Application events (requests, their outcomes, tunnels, ...): (time, node, event).
     pub app_events: Vec<(Time, usize, Event)>,
+    /// What the network does to each message sent (default: delivers it once, in order).
+    pub tamper: Option<TamperFn>,
+}
+
+/// Decides what the network does to a message sent at a time.
+pub(crate) type TamperFn = Box<dyn FnMut(Time, &Message) -> Tamper>;
+
+/// What [`Net::tamper`] does to a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tamper {
+    /// Delivered as usual.
+    Pass,
+    /// Lost.
+    Drop,
+    /// Delivered, and a copy of it this much later.
+    Duplicate(Duration),
+    /// Delivered this much later than usual (after messages sent after it).
+    Delay(Duration),
 }
 
 impl Net {
@@ -102,6 +120,7 @@ impl Net {
             linked: std::collections::BTreeSet::new(),
             lost: Vec::new(),
             app_events: Vec::new(),
+            tamper: None,
         }
     }
 
@@ -125,8 +144,27 @@ impl Net {
                 continue;
             }
             self.linked.insert(pair);
-            self.seq += 1;
+            let now = self.now;
+            let action = self
+                .tamper
+                .as_mut()
+                .map_or(Tamper::Pass, |f| f(now, &tx.msg));
             let at = self.now + self.delay(i, j);
+            match action {
+                Tamper::Pass => {}
+                Tamper::Drop => continue,
+                Tamper::Duplicate(after) => {
+                    self.seq += 1;
+                    self.queue
+                        .insert((at + after, self.seq), (i, j, tx.msg.clone()));
+                }
+                Tamper::Delay(by) => {
+                    self.seq += 1;
+                    self.queue.insert((at + by, self.seq), (i, j, tx.msg));
+                    continue;
+                }
+            }
+            self.seq += 1;
             self.queue.insert((at, self.seq), (i, j, tx.msg));
         }
         while let Some(ev) = self.nodes[i].poll_event() {
@@ -145,7 +183,13 @@ impl Net {
                 Event::Broadcast { conn, payload } => self.broadcasts.push((i, conn, payload)),
                 ev @ (Event::Request { .. }
                 | Event::RequestDone { .. }
-                | Event::Published { .. }) => {
+                | Event::Published { .. }
+                | Event::TunnelIncoming { .. }
+                | Event::TunnelOpened { .. }
+                | Event::TunnelOpenFailed { .. }
+                | Event::TunnelCredit { .. }
+                | Event::TunnelData { .. }
+                | Event::TunnelClosed { .. }) => {
                     self.app_events.push((self.now, i, ev));
                 }
                 _ => {}

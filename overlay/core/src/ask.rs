@@ -76,8 +76,9 @@ pub(crate) struct Asks {
     /// Asks waiting here, at their cluster's root, for a member.
     parked: ParkedAsks,
     /// Asks delivered to local members lately, by requester, the requester's id and whether a
-    /// tunnel: a copy of one is not delivered again (see `Config::dedup_window`).
-    delivered: Recent<(NodeId, u64, bool)>,
+    /// tunnel: a copy of one is not delivered again (see `Config::dedup_window`). Boxed on
+    /// first use: most nodes of a large ring never deliver an ask.
+    delivered: Option<Box<Recent<(NodeId, u64, bool)>>>,
 }
 
 impl Asks {
@@ -85,7 +86,10 @@ impl Asks {
     pub(crate) fn heap_bytes(&self) -> usize {
         crate::memory::btree_bytes(&self.requests)
             + crate::memory::btree_bytes(&self.deliveries)
-            + self.delivered.heap_bytes()
+            + self
+                .delivered
+                .as_ref()
+                .map_or(0, |r| std::mem::size_of_val(&**r) + r.heap_bytes())
     }
 
     pub(crate) fn new() -> Self {
@@ -94,7 +98,7 @@ impl Asks {
             by_conn: ConnIndex::default(),
             deliveries: BTreeMap::new(),
             parked: ParkedAsks::new(),
-            delivered: Recent::default(),
+            delivered: None,
         }
     }
 
@@ -212,7 +216,9 @@ impl Asks {
         registered: impl Fn(ConnId) -> bool,
     ) {
         assert!(
-            self.delivered.len() <= cfg.max_recent_asks,
+            self.delivered
+                .as_ref()
+                .is_none_or(|r| r.len() <= cfg.max_recent_asks),
             "delivered asks over bound"
         );
         for (id, r) in &self.requests {
@@ -618,7 +624,12 @@ impl Node {
         let (cap, window) = (self.cfg.max_recent_asks, self.cfg.dedup_window);
         let tunnel = matches!(msg.ask.kind, AskKind::Tunnel(_));
         let id = (msg.requester.id, msg.ask.id, tunnel);
-        if self.asks.delivered.contains(now, &id, window) {
+        if self
+            .asks
+            .delivered
+            .as_mut()
+            .is_some_and(|r| r.contains(now, &id, window))
+        {
             self.stats.asks_copies_dropped += 1;
             return;
         }
@@ -647,7 +658,10 @@ impl Node {
                     },
                 );
                 self.set_timer(deadline, TimerKey::Delivery(delivery));
-                self.asks.delivered.insert(now, id, cap, window);
+                self.asks
+                    .delivered
+                    .get_or_insert_default()
+                    .insert(now, id, cap, window);
                 self.stats.requests_delivered += 1;
                 self.emit(Event::Request {
                     conn,
@@ -658,7 +672,10 @@ impl Node {
                 });
             }
             AskKind::Tunnel(_) => {
-                self.asks.delivered.insert(now, id, cap, window);
+                self.asks
+                    .delivered
+                    .get_or_insert_default()
+                    .insert(now, id, cap, window);
                 self.tunnel_incoming(now, conn, msg);
             }
             _ => self.stats.unknown_messages += 1,

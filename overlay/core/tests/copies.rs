@@ -15,7 +15,12 @@ use petal_protocol::{EventSeq, Routed};
 /// publisher on another node that is not the root either. Returns (net, subscriber's node,
 /// publisher's node).
 fn setup(seed: u64) -> (Net, usize, usize) {
-    let mut net = Net::new(seed, 5);
+    setup_with(seed, petal_core::Config::default())
+}
+
+/// [`setup`] with node configuration `cfg`.
+fn setup_with(seed: u64, cfg: petal_core::Config) -> (Net, usize, usize) {
+    let mut net = Net::with_config(seed, 5, cfg);
     let all: Vec<usize> = (0..5).collect();
     net.form_ring(&all);
     net.run_for(Duration::from_secs(2));
@@ -229,7 +234,10 @@ fn a_request_routed_twice_is_delivered_once_and_has_one_outcome() {
 
 #[test]
 fn events_that_arrive_out_of_order_are_delivered_in_order_once() {
-    let (mut net, sub, publisher) = setup(11);
+    // A network that reorders: events after a gap are held for it to fill.
+    let mut cfg = petal_core::Config::default();
+    cfg.event_gap_wait = Duration::from_secs(1);
+    let (mut net, sub, publisher) = setup_with(11, cfg);
     let (from, to, msg) = publish_and_catch_cast(&mut net, publisher, sub, b"e1");
     net.run_for(Duration::from_secs(1));
     let Message::Cast(first) = msg else {

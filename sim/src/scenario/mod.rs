@@ -138,6 +138,8 @@ pub struct NodeOverrides {
     pub group_child_timeout_ms: Option<u64>,
     /// Most children a node keeps in one group tree (the bottleneck remover's cap).
     pub max_group_children: Option<usize>,
+    /// How long events past a gap are held for the gap to fill (0: not held).
+    pub event_gap_wait_ms: Option<u64>,
 }
 
 impl NodeOverrides {
@@ -189,6 +191,9 @@ impl NodeOverrides {
         }
         if let Some(v) = self.max_group_children {
             c.max_group_children = v;
+        }
+        if let Some(v) = self.event_gap_wait_ms {
+            c.event_gap_wait = ms(v);
         }
         c.validate()?;
         Ok(c)

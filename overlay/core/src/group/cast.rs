@@ -42,6 +42,10 @@ impl Node {
     /// numbered here lately.
     pub(crate) fn root_publish(&mut self, now: Time, key: Key, event: EventId, payload: Bytes) {
         let window = self.cfg.dedup_window;
+        if !self.groups.is_root(key) {
+            // About to take the root's role, in a new epoch: what is held from the old one first.
+            self.flush_held(now, key);
+        }
         let Some(g) = self.groups.trees.get_mut(&key) else {
             self.stats.events_unheard += 1;
             return;
@@ -101,9 +105,18 @@ impl Node {
                 self.stats.events_stale += 1;
                 return;
             }
+            // Events held past a gap of the epoch left are taken first: no replay of that
+            // epoch will come.
+            self.flush_held(now, key);
+            let Some(g) = self.groups.trees.get_mut(&key) else {
+                return;
+            };
             // Where we stood in that epoch if we were there before: nothing is taken twice.
             g.enter_epoch(seq.epoch, seq.seq);
         }
+        let Some(g) = self.groups.trees.get_mut(&key) else {
+            return;
+        };
         if seq.seq <= g.seen.seq {
             self.stats.events_duplicate += 1;
             return;
@@ -117,13 +130,18 @@ impl Node {
             // lost (a parent that changed). Hold this one, ask the parent once to replay from
             // what we have, and take the held events in order as the gap fills; a gap still
             // open after `event_gap_wait`, or a full hold, is given up (`skip_gap`).
-            let ask = g.gap_asked != Some(g.seen.seq);
-            let full = g.ahead.len() >= self.cfg.group_replay_events;
-            if !full {
-                g.ahead.entry(seq.seq).or_insert((from.id, cast));
-                g.ahead_since.get_or_insert(now);
-                self.stats.events_held += 1;
+            if g.ahead.len() >= self.cfg.group_replay_events
+                && !g.ahead.contains_key(&seq.seq)
+            {
+                // The hold is full: give up its first gap, then take this one anew.
+                self.skip_gap(now, key);
+                self.on_cast(now, from, cast);
+                return;
             }
+            let ask = g.gap_asked != Some(g.seen.seq);
+            g.ahead.entry(seq.seq).or_insert((from.id, cast));
+            g.ahead_since.get_or_insert(now);
+            self.stats.events_held += 1;
             if ask {
                 g.gap_asked = Some(g.seen.seq);
                 let (load, seen, height) = (g.load(), g.seen, g.height());
@@ -139,11 +157,7 @@ impl Node {
                     },
                 );
             }
-            if full {
-                self.skip_gap(now, key);
-            } else {
-                self.skip_gap_if_stale(now, key);
-            }
+            self.skip_gap_if_stale(now, key);
             return;
         }
         self.take_event(now, Some(from.id), cast);
@@ -190,6 +204,19 @@ impl Node {
         self.stats.events_lost = self.stats.events_lost.saturating_add(missed);
         self.take_event(now, Some(from), cast);
         self.take_held(now, key);
+    }
+
+    /// Takes every held event of group `key` in order, giving up the gaps between them (the
+    /// node leaves their epoch).
+    pub(super) fn flush_held(&mut self, now: Time, key: Key) {
+        while self
+            .groups
+            .trees
+            .get(&key)
+            .is_some_and(|g| !g.ahead.is_empty())
+        {
+            self.skip_gap(now, key);
+        }
     }
 
     /// [`Self::skip_gap`] once the gap has stayed open for `event_gap_wait`.

@@ -529,6 +529,10 @@ impl Node {
             return;
         }
         let next = self.next_hop(key).and_then(|n| self.info_of(n));
+        if next.is_none() && !self.groups.is_root(key) {
+            // About to become root, in a new epoch: what is held from the old one first.
+            self.flush_held(now, key);
+        }
         let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };

@@ -130,9 +130,7 @@ impl Node {
             // lost (a parent that changed). Hold this one, ask the parent once to replay from
             // what we have, and take the held events in order as the gap fills; a gap still
             // open after `event_gap_wait`, or a full hold, is given up (`skip_gap`).
-            if g.ahead.len() >= self.cfg.group_replay_events
-                && !g.ahead.contains_key(&seq.seq)
-            {
+            if g.ahead.len() >= self.cfg.group_replay_events && !g.ahead.contains_key(&seq.seq) {
                 // The hold is full: give up its first gap, then take this one anew.
                 self.skip_gap(now, key);
                 self.on_cast(now, from, cast);

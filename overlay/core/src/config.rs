@@ -136,7 +136,8 @@ pub struct Config {
     pub group_replay_bytes: usize,
     /// How long a node that found a gap in a group's events (and asked its parent for a
     /// replay) holds the events after it before it gives up on the missing ones. 0 (the
-    /// default): not at all, the events after a gap are taken at once. Links between nodes
+    /// default): none are held; the first event past a gap is left to the replay (which
+    /// brings it too) and a second one gives the gap up. Links between nodes
     /// are ordered streams, where a gap means events lost (a parent that changed), not late:
     /// holding then only delays, and in `partition-messaging` it cost 0.18 % of the
     /// deliveries after the heal (not understood yet). A transport that reorders needs it

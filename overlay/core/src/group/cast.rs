@@ -126,20 +126,14 @@ impl Node {
                 self.stats.events_stale += 1;
                 return;
             }
-            // A gap: the missing events may still be on their way (a link that reorders) or
-            // lost (a parent that changed). Hold this one, ask the parent once to replay from
-            // what we have, and take the held events in order as the gap fills; a gap still
-            // open after `event_gap_wait`, or a full hold, is given up (`skip_gap`).
-            if g.ahead.len() >= self.cfg.group_replay_events && !g.ahead.contains_key(&seq.seq) {
-                // The hold is full: give up its first gap, then take this one anew.
-                self.skip_gap(now, key);
-                self.on_cast(now, from, cast);
-                return;
-            }
+            // A gap: ask the parent once to replay from what we have. Without
+            // `event_gap_wait`, this event waits for that replay (it brings it too) and a
+            // second one past the same gap gives the missing events up (links are ordered: they
+            // were lost, with a parent that changed). With it, the missing events may still be
+            // on their way (a transport that reorders): the events past the gap are held and
+            // taken in order as it fills; a gap still open after the wait, or the oldest gap of
+            // a full hold, is given up (`skip_gap`).
             let ask = g.gap_asked != Some(g.seen.seq);
-            g.ahead.entry(seq.seq).or_insert((from.id, cast));
-            g.ahead_since.get_or_insert(now);
-            self.stats.events_held += 1;
             if ask {
                 g.gap_asked = Some(g.seen.seq);
                 let (load, seen, height) = (g.load(), g.seen, g.height());
@@ -155,8 +149,28 @@ impl Node {
                     },
                 );
             }
-            self.skip_gap_if_stale(now, key);
-            return;
+            let Some(g) = self.groups.trees.get_mut(&key) else {
+                return;
+            };
+            if self.cfg.event_gap_wait.is_zero() {
+                if ask {
+                    return;
+                }
+                self.stats.events_lost = self
+                    .stats
+                    .events_lost
+                    .saturating_add(seq.seq.saturating_sub(g.seen.seq).saturating_sub(1));
+            } else {
+                g.ahead.entry(seq.seq).or_insert((from.id, cast));
+                g.ahead_since.get_or_insert(now);
+                self.stats.events_held += 1;
+                if g.ahead.len() > self.cfg.group_replay_events {
+                    self.skip_gap(now, key);
+                } else {
+                    self.skip_gap_if_stale(now, key);
+                }
+                return;
+            }
         }
         self.take_event(now, Some(from.id), cast);
         self.take_held(now, key);

@@ -165,7 +165,9 @@ impl Node {
             chunks.push((size, chunk));
         }
         let (conn, app) = (t.conn, t.app);
-        let done = t.peer_closed && t.inq.is_empty();
+        // Closed by the far end: reported once everything before the close is taken (a chunk
+        // held past a gap is not; a gap that stays open fails the tunnel on the tick).
+        let done = t.peer_closed && t.inq.is_empty() && t.ahead.is_empty();
         self.stats.tunnel_bytes_received += taken;
         for (size, payload) in chunks {
             self.emit(Event::TunnelData {
@@ -238,14 +240,6 @@ impl Node {
             return;
         }
         let len = payload.len() as u64;
-        if t.closing {
-            // Our application closed: what still arrives is dropped, its window returned (so
-            // that a far end closing too can flush its queue and send its own close).
-            t.next_in_seq = seq + 1;
-            t.consumed += len + CHUNK_COST;
-            self.send_allow(now, id);
-            return;
-        }
         if payload.len() > limit || t.inq_cost() + len + CHUNK_COST > window {
             self.fail_tunnel(now, id, "petal: the far node overran the tunnel window");
             return;
@@ -257,8 +251,21 @@ impl Node {
             self.stats.tunnel_chunks_held += 1;
             return;
         }
+        let closing = t.closing;
         let mut next = Some((size, payload));
         while let Some((size, payload)) = next {
+            if closing {
+                // Our application closed: what still arrives is dropped in order (each chunk
+                // counted once), its window returned, so that a far end closing too can flush
+                // its queue and send its own close.
+                t.next_in_seq = t.next_in_seq.saturating_add(1);
+                t.consumed += payload.len() as u64 + CHUNK_COST;
+                next = t.ahead.remove(&t.next_in_seq);
+                if let Some((_, p)) = &next {
+                    t.ahead_bytes -= p.len() as u64;
+                }
+                continue;
+            }
             let Some(left) = framed(t.in_left, size, payload.len() as u64) else {
                 self.fail_tunnel(
                     now,
@@ -267,7 +274,7 @@ impl Node {
                 );
                 return;
             };
-            t.next_in_seq += 1;
+            t.next_in_seq = t.next_in_seq.saturating_add(1);
             t.in_left = left;
             t.inq_bytes += payload.len() as u64;
             t.inq.push_back((size, payload));
@@ -277,7 +284,11 @@ impl Node {
             }
         }
         t.gap_since = (!t.ahead.is_empty()).then_some(now);
-        self.pump_in(now, id);
+        if closing {
+            self.send_allow(now, id);
+        } else {
+            self.pump_in(now, id);
+        }
     }
 
     pub(crate) fn on_tunnel_allow(

@@ -392,9 +392,11 @@ impl Node {
     /// a chunk.
     fn far_params(&self, far: TunnelParams) -> Option<TunnelParams> {
         let own = u32::try_from(self.cfg.tunnel_chunk_limit).unwrap_or(u32::MAX);
+        // A chunk and its cost must fit the window.
+        let fits = u32::try_from(far.window.saturating_sub(CHUNK_COST)).unwrap_or(u32::MAX);
         (far.chunk_limit >= 1 && far.window > CHUNK_COST).then_some(TunnelParams {
             window: far.window,
-            chunk_limit: far.chunk_limit.min(own),
+            chunk_limit: far.chunk_limit.min(own).min(fits),
         })
     }
 
@@ -483,6 +485,15 @@ impl Node {
     ) {
         let buffer = self.cfg.tunnel_buffer;
         let far = self.far_params(params);
+        if self.tunnels.ends.get(&id).is_some_and(|t| {
+            t.state == TunnelState::Open
+                && t.peer
+                    .is_some_and(|p| (p.0.id, p.1) == (from.id, peer_tunnel))
+        }) {
+            // A copy of the accept that opened it.
+            self.stats.tunnel_stale += 1;
+            return;
+        }
         let Some(t) = self
             .tunnels
             .ends
@@ -563,12 +574,11 @@ impl Node {
             }
             TunnelState::Open => {
                 t.closing = true;
-                t.consumed += t.inq_cost();
+                // Queued chunks are dropped and their window returned; chunks held past a gap
+                // are dropped as the gap fills (each counted once, in order).
+                t.consumed += t.inq_bytes + t.inq.len() as u64 * CHUNK_COST;
                 t.inq.clear();
                 t.inq_bytes = 0;
-                t.ahead.clear();
-                t.ahead_bytes = 0;
-                t.gap_since = None;
                 self.send_allow(now, id);
                 self.pump_out(now, id);
             }
@@ -699,10 +709,15 @@ impl Node {
             let t = &self.tunnels.ends[&id];
             // Same-node tunnels cannot go silent; after a graceful close from the far end
             // nothing more comes from it (the rest is here, for the local reader).
-            if t.state != TunnelState::Open
-                || t.peer_closed
-                || t.peer.is_some_and(|p| p.0.id == self.me.id)
-            {
+            if t.state != TunnelState::Open || t.peer.is_some_and(|p| p.0.id == self.me.id) {
+                continue;
+            }
+            if t.peer_closed {
+                // Nothing more comes from the far end but what is still on its way before its
+                // close: a gap that stays open fails the tunnel.
+                if t.gap_since.is_some_and(|g| now.saturating_since(g) >= keep) {
+                    self.fail_tunnel(now, id, "petal: tunnel data lost in transit");
+                }
                 continue;
             }
             if now.saturating_since(t.heard) >= idle {

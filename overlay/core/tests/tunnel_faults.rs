@@ -161,7 +161,10 @@ fn chunks_repeated_and_reordered_arrive_once_in_order() {
     let mut net = setup(5, cfg.clone(), cfg);
     let mut k = 0u64;
     net.tamper = Some(Box::new(move |_now: Time, m: &Message| {
-        if matches!(m, Message::TunnelAccept { .. } | Message::TunnelClose { .. }) {
+        if matches!(
+            m,
+            Message::TunnelAccept { .. } | Message::TunnelClose { .. }
+        ) {
             // The accept and the closes arrive twice as well.
             return Tamper::Duplicate(Duration::from_millis(2));
         }

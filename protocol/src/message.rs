@@ -396,6 +396,32 @@ pub enum Routed {
     Ask(Ask),
 }
 
+impl RouteMsg {
+    /// Bytes a queue holding this message (boxed) keeps alive: the box and the payload.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<RouteMsg>()
+            + match &self.body {
+                Routed::Publish { payload, .. }
+                | Routed::Ask(Ask {
+                    kind: AskKind::Request { payload },
+                    ..
+                }) => payload.len(),
+                _ => 0,
+            }
+    }
+}
+
+impl DescendMsg {
+    /// Bytes a queue holding this message (boxed) keeps alive: the box and the payload.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<DescendMsg>()
+            + match &self.ask.kind {
+                AskKind::Request { payload } => payload.len(),
+                AskKind::Tunnel(_) => 0,
+            }
+    }
+}
+
 impl Message {
     /// A [`Message::Route`] of `msg`.
     pub fn route(msg: RouteMsg) -> Self {
@@ -483,6 +509,33 @@ impl Message {
             Message::Suspect { .. } => 28,
             Message::Redirect { .. } => 29,
             Message::PongPing { .. } => 30,
+        }
+    }
+
+    /// The bytes this message holds besides its own inline size: payloads, node lists,
+    /// reasons, boxed parts. What a queue holding it keeps alive, for memory budgets (an
+    /// estimate: allocator rounding is not counted).
+    pub fn heap_bytes(&self) -> usize {
+        let nodes = |v: &Vec<NodeInfo>| v.len() * std::mem::size_of::<NodeInfo>();
+        match self {
+            Message::Route(r) => r.heap_bytes(),
+            Message::Cast(c) => std::mem::size_of::<CastMsg>() + c.payload.len(),
+            Message::Descend(d) => d.heap_bytes(),
+            Message::Reply { result, .. } => match result {
+                ReplyResult::Ok(b) => b.len(),
+                ReplyResult::Fault(s) => s.len(),
+            },
+            Message::TunnelData { payload, .. } => payload.len(),
+            Message::TunnelClose { reason, .. } => reason.len(),
+            Message::JoinReply { entries, leaf, .. } => nodes(entries) + nodes(leaf),
+            Message::JoinBusy { contacts: v }
+            | Message::DiscoverReply { entries: v, .. }
+            | Message::AnnounceAck { leaf: v }
+            | Message::LeafSet { leaf: v, .. }
+            | Message::RowReply { entries: v, .. }
+            | Message::Leave { leaf: v } => nodes(v),
+            Message::Redirect { siblings, .. } => siblings.len() * std::mem::size_of::<Sibling>(),
+            _ => 0,
         }
     }
 

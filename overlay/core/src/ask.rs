@@ -35,6 +35,7 @@ use petal_protocol::{Ask, AskKind, DescendMsg, Key, Message, NodeId, NodeInfo, R
 use rand::Rng;
 
 use crate::app::{AppError, ConnId, ConnIndex, Outcome};
+use crate::budget::Owner;
 use crate::node::{Event, Node, TimerKey};
 use crate::overlay::HopMsg;
 use crate::recent::Recent;
@@ -132,9 +133,21 @@ impl Asks {
         self.parked.len() > 0
     }
 
-    /// Forgets every parked ask (this node's place in the ring is gone); returns how many.
-    pub(crate) fn unpark_all(&mut self) -> usize {
-        self.parked.clear()
+    /// Forgets every parked ask (this node's place in the ring is gone); returns how many,
+    /// and what each held of the memory budget.
+    pub(crate) fn unpark_all(&mut self) -> (usize, Vec<(Owner, u64)>) {
+        let held = self.parked_costs();
+        (self.parked.clear(), held)
+    }
+
+    /// What each parked ask holds of the memory budget, and who pays.
+    pub(crate) fn parked_costs(&self) -> Vec<(Owner, u64)> {
+        self.parked
+            .by_group
+            .values()
+            .flatten()
+            .map(|(_, owner, msg)| (*owner, msg.heap_bytes() as u64))
+            .collect()
     }
 
     /// Forgets the requests of, and the deliveries to, a connection that closed: returns how
@@ -272,7 +285,8 @@ impl Asks {
 #[derive(Debug)]
 struct ParkedAsks {
     /// By cluster key: each ask with the time it stops waiting.
-    by_group: BTreeMap<Key, Vec<(Time, DescendMsg)>>,
+    /// By cluster key: each ask with the time it stops waiting and who pays for it.
+    by_group: BTreeMap<Key, Vec<(Time, Owner, DescendMsg)>>,
     len: usize,
     /// The armed expiry timer (`Time::MAX`: none).
     timer_at: Time,
@@ -305,14 +319,14 @@ impl ParkedAsks {
         self.by_group.keys().copied().collect()
     }
 
-    fn take(&mut self, key: Key) -> Vec<(Time, DescendMsg)> {
+    fn take(&mut self, key: Key) -> Vec<(Time, Owner, DescendMsg)> {
         let asks = self.by_group.remove(&key).unwrap_or_default();
         self.len -= asks.len();
         asks
     }
 
     fn earliest(&self) -> Option<Time> {
-        self.by_group.values().flatten().map(|(t, _)| *t).min()
+        self.by_group.values().flatten().map(|(t, _, _)| *t).min()
     }
 }
 
@@ -342,6 +356,9 @@ impl Node {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests"));
         }
+        // Its first hop holds it until acknowledged: refused now rather than dropped there.
+        let cost = std::mem::size_of::<petal_protocol::RouteMsg>() + payload.len();
+        self.refuse_unless_fits(Owner::Conn(conn), cost as u64)?;
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
         self.asks.requests.insert(
@@ -481,7 +498,11 @@ impl Node {
                     hop_seq,
                     ..msg.clone()
                 };
-                self.track_hop(now, hop_seq, HopMsg::Descend(Box::new(msg)), child, avoid);
+                if !self.track_hop(now, hop_seq, HopMsg::Descend(Box::new(msg)), child, avoid) {
+                    // Refused by the memory budget (counted there).
+                    self.stats.asks_unplaced += 1;
+                    return None;
+                }
                 self.stats.asks_forwarded += 1;
                 self.send(to, Message::descend(out));
             }
@@ -496,7 +517,8 @@ impl Node {
     fn unplaced(&mut self, now: Time, msg: DescendMsg, fresh: bool) {
         let root = self.groups.is_root(msg.group) || self.next_hop(msg.group).is_none();
         if root && fresh {
-            self.park(now, msg, None);
+            let owner = self.cause();
+            self.park(now, msg, None, owner);
             return;
         }
         if root {
@@ -521,7 +543,7 @@ impl Node {
 
     /// Parks an ask at this root until its tree has a member, until `until` (default: the
     /// ask's timeout or `ask_park_timeout` from now, whichever is sooner).
-    fn park(&mut self, now: Time, msg: DescendMsg, until: Option<Time>) {
+    fn park(&mut self, now: Time, msg: DescendMsg, until: Option<Time>, owner: Owner) {
         if self.asks.parked.len() >= self.cfg.max_parked_asks {
             self.stats.asks_unplaced += 1;
             return;
@@ -535,6 +557,11 @@ impl Node {
             self.stats.asks_unplaced += 1;
             return;
         }
+        if !self.hold(owner, msg.heap_bytes() as u64) {
+            // Refused by the memory budget or the sender's share (counted there).
+            self.stats.asks_unplaced += 1;
+            return;
+        }
         if until_given.is_none() {
             // Counted once per ask and root: a re-park after a failed placement is the same wait.
             self.stats.asks_parked += 1;
@@ -544,7 +571,7 @@ impl Node {
             .by_group
             .entry(msg.group)
             .or_default()
-            .push((until, msg));
+            .push((until, owner, msg));
         self.asks.parked.len += 1;
         if until < self.asks.parked.timer_at {
             self.asks.parked.timer_at = until;
@@ -564,11 +591,12 @@ impl Node {
             return;
         }
         let moved = self.next_hop(key).is_some();
-        for (until, msg) in asks {
+        for (until, owner, msg) in asks {
+            self.unhold(owner, msg.heap_bytes() as u64);
             if moved {
                 self.route_ask(now, msg);
             } else if let Some(msg) = self.try_descend(now, msg, Vec::new()) {
-                self.park(now, msg, Some(until));
+                self.park(now, msg, Some(until), owner);
             }
         }
     }
@@ -577,10 +605,20 @@ impl Node {
     pub(crate) fn on_parked_timer(&mut self, now: Time) {
         self.asks.parked.timer_at = Time::MAX;
         let mut expired = 0;
+        let mut freed = Vec::new();
         for asks in self.asks.parked.by_group.values_mut() {
             let before = asks.len();
-            asks.retain(|(until, _)| *until > now);
+            asks.retain(|(until, owner, msg)| {
+                let keep = *until > now;
+                if !keep {
+                    freed.push((*owner, msg.heap_bytes() as u64));
+                }
+                keep
+            });
             expired += before - asks.len();
+        }
+        for (owner, cost) in freed {
+            self.unhold(owner, cost);
         }
         self.asks.parked.by_group.retain(|_, asks| !asks.is_empty());
         self.asks.parked.len -= expired;

@@ -191,6 +191,16 @@ pub struct Config {
     pub tunnel_keepalive_interval: Duration,
     /// Silence after which an open tunnel fails.
     pub tunnel_idle_timeout: Duration,
+    /// Bytes that peers and local applications can make this node hold, in all (see
+    /// [`crate::MemoryBudget`]): routed messages awaiting acknowledgement, parked asks, group
+    /// events held or kept for replays, tunnel chunks in both directions; a driver that shares
+    /// the budget adds its link and session queues. 1 GiB: a fixed figure, not derived from the
+    /// machine, so that the same configuration behaves the same everywhere.
+    pub memory_budget: u64,
+    /// Most of the budget one peer or one local connection may hold (1/8 of the default
+    /// budget): one sender that floods, or one application that stops reading, meets its share
+    /// while the rest of the budget stays for the others.
+    pub memory_share: u64,
 }
 
 impl Default for Config {
@@ -259,6 +269,8 @@ impl Default for Config {
             tunnel_window: 4 << 20,
             tunnel_keepalive_interval: Duration::from_secs(2),
             tunnel_idle_timeout: Duration::from_secs(10),
+            memory_budget: 1 << 30,
+            memory_share: 128 << 20,
         }
     }
 }
@@ -301,7 +313,12 @@ impl Config {
             self.stall_forget_after,
             self.tunnel_keepalive_interval,
         ];
-        let checks: [(bool, &'static str); 17] = [
+        let checks: [(bool, &'static str); 18] = [
+            (
+                self.memory_share <= self.memory_budget
+                    && self.memory_share >= self.tunnel_chunk_limit as u64 + 64,
+                "memory_share must be at most memory_budget and hold a tunnel chunk",
+            ),
             (
                 self.max_join_contacts >= 1 && self.join_rtt_factor >= 1,
                 "max_join_contacts and join_rtt_factor must be >= 1",

@@ -183,6 +183,7 @@
 mod addr;
 pub mod app;
 mod ask;
+mod budget;
 pub mod config;
 mod group;
 mod id_map;
@@ -200,6 +201,7 @@ pub mod time;
 mod tunnel;
 
 pub use app::{AppError, ConnId, GroupKind, Outcome};
+pub use budget::MemoryBudget;
 pub use config::{Config, ConfigError};
 pub use leaf_set::LeafSet;
 pub use local::{GroupView, Pending};

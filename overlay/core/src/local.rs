@@ -208,16 +208,18 @@ impl Node {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests of this connection"));
         }
-        self.start_request(
+        self.held.cause = Some(crate::budget::Owner::Conn(conn));
+        let started = self.start_request(
             now,
             conn,
             id,
             GroupKind::Cluster.key(cluster),
             payload,
             timeout_ms,
-        )?;
+        );
         self.drain_loopback(now);
-        Ok(())
+        self.held.cause = None;
+        started
     }
 
     /// Answers request delivery `delivery` (from [`crate::Event::Request`] to `conn`) with a

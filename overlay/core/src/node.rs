@@ -291,6 +291,8 @@ pub struct Node {
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pub(crate) stats: Stats,
+    /// What the node holds of its memory budget, and who pays.
+    pub(crate) held: crate::budget::Held,
 }
 
 impl Node {
@@ -322,6 +324,7 @@ impl Node {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            held: crate::budget::Held::default(),
         })
     }
 
@@ -344,14 +347,19 @@ impl Node {
     pub(crate) fn reset_state(&mut self) {
         self.timers.clear();
         // Parked asks wait on this node's place in the ring, which is gone.
-        self.stats.asks_unplaced += self.asks.unpark_all() as u64;
+        let (unparked, held) = self.asks.unpark_all();
+        self.stats.asks_unplaced += unparked as u64;
+        for (owner, cost) in held {
+            self.unhold(owner, cost);
+        }
         // Application state outlives the overlay state: re-arm its timers, forget the trees.
         let mut armed = self.asks.deadlines();
         armed.extend(self.tunnels.rearm());
         for (t, k) in armed {
             self.timers.push(Reverse((t, k)));
         }
-        self.groups.forget_trees();
+        let freed = self.groups.forget_trees();
+        self.unhold(crate::budget::Owner::Node, freed);
         self.reset_overlay();
     }
 
@@ -365,7 +373,8 @@ impl Node {
         let mut m = MemoryUse {
             node: std::mem::size_of::<Node>(),
             timers: self.timers.capacity() * std::mem::size_of::<Reverse<(Time, TimerKey)>>(),
-            queues: crate::memory::deque_bytes(&self.loopback)
+            queues: self.held.heap_bytes()
+                + crate::memory::deque_bytes(&self.loopback)
                 + crate::memory::deque_bytes(&self.outbox)
                 + crate::memory::deque_bytes(&self.events),
             messaging: self.groups.heap_bytes()
@@ -559,6 +568,8 @@ impl Node {
         if !joiner_hello && let Some(heard) = heard_of(&msg) {
             answered = self.heard_from(now, from, heard);
         }
+        // What this message makes the node hold is `from`'s to pay (its share of the budget).
+        self.held.cause = Some(crate::budget::Owner::Peer(from.id));
         match msg {
             Message::Ping { nonce } if !answered => self.send(from, Message::Pong { nonce }),
             // (Answered by our probe of the pinger.)
@@ -615,6 +626,7 @@ impl Node {
             other => self.handle_app_message(now, from, other),
         }
         self.drain_loopback(now);
+        self.held.cause = None;
         self.compact_timers();
     }
 
@@ -767,5 +779,6 @@ impl Node {
         self.tunnels.check_invariants(&self.cfg, registered);
         self.check_group_invariants();
         self.check_local_invariants();
+        self.check_budget_invariants();
     }
 }

@@ -30,6 +30,10 @@ pub struct Stats {
     pub routes_held: u64,
     /// Routed messages dropped (no next hop left, hop limit, or buffers full).
     pub routes_dropped: u64,
+    /// Charges refused by the memory budget or a peer's or connection's share of it
+    /// ([`crate::Config::memory_budget`]): a routed message or parked ask dropped, a held event
+    /// dropped or one not kept for replays, a tunnel failed, an application command refused.
+    pub memory_refused: u64,
     /// Peers declared dead.
     pub deaths_declared: u64,
     /// Links the driver reported lost ([`crate::Node::link_lost`]).

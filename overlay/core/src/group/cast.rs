@@ -10,6 +10,7 @@ use rand::Rng;
 
 use super::Taken;
 use crate::app::{AppError, ConnId, GroupKind};
+use crate::budget::Owner;
 use crate::node::{Event, Node};
 use crate::time::Time;
 
@@ -25,6 +26,8 @@ impl Node {
         if !self.is_ready() && !self.is_joining() {
             return Err(AppError::NotRunning);
         }
+        let cost = std::mem::size_of::<RouteMsg>() + payload.len();
+        self.refuse_unless_fits(self.cause(), cost as u64)?;
         self.stats.events_published += 1;
         let nonce = self.nonce();
         let msg = RouteMsg {
@@ -41,6 +44,11 @@ impl Node {
     /// A published event reached the root: number it and cast it down, unless a copy of it was
     /// numbered here lately.
     pub(crate) fn root_publish(&mut self, now: Time, key: Key, event: EventId, payload: Bytes) {
+        self.root_publish_inner(now, key, event, payload);
+        self.sync_group(key);
+    }
+
+    fn root_publish_inner(&mut self, now: Time, key: Key, event: EventId, payload: Bytes) {
         let window = self.cfg.dedup_window;
         if !self.groups.is_root(key) {
             // About to take the root's role, in a new epoch: what is held from the old one first.
@@ -85,6 +93,12 @@ impl Node {
     }
 
     pub(crate) fn on_cast(&mut self, now: Time, from: NodeInfo, cast: CastMsg) {
+        let key = cast.group;
+        self.on_cast_inner(now, from, cast);
+        self.sync_group(key);
+    }
+
+    fn on_cast_inner(&mut self, now: Time, from: NodeInfo, cast: CastMsg) {
         let (key, seq) = (cast.group, cast.seq);
         let Some(g) = self.groups.trees.get_mut(&key) else {
             // Not in this tree (any more): tell the sender to drop us.
@@ -324,6 +338,49 @@ impl Node {
                     payload: payload.clone(),
                 }),
             );
+        }
+    }
+}
+
+impl Node {
+    /// Charges what group `key` holds (events kept for replays, events held past a gap) to the
+    /// memory budget, as the node's own. When the budget has no room for what it grew by, the
+    /// replay buffer gives up its oldest events (it is a cache), then the newest held events
+    /// are dropped (their gap stays open for a replay); each refusal is counted.
+    pub(crate) fn sync_group(&mut self, key: Key) {
+        loop {
+            let Some(g) = self.groups.trees.get_mut(&key) else {
+                return;
+            };
+            let want = g.recent_bytes as u64
+                + g.ahead
+                    .values()
+                    .map(|(_, c)| c.payload.len() as u64)
+                    .sum::<u64>();
+            let charged = g.charged;
+            if want <= charged {
+                g.charged = want;
+                self.unhold(Owner::Node, charged - want);
+                return;
+            }
+            if self.hold(Owner::Node, want - charged) {
+                if let Some(g) = self.groups.trees.get_mut(&key) {
+                    g.charged = want;
+                }
+                return;
+            }
+            let Some(g) = self.groups.trees.get_mut(&key) else {
+                return;
+            };
+            if let Some(t) = g.recent.pop_front() {
+                g.recent_bytes -= t.payload.len();
+            } else if g.ahead.pop_last().is_some() {
+                if g.ahead.is_empty() {
+                    g.ahead_since = None;
+                }
+            } else {
+                return;
+            }
         }
     }
 }

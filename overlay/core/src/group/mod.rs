@@ -32,6 +32,7 @@ use rand::Rng;
 
 use crate::app::{AppError, ConnId, GroupKind, Name};
 use crate::ask::{Choice, Option3};
+use crate::budget::Owner;
 use crate::id_map::IdMap;
 use crate::local::GroupView;
 use crate::node::{Node, TimerKey};
@@ -87,6 +88,8 @@ struct Group {
     /// children (bounded in count and bytes).
     recent: VecDeque<Taken>,
     recent_bytes: usize,
+    /// What `recent` and `ahead` are charged to the memory budget (see `Node::sync_group`).
+    charged: u64,
     /// Identities of the events delivered to local members here, or numbered here as the
     /// root (bounded by `group_dedup_events` and `dedup_window`): a copy of one of them,
     /// however it was numbered, is neither delivered nor numbered again.
@@ -174,6 +177,7 @@ impl Group {
             ahead_since: None,
             recent: VecDeque::new(),
             recent_bytes: 0,
+            charged: 0,
             delivered: Recent::default(),
             left: Vec::new(),
             reported_members: 0,
@@ -416,7 +420,25 @@ impl Groups {
 
     /// Forgets every tree's shape (after a failed join or a leave): only the local members
     /// stay, to graft again.
-    pub(crate) fn forget_trees(&mut self) {
+    /// What the trees are charged to the memory budget, in all; checks that each tree's charge
+    /// is what it holds.
+    pub(crate) fn charged(&self) -> u64 {
+        self.trees
+            .iter()
+            .map(|(key, g)| {
+                let held = g.recent_bytes as u64
+                    + g.ahead
+                        .values()
+                        .map(|(_, c)| c.payload.len() as u64)
+                        .sum::<u64>();
+                assert_eq!(g.charged, held, "group {key:?} charged wrong");
+                g.charged
+            })
+            .sum()
+    }
+
+    /// Returns what the forgotten trees held of the memory budget.
+    pub(crate) fn forget_trees(&mut self) -> u64 {
         self.routes_at = Time::MAX;
         self.refresh_at = Time::MAX;
         self.redirect_at = Time::MAX;
@@ -428,7 +450,15 @@ impl Groups {
             g.foster = None;
             g.redirect = None;
         }
-        self.trees.retain(|_, g| !g.members.is_empty());
+        let mut freed = 0;
+        self.trees.retain(|_, g| {
+            let keep = !g.members.is_empty();
+            if !keep {
+                freed += g.charged;
+            }
+            keep
+        });
+        freed
     }
 
     /// True when the owner of timer `key` (one of this module's) still holds deadline `t`.
@@ -532,13 +562,16 @@ impl Node {
         if next.is_none() && !self.groups.is_root(key) {
             // About to become root, in a new epoch: what is held from the old one first.
             self.flush_held(now, key);
+            self.sync_group(key);
         }
         let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
         if g.is_empty() {
             let parent = g.parent.take();
+            let charged = g.charged;
             self.groups.trees.remove(&key);
+            self.unhold(Owner::Node, charged);
             if let Some(p) = parent {
                 self.send(p, Message::Prune { group: key });
             }
@@ -670,6 +703,7 @@ impl Node {
                 self.stats.group_children_expired += (before - g.children.len()) as u64;
             }
             self.skip_gap_if_stale(now, key);
+            self.sync_group(key);
             self.maintain_group(now, key);
         }
         self.watch_fosters(now);

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 
 use petal_protocol::{NodeId, NodeInfo};
 
+use crate::budget::Owner;
 use crate::config::Config;
 use crate::id_map::SortedIdMap;
 use crate::leaf_set::LeafSet;
@@ -465,8 +466,20 @@ impl Node {
         self.overlay.peers.get(&id).is_some_and(|p| p.misses > 0)
     }
 
+    /// What each pending hop holds of the memory budget, and who pays.
+    pub(crate) fn hop_costs(&self) -> Vec<(Owner, u64)> {
+        self.overlay
+            .hops
+            .values()
+            .map(|h| (h.owner, h.msg.cost()))
+            .collect()
+    }
+
     /// Drops the overlay state (after a failed join or a leave).
     pub(crate) fn reset_overlay(&mut self) {
+        for (owner, cost) in self.hop_costs() {
+            self.unhold(owner, cost);
+        }
         self.overlay.reset(self.me.id, &self.cfg);
     }
 

@@ -7,6 +7,7 @@ use petal_protocol::id::DIGITS;
 use petal_protocol::{EventId, Key, Message, NodeId, NodeInfo, RouteMsg, Routed};
 
 use super::Phase;
+use crate::budget::Owner;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
@@ -26,6 +27,18 @@ pub(crate) struct PendingHop {
     /// Next hops that already failed this message.
     pub(crate) avoid: Vec<NodeId>,
     pub(crate) deadline: Time,
+    /// Who the bytes it holds are charged to (see `crate::budget`).
+    pub(crate) owner: Owner,
+}
+
+impl HopMsg {
+    /// The bytes it holds against the memory budget.
+    pub(crate) fn cost(&self) -> u64 {
+        match self {
+            HopMsg::Route(m) => m.heap_bytes() as u64,
+            HopMsg::Descend(m) => m.heap_bytes() as u64,
+        }
+    }
 }
 
 /// A lookup started here.
@@ -149,13 +162,13 @@ impl Node {
             hop_seq,
             ..(*msg).clone()
         });
-        if self.hops_full() {
-            // No room to track the hop: drop (counted) rather than forward unprotected.
+        if self.hops_full() || !self.track_hop(now, hop_seq, HopMsg::Route(msg), next, avoid) {
+            // No room to track the hop (the table or the memory budget): drop (counted)
+            // rather than forward unprotected.
             self.stats.routes_dropped += 1;
             return;
         }
         self.stats.routes_forwarded += 1;
-        self.track_hop(now, hop_seq, HopMsg::Route(msg), next, avoid);
         self.send(to, Message::Route(out));
     }
 
@@ -165,7 +178,9 @@ impl Node {
     }
 
     /// Tracks message `msg`, sent as hop `hop_seq` to `to`, until `to` acknowledges it; on
-    /// its timeout it is rerouted avoiding `to` (and the hops in `avoid`).
+    /// its timeout it is rerouted avoiding `to` (and the hops in `avoid`). False (the message
+    /// dropped) when the memory budget refuses what it holds: the caller must not send it.
+    #[must_use]
     pub(crate) fn track_hop(
         &mut self,
         now: Time,
@@ -173,7 +188,11 @@ impl Node {
         msg: HopMsg,
         to: NodeId,
         avoid: Vec<NodeId>,
-    ) {
+    ) -> bool {
+        let owner = self.cause();
+        if !self.hold(owner, msg.cost()) {
+            return false;
+        }
         let deadline = now + self.hop_timeout(to);
         self.overlay.hops.insert(
             hop_seq,
@@ -182,9 +201,18 @@ impl Node {
                 to,
                 avoid,
                 deadline,
+                owner,
             },
         );
         self.set_timer(deadline, TimerKey::Hop(hop_seq));
+        true
+    }
+
+    /// Takes pending hop `hop_seq` out, giving back what it held.
+    pub(crate) fn take_hop(&mut self, hop_seq: u64) -> Option<PendingHop> {
+        let h = self.overlay.remove_hop(hop_seq)?;
+        self.unhold(h.owner, h.msg.cost());
+        Some(h)
     }
 
     /// Forwarded messages waiting for their next hop's acknowledgement (bounded by
@@ -209,12 +237,12 @@ impl Node {
             .get(&hop_seq)
             .is_some_and(|h| h.to == from.id)
         {
-            self.overlay.remove_hop(hop_seq);
+            self.take_hop(hop_seq);
         }
     }
 
     pub(crate) fn on_hop_timeout(&mut self, now: Time, hop_seq: u64) {
-        let Some(h) = self.overlay.remove_hop(hop_seq) else {
+        let Some(h) = self.take_hop(hop_seq) else {
             return;
         };
         self.stats.hop_timeouts += 1;
@@ -257,7 +285,7 @@ impl Node {
             .map(|(s, _)| *s)
             .collect();
         for seq in seqs {
-            if let Some(h) = self.overlay.remove_hop(seq) {
+            if let Some(h) = self.take_hop(seq) {
                 self.retry_hop(now, h);
             }
         }

@@ -7,6 +7,7 @@ use petal_protocol::{Message, NodeId, NodeInfo};
 
 use super::{CHUNK_COST, Tunnel, TunnelState};
 use crate::app::AppError;
+use crate::budget::Owner;
 use crate::node::{Event, Node};
 use crate::time::Time;
 
@@ -24,7 +25,37 @@ fn framed(left: u64, size: u64, len: u64) -> Option<u64> {
     }
 }
 
+/// Why a tunnel whose incoming chunks the memory budget refused fails.
+pub(crate) const BUDGET_FAULT: &str =
+    "petal: node memory budget exhausted (or this connection's share of it)";
+
 impl Node {
+    /// Brings what tunnel `id` is charged to the memory budget (to its local connection) in
+    /// line with the chunks it queues both ways. False when it grew and the budget, or the
+    /// connection's share, refused: the caller fails the tunnel.
+    pub(super) fn sync_tunnel(&mut self, id: u64) -> bool {
+        let Some(t) = self.tunnels.ends.get(&id) else {
+            return true;
+        };
+        let (want, charged, owner) = (t.held_cost(), t.charged, Owner::Conn(t.conn));
+        if want <= charged {
+            self.unhold(owner, charged - want);
+        } else if !self.hold(owner, want - charged) {
+            return false;
+        }
+        if let Some(t) = self.tunnels.ends.get_mut(&id) {
+            t.charged = want;
+        }
+        true
+    }
+
+    /// Removes tunnel `id` (and its connection's name for it), giving back what it held.
+    pub(super) fn forget_tunnel(&mut self, id: u64) -> Option<Tunnel> {
+        let t = self.tunnels.remove(id)?;
+        self.unhold(Owner::Conn(t.conn), t.charged);
+        Some(t)
+    }
+
     /// Queues a chunk from the local application. `size` is the whole message's length on its
     /// first chunk and 0 on continuation chunks.
     pub(crate) fn send_chunk(
@@ -52,6 +83,12 @@ impl Node {
                 "empty chunk, or a chunk beyond its message's size",
             ));
         };
+        let (conn, cost) = (t.conn, chunk.len() as u64 + CHUNK_COST);
+        if !self.hold(Owner::Conn(conn), cost) {
+            return Err(AppError::Full(crate::budget::BUDGET_FULL));
+        }
+        let t = self.tunnels.ends.get_mut(&id).ok_or(AppError::UnknownId)?;
+        t.charged += cost;
         t.out_left = left;
         t.outq_bytes += chunk.len() as u64;
         t.outq.push_back((size, chunk));
@@ -116,6 +153,7 @@ impl Node {
         let finish = t.closing && t.outq.is_empty();
         let (conn, app) = (t.conn, t.app);
         self.stats.tunnel_bytes_sent += sent_bytes;
+        self.sync_tunnel(id);
         for m in out {
             self.send_or_loop(now, peer, m);
         }
@@ -127,7 +165,7 @@ impl Node {
             });
         }
         if finish {
-            self.tunnels.forget(id);
+            self.forget_tunnel(id);
             self.send_or_loop(
                 now,
                 peer,
@@ -169,6 +207,7 @@ impl Node {
         // held past a gap is not; a gap that stays open fails the tunnel on the tick).
         let done = t.peer_closed && t.inq.is_empty() && t.ahead.is_empty();
         self.stats.tunnel_bytes_received += taken;
+        self.sync_tunnel(id);
         for (size, payload) in chunks {
             self.emit(Event::TunnelData {
                 conn,
@@ -178,7 +217,7 @@ impl Node {
             });
         }
         if done {
-            self.tunnels.forget(id);
+            self.forget_tunnel(id);
             self.emit(Event::TunnelClosed {
                 conn,
                 tunnel: app,
@@ -249,6 +288,9 @@ impl Node {
             t.ahead_bytes += len;
             t.gap_since.get_or_insert(now);
             self.stats.tunnel_chunks_held += 1;
+            if !self.sync_tunnel(id) {
+                self.fail_tunnel(now, id, BUDGET_FAULT);
+            }
             return;
         }
         let closing = t.closing;
@@ -284,6 +326,10 @@ impl Node {
             }
         }
         t.gap_since = (!t.ahead.is_empty()).then_some(now);
+        if !self.sync_tunnel(id) {
+            self.fail_tunnel(now, id, BUDGET_FAULT);
+            return;
+        }
         if closing {
             self.send_allow(now, id);
         } else {

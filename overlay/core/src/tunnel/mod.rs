@@ -110,6 +110,9 @@ struct Tunnel {
     out_left: u64,
     /// Bytes still to come of the message the far end is sending.
     in_left: u64,
+    /// What the queued chunks (both ways) are charged to the memory budget, to the local
+    /// connection (see `Node::sync_tunnel`).
+    charged: u64,
 }
 
 /// What one chunk costs against the node-to-node window besides its bytes, so that a window
@@ -141,6 +144,18 @@ impl Tunnels {
             by_conn: ConnIndex::default(),
             tick_at: Time::MAX,
         }
+    }
+
+    /// What each tunnel is charged to the memory budget, by owner; checks that each charge is
+    /// what the tunnel queues.
+    pub(crate) fn charges(&self) -> Vec<(crate::budget::Owner, u64)> {
+        self.ends
+            .iter()
+            .map(|(id, t)| {
+                assert_eq!(t.charged, t.held_cost(), "tunnel {id} charged wrong");
+                (crate::budget::Owner::Conn(t.conn), t.charged)
+            })
+            .collect()
     }
 
     /// Tunnel ends on this node.
@@ -201,8 +216,8 @@ impl Tunnels {
         self.by_conn.insert(conn, app, id);
     }
 
-    /// Removes tunnel `id`, and its connection's name for it.
-    fn forget(&mut self, id: u64) -> Option<Tunnel> {
+    /// Removes tunnel `id`, and its connection's name for it (see `Node::forget_tunnel`).
+    fn remove(&mut self, id: u64) -> Option<Tunnel> {
         let t = self.ends.remove(&id)?;
         if t.state != TunnelState::Offered {
             self.by_conn.remove(t.conn, t.app);
@@ -298,6 +313,11 @@ impl Tunnels {
 
 impl Tunnel {
     /// What the received chunks not yet consumed (queued or held) cost against the window.
+    /// What the chunks queued both ways hold (payload and per-chunk cost).
+    fn held_cost(&self) -> u64 {
+        self.inq_cost() + self.outq_bytes + self.outq.len() as u64 * CHUNK_COST
+    }
+
     fn inq_cost(&self) -> u64 {
         self.inq_bytes + self.ahead_bytes + (self.inq.len() + self.ahead.len()) as u64 * CHUNK_COST
     }
@@ -339,6 +359,7 @@ impl Tunnel {
             peer_closed: false,
             out_left: 0,
             in_left: 0,
+            charged: 0,
         }
     }
 }
@@ -542,7 +563,7 @@ impl Node {
         match t.state {
             TunnelState::Opening => {
                 let (conn, app) = (t.conn, t.app);
-                self.tunnels.forget(id);
+                self.forget_tunnel(id);
                 self.stats.tunnels_failed += 1;
                 self.emit(Event::TunnelOpenFailed { conn, tunnel: app });
             }
@@ -565,7 +586,7 @@ impl Node {
                 // The far end closed first and will send nothing more, nor take what we still
                 // queue: this close ends the tunnel at once.
                 let (conn, app) = (t.conn, t.app);
-                self.tunnels.forget(id);
+                self.forget_tunnel(id);
                 self.emit(Event::TunnelClosed {
                     conn,
                     tunnel: app,
@@ -584,7 +605,7 @@ impl Node {
             }
             // Not open yet: closing means giving up (the far end hears of it if known).
             TunnelState::Opening | TunnelState::Offered => {
-                let Some(t) = self.tunnels.forget(id) else {
+                let Some(t) = self.forget_tunnel(id) else {
                     return Err(AppError::UnknownId);
                 };
                 if let Some((peer, pt)) = t.peer {
@@ -629,7 +650,7 @@ impl Node {
         match t.state {
             TunnelState::Opening | TunnelState::Offered => {
                 // Refused before it opened, or (offered here) the opener gave up first.
-                let Some(t) = self.tunnels.forget(id) else {
+                let Some(t) = self.forget_tunnel(id) else {
                     return;
                 };
                 self.stats.tunnels_failed += 1;
@@ -640,7 +661,7 @@ impl Node {
                 self.pump_in(now, id);
             }
             TunnelState::Open => {
-                let Some(t) = self.tunnels.forget(id) else {
+                let Some(t) = self.forget_tunnel(id) else {
                     return;
                 };
                 let reason = if reason.is_empty() && t.closing {
@@ -663,7 +684,7 @@ impl Node {
 
     /// Closes tunnel `id` on failure: tells the far end (if known) and the local application.
     pub(crate) fn fail_tunnel(&mut self, now: Time, id: u64, reason: &str) {
-        let Some(t) = self.tunnels.forget(id) else {
+        let Some(t) = self.forget_tunnel(id) else {
             return;
         };
         self.stats.tunnels_failed += 1;

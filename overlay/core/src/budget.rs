@@ -1,0 +1,259 @@
+//! The node-wide memory budget: one bound on the bytes that peers and local applications can
+//! make a node hold, with a share per peer and per connection so that none of them can take it
+//! all.
+//!
+//! What counts: every buffer a peer or an application can grow by sending. In the core, the
+//! routed messages kept until their next hop acknowledges them, asks parked at a cluster's
+//! root, group events held past a gap or kept for replays, and tunnel chunks on their way in
+//! (until the application takes them) and out (until the far window opens). A driver adds its
+//! own queues (a node's peer-link and session queues) to the same [`MemoryBudget`], shared
+//! through [`crate::Node::set_memory_budget`].
+//!
+//! Who pays: a charge made while the node handles a peer's message is that peer's; while it
+//! handles an application's command, that connection's; tunnel chunks are always their local
+//! connection's. Each is held to [`crate::Config::memory_share`]. Group events kept for replays
+//! are the node's alone (a cache: when the budget is short they are not kept).
+//!
+//! A refusal is never a crash and never another's loss: the routed message, parked ask or held
+//! event is dropped (and its requester answered by its timeout or a fault), the tunnel fails
+//! with a reason, the application's command is refused. Each is counted in
+//! [`crate::Stats::memory_refused`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use petal_protocol::NodeId;
+
+use crate::app::{AppError, ConnId};
+
+/// What a command refused by the memory budget is told.
+pub(crate) const BUDGET_FULL: &str = "node memory budget (or this connection's share of it)";
+use crate::node::Node;
+
+/// A node-wide byte budget that a core and its driver's tasks charge together. Thread-safe:
+/// a driver's writer tasks give back what they wrote.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    used: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, none used.
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `n` bytes if they fit under the limit; counts a refusal if not.
+    pub fn try_take(&self, n: u64) -> bool {
+        let fits = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok();
+        if !fits {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        fits
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub fn give(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// The bound, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Charges refused so far (the core's and the driver's).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes held by owner (a fixed hasher: nothing iterates it, but runs stay reproducible).
+type OwnerMap =
+    hashbrown::HashMap<Owner, u64, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+
+/// Who a charge belongs to (see the module's text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Owner {
+    /// Charges of no peer or connection (a timer's work, replay caches).
+    Node,
+    Peer(NodeId),
+    Conn(ConnId),
+}
+
+/// What the core holds of the budget, in all and by owner. The budget itself is the node's own
+/// unless a driver shares one.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    /// Bytes the core holds (every owner).
+    total: u64,
+    /// Bytes by peer or connection (none for `Owner::Node`); boxed on first use, so that a
+    /// simulated node that never holds anything pays one pointer.
+    by_owner: Option<Box<OwnerMap>>,
+    /// A budget shared with a driver (`None`: the core's own, `Config::memory_budget`).
+    shared: Option<std::sync::Arc<MemoryBudget>>,
+    /// Who pays for what the node does now (set for the length of one input).
+    pub(crate) cause: Option<Owner>,
+}
+
+impl Held {
+    /// Heap bytes of the by-owner table.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.by_owner
+            .as_ref()
+            .map_or(0, |m| crate::memory::hash_bytes(m))
+    }
+
+    /// Bytes held for `owner`.
+    pub(crate) fn of(&self, owner: Owner) -> u64 {
+        self.by_owner
+            .as_ref()
+            .and_then(|m| m.get(&owner).copied())
+            .unwrap_or(0)
+    }
+}
+
+impl Node {
+    /// Shares `budget` with a driver: the driver's queues and this core are held to it together
+    /// (its limit replaces `Config::memory_budget`). Call before the node holds anything.
+    pub fn set_memory_budget(&mut self, budget: std::sync::Arc<MemoryBudget>) {
+        debug_assert_eq!(
+            self.held.total, 0,
+            "a budget is shared before anything is held"
+        );
+        self.held.shared = Some(budget);
+    }
+
+    /// Bytes this core holds against the memory budget (see [`MemoryBudget`]).
+    pub fn memory_held(&self) -> u64 {
+        self.held.total
+    }
+
+    /// Who pays for what the current input makes the node hold.
+    pub(crate) fn cause(&self) -> Owner {
+        self.held.cause.unwrap_or(Owner::Node)
+    }
+
+    /// True when `n` more bytes charged to `owner` would fit its share and the budget (a check
+    /// before a command's work starts, so that the application hears of a refusal at once).
+    pub(crate) fn fits(&self, owner: Owner, n: u64) -> bool {
+        let fits_share =
+            owner == Owner::Node || self.held.of(owner).saturating_add(n) <= self.cfg.memory_share;
+        fits_share
+            && match &self.held.shared {
+                Some(b) => b.used().saturating_add(n) <= b.limit(),
+                None => self.held.total.saturating_add(n) <= self.cfg.memory_budget,
+            }
+    }
+
+    /// Refuses a command whose message would not fit (see [`Node::fits`]), counted.
+    pub(crate) fn refuse_unless_fits(&mut self, owner: Owner, n: u64) -> Result<(), AppError> {
+        if self.fits(owner, n) {
+            return Ok(());
+        }
+        self.stats.memory_refused += 1;
+        Err(AppError::Full(BUDGET_FULL))
+    }
+
+    /// Charges `n` bytes to `owner`: false (and counted) when that would take the owner past
+    /// its share or the node past its budget.
+    pub(crate) fn hold(&mut self, owner: Owner, n: u64) -> bool {
+        let share = self.cfg.memory_share;
+        let mine = self.held.of(owner);
+        let fits_share = owner == Owner::Node || mine.saturating_add(n) <= share;
+        let fits = fits_share
+            && match &self.held.shared {
+                Some(b) => b.try_take(n),
+                None => self.held.total.saturating_add(n) <= self.cfg.memory_budget,
+            };
+        if !fits {
+            self.stats.memory_refused += 1;
+            return false;
+        }
+        self.held.total += n;
+        if owner != Owner::Node && n > 0 {
+            *self
+                .held
+                .by_owner
+                .get_or_insert_with(Box::default)
+                .entry(owner)
+                .or_insert(0) += n;
+        }
+        true
+    }
+
+    /// Gives back `n` bytes charged to `owner` before.
+    pub(crate) fn unhold(&mut self, owner: Owner, n: u64) {
+        debug_assert!(self.held.total >= n, "gave back more than was held");
+        self.held.total = self.held.total.saturating_sub(n);
+        if let Some(b) = &self.held.shared {
+            b.give(n);
+        }
+        if owner != Owner::Node
+            && n > 0
+            && let Some(m) = self.held.by_owner.as_mut()
+            && let Some(v) = m.get_mut(&owner)
+        {
+            debug_assert!(*v >= n, "gave back more than {owner:?} held");
+            *v = v.saturating_sub(n);
+            if *v == 0 {
+                m.remove(&owner);
+                if m.is_empty() {
+                    self.held.by_owner = None;
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Checks that what the core is charged, in all and by owner, is what its buffers hold.
+    pub(crate) fn check_budget_invariants(&self) {
+        let mut want: std::collections::BTreeMap<Owner, u64> = std::collections::BTreeMap::new();
+        let mut total = 0;
+        let mut add = |owner: Owner, n: u64| {
+            total += n;
+            if owner != Owner::Node && n > 0 {
+                *want.entry(owner).or_default() += n;
+            }
+        };
+        let hops = self.hop_costs();
+        let parked = self.asks.parked_costs();
+        for (owner, n) in hops.into_iter().chain(parked).chain(self.tunnels.charges()) {
+            add(owner, n);
+        }
+        add(Owner::Node, self.groups.charged());
+        assert_eq!(self.held.total, total, "memory held in all");
+        let by: std::collections::BTreeMap<Owner, u64> = self
+            .held
+            .by_owner
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(o, n)| (*o, *n))
+            .collect();
+        assert_eq!(by, want, "memory held by owner");
+        assert!(
+            self.held.cause.is_none(),
+            "a cause left set after its input"
+        );
+    }
+}

@@ -42,7 +42,8 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 #[command(name = "petald", version, about = "The Petal node daemon")]
 struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
-    /// network_key_file, network_key, discovery, discovery_group, discovery_interface).
+    /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
+    /// memory_budget).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print a fresh random network key (64 hex digits) and exit.
@@ -93,6 +94,11 @@ struct Cli {
     /// Log filter (tracing's env-filter syntax; RUST_LOG works too). [default: info]
     #[arg(long)]
     log: Option<String>,
+    /// Bytes that peers and local applications can make the node hold, in all (queued
+    /// messages, tunnel data, parked requests, replay caches), with a unit: `512MiB`, `2GiB`,
+    /// or plain bytes. One peer or one application may hold an eighth of it. [default: 1GiB]
+    #[arg(long, value_parser = parse_bytes)]
+    memory_budget: Option<u64>,
     /// Runtime threads. The node's state lives in one task, and on a 2-core machine one
     /// thread measured faster than two on every benchmark (cross-thread wake-ups cost more
     /// than they bring): see the README.
@@ -116,6 +122,7 @@ struct FileConfig {
     discovery: Option<bool>,
     discovery_group: Option<SocketAddrV4>,
     discovery_interface: Option<Ipv4Addr>,
+    memory_budget: Option<String>,
 }
 
 /// The merged settings.
@@ -133,6 +140,7 @@ struct Settings {
     network_key_source: String,
     discovery: Option<Discovery>,
     plaintext: bool,
+    memory_budget: Option<u64>,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -171,7 +179,17 @@ fn settings(cli: Cli) -> Result<Settings> {
             .unwrap_or(Ipv4Addr::UNSPECIFIED),
         ..Discovery::default()
     });
+    let memory_budget = match (cli.memory_budget, file.memory_budget) {
+        (Some(b), _) => Some(b),
+        (None, Some(text)) => Some(
+            parse_bytes(&text)
+                .map_err(anyhow::Error::msg)
+                .context("memory_budget in the config file")?,
+        ),
+        (None, None) => None,
+    };
     Ok(Settings {
+        memory_budget,
         network_key,
         network_key_source,
         discovery,
@@ -196,6 +214,30 @@ fn settings(cli: Cli) -> Result<Settings> {
             }
         }),
     })
+}
+
+/// A byte count with an optional binary unit (`K`/`KiB`, `M`/`MiB`, `G`/`GiB`; `B` or none for
+/// bytes), as flags and the config file take it.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (like 512MiB or 2GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The network key from the first source that has one (see the crate docs), and its source.
@@ -478,6 +520,13 @@ async fn run(s: Settings) -> Result<()> {
     );
     opts.discovery = s.discovery;
     opts.seed = seed_of(id);
+    if let Some(budget) = s.memory_budget {
+        opts.core.memory_budget = budget;
+        opts.core.memory_share = budget / 8;
+        opts.core
+            .validate()
+            .map_err(|e| anyhow::anyhow!("memory budget {budget} bytes: {e} (at least 1MiB)"))?;
+    }
     let node = petal_node::spawn(TokioNet, opts)
         .await
         .context("starting the node (are the ports free?)")?;
@@ -514,7 +563,7 @@ fn seed_of(id: petal_protocol::NodeId) -> u64 {
 
 /// Logs, every 10 s, the losses of the last 10 s (overload is a counted, visible drop).
 async fn watch_drops(stats: petal_node::StatsSource) {
-    let mut last: Option<[u64; 7]> = None;
+    let mut last: Option<[u64; 9]> = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         tick.tick().await;
@@ -527,6 +576,10 @@ async fn watch_drops(stats: petal_node::StatsSource) {
             s.runtime.link_drops,
             s.runtime.relay_dropped,
             s.runtime.slow_closed,
+            s.core.memory_refused
+                + s.runtime.memory_refused_links
+                + s.runtime.memory_refused_sessions,
+            s.runtime.dials_refused,
         ];
         if let Some(prev) = last
             && now != prev
@@ -540,6 +593,10 @@ async fn watch_drops(stats: petal_node::StatsSource) {
                 link_drops = d[4],
                 relay_dropped = d[5],
                 slow_clients_closed = d[6],
+                memory_refused = d[7],
+                dials_refused = d[8],
+                memory_used = s.memory_used,
+                memory_budget = s.memory_budget,
                 "messages dropped in the last 10 s (overload or slow clients)"
             );
         }
@@ -573,9 +630,38 @@ mod tests {
         assert_eq!(s.listen, "127.0.0.2:7000".parse().unwrap());
         assert_eq!(s.seeds, vec!["127.0.0.3:7000".to_string()]);
         assert_eq!(s.log, "warn");
+        assert_eq!(s.memory_budget, None);
+        std::fs::write(&file, "memory_budget = \"256MiB\"\n").unwrap();
+        let cli = Cli::parse_from(["petald", "--config", file.to_str().unwrap()]);
+        assert_eq!(settings(cli).unwrap().memory_budget, Some(256 << 20));
+        let cli = Cli::parse_from([
+            "petald",
+            "--config",
+            file.to_str().unwrap(),
+            "--memory-budget",
+            "2GiB",
+        ]);
+        assert_eq!(settings(cli).unwrap().memory_budget, Some(2 << 30));
+        std::fs::write(&file, "memory_budget = \"lots\"\n").unwrap();
+        let cli = Cli::parse_from(["petald", "--config", file.to_str().unwrap()]);
+        assert!(
+            settings(cli).is_err(),
+            "a budget that is no size is an error"
+        );
         std::fs::write(&file, "prot = 1\n").unwrap();
         let cli = Cli::parse_from(["petald", "--config", file.to_str().unwrap()]);
         assert!(settings(cli).is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn byte_counts_take_binary_units() {
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("64k"), Ok(64 << 10));
+        assert!(parse_bytes("1TiB").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999G").is_err());
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub mod net;
 pub mod secure;
 
 mod accept;
+mod budget;
 mod driver;
 mod relay;
 mod session;
@@ -134,6 +135,10 @@ pub struct Options {
     pub handshake_timeout: Duration,
     /// Deadline of a TCP dial.
     pub dial_timeout: Duration,
+    /// Dials to peers under way at once, at most (seeds count, but are dialed regardless): a
+    /// message for a peer with no link beyond it is dropped (`dials_refused`), so that
+    /// addresses supplied by peers cannot make the node open connections without bound.
+    pub max_dials: usize,
     /// After a failed dial, messages to that address are dropped for a while (50 ms after the
     /// first failure, doubling with each failure in a row) and at most this long; a link that
     /// comes up to the address resets it.
@@ -195,6 +200,7 @@ impl Options {
             seed: id.get() as u64,
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(3),
+            max_dials: 64,
             dial_backoff: Duration::from_secs(1),
             join_wait: Duration::from_secs(3),
             close_linger: Duration::from_secs(2),
@@ -226,8 +232,8 @@ impl Options {
         if self.seed_retry < ms || self.link_idle_close < ms || self.link_keepalive < ms {
             return bad("seed_retry, link_idle_close and link_keepalive must be at least 1 ms");
         }
-        if self.link_queue == 0 || self.input_queue == 0 {
-            return bad("link_queue and input_queue must be positive");
+        if self.link_queue == 0 || self.input_queue == 0 || self.max_dials == 0 {
+            return bad("link_queue, input_queue and max_dials must be positive");
         }
         if let Some(d) = &self.discovery
             && (d.fast_interval < ms || d.slow_interval < ms)
@@ -336,6 +342,15 @@ counters! {
     beacons_rejected,
     /// Nodes learned from beacons or re-dialed seeds and introduced to the core.
     peers_discovered,
+    /// Messages to peers dropped because their link's queue met the peer's share of the memory
+    /// budget, or the node its budget (`Config::memory_share`, `memory_budget`).
+    memory_refused_links,
+    /// Packets for relay sessions refused by the node's memory budget: events and broadcasts
+    /// dropped, or, for replies and tunnel data, the session closed.
+    memory_refused_sessions,
+    /// Dials not started because `Options::max_dials` were under way (the message for that
+    /// peer dropped).
+    dials_refused,
 }
 
 impl RuntimeStats {
@@ -357,6 +372,11 @@ pub struct StatsSnapshot {
     pub links: usize,
     /// Relay sessions attached.
     pub sessions: usize,
+    /// Bytes held against the node's memory budget now (core buffers, link and session
+    /// queues).
+    pub memory_used: u64,
+    /// The node's memory budget (`Config::memory_budget`).
+    pub memory_budget: u64,
     /// The core's counters.
     pub core: Stats,
     /// The runtime's counters.

@@ -23,6 +23,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use petal_protocol::codec::{self, DecodeError};
 use petal_protocol::{Message, NodeId, NodeInfo};
+
+use crate::budget::Queued;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -162,7 +164,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     link: u64,
     max_frame: usize,
     to_node: mpsc::Sender<Input>,
-    writer_tx: mpsc::WeakSender<Message>,
+    writer_tx: mpsc::WeakSender<Queued>,
     writer: tokio::task::AbortHandle,
     live: Liveness,
 ) {
@@ -179,7 +181,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 Ok((Message::Ping { nonce: LINK_NONCE }, used)) => {
                     let _ = buf.split_to(used);
                     if let Some(tx) = writer_tx.upgrade() {
-                        let _ = tx.try_send(Message::Pong { nonce: LINK_NONCE });
+                        let _ = tx.try_send(Queued::free(Message::Pong { nonce: LINK_NONCE }));
                     }
                 }
                 Ok((Message::Pong { nonce: LINK_NONCE }, used)) => {
@@ -241,7 +243,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 if quiet >= live.keepalive
                     && let Some(tx) = writer_tx.upgrade()
                 {
-                    let _ = tx.try_send(Message::Ping { nonce: LINK_NONCE });
+                    let _ = tx.try_send(Queued::free(Message::Ping { nonce: LINK_NONCE }));
                 }
             }
         }
@@ -262,15 +264,17 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut sealer: Sealer,
-    mut rx: mpsc::Receiver<Message>,
+    mut rx: mpsc::Receiver<Queued>,
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut sealed: Vec<u8> = Vec::new();
-    while let Some(msg) = rx.recv().await {
-        codec::encode(&msg, &mut buf);
+    // Each message's charge comes back once it is encoded (the batch buffer is bounded).
+    while let Some(q) = rx.recv().await {
+        codec::encode(&q.msg, &mut buf);
+        drop(q);
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {
-                Ok(m) => codec::encode(&m, &mut buf),
+                Ok(q) => codec::encode(&q.msg, &mut buf),
                 Err(_) => break,
             }
         }

@@ -112,6 +112,9 @@ pub(crate) async fn serve<S>(
         tx,
         queued: queued.clone(),
         kill: kill.clone(),
+        share: None,
+        refused: Arc::default(),
+        refused_droppable: Arc::default(),
     };
     let mut writer = tokio::spawn(write_loop(wr, rx, queued));
     let open = SessionOpen {
@@ -259,7 +262,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Out::Packet(p) => p.encode(&mut buf),
+                // The packet's charge comes back once it is encoded (the batch is bounded).
+                Out::Packet(p, _charge) => p.encode(&mut buf),
                 Out::Close => {
                     close = true;
                     break;

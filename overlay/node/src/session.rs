@@ -12,19 +12,20 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use petal_core::{AppError, ConnId, Event, Node, Outcome, Time};
 use petal_protocol::ReplyResult;
 use petal_protocol::relay::{self, ClientPacket, NodePacket, ReplyOutcome};
 use tokio::sync::mpsc;
 
+use crate::budget::{Charge, Share};
 use crate::{Options, RuntimeStats};
 
 /// What the node task sends a session's writer.
 pub(crate) enum Out {
-    /// A packet to write.
-    Packet(NodePacket),
+    /// A packet to write, with what it holds of the node's memory budget.
+    Packet(NodePacket, Charge),
     /// Write what is queued, then close the connection.
     Close,
 }
@@ -37,14 +38,30 @@ pub(crate) struct SessionTx {
     pub(crate) queued: Arc<AtomicUsize>,
     /// Cuts the connection at once, queued packets and all (a client far behind).
     pub(crate) kill: Arc<tokio::sync::Notify>,
+    /// The session's part of the node's memory budget (set when it attaches).
+    pub(crate) share: Option<Arc<Share>>,
+    /// Set when the budget refused a packet that must arrive: the session is closed.
+    pub(crate) refused: Arc<AtomicBool>,
+    /// Droppable packets the budget refused since last counted.
+    pub(crate) refused_droppable: Arc<AtomicU64>,
 }
 
 impl SessionTx {
     /// Queues a packet that must arrive (replies, tunnel control and data: their number is
     /// bounded by the core's tables and the client's own credit).
     fn must(&self, p: NodePacket) {
-        self.queued.fetch_add(p.encoded_len(), Ordering::Relaxed);
-        let _ = self.tx.send(Out::Packet(p));
+        let len = p.encoded_len();
+        let charge = match &self.share {
+            Some(share) => share.charge(len as u64).unwrap_or_else(|| {
+                // Queued all the same (it must arrive, and the queue is bounded by
+                // `session_max_bytes`), and the session is closed at the next check.
+                self.refused.store(true, Ordering::Relaxed);
+                Charge::none()
+            }),
+            None => Charge::none(),
+        };
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        let _ = self.tx.send(Out::Packet(p, charge));
     }
 
     /// Queues a packet that may be dropped when the client is not reading (broadcasts, events,
@@ -54,7 +71,18 @@ impl SessionTx {
         if self.queued.load(Ordering::Relaxed) + len > limit {
             return false;
         }
-        self.must(p);
+        let charge = match &self.share {
+            Some(share) => match share.charge(len as u64) {
+                Some(c) => c,
+                None => {
+                    self.refused_droppable.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            },
+            None => Charge::none(),
+        };
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        let _ = self.tx.send(Out::Packet(p, charge));
         true
     }
 
@@ -84,6 +112,8 @@ pub(crate) struct Sessions {
     doomed: Vec<u64>,
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
+    /// The node's memory budget, which every session's queue is charged to.
+    budget: Arc<petal_core::MemoryBudget>,
 }
 
 fn timeout_ms(ms: u64) -> u32 {
@@ -91,12 +121,17 @@ fn timeout_ms(ms: u64) -> u32 {
 }
 
 impl Sessions {
-    pub(crate) fn new(opts: Arc<Options>, stats: Arc<RuntimeStats>) -> Self {
+    pub(crate) fn new(
+        opts: Arc<Options>,
+        stats: Arc<RuntimeStats>,
+        budget: Arc<petal_core::MemoryBudget>,
+    ) -> Self {
         Sessions {
             map: BTreeMap::new(),
             doomed: Vec::new(),
             opts,
             stats,
+            budget,
         }
     }
 
@@ -114,13 +149,9 @@ impl Sessions {
                     version: relay::VERSION.into(),
                 });
                 RuntimeStats::add(&self.stats.sessions_opened, 1);
-                self.map.insert(
-                    open.conn,
-                    Session {
-                        out: open.out,
-                        dropped: 0,
-                    },
-                );
+                let mut out = open.out;
+                out.share = Some(Share::new(self.budget.clone(), node.config().memory_share));
+                self.map.insert(open.conn, Session { out, dropped: 0 });
             }
             Err(e) => {
                 tracing::info!(conn = open.conn, error = %e, "relay attach refused");
@@ -334,6 +365,22 @@ impl Sessions {
             Event::TunnelOfferClosed { .. } => false,
             _ => false,
         };
+        let over_budget = s.out.refused_droppable.swap(0, Ordering::Relaxed);
+        RuntimeStats::add(&self.stats.memory_refused_sessions, over_budget);
+        if s.out.refused.load(Ordering::Relaxed) {
+            // A reply or tunnel data the node's memory budget had no room for: the client
+            // holding the most unread is not necessarily this one, but this one's packet
+            // could not be kept.
+            tracing::warn!(
+                conn,
+                "node memory budget exhausted; closing a client's connection"
+            );
+            RuntimeStats::add(&self.stats.memory_refused_sessions, 1);
+            s.out.kill.notify_one();
+            self.map.remove(&conn);
+            self.doomed.push(conn);
+            return;
+        }
         if s.out.queued.load(Ordering::Relaxed) > self.opts.session_max_bytes {
             // Replies and tunnel data are never dropped, so a client that stopped reading
             // with much of them pending is cut off rather than allowed to grow the node.

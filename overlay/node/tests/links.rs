@@ -282,3 +282,59 @@ async fn an_idle_link_to_a_stranger_is_closed() {
     assert_eq!(st.runtime.links_idle_closed, 1, "{:?}", st.runtime);
     n.shutdown().await;
 }
+
+/// A peer that names 200 nodes, all at an address that accepts connections and never answers
+/// a handshake, makes the node dial at most `max_dials` at once; the rest are refused
+/// (counted), and the node keeps serving its applications meanwhile.
+#[tokio::test]
+async fn addresses_from_a_peer_cannot_open_dials_without_bound() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit = silent.local_addr().unwrap();
+    let mut o = options(0x7c, vec![]);
+    o.max_dials = 8;
+    o.dial_timeout = Duration::from_secs(10);
+    o.handshake_timeout = Duration::from_secs(10);
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let mut healthy = Healthy::new(relay_addr(&n)).await;
+    let (mut s, mut e) = fake_peer(n.info().addr, 0x7d, &test_key()).await;
+    let mut rng = Rng(0x7e);
+    let entries: Vec<petal_protocol::NodeInfo> = (0..200)
+        .map(|_| petal_protocol::NodeInfo {
+            id: petal_protocol::NodeId(u128::from(rng.next()) << 64 | u128::from(rng.next())),
+            addr: tarpit,
+        })
+        .collect();
+    let mut frames = Vec::new();
+    for chunk in entries.chunks(16) {
+        codec::encode(
+            &Message::RowReply {
+                row: 0,
+                entries: chunk.to_vec(),
+            },
+            &mut frames,
+        );
+        codec::encode(
+            &Message::LeafSet {
+                leaf: chunk.to_vec(),
+                reply: false,
+            },
+            &mut frames,
+        );
+    }
+    let mut rec = Vec::new();
+    e.sealer.seal(&frames, &mut rec).unwrap();
+    s.write_all(&rec).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let st = n.stats().await.unwrap();
+    // One dial may be the fake peer's own address (127.0.0.1:9, refused at once).
+    assert!(
+        st.runtime.link_dials <= 8 + 1,
+        "{} dials started at once: {:?}",
+        st.runtime.link_dials,
+        st.runtime
+    );
+    assert!(st.runtime.dials_refused > 0, "{:?}", st.runtime);
+    healthy.check().await;
+    drop((s, silent));
+    n.shutdown().await;
+}

@@ -369,7 +369,16 @@ fn decode_with<P>(
         Err(Stop::Incomplete) => return Ok(None),
         Err(Stop::Bad(e)) => return Err(e),
     };
-    let frame = buf.split_to(total).freeze();
+    // A frame that is a small part of the buffer is copied out: a zero-copy slice would keep
+    // the whole read buffer alive for as long as the node holds the packet's payload (a parked
+    // request, an event kept for replays), while budgets count the payload's bytes.
+    let frame = if total.saturating_mul(2) < buf.capacity() {
+        let copy = Bytes::copy_from_slice(&buf[..total]);
+        bytes::Buf::advance(buf, total);
+        copy
+    } else {
+        buf.split_to(total).freeze()
+    };
     let mut build = Reader {
         data: &frame[..],
         pos: 0,

@@ -9,19 +9,26 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Driver, FIRST_DIAL_BACKOFF, Input};
+use crate::budget::{self, Queued, Share};
 use crate::link;
 use crate::net::Net;
 use crate::{Options, RuntimeStats};
 
 /// A link as the node task sees it.
 pub(super) enum LinkState {
-    /// Being dialed; messages wait here (bounded).
-    Dialing { queued: Vec<Message> },
+    /// Being dialed; messages wait here (bounded in number and by the peer's share of the
+    /// memory budget).
+    Dialing {
+        queued: Vec<Queued>,
+        share: Arc<Share>,
+    },
     /// Up.
     Up {
         link: u64,
         dialer: NodeId,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<Queued>,
+        /// The peer's share of the memory budget, which the link's queue is held to.
+        share: Arc<Share>,
     },
 }
 
@@ -83,7 +90,7 @@ impl<N: Net> Driver<N> {
         peer: NodeInfo,
         link: u64,
         dialed_addr: Option<SocketAddr>,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<Queued>,
         expected: Option<NodeId>,
     ) {
         let dialed = dialed_addr.is_some();
@@ -120,12 +127,13 @@ impl<N: Net> Driver<N> {
             .flatten()
             .filter(|a| self.seeds.contains(a));
         let dialer = link::dialer(me, peer.id, dialed);
-        let queued = match self.links.remove(&peer.id) {
-            Some(LinkState::Dialing { queued, .. }) => queued,
+        let (queued, share) = match self.links.remove(&peer.id) {
+            Some(LinkState::Dialing { queued, share }) => (queued, share),
             Some(LinkState::Up {
                 link: old,
                 dialer: old_dialer,
                 tx: old_tx,
+                share: old_share,
             }) => {
                 if old_dialer < dialer || (old_dialer == dialer && old > link) {
                     // Keep the existing link; this one closes once its writer drains.
@@ -135,6 +143,7 @@ impl<N: Net> Driver<N> {
                             link: old,
                             dialer: old_dialer,
                             tx: old_tx,
+                            share: old_share,
                         },
                     );
                     // The seed answered all the same (it had dialed us first).
@@ -143,9 +152,9 @@ impl<N: Net> Driver<N> {
                     }
                     return;
                 }
-                Vec::new()
+                (Vec::new(), self.new_share())
             }
-            None => Vec::new(),
+            None => (Vec::new(), self.new_share()),
         };
         RuntimeStats::add(&self.stats.links_up, 1);
         // The peer is reachable: failures to its addresses start from a short delay again.
@@ -154,13 +163,20 @@ impl<N: Net> Driver<N> {
             self.dial_backoff.remove(&a);
         }
         self.link_used.insert(peer.id, Instant::now());
-        for msg in queued {
-            if tx.try_send(msg).is_err() {
+        for q in queued {
+            if tx.try_send(q).is_err() {
                 RuntimeStats::add(&self.stats.link_drops, 1);
             }
         }
-        self.links
-            .insert(peer.id, LinkState::Up { link, dialer, tx });
+        self.links.insert(
+            peer.id,
+            LinkState::Up {
+                link,
+                dialer,
+                tx,
+                share,
+            },
+        );
         if let Some(addr) = seed {
             self.seed_linked(addr, peer);
         }
@@ -168,10 +184,10 @@ impl<N: Net> Driver<N> {
 
     /// Removes the link state of `id` if it is a pending dial (an `Up` link stays), returning
     /// the messages that waited for it.
-    fn take_dialing(&mut self, id: NodeId) -> Option<Vec<Message>> {
+    fn take_dialing(&mut self, id: NodeId) -> Option<Vec<Queued>> {
         match self.links.get(&id) {
             Some(LinkState::Dialing { .. }) => match self.links.remove(&id) {
-                Some(LinkState::Dialing { queued }) => Some(queued),
+                Some(LinkState::Dialing { queued, .. }) => Some(queued),
                 _ => None,
             },
             _ => None,
@@ -211,7 +227,12 @@ impl<N: Net> Driver<N> {
     pub(super) fn transmit(&mut self, to: NodeInfo, msg: Message) {
         super::log_join_message("sent", to, &msg);
         match self.links.get_mut(&to.id) {
-            Some(LinkState::Up { tx, .. }) => {
+            Some(LinkState::Up { tx, share, .. }) => {
+                let Some(charge) = share.charge(budget::message_cost(&msg)) else {
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                    RuntimeStats::add(&self.stats.memory_refused_links, 1);
+                    return;
+                };
                 if let Some(t) = self.link_used.get_mut(&to.id) {
                     *t = self.coarse_now;
                 } else {
@@ -223,24 +244,26 @@ impl<N: Net> Driver<N> {
                     RuntimeStats::add(&self.stats.backpressure, 1);
                     self.congested = true;
                 }
-                if let Err(e) = tx.try_send(msg) {
+                if let Err(e) = tx.try_send(Queued { msg, charge }) {
                     match e {
                         mpsc::error::TrySendError::Full(_) => {
                             RuntimeStats::add(&self.stats.link_drops, 1);
                         }
-                        mpsc::error::TrySendError::Closed(msg) => {
+                        mpsc::error::TrySendError::Closed(q) => {
                             // The writer is gone (link broke): re-dial.
                             self.links.remove(&to.id);
-                            self.transmit(to, msg);
+                            self.transmit(to, q.msg);
                         }
                     }
                 }
             }
-            Some(LinkState::Dialing { queued, .. }) => {
-                if queued.len() < self.opts.link_queue {
-                    queued.push(msg);
-                } else {
-                    RuntimeStats::add(&self.stats.link_drops, 1);
+            Some(LinkState::Dialing { queued, share }) => {
+                let charge = (queued.len() < self.opts.link_queue)
+                    .then(|| share.charge(budget::message_cost(&msg)))
+                    .flatten();
+                match charge {
+                    Some(charge) => queued.push(Queued { msg, charge }),
+                    None => RuntimeStats::add(&self.stats.link_drops, 1),
                 }
             }
             None => {
@@ -255,16 +278,40 @@ impl<N: Net> Driver<N> {
                     self.node.unreachable(now, to.id);
                     return;
                 }
-                self.links
-                    .insert(to.id, LinkState::Dialing { queued: vec![msg] });
+                if self.dials >= self.opts.max_dials {
+                    // Addresses come from peers: a flood of them must not become a flood of
+                    // dials. The core's timeouts and reroutes cover the dropped message.
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                    RuntimeStats::add(&self.stats.dials_refused, 1);
+                    return;
+                }
+                let share = self.new_share();
+                let Some(charge) = share.charge(budget::message_cost(&msg)) else {
+                    RuntimeStats::add(&self.stats.link_drops, 1);
+                    RuntimeStats::add(&self.stats.memory_refused_links, 1);
+                    return;
+                };
+                self.links.insert(
+                    to.id,
+                    LinkState::Dialing {
+                        queued: vec![Queued { msg, charge }],
+                        share,
+                    },
+                );
                 self.dial(Some(to.id), to.addr);
             }
         }
     }
 
+    /// A fresh share of the memory budget for one peer's link queue.
+    fn new_share(&self) -> Arc<Share> {
+        Share::new(self.budget.clone(), self.node.config().memory_share)
+    }
+
     /// Dials `addr` in a new task; the result comes back as an input.
     pub(super) fn dial(&mut self, expected: Option<NodeId>, addr: SocketAddr) {
         RuntimeStats::add(&self.stats.link_dials, 1);
+        self.dials += 1;
         let link_id = self.next_link;
         self.next_link += 1;
         let net = self.net.clone();
@@ -341,7 +388,7 @@ pub(crate) async fn start_link<S>(
         expected,
     } = up;
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel(opts.link_queue);
+    let (tx, rx) = mpsc::channel::<Queued>(opts.link_queue);
     let writer = tokio::spawn(async move {
         if let Err(e) = link::write_loop(wr, sealer, rx).await {
             tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");

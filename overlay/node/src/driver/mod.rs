@@ -46,7 +46,7 @@ pub(crate) enum Input {
         link: u64,
         /// The address we dialed (`None` for inbound links).
         dialed: Option<SocketAddr>,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<crate::budget::Queued>,
         /// The id the dialer expected at that address (`None` for seeds and inbound links).
         expected: Option<NodeId>,
     },
@@ -82,6 +82,10 @@ pub(crate) enum Input {
 
 pub(crate) struct Driver<N: Net> {
     pub(crate) node: Node,
+    /// The node-wide memory budget, shared by the core, link queues and session queues.
+    pub(crate) budget: Arc<petal_core::MemoryBudget>,
+    /// Dials under way (at most `Options::max_dials`).
+    dials: usize,
     net: N,
     opts: Arc<Options>,
     start: Instant,
@@ -132,7 +136,10 @@ impl<N: Net> Driver<N> {
         inputs: mpsc::Sender<Input>,
         stats: Arc<RuntimeStats>,
     ) -> Self {
-        let sessions = Sessions::new(opts.clone(), stats.clone());
+        let mut node = node;
+        let budget = Arc::new(petal_core::MemoryBudget::new(node.config().memory_budget));
+        node.set_memory_budget(budget.clone());
+        let sessions = Sessions::new(opts.clone(), stats.clone(), budget.clone());
         let keys = Arc::new(link::LinkKeys {
             identity: opts.identity.clone(),
             security: opts.security.clone(),
@@ -159,6 +166,8 @@ impl<N: Net> Driver<N> {
             join_retries_logged: 0,
             join_failed: false,
             node,
+            budget,
+            dials: 0,
             net,
             opts,
             start: Instant::now(),
@@ -327,13 +336,21 @@ impl<N: Net> Driver<N> {
                 dialed,
                 tx,
                 expected,
-            } => self.link_up(peer, link, dialed, tx, expected),
+            } => {
+                if dialed.is_some() {
+                    self.dials = self.dials.saturating_sub(1);
+                }
+                self.link_up(peer, link, dialed, tx, expected);
+            }
             Input::Discovered { info, news } => self.discovered(info, news),
             Input::DialFailed {
                 expected,
                 addr,
                 why,
-            } => self.dial_failed(expected, addr, &why),
+            } => {
+                self.dials = self.dials.saturating_sub(1);
+                self.dial_failed(expected, addr, &why);
+            }
             Input::LinkDown { peer, link, why } => self.link_down(peer, link, &why),
             Input::SessionOpen(open) => self.sessions.open(&mut self.node, now, open),
             Input::Session { conn, packets } => {
@@ -565,6 +582,8 @@ impl<N: Net> Driver<N> {
                 .filter(|l| matches!(l, LinkState::Up { .. }))
                 .count(),
             sessions: self.sessions.len(),
+            memory_used: self.budget.used(),
+            memory_budget: self.budget.limit(),
             core: self.node.stats().clone(),
             runtime: self.stats.snapshot(),
         }

@@ -1,0 +1,133 @@
+//! The runtime's part of the node-wide memory budget ([`petal_core::MemoryBudget`], shared with
+//! the core): every message queued for a peer link and every packet queued for a relay session
+//! carries a [`Charge`] that gives its bytes back when the item is written or dropped, however
+//! that happens (a link that dies drops its queue, and the charges with it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use petal_core::MemoryBudget;
+use petal_protocol::Message;
+
+/// One queue's part of the node's budget: what it holds now and its own bound (a peer's share
+/// for a link queue).
+#[derive(Debug)]
+pub(crate) struct Share {
+    node: Arc<MemoryBudget>,
+    held: AtomicU64,
+    limit: u64,
+}
+
+impl Share {
+    pub(crate) fn new(node: Arc<MemoryBudget>, limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            held: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Charges `n` bytes to this queue and the node: `None` when the queue's bound or the
+    /// node's budget would be passed (a refusal, counted by the node's budget).
+    pub(crate) fn charge(self: &Arc<Self>, n: u64) -> Option<Charge> {
+        let fits = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                h.checked_add(n).filter(|t| *t <= self.limit)
+            })
+            .is_ok();
+        if !fits {
+            return None;
+        }
+        if !self.node.try_take(n) {
+            self.held.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some(Charge {
+            share: Some(self.clone()),
+            n,
+        })
+    }
+
+    /// Bytes this queue holds.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+}
+
+/// Bytes of the budget held by one queued item, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Charge {
+    share: Option<Arc<Share>>,
+    n: u64,
+}
+
+impl Charge {
+    /// A charge of nothing (link keepalives: a few bytes, bounded by the queue's length).
+    pub(crate) fn none() -> Self {
+        Self { share: None, n: 0 }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(s) = self.share.take() {
+            s.held.fetch_sub(self.n, Ordering::AcqRel);
+            s.node.give(self.n);
+        }
+    }
+}
+
+/// A message queued for a peer link, with what it holds of the budget.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) msg: Message,
+    /// Given back when the message is dropped (after it is encoded).
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub(crate) charge: Charge,
+}
+
+impl Queued {
+    /// An uncharged message (link keepalives).
+    pub(crate) fn free(msg: Message) -> Self {
+        Self {
+            msg,
+            charge: Charge::none(),
+        }
+    }
+}
+
+/// What a queued message holds: its own size and what it points to.
+pub(crate) fn message_cost(msg: &Message) -> u64 {
+    (std::mem::size_of::<Message>() + msg.heap_bytes()) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Charges are bounded by the queue's share and by the node's budget, and every byte comes
+    /// back when the charges drop.
+    #[test]
+    fn charges_meet_the_share_and_the_budget_and_come_back() {
+        let node = Arc::new(MemoryBudget::new(1000));
+        let a = Share::new(node.clone(), 600);
+        let b = Share::new(node.clone(), 600);
+        let a1 = a.charge(500).unwrap();
+        assert!(a.charge(200).is_none(), "past a's share");
+        let b1 = b.charge(450).unwrap();
+        assert!(b.charge(100).is_none(), "past the node's budget");
+        assert_eq!((a.held(), b.held(), node.used()), (500, 450, 950));
+        drop(a1);
+        assert_eq!((a.held(), node.used()), (0, 450));
+        let b2 = b.charge(100).unwrap();
+        drop((b1, b2));
+        assert_eq!((b.held(), node.used()), (0, 0));
+        assert_eq!(
+            node.refused(),
+            1,
+            "the node's budget counts its own refusals"
+        );
+    }
+}

@@ -153,10 +153,13 @@ impl Asks {
     /// Forgets the requests of, and the deliveries to, a connection that closed: returns how
     /// many of each there were.
     pub(crate) fn forget_conn(&mut self, conn: ConnId) -> (usize, usize) {
-        let before = self.requests.len();
-        self.requests.retain(|_, r| r.conn != conn);
+        // Through the connection's index, not a scan of every request.
+        let ids: Vec<u64> = self.by_conn.of(conn).map(|(_, id)| id).collect();
+        for id in &ids {
+            self.requests.remove(id);
+        }
         self.by_conn.remove_conn(conn);
-        let requests = before - self.requests.len();
+        let requests = ids.len();
         let before = self.deliveries.len();
         self.deliveries.retain(|_, d| d.conn != conn);
         (requests, before - self.deliveries.len())

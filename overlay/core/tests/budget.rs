@@ -266,3 +266,46 @@ fn replay_caches_stay_within_a_small_budget_and_events_still_flow() {
         "node 1's replay cache met the budget"
     );
 }
+
+/// A peer that grafts on many groups takes at most 7/8 of `max_groups`: this node's own
+/// applications can still subscribe to new topics.
+#[test]
+fn grafts_from_peers_leave_room_for_local_groups() {
+    let mut cfg = Config::default();
+    cfg.max_groups = 16;
+    let mut net = ring(41, 3, cfg);
+    let from = net.infos[0];
+    for i in 0..40u32 {
+        let now = net.now;
+        let key = GroupKind::Topic.key(&format!("remote-{i}"));
+        net.nodes[1].handle_message(
+            now,
+            from,
+            petal_core::Message::Graft {
+                group: key,
+                load: petal_protocol::Load::default(),
+                seen: petal_protocol::EventSeq::default(),
+                rejoin: false,
+                height: 0,
+            },
+        );
+        net.drain(1);
+    }
+    assert_eq!(
+        net.nodes[1].group_count(),
+        14,
+        "grafts took 7/8 of the groups"
+    );
+    let now = net.now;
+    net.nodes[1].register(now, ConnId(1), None, 1).unwrap();
+    for i in 0..2 {
+        net.nodes[1]
+            .subscribe(now, ConnId(1), &format!("local-{i}"))
+            .unwrap();
+    }
+    assert_eq!(net.nodes[1].group_count(), 16);
+    assert!(
+        net.nodes[1].subscribe(now, ConnId(1), "local-2").is_err(),
+        "max_groups still bounds the whole"
+    );
+}

@@ -118,7 +118,12 @@ impl Listener for tokio::net::TcpListener {
 
     async fn accept(&mut self) -> io::Result<(Self::Stream, SocketAddr)> {
         let (s, addr) = tokio::net::TcpListener::accept(self).await?;
-        s.set_nodelay(true)?;
+        // A connection reset before this point fails here; that is this connection's problem
+        // (its first read fails), not the listener's: an error returned would pause every
+        // accept.
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(%addr, error = %e, "set_nodelay failed on an accepted connection");
+        }
         Ok((s, addr))
     }
 

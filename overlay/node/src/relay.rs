@@ -108,10 +108,12 @@ pub(crate) async fn serve<S>(
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let kill = Arc::new(tokio::sync::Notify::new());
+    let drain = Arc::new(tokio::sync::Notify::new());
     let out = SessionTx {
         tx,
         queued: queued.clone(),
         kill: kill.clone(),
+        drain: drain.clone(),
         share: None,
         refused: Arc::default(),
         refused_droppable: Arc::default(),
@@ -162,6 +164,19 @@ pub(crate) async fn serve<S>(
                 writer_done = true;
                 break false;
             }
+            // The node is shutting down: hand it what the client already wrote (replies of
+            // services above all), then say so.
+            () = drain.notified() => {
+                if read_ready(&mut rd, &mut buf).await.is_err() {
+                    break false;
+                }
+                if forward_buffered(&mut buf, &limits, conn, &to_node).await.is_none() {
+                    return;
+                }
+                if to_node.send(Input::SessionDrained { conn }).await.is_err() {
+                    return;
+                }
+            }
         }
     };
     let _ = to_node.send(Input::SessionClosed { conn, graceful }).await;
@@ -174,6 +189,19 @@ pub(crate) async fn serve<S>(
             .is_err()
         {
             abort.abort();
+        }
+    }
+}
+
+/// Reads what is already buffered for the connection, without waiting for more. Err: the
+/// connection is closed or broken.
+async fn read_ready<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), ()> {
+    loop {
+        // `timeout` polls the read once before looking at its (elapsed) deadline.
+        match tokio::time::timeout(std::time::Duration::ZERO, rd.read_buf(buf)).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(0) | Err(_)) => return Err(()),
+            Ok(Ok(_)) => {}
         }
     }
 }

@@ -38,6 +38,9 @@ pub(crate) struct SessionTx {
     pub(crate) queued: Arc<AtomicUsize>,
     /// Cuts the connection at once, queued packets and all (a client far behind).
     pub(crate) kill: Arc<tokio::sync::Notify>,
+    /// Asks the session's reader to hand over what the client already wrote and answer with
+    /// `Input::SessionDrained` (the node's shutdown).
+    pub(crate) drain: Arc<tokio::sync::Notify>,
     /// The session's part of the node's memory budget (set when it attaches).
     pub(crate) share: Option<Arc<Share>>,
     /// Set when the budget refused a packet that must arrive: the session is closed.
@@ -442,6 +445,15 @@ impl Sessions {
         for conn in sessions.into_keys() {
             let _ = node.unregister(now, ConnId(conn));
         }
+    }
+
+    /// Asks every session's reader for what its client already wrote; returns the sessions
+    /// asked (each answers with `Input::SessionDrained`, or closes).
+    pub(crate) fn drain_all(&self) -> Vec<u64> {
+        for s in self.map.values() {
+            s.out.drain.notify_one();
+        }
+        self.map.keys().copied().collect()
     }
 
     /// Sessions cut off during the last event delivery, to unregister from the core now.

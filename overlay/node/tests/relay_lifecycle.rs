@@ -246,6 +246,47 @@ async fn shutdown_answers_requests_closes_tunnels_and_says_why() {
     );
 }
 
+/// Replies a service wrote just before the node began to shut down are read and delivered:
+/// the requesters get the replies, not timeouts; only the request left unanswered times out.
+#[tokio::test]
+async fn shutdown_delivers_the_replies_services_already_wrote() {
+    for round in 0..5u64 {
+        let n = node(0x48 + u128::from(round), vec![]).await;
+        let addr = relay_addr(&n);
+        let mut svc = Raw::attach(addr, "svc").await;
+        let mut cli = Raw::attach(addr, "").await;
+        for id in 1..=4 {
+            cli.send(request(id, "svc", 10_000)).await;
+        }
+        let mut deliveries = Vec::new();
+        for _ in 0..4 {
+            deliveries.push(delivery(&mut svc).await);
+        }
+        // Three replies written, and the shutdown asked for at once: nothing waits for them
+        // to be read first.
+        for d in &deliveries[..3] {
+            svc.send(ClientPacket::Reply {
+                id: *d,
+                result: Ok(Bytes::from_static(b"done")),
+            })
+            .await;
+        }
+        n.shutdown().await;
+        let out = decode_all(&cli.read_to_end().await);
+        let replied = |id: u64| {
+            out.contains(&NodePacket::Reply {
+                id,
+                outcome: ReplyOutcome::Success(Bytes::from_static(b"done")),
+            })
+        };
+        assert!(
+            (1..=3).all(replied),
+            "round {round}: the written replies were delivered: {out:?}"
+        );
+        assert!(out.contains(&timeout(4)), "round {round}: {out:?}");
+    }
+}
+
 #[tokio::test]
 async fn shutdown_answers_an_opening_tunnel_with_its_tun_confirm() {
     let n = node(0x47, vec![]).await;

@@ -74,6 +74,9 @@ pub(crate) enum Input {
     },
     /// A session ended: `graceful` after the client's CLOSE, else a drop or a violation.
     SessionClosed { conn: u64, graceful: bool },
+    /// A session's reader handed over everything its client had written when the node began
+    /// to shut down.
+    SessionDrained { conn: u64 },
     /// A snapshot of the counters.
     Stats(oneshot::Sender<StatsSnapshot>),
     /// Graceful shutdown: answer everything, leave the ring, then reply.
@@ -126,7 +129,19 @@ pub(crate) struct Driver<N: Net> {
     join_retries_logged: u64,
     /// The core reported a failed join: serve as a ring of one (done after event delivery).
     join_failed: bool,
+    /// A shutdown under way, waiting for the sessions to hand over what they read.
+    stopping: Option<Stopping>,
 }
+
+/// A shutdown waiting for sessions' readers (see [`Input::SessionDrained`]).
+struct Stopping {
+    done: oneshot::Sender<()>,
+    waiting: std::collections::BTreeSet<u64>,
+    deadline: Instant,
+}
+
+/// The longest a shutdown waits for sessions to hand over what their clients already wrote.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
 impl<N: Net> Driver<N> {
     pub(crate) fn new(
@@ -165,6 +180,7 @@ impl<N: Net> Driver<N> {
             next_reap: now + opts.link_idle_close,
             join_retries_logged: 0,
             join_failed: false,
+            stopping: None,
             node,
             budget,
             dials: 0,
@@ -241,6 +257,12 @@ impl<N: Net> Driver<N> {
                 self.reap_idle_links();
             }
             wake = Some(wake.map_or(self.next_reap, |w| w.min(self.next_reap)));
+            if let Some(deadline) = self.stopping.as_ref().map(|s| s.deadline) {
+                if self.finish_shutdown_if_drained() {
+                    return;
+                }
+                wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
+            }
             if !self.seeds.is_empty() {
                 if now >= self.seeds.poll_timeout() {
                     self.retry_seeds(now);
@@ -363,14 +385,34 @@ impl<N: Net> Driver<N> {
             }
             Input::SessionClosed { conn, graceful } => {
                 self.sessions.closed(&mut self.node, now, conn, graceful);
+                if let Some(s) = &mut self.stopping {
+                    s.waiting.remove(&conn);
+                    return self.finish_shutdown_if_drained();
+                }
             }
             Input::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            Input::SessionDrained { conn } => {
+                if let Some(s) = &mut self.stopping {
+                    s.waiting.remove(&conn);
+                }
+                return self.finish_shutdown_if_drained();
+            }
             Input::Shutdown(done) => {
-                self.shutdown(now);
-                let _ = done.send(());
-                return true;
+                if self.stopping.is_some() {
+                    let _ = done.send(());
+                    return false;
+                }
+                // First what services already wrote (their replies): each session's reader
+                // hands it over, then the node answers the rest and leaves.
+                let waiting = self.sessions.drain_all().into_iter().collect();
+                self.stopping = Some(Stopping {
+                    done,
+                    waiting,
+                    deadline: Instant::now() + SHUTDOWN_DRAIN,
+                });
+                return self.finish_shutdown_if_drained();
             }
         }
         false
@@ -587,6 +629,25 @@ impl<N: Net> Driver<N> {
             core: self.node.stats().clone(),
             runtime: self.stats.snapshot(),
         }
+    }
+
+    /// Shuts down once every session handed over what its client wrote, or the drain's
+    /// deadline passed. True when done.
+    fn finish_shutdown_if_drained(&mut self) -> bool {
+        let Some(s) = &self.stopping else {
+            return false;
+        };
+        if !s.waiting.is_empty() && Instant::now() < s.deadline {
+            return false;
+        }
+        let Some(s) = self.stopping.take() else {
+            return false;
+        };
+        self.flush();
+        let now = self.now();
+        self.shutdown(now);
+        let _ = s.done.send(());
+        true
     }
 
     fn shutdown(&mut self, now: Time) {

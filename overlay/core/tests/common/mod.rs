@@ -185,6 +185,7 @@ impl Net {
                 | Event::RequestDone { .. }
                 | Event::Published { .. }
                 | Event::TunnelIncoming { .. }
+                | Event::TunnelOfferClosed { .. }
                 | Event::TunnelOpened { .. }
                 | Event::TunnelOpenFailed { .. }
                 | Event::TunnelCredit { .. }

@@ -78,7 +78,7 @@ impl Node {
         };
         let seq = EventSeq {
             epoch: g.seen.epoch,
-            seq: g.seen.seq + 1,
+            seq: g.seen.seq.saturating_add(1),
         };
         self.take_event(
             now,
@@ -135,7 +135,7 @@ impl Node {
             self.stats.events_duplicate += 1;
             return;
         }
-        if seq.seq > g.seen.seq + 1 {
+        if seq.seq > g.seen.seq.saturating_add(1) {
             if !from_parent {
                 self.stats.events_stale += 1;
                 return;
@@ -206,7 +206,11 @@ impl Node {
                 e.remove();
                 self.stats.events_duplicate += 1;
             }
-            let Some(e) = g.ahead.first_entry().filter(|e| *e.key() == seen + 1) else {
+            let Some(e) = g
+                .ahead
+                .first_entry()
+                .filter(|e| *e.key() == seen.saturating_add(1))
+            else {
                 // Another gap (or none): its wait starts now.
                 g.ahead_since = (!g.ahead.is_empty()).then_some(now);
                 return;

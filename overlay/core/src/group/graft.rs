@@ -201,7 +201,7 @@ impl Node {
                 "held events over bound"
             );
             assert!(
-                g.ahead.keys().all(|s| *s > g.seen.seq + 1),
+                g.ahead.keys().all(|s| *s > g.seen.seq.saturating_add(1)),
                 "a held event that is not past a gap"
             );
             assert_eq!(

@@ -16,9 +16,13 @@
 //! Settings come from flags, and optionally a TOML file (`--config`) whose keys are the flags'
 //! long names with underscores; flags win.
 //!
-//! SIGINT or SIGTERM shuts the node down gracefully: every pending request of every application
-//! is answered (timeout), tunnels are closed with a reason, every application gets CLOSE with a
-//! reason, the node tells its peers it leaves, then it exits.
+//! SIGINT or SIGTERM shuts the node down gracefully: replies its services already wrote are
+//! read and delivered, every other pending request of every application is answered (timeout),
+//! tunnels are closed with a reason, every application gets CLOSE with a reason, the node tells
+//! its peers it leaves, then it exits.
+//!
+//! `--memory-budget` (config `memory_budget`, default 1GiB) bounds what peers and applications
+//! can make the node hold; one peer or application may hold an eighth of it.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(
     not(test),

@@ -287,7 +287,6 @@ impl Asks {
 /// Asks waiting at this node (the root of their cluster) for their tree to gain a member.
 #[derive(Debug)]
 struct ParkedAsks {
-    /// By cluster key: each ask with the time it stops waiting.
     /// By cluster key: each ask with the time it stops waiting and who pays for it.
     by_group: BTreeMap<Key, Vec<(Time, Owner, DescendMsg)>>,
     len: usize,
@@ -359,7 +358,8 @@ impl Node {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests"));
         }
-        // Its first hop holds it until acknowledged: refused now rather than dropped there.
+        // Its first hop holds it until acknowledged: refused now when it would not fit (a
+        // budget shared with the driver can still refuse it there, by a later charge).
         let cost = std::mem::size_of::<petal_protocol::RouteMsg>() + payload.len();
         self.refuse_unless_fits(Owner::Conn(conn), cost as u64)?;
         let id = self.nonce();
@@ -596,11 +596,14 @@ impl Node {
         let moved = self.next_hop(key).is_some();
         for (until, owner, msg) in asks {
             self.unhold(owner, msg.heap_bytes() as u64);
-            if moved {
-                self.route_ask(now, msg);
-            } else if let Some(msg) = self.try_descend(now, msg, Vec::new()) {
-                self.park(now, msg, Some(until), owner);
-            }
+            // Still the asker's to pay for, not the grafting node's.
+            self.as_cause(owner, |n| {
+                if moved {
+                    n.route_ask(now, msg);
+                } else if let Some(msg) = n.try_descend(now, msg, Vec::new()) {
+                    n.park(now, msg, Some(until), owner);
+                }
+            });
         }
     }
 

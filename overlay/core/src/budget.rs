@@ -9,25 +9,26 @@
 //! own queues (a node's peer-link and session queues) to the same [`MemoryBudget`], shared
 //! through [`crate::Node::set_memory_budget`].
 //!
-//! Who pays: a charge made while the node handles a peer's message is that peer's; while it
-//! handles an application's command, that connection's; tunnel chunks are always their local
-//! connection's. Each is held to [`crate::Config::memory_share`]. Group events kept for replays
-//! are the node's alone (a cache: when the budget is short they are not kept).
+//! Who pays: a charge made while the node handles a peer's message is that peer's; a request's
+//! first hop is its connection's; tunnel chunks are always their local connection's; a retry
+//! (a rerouted hop, a parked ask placed later) stays with its first payer. Each is held to
+//! [`crate::Config::memory_share`]. Publishes and broadcasts of local applications, timers'
+//! work and group events kept for replays are the node's alone (replays are a cache: when the
+//! budget is short they are not kept).
 //!
-//! A refusal is never a crash and never another's loss: the routed message, parked ask or held
-//! event is dropped (and its requester answered by its timeout or a fault), the tunnel fails
-//! with a reason, the application's command is refused. Each is counted in
-//! [`crate::Stats::memory_refused`].
+//! A refusal is never a crash: the routed message, parked ask or held event is dropped (and its
+//! requester answered by its timeout or a fault), the tunnel fails with a reason at both ends,
+//! a request is refused. Each is counted in [`crate::Stats::memory_refused`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use petal_protocol::NodeId;
 
 use crate::app::{AppError, ConnId};
+use crate::node::Node;
 
 /// What a command refused by the memory budget is told.
 pub(crate) const BUDGET_FULL: &str = "node memory budget (or this connection's share of it)";
-use crate::node::Node;
 
 /// A node-wide byte budget that a core and its driver's tasks charge together. Thread-safe:
 /// a driver's writer tasks give back what they wrote.
@@ -60,6 +61,12 @@ impl MemoryBudget {
             self.refused.fetch_add(1, Ordering::Relaxed);
         }
         fits
+    }
+
+    /// Takes `n` bytes whatever the limit (bytes that are already in memory and must be
+    /// counted, such as input a driver read before it could refuse it).
+    pub fn take(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Gives back `n` bytes taken before.
@@ -153,6 +160,15 @@ impl Node {
         self.held.cause.unwrap_or(Owner::Node)
     }
 
+    /// Runs `f` with `owner` as the cause: a retry of something `owner` made the node hold (a
+    /// rerouted hop, a parked ask placed) stays `owner`'s, whatever input triggered it.
+    pub(crate) fn as_cause<R>(&mut self, owner: Owner, f: impl FnOnce(&mut Self) -> R) -> R {
+        let prev = self.held.cause.replace(owner);
+        let r = f(self);
+        self.held.cause = prev;
+        r
+    }
+
     /// True when `n` more bytes charged to `owner` would fit its share and the budget (a check
     /// before a command's work starts, so that the application hears of a refusal at once).
     pub(crate) fn fits(&self, owner: Owner, n: u64) -> bool {
@@ -177,6 +193,15 @@ impl Node {
     /// Charges `n` bytes to `owner`: false (and counted) when that would take the owner past
     /// its share or the node past its budget.
     pub(crate) fn hold(&mut self, owner: Owner, n: u64) -> bool {
+        let held = self.try_hold(owner, n);
+        if !held {
+            self.stats.memory_refused += 1;
+        }
+        held
+    }
+
+    /// [`Node::hold`] without counting a refusal (the caller counts).
+    pub(crate) fn try_hold(&mut self, owner: Owner, n: u64) -> bool {
         let share = self.cfg.memory_share;
         let mine = self.held.of(owner);
         let fits_share = owner == Owner::Node || mine.saturating_add(n) <= share;
@@ -186,7 +211,6 @@ impl Node {
                 None => self.held.total.saturating_add(n) <= self.cfg.memory_budget,
             };
         if !fits {
-            self.stats.memory_refused += 1;
             return false;
         }
         self.held.total += n;

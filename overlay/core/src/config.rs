@@ -126,7 +126,7 @@ pub struct Config {
     /// How long a parent keeps a child that stopped grafting.
     pub group_child_timeout: Duration,
     /// Most group trees a node takes part in. Other nodes' grafts may make it take part in at
-    /// most 7/8 of them; the rest is kept for groups of its local members.
+    /// most 7/8 of them (rounded down); the rest is kept for groups of its local members.
     pub max_groups: usize,
     /// Most children a node keeps in one group tree: a graft beyond it drops the child farthest
     /// away, which re-attaches through the sibling closest to it (Scribe's bottleneck remover).

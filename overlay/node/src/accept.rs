@@ -15,6 +15,10 @@ use crate::{Options, RuntimeStats, link, relay};
 /// Accepts peer links for ever: each connection runs its handshake in a task of its own,
 /// bounded by a [`HandshakeGate`] (`max_link_handshakes`, `max_link_handshakes_per_ip`), then
 /// starts its link.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the accept loop owns each of these for its whole life and hands them to each link"
+)]
 pub(crate) async fn peer_links<L: Listener>(
     mut listener: L,
     advertise: SocketAddr,
@@ -23,6 +27,7 @@ pub(crate) async fn peer_links<L: Listener>(
     stats: Arc<RuntimeStats>,
     alive: Arc<()>,
     inputs: mpsc::Sender<Input>,
+    budget: Arc<petal_core::MemoryBudget>,
 ) {
     let gate = Arc::new(HandshakeGate::new(
         opts.max_link_handshakes,
@@ -52,13 +57,14 @@ pub(crate) async fn peer_links<L: Listener>(
         };
         let seq = permit.seq;
         next += 1;
-        let (link, inputs, opts, alive, keys, stats) = (
+        let (link, inputs, opts, alive, keys, stats, budget) = (
             next,
             inputs.clone(),
             opts.clone(),
             alive.clone(),
             keys.clone(),
             stats.clone(),
+            budget.clone(),
         );
         let task = tokio::spawn(async move {
             let _alive = alive;
@@ -74,7 +80,7 @@ pub(crate) async fn peer_links<L: Listener>(
                         dialed: None,
                         expected: None,
                     };
-                    driver::start_link(stream, up, &opts, stats, inputs).await;
+                    driver::start_link(stream, up, &opts, stats, inputs, budget).await;
                 }
                 Err(e) => {
                     RuntimeStats::add(&stats.link_handshakes_failed, 1);
@@ -88,6 +94,10 @@ pub(crate) async fn peer_links<L: Listener>(
 
 /// Accepts relay connections for ever: each is served by a session task of its own, its
 /// handshake bounded by `gate` (shared by every relay listener).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the accept loop owns each of these for its whole life and hands them to each session"
+)]
 pub(crate) async fn relay_sessions<L: Listener>(
     mut listener: L,
     gate: Arc<HandshakeGate>,
@@ -96,6 +106,7 @@ pub(crate) async fn relay_sessions<L: Listener>(
     stats: Arc<RuntimeStats>,
     alive: Arc<()>,
     inputs: mpsc::Sender<Input>,
+    budget: Arc<petal_core::MemoryBudget>,
 ) {
     loop {
         let (stream, from) = match listener.accept().await {
@@ -116,9 +127,10 @@ pub(crate) async fn relay_sessions<L: Listener>(
         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
         let (inputs, opts, stats, alive) =
             (inputs.clone(), opts.clone(), stats.clone(), alive.clone());
+        let share = crate::budget::Share::new(budget.clone(), opts.core.memory_share);
         let task = tokio::spawn(async move {
             let _alive = alive;
-            relay::serve(stream, conn, permit, opts, stats, inputs).await;
+            relay::serve(stream, conn, permit, opts, stats, inputs, share).await;
         });
         gate.set_handle(seq, task.abort_handle());
     }

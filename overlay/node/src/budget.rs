@@ -28,7 +28,8 @@ impl Share {
     }
 
     /// Charges `n` bytes to this queue and the node: `None` when the queue's bound or the
-    /// node's budget would be passed (a refusal, counted by the node's budget).
+    /// node's budget would be passed (the node's budget counts its own refusals; the caller
+    /// counts the rest).
     pub(crate) fn charge(self: &Arc<Self>, n: u64) -> Option<Charge> {
         let fits = self
             .held
@@ -43,6 +44,23 @@ impl Share {
             self.held.fetch_sub(n, Ordering::AcqRel);
             return None;
         }
+        Some(Charge {
+            share: Some(self.clone()),
+            n,
+        })
+    }
+
+    /// Charges `n` bytes of input read from a peer or a client: bounded by this share only
+    /// (counted against the node's budget whatever its use, since the bytes are read already
+    /// and refusing them would make the node drop ordered input). `None` while the share holds
+    /// anything and `n` more would pass it.
+    pub(crate) fn charge_input(self: &Arc<Self>, n: u64) -> Option<Charge> {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| {
+                (h == 0 || h.saturating_add(n) <= self.limit).then(|| h.saturating_add(n))
+            })
+            .ok()?;
+        self.node.take(n);
         Some(Charge {
             share: Some(self.clone()),
             n,
@@ -95,6 +113,18 @@ impl Queued {
             msg,
             charge: Charge::none(),
         }
+    }
+}
+
+/// Charges `n` bytes of input to `share`, waiting while the share is full: the reader stops
+/// reading its connection until the node task has handled what it read before, so TCP pushes
+/// back on the sender instead of the node's memory growing.
+pub(crate) async fn charge_input(share: &Arc<Share>, n: u64) -> Charge {
+    loop {
+        if let Some(c) = share.charge_input(n) {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 

@@ -135,9 +135,11 @@ pub struct Options {
     pub handshake_timeout: Duration,
     /// Deadline of a TCP dial.
     pub dial_timeout: Duration,
-    /// Dials to peers under way at once, at most (seeds count, but are dialed regardless): a
-    /// message for a peer with no link beyond it is dropped (`dials_refused`), so that
-    /// addresses supplied by peers cannot make the node open connections without bound.
+    /// Dials to peers under way at once, at most, for a message to a node outside the core's
+    /// tables (nodes in its leaf set or routing table may use as many slots again, which
+    /// strangers cannot take; seeds count but are dialed regardless): a message beyond is
+    /// dropped (`dials_refused`), so that addresses supplied by peers cannot make the node open
+    /// connections without bound.
     pub max_dials: usize,
     /// After a failed dial, messages to that address are dropped for a while (50 ms after the
     /// first failure, doubling with each failure in a row) and at most this long; a link that
@@ -429,6 +431,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     // are backed up: their readers then wait, and TCP pushes back on the applications.
     let (app_tx, app_rx) = mpsc::channel(opts.input_queue);
     let driver = Driver::new(node, net.clone(), opts.clone(), tx.clone(), stats.clone());
+    let budget = driver.budget.clone();
     let ready = driver.ready.clone();
     let keys = Arc::new(link::LinkKeys {
         identity: opts.identity.clone(),
@@ -453,6 +456,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         stats.clone(),
         alive.clone(),
         tx.clone(),
+        budget.clone(),
     );
     accept_tasks.push(tokio::spawn(peers).abort_handle());
     let next_conn = Arc::new(AtomicU64::new(1));
@@ -468,6 +472,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
             stats.clone(),
             alive.clone(),
             app_tx.clone(),
+            budget.clone(),
         );
         accept_tasks.push(tokio::spawn(sessions).abort_handle());
     }

@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use petal_protocol::codec::{self, DecodeError};
 use petal_protocol::{Message, NodeId, NodeInfo};
 
-use crate::budget::Queued;
+use crate::budget::{self, Queued, Share};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -167,6 +167,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     writer_tx: mpsc::WeakSender<Queued>,
     writer: tokio::task::AbortHandle,
     live: Liveness,
+    share: Arc<Share>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut raw = BytesMut::with_capacity(if opener.is_plaintext() { 0 } else { 80 * 1024 });
@@ -198,12 +199,19 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 Err(e) => break Some(e.to_string()),
             }
         };
-        if !batch.is_empty()
+        let charge = if batch.is_empty() {
+            None
+        } else {
+            let cost = batch.iter().map(budget::message_cost).sum();
+            Some(budget::charge_input(&share, cost).await)
+        };
+        if let Some(charge) = charge
             && to_node
                 .send(Input::Peer {
                     from: peer,
                     link,
                     msgs: batch,
+                    charge,
                 })
                 .await
                 .is_err()

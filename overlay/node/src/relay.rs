@@ -15,6 +15,7 @@ use petal_protocol::relay::{self, ClientPacket, NodePacket, RelayError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::budget::Share;
 use crate::driver::Input;
 use crate::session::{Out, SessionOpen, SessionTx};
 use crate::{Options, RuntimeStats};
@@ -78,6 +79,7 @@ pub(crate) async fn serve<S>(
     opts: Arc<Options>,
     stats: Arc<RuntimeStats>,
     to_node: mpsc::Sender<Input>,
+    share: Arc<Share>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -131,7 +133,8 @@ pub(crate) async fn serve<S>(
     // Read packets until the client closes, drops or breaks the protocol.
     let mut writer_done = false;
     let graceful = loop {
-        let Some(drained) = forward_buffered(&mut buf, &limits, conn, &to_node).await else {
+        let Some(drained) = forward_buffered(&mut buf, &limits, conn, &to_node, &share).await
+        else {
             return;
         };
         match drained {
@@ -167,14 +170,20 @@ pub(crate) async fn serve<S>(
             // The node is shutting down: hand it what the client already wrote (replies of
             // services above all), then say so.
             () = drain.notified() => {
-                if read_ready(&mut rd, &mut buf).await.is_err() {
-                    break false;
-                }
-                if forward_buffered(&mut buf, &limits, conn, &to_node).await.is_none() {
-                    return;
-                }
-                if to_node.send(Input::SessionDrained { conn }).await.is_err() {
-                    return;
+                let end = read_ready(&mut rd, &mut buf, &limits, conn, &to_node, &share).await;
+                match end {
+                    None => return,
+                    Some(Ready::Open) => {
+                        if to_node.send(Input::SessionDrained { conn }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ready::Closed { graceful }) => break graceful,
+                    Some(Ready::Violation(why)) => {
+                        RuntimeStats::add(&stats.relay_violations, 1);
+                        tracing::info!(conn, %why, "relay protocol violation; closing the connection");
+                        break false;
+                    }
                 }
             }
         }
@@ -193,15 +202,48 @@ pub(crate) async fn serve<S>(
     }
 }
 
-/// Reads what is already buffered for the connection, without waiting for more. Err: the
-/// connection is closed or broken.
-async fn read_ready<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), ()> {
+/// How a read of what was ready ended.
+enum Ready {
+    /// Everything ready was handed over; the connection stays.
+    Open,
+    /// The client closed (gracefully with CLOSE, or dropped the connection).
+    Closed { graceful: bool },
+    /// A malformed packet.
+    Violation(String),
+}
+
+/// Most bytes one drain reads (a client that keeps writing cannot keep the reader in it).
+const READY_LIMIT: usize = 4 << 20;
+
+/// Reads what is already buffered for the connection, without waiting for more, and hands
+/// every packet to the node task as it goes (at most `READY_LIMIT` bytes). `None` when the
+/// node task is gone.
+async fn read_ready<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    limits: &relay::Limits,
+    conn: u64,
+    to_node: &mpsc::Sender<Input>,
+    share: &Arc<Share>,
+) -> Option<Ready> {
+    let mut read = 0;
     loop {
         // `timeout` polls the read once before looking at its (elapsed) deadline.
-        match tokio::time::timeout(std::time::Duration::ZERO, rd.read_buf(buf)).await {
-            Err(_) => return Ok(()),
-            Ok(Ok(0) | Err(_)) => return Err(()),
-            Ok(Ok(_)) => {}
+        let r = tokio::time::timeout(std::time::Duration::ZERO, rd.read_buf(buf)).await;
+        let eof = match r {
+            Err(_) => false,
+            Ok(Ok(0) | Err(_)) => true,
+            Ok(Ok(n)) => {
+                read += n;
+                false
+            }
+        };
+        match forward_buffered(buf, limits, conn, to_node, share).await? {
+            Drained::Close => return Some(Ready::Closed { graceful: true }),
+            Drained::Violation(why) => return Some(Ready::Violation(why)),
+            Drained::NeedMore if eof => return Some(Ready::Closed { graceful: false }),
+            Drained::NeedMore if r.is_err() || read >= READY_LIMIT => return Some(Ready::Open),
+            Drained::NeedMore => {}
         }
     }
 }
@@ -246,6 +288,7 @@ async fn forward_buffered(
     limits: &relay::Limits,
     conn: u64,
     to_node: &mpsc::Sender<Input>,
+    share: &Arc<Share>,
 ) -> Option<Drained> {
     let mut batch = Vec::new();
     let drained = loop {
@@ -258,7 +301,7 @@ async fn forward_buffered(
                 batch.push(packet);
                 if batch.len() >= 256 {
                     let packets = std::mem::take(&mut batch);
-                    to_node.send(Input::Session { conn, packets }).await.ok()?;
+                    send_batch(conn, packets, to_node, share).await?;
                 }
             }
             Ok(None) => break Drained::NeedMore,
@@ -266,10 +309,29 @@ async fn forward_buffered(
         }
     };
     if !batch.is_empty() {
-        let packets = batch;
-        to_node.send(Input::Session { conn, packets }).await.ok()?;
+        send_batch(conn, batch, to_node, share).await?;
     }
     Some(drained)
+}
+
+/// Hands a batch of packets to the node task, charged to the session's share of the memory
+/// budget (waiting, and so not reading the client, while the share is full).
+async fn send_batch(
+    conn: u64,
+    packets: Vec<ClientPacket>,
+    to_node: &mpsc::Sender<Input>,
+    share: &Arc<Share>,
+) -> Option<()> {
+    let cost = packets.iter().map(|p| p.encoded_len() as u64).sum();
+    let charge = crate::budget::charge_input(share, cost).await;
+    to_node
+        .send(Input::Session {
+            conn,
+            packets,
+            charge,
+        })
+        .await
+        .ok()
 }
 
 fn describe(e: &RelayError) -> String {

@@ -268,6 +268,8 @@ impl Sessions {
             RuntimeStats::add(&self.stats.relay_refused, 1);
             tracing::debug!(conn, error = %e, "relay command refused");
         }
+        // Answers to commands (refusals, timeouts) are queued too: the same bounds.
+        self.cut_if_over(conn);
     }
 
     /// An application event from the core. Calls nothing in the core: a session cut off here
@@ -368,37 +370,12 @@ impl Sessions {
             Event::TunnelOfferClosed { .. } => false,
             _ => false,
         };
-        let over_budget = s.out.refused_droppable.swap(0, Ordering::Relaxed);
-        RuntimeStats::add(&self.stats.memory_refused_sessions, over_budget);
-        if s.out.refused.load(Ordering::Relaxed) {
-            // A reply or tunnel data the node's memory budget had no room for: the client
-            // holding the most unread is not necessarily this one, but this one's packet
-            // could not be kept.
-            tracing::warn!(
-                conn,
-                "node memory budget exhausted; closing a client's connection"
-            );
-            RuntimeStats::add(&self.stats.memory_refused_sessions, 1);
-            s.out.kill.notify_one();
-            self.map.remove(&conn);
-            self.doomed.push(conn);
+        if self.cut_if_over(conn) {
             return;
         }
-        if s.out.queued.load(Ordering::Relaxed) > self.opts.session_max_bytes {
-            // Replies and tunnel data are never dropped, so a client that stopped reading
-            // with much of them pending is cut off rather than allowed to grow the node.
-            tracing::warn!(
-                conn,
-                queued = s.out.queued.load(Ordering::Relaxed),
-                limit = self.opts.session_max_bytes,
-                "client far behind on replies and tunnel data; closing its connection"
-            );
-            RuntimeStats::add(&self.stats.slow_closed, 1);
-            s.out.kill.notify_one();
-            self.map.remove(&conn);
-            self.doomed.push(conn);
+        let Some(s) = self.map.get_mut(&conn) else {
             return;
-        }
+        };
         if dropped {
             s.dropped += 1;
             RuntimeStats::add(&self.stats.relay_dropped, 1);
@@ -454,6 +431,48 @@ impl Sessions {
             s.out.drain.notify_one();
         }
         self.map.keys().copied().collect()
+    }
+
+    /// Counts the budget's refusals for session `conn` and cuts it off when a packet that must
+    /// arrive could not be kept (the node's budget or its share had no room), or when it is
+    /// more than `session_max_bytes` behind. True when cut off (unregistered after the current
+    /// delivery, see [`Sessions::take_doomed`]).
+    fn cut_if_over(&mut self, conn: u64) -> bool {
+        let Some(s) = self.map.get_mut(&conn) else {
+            return false;
+        };
+        let over_budget = s.out.refused_droppable.swap(0, Ordering::Relaxed);
+        RuntimeStats::add(&self.stats.memory_refused_sessions, over_budget);
+        if s.out.refused.load(Ordering::Relaxed) {
+            // A reply or tunnel data the node's memory budget had no room for: the client
+            // holding the most unread is not necessarily this one, but this one's packet
+            // could not be kept.
+            tracing::warn!(
+                conn,
+                "node memory budget exhausted; closing a client's connection"
+            );
+            RuntimeStats::add(&self.stats.memory_refused_sessions, 1);
+            s.out.kill.notify_one();
+            self.map.remove(&conn);
+            self.doomed.push(conn);
+            return true;
+        }
+        if s.out.queued.load(Ordering::Relaxed) > self.opts.session_max_bytes {
+            // Replies and tunnel data are never dropped, so a client that stopped reading
+            // with much of them pending is cut off rather than allowed to grow the node.
+            tracing::warn!(
+                conn,
+                queued = s.out.queued.load(Ordering::Relaxed),
+                limit = self.opts.session_max_bytes,
+                "client far behind on replies and tunnel data; closing its connection"
+            );
+            RuntimeStats::add(&self.stats.slow_closed, 1);
+            s.out.kill.notify_one();
+            self.map.remove(&conn);
+            self.doomed.push(conn);
+            return true;
+        }
+        false
     }
 
     /// Sessions cut off during the last event delivery, to unregister from the core now.

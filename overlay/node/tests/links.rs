@@ -284,8 +284,9 @@ async fn an_idle_link_to_a_stranger_is_closed() {
 }
 
 /// A peer that names 200 nodes, all at an address that accepts connections and never answers
-/// a handshake, makes the node dial at most `max_dials` at once; the rest are refused
-/// (counted), and the node keeps serving its applications meanwhile.
+/// a handshake, makes the node dial at most `max_dials` at once (twice that with the nodes
+/// the core took into its tables); the rest are refused (counted), and the node keeps serving
+/// its applications meanwhile.
 #[tokio::test]
 async fn addresses_from_a_peer_cannot_open_dials_without_bound() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -326,9 +327,10 @@ async fn addresses_from_a_peer_cannot_open_dials_without_bound() {
     s.write_all(&rec).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let st = n.stats().await.unwrap();
-    // One dial may be the fake peer's own address (127.0.0.1:9, refused at once).
+    // At most 8 for strangers and 8 more for nodes the core took into its tables; one more
+    // may be the fake peer's own address (127.0.0.1:9, refused at once).
     assert!(
-        st.runtime.link_dials <= 8 + 1,
+        st.runtime.link_dials <= 2 * 8 + 1,
         "{} dials started at once: {:?}",
         st.runtime.link_dials,
         st.runtime

@@ -73,9 +73,14 @@ impl Node {
                 self.send(p, Message::Prune { group: key });
             }
         }
-        let Some(g) = self.groups.trees.get(&key) else {
+        let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
+        if g.seen.seq == u64::MAX {
+            // The numbering is used up (a parent that numbered at the end of the space): a
+            // new epoch, as a new root would start.
+            g.enter_epoch(self.rng.random::<u64>() | 1, 1);
+        }
         let seq = EventSeq {
             epoch: g.seen.epoch,
             seq: g.seen.seq.saturating_add(1),
@@ -352,6 +357,7 @@ impl Node {
     /// replay buffer gives up its oldest events (it is a cache), then the newest held events
     /// are dropped (their gap stays open for a replay); each refusal is counted.
     pub(crate) fn sync_group(&mut self, key: Key) {
+        let mut refused = false;
         loop {
             let Some(g) = self.groups.trees.get_mut(&key) else {
                 return;
@@ -367,11 +373,16 @@ impl Node {
                 self.unhold(Owner::Node, charged - want);
                 return;
             }
-            if self.hold(Owner::Node, want - charged) {
+            if self.try_hold(Owner::Node, want - charged) {
                 if let Some(g) = self.groups.trees.get_mut(&key) {
                     g.charged = want;
                 }
                 return;
+            }
+            if !refused {
+                // One refusal per event the budget had no room for, however much it evicts.
+                self.stats.memory_refused += 1;
+                refused = true;
             }
             let Some(g) = self.groups.trees.get_mut(&key) else {
                 return;

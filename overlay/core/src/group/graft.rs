@@ -25,7 +25,7 @@ impl Node {
         }
         // Other nodes' grafts take at most 7/8 of `max_groups`: the rest stays for local
         // members, so that peers cannot lock this node's applications out of new groups.
-        let remote_max = self.cfg.max_groups - self.cfg.max_groups / 8;
+        let remote_max = self.cfg.max_groups - self.cfg.max_groups.div_ceil(8);
         if !self.groups.trees.contains_key(&key) && self.groups.len() >= remote_max {
             self.stats.group_drops += 1;
             self.send(from, Message::Prune { group: key });

@@ -418,8 +418,6 @@ impl Groups {
         }
     }
 
-    /// Forgets every tree's shape (after a failed join or a leave): only the local members
-    /// stay, to graft again.
     /// What the trees are charged to the memory budget, in all; checks that each tree's charge
     /// is what it holds.
     pub(crate) fn charged(&self) -> u64 {
@@ -437,7 +435,8 @@ impl Groups {
             .sum()
     }
 
-    /// Returns what the forgotten trees held of the memory budget.
+    /// Forgets every tree's shape (after a failed join or a leave): only the local members
+    /// stay, to graft again. Returns what the forgotten trees held of the memory budget.
     pub(crate) fn forget_trees(&mut self) -> u64 {
         self.routes_at = Time::MAX;
         self.refresh_at = Time::MAX;

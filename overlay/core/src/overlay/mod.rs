@@ -80,7 +80,9 @@ pub(crate) struct Overlay {
     /// Measured round-trip times of candidates that are not (or no longer) tracked.
     rtt_cache: RttCache,
     /// Forwarded messages awaiting their next hop's acknowledgement, by hop sequence number.
-    hops: BTreeMap<u64, PendingHop>,
+    /// Boxed: a B-tree leaf holds 11 entries however few are in use, and most nodes hold one
+    /// or two hops at a time (the simulator's bytes per node at 10^5).
+    hops: BTreeMap<u64, Box<PendingHop>>,
     /// Lookups started here, by lookup id.
     lookups: BTreeMap<u64, PendingLookup>,
     /// When the next routing-table row refresh is due.
@@ -129,7 +131,7 @@ impl Overlay {
     /// keeps its last node (11 entries' room), and most nodes forward a message now and then
     /// and hold none most of the time.
     pub(crate) fn remove_hop(&mut self, hop_seq: u64) -> Option<routing::PendingHop> {
-        let h = self.hops.remove(&hop_seq);
+        let h = self.hops.remove(&hop_seq).map(|h| *h);
         if self.hops.is_empty() {
             self.hops = BTreeMap::new();
         }
@@ -171,6 +173,7 @@ impl Overlay {
         m.probes += self.probes.heap_bytes() + crate::memory::deque_bytes(&self.probe_deadlines);
         m.dead += self.dead.heap_bytes();
         m.routes += btree_bytes(&self.hops)
+            + self.hops.len() * std::mem::size_of::<PendingHop>()
             + btree_bytes(&self.lookups)
             + btree_bytes(&self.reintroduce)
             + match &self.phase {

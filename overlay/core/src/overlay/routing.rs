@@ -196,13 +196,13 @@ impl Node {
         let deadline = now + self.hop_timeout(to);
         self.overlay.hops.insert(
             hop_seq,
-            PendingHop {
+            Box::new(PendingHop {
                 msg,
                 to,
                 avoid,
                 deadline,
                 owner,
-            },
+            }),
         );
         self.set_timer(deadline, TimerKey::Hop(hop_seq));
         true
@@ -258,13 +258,21 @@ impl Node {
         self.retry_hop(now, h);
     }
 
+    /// Sends a message whose hop failed another way, still charged to whoever it was charged
+    /// to before (not to the input that found the failure).
     fn retry_hop(&mut self, now: Time, h: PendingHop) {
         let PendingHop {
-            msg, to, mut avoid, ..
+            msg,
+            to,
+            mut avoid,
+            owner,
+            ..
         } = h;
         let msg = match msg {
             HopMsg::Route(m) => m,
-            HopMsg::Descend(m) => return self.retry_descend(now, *m, avoid, to),
+            HopMsg::Descend(m) => {
+                return self.as_cause(owner, |n| n.retry_descend(now, *m, avoid, to));
+            }
         };
         avoid.push(to);
         if u32::try_from(avoid.len()).unwrap_or(u32::MAX) > self.cfg.max_reroutes {
@@ -272,7 +280,7 @@ impl Node {
             return;
         }
         self.stats.reroutes += 1;
-        self.forward(now, msg, avoid);
+        self.as_cause(owner, |n| n.forward(now, msg, avoid));
     }
 
     /// Reroutes at once every message waiting for an ack from `dead`.

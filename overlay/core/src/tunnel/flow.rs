@@ -85,7 +85,10 @@ impl Node {
         };
         let (conn, cost) = (t.conn, chunk.len() as u64 + CHUNK_COST);
         if !self.hold(Owner::Conn(conn), cost) {
-            return Err(AppError::Full(crate::budget::BUDGET_FULL));
+            // Within the credit, so not the application's fault: the tunnel fails with the
+            // reason at both ends (the application hears `TunnelClosed`), nothing else does.
+            self.fail_tunnel(now, id, BUDGET_FAULT);
+            return Ok(());
         }
         let t = self.tunnels.ends.get_mut(&id).ok_or(AppError::UnknownId)?;
         t.charged += cost;

@@ -312,12 +312,12 @@ impl Tunnels {
 }
 
 impl Tunnel {
-    /// What the received chunks not yet consumed (queued or held) cost against the window.
     /// What the chunks queued both ways hold (payload and per-chunk cost).
     fn held_cost(&self) -> u64 {
         self.inq_cost() + self.outq_bytes + self.outq.len() as u64 * CHUNK_COST
     }
 
+    /// What the received chunks not yet consumed (queued or held) cost against the window.
     fn inq_cost(&self) -> u64 {
         self.inq_bytes + self.ahead_bytes + (self.inq.len() + self.ahead.len()) as u64 * CHUNK_COST
     }

@@ -278,9 +278,16 @@ impl<N: Net> Driver<N> {
                     self.node.unreachable(now, to.id);
                     return;
                 }
-                if self.dials >= self.opts.max_dials {
-                    // Addresses come from peers: a flood of them must not become a flood of
-                    // dials. The core's timeouts and reroutes cover the dropped message.
+                // Addresses come from peers: a flood of them must not become a flood of
+                // dials. Nodes in the core's tables (leaf set, routing table) have as many
+                // slots again that strangers cannot take; the core's timeouts and reroutes
+                // cover a dropped message.
+                let cap = if self.node.knows(to.id) {
+                    self.opts.max_dials * 2
+                } else {
+                    self.opts.max_dials
+                };
+                if self.dials >= cap {
                     RuntimeStats::add(&self.stats.link_drops, 1);
                     RuntimeStats::add(&self.stats.dials_refused, 1);
                     return;
@@ -320,6 +327,7 @@ impl<N: Net> Driver<N> {
         let opts = self.opts.clone();
         let keys = self.keys.clone();
         let stats = self.stats.clone();
+        let budget = self.budget.clone();
         tokio::spawn(async move {
             let dial = async {
                 let mut s = tokio::time::timeout(opts.dial_timeout, net.connect(addr))
@@ -342,7 +350,7 @@ impl<N: Net> Driver<N> {
                         dialed: Some(addr),
                         expected,
                     };
-                    start_link(s, up, &opts, stats, inputs).await
+                    start_link(s, up, &opts, stats, inputs, budget).await
                 }
                 Err(why) => {
                     let _ = inputs
@@ -376,6 +384,7 @@ pub(crate) async fn start_link<S>(
     opts: &Options,
     stats: Arc<RuntimeStats>,
     inputs: mpsc::Sender<Input>,
+    budget: Arc<petal_core::MemoryBudget>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -428,5 +437,6 @@ pub(crate) async fn start_link<S>(
         weak,
         writer,
         live,
+        Share::new(budget, opts.core.memory_share),
     ));
 }

@@ -39,6 +39,8 @@ pub(crate) enum Input {
         from: NodeInfo,
         link: u64,
         msgs: Vec<Message>,
+        /// What the batch holds of the link's input share (given back once handled).
+        charge: crate::budget::Charge,
     },
     /// A link finished its handshake.
     LinkUp {
@@ -71,6 +73,8 @@ pub(crate) enum Input {
     Session {
         conn: u64,
         packets: Vec<petal_protocol::relay::ClientPacket>,
+        /// What the batch holds of the session's input share (given back once handled).
+        charge: crate::budget::Charge,
     },
     /// A session ended: `graceful` after the client's CLOSE, else a drop or a violation.
     SessionClosed { conn: u64, graceful: bool },
@@ -135,7 +139,8 @@ pub(crate) struct Driver<N: Net> {
 
 /// A shutdown waiting for sessions' readers (see [`Input::SessionDrained`]).
 struct Stopping {
-    done: oneshot::Sender<()>,
+    /// Who asked for the shutdown (answered once the node is down).
+    done: Vec<oneshot::Sender<()>>,
     waiting: std::collections::BTreeSet<u64>,
     deadline: Instant,
 }
@@ -258,7 +263,7 @@ impl<N: Net> Driver<N> {
             }
             wake = Some(wake.map_or(self.next_reap, |w| w.min(self.next_reap)));
             if let Some(deadline) = self.stopping.as_ref().map(|s| s.deadline) {
-                if self.finish_shutdown_if_drained() {
+                if self.finish_shutdown_if_drained(&mut app_rx) {
                     return;
                 }
                 wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
@@ -284,24 +289,18 @@ impl<N: Net> Driver<N> {
                 biased;
                 input = rx.recv() => {
                     let Some(input) = input else { return };
-                    if self.handle(input) {
-                        return;
-                    }
+                    self.handle(input);
                     // Take what else is waiting (one wake-up for many inputs), draining the
                     // core after each: its event and transmit queues are bounded, and a batch
                     // of inputs can produce more than they hold.
-                    if self.drain_more(&mut rx, &mut app_rx) {
-                        return;
-                    }
+                    self.drain_more(&mut rx, &mut app_rx);
                 }
-                input = app_rx.recv(), if !self.congested => {
+                // While shutting down, application input is read however busy the links are:
+                // it holds the replies the shutdown waits for.
+                input = app_rx.recv(), if !self.congested || self.stopping.is_some() => {
                     let Some(input) = input else { return };
-                    if self.handle(input) {
-                        return;
-                    }
-                    if self.drain_more(&mut rx, &mut app_rx) {
-                        return;
-                    }
+                    self.handle(input);
+                    self.drain_more(&mut rx, &mut app_rx);
                 }
                 () = &mut sleep, if wake.is_some() => {
                     armed = None;
@@ -314,35 +313,33 @@ impl<N: Net> Driver<N> {
 
     /// Takes what else is waiting (one wake-up for many inputs), peer input first, draining
     /// the core after each input: its event and transmit queues are bounded, and a batch of
-    /// inputs can produce more than they hold. True when the node has shut down.
-    fn drain_more(
-        &mut self,
-        rx: &mut mpsc::Receiver<Input>,
-        app_rx: &mut mpsc::Receiver<Input>,
-    ) -> bool {
+    /// inputs can produce more than they hold. (A shutdown is finished by `run`.)
+    fn drain_more(&mut self, rx: &mut mpsc::Receiver<Input>, app_rx: &mut mpsc::Receiver<Input>) {
         for _ in 0..512 {
             self.flush();
             let next = match rx.try_recv() {
                 Ok(input) => input,
-                Err(_) if self.congested => break,
+                Err(_) if self.congested && self.stopping.is_none() => break,
                 Err(_) => match app_rx.try_recv() {
                     Ok(input) => input,
                     Err(_) => break,
                 },
             };
-            if self.handle(next) {
-                return true;
-            }
+            self.handle(next);
         }
-        false
     }
 
-    /// Handles one input; true when the node has shut down.
-    fn handle(&mut self, input: Input) -> bool {
+    /// Handles one input.
+    fn handle(&mut self, input: Input) {
         let now = self.now();
         self.coarse_now = self.start + Duration::from_micros(now.as_micros());
         match input {
-            Input::Peer { from, link, msgs } => {
+            Input::Peer {
+                from,
+                link,
+                msgs,
+                charge,
+            } => {
                 // Frames of a link that was replaced still count: the peer sent them to us.
                 let _ = link;
                 self.link_used.insert(from.id, self.coarse_now);
@@ -351,6 +348,8 @@ impl<N: Net> Driver<N> {
                     self.node.handle_message(now, from, msg);
                     self.flush();
                 }
+                // Handled: the link's reader may read on.
+                drop(charge);
             }
             Input::LinkUp {
                 peer,
@@ -375,19 +374,23 @@ impl<N: Net> Driver<N> {
             }
             Input::LinkDown { peer, link, why } => self.link_down(peer, link, &why),
             Input::SessionOpen(open) => self.sessions.open(&mut self.node, now, open),
-            Input::Session { conn, packets } => {
+            Input::Session {
+                conn,
+                packets,
+                charge,
+            } => {
                 for packet in packets {
                     self.sessions.packet(&mut self.node, now, conn, packet);
                     // One publish to a large local audience fills the event queue: drain.
                     self.flush();
                 }
+                drop(charge);
                 self.check_core_congestion();
             }
             Input::SessionClosed { conn, graceful } => {
                 self.sessions.closed(&mut self.node, now, conn, graceful);
                 if let Some(s) = &mut self.stopping {
                     s.waiting.remove(&conn);
-                    return self.finish_shutdown_if_drained();
                 }
             }
             Input::Stats(reply) => {
@@ -397,25 +400,23 @@ impl<N: Net> Driver<N> {
                 if let Some(s) = &mut self.stopping {
                     s.waiting.remove(&conn);
                 }
-                return self.finish_shutdown_if_drained();
             }
             Input::Shutdown(done) => {
-                if self.stopping.is_some() {
-                    let _ = done.send(());
-                    return false;
+                if let Some(s) = &mut self.stopping {
+                    // Answered with the first, once the node is down.
+                    s.done.push(done);
+                    return;
                 }
                 // First what services already wrote (their replies): each session's reader
-                // hands it over, then the node answers the rest and leaves.
+                // hands it over, then the node answers the rest and leaves (`run`).
                 let waiting = self.sessions.drain_all().into_iter().collect();
                 self.stopping = Some(Stopping {
-                    done,
+                    done: vec![done],
                     waiting,
                     deadline: Instant::now() + SHUTDOWN_DRAIN,
                 });
-                return self.finish_shutdown_if_drained();
             }
         }
-        false
     }
 
     /// A seed answered: it is a contact of the core. A node not started joins through it, a
@@ -632,13 +633,18 @@ impl<N: Net> Driver<N> {
     }
 
     /// Shuts down once every session handed over what its client wrote, or the drain's
-    /// deadline passed. True when done.
-    fn finish_shutdown_if_drained(&mut self) -> bool {
+    /// deadline passed: first handles what the sessions' readers queued (replies among it, also
+    /// when links are congested and application input is otherwise not read). True when done.
+    fn finish_shutdown_if_drained(&mut self, app_rx: &mut mpsc::Receiver<Input>) -> bool {
         let Some(s) = &self.stopping else {
             return false;
         };
         if !s.waiting.is_empty() && Instant::now() < s.deadline {
             return false;
+        }
+        while let Ok(input) = app_rx.try_recv() {
+            self.handle(input);
+            self.flush();
         }
         let Some(s) = self.stopping.take() else {
             return false;
@@ -646,7 +652,9 @@ impl<N: Net> Driver<N> {
         self.flush();
         let now = self.now();
         self.shutdown(now);
-        let _ = s.done.send(());
+        for done in s.done {
+            let _ = done.send(());
+        }
         true
     }
 

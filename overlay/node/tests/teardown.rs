@@ -106,10 +106,24 @@ async fn a_node_shut_down_under_load_ends_every_request_once() {
         echoed > 0 && other > 0,
         "the teardown fell while requests were under way: {echoed} echoed, {other} not"
     );
-    // The nodes that stay serve as before.
+    // The nodes that stay serve as before, and what the load made them hold is given back
+    // (every charge of the memory budget: queues, input, the core's buffers).
     for n in [&b, &c] {
         let mut h = Healthy::new(relay_addr(n)).await;
         h.check().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let s = n.stats().await.unwrap();
+            if s.memory_used == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} bytes still charged after the load",
+                s.memory_used
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     drop(echo);
     b.shutdown().await;

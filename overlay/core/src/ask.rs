@@ -361,7 +361,7 @@ impl Node {
         // Its first hop holds it until acknowledged: refused now when it would not fit (a
         // budget shared with the driver can still refuse it there, by a later charge).
         let cost = std::mem::size_of::<petal_protocol::RouteMsg>() + payload.len();
-        self.refuse_unless_fits(Owner::Conn(conn), cost as u64)?;
+        self.refuse_unless_fits(Owner::conn(conn), cost as u64)?;
         let id = self.nonce();
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
         self.asks.requests.insert(

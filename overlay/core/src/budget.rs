@@ -98,44 +98,108 @@ impl MemoryBudget {
 type OwnerMap =
     hashbrown::HashMap<Owner, u64, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
 
-/// Who a charge belongs to (see the module's text).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Owner {
-    /// Charges of no peer or connection (a timer's work, replay caches).
-    Node,
-    Peer(NodeId),
-    Conn(ConnId),
+/// Who a charge belongs to (see the module's text): the node itself, a peer or a local
+/// connection, in 16 bytes (two words, no tag: `Held` sits in every simulated node). A peer
+/// whose id has its top 63 bits set shares its key with the node or a connection; that only
+/// merges their shares, every total stays exact.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Owner {
+    hi: u64,
+    lo: u64,
+}
+
+impl Owner {
+    /// Charges of no peer or connection (a timer's work, local publishes, replay caches).
+    pub(crate) const NODE: Owner = Owner {
+        hi: u64::MAX,
+        lo: u64::MAX,
+    };
+    /// The top word of a connection's key.
+    const CONN: u64 = u64::MAX - 1;
+
+    /// Peer `id`'s charges.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the id's two halves are split on purpose"
+    )]
+    pub(crate) fn peer(id: NodeId) -> Owner {
+        let v = id.get();
+        Owner {
+            hi: (v >> 64) as u64,
+            lo: v as u64,
+        }
+    }
+
+    /// Local connection `c`'s charges.
+    pub(crate) fn conn(c: ConnId) -> Owner {
+        Owner {
+            hi: Self::CONN,
+            lo: c.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.hi, self.lo) {
+            (u64::MAX, u64::MAX) => f.write_str("Node"),
+            (Self::CONN, c) => write!(f, "Conn({c})"),
+            (hi, lo) => write!(f, "Peer({:032x})", (u128::from(hi) << 64) | u128::from(lo)),
+        }
+    }
 }
 
 /// What the core holds of the budget, in all and by owner. The budget itself is the node's own
-/// unless a driver shares one.
-#[derive(Debug, Default)]
+/// unless a driver shares one. 32 bytes: it sits in every simulated node.
+#[derive(Debug)]
 pub(crate) struct Held {
     /// Bytes the core holds (every owner).
     total: u64,
-    /// Bytes by peer or connection (none for `Owner::Node`); boxed on first use, so that a
-    /// simulated node that never holds anything pays one pointer.
-    by_owner: Option<Box<OwnerMap>>,
+    /// Bytes by peer or connection, and a budget shared with a driver; boxed while either is
+    /// in use, so that a simulated node that holds nothing for anyone pays one pointer.
+    extra: Option<Box<Extra>>,
+    /// Who pays for what the node does now (set for the length of one input; `Owner::NODE`
+    /// otherwise).
+    pub(crate) cause: Owner,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Self {
+            total: 0,
+            extra: None,
+            cause: Owner::NODE,
+        }
+    }
+}
+
+/// The parts of [`Held`] most nodes of a simulation never use.
+#[derive(Debug, Default)]
+struct Extra {
+    /// Bytes by peer or connection (none for `Owner::NODE`, no zero entry).
+    by_owner: OwnerMap,
     /// A budget shared with a driver (`None`: the core's own, `Config::memory_budget`).
     shared: Option<std::sync::Arc<MemoryBudget>>,
-    /// Who pays for what the node does now (set for the length of one input).
-    pub(crate) cause: Option<Owner>,
 }
 
 impl Held {
     /// Heap bytes of the by-owner table.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.by_owner
-            .as_ref()
-            .map_or(0, |m| crate::memory::hash_bytes(m))
+        self.extra.as_ref().map_or(0, |e| {
+            std::mem::size_of::<Extra>() + crate::memory::hash_bytes(&e.by_owner)
+        })
     }
 
     /// Bytes held for `owner`.
     pub(crate) fn of(&self, owner: Owner) -> u64 {
-        self.by_owner
+        self.extra
             .as_ref()
-            .and_then(|m| m.get(&owner).copied())
+            .and_then(|e| e.by_owner.get(&owner).copied())
             .unwrap_or(0)
+    }
+
+    fn shared(&self) -> Option<&MemoryBudget> {
+        self.extra.as_ref().and_then(|e| e.shared.as_deref())
     }
 }
 
@@ -147,7 +211,7 @@ impl Node {
             self.held.total, 0,
             "a budget is shared before anything is held"
         );
-        self.held.shared = Some(budget);
+        self.held.extra.get_or_insert_with(Box::default).shared = Some(budget);
     }
 
     /// Bytes this core holds against the memory budget (see [`MemoryBudget`]).
@@ -157,13 +221,13 @@ impl Node {
 
     /// Who pays for what the current input makes the node hold.
     pub(crate) fn cause(&self) -> Owner {
-        self.held.cause.unwrap_or(Owner::Node)
+        self.held.cause
     }
 
     /// Runs `f` with `owner` as the cause: a retry of something `owner` made the node hold (a
     /// rerouted hop, a parked ask placed) stays `owner`'s, whatever input triggered it.
     pub(crate) fn as_cause<R>(&mut self, owner: Owner, f: impl FnOnce(&mut Self) -> R) -> R {
-        let prev = self.held.cause.replace(owner);
+        let prev = std::mem::replace(&mut self.held.cause, owner);
         let r = f(self);
         self.held.cause = prev;
         r
@@ -173,9 +237,9 @@ impl Node {
     /// before a command's work starts, so that the application hears of a refusal at once).
     pub(crate) fn fits(&self, owner: Owner, n: u64) -> bool {
         let fits_share =
-            owner == Owner::Node || self.held.of(owner).saturating_add(n) <= self.cfg.memory_share;
+            owner == Owner::NODE || self.held.of(owner).saturating_add(n) <= self.cfg.memory_share;
         fits_share
-            && match &self.held.shared {
+            && match self.held.shared() {
                 Some(b) => b.used().saturating_add(n) <= b.limit(),
                 None => self.held.total.saturating_add(n) <= self.cfg.memory_budget,
             }
@@ -204,9 +268,9 @@ impl Node {
     pub(crate) fn try_hold(&mut self, owner: Owner, n: u64) -> bool {
         let share = self.cfg.memory_share;
         let mine = self.held.of(owner);
-        let fits_share = owner == Owner::Node || mine.saturating_add(n) <= share;
+        let fits_share = owner == Owner::NODE || mine.saturating_add(n) <= share;
         let fits = fits_share
-            && match &self.held.shared {
+            && match self.held.shared() {
                 Some(b) => b.try_take(n),
                 None => self.held.total.saturating_add(n) <= self.cfg.memory_budget,
             };
@@ -214,11 +278,12 @@ impl Node {
             return false;
         }
         self.held.total += n;
-        if owner != Owner::Node && n > 0 {
+        if owner != Owner::NODE && n > 0 {
             *self
                 .held
-                .by_owner
+                .extra
                 .get_or_insert_with(Box::default)
+                .by_owner
                 .entry(owner)
                 .or_insert(0) += n;
         }
@@ -229,20 +294,22 @@ impl Node {
     pub(crate) fn unhold(&mut self, owner: Owner, n: u64) {
         debug_assert!(self.held.total >= n, "gave back more than was held");
         self.held.total = self.held.total.saturating_sub(n);
-        if let Some(b) = &self.held.shared {
+        let Some(e) = self.held.extra.as_mut() else {
+            return;
+        };
+        if let Some(b) = &e.shared {
             b.give(n);
         }
-        if owner != Owner::Node
+        if owner != Owner::NODE
             && n > 0
-            && let Some(m) = self.held.by_owner.as_mut()
-            && let Some(v) = m.get_mut(&owner)
+            && let Some(v) = e.by_owner.get_mut(&owner)
         {
             debug_assert!(*v >= n, "gave back more than {owner:?} held");
             *v = v.saturating_sub(n);
             if *v == 0 {
-                m.remove(&owner);
-                if m.is_empty() {
-                    self.held.by_owner = None;
+                e.by_owner.remove(&owner);
+                if e.by_owner.is_empty() && e.shared.is_none() {
+                    self.held.extra = None;
                 }
             }
         }
@@ -256,7 +323,7 @@ impl Node {
         let mut total = 0;
         let mut add = |owner: Owner, n: u64| {
             total += n;
-            if owner != Owner::Node && n > 0 {
+            if owner != Owner::NODE && n > 0 {
                 *want.entry(owner).or_default() += n;
             }
         };
@@ -265,18 +332,19 @@ impl Node {
         for (owner, n) in hops.into_iter().chain(parked).chain(self.tunnels.charges()) {
             add(owner, n);
         }
-        add(Owner::Node, self.groups.charged());
+        add(Owner::NODE, self.groups.charged());
         assert_eq!(self.held.total, total, "memory held in all");
         let by: std::collections::BTreeMap<Owner, u64> = self
             .held
-            .by_owner
+            .extra
             .iter()
-            .flat_map(|m| m.iter())
+            .flat_map(|e| e.by_owner.iter())
             .map(|(o, n)| (*o, *n))
             .collect();
         assert_eq!(by, want, "memory held by owner");
-        assert!(
-            self.held.cause.is_none(),
+        assert_eq!(
+            self.held.cause,
+            Owner::NODE,
             "a cause left set after its input"
         );
     }

@@ -208,7 +208,7 @@ impl Node {
             self.stats.request_drops += 1;
             return Err(AppError::Full("pending requests of this connection"));
         }
-        self.held.cause = Some(crate::budget::Owner::Conn(conn));
+        self.held.cause = crate::budget::Owner::conn(conn);
         let started = self.start_request(
             now,
             conn,
@@ -218,7 +218,7 @@ impl Node {
             timeout_ms,
         );
         self.drain_loopback(now);
-        self.held.cause = None;
+        self.held.cause = crate::budget::Owner::NODE;
         started
     }
 

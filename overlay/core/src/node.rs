@@ -287,7 +287,7 @@ pub struct Node {
     pub(crate) tunnels: Tunnels,
     /// Messages this node sent to itself (both ends of a request or tunnel here), handled in
     /// order at the end of the current input.
-    loopback: VecDeque<Message>,
+    loopback: Vec<Message>,
     outbox: VecDeque<Transmit>,
     events: VecDeque<Event>,
     pub(crate) stats: Stats,
@@ -320,7 +320,7 @@ impl Node {
             locals: Locals::default(),
             asks: Asks::new(),
             tunnels: Tunnels::new(),
-            loopback: VecDeque::new(),
+            loopback: Vec::new(),
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -359,7 +359,7 @@ impl Node {
             self.timers.push(Reverse((t, k)));
         }
         let freed = self.groups.forget_trees();
-        self.unhold(crate::budget::Owner::Node, freed);
+        self.unhold(crate::budget::Owner::NODE, freed);
         self.reset_overlay();
     }
 
@@ -374,7 +374,7 @@ impl Node {
             node: std::mem::size_of::<Node>(),
             timers: self.timers.capacity() * std::mem::size_of::<Reverse<(Time, TimerKey)>>(),
             queues: self.held.heap_bytes()
-                + crate::memory::deque_bytes(&self.loopback)
+                + crate::memory::vec_bytes(&self.loopback)
                 + crate::memory::deque_bytes(&self.outbox)
                 + crate::memory::deque_bytes(&self.events),
             messaging: self.groups.heap_bytes()
@@ -569,7 +569,7 @@ impl Node {
             answered = self.heard_from(now, from, heard);
         }
         // What this message makes the node hold is `from`'s to pay (its share of the budget).
-        self.held.cause = Some(crate::budget::Owner::Peer(from.id));
+        self.held.cause = crate::budget::Owner::peer(from.id);
         match msg {
             Message::Ping { nonce } if !answered => self.send(from, Message::Pong { nonce }),
             // (Answered by our probe of the pinger.)
@@ -626,7 +626,7 @@ impl Node {
             other => self.handle_app_message(now, from, other),
         }
         self.drain_loopback(now);
-        self.held.cause = None;
+        self.held.cause = crate::budget::Owner::NODE;
         self.compact_timers();
     }
 
@@ -667,7 +667,7 @@ impl Node {
                 self.stats.outbox_drops += 1;
                 return;
             }
-            self.loopback.push_back(msg);
+            self.loopback.push(msg);
         } else {
             self.send(to, msg);
         }
@@ -678,9 +678,13 @@ impl Node {
     /// deliveries, arms no timer of its own, so the heap must be compacted here too; found by
     /// the `core` fuzz target).
     pub(crate) fn drain_loopback(&mut self, now: Time) {
-        while let Some(msg) = self.loopback.pop_front() {
-            let me = self.me;
-            self.handle_app_message(now, me, msg);
+        // In order: what handling a batch sends to itself is the next batch. (A `Vec`, not a
+        // deque: 8 bytes less in every node.)
+        while !self.loopback.is_empty() {
+            for msg in std::mem::take(&mut self.loopback) {
+                let me = self.me;
+                self.handle_app_message(now, me, msg);
+            }
         }
         self.compact_timers();
     }

@@ -370,10 +370,10 @@ impl Node {
             let charged = g.charged;
             if want <= charged {
                 g.charged = want;
-                self.unhold(Owner::Node, charged - want);
+                self.unhold(Owner::NODE, charged - want);
                 return;
             }
-            if self.try_hold(Owner::Node, want - charged) {
+            if self.try_hold(Owner::NODE, want - charged) {
                 if let Some(g) = self.groups.trees.get_mut(&key) {
                     g.charged = want;
                 }

@@ -570,7 +570,7 @@ impl Node {
             let parent = g.parent.take();
             let charged = g.charged;
             self.groups.trees.remove(&key);
-            self.unhold(Owner::Node, charged);
+            self.unhold(Owner::NODE, charged);
             if let Some(p) = parent {
                 self.send(p, Message::Prune { group: key });
             }

@@ -37,7 +37,7 @@ impl Node {
         let Some(t) = self.tunnels.ends.get(&id) else {
             return true;
         };
-        let (want, charged, owner) = (t.held_cost(), t.charged, Owner::Conn(t.conn));
+        let (want, charged, owner) = (t.held_cost(), t.charged, Owner::conn(t.conn));
         if want <= charged {
             self.unhold(owner, charged - want);
         } else if !self.hold(owner, want - charged) {
@@ -52,7 +52,7 @@ impl Node {
     /// Removes tunnel `id` (and its connection's name for it), giving back what it held.
     pub(super) fn forget_tunnel(&mut self, id: u64) -> Option<Tunnel> {
         let t = self.tunnels.remove(id)?;
-        self.unhold(Owner::Conn(t.conn), t.charged);
+        self.unhold(Owner::conn(t.conn), t.charged);
         Some(t)
     }
 
@@ -84,7 +84,7 @@ impl Node {
             ));
         };
         let (conn, cost) = (t.conn, chunk.len() as u64 + CHUNK_COST);
-        if !self.hold(Owner::Conn(conn), cost) {
+        if !self.hold(Owner::conn(conn), cost) {
             // Within the credit, so not the application's fault: the tunnel fails with the
             // reason at both ends (the application hears `TunnelClosed`), nothing else does.
             self.fail_tunnel(now, id, BUDGET_FAULT);

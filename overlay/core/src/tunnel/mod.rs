@@ -153,7 +153,7 @@ impl Tunnels {
             .iter()
             .map(|(id, t)| {
                 assert_eq!(t.charged, t.held_cost(), "tunnel {id} charged wrong");
-                (crate::budget::Owner::Conn(t.conn), t.charged)
+                (crate::budget::Owner::conn(t.conn), t.charged)
             })
             .collect()
     }

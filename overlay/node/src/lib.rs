@@ -440,8 +440,27 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         deadline: opts.handshake_timeout,
     });
     let mut accept_tasks = Vec::new();
-    if let Some(task) = discovery_task(&net, &opts, info, ready, tx.clone(), stats.clone()).await? {
-        accept_tasks.push(tokio::spawn(task.run()).abort_handle());
+    if let Some(d) = &opts.discovery {
+        let boot = discovery_boot(&opts)?;
+        let start = DiscoveryStart {
+            opts: opts.clone(),
+            info,
+            ready,
+            inputs: tx.clone(),
+            stats: stats.clone(),
+            boot,
+        };
+        match net.multicast(d.group, d.interface).await {
+            Ok(socket) => accept_tasks.push(tokio::spawn(start.task(socket).run()).abort_handle()),
+            // No multicast route or interface (a namespace with only loopback, a locked-down
+            // container): the node serves its applications and seeds at once, and tries again.
+            Err(e) => {
+                tracing::warn!(group = %d.group, error = %e,
+                    "LAN discovery cannot start; serving without it and retrying (1 s, doubling up to 60 s)");
+                let retry = start.retry(net.clone(), e);
+                accept_tasks.push(tokio::spawn(retry).abort_handle());
+            }
+        }
     }
     tokio::spawn(driver.run(rx, app_rx));
     tracing::info!(id = %info.id, peers = %advertise, relay = ?relay_addrs,
@@ -515,38 +534,75 @@ async fn bind_relays<N: Net>(
     Ok((relays, relay_addrs))
 }
 
-/// The discovery task, its multicast socket joined, if the options ask for discovery.
-async fn discovery_task<N: Net>(
-    net: &N,
-    opts: &Options,
+/// The random boot id discovery beacons carry (a restarted process is told apart).
+fn discovery_boot(opts: &Options) -> io::Result<u64> {
+    let mut boot = [0u8; 8];
+    opts.entropy.fill(u64::MAX, &mut boot)?;
+    Ok(u64::from_be_bytes(boot))
+}
+
+/// What a discovery task needs besides its socket.
+struct DiscoveryStart {
+    opts: Arc<Options>,
     info: NodeInfo,
     ready: Arc<AtomicBool>,
     inputs: mpsc::Sender<Input>,
     stats: Arc<RuntimeStats>,
-) -> io::Result<Option<discovery::Task<N::Datagram>>> {
-    let Some(d) = &opts.discovery else {
-        return Ok(None);
-    };
-    let socket = net.multicast(d.group, d.interface).await?;
-    let key = match &opts.security {
-        LinkSecurity::Noise(k) => k.clone(),
-        // Plaintext links (measurements): beacons still need a key; everyone uses zeros.
-        LinkSecurity::Plaintext => NetworkKey::from_bytes([0; 32]),
-    };
-    let mut boot = [0u8; 8];
-    opts.entropy.fill(u64::MAX, &mut boot)?;
-    Ok(Some(discovery::Task {
-        socket,
-        key: beacon::BeaconKey::new(key.as_bytes()),
-        opts: d.clone(),
-        me: info.id,
-        port: info.addr.port(),
-        boot: u64::from_be_bytes(boot),
-        ready,
-        entropy: opts.entropy,
-        inputs,
-        stats,
-    }))
+    boot: u64,
+}
+
+impl DiscoveryStart {
+    /// The discovery task on `socket`.
+    fn task<D: net::Datagram>(self, socket: D) -> discovery::Task<D> {
+        let key = match &self.opts.security {
+            LinkSecurity::Noise(k) => k.clone(),
+            // Plaintext links (measurements): beacons still need a key; everyone uses zeros.
+            LinkSecurity::Plaintext => NetworkKey::from_bytes([0; 32]),
+        };
+        let d = self.opts.discovery.clone().unwrap_or_default();
+        discovery::Task {
+            socket,
+            key: beacon::BeaconKey::new(key.as_bytes()),
+            opts: d,
+            me: self.info.id,
+            port: self.info.addr.port(),
+            boot: self.boot,
+            ready: self.ready,
+            entropy: self.opts.entropy,
+            inputs: self.inputs,
+            stats: self.stats,
+        }
+    }
+
+    /// Tries to open the discovery socket again (after 1 s, doubling up to 60 s) until it
+    /// opens, then runs discovery. Logs when it starts; a failure again is logged at debug.
+    async fn retry<N: Net>(self, net: N, first: io::Error) {
+        let Some(d) = self.opts.discovery.clone() else {
+            return;
+        };
+        let mut delay = Duration::from_secs(1);
+        let mut last = first.to_string();
+        loop {
+            tokio::time::sleep(delay).await;
+            match net.multicast(d.group, d.interface).await {
+                Ok(socket) => {
+                    tracing::info!(group = %d.group, "LAN discovery started");
+                    self.task(socket).run().await;
+                    return;
+                }
+                Err(e) => {
+                    let now = e.to_string();
+                    if now != last {
+                        tracing::warn!(group = %d.group, error = %e, "LAN discovery still cannot start");
+                        last = now;
+                    } else {
+                        tracing::debug!(group = %d.group, error = %e, "LAN discovery still cannot start");
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
 }
 
 /// A cheap, cloneable way to read a node's counters from another task.

@@ -160,3 +160,24 @@ fn options_that_would_misbehave_are_refused() {
     assert!(o.validate().is_err());
     assert!(options(0xc1, vec![]).validate().is_ok());
 }
+
+/// A node whose discovery cannot start (here: an interface address this host does not have,
+/// as on a host with no multicast route) starts all the same, serves its applications, and
+/// keeps trying discovery in the background.
+#[tokio::test]
+async fn a_node_whose_discovery_cannot_start_serves_anyway() {
+    let mut o = options(0xc2, vec![]);
+    o.discovery = Some(petal_node::discovery::Discovery {
+        // TEST-NET-1: never an address of this host.
+        interface: std::net::Ipv4Addr::new(192, 0, 2, 1),
+        ..Default::default()
+    });
+    let n = petal_node::spawn(petal_node::TokioNet, o)
+        .await
+        .expect("the node starts without discovery");
+    let mut h = Healthy::new(relay_addr(&n)).await;
+    h.check().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.check().await;
+    n.shutdown().await;
+}

@@ -146,9 +146,17 @@ impl Node {
     /// Starts `petald args` in namespace `i` with the network key `key` (environment) and
     /// `RUST_LOG=debug` (so the flags stay the operator's: none unless `args` has some).
     fn start(lan: &Lan, i: usize, key: &str, args: &[&str]) -> Node {
+        Self::start_with(lan, i, Some(key), args)
+    }
+
+    /// As [`Node::start`]; without a key the environment has none either (`--dev` makes one).
+    fn start_with(lan: &Lan, i: usize, key: Option<&str>, args: &[&str]) -> Node {
         let mut cmd = lan.command(i, PETALD);
+        match key {
+            Some(k) => cmd.env("PETAL_NETWORK_KEY", k),
+            None => cmd.env_remove("PETAL_NETWORK_KEY"),
+        };
         cmd.args(args)
-            .env("PETAL_NETWORK_KEY", key)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -1572,4 +1580,46 @@ fn a_restarted_node_rejoins_as_itself() {
          {first_reply:?}",
         ms(RESTART_BUDGET)
     );
+}
+
+/// Issue 17, "start anywhere": on a host whose only interface is `lo` (no multicast route, no
+/// default route: a locked-down container), `petald --dev` with no other flag warns that LAN
+/// discovery cannot start, starts anyway, and serves its local applications: a request to a
+/// service attached to it is answered. Before, it refused to start ("No such device").
+#[test]
+fn a_node_on_a_host_with_only_loopback_serves_local_applications() {
+    let Some(lan) = Lan::new("ptl-lo", 1) else {
+        return;
+    };
+    // Take the LAN away: deleting the namespace's end of the veth deletes both ends.
+    let status = lan
+        .command(0, "ip")
+        .args(["link", "del", "eth0"])
+        .status()
+        .expect("running ip");
+    assert!(status.success(), "ip link del eth0 failed");
+    let links = lan
+        .command(0, "ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("running ip");
+    let links = String::from_utf8_lossy(&links.stdout).to_string();
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "the namespace should hold only lo: {links}"
+    );
+    let node = Node::start_with(&lan, 0, None, &["--dev"]);
+    node.id();
+    assert!(
+        node.wait_log("LAN discovery cannot start", 5 * SECOND)
+            .is_some(),
+        "no warning about discovery: {}",
+        node.log()
+    );
+    let service = App::start(&lan, 0, "helper_serve", &["lo-echo", "here"]);
+    service.expect("READY", 10 * SECOND);
+    let client = requester(&lan, 0, "lo-echo", b"ping", 5 * SECOND, 3);
+    let got = replies(&client, 10 * SECOND);
+    assert_eq!(got, vec![tagged("here", b"ping"); 3], "{}", node.log());
 }

@@ -377,6 +377,17 @@ impl Node {
         self.tunnels.len()
     }
 
+    /// Every cluster and topic tree this node is part of (as member, relay or root), for
+    /// operators (the admin API). Allocates; not for hot paths.
+    pub fn groups(&self) -> Vec<crate::GroupInfo> {
+        self.groups.infos()
+    }
+
+    /// Every tunnel end on this node, for operators (the admin API). Allocates.
+    pub fn tunnels(&self) -> Vec<crate::TunnelInfo> {
+        self.tunnels.infos()
+    }
+
     pub(crate) fn check_local_invariants(&self) {
         assert!(
             self.locals.conns.len() <= self.cfg.max_conns,

@@ -30,6 +30,11 @@ impl Share {
     /// Charges `n` bytes to this queue and the node: `None` when the queue's bound or the
     /// node's budget would be passed (the node's budget counts its own refusals; the caller
     /// counts the rest).
+    /// Bytes this queue holds.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+
     pub(crate) fn charge(self: &Arc<Self>, n: u64) -> Option<Charge> {
         let fits = self
             .held
@@ -65,12 +70,6 @@ impl Share {
             share: Some(self.clone()),
             n,
         })
-    }
-
-    /// Bytes this queue holds.
-    #[cfg(test)]
-    pub(crate) fn held(&self) -> u64 {
-        self.held.load(Ordering::Acquire)
     }
 }
 

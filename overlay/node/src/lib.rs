@@ -66,6 +66,7 @@
 
 pub mod beacon;
 pub mod discovery;
+pub mod inspect;
 pub mod link;
 pub mod net;
 pub mod secure;
@@ -87,6 +88,7 @@ use petal_protocol::relay::DEFAULT_PORT;
 use petal_protocol::{NodeId, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
 
+pub use inspect::{DiscoveryStatus, Inspection};
 pub use net::{Datagram, Listener, Net, TokioNet};
 pub use secure::{Entropy, Identity, LinkSecurity, NetworkKey};
 
@@ -430,7 +432,9 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     // Sessions have their own channel, which the node task stops reading while peer links
     // are backed up: their readers then wait, and TCP pushes back on the applications.
     let (app_tx, app_rx) = mpsc::channel(opts.input_queue);
-    let driver = Driver::new(node, net.clone(), opts.clone(), tx.clone(), stats.clone());
+    let mut driver = Driver::new(node, net.clone(), opts.clone(), tx.clone(), stats.clone());
+    driver.relay_addrs.clone_from(&relay_addrs);
+    let discovery_status = driver.discovery.clone();
     let budget = driver.budget.clone();
     let ready = driver.ready.clone();
     let keys = Arc::new(link::LinkKeys {
@@ -449,14 +453,22 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
             inputs: tx.clone(),
             stats: stats.clone(),
             boot,
+            status: discovery_status,
         };
         match net.multicast(d.group, d.interface).await {
-            Ok(socket) => accept_tasks.push(tokio::spawn(start.task(socket).run()).abort_handle()),
+            Ok(socket) => {
+                start.set_status(DiscoveryStatus::Running { group: d.group });
+                accept_tasks.push(tokio::spawn(start.task(socket).run()).abort_handle());
+            }
             // No multicast route or interface (a namespace with only loopback, a locked-down
             // container): the node serves its applications and seeds at once, and tries again.
             Err(e) => {
                 tracing::warn!(group = %d.group, error = %e,
                     "LAN discovery cannot start; serving without it and retrying (1 s, doubling up to 60 s)");
+                start.set_status(DiscoveryStatus::Retrying {
+                    group: d.group,
+                    error: e.to_string(),
+                });
                 let retry = start.retry(net.clone(), e);
                 accept_tasks.push(tokio::spawn(retry).abort_handle());
             }
@@ -549,9 +561,17 @@ struct DiscoveryStart {
     inputs: mpsc::Sender<Input>,
     stats: Arc<RuntimeStats>,
     boot: u64,
+    /// What the admin API shows of discovery.
+    status: Arc<std::sync::Mutex<DiscoveryStatus>>,
 }
 
 impl DiscoveryStart {
+    fn set_status(&self, status: DiscoveryStatus) {
+        if let Ok(mut s) = self.status.lock() {
+            *s = status;
+        }
+    }
+
     /// The discovery task on `socket`.
     fn task<D: net::Datagram>(self, socket: D) -> discovery::Task<D> {
         let key = match &self.opts.security {
@@ -587,11 +607,16 @@ impl DiscoveryStart {
             match net.multicast(d.group, d.interface).await {
                 Ok(socket) => {
                     tracing::info!(group = %d.group, "LAN discovery started");
+                    self.set_status(DiscoveryStatus::Running { group: d.group });
                     self.task(socket).run().await;
                     return;
                 }
                 Err(e) => {
                     let now = e.to_string();
+                    self.set_status(DiscoveryStatus::Retrying {
+                        group: d.group,
+                        error: now.clone(),
+                    });
                     if now != last {
                         tracing::warn!(group = %d.group, error = %e, "LAN discovery still cannot start");
                         last = now;
@@ -618,6 +643,14 @@ impl StatsSource {
         self.inputs.send(Input::Stats(tx)).await.ok()?;
         rx.await.ok()
     }
+
+    /// Everything the admin API shows (`None` once the node has shut down): see
+    /// [`inspect`].
+    pub async fn inspect(&self) -> Option<Inspection> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Inspect(tx)).await.ok()?;
+        rx.await.ok().map(|b| *b)
+    }
 }
 
 impl NodeHandle {
@@ -643,6 +676,11 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Stats(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Everything the admin API shows (`None` once it has shut down): see [`inspect`].
+    pub async fn inspect(&self) -> Option<Inspection> {
+        self.stats_source().inspect().await
     }
 
     /// Graceful shutdown: every pending request of every application is answered (timeout),

@@ -152,6 +152,33 @@ pub(crate) struct Liveness {
 
 /// Runs the reading half of link `link` from `peer` until EOF, a bad frame or record, or
 /// `idle` of silence, then reports the link down and stops its writer.
+/// What one peer link carried, counted by its two tasks (the admin API shows it).
+#[derive(Debug)]
+pub(crate) struct LinkTraffic {
+    /// When the link came up.
+    pub(crate) since: tokio::time::Instant,
+    /// Bytes read from the socket (records as sent, before they are opened).
+    pub(crate) bytes_in: std::sync::atomic::AtomicU64,
+    /// Bytes written to the socket.
+    pub(crate) bytes_out: std::sync::atomic::AtomicU64,
+    /// Messages of the core received (link keepalives not counted).
+    pub(crate) messages_in: std::sync::atomic::AtomicU64,
+    /// Messages written (link keepalives included).
+    pub(crate) messages_out: std::sync::atomic::AtomicU64,
+}
+
+impl LinkTraffic {
+    pub(crate) fn new() -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            bytes_in: 0.into(),
+            bytes_out: 0.into(),
+            messages_in: 0.into(),
+            messages_out: 0.into(),
+        }
+    }
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "the read loop owns each of these for its whole life; bundling them would only move the list into a struct used once"
@@ -168,6 +195,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     writer: tokio::task::AbortHandle,
     live: Liveness,
     share: Arc<Share>,
+    traffic: Arc<LinkTraffic>,
 ) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut raw = BytesMut::with_capacity(if opener.is_plaintext() { 0 } else { 80 * 1024 });
@@ -199,6 +227,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 Err(e) => break Some(e.to_string()),
             }
         };
+        RuntimeStats::add(&traffic.messages_in, batch.len() as u64);
         let charge = if batch.is_empty() {
             None
         } else {
@@ -231,7 +260,8 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
             biased;
             r = rd.read_buf(into) => match r {
                 Ok(0) => break "closed by the peer".to_string(),
-                Ok(_) => {
+                Ok(n) => {
+                    RuntimeStats::add(&traffic.bytes_in, n as u64);
                     last_rx = tokio::time::Instant::now();
                     if !opener.is_plaintext()
                         && let Err(e) = opener.open(&mut raw, &mut buf)
@@ -273,6 +303,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut sealer: Sealer,
     mut rx: mpsc::Receiver<Queued>,
+    traffic: Arc<LinkTraffic>,
 ) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut sealed: Vec<u8> = Vec::new();
@@ -280,19 +311,25 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     while let Some(q) = rx.recv().await {
         codec::encode(&q.msg, &mut buf);
         drop(q);
+        let mut messages = 1;
         while buf.len() < 256 * 1024 {
             match rx.try_recv() {
                 Ok(q) => codec::encode(&q.msg, &mut buf),
                 Err(_) => break,
             }
+            messages += 1;
         }
-        if sealer.is_plaintext() {
+        let written = if sealer.is_plaintext() {
             wr.write_all(&buf).await?;
+            buf.len()
         } else {
             sealed.clear();
             sealer.seal(&buf, &mut sealed)?;
             wr.write_all(&sealed).await?;
-        }
+            sealed.len()
+        };
+        RuntimeStats::add(&traffic.messages_out, messages);
+        RuntimeStats::add(&traffic.bytes_out, written as u64);
         buf.clear();
         if rx.is_empty() {
             wr.flush().await?;

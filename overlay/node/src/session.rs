@@ -105,6 +105,11 @@ pub(crate) struct SessionOpen {
 struct Session {
     out: SessionTx,
     dropped: u64,
+    /// When it attached.
+    since: tokio::time::Instant,
+    /// When each of its requests the core took arrived, by the client's id: for the
+    /// request-duration histogram (bounded by the core's pending requests per connection).
+    started: BTreeMap<u64, tokio::time::Instant>,
 }
 
 /// Every attached session.
@@ -117,6 +122,8 @@ pub(crate) struct Sessions {
     stats: Arc<RuntimeStats>,
     /// The node's memory budget, which every session's queue is charged to.
     budget: Arc<petal_core::MemoryBudget>,
+    /// Durations of the requests the sessions' clients made.
+    pub(crate) durations: crate::inspect::DurationHistogram,
 }
 
 fn timeout_ms(ms: u64) -> u32 {
@@ -135,11 +142,34 @@ impl Sessions {
             opts,
             stats,
             budget,
+            durations: crate::inspect::DurationHistogram::default(),
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Every session, for the admin API.
+    pub(crate) fn infos(&self) -> Vec<crate::inspect::SessionInfo> {
+        self.map
+            .iter()
+            .map(|(&conn, s)| crate::inspect::SessionInfo {
+                conn,
+                age: s.since.elapsed(),
+                queued_bytes: s.out.queued.load(Ordering::Relaxed) as u64,
+                dropped: s.dropped,
+                pending_requests: s.started.len(),
+            })
+            .collect()
+    }
+
+    /// Bytes queued for every session's client, in all.
+    pub(crate) fn queued_bytes(&self) -> u64 {
+        self.map
+            .values()
+            .map(|s| s.out.queued.load(Ordering::Relaxed) as u64)
+            .sum()
     }
 
     /// Attaches a session: registers it with the core and sends the handshake's answer.
@@ -154,7 +184,15 @@ impl Sessions {
                 RuntimeStats::add(&self.stats.sessions_opened, 1);
                 let mut out = open.out;
                 out.share = Some(Share::new(self.budget.clone(), node.config().memory_share));
-                self.map.insert(open.conn, Session { out, dropped: 0 });
+                self.map.insert(
+                    open.conn,
+                    Session {
+                        out,
+                        dropped: 0,
+                        since: tokio::time::Instant::now(),
+                        started: BTreeMap::new(),
+                    },
+                );
             }
             Err(e) => {
                 tracing::info!(conn = open.conn, error = %e, "relay attach refused");
@@ -185,6 +223,9 @@ impl Sessions {
                 timeout_ms: t,
             } => node
                 .request(now, c, id, &cluster, request, timeout_ms(t))
+                .inspect(|()| {
+                    s.started.insert(id, tokio::time::Instant::now());
+                })
                 .inspect_err(|_| {
                     // Refused (too many pending, an id in use, a bad name): the one REPLY is
                     // a timeout now.
@@ -314,6 +355,9 @@ impl Sessions {
                     Outcome::Fault(f) => ReplyOutcome::Fault(f),
                     Outcome::Timeout => ReplyOutcome::Timeout,
                 };
+                if let Some(t) = s.started.remove(&request) {
+                    self.durations.observe(t.elapsed());
+                }
                 s.out.must(NodePacket::Reply {
                     id: request,
                     outcome,

@@ -41,7 +41,10 @@ use crate::time::{Time, micros};
 
 mod cast;
 mod graft;
+mod info;
 mod remover;
+
+pub use info::GroupInfo;
 
 /// A local member of a group: a cluster member or a topic subscriber.
 #[derive(Clone, Debug, Default)]

@@ -51,6 +51,9 @@ use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
 mod flow;
+mod info;
+
+pub use info::{TunnelInfo, TunnelPhase};
 
 /// Where a tunnel is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]

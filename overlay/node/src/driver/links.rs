@@ -29,6 +29,8 @@ pub(super) enum LinkState {
         tx: mpsc::Sender<Queued>,
         /// The peer's share of the memory budget, which the link's queue is held to.
         share: Arc<Share>,
+        /// What the link carried, and since when.
+        traffic: Arc<link::LinkTraffic>,
     },
 }
 
@@ -92,6 +94,7 @@ impl<N: Net> Driver<N> {
         dialed_addr: Option<SocketAddr>,
         tx: mpsc::Sender<Queued>,
         expected: Option<NodeId>,
+        traffic: Arc<link::LinkTraffic>,
     ) {
         let dialed = dialed_addr.is_some();
         let me = self.node.id();
@@ -134,6 +137,7 @@ impl<N: Net> Driver<N> {
                 dialer: old_dialer,
                 tx: old_tx,
                 share: old_share,
+                traffic: old_traffic,
             }) => {
                 if old_dialer < dialer || (old_dialer == dialer && old > link) {
                     // Keep the existing link; this one closes once its writer drains.
@@ -144,6 +148,7 @@ impl<N: Net> Driver<N> {
                             dialer: old_dialer,
                             tx: old_tx,
                             share: old_share,
+                            traffic: old_traffic,
                         },
                     );
                     // The seed answered all the same (it had dialed us first).
@@ -175,6 +180,7 @@ impl<N: Net> Driver<N> {
                 dialer,
                 tx,
                 share,
+                traffic,
             },
         );
         if let Some(addr) = seed {
@@ -398,8 +404,10 @@ pub(crate) async fn start_link<S>(
     } = up;
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Queued>(opts.link_queue);
+    let traffic = Arc::new(link::LinkTraffic::new());
+    let writer_traffic = traffic.clone();
     let writer = tokio::spawn(async move {
-        if let Err(e) = link::write_loop(wr, sealer, rx).await {
+        if let Err(e) = link::write_loop(wr, sealer, rx, writer_traffic).await {
             tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");
         }
     })
@@ -420,6 +428,7 @@ pub(crate) async fn start_link<S>(
             dialed,
             tx,
             expected,
+            traffic: traffic.clone(),
         })
         .await
         .is_err()
@@ -438,5 +447,6 @@ pub(crate) async fn start_link<S>(
         writer,
         live,
         Share::new(budget, opts.core.memory_share),
+        traffic,
     ));
 }

@@ -19,6 +19,7 @@ use crate::net::Net;
 use crate::session::{SessionOpen, Sessions};
 use crate::{Options, RuntimeStats, StatsSnapshot};
 
+mod inspect;
 mod links;
 
 use links::LinkState;
@@ -51,6 +52,8 @@ pub(crate) enum Input {
         tx: mpsc::Sender<crate::budget::Queued>,
         /// The id the dialer expected at that address (`None` for seeds and inbound links).
         expected: Option<NodeId>,
+        /// What the link carries (counted by its tasks).
+        traffic: Arc<crate::link::LinkTraffic>,
     },
     /// Discovery heard a ready node's beacon; `news` when it is the first beacon heard from
     /// that node (or from a new process of it).
@@ -83,6 +86,8 @@ pub(crate) enum Input {
     SessionDrained { conn: u64 },
     /// A snapshot of the counters.
     Stats(oneshot::Sender<StatsSnapshot>),
+    /// A snapshot of the node for the admin API.
+    Inspect(oneshot::Sender<Box<crate::inspect::Inspection>>),
     /// Graceful shutdown: answer everything, leave the ring, then reply.
     Shutdown(oneshot::Sender<()>),
 }
@@ -127,6 +132,12 @@ pub(crate) struct Driver<N: Net> {
     link_used: BTreeMap<NodeId, Instant>,
     /// The time at the start of the current input (one clock read per input).
     coarse_now: Instant,
+    /// Where applications connect (the bound addresses), for the admin API.
+    pub(crate) relay_addrs: Vec<SocketAddr>,
+    /// Whether LAN discovery runs (set by its task).
+    pub(crate) discovery: Arc<std::sync::Mutex<crate::inspect::DiscoveryStatus>>,
+    /// Application inputs waiting, as of the top of the current turn of the loop.
+    app_queue: usize,
     /// When idle links are next looked for.
     next_reap: Instant,
     /// The core's join retries already logged.
@@ -201,6 +212,9 @@ impl<N: Net> Driver<N> {
             joined: false,
             seeds_pending: false,
             congested: false,
+            relay_addrs: Vec::new(),
+            discovery: Arc::new(std::sync::Mutex::new(crate::inspect::DiscoveryStatus::Off)),
+            app_queue: 0,
         }
     }
 
@@ -241,6 +255,7 @@ impl<N: Net> Driver<N> {
         let mut armed: Option<Instant> = None;
         loop {
             self.coarse_now = Instant::now();
+            self.app_queue = app_rx.len();
             self.flush();
             let now = self.now();
             if self.seeds_pending && Instant::now() >= join_deadline {
@@ -357,11 +372,12 @@ impl<N: Net> Driver<N> {
                 dialed,
                 tx,
                 expected,
+                traffic,
             } => {
                 if dialed.is_some() {
                     self.dials = self.dials.saturating_sub(1);
                 }
-                self.link_up(peer, link, dialed, tx, expected);
+                self.link_up(peer, link, dialed, tx, expected, traffic);
             }
             Input::Discovered { info, news } => self.discovered(info, news),
             Input::DialFailed {
@@ -395,6 +411,9 @@ impl<N: Net> Driver<N> {
             }
             Input::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            Input::Inspect(reply) => {
+                let _ = reply.send(Box::new(self.inspect()));
             }
             Input::SessionDrained { conn } => {
                 if let Some(s) = &mut self.stopping {

@@ -1,0 +1,49 @@
+//! What the node shows of its group trees to operators ([`crate::Node::groups`]).
+
+use super::{GroupKind, Groups};
+use crate::app::{ConnId, Name};
+use petal_protocol::{Key, Load, NodeId};
+
+/// This node's part of one cluster's or topic's tree, as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's key (the hash of its name).
+    pub key: Key,
+    /// Cluster or topic.
+    pub kind: GroupKind,
+    /// The name, known when a local connection is (or was) a member; a node that only relays
+    /// the tree knows the key alone.
+    pub name: Option<Name>,
+    /// This node is the tree's root.
+    pub root: bool,
+    /// Its parent in the tree.
+    pub parent: Option<NodeId>,
+    /// The parent is a sibling chosen after a full node dropped this one (bottleneck remover).
+    pub fostered: bool,
+    /// Its children in the tree.
+    pub children: Vec<NodeId>,
+    /// Local members: cluster connections or subscribers.
+    pub members: Vec<ConnId>,
+    /// The subtree's load as this node reports it to its parent.
+    pub load: Load,
+}
+
+impl Groups {
+    /// Every tree this node is part of, by key.
+    pub(crate) fn infos(&self) -> Vec<GroupInfo> {
+        self.trees
+            .iter()
+            .map(|(&key, g)| GroupInfo {
+                key,
+                kind: g.kind,
+                name: g.name.clone(),
+                root: g.root,
+                parent: g.parent.map(|p| p.id),
+                fostered: g.foster.is_some() && g.parent.is_some(),
+                children: g.children.keys().copied().collect(),
+                members: g.members.keys().copied().collect(),
+                load: g.load(),
+            })
+            .collect()
+    }
+}

@@ -173,3 +173,114 @@ pub struct Stats {
     /// Tunnel payload bytes handed to local applications.
     pub tunnel_bytes_received: u64,
 }
+
+impl Stats {
+    /// Every counter with its name, in declaration order (what metrics exporters and reports
+    /// iterate over).
+    pub fn fields(&self) -> [(&'static str, u64); 77] {
+        [
+            ("messages_sent", self.messages_sent),
+            ("messages_received", self.messages_received),
+            ("unknown_messages", self.unknown_messages),
+            ("outbox_drops", self.outbox_drops),
+            ("event_drops", self.event_drops),
+            ("routes_forwarded", self.routes_forwarded),
+            ("routes_delivered", self.routes_delivered),
+            ("hop_timeouts", self.hop_timeouts),
+            ("reroutes", self.reroutes),
+            ("routes_held", self.routes_held),
+            ("routes_dropped", self.routes_dropped),
+            ("memory_refused", self.memory_refused),
+            ("deaths_declared", self.deaths_declared),
+            ("link_losses", self.link_losses),
+            ("deaths_by_dial", self.deaths_by_dial),
+            ("revivals", self.revivals),
+            ("dead_rumours", self.dead_rumours),
+            ("requests_failed_on_leave", self.requests_failed_on_leave),
+            ("pings_sent", self.pings_sent),
+            ("proximity_swaps", self.proximity_swaps),
+            ("join_retries", self.join_retries),
+            ("join_contacts_unreachable", self.join_contacts_unreachable),
+            ("row_requests", self.row_requests),
+            ("searches", self.searches),
+            ("search_moves", self.search_moves),
+            ("joins_refused", self.joins_refused),
+            ("join_founded", self.join_founded),
+            ("introductions", self.introductions),
+            ("lookup_retries", self.lookup_retries),
+            ("group_drops", self.group_drops),
+            ("group_roots_taken", self.group_roots_taken),
+            ("group_parent_changes", self.group_parent_changes),
+            ("relocations", self.relocations),
+            ("group_route_changes", self.group_route_changes),
+            ("group_children_expired", self.group_children_expired),
+            ("group_repairs", self.group_repairs),
+            ("group_cycles_refused", self.group_cycles_refused),
+            ("group_redirects_sent", self.group_redirects_sent),
+            ("group_redirected", self.group_redirected),
+            ("group_fostered", self.group_fostered),
+            ("group_replayed", self.group_replayed),
+            ("events_published", self.events_published),
+            ("events_unheard", self.events_unheard),
+            ("events_delivered", self.events_delivered),
+            ("events_forwarded", self.events_forwarded),
+            ("events_duplicate", self.events_duplicate),
+            ("events_copies_dropped", self.events_copies_dropped),
+            ("events_stale", self.events_stale),
+            ("event_gaps", self.event_gaps),
+            ("events_held", self.events_held),
+            ("events_lost", self.events_lost),
+            ("requests_sent", self.requests_sent),
+            ("request_drops", self.request_drops),
+            ("requests_answered", self.requests_answered),
+            ("requests_faulted", self.requests_faulted),
+            ("requests_timed_out", self.requests_timed_out),
+            ("requests_abandoned", self.requests_abandoned),
+            ("replies_late", self.replies_late),
+            ("replies_sent", self.replies_sent),
+            ("requests_delivered", self.requests_delivered),
+            ("deliveries_expired", self.deliveries_expired),
+            ("deliveries_abandoned", self.deliveries_abandoned),
+            ("asks_forwarded", self.asks_forwarded),
+            ("asks_unplaced", self.asks_unplaced),
+            ("asks_copies_dropped", self.asks_copies_dropped),
+            ("asks_parked", self.asks_parked),
+            ("asks_bounced", self.asks_bounced),
+            ("duplicate_subscribes", self.duplicate_subscribes),
+            ("bogus_unsubscribes", self.bogus_unsubscribes),
+            ("tunnels_opened", self.tunnels_opened),
+            ("tunnels_failed", self.tunnels_failed),
+            ("tunnel_drops", self.tunnel_drops),
+            ("tunnel_stale", self.tunnel_stale),
+            ("tunnel_chunk_copies", self.tunnel_chunk_copies),
+            ("tunnel_chunks_held", self.tunnel_chunks_held),
+            ("tunnel_bytes_sent", self.tunnel_bytes_sent),
+            ("tunnel_bytes_received", self.tunnel_bytes_received),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    /// A counter added to the struct but not to `fields` fails here (every field is a u64).
+    #[test]
+    fn fields_lists_every_counter_once() {
+        let s = Stats::default();
+        let f = s.fields();
+        assert_eq!(f.len() * 8, std::mem::size_of::<Stats>());
+        let mut names: Vec<&str> = f.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), f.len());
+        let s = Stats {
+            tunnel_bytes_received: 7,
+            messages_sent: 3,
+            ..Stats::default()
+        };
+        let f = s.fields();
+        assert_eq!(f[0], ("messages_sent", 3));
+        assert_eq!(f[f.len() - 1], ("tunnel_bytes_received", 7));
+    }
+}

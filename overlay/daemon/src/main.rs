@@ -23,11 +23,17 @@
 //!
 //! `--memory-budget` (config `memory_budget`, default 1GiB) bounds what peers and applications
 //! can make the node hold; one peer or application may hold an eighth of it.
+//!
+//! The admin HTTP API (`petal-admin`: `/healthz`, `/readyz`, `/metrics`, `/v1/...`) listens on
+//! `127.0.0.1:55558` unless `--admin ADDR` or `--admin off` says otherwise; beyond loopback it
+//! needs `--admin-token-file`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(
     not(test),
     warn(clippy::cast_possible_truncation, clippy::too_many_lines)
 )]
+
+mod admin;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -47,7 +53,7 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
     /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
-    /// memory_budget).
+    /// memory_budget, admin, admin_token_file).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print a fresh random network key (64 hex digits) and exit.
@@ -103,6 +109,15 @@ struct Cli {
     /// or plain bytes. One peer or one application may hold an eighth of it. [default: 1GiB]
     #[arg(long, value_parser = parse_bytes)]
     memory_budget: Option<u64>,
+    /// Address of the admin HTTP API (health, readiness, Prometheus metrics, the node's
+    /// tables), or `off`. An address other than loopback needs --admin-token-file.
+    /// [default: 127.0.0.1:55558, skipped with a warning when taken]
+    #[arg(long, value_parser = admin::parse_admin)]
+    admin: Option<admin::AdminAddr>,
+    /// File whose first line is the admin API's bearer token (16 or more printable
+    /// characters; mode 600).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// Runtime threads. The node's state lives in one task, and on a 2-core machine one
     /// thread measured faster than two on every benchmark (cross-thread wake-ups cost more
     /// than they bring): see the README.
@@ -127,6 +142,8 @@ struct FileConfig {
     discovery_group: Option<SocketAddrV4>,
     discovery_interface: Option<Ipv4Addr>,
     memory_budget: Option<String>,
+    admin: Option<String>,
+    admin_token_file: Option<PathBuf>,
 }
 
 /// The merged settings.
@@ -145,6 +162,7 @@ struct Settings {
     discovery: Option<Discovery>,
     plaintext: bool,
     memory_budget: Option<u64>,
+    admin: admin::AdminSettings,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -192,7 +210,18 @@ fn settings(cli: Cli) -> Result<Settings> {
         ),
         (None, None) => None,
     };
+    let admin_addr = match (cli.admin, file.admin.as_deref()) {
+        (Some(a), _) => a,
+        (None, Some(text)) => admin::parse_admin(text)
+            .map_err(anyhow::Error::msg)
+            .context("admin in the config file")?,
+        (None, None) => admin::AdminAddr::Default,
+    };
     Ok(Settings {
+        admin: admin::AdminSettings {
+            addr: admin_addr,
+            token_file: cli.admin_token_file.or(file.admin_token_file),
+        },
         memory_budget,
         network_key,
         network_key_source,
@@ -547,9 +576,13 @@ async fn run(s: Settings) -> Result<()> {
             node.info().addr
         );
     }
+    let admin = admin::start(&s.admin, node.stats_source()).await?;
     let watch = tokio::spawn(watch_drops(node.stats_source()));
     let sig = shutdown_signal().await;
     watch.abort();
+    if let Some(a) = admin {
+        a.stop();
+    }
     tracing::info!(signal = sig, "shutting down");
     node.shutdown().await;
     tracing::info!("stopped");

@@ -310,6 +310,12 @@ counters! {
     relay_refused,
     /// Broadcasts, events and request deliveries dropped for clients that do not read.
     relay_dropped,
+    /// Events published on a topic and queued for a local subscriber.
+    delivered_publishes,
+    /// Broadcasts queued for a local cluster member.
+    delivered_broadcasts,
+    /// Requests queued for a local cluster member.
+    delivered_requests,
     /// Replies that came after their request's timeout (discarded).
     late_replies,
     /// Peer dials started.

@@ -323,6 +323,12 @@ impl Sessions {
             return;
         };
         let limit = self.opts.session_queue_bytes;
+        let delivered = match &ev {
+            Event::Request { .. } => Some(&self.stats.delivered_requests),
+            Event::Broadcast { .. } => Some(&self.stats.delivered_broadcasts),
+            Event::Published { .. } => Some(&self.stats.delivered_publishes),
+            _ => None,
+        };
         let dropped = match ev {
             Event::Request {
                 delivery,
@@ -414,6 +420,11 @@ impl Sessions {
             Event::TunnelOfferClosed { .. } => false,
             _ => false,
         };
+        if let Some(c) = delivered
+            && !dropped
+        {
+            RuntimeStats::add(c, 1);
+        }
         if self.cut_if_over(conn) {
             return;
         }

@@ -125,6 +125,11 @@ impl Daemon {
         if !spec.extra.iter().any(|a| a == "--discovery") {
             cmd.arg("--no-discovery");
         }
+        // Many test daemons run at once: none takes the admin API's default port unless the
+        // test configures the API (by flag or config file).
+        if !spec.extra.iter().any(|a| a == "--admin" || a == "--config") {
+            cmd.args(["--admin", "off"]);
+        }
         cmd.args(spec.extra.iter().filter(|a| *a != "--discovery"));
         let mut child = cmd.spawn().expect("spawning petald");
         let log = Arc::new(Mutex::new(String::new()));

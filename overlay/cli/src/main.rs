@@ -11,6 +11,9 @@
 //! - `petal tunnel <cluster>`: pipes stdin through a tunnel and what comes back to stdout.
 //! - `petal bench <request|broadcast|publish|tunnel|all>`: measures the local node (or two
 //!   nodes with `--port2`), starting its own services and subscribers.
+//! - `petal status`, `peers`, `routes`, `clusters`, `topics`, `tunnels`, `sessions`: the
+//!   node's state from its admin HTTP API (`--admin`, 127.0.0.1:55558 by default), as tables,
+//!   or the API's JSON with `--json`.
 //!
 //! ## Layout
 //! - `main.rs`: flags, dispatch, exit codes.
@@ -19,6 +22,7 @@
 //! - `serve.rs`: `serve` (echo, exec, fault injection, tunnels).
 //! - `tunnel.rs`: `tunnel`.
 //! - `bench/`: `bench`: one file per measured pattern, `report.rs` for the table and JSON.
+//! - `status.rs`: the admin API views.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![cfg_attr(
     not(test),
@@ -29,6 +33,7 @@ mod bench;
 mod common;
 mod messaging;
 mod serve;
+mod status;
 mod tunnel;
 
 use std::process::ExitCode;
@@ -74,6 +79,20 @@ enum Command {
     Tunnel(tunnel::TunnelArgs),
     /// Measures latency and throughput of the local node (or of two nodes).
     Bench(bench::BenchArgs),
+    /// Shows the node: id, state, addresses, discovery, sizes (admin API).
+    Status(status::AdminArgs),
+    /// Lists the node's peer links with RTTs and traffic (admin API).
+    Peers(status::AdminArgs),
+    /// Shows the node's leaf set and routing table with RTTs (admin API).
+    Routes(status::AdminArgs),
+    /// Lists the clusters whose trees the node is part of (admin API).
+    Clusters(status::AdminArgs),
+    /// Lists the topics whose trees the node is part of (admin API).
+    Topics(status::AdminArgs),
+    /// Lists the tunnel ends on the node (admin API).
+    Tunnels(status::AdminArgs),
+    /// Lists the applications attached to the node (admin API).
+    Sessions(status::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,5 +134,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(port, args).await,
         Command::Tunnel(args) => tunnel::tunnel(port, args).await,
         Command::Bench(args) => bench::bench(port, args).await,
+        Command::Status(a) => status::show(status::View::Status, a).await,
+        Command::Peers(a) => status::show(status::View::Peers, a).await,
+        Command::Routes(a) => status::show(status::View::Routes, a).await,
+        Command::Clusters(a) => status::show(status::View::Clusters, a).await,
+        Command::Topics(a) => status::show(status::View::Topics, a).await,
+        Command::Tunnels(a) => status::show(status::View::Tunnels, a).await,
+        Command::Sessions(a) => status::show(status::View::Sessions, a).await,
     }
 }

@@ -82,10 +82,24 @@ fn free_port() -> u16 {
 
 /// Starts a petald and waits until its relay port accepts connections; returns the port.
 fn start_node(procs: &Procs) -> u16 {
+    start_node_with(procs, "off")
+}
+
+/// Starts a petald with its admin API on a free port; returns the relay and admin ports.
+fn start_node_with_admin(procs: &Procs) -> (u16, u16) {
+    let admin = free_port();
+    let port = start_node_with(procs, &format!("127.0.0.1:{admin}"));
+    (port, admin)
+}
+
+/// Starts a petald with `--admin admin` and waits until its relay port accepts connections;
+/// returns the port.
+fn start_node_with(procs: &Procs, admin: &str) -> u16 {
     let (port, peer_port) = (free_port(), free_port());
     let child = Command::new(petald())
         .args(["--port", &port.to_string()])
         .args(["--listen", &format!("127.0.0.1:{peer_port}")])
+        .args(["--admin", admin])
         .args(["--dev", "--no-discovery", "--log", "warn"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -264,4 +278,71 @@ fn bench_request_prints_json_with_positive_throughput() {
     let p50 = request["latency"]["p50_us"].as_f64().expect("p50_us");
     assert!(p50 > 0.0, "p50 {p50}: {report}");
     assert_eq!(report["nodes"], 1);
+}
+
+/// `petal status`, `clusters`, `sessions`, `peers`, `routes`, `tunnels` read the node's admin
+/// API: tables for people, JSON with `--json`, and a clear error (exit code 1) where no API
+/// answers.
+#[test]
+fn status_and_tables_come_from_the_admin_api() {
+    let procs = Procs::default();
+    let (port, admin) = start_node_with_admin(&procs);
+    let at = format!("127.0.0.1:{admin}");
+    start_petal(&procs, port, &["serve", "demo", "--echo"], "serving");
+    let run = |args: &[&str]| -> Output {
+        let mut all = args.to_vec();
+        all.extend(["--admin", &at]);
+        petal(port, &all, b"")
+    };
+    let status = run(&["status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let out = text(&status.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("state") && l.ends_with("ready")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("sessions") && l.ends_with(" 1")),
+        "{out}"
+    );
+
+    let json = run(&["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(doc["ready"], true);
+    let id = doc["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+
+    // The service's cluster: this node, alone, is its tree's root with one member.
+    let clusters = text(&run(&["clusters"]).stdout);
+    let row = clusters
+        .lines()
+        .find(|l| l.starts_with("demo"))
+        .unwrap_or_else(|| panic!("{clusters}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "root", "{clusters}");
+    let sessions = text(&run(&["sessions"]).stdout);
+    assert!(sessions.lines().any(|l| l.ends_with("demo")), "{sessions}");
+    assert_eq!(text(&run(&["peers", "--json"]).stdout).trim(), "[]");
+    let routes = run(&["routes", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&routes.stdout).expect("JSON");
+    assert_eq!(doc["leafset"]["id"], id.as_str());
+    assert!(run(&["tunnels"]).status.success());
+    assert!(run(&["topics"]).status.success());
+
+    // No API there: exit code 1 and what to do.
+    let closed = free_port();
+    let none = petal(
+        port,
+        &["status", "--admin", &format!("127.0.0.1:{closed}")],
+        b"",
+    );
+    assert_eq!(none.status.code(), Some(1));
+    let err = text(&none.stderr);
+    assert!(
+        err.contains("no admin API at") && err.contains("--admin"),
+        "{err}"
+    );
 }

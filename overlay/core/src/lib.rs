@@ -196,6 +196,7 @@ mod recent;
 pub mod routing_table;
 mod rtt_cache;
 pub mod seeds;
+pub mod settings;
 pub mod stats;
 pub mod time;
 mod tunnel;

@@ -34,9 +34,11 @@
 )]
 
 mod admin;
+mod keys;
+mod tuning;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -53,7 +55,8 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
     /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
-    /// memory_budget, admin, admin_token_file).
+    /// memory_budget, admin, admin_token_file, log_format; tables [limits] and [timers] with
+    /// every limit and timer by name: see --print-config).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print a fresh random network key (64 hex digits) and exit.
@@ -118,6 +121,14 @@ struct Cli {
     /// characters; mode 600).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Print the effective configuration (flags, file and defaults merged; every limit and
+    /// timer) as TOML, and exit. The network key is never printed.
+    #[arg(long)]
+    print_config: bool,
+    /// Log format: `text` (for people) or `json` (one object per line, with the node's id on
+    /// every line logged on its behalf).
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Runtime threads. The node's state lives in one task, and on a 2-core machine one
     /// thread measured faster than two on every benchmark (cross-thread wake-ups cost more
     /// than they bring): see the README.
@@ -144,6 +155,13 @@ struct FileConfig {
     memory_budget: Option<String>,
     admin: Option<String>,
     admin_token_file: Option<PathBuf>,
+    log_format: Option<String>,
+    /// Every limit of the core and the runtime, by name (`petald --print-config`).
+    #[serde(default)]
+    limits: toml::Table,
+    /// Every interval and timeout of the core and the runtime, by name.
+    #[serde(default)]
+    timers: toml::Table,
 }
 
 /// The merged settings.
@@ -163,6 +181,9 @@ struct Settings {
     plaintext: bool,
     memory_budget: Option<u64>,
     admin: admin::AdminSettings,
+    tuning: tuning::Tuning,
+    json_logs: bool,
+    network_key_file: Option<PathBuf>,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -180,7 +201,16 @@ fn settings(cli: Cli) -> Result<Settings> {
         seeds = file.seeds;
     }
     let data_dir = cli.data_dir.or(file.data_dir);
-    let (network_key, network_key_source) = network_key(
+    let tuning = tuning::Tuning {
+        limits: file.limits,
+        timers: file.timers,
+    };
+    let json_logs = cli.log_format.or(file.log_format).as_deref() == Some("json");
+    let network_key_file = cli
+        .network_key_file
+        .clone()
+        .or(file.network_key_file.clone());
+    let (network_key, network_key_source) = keys::network_key(
         cli.network_key_file.as_deref(),
         std::env::var("PETAL_NETWORK_KEY").ok(),
         file.network_key_file.as_deref(),
@@ -218,6 +248,9 @@ fn settings(cli: Cli) -> Result<Settings> {
         (None, None) => admin::AdminAddr::Default,
     };
     Ok(Settings {
+        tuning,
+        json_logs,
+        network_key_file,
         admin: admin::AdminSettings {
             addr: admin_addr,
             token_file: cli.admin_token_file.or(file.admin_token_file),
@@ -271,113 +304,6 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
-}
-
-/// The network key from the first source that has one (see the crate docs), and its source.
-fn network_key(
-    flag_file: Option<&Path>,
-    env: Option<String>,
-    config_file: Option<&Path>,
-    config_key: Option<&str>,
-    data_dir: Option<&Path>,
-) -> Result<(Option<NetworkKey>, String)> {
-    let from_file = |p: &Path| -> Result<NetworkKey> {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading the network key file {}", p.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(p)?.permissions().mode() & 0o777;
-            if mode & 0o007 != 0 {
-                bail!(
-                    "{} is readable by every user (mode {mode:o}): run `chmod 600 {}` (or 640 \
-                     for a group of operators)",
-                    p.display(),
-                    p.display()
-                );
-            }
-        }
-        NetworkKey::from_hex(&text).with_context(|| {
-            format!(
-                "{} does not hold a network key (64 hex digits)",
-                p.display()
-            )
-        })
-    };
-    if let Some(p) = flag_file {
-        return Ok((Some(from_file(p)?), p.display().to_string()));
-    }
-    if let Some(v) = env {
-        let k = NetworkKey::from_hex(&v)
-            .context("PETAL_NETWORK_KEY does not hold a network key (64 hex digits)")?;
-        return Ok((Some(k), "PETAL_NETWORK_KEY".into()));
-    }
-    if let Some(p) = config_file {
-        return Ok((Some(from_file(p)?), p.display().to_string()));
-    }
-    if let Some(v) = config_key {
-        let k = NetworkKey::from_hex(v)
-            .context("the config's network_key is not a network key (64 hex digits)")?;
-        return Ok((Some(k), "the config file".into()));
-    }
-    if let Some(dir) = data_dir {
-        let p = dir.join("network.key");
-        if p.exists() {
-            return Ok((Some(from_file(&p)?), p.display().to_string()));
-        }
-    }
-    Ok((None, String::new()))
-}
-
-/// The node's static key: kept in `<data_dir>/node.key` (created on first start with mode
-/// 0600; refused when others may read it), else new.
-fn identity(data_dir: Option<&Path>) -> Result<Identity> {
-    let Some(dir) = data_dir else {
-        return Identity::generate().context("generating the node key");
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("node.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    bail!(
-                        "{} is readable by others (mode {mode:o}): run `chmod 600 {}`",
-                        path.display(),
-                        path.display()
-                    );
-                }
-            }
-            Identity::from_file_contents(&text)
-                .with_context(|| format!("{} does not hold a node key", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = Identity::generate().context("generating the node key")?;
-            // Written to a temporary file, synced, then renamed: a crash never leaves a
-            // half-written key that would stop every later start.
-            let tmp = dir.join(format!("node.key.tmp{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let mut o = std::fs::OpenOptions::new();
-            o.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-            let mut f = o
-                .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            std::io::Write::write_all(&mut f, id.to_file_contents().as_bytes())
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-            tracing::info!(path = %path.display(), "created the node key");
-            Ok(id)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
 }
 
 /// The address this machine is reached at from the local network: the source address the
@@ -479,41 +405,52 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() {
+    // Errors are for operators: the message and its causes, no backtrace.
+    if let Err(e) = start(Cli::parse()) {
+        eprintln!("petald: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn start(cli: Cli) -> Result<()> {
     if cli.new_network_key {
         println!("{}", NetworkKey::random()?.to_hex());
         return Ok(());
     }
     let threads = cli.threads;
+    let print = cli.print_config;
     let s = settings(cli)?;
+    if print {
+        print!("{}", tuning::print_config(&s)?);
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&s.log))
         .context("bad log filter")?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if s.json_logs {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(threads))
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    // Errors are for operators: the message and its causes, no backtrace.
-    if let Err(e) = rt.block_on(run(s)) {
-        eprintln!("petald: {e:#}");
-        std::process::exit(1);
-    }
-    Ok(())
+    rt.block_on(run(s))
 }
 
 async fn run(s: Settings) -> Result<()> {
     let identity = if s.dev {
         Identity::generate().context("generating the node key")?
     } else {
-        identity(s.data_dir.as_deref())?
+        keys::identity(s.data_dir.as_deref())?
     };
     let id = identity.node_id();
     let key = match (&s.network_key, s.dev) {
@@ -553,6 +490,7 @@ async fn run(s: Settings) -> Result<()> {
     );
     opts.discovery = s.discovery;
     opts.seed = seed_of(id);
+    s.tuning.apply(&mut opts)?;
     if let Some(budget) = s.memory_budget {
         opts.core.memory_budget = budget;
         opts.core.memory_share = budget / 8;
@@ -644,6 +582,7 @@ async fn watch_drops(stats: petal_node::StatsSource) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{identity, network_key};
 
     #[test]
     fn flags_override_the_config_file() {
@@ -728,8 +667,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (k1, k2, k3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
         use std::os::unix::fs::PermissionsExt;
-        let private =
-            |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let private = |p: &std::path::Path| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap()
+        };
         let f1 = dir.join("flag.key");
         std::fs::write(&f1, &k1).unwrap();
         // A key file every user may read is refused.

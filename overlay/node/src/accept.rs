@@ -66,7 +66,7 @@ pub(crate) async fn peer_links<L: Listener>(
             stats.clone(),
             budget.clone(),
         );
-        let task = tokio::spawn(async move {
+        let task = crate::spawn_here(async move {
             let _alive = alive;
             let opened = link::open(&mut stream, false, &keys, advertise, Some(from), link).await;
             drop(permit);
@@ -128,7 +128,7 @@ pub(crate) async fn relay_sessions<L: Listener>(
         let (inputs, opts, stats, alive) =
             (inputs.clone(), opts.clone(), stats.clone(), alive.clone());
         let share = crate::budget::Share::new(budget.clone(), opts.core.memory_share);
-        let task = tokio::spawn(async move {
+        let task = crate::spawn_here(async move {
             let _alive = alive;
             relay::serve(stream, conn, permit, opts, stats, inputs, share).await;
         });

@@ -70,6 +70,7 @@ pub mod inspect;
 pub mod link;
 pub mod net;
 pub mod secure;
+pub mod settings;
 
 mod accept;
 mod budget;
@@ -87,6 +88,7 @@ use petal_core::{Config, Node, Stats};
 use petal_protocol::relay::DEFAULT_PORT;
 use petal_protocol::{NodeId, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 pub use inspect::{DiscoveryStatus, Inspection};
 pub use net::{Datagram, Listener, Net, TokioNet};
@@ -429,6 +431,9 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         id: opts.id(),
         addr: advertise,
     };
+    // Every task of this node logs inside this span: logs of several nodes in one process
+    // (tests, the turmoil harness, an embedded node) say which node spoke.
+    let span = tracing::info_span!("node", id = %info.id);
     let node = Node::new(info, opts.core.clone(), opts.seed)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let opts = Arc::new(opts);
@@ -464,7 +469,8 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         match net.multicast(d.group, d.interface).await {
             Ok(socket) => {
                 start.set_status(DiscoveryStatus::Running { group: d.group });
-                accept_tasks.push(tokio::spawn(start.task(socket).run()).abort_handle());
+                let task = start.task(socket).run().instrument(span.clone());
+                accept_tasks.push(tokio::spawn(task).abort_handle());
             }
             // No multicast route or interface (a namespace with only loopback, a locked-down
             // container): the node serves its applications and seeds at once, and tries again.
@@ -476,11 +482,11 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
                     error: e.to_string(),
                 });
                 let retry = start.retry(net.clone(), e);
-                accept_tasks.push(tokio::spawn(retry).abort_handle());
+                accept_tasks.push(tokio::spawn(retry.instrument(span.clone())).abort_handle());
             }
         }
     }
-    tokio::spawn(driver.run(rx, app_rx));
+    tokio::spawn(driver.run(rx, app_rx).instrument(span.clone()));
     tracing::info!(id = %info.id, peers = %advertise, relay = ?relay_addrs,
         encrypted = matches!(opts.security, LinkSecurity::Noise(_)),
         discovery = ?opts.discovery.as_ref().map(|d| d.group), "node started");
@@ -495,7 +501,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         tx.clone(),
         budget.clone(),
     );
-    accept_tasks.push(tokio::spawn(peers).abort_handle());
+    accept_tasks.push(tokio::spawn(peers.instrument(span.clone())).abort_handle());
     let next_conn = Arc::new(AtomicU64::new(1));
     // Relay handshakes in progress are bounded too (applications are local, so no per-address
     // limit): beyond, the oldest is cancelled.
@@ -511,7 +517,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
             app_tx.clone(),
             budget.clone(),
         );
-        accept_tasks.push(tokio::spawn(sessions).abort_handle());
+        accept_tasks.push(tokio::spawn(sessions.instrument(span.clone())).abort_handle());
     }
     Ok(NodeHandle {
         info,
@@ -521,6 +527,15 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         alive,
         linger: opts.close_linger,
     })
+}
+
+/// `tokio::spawn` inside the current span: a node's tasks log with its id.
+pub(crate) fn spawn_here<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(f.in_current_span())
 }
 
 /// Binds the relay listeners: those that bind, and their addresses. Fails only when every one

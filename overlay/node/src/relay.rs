@@ -120,7 +120,7 @@ pub(crate) async fn serve<S>(
         refused: Arc::default(),
         refused_droppable: Arc::default(),
     };
-    let mut writer = tokio::spawn(write_loop(wr, rx, queued));
+    let mut writer = crate::spawn_here(write_loop(wr, rx, queued));
     let open = SessionOpen {
         conn,
         cluster: (!cluster.is_empty()).then_some(cluster),

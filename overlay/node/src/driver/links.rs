@@ -334,7 +334,7 @@ impl<N: Net> Driver<N> {
         let keys = self.keys.clone();
         let stats = self.stats.clone();
         let budget = self.budget.clone();
-        tokio::spawn(async move {
+        crate::spawn_here(async move {
             let dial = async {
                 let mut s = tokio::time::timeout(opts.dial_timeout, net.connect(addr))
                     .await
@@ -406,7 +406,7 @@ pub(crate) async fn start_link<S>(
     let (tx, rx) = mpsc::channel::<Queued>(opts.link_queue);
     let traffic = Arc::new(link::LinkTraffic::new());
     let writer_traffic = traffic.clone();
-    let writer = tokio::spawn(async move {
+    let writer = crate::spawn_here(async move {
         if let Err(e) = link::write_loop(wr, sealer, rx, writer_traffic).await {
             tracing::debug!(peer = %peer.id, error = %e, "peer link write failed");
         }
@@ -435,7 +435,7 @@ pub(crate) async fn start_link<S>(
     {
         return;
     }
-    tokio::spawn(link::read_loop(
+    crate::spawn_here(link::read_loop(
         rd,
         opener,
         stats,

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /` | the dashboard: one self-contained page that polls the API |
 //! | `GET /healthz` | 200 `ok` while the process runs |
-//! | `GET /readyz` | 200 `ready` once the node is part of a ring (joined, or serving alone), 503 before |
+//! | `GET /readyz` | 200 `ready` once the node is part of a ring (joined, or serving alone), 503 before and after shutdown |
 //! | `GET /metrics` | Prometheus text format ([`metrics`]) |
 //! | `GET /v1/node` | id, addresses, version, uptime, encryption, discovery state, sizes |
 //! | `GET /v1/peers` | peer links: state, direction, RTT, bytes and messages each way, age |
@@ -17,11 +17,16 @@
 //!
 //! It listens on `127.0.0.1:55558` by default. A bind to any other address needs a bearer
 //! token ([`AdminOptions::token`]); with a token, every path but `/healthz`, `/readyz` and the
-//! dashboard page `/` (its script asks for the token) answers 401 without `Authorization: Bearer <token>`.
+//! dashboard page `/` (its script asks for the token) answers 401 without `Authorization:
+//! Bearer <token>`. Without a token, only requests whose `Host` is `localhost` or a loopback
+//! address are answered (403 otherwise), so a web page cannot read the API through a name it
+//! rebinds to 127.0.0.1.
 //!
 //! The API never blocks the node: each answer is built from a snapshot the node task copies
-//! out of its tables between two inputs ([`petal_node::StatsSource::inspect`]); a node too busy
-//! to answer within [`AdminOptions::inspect_timeout`] gets a 503. Bad input affects only its
+//! out of its tables between two inputs ([`petal_node::StatsSource::inspect`]), one copy at a
+//! time and reused for 500 ms however many clients poll; a node too busy to answer within
+//! [`AdminOptions::inspect_timeout`] gets a 503 (and makes no copy for a reader that left).
+//! `/readyz` and `/healthz` never ask the node (a flag it keeps). Bad input affects only its
 //! own connection: unknown paths get 404, other methods 405, request heads over 16 KiB are
 //! refused (431), a client that takes longer than [`AdminOptions::header_timeout`] to send
 //! its request head or keeps a connection longer than [`AdminOptions::connection_timeout`]
@@ -132,12 +137,19 @@ impl AdminHandle {
     }
 }
 
+/// How long one copy of the node's tables serves every request (and how often, at most, an
+/// admin API asks the node for one, however many clients poll).
+const SNAPSHOT_TTL: Duration = Duration::from_millis(500);
+
 /// State shared by the handlers.
 struct Shared {
     source: StatsSource,
     version: String,
     token: Option<String>,
     inspect_timeout: Duration,
+    /// The last copy of the node's tables and when it was taken. Requests wait here for one
+    /// copy in flight instead of each asking the node.
+    snapshot: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Inspection>)>>,
 }
 
 type St = State<Arc<Shared>>;
@@ -148,9 +160,25 @@ fn error(status: StatusCode, what: impl Into<String>) -> Response {
 }
 
 impl Shared {
-    async fn inspect(&self) -> Result<Inspection, Response> {
-        match tokio::time::timeout(self.inspect_timeout, self.source.inspect()).await {
-            Ok(Some(i)) => Ok(i),
+    async fn inspect(&self) -> Result<Arc<Inspection>, Response> {
+        let deadline = tokio::time::Instant::now() + self.inspect_timeout;
+        let Ok(mut last) = tokio::time::timeout_at(deadline, self.snapshot.lock()).await else {
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the node did not answer in time",
+            ));
+        };
+        if let Some((at, i)) = last.as_ref()
+            && at.elapsed() < SNAPSHOT_TTL
+        {
+            return Ok(i.clone());
+        }
+        match tokio::time::timeout_at(deadline, self.source.inspect()).await {
+            Ok(Some(i)) => {
+                let i = Arc::new(i);
+                *last = Some((tokio::time::Instant::now(), i.clone()));
+                Ok(i)
+            }
             Ok(None) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the node has shut down",
@@ -168,7 +196,31 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// A `Host` header naming this machine: `localhost` or a loopback address, with any port.
+fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 async fn authorize(State(s): St, headers: HeaderMap, req: Request, next: Next) -> Response {
+    // Without a token the API is loopback-only, and a page elsewhere could still reach it
+    // through a name it rebinds to 127.0.0.1 (DNS rebinding): only requests that name this
+    // machine are answered.
+    if s.token.is_none() {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !host.is_some_and(local_host) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "without a token the admin API answers only requests for localhost",
+            );
+        }
+    }
     // The probes, and the dashboard page (it holds no data: its script asks for the token
     // and sends it with each call).
     let open = matches!(req.uri().path(), "/healthz" | "/readyz" | "/");
@@ -196,6 +248,7 @@ pub fn router(source: StatsSource, opts: &AdminOptions) -> Router {
         version: opts.version.clone(),
         token: opts.token.clone(),
         inspect_timeout: opts.inspect_timeout,
+        snapshot: tokio::sync::Mutex::new(None),
     });
     Router::new()
         .route("/", get(handlers::dashboard))
@@ -221,6 +274,20 @@ pub fn router(source: StatsSource, opts: &AdminOptions) -> Router {
 
 /// Binds `opts.addr` and serves the API in a task of the current runtime.
 pub async fn start(source: StatsSource, opts: AdminOptions) -> Result<AdminHandle, StartError> {
+    Ok(bind(opts).await?.serve(source))
+}
+
+/// The admin API's listener, bound but not serving yet: a daemon binds it (and learns of a
+/// missing token or a taken port) before it starts its node.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+    opts: AdminOptions,
+}
+
+/// Checks `opts` and binds its address.
+pub async fn bind(opts: AdminOptions) -> Result<Bound, StartError> {
     if !opts.addr.ip().is_loopback() && opts.token.is_none() {
         return Err(StartError::NeedsToken(opts.addr));
     }
@@ -230,9 +297,28 @@ pub async fn start(source: StatsSource, opts: AdminOptions) -> Result<AdminHandl
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Bind(opts.addr, e))?;
-    let app = router(source, &opts);
-    let task = tokio::spawn(serve(listener, app, opts)).abort_handle();
-    Ok(AdminHandle { addr, task })
+    Ok(Bound {
+        listener,
+        addr,
+        opts,
+    })
+}
+
+impl Bound {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves the API over `source` in a task of the current runtime.
+    pub fn serve(self, source: StatsSource) -> AdminHandle {
+        let app = router(source, &self.opts);
+        let task = tokio::spawn(serve(self.listener, app, self.opts)).abort_handle();
+        AdminHandle {
+            addr: self.addr,
+            task,
+        }
+    }
 }
 
 async fn serve(listener: TcpListener, app: Router, opts: AdminOptions) {
@@ -302,10 +388,11 @@ mod handlers {
         (status = 200, description = "Ready", body = String, content_type = "text/plain"),
         (status = 503, description = "Joining, or shut down", body = String, content_type = "text/plain")))]
     pub(super) async fn readyz(State(s): St) -> Response {
-        match s.source.get().await {
-            Some(st) if st.ready => "ready".into_response(),
-            Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "joining").into_response(),
-            None => (StatusCode::SERVICE_UNAVAILABLE, "shut down").into_response(),
+        // A flag the node task keeps: the probe never waits for the node.
+        if s.source.is_ready() {
+            "ready".into_response()
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
         }
     }
 

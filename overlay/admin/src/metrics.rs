@@ -177,25 +177,18 @@ pub fn render(i: &Inspection, version: &str) -> String {
         "Publishes and broadcasts sent by local applications.",
         core.events_published,
     );
+    // Each drop is counted under one reason only (the memory budget's and the dial cap's
+    // refusals are also counted, as causes, in petal_memory_refused_total and
+    // petal_dials_refused_total: a sum over reasons here counts every drop once).
     fams.counters(
         "petal_drops_total",
-        "Messages, events and requests dropped, by reason.",
+        "Messages, events and requests dropped, by where (each drop once).",
         &[
             (&[("reason", "slow_client")], rt.relay_dropped),
-            (&[("reason", "link_queue")], rt.link_drops),
-            (
-                &[("reason", "memory_budget_links")],
-                rt.memory_refused_links,
-            ),
-            (
-                &[("reason", "memory_budget_sessions")],
-                rt.memory_refused_sessions,
-            ),
-            (&[("reason", "memory_budget_core")], core.memory_refused),
-            (&[("reason", "dial_limit")], rt.dials_refused),
+            (&[("reason", "link")], rt.link_drops),
             (&[("reason", "outbox_full")], core.outbox_drops),
             (&[("reason", "event_queue_full")], core.event_drops),
-            (&[("reason", "route_unplaced")], core.routes_dropped),
+            (&[("reason", "route")], core.routes_dropped),
             (&[("reason", "group_table_full")], core.group_drops),
             (&[("reason", "request_table_full")], core.request_drops),
             (&[("reason", "tunnel_table_full")], core.tunnel_drops),
@@ -203,13 +196,31 @@ pub fn render(i: &Inspection, version: &str) -> String {
         ],
     );
     fams.counters(
+        "petal_memory_refused_total",
+        "Charges the memory budget refused, by where (each also counted where its drop is).",
+        &[
+            (&[("where", "core")], core.memory_refused),
+            (&[("where", "links")], rt.memory_refused_links),
+            (&[("where", "sessions")], rt.memory_refused_sessions),
+        ],
+    );
+    fams.counter(
+        "petal_dials_refused_total",
+        "Dials not started because the dial cap was reached (their messages count as link drops).",
+        rt.dials_refused,
+    );
+    fams.counter(
+        "petal_dial_failures_total",
+        "Peer dials that failed to connect or to finish their handshake.",
+        rt.link_dial_failures,
+    );
+    fams.counters(
         "petal_handshake_failures_total",
-        "Handshakes that failed, by kind and reason.",
+        "Handshakes that failed or were refused, by reason.",
         &[
             (&[("reason", "relay")], rt.handshakes_failed),
-            (&[("reason", "link_handshake")], rt.link_handshakes_failed),
+            (&[("reason", "link")], rt.link_handshakes_failed),
             (&[("reason", "link_refused")], rt.link_handshakes_refused),
-            (&[("reason", "link_dial")], rt.link_dial_failures),
             (&[("reason", "record_auth")], rt.link_auth_failures),
             (&[("reason", "id_mismatch")], rt.link_id_mismatches),
         ],
@@ -278,4 +289,73 @@ fn request_durations(fams: &mut Families, i: &Inspection) {
     )
     .mut_metric()
     .push(m);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use petal_core::NodeId;
+    use petal_node::StatsSnapshot;
+    use petal_node::inspect::{DiscoveryStatus, DurationHistogram, QueueDepths};
+
+    use super::*;
+
+    fn inspection(h: DurationHistogram) -> Inspection {
+        Inspection {
+            id: NodeId::from_bytes([7; 16]),
+            peer_addr: "127.0.0.1:1".parse().unwrap(),
+            relay_addrs: Vec::new(),
+            uptime: Duration::from_secs(3),
+            encrypted: true,
+            discovery: DiscoveryStatus::Off,
+            joining: false,
+            stats: StatsSnapshot {
+                id: NodeId::from_bytes([7; 16]),
+                ready: true,
+                leaf_set: 0,
+                links: 0,
+                sessions: 0,
+                memory_used: 0,
+                memory_budget: 1 << 30,
+                core: petal_core::Stats::default(),
+                runtime: petal_node::RuntimeCounters::default(),
+            },
+            links: Vec::new(),
+            leaf_left: Vec::new(),
+            leaf_right: Vec::new(),
+            routes: Vec::new(),
+            groups: Vec::new(),
+            tunnels: Vec::new(),
+            sessions: Vec::new(),
+            request_durations: h,
+            queues: QueueDepths::default(),
+        }
+    }
+
+    /// Durations land in the bucket whose bound is the first at or above them; the
+    /// exposition's buckets are cumulative, `+Inf` holds every sample, the sum is in seconds.
+    #[test]
+    fn request_durations_are_a_cumulative_histogram_in_seconds() {
+        let mut h = DurationHistogram::default();
+        for us in [50, 51, 100, 2_000, 2_000_000, 40_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        assert_eq!(h.counts[0], 1); // 50 us: le 50 us
+        assert_eq!(h.counts[1], 2); // 51 and 100 us: le 100 us
+        assert_eq!(h.counts[REQUEST_DURATION_BOUNDS_US.len()], 1); // 40 s: above 30 s
+        let text = render(&inspection(h), "t");
+        for line in [
+            "petal_request_duration_seconds_bucket{le=\"0.00005\"} 1",
+            "petal_request_duration_seconds_bucket{le=\"0.0001\"} 3",
+            "petal_request_duration_seconds_bucket{le=\"0.0025\"} 4",
+            "petal_request_duration_seconds_bucket{le=\"5\"} 5",
+            "petal_request_duration_seconds_bucket{le=\"30\"} 5",
+            "petal_request_duration_seconds_bucket{le=\"+Inf\"} 6",
+            "petal_request_duration_seconds_count 6",
+            "petal_request_duration_seconds_sum 42.002201",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+    }
 }

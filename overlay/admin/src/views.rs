@@ -325,26 +325,35 @@ pub struct SessionView {
     pub topics: Vec<String>,
 }
 
-/// Every session, with the clusters and topics each is a member of.
+/// Every session, with the clusters and topics each is a member of (one pass over the
+/// memberships, however many sessions and groups).
 pub fn sessions(i: &Inspection) -> Vec<SessionView> {
+    let mut names: std::collections::BTreeMap<u64, (Vec<String>, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for g in &i.groups {
+        let Some(name) = g.name.as_deref() else {
+            continue;
+        };
+        for c in &g.members {
+            let (clusters, topics) = names.entry(c.0).or_default();
+            match g.kind {
+                GroupKind::Cluster => clusters.push(name.to_string()),
+                GroupKind::Topic => topics.push(name.to_string()),
+            }
+        }
+    }
     i.sessions
         .iter()
         .map(|s: &SessionInfo| {
-            let named = |kind: GroupKind| -> Vec<String> {
-                i.groups
-                    .iter()
-                    .filter(|g| g.kind == kind && g.members.iter().any(|c| c.0 == s.conn))
-                    .filter_map(|g| g.name.as_deref().map(str::to_string))
-                    .collect()
-            };
+            let (clusters, topics) = names.remove(&s.conn).unwrap_or_default();
             SessionView {
                 conn: s.conn,
                 age_s: s.age.as_secs_f64(),
                 queued_bytes: s.queued_bytes,
                 dropped: s.dropped,
                 pending_requests: s.pending_requests,
-                clusters: named(GroupKind::Cluster),
-                topics: named(GroupKind::Topic),
+                clusters,
+                topics,
             }
         })
         .collect()

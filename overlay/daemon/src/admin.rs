@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use petal_admin::{AdminHandle, AdminOptions, DEFAULT_ADDR};
+use petal_admin::{AdminHandle, AdminOptions, Bound, DEFAULT_ADDR};
 
 /// Where the admin API listens, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,15 +18,19 @@ pub(crate) enum AdminAddr {
     Off,
 }
 
-/// Parses `--admin`'s value: an address, or `off`.
+/// Parses `--admin`'s value: an address, `off`, or `default` (127.0.0.1:55558, skipped with a
+/// warning when taken).
 pub(crate) fn parse_admin(text: &str) -> Result<AdminAddr, String> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("off") {
         return Ok(AdminAddr::Off);
     }
-    t.parse::<SocketAddr>()
-        .map(AdminAddr::At)
-        .map_err(|_| format!("{text:?} is neither an address like 127.0.0.1:55558 nor \"off\""))
+    if t.eq_ignore_ascii_case("default") {
+        return Ok(AdminAddr::Default);
+    }
+    t.parse::<SocketAddr>().map(AdminAddr::At).map_err(|_| {
+        format!("{text:?} is neither an address like 127.0.0.1:55558 nor \"off\" or \"default\"")
+    })
 }
 
 /// The admin API's settings.
@@ -63,12 +67,10 @@ fn read_token(path: &Path) -> Result<String> {
     Ok(token)
 }
 
-/// Starts the admin API as configured (`None` when off, or when the default address is
-/// taken).
-pub(crate) async fn start(
-    s: &AdminSettings,
-    source: petal_node::StatsSource,
-) -> Result<Option<AdminHandle>> {
+/// Binds the admin API as configured, before the node starts, so that a missing token, an
+/// unreadable token file or a taken port stop the daemon before it joins anything (`None`
+/// when off, or when the default address is taken).
+pub(crate) async fn bind(s: &AdminSettings) -> Result<Option<Bound>> {
     let addr = match s.addr {
         AdminAddr::Off => return Ok(None),
         AdminAddr::Default => DEFAULT_ADDR,
@@ -76,11 +78,8 @@ pub(crate) async fn start(
     };
     let mut opts = AdminOptions::new(addr, env!("CARGO_PKG_VERSION"));
     opts.token = s.token_file.as_deref().map(read_token).transpose()?;
-    match petal_admin::start(source, opts).await {
-        Ok(h) => {
-            tracing::info!(addr = %h.local_addr(), token = s.token_file.is_some(), "admin API listening");
-            Ok(Some(h))
-        }
+    match petal_admin::bind(opts).await {
+        Ok(b) => Ok(Some(b)),
         Err(petal_admin::StartError::Bind(a, e)) if s.addr == AdminAddr::Default => {
             tracing::warn!(addr = %a, error = %e,
                 "admin API not started: its default address is taken (give --admin ADDR, or --admin off)");
@@ -88,6 +87,17 @@ pub(crate) async fn start(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Serves a bound admin API over the running node.
+pub(crate) fn serve(
+    bound: Option<Bound>,
+    token: bool,
+    source: petal_node::StatsSource,
+) -> Option<AdminHandle> {
+    let h = bound?.serve(source);
+    tracing::info!(addr = %h.local_addr(), token, "admin API listening");
+    Some(h)
 }
 
 #[cfg(test)]
@@ -98,6 +108,7 @@ mod tests {
     fn admin_flag_takes_an_address_or_off() {
         assert_eq!(parse_admin("off"), Ok(AdminAddr::Off));
         assert_eq!(parse_admin("OFF"), Ok(AdminAddr::Off));
+        assert_eq!(parse_admin("default"), Ok(AdminAddr::Default));
         assert_eq!(
             parse_admin("0.0.0.0:9000"),
             Ok(AdminAddr::At("0.0.0.0:9000".parse().unwrap()))

@@ -205,7 +205,11 @@ fn settings(cli: Cli) -> Result<Settings> {
         limits: file.limits,
         timers: file.timers,
     };
-    let json_logs = cli.log_format.or(file.log_format).as_deref() == Some("json");
+    let json_logs = match cli.log_format.or(file.log_format).as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => bail!("log_format {other:?} in the config file: use \"text\" or \"json\""),
+    };
     let network_key_file = cli
         .network_key_file
         .clone()
@@ -490,17 +494,13 @@ async fn run(s: Settings) -> Result<()> {
     );
     opts.discovery = s.discovery;
     opts.seed = seed_of(id);
-    s.tuning.apply(&mut opts)?;
-    if let Some(budget) = s.memory_budget {
-        opts.core.memory_budget = budget;
-        opts.core.memory_share = budget / 8;
-        opts.core
-            .validate()
-            .map_err(|e| anyhow::anyhow!("memory budget {budget} bytes: {e} (at least 1MiB)"))?;
-    }
+    s.tuning.apply(&mut opts, s.memory_budget)?;
+    let admin = admin::bind(&s.admin).await?;
     let node = petal_node::spawn(TokioNet, opts)
         .await
         .context("starting the node (are the ports free?)")?;
+    // Logged before "petald ready": once that line is out, the admin API answers.
+    let admin = admin::serve(admin, s.admin.token_file.is_some(), node.stats_source());
     tracing::info!(
         id = %node.info().id,
         peers = %node.info().addr,
@@ -514,7 +514,6 @@ async fn run(s: Settings) -> Result<()> {
             node.info().addr
         );
     }
-    let admin = admin::start(&s.admin, node.stats_source()).await?;
     let watch = tokio::spawn(watch_drops(node.stats_source()));
     let sig = shutdown_signal().await;
     watch.abort();

@@ -55,8 +55,11 @@ fn expected(unit: Unit) -> &'static str {
 }
 
 impl Tuning {
-    /// Sets every key on `opts`; then checks the settings that depend on each other.
-    pub(crate) fn apply(&self, opts: &mut Options) -> Result<()> {
+    /// Sets every key on `opts`, then the memory budget given as a flag or at the top of the
+    /// file (`budget`, which wins over `[limits] memory_budget`); a budget sets the share to an
+    /// eighth of it unless `[limits] memory_share` says otherwise. Then checks the settings
+    /// that depend on each other.
+    pub(crate) fn apply(&self, opts: &mut Options, budget: Option<u64>) -> Result<()> {
         for (section, table) in [
             (Section::Limits, &self.limits),
             (Section::Timers, &self.timers),
@@ -85,6 +88,16 @@ impl Tuning {
                 })?;
                 s.apply(opts, v).map_err(anyhow::Error::msg)?;
             }
+        }
+        if let Some(b) = budget {
+            if b < (1 << 20) {
+                bail!("memory budget {b} bytes: at least 1MiB");
+            }
+            opts.core.memory_budget = b;
+        }
+        let budget_set = budget.is_some() || self.limits.contains_key("memory_budget");
+        if budget_set && !self.limits.contains_key("memory_share") {
+            opts.core.memory_share = opts.core.memory_budget / 8;
         }
         check(opts)
     }
@@ -128,106 +141,66 @@ pub(crate) fn tables(opts: &Options) -> String {
 /// `petald --print-config`: the merged settings as a configuration file (the network key is
 /// never printed, only the file it comes from).
 pub(crate) fn print_config(s: &crate::Settings) -> Result<String> {
+    use std::fmt::Write as _;
     let mut opts = Options::new(
         petal_node::Identity::from_seed(0),
         petal_node::LinkSecurity::Plaintext,
     );
-    s.tuning.apply(&mut opts)?;
-    if let Some(budget) = s.memory_budget {
-        opts.core.memory_budget = budget;
-        opts.core.memory_share = budget / 8;
-        check(&opts)?;
-    }
-    let quote = |t: &str| toml::Value::String(t.to_string()).to_string();
-    let mut out = String::from(
-        "# petald --print-config: the effective configuration
-",
-    );
-    out.push_str(&format!(
-        "port = {}
-",
-        s.port
-    ));
-    out.push_str(&format!(
-        "listen = {}
-",
-        quote(&s.listen.to_string())
-    ));
+    s.tuning.apply(&mut opts, s.memory_budget)?;
+    let q = |t: &str| toml::Value::String(t.to_string()).to_string();
+    let mut out = String::from("# petald --print-config: the effective configuration\n");
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!("port = {}", s.port));
+    line(format!("listen = {}", q(&s.listen.to_string())));
     if let Some(a) = s.advertise {
-        out.push_str(&format!(
-            "advertise = {}
-",
-            quote(&a.to_string())
-        ));
+        line(format!("advertise = {}", q(&a.to_string())));
     }
-    let seeds: Vec<String> = s.seeds.iter().map(|x| quote(x)).collect();
-    out.push_str(&format!(
-        "seeds = [{}]
-",
-        seeds.join(", ")
-    ));
+    let seeds: Vec<String> = s.seeds.iter().map(|x| q(x)).collect();
+    line(format!("seeds = [{}]", seeds.join(", ")));
     if let Some(d) = &s.data_dir {
-        out.push_str(&format!(
-            "data_dir = {}
-",
-            quote(&d.display().to_string())
-        ));
+        line(format!("data_dir = {}", q(&d.display().to_string())));
     }
     if let Some(f) = &s.network_key_file {
-        out.push_str(&format!(
-            "network_key_file = {}
-",
-            quote(&f.display().to_string())
+        line(format!(
+            "network_key_file = {}",
+            q(&f.display().to_string())
         ));
     }
-    out.push_str(&format!(
-        "log = {}
-",
-        quote(&s.log)
+    line(format!("log = {}", q(&s.log)));
+    line(format!(
+        "log_format = {}",
+        q(if s.json_logs { "json" } else { "text" })
     ));
-    let format = if s.json_logs { "json" } else { "text" };
-    out.push_str(&format!(
-        "log_format = {}
-",
-        quote(format)
-    ));
-    out.push_str(&format!(
-        "discovery = {}
-",
-        s.discovery.is_some()
-    ));
+    line(format!("discovery = {}", s.discovery.is_some()));
     if let Some(d) = &s.discovery {
-        out.push_str(&format!(
-            "discovery_group = {}
-",
-            quote(&d.group.to_string())
-        ));
+        line(format!("discovery_group = {}", q(&d.group.to_string())));
         if !d.interface.is_unspecified() {
-            out.push_str(&format!(
-                "discovery_interface = {}
-",
-                quote(&d.interface.to_string())
+            line(format!(
+                "discovery_interface = {}",
+                q(&d.interface.to_string())
             ));
         }
     }
     let admin = match s.admin.addr {
         crate::admin::AdminAddr::Off => "off".to_string(),
-        crate::admin::AdminAddr::Default => petal_admin::DEFAULT_ADDR.to_string(),
+        crate::admin::AdminAddr::Default => "default".to_string(),
         crate::admin::AdminAddr::At(a) => a.to_string(),
     };
-    out.push_str(&format!(
-        "admin = {}
-",
-        quote(&admin)
+    line(format!(
+        "# admin \"default\": {}, skipped with a warning when taken",
+        petal_admin::DEFAULT_ADDR
     ));
+    line(format!("admin = {}", q(&admin)));
     if let Some(f) = &s.admin.token_file {
-        out.push_str(&format!(
-            "admin_token_file = {}
-",
-            quote(&f.display().to_string())
+        line(format!(
+            "admin_token_file = {}",
+            q(&f.display().to_string())
         ));
     }
-    out.push_str(&tables(&opts));
+    let _ = write!(out, "{}", tables(&opts));
     Ok(out)
 }
 
@@ -263,7 +236,7 @@ mod tests {
             "[limits]\nleaf_set_size = 8\nlink_queue = 100\nsession_queue_bytes = \"64MiB\"\n\
              join_search = false\n[timers]\nping_timeout = \"2s\"\nlink_keepalive = 1500\n",
         )
-        .apply(&mut o)
+        .apply(&mut o, None)
         .unwrap();
         assert_eq!(o.core.leaf_set_size, 8);
         assert_eq!(o.link_queue, 100);
@@ -275,7 +248,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_key_and_what_is_allowed() {
-        let err = |text: &str| tuning(text).apply(&mut opts()).unwrap_err().to_string();
+        let err = |text: &str| {
+            tuning(text)
+                .apply(&mut opts(), None)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
             err("[limits]\nleaf_set_size = 1000"),
             "[limits] leaf_set_size = 1000 is out of range: 2..=256"
@@ -291,16 +269,56 @@ mod tests {
         );
     }
 
+    /// The budget from a flag or the top of the file sets the share to an eighth unless
+    /// `[limits]` names one, and is checked with the share it ends with.
+    #[test]
+    fn the_memory_budget_sets_the_share_unless_limits_name_one() {
+        let mut o = opts();
+        tuning("[limits]\nmemory_share = \"2GiB\"")
+            .apply(&mut o, Some(32 << 30))
+            .unwrap();
+        assert_eq!(
+            (o.core.memory_budget, o.core.memory_share),
+            (32 << 30, 2 << 30)
+        );
+        let mut o = opts();
+        tuning("[limits]\nmemory_budget = \"64MiB\"")
+            .apply(&mut o, None)
+            .unwrap();
+        assert_eq!(o.core.memory_share, 8 << 20);
+        let mut o = opts();
+        tuning("").apply(&mut o, Some(256 << 20)).unwrap();
+        assert_eq!(o.core.memory_share, 32 << 20);
+        assert!(tuning("").apply(&mut opts(), Some(1000)).is_err());
+    }
+
+    /// Settings each in range that together would break links are refused.
+    #[test]
+    fn frames_and_link_timers_must_fit_together() {
+        let err = |text: &str| {
+            tuning(text)
+                .apply(&mut opts(), None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[limits]\nmax_message = \"64MiB\"").contains("max_frame must exceed"));
+        assert!(
+            err("[limits]\nmax_message = \"1MiB\"\nmax_frame = \"2MiB\"\ntunnel_chunk_limit = \"2MiB\"")
+                .contains("max_frame must exceed")
+        );
+        assert!(err("[timers]\nlink_keepalive = \"4s\"").contains("link_idle_timeout"));
+    }
+
     /// What `--print-config` prints reads back to the same settings.
     #[test]
     fn printed_tables_read_back_the_same() {
         let mut o = opts();
         tuning("[limits]\nmax_dials = 9\n[timers]\ndial_backoff = \"3s\"")
-            .apply(&mut o)
+            .apply(&mut o, None)
             .unwrap();
         let text = tables(&o);
         let mut back = opts();
-        tuning(&text).apply(&mut back).unwrap();
+        tuning(&text).apply(&mut back, None).unwrap();
         assert_eq!(tables(&back), text);
         assert_eq!(back.max_dials, 9);
         assert_eq!(text.lines().filter(|l| l.contains(" = ")).count(), 65 + 19);

@@ -19,7 +19,7 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -126,6 +126,8 @@ async fn a_taken_admin_port_is_named_and_off_means_off() {
         err.contains(&format!("cannot listen on {at} for the admin API")),
         "{err}"
     );
+    // Checked before the node starts: it never joined anything.
+    assert!(!err.contains("node started"), "{err}");
     drop(taken);
 
     // `admin = "off"` in the config file: nothing listens, and the log says nothing of it.
@@ -135,7 +137,8 @@ async fn a_taken_admin_port_is_named_and_off_means_off() {
     std::fs::write(&config, "admin = \"off\"\n").unwrap();
     let d = Daemon::start(&with_admin(&["--config", config.to_str().unwrap()])).await;
     // (The harness adds no `--admin off` when a config is given: the file turned it off.
-    // Left at its default the API would log that it listens, or that its port is taken.)
+    // Left at its default the API would log that it listens, or that its port is taken, and
+    // both come before "petald ready", which Daemon::start waited for.)
     assert!(!d.log().contains("admin API"), "{}", d.log());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,14 +27,14 @@ impl Share {
         })
     }
 
-    /// Charges `n` bytes to this queue and the node: `None` when the queue's bound or the
-    /// node's budget would be passed (the node's budget counts its own refusals; the caller
-    /// counts the rest).
     /// Bytes this queue holds.
     pub(crate) fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
     }
 
+    /// Charges `n` bytes to this queue and the node: `None` when the queue's bound or the
+    /// node's budget would be passed (the node's budget counts its own refusals; the caller
+    /// counts the rest).
     pub(crate) fn charge(self: &Arc<Self>, n: u64) -> Option<Charge> {
         let fits = self
             .held

@@ -32,7 +32,7 @@ pub struct DurationHistogram {
 
 impl DurationHistogram {
     /// Counts one duration.
-    pub(crate) fn observe(&mut self, d: Duration) {
+    pub fn observe(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let i = REQUEST_DURATION_BOUNDS_US.partition_point(|&b| b < us);
         self.counts[i] += 1;
@@ -82,7 +82,7 @@ pub struct LinkInfo {
     pub rtt: Option<Duration>,
     /// Bytes queued for the link's writer, against the peer's share of the memory budget.
     pub queued_bytes: u64,
-    /// Bytes read and written on the socket.
+    /// Bytes read from the socket.
     pub bytes_in: u64,
     /// Bytes written to the socket.
     pub bytes_out: u64,

@@ -241,6 +241,18 @@ impl Options {
         if self.link_queue == 0 || self.input_queue == 0 || self.max_dials == 0 {
             return bad("link_queue, input_queue and max_dials must be positive");
         }
+        // A frame holds a message or a tunnel chunk with its headers (names up to 64 KiB).
+        let room = 128 << 10;
+        if self.max_frame < self.max_message + room
+            || self.max_frame < self.core.tunnel_chunk_limit + room
+        {
+            return bad(
+                "max_frame must exceed max_message and tunnel_chunk_limit by at least 128 KiB",
+            );
+        }
+        if self.link_keepalive * 2 > self.link_idle_timeout {
+            return bad("link_idle_timeout must be at least twice link_keepalive");
+        }
         if let Some(d) = &self.discovery
             && (d.fast_interval < ms || d.slow_interval < ms)
         {
@@ -399,6 +411,8 @@ pub struct StatsSnapshot {
 #[derive(Debug)]
 pub struct NodeHandle {
     info: NodeInfo,
+    /// Set by the node task while the core is ready.
+    ready: Arc<AtomicBool>,
     relay_addrs: Vec<SocketAddr>,
     inputs: mpsc::Sender<Input>,
     accept_tasks: Vec<tokio::task::AbortHandle>,
@@ -433,7 +447,8 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     };
     // Every task of this node logs inside this span: logs of several nodes in one process
     // (tests, the turmoil harness, an embedded node) say which node spoke.
-    let span = tracing::info_span!("node", id = %info.id);
+    // At the error level, so that it is on whenever any logging is.
+    let span = tracing::error_span!("node", id = %info.id);
     let node = Node::new(info, opts.core.clone(), opts.seed)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let opts = Arc::new(opts);
@@ -448,6 +463,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     let discovery_status = driver.discovery.clone();
     let budget = driver.budget.clone();
     let ready = driver.ready.clone();
+    let ready_flag = driver.ready.clone();
     let keys = Arc::new(link::LinkKeys {
         identity: opts.identity.clone(),
         security: opts.security.clone(),
@@ -521,6 +537,7 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
     }
     Ok(NodeHandle {
         info,
+        ready: ready_flag,
         relay_addrs,
         inputs: tx,
         accept_tasks,
@@ -655,9 +672,16 @@ impl DiscoveryStart {
 #[derive(Clone, Debug)]
 pub struct StatsSource {
     inputs: mpsc::Sender<Input>,
+    ready: Arc<AtomicBool>,
 }
 
 impl StatsSource {
+    /// Whether the node is in a ring (joined, or serving alone) and running: read from a flag
+    /// the node task keeps, without asking it (for readiness probes).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.inputs.is_closed()
+    }
+
     /// A snapshot (`None` once the node has shut down).
     pub async fn get(&self) -> Option<StatsSnapshot> {
         let (tx, rx) = oneshot::channel();
@@ -679,6 +703,7 @@ impl NodeHandle {
     pub fn stats_source(&self) -> StatsSource {
         StatsSource {
             inputs: self.inputs.clone(),
+            ready: self.ready.clone(),
         }
     }
 

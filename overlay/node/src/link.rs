@@ -150,8 +150,6 @@ pub(crate) struct Liveness {
     pub(crate) idle: std::time::Duration,
 }
 
-/// Runs the reading half of link `link` from `peer` until EOF, a bad frame or record, or
-/// `idle` of silence, then reports the link down and stops its writer.
 /// What one peer link carried, counted by its two tasks (the admin API shows it).
 #[derive(Debug)]
 pub(crate) struct LinkTraffic {
@@ -179,6 +177,8 @@ impl LinkTraffic {
     }
 }
 
+/// Runs the reading half of link `link` from `peer` until EOF, a bad frame or record, or
+/// `idle` of silence, then reports the link down and stops its writer.
 #[expect(
     clippy::too_many_arguments,
     reason = "the read loop owns each of these for its whole life; bundling them would only move the list into a struct used once"

@@ -412,9 +412,11 @@ impl<N: Net> Driver<N> {
             Input::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            Input::Inspect(reply) => {
+            // A reader that gave up (its timeout passed) gets no copy made for nothing.
+            Input::Inspect(reply) if !reply.is_closed() => {
                 let _ = reply.send(Box::new(self.inspect()));
             }
+            Input::Inspect(_) => {}
             Input::SessionDrained { conn } => {
                 if let Some(s) = &mut self.stopping {
                     s.waiting.remove(&conn);

@@ -2,27 +2,20 @@
 //! clients can be played too): every endpoint, the token, bad input, and Prometheus' own
 //! checker on the metrics.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use petal_admin::{AdminOptions, StartError};
-use petal_node::{Identity, LinkSecurity, NetworkKey, NodeHandle, Options, TokioNet};
+use petal_node::{NodeHandle, TokioNet};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn options(n: u64, seeds: Vec<SocketAddr>) -> Options {
-    let mut o = Options::new(
-        Identity::from_seed(n),
-        LinkSecurity::Noise(NetworkKey::from_bytes([0x5a; 32])),
-    );
-    o.relay_addrs = vec!["127.0.0.1:0".parse().unwrap()];
-    o.peer_listen = "127.0.0.1:0".parse().unwrap();
-    o.seeds = seeds;
-    o.max_link_handshakes_per_ip = o.max_link_handshakes;
-    o.close_linger = Duration::from_millis(200);
-    o
+fn options(n: u64, seeds: Vec<SocketAddr>) -> petal_node::Options {
+    common::options(n, 0x5a, seeds)
 }
 
 async fn two_nodes() -> (NodeHandle, NodeHandle) {

@@ -3,13 +3,15 @@
 //! it polls. Skipped when Chromium is missing, unless `PETAL_CHROMIUM=1` (CI) says it must
 //! run. Writes a screenshot to `target/test-figures/dashboard.png`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use petal_admin::AdminOptions;
-use petal_node::{Identity, LinkSecurity, NetworkKey, Options, TokioNet};
+use petal_node::TokioNet;
 
 fn chromium() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
@@ -22,16 +24,8 @@ fn chromium() -> Option<&'static str> {
         })
 }
 
-fn options(n: u64, seeds: Vec<SocketAddr>) -> Options {
-    let mut o = Options::new(
-        Identity::from_seed(n),
-        LinkSecurity::Noise(NetworkKey::from_bytes([0x5b; 32])),
-    );
-    o.relay_addrs = vec!["127.0.0.1:0".parse().unwrap()];
-    o.peer_listen = "127.0.0.1:0".parse().unwrap();
-    o.seeds = seeds;
-    o.max_link_handshakes_per_ip = o.max_link_handshakes;
-    o
+fn options(n: u64, seeds: Vec<SocketAddr>) -> petal_node::Options {
+    common::options(n, 0x5b, seeds)
 }
 
 /// Runs headless Chromium on `url` with `args`, letting the page's timers run for `budget` of

@@ -28,23 +28,7 @@ async fn inspection_shows_links_tables_groups_sessions_and_request_durations() {
     })
     .await;
     let mut cli = Raw::attach(relay_addr(&a), "").await;
-    // The member's registration travels to the cluster's root; retry until it is known.
-    let mut id = 0;
-    let got = loop {
-        id += 1;
-        cli.send(ClientPacket::Request {
-            id,
-            cluster: "svc".into(),
-            request: Bytes::from_static(b"ping"),
-            timeout_ms: 200,
-        })
-        .await;
-        tokio::select! {
-            p = svc.recv() => break p,
-            p = cli.recv() => assert_eq!(p, Some(NodePacket::Reply { id, outcome: ReplyOutcome::Timeout })),
-        }
-        assert!(id < 20);
-    };
+    let (id, got) = request_until_delivered(&mut cli, &mut svc, "svc").await;
     let Some(NodePacket::Request { id: d, .. }) = got else {
         panic!("{got:?}")
     };

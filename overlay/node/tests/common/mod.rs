@@ -145,6 +145,32 @@ pub(crate) fn init_packet(cluster: &str) -> ClientPacket {
     }
 }
 
+/// Sends `ping` requests from `cli` to `cluster` (200 ms timeout each) until `svc` receives
+/// one (a new member's registration travels to the cluster's root first): the last request's
+/// id and what `svc` received. Panics after 20 tries.
+pub(crate) async fn request_until_delivered(
+    cli: &mut Raw,
+    svc: &mut Raw,
+    cluster: &str,
+) -> (u64, Option<NodePacket>) {
+    let mut id = 0;
+    loop {
+        id += 1;
+        cli.send(ClientPacket::Request {
+            id,
+            cluster: cluster.into(),
+            request: Bytes::from_static(b"ping"),
+            timeout_ms: 200,
+        })
+        .await;
+        tokio::select! {
+            p = svc.recv() => return (id, p),
+            p = cli.recv() => assert_eq!(p, Some(NodePacket::Reply { id, outcome: ReplyOutcome::Timeout })),
+        }
+        assert!(id < 20, "no request reached a member of {cluster}");
+    }
+}
+
 /// A relay client at the packet level.
 pub(crate) struct Raw {
     pub s: TcpStream,

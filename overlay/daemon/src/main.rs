@@ -55,7 +55,7 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
     /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
-    /// memory_budget, admin, admin_token_file, log_format; tables [limits] and [timers] with
+    /// memory_budget, admin, admin_token_file, log_format; tables `[limits]` and `[timers]` with
     /// every limit and timer by name: see --print-config).
     #[arg(long)]
     config: Option<PathBuf>,

@@ -31,7 +31,8 @@
 //! refused (431), a client that takes longer than [`AdminOptions::header_timeout`] to send
 //! its request head or keeps a connection longer than [`AdminOptions::connection_timeout`]
 //! is disconnected, and at most [`AdminOptions::max_connections`] connections are served at
-//! once (more wait in the kernel's accept queue).
+//! once (more wait in the kernel's accept queue), at most
+//! [`AdminOptions::max_connections_per_ip`] from one address (more are closed at once).
 
 pub mod metrics;
 mod openapi;
@@ -70,6 +71,9 @@ pub struct AdminOptions {
     pub version: String,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one IP address (more are closed at once), so that one
+    /// client cannot take every slot.
+    pub max_connections_per_ip: usize,
     /// Longest wait for a request's head (the first, and each next one on a kept-alive
     /// connection).
     pub header_timeout: Duration,
@@ -87,6 +91,7 @@ impl AdminOptions {
             token: None,
             version: version.into(),
             max_connections: 64,
+            max_connections_per_ip: 16,
             header_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(60),
             inspect_timeout: Duration::from_secs(2),
@@ -321,14 +326,53 @@ impl Bound {
     }
 }
 
+/// Connections open per client address; an entry goes when its last connection ends.
+#[derive(Clone, Default)]
+struct PerIp(Arc<std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>>);
+
+/// One connection counted in [`PerIp`] until dropped.
+struct IpSlot(PerIp, std::net::IpAddr);
+
+impl PerIp {
+    /// A slot for a connection from `ip`, or `None` when it has `max` already.
+    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0)
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 async fn serve(listener: TcpListener, app: Router, opts: AdminOptions) {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let per_ip = PerIp::default();
     loop {
         // A slot first: past the limit, connections wait in the accept queue.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (stream, _) = match listener.accept().await {
+        let (stream, from) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
@@ -337,10 +381,14 @@ async fn serve(listener: TcpListener, app: Router, opts: AdminOptions) {
                 continue;
             }
         };
+        let Some(ip_slot) = per_ip.take(from.ip(), opts.max_connections_per_ip.max(1)) else {
+            tracing::debug!(%from, "admin API: too many connections from one address; closed");
+            continue;
+        };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let (header_timeout, lifetime) = (opts.header_timeout, opts.connection_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, ip_slot);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(header_timeout)

@@ -315,6 +315,61 @@ async fn bad_clients_affect_only_their_own_connection() {
     b.shutdown().await;
 }
 
+/// One client address cannot take every connection slot: past its share its connections are
+/// closed at once, while other addresses are served.
+#[tokio::test]
+async fn one_address_cannot_take_every_slot() {
+    let (a, b) = two_nodes().await;
+    let mut opts = local();
+    opts.max_connections_per_ip = 4;
+    let admin = petal_admin::start(a.stats_source(), opts).await.unwrap();
+    let at = admin.local_addr();
+    let from = |ip: [u8; 4]| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((ip, 0))).unwrap();
+        s.connect(at).await.unwrap()
+    };
+    // Four silent connections from 127.0.0.2 hold its share.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(from([127, 0, 0, 2]).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A fifth from there is closed without an answer...
+    let mut fifth = from([127, 0, 0, 2]).await;
+    let _ = fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(2), fifth.read_to_end(&mut buf))
+        .await
+        .expect("closed at once");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    // ... while 127.0.0.1 is served, and 127.0.0.2 again once its connections end.
+    assert_eq!(get(at, "/healthz").await.status, 200);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut again = from([127, 0, 0, 2]).await;
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    again.read_to_end(&mut buf).await.unwrap();
+    assert!(
+        buf.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    admin.stop();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Prometheus' own checker (`promtool check metrics`, Debian package `prometheus`) accepts the
 /// exposition. Skipped when promtool is missing, unless `PETAL_PROMTOOL=1` (CI) says it must
 /// run.

@@ -249,27 +249,35 @@ impl Node {
     }
 
     /// The driver's link to `id` ended (end of stream, reset): a hint that its process may
-    /// have crashed. A tracked peer is suspected and pinged at once; the driver dials it for
-    /// that ping, and a failed dial ([`Node::unreachable`]) makes it dead at once, an unanswered
-    /// ping after one timeout. A link that ended for another reason (an idle link closed by
-    /// the far side, a link replaced) costs one ping and its pong.
+    /// have crashed. A tracked peer is suspected and pinged at once, also when a ping is out
+    /// already (that one went over the link that ended, or waited for it: its answer will not
+    /// come); the driver dials it for that ping, and a failed dial ([`Node::unreachable`])
+    /// makes it dead at once, an unanswered ping after one timeout. A link that ended for
+    /// another reason (an idle link closed by the far side, a link replaced) costs one ping
+    /// and its pong.
     pub fn link_lost(&mut self, now: Time, id: NodeId) {
         if !self.is_ready() {
             return;
         }
         self.stats.link_losses += 1;
-        self.on_suspect(now, id);
+        self.suspect(now, id, true);
     }
 
     /// Another node declared `node` dead: probe it now, and drop it if this one probe goes
     /// unanswered (it is suspected already).
     pub(crate) fn on_suspect(&mut self, now: Time, node: NodeId) {
+        self.suspect(now, node, false);
+    }
+
+    /// Suspects `node`: one more unanswered ping makes it dead. Pings it unless a ping is out
+    /// and `again` is false.
+    fn suspect(&mut self, now: Time, node: NodeId, again: bool) {
         let misses = self.cfg.suspicion_misses.saturating_sub(1);
         let Some(p) = self.overlay.peers.get_mut(&node) else {
             return;
         };
         p.misses = p.misses.max(misses);
-        if !p.ping.is_out() {
+        if again || !p.ping.is_out() {
             self.send_ping(now, node);
         }
     }

@@ -26,10 +26,12 @@ pub mod codec;
 pub mod id;
 pub mod message;
 pub mod relay;
+pub mod store;
 
 pub use codec::DecodeError;
 pub use id::{Key, NodeId};
 pub use message::{
     Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, Message, NodeInfo, ReplyResult,
-    RouteMsg, Routed, Sibling, TunnelParams, Want,
+    RouteMsg, Routed, STORE_BUCKETS, Sibling, TunnelParams, Want,
 };
+pub use store::{StoreEntry, StoreOp, StoreOpKind, StoreResult, Version};

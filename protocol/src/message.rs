@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 use crate::id::{Key, NodeId};
+use crate::store::{StoreEntry, StoreOp, StoreResult, Version};
 
 /// A node as other nodes know it: its ring id and the address its peer links listen on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -249,7 +250,65 @@ pub enum Message {
         /// Why; empty when graceful.
         reason: String,
     },
+    /// A key's home answers a store operation, straight to the operation's origin node.
+    StoreReply {
+        /// The origin's id for the operation.
+        op: u64,
+        /// The outcome (boxed: a found value is the largest).
+        result: Box<StoreResult>,
+    },
+    /// Entries for a replica to store (it keeps each one unless it has a newer version): from
+    /// a home (a write, acknowledged), from a replica that found the receiver stale (repair,
+    /// `nonce` 0: no acknowledgement) or from a node handing off keys it no longer holds.
+    StoreWrite {
+        /// Echoed in the [`Message::StoreAck`]; 0 asks for none.
+        nonce: u64,
+        /// The entries.
+        entries: Vec<StoreEntry>,
+    },
+    /// Answer to a [`Message::StoreWrite`] that asked for one.
+    StoreAck {
+        /// The write's nonce.
+        nonce: u64,
+        /// False when the receiver refused an entry (its store is full).
+        stored: bool,
+    },
+    /// A home asks a replica for its entry of `key` (a quorum read).
+    StoreRead {
+        /// Echoed in the [`Message::StoreValue`].
+        nonce: u64,
+        /// The key.
+        key: Key,
+    },
+    /// Answer to a [`Message::StoreRead`]: the replica's entry, if it has one.
+    StoreValue {
+        /// The read's nonce.
+        nonce: u64,
+        /// The entry (a tombstone too); boxed, as it is large.
+        entry: Option<Box<StoreEntry>>,
+    },
+    /// Anti-entropy between two replicas: a digest of the entries the sender holds that the
+    /// receiver should hold too, as [`STORE_BUCKETS`] hashes (entries fall into buckets by
+    /// key). The receiver answers the buckets that differ with a [`Message::StoreKeys`].
+    StoreSync {
+        /// One hash per bucket, [`STORE_BUCKETS`] of them.
+        buckets: Vec<u64>,
+    },
+    /// The keys and versions a replica holds in the buckets named by `buckets` (a bit per
+    /// bucket), of the entries it shares with the receiver: the receiver sends back what the
+    /// sender lacks or holds older, and, with `reply`, its own list for the same buckets.
+    StoreKeys {
+        /// The buckets listed, one bit each.
+        buckets: u32,
+        /// Keys and versions in those buckets.
+        keys: Vec<(Key, Version)>,
+        /// The receiver should answer with its own list.
+        reply: bool,
+    },
 }
+
+/// Buckets of a [`Message::StoreSync`] digest.
+pub const STORE_BUCKETS: usize = 16;
 
 /// The load of a group subtree, reported up the tree for load-balanced request placement.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -394,6 +453,8 @@ pub enum Routed {
     /// A request or tunnel open for the cluster whose key is the route's key; its root starts
     /// the descent towards a member.
     Ask(Ask),
+    /// A store operation for the key's home (the route's key is the hash of its name).
+    Store(Box<StoreOp>),
 }
 
 impl RouteMsg {
@@ -406,6 +467,14 @@ impl RouteMsg {
                     kind: AskKind::Request { payload },
                     ..
                 }) => payload.len(),
+                Routed::Store(op) => {
+                    std::mem::size_of::<StoreOp>()
+                        + op.name.len()
+                        + match &op.kind {
+                            crate::store::StoreOpKind::Put { value, .. } => value.len(),
+                            _ => 0,
+                        }
+                }
                 _ => 0,
             }
     }
@@ -439,7 +508,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 31] = [
+    pub const KINDS: [&'static str; 39] = [
         "ping",
         "pong",
         "route-join",
@@ -471,6 +540,14 @@ impl Message {
         "suspect",
         "redirect",
         "pong-ping",
+        "route-store",
+        "store-reply",
+        "store-write",
+        "store-ack",
+        "store-read",
+        "store-value",
+        "store-sync",
+        "store-keys",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -483,6 +560,7 @@ impl Message {
                 Routed::Lookup { .. } => 3,
                 Routed::Publish { .. } => 13,
                 Routed::Ask(_) => 14,
+                Routed::Store(_) => 31,
             },
             Message::RouteAck { .. } => 4,
             Message::JoinReply { .. } => 5,
@@ -509,6 +587,13 @@ impl Message {
             Message::Suspect { .. } => 28,
             Message::Redirect { .. } => 29,
             Message::PongPing { .. } => 30,
+            Message::StoreReply { .. } => 32,
+            Message::StoreWrite { .. } => 33,
+            Message::StoreAck { .. } => 34,
+            Message::StoreRead { .. } => 35,
+            Message::StoreValue { .. } => 36,
+            Message::StoreSync { .. } => 37,
+            Message::StoreKeys { .. } => 38,
         }
     }
 
@@ -535,6 +620,23 @@ impl Message {
             | Message::RowReply { entries: v, .. }
             | Message::Leave { leaf: v } => nodes(v),
             Message::Redirect { siblings, .. } => siblings.len() * std::mem::size_of::<Sibling>(),
+            Message::StoreReply { result, .. } => {
+                std::mem::size_of::<StoreResult>()
+                    + match &**result {
+                        StoreResult::Found { value, .. } => value.len(),
+                        StoreResult::Failed(text) => text.len(),
+                        _ => 0,
+                    }
+            }
+            Message::StoreWrite { entries, .. } => entries
+                .iter()
+                .map(|e| std::mem::size_of::<StoreEntry>() + e.heap_bytes())
+                .sum(),
+            Message::StoreValue { entry: Some(e), .. } => {
+                std::mem::size_of::<StoreEntry>() + e.heap_bytes()
+            }
+            Message::StoreSync { buckets } => buckets.len() * 8,
+            Message::StoreKeys { keys, .. } => keys.len() * std::mem::size_of::<(Key, Version)>(),
             _ => 0,
         }
     }
@@ -557,7 +659,12 @@ impl Message {
             | Message::TunnelAccept { .. }
             | Message::TunnelData { .. }
             | Message::TunnelAllow { .. }
-            | Message::TunnelClose { .. } => false,
+            | Message::TunnelClose { .. }
+            | Message::StoreReply { .. }
+            | Message::StoreWrite { .. }
+            | Message::StoreAck { .. }
+            | Message::StoreRead { .. }
+            | Message::StoreValue { .. } => false,
             _ => true,
         }
     }

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use petal_protocol::codec::{self, DEFAULT_MAX_FRAME_LEN, DecodeError};
 use petal_protocol::{
     Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Key, Load, Message, NodeId, NodeInfo,
-    ReplyResult, RouteMsg, Routed, Sibling, TunnelParams, Want,
+    ReplyResult, RouteMsg, Routed, STORE_BUCKETS, Sibling, StoreEntry, StoreOp, StoreOpKind,
+    StoreResult, TunnelParams, Version, Want,
 };
 use proptest::prelude::*;
 
@@ -67,7 +68,111 @@ fn ask() -> impl Strategy<Value = Ask> {
     })
 }
 
+fn version() -> impl Strategy<Value = Version> {
+    any::<(u64, u64)>().prop_map(|(hlc, node)| Version { hlc, node })
+}
+
+fn store_op() -> impl Strategy<Value = StoreOp> {
+    let kind = prop_oneof![
+        Just(StoreOpKind::Get),
+        (payload(), any::<u64>(), prop::option::of(version())).prop_map(
+            |(value, ttl_ms, expect)| StoreOpKind::Put {
+                value,
+                ttl_ms,
+                expect
+            }
+        ),
+        prop::option::of(version()).prop_map(|expect| StoreOpKind::Delete { expect }),
+    ];
+    (any::<u64>(), any::<u32>(), text(), kind).prop_map(|(id, timeout_ms, name, kind)| StoreOp {
+        id,
+        timeout_ms,
+        name,
+        kind,
+    })
+}
+
+fn store_entry() -> impl Strategy<Value = StoreEntry> {
+    (
+        any::<u128>(),
+        text(),
+        version(),
+        any::<u64>(),
+        prop::option::of(payload()),
+    )
+        .prop_map(|(key, name, version, expires_ms, value)| StoreEntry {
+            key: Key(key),
+            name,
+            version,
+            expires_ms,
+            value,
+        })
+}
+
+/// The store's messages.
+fn store_message() -> impl Strategy<Value = Message> {
+    let result = prop_oneof![
+        version().prop_map(StoreResult::Written),
+        (version(), payload(), any::<u64>()).prop_map(|(version, value, expires_ms)| {
+            StoreResult::Found {
+                version,
+                value,
+                expires_ms,
+            }
+        }),
+        Just(StoreResult::NotFound),
+        version().prop_map(StoreResult::Conflict),
+        text().prop_map(StoreResult::Failed),
+    ];
+    prop_oneof![
+        (any::<u128>(), info(), any::<u8>(), any::<u64>(), store_op()).prop_map(
+            |(key, origin, hops, hop_seq, op)| Message::route(RouteMsg {
+                key: Key(key),
+                origin,
+                hops,
+                hop_seq,
+                body: Routed::Store(Box::new(op)),
+            })
+        ),
+        (any::<u64>(), result).prop_map(|(op, result)| Message::StoreReply {
+            op,
+            result: Box::new(result)
+        }),
+        (any::<u64>(), prop::collection::vec(store_entry(), 0..8))
+            .prop_map(|(nonce, entries)| Message::StoreWrite { nonce, entries }),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(nonce, stored)| Message::StoreAck { nonce, stored }),
+        (any::<u64>(), any::<u128>()).prop_map(|(nonce, key)| Message::StoreRead {
+            nonce,
+            key: Key(key)
+        }),
+        (any::<u64>(), prop::option::of(store_entry())).prop_map(|(nonce, entry)| {
+            Message::StoreValue {
+                nonce,
+                entry: entry.map(Box::new),
+            }
+        }),
+        prop::collection::vec(any::<u64>(), STORE_BUCKETS..=STORE_BUCKETS)
+            .prop_map(|buckets| Message::StoreSync { buckets }),
+        (
+            any::<u32>(),
+            prop::collection::vec((any::<u128>(), version()), 0..40),
+            any::<bool>()
+        )
+            .prop_map(|(buckets, keys, reply)| Message::StoreKeys {
+                buckets,
+                keys: keys.into_iter().map(|(k, v)| (Key(k), v)).collect(),
+                reply,
+            }),
+    ]
+}
+
+/// Every kind of message: the overlay's and messaging's, and the store's.
 fn message() -> impl Strategy<Value = Message> {
+    prop_oneof![4 => overlay_message(), 1 => store_message()]
+}
+
+fn overlay_message() -> impl Strategy<Value = Message> {
     let routed = prop_oneof![
         Just(Routed::Join),
         any::<u64>().prop_map(|lookup| Routed::Lookup { lookup }),

@@ -51,8 +51,9 @@ pub struct Metrics {
     pub buckets: Vec<Bucket>,
     /// Events processed (message deliveries and timer firings).
     pub events: u64,
-    /// Messages and bytes sent, by message kind (indexed like `Message::KINDS`).
-    pub by_kind: [(u64, u64); petal_protocol::Message::KINDS.len()],
+    /// Messages and bytes sent, by message kind (indexed like `Message::KINDS`; empty until
+    /// the first message).
+    pub by_kind: Vec<(u64, u64)>,
     /// Messages handed to a live node (the simulated message count).
     pub messages: u64,
     /// Crashes injected.
@@ -108,6 +109,10 @@ impl Metrics {
     }
 
     pub(crate) fn sent(&mut self, now: Time, kind: usize, maintenance: bool, bytes: usize) {
+        if self.by_kind.len() <= kind {
+            self.by_kind
+                .resize(petal_protocol::Message::KINDS.len().max(kind + 1), (0, 0));
+        }
         let k = &mut self.by_kind[kind];
         k.0 += 1;
         k.1 += bytes as u64;

@@ -82,6 +82,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
                     payload: r.bytes("publish payload")?,
                 },
                 ty::ROUTED_ASK => Routed::Ask(r.ask()?),
+                ty::ROUTED_STORE => Routed::Store(Box::new(r.store_op()?)),
                 _ => return Err(DecodeError::Malformed("routed type")),
             };
             Message::route(RouteMsg {
@@ -199,16 +200,17 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             tunnel: r.u64("tunnel id")?,
             reason: r.string("tunnel close reason")?,
         },
+        ty::STORE_REPLY..=ty::STORE_KEYS => r.store_message(t)?,
         other => return Err(DecodeError::UnknownType(other)),
     })
 }
 
 /// A bounds-checked reader over a frame body. Running out of bytes inside a frame whose length
 /// was complete is malformed input, not truncation.
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], DecodeError> {
+    pub(super) fn take(&mut self, n: usize, what: &'static str) -> Result<&[u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError::Malformed(what));
         }
@@ -223,35 +225,35 @@ impl Reader<'_> {
         Ok(a)
     }
 
-    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
-    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+    pub(super) fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
 
-    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+    pub(super) fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array(what)?))
     }
 
-    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+    pub(super) fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array(what)?))
     }
 
-    fn key(&mut self, what: &'static str) -> Result<Key, DecodeError> {
+    pub(super) fn key(&mut self, what: &'static str) -> Result<Key, DecodeError> {
         Ok(Key::from_bytes(self.array(what)?))
     }
 
     /// A u32-length-prefixed payload. A length beyond the frame's remaining bytes is malformed
     /// (checked before anything is allocated).
-    fn bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
+    pub(super) fn bytes(&mut self, what: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(what)? as usize;
         Ok(Bytes::copy_from_slice(self.take(len, what)?))
     }
 
     /// A u16-length-prefixed UTF-8 string.
-    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+    pub(super) fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
         let len = usize::from(self.u16(what)?);
         let raw = self.take(len, what)?;
         std::str::from_utf8(raw)
@@ -298,7 +300,7 @@ impl Reader<'_> {
         })
     }
 
-    fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
+    pub(super) fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),

@@ -47,6 +47,7 @@ pub fn encoded_len(msg: &Message) -> usize {
                     Routed::Lookup { .. } => 8,
                     Routed::Publish { payload, .. } => 8 + bytes_len(payload),
                     Routed::Ask(ask) => ask_len(ask),
+                    Routed::Store(op) => super::store::op_len(op),
                 }
         }
         Message::JoinReply { entries, leaf, .. } => list(entries) + list(leaf) + 1,
@@ -83,6 +84,13 @@ pub fn encoded_len(msg: &Message) -> usize {
         Message::TunnelAllow { .. } => 24,
         Message::TunnelData { payload, .. } => 32 + bytes_len(payload),
         Message::TunnelClose { reason, .. } => 8 + str_len(reason),
+        Message::StoreReply { .. }
+        | Message::StoreWrite { .. }
+        | Message::StoreAck { .. }
+        | Message::StoreRead { .. }
+        | Message::StoreValue { .. }
+        | Message::StoreSync { .. }
+        | Message::StoreKeys { .. } => super::store::body_len(msg),
     };
     LEN_PREFIX + 2 + body
 }
@@ -96,11 +104,11 @@ const TUNNEL_PARAMS_LEN: usize = 8 + 4;
 /// Encoded bytes of an [`EventId`](crate::EventId).
 const EVENT_ID_LEN: usize = 16 + 8;
 
-fn bytes_len(payload: &[u8]) -> usize {
+pub(super) fn bytes_len(payload: &[u8]) -> usize {
     4 + payload.len()
 }
 
-fn str_len(s: &str) -> usize {
+pub(super) fn str_len(s: &str) -> usize {
     2 + str_cut(s).len()
 }
 
@@ -317,6 +325,7 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&tunnel.to_be_bytes());
             put_str(reason, out);
         }
+        _ => super::store::encode(msg, out),
     }
 }
 
@@ -340,6 +349,10 @@ fn put_route(r: &RouteMsg, out: &mut Vec<u8>) {
         Routed::Ask(ask) => {
             out.push(ty::ROUTED_ASK);
             put_ask(ask, out);
+        }
+        Routed::Store(op) => {
+            out.push(ty::ROUTED_STORE);
+            super::store::put_op(op, out);
         }
     }
 }
@@ -399,7 +412,7 @@ fn put_ask(ask: &Ask, out: &mut Vec<u8>) {
     clippy::expect_used,
     reason = "a payload beyond u32::MAX bytes is a caller's bug (every producer bounds payloads far below the frame limit), as a list beyond MAX_LIST_LEN is in put_list"
 )]
-fn put_bytes(payload: &[u8], out: &mut Vec<u8>) {
+pub(super) fn put_bytes(payload: &[u8], out: &mut Vec<u8>) {
     // Producers bound payloads far below the frame limit; one that does not fit the u32 prefix
     // is a bug in the caller, not hostile input.
     let len = u32::try_from(payload.len()).expect("payload longer than u32::MAX bytes");
@@ -412,7 +425,7 @@ fn put_bytes(payload: &[u8], out: &mut Vec<u8>) {
     clippy::cast_possible_truncation,
     reason = "str_cut bounds the length to MAX_STR_LEN, which is u16::MAX"
 )]
-fn put_str(s: &str, out: &mut Vec<u8>) {
+pub(super) fn put_str(s: &str, out: &mut Vec<u8>) {
     let s = str_cut(s);
     out.extend_from_slice(&(s.len() as u16).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -437,7 +450,7 @@ fn put_siblings(list: &[Sibling], out: &mut Vec<u8>) {
 }
 
 /// A list's u16 count (the callers asserted it is at most [`MAX_LIST_LEN`]).
-fn put_count(n: usize, out: &mut Vec<u8>) {
+pub(super) fn put_count(n: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes());
 }
 

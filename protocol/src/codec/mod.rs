@@ -49,22 +49,40 @@
 //! 0x1a  Suspect        node id (16 bytes)
 //! 0x1b  Redirect       group key | siblings (u16 count, then per sibling: NodeInfo | rtt_us u32)
 //! 0x1c  PongPing       nonce u64 | ping u64
+//! 0x1d  StoreReply     op u64 | store result
+//! 0x1e  StoreWrite     nonce u64 | entries (u16 count, then entry each)
+//! 0x1f  StoreAck       nonce u64 | stored flag
+//! 0x20  StoreRead      nonce u64 | key
+//! 0x21  StoreValue     nonce u64 | flag | [entry]
+//! 0x22  StoreSync      buckets (u16 count = 16, then u64 each)
+//! 0x23  StoreKeys      buckets u32 | keys (u16 count, then key | version each) | reply flag
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
 //! 0x02  Lookup         lookup u64
 //! 0x03  Publish        nonce u64 | payload
 //! 0x04  Ask            ask
+//! 0x05  Store          store op
 //!
 //! ask:     id u64 | timeout_ms u32 | kind tag u8 (1 = Request: payload; 2 = Tunnel: params)
 //! params:  window u64 | chunk_limit u32
 //! result:  tag u8 (1 = Ok: payload; 2 = Fault: string)
+//!
+//! version:      hlc u64 | node u64
+//! opt version:  flag u8 (0: none; 1: version follows)
+//! store op:     id u64 | timeout_ms u32 | name string | kind tag u8 (1 = Get; 2 = Put:
+//!               payload, ttl_ms u64, opt version; 3 = Delete: opt version)
+//! store result: tag u8 (1 = Written: version; 2 = Found: version, expires_ms u64, payload;
+//!               3 = NotFound; 4 = Conflict: version; 5 = Failed: string)
+//! entry:        key | name string | version | expires_ms u64 | flag u8 (1: payload follows;
+//!               0: a deletion)
 //! ```
 //!
 //! Decoding never panics: oversized, truncated, unknown or malformed input is a [`DecodeError`].
 
 mod decode;
 mod encode;
+mod store;
 
 pub use decode::{decode, decode_exact};
 pub use encode::{encode, encoded_len, to_vec};
@@ -76,7 +94,9 @@ pub use encode::{encode, encoded_len, to_vec};
 /// - 2: `Graft` carries the subtree height; `Discover`, `DiscoverReply`, `Suspect` and
 ///   `Redirect` added (proximity and liveness, issue 15).
 /// - 3: `PongPing` added (a pinged node measures the pinger in the same exchange).
-pub const VERSION: u8 = 4;
+/// - 4: routed publishes and casts carry an event identity (issue 16).
+/// - 5: the replicated store's messages (`Route` body `Store`, `StoreReply` ... `StoreKeys`).
+pub const VERSION: u8 = 5;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 /// Default upper bound on a frame's length (after the prefix), used by [`decode()`].
@@ -148,10 +168,18 @@ mod ty {
     pub(super) const SUSPECT: u8 = 0x1a;
     pub(super) const REDIRECT: u8 = 0x1b;
     pub(super) const PONG_PING: u8 = 0x1c;
+    pub(super) const STORE_REPLY: u8 = 0x1d;
+    pub(super) const STORE_WRITE: u8 = 0x1e;
+    pub(super) const STORE_ACK: u8 = 0x1f;
+    pub(super) const STORE_READ: u8 = 0x20;
+    pub(super) const STORE_VALUE: u8 = 0x21;
+    pub(super) const STORE_SYNC: u8 = 0x22;
+    pub(super) const STORE_KEYS: u8 = 0x23;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;
     pub(super) const ROUTED_ASK: u8 = 0x04;
+    pub(super) const ROUTED_STORE: u8 = 0x05;
     pub(super) const ASK_REQUEST: u8 = 1;
     pub(super) const ASK_TUNNEL: u8 = 2;
     pub(super) const RESULT_OK: u8 = 1;
@@ -176,7 +204,7 @@ mod tests {
     fn ping_layout_is_stable() {
         let bytes = to_vec(&Message::Ping { nonce: 7 });
         // The version byte is pinned here: a format change must bump it on purpose.
-        assert_eq!(bytes, [0, 0, 0, 10, 4, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(bytes, [0, 0, 0, 10, 5, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
     }
 
     #[test]

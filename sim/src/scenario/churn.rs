@@ -228,7 +228,7 @@ fn maintenance_by_group(p: &Params, r: &Run) -> Vec<(&'static str, f64, f64)> {
             let (m, b) = kinds
                 .iter()
                 .filter_map(|k| petal_protocol::Message::KINDS.iter().position(|x| x == k))
-                .map(|i| r.metrics.by_kind[i])
+                .map(|i| r.metrics.by_kind.get(i).copied().unwrap_or_default())
                 .fold((0, 0), |(m, b), (m2, b2)| (m + m2, b + b2));
             (name, m as f64 / per, b as f64 / per)
         })

@@ -1,0 +1,120 @@
+//! The replicated key-value store's messages: an application's operation routed to the key's
+//! home, the home's answer, and what replicas exchange (writes, reads, anti-entropy digests).
+//!
+//! A key's *home* is the node numerically closest to the key (the hash of its name); its
+//! *replicas* are the `k` nodes closest to it, home included, all within the home's leaf set.
+
+use bytes::Bytes;
+
+use crate::id::Key;
+
+/// The version of a stored value: a hybrid logical clock reading of the node that wrote it
+/// (milliseconds in the high 48 bits, a counter in the low 16), then the low 64 bits of that
+/// node's id to break ties. Versions of one key are totally ordered; the greater one wins.
+/// [`Version::NONE`] (zero) stands for "no value": a conditional write that expects it creates
+/// the key only when it does not exist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version {
+    /// Hybrid logical clock reading: `millis << 16 | counter`.
+    pub hlc: u64,
+    /// Tie-break: the low 64 bits of the writing node's id.
+    pub node: u64,
+}
+
+impl Version {
+    /// No value (absent, deleted or expired).
+    pub const NONE: Version = Version { hlc: 0, node: 0 };
+
+    /// The wall-clock milliseconds of the clock reading.
+    pub const fn millis(self) -> u64 {
+        self.hlc >> 16
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}.{:x}", self.hlc, self.node)
+    }
+}
+
+/// An application's operation on one key, routed to the key's home.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOp {
+    /// The origin node's id for the operation (the home's answer names it).
+    pub id: u64,
+    /// The origin's timeout, in milliseconds; the home gives up on replicas before it.
+    pub timeout_ms: u32,
+    /// The key's name (the route's key is its hash: the home checks that they agree).
+    pub name: String,
+    /// What is asked.
+    pub kind: StoreOpKind,
+}
+
+/// What a [`StoreOp`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreOpKind {
+    /// The key's latest value.
+    Get,
+    /// Writes `value`; with `expect`, only if the key's current version is `expect`
+    /// ([`Version::NONE`]: only if the key has no value).
+    Put {
+        /// The value.
+        value: Bytes,
+        /// Time to live in milliseconds (0: for ever).
+        ttl_ms: u64,
+        /// Compare-and-set: the version the key must have.
+        expect: Option<Version>,
+    },
+    /// Deletes the key; with `expect`, only if its current version is `expect`.
+    Delete {
+        /// Compare-and-delete: the version the key must have.
+        expect: Option<Version>,
+    },
+}
+
+/// The home's answer to a [`StoreOp`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreResult {
+    /// The write (put or delete) was stored by a write quorum, under this version.
+    Written(Version),
+    /// The key's value.
+    Found {
+        /// Its version.
+        version: Version,
+        /// Its value.
+        value: Bytes,
+        /// When it expires, in wall-clock milliseconds (0: never).
+        expires_ms: u64,
+    },
+    /// The key has no value (never written, deleted or expired).
+    NotFound,
+    /// A conditional write found another version (the current one; [`Version::NONE`]: none).
+    Conflict(Version),
+    /// The operation failed; the text says why (quorum not reached, limits).
+    Failed(String),
+}
+
+/// A key's stored state, as replicas exchange it: a value or a deletion (tombstone), with its
+/// version and expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreEntry {
+    /// The key (the hash of `name`).
+    pub key: Key,
+    /// The key's name.
+    pub name: String,
+    /// Its version.
+    pub version: Version,
+    /// When it expires, in wall-clock milliseconds (0: never; a tombstone always expires).
+    pub expires_ms: u64,
+    /// The value; `None` for a deletion.
+    pub value: Option<Bytes>,
+}
+
+impl StoreEntry {
+    /// Bytes the entry holds besides its inline size (name and value).
+    pub fn heap_bytes(&self) -> usize {
+        self.name.len() + self.value.as_ref().map_or(0, Bytes::len)
+    }
+}

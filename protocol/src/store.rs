@@ -94,6 +94,9 @@ pub enum StoreResult {
     Conflict(Version),
     /// The operation failed; the text says why (quorum not reached, limits).
     Failed(String),
+    /// No answer came within the operation's timeout (the origin node decides this one; a
+    /// write may still have been stored).
+    TimedOut,
 }
 
 /// A key's stored state, as replicas exchange it: a value or a deletion (tombstone), with its

@@ -123,6 +123,7 @@ fn store_message() -> impl Strategy<Value = Message> {
         Just(StoreResult::NotFound),
         version().prop_map(StoreResult::Conflict),
         text().prop_map(StoreResult::Failed),
+        Just(StoreResult::TimedOut),
     ];
     prop_oneof![
         (any::<u128>(), info(), any::<u8>(), any::<u64>(), store_op()).prop_map(

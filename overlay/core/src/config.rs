@@ -202,6 +202,37 @@ pub struct Config {
     /// budget): one sender that floods, or one application that stops reading, meets its share
     /// while the rest of the budget stays for the others.
     pub memory_share: u64,
+    /// Replicas of each stored key (`k`): the key's home and the nodes next closest to the
+    /// key, all in the home's leaf set (so at most `leaf_set_size / 2 + 1`).
+    pub store_replicas: usize,
+    /// Replicas that must store a write before it is acknowledged (`W`; all of them when the
+    /// ring has fewer nodes).
+    pub store_write_quorum: usize,
+    /// Replicas a read asks before it answers with the newest version they hold (`R`; with
+    /// `R + W > k` a read sees every write acknowledged before it started, while the key's
+    /// replicas stay in place).
+    pub store_read_quorum: usize,
+    /// How long a home waits for its replicas' answers (bounded by the operation's timeout).
+    pub store_replica_timeout: Duration,
+    /// How often replicas compare digests of the keys they share and repair what differs, and
+    /// hand off keys they no longer hold (anti-entropy).
+    pub store_sync_interval: Duration,
+    /// How soon after its leaf set changed a node that holds keys runs that repair (a new
+    /// replica gets its keys; a dead one's keys are copied to the next node).
+    pub store_handoff_delay: Duration,
+    /// How long a deletion is remembered (as a tombstone), so that a replica that missed it
+    /// cannot bring the value back: longer than any replica stays stale.
+    pub store_tombstone_ttl: Duration,
+    /// Longest key name, in bytes.
+    pub store_max_key: usize,
+    /// Largest value, in bytes.
+    pub store_max_value: usize,
+    /// Bytes of names and values a node stores at most (as home or replica); writes beyond it
+    /// are refused.
+    pub store_max_bytes: u64,
+    /// Most store operations under way at a node: issued here and awaiting their answer, plus
+    /// those it coordinates as a key's home (and queues behind another write of the same key).
+    pub store_max_ops: usize,
 }
 
 impl Default for Config {
@@ -272,6 +303,17 @@ impl Default for Config {
             tunnel_idle_timeout: Duration::from_secs(10),
             memory_budget: 1 << 30,
             memory_share: 128 << 20,
+            store_replicas: 3,
+            store_write_quorum: 2,
+            store_read_quorum: 2,
+            store_replica_timeout: Duration::from_secs(1),
+            store_sync_interval: Duration::from_secs(10),
+            store_handoff_delay: Duration::from_secs(1),
+            store_tombstone_ttl: Duration::from_secs(600),
+            store_max_key: 1024,
+            store_max_value: 256 << 10,
+            store_max_bytes: 256 << 20,
+            store_max_ops: 16_384,
         }
     }
 }
@@ -313,8 +355,23 @@ impl Config {
             self.group_refresh_interval,
             self.stall_forget_after,
             self.tunnel_keepalive_interval,
+            self.store_replica_timeout,
+            self.store_sync_interval,
         ];
-        let checks: [(bool, &'static str); 18] = [
+        let checks: [(bool, &'static str); 20] = [
+            (
+                self.store_replicas >= 1
+                    && self.store_replicas <= self.leaf_set_size / 2 + 1
+                    && (1..=self.store_replicas).contains(&self.store_write_quorum)
+                    && (1..=self.store_replicas).contains(&self.store_read_quorum),
+                "store_replicas must be in 1..=leaf_set_size/2+1, the quorums in 1..=store_replicas",
+            ),
+            (
+                self.store_tombstone_ttl > self.store_sync_interval * 2
+                    && self.store_max_key >= 1
+                    && self.store_max_ops >= 1,
+                "store_tombstone_ttl must exceed two store sync intervals; store_max_key and store_max_ops must be >= 1",
+            ),
             (
                 self.memory_share <= self.memory_budget
                     && self.memory_share >= self.tunnel_chunk_limit as u64 + 64,

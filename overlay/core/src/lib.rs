@@ -198,6 +198,7 @@ mod rtt_cache;
 pub mod seeds;
 pub mod settings;
 pub mod stats;
+pub mod store;
 pub mod time;
 mod tunnel;
 
@@ -211,9 +212,12 @@ pub use memory::MemoryUse;
 pub use node::{Event, Node, Transmit};
 pub use overlay::join::JoinProgress;
 pub use overlay::membership::LEAVING_FAULT;
-pub use petal_protocol::{Key, Message, NodeId, NodeInfo};
+pub use petal_protocol::{
+    Key, Message, NodeId, NodeInfo, StoreEntry, StoreOpKind, StoreResult, Version,
+};
 pub use routing_table::RoutingTable;
 pub use seeds::{SeedTiming, Seeds};
 pub use stats::Stats;
+pub use store::StoreStats;
 pub use time::Time;
 pub use tunnel::{TunnelInfo, TunnelPhase};

@@ -53,7 +53,7 @@ pub struct Pending {
 }
 
 impl Node {
-    fn running(&self) -> Result<(), AppError> {
+    pub(crate) fn running(&self) -> Result<(), AppError> {
         if self.is_running() {
             Ok(())
         } else {
@@ -122,6 +122,7 @@ impl Node {
         for id in self.tunnels.ids_of(conn) {
             self.fail_tunnel(now, id, "petal: the far connection closed");
         }
+        self.store_forget_conn(conn);
         // The closed connection hears nothing more.
         self.drain_loopback(now);
         self.drop_events_of(conn);

@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use petal_protocol::{Key, Message, NodeId, NodeInfo};
+use petal_protocol::{Key, Message, NodeId, NodeInfo, StoreResult};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -173,6 +173,15 @@ pub enum Event {
         /// Why; empty when graceful.
         reason: String,
     },
+    /// The one outcome of store operation `op` issued by `conn` ([`Node::kv`]).
+    KvDone {
+        /// The connection.
+        conn: ConnId,
+        /// The connection's id for the operation.
+        op: u64,
+        /// The key's home's answer, or [`StoreResult::TimedOut`].
+        result: StoreResult,
+    },
 }
 
 /// Frees a drained queue's buffer: a node's queues are empty between inputs, and 10^5 nodes in
@@ -190,7 +199,7 @@ fn release_burst<T>(q: &mut VecDeque<T>) {
 const QUEUE_KEEP: usize = 0;
 
 /// SplitMix64: a fixed mixing of `seed` into a well-spread 64-bit value.
-fn splitmix(seed: u64) -> u64 {
+pub(crate) fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -211,7 +220,8 @@ impl Event {
             | Event::TunnelOpenFailed { conn, .. }
             | Event::TunnelCredit { conn, .. }
             | Event::TunnelData { conn, .. }
-            | Event::TunnelClosed { conn, .. } => Some(*conn),
+            | Event::TunnelClosed { conn, .. }
+            | Event::KvDone { conn, .. } => Some(*conn),
             _ => None,
         }
     }
@@ -258,6 +268,12 @@ pub(crate) enum TimerKey {
     Tunnel(u64),
     /// Tunnel keepalives and idle checks.
     TunnelTick,
+    /// A store operation's timeout at its origin (by operation id).
+    StoreOp(u64),
+    /// A home's wait for its replicas (by coordination nonce).
+    StoreCoord(u64),
+    /// The store's periodic repair.
+    StoreSync,
 }
 
 /// One Pastry node as a sans-IO state machine. See the crate documentation for the drive
@@ -270,8 +286,6 @@ pub struct Node {
     pub(crate) rng: ChaCha8Rng,
     /// The Pastry overlay: leaf set, routing table, liveness, routes, join.
     pub(crate) overlay: Overlay,
-    /// This node's offset on the timer grid, in microseconds.
-    tick_phase_us: u64,
     /// Deadlines by time. Entries are never removed early: an entry whose owner no longer
     /// holds that deadline is stale and skipped (see `timer_live`), which keeps rescheduling
     /// to one push. Compacted when stale entries pile up.
@@ -293,6 +307,8 @@ pub struct Node {
     pub(crate) stats: Stats,
     /// What the node holds of its memory budget, and who pays.
     pub(crate) held: crate::budget::Held,
+    /// The replicated store's state, allocated on first use.
+    pub(crate) store: Option<Box<crate::store::Store>>,
 }
 
 impl Node {
@@ -305,12 +321,13 @@ impl Node {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let grid = micros(cfg.timer_granularity).max(1);
         let tick_phase_us = rand::Rng::random_range(&mut rng, 0..grid);
+        let mut overlay = Overlay::new(me.id, &cfg);
+        overlay.tick_phase_us = u32::try_from(tick_phase_us).unwrap_or(u32::MAX);
         Ok(Self {
-            overlay: Overlay::new(me.id, &cfg),
+            overlay,
             cfg,
             me,
             rng,
-            tick_phase_us,
             timers: BinaryHeap::new(),
             // Ids (requests, tunnels, nonces) start at a point drawn from the seed, so that a
             // node restarted with the same id does not reuse the ids of its past life (a late
@@ -325,6 +342,7 @@ impl Node {
             events: VecDeque::new(),
             stats: Stats::default(),
             held: crate::budget::Held::default(),
+            store: None,
         })
     }
 
@@ -380,7 +398,8 @@ impl Node {
             messaging: self.groups.heap_bytes()
                 + self.locals.heap_bytes()
                 + self.asks.heap_bytes()
-                + self.tunnels.heap_bytes(),
+                + self.tunnels.heap_bytes()
+                + self.store_heap_bytes(),
             ..MemoryUse::default()
         };
         self.overlay.memory(&mut m);
@@ -394,12 +413,9 @@ impl Node {
         if us == u64::MAX {
             return t;
         }
-        let shifted = us.saturating_sub(self.tick_phase_us);
-        Time::from_micros(
-            (shifted.div_ceil(g) * g)
-                .saturating_add(self.tick_phase_us)
-                .max(us),
-        )
+        let phase = u64::from(self.overlay.tick_phase_us);
+        let shifted = us.saturating_sub(phase);
+        Time::from_micros((shifted.div_ceil(g) * g).saturating_add(phase).max(us))
     }
 
     /// Founds a new ring: the node is ready at once, alone.
@@ -461,12 +477,19 @@ impl Node {
                 self.asks.timer_live(key, t)
             }
             TimerKey::Tunnel(_) | TimerKey::TunnelTick => self.tunnels.timer_live(key, t),
+            TimerKey::StoreOp(_) | TimerKey::StoreCoord(_) | TimerKey::StoreSync => {
+                self.store_timer_live(key, t)
+            }
         }
     }
 
     /// Owners that may hold a deadline: the bound on live timer entries.
     fn timer_owners(&self) -> usize {
-        self.overlay.timer_owners() + self.asks.timer_owners() + self.tunnels.timer_owners() + 3
+        self.overlay.timer_owners()
+            + self.asks.timer_owners()
+            + self.tunnels.timer_owners()
+            + self.store_timer_owners()
+            + 3
     }
 
     /// Fires every timer due at or before `now`.
@@ -536,6 +559,9 @@ impl Node {
                 TimerKey::ParkedAsks => self.on_parked_timer(now),
                 TimerKey::Tunnel(id) => self.on_tunnel_deadline(now, id),
                 TimerKey::TunnelTick => self.on_tunnel_tick(now),
+                TimerKey::StoreOp(id) => self.on_store_reply(id, StoreResult::TimedOut),
+                TimerKey::StoreCoord(id) => self.on_store_coord_timeout(now, id),
+                TimerKey::StoreSync => self.on_store_sync(now),
             }
         }
         self.drain_loopback(now);
@@ -655,6 +681,26 @@ impl Node {
             Message::TunnelClose { tunnel, reason } => {
                 self.on_tunnel_close(now, from, tunnel, reason)
             }
+            Message::StoreReply { op, result } => self.on_store_reply(op, *result),
+            other => self.handle_store_message(now, from, other),
+        }
+    }
+
+    /// Messages between a key's home and its replicas.
+    fn handle_store_message(&mut self, now: Time, from: NodeInfo, msg: Message) {
+        match msg {
+            Message::StoreWrite { nonce, entries } => {
+                self.on_store_write(now, from, nonce, entries);
+            }
+            Message::StoreAck { nonce, stored } => self.on_store_ack(now, from, nonce, stored),
+            Message::StoreRead { nonce, key } => self.on_store_read(now, from, nonce, key),
+            Message::StoreValue { nonce, entry } => self.on_store_value(now, from, nonce, entry),
+            Message::StoreSync { buckets } => self.on_store_digest(now, from, &buckets),
+            Message::StoreKeys {
+                buckets,
+                keys,
+                reply,
+            } => self.on_store_keys(now, from, buckets, keys, reply),
             _ => self.stats.unknown_messages += 1,
         }
     }
@@ -784,5 +830,6 @@ impl Node {
         self.check_group_invariants();
         self.check_local_invariants();
         self.check_budget_invariants();
+        self.check_store_invariants();
     }
 }

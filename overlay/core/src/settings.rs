@@ -232,6 +232,17 @@ settings_table! {
     bytes memory_budget: u64 [1_048_576, MAX_BYTES],
     bytes memory_share: u64 [65, MAX_BYTES],
     flag join_search [0, 1],
+    count store_replicas: usize [1, 129],
+    count store_write_quorum: usize [1, 129],
+    count store_read_quorum: usize [1, 129],
+    timer store_replica_timeout [1, DAY_MS],
+    timer store_sync_interval [1, DAY_MS],
+    timer store_handoff_delay [0, DAY_MS],
+    timer store_tombstone_ttl [1, 30 * DAY_MS],
+    bytes store_max_key: usize [1, 65_535],
+    bytes store_max_value: usize [0, 16_777_216],
+    bytes store_max_bytes: u64 [0, MAX_BYTES],
+    count store_max_ops: usize [1, MAX_COUNT],
     }
 }
 
@@ -239,11 +250,11 @@ settings_table! {
 mod tests {
     use super::*;
 
-    /// Every field of `Config` is in the table once (it has 65: a new field fails here until
+    /// Every field of `Config` is in the table once (it has 76: a new field fails here until
     /// it is added), and every default is within its own range.
     #[test]
     fn the_table_covers_every_setting_and_the_defaults_fit() {
-        assert_eq!(CORE_SETTINGS.len(), 65);
+        assert_eq!(CORE_SETTINGS.len(), 76);
         let mut names: Vec<&str> = CORE_SETTINGS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

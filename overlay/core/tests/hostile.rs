@@ -14,7 +14,9 @@
 //! `RequestDone`, and only a request its connection issued; tunnel events name a tunnel of that
 //! connection that has not closed; events are published only to subscribers of the topic,
 //! broadcasts only to members of a cluster, and requests and tunnel offers only to cluster
-//! members.
+//! members; each store operation gets exactly one `KvDone`, for the connection that issued it
+//! (the node is also fed the store's messages: writes, reads, answers, digests, key lists and
+//! routed operations, with nonces near the ones it sent).
 //!
 //! Set `PETAL_HOSTILE_STATS=1` to print what the runs covered, `PROPTEST_CASES` to run more.
 
@@ -22,12 +24,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use petal_core::store::key_of;
 use petal_core::{
     Config, ConnId, Event, GroupKind, Key, Message, Node, NodeId, NodeInfo, Outcome, Time,
 };
 use petal_protocol::{
     Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, ReplyResult, RouteMsg, Routed,
-    TunnelParams, Want,
+    STORE_BUCKETS, StoreEntry, StoreOp, StoreOpKind, StoreResult, TunnelParams, Version, Want,
 };
 use proptest::prelude::*;
 
@@ -255,6 +258,115 @@ enum Spec {
         tunnel: Num,
         reason: String,
     },
+    /// A replica's acknowledgement of a store write (`nonce` near the node's own).
+    StoreAck {
+        nonce: Num,
+        stored: bool,
+    },
+    /// A replica's answer to a store read: an entry of a stored name, or none.
+    StoreValue {
+        nonce: Num,
+        entry: Option<StoreEntry>,
+    },
+}
+
+/// Names of stored keys: few, so that operations and messages meet.
+const KV_NAMES: [&str; 3] = ["a", "b", "c"];
+
+fn kv_name() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(KV_NAMES.to_vec())
+}
+
+fn version() -> impl Strategy<Value = Version> {
+    prop_oneof![
+        3 => (0u64..5_000_000_000, 0u64..4).prop_map(|(hlc, node)| Version { hlc, node }),
+        1 => Just(Version::NONE),
+        1 => any::<(u64, u64)>().prop_map(|(hlc, node)| Version { hlc, node }),
+    ]
+}
+
+/// An entry of a stored name (now and then under another name's key, or expired, or huge).
+fn store_entry() -> impl Strategy<Value = StoreEntry> {
+    (
+        kv_name(),
+        prop::bool::weighted(0.1),
+        version(),
+        prop_oneof![3 => Just(0u64), 1 => 0u64..100_000, 1 => any::<u64>()],
+        prop::option::weighted(0.8, prop_oneof![5 => small_len(), 1 => Just(300 * 1024)]),
+    )
+        .prop_map(|(name, wrong_key, version, expires_ms, len)| StoreEntry {
+            key: key_of(if wrong_key { "zz" } else { name }),
+            name: name.to_owned(),
+            version,
+            expires_ms,
+            value: len.map(payload),
+        })
+}
+
+fn store_op_kind() -> impl Strategy<Value = StoreOpKind> {
+    prop_oneof![
+        2 => Just(StoreOpKind::Get),
+        2 => (small_len(), 0u64..5_000, prop::option::of(version())).prop_map(
+            |(len, ttl_ms, expect)| StoreOpKind::Put {
+                value: payload(len),
+                ttl_ms,
+                expect
+            }
+        ),
+        1 => prop::option::of(version()).prop_map(|expect| StoreOpKind::Delete { expect }),
+    ]
+}
+
+/// The store's messages.
+fn store_message() -> impl Strategy<Value = Spec> {
+    let keys = prop::collection::vec((kv_name().prop_map(key_of), version()), 0..6);
+    prop_oneof![
+        3 => (num(SENT), any::<bool>()).prop_map(|(nonce, stored)| Spec::StoreAck { nonce, stored }),
+        3 => (num(SENT), prop::option::weighted(0.8, store_entry()))
+            .prop_map(|(nonce, entry)| Spec::StoreValue { nonce, entry }),
+        3 => (raw(), prop::collection::vec(store_entry(), 0..4))
+            .prop_map(|(nonce, entries)| Spec::Plain(Message::StoreWrite { nonce, entries })),
+        1 => (raw(), kv_name()).prop_map(|(nonce, name)| Spec::Plain(Message::StoreRead {
+            nonce,
+            key: key_of(name)
+        })),
+        2 => prop_oneof![
+            4 => prop::collection::vec(any::<u64>(), STORE_BUCKETS..=STORE_BUCKETS),
+            1 => prop::collection::vec(any::<u64>(), 0..20),
+        ]
+        .prop_map(|buckets| Spec::Plain(Message::StoreSync { buckets })),
+        2 => (any::<u32>(), keys, any::<bool>()).prop_map(|(buckets, keys, reply)| {
+            Spec::Plain(Message::StoreKeys {
+                buckets,
+                keys,
+                reply,
+            })
+        }),
+        2 => (raw(), kv_name(), peer(), store_op_kind(), timeout_ms(), prop::bool::weighted(0.1))
+            .prop_map(|(id, name, origin, kind, timeout_ms, wrong_key)| {
+                Spec::Plain(Message::route(RouteMsg {
+                    key: key_of(if wrong_key { "zz" } else { name }),
+                    origin: info(origin),
+                    hops: 1,
+                    hop_seq: id,
+                    body: Routed::Store(Box::new(StoreOp {
+                        id,
+                        timeout_ms,
+                        name: name.to_owned(),
+                        kind,
+                    })),
+                }))
+            }),
+        1 => (raw(), prop_oneof![
+            Just(StoreResult::NotFound),
+            Just(StoreResult::TimedOut),
+            version().prop_map(StoreResult::Written),
+        ])
+            .prop_map(|(op, result)| Spec::Plain(Message::StoreReply {
+                op,
+                result: Box::new(result)
+            })),
+    ]
 }
 
 fn overlay_message() -> impl Strategy<Value = Message> {
@@ -422,6 +534,7 @@ fn message() -> impl Strategy<Value = Spec> {
         1 => num(SENT).prop_map(Spec::Pong),
         1 => num(SENT).prop_map(Spec::RouteAck),
         12 => messaging_message(),
+        3 => store_message(),
     ]
 }
 
@@ -497,6 +610,12 @@ enum App {
         len: usize,
     },
     Lookup(u128),
+    Kv {
+        conn: u64,
+        name: &'static str,
+        kind: StoreOpKind,
+        timeout_ms: u32,
+    },
 }
 
 fn conn() -> impl Strategy<Value = u64> {
@@ -546,6 +665,14 @@ fn app() -> impl Strategy<Value = App> {
         1 => (topic(), small_len()).prop_map(|(topic, len)| App::Publish { topic, len }),
         1 => (cluster(), small_len()).prop_map(|(cluster, len)| App::Broadcast { cluster, len }),
         1 => any::<u128>().prop_map(App::Lookup),
+        3 => (conn(), kv_name(), store_op_kind(), timeout_ms()).prop_map(
+            |(conn, name, kind, timeout_ms)| App::Kv {
+                conn,
+                name,
+                kind,
+                timeout_ms
+            }
+        ),
     ]
 }
 
@@ -614,6 +741,11 @@ fn event_name(ev: &Event) -> &'static str {
         Event::TunnelData { .. } => "ev-tunnel-data",
         Event::TunnelClosed { reason, .. } if reason.is_empty() => "ev-tunnel-closed",
         Event::TunnelClosed { .. } => "ev-tunnel-failed",
+        Event::KvDone {
+            result: StoreResult::TimedOut,
+            ..
+        } => "ev-kv-timeout",
+        Event::KvDone { .. } => "ev-kv-answered",
         _ => "ev-overlay",
     }
 }
@@ -625,8 +757,10 @@ struct Harness {
     conns: BTreeMap<ConnId, ConnState>,
     /// Requests issued and not yet decided (or forgotten with their connection).
     pending: BTreeMap<u64, ConnId>,
-    /// Requests decided.
+    /// Requests and store operations decided.
     done: BTreeSet<u64>,
+    /// Store operations issued and not yet decided (or forgotten with their connection).
+    kv: BTreeMap<u64, ConnId>,
     /// Tunnel ends known to the application and not closed yet.
     tunnels: BTreeMap<u64, ConnId>,
     /// Offered tunnels to accept at the next settle.
@@ -811,6 +945,14 @@ impl Harness {
                 tunnel: self.resolve(tunnel),
                 reason,
             },
+            Spec::StoreAck { nonce, stored } => Message::StoreAck {
+                nonce: self.resolve(nonce),
+                stored,
+            },
+            Spec::StoreValue { nonce, entry } => Message::StoreValue {
+                nonce: self.resolve(nonce),
+                entry: entry.map(Box::new),
+            },
         }
     }
 
@@ -826,6 +968,9 @@ impl Harness {
             Message::Ping { nonce } => (vec![*nonce], None),
             Message::Route(r) => {
                 let mut v = vec![r.hop_seq];
+                if let Routed::Store(op) = &r.body {
+                    v.push(op.id);
+                }
                 if let Routed::Ask(a) = &r.body {
                     v.push(a.id);
                     if r.origin.id == self.node.id() {
@@ -860,6 +1005,9 @@ impl Harness {
                 consumed,
             } => (vec![*tunnel, *sender_tunnel, *consumed], None),
             Message::TunnelClose { tunnel, .. } => (vec![*tunnel], None),
+            Message::StoreWrite { nonce, .. } | Message::StoreRead { nonce, .. } => {
+                (vec![*nonce], None)
+            }
             _ => (vec![], None),
         };
         for n in nums {
@@ -895,6 +1043,20 @@ impl Harness {
                 prop_assert!(
                     self.may_take_asks(*conn),
                     "request for a non-member: {:?}",
+                    ev
+                );
+            }
+            Event::KvDone { conn, op, .. } => {
+                prop_assert!(
+                    self.done.insert(*op),
+                    "second outcome for store operation {}: {:?}",
+                    op,
+                    ev
+                );
+                prop_assert_eq!(
+                    self.kv.remove(op),
+                    Some(*conn),
+                    "outcome for a store operation its connection has not pending: {:?}",
                     ev
                 );
             }
@@ -1024,6 +1186,7 @@ impl Harness {
             self.conns.remove(&c);
             // Its pending requests are forgotten (no outcome) and its tunnels closed unheard.
             self.pending.retain(|_, r| *r != c);
+            self.kv.retain(|_, r| *r != c);
             self.tunnels.retain(|_, t| *t != c);
         }
     }
@@ -1153,6 +1316,19 @@ impl Harness {
             App::Lookup(k) => {
                 let _ = self.node.lookup(now, Key(k));
             }
+            App::Kv {
+                conn,
+                name,
+                kind,
+                timeout_ms,
+            } => {
+                let c = ConnId(conn);
+                let id = self.next_id;
+                self.next_id += 1;
+                if self.node.kv(now, c, id, name, kind, timeout_ms).is_ok() {
+                    self.kv.insert(id, c);
+                }
+            }
         }
     }
 }
@@ -1235,6 +1411,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         conns: BTreeMap::new(),
         pending: BTreeMap::new(),
         done: BTreeSet::new(),
+        kv: BTreeMap::new(),
         tunnels: BTreeMap::new(),
         to_accept: Vec::new(),
         del_conn: BTreeMap::new(),

@@ -73,7 +73,7 @@
 //! store op:     id u64 | timeout_ms u32 | name string | kind tag u8 (1 = Get; 2 = Put:
 //!               payload, ttl_ms u64, opt version; 3 = Delete: opt version)
 //! store result: tag u8 (1 = Written: version; 2 = Found: version, expires_ms u64, payload;
-//!               3 = NotFound; 4 = Conflict: version; 5 = Failed: string)
+//!               3 = NotFound; 4 = Conflict: version; 5 = Failed: string; 6 = TimedOut)
 //! entry:        key | name string | version | expires_ms u64 | flag u8 (1: payload follows;
 //!               0: a deletion)
 //! ```

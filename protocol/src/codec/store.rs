@@ -38,7 +38,7 @@ pub(super) fn body_len(msg: &Message) -> usize {
                 + match &**result {
                     StoreResult::Written(_) | StoreResult::Conflict(_) => VERSION_LEN,
                     StoreResult::Found { value, .. } => VERSION_LEN + 8 + bytes_len(value),
-                    StoreResult::NotFound => 0,
+                    StoreResult::NotFound | StoreResult::TimedOut => 0,
                     StoreResult::Failed(text) => str_len(text),
                 }
         }
@@ -138,6 +138,7 @@ pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) {
                     out.push(5);
                     put_str(text, out);
                 }
+                StoreResult::TimedOut => out.push(6),
             }
         }
         Message::StoreWrite { nonce, entries } => {
@@ -276,6 +277,7 @@ impl Reader<'_> {
                     3 => StoreResult::NotFound,
                     4 => StoreResult::Conflict(self.version("store conflict")?),
                     5 => StoreResult::Failed(self.string("store failure")?),
+                    6 => StoreResult::TimedOut,
                     _ => return Err(DecodeError::Malformed("store result")),
                 };
                 Message::StoreReply {

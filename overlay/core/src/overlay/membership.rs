@@ -290,6 +290,7 @@ impl Node {
             self.ping_soon(now, r);
         }
         self.groups_routes_changed(now);
+        self.store_leaf_changed(now);
         if !exchange_soon {
             return;
         }

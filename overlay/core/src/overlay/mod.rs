@@ -92,6 +92,9 @@ pub(crate) struct Overlay {
     leaf_exchange_at: Time,
     /// The side the next periodic leaf-set exchange goes to (alternating: right when true).
     exchange_right: bool,
+    /// The node's offset on the timer grid, in microseconds (kept by `Node`; here beside the
+    /// flag above, where it takes no room of its own).
+    pub(crate) tick_phase_us: u32,
     /// When the next heartbeat goes to the counter-clockwise neighbour.
     heartbeat_at: Time,
     /// Until when join replies are taken while ready: answers to the join that the last
@@ -121,6 +124,7 @@ impl Overlay {
             leaf_version: 0,
             leaf_exchange_at: Time::MAX,
             exchange_right: false,
+            tick_phase_us: 0,
             heartbeat_at: Time::MAX,
             introduced_until: Time::ZERO,
             reintroduce: BTreeMap::new(),

@@ -353,6 +353,7 @@ impl Node {
                 self.root_publish(now, msg.key, event, payload);
             }
             Routed::Ask(ask) => self.root_ask(now, msg.key, msg.origin, msg.hops, ask),
+            Routed::Store(op) => self.home_store_op(now, msg.key, msg.origin, *op),
             _ => self.stats.unknown_messages += 1,
         }
     }

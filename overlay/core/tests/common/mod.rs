@@ -190,7 +190,8 @@ impl Net {
                 | Event::TunnelOpenFailed { .. }
                 | Event::TunnelCredit { .. }
                 | Event::TunnelData { .. }
-                | Event::TunnelClosed { .. }) => {
+                | Event::TunnelClosed { .. }
+                | Event::KvDone { .. }) => {
                     self.app_events.push((self.now, i, ev));
                 }
                 _ => {}

@@ -1,0 +1,542 @@
+//! The replicated key-value store: each key lives on the `k` nodes closest to the hash of its
+//! name (its *replicas*; the closest is its *home*), all in the home's leaf set, as in PAST and
+//! DHash.
+//!
+//! - **Operations** ([`Node::kv`]): get, put and delete, each optionally conditional on the
+//!   key's current version (compare-and-set), puts with a time to live. The operation is routed
+//!   to the key's home, which coordinates it and answers the origin node directly; the origin
+//!   enforces the timeout and reports exactly one [`crate::Event::KvDone`].
+//! - **Versions** are hybrid logical clock readings of the home that wrote them (wall-clock
+//!   milliseconds, a counter, the node's id as tie-break): plain puts and deletes are last
+//!   writer wins; every version a node sees moves its clock forward, so a home's new version
+//!   is above every version it has seen of the key.
+//! - **Quorums**: a write is stored at the home, sent to the other replicas and acknowledged
+//!   once `W` replicas (home included) hold it; a read asks the others and answers with the
+//!   newest of the first `R` answers (home included), repairing the stale replicas it saw. A
+//!   conditional write reads first, then writes; writes to one key run one at a time at its
+//!   home, so two conditional writes at one home cannot both succeed on one version.
+//! - **Repair** (`sync`): every `store_sync_interval`, and soon after the leaf set changed,
+//!   a node sends each replica it shares keys with a digest of them (16 bucket hashes); the
+//!   buckets that differ are compared key by key and the newer entries copied both ways. Keys
+//!   a node no longer holds (a closer node joined) are handed to their replicas and dropped
+//!   once every one acknowledged them.
+//! - **Expiry**: a value with a time to live is never returned after it expires (each replica
+//!   checks on read and drops it on its next sweep); a deletion leaves a tombstone for
+//!   `store_tombstone_ttl`, so that a stale replica cannot bring the value back.
+//!
+//! The state is allocated on first use (a node that never stores a key pays one pointer).
+
+mod home;
+mod sync;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use petal_protocol::{Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreResult, Version};
+
+use crate::app::{ConnId, ConnIndex};
+use crate::node::{Node, TimerKey};
+use crate::time::Time;
+
+/// The low 64 bits of a ring id or key.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "keeping the low 64 bits is the point"
+)]
+pub(crate) const fn low64(x: u128) -> u64 {
+    x as u64
+}
+
+/// The ring key of the stored key called `name`.
+pub fn key_of(name: &str) -> Key {
+    Key::from_name(&format!("petal/kv/{name}"))
+}
+
+/// Fixed cost counted per stored entry besides its name and value (map node, version, expiry).
+const ENTRY_OVERHEAD: u64 = 64;
+/// Most writes queued at a home behind an earlier write of the same key.
+const MAX_QUEUED_PER_KEY: usize = 64;
+/// Most bytes of entries one `StoreWrite` carries (repairs and handoffs are split).
+const MAX_BATCH_BYTES: usize = 256 << 10;
+
+/// Counters of the store's work on one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Operations issued here, and how they ended.
+    pub ops_issued: u64,
+    /// Operations issued here that timed out.
+    pub ops_timed_out: u64,
+    /// Operations this node coordinated as a key's home.
+    pub coordinated: u64,
+    /// Coordinated operations that failed for lack of a quorum.
+    pub quorum_failures: u64,
+    /// Conditional writes refused because the version differed.
+    pub conflicts: u64,
+    /// Entries written here (as home or replica), newer than what was held.
+    pub entries_written: u64,
+    /// Entries refused because the store was full.
+    pub entries_refused: u64,
+    /// Entries copied to a stale replica by a read or by anti-entropy.
+    pub entries_repaired: u64,
+    /// Entries handed to their replicas and dropped here (this node no longer holds them).
+    pub entries_handed_off: u64,
+    /// Entries dropped because they expired (values with a time to live, old tombstones).
+    pub entries_expired: u64,
+    /// Anti-entropy digests sent.
+    pub syncs_sent: u64,
+}
+
+/// What this node holds of one key.
+#[derive(Clone, Debug)]
+struct Stored {
+    name: Box<str>,
+    version: Version,
+    /// Wall-clock milliseconds (0: never).
+    expires_ms: u64,
+    /// `None`: a deletion (tombstone).
+    value: Option<Bytes>,
+}
+
+impl Stored {
+    fn cost(&self) -> u64 {
+        ENTRY_OVERHEAD + self.name.len() as u64 + self.value.as_ref().map_or(0, |v| v.len() as u64)
+    }
+
+    fn expired(&self, wall_ms: u64) -> bool {
+        self.expires_ms != 0 && self.expires_ms <= wall_ms
+    }
+
+    fn entry(&self, key: Key) -> StoreEntry {
+        StoreEntry {
+            key,
+            name: self.name.to_string(),
+            version: self.version,
+            expires_ms: self.expires_ms,
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// An operation issued here, awaiting its answer.
+#[derive(Clone, Copy, Debug)]
+struct Issued {
+    conn: ConnId,
+    /// The connection's id for it.
+    app: u64,
+    deadline: Time,
+}
+
+/// What a home does with an operation once its read phase is over.
+#[derive(Clone, Debug)]
+enum Then {
+    /// Answer a get.
+    Answer,
+    /// A conditional write: write if the newest version is `expect`.
+    Write {
+        expect: Version,
+        /// The value (`None`: a delete).
+        value: Option<Bytes>,
+        ttl_ms: u64,
+    },
+}
+
+/// An operation this node coordinates as the key's home.
+#[derive(Clone, Debug)]
+struct Coord {
+    origin: NodeInfo,
+    /// The origin's id for the operation.
+    op: u64,
+    key: Key,
+    name: Box<str>,
+    /// The other replicas asked.
+    replicas: Vec<NodeInfo>,
+    /// Who answered (home included), so that a repeated answer counts once.
+    answered: Vec<NodeId>,
+    /// Answers needed (home included).
+    need: usize,
+    phase: Phase,
+    deadline: Time,
+    /// The origin's deadline: no phase waits past it.
+    until: Time,
+    /// This is the write under way for its key (later writes of the key queue behind it).
+    holds_key: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Reading: the newest entry so far, and the version each other replica answered with
+    /// (those older than the newest are repaired).
+    Read {
+        then: Then,
+        best: Option<StoreEntry>,
+        seen: Vec<(NodeInfo, Version)>,
+    },
+    /// Writing `version`: acknowledgements counted in `answered`.
+    Write { version: Version },
+}
+
+/// A write waiting at its home for an earlier write of the same key.
+#[derive(Clone, Debug)]
+struct Queued {
+    origin: NodeInfo,
+    op: StoreOp,
+    deadline: Time,
+}
+
+/// A handoff under way: entries sent to one replica, by nonce.
+#[derive(Clone, Debug)]
+struct HandoffBatch {
+    to: NodeId,
+    keys: Vec<(Key, Version)>,
+}
+
+/// The store's state on one node (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    entries: BTreeMap<Key, Stored>,
+    /// Bytes of `entries` as counted against `store_max_bytes`.
+    bytes: u64,
+    /// The hybrid logical clock: the greatest reading issued or seen.
+    hlc: u64,
+    /// Operations issued here, by node id.
+    issued: BTreeMap<u64, Issued>,
+    /// Each connection's ids for its operations.
+    names: ConnIndex,
+    /// Operations coordinated here, by nonce.
+    coords: BTreeMap<u64, Coord>,
+    /// Keys with a write under way at this home, and the writes queued behind it.
+    busy: BTreeMap<Key, VecDeque<Queued>>,
+    /// Handoffs under way (by nonce), and for each key handed off the replicas that have not
+    /// acknowledged it yet, with the version handed.
+    handoffs: BTreeMap<u64, HandoffBatch>,
+    handing: BTreeMap<Key, (Version, BTreeSet<NodeId>)>,
+    /// When the next repair runs (`Time::MAX`: none armed).
+    sync_at: Time,
+    /// Unix time in milliseconds at [`Time`] zero (see [`Node::set_wall_clock`]).
+    wall_offset_ms: u64,
+    stats: StoreStats,
+}
+
+impl Store {
+    fn new() -> Self {
+        Self {
+            sync_at: Time::MAX,
+            ..Self::default()
+        }
+    }
+
+    /// Operations under way (issued here, coordinated here, queued here).
+    fn ops(&self) -> usize {
+        self.issued.len() + self.coords.len() + self.busy.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Moves the clock past `v` (every version seen).
+    fn observe(&mut self, v: Version) {
+        self.hlc = self.hlc.max(v.hlc);
+    }
+
+    /// A new clock reading at wall-clock `wall_ms`: above every reading issued or seen.
+    fn tick(&mut self, wall_ms: u64) -> u64 {
+        self.hlc = (self.hlc + 1).max(wall_ms << 16);
+        self.hlc
+    }
+
+    /// Stores `e` unless this node holds the same or a newer version. Returns whether it holds
+    /// `e`'s version (or a newer one) now: false only when the store is full.
+    fn apply(&mut self, e: &StoreEntry, max_bytes: u64, wall_ms: u64) -> bool {
+        self.observe(e.version);
+        let old = self.entries.get(&e.key);
+        if old.is_some_and(|o| o.version >= e.version) {
+            return true;
+        }
+        let new = Stored {
+            name: e.name.as_str().into(),
+            version: e.version,
+            expires_ms: e.expires_ms,
+            value: e.value.clone(),
+        };
+        if new.expired(wall_ms) {
+            // Nothing to keep: an expired value is absent everywhere (and an older one here
+            // must not outlive it).
+            if let Some(o) = self.entries.remove(&e.key) {
+                self.bytes -= o.cost();
+            }
+            return true;
+        }
+        let freed = old.map_or(0, Stored::cost);
+        if self.bytes - freed + new.cost() > max_bytes {
+            self.stats.entries_refused += 1;
+            return false;
+        }
+        self.bytes = self.bytes - freed + new.cost();
+        self.entries.insert(e.key, new);
+        self.stats.entries_written += 1;
+        true
+    }
+
+    /// This node's entry of `key`, expired ones left out.
+    fn get(&self, key: Key, wall_ms: u64) -> Option<StoreEntry> {
+        self.entries
+            .get(&key)
+            .filter(|s| !s.expired(wall_ms))
+            .map(|s| s.entry(key))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        usize::try_from(self.bytes).unwrap_or(usize::MAX)
+            + self.issued.len() * 64
+            + self.coords.len() * std::mem::size_of::<Coord>()
+            + self.handing.len() * 96
+    }
+}
+
+/// The answer a read gives: the entry's value, or not found (absent, deleted, expired).
+fn answer(best: Option<&StoreEntry>) -> StoreResult {
+    match best {
+        Some(StoreEntry {
+            version,
+            expires_ms,
+            value: Some(value),
+            ..
+        }) => StoreResult::Found {
+            version: *version,
+            value: value.clone(),
+            expires_ms: *expires_ms,
+        },
+        _ => StoreResult::NotFound,
+    }
+}
+
+/// The version a conditional write compares with: the value's, or none.
+fn current(best: Option<&StoreEntry>) -> Version {
+    match best {
+        Some(e) if e.value.is_some() => e.version,
+        _ => Version::NONE,
+    }
+}
+
+impl Node {
+    /// Wall-clock milliseconds at `now`: the store's clock (expiry, versions).
+    pub(crate) fn wall_ms(&self, now: Time) -> u64 {
+        let offset = self.store.as_ref().map_or(0, |s| s.wall_offset_ms);
+        (now.as_micros() / 1000).saturating_add(offset)
+    }
+
+    /// Sets the wall clock: `offset_ms` is the Unix time in milliseconds at [`Time`] zero.
+    /// Versions and expiry times of stored keys use it, so nodes whose clocks agree order
+    /// concurrent writes by time (a driver on a real machine sets it; a simulator whose nodes
+    /// share one clock leaves it at 0).
+    pub fn set_wall_clock(&mut self, offset_ms: u64) {
+        self.store_mut().wall_offset_ms = offset_ms;
+    }
+
+    fn store_mut(&mut self) -> &mut Store {
+        self.store.get_or_insert_with(|| Box::new(Store::new()))
+    }
+
+    /// Counters of the store's work here.
+    pub fn store_stats(&self) -> StoreStats {
+        self.store
+            .as_ref()
+            .map_or_else(StoreStats::default, |s| s.stats)
+    }
+
+    /// Keys this node holds (as home or replica; tombstones included) and their bytes.
+    pub fn store_size(&self) -> (usize, u64) {
+        self.store
+            .as_ref()
+            .map_or((0, 0), |s| (s.entries.len(), s.bytes))
+    }
+
+    /// This node's entry of the key called `name`, if it holds one (expired ones left out):
+    /// for tests and oracles, which compare replicas.
+    pub fn store_entry(&self, now: Time, name: &str) -> Option<StoreEntry> {
+        let wall = self.wall_ms(now);
+        self.store.as_ref()?.get(key_of(name), wall)
+    }
+
+    /// Starts store operation `kind` on the key called `name` for connection `conn`, under the
+    /// connection's id `op` (unique among its operations under way). Its one outcome comes as
+    /// [`crate::Event::KvDone`]: the home's answer, or [`StoreResult::TimedOut`] after
+    /// `timeout_ms`.
+    pub fn kv(
+        &mut self,
+        now: Time,
+        conn: ConnId,
+        op: u64,
+        name: &str,
+        kind: petal_protocol::StoreOpKind,
+        timeout_ms: u32,
+    ) -> Result<(), crate::AppError> {
+        use crate::AppError;
+        self.running()?;
+        if !self.locals.contains(conn) {
+            return Err(AppError::UnknownConn);
+        }
+        if name.is_empty() || name.len() > self.cfg.store_max_key {
+            return Err(AppError::Invalid(
+                "key name empty or longer than store_max_key",
+            ));
+        }
+        if let petal_protocol::StoreOpKind::Put { value, .. } = &kind
+            && value.len() > self.cfg.store_max_value
+        {
+            return Err(AppError::Invalid("value larger than store_max_value"));
+        }
+        if timeout_ms == 0 {
+            return Err(AppError::Invalid("zero timeout"));
+        }
+        let max_conn = self.cfg.max_conn_requests as usize;
+        let max_ops = self.cfg.store_max_ops;
+        let id = self.nonce();
+        let store = self.store_mut();
+        let (in_use, count) = store.names.lookup(conn, op);
+        if in_use {
+            return Err(AppError::Invalid(
+                "store operation id in use on this connection",
+            ));
+        }
+        if count >= max_conn || store.ops() >= max_ops {
+            return Err(AppError::Full("store operations"));
+        }
+        let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
+        store.issued.insert(
+            id,
+            Issued {
+                conn,
+                app: op,
+                deadline,
+            },
+        );
+        store.names.insert(conn, op, id);
+        store.stats.ops_issued += 1;
+        self.set_timer(deadline, TimerKey::StoreOp(id));
+        let msg = petal_protocol::RouteMsg {
+            key: key_of(name),
+            origin: self.me,
+            hops: 0,
+            hop_seq: 0,
+            body: petal_protocol::Routed::Store(Box::new(StoreOp {
+                id,
+                timeout_ms,
+                name: name.to_owned(),
+                kind,
+            })),
+        };
+        self.held.cause = crate::budget::Owner::conn(conn);
+        self.forward(now, Box::new(msg), Vec::new());
+        self.drain_loopback(now);
+        self.held.cause = crate::budget::Owner::NODE;
+        Ok(())
+    }
+
+    /// The outcome of an operation issued here: reported once, then forgotten.
+    pub(crate) fn on_store_reply(&mut self, op: u64, result: StoreResult) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let Some(i) = store.issued.remove(&op) else {
+            return;
+        };
+        store.names.remove(i.conn, i.app);
+        if result == StoreResult::TimedOut {
+            store.stats.ops_timed_out += 1;
+        }
+        self.emit(crate::Event::KvDone {
+            conn: i.conn,
+            op: i.app,
+            result,
+        });
+    }
+
+    /// Forgets the operations of a connection that closed (it hears nothing more).
+    pub(crate) fn store_forget_conn(&mut self, conn: ConnId) {
+        if let Some(store) = self.store.as_mut() {
+            let ids: Vec<u64> = store.names.of(conn).map(|(_, id)| id).collect();
+            for id in ids {
+                store.issued.remove(&id);
+            }
+            store.names.remove_conn(conn);
+        }
+    }
+
+    /// True when the store's owner of `key` still holds deadline `t`.
+    pub(crate) fn store_timer_live(&self, key: TimerKey, t: Time) -> bool {
+        let Some(s) = self.store.as_ref() else {
+            return false;
+        };
+        match key {
+            TimerKey::StoreOp(id) => s.issued.get(&id).is_some_and(|i| i.deadline == t),
+            TimerKey::StoreCoord(id) => s.coords.get(&id).is_some_and(|c| c.deadline == t),
+            TimerKey::StoreSync => s.sync_at == t,
+            _ => false,
+        }
+    }
+
+    /// Owners in the store that may hold a deadline.
+    pub(crate) fn store_timer_owners(&self) -> usize {
+        self.store
+            .as_ref()
+            .map_or(0, |s| s.issued.len() + s.coords.len() + 1)
+    }
+
+    pub(crate) fn store_heap_bytes(&self) -> usize {
+        self.store
+            .as_ref()
+            .map_or(0, |s| std::mem::size_of::<Store>() + s.heap_bytes())
+    }
+
+    /// The replicas of `key` in this node's view, closest first: this node and the nearest
+    /// live members of its leaf set, `store_replicas` in all (fewer in a smaller ring).
+    pub(crate) fn replicas_of(&self, key: Key) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = std::iter::once(self.me.id)
+            .chain(
+                self.leaf_set()
+                    .members()
+                    .filter(|&id| !self.is_suspected(id)),
+            )
+            .collect();
+        ids.sort_unstable_by(|a, b| {
+            if a.closer_than(*b, key) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        ids.dedup();
+        ids.truncate(self.cfg.store_replicas);
+        ids
+    }
+
+    /// Asserts the store's invariants: byte count, every issued operation named once by its
+    /// connection (which is registered) and timed, bounds.
+    pub(crate) fn check_store_invariants(&self) {
+        let Some(s) = self.store.as_ref() else {
+            return;
+        };
+        let bytes: u64 = s.entries.values().map(Stored::cost).sum();
+        assert_eq!(bytes, s.bytes, "store byte count");
+        let named = s
+            .names
+            .check(self.cfg.max_conn_requests as usize, |c, app, id| {
+                s.issued
+                    .get(&id)
+                    .is_some_and(|i| i.conn == c && i.app == app)
+            });
+        assert_eq!(named, s.issued.len(), "issued operations named once");
+        for i in s.issued.values() {
+            assert!(
+                self.locals.contains(i.conn),
+                "operation of a gone connection"
+            );
+        }
+        for (k, q) in &s.busy {
+            assert!(q.len() <= MAX_QUEUED_PER_KEY, "queue over its bound");
+            assert!(
+                s.coords.values().any(|c| c.key == *k && c.holds_key),
+                "a busy key without its write"
+            );
+        }
+    }
+}

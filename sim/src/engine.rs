@@ -498,6 +498,38 @@ impl Sim {
         }
     }
 
+    /// The `k` ready, alive nodes numerically closest to `key`, closest first (the oracle's
+    /// replica set of a stored key).
+    pub fn closest_ready(&self, key: Key, k: usize) -> Vec<u32> {
+        let at = NodeId(key.0);
+        let mut near: Vec<(NodeId, u32)> = self
+            .ready
+            .range(at..)
+            .chain(self.ready.range(..at))
+            .take(k)
+            .chain(
+                self.ready
+                    .range(..at)
+                    .rev()
+                    .chain(self.ready.range(at..).rev())
+                    .take(k),
+            )
+            .map(|(&id, &i)| (id, i))
+            .collect();
+        near.sort_by(|a, b| {
+            if a.0 == b.0 {
+                std::cmp::Ordering::Equal
+            } else if a.0.closer_than(b.0, key) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        near.dedup_by_key(|e| e.0);
+        near.truncate(k);
+        near.into_iter().map(|(_, i)| i).collect()
+    }
+
     /// The ready node closest to `key` among those of partition group `group`.
     fn owner_in_group(&self, key: Key, group: u8) -> Option<u32> {
         let groups = self.groups.as_ref()?;

@@ -195,27 +195,53 @@ fn two_conditional_writes_on_one_version_have_one_winner() {
 }
 
 #[test]
-fn a_value_with_a_ttl_is_never_read_after_it_expires_and_is_swept_everywhere() {
-    let mut net = ring(8, 8, Config::default());
+fn a_value_with_a_ttl_is_never_read_after_it_expires_nor_an_older_one_after_it() {
+    let mut cfg = Config::default();
+    cfg.store_tombstone_ttl = Duration::from_secs(30);
+    let mut net = ring(8, 8, cfg);
+    written(&kv(&mut net, 0, 1, "token", put(b"old", None)));
+    // One replica misses the next write: it keeps the old value.
+    let reps = nearest(&net, "token", 3);
+    let stale = net.by_id[&reps[2]];
+    net.tamper = Some(Box::new(move |_, m| match m {
+        petal_core::Message::StoreWrite { .. } => common::Tamper::Drop,
+        _ => common::Tamper::Pass,
+    }));
     let ttl = StoreOpKind::Put {
         value: Bytes::from_static(b"session"),
-        ttl_ms: 1_000,
+        ttl_ms: 3_000,
         expect: None,
     };
-    written(&kv(&mut net, 0, 1, "token", ttl));
+    let home = net.by_id[&reps[0]];
+    // (Written by the home alone: W = 2 is not reached with every copy dropped, so the home's
+    // own client sees a failure, and the value lives at the home only.)
+    let r = kv(&mut net, home, 2, "token", ttl);
+    assert!(matches!(r, StoreResult::Failed(_)), "{r:?}");
+    net.tamper = None;
     assert!(matches!(
-        kv(&mut net, 1, 2, "token", StoreOpKind::Get),
+        kv(&mut net, 1, 3, "token", StoreOpKind::Get),
         StoreResult::Found { .. }
     ));
-    net.run_for(Duration::from_millis(1_000));
-    assert_eq!(
-        kv(&mut net, 2, 3, "token", StoreOpKind::Get),
-        StoreResult::NotFound
-    );
-    // The replicas' sweep drops it (within a sync interval).
+    assert!(net.nodes[stale].store_entry(net.now, "token").is_some());
+    net.run_for(Duration::from_millis(2_500));
+    // Expired: not found, and the older value the stale replica held does not come back.
+    for (op, i) in (10..).zip(0..8) {
+        assert_eq!(
+            kv(&mut net, i, op, "token", StoreOpKind::Get),
+            StoreResult::NotFound,
+            "at node {i}"
+        );
+    }
+    // Repair spreads the expiry as a tombstone; the tombstone is dropped after its time.
     net.run_for(Duration::from_secs(11));
+    for i in 0..8 {
+        if let Some(e) = net.nodes[i].store_entry(net.now, "token") {
+            assert!(e.value.is_none(), "node {i} still has a value");
+        }
+    }
+    net.run_for(Duration::from_secs(40));
     let held: usize = (0..8).map(|i| net.nodes[i].store_size().0).sum();
-    assert_eq!(held, 0, "expired entries swept");
+    assert_eq!(held, 0, "tombstones dropped after store_tombstone_ttl");
 }
 
 #[test]

@@ -168,6 +168,30 @@ impl Sim {
         Some(gid)
     }
 
+    /// Starts store operation `kind` on the key `name` from application `app`, under id `op`
+    /// (unique among the application's operations). False when the node refused it or the
+    /// application is gone. The outcome is logged in `Apps::kv_done`.
+    pub fn kv(
+        &mut self,
+        app: usize,
+        op: u64,
+        name: &str,
+        kind: petal_core::StoreOpKind,
+        timeout_ms: u32,
+    ) -> bool {
+        let (node, conn) = (self.apps.list[app].node, self.apps.list[app].conn);
+        if self.apps.list[app].until.is_some() || !self.is_alive(node) {
+            return false;
+        }
+        let now = self.now();
+        let ok = self
+            .node_mut(node)
+            .kv(now, conn, op, name, kind, timeout_ms)
+            .is_ok();
+        self.after_step(node);
+        ok
+    }
+
     /// Opens a tunnel from application `app` to `cluster` that will carry `messages` messages
     /// of `size` bytes each way; the acceptor spends `read_delay_us` on each message, one
     /// after another (a slow reader). Returns its global id.

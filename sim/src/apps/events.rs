@@ -66,6 +66,7 @@ impl Sim {
                 ..
             } => self.on_tunnel_data(i, tunnel, size, payload),
             Event::TunnelClosed { tunnel, reason, .. } => self.on_tunnel_closed(i, tunnel, reason),
+            Event::KvDone { op, result, .. } => self.apps.kv_done.push((now, i, op, result)),
             _ => {}
         }
     }

@@ -216,6 +216,9 @@ pub struct Apps {
     pub stray_events: u64,
     /// When each node crashed or left.
     pub deaths: BTreeMap<u32, Vec<Time>>,
+    /// Outcomes of store operations, in the order they came: (time, node, the connection's
+    /// operation id, result). Judged by the scenario that issued them.
+    pub kv_done: Vec<(Time, u32, u64, petal_core::StoreResult)>,
 }
 
 /// Header of every tunnel chunk: tunnel id, message index, chunk offset.

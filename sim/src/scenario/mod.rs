@@ -57,6 +57,7 @@ mod pool;
 mod progress;
 mod pubsub_fanout;
 mod rpc_load;
+mod store_churn;
 mod turmoil;
 
 use std::path::Path;
@@ -81,7 +82,7 @@ pub struct Scenario {
     /// What it exercises, in a sentence.
     pub description: String,
     /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load`, `pubsub-fanout`,
-    /// `churn-messaging`, `partition-messaging`, `cold-start` (discrete-event simulator), `turmoil` (the
+    /// `churn-messaging`, `partition-messaging`, `cold-start`, `store-churn` (discrete-event simulator), `turmoil` (the
     /// real stack on simulated hosts and TCP) or `fidelity` (one workload on both, compared).
     pub kind: String,
     /// Master seed (overridable with `--seed`).
@@ -269,6 +270,7 @@ impl Scenario {
             "partition" => partition::run(self, node, out_dir, progress),
             "cold-start" => cold_start::run(self, node, out_dir, progress, threads),
             "churn-messaging" => churn_messaging::run(self, node, out_dir, progress, threads),
+            "store-churn" => store_churn::run(self, node, out_dir, progress, threads),
             "partition-messaging" => partition_messaging::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),

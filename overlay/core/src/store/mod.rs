@@ -103,8 +103,14 @@ impl Stored {
         ENTRY_OVERHEAD + self.name.len() as u64 + self.value.as_ref().map_or(0, |v| v.len() as u64)
     }
 
-    fn expired(&self, wall_ms: u64) -> bool {
-        self.expires_ms != 0 && self.expires_ms <= wall_ms
+    /// True once nothing of the entry is kept: a tombstone past its expiry, or a value past
+    /// its expiry plus `tombstone_ms` (it was a tombstone since it expired).
+    fn gone(&self, wall_ms: u64, tombstone_ms: u64) -> bool {
+        let end = match self.value {
+            Some(_) => self.expires_ms.saturating_add(tombstone_ms),
+            None => self.expires_ms,
+        };
+        self.expires_ms != 0 && end <= wall_ms
     }
 
     fn entry(&self, key: Key) -> StoreEntry {
@@ -116,6 +122,17 @@ impl Stored {
             value: self.value.clone(),
         }
     }
+}
+
+/// What `e` is at wall-clock `wall_ms`: itself while its value lives; once the value
+/// expired, a tombstone of the same version (so that no older version a stale replica holds
+/// can come back) until `tombstone_ms` later; then nothing.
+fn settle(mut e: StoreEntry, wall_ms: u64, tombstone_ms: u64) -> Option<StoreEntry> {
+    if e.value.is_some() && e.expires_ms != 0 && e.expires_ms <= wall_ms {
+        e.value = None;
+        e.expires_ms = e.expires_ms.saturating_add(tombstone_ms);
+    }
+    (e.value.is_some() || e.expires_ms == 0 || e.expires_ms > wall_ms).then_some(e)
 }
 
 /// An operation issued here, awaiting its answer.
@@ -213,15 +230,18 @@ pub(crate) struct Store {
     handing: BTreeMap<Key, (Version, BTreeSet<NodeId>)>,
     /// When the next repair runs (`Time::MAX`: none armed).
     sync_at: Time,
+    /// How long deletions (and expired values) are kept as tombstones, in milliseconds.
+    tombstone_ms: u64,
     /// Unix time in milliseconds at [`Time`] zero (see [`Node::set_wall_clock`]).
     wall_offset_ms: u64,
     stats: StoreStats,
 }
 
 impl Store {
-    fn new() -> Self {
+    fn new(tombstone_ms: u64) -> Self {
         Self {
             sync_at: Time::MAX,
+            tombstone_ms,
             ..Self::default()
         }
     }
@@ -250,20 +270,20 @@ impl Store {
         if old.is_some_and(|o| o.version >= e.version) {
             return true;
         }
-        let new = Stored {
-            name: e.name.as_str().into(),
-            version: e.version,
-            expires_ms: e.expires_ms,
-            value: e.value.clone(),
-        };
-        if new.expired(wall_ms) {
-            // Nothing to keep: an expired value is absent everywhere (and an older one here
-            // must not outlive it).
+        let Some(e) = settle(e.clone(), wall_ms, self.tombstone_ms) else {
+            // Nothing to keep: the entry is over everywhere (and an older one here must not
+            // outlive it).
             if let Some(o) = self.entries.remove(&e.key) {
                 self.bytes -= o.cost();
             }
             return true;
-        }
+        };
+        let new = Stored {
+            name: e.name.as_str().into(),
+            version: e.version,
+            expires_ms: e.expires_ms,
+            value: e.value,
+        };
         let freed = old.map_or(0, Stored::cost);
         if self.bytes - freed + new.cost() > max_bytes {
             self.stats.entries_refused += 1;
@@ -275,12 +295,33 @@ impl Store {
         true
     }
 
-    /// This node's entry of `key`, expired ones left out.
+    /// This node's entry of `key` as it stands at `wall_ms` (an expired value as a tombstone;
+    /// nothing once that is over).
     fn get(&self, key: Key, wall_ms: u64) -> Option<StoreEntry> {
-        self.entries
-            .get(&key)
-            .filter(|s| !s.expired(wall_ms))
-            .map(|s| s.entry(key))
+        let s = self.entries.get(&key)?;
+        settle(s.entry(key), wall_ms, self.tombstone_ms)
+    }
+
+    /// Drops what is over and turns expired values into tombstones (their bytes freed).
+    fn sweep(&mut self, wall_ms: u64) {
+        let tombstone_ms = self.tombstone_ms;
+        let mut freed = 0;
+        let mut dropped = 0;
+        self.entries.retain(|_, s| {
+            if s.gone(wall_ms, tombstone_ms) {
+                freed += s.cost();
+                dropped += 1;
+                return false;
+            }
+            if s.value.is_some() && s.expires_ms != 0 && s.expires_ms <= wall_ms {
+                freed += s.value.as_ref().map_or(0, |v| v.len() as u64);
+                s.value = None;
+                s.expires_ms = s.expires_ms.saturating_add(tombstone_ms);
+            }
+            true
+        });
+        self.bytes -= freed;
+        self.stats.entries_expired += dropped;
     }
 
     fn heap_bytes(&self) -> usize {
@@ -332,7 +373,10 @@ impl Node {
     }
 
     fn store_mut(&mut self) -> &mut Store {
-        self.store.get_or_insert_with(|| Box::new(Store::new()))
+        let tombstone_ms =
+            u64::try_from(self.cfg.store_tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+        self.store
+            .get_or_insert_with(|| Box::new(Store::new(tombstone_ms)))
     }
 
     /// Counters of the store's work here.

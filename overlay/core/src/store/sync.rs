@@ -141,9 +141,11 @@ impl Node {
         if !asked || c.answered.contains(&from.id) {
             return;
         }
+        let tombstone_ms = store.tombstone_ms;
         let entry = entry
             .map(|e| *e)
-            .filter(|e| e.key == key && (e.expires_ms == 0 || e.expires_ms > wall));
+            .filter(|e| e.key == key)
+            .and_then(|e| super::settle(e, wall, tombstone_ms));
         let version = entry.as_ref().map_or(Version::NONE, |e| e.version);
         seen.push((from, version));
         if let Some(e) = entry
@@ -191,18 +193,7 @@ impl Node {
             return;
         };
         store.sync_at = Time::MAX;
-        let expired: Vec<Key> = store
-            .entries
-            .iter()
-            .filter(|(_, s)| s.expired(wall))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in expired {
-            if let Some(s) = store.entries.remove(&k) {
-                store.bytes -= s.cost();
-                store.stats.entries_expired += 1;
-            }
-        }
+        store.sweep(wall);
         let held: Vec<(Key, Version)> =
             store.entries.iter().map(|(k, s)| (*k, s.version)).collect();
         store.handoffs.clear();
@@ -293,7 +284,7 @@ impl Node {
         store
             .entries
             .iter()
-            .filter(|(k, s)| mask & (1 << bucket(**k)) != 0 && !s.expired(wall))
+            .filter(|(k, s)| mask & (1 << bucket(**k)) != 0 && !s.gone(wall, store.tombstone_ms))
             .filter(|(k, _)| {
                 let reps = self.replicas_of(**k);
                 reps.contains(&peer) && reps.contains(&self.me.id)

@@ -118,6 +118,13 @@
 //! `group_refresh_interval` (moving when the route moved), a dead parent makes its children
 //! graft elsewhere at once, a silent child is forgotten after `group_child_timeout`.
 //!
+//! ## Store
+//! A replicated key-value store ([`Node::kv`]; see the [`store`] module): each key lives on the
+//! `store_replicas` nodes closest to its hash, the closest coordinating; writes acknowledged by
+//! a quorum, reads from a quorum with read repair, compare-and-set, time to live, versions
+//! from a hybrid logical clock, repair by digests and handoff as the leaf set changes. One
+//! outcome per operation ([`Event::KvDone`]).
+//!
 //! ## Layout: who owns what
 //! [`Node`] is a parent of sub-machines, in the style of quinn-proto's `Connection` (which
 //! owns its streams and packet spaces) and libp2p's composed behaviours. Each sub-machine is a
@@ -140,6 +147,9 @@
 //!        |                                    to local members, asks parked at a root
 //!        +-- tunnels: Tunnels   tunnel/       tunnel ends (by connection), windows, queues
 //!        +-- locals: Locals     local.rs      registered connections and their groups
+//!        +-- store: Store       store/        stored entries, operations issued and
+//!                                             coordinated, repair and handoff (boxed, on
+//!                                             first use)
 //! ```
 //!
 //! Behaviour that spans owners is an `impl Node` block in the module of the owner it mostly

@@ -55,7 +55,9 @@ pub(crate) struct Inner {
     pub(crate) tunnels: Mutex<Tunnels>,
     pub(crate) topics: Mutex<HashMap<String, Box<dyn Submit<Bytes>>>>,
     pub(crate) service: Option<ServiceHooks>,
-    next_request: AtomicU64,
+    pub(crate) next_request: AtomicU64,
+    /// The node granted Petal's relay extension (the store's operations).
+    pub(crate) extended: bool,
     pub(crate) next_tunnel: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) ended: watch::Sender<Option<Ended>>,
@@ -63,9 +65,15 @@ pub(crate) struct Inner {
     pub(crate) closing: AtomicBool,
 }
 
-/// Requests waiting for their REPLY.
+/// Who waits for an answer: a request for its REPLY, a store operation for its KV_RESULT.
+pub(crate) enum Waiter {
+    Reply(oneshot::Sender<ReplyOutcome>),
+    Kv(oneshot::Sender<petal_protocol::StoreResult>),
+}
+
+/// Requests and store operations waiting for their answer (one id space).
 pub(crate) struct Pending {
-    pub(crate) map: IdMap<oneshot::Sender<ReplyOutcome>>,
+    pub(crate) map: IdMap<Waiter>,
     /// Requests abandoned before their reply came (their reply is expected, and ignored),
     /// at most [`ABANDONED_KEPT`], the oldest forgotten first.
     pub(crate) abandoned: std::collections::BTreeSet<u64>,
@@ -80,7 +88,7 @@ impl Pending {
     /// Takes the waiter of request `id`: `Ok(Some)` when it is waited for, `Ok(None)` when it
     /// was abandoned, `Err` when no such request is pending (a second reply, or an id never
     /// sent).
-    pub(crate) fn take(&mut self, id: u64) -> Result<Option<oneshot::Sender<ReplyOutcome>>, ()> {
+    pub(crate) fn take(&mut self, id: u64) -> Result<Option<Waiter>, ()> {
         match self.map.remove(&id) {
             Some(tx) => Ok(Some(tx)),
             None if self.abandoned.remove(&id) => Ok(None),
@@ -89,7 +97,7 @@ impl Pending {
     }
 
     /// Request `id` is abandoned: its waiter goes, its reply will be ignored.
-    fn abandon(&mut self, id: u64) {
+    pub(crate) fn abandon(&mut self, id: u64) {
         if self.map.remove(&id).is_some() {
             self.abandoned.insert(id);
             if self.abandoned.len() > ABANDONED_KEPT {
@@ -127,14 +135,38 @@ pub(crate) async fn dial_addr(addr: SocketAddr) -> Result<TcpStream, Error> {
 impl Options {
     /// Connects to the node on localhost:`port` as a plain client, with these options.
     pub async fn connect(self, port: u16) -> Result<Connection, Error> {
-        let (rd, wr) = dial(port).await?.into_split();
-        Connection::start(rd, wr, "", self, |_, _, _| None).await
+        let first = {
+            let (rd, wr) = dial(port).await?.into_split();
+            Connection::start(rd, wr, "", self.clone(), |_, _, _| None).await
+        };
+        match first {
+            Err(e) if self.extensions && io::denied_for_version(&e) => {
+                let (rd, wr) = dial(port).await?.into_split();
+                Connection::start(rd, wr, "", self.without_extensions(), |_, _, _| None).await
+            }
+            r => r,
+        }
     }
 
     /// Connects to the node at `addr` as a plain client, with these options.
     pub async fn connect_addr(self, addr: SocketAddr) -> Result<Connection, Error> {
-        let (rd, wr) = dial_addr(addr).await?.into_split();
-        Connection::start(rd, wr, "", self, |_, _, _| None).await
+        let first = {
+            let (rd, wr) = dial_addr(addr).await?.into_split();
+            Connection::start(rd, wr, "", self.clone(), |_, _, _| None).await
+        };
+        match first {
+            Err(e) if self.extensions && io::denied_for_version(&e) => {
+                let (rd, wr) = dial_addr(addr).await?.into_split();
+                Connection::start(rd, wr, "", self.without_extensions(), |_, _, _| None).await
+            }
+            r => r,
+        }
+    }
+
+    /// These options without the extension (for a node that speaks plain relay v1 only).
+    pub(crate) fn without_extensions(mut self) -> Self {
+        self.extensions = false;
+        self
     }
 
     /// Runs the protocol over an already connected stream as a plain client, with these
@@ -184,8 +216,8 @@ impl Connection {
         W: AsyncWrite + Send + Unpin + 'static,
         F: FnOnce(&Arc<Outbox>, &Counters, &Options) -> Option<ServiceHooks>,
     {
-        let leftover: BytesMut =
-            io::handshake(&mut rd, &mut wr, cluster, &options.decode_limits).await?;
+        let (leftover, extended): (BytesMut, bool) =
+            io::handshake(&mut rd, &mut wr, cluster, &options).await?;
         let outbox = Arc::new(Outbox::new(wr, options.write_buffer));
         let counters = Counters::default();
         let service = service(&outbox, &counters, &options);
@@ -204,6 +236,7 @@ impl Connection {
             topics: Mutex::new(HashMap::new()),
             service,
             next_request: AtomicU64::new(0),
+            extended,
             next_tunnel: AtomicU64::new(0),
             counters,
             ended: watch::Sender::new(None),
@@ -243,7 +276,7 @@ impl Connection {
             if let Some(ended) = &pending.ended {
                 return Err(ended.to_error());
             }
-            pending.map.insert(id, tx);
+            pending.map.insert(id, Waiter::Reply(tx));
         }
         let mut guard = PendingGuard {
             inner,
@@ -397,10 +430,10 @@ impl std::fmt::Debug for Connection {
 
 /// Removes an abandoned request from the pending table (its future was dropped, or sending
 /// failed).
-struct PendingGuard<'a> {
-    inner: &'a Inner,
-    id: u64,
-    armed: bool,
+pub(crate) struct PendingGuard<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) id: u64,
+    pub(crate) armed: bool,
 }
 
 impl Drop for PendingGuard<'_> {

@@ -43,6 +43,17 @@ pub enum Error {
     /// `unsubscribe` was called for a topic this connection is not subscribed to.
     #[error("not subscribed to topic {0:?}")]
     NotSubscribed(String),
+    /// A conditional store write found another version of the key: the current one
+    /// ([`Version::NONE`](petal_protocol::Version::NONE): the key has no value).
+    #[error("conflict: the key's version is {0}")]
+    Conflict(petal_protocol::Version),
+    /// The store could not do the operation (quorum not reached, limits); the node says why.
+    #[error("store: {0}")]
+    Store(String),
+    /// The node does not offer what was asked (the store on a node without Petal's relay
+    /// extension).
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
     /// An argument was rejected before anything was sent (an empty cluster name for a service,
     /// an empty tunnel message, which the wire format cannot express).
     #[error("invalid argument: {0}")]

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
-use petal_protocol::relay::{CLIENT_MAGIC, ClientPacket, Limits, NodePacket, RELAY_MAGIC, VERSION};
+use petal_protocol::relay::ext::EXT_VERSION;
+use petal_protocol::relay::{CLIENT_MAGIC, ClientPacket, NodePacket, RELAY_MAGIC, VERSION};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::conn::Inner;
+use crate::conn::{Inner, Waiter};
 use crate::error::{Ended, Error};
 use crate::pool::lock;
 use crate::service::RequestItem;
@@ -19,21 +20,34 @@ use crate::tunnel;
 /// Bytes the writer gathers before writing, and the reader's read size.
 const BATCH: usize = 64 * 1024;
 
-/// Sends INIT and reads the node's answer. Returns what was read past the answer.
+/// True when the node refused the handshake for its version (an Iris node refusing Petal's
+/// extension): a plain v1 handshake may work.
+pub(crate) fn denied_for_version(e: &Error) -> bool {
+    matches!(e, Error::Denied(reason) if reason.contains("Unsupported protocol"))
+}
+
+/// Sends INIT (asking for Petal's extension when `options.extensions`) and reads the node's
+/// answer. Returns what was read past the answer, and whether the extension was granted.
 pub(crate) async fn handshake<R, W>(
     rd: &mut R,
     wr: &mut W,
     cluster: &str,
-    limits: &Limits,
-) -> Result<BytesMut, Error>
+    options: &crate::Options,
+) -> Result<(BytesMut, bool), Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let limits = &options.decode_limits;
+    let asked = if options.extensions {
+        EXT_VERSION
+    } else {
+        VERSION
+    };
     let mut out = Vec::new();
     ClientPacket::Init {
         magic: CLIENT_MAGIC.to_owned(),
-        version: VERSION.to_owned(),
+        version: asked.to_owned(),
         cluster: cluster.to_owned(),
     }
     .encode(&mut out);
@@ -44,10 +58,10 @@ where
         if let Some(packet) = NodePacket::decode(&mut buf, limits)? {
             return match packet {
                 NodePacket::Init { magic, version } if magic == RELAY_MAGIC => {
-                    if version != VERSION {
-                        tracing::warn!(%version, ours = VERSION, "node accepted with another version");
+                    if version != asked && version != VERSION {
+                        tracing::warn!(%version, ours = asked, "node accepted with another version");
                     }
-                    Ok(buf)
+                    Ok((buf, version == EXT_VERSION))
                 }
                 NodePacket::Init { magic, .. } => {
                     Err(Error::Handshake(format!("node sent the magic {magic:?}")))
@@ -131,10 +145,14 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)
         NodePacket::Reply { id, outcome } => {
             let waiter = lock(&inner.pending).take(id);
             match waiter {
-                Ok(Some(tx)) => {
+                Ok(Some(Waiter::Reply(tx))) => {
                     if tx.send(outcome).is_err() {
                         inner.counters.ignored("reply to an abandoned request");
                     }
+                }
+                Ok(Some(Waiter::Kv(_))) => {
+                    inner.counters.ignored("reply to a store operation");
+                    inner.counters.unexpected_reply();
                 }
                 Ok(None) => inner.counters.ignored("reply to an abandoned request"),
                 Err(()) => {
@@ -184,6 +202,27 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)
             None => inner.counters.ignored("data for an unknown tunnel"),
         },
         NodePacket::TunClose { id, reason } => tunnel::closed(inner, id, reason),
+        NodePacket::KvResult { id, result } => {
+            let waiter = lock(&inner.pending).take(id);
+            match waiter {
+                Ok(Some(Waiter::Kv(tx))) => {
+                    if tx.send(result).is_err() {
+                        inner
+                            .counters
+                            .ignored("result of an abandoned store operation");
+                    }
+                }
+                Ok(None) => inner
+                    .counters
+                    .ignored("result of an abandoned store operation"),
+                Ok(Some(Waiter::Reply(_))) | Err(()) => {
+                    inner
+                        .counters
+                        .ignored("result of an unknown store operation");
+                    inner.counters.unexpected_reply();
+                }
+            }
+        }
         NodePacket::Close { reason } => {
             let closing = inner.closing.load(Ordering::Acquire);
             if reason.is_empty() && closing {

@@ -18,6 +18,11 @@
 //! - tunnels: [`Connection::tunnel`] opens an ordered, credit-throttled stream of whole
 //!   messages to one member of a cluster ([`Tunnel`]); the member gets the other end through
 //!   [`ServiceHandler::handle_tunnel`].
+//! - the replicated store (Petal's relay extension, `"v1.0-draft2+petal1"`, asked for by
+//!   default: [`Options::extensions`]): [`Connection::kv_get`], [`Connection::kv_put`] (with a
+//!   time to live), [`Connection::kv_put_if`] (compare-and-set on a [`Version`]),
+//!   [`Connection::kv_delete`], [`Connection::kv_delete_if`], and [`Connection::kv`] for the
+//!   node's answer as it came.
 //!
 //! Deliveries to a service (requests, broadcasts, tunnels) and topic events go to handlers
 //! running on tokio tasks, with bounded concurrency and bounded queued bytes per category
@@ -82,6 +87,7 @@
 //! ## Layout
 //! - `conn.rs`: [`Connection`], the shared state, request matching, shutdown.
 //! - `io.rs`: the handshake, the reader task and its dispatch, the writer task.
+//! - `kv.rs`: the store's operations.
 //! - `outbox.rs`: the combining write queue in front of the socket.
 //! - `service.rs`: [`Service`], [`ServiceHandler`], [`register`], the request and broadcast jobs.
 //! - `topic.rs`: [`TopicHandler`].
@@ -99,6 +105,7 @@ mod conn;
 mod error;
 mod idmap;
 mod io;
+mod kv;
 mod options;
 mod outbox;
 mod pool;
@@ -109,8 +116,10 @@ mod tunnel;
 
 pub use conn::Connection;
 pub use error::Error;
+pub use kv::{Entry, KvOp};
 pub use options::Options;
 pub use petal_protocol::relay::{DEFAULT_PORT, Limits};
+pub use petal_protocol::{StoreResult, Version};
 pub use service::{Service, ServiceHandler, register};
 pub use stats::Stats;
 pub use topic::TopicHandler;

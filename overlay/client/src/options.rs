@@ -38,6 +38,12 @@ pub struct Options {
     pub write_buffer: usize,
     /// Decoding limits applied to what the node sends.
     pub decode_limits: Limits,
+    /// Ask the node for Petal's relay extension (the store's operations: version
+    /// `"v1.0-draft2+petal1"`; default true). A node that denies it (the original Iris node) is
+    /// dialled again with plain v1 by the connecting functions that dial
+    /// ([`Options::connect`], [`Options::connect_addr`], [`register`](crate::register)); over a
+    /// given stream the denial is the error.
+    pub extensions: bool,
 }
 
 impl Default for Options {
@@ -53,6 +59,7 @@ impl Default for Options {
             tunnel_buffer: 64 << 20,
             write_buffer: 1 << 20,
             decode_limits: Limits::default(),
+            extensions: true,
         }
     }
 }

@@ -124,8 +124,15 @@ impl Options {
         handler: H,
     ) -> Result<Service, Error> {
         check_cluster(cluster)?;
+        let handler = Arc::new(handler);
         let (rd, wr) = dial(port).await?.into_split();
-        Service::start(rd, wr, cluster, handler, self).await
+        match Service::start(rd, wr, cluster, handler.clone(), self.clone()).await {
+            Err(e) if self.extensions && crate::io::denied_for_version(&e) => {
+                let (rd, wr) = dial(port).await?.into_split();
+                Service::start(rd, wr, cluster, handler, self.without_extensions()).await
+            }
+            r => r,
+        }
     }
 
     /// Registers a service of `cluster` with the node at `addr`, with these options.
@@ -136,8 +143,15 @@ impl Options {
         handler: H,
     ) -> Result<Service, Error> {
         check_cluster(cluster)?;
+        let handler = Arc::new(handler);
         let (rd, wr) = dial_addr(addr).await?.into_split();
-        Service::start(rd, wr, cluster, handler, self).await
+        match Service::start(rd, wr, cluster, handler.clone(), self.clone()).await {
+            Err(e) if self.extensions && crate::io::denied_for_version(&e) => {
+                let (rd, wr) = dial_addr(addr).await?.into_split();
+                Service::start(rd, wr, cluster, handler, self.without_extensions()).await
+            }
+            r => r,
+        }
     }
 
     /// Registers a service of `cluster` over an already connected stream, with these options.
@@ -153,7 +167,7 @@ impl Options {
     {
         check_cluster(cluster)?;
         let (rd, wr) = tokio::io::split(stream);
-        Service::start(rd, wr, cluster, handler, self).await
+        Service::start(rd, wr, cluster, Arc::new(handler), self).await
     }
 }
 
@@ -181,7 +195,7 @@ impl Service {
         rd: R,
         wr: W,
         cluster: &str,
-        handler: H,
+        handler: Arc<H>,
         options: Options,
     ) -> Result<Service, Error>
     where
@@ -189,7 +203,6 @@ impl Service {
         W: AsyncWrite + Send + Unpin + 'static,
         H: ServiceHandler,
     {
-        let handler = Arc::new(handler);
         let conn = Connection::start(rd, wr, cluster, options, |tx, counters, options| {
             Some(ServiceHooks::new(handler, tx, counters, options))
         })

@@ -494,6 +494,11 @@ async fn run(s: Settings) -> Result<()> {
     );
     opts.discovery = s.discovery;
     opts.seed = seed_of(id);
+    // The store's versions and expiry times are Unix milliseconds: the node counts from now.
+    opts.wall_clock_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| u64::try_from(d.as_millis()).ok());
     s.tuning.apply(&mut opts, s.memory_budget)?;
     let admin = admin::bind(&s.admin).await?;
     let node = petal_node::spawn(TokioNet, opts)

@@ -174,6 +174,10 @@ pub struct Options {
     pub session_max_bytes: usize,
     /// Inputs queued for the node task.
     pub input_queue: usize,
+    /// Unix time in milliseconds when the node starts (the daemon reads the system clock);
+    /// the store's versions and expiry times count from it. `None` (tests, the turmoil
+    /// harness): the node's clock starts at 0, the same in every run.
+    pub wall_clock_ms: Option<u64>,
 }
 
 impl Options {
@@ -219,6 +223,7 @@ impl Options {
             session_queue_bytes: 32 << 20,
             session_max_bytes: 256 << 20,
             input_queue: 8 * 1024,
+            wall_clock_ms: None,
         }
     }
 

@@ -28,12 +28,13 @@ enum Refused {
     Deny(String),
 }
 
-/// Reads the client's INIT. Returns the cluster ("" = plain client).
+/// Reads the client's INIT. Returns the cluster ("" = plain client) and whether the client
+/// asked for Petal's extension ([`relay::ext::EXT_VERSION`]).
 async fn read_init<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     limits: &relay::Limits,
-) -> Result<String, Refused> {
+) -> Result<(String, bool), Refused> {
     loop {
         if let Some(&first) = buf.first()
             && first != relay::op::INIT
@@ -51,13 +52,14 @@ async fn read_init<R: AsyncRead + Unpin>(
                 if magic != relay::CLIENT_MAGIC {
                     return Err(Refused::Silent("wrong magic".into()));
                 }
-                if version != relay::VERSION {
+                let extended = version == relay::ext::EXT_VERSION;
+                if version != relay::VERSION && !extended {
                     return Err(Refused::Deny(format!(
                         "Unsupported protocol. Client: {version}. Iris: {}.",
                         relay::VERSION
                     )));
                 }
-                return Ok(cluster);
+                return Ok((cluster, extended));
             }
             Ok(Some(_)) => return Err(Refused::Silent("not an INIT".into())),
             Ok(None) => {}
@@ -98,7 +100,7 @@ pub(crate) async fn serve<S>(
     // The handshake is over: its slot is free (and the session can no longer be cancelled as
     // the oldest handshake).
     drop(permit);
-    let cluster = match init {
+    let (cluster, extended) = match init {
         Ok(c) => c,
         Err(refused) => {
             RuntimeStats::add(&stats.handshakes_failed, 1);
@@ -125,6 +127,7 @@ pub(crate) async fn serve<S>(
         conn,
         cluster: (!cluster.is_empty()).then_some(cluster),
         out,
+        extended,
     };
     if to_node.send(Input::SessionOpen(open)).await.is_err() {
         return;
@@ -133,7 +136,8 @@ pub(crate) async fn serve<S>(
     // Read packets until the client closes, drops or breaks the protocol.
     let mut writer_done = false;
     let graceful = loop {
-        let Some(drained) = forward_buffered(&mut buf, &limits, conn, &to_node, &share).await
+        let Some(drained) =
+            forward_buffered(&mut buf, &limits, extended, conn, &to_node, &share).await
         else {
             return;
         };
@@ -170,7 +174,7 @@ pub(crate) async fn serve<S>(
             // The node is shutting down: hand it what the client already wrote (replies of
             // services above all), then say so.
             () = drain.notified() => {
-                let end = read_ready(&mut rd, &mut buf, &limits, conn, &to_node, &share).await;
+                let end = read_ready(&mut rd, &mut buf, &limits, extended, conn, &to_node, &share).await;
                 match end {
                     None => return,
                     Some(Ready::Open) => {
@@ -222,6 +226,7 @@ async fn read_ready<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     limits: &relay::Limits,
+    extended: bool,
     conn: u64,
     to_node: &mpsc::Sender<Input>,
     share: &Arc<Share>,
@@ -238,7 +243,7 @@ async fn read_ready<R: AsyncRead + Unpin>(
                 false
             }
         };
-        match forward_buffered(buf, limits, conn, to_node, share).await? {
+        match forward_buffered(buf, limits, extended, conn, to_node, share).await? {
             Drained::Close => return Some(Ready::Closed { graceful: true }),
             Drained::Violation(why) => return Some(Ready::Violation(why)),
             Drained::NeedMore if eof => return Some(Ready::Closed { graceful: false }),
@@ -283,9 +288,12 @@ enum Drained {
 
 /// Decodes the packets in `buf` and hands them to the node task, those of one read together
 /// (one wake-up, one channel slot; at most 256 a batch). `None` when the node task is gone.
+/// Petal's extension packets are an unknown opcode, as in plain v1, from a client that did not
+/// negotiate the extension (`extended`).
 async fn forward_buffered(
     buf: &mut BytesMut,
     limits: &relay::Limits,
+    extended: bool,
     conn: u64,
     to_node: &mpsc::Sender<Input>,
     share: &Arc<Share>,
@@ -296,6 +304,9 @@ async fn forward_buffered(
             Ok(Some(ClientPacket::Close)) => break Drained::Close,
             Ok(Some(ClientPacket::Init { .. })) => {
                 break Drained::Violation("a second INIT".to_string());
+            }
+            Ok(Some(packet)) if packet.is_extension() && !extended => {
+                break Drained::Violation(describe(&RelayError::UnknownOpcode(packet.opcode())));
             }
             Ok(Some(packet)) => {
                 batch.push(packet);

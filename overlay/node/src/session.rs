@@ -100,6 +100,8 @@ pub(crate) struct SessionOpen {
     /// `None` for a plain client.
     pub(crate) cluster: Option<String>,
     pub(crate) out: SessionTx,
+    /// The client negotiated Petal's relay extension (the store's operations).
+    pub(crate) extended: bool,
 }
 
 struct Session {
@@ -177,9 +179,14 @@ impl Sessions {
         let cluster = open.cluster.as_deref();
         match node.register(now, ConnId(open.conn), cluster, 1) {
             Ok(()) => {
+                let version = if open.extended {
+                    relay::ext::EXT_VERSION
+                } else {
+                    relay::VERSION
+                };
                 open.out.must(NodePacket::Init {
                     magic: relay::RELAY_MAGIC.into(),
-                    version: relay::VERSION.into(),
+                    version: version.into(),
                 });
                 RuntimeStats::add(&self.stats.sessions_opened, 1);
                 let mut out = open.out;
@@ -302,6 +309,22 @@ impl Sessions {
                 }
             }
             ClientPacket::TunClose { id } => ignore_gone(node.tunnel_close(now, c, id)),
+            ClientPacket::KvGet { .. }
+            | ClientPacket::KvPut { .. }
+            | ClientPacket::KvDelete { .. } => {
+                let Some((id, key, kind, t)) = kv_command(p) else {
+                    return;
+                };
+                node.kv(now, c, id, &key, kind, timeout_ms(t))
+                    .inspect_err(|e| {
+                        // Refused (an id in use, too many operations, a bad key or value): the
+                        // one KV_RESULT says why.
+                        s.out.must(NodePacket::KvResult {
+                            id,
+                            result: petal_core::StoreResult::Failed(format!("petal: {e}")),
+                        });
+                    })
+            }
             // Exhaustive: a packet kind added to the protocol must be handled here.
             ClientPacket::Init { .. } | ClientPacket::Close => Ok(()),
         };
@@ -418,6 +441,10 @@ impl Sessions {
             // An offer that closes before its confirm was never a tunnel to the client:
             // nothing to tell it (a late confirm is answered with a TUN_CLOSE).
             Event::TunnelOfferClosed { .. } => false,
+            Event::KvDone { op, result, .. } => {
+                s.out.must(NodePacket::KvResult { id: op, result });
+                false
+            }
             _ => false,
         };
         if let Some(c) = delivered
@@ -575,4 +602,40 @@ fn ignore_gone(r: Result<(), AppError>) -> Result<(), AppError> {
         Err(AppError::UnknownId) => Ok(()),
         r => r,
     }
+}
+
+/// A store packet's operation id, key, operation and timeout.
+fn kv_command(p: ClientPacket) -> Option<(u64, String, petal_core::StoreOpKind, u64)> {
+    use petal_core::StoreOpKind;
+    Some(match p {
+        ClientPacket::KvPut {
+            id,
+            key,
+            value,
+            ttl_ms,
+            expect,
+            timeout_ms,
+        } => (
+            id,
+            key,
+            StoreOpKind::Put {
+                value,
+                ttl_ms,
+                expect,
+            },
+            timeout_ms,
+        ),
+        ClientPacket::KvDelete {
+            id,
+            key,
+            expect,
+            timeout_ms,
+        } => (id, key, StoreOpKind::Delete { expect }, timeout_ms),
+        ClientPacket::KvGet {
+            id,
+            key,
+            timeout_ms,
+        } => (id, key, StoreOpKind::Get, timeout_ms),
+        _ => return None,
+    })
 }

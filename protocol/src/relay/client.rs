@@ -2,8 +2,10 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::ext;
 use super::packet_encoding;
 use super::{Fields, Limits, Reader, RelayError, Sink, Stop, decode_with, op};
+use crate::store::Version;
 
 /// Packets a client sends to its node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,41 @@ pub enum ClientPacket {
         /// Tunnel id.
         id: u64,
     },
+    /// `40 id key timeout_ms` (extension, see [`ext`]): read a stored key.
+    KvGet {
+        /// The client's operation id, echoed by the node's KV_RESULT.
+        id: u64,
+        /// The key's name.
+        key: String,
+        /// Timeout in milliseconds, enforced by the node.
+        timeout_ms: u64,
+    },
+    /// `41 id key value ttl_ms expect timeout_ms` (extension): write a key.
+    KvPut {
+        /// The client's operation id.
+        id: u64,
+        /// The key's name.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// Time to live in milliseconds (0: for ever).
+        ttl_ms: u64,
+        /// Compare-and-set: the version the key must have.
+        expect: Option<Version>,
+        /// Timeout in milliseconds.
+        timeout_ms: u64,
+    },
+    /// `42 id key expect timeout_ms` (extension): delete a key.
+    KvDelete {
+        /// The client's operation id.
+        id: u64,
+        /// The key's name.
+        key: String,
+        /// Compare-and-delete: the version the key must have.
+        expect: Option<Version>,
+        /// Timeout in milliseconds.
+        timeout_ms: u64,
+    },
 }
 
 impl ClientPacket {
@@ -117,7 +154,19 @@ impl ClientPacket {
             ClientPacket::TunAllow { .. } => op::TUN_ALLOW,
             ClientPacket::TunTransfer { .. } => op::TUN_TRANSFER,
             ClientPacket::TunClose { .. } => op::TUN_CLOSE,
+            ClientPacket::KvGet { .. } => ext::op::KV_GET,
+            ClientPacket::KvPut { .. } => ext::op::KV_PUT,
+            ClientPacket::KvDelete { .. } => ext::op::KV_DELETE,
         }
+    }
+
+    /// True for the packets of Petal's extension (a node takes them only from a client that
+    /// negotiated [`ext::EXT_VERSION`]).
+    pub fn is_extension(&self) -> bool {
+        matches!(
+            self,
+            ClientPacket::KvGet { .. } | ClientPacket::KvPut { .. } | ClientPacket::KvDelete { .. }
+        )
     }
 }
 
@@ -190,6 +239,41 @@ impl Fields for ClientPacket {
                 s.bin(payload);
             }
             ClientPacket::TunClose { id } => s.varint(*id),
+            ClientPacket::KvGet {
+                id,
+                key,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(key.as_bytes());
+                s.varint(*timeout_ms);
+            }
+            ClientPacket::KvPut {
+                id,
+                key,
+                value,
+                ttl_ms,
+                expect,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(key.as_bytes());
+                s.bin(value);
+                s.varint(*ttl_ms);
+                ext::write_expect(s, *expect);
+                s.varint(*timeout_ms);
+            }
+            ClientPacket::KvDelete {
+                id,
+                key,
+                expect,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(key.as_bytes());
+                ext::write_expect(s, *expect);
+                s.varint(*timeout_ms);
+            }
         }
     }
 }
@@ -261,6 +345,25 @@ fn parse_client(r: &mut Reader<'_>) -> Result<ClientPacket, Stop> {
             payload: r.chunk()?,
         },
         op::TUN_CLOSE => ClientPacket::TunClose { id: r.varint()? },
+        ext::op::KV_GET => ClientPacket::KvGet {
+            id: r.varint()?,
+            key: r.string("key")?,
+            timeout_ms: r.varint()?,
+        },
+        ext::op::KV_PUT => ClientPacket::KvPut {
+            id: r.varint()?,
+            key: r.string("key")?,
+            value: r.bin("value")?,
+            ttl_ms: r.varint()?,
+            expect: r.expect()?,
+            timeout_ms: r.varint()?,
+        },
+        ext::op::KV_DELETE => ClientPacket::KvDelete {
+            id: r.varint()?,
+            key: r.string("key")?,
+            expect: r.expect()?,
+            timeout_ms: r.varint()?,
+        },
         other => return Err(RelayError::UnknownOpcode(other).into()),
     })
 }

@@ -30,6 +30,9 @@
 //! ```
 //! Ids, sizes, credits and timeouts (milliseconds) are varints.
 //!
+//! Petal's extension (the store's operations, opcodes 0x40-0x42) is negotiated with its own
+//! version string; see [`ext`].
+//!
 //! # Decoding
 //! [`ClientPacket::decode`] and [`NodePacket::decode`] take one packet from the front of a
 //! [`BytesMut`]. They parse only the headers (opcodes, varints, bools, length prefixes) until the
@@ -44,6 +47,7 @@
 use bytes::{Bytes, BytesMut};
 
 mod client;
+pub mod ext;
 mod node;
 
 pub use client::ClientPacket;
@@ -146,6 +150,9 @@ pub enum RelayError {
         /// The limit it exceeds.
         max: usize,
     },
+    /// A KV_RESULT's result tag is unknown (the extension, see [`ext`]).
+    #[error("unknown store result tag 0x{0:02x}")]
+    BadResult(u8),
 }
 
 /// Appends `v` as an unsigned LEB128 varint.

@@ -2,8 +2,10 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::ext;
 use super::packet_encoding;
 use super::{Fields, Limits, Reader, RelayError, Sink, Stop, decode_with, op};
+use crate::store::StoreResult;
 
 /// The outcome carried by a node's REPLY.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +106,13 @@ pub enum NodePacket {
         /// Why, `""` when graceful.
         reason: String,
     },
+    /// `40 id result` (extension, see [`ext`]): the one outcome of a store operation.
+    KvResult {
+        /// The client's operation id.
+        id: u64,
+        /// What came of it.
+        result: StoreResult,
+    },
 }
 
 impl NodePacket {
@@ -122,6 +131,7 @@ impl NodePacket {
             NodePacket::TunAllow { .. } => op::TUN_ALLOW,
             NodePacket::TunTransfer { .. } => op::TUN_TRANSFER,
             NodePacket::TunClose { .. } => op::TUN_CLOSE,
+            NodePacket::KvResult { .. } => ext::op::KV_RESULT,
         }
     }
 }
@@ -198,6 +208,10 @@ impl Fields for NodePacket {
                 s.varint(*id);
                 s.bin(reason.as_bytes());
             }
+            NodePacket::KvResult { id, result } => {
+                s.varint(*id);
+                ext::write_result(s, result);
+            }
         }
     }
 }
@@ -270,6 +284,10 @@ fn parse_node(r: &mut Reader<'_>) -> Result<NodePacket, Stop> {
         op::TUN_CLOSE => NodePacket::TunClose {
             id: r.varint()?,
             reason: r.string("reason")?,
+        },
+        ext::op::KV_RESULT => NodePacket::KvResult {
+            id: r.varint()?,
+            result: r.store_result()?,
         },
         other => return Err(RelayError::UnknownOpcode(other).into()),
     })

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use petal_client::{Connection, Options, Service, ServiceHandler};
+use petal_protocol::relay::ext::EXT_VERSION;
 use petal_protocol::relay::{ClientPacket, Limits, NodePacket, RELAY_MAGIC, VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -42,9 +43,27 @@ impl FakeNode {
                 cluster,
             }) => {
                 assert_eq!(magic, "iris-client-magic");
-                assert_eq!(version, VERSION);
+                // Plain v1, or Petal's extension (asked for by default; this fake node
+                // accepts with plain v1, as a node without the extension would not, so the
+                // client treats it as not granted).
+                assert!(version == VERSION || version == EXT_VERSION, "{version}");
                 (peer, cluster)
             }
+            other => panic!("expected INIT, got {other:?}"),
+        }
+    }
+}
+
+impl FakeNode {
+    /// Accepts one connection and reads its INIT; returns the peer and the version asked for.
+    pub(crate) async fn accept_any(&self) -> (Peer, String) {
+        let (stream, _) = tokio::time::timeout(WAIT, self.listener.accept())
+            .await
+            .expect("accept in time")
+            .expect("accept");
+        let mut peer = Peer::new(stream);
+        match peer.recv().await {
+            Some(ClientPacket::Init { version, .. }) => (peer, version),
             other => panic!("expected INIT, got {other:?}"),
         }
     }
@@ -102,6 +121,15 @@ impl Peer {
         self.send(NodePacket::Init {
             magic: RELAY_MAGIC.into(),
             version: VERSION.into(),
+        })
+        .await;
+    }
+
+    /// Accepts granting Petal's extension.
+    pub(crate) async fn accept_init_ext(&mut self) {
+        self.send(NodePacket::Init {
+            magic: RELAY_MAGIC.into(),
+            version: EXT_VERSION.into(),
         })
         .await;
     }

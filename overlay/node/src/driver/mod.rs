@@ -168,6 +168,9 @@ impl<N: Net> Driver<N> {
         stats: Arc<RuntimeStats>,
     ) -> Self {
         let mut node = node;
+        if let Some(ms) = opts.wall_clock_ms {
+            node.set_wall_clock(ms);
+        }
         let budget = Arc::new(petal_core::MemoryBudget::new(node.config().memory_budget));
         node.set_memory_budget(budget.clone());
         let sessions = Sessions::new(opts.clone(), stats.clone(), budget.clone());

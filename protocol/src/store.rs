@@ -32,8 +32,23 @@ impl Version {
 }
 
 impl std::fmt::Display for Version {
+    /// `hlc.node` in hexadecimal (what [`Version::from_str`](std::str::FromStr) reads back).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:x}.{:x}", self.hlc, self.node)
+    }
+}
+
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    /// Reads `hlc.node` in hexadecimal, as [`Version`] displays.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a version (hex hlc.node, as printed)");
+        let (hlc, node) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Version {
+            hlc: u64::from_str_radix(hlc, 16).map_err(|_| bad())?,
+            node: u64::from_str_radix(node, 16).map_err(|_| bad())?,
+        })
     }
 }
 
@@ -119,5 +134,25 @@ impl StoreEntry {
     /// Bytes the entry holds besides its inline size (name and value).
     pub fn heap_bytes(&self) -> usize {
         self.name.len() + self.value.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Version;
+
+    #[test]
+    fn a_version_reads_back_what_it_prints() {
+        for v in [
+            Version::NONE,
+            Version {
+                hlc: 0x1234_5678_9abc,
+                node: u64::MAX,
+            },
+        ] {
+            assert_eq!(v.to_string().parse::<Version>(), Ok(v));
+        }
+        assert!("12".parse::<Version>().is_err());
+        assert!("x.1".parse::<Version>().is_err());
     }
 }

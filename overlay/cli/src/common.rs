@@ -17,8 +17,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) enum Failure {
     /// The service answered with a fault: exit code 2.
     Fault(String),
-    /// The node answered with a timeout (request, tunnel open): exit code 3.
+    /// The node answered with a timeout (request, tunnel open, store operation): exit code 3.
     Timeout(String),
+    /// The key has no value (`petal kv get`): exit code 4.
+    NotFound(String),
+    /// A conditional store write found another version (`--if-version`, `--if-absent`): exit
+    /// code 5.
+    Conflict(String),
 }
 
 impl Failure {
@@ -27,6 +32,8 @@ impl Failure {
         match self {
             Failure::Fault(_) => 2,
             Failure::Timeout(_) => 3,
+            Failure::NotFound(_) => 4,
+            Failure::Conflict(_) => 5,
         }
     }
 }
@@ -36,6 +43,8 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Fault(text) => write!(f, "fault: {text}"),
             Failure::Timeout(what) => write!(f, "{what} timed out"),
+            Failure::NotFound(key) => write!(f, "{key:?} has no value"),
+            Failure::Conflict(text) => write!(f, "conflict: {text}"),
         }
     }
 }

@@ -11,6 +11,9 @@
 //! - `petal tunnel <cluster>`: pipes stdin through a tunnel and what comes back to stdout.
 //! - `petal bench <request|broadcast|publish|tunnel|all>`: measures the local node (or two
 //!   nodes with `--port2`), starting its own services and subscribers.
+//! - `petal kv get <key>`, `petal kv put <key> [value] [--ttl 30s] [--if-version V |
+//!   --if-absent]`, `petal kv del <key> [--if-version V]`: the replicated store. Exit codes: 0,
+//!   1 error, 3 timeout, 4 the key has no value, 5 a conditional write found another version.
 //! - `petal status`, `peers`, `routes`, `clusters`, `topics`, `tunnels`, `sessions`: the
 //!   node's state from its admin HTTP API (`--admin`, 127.0.0.1:55558 by default), as tables,
 //!   or the API's JSON with `--json`.
@@ -21,6 +24,7 @@
 //! - `messaging.rs`: `request`, `broadcast`, `publish`, `subscribe`.
 //! - `serve.rs`: `serve` (echo, exec, fault injection, tunnels).
 //! - `tunnel.rs`: `tunnel`.
+//! - `kv.rs`: `kv`.
 //! - `bench/`: `bench`: one file per measured pattern, `report.rs` for the table and JSON.
 //! - `status.rs`: the admin API views.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -31,6 +35,7 @@
 
 mod bench;
 mod common;
+mod kv;
 mod messaging;
 mod serve;
 mod status;
@@ -51,7 +56,9 @@ use crate::common::Failure;
              tunnels, benchmarks",
     long_about = None,
     after_help = "Exit codes: 0 success, 1 error (e.g. no node on the port), 2 the service \
-                  answered a request with a fault, 3 a request or tunnel open timed out."
+                  answered a request with a fault, 3 a request, tunnel open or store operation \
+                  timed out, 4 the key has no value (kv get), 5 a conditional store write found \
+                  another version."
 )]
 struct Cli {
     /// Relay port of the local node (petald --port).
@@ -79,6 +86,8 @@ enum Command {
     Tunnel(tunnel::TunnelArgs),
     /// Measures latency and throughput of the local node (or of two nodes).
     Bench(bench::BenchArgs),
+    /// Reads, writes and deletes keys of the replicated store (Petal's relay extension).
+    Kv(kv::KvArgs),
     /// Shows the node: id, state, addresses, discovery, sizes (admin API).
     Status(status::AdminArgs),
     /// Lists the node's peer links with RTTs and traffic (admin API).
@@ -134,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(port, args).await,
         Command::Tunnel(args) => tunnel::tunnel(port, args).await,
         Command::Bench(args) => bench::bench(port, args).await,
+        Command::Kv(args) => kv::kv(port, args).await,
         Command::Status(a) => status::show(status::View::Status, a).await,
         Command::Peers(a) => status::show(status::View::Peers, a).await,
         Command::Routes(a) => status::show(status::View::Routes, a).await,

@@ -346,3 +346,44 @@ fn status_and_tables_come_from_the_admin_api() {
         "{err}"
     );
 }
+
+#[test]
+fn kv_put_get_del_and_their_exit_codes() {
+    let procs = Procs::default();
+    let port = start_node(&procs);
+    let out = petal(port, &["kv", "get", "color"], b"");
+    assert_eq!(out.status.code(), Some(4), "not found: {out:?}");
+
+    let out = petal(port, &["kv", "put", "color", "blue"], b"");
+    assert!(out.status.success(), "put: {out:?}");
+    let v1 = text(&out.stdout).trim().to_owned();
+    let out = petal(port, &["kv", "get", "color", "--meta"], b"");
+    assert!(out.status.success(), "get: {out:?}");
+    assert_eq!(text(&out.stdout), "blue");
+    assert!(text(&out.stderr).contains(&format!("version {v1}")), "{out:?}");
+
+    // Compare-and-set: from stdin, on the printed version; a stale one conflicts (exit 5).
+    let out = petal(port, &["kv", "put", "color", "--if-version", &v1], b"red");
+    assert!(out.status.success(), "cas: {out:?}");
+    let v2 = text(&out.stdout).trim().to_owned();
+    assert_ne!(v1, v2);
+    let out = petal(port, &["kv", "put", "color", "green", "--if-version", &v1], b"");
+    assert_eq!(out.status.code(), Some(5), "stale cas: {out:?}");
+    assert!(text(&out.stderr).contains(&v2), "{out:?}");
+    let out = petal(port, &["kv", "put", "color", "green", "--if-absent"], b"");
+    assert_eq!(out.status.code(), Some(5), "exists: {out:?}");
+
+    // A time to live.
+    let out = petal(port, &["kv", "put", "token", "t", "--ttl", "300ms"], b"");
+    assert!(out.status.success(), "ttl put: {out:?}");
+    std::thread::sleep(Duration::from_millis(400));
+    let out = petal(port, &["kv", "get", "token"], b"");
+    assert_eq!(out.status.code(), Some(4), "expired: {out:?}");
+
+    let out = petal(port, &["kv", "del", "color"], b"");
+    assert!(out.status.success(), "del: {out:?}");
+    let out = petal(port, &["kv", "get", "color"], b"");
+    assert_eq!(out.status.code(), Some(4), "deleted: {out:?}");
+    let out = petal(port, &["kv", "put", "color", "x", "--ttl", "5d"], b"");
+    assert_eq!(out.status.code(), Some(2), "bad flag (clap's usage error): {out:?}");
+}

@@ -156,3 +156,104 @@ mod tests {
         assert!("x.1".parse::<Version>().is_err());
     }
 }
+
+/// The topic on which a key's changes are published: subscribing to it watches the key (a
+/// plain relay v1 client can too). Its tree's root is the key's home, which publishes each
+/// acknowledged write and delete of the key there as a [`Change`].
+pub fn watch_topic(name: &str) -> String {
+    format!("petal-kv/{name}")
+}
+
+/// A change of a watched key, as published on its [`watch_topic`]: a text header line, then
+/// the value's bytes as stored:
+/// `put <version> <expires_ms>\n<value>` or `del <version>\n` (versions as [`Version`]
+/// displays them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The write's version.
+    pub version: Version,
+    /// The value written; `None` for a deletion.
+    pub value: Option<Bytes>,
+    /// When the value expires, in wall-clock milliseconds (0: never).
+    pub expires_ms: u64,
+}
+
+impl Change {
+    /// The event payload.
+    pub fn encode(&self) -> Bytes {
+        match &self.value {
+            Some(v) => {
+                let mut out = format!("put {} {}\n", self.version, self.expires_ms).into_bytes();
+                out.extend_from_slice(v);
+                Bytes::from(out)
+            }
+            None => Bytes::from(format!("del {}\n", self.version)),
+        }
+    }
+
+    /// Reads an event payload; `None` when it is not a change.
+    pub fn decode(payload: &Bytes) -> Option<Change> {
+        let end = payload.iter().position(|&b| b == b'\n')?;
+        let head = std::str::from_utf8(&payload[..end]).ok()?;
+        let mut words = head.split(' ');
+        let (kind, version) = (words.next()?, words.next()?.parse().ok()?);
+        match kind {
+            "put" => {
+                let expires_ms = words.next()?.parse().ok()?;
+                Some(Change {
+                    version,
+                    value: Some(payload.slice(end + 1..)),
+                    expires_ms,
+                })
+            }
+            "del" if end + 1 == payload.len() => Some(Change {
+                version,
+                value: None,
+                expires_ms: 0,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::{Change, Version};
+    use bytes::Bytes;
+
+    #[test]
+    fn a_change_reads_back_what_it_encodes() {
+        let v = Version { hlc: 77, node: 5 };
+        for c in [
+            Change {
+                version: v,
+                value: Some(Bytes::from_static(b"a\nb")),
+                expires_ms: 12,
+            },
+            Change {
+                version: v,
+                value: Some(Bytes::new()),
+                expires_ms: 0,
+            },
+            Change {
+                version: v,
+                value: None,
+                expires_ms: 0,
+            },
+        ] {
+            assert_eq!(Change::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(
+            &Change {
+                version: v,
+                value: None,
+                expires_ms: 0
+            }
+            .encode()[..],
+            b"del 4d.5\n"
+        );
+        for bad in [&b"put 1.1\nx"[..], b"del 1.1\nx", b"hello", b"put x.1 0\n"] {
+            assert_eq!(Change::decode(&Bytes::copy_from_slice(bad)), None);
+        }
+    }
+}

@@ -1,11 +1,14 @@
 //! `petal kv get|put|del`: the replicated store, through Petal's relay extension.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use petal_client::{Error, Version};
+use petal_client::{Change, Error, Version};
+use tokio::sync::Notify;
 
 use crate::common::{self, Failure};
 
@@ -51,6 +54,15 @@ enum KvCommand {
         #[arg(long)]
         if_absent: bool,
     },
+    /// Prints every change of a key (`put <version> <expires_ms> <value>` or
+    /// `del <version>`, one per line) until Ctrl-C or `--count`.
+    Watch {
+        /// The key.
+        key: String,
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Deletes a key and prints the deletion's version.
     Del {
         /// The key.
@@ -90,8 +102,12 @@ pub(crate) async fn kv(port: u16, args: KvArgs) -> Result<()> {
         KvCommand::Put { value, .. } => Some(common::message_or_stdin(value.clone()).await?),
         _ => None,
     };
+    if let KvCommand::Watch { key, count } = args.command {
+        return watch(port, &key, count).await;
+    }
     let conn = common::connect(port).await?;
     let outcome = match args.command {
+        KvCommand::Watch { .. } => Ok(()),
         KvCommand::Get { key, meta } => match conn.kv_get(&key, timeout).await {
             Ok(Some(entry)) => {
                 common::write_stdout(&entry.value).context("writing the value")?;
@@ -131,6 +147,46 @@ pub(crate) async fn kv(port: u16, args: KvArgs) -> Result<()> {
     };
     let _ = conn.close().await;
     outcome
+}
+
+/// `petal kv watch`.
+async fn watch(port: u16, key: &str, count: Option<u64>) -> Result<()> {
+    if count == Some(0) {
+        return Ok(());
+    }
+    // One handler at a time: changes are printed in order.
+    let mut options = petal_client::Options::default();
+    options.event_handlers = 1;
+    let conn = common::connect_with(port, options).await?;
+    let seen = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Notify::new());
+    let (s, d) = (seen.clone(), done.clone());
+    conn.kv_watch(key, move |c: Change| {
+        let line = match &c.value {
+            Some(v) => format!(
+                "put {} {} {}\n",
+                c.version,
+                c.expires_ms,
+                String::from_utf8_lossy(v)
+            ),
+            None => format!("del {}\n", c.version),
+        };
+        let _ = common::write_stdout(line.as_bytes());
+        if count.is_some_and(|n| s.fetch_add(1, Ordering::Relaxed) + 1 >= n) {
+            d.notify_one();
+        }
+    })
+    .await
+    .with_context(|| format!("watching {key:?}"))?;
+    eprintln!("petal: watching {key}");
+    tokio::select! {
+        biased;
+        _ = common::interrupted() => {}
+        () = done.notified() => {}
+        () = crate::messaging::ended(&conn) => anyhow::bail!("the node closed the connection"),
+    }
+    let _ = conn.close().await;
+    Ok(())
 }
 
 fn print_version(r: Result<Version>) -> Result<()> {

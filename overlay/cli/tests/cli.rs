@@ -353,6 +353,14 @@ fn kv_put_get_del_and_their_exit_codes() {
     let port = start_node(&procs);
     let out = petal(port, &["kv", "get", "color"], b"");
     assert_eq!(out.status.code(), Some(4), "not found: {out:?}");
+    // A watcher of "color" sees the writes below (the first put, the conditional one, the
+    // delete: 3 changes), in order.
+    let watched = start_petal(
+        &procs,
+        port,
+        &["kv", "watch", "color", "--count", "3"],
+        "watching",
+    );
 
     let out = petal(port, &["kv", "put", "color", "blue"], b"");
     assert!(out.status.success(), "put: {out:?}");
@@ -360,14 +368,21 @@ fn kv_put_get_del_and_their_exit_codes() {
     let out = petal(port, &["kv", "get", "color", "--meta"], b"");
     assert!(out.status.success(), "get: {out:?}");
     assert_eq!(text(&out.stdout), "blue");
-    assert!(text(&out.stderr).contains(&format!("version {v1}")), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!("version {v1}")),
+        "{out:?}"
+    );
 
     // Compare-and-set: from stdin, on the printed version; a stale one conflicts (exit 5).
     let out = petal(port, &["kv", "put", "color", "--if-version", &v1], b"red");
     assert!(out.status.success(), "cas: {out:?}");
     let v2 = text(&out.stdout).trim().to_owned();
     assert_ne!(v1, v2);
-    let out = petal(port, &["kv", "put", "color", "green", "--if-version", &v1], b"");
+    let out = petal(
+        port,
+        &["kv", "put", "color", "green", "--if-version", &v1],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(5), "stale cas: {out:?}");
     assert!(text(&out.stderr).contains(&v2), "{out:?}");
     let out = petal(port, &["kv", "put", "color", "green", "--if-absent"], b"");
@@ -384,6 +399,19 @@ fn kv_put_get_del_and_their_exit_codes() {
     assert!(out.status.success(), "del: {out:?}");
     let out = petal(port, &["kv", "get", "color"], b"");
     assert_eq!(out.status.code(), Some(4), "deleted: {out:?}");
+    let mut lines = String::new();
+    BufReader::new(watched)
+        .read_to_string(&mut lines)
+        .expect("the watcher's output");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0], format!("put {v1} 0 blue"));
+    assert_eq!(lines[1], format!("put {v2} 0 red"));
+    assert!(lines[2].starts_with("del "), "{lines:?}");
     let out = petal(port, &["kv", "put", "color", "x", "--ttl", "5d"], b"");
-    assert_eq!(out.status.code(), Some(2), "bad flag (clap's usage error): {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "bad flag (clap's usage error): {out:?}"
+    );
 }

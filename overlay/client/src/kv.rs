@@ -176,6 +176,35 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Watches `key`: `handler` gets every acknowledged write and delete of it from now on
+    /// ([`Change`](petal_protocol::Change)), in the order the key's home acknowledged them,
+    /// at most once each, best effort (as publish/subscribe: a change made while the watch is
+    /// still reaching the key's home, or while that home is replaced, can be missed). Expiry
+    /// is not reported. Stop with [`Connection::kv_unwatch`].
+    ///
+    /// It is a subscription to the key's watch topic
+    /// ([`watch_topic`](petal_protocol::watch_topic)), so it works with plain v1 too: any
+    /// client can subscribe to `petal-kv/<key>` and read the changes' text header.
+    pub async fn kv_watch(
+        &self,
+        key: &str,
+        handler: impl Fn(petal_protocol::Change) + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        self.subscribe(&petal_protocol::watch_topic(key), move |event: Bytes| {
+            if let Some(change) = petal_protocol::Change::decode(&event) {
+                handler(change);
+            }
+        })
+        .await
+    }
+
+    /// Stops watching `key`.
+    pub async fn kv_unwatch(&self, key: &str) -> Result<(), Error> {
+        self.unsubscribe(&petal_protocol::watch_topic(key)).await
+    }
+}
+
 fn written(r: StoreResult) -> Result<Version, Error> {
     match r {
         StoreResult::Written(v) => Ok(v),

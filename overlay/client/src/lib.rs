@@ -21,8 +21,8 @@
 //! - the replicated store (Petal's relay extension, `"v1.0-draft2+petal1"`, asked for by
 //!   default: [`Options::extensions`]): [`Connection::kv_get`], [`Connection::kv_put`] (with a
 //!   time to live), [`Connection::kv_put_if`] (compare-and-set on a [`Version`]),
-//!   [`Connection::kv_delete`], [`Connection::kv_delete_if`], and [`Connection::kv`] for the
-//!   node's answer as it came.
+//!   [`Connection::kv_delete`], [`Connection::kv_delete_if`], [`Connection::kv`] for the
+//!   node's answer as it came, and [`Connection::kv_watch`] for a key's changes.
 //!
 //! Deliveries to a service (requests, broadcasts, tunnels) and topic events go to handlers
 //! running on tokio tasks, with bounded concurrency and bounded queued bytes per category
@@ -119,7 +119,7 @@ pub use error::Error;
 pub use kv::{Entry, KvOp};
 pub use options::Options;
 pub use petal_protocol::relay::{DEFAULT_PORT, Limits};
-pub use petal_protocol::{StoreResult, Version};
+pub use petal_protocol::{Change, StoreResult, Version};
 pub use service::{Service, ServiceHandler, register};
 pub use stats::Stats;
 pub use topic::TopicHandler;

@@ -386,3 +386,52 @@ fn bad_arguments_are_refused_with_a_clear_error() {
     net.run_for(Duration::from_secs(2));
     assert!(outcomes(&net).is_empty());
 }
+
+#[test]
+fn watchers_get_every_acknowledged_write_and_delete_of_their_key() {
+    let mut net = ring(13, 10, Config::default());
+    // Watchers on two nodes (one of them the key's home), by subscribing to the key's topic.
+    let home = net.by_id[&nearest(&net, "cfg", 1)[0]];
+    let other = (0..10).find(|&i| i != home).unwrap();
+    let topic = petal_core::store::watch_topic("cfg");
+    let now = net.now;
+    for &i in &[home, other] {
+        net.nodes[i].subscribe(now, CLIENT, &topic).unwrap();
+        net.drain(i);
+    }
+    net.run_for(Duration::from_secs(2));
+    let writer = (0..10).find(|&i| i != home && i != other).unwrap();
+    let v1 = written(&kv(&mut net, writer, 1, "cfg", put(b"one", None)));
+    let v2 = written(&kv(&mut net, writer, 2, "cfg", put(b"two", Some(v1))));
+    let v3 = written(&kv(
+        &mut net,
+        writer,
+        3,
+        "cfg",
+        StoreOpKind::Delete { expect: None },
+    ));
+    // A conflict changes nothing: no event.
+    let _ = kv(&mut net, writer, 4, "cfg", put(b"x", Some(v1)));
+    net.run_for(Duration::from_millis(500));
+    for &i in &[home, other] {
+        let changes: Vec<petal_core::store::Change> = net
+            .app_events
+            .iter()
+            .filter_map(|(_, n, e)| match e {
+                Event::Published {
+                    topic: t, payload, ..
+                } if *n == i && **t == *topic => petal_core::store::Change::decode(payload),
+                _ => None,
+            })
+            .collect();
+        let got: Vec<(Version, Option<&[u8]>)> = changes
+            .iter()
+            .map(|c| (c.version, c.value.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(v1, Some(&b"one"[..])), (v2, Some(&b"two"[..])), (v3, None)],
+            "watcher on node {i}"
+        );
+    }
+}

@@ -281,6 +281,11 @@ impl Groups {
     }
 
     /// True when this node is the root of group `key`'s tree.
+    /// True when this node is part of the tree of group `key` (member, relay or root).
+    pub(crate) fn has_tree(&self, key: Key) -> bool {
+        self.trees.contains_key(&key)
+    }
+
     pub(crate) fn is_root(&self, key: Key) -> bool {
         self.trees.get(&key).is_some_and(|g| g.root)
     }

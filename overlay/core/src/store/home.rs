@@ -248,7 +248,10 @@ impl Node {
         }
         let (origin, op, key) = (c.origin, c.op, c.key);
         let result = match c.phase {
-            Phase::Write { version } if quorum => StoreResult::Written(version),
+            Phase::Write { version } if quorum => {
+                self.publish_change(now, key, version);
+                StoreResult::Written(version)
+            }
             Phase::Write { .. } => StoreResult::Failed(format!(
                 "write quorum not reached: {} of {} replicas stored it",
                 c.answered.len(),
@@ -370,5 +373,26 @@ impl Node {
             result: Box::new(result),
         };
         self.send_or_loop(now, origin, msg);
+    }
+
+    /// Publishes an acknowledged write of `key` on its watch topic, when someone watches (the
+    /// watchers' tree reaches this node, the key's home and so the tree's root).
+    fn publish_change(&mut self, now: Time, key: Key, version: Version) {
+        if !self.groups.has_tree(key) {
+            return;
+        }
+        let wall = self.wall_ms(now);
+        let Some(e) = self.store.as_ref().and_then(|s| s.get(key, wall)) else {
+            return;
+        };
+        if e.version != version {
+            return;
+        }
+        let change = petal_protocol::Change {
+            version,
+            expires_ms: if e.value.is_some() { e.expires_ms } else { 0 },
+            value: e.value,
+        };
+        let _ = self.publish_to(now, key, change.encode());
     }
 }

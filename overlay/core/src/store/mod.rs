@@ -34,6 +34,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use petal_protocol::{Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreResult, Version};
 
+pub use petal_protocol::{Change, watch_topic};
+
 use crate::app::{ConnId, ConnIndex};
 use crate::node::{Node, TimerKey};
 use crate::time::Time;
@@ -47,9 +49,11 @@ pub(crate) const fn low64(x: u128) -> u64 {
     x as u64
 }
 
-/// The ring key of the stored key called `name`.
+/// The ring key of the stored key called `name`: the key of its watch topic
+/// ([`petal_protocol::watch_topic`]), so that the home of a key is the root of its watchers'
+/// tree.
 pub fn key_of(name: &str) -> Key {
-    Key::from_name(&format!("petal/kv/{name}"))
+    crate::GroupKind::Topic.key(&petal_protocol::watch_topic(name))
 }
 
 /// Fixed cost counted per stored entry besides its name and value (map node, version, expiry).

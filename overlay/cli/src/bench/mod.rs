@@ -9,6 +9,7 @@
 //! application on the same machine gets, not the node's capacity alone.
 
 mod fanout;
+mod kv;
 mod report;
 mod request;
 mod tunnel;
@@ -34,6 +35,8 @@ pub(crate) enum What {
     Tunnel,
     /// All of the above, one after the other.
     All,
+    /// The replicated store: put and get latency and throughput (not part of `all`).
+    Kv,
 }
 
 /// Flags of `petal bench`.
@@ -53,6 +56,9 @@ Phases (each lasts --duration-s unless said otherwise):
              overload) are reported too. --window 0 floods without any window.
   tunnel     one tunnel, one way, --size bytes per message (default 64 KiB): MB/s (10^6 bytes
              per second) received by the acceptor during the phase, after 0.5 s of warm-up.
+  kv         the replicated store: 1000 keys written first, then puts through --port and gets
+             through --port2, each like requests: latency at concurrency 1 and the sweep
+             (operations/s); store failures count as faults. Not part of `all`.
 Two nodes: start a second petald seeded with the first one and pass its relay port as
 --port2; the receiving ends connect there, the sender to --port.")]
 pub(crate) struct BenchArgs {
@@ -159,6 +165,9 @@ pub(crate) async fn bench(port: u16, args: BenchArgs) -> Result<()> {
     }
     if all || args.what == What::Tunnel {
         report.tunnel = Some(tunnel::run(&ctx).await?);
+    }
+    if args.what == What::Kv {
+        report.kv = Some(kv::run(&ctx).await?);
     }
     if args.json {
         println!("{}", report.json());

@@ -100,6 +100,60 @@ impl RequestResult {
             .max_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s))
             .unwrap_or(&self.latency)
     }
+
+    fn json(&self) -> Value {
+        let best = self.best();
+        json!({
+            "size_bytes": self.size,
+            "latency": self.latency.latency.json(),
+            "latency_requests_per_s": round1(self.latency.requests_per_s),
+            "throughput_requests_per_s": round1(best.requests_per_s),
+            "throughput_concurrency": best.concurrency,
+            "sweep": self.sweep.iter().map(SweepPoint::json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Appends the section `title`: latency at concurrency 1, the sweep (rates in `unit`).
+    fn table(&self, s: &mut String, title: &str, unit: &str, levels: &[usize]) {
+        let l = &self.latency.latency;
+        let _ = writeln!(s, "\n{title}");
+        let _ = writeln!(
+            s,
+            "  latency (concurrency 1)  p50 {:.1} µs  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({:.0} {unit})",
+            l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.max_us, self.latency.requests_per_s
+        );
+        let _ = writeln!(
+            s,
+            "  {:>11}  {:>12}  {:>10}  {:>10}  {:>8}  {:>6}",
+            "concurrency", unit, "p50 µs", "p99 µs", "timeouts", "faults"
+        );
+        for p in &self.sweep {
+            let _ = writeln!(
+                s,
+                "  {:>11}  {:>12.0}  {:>10.1}  {:>10.1}  {:>8}  {:>6}",
+                p.concurrency,
+                p.requests_per_s,
+                p.latency.p50_us,
+                p.latency.p99_us,
+                p.timeouts,
+                p.faults
+            );
+        }
+        let best = self.best();
+        let _ = writeln!(
+            s,
+            "  throughput               {:.0} {unit} (concurrency {}; sweep {levels:?})",
+            best.requests_per_s, best.concurrency
+        );
+    }
+}
+
+/// The store benchmark's results: puts and gets, each measured like requests.
+pub(crate) struct KvBenchResult {
+    /// Value bytes.
+    pub(crate) size: usize,
+    pub(crate) put: RequestResult,
+    pub(crate) get: RequestResult,
 }
 
 /// The broadcast or publish benchmark's results.
@@ -167,6 +221,7 @@ pub(crate) struct Report {
     pub(crate) broadcast: Option<FanoutResult>,
     pub(crate) publish: Option<FanoutResult>,
     pub(crate) tunnel: Option<TunnelResult>,
+    pub(crate) kv: Option<KvBenchResult>,
 }
 
 impl Report {
@@ -181,6 +236,7 @@ impl Report {
             broadcast: None,
             publish: None,
             tunnel: None,
+            kv: None,
         }
     }
 
@@ -198,15 +254,10 @@ impl Report {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         });
         if let Some(r) = &self.request {
-            let best = r.best();
-            out["request"] = json!({
-                "size_bytes": r.size,
-                "latency": r.latency.latency.json(),
-                "latency_requests_per_s": round1(r.latency.requests_per_s),
-                "throughput_requests_per_s": round1(best.requests_per_s),
-                "throughput_concurrency": best.concurrency,
-                "sweep": r.sweep.iter().map(SweepPoint::json).collect::<Vec<_>>(),
-            });
+            out["request"] = r.json();
+        }
+        if let Some(k) = &self.kv {
+            out["kv"] = json!({ "size_bytes": k.size, "put": k.put.json(), "get": k.get.json() });
         }
         if let Some(b) = &self.broadcast {
             out["broadcast"] = b.json();
@@ -243,36 +294,19 @@ impl Report {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         if let Some(r) = &self.request {
-            let l = &r.latency.latency;
-            let _ = writeln!(s, "\nrequest ({} B, echo service)", r.size);
-            let _ = writeln!(
-                s,
-                "  latency (concurrency 1)  p50 {:.1} µs  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({:.0} req/s)",
-                l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.max_us, r.latency.requests_per_s
+            r.table(
+                &mut s,
+                &format!("request ({} B, echo service)", r.size),
+                "req/s",
+                &self.concurrency,
             );
-            let _ = writeln!(
-                s,
-                "  {:>11}  {:>12}  {:>10}  {:>10}  {:>8}  {:>6}",
-                "concurrency", "req/s", "p50 µs", "p99 µs", "timeouts", "faults"
-            );
-            for p in &r.sweep {
-                let _ = writeln!(
-                    s,
-                    "  {:>11}  {:>12.0}  {:>10.1}  {:>10.1}  {:>8}  {:>6}",
-                    p.concurrency,
-                    p.requests_per_s,
-                    p.latency.p50_us,
-                    p.latency.p99_us,
-                    p.timeouts,
-                    p.faults
-                );
-            }
-            let best = r.best();
-            let _ = writeln!(
-                s,
-                "  throughput               {:.0} req/s (concurrency {}; sweep {:?})",
-                best.requests_per_s, best.concurrency, self.concurrency
-            );
+        }
+        if let Some(k) = &self.kv {
+            let title = |op: &str| format!("kv {op} ({} B values, 1000 keys)", k.size);
+            k.put
+                .table(&mut s, &title("put"), "ops/s", &self.concurrency);
+            k.get
+                .table(&mut s, &title("get"), "ops/s", &self.concurrency);
         }
         for f in [&self.broadcast, &self.publish].into_iter().flatten() {
             let l = &f.latency;

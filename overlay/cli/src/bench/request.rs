@@ -28,7 +28,7 @@ impl ServiceHandler for Echo {
 }
 
 /// What one phase measured.
-struct Phase {
+pub(crate) struct Phase {
     /// Round-trip times of successful requests, in nanoseconds.
     hist: Histogram<u64>,
     timeouts: u64,
@@ -37,7 +37,7 @@ struct Phase {
 }
 
 impl Phase {
-    fn point(&self, concurrency: usize) -> SweepPoint {
+    pub(crate) fn point(&self, concurrency: usize) -> SweepPoint {
         let completed = self.hist.len();
         SweepPoint {
             concurrency,
@@ -124,6 +124,13 @@ async fn wait_ready(client: &Connection, cluster: &str, payload: &Bytes) -> Resu
     }
 }
 
+/// How one measured operation ended (errors other than these end the phase).
+pub(crate) enum Done {
+    Ok,
+    Timeout,
+    Fault,
+}
+
 /// Keeps `concurrency` requests in flight on `client` for `duration`.
 async fn phase(
     client: &Connection,
@@ -133,20 +140,44 @@ async fn phase(
     duration: Duration,
     timeout: Duration,
 ) -> Result<Phase> {
+    let (client, cluster, payload) = (client.clone(), cluster.clone(), payload.clone());
+    measure(concurrency, duration, move |_| {
+        let (client, cluster, payload) = (client.clone(), cluster.clone(), payload.clone());
+        async move {
+            match client.request(&cluster, payload, timeout).await {
+                Ok(_) => Ok(Done::Ok),
+                Err(Error::Timeout) => Ok(Done::Timeout),
+                Err(Error::Remote(_)) => Ok(Done::Fault),
+                Err(e) => Err(e),
+            }
+        }
+    })
+    .await
+}
+
+/// Keeps `concurrency` operations (`op(n)`, `n` counting each worker's operations from a
+/// distinct start) in flight for `duration`; times the successful ones.
+pub(crate) async fn measure<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Result<Phase>
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Done, Error>> + Send,
+{
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = JoinSet::new();
-    for _ in 0..concurrency {
-        let (client, cluster, payload) = (client.clone(), cluster.clone(), payload.clone());
+    for worker in 0..concurrency {
+        let op = op.clone();
         tasks.spawn(async move {
             let mut hist = histogram();
             let (mut timeouts, mut faults) = (0, 0);
+            let mut n = (worker as u64) << 32;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match client.request(&cluster, payload.clone(), timeout).await {
-                    Ok(_) => hist.saturating_record(nanos(sent.elapsed()).max(1)),
-                    Err(Error::Timeout) => timeouts += 1,
-                    Err(Error::Remote(_)) => faults += 1,
+                n += 1;
+                match op(n).await {
+                    Ok(Done::Ok) => hist.saturating_record(nanos(sent.elapsed()).max(1)),
+                    Ok(Done::Timeout) => timeouts += 1,
+                    Ok(Done::Fault) => faults += 1,
                     Err(e) => return Err(e),
                 }
             }
@@ -160,7 +191,7 @@ async fn phase(
         elapsed: Duration::ZERO,
     };
     while let Some(joined) = tasks.join_next().await {
-        let (hist, timeouts, faults) = joined.context("request task")?.context("request failed")?;
+        let (hist, timeouts, faults) = joined.context("bench task")?.context("operation failed")?;
         total.hist.add(&hist).context("merging histograms")?;
         total.timeouts += timeouts;
         total.faults += faults;

@@ -305,6 +305,24 @@ pub enum Message {
         /// The receiver should answer with its own list.
         reply: bool,
     },
+    /// A message for the local connections that hold `identity` on the receiving node, sent
+    /// straight by the sender's node (which found the receiver in the identity's registry).
+    IdDeliver {
+        /// The sender's id for this delivery (answered by [`Message::IdAck`]; with the sender's
+        /// node id, it names the message, so a retried copy is delivered once).
+        id: u64,
+        /// The identity.
+        identity: String,
+        /// The message.
+        payload: Bytes,
+    },
+    /// Answer to [`Message::IdDeliver`]: whether a local connection held the identity.
+    IdAck {
+        /// The delivery's id.
+        id: u64,
+        /// True when the message reached a connection that holds the identity.
+        delivered: bool,
+    },
 }
 
 /// Buckets of a [`Message::StoreSync`] digest.
@@ -508,7 +526,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 39] = [
+    pub const KINDS: [&'static str; 41] = [
         "ping",
         "pong",
         "route-join",
@@ -548,6 +566,8 @@ impl Message {
         "store-value",
         "store-sync",
         "store-keys",
+        "id-deliver",
+        "id-ack",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -594,6 +614,8 @@ impl Message {
             Message::StoreValue { .. } => 36,
             Message::StoreSync { .. } => 37,
             Message::StoreKeys { .. } => 38,
+            Message::IdDeliver { .. } => 39,
+            Message::IdAck { .. } => 40,
         }
     }
 
@@ -637,6 +659,9 @@ impl Message {
             }
             Message::StoreSync { buckets } => buckets.len() * 8,
             Message::StoreKeys { keys, .. } => keys.len() * std::mem::size_of::<(Key, Version)>(),
+            Message::IdDeliver {
+                identity, payload, ..
+            } => identity.len() + payload.len(),
             _ => 0,
         }
     }
@@ -664,7 +689,9 @@ impl Message {
             | Message::StoreWrite { .. }
             | Message::StoreAck { .. }
             | Message::StoreRead { .. }
-            | Message::StoreValue { .. } => false,
+            | Message::StoreValue { .. }
+            | Message::IdDeliver { .. }
+            | Message::IdAck { .. } => false,
             _ => true,
         }
     }

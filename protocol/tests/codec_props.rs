@@ -165,6 +165,12 @@ fn store_message() -> impl Strategy<Value = Message> {
                 keys: keys.into_iter().map(|(k, v)| (Key(k), v)).collect(),
                 reply,
             }),
+        (any::<u64>(), text(), payload()).prop_map(|(id, identity, payload)| Message::IdDeliver {
+            id,
+            identity,
+            payload
+        }),
+        (any::<u64>(), any::<bool>()).prop_map(|(id, delivered)| Message::IdAck { id, delivered }),
     ]
 }
 

@@ -233,6 +233,12 @@ pub struct Config {
     /// Most store operations under way at a node: issued here and awaiting their answer, plus
     /// those it coordinates as a key's home (and queues behind another write of the same key).
     pub store_max_ops: usize,
+    /// How long a node's line in an identity's registry lives without renewal (renewed every
+    /// third of it): a node that dies stops being listed within one lease.
+    pub identity_lease: Duration,
+    /// How long a sender waits for a listed node to take a message to an identity before it
+    /// gives that node up (and reads the registry again when no node took it).
+    pub identity_ack_timeout: Duration,
 }
 
 impl Default for Config {
@@ -314,6 +320,8 @@ impl Default for Config {
             store_max_value: 256 << 10,
             store_max_bytes: 256 << 20,
             store_max_ops: 16_384,
+            identity_lease: Duration::from_secs(10),
+            identity_ack_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -357,6 +365,8 @@ impl Config {
             self.tunnel_keepalive_interval,
             self.store_replica_timeout,
             self.store_sync_interval,
+            self.identity_lease,
+            self.identity_ack_timeout,
         ];
         let checks: [(bool, &'static str); 20] = [
             (

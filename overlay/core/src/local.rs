@@ -122,7 +122,7 @@ impl Node {
         for id in self.tunnels.ids_of(conn) {
             self.fail_tunnel(now, id, "petal: the far connection closed");
         }
-        self.store_forget_conn(conn);
+        self.store_forget_conn(now, conn);
         // The closed connection hears nothing more.
         self.drain_loopback(now);
         self.drop_events_of(conn);

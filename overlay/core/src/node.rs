@@ -173,6 +173,25 @@ pub enum Event {
         /// Why; empty when graceful.
         reason: String,
     },
+    /// A message sent to an identity that `conn` holds ([`Node::id_send`]).
+    IdMessage {
+        /// The connection.
+        conn: ConnId,
+        /// The identity.
+        identity: Name,
+        /// The message.
+        payload: Bytes,
+    },
+    /// The one outcome of identity operation `op` of `conn` ([`Node::id_register`],
+    /// [`Node::id_send`], [`Node::id_who`]).
+    IdDone {
+        /// The connection.
+        conn: ConnId,
+        /// The connection's id for the operation.
+        op: u64,
+        /// What came of it.
+        result: crate::store::IdResult,
+    },
     /// The one outcome of store operation `op` issued by `conn` ([`Node::kv`]).
     KvDone {
         /// The connection.
@@ -221,7 +240,9 @@ impl Event {
             | Event::TunnelCredit { conn, .. }
             | Event::TunnelData { conn, .. }
             | Event::TunnelClosed { conn, .. }
-            | Event::KvDone { conn, .. } => Some(*conn),
+            | Event::KvDone { conn, .. }
+            | Event::IdMessage { conn, .. }
+            | Event::IdDone { conn, .. } => Some(*conn),
             _ => None,
         }
     }
@@ -274,6 +295,13 @@ pub(crate) enum TimerKey {
     StoreCoord(u64),
     /// The store's periodic repair.
     StoreSync,
+    /// An identity operation's deadline (by operation id).
+    IdOp(u64),
+    /// An identity send's next step: stop waiting for silent nodes, or read the registry
+    /// again (by operation id).
+    IdRetry(u64),
+    /// The earliest renewal of an identity lease.
+    IdLease,
 }
 
 /// One Pastry node as a sans-IO state machine. See the crate documentation for the drive
@@ -477,9 +505,12 @@ impl Node {
                 self.asks.timer_live(key, t)
             }
             TimerKey::Tunnel(_) | TimerKey::TunnelTick => self.tunnels.timer_live(key, t),
-            TimerKey::StoreOp(_) | TimerKey::StoreCoord(_) | TimerKey::StoreSync => {
-                self.store_timer_live(key, t)
-            }
+            TimerKey::StoreOp(_)
+            | TimerKey::StoreCoord(_)
+            | TimerKey::StoreSync
+            | TimerKey::IdOp(_)
+            | TimerKey::IdRetry(_)
+            | TimerKey::IdLease => self.store_timer_live(key, t),
         }
     }
 
@@ -559,9 +590,12 @@ impl Node {
                 TimerKey::ParkedAsks => self.on_parked_timer(now),
                 TimerKey::Tunnel(id) => self.on_tunnel_deadline(now, id),
                 TimerKey::TunnelTick => self.on_tunnel_tick(now),
-                TimerKey::StoreOp(id) => self.on_store_reply(id, StoreResult::TimedOut),
+                TimerKey::StoreOp(id) => self.on_store_reply(now, id, StoreResult::TimedOut),
                 TimerKey::StoreCoord(id) => self.on_store_coord_timeout(now, id),
                 TimerKey::StoreSync => self.on_store_sync(now),
+                TimerKey::IdOp(id) => self.on_id_timeout(id),
+                TimerKey::IdRetry(id) => self.on_id_retry(now, id),
+                TimerKey::IdLease => self.on_id_lease(now),
             }
         }
         self.drain_loopback(now);
@@ -681,7 +715,7 @@ impl Node {
             Message::TunnelClose { tunnel, reason } => {
                 self.on_tunnel_close(now, from, tunnel, reason)
             }
-            Message::StoreReply { op, result } => self.on_store_reply(op, *result),
+            Message::StoreReply { op, result } => self.on_store_reply(now, op, *result),
             other => self.handle_store_message(now, from, other),
         }
     }
@@ -701,6 +735,12 @@ impl Node {
                 keys,
                 reply,
             } => self.on_store_keys(now, from, buckets, keys, reply),
+            Message::IdDeliver {
+                id,
+                identity,
+                payload,
+            } => self.on_id_deliver(now, from, id, identity, payload),
+            Message::IdAck { id, delivered } => self.on_id_ack(now, from, id, delivered),
             _ => self.stats.unknown_messages += 1,
         }
     }

@@ -243,6 +243,8 @@ settings_table! {
     bytes store_max_value: usize [0, 16_777_216],
     bytes store_max_bytes: u64 [0, MAX_BYTES],
     count store_max_ops: usize [1, MAX_COUNT],
+    timer identity_lease [3, DAY_MS],
+    timer identity_ack_timeout [1, DAY_MS],
     }
 }
 
@@ -250,11 +252,11 @@ settings_table! {
 mod tests {
     use super::*;
 
-    /// Every field of `Config` is in the table once (it has 76: a new field fails here until
+    /// Every field of `Config` is in the table once (it has 78: a new field fails here until
     /// it is added), and every default is within its own range.
     #[test]
     fn the_table_covers_every_setting_and_the_defaults_fit() {
-        assert_eq!(CORE_SETTINGS.len(), 76);
+        assert_eq!(CORE_SETTINGS.len(), 78);
         let mut names: Vec<&str> = CORE_SETTINGS.iter().map(|s| s.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -268,6 +268,17 @@ enum Spec {
         nonce: Num,
         entry: Option<StoreEntry>,
     },
+    /// A message to an identity (held here or not).
+    IdDeliver {
+        id: Num,
+        identity: &'static str,
+        len: usize,
+    },
+    /// A holder's answer to a delivery this node sent.
+    IdAck {
+        id: Num,
+        delivered: bool,
+    },
 }
 
 /// Names of stored keys: few, so that operations and messages meet.
@@ -357,6 +368,10 @@ fn store_message() -> impl Strategy<Value = Spec> {
                     })),
                 }))
             }),
+        2 => (num(SENT), kv_name(), small_len()).prop_map(|(id, identity, len)| {
+            Spec::IdDeliver { id, identity, len }
+        }),
+        2 => (num(SENT), any::<bool>()).prop_map(|(id, delivered)| Spec::IdAck { id, delivered }),
         1 => (raw(), prop_oneof![
             Just(StoreResult::NotFound),
             Just(StoreResult::TimedOut),
@@ -616,6 +631,13 @@ enum App {
         kind: StoreOpKind,
         timeout_ms: u32,
     },
+    /// An identity command: 0 register, 1 unregister, 2 send, 3 who.
+    Id {
+        conn: u64,
+        what: u8,
+        identity: &'static str,
+        timeout_ms: u32,
+    },
 }
 
 fn conn() -> impl Strategy<Value = u64> {
@@ -665,6 +687,14 @@ fn app() -> impl Strategy<Value = App> {
         1 => (topic(), small_len()).prop_map(|(topic, len)| App::Publish { topic, len }),
         1 => (cluster(), small_len()).prop_map(|(cluster, len)| App::Broadcast { cluster, len }),
         1 => any::<u128>().prop_map(App::Lookup),
+        3 => (conn(), 0u8..4, kv_name(), timeout_ms()).prop_map(
+            |(conn, what, identity, timeout_ms)| App::Id {
+                conn,
+                what,
+                identity,
+                timeout_ms
+            }
+        ),
         3 => (conn(), kv_name(), store_op_kind(), timeout_ms()).prop_map(
             |(conn, name, kind, timeout_ms)| App::Kv {
                 conn,
@@ -746,6 +776,8 @@ fn event_name(ev: &Event) -> &'static str {
             ..
         } => "ev-kv-timeout",
         Event::KvDone { .. } => "ev-kv-answered",
+        Event::IdDone { .. } => "ev-id-done",
+        Event::IdMessage { .. } => "ev-id-message",
         _ => "ev-overlay",
     }
 }
@@ -953,6 +985,15 @@ impl Harness {
                 nonce: self.resolve(nonce),
                 entry: entry.map(Box::new),
             },
+            Spec::IdDeliver { id, identity, len } => Message::IdDeliver {
+                id: self.resolve(id),
+                identity: identity.to_owned(),
+                payload: payload(len),
+            },
+            Spec::IdAck { id, delivered } => Message::IdAck {
+                id: self.resolve(id),
+                delivered,
+            },
         }
     }
 
@@ -1005,9 +1046,9 @@ impl Harness {
                 consumed,
             } => (vec![*tunnel, *sender_tunnel, *consumed], None),
             Message::TunnelClose { tunnel, .. } => (vec![*tunnel], None),
-            Message::StoreWrite { nonce, .. } | Message::StoreRead { nonce, .. } => {
-                (vec![*nonce], None)
-            }
+            Message::StoreWrite { nonce, .. }
+            | Message::StoreRead { nonce, .. }
+            | Message::IdDeliver { id: nonce, .. } => (vec![*nonce], None),
             _ => (vec![], None),
         };
         for n in nums {
@@ -1043,6 +1084,26 @@ impl Harness {
                 prop_assert!(
                     self.may_take_asks(*conn),
                     "request for a non-member: {:?}",
+                    ev
+                );
+            }
+            Event::IdMessage { conn, .. } => {
+                prop_assert!(
+                    self.conns.contains_key(conn),
+                    "message for a gone connection"
+                );
+            }
+            Event::IdDone { conn, op, .. } => {
+                prop_assert!(
+                    self.done.insert(*op),
+                    "second outcome for identity operation {}: {:?}",
+                    op,
+                    ev
+                );
+                prop_assert_eq!(
+                    self.kv.remove(op),
+                    Some(*conn),
+                    "outcome for an identity operation its connection has not pending: {:?}",
                     ev
                 );
             }
@@ -1315,6 +1376,31 @@ impl Harness {
             }
             App::Lookup(k) => {
                 let _ = self.node.lookup(now, Key(k));
+            }
+            App::Id {
+                conn,
+                what,
+                identity,
+                timeout_ms,
+            } => {
+                let c = ConnId(conn);
+                let id = self.next_id;
+                self.next_id += 1;
+                let r = match what {
+                    0 => self.node.id_register(now, c, id, identity, timeout_ms),
+                    1 => self
+                        .node
+                        .id_unregister(now, c, identity)
+                        .map(|_| ())
+                        .and(Err(petal_core::AppError::UnknownId)),
+                    2 => self
+                        .node
+                        .id_send(now, c, id, identity, payload(3), timeout_ms),
+                    _ => self.node.id_who(now, c, id, identity, timeout_ms),
+                };
+                if r.is_ok() {
+                    self.kv.insert(id, c);
+                }
             }
             App::Kv {
                 conn,

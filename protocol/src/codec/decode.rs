@@ -200,7 +200,7 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             tunnel: r.u64("tunnel id")?,
             reason: r.string("tunnel close reason")?,
         },
-        ty::STORE_REPLY..=ty::STORE_KEYS => r.store_message(t)?,
+        ty::STORE_REPLY..=ty::ID_ACK => r.store_message(t)?,
         other => return Err(DecodeError::UnknownType(other)),
     })
 }

@@ -90,7 +90,9 @@ pub fn encoded_len(msg: &Message) -> usize {
         | Message::StoreRead { .. }
         | Message::StoreValue { .. }
         | Message::StoreSync { .. }
-        | Message::StoreKeys { .. } => super::store::body_len(msg),
+        | Message::StoreKeys { .. }
+        | Message::IdDeliver { .. }
+        | Message::IdAck { .. } => super::store::body_len(msg),
     };
     LEN_PREFIX + 2 + body
 }

@@ -56,6 +56,8 @@
 //! 0x21  StoreValue     nonce u64 | flag | [entry]
 //! 0x22  StoreSync      buckets (u16 count = 16, then u64 each)
 //! 0x23  StoreKeys      buckets u32 | keys (u16 count, then key | version each) | reply flag
+//! 0x24  IdDeliver      id u64 | identity string | payload
+//! 0x25  IdAck          id u64 | delivered flag
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -95,7 +97,8 @@ pub use encode::{encode, encoded_len, to_vec};
 ///   `Redirect` added (proximity and liveness, issue 15).
 /// - 3: `PongPing` added (a pinged node measures the pinger in the same exchange).
 /// - 4: routed publishes and casts carry an event identity (issue 16).
-/// - 5: the replicated store's messages (`Route` body `Store`, `StoreReply` ... `StoreKeys`).
+/// - 5: the replicated store's messages (`Route` body `Store`, `StoreReply` ... `StoreKeys`)
+///   and identity deliveries (`IdDeliver`, `IdAck`).
 pub const VERSION: u8 = 5;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
@@ -175,6 +178,8 @@ mod ty {
     pub(super) const STORE_VALUE: u8 = 0x21;
     pub(super) const STORE_SYNC: u8 = 0x22;
     pub(super) const STORE_KEYS: u8 = 0x23;
+    pub(super) const ID_DELIVER: u8 = 0x24;
+    pub(super) const ID_ACK: u8 = 0x25;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;

@@ -48,6 +48,10 @@ pub(super) fn body_len(msg: &Message) -> usize {
         Message::StoreValue { entry, .. } => 8 + 1 + entry.as_ref().map_or(0, |e| entry_len(e)),
         Message::StoreSync { buckets } => 2 + 8 * buckets.len(),
         Message::StoreKeys { keys, .. } => 4 + 2 + keys.len() * (16 + VERSION_LEN) + 1,
+        Message::IdDeliver {
+            identity, payload, ..
+        } => 8 + str_len(identity) + bytes_len(payload),
+        Message::IdAck { .. } => 8 + 1,
         _ => 0,
     }
 }
@@ -194,6 +198,21 @@ pub(super) fn encode(msg: &Message, out: &mut Vec<u8>) {
             }
             out.push(u8::from(*reply));
         }
+        Message::IdDeliver {
+            id,
+            identity,
+            payload,
+        } => {
+            out.push(ty::ID_DELIVER);
+            out.extend_from_slice(&id.to_be_bytes());
+            put_str(identity, out);
+            put_bytes(payload, out);
+        }
+        Message::IdAck { id, delivered } => {
+            out.push(ty::ID_ACK);
+            out.extend_from_slice(&id.to_be_bytes());
+            out.push(u8::from(*delivered));
+        }
         _ => {}
     }
 }
@@ -334,6 +353,15 @@ impl Reader<'_> {
                     reply: self.bool("store keys flag")?,
                 }
             }
+            ty::ID_DELIVER => Message::IdDeliver {
+                id: self.u64("id deliver id")?,
+                identity: self.string("id deliver identity")?,
+                payload: self.bytes("id deliver payload")?,
+            },
+            ty::ID_ACK => Message::IdAck {
+                id: self.u64("id ack id")?,
+                delivered: self.bool("id ack flag")?,
+            },
             other => return Err(DecodeError::UnknownType(other)),
         })
     }

@@ -27,6 +27,7 @@
 //! The state is allocated on first use (a node that never stores a key pays one pointer).
 
 mod home;
+mod identity;
 mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -34,6 +35,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use petal_protocol::{Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreResult, Version};
 
+pub use identity::{IdResult, registry_key};
 pub use petal_protocol::{Change, watch_topic};
 
 use crate::app::{ConnId, ConnIndex};
@@ -140,12 +142,21 @@ fn settle(mut e: StoreEntry, wall_ms: u64, tombstone_ms: u64) -> Option<StoreEnt
 }
 
 /// An operation issued here, awaiting its answer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Issued {
-    conn: ConnId,
-    /// The connection's id for it.
-    app: u64,
+    owner: Owner,
     deadline: Time,
+}
+
+/// Who issued a store operation, and so who hears its outcome.
+#[derive(Clone, Debug)]
+pub(super) enum Owner {
+    /// A connection, under its own id for it ([`crate::Event::KvDone`]).
+    App(ConnId, u64),
+    /// This node's lease of an identity it holds (its registry entry).
+    Lease(Box<str>),
+    /// An identity operation's read of the registry (by identity operation id).
+    Lookup(u64),
 }
 
 /// What a home does with an operation once its read phase is over.
@@ -238,6 +249,8 @@ pub(crate) struct Store {
     tombstone_ms: u64,
     /// Unix time in milliseconds at [`Time`] zero (see [`Node::set_wall_clock`]).
     wall_offset_ms: u64,
+    /// Identities held by local connections, their leases and operations.
+    ids: identity::Identities,
     stats: StoreStats,
 }
 
@@ -448,16 +461,28 @@ impl Node {
         if count >= max_conn || store.ops() >= max_ops {
             return Err(AppError::Full("store operations"));
         }
-        let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
-        store.issued.insert(
-            id,
-            Issued {
-                conn,
-                app: op,
-                deadline,
-            },
-        );
         store.names.insert(conn, op, id);
+        self.held.cause = crate::budget::Owner::conn(conn);
+        self.issue_op(now, id, Owner::App(conn, op), name, kind, timeout_ms);
+        self.drain_loopback(now);
+        self.held.cause = crate::budget::Owner::NODE;
+        Ok(())
+    }
+
+    /// Issues store operation `id` for `owner` (arguments checked) and routes it to the key's
+    /// home.
+    pub(super) fn issue_op(
+        &mut self,
+        now: Time,
+        id: u64,
+        owner: Owner,
+        name: &str,
+        kind: petal_protocol::StoreOpKind,
+        timeout_ms: u32,
+    ) {
+        let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
+        let store = self.store_mut();
+        store.issued.insert(id, Issued { owner, deadline });
         store.stats.ops_issued += 1;
         self.set_timer(deadline, TimerKey::StoreOp(id));
         let msg = petal_protocol::RouteMsg {
@@ -472,40 +497,43 @@ impl Node {
                 kind,
             })),
         };
-        self.held.cause = crate::budget::Owner::conn(conn);
         self.forward(now, Box::new(msg), Vec::new());
-        self.drain_loopback(now);
-        self.held.cause = crate::budget::Owner::NODE;
-        Ok(())
     }
 
-    /// The outcome of an operation issued here: reported once, then forgotten.
-    pub(crate) fn on_store_reply(&mut self, op: u64, result: StoreResult) {
+    /// The outcome of an operation issued here: reported once (to its owner), then forgotten.
+    pub(crate) fn on_store_reply(&mut self, now: Time, op: u64, result: StoreResult) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
         let Some(i) = store.issued.remove(&op) else {
             return;
         };
-        store.names.remove(i.conn, i.app);
         if result == StoreResult::TimedOut {
             store.stats.ops_timed_out += 1;
         }
-        self.emit(crate::Event::KvDone {
-            conn: i.conn,
-            op: i.app,
-            result,
-        });
+        match i.owner {
+            Owner::App(conn, app) => {
+                store.names.remove(conn, app);
+                self.emit(crate::Event::KvDone {
+                    conn,
+                    op: app,
+                    result,
+                });
+            }
+            Owner::Lease(identity) => self.on_lease_result(now, &identity, result),
+            Owner::Lookup(id) => self.on_lookup_result(now, id, result),
+        }
     }
 
     /// Forgets the operations of a connection that closed (it hears nothing more).
-    pub(crate) fn store_forget_conn(&mut self, conn: ConnId) {
+    pub(crate) fn store_forget_conn(&mut self, now: Time, conn: ConnId) {
         if let Some(store) = self.store.as_mut() {
             let ids: Vec<u64> = store.names.of(conn).map(|(_, id)| id).collect();
             for id in ids {
                 store.issued.remove(&id);
             }
             store.names.remove_conn(conn);
+            self.identities_forget_conn(now, conn);
         }
     }
 
@@ -518,6 +546,9 @@ impl Node {
             TimerKey::StoreOp(id) => s.issued.get(&id).is_some_and(|i| i.deadline == t),
             TimerKey::StoreCoord(id) => s.coords.get(&id).is_some_and(|c| c.deadline == t),
             TimerKey::StoreSync => s.sync_at == t,
+            TimerKey::IdOp(_) | TimerKey::IdRetry(_) | TimerKey::IdLease => {
+                self.identity_timer_live(key, t)
+            }
             _ => false,
         }
     }
@@ -527,6 +558,7 @@ impl Node {
         self.store
             .as_ref()
             .map_or(0, |s| s.issued.len() + s.coords.len() + 1)
+            + self.identity_timer_owners()
     }
 
     pub(crate) fn store_heap_bytes(&self) -> usize {
@@ -570,15 +602,20 @@ impl Node {
             .check(self.cfg.max_conn_requests as usize, |c, app, id| {
                 s.issued
                     .get(&id)
-                    .is_some_and(|i| i.conn == c && i.app == app)
+                    .is_some_and(|i| matches!(i.owner, Owner::App(ic, ia) if ic == c && ia == app))
             });
-        assert_eq!(named, s.issued.len(), "issued operations named once");
+        let apps = s
+            .issued
+            .values()
+            .filter(|i| matches!(i.owner, Owner::App(..)))
+            .count();
+        assert_eq!(named, apps, "issued operations named once");
         for i in s.issued.values() {
-            assert!(
-                self.locals.contains(i.conn),
-                "operation of a gone connection"
-            );
+            if let Owner::App(c, _) = i.owner {
+                assert!(self.locals.contains(c), "operation of a gone connection");
+            }
         }
+        self.check_identity_invariants();
         for (k, q) in &s.busy {
             assert!(q.len() <= MAX_QUEUED_PER_KEY, "queue over its bound");
             assert!(

@@ -191,7 +191,9 @@ impl Net {
                 | Event::TunnelCredit { .. }
                 | Event::TunnelData { .. }
                 | Event::TunnelClosed { .. }
-                | Event::KvDone { .. }) => {
+                | Event::KvDone { .. }
+                | Event::IdMessage { .. }
+                | Event::IdDone { .. }) => {
                     self.app_events.push((self.now, i, ev));
                 }
                 _ => {}

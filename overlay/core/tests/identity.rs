@@ -1,0 +1,207 @@
+//! Identity addressing over a small network of real nodes: a message sent to an identity
+//! reaches the connections that hold it wherever they are attached, follows it when it moves,
+//! is delivered once, and an identity held nowhere (never, or no longer: its connection closed
+//! or its node died) gets a clear "unknown".
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Net, Tamper};
+use petal_core::store::IdResult;
+use petal_core::{Config, ConnId, Event};
+
+const CLIENT: ConnId = ConnId(1);
+
+fn ring(seed: u64, n: usize) -> Net {
+    let mut net = Net::with_config(seed, n, Config::default());
+    let all: Vec<usize> = (0..n).collect();
+    net.form_ring(&all);
+    net.run_for(Duration::from_secs(3));
+    let now = net.now;
+    for i in 0..n {
+        net.nodes[i].register(now, CLIENT, None, 1).unwrap();
+        net.drain(i);
+    }
+    net
+}
+
+/// The outcome of identity operation `op` at node `i`, waiting for it (6 s at most).
+fn outcome(net: &mut Net, i: usize, op: u64) -> IdResult {
+    let limit = net.now + Duration::from_secs(6);
+    loop {
+        let done: Vec<IdResult> = net
+            .app_events
+            .iter()
+            .filter_map(|(_, n, e)| match e {
+                Event::IdDone { op: o, result, .. } if *n == i && *o == op => Some(result.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(r) = done.first() {
+            assert_eq!(done.len(), 1, "one outcome: {done:?}");
+            return r.clone();
+        }
+        assert!(net.now < limit, "no outcome for op {op} at node {i}");
+        net.run_for(Duration::from_millis(5));
+    }
+}
+
+fn register(net: &mut Net, i: usize, conn: ConnId, op: u64, identity: &str) {
+    let now = net.now;
+    net.nodes[i]
+        .id_register(now, conn, op, identity, 5_000)
+        .unwrap();
+    net.drain(i);
+    assert_eq!(outcome(net, i, op), IdResult::Registered);
+}
+
+fn send(net: &mut Net, i: usize, op: u64, identity: &str, msg: &'static [u8]) -> IdResult {
+    let now = net.now;
+    net.nodes[i]
+        .id_send(now, CLIENT, op, identity, Bytes::from_static(msg), 5_000)
+        .unwrap();
+    net.drain(i);
+    outcome(net, i, op)
+}
+
+fn who(net: &mut Net, i: usize, op: u64, identity: &str) -> IdResult {
+    let now = net.now;
+    net.nodes[i]
+        .id_who(now, CLIENT, op, identity, 5_000)
+        .unwrap();
+    net.drain(i);
+    outcome(net, i, op)
+}
+
+/// Messages received so far: (node, connection, payload) for `identity`.
+fn received(net: &Net, identity: &str) -> Vec<(usize, ConnId, Bytes)> {
+    net.app_events
+        .iter()
+        .filter_map(|(_, n, e)| match e {
+            Event::IdMessage {
+                conn,
+                identity: id,
+                payload,
+            } if **id == *identity => Some((*n, *conn, payload.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_message_reaches_every_connection_holding_the_identity() {
+    let mut net = ring(21, 8);
+    register(&mut net, 2, CLIENT, 1, "alice");
+    // A second connection on another node holds it too.
+    let now = net.now;
+    net.nodes[5].register(now, ConnId(9), None, 1).unwrap();
+    net.drain(5);
+    register(&mut net, 5, ConnId(9), 2, "alice");
+    assert_eq!(
+        send(&mut net, 0, 3, "alice", b"hi"),
+        IdResult::Sent { nodes: 2 }
+    );
+    net.run_for(Duration::from_millis(100));
+    let got = received(&net, "alice");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&(2, CLIENT, Bytes::from_static(b"hi"))));
+    assert!(got.contains(&(5, ConnId(9), Bytes::from_static(b"hi"))));
+    match who(&mut net, 7, 4, "alice") {
+        IdResult::Holders(mut h) => {
+            h.sort_by_key(|n| n.id);
+            let mut want = vec![net.infos[2], net.infos[5]];
+            want.sort_by_key(|n| n.id);
+            assert_eq!(h, want);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(send(&mut net, 0, 5, "bob", b"?"), IdResult::Unknown);
+    assert_eq!(who(&mut net, 0, 6, "bob"), IdResult::Unknown);
+}
+
+#[test]
+fn a_message_follows_an_identity_that_moves() {
+    let mut net = ring(22, 8);
+    register(&mut net, 1, CLIENT, 1, "carol");
+    assert_eq!(
+        send(&mut net, 0, 2, "carol", b"one"),
+        IdResult::Sent { nodes: 1 }
+    );
+    // Carol moves from node 1 to node 6 (the new registration first, as a reconnecting
+    // client would): the next message reaches node 6 only.
+    register(&mut net, 6, CLIENT, 3, "carol");
+    let now = net.now;
+    assert!(net.nodes[1].id_unregister(now, CLIENT, "carol").unwrap());
+    net.drain(1);
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(
+        send(&mut net, 0, 4, "carol", b"two"),
+        IdResult::Sent { nodes: 1 }
+    );
+    net.run_for(Duration::from_millis(100));
+    let got: Vec<(usize, Bytes)> = received(&net, "carol")
+        .into_iter()
+        .map(|(n, _, p)| (n, p))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, Bytes::from_static(b"one")),
+            (6, Bytes::from_static(b"two"))
+        ]
+    );
+    // Gone altogether: unknown.
+    let now = net.now;
+    net.nodes[6].unregister(now, CLIENT).unwrap();
+    net.drain(6);
+    net.run_for(Duration::from_millis(500));
+    assert_eq!(send(&mut net, 0, 5, "carol", b"three"), IdResult::Unknown);
+}
+
+#[test]
+fn an_identity_whose_node_died_is_unknown_within_a_lease() {
+    let mut net = ring(23, 8);
+    register(&mut net, 3, CLIENT, 1, "dave");
+    net.down[3] = true;
+    // Sends meanwhile find a listed node that does not answer: no delivery.
+    let r = send(&mut net, 0, 2, "dave", b"x");
+    assert!(
+        matches!(r, IdResult::TimedOut | IdResult::Failed(_)),
+        "{r:?}"
+    );
+    net.run_for(Duration::from_secs(11));
+    assert_eq!(who(&mut net, 0, 3, "dave"), IdResult::Unknown);
+    assert_eq!(send(&mut net, 0, 4, "dave", b"y"), IdResult::Unknown);
+    assert!(received(&net, "dave").is_empty());
+}
+
+#[test]
+fn a_repeated_delivery_is_taken_once() {
+    let mut net = ring(24, 6);
+    register(&mut net, 4, CLIENT, 1, "erin");
+    // Every delivery arrives twice.
+    net.tamper = Some(Box::new(|_, m| match m {
+        petal_core::Message::IdDeliver { .. } => Tamper::Duplicate(Duration::from_millis(3)),
+        _ => Tamper::Pass,
+    }));
+    assert_eq!(
+        send(&mut net, 0, 2, "erin", b"once"),
+        IdResult::Sent { nodes: 1 }
+    );
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(received(&net, "erin").len(), 1);
+}
+
+#[test]
+fn leases_are_renewed_while_held() {
+    let mut net = ring(25, 6);
+    register(&mut net, 2, CLIENT, 1, "frank");
+    // Several leases long: still listed, still reachable.
+    net.run_for(Duration::from_secs(35));
+    assert_eq!(
+        send(&mut net, 5, 2, "frank", b"late"),
+        IdResult::Sent { nodes: 1 }
+    );
+}

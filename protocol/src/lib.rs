@@ -34,4 +34,6 @@ pub use message::{
     Ask, AskKind, CastMsg, DescendMsg, EventId, EventSeq, Load, Message, NodeInfo, ReplyResult,
     RouteMsg, Routed, STORE_BUCKETS, Sibling, TunnelParams, Want,
 };
-pub use store::{Change, StoreEntry, StoreOp, StoreOpKind, StoreResult, Version, watch_topic};
+pub use store::{
+    Change, IdResult, StoreEntry, StoreOp, StoreOpKind, StoreResult, Version, watch_topic,
+};

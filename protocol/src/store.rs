@@ -157,6 +157,28 @@ mod tests {
     }
 }
 
+/// The outcome of an identity operation (register, send, who).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdResult {
+    /// The registration is in the registry: messages to the identity reach the connection.
+    Registered,
+    /// The message reached this many nodes holding the identity (each delivered it to every
+    /// local connection that holds it).
+    Sent {
+        /// Nodes that delivered it.
+        nodes: u32,
+    },
+    /// The nodes that hold the identity (a presence query's answer).
+    Holders(Vec<crate::NodeInfo>),
+    /// No live node holds the identity.
+    Unknown,
+    /// The operation failed; the text says why.
+    Failed(String),
+    /// No outcome within the operation's timeout.
+    TimedOut,
+}
+
 /// The topic on which a key's changes are published: subscribing to it watches the key (a
 /// plain relay v1 client can too). Its tree's root is the key's home, which publishes each
 /// acknowledged write and delete of the key there as a [`Change`].

@@ -359,21 +359,21 @@ fn empty_buffer_is_incomplete() {
 fn unknown_opcodes() {
     // (0x40-0x42 are Petal's extension, decoded here and refused by a node from a client that
     // did not negotiate it: `overlay/node/tests/relay_store.rs`.)
-    for opcode in (0x0e..=0xffu8).filter(|op| !(0x40..=0x42).contains(op)) {
+    for opcode in (0x0e..=0xffu8).filter(|op| !(0x40..=0x46).contains(op)) {
         for tail in [&[][..], &[0, 0, 0, 0][..]] {
             let mut bytes = vec![opcode];
             bytes.extend_from_slice(tail);
             let (r, rest) = decode_client(&bytes);
             assert_eq!(r, Err(RelayError::UnknownOpcode(opcode)));
             assert_eq!(&rest[..], &bytes[..]);
-            if opcode != 0x40 {
+            if !(0x40..=0x42).contains(&opcode) {
                 let (r, rest) = decode_node(&bytes);
                 assert_eq!(r, Err(RelayError::UnknownOpcode(opcode)));
                 assert_eq!(&rest[..], &bytes[..]);
             }
         }
     }
-    for opcode in [0x41, 0x42] {
+    for opcode in [0x43, 0x44, 0x45, 0x46] {
         assert_eq!(
             decode_node(&[opcode, 0, 0]).0,
             Err(RelayError::UnknownOpcode(opcode))
@@ -697,11 +697,51 @@ fn client_packet() -> impl Strategy<Value = ClientPacket> {
                 timeout_ms
             }
         ),
+        (num(), text(), num()).prop_map(|(id, identity, timeout_ms)| ClientPacket::IdRegister {
+            id,
+            identity,
+            timeout_ms
+        }),
+        text().prop_map(|identity| ClientPacket::IdUnregister { identity }),
+        (num(), text(), blob(), num()).prop_map(|(id, identity, message, timeout_ms)| {
+            ClientPacket::IdSend {
+                id,
+                identity,
+                message,
+                timeout_ms,
+            }
+        }),
+        (num(), text(), num()).prop_map(|(id, identity, timeout_ms)| ClientPacket::IdWho {
+            id,
+            identity,
+            timeout_ms
+        }),
     ]
 }
 
 fn version() -> impl Strategy<Value = petal_protocol::Version> {
     (num(), num()).prop_map(|(hlc, node)| petal_protocol::Version { hlc, node })
+}
+
+fn id_result() -> impl Strategy<Value = petal_protocol::IdResult> {
+    use petal_protocol::{IdResult, NodeId, NodeInfo};
+    prop_oneof![
+        Just(IdResult::Registered),
+        any::<u32>().prop_map(|nodes| IdResult::Sent { nodes }),
+        prop::collection::vec((any::<u128>(), any::<[u8; 4]>(), any::<u16>()), 0..4).prop_map(
+            |v| IdResult::Holders(
+                v.into_iter()
+                    .map(|(id, ip, port)| NodeInfo {
+                        id: NodeId(id),
+                        addr: std::net::SocketAddr::from((ip, port)),
+                    })
+                    .collect()
+            )
+        ),
+        Just(IdResult::Unknown),
+        text().prop_map(IdResult::Failed),
+        Just(IdResult::TimedOut),
+    ]
 }
 
 fn store_result() -> impl Strategy<Value = petal_protocol::StoreResult> {
@@ -758,6 +798,9 @@ fn node_packet() -> impl Strategy<Value = NodePacket> {
         }),
         (num(), text()).prop_map(|(id, reason)| NodePacket::TunClose { id, reason }),
         (num(), store_result()).prop_map(|(id, result)| NodePacket::KvResult { id, result }),
+        (text(), blob())
+            .prop_map(|(identity, message)| NodePacket::IdMessage { identity, message }),
+        (num(), id_result()).prop_map(|(id, result)| NodePacket::IdResult { id, result }),
     ]
 }
 

@@ -19,7 +19,8 @@ pub(crate) enum Failure {
     Fault(String),
     /// The node answered with a timeout (request, tunnel open, store operation): exit code 3.
     Timeout(String),
-    /// The key has no value (`petal kv get`): exit code 4.
+    /// The key has no value (`petal kv get`), or no live node holds the identity (`petal id
+    /// send`, `petal id who`): exit code 4.
     NotFound(String),
     /// A conditional store write found another version (`--if-version`, `--if-absent`): exit
     /// code 5.
@@ -43,7 +44,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Fault(text) => write!(f, "fault: {text}"),
             Failure::Timeout(what) => write!(f, "{what} timed out"),
-            Failure::NotFound(key) => write!(f, "{key:?} has no value"),
+            Failure::NotFound(name) => write!(f, "{name:?}: not found"),
             Failure::Conflict(text) => write!(f, "conflict: {text}"),
         }
     }

@@ -14,6 +14,9 @@
 //! - `petal kv get <key>`, `petal kv put <key> [value] [--ttl 30s] [--if-version V |
 //!   --if-absent]`, `petal kv del <key> [--if-version V]`: the replicated store. Exit codes: 0,
 //!   1 error, 3 timeout, 4 the key has no value, 5 a conditional write found another version.
+//! - `petal id register <name> [--count N]` (holds it, prints its messages), `petal id send
+//!   <name> [message]`, `petal id who <name>`: identity addressing. Exit code 4: no live node
+//!   holds the identity.
 //! - `petal status`, `peers`, `routes`, `clusters`, `topics`, `tunnels`, `sessions`: the
 //!   node's state from its admin HTTP API (`--admin`, 127.0.0.1:55558 by default), as tables,
 //!   or the API's JSON with `--json`.
@@ -24,7 +27,7 @@
 //! - `messaging.rs`: `request`, `broadcast`, `publish`, `subscribe`.
 //! - `serve.rs`: `serve` (echo, exec, fault injection, tunnels).
 //! - `tunnel.rs`: `tunnel`.
-//! - `kv.rs`: `kv`.
+//! - `kv.rs`: `kv`; `identity.rs`: `id`.
 //! - `bench/`: `bench`: one file per measured pattern, `report.rs` for the table and JSON.
 //! - `status.rs`: the admin API views.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -35,6 +38,7 @@
 
 mod bench;
 mod common;
+mod identity;
 mod kv;
 mod messaging;
 mod serve;
@@ -57,8 +61,8 @@ use crate::common::Failure;
     long_about = None,
     after_help = "Exit codes: 0 success, 1 error (e.g. no node on the port), 2 the service \
                   answered a request with a fault, 3 a request, tunnel open or store operation \
-                  timed out, 4 the key has no value (kv get), 5 a conditional store write found \
-                  another version."
+                  timed out, 4 the key has no value (kv get) or no node holds the identity (id \
+                  send, id who), 5 a conditional store write found another version."
 )]
 struct Cli {
     /// Relay port of the local node (petald --port).
@@ -88,6 +92,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Reads, writes and deletes keys of the replicated store (Petal's relay extension).
     Kv(kv::KvArgs),
+    /// Holds identities, sends to them, asks who holds them (Petal's relay extension).
+    Id(identity::IdArgs),
     /// Shows the node: id, state, addresses, discovery, sizes (admin API).
     Status(status::AdminArgs),
     /// Lists the node's peer links with RTTs and traffic (admin API).
@@ -144,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tunnel(args) => tunnel::tunnel(port, args).await,
         Command::Bench(args) => bench::bench(port, args).await,
         Command::Kv(args) => kv::kv(port, args).await,
+        Command::Id(args) => identity::id(port, args).await,
         Command::Status(a) => status::show(status::View::Status, a).await,
         Command::Peers(a) => status::show(status::View::Peers, a).await,
         Command::Routes(a) => status::show(status::View::Routes, a).await,

@@ -415,3 +415,40 @@ fn kv_put_get_del_and_their_exit_codes() {
         "bad flag (clap's usage error): {out:?}"
     );
 }
+
+#[test]
+fn id_register_send_who_and_unknown() {
+    let procs = Procs::default();
+    let port = start_node(&procs);
+    let out = petal(port, &["id", "send", "bob", "x"], b"");
+    assert_eq!(out.status.code(), Some(4), "unknown: {out:?}");
+    let messages = start_petal(
+        &procs,
+        port,
+        &["id", "register", "alice", "--count", "2"],
+        "registered alice",
+    );
+    let out = petal(port, &["id", "who", "alice"], b"");
+    assert!(out.status.success(), "who: {out:?}");
+    assert_eq!(text(&out.stdout).lines().count(), 1, "{out:?}");
+    for m in ["hello", "again"] {
+        let out = petal(port, &["id", "send", "alice", m], b"");
+        assert!(out.status.success(), "send: {out:?}");
+        assert_eq!(text(&out.stdout), "1\n");
+    }
+    let mut got = String::new();
+    BufReader::new(messages)
+        .read_to_string(&mut got)
+        .expect("the holder's output");
+    assert_eq!(got, "hello\nagain\n");
+    // The holder exited: its node lets go of the identity.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = petal(port, &["id", "who", "alice"], b"");
+        if out.status.code() == Some(4) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still listed: {out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

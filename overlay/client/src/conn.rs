@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) pending: Mutex<Pending>,
     pub(crate) tunnels: Mutex<Tunnels>,
     pub(crate) topics: Mutex<HashMap<String, Box<dyn Submit<Bytes>>>>,
+    /// Handlers of the identities this connection holds.
+    pub(crate) identities: Mutex<HashMap<String, Box<dyn Submit<Bytes>>>>,
     pub(crate) service: Option<ServiceHooks>,
     pub(crate) next_request: AtomicU64,
     /// The node granted Petal's relay extension (the store's operations).
@@ -69,6 +71,7 @@ pub(crate) struct Inner {
 pub(crate) enum Waiter {
     Reply(oneshot::Sender<ReplyOutcome>),
     Kv(oneshot::Sender<petal_protocol::StoreResult>),
+    Id(oneshot::Sender<petal_protocol::IdResult>),
 }
 
 /// Requests and store operations waiting for their answer (one id space).
@@ -234,6 +237,7 @@ impl Connection {
                 ended: None,
             }),
             topics: Mutex::new(HashMap::new()),
+            identities: Mutex::new(HashMap::new()),
             service,
             next_request: AtomicU64::new(0),
             extended,

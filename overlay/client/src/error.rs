@@ -50,6 +50,9 @@ pub enum Error {
     /// The store could not do the operation (quorum not reached, limits); the node says why.
     #[error("store: {0}")]
     Store(String),
+    /// No live node holds the identity a message was sent to.
+    #[error("unknown identity")]
+    UnknownIdentity,
     /// The node does not offer what was asked (the store on a node without Petal's relay
     /// extension).
     #[error("unsupported: {0}")]

@@ -150,8 +150,10 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)
                         inner.counters.ignored("reply to an abandoned request");
                     }
                 }
-                Ok(Some(Waiter::Kv(_))) => {
-                    inner.counters.ignored("reply to a store operation");
+                Ok(Some(Waiter::Kv(_) | Waiter::Id(_))) => {
+                    inner
+                        .counters
+                        .ignored("reply to a store or identity operation");
                     inner.counters.unexpected_reply();
                 }
                 Ok(None) => inner.counters.ignored("reply to an abandoned request"),
@@ -215,12 +217,40 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)
                 Ok(None) => inner
                     .counters
                     .ignored("result of an abandoned store operation"),
-                Ok(Some(Waiter::Reply(_))) | Err(()) => {
+                Ok(Some(Waiter::Reply(_) | Waiter::Id(_))) | Err(()) => {
                     inner
                         .counters
                         .ignored("result of an unknown store operation");
                     inner.counters.unexpected_reply();
                 }
+            }
+        }
+        NodePacket::IdResult { id, result } => {
+            let waiter = lock(&inner.pending).take(id);
+            match waiter {
+                Ok(Some(Waiter::Id(tx))) => {
+                    if tx.send(result).is_err() {
+                        inner
+                            .counters
+                            .ignored("result of an abandoned identity operation");
+                    }
+                }
+                Ok(None) => inner
+                    .counters
+                    .ignored("result of an abandoned identity operation"),
+                Ok(Some(Waiter::Reply(_) | Waiter::Kv(_))) | Err(()) => {
+                    inner
+                        .counters
+                        .ignored("result of an unknown identity operation");
+                    inner.counters.unexpected_reply();
+                }
+            }
+        }
+        NodePacket::IdMessage { identity, message } => {
+            let handlers = lock(&inner.identities);
+            match handlers.get(identity.as_str()) {
+                Some(pool) => pool.submit(message),
+                None => inner.counters.ignored("message for an identity not held"),
             }
         }
         NodePacket::Close { reason } => {

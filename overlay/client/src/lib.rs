@@ -23,6 +23,9 @@
 //!   time to live), [`Connection::kv_put_if`] (compare-and-set on a [`Version`]),
 //!   [`Connection::kv_delete`], [`Connection::kv_delete_if`], [`Connection::kv`] for the
 //!   node's answer as it came, and [`Connection::kv_watch`] for a key's changes.
+//! - identities (the same extension): [`Connection::id_register`] holds a name (its messages
+//!   go to a handler), [`Connection::id_send`] reaches whoever holds one, wherever attached,
+//!   [`Connection::id_who`] lists the nodes.
 //!
 //! Deliveries to a service (requests, broadcasts, tunnels) and topic events go to handlers
 //! running on tokio tasks, with bounded concurrency and bounded queued bytes per category
@@ -87,7 +90,7 @@
 //! ## Layout
 //! - `conn.rs`: [`Connection`], the shared state, request matching, shutdown.
 //! - `io.rs`: the handshake, the reader task and its dispatch, the writer task.
-//! - `kv.rs`: the store's operations.
+//! - `kv.rs`: the store's operations; `identity.rs`: identities.
 //! - `outbox.rs`: the combining write queue in front of the socket.
 //! - `service.rs`: [`Service`], [`ServiceHandler`], [`register`], the request and broadcast jobs.
 //! - `topic.rs`: [`TopicHandler`].
@@ -103,6 +106,7 @@
 
 mod conn;
 mod error;
+mod identity;
 mod idmap;
 mod io;
 mod kv;
@@ -119,7 +123,7 @@ pub use error::Error;
 pub use kv::{Entry, KvOp};
 pub use options::Options;
 pub use petal_protocol::relay::{DEFAULT_PORT, Limits};
-pub use petal_protocol::{Change, StoreResult, Version};
+pub use petal_protocol::{Change, IdResult, NodeInfo, StoreResult, Version};
 pub use service::{Service, ServiceHandler, register};
 pub use stats::Stats;
 pub use topic::TopicHandler;

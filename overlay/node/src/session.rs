@@ -309,6 +309,31 @@ impl Sessions {
                 }
             }
             ClientPacket::TunClose { id } => ignore_gone(node.tunnel_close(now, c, id)),
+            ClientPacket::IdRegister {
+                id,
+                identity,
+                timeout_ms: t,
+            } => node
+                .id_register(now, c, id, &identity, timeout_ms(t))
+                .inspect_err(|e| id_refused(s, id, e)),
+            ClientPacket::IdUnregister { identity } => {
+                node.id_unregister(now, c, &identity).map(|_| ())
+            }
+            ClientPacket::IdSend {
+                id,
+                identity,
+                message,
+                timeout_ms: t,
+            } => node
+                .id_send(now, c, id, &identity, message, timeout_ms(t))
+                .inspect_err(|e| id_refused(s, id, e)),
+            ClientPacket::IdWho {
+                id,
+                identity,
+                timeout_ms: t,
+            } => node
+                .id_who(now, c, id, &identity, timeout_ms(t))
+                .inspect_err(|e| id_refused(s, id, e)),
             ClientPacket::KvGet { .. }
             | ClientPacket::KvPut { .. }
             | ClientPacket::KvDelete { .. } => {
@@ -443,6 +468,19 @@ impl Sessions {
             Event::TunnelOfferClosed { .. } => false,
             Event::KvDone { op, result, .. } => {
                 s.out.must(NodePacket::KvResult { id: op, result });
+                false
+            }
+            Event::IdDone { op, result, .. } => {
+                s.out.must(NodePacket::IdResult { id: op, result });
+                false
+            }
+            Event::IdMessage {
+                identity, payload, ..
+            } => {
+                s.out.must(NodePacket::IdMessage {
+                    identity: identity.to_string(),
+                    message: payload,
+                });
                 false
             }
             _ => false,
@@ -602,6 +640,14 @@ fn ignore_gone(r: Result<(), AppError>) -> Result<(), AppError> {
         Err(AppError::UnknownId) => Ok(()),
         r => r,
     }
+}
+
+/// A refused identity command's one ID_RESULT, saying why.
+fn id_refused(s: &mut Session, id: u64, e: &AppError) {
+    s.out.must(NodePacket::IdResult {
+        id,
+        result: petal_protocol::IdResult::Failed(format!("petal: {e}")),
+    });
 }
 
 /// A store packet's operation id, key, operation and timeout.

@@ -124,6 +124,40 @@ pub enum ClientPacket {
         /// Timeout in milliseconds.
         timeout_ms: u64,
     },
+    /// `43 id identity timeout_ms` (extension): hold an identity.
+    IdRegister {
+        /// The client's operation id, echoed by the node's ID_RESULT.
+        id: u64,
+        /// The identity.
+        identity: String,
+        /// Timeout in milliseconds.
+        timeout_ms: u64,
+    },
+    /// `44 identity` (extension): let go of an identity (no answer).
+    IdUnregister {
+        /// The identity.
+        identity: String,
+    },
+    /// `45 id identity message timeout_ms` (extension): send to an identity's holders.
+    IdSend {
+        /// The client's operation id.
+        id: u64,
+        /// The identity.
+        identity: String,
+        /// The message.
+        message: Bytes,
+        /// Timeout in milliseconds.
+        timeout_ms: u64,
+    },
+    /// `46 id identity timeout_ms` (extension): which nodes hold an identity.
+    IdWho {
+        /// The client's operation id.
+        id: u64,
+        /// The identity.
+        identity: String,
+        /// Timeout in milliseconds.
+        timeout_ms: u64,
+    },
     /// `42 id key expect timeout_ms` (extension): delete a key.
     KvDelete {
         /// The client's operation id.
@@ -157,6 +191,10 @@ impl ClientPacket {
             ClientPacket::KvGet { .. } => ext::op::KV_GET,
             ClientPacket::KvPut { .. } => ext::op::KV_PUT,
             ClientPacket::KvDelete { .. } => ext::op::KV_DELETE,
+            ClientPacket::IdRegister { .. } => ext::op::ID_REGISTER,
+            ClientPacket::IdUnregister { .. } => ext::op::ID_UNREGISTER,
+            ClientPacket::IdSend { .. } => ext::op::ID_SEND,
+            ClientPacket::IdWho { .. } => ext::op::ID_WHO,
         }
     }
 
@@ -165,7 +203,13 @@ impl ClientPacket {
     pub fn is_extension(&self) -> bool {
         matches!(
             self,
-            ClientPacket::KvGet { .. } | ClientPacket::KvPut { .. } | ClientPacket::KvDelete { .. }
+            ClientPacket::KvGet { .. }
+                | ClientPacket::KvPut { .. }
+                | ClientPacket::KvDelete { .. }
+                | ClientPacket::IdRegister { .. }
+                | ClientPacket::IdUnregister { .. }
+                | ClientPacket::IdSend { .. }
+                | ClientPacket::IdWho { .. }
         )
     }
 }
@@ -274,6 +318,32 @@ impl Fields for ClientPacket {
                 ext::write_expect(s, *expect);
                 s.varint(*timeout_ms);
             }
+            ClientPacket::IdRegister {
+                id,
+                identity,
+                timeout_ms,
+            }
+            | ClientPacket::IdWho {
+                id,
+                identity,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(identity.as_bytes());
+                s.varint(*timeout_ms);
+            }
+            ClientPacket::IdUnregister { identity } => s.bin(identity.as_bytes()),
+            ClientPacket::IdSend {
+                id,
+                identity,
+                message,
+                timeout_ms,
+            } => {
+                s.varint(*id);
+                s.bin(identity.as_bytes());
+                s.bin(message);
+                s.varint(*timeout_ms);
+            }
         }
     }
 }
@@ -362,6 +432,25 @@ fn parse_client(r: &mut Reader<'_>) -> Result<ClientPacket, Stop> {
             id: r.varint()?,
             key: r.string("key")?,
             expect: r.expect()?,
+            timeout_ms: r.varint()?,
+        },
+        ext::op::ID_REGISTER => ClientPacket::IdRegister {
+            id: r.varint()?,
+            identity: r.string("identity")?,
+            timeout_ms: r.varint()?,
+        },
+        ext::op::ID_UNREGISTER => ClientPacket::IdUnregister {
+            identity: r.string("identity")?,
+        },
+        ext::op::ID_SEND => ClientPacket::IdSend {
+            id: r.varint()?,
+            identity: r.string("identity")?,
+            message: r.bin("message")?,
+            timeout_ms: r.varint()?,
+        },
+        ext::op::ID_WHO => ClientPacket::IdWho {
+            id: r.varint()?,
+            identity: r.string("identity")?,
             timeout_ms: r.varint()?,
         },
         other => return Err(RelayError::UnknownOpcode(other).into()),

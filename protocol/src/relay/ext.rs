@@ -11,6 +11,12 @@
 //! 0x41  KV_PUT      id key:str value:bin ttl_ms expect timeout      -
 //! 0x42  KV_DELETE   id key:str expect timeout                       -
 //! 0x40  KV_RESULT   -                                               id result
+//! 0x43  ID_REGISTER id identity:str timeout                         -
+//! 0x44  ID_UNREGISTER identity:str                                  -
+//! 0x45  ID_SEND     id identity:str message:bin timeout             -
+//! 0x46  ID_WHO      id identity:str timeout                         -
+//! 0x41  ID_MESSAGE  -                                               identity:str message:bin
+//! 0x42  ID_RESULT   -                                               id id_result
 //!
 //! expect:  00 (none) | 01 hlc node   (compare-and-set on that version; 0 0 = "absent")
 //! result:  00 hlc node                      written, under this version
@@ -19,11 +25,14 @@
 //!          03 hlc node                      conflict: the current version (0 0: absent)
 //!          04 reason:str                    failed
 //!          05                               timed out
+//! id_result: 00 registered | 01 nodes (sent) | 02 count (id:bin16 addr:str)* (holders)
+//!          | 03 unknown | 04 reason:str (failed) | 05 timed out
 //! ```
 //! Ids (the client's, echoed by KV_RESULT), timeouts, TTLs and version fields are varints.
 
 use super::{Reader, Sink, Stop};
-use crate::store::{StoreResult, Version};
+use crate::store::{IdResult, StoreResult, Version};
+use crate::{NodeId, NodeInfo};
 
 /// The version string that asks for (and grants) the extension.
 pub const EXT_VERSION: &str = "v1.0-draft2+petal1";
@@ -38,6 +47,42 @@ pub mod op {
     pub const KV_DELETE: u8 = 0x42;
     /// The outcome of a store operation (node to client).
     pub const KV_RESULT: u8 = 0x40;
+    /// Hold an identity (client to node).
+    pub const ID_REGISTER: u8 = 0x43;
+    /// Let go of an identity (client to node).
+    pub const ID_UNREGISTER: u8 = 0x44;
+    /// Send a message to an identity (client to node).
+    pub const ID_SEND: u8 = 0x45;
+    /// Ask which nodes hold an identity (client to node).
+    pub const ID_WHO: u8 = 0x46;
+    /// A message to an identity the client holds (node to client).
+    pub const ID_MESSAGE: u8 = 0x41;
+    /// The outcome of an identity operation (node to client).
+    pub const ID_RESULT: u8 = 0x42;
+}
+
+pub(super) fn write_id_result<S: Sink>(s: &mut S, r: &IdResult) {
+    match r {
+        IdResult::Registered => s.byte(0),
+        IdResult::Sent { nodes } => {
+            s.byte(1);
+            s.varint(u64::from(*nodes));
+        }
+        IdResult::Holders(list) => {
+            s.byte(2);
+            s.varint(list.len() as u64);
+            for n in list {
+                s.bin(&n.id.to_bytes());
+                s.bin(n.addr.to_string().as_bytes());
+            }
+        }
+        IdResult::Unknown => s.byte(3),
+        IdResult::Failed(reason) => {
+            s.byte(4);
+            s.bin(reason.as_bytes());
+        }
+        IdResult::TimedOut => s.byte(5),
+    }
 }
 
 pub(super) fn write_version<S: Sink>(s: &mut S, v: Version) {
@@ -97,6 +142,42 @@ impl Reader<'_> {
             Some(self.version()?)
         } else {
             None
+        })
+    }
+
+    pub(super) fn id_result(&mut self) -> Result<IdResult, Stop> {
+        Ok(match self.byte()? {
+            0 => IdResult::Registered,
+            1 => IdResult::Sent {
+                nodes: u32::try_from(self.varint()?).unwrap_or(u32::MAX),
+            },
+            2 => {
+                let n = self.varint()?;
+                let mut list = Vec::new();
+                for _ in 0..n.min(1024) {
+                    let id = self.bin("holder id")?;
+                    let addr = self.string("holder address")?;
+                    if self.frame.is_none() {
+                        // Scan mode: contents are not read yet.
+                        continue;
+                    }
+                    let (Ok(id), Ok(addr)) = (<[u8; 16]>::try_from(&id[..]), addr.parse()) else {
+                        return Err(super::RelayError::BadResult(2).into());
+                    };
+                    list.push(NodeInfo {
+                        id: NodeId::from_bytes(id),
+                        addr,
+                    });
+                }
+                if n > 1024 {
+                    return Err(super::RelayError::BadResult(2).into());
+                }
+                IdResult::Holders(list)
+            }
+            3 => IdResult::Unknown,
+            4 => IdResult::Failed(self.string("reason")?),
+            5 => IdResult::TimedOut,
+            other => return Err(super::RelayError::BadResult(other).into()),
         })
     }
 

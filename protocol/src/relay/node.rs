@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use super::ext;
 use super::packet_encoding;
 use super::{Fields, Limits, Reader, RelayError, Sink, Stop, decode_with, op};
-use crate::store::StoreResult;
+use crate::store::{IdResult, StoreResult};
 
 /// The outcome carried by a node's REPLY.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +106,20 @@ pub enum NodePacket {
         /// Why, `""` when graceful.
         reason: String,
     },
+    /// `41 identity message` (extension): a message to an identity the client holds.
+    IdMessage {
+        /// The identity.
+        identity: String,
+        /// The message.
+        message: Bytes,
+    },
+    /// `42 id result` (extension): the one outcome of an identity operation.
+    IdResult {
+        /// The client's operation id.
+        id: u64,
+        /// What came of it.
+        result: IdResult,
+    },
     /// `40 id result` (extension, see [`ext`]): the one outcome of a store operation.
     KvResult {
         /// The client's operation id.
@@ -132,6 +146,8 @@ impl NodePacket {
             NodePacket::TunTransfer { .. } => op::TUN_TRANSFER,
             NodePacket::TunClose { .. } => op::TUN_CLOSE,
             NodePacket::KvResult { .. } => ext::op::KV_RESULT,
+            NodePacket::IdMessage { .. } => ext::op::ID_MESSAGE,
+            NodePacket::IdResult { .. } => ext::op::ID_RESULT,
         }
     }
 }
@@ -212,6 +228,14 @@ impl Fields for NodePacket {
                 s.varint(*id);
                 ext::write_result(s, result);
             }
+            NodePacket::IdMessage { identity, message } => {
+                s.bin(identity.as_bytes());
+                s.bin(message);
+            }
+            NodePacket::IdResult { id, result } => {
+                s.varint(*id);
+                ext::write_id_result(s, result);
+            }
         }
     }
 }
@@ -288,6 +312,14 @@ fn parse_node(r: &mut Reader<'_>) -> Result<NodePacket, Stop> {
         ext::op::KV_RESULT => NodePacket::KvResult {
             id: r.varint()?,
             result: r.store_result()?,
+        },
+        ext::op::ID_MESSAGE => NodePacket::IdMessage {
+            identity: r.string("identity")?,
+            message: r.bin("message")?,
+        },
+        ext::op::ID_RESULT => NodePacket::IdResult {
+            id: r.varint()?,
+            result: r.id_result()?,
         },
         other => return Err(RelayError::UnknownOpcode(other).into()),
     })

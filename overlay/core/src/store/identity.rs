@@ -41,27 +41,7 @@ const RECENT: usize = 4096;
 /// Pause before reading the registry again after every listed node refused a message.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// The outcome of an identity operation ([`Event::IdDone`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IdResult {
-    /// The registration is in the registry: messages to the identity reach the connection.
-    Registered,
-    /// The message reached this many nodes holding the identity (each delivered it to every
-    /// local connection that holds it).
-    Sent {
-        /// Nodes that delivered it.
-        nodes: u32,
-    },
-    /// The nodes that hold the identity (a presence query's answer).
-    Holders(Vec<NodeInfo>),
-    /// No live node holds the identity.
-    Unknown,
-    /// The operation failed; the text says why.
-    Failed(String),
-    /// No outcome within the operation's timeout.
-    TimedOut,
-}
+pub use petal_protocol::IdResult;
 
 /// A node's line in an identity's registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,7 @@
-//! The replicated store in the discrete-event simulator: values survive crashes of their
-//! replicas one after another with every message through the codec, and a small `store-churn`
-//! (the scenario's own oracle) meets every target at both churn rates.
+//! The replicated store and identities in the discrete-event simulator: values survive crashes
+//! of their replicas one after another with every message through the codec, and a small
+//! `store-churn` and a small `identity-churn` (the scenarios' own oracles) meet every target at
+//! both churn rates.
 
 use bytes::Bytes;
 use petal_core::{StoreOpKind, StoreResult, Time};
@@ -129,5 +130,53 @@ repair_window_s = 15
         assert!(run["judged"].as_u64().unwrap() > 2_000, "{run}");
         assert!(run["final_keys"].as_u64().unwrap() > 250, "{run}");
         assert!(run["cas_won"].as_u64().unwrap() > 0, "{run}");
+    }
+}
+
+#[test]
+fn a_small_identity_churn_meets_every_target() {
+    let toml = r#"
+name = "identity-churn-small"
+description = "A small identity-churn for the test suite."
+kind = "identity-churn"
+seed = 3
+[topology]
+kind = "transit-stub"
+[sim]
+wire_check = true
+[params]
+nodes = 100
+median_session_s = [600, 60]
+duration_s = 60
+join_spacing_ms = 20
+settle_s = 10
+drain_s = 10
+users = 60
+move_every_s = 20.0
+online_s = 30.0
+offline_s = 10.0
+reconnect_ms = 1000
+sends_per_s = 40.0
+timeout_ms = 5000
+live_before_ms = 2000
+"#;
+    let dir = std::env::temp_dir().join(format!("petal-identity-churn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("identity-churn-small.toml");
+    std::fs::write(&file, toml).unwrap();
+    let sc = Scenario::load(&file).expect("scenario");
+    let outcome = sc.run(&dir.join("out"), &Progress::hidden()).expect("run");
+    let results = std::fs::read_to_string(dir.join("out/results.json")).expect("results");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        outcome.missed.is_empty(),
+        "missed: {:?}\n{results}",
+        outcome.missed
+    );
+    let v: serde_json::Value = serde_json::from_str(&results).unwrap();
+    for run in v["runs"].as_array().unwrap() {
+        assert!(run["judged_live"].as_u64().unwrap() > 1_000, "{run}");
+        assert!(run["judged_dead"].as_u64().unwrap() > 50, "{run}");
+        assert!(run["moves"].as_u64().unwrap() > 50, "{run}");
     }
 }

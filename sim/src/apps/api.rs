@@ -168,6 +168,35 @@ impl Sim {
         Some(gid)
     }
 
+    /// Identity command `what` of application `app` (under id `op` for register, send and who;
+    /// outcomes in `Apps::id_done`, messages in `Apps::id_messages`). False when the node
+    /// refused it or the application is gone.
+    pub fn id_command(
+        &mut self,
+        app: usize,
+        op: u64,
+        what: IdCommand<'_>,
+        timeout_ms: u32,
+    ) -> bool {
+        let (node, conn) = (self.apps.list[app].node, self.apps.list[app].conn);
+        if self.apps.list[app].until.is_some() || !self.is_alive(node) {
+            return false;
+        }
+        let now = self.now();
+        let n = self.node_mut(node);
+        let ok = match what {
+            IdCommand::Register(identity) => n.id_register(now, conn, op, identity, timeout_ms),
+            IdCommand::Unregister(identity) => n.id_unregister(now, conn, identity).map(|_| ()),
+            IdCommand::Send(identity, payload) => {
+                n.id_send(now, conn, op, identity, payload, timeout_ms)
+            }
+            IdCommand::Who(identity) => n.id_who(now, conn, op, identity, timeout_ms),
+        }
+        .is_ok();
+        self.after_step(node);
+        ok
+    }
+
     /// Starts store operation `kind` on the key `name` from application `app`, under id `op`
     /// (unique among the application's operations). False when the node refused it or the
     /// application is gone. The outcome is logged in `Apps::kv_done`.
@@ -246,4 +275,17 @@ impl Sim {
         self.after_step(node);
         Some(gid)
     }
+}
+
+/// An identity command of a simulated application ([`Sim::id_command`]).
+#[derive(Clone, Debug)]
+pub enum IdCommand<'a> {
+    /// Hold the identity.
+    Register(&'a str),
+    /// Let go of it.
+    Unregister(&'a str),
+    /// Send it a message.
+    Send(&'a str, bytes::Bytes),
+    /// Ask who holds it.
+    Who(&'a str),
 }

@@ -67,6 +67,13 @@ impl Sim {
             } => self.on_tunnel_data(i, tunnel, size, payload),
             Event::TunnelClosed { tunnel, reason, .. } => self.on_tunnel_closed(i, tunnel, reason),
             Event::KvDone { op, result, .. } => self.apps.kv_done.push((now, i, op, result)),
+            Event::IdDone { op, result, .. } => self.apps.id_done.push((now, i, op, result)),
+            Event::IdMessage {
+                identity, payload, ..
+            } => self
+                .apps
+                .id_messages
+                .push((now, app, identity.to_string(), payload)),
             _ => {}
         }
     }

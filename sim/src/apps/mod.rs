@@ -10,6 +10,7 @@
 //! every byte in order (or failed with a reason).
 
 mod api;
+pub use api::IdCommand;
 mod events;
 
 use std::collections::BTreeMap;
@@ -219,6 +220,11 @@ pub struct Apps {
     /// Outcomes of store operations, in the order they came: (time, node, the connection's
     /// operation id, result). Judged by the scenario that issued them.
     pub kv_done: Vec<(Time, u32, u64, petal_core::StoreResult)>,
+    /// Outcomes of identity operations: (time, node, the connection's operation id, result).
+    pub id_done: Vec<(Time, u32, u64, petal_core::store::IdResult)>,
+    /// Messages to identities delivered to applications: (time, application, identity,
+    /// payload).
+    pub id_messages: Vec<(Time, usize, String, bytes::Bytes)>,
 }
 
 /// Header of every tunnel chunk: tunnel id, message index, chunk offset.

@@ -51,6 +51,7 @@ mod cold_start;
 mod common;
 mod fidelity;
 mod hops;
+mod identity_churn;
 mod partition;
 mod partition_messaging;
 mod pool;
@@ -82,7 +83,7 @@ pub struct Scenario {
     /// What it exercises, in a sentence.
     pub description: String,
     /// Which runner: `pastry-hops`, `churn`, `partition`, `rpc-load`, `pubsub-fanout`,
-    /// `churn-messaging`, `partition-messaging`, `cold-start`, `store-churn` (discrete-event simulator), `turmoil` (the
+    /// `churn-messaging`, `partition-messaging`, `cold-start`, `store-churn`, `identity-churn` (discrete-event simulator), `turmoil` (the
     /// real stack on simulated hosts and TCP) or `fidelity` (one workload on both, compared).
     pub kind: String,
     /// Master seed (overridable with `--seed`).
@@ -271,6 +272,7 @@ impl Scenario {
             "cold-start" => cold_start::run(self, node, out_dir, progress, threads),
             "churn-messaging" => churn_messaging::run(self, node, out_dir, progress, threads),
             "store-churn" => store_churn::run(self, node, out_dir, progress, threads),
+            "identity-churn" => identity_churn::run(self, node, out_dir, progress, threads),
             "partition-messaging" => partition_messaging::run(self, node, out_dir, progress),
             "rpc-load" => rpc_load::run(self, node, out_dir, progress),
             "pubsub-fanout" => pubsub_fanout::run(self, node, out_dir, progress),

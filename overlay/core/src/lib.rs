@@ -195,6 +195,7 @@ pub mod app;
 mod ask;
 mod budget;
 pub mod config;
+mod event;
 mod group;
 mod id_map;
 pub mod leaf_set;

@@ -6,12 +6,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use petal_protocol::{Key, Message, NodeId, NodeInfo, StoreResult};
+use petal_protocol::{Message, NodeId, NodeInfo, StoreResult};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::app::{ConnId, Name, Outcome};
+use crate::app::ConnId;
 use crate::ask::Asks;
 use crate::config::{Config, ConfigError};
 use crate::group::Groups;
@@ -22,6 +21,8 @@ use crate::stats::Stats;
 use crate::time::{Time, micros};
 use crate::tunnel::Tunnels;
 
+pub use crate::event::Event;
+
 /// A message for the driver to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -29,178 +30,6 @@ pub struct Transmit {
     pub to: NodeInfo,
     /// The message.
     pub msg: Message,
-}
-
-/// Something the node reports to its driver.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// The join finished: the node is part of the ring and serves keys.
-    Joined,
-    /// Every join attempt failed; the node is idle.
-    JoinFailed,
-    /// A lookup started here was answered.
-    LookupDone {
-        /// Its id (from [`Node::lookup`]).
-        lookup: u64,
-        /// The key looked up.
-        key: Key,
-        /// The node that owns the key.
-        owner: NodeInfo,
-        /// Overlay hops of the successful attempt.
-        hops: u8,
-        /// Attempts used (1 = first try).
-        attempts: u32,
-    },
-    /// A lookup started here got no answer after every attempt.
-    LookupFailed {
-        /// Its id.
-        lookup: u64,
-        /// The key looked up.
-        key: Key,
-    },
-    /// A routed lookup ended here: this node considers itself the key's owner.
-    Delivered {
-        /// The key.
-        key: Key,
-        /// Who started the lookup.
-        origin: NodeInfo,
-        /// Overlay hops taken.
-        hops: u8,
-        /// The origin's lookup id.
-        lookup: u64,
-    },
-    /// A peer was declared dead after repeated missed pings.
-    PeerDead {
-        /// The peer.
-        peer: NodeId,
-    },
-    /// A request for local member `conn`; answer with [`Node::reply`] and the `delivery` id.
-    Request {
-        /// The member connection.
-        conn: ConnId,
-        /// This node's id for the delivery.
-        delivery: u64,
-        /// The request payload.
-        payload: Bytes,
-        /// The requester's timeout (the original, not what remains).
-        timeout_ms: u32,
-        /// Overlay hops to the cluster's root plus tree hops down to this node.
-        hops: u8,
-    },
-    /// The one outcome of request `request` issued by `conn`.
-    RequestDone {
-        /// The requesting connection.
-        conn: ConnId,
-        /// The connection's own id for the request (given to [`Node::request`]).
-        request: u64,
-        /// Reply, fault or timeout.
-        outcome: Outcome,
-    },
-    /// An event published on a topic that `conn` subscribes to.
-    Published {
-        /// The subscriber.
-        conn: ConnId,
-        /// The topic's name.
-        topic: Name,
-        /// The event.
-        payload: Bytes,
-    },
-    /// A broadcast to the cluster that `conn` is a member of.
-    Broadcast {
-        /// The member.
-        conn: ConnId,
-        /// The message.
-        payload: Bytes,
-    },
-    /// A tunnel to `conn`'s cluster was offered to `conn`: accept it with
-    /// [`Node::tunnel_accept`] before the opener's timeout, naming it with an id of its own.
-    TunnelIncoming {
-        /// The member connection.
-        conn: ConnId,
-        /// This node's id for the offer.
-        offer: u64,
-    },
-    /// An offer to `conn` ended before `conn` accepted it (the opener gave up or timed out,
-    /// or its node died); accepting it now fails.
-    TunnelOfferClosed {
-        /// The member connection.
-        conn: ConnId,
-        /// The offer's id (from [`Event::TunnelIncoming`]).
-        offer: u64,
-    },
-    /// A tunnel opened by `conn` was accepted; data may flow.
-    TunnelOpened {
-        /// The opening connection.
-        conn: ConnId,
-        /// The connection's id for it (given to [`Node::tunnel_open`]).
-        tunnel: u64,
-    },
-    /// A tunnel opened by `conn` was not accepted within its timeout (or was refused).
-    TunnelOpenFailed {
-        /// The opening connection.
-        conn: ConnId,
-        /// The connection's id for it (given to [`Node::tunnel_open`]).
-        tunnel: u64,
-    },
-    /// The node grants `conn` `bytes` more of credit to send on `tunnel` (cumulative).
-    TunnelCredit {
-        /// The connection.
-        conn: ConnId,
-        /// The connection's id for the tunnel.
-        tunnel: u64,
-        /// Bytes granted.
-        bytes: u64,
-    },
-    /// A chunk arrived on `tunnel`, in order.
-    TunnelData {
-        /// The connection.
-        conn: ConnId,
-        /// The connection's id for the tunnel.
-        tunnel: u64,
-        /// The message's whole length on its first chunk, 0 on continuation chunks.
-        size: u64,
-        /// The chunk.
-        payload: Bytes,
-    },
-    /// `tunnel` is closed: gracefully (empty reason; also the acknowledgement of a local
-    /// close) or on failure. Nothing more comes on it.
-    TunnelClosed {
-        /// The connection.
-        conn: ConnId,
-        /// The connection's id for the tunnel.
-        tunnel: u64,
-        /// Why; empty when graceful.
-        reason: String,
-    },
-    /// A message sent to an identity that `conn` holds ([`Node::id_send`]).
-    IdMessage {
-        /// The connection.
-        conn: ConnId,
-        /// The identity.
-        identity: Name,
-        /// The message.
-        payload: Bytes,
-    },
-    /// The one outcome of identity operation `op` of `conn` ([`Node::id_register`],
-    /// [`Node::id_send`], [`Node::id_who`]).
-    IdDone {
-        /// The connection.
-        conn: ConnId,
-        /// The connection's id for the operation.
-        op: u64,
-        /// What came of it.
-        result: crate::store::IdResult,
-    },
-    /// The one outcome of store operation `op` issued by `conn` ([`Node::kv`]).
-    KvDone {
-        /// The connection.
-        conn: ConnId,
-        /// The connection's id for the operation.
-        op: u64,
-        /// The key's home's answer, or [`StoreResult::TimedOut`].
-        result: StoreResult,
-    },
 }
 
 /// Frees a drained queue's buffer: a node's queues are empty between inputs, and 10^5 nodes in
@@ -223,29 +52,6 @@ pub(crate) fn splitmix(seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
-}
-
-impl Event {
-    /// The local connection an application event is for (`None` for overlay events).
-    pub fn conn(&self) -> Option<ConnId> {
-        match self {
-            Event::Request { conn, .. }
-            | Event::RequestDone { conn, .. }
-            | Event::Published { conn, .. }
-            | Event::Broadcast { conn, .. }
-            | Event::TunnelIncoming { conn, .. }
-            | Event::TunnelOfferClosed { conn, .. }
-            | Event::TunnelOpened { conn, .. }
-            | Event::TunnelOpenFailed { conn, .. }
-            | Event::TunnelCredit { conn, .. }
-            | Event::TunnelData { conn, .. }
-            | Event::TunnelClosed { conn, .. }
-            | Event::KvDone { conn, .. }
-            | Event::IdMessage { conn, .. }
-            | Event::IdDone { conn, .. } => Some(*conn),
-            _ => None,
-        }
-    }
 }
 
 /// What a timer entry is for. Each owner stores its deadline so that it can be rescheduled.

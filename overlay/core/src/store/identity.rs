@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use petal_protocol::{Message, NodeId, NodeInfo, StoreOpKind, StoreResult, Version};
+use petal_protocol::{Message, NodeId, NodeInfo, StoreOpKind, StoreResult};
 
 use super::Owner;
 use crate::app::{AppError, ConnId, ConnIndex, Name};
@@ -45,12 +45,12 @@ pub use petal_protocol::IdResult;
 
 /// A node's line in an identity's registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Line {
-    node: NodeInfo,
-    expires_ms: u64,
+pub(super) struct Line {
+    pub(super) node: NodeInfo,
+    pub(super) expires_ms: u64,
 }
 
-fn parse_lines(value: &[u8]) -> Vec<Line> {
+pub(super) fn parse_lines(value: &[u8]) -> Vec<Line> {
     let Ok(text) = std::str::from_utf8(value) else {
         return Vec::new();
     };
@@ -71,7 +71,7 @@ fn parse_lines(value: &[u8]) -> Vec<Line> {
         .collect()
 }
 
-fn encode_lines(lines: &[Line]) -> Bytes {
+pub(super) fn encode_lines(lines: &[Line]) -> Bytes {
     let mut s = String::new();
     for l in lines {
         s.push_str(&format!("{} {} {}\n", l.node.id, l.node.addr, l.expires_ms));
@@ -81,21 +81,21 @@ fn encode_lines(lines: &[Line]) -> Bytes {
 
 /// This node's lease of one identity.
 #[derive(Clone, Debug, Default)]
-struct Lease {
+pub(super) struct Lease {
     /// When the line is renewed next (`Time::MAX`: a step is under way).
-    renew_at: Time,
+    pub(super) renew_at: Time,
     /// A read or a write of the registry is under way.
-    busy: bool,
+    pub(super) busy: bool,
     /// The last step read the registry (the next result is the write's).
-    writing: bool,
+    pub(super) writing: bool,
     /// The line is to be removed (no local holder left).
-    remove: bool,
+    pub(super) remove: bool,
     /// The line is in the registry (a write succeeded since the last removal).
-    listed: bool,
+    pub(super) listed: bool,
     /// Conflicts in a row.
-    conflicts: u32,
+    pub(super) conflicts: u32,
     /// Registrations waiting for the line to be in the registry.
-    waiting: Vec<u64>,
+    pub(super) waiting: Vec<u64>,
 }
 
 /// An identity operation of a connection.
@@ -131,9 +131,9 @@ enum IdOpKind {
 #[derive(Debug, Default)]
 pub(super) struct Identities {
     /// Local connections holding each identity.
-    held: BTreeMap<Box<str>, BTreeSet<ConnId>>,
+    pub(super) held: BTreeMap<Box<str>, BTreeSet<ConnId>>,
     /// Leases of the identities held here (and of those being removed).
-    leases: BTreeMap<Box<str>, Lease>,
+    pub(super) leases: BTreeMap<Box<str>, Lease>,
     /// Operations by node id.
     ops: BTreeMap<u64, IdOp>,
     /// Each connection's ids for its operations.
@@ -146,15 +146,15 @@ pub(super) struct Identities {
 }
 
 impl Node {
-    fn ids(&mut self) -> &mut Identities {
+    pub(super) fn ids(&mut self) -> &mut Identities {
         &mut self.store_mut().ids
     }
 
-    fn lease_ms(&self) -> u64 {
+    pub(super) fn lease_ms(&self) -> u64 {
         u64::try_from(self.cfg.identity_lease.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn registry_timeout_ms(&self) -> u32 {
+    pub(super) fn registry_timeout_ms(&self) -> u32 {
         u32::try_from(self.cfg.identity_ack_timeout.as_millis() * 2).unwrap_or(u32::MAX)
     }
 
@@ -564,7 +564,7 @@ impl Node {
     }
 
     /// Ends identity operation `id` with its one outcome.
-    fn id_done(&mut self, id: u64, result: IdResult) {
+    pub(super) fn id_done(&mut self, id: u64, result: IdResult) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
@@ -586,172 +586,6 @@ impl Node {
     /// An identity operation's deadline.
     pub(crate) fn on_id_timeout(&mut self, id: u64) {
         self.id_done(id, IdResult::TimedOut);
-    }
-
-    /// Starts a step of `identity`'s lease (a registry read) unless one is under way.
-    fn lease_kick(&mut self, now: Time, identity: &str) {
-        let t = self.registry_timeout_ms();
-        let Some(lease) = self.ids().leases.get_mut(identity) else {
-            return;
-        };
-        if lease.busy {
-            return;
-        }
-        lease.busy = true;
-        lease.writing = false;
-        lease.renew_at = Time::MAX;
-        let read = self.nonce();
-        let name = registry_key(identity);
-        self.issue_op(
-            now,
-            read,
-            Owner::Lease(identity.into()),
-            &name,
-            StoreOpKind::Get,
-            t,
-        );
-    }
-
-    /// A step of `identity`'s lease answered: after a read, write the registry with this
-    /// node's line renewed (or removed) on the version read; after a write, done until the
-    /// next renewal (or read again after a conflict).
-    pub(super) fn on_lease_result(&mut self, now: Time, identity: &str, result: StoreResult) {
-        let wall = self.wall_ms(now);
-        let (lease_ms, t) = (self.lease_ms(), self.registry_timeout_ms());
-        let me = self.me;
-        let Some(lease) = self.ids().leases.get_mut(identity) else {
-            return;
-        };
-        lease.busy = false;
-        if !lease.writing {
-            let (version, lines) = match &result {
-                StoreResult::Found { version, value, .. } => (*version, parse_lines(value)),
-                StoreResult::NotFound => (Version::NONE, Vec::new()),
-                _ => {
-                    self.lease_retry(now, identity);
-                    return;
-                }
-            };
-            let mut lines: Vec<Line> = lines
-                .into_iter()
-                .filter(|l| l.expires_ms > wall && l.node.id != me.id)
-                .collect();
-            let remove = lease.remove;
-            if !remove {
-                lines.push(Line {
-                    node: me,
-                    expires_ms: wall.saturating_add(lease_ms),
-                });
-            }
-            let kind = if lines.is_empty() {
-                if version == Version::NONE {
-                    // Nothing to remove: the registry does not list this node.
-                    self.lease_settled(now, identity, false);
-                    return;
-                }
-                StoreOpKind::Delete {
-                    expect: Some(version),
-                }
-            } else {
-                let last = lines.iter().map(|l| l.expires_ms).max().unwrap_or(wall);
-                StoreOpKind::Put {
-                    value: encode_lines(&lines),
-                    ttl_ms: last.saturating_sub(wall).max(1),
-                    expect: Some(version),
-                }
-            };
-            lease.busy = true;
-            lease.writing = true;
-            let write = self.nonce();
-            let name = registry_key(identity);
-            self.issue_op(now, write, Owner::Lease(identity.into()), &name, kind, t);
-            return;
-        }
-        match result {
-            StoreResult::Written(_) => {
-                let listed = !lease.remove;
-                self.lease_settled(now, identity, listed);
-            }
-            StoreResult::Conflict(_) => {
-                lease.conflicts += 1;
-                if lease.conflicts > 8 {
-                    self.lease_retry(now, identity);
-                } else {
-                    self.lease_kick(now, identity);
-                }
-            }
-            _ => self.lease_retry(now, identity),
-        }
-    }
-
-    /// A lease step failed: try again in a second.
-    fn lease_retry(&mut self, now: Time, identity: &str) {
-        let at = now + Duration::from_secs(1);
-        if let Some(lease) = self.ids().leases.get_mut(identity) {
-            lease.renew_at = at;
-            self.set_timer(at, TimerKey::IdLease);
-        }
-    }
-
-    /// The registry now lists this node for `identity` (`listed`) or not.
-    fn lease_settled(&mut self, now: Time, identity: &str, listed: bool) {
-        let renew = now + self.cfg.identity_lease / 3;
-        let still_held = self.ids().held.contains_key(identity);
-        let Some(lease) = self.ids().leases.get_mut(identity) else {
-            return;
-        };
-        lease.conflicts = 0;
-        lease.listed = listed;
-        lease.remove = !still_held;
-        if !still_held && !listed {
-            // Let go and no longer listed: the lease ends.
-            self.ids().leases.remove(identity);
-            return;
-        }
-        if still_held != listed {
-            // Held again during a removal, or let go during a renewal: one more step.
-            self.lease_kick(now, identity);
-            return;
-        }
-        let waiting = std::mem::take(&mut lease.waiting);
-        lease.renew_at = renew;
-        for id in waiting {
-            self.id_done(id, IdResult::Registered);
-        }
-        self.set_timer(renew, TimerKey::IdLease);
-    }
-
-    /// Renews the leases that are due.
-    pub(crate) fn on_id_lease(&mut self, now: Time) {
-        let due: Vec<String> = self
-            .store
-            .as_ref()
-            .map(|s| {
-                s.ids
-                    .leases
-                    .iter()
-                    .filter(|(_, l)| !l.busy && l.renew_at <= now)
-                    .map(|(k, _)| k.to_string())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for identity in due {
-            self.lease_kick(now, &identity);
-        }
-        if let Some(next) = self.next_lease_time() {
-            self.set_timer(next, TimerKey::IdLease);
-        }
-    }
-
-    fn next_lease_time(&self) -> Option<Time> {
-        self.store
-            .as_ref()?
-            .ids
-            .leases
-            .values()
-            .filter(|l| !l.busy)
-            .map(|l| l.renew_at)
-            .min()
     }
 
     /// A connection closed: it holds nothing more and its operations end unheard.

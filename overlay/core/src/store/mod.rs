@@ -28,6 +28,7 @@
 
 mod home;
 mod identity;
+mod lease;
 mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

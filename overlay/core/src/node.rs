@@ -399,7 +399,7 @@ impl Node {
                 TimerKey::StoreOp(id) => self.on_store_reply(now, id, StoreResult::TimedOut),
                 TimerKey::StoreCoord(id) => self.on_store_coord_timeout(now, id),
                 TimerKey::StoreSync => self.on_store_sync(now),
-                TimerKey::IdOp(id) => self.on_id_timeout(id),
+                TimerKey::IdOp(id) => self.on_id_timeout(now, id),
                 TimerKey::IdRetry(id) => self.on_id_retry(now, id),
                 TimerKey::IdLease => self.on_id_lease(now),
             }

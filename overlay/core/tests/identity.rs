@@ -205,3 +205,95 @@ fn leases_are_renewed_while_held() {
         IdResult::Sent { nodes: 1 }
     );
 }
+
+#[test]
+fn registering_again_while_the_line_is_being_removed_ends_listed() {
+    let mut net = ring(26, 6);
+    register(&mut net, 2, CLIENT, 1, "gina");
+    // Let go, and hold it again at once: the removal is under way when the registration comes.
+    let now = net.now;
+    assert!(net.nodes[2].id_unregister(now, CLIENT, "gina").unwrap());
+    net.nodes[2]
+        .id_register(now, CLIENT, 2, "gina", 5_000)
+        .unwrap();
+    net.drain(2);
+    assert_eq!(outcome(&mut net, 2, 2), IdResult::Registered);
+    // Registered means listed: reachable at once, and still after the removal settled.
+    for op in 3..6 {
+        assert_eq!(
+            send(&mut net, 0, op, "gina", b"here"),
+            IdResult::Sent { nodes: 1 },
+            "op {op}"
+        );
+        net.run_for(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_send_retried_after_a_lost_acknowledgement_is_delivered_once() {
+    let mut net = ring(27, 6);
+    register(&mut net, 3, CLIENT, 1, "hana");
+    // The holder's first acknowledgement is lost: the sender tries again after its wait.
+    let mut dropped = false;
+    net.tamper = Some(Box::new(move |_, m| match m {
+        petal_core::Message::IdAck { .. } if !dropped => {
+            dropped = true;
+            Tamper::Drop
+        }
+        _ => Tamper::Pass,
+    }));
+    assert_eq!(
+        send(&mut net, 0, 2, "hana", b"one"),
+        IdResult::Sent { nodes: 1 }
+    );
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(received(&net, "hana").len(), 1, "delivered once");
+}
+
+#[test]
+fn a_version_far_in_the_future_is_refused_and_the_clock_keeps_working() {
+    use petal_core::{Message, StoreEntry, StoreOpKind, StoreResult, Version};
+    let mut net = ring(28, 4);
+    let name = "clock";
+    let key = petal_core::store::key_of(name);
+    let now = net.now;
+    let from = net.infos[1];
+    for i in [0, 2, 3] {
+        net.nodes[i].handle_message(
+            now,
+            from,
+            Message::StoreWrite {
+                nonce: 0,
+                entries: vec![StoreEntry {
+                    key,
+                    name: name.into(),
+                    version: Version {
+                        hlc: u64::MAX,
+                        node: 1,
+                    },
+                    expires_ms: 0,
+                    value: Some(Bytes::from_static(b"forever")),
+                }],
+            },
+        );
+        net.drain(i);
+        assert!(
+            net.nodes[i].store_entry(net.now, name).is_none(),
+            "node {i}"
+        );
+    }
+    let now = net.now;
+    let put = StoreOpKind::Put {
+        value: Bytes::from_static(b"ok"),
+        ttl_ms: 0,
+        expect: None,
+    };
+    net.nodes[0].kv(now, CLIENT, 7, name, put, 5_000).unwrap();
+    net.drain(0);
+    net.run_for(Duration::from_secs(2));
+    let r = net.app_events.iter().find_map(|(_, n, e)| match e {
+        Event::KvDone { op: 7, result, .. } if *n == 0 => Some(result.clone()),
+        _ => None,
+    });
+    assert!(matches!(r, Some(StoreResult::Written(_))), "{r:?}");
+}

@@ -300,13 +300,18 @@ async fn forward_buffered(
 ) -> Option<Drained> {
     let mut batch = Vec::new();
     let drained = loop {
+        // Without the extension its opcodes are unknown at once, as in plain v1 (not parsed
+        // first: an incomplete one would otherwise wait for bytes).
+        if let Some(&op) = buf.first()
+            && !extended
+            && relay::ext::is_client_opcode(op)
+        {
+            break Drained::Violation(describe(&RelayError::UnknownOpcode(op)));
+        }
         match ClientPacket::decode(buf, limits) {
             Ok(Some(ClientPacket::Close)) => break Drained::Close,
             Ok(Some(ClientPacket::Init { .. })) => {
                 break Drained::Violation("a second INIT".to_string());
-            }
-            Ok(Some(packet)) if packet.is_extension() && !extended => {
-                break Drained::Violation(describe(&RelayError::UnknownOpcode(packet.opcode())));
             }
             Ok(Some(packet)) => {
                 batch.push(packet);

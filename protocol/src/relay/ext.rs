@@ -85,6 +85,21 @@ pub(super) fn write_id_result<S: Sink>(s: &mut S, r: &IdResult) {
     }
 }
 
+/// True for the opcodes of the packets a client sends under the extension (a node refuses
+/// them, at the opcode, from a client that did not negotiate it, as plain v1 does).
+pub fn is_client_opcode(op: u8) -> bool {
+    matches!(
+        op,
+        op::KV_GET
+            | op::KV_PUT
+            | op::KV_DELETE
+            | op::ID_REGISTER
+            | op::ID_UNREGISTER
+            | op::ID_SEND
+            | op::ID_WHO
+    )
+}
+
 pub(super) fn write_version<S: Sink>(s: &mut S, v: Version) {
     s.varint(v.hlc);
     s.varint(v.node);

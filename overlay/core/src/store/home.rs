@@ -21,6 +21,15 @@ impl Node {
             self.reply_store(now, origin, op.id, failed);
             return;
         }
+        // The origin checks these too; a peer that does not is refused here, before anything
+        // is stored that the replicas would refuse (and repair would push again and again).
+        let too_big = matches!(&op.kind, StoreOpKind::Put { value, .. }
+            if value.len() > self.cfg.store_max_value);
+        if op.name.is_empty() || op.name.len() > self.cfg.store_max_key || too_big {
+            let failed = StoreResult::Failed("key or value over the store's limits".into());
+            self.reply_store(now, origin, op.id, failed);
+            return;
+        }
         let deadline = now + Duration::from_millis(u64::from(op.timeout_ms));
         let writes = !matches!(op.kind, StoreOpKind::Get);
         let max_ops = self.cfg.store_max_ops;
@@ -178,7 +187,7 @@ impl Node {
         let Some((key, name)) = store.coords.get(&nonce).map(|c| (c.key, c.name.clone())) else {
             return;
         };
-        store.observe(floor);
+        store.observe(floor, wall);
         let version = Version {
             hlc: store.tick(wall),
             node: super::low64(me.get()),

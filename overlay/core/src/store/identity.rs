@@ -27,9 +27,12 @@ use crate::app::{AppError, ConnId, ConnIndex, Name};
 use crate::node::{Event, Node, TimerKey};
 use crate::time::Time;
 
+/// Keys under this prefix are identity registries (applications may read them only).
+pub const REGISTRY_PREFIX: &str = "petal-id/";
+
 /// The stored key of identity `identity`'s registry.
 pub fn registry_key(identity: &str) -> String {
-    format!("petal-id/{identity}")
+    format!("{REGISTRY_PREFIX}{identity}")
 }
 
 /// Most identities one connection may hold.
@@ -50,7 +53,26 @@ pub(super) struct Line {
     pub(super) expires_ms: u64,
 }
 
+/// Most nodes a registry entry lists (more are left out: a registry written by hand cannot
+/// make a send fan out without bound).
+const MAX_LINES: usize = 256;
+
+/// The lines of a registry entry: one per node (the latest expiry), at most [`MAX_LINES`].
 pub(super) fn parse_lines(value: &[u8]) -> Vec<Line> {
+    let mut by_node: BTreeMap<NodeId, Line> = BTreeMap::new();
+    for l in raw_lines(value) {
+        let e = by_node.entry(l.node.id).or_insert(l);
+        if l.expires_ms > e.expires_ms {
+            *e = l;
+        }
+        if by_node.len() >= MAX_LINES {
+            break;
+        }
+    }
+    by_node.into_values().collect()
+}
+
+fn raw_lines(value: &[u8]) -> Vec<Line> {
     let Ok(text) = std::str::from_utf8(value) else {
         return Vec::new();
     };
@@ -94,6 +116,8 @@ pub(super) struct Lease {
     pub(super) listed: bool,
     /// Conflicts in a row.
     pub(super) conflicts: u32,
+    /// What the write under way does: list this node (true) or remove its line.
+    pub(super) write_lists: bool,
     /// Registrations waiting for the line to be in the registry.
     pub(super) waiting: Vec<u64>,
 }
@@ -109,7 +133,9 @@ struct IdOp {
 
 #[derive(Clone, Debug)]
 enum IdOpKind {
-    Register,
+    Register {
+        identity: Box<str>,
+    },
     Who {
         identity: Box<str>,
     },
@@ -138,8 +164,8 @@ pub(super) struct Identities {
     ops: BTreeMap<u64, IdOp>,
     /// Each connection's ids for its operations.
     names: ConnIndex,
-    /// Deliveries awaiting their acknowledgement: delivery id -> operation id.
-    deliveries: BTreeMap<u64, u64>,
+    /// When the lease timer is armed (`Time::MAX`: not armed).
+    pub(super) lease_timer_at: Time,
     /// Messages delivered here lately: (sender's node, delivery id).
     recent: VecDeque<(NodeId, u64)>,
     recent_set: BTreeSet<(NodeId, u64)>,
@@ -227,7 +253,10 @@ impl Node {
         if held >= MAX_CONN_IDENTITIES {
             return Err(AppError::Full("identities of this connection"));
         }
-        self.id_op_insert(now, id, conn, op, timeout_ms, IdOpKind::Register);
+        let kind = IdOpKind::Register {
+            identity: identity.into(),
+        };
+        self.id_op_insert(now, id, conn, op, timeout_ms, kind);
         let ids = self.ids();
         ids.held.entry(identity.into()).or_default().insert(conn);
         let lease = ids.leases.entry(identity.into()).or_default();
@@ -342,11 +371,6 @@ impl Node {
                 .filter(|l| l.expires_ms > wall)
                 .collect(),
             StoreResult::NotFound => Vec::new(),
-            StoreResult::Failed(why) => {
-                let why = format!("reading the registry: {why}");
-                self.id_done(id, IdResult::Failed(why));
-                return;
-            }
             _ => {
                 // The read timed out: try again while the operation has time.
                 if matches!(op.kind, IdOpKind::Send { .. } | IdOpKind::Who { .. }) {
@@ -375,11 +399,11 @@ impl Node {
                 let wait = now + self.cfg.identity_ack_timeout;
                 let mut asked = BTreeSet::new();
                 for l in &lines {
-                    let d = self.nonce();
-                    self.ids().deliveries.insert(d, id);
+                    // The send's own id names the message on every attempt, so a holder that
+                    // took an earlier copy (its acknowledgement late or lost) takes it once.
                     asked.insert(l.node.id);
                     let msg = Message::IdDeliver {
-                        id: d,
+                        id,
                         identity: identity.clone(),
                         payload: payload.clone(),
                     };
@@ -402,7 +426,7 @@ impl Node {
                 }
                 self.set_timer(wait, TimerKey::IdRetry(id));
             }
-            IdOpKind::Register => {}
+            IdOpKind::Register { .. } => {}
         }
     }
 
@@ -462,13 +486,7 @@ impl Node {
 
     /// A holder's answer to a delivery.
     pub(crate) fn on_id_ack(&mut self, now: Time, from: NodeInfo, id: u64, delivered: bool) {
-        let Some(op_id) = self
-            .store
-            .as_mut()
-            .and_then(|s| s.ids.deliveries.remove(&id))
-        else {
-            return;
-        };
+        let op_id = id;
         let Some(IdOp {
             kind:
                 IdOpKind::Send {
@@ -527,7 +545,7 @@ impl Node {
             IdOpKind::Send { identity, .. } | IdOpKind::Who { identity } => {
                 Some(identity.to_string())
             }
-            IdOpKind::Register => None,
+            IdOpKind::Register { .. } => None,
         }
     }
 
@@ -572,7 +590,6 @@ impl Node {
             return;
         };
         store.ids.names.remove(op.conn, op.app);
-        store.ids.deliveries.retain(|_, o| *o != id);
         for lease in store.ids.leases.values_mut() {
             lease.waiting.retain(|w| *w != id);
         }
@@ -584,8 +601,20 @@ impl Node {
     }
 
     /// An identity operation's deadline.
-    pub(crate) fn on_id_timeout(&mut self, id: u64) {
+    pub(crate) fn on_id_timeout(&mut self, now: Time, id: u64) {
+        let failed = self.store.as_ref().and_then(|s| match s.ids.ops.get(&id) {
+            Some(IdOp {
+                conn,
+                kind: IdOpKind::Register { identity },
+                ..
+            }) => Some((*conn, identity.to_string())),
+            _ => None,
+        });
         self.id_done(id, IdResult::TimedOut);
+        // The connection was told it does not hold the identity: it does not.
+        if let Some((conn, identity)) = failed {
+            self.drop_holder(now, conn, &identity);
+        }
     }
 
     /// A connection closed: it holds nothing more and its operations end unheard.
@@ -598,7 +627,6 @@ impl Node {
             store.ids.ops.remove(id);
         }
         store.ids.names.remove_conn(conn);
-        store.ids.deliveries.retain(|_, o| !ops.contains(o));
         for lease in store.ids.leases.values_mut() {
             lease.waiting.retain(|w| !ops.contains(w));
         }
@@ -624,7 +652,7 @@ impl Node {
             TimerKey::IdRetry(id) => s.ids.ops.get(&id).is_some_and(
                 |o| matches!(o.kind, IdOpKind::Send { retry_at, .. } if retry_at == t),
             ),
-            TimerKey::IdLease => self.next_lease_time().is_some_and(|n| n <= t),
+            TimerKey::IdLease => s.ids.lease_timer_at == t,
             _ => false,
         }
     }
@@ -666,9 +694,6 @@ impl Node {
             for c in conns {
                 assert!(self.locals.contains(*c), "an identity of a gone connection");
             }
-        }
-        for op in ids.deliveries.values() {
-            assert!(ids.ops.contains_key(op), "a delivery of a finished send");
         }
         assert!(ids.recent.len() <= RECENT && ids.recent.len() == ids.recent_set.len());
     }

@@ -86,6 +86,7 @@ impl Node {
             };
             lease.busy = true;
             lease.writing = true;
+            lease.write_lists = !remove;
             let write = self.nonce();
             let name = registry_key(identity);
             self.issue_op(now, write, Owner::Lease(identity.into()), &name, kind, t);
@@ -93,7 +94,8 @@ impl Node {
         }
         match result {
             StoreResult::Written(_) => {
-                let listed = !lease.remove;
+                // What the write did (list or unlist this node), not what is wanted now.
+                let listed = lease.write_lists;
                 self.lease_settled(now, identity, listed);
             }
             StoreResult::Conflict(_) => {
@@ -113,7 +115,7 @@ impl Node {
         let at = now + Duration::from_secs(1);
         if let Some(lease) = self.ids().leases.get_mut(identity) {
             lease.renew_at = at;
-            self.set_timer(at, TimerKey::IdLease);
+            self.arm_lease_timer(now, at);
         }
     }
 
@@ -142,11 +144,21 @@ impl Node {
         for id in waiting {
             self.id_done(id, IdResult::Registered);
         }
-        self.set_timer(renew, TimerKey::IdLease);
+        self.arm_lease_timer(now, renew);
+    }
+
+    /// Arms the lease timer at `at` unless it is armed earlier (and still ahead).
+    fn arm_lease_timer(&mut self, now: Time, at: Time) {
+        let ids = self.ids();
+        if ids.lease_timer_at <= now || at < ids.lease_timer_at {
+            ids.lease_timer_at = at;
+            self.set_timer(at, TimerKey::IdLease);
+        }
     }
 
     /// Renews the leases that are due.
     pub(crate) fn on_id_lease(&mut self, now: Time) {
+        self.ids().lease_timer_at = Time::MAX;
         let due: Vec<String> = self
             .store
             .as_ref()
@@ -163,7 +175,7 @@ impl Node {
             self.lease_kick(now, &identity);
         }
         if let Some(next) = self.next_lease_time() {
-            self.set_timer(next, TimerKey::IdLease);
+            self.arm_lease_timer(now, next.max(now));
         }
     }
 

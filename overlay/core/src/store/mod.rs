@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use petal_protocol::{Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreResult, Version};
 
-pub use identity::{IdResult, registry_key};
+pub use identity::{IdResult, REGISTRY_PREFIX, registry_key};
 pub use petal_protocol::{Change, watch_topic};
 
 use crate::app::{ConnId, ConnIndex};
@@ -63,6 +63,10 @@ pub fn key_of(name: &str) -> Key {
 const ENTRY_OVERHEAD: u64 = 64;
 /// Most writes queued at a home behind an earlier write of the same key.
 const MAX_QUEUED_PER_KEY: usize = 64;
+/// Versions more than this far ahead of the local wall clock are refused (a peer cannot move
+/// the clock to its end, after which no write of a key could ever win).
+const MAX_DRIFT_MS: u64 = 24 * 3600 * 1000;
+
 /// Most bytes of entries one `StoreWrite` carries (repairs and handoffs are split).
 const MAX_BATCH_BYTES: usize = 256 << 10;
 
@@ -269,21 +273,31 @@ impl Store {
         self.issued.len() + self.coords.len() + self.busy.values().map(VecDeque::len).sum::<usize>()
     }
 
-    /// Moves the clock past `v` (every version seen).
-    fn observe(&mut self, v: Version) {
+    /// Moves the clock past `v` (every version seen), unless `v` is implausibly far ahead of
+    /// the wall clock (then false: the caller refuses it).
+    fn observe(&mut self, v: Version, wall_ms: u64) -> bool {
+        if v.millis() > wall_ms.saturating_add(MAX_DRIFT_MS) {
+            return false;
+        }
         self.hlc = self.hlc.max(v.hlc);
+        true
     }
 
     /// A new clock reading at wall-clock `wall_ms`: above every reading issued or seen.
     fn tick(&mut self, wall_ms: u64) -> u64 {
-        self.hlc = (self.hlc + 1).max(wall_ms << 16);
+        self.hlc = self
+            .hlc
+            .saturating_add(1)
+            .max(wall_ms.saturating_mul(1 << 16));
         self.hlc
     }
 
     /// Stores `e` unless this node holds the same or a newer version. Returns whether it holds
     /// `e`'s version (or a newer one) now: false only when the store is full.
     fn apply(&mut self, e: &StoreEntry, max_bytes: u64, wall_ms: u64) -> bool {
-        self.observe(e.version);
+        if !self.observe(e.version, wall_ms) {
+            return false;
+        }
         let old = self.entries.get(&e.key);
         if old.is_some_and(|o| o.version >= e.version) {
             return true;
@@ -445,6 +459,13 @@ impl Node {
             && value.len() > self.cfg.store_max_value
         {
             return Err(AppError::Invalid("value larger than store_max_value"));
+        }
+        if !matches!(kind, petal_protocol::StoreOpKind::Get)
+            && name.starts_with(identity::REGISTRY_PREFIX)
+        {
+            return Err(AppError::Invalid(
+                "keys under petal-id/ are identity registries: read-only",
+            ));
         }
         if timeout_ms == 0 {
             return Err(AppError::Invalid("zero timeout"));

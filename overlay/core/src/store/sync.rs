@@ -144,7 +144,9 @@ impl Node {
         let tombstone_ms = store.tombstone_ms;
         let entry = entry
             .map(|e| *e)
-            .filter(|e| e.key == key)
+            .filter(|e| {
+                e.key == key && e.version.millis() <= wall.saturating_add(super::MAX_DRIFT_MS)
+            })
             .and_then(|e| super::settle(e, wall, tombstone_ms));
         let version = entry.as_ref().map_or(Version::NONE, |e| e.version);
         seen.push((from, version));
@@ -154,7 +156,7 @@ impl Node {
             *best = Some(e);
         }
         c.answered.push(from.id);
-        store.observe(version);
+        store.observe(version, wall);
         self.check_coord(now, nonce);
     }
 

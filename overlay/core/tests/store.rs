@@ -435,3 +435,34 @@ fn watchers_get_every_acknowledged_write_and_delete_of_their_key() {
         );
     }
 }
+
+#[test]
+fn a_copy_of_an_operation_is_run_once_at_the_home() {
+    use petal_core::Message;
+    use petal_protocol::StoreOp;
+    let mut net = ring(14, 6, Config::default());
+    let home = net.by_id[&nearest(&net, "dup", 1)[0]];
+    let origin = (0..6).find(|&i| i != home).unwrap();
+    let before = net.nodes[home].store_stats().coordinated;
+    // The same routed put arrives twice (rerouted while the first copy was only late).
+    for _ in 0..2 {
+        let msg = Message::route(petal_protocol::RouteMsg {
+            key: key_of("dup"),
+            origin: net.infos[origin],
+            hops: 1,
+            hop_seq: 0,
+            body: petal_protocol::Routed::Store(Box::new(StoreOp {
+                id: 77,
+                timeout_ms: 5_000,
+                name: "dup".into(),
+                kind: put(b"v", None),
+            })),
+        });
+        let now = net.now;
+        let from = net.infos[origin];
+        net.nodes[home].handle_message(now, from, msg);
+        net.drain(home);
+    }
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.nodes[home].store_stats().coordinated - before, 1);
+}

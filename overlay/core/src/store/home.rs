@@ -33,7 +33,13 @@ impl Node {
         let deadline = now + Duration::from_millis(u64::from(op.timeout_ms));
         let writes = !matches!(op.kind, StoreOpKind::Get);
         let max_ops = self.cfg.store_max_ops;
+        let (cap, window) = (self.cfg.max_recent_asks, self.cfg.dedup_window);
         let store = self.store_mut();
+        if !store.seen.insert(now, (origin.id, op.id), cap, window) {
+            // A copy of an operation taken already: its origin has (or will have) the one
+            // answer of the first.
+            return;
+        }
         if store.ops() >= max_ops {
             let failed = StoreResult::Failed("too many store operations at the key's home".into());
             self.reply_store(now, origin, op.id, failed);

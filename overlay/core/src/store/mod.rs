@@ -34,7 +34,9 @@ mod sync;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
-use petal_protocol::{Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreResult, Version};
+use petal_protocol::{
+    Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreOpKind, StoreResult, Version,
+};
 
 pub use identity::{IdResult, REGISTRY_PREFIX, registry_key};
 pub use petal_protocol::{Change, watch_topic};
@@ -256,6 +258,10 @@ pub(crate) struct Store {
     wall_offset_ms: u64,
     /// Identities held by local connections, their leases and operations.
     ids: identity::Identities,
+    /// Operations this node took as a key's home lately (origin, its id): a copy rerouted
+    /// while the first was only late is not run twice (a plain put run again after another
+    /// client's write would undo it).
+    seen: crate::recent::Recent<(NodeId, u64)>,
     stats: StoreStats,
 }
 
@@ -357,9 +363,34 @@ impl Store {
     }
 
     fn heap_bytes(&self) -> usize {
+        let value = |kind: &StoreOpKind| match kind {
+            StoreOpKind::Put { value, .. } => value.len(),
+            _ => 0,
+        };
+        let coords: usize = self
+            .coords
+            .values()
+            .map(|c| {
+                std::mem::size_of::<Coord>()
+                    + match &c.phase {
+                        Phase::Read {
+                            then: Then::Write { value: Some(v), .. },
+                            ..
+                        } => v.len(),
+                        _ => 0,
+                    }
+            })
+            .sum();
+        let queued: usize = self
+            .busy
+            .values()
+            .flatten()
+            .map(|q| std::mem::size_of::<Queued>() + q.op.name.len() + value(&q.op.kind))
+            .sum();
         usize::try_from(self.bytes).unwrap_or(usize::MAX)
             + self.issued.len() * 64
-            + self.coords.len() * std::mem::size_of::<Coord>()
+            + coords
+            + queued
             + self.handing.len() * 96
     }
 }

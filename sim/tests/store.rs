@@ -82,6 +82,25 @@ fn stored_values_survive_replica_crashes_with_every_message_through_the_codec() 
     assert_eq!(sim.apps.stray_events, 0);
 }
 
+/// Runs scenario `toml` (named `name`) in a scratch directory; asserts that it met every
+/// target and returns its results.
+fn run_small(name: &str, toml: &str) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("petal-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, toml).unwrap();
+    let sc = Scenario::load(&file).expect("scenario");
+    let outcome = sc.run(&dir.join("out"), &Progress::hidden()).expect("run");
+    let results = std::fs::read_to_string(dir.join("out/results.json")).expect("results");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        outcome.missed.is_empty(),
+        "missed: {:?}\n{results}",
+        outcome.missed
+    );
+    serde_json::from_str(&results).unwrap()
+}
+
 #[test]
 fn a_small_store_churn_meets_every_target() {
     let toml = r#"
@@ -112,20 +131,7 @@ value_size = 32
 timeout_ms = 5000
 repair_window_s = 15
 "#;
-    let dir = std::env::temp_dir().join(format!("petal-store-churn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("store-churn-small.toml");
-    std::fs::write(&file, toml).unwrap();
-    let sc = Scenario::load(&file).expect("scenario");
-    let outcome = sc.run(&dir.join("out"), &Progress::hidden()).expect("run");
-    let results = std::fs::read_to_string(dir.join("out/results.json")).expect("results");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        outcome.missed.is_empty(),
-        "missed: {:?}\n{results}",
-        outcome.missed
-    );
-    let v: serde_json::Value = serde_json::from_str(&results).unwrap();
+    let v = run_small("store-churn-small", toml);
     for run in v["runs"].as_array().unwrap() {
         assert!(run["judged"].as_u64().unwrap() > 2_000, "{run}");
         assert!(run["final_keys"].as_u64().unwrap() > 250, "{run}");
@@ -160,20 +166,7 @@ sends_per_s = 40.0
 timeout_ms = 5000
 live_before_ms = 2000
 "#;
-    let dir = std::env::temp_dir().join(format!("petal-identity-churn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("identity-churn-small.toml");
-    std::fs::write(&file, toml).unwrap();
-    let sc = Scenario::load(&file).expect("scenario");
-    let outcome = sc.run(&dir.join("out"), &Progress::hidden()).expect("run");
-    let results = std::fs::read_to_string(dir.join("out/results.json")).expect("results");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        outcome.missed.is_empty(),
-        "missed: {:?}\n{results}",
-        outcome.missed
-    );
-    let v: serde_json::Value = serde_json::from_str(&results).unwrap();
+    let v = run_small("identity-churn-small", toml);
     for run in v["runs"].as_array().unwrap() {
         assert!(run["judged_live"].as_u64().unwrap() > 1_000, "{run}");
         assert!(run["judged_dead"].as_u64().unwrap() > 50, "{run}");

@@ -428,3 +428,66 @@ pub(crate) fn network_faults_paragraph(sim: &crate::engine::Sim) -> Option<Strin
         )
     })
 }
+
+/// Poisson churn on a steady population (the churn runners' driver): every ready node crashes
+/// after an exponential session of median `median_s`, and new nodes arrive as a Poisson process
+/// at the rate that keeps `nodes` alive; each new node's session is drawn as it arrives.
+pub(crate) struct Churn {
+    deaths: std::collections::BTreeSet<(u64, u32)>,
+    next_arrival: u64,
+    rate_per_us: f64,
+    median_s: u64,
+    /// Crashes so far.
+    pub crashes: u64,
+    /// Arrivals so far.
+    pub arrivals: u64,
+}
+
+impl Churn {
+    /// Draws the sessions of the nodes ready now and the first arrival.
+    pub(crate) fn start(sim: &mut Sim, nodes: u64, median_s: u64) -> Self {
+        let start = sim.now().as_micros();
+        let mut deaths = std::collections::BTreeSet::new();
+        for i in sim.ready_nodes().collect::<Vec<_>>() {
+            deaths.insert((start + session_us(sim, median_s), i));
+        }
+        let rate_per_us = nodes as f64 * std::f64::consts::LN_2 / median_s as f64 / 1e6;
+        let next_arrival = start + exp_us(sim, rate_per_us);
+        Churn {
+            deaths,
+            next_arrival,
+            rate_per_us,
+            median_s,
+            crashes: 0,
+            arrivals: 0,
+        }
+    }
+
+    /// Crashes the nodes whose session ended by `now` (`before_crash` runs first for each),
+    /// then adds the nodes that arrived by then (`added` runs for each).
+    pub(crate) fn step(
+        &mut self,
+        sim: &mut Sim,
+        now: u64,
+        mut before_crash: impl FnMut(&mut Sim, u32),
+        mut added: impl FnMut(&mut Sim, u32),
+    ) {
+        while let Some(&(t, i)) = self.deaths.first() {
+            if t > now {
+                break;
+            }
+            self.deaths.pop_first();
+            before_crash(sim, i);
+            sim.crash(i);
+            self.crashes += 1;
+        }
+        while self.next_arrival <= now {
+            let i = sim.add_node();
+            added(sim, i);
+            self.arrivals += 1;
+            self.deaths
+                .insert((now + session_us(sim, self.median_s), i));
+            self.next_arrival += exp_us(sim, self.rate_per_us).max(1);
+        }
+    }
+}

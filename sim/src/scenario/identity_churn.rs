@@ -6,7 +6,7 @@
 //! user (and to nobody else, and at most once per connection); no message delivered to a user
 //! offline for longer than a lease.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,8 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::common::{
-    STEP_MS, advance_ms, exp_us, finish, grow, ms_quantiles, pct, session_us, share_target,
-    zero_target,
+    Churn, STEP_MS, advance_ms, exp_us, finish, grow, ms_quantiles, pct, share_target, zero_target,
 };
 use super::pool::map_in_order;
 use super::{Outcome, Progress, Scenario, Threads};
@@ -367,33 +366,14 @@ fn churn_run(
     advance_ms(sim, 3_000);
     w.collect(sim);
     let start = sim.now();
-    let mut deaths = BTreeSet::new();
-    for i in sim.ready_nodes().collect::<Vec<_>>() {
-        deaths.insert((start.as_micros() + session_us(sim, median_s), i));
-    }
-    let rate_per_us = p.nodes as f64 * std::f64::consts::LN_2 / median_s as f64 / 1e6;
+    let mut churn = Churn::start(sim, p.nodes, median_s);
     let sends_per_us = p.sends_per_s / 1e6;
-    let mut next_arrival = start.as_micros() + exp_us(sim, rate_per_us);
     let mut next_send = start.as_micros() + exp_us(sim, sends_per_us);
-    let (mut crashes, mut arrivals) = (0, 0);
     let end = start.as_micros() + p.duration_s * 1_000_000;
     let mut next_sample = start.as_micros();
     while sim.now().as_micros() < end {
         let now = sim.now().as_micros();
-        while let Some(&(t, i)) = deaths.first() {
-            if t > now {
-                break;
-            }
-            deaths.pop_first();
-            sim.crash(i);
-            crashes += 1;
-        }
-        while next_arrival <= now {
-            let i = sim.add_node();
-            arrivals += 1;
-            deaths.insert((now + session_us(sim, median_s), i));
-            next_arrival += exp_us(sim, rate_per_us).max(1);
-        }
+        churn.step(sim, now, |_, _| {}, |_, _| {});
         w.collect(sim);
         w.tick(sim, now);
         while next_send <= now {
@@ -416,7 +396,15 @@ fn churn_run(
         advance_ms(sim, STEP_MS);
     }
     w.collect(sim);
-    judge(&w, sim, node, median_s, start, end, (crashes, arrivals))
+    judge(
+        &w,
+        sim,
+        node,
+        median_s,
+        start,
+        end,
+        (churn.crashes, churn.arrivals),
+    )
 }
 
 /// `t - d`, or zero.

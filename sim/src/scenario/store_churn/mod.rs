@@ -16,7 +16,7 @@ use petal_core::{StoreOpKind, StoreStats, Time};
 use rand::Rng;
 use serde::Deserialize;
 
-use super::common::{STEP_MS, advance_ms, exp_us, grow, session_us};
+use super::common::{Churn, STEP_MS, advance_ms, exp_us, grow};
 use super::pool::map_in_order;
 use super::{Outcome, Progress, Scenario, Threads};
 use crate::apps::AppSpec;
@@ -247,15 +247,9 @@ fn churn_run(
     o.collect(sim);
     let start = sim.now();
     o.start = start;
-    let mut deaths = std::collections::BTreeSet::new();
-    for i in sim.ready_nodes().collect::<Vec<_>>() {
-        deaths.insert((start.as_micros() + session_us(sim, median_s), i));
-    }
-    let rate_per_us = p.nodes as f64 * std::f64::consts::LN_2 / median_s as f64 / 1e6;
+    let mut churn = Churn::start(sim, p.nodes, median_s);
     let ops_per_us = p.ops_per_s / 1e6;
-    let mut next_arrival = start.as_micros() + exp_us(sim, rate_per_us);
     let mut next_op = start.as_micros() + exp_us(sim, ops_per_us);
-    let (mut crashes, mut arrivals) = (0, 0);
     let (mut alive_sum, mut samples) = (0.0, 0u64);
     let end = start.as_micros() + p.duration_s * 1_000_000;
     let mut next_sample = start.as_micros();
@@ -263,22 +257,12 @@ fn churn_run(
     let mut last = store_totals(sim);
     while sim.now().as_micros() < end {
         let now = sim.now().as_micros();
-        while let Some(&(t, i)) = deaths.first() {
-            if t > now {
-                break;
-            }
-            deaths.pop_first();
-            o.before_crash(sim, i);
-            sim.crash(i);
-            crashes += 1;
-        }
-        while next_arrival <= now {
-            let i = sim.add_node();
-            clients.waiting.push(i);
-            arrivals += 1;
-            deaths.insert((now + session_us(sim, median_s), i));
-            next_arrival += exp_us(sim, rate_per_us).max(1);
-        }
+        churn.step(
+            sim,
+            now,
+            |sim, i| o.before_crash(sim, i),
+            |_, i| clients.waiting.push(i),
+        );
         clients.adopt_ready(sim);
         while next_op <= now {
             issue(sim, p, &clients, &mut o, None);
@@ -338,8 +322,8 @@ fn churn_run(
         judged: o.judge(sim, p),
         issued,
         strays: o.strays,
-        crashes,
-        arrivals,
+        crashes: churn.crashes,
+        arrivals: churn.arrivals,
         alive_mean: alive_sum / samples.max(1) as f64,
         repair_per_s,
         replicated,

@@ -16,7 +16,7 @@ pub enum Event {
     JoinFailed,
     /// A lookup started here was answered.
     LookupDone {
-        /// Its id (from [`Node::lookup`]).
+        /// Its id (from [`Node::lookup`](crate::Node::lookup)).
         lookup: u64,
         /// The key looked up.
         key: Key,
@@ -50,7 +50,7 @@ pub enum Event {
         /// The peer.
         peer: NodeId,
     },
-    /// A request for local member `conn`; answer with [`Node::reply`] and the `delivery` id.
+    /// A request for local member `conn`; answer with [`Node::reply`](crate::Node::reply) and the `delivery` id.
     Request {
         /// The member connection.
         conn: ConnId,
@@ -67,7 +67,7 @@ pub enum Event {
     RequestDone {
         /// The requesting connection.
         conn: ConnId,
-        /// The connection's own id for the request (given to [`Node::request`]).
+        /// The connection's own id for the request (given to [`Node::request`](crate::Node::request)).
         request: u64,
         /// Reply, fault or timeout.
         outcome: Outcome,
@@ -89,7 +89,7 @@ pub enum Event {
         payload: Bytes,
     },
     /// A tunnel to `conn`'s cluster was offered to `conn`: accept it with
-    /// [`Node::tunnel_accept`] before the opener's timeout, naming it with an id of its own.
+    /// [`Node::tunnel_accept`](crate::Node::tunnel_accept) before the opener's timeout, naming it with an id of its own.
     TunnelIncoming {
         /// The member connection.
         conn: ConnId,
@@ -108,14 +108,14 @@ pub enum Event {
     TunnelOpened {
         /// The opening connection.
         conn: ConnId,
-        /// The connection's id for it (given to [`Node::tunnel_open`]).
+        /// The connection's id for it (given to [`Node::tunnel_open`](crate::Node::tunnel_open)).
         tunnel: u64,
     },
     /// A tunnel opened by `conn` was not accepted within its timeout (or was refused).
     TunnelOpenFailed {
         /// The opening connection.
         conn: ConnId,
-        /// The connection's id for it (given to [`Node::tunnel_open`]).
+        /// The connection's id for it (given to [`Node::tunnel_open`](crate::Node::tunnel_open)).
         tunnel: u64,
     },
     /// The node grants `conn` `bytes` more of credit to send on `tunnel` (cumulative).
@@ -148,7 +148,7 @@ pub enum Event {
         /// Why; empty when graceful.
         reason: String,
     },
-    /// A message sent to an identity that `conn` holds ([`Node::id_send`]).
+    /// A message sent to an identity that `conn` holds ([`Node::id_send`](crate::Node::id_send)).
     IdMessage {
         /// The connection.
         conn: ConnId,
@@ -157,8 +157,8 @@ pub enum Event {
         /// The message.
         payload: Bytes,
     },
-    /// The one outcome of identity operation `op` of `conn` ([`Node::id_register`],
-    /// [`Node::id_send`], [`Node::id_who`]).
+    /// The one outcome of identity operation `op` of `conn` ([`Node::id_register`](crate::Node::id_register),
+    /// [`Node::id_send`](crate::Node::id_send), [`Node::id_who`](crate::Node::id_who)).
     IdDone {
         /// The connection.
         conn: ConnId,
@@ -167,7 +167,7 @@ pub enum Event {
         /// What came of it.
         result: crate::store::IdResult,
     },
-    /// The one outcome of store operation `op` issued by `conn` ([`Node::kv`]).
+    /// The one outcome of store operation `op` issued by `conn` ([`Node::kv`](crate::Node::kv)).
     KvDone {
         /// The connection.
         conn: ConnId,

@@ -176,6 +176,21 @@ pub enum Event {
         /// The key's home's answer, or [`StoreResult::TimedOut`].
         result: StoreResult,
     },
+    /// An operation on an identity registry for the driver's registry to run (only when
+    /// [`Node::set_external_registry`](crate::Node::set_external_registry) is on): the driver
+    /// answers with [`Node::registry_result`](crate::Node::registry_result) under `op`, before
+    /// `timeout_ms` (the node gives up then and ignores a later answer).
+    RegistryOp {
+        /// The node's id for the operation.
+        op: u64,
+        /// The registry's key (`petal-id/<identity>`).
+        name: String,
+        /// What to do, with the semantics of the overlay store: versions, compare-and-set
+        /// ([`petal_protocol::Version::NONE`]: must be absent), time to live.
+        kind: petal_protocol::StoreOpKind,
+        /// How long the node waits for the answer.
+        timeout_ms: u32,
+    },
 }
 
 impl Event {

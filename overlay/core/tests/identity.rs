@@ -297,3 +297,122 @@ fn a_version_far_in_the_future_is_refused_and_the_clock_keeps_working() {
     });
     assert!(matches!(r, Some(StoreResult::Written(_))), "{r:?}");
 }
+
+/// A ring whose identity registries live in an external registry (as petald's
+/// `--session-store` keeps them in Redis), answered by the harness's [`MemoryRegistry`].
+///
+/// [`MemoryRegistry`]: petal_core::store::MemoryRegistry
+fn external_ring(seed: u64, n: usize) -> Net {
+    let mut net = ring(seed, n);
+    net.registry = Some(petal_core::store::MemoryRegistry::new());
+    for node in &mut net.nodes {
+        node.set_external_registry(true);
+        assert!(node.external_registry());
+    }
+    net
+}
+
+#[test]
+fn with_an_external_registry_identities_work_and_the_overlay_stores_nothing() {
+    use petal_core::{StoreOpKind, StoreResult};
+    let mut net = external_ring(31, 8);
+    register(&mut net, 2, CLIENT, 1, "ivy");
+    assert_eq!(
+        send(&mut net, 0, 2, "ivy", b"hello"),
+        IdResult::Sent { nodes: 1 }
+    );
+    assert_eq!(
+        who(&mut net, 7, 3, "ivy"),
+        IdResult::Holders(vec![net.infos[2]])
+    );
+    net.run_for(Duration::from_millis(50));
+    assert_eq!(
+        received(&net, "ivy"),
+        vec![(2, CLIENT, Bytes::from_static(b"hello"))]
+    );
+    // The registry holds it, the overlay's store does not.
+    assert_eq!(net.registry.as_ref().map(|r| r.len()), Some(1));
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert!(
+            node.store_entry(net.now, "petal-id/ivy").is_none(),
+            "node {i}"
+        );
+    }
+    // An application's read of the registry key reads the external registry.
+    let now = net.now;
+    net.nodes[5]
+        .kv(now, CLIENT, 9, "petal-id/ivy", StoreOpKind::Get, 2_000)
+        .unwrap();
+    net.drain(5);
+    net.run_for(Duration::from_millis(10));
+    let got = net.app_events.iter().find_map(|(_, n, e)| match e {
+        Event::KvDone { op: 9, result, .. } if *n == 5 => Some(result.clone()),
+        _ => None,
+    });
+    match got {
+        Some(StoreResult::Found { value, .. }) => {
+            let text = String::from_utf8(value.to_vec()).unwrap();
+            assert!(text.starts_with(&format!("{} ", net.infos[2].id)), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Leases are renewed in the registry (a read and a conditional write each third of a
+    // lease), so the identity stays reachable several leases on.
+    let before = net.registry_ops.len();
+    net.run_for(Duration::from_secs(35));
+    let renewals = net.registry_ops.len() - before;
+    assert!(
+        (18..=24).contains(&renewals),
+        "{renewals} registry operations in 35 s"
+    );
+    assert_eq!(
+        send(&mut net, 4, 4, "ivy", b"later"),
+        IdResult::Sent { nodes: 1 }
+    );
+    // Its connection closes: the line is removed, the registry is empty, sends are unknown.
+    let now = net.now;
+    net.nodes[2].unregister(now, CLIENT).unwrap();
+    net.drain(2);
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.registry.as_ref().map(|r| r.len()), Some(0));
+    assert_eq!(send(&mut net, 0, 5, "ivy", b"gone"), IdResult::Unknown);
+}
+
+#[test]
+fn with_an_external_registry_a_dead_node_s_identity_expires_within_a_lease() {
+    let mut net = external_ring(32, 6);
+    register(&mut net, 4, CLIENT, 1, "jack");
+    net.down[4] = true;
+    net.run_for(Duration::from_secs(11));
+    assert_eq!(who(&mut net, 0, 2, "jack"), IdResult::Unknown);
+    assert_eq!(send(&mut net, 1, 3, "jack", b"?"), IdResult::Unknown);
+}
+
+#[test]
+fn an_external_registry_that_does_not_answer_times_operations_out_and_recovers() {
+    let mut net = external_ring(33, 6);
+    net.registry_down = true;
+    let now = net.now;
+    net.nodes[1]
+        .id_register(now, CLIENT, 1, "kim", 1_000)
+        .unwrap();
+    net.drain(1);
+    assert_eq!(outcome(&mut net, 1, 1), IdResult::TimedOut);
+    let now = net.now;
+    net.nodes[0]
+        .id_send(now, CLIENT, 2, "kim", Bytes::from_static(b"x"), 1_000)
+        .unwrap();
+    net.drain(0);
+    assert_eq!(outcome(&mut net, 0, 2), IdResult::TimedOut);
+    // Back: a registration made now works, and the failed one left nothing held.
+    net.registry_down = false;
+    assert!(net.nodes[1].identities().is_empty());
+    register(&mut net, 1, CLIENT, 3, "kim");
+    assert_eq!(
+        send(&mut net, 0, 4, "kim", b"y"),
+        IdResult::Sent { nodes: 1 }
+    );
+    // An answer to an operation that timed out is ignored.
+    let now = net.now;
+    assert!(!net.nodes[1].registry_result(now, 12345, petal_core::StoreResult::NotFound));
+}

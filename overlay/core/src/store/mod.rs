@@ -26,6 +26,7 @@
 //!
 //! The state is allocated on first use (a node that never stores a key pays one pointer).
 
+mod external;
 mod home;
 mod identity;
 mod lease;
@@ -38,6 +39,7 @@ use petal_protocol::{
     Key, NodeId, NodeInfo, StoreEntry, StoreOp, StoreOpKind, StoreResult, Version,
 };
 
+pub use external::MemoryRegistry;
 pub use identity::{IdResult, REGISTRY_PREFIX, registry_key};
 pub use petal_protocol::{Change, watch_topic};
 
@@ -153,6 +155,8 @@ fn settle(mut e: StoreEntry, wall_ms: u64, tombstone_ms: u64) -> Option<StoreEnt
 struct Issued {
     owner: Owner,
     deadline: Time,
+    /// Sent to the driver's registry ([`crate::Event::RegistryOp`]), not into the overlay.
+    external: bool,
 }
 
 /// Who issued a store operation, and so who hears its outcome.
@@ -258,6 +262,8 @@ pub(crate) struct Store {
     wall_offset_ms: u64,
     /// Identities held by local connections, their leases and operations.
     ids: identity::Identities,
+    /// Identity registries live in the driver's registry (see [`Node::set_external_registry`]).
+    external_registry: bool,
     /// Operations this node took as a key's home lately (origin, its id): a copy rerouted
     /// while the first was only late is not run twice (a plain put run again after another
     /// client's write would undo it).
@@ -535,9 +541,26 @@ impl Node {
     ) {
         let deadline = now + std::time::Duration::from_millis(u64::from(timeout_ms));
         let store = self.store_mut();
-        store.issued.insert(id, Issued { owner, deadline });
+        let external = store.external_registry && name.starts_with(REGISTRY_PREFIX);
+        store.issued.insert(
+            id,
+            Issued {
+                owner,
+                deadline,
+                external,
+            },
+        );
         store.stats.ops_issued += 1;
         self.set_timer(deadline, TimerKey::StoreOp(id));
+        if external {
+            self.emit(crate::Event::RegistryOp {
+                op: id,
+                name: name.to_owned(),
+                kind,
+                timeout_ms,
+            });
+            return;
+        }
         let msg = petal_protocol::RouteMsg {
             key: key_of(name),
             origin: self.me,

@@ -54,6 +54,13 @@ pub(crate) struct Net {
     pub app_events: Vec<(Time, usize, Event)>,
     /// What the network does to each message sent (default: delivers it once, in order).
     pub tamper: Option<TamperFn>,
+    /// The nodes' external identity registry, when they use one: answers each
+    /// [`Event::RegistryOp`] at once (unless `registry_down`).
+    pub registry: Option<petal_core::store::MemoryRegistry>,
+    /// The external registry does not answer (its operations time out at the nodes).
+    pub registry_down: bool,
+    /// Registry operations asked for: (node, operation).
+    pub registry_ops: Vec<(usize, petal_core::StoreOpKind)>,
 }
 
 /// Decides what the network does to a message sent at a time.
@@ -121,6 +128,9 @@ impl Net {
             lost: Vec::new(),
             app_events: Vec::new(),
             tamper: None,
+            registry: None,
+            registry_down: false,
+            registry_ops: Vec::new(),
         }
     }
 
@@ -167,8 +177,10 @@ impl Net {
             self.seq += 1;
             self.queue.insert((at, self.seq), (i, j, tx.msg));
         }
+        let mut registry = Vec::new();
         while let Some(ev) = self.nodes[i].poll_event() {
             match ev {
+                Event::RegistryOp { op, name, kind, .. } => registry.push((op, name, kind)),
                 Event::LookupDone {
                     lookup, key, owner, ..
                 } => {
@@ -198,6 +210,19 @@ impl Net {
                 }
                 _ => {}
             }
+        }
+        for (op, name, kind) in registry {
+            self.registry_ops.push((i, kind.clone()));
+            if self.registry_down {
+                continue;
+            }
+            // The tests' nodes keep the wall clock at 0: wall-clock ms are `now`'s.
+            let wall = self.now.as_micros() / 1000;
+            let reg = self.registry.as_mut().expect("an external registry");
+            let result = reg.apply(wall, &name, kind);
+            let now = self.now;
+            assert!(self.nodes[i].registry_result(now, op, result));
+            self.drain(i);
         }
     }
 

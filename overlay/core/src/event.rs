@@ -190,6 +190,9 @@ pub enum Event {
         kind: petal_protocol::StoreOpKind,
         /// How long the node waits for the answer.
         timeout_ms: u32,
+        /// The node's wall clock (Unix ms, see [`Node::set_wall_clock`](crate::Node::set_wall_clock))
+        /// when it asked: the clock of the entries' expiry times.
+        wall_ms: u64,
     },
 }
 

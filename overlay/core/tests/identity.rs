@@ -404,8 +404,23 @@ fn an_external_registry_that_does_not_answer_times_operations_out_and_recovers()
         .unwrap();
     net.drain(0);
     assert_eq!(outcome(&mut net, 0, 2), IdResult::TimedOut);
-    // Back: a registration made now works, and the failed one left nothing held.
+    // A registry that answers with a failure: the operations fail with its reason.
     net.registry_down = false;
+    net.registry_fails = Some("connection refused".into());
+    let now = net.now;
+    net.nodes[1]
+        .id_register(now, CLIENT, 5, "kim", 1_000)
+        .unwrap();
+    net.nodes[0]
+        .id_send(now, CLIENT, 6, "kim", Bytes::from_static(b"x"), 1_000)
+        .unwrap();
+    net.drain(1);
+    net.drain(0);
+    let why = IdResult::Failed("identity registry: connection refused".into());
+    assert_eq!(outcome(&mut net, 1, 5), why);
+    assert_eq!(outcome(&mut net, 0, 6), why);
+    // Back: a registration made now works, and the failed ones left nothing held.
+    net.registry_fails = None;
     assert!(net.nodes[1].identities().is_empty());
     register(&mut net, 1, CLIENT, 3, "kim");
     assert_eq!(

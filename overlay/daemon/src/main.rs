@@ -35,6 +35,7 @@
 
 mod admin;
 mod keys;
+mod session_store;
 mod tuning;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -55,7 +56,7 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
     /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
-    /// memory_budget, admin, admin_token_file, log_format; tables `[limits]` and `[timers]` with
+    /// memory_budget, admin, admin_token_file, log_format, session_store; tables `[limits]` and `[timers]` with
     /// every limit and timer by name: see --print-config).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -121,6 +122,12 @@ struct Cli {
     /// characters; mode 600).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Keep identity registries in this Redis (`redis://[:password@]host:port[/db]` or
+    /// `redis+unix:///path`) instead of the overlay's store, for deployments that already run
+    /// one. Every node of the network must name the same one; petald refuses to start when it
+    /// cannot reach it.
+    #[arg(long, value_name = "URL")]
+    session_store: Option<String>,
     /// Print the effective configuration (flags, file and defaults merged; every limit and
     /// timer) as TOML, and exit. The network key is never printed.
     #[arg(long)]
@@ -156,6 +163,7 @@ struct FileConfig {
     admin: Option<String>,
     admin_token_file: Option<PathBuf>,
     log_format: Option<String>,
+    session_store: Option<String>,
     /// Every limit of the core and the runtime, by name (`petald --print-config`).
     #[serde(default)]
     limits: toml::Table,
@@ -184,6 +192,8 @@ struct Settings {
     tuning: tuning::Tuning,
     json_logs: bool,
     network_key_file: Option<PathBuf>,
+    /// Where identity registries live (`None`: the overlay's store).
+    session_store: Option<String>,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -251,7 +261,12 @@ fn settings(cli: Cli) -> Result<Settings> {
             .context("admin in the config file")?,
         (None, None) => admin::AdminAddr::Default,
     };
+    let session_store = cli.session_store.or(file.session_store);
+    if let Some(url) = &session_store {
+        session_store::check_url(url)?;
+    }
     Ok(Settings {
+        session_store,
         tuning,
         json_logs,
         network_key_file,
@@ -500,6 +515,11 @@ async fn run(s: Settings) -> Result<()> {
         .ok()
         .and_then(|d| u64::try_from(d.as_millis()).ok());
     s.tuning.apply(&mut opts, s.memory_budget)?;
+    if let Some(url) = &s.session_store {
+        let registry = session_store::RedisRegistry::connect(url).await?;
+        tracing::info!(store = %petal_node::Registry::describe(&registry), "identity registries in Redis");
+        opts.registry = Some(std::sync::Arc::new(registry));
+    }
     let admin = admin::bind(&s.admin).await?;
     let node = petal_node::spawn(TokioNet, opts)
         .await

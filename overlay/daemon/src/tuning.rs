@@ -184,6 +184,12 @@ pub(crate) fn print_config(s: &crate::Settings) -> Result<String> {
             ));
         }
     }
+    if let Some(url) = &s.session_store {
+        line(format!(
+            "session_store = {}",
+            q(&crate::session_store::without_password(url))
+        ));
+    }
     let admin = match s.admin.addr {
         crate::admin::AdminAddr::Off => "off".to_string(),
         crate::admin::AdminAddr::Default => "default".to_string(),

@@ -69,6 +69,7 @@ pub mod discovery;
 pub mod inspect;
 pub mod link;
 pub mod net;
+pub mod registry;
 pub mod secure;
 pub mod settings;
 
@@ -92,6 +93,7 @@ use tracing::Instrument;
 
 pub use inspect::{DiscoveryStatus, Inspection};
 pub use net::{Datagram, Listener, Net, TokioNet};
+pub use registry::{Registry, SharedMemoryRegistry};
 pub use secure::{Entropy, Identity, LinkSecurity, NetworkKey};
 
 use accept::HandshakeGate;
@@ -178,6 +180,9 @@ pub struct Options {
     /// the store's versions and expiry times count from it. `None` (tests, the turmoil
     /// harness): the node's clock starts at 0, the same in every run.
     pub wall_clock_ms: Option<u64>,
+    /// Where identity registries live (`None`: in the overlay's store; see [`registry`]). A
+    /// registry's expiry times are wall-clock ones: set `wall_clock_ms` with it.
+    pub registry: Option<Arc<dyn Registry>>,
 }
 
 impl Options {
@@ -224,6 +229,7 @@ impl Options {
             session_max_bytes: 256 << 20,
             input_queue: 8 * 1024,
             wall_clock_ms: None,
+            registry: None,
         }
     }
 
@@ -337,6 +343,10 @@ counters! {
     delivered_requests,
     /// Replies that came after their request's timeout (discarded).
     late_replies,
+    /// Identity registry operations run on the external registry (`Options::registry`).
+    registry_ops,
+    /// External registry operations that failed or timed out (the registry unreachable).
+    registry_failures,
     /// Peer dials started.
     link_dials,
     /// Peer dials that failed (connect or handshake).

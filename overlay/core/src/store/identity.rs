@@ -129,6 +129,9 @@ struct IdOp {
     app: u64,
     deadline: Time,
     kind: IdOpKind,
+    /// The last failure of the registry this operation saw (reported at its deadline
+    /// instead of a bare timeout).
+    error: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug)]
@@ -230,6 +233,7 @@ impl Node {
                 app,
                 deadline,
                 kind,
+                error: None,
             },
         );
         ids.names.insert(conn, app, id);
@@ -372,7 +376,16 @@ impl Node {
                 .collect(),
             StoreResult::NotFound => Vec::new(),
             _ => {
-                // The read timed out: try again while the operation has time.
+                // The read failed or timed out: try again while the operation has time.
+                if let StoreResult::Failed(why) = &result {
+                    let why = why.as_str().into();
+                    if let Some(op) = self.ids().ops.get_mut(&id) {
+                        op.error = Some(why);
+                    }
+                }
+                let Some(op) = self.store.as_ref().and_then(|s| s.ids.ops.get(&id)) else {
+                    return;
+                };
                 if matches!(op.kind, IdOpKind::Send { .. } | IdOpKind::Who { .. }) {
                     self.retry_send_later(now, id);
                 }
@@ -581,6 +594,21 @@ impl Node {
         }
     }
 
+    /// Notes a registry failure on the registrations waiting for `identity`'s lease.
+    pub(super) fn note_lease_error(&mut self, identity: &str, why: &str) {
+        let ids = self.ids();
+        let waiting = ids
+            .leases
+            .get(identity)
+            .map(|l| l.waiting.clone())
+            .unwrap_or_default();
+        for id in waiting {
+            if let Some(op) = ids.ops.get_mut(&id) {
+                op.error = Some(why.into());
+            }
+        }
+    }
+
     /// Ends identity operation `id` with its one outcome.
     pub(super) fn id_done(&mut self, id: u64, result: IdResult) {
         let Some(store) = self.store.as_mut() else {
@@ -610,7 +638,17 @@ impl Node {
             }) => Some((*conn, identity.to_string())),
             _ => None,
         });
-        self.id_done(id, IdResult::TimedOut);
+        let error = self
+            .store
+            .as_ref()
+            .and_then(|s| s.ids.ops.get(&id))
+            .and_then(|o| o.error.clone());
+        let result = match error {
+            // The registry said why it could not answer: more useful than a timeout.
+            Some(why) => IdResult::Failed(format!("identity registry: {why}")),
+            None => IdResult::TimedOut,
+        };
+        self.id_done(id, result);
         // The connection was told it does not hold the identity: it does not.
         if let Some((conn, identity)) = failed {
             self.drop_holder(now, conn, &identity);

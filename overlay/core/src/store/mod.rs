@@ -553,11 +553,13 @@ impl Node {
         store.stats.ops_issued += 1;
         self.set_timer(deadline, TimerKey::StoreOp(id));
         if external {
+            let wall_ms = self.wall_ms(now);
             self.emit(crate::Event::RegistryOp {
                 op: id,
                 name: name.to_owned(),
                 kind,
                 timeout_ms,
+                wall_ms,
             });
             return;
         }

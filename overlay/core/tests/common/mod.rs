@@ -59,6 +59,8 @@ pub(crate) struct Net {
     pub registry: Option<petal_core::store::MemoryRegistry>,
     /// The external registry does not answer (its operations time out at the nodes).
     pub registry_down: bool,
+    /// The external registry answers every operation with this failure.
+    pub registry_fails: Option<String>,
     /// Registry operations asked for: (node, operation).
     pub registry_ops: Vec<(usize, petal_core::StoreOpKind)>,
 }
@@ -130,6 +132,7 @@ impl Net {
             tamper: None,
             registry: None,
             registry_down: false,
+            registry_fails: None,
             registry_ops: Vec::new(),
         }
     }
@@ -180,7 +183,13 @@ impl Net {
         let mut registry = Vec::new();
         while let Some(ev) = self.nodes[i].poll_event() {
             match ev {
-                Event::RegistryOp { op, name, kind, .. } => registry.push((op, name, kind)),
+                Event::RegistryOp {
+                    op,
+                    name,
+                    kind,
+                    wall_ms,
+                    ..
+                } => registry.push((op, name, kind, wall_ms)),
                 Event::LookupDone {
                     lookup, key, owner, ..
                 } => {
@@ -211,15 +220,16 @@ impl Net {
                 _ => {}
             }
         }
-        for (op, name, kind) in registry {
+        for (op, name, kind, wall) in registry {
             self.registry_ops.push((i, kind.clone()));
             if self.registry_down {
                 continue;
             }
-            // The tests' nodes keep the wall clock at 0: wall-clock ms are `now`'s.
-            let wall = self.now.as_micros() / 1000;
             let reg = self.registry.as_mut().expect("an external registry");
-            let result = reg.apply(wall, &name, kind);
+            let result = match &self.registry_fails {
+                Some(why) => petal_core::StoreResult::Failed(why.clone()),
+                None => reg.apply(wall, &name, kind),
+            };
             let now = self.now;
             assert!(self.nodes[i].registry_result(now, op, result));
             self.drain(i);

@@ -90,6 +90,11 @@ pub(crate) enum Input {
     Inspect(oneshot::Sender<Box<crate::inspect::Inspection>>),
     /// Graceful shutdown: answer everything, leave the ring, then reply.
     Shutdown(oneshot::Sender<()>),
+    /// The external registry's answer to the core's registry operation `op`.
+    Registry {
+        op: u64,
+        result: petal_protocol::StoreResult,
+    },
 }
 
 pub(crate) struct Driver<N: Net> {
@@ -170,6 +175,9 @@ impl<N: Net> Driver<N> {
         let mut node = node;
         if let Some(ms) = opts.wall_clock_ms {
             node.set_wall_clock(ms);
+        }
+        if opts.registry.is_some() {
+            node.set_external_registry(true);
         }
         let budget = Arc::new(petal_core::MemoryBudget::new(node.config().memory_budget));
         node.set_memory_budget(budget.clone());
@@ -425,6 +433,9 @@ impl<N: Net> Driver<N> {
                     s.waiting.remove(&conn);
                 }
             }
+            Input::Registry { op, result } => {
+                self.node.registry_result(now, op, result);
+            }
             Input::Shutdown(done) => {
                 if let Some(s) = &mut self.stopping {
                     // Answered with the first, once the node is down.
@@ -607,10 +618,50 @@ impl<N: Net> Driver<N> {
                     // Its link, if any, is stale; the next message re-dials.
                     self.links.remove(&peer);
                 }
+                Event::RegistryOp {
+                    op,
+                    name,
+                    kind,
+                    timeout_ms,
+                    wall_ms,
+                } => self.run_registry_op(op, (name, kind), timeout_ms, wall_ms),
                 ev if ev.conn().is_some() => self.sessions.event(chunk_limit, ev),
                 _ => {}
             }
         }
+    }
+
+    /// Runs a registry operation of the core on the external registry, on its own task; the
+    /// answer (or `TimedOut` after `timeout_ms`) comes back as [`Input::Registry`].
+    fn run_registry_op(
+        &mut self,
+        op: u64,
+        (name, kind): (String, petal_protocol::StoreOpKind),
+        timeout_ms: u32,
+        wall_ms: u64,
+    ) {
+        use petal_protocol::StoreResult;
+        let Some(registry) = self.opts.registry.clone() else {
+            let now = self.now();
+            let why = StoreResult::Failed("this node has no external registry".into());
+            self.node.registry_result(now, op, why);
+            return;
+        };
+        RuntimeStats::add(&self.stats.registry_ops, 1);
+        let inputs = self.inputs.clone();
+        let stats = self.stats.clone();
+        let wait = Duration::from_millis(u64::from(timeout_ms));
+        crate::spawn_here(async move {
+            let result = tokio::time::timeout(wait, registry.run(name, kind, wall_ms))
+                .await
+                .unwrap_or(StoreResult::TimedOut);
+            if matches!(result, StoreResult::Failed(_) | StoreResult::TimedOut) {
+                RuntimeStats::add(&stats.registry_failures, 1);
+                tracing::debug!(op, ?result, "registry operation failed");
+            }
+            // The node may be gone (shut down): then nobody waits for the answer.
+            let _ = inputs.send(Input::Registry { op, result }).await;
+        });
     }
 
     /// Starts congestion when the core's table of unacknowledged hops is three quarters full

@@ -1,0 +1,291 @@
+//! `--session-store redis://host:port[/db]`: identity registries in Redis, for deployments that
+//! already run one (the Node.js cluster-messaging design keeps its sessions there). Every node
+//! of the network must name the same Redis; nodes then keep no registry in the overlay.
+//!
+//! Each registry is a Redis hash under its own name (`petal-id/<identity>`): field `v` its
+//! version, `d` its value (one line per holding node: `<node id> <address> <expiry ms>`), with
+//! the registry's time to live as the key's expiry. Versions come from one counter
+//! (`petal-id:version`, INCR), so they never repeat: a compare-and-set on a version read
+//! before the key expired fails even if the key was written since. Every operation is one
+//! Lua script, atomic in Redis, with the semantics of `petal_core::store::MemoryRegistry`.
+//! A standalone Redis (or a primary) is supported, not Redis Cluster (the script's two keys
+//! may live in different slots there); `rediss://` (TLS) is not built in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use petal_node::registry::{BoxFuture, Registry};
+use petal_protocol::{StoreOpKind, StoreResult, Version};
+use redis::Value;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// The version counter's key.
+const COUNTER: &str = "petal-id:version";
+
+/// KEYS[1]: the registry; KEYS[2]: the counter. ARGV: op (get|put|del), the expected version
+/// ("" any, "0" absent, "-" one Redis never issued), value, time to live in ms (0: none).
+/// Replies {0} not found; {1, version, value, pttl}; {2, current version} conflict;
+/// {3, new version} written.
+const SCRIPT: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'v')
+if ARGV[1] == 'get' then
+  if not cur then return {0} end
+  return {1, cur, redis.call('HGET', KEYS[1], 'd'), redis.call('PTTL', KEYS[1])}
+end
+if ARGV[2] ~= '' and ARGV[2] ~= (cur or '0') then
+  return {2, cur or '0'}
+end
+local v = tostring(redis.call('INCR', KEYS[2]))
+if ARGV[1] == 'put' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'v', v, 'd', ARGV[3])
+  if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+else
+  redis.call('DEL', KEYS[1])
+end
+return {3, v}
+";
+
+/// Identity registries in one Redis server.
+pub(crate) struct RedisRegistry {
+    conn: ConnectionManager,
+    script: Arc<redis::Script>,
+    /// The URL with any password left out.
+    shown: String,
+}
+
+impl std::fmt::Debug for RedisRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRegistry")
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` with the password (between `:` and `@` after the scheme) replaced by `***`.
+pub(crate) fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Checks the form of a session-store URL (for flags and the config file).
+pub(crate) fn check_url(url: &str) -> Result<()> {
+    if url.starts_with("rediss://") {
+        bail!("--session-store: TLS to Redis (rediss://) is not built into petald");
+    }
+    if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+        bail!(
+            "--session-store {}: use redis://host:port[/db] or redis+unix:///path",
+            without_password(url)
+        );
+    }
+    redis::Client::open(url)
+        .map(drop)
+        .with_context(|| format!("--session-store {}", without_password(url)))
+}
+
+impl RedisRegistry {
+    /// Connects to the Redis at `url` (failing when it cannot be reached within 3 s: a node
+    /// told to keep registries there cannot serve identities without it). Later, a lost
+    /// connection is re-made in the background; operations meanwhile fail and are retried by
+    /// the node (leases) or reported (sends).
+    pub(crate) async fn connect(url: &str) -> Result<Self> {
+        check_url(url)?;
+        let shown = without_password(url);
+        let client = redis::Client::open(url).with_context(|| format!("session store {shown}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .with_context(|| format!("connecting to the session store {shown}"))?;
+        let me = RedisRegistry {
+            conn,
+            script: Arc::new(redis::Script::new(SCRIPT)),
+            shown,
+        };
+        // One operation at start: the server answers scripts (and the URL's database exists).
+        match me
+            .run_once("petal-id:probe".into(), StoreOpKind::Get, 0)
+            .await
+        {
+            StoreResult::Failed(why) => bail!("session store {}: {why}", me.shown),
+            _ => Ok(me),
+        }
+    }
+
+    fn run_once(&self, name: String, kind: StoreOpKind, wall_ms: u64) -> BoxFuture<StoreResult> {
+        let mut conn = self.conn.clone();
+        let script = self.script.clone();
+        Box::pin(async move {
+            let (op, expect, value, ttl) = match &kind {
+                StoreOpKind::Get => ("get", String::new(), &[][..], 0),
+                StoreOpKind::Put {
+                    value,
+                    ttl_ms,
+                    expect,
+                } => ("put", expected(*expect), &value[..], *ttl_ms),
+                StoreOpKind::Delete { expect } => ("del", expected(*expect), &[][..], 0),
+                _ => return StoreResult::Failed("unsupported registry operation".into()),
+            };
+            let reply: redis::RedisResult<Vec<Value>> = script
+                .key(&name)
+                .key(COUNTER)
+                .arg(op)
+                .arg(expect)
+                .arg(value)
+                .arg(ttl)
+                .invoke_async(&mut conn)
+                .await;
+            match reply {
+                Ok(v) => decode(&v, wall_ms),
+                Err(e) => StoreResult::Failed(format!("redis: {e}")),
+            }
+        })
+    }
+}
+
+impl Registry for RedisRegistry {
+    fn run(&self, name: String, kind: StoreOpKind, wall_ms: u64) -> BoxFuture<StoreResult> {
+        self.run_once(name, kind, wall_ms)
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+}
+
+/// The script's expected-version argument.
+fn expected(v: Option<Version>) -> String {
+    match v {
+        None => String::new(),
+        Some(Version::NONE) => "0".into(),
+        // Redis's versions are the counter, with no node part.
+        Some(Version { hlc, node: 0 }) => hlc.to_string(),
+        Some(_) => "-".into(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn version(v: &Value) -> Option<Version> {
+    Some(Version {
+        hlc: text(v)?.parse().ok()?,
+        node: 0,
+    })
+}
+
+/// The script's reply as a store result (`now_ms`: the wall clock, for the expiry time).
+fn decode(reply: &[Value], now_ms: u64) -> StoreResult {
+    let bad = || StoreResult::Failed(format!("redis: unexpected reply {reply:?}"));
+    match reply {
+        [Value::Int(0)] => StoreResult::NotFound,
+        [Value::Int(1), v, d, pttl] => {
+            let (Some(version), Value::BulkString(value)) = (version(v), d) else {
+                return bad();
+            };
+            let expires_ms = match pttl {
+                Value::Int(ms) if *ms > 0 => now_ms.saturating_add(ms.unsigned_abs()),
+                _ => 0,
+            };
+            StoreResult::Found {
+                version,
+                value: value.clone().into(),
+                expires_ms,
+            }
+        }
+        [Value::Int(2), v] => version(v).map_or_else(bad, StoreResult::Conflict),
+        [Value::Int(3), v] => version(v).map_or_else(bad, StoreResult::Written),
+        _ => bad(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_left_out_of_what_is_shown() {
+        assert_eq!(
+            without_password("redis://:s3cret@10.0.0.1:6379/2"),
+            "redis://:***@10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            without_password("redis://app:s3cret@h:1"),
+            "redis://app:***@h:1"
+        );
+        assert_eq!(without_password("redis://h:6379"), "redis://h:6379");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("redis://127.0.0.1:6379").is_ok());
+        assert!(check_url("redis://127.0.0.1:6379/3").is_ok());
+        let e = format!("{:#}", check_url("rediss://h:1").unwrap_err());
+        assert!(e.contains("TLS"), "{e}");
+        let e = format!("{:#}", check_url("http://:pw@h:1").unwrap_err());
+        assert!(e.contains("redis://host:port") && !e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn expected_versions_map_to_the_script_s_argument() {
+        assert_eq!(expected(None), "");
+        assert_eq!(expected(Some(Version::NONE)), "0");
+        assert_eq!(expected(Some(Version { hlc: 42, node: 0 })), "42");
+        // A version of the overlay's store never matches one of Redis.
+        assert_eq!(expected(Some(Version { hlc: 42, node: 7 })), "-");
+    }
+
+    #[test]
+    fn replies_decode() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(decode(&[Value::Int(0)], 5), StoreResult::NotFound);
+        assert_eq!(
+            decode(&[Value::Int(1), bulk("9"), bulk("x"), Value::Int(1000)], 5),
+            StoreResult::Found {
+                version: Version { hlc: 9, node: 0 },
+                value: "x".into(),
+                expires_ms: 1005,
+            }
+        );
+        assert_eq!(
+            decode(&[Value::Int(1), bulk("9"), bulk("x"), Value::Int(-1)], 5),
+            StoreResult::Found {
+                version: Version { hlc: 9, node: 0 },
+                value: "x".into(),
+                expires_ms: 0,
+            }
+        );
+        assert_eq!(
+            decode(&[Value::Int(2), bulk("0")], 5),
+            StoreResult::Conflict(Version::NONE)
+        );
+        assert_eq!(
+            decode(&[Value::Int(3), bulk("12")], 5),
+            StoreResult::Written(Version { hlc: 12, node: 0 })
+        );
+        assert!(matches!(
+            decode(&[Value::Int(3), bulk("twelve")], 5),
+            StoreResult::Failed(_)
+        ));
+        assert!(matches!(decode(&[], 5), StoreResult::Failed(_)));
+    }
+}

@@ -222,6 +222,121 @@ fn decode(reply: &[Value], now_ms: u64) -> StoreResult {
 mod tests {
     use super::*;
 
+    /// The script against the reference semantics: one random sequence of gets, puts and
+    /// deletes (plain and conditional on the current, a stale or no version; with and without
+    /// a time to live) run on a fresh `redis-server` and on a `MemoryRegistry` gives the same
+    /// answers, versions included. Skipped when redis-server is not installed (unless
+    /// `PETAL_REDIS=1`).
+    #[tokio::test]
+    async fn the_script_answers_as_the_reference_registry_does() {
+        use petal_core::store::MemoryRegistry;
+        use std::process::{Command, Stdio};
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            assert!(std::env::var("PETAL_REDIS").as_deref() != Ok("1"));
+            eprintln!("redis-server not installed: skipped");
+            return;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        /// Kills the server however the test ends.
+        struct Server(std::process::Child);
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _server = Server(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut redis = None;
+        for _ in 0..200 {
+            if let Ok(r) = RedisRegistry::connect(&url).await {
+                redis = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let redis = redis.expect("redis-server did not start");
+        let mut reference = MemoryRegistry::new();
+        let wall = 1_000_000;
+        let mut rng: u64 = 0x5eed;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let names = ["petal-id/a", "petal-id/b", "petal-id/c"];
+        let mut seen = vec![Version::NONE];
+        for step in 0..600 {
+            let name = names[usize::try_from(next(3)).unwrap()];
+            let expect = match next(4) {
+                0 => None,
+                1 => Some(Version::NONE),
+                _ => Some(seen[usize::try_from(next(seen.len() as u64)).unwrap()]),
+            };
+            let kind = match next(3) {
+                0 => StoreOpKind::Get,
+                1 => StoreOpKind::Put {
+                    value: format!("v{step}").into(),
+                    ttl_ms: [0, 60_000][usize::try_from(next(2)).unwrap()],
+                    expect,
+                },
+                _ => StoreOpKind::Delete { expect },
+            };
+            let want = reference.apply(wall, name, kind.clone());
+            let got = redis.run(name.into(), kind.clone(), wall).await;
+            if let StoreResult::Written(v) = &want {
+                seen.push(*v);
+            }
+            let same = match (&want, &got) {
+                (
+                    StoreResult::Found {
+                        version: v1,
+                        value: d1,
+                        expires_ms: e1,
+                    },
+                    StoreResult::Found {
+                        version: v2,
+                        value: d2,
+                        expires_ms: e2,
+                    },
+                ) => v1 == v2 && d1 == d2 && e1.abs_diff(*e2) <= 5_000 && (*e1 == 0) == (*e2 == 0),
+                _ => want == got,
+            };
+            assert!(same, "step {step}: {kind:?} on {name}: {want:?} != {got:?}");
+        }
+        // A time to live ends the value in Redis too.
+        let put = StoreOpKind::Put {
+            value: "brief".into(),
+            ttl_ms: 50,
+            expect: None,
+        };
+        assert!(matches!(
+            redis.run("petal-id/t".into(), put, wall).await,
+            StoreResult::Written(_)
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(
+            redis.run("petal-id/t".into(), StoreOpKind::Get, wall).await,
+            StoreResult::NotFound
+        );
+    }
+
     #[test]
     fn passwords_are_left_out_of_what_is_shown() {
         assert_eq!(

@@ -30,7 +30,7 @@ fn print_config_lists_every_setting_and_reads_back_the_same() {
     let file = temp("in.toml");
     std::fs::write(
         &file,
-        "port = 7000\nadmin = \"off\"\n[limits]\nlink_queue = 999\nmax_hops = 40\n\
+        "port = 7000\nadmin = \"off\"\nsession_store = \"redis://10.0.0.5:6379/2\"\n[limits]\nlink_queue = 999\nmax_hops = 40\n\
          [timers]\nping_timeout = \"700ms\"\n",
     )
     .unwrap();
@@ -50,6 +50,7 @@ fn print_config_lists_every_setting_and_reads_back_the_same() {
         "[limits]",
         "[timers]",
         "memory_budget = 1073741824",
+        "session_store = \"redis://10.0.0.5:6379/2\"",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
@@ -59,6 +60,19 @@ fn print_config_lists_every_setting_and_reads_back_the_same() {
     std::fs::write(&printed, &text).unwrap();
     let again = petald(&["--config", printed.to_str().unwrap(), "--print-config"]);
     assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+    // A password in the session store's URL is not printed either.
+    let out = petald(&[
+        "--session-store",
+        "redis://:hunter2@h:1/0",
+        "--print-config",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "session_store = \"redis://:***@h:1/0\""),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"));
 }
 
 #[test]

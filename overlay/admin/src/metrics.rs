@@ -308,6 +308,8 @@ mod tests {
             relay_addrs: Vec::new(),
             uptime: Duration::from_secs(3),
             encrypted: true,
+            identity_registry: "overlay".into(),
+            store: (0, 0),
             discovery: DiscoveryStatus::Off,
             joining: false,
             stats: StatsSnapshot {

@@ -53,6 +53,13 @@ pub struct NodeView {
     pub memory_used_bytes: u64,
     /// The memory budget.
     pub memory_budget_bytes: u64,
+    /// Store keys held here (as home or replica; deletions kept as tombstones included).
+    pub store_keys: usize,
+    /// Bytes of their names and values (counted against `store_max_bytes`).
+    pub store_bytes: u64,
+    /// Where identity registries live: `overlay`, or the Redis of `--session-store` (its URL
+    /// without a password).
+    pub identity_registry: String,
 }
 
 /// Whether LAN discovery runs.
@@ -108,6 +115,9 @@ impl NodeView {
             sessions: i.stats.sessions,
             memory_used_bytes: i.stats.memory_used,
             memory_budget_bytes: i.stats.memory_budget,
+            store_keys: i.store.0,
+            store_bytes: i.store.1,
+            identity_registry: i.identity_registry.clone(),
         }
     }
 }

@@ -106,6 +106,8 @@ async fn every_endpoint_shows_the_nodes_state() {
     assert_eq!(node["ready"], true);
     assert_eq!(node["encrypted"], true);
     assert_eq!(node["discovery"]["state"], "off");
+    assert_eq!(node["identity_registry"], "overlay");
+    assert!(node["store_keys"].as_u64().is_some() && node["store_bytes"].as_u64().is_some());
     assert_eq!(node["links"], 1);
     assert_eq!(node["sessions"], 1);
     assert!(node["uptime_s"].as_f64().unwrap() > 0.0);

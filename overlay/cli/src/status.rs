@@ -189,6 +189,15 @@ fn print_status(doc: &Value) {
         ("routes", cell(&doc["routes"])),
         ("sessions", cell(&doc["sessions"])),
         ("memory", mem),
+        (
+            "store",
+            format!(
+                "{} keys, {} bytes; identities in {}",
+                cell(&doc["store_keys"]),
+                cell(&doc["store_bytes"]),
+                cell(&doc["identity_registry"])
+            ),
+        ),
     ] {
         println!("{k:<13} {v}");
     }

@@ -109,7 +109,16 @@ async fn pair(redis: &Redis, timers: &str) -> (Daemon, Daemon, tempdir::Dir) {
     .unwrap();
     let mut spec = Spec::alone();
     spec.extra = vec!["--config".into(), config.display().to_string()];
-    let a = Daemon::start(&spec).await;
+    // Node A's admin API shows where the registries are.
+    let mut spec_a = spec.clone();
+    let admin = format!("127.0.0.1:{}", free_port(lo(1), false));
+    spec_a.extra.extend(["--admin".into(), admin.clone()]);
+    let a = Daemon::start(&spec_a).await;
+    let node = http_get(&admin, "/v1/node").await;
+    assert!(
+        node.contains(&format!("\"identity_registry\":\"{}\"", redis.url())),
+        "{node}"
+    );
     spec.peer_ip = lo(2);
     spec.seeds = vec![a.peer];
     let b = Daemon::start(&spec).await;
@@ -127,6 +136,19 @@ async fn pair(redis: &Redis, timers: &str) -> (Daemon, Daemon, tempdir::Dir) {
     .await;
     drop(svc);
     (a, b, dir)
+}
+
+/// The body of a plain HTTP/1.1 GET of `path` at `addr`.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    within(T, "the admin API", s.read_to_string(&mut out))
+        .await
+        .unwrap();
+    out
 }
 
 mod tempdir {

@@ -179,4 +179,9 @@ pub struct Inspection {
     pub request_durations: DurationHistogram,
     /// Queue depths.
     pub queues: QueueDepths,
+    /// Where identity registries live: `overlay` (the store), or the external registry
+    /// ([`crate::Registry::describe`]).
+    pub identity_registry: String,
+    /// Store keys this node holds (as home or replica; tombstones included) and their bytes.
+    pub store: (usize, u64),
 }

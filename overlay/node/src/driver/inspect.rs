@@ -95,6 +95,12 @@ impl<N: Net> Driver<N> {
             relay_addrs: self.relay_addrs.clone(),
             uptime: self.start.elapsed(),
             encrypted: matches!(self.opts.security, LinkSecurity::Noise(_)),
+            identity_registry: self
+                .opts
+                .registry
+                .as_ref()
+                .map_or_else(|| "overlay".to_string(), |r| r.describe()),
+            store: self.node.store_size(),
             discovery: self
                 .discovery
                 .lock()

@@ -23,7 +23,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 /// The version counter's key.
 const COUNTER: &str = "petal-id:version";
 
-/// KEYS[1]: the registry; KEYS[2]: the counter. ARGV: op (get|put|del), the expected version
+/// `KEYS[1]`: the registry; `KEYS[2]`: the counter. ARGV: op (get|put|del), the expected version
 /// ("" any, "0" absent, "-" one Redis never issued), value, time to live in ms (0: none).
 /// Replies {0} not found; {1, version, value, pttl}; {2, current version} conflict;
 /// {3, new version} written.

@@ -34,6 +34,7 @@
 //! once (more wait in the kernel's accept queue), at most
 //! [`AdminOptions::max_connections_per_ip`] from one address (more are closed at once).
 
+pub mod http;
 pub mod metrics;
 mod openapi;
 pub mod views;
@@ -50,7 +51,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use petal_node::{Inspection, StatsSource};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub use openapi::openapi_json;
 use views::ErrorView;
@@ -326,85 +326,17 @@ impl Bound {
     }
 }
 
-/// Connections open per client address; an entry goes when its last connection ends.
-#[derive(Clone, Default)]
-struct PerIp(Arc<std::sync::Mutex<std::collections::BTreeMap<std::net::IpAddr, usize>>>);
-
-/// One connection counted in [`PerIp`] until dropped.
-struct IpSlot(PerIp, std::net::IpAddr);
-
-impl PerIp {
-    /// A slot for a connection from `ip`, or `None` when it has `max` already.
-    fn take(&self, ip: std::net::IpAddr, max: usize) -> Option<IpSlot> {
-        let mut m = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut m = (self.0)
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
-
 async fn serve(listener: TcpListener, app: Router, opts: AdminOptions) {
-    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-    let per_ip = PerIp::default();
-    loop {
-        // A slot first: past the limit, connections wait in the accept queue.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, from) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "admin API accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(ip_slot) = per_ip.take(from.ip(), opts.max_connections_per_ip.max(1)) else {
-            tracing::debug!(%from, "admin API: too many connections from one address; closed");
-            continue;
-        };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let (header_timeout, lifetime) = (opts.header_timeout, opts.connection_timeout);
-        tokio::spawn(async move {
-            let _slots = (permit, ip_slot);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(MAX_HEAD)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            match tokio::time::timeout(lifetime, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "admin API connection ended"),
-                Err(_) => tracing::debug!("admin API connection open too long; closed"),
-            }
-        });
-    }
+    let limits = http::Limits {
+        max_connections: opts.max_connections,
+        max_connections_per_ip: opts.max_connections_per_ip,
+        header_timeout: opts.header_timeout,
+        lifetime: Some(opts.connection_timeout),
+        upgrades: false,
+        what: "admin API",
+    };
+    http::serve(listener, app, limits).await;
 }
-
-/// Largest request head accepted (hyper answers 431 beyond).
-const MAX_HEAD: usize = 16 * 1024;
 
 mod handlers {
     use axum::Json;

@@ -56,7 +56,8 @@ const DEFAULT_PEER_PORT: u16 = 55556;
 struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
     /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
-    /// memory_budget, admin, admin_token_file, log_format, session_store; tables `[limits]` and `[timers]` with
+    /// memory_budget, admin, admin_token_file, log_format, session_store, gateway,
+    /// gateway_tokens, gateway_cors; tables `[limits]` and `[timers]` with
     /// every limit and timer by name: see --print-config).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -122,6 +123,19 @@ struct Cli {
     /// characters; mode 600).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Address of the HTTP gateway (requests, broadcasts, publishes, topic events as
+    /// Server-Sent Events or WebSocket), off unless given. An address other than loopback
+    /// needs --gateway-tokens.
+    #[arg(long, value_name = "ADDR")]
+    gateway: Option<SocketAddr>,
+    /// TOML file of the gateway's bearer tokens (each names its clusters, topics, patterns
+    /// and rate; see the README).
+    #[arg(long, value_name = "FILE")]
+    gateway_tokens: Option<PathBuf>,
+    /// An origin browsers may call the gateway from (`https://app.example`, or `*`;
+    /// repeatable).
+    #[arg(long = "gateway-cors", value_name = "ORIGIN")]
+    gateway_cors: Vec<String>,
     /// Keep identity registries in this Redis (`redis://[:password@]host:port[/db]` or
     /// `redis+unix:///path`) instead of the overlay's store, for deployments that already run
     /// one. Every node of the network must name the same one; petald refuses to start when it
@@ -164,6 +178,10 @@ struct FileConfig {
     admin_token_file: Option<PathBuf>,
     log_format: Option<String>,
     session_store: Option<String>,
+    gateway: Option<SocketAddr>,
+    gateway_tokens: Option<PathBuf>,
+    #[serde(default)]
+    gateway_cors: Vec<String>,
     /// Every limit of the core and the runtime, by name (`petald --print-config`).
     #[serde(default)]
     limits: toml::Table,
@@ -194,6 +212,10 @@ struct Settings {
     network_key_file: Option<PathBuf>,
     /// Where identity registries live (`None`: the overlay's store).
     session_store: Option<String>,
+    /// The HTTP gateway: its address, token file and CORS origins.
+    gateway: Option<SocketAddr>,
+    gateway_tokens: Option<PathBuf>,
+    gateway_cors: Vec<String>,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -265,7 +287,15 @@ fn settings(cli: Cli) -> Result<Settings> {
     if let Some(url) = &session_store {
         session_store::check_url(url)?;
     }
+    let gateway_cors = if cli.gateway_cors.is_empty() {
+        file.gateway_cors
+    } else {
+        cli.gateway_cors
+    };
     Ok(Settings {
+        gateway: cli.gateway.or(file.gateway),
+        gateway_tokens: cli.gateway_tokens.or(file.gateway_tokens),
+        gateway_cors,
         session_store,
         tuning,
         json_logs,
@@ -507,7 +537,7 @@ async fn run(s: Settings) -> Result<()> {
         s.advertise
             .unwrap_or_else(|| default_advertise(s.listen, &opts.seeds, s.discovery.as_ref())),
     );
-    opts.discovery = s.discovery;
+    opts.discovery = s.discovery.clone();
     opts.seed = seed_of(id);
     // The store's versions and expiry times are Unix milliseconds: the node counts from now.
     opts.wall_clock_ms = std::time::SystemTime::now()
@@ -539,16 +569,38 @@ async fn run(s: Settings) -> Result<()> {
             node.info().addr
         );
     }
+    let gateway = match s.gateway {
+        Some(addr) => Some(start_gateway(&s, addr).await?),
+        None => None,
+    };
     let watch = tokio::spawn(watch_drops(node.stats_source()));
     let sig = shutdown_signal().await;
     watch.abort();
     if let Some(a) = admin {
         a.stop();
     }
+    if let Some(g) = gateway {
+        g.stop();
+    }
     tracing::info!(signal = sig, "shutting down");
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the HTTP gateway on `addr`, a client of this node's relay port.
+async fn start_gateway(s: &Settings, addr: SocketAddr) -> Result<petal_gateway::GatewayHandle> {
+    let mut o = petal_gateway::GatewayOptions::new(addr, s.port);
+    if let Some(f) = &s.gateway_tokens {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the gateway's tokens {}", f.display()))?;
+        let tokens = petal_gateway::auth::Tokens::parse(&text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("the gateway's tokens {}", f.display()))?;
+        o.tokens = Some(std::sync::Arc::new(tokens));
+    }
+    o.cors_origins = s.gateway_cors.clone();
+    Ok(petal_gateway::start(o).await?)
 }
 
 /// The seed of the core's random generator: the node id's two 64-bit halves folded together.

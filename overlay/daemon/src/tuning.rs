@@ -184,6 +184,16 @@ pub(crate) fn print_config(s: &crate::Settings) -> Result<String> {
             ));
         }
     }
+    if let Some(g) = s.gateway {
+        line(format!("gateway = {}", q(&g.to_string())));
+    }
+    if let Some(f) = &s.gateway_tokens {
+        line(format!("gateway_tokens = {}", q(&f.display().to_string())));
+    }
+    if !s.gateway_cors.is_empty() {
+        let cors: Vec<String> = s.gateway_cors.iter().map(|x| q(x)).collect();
+        line(format!("gateway_cors = [{}]", cors.join(", ")));
+    }
     if let Some(url) = &s.session_store {
         line(format!(
             "session_store = {}",

@@ -1,0 +1,133 @@
+//! The HTTP/1.1 accept loop the admin API and the gateway share: at most `max_connections`
+//! served at once (more wait in the kernel's accept queue), at most `max_connections_per_ip`
+//! from one address (more are closed at once), request heads within 16 KiB (431 beyond) and
+//! `header_timeout`, connections closed after `lifetime` (the admin API; the gateway's
+//! streams live as long as their clients).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Largest request head accepted (hyper answers 431 beyond).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// How [`serve`] limits its clients.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections served at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Longest wait for a request's head (the first, and each next one on a kept-alive
+    /// connection).
+    pub header_timeout: Duration,
+    /// Longest a connection lives (`None`: as long as its client keeps it).
+    pub lifetime: Option<Duration>,
+    /// Connections may be upgraded (WebSocket).
+    pub upgrades: bool,
+    /// What serves, for logs.
+    pub what: &'static str,
+}
+
+/// Connections open per client address; an entry goes when its last connection ends.
+#[derive(Clone, Default)]
+struct PerIp(Arc<std::sync::Mutex<std::collections::BTreeMap<IpAddr, usize>>>);
+
+/// One connection counted in [`PerIp`] until dropped.
+struct IpSlot(PerIp, IpAddr);
+
+impl PerIp {
+    /// A slot for a connection from `ip`, or `None` when it has `max` already.
+    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0)
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits`, until the task is dropped or aborted.
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = PerIp::default();
+    let what = limits.what;
+    loop {
+        // A slot first: past the limit, connections wait in the accept queue.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "{what}: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(ip_slot) = per_ip.take(from.ip(), limits.max_connections_per_ip.max(1)) else {
+            tracing::debug!(%from, "{what}: too many connections from one address; closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _slots = (permit, ip_slot);
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(MAX_HEAD);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let ended = if limits.upgrades {
+                let conn = builder.serve_connection(io, service).with_upgrades();
+                finish(conn, limits.lifetime).await
+            } else {
+                let conn = builder.serve_connection(io, service);
+                finish(conn, limits.lifetime).await
+            };
+            match ended {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "{what}: connection ended"),
+                None => tracing::debug!("{what}: connection open too long; closed"),
+            }
+        });
+    }
+}
+
+/// Runs a connection to its end, or until `lifetime` (then `None`).
+async fn finish<F: std::future::Future<Output = Result<(), hyper::Error>>>(
+    conn: F,
+    lifetime: Option<Duration>,
+) -> Option<Result<(), hyper::Error>> {
+    match lifetime {
+        Some(d) => tokio::time::timeout(d, conn).await.ok(),
+        None => Some(conn.await),
+    }
+}

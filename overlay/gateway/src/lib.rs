@@ -1,0 +1,449 @@
+//! Petal's HTTP gateway (`petald --gateway ADDR`): the messaging patterns for applications that
+//! cannot link a relay-v1 client (browsers, scripts, serverless functions).
+//!
+//! | path | answer |
+//! |---|---|
+//! | `POST /v1/clusters/{cluster}/request` | the body is the request; header `Petal-Timeout-Ms` (default 5000, at most 600000): 200 with the reply, 502 with the service's fault, 504 on timeout |
+//! | `POST /v1/clusters/{cluster}/broadcast` | 202: sent to every member (best effort) |
+//! | `POST /v1/topics/{topic}/publish` | 202: published to every subscriber (best effort) |
+//! | `GET /v1/topics/{topic}/events` | Server-Sent Events, or a WebSocket when upgraded ([`events`]) |
+//!
+//! Errors are JSON: `{"error": "<code>", "message": "<what>"}` with the status (400 bad input,
+//! 401 no or unknown token, 403 not allowed to the token, 413 body too large, 429 rate
+//! exceeded, 502 remote fault, 503 node unreachable, 504 timeout). Exactly one response per
+//! request, as relay v1 gives one reply per request.
+//!
+//! The gateway is a client of its node: it speaks relay v1 to the node's relay port (a few
+//! shared connections for requests, broadcasts and publishes; one per event stream, so the
+//! node's own per-client limits apply to each stream). Security: with a token file
+//! ([`auth`]) every path needs `Authorization: Bearer <secret>` of a token that allows the
+//! pattern and the name; without one the gateway only listens on loopback. Cross-origin
+//! browsers are let in from the configured origins only ([`GatewayOptions::cors_origins`]);
+//! a WebSocket upgrade from another origin is refused (403). Bodies are limited
+//! ([`GatewayOptions::max_body`]), connections too (in all and per client address).
+
+#![allow(
+    clippy::result_large_err,
+    reason = "handlers return the error response itself: built once, on the error path"
+)]
+
+pub mod auth;
+pub mod events;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use petal_client::{Connection, Error};
+use tokio::net::TcpListener;
+
+use auth::{Denied, Pattern, Tokens};
+
+/// How the gateway runs.
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The node's relay port on 127.0.0.1 (the gateway is one of its clients).
+    pub relay_port: u16,
+    /// Bearer tokens; required for a non-loopback `addr`.
+    pub tokens: Option<Arc<Tokens>>,
+    /// Origins allowed to call from a browser (`https://app.example`, or `*`).
+    pub cors_origins: Vec<String>,
+    /// Largest request body, in bytes.
+    pub max_body: usize,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections served at once from one address.
+    pub max_connections_per_ip: usize,
+    /// Longest wait for a request's head.
+    pub header_timeout: Duration,
+    /// A request's timeout when `Petal-Timeout-Ms` is absent.
+    pub default_timeout: Duration,
+    /// Events queued for one event stream before it is cut off as a slow reader.
+    pub event_queue: usize,
+    /// Relay connections shared by requests, broadcasts and publishes.
+    pub pool: usize,
+}
+
+impl GatewayOptions {
+    /// Defaults on `addr` for the node whose relay port is `relay_port`.
+    pub fn new(addr: SocketAddr, relay_port: u16) -> Self {
+        Self {
+            addr,
+            relay_port,
+            tokens: None,
+            cors_origins: Vec::new(),
+            max_body: 1 << 20,
+            max_connections: 4096,
+            max_connections_per_ip: 1024,
+            header_timeout: Duration::from_secs(10),
+            default_timeout: Duration::from_secs(5),
+            event_queue: 1024,
+            pool: 4,
+        }
+    }
+}
+
+/// The longest request timeout a client may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 600_000;
+
+/// Counters of the gateway's work.
+#[derive(Debug, Default)]
+pub struct GatewayStats {
+    /// HTTP requests received (any path, any answer).
+    pub requests: AtomicU64,
+    /// Requests refused for their token (401, 403) or rate (429).
+    pub refused: AtomicU64,
+    /// Event streams opened (Server-Sent Events and WebSockets).
+    pub streams: AtomicU64,
+    /// Events sent on event streams.
+    pub events: AtomicU64,
+    /// Event streams cut off because their reader fell `event_queue` events behind.
+    pub slow_cut: AtomicU64,
+}
+
+/// Why the gateway did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A non-loopback address without tokens.
+    NeedsTokens(SocketAddr),
+    /// The address could not be bound.
+    Bind(SocketAddr, std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NeedsTokens(a) => write!(
+                f,
+                "the gateway on {a} would be reachable from other machines: give it a token \
+                 file (--gateway-tokens), or bind it to a loopback address"
+            ),
+            Self::Bind(a, e) => write!(f, "cannot listen on {a} for the gateway: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running gateway; dropping it does not stop it (see [`GatewayHandle::stop`]).
+#[derive(Debug)]
+pub struct GatewayHandle {
+    addr: SocketAddr,
+    task: tokio::task::AbortHandle,
+    stats: Arc<GatewayStats>,
+}
+
+impl GatewayHandle {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> &GatewayStats {
+        &self.stats
+    }
+
+    /// Stops accepting (connections being served finish on their own).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// Binds and serves the gateway.
+pub async fn start(opts: GatewayOptions) -> Result<GatewayHandle, StartError> {
+    if opts.tokens.is_none() && !opts.addr.ip().is_loopback() {
+        return Err(StartError::NeedsTokens(opts.addr));
+    }
+    let listener = TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| StartError::Bind(opts.addr, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(opts.addr, e))?;
+    let stats = Arc::new(GatewayStats::default());
+    let app = router(opts.clone(), stats.clone());
+    let limits = petal_admin::http::Limits {
+        max_connections: opts.max_connections,
+        max_connections_per_ip: opts.max_connections_per_ip,
+        header_timeout: opts.header_timeout,
+        lifetime: None,
+        upgrades: true,
+        what: "gateway",
+    };
+    let task = tokio::spawn(petal_admin::http::serve(listener, app, limits)).abort_handle();
+    tracing::info!(%addr, tokens = opts.tokens.is_some(), "gateway listening");
+    Ok(GatewayHandle { addr, task, stats })
+}
+
+/// The shared state of the handlers.
+pub(crate) struct Gate {
+    pub(crate) opts: GatewayOptions,
+    pub(crate) stats: Arc<GatewayStats>,
+    pool: Vec<tokio::sync::Mutex<Option<Connection>>>,
+    next: AtomicUsize,
+}
+
+pub(crate) type St = State<Arc<Gate>>;
+
+impl Gate {
+    /// One of the shared relay connections (dialled again when it broke).
+    async fn conn(&self) -> Result<Connection, Response> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let mut slot = self.pool[i].lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = Connection::connect(self.opts.relay_port)
+            .await
+            .map_err(|e| unreachable_node(&e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Checks the request's token for `pattern` on `name`.
+    pub(crate) fn authorize(
+        &self,
+        headers: &HeaderMap,
+        pattern: Pattern,
+        name: &str,
+    ) -> Result<(), Response> {
+        check_name(name)?;
+        let Some(tokens) = &self.opts.tokens else {
+            return Ok(());
+        };
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        tokens.check(auth, pattern, name).map(drop).map_err(|d| {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            match d {
+                Denied::Unauthenticated => {
+                    let mut r = error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "a bearer token is required (Authorization: Bearer <secret>)",
+                    );
+                    r.headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    r
+                }
+                Denied::Forbidden(why) => error(StatusCode::FORBIDDEN, "forbidden", why),
+                Denied::RateLimited(why) => {
+                    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", why);
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    r
+                }
+            }
+        })
+    }
+}
+
+/// Cluster and topic names: 1 to 1024 bytes (relay v1 carries any UTF-8; a bound keeps paths
+/// sane).
+fn check_name(name: &str) -> Result<(), Response> {
+    if name.is_empty() || name.len() > 1024 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_name",
+            "cluster and topic names are 1 to 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON error response.
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+fn unreachable_node(e: &Error) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node_unreachable",
+        format!("the node does not answer: {e}"),
+    )
+}
+
+/// The router of the gateway.
+pub fn router(opts: GatewayOptions, stats: Arc<GatewayStats>) -> Router {
+    let max_body = opts.max_body;
+    let pool = (0..opts.pool.max(1))
+        .map(|_| tokio::sync::Mutex::new(None))
+        .collect();
+    let gate = Arc::new(Gate {
+        opts,
+        stats,
+        pool,
+        next: AtomicUsize::new(0),
+    });
+    Router::new()
+        .route("/v1/clusters/{cluster}/request", post(request))
+        .route("/v1/clusters/{cluster}/broadcast", post(broadcast))
+        .route("/v1/topics/{topic}/publish", post(publish))
+        .route("/v1/topics/{topic}/events", get(events::events))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(gate.clone(), cors))
+        .with_state(gate)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such path")
+}
+
+/// The request's timeout from `Petal-Timeout-Ms`.
+fn timeout_of(headers: &HeaderMap, default: Duration) -> Result<Duration, Response> {
+    let Some(v) = headers.get("petal-timeout-ms") else {
+        return Ok(default);
+    };
+    match v.to_str().ok().and_then(|t| t.trim().parse::<u64>().ok()) {
+        Some(ms) if (1..=MAX_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_timeout",
+            format!(
+                "Petal-Timeout-Ms must be a whole number of milliseconds, 1 to {MAX_TIMEOUT_MS}"
+            ),
+        )),
+    }
+}
+
+async fn request(
+    State(g): St,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = g.authorize(&headers, Pattern::Request, &cluster) {
+        return r;
+    }
+    let timeout = match timeout_of(&headers, g.opts.default_timeout) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let conn = match g.conn().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match conn.request(&cluster, body, timeout).await {
+        Ok(reply) => ([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response(),
+        Err(Error::Remote(fault)) => error(StatusCode::BAD_GATEWAY, "remote_fault", fault),
+        Err(Error::Timeout) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("no reply within {} ms", timeout.as_millis()),
+        ),
+        Err(Error::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid", why),
+        Err(e) => unreachable_node(&e),
+    }
+}
+
+async fn broadcast(
+    State(g): St,
+    Path(cluster): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = g.authorize(&headers, Pattern::Broadcast, &cluster) {
+        return r;
+    }
+    let conn = match g.conn().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match conn.broadcast(&cluster, body).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(Error::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid", why),
+        Err(e) => unreachable_node(&e),
+    }
+}
+
+async fn publish(
+    State(g): St,
+    Path(topic): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = g.authorize(&headers, Pattern::Publish, &topic) {
+        return r;
+    }
+    let conn = match g.conn().await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match conn.publish(&topic, body).await {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(Error::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid", why),
+        Err(e) => unreachable_node(&e),
+    }
+}
+
+/// Whether browsers from `origin` may call.
+pub(crate) fn origin_allowed(opts: &GatewayOptions, origin: &str) -> bool {
+    opts.cors_origins.iter().any(|o| o == "*" || o == origin)
+}
+
+/// CORS: answers preflights and marks responses for allowed origins; refuses a WebSocket
+/// upgrade from an origin not allowed (browsers do not apply CORS to WebSockets).
+async fn cors(State(g): St, req: Request, next: Next) -> Response {
+    g.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let allowed = origin
+        .as_deref()
+        .is_some_and(|o| origin_allowed(&g.opts, o));
+    if origin.is_some() && !allowed && req.headers().contains_key(header::UPGRADE) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "origin",
+            "WebSocket from an origin not in the gateway's CORS origins",
+        );
+    }
+    let mut r = if req.method() == Method::OPTIONS && origin.is_some() {
+        if allowed {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type, petal-timeout-ms"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            r
+        } else {
+            error(StatusCode::FORBIDDEN, "origin", "origin not allowed")
+        }
+    } else {
+        next.run(req).await
+    };
+    if let (true, Some(o)) = (allowed, origin)
+        && let Ok(v) = HeaderValue::from_str(&o)
+    {
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    r
+}

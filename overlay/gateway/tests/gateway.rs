@@ -1,0 +1,536 @@
+//! The gateway against a real node on loopback, with real HTTP and WebSocket clients: every
+//! pattern's answers (200, 202, 502, 504, 4xx), events as Server-Sent Events and over a
+//! WebSocket (text, binary, base64), slow readers cut off and counted, tokens that reach only
+//! what they were given, CORS, and body limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use petal_client::{Connection, ServiceHandler, register};
+use petal_gateway::auth::Tokens;
+use petal_gateway::{GatewayHandle, GatewayOptions, StartError};
+use petal_node::{Identity, LinkSecurity, NetworkKey, NodeHandle, Options, TokioNet};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+async fn node() -> NodeHandle {
+    let mut o = Options::new(
+        Identity::from_seed(1),
+        LinkSecurity::Noise(NetworkKey::from_bytes([0x6a; 32])),
+    );
+    o.relay_addrs = vec!["127.0.0.1:0".parse().unwrap()];
+    o.peer_listen = "127.0.0.1:0".parse().unwrap();
+    petal_node::spawn(TokioNet, o).await.unwrap()
+}
+
+fn port(n: &NodeHandle) -> u16 {
+    n.relay_addrs()[0].port()
+}
+
+async fn gateway(n: &NodeHandle, f: impl FnOnce(&mut GatewayOptions)) -> GatewayHandle {
+    let mut o = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), port(n));
+    f(&mut o);
+    petal_gateway::start(o).await.unwrap()
+}
+
+/// Replies `re: <request>`; fails requests that start with `fail`; sleeps on `slow`.
+struct Svc;
+
+impl ServiceHandler for Svc {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        if request.starts_with(b"fail") {
+            return Err("it failed".into());
+        }
+        if request.starts_with(b"slow") {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        let mut out = b"re: ".to_vec();
+        out.extend_from_slice(&request);
+        Ok(out.into())
+    }
+}
+
+struct Answer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`).
+async fn http(
+    at: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut s = TcpStream::connect(at).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head[9..12].parse().unwrap();
+    Answer {
+        status,
+        head,
+        body: out[split + 4..].to_vec(),
+    }
+}
+
+async fn post(at: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    http(at, "POST", path, headers, body).await
+}
+
+#[tokio::test]
+async fn requests_broadcasts_and_publishes_get_one_answer_each() {
+    let n = node().await;
+    let g = gateway(&n, |_| {}).await;
+    let at = g.local_addr();
+    let _svc = register(port(&n), "svc", Svc).await.unwrap();
+    let r = post(at, "/v1/clusters/svc/request", &[], b"hello").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"re: hello"[..]));
+    let r = post(at, "/v1/clusters/svc/request", &[], b"fail now").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "remote_fault");
+    assert_eq!(r.json()["message"], "it failed");
+    let r = post(
+        at,
+        "/v1/clusters/svc/request",
+        &[("Petal-Timeout-Ms", "300")],
+        b"slow",
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "timeout");
+    // Nobody serves it: the node's timeout answers.
+    let r = post(
+        at,
+        "/v1/clusters/nobody/request",
+        &[("Petal-Timeout-Ms", "200")],
+        b"x",
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    for bad in ["0", "-1", "soon", "600001"] {
+        let r = post(
+            at,
+            "/v1/clusters/svc/request",
+            &[("Petal-Timeout-Ms", bad)],
+            b"x",
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str()),
+            (400, Some("bad_timeout")),
+            "{bad}"
+        );
+    }
+    // A broadcast reaches the member, a publish the subscriber.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sub = Connection::connect(port(&n)).await.unwrap();
+    sub.subscribe("news", move |e: Bytes| {
+        let _ = tx.send(e);
+    })
+    .await
+    .unwrap();
+    let r = post(at, "/v1/topics/news/publish", &[], b"extra").await;
+    assert_eq!(r.status, 202);
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some(&b"extra"[..]));
+    let r = post(at, "/v1/clusters/svc/broadcast", &[], b"all").await;
+    assert_eq!(r.status, 202);
+    // Bad paths and methods.
+    assert_eq!(
+        http(at, "GET", "/v1/clusters/svc/request", &[], b"")
+            .await
+            .status,
+        405
+    );
+    assert_eq!(
+        http(at, "GET", "/nothing", &[], b"").await.json()["error"],
+        "not_found"
+    );
+    assert_eq!(g.stats().requests.load(Ordering::Relaxed), 12);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let n = node().await;
+    let g = gateway(&n, |o| o.max_body = 1000).await;
+    let _svc = register(port(&n), "svc", Svc).await.unwrap();
+    let r = post(
+        g.local_addr(),
+        "/v1/clusters/svc/request",
+        &[],
+        &[b'x'; 1001],
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    let r = post(
+        g.local_addr(),
+        "/v1/clusters/svc/request",
+        &[],
+        &[b'x'; 1000],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+/// Reads Server-Sent Events from `path` until `n` events came; (event type, data) each.
+async fn sse(at: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect(at).await.unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {at}\r\nAccept: text/event-stream\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    let status = line[9..12].parse().unwrap();
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    (status, r)
+}
+
+/// The next event of a chunked event stream: (type, data); `None` at its end.
+async fn next_event(r: &mut BufReader<TcpStream>) -> Option<(String, String)> {
+    let (mut kind, mut data) = ("message".to_string(), None);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line))
+            .await
+            .expect("an event within 10 s")
+            .ok()?;
+        if read == 0 {
+            return None;
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if let Some(v) = l
+            .strip_prefix("event: ")
+            .or_else(|| l.strip_prefix("event:"))
+        {
+            kind = v.to_string();
+        } else if let Some(v) = l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")) {
+            assert!(data.is_none(), "one data line per event");
+            data = Some(v.to_string());
+        } else if l.is_empty() {
+            if let Some(d) = data.take() {
+                return Some((kind, d));
+            }
+        }
+        // Chunk sizes and comments are skipped.
+    }
+}
+
+#[tokio::test]
+async fn events_come_as_server_sent_events_with_base64_for_other_bytes() {
+    let n = node().await;
+    let g = gateway(&n, |_| {}).await;
+    let at = g.local_addr();
+    let (status, mut r) = sse(at, "/v1/topics/news/events", &[]).await;
+    assert_eq!(status, 200);
+    let publisher = Connection::connect(port(&n)).await.unwrap();
+    // The subscription is in place once a first event comes through.
+    let first = async {
+        loop {
+            publisher.publish("news", "ping").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        e = next_event(&mut r) => assert_eq!(e, Some(("message".into(), "ping".into()))),
+        () = first => {}
+    }
+    publisher.publish("news", "two words").await.unwrap();
+    publisher.publish("news", "line\nbreak").await.unwrap();
+    publisher
+        .publish("news", vec![0u8, 1, 2, 255])
+        .await
+        .unwrap();
+    publisher.publish("news", "done").await.unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&("message".to_string(), "done".to_string())) {
+        got.push(next_event(&mut r).await.expect("the stream goes on"));
+    }
+    got.retain(|e| e.1 != "ping");
+    assert_eq!(
+        got,
+        vec![
+            ("message".into(), "two words".into()),
+            ("base64".into(), "bGluZQpicmVhaw==".into()),
+            ("base64".into(), "AAEC/w==".into()),
+            ("message".into(), "done".into()),
+        ]
+    );
+    assert!(g.stats().events.load(Ordering::Relaxed) >= 5);
+}
+
+#[tokio::test]
+async fn events_come_over_a_websocket_and_a_slow_reader_is_cut_off() {
+    let n = node().await;
+    let g = gateway(&n, |o| o.event_queue = 64).await;
+    let at = g.local_addr();
+    let url = format!("ws://{at}/v1/topics/chat/events");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let publisher = Connection::connect(port(&n)).await.unwrap();
+    use tokio_tungstenite::tungstenite::Message;
+    let first = async {
+        loop {
+            publisher.publish("chat", "ping").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        m = ws.next() => assert_eq!(m.unwrap().unwrap(), Message::Text("ping".into())),
+        () = first => {}
+    }
+    publisher.publish("chat", vec![0u8, 159]).await.unwrap();
+    publisher.publish("chat", "end").await.unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&Message::Text("end".into())) {
+        got.push(ws.next().await.unwrap().unwrap());
+    }
+    got.retain(|m| *m != Message::Text("ping".into()));
+    assert_eq!(
+        got,
+        vec![
+            Message::Binary(vec![0u8, 159].into()),
+            Message::Text("end".into())
+        ]
+    );
+    // A reader that stops reading: cut off with a reason once 64 events wait for it. (The
+    // socket buffers hold some too; publish until the gateway gives up.)
+    let big = vec![b'x'; 16 << 10];
+    let mut sent = 0;
+    while g.stats().slow_cut.load(Ordering::Relaxed) == 0 {
+        publisher.publish("chat", big.clone()).await.unwrap();
+        sent += 1;
+        assert!(sent < 100_000, "never cut off");
+        if sent % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Reading now: the queued events, then the close with its reason.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(Some(f)))) => break f,
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008);
+    assert!(close.reason.starts_with("slow reader"), "{}", close.reason);
+    let _ = ws.close(None).await;
+}
+
+const TOKENS: &str = r#"
+[[token]]
+name = "frontend"
+secret = "frontend-secret-0001"
+clusters = ["svc"]
+topics = ["pub/*"]
+allow = ["request", "subscribe"]
+
+[[token]]
+name = "metered"
+secret = "metered-secret-00001"
+clusters = ["svc"]
+allow = ["request"]
+rate_per_s = 1
+burst = 3
+"#;
+
+#[tokio::test]
+async fn a_token_reaches_only_what_it_was_given() {
+    let n = node().await;
+    let tokens = Arc::new(Tokens::parse(TOKENS).unwrap());
+    let g = gateway(&n, |o| o.tokens = Some(tokens)).await;
+    let at = g.local_addr();
+    let _svc = register(port(&n), "svc", Svc).await.unwrap();
+    let front = [("Authorization", "Bearer frontend-secret-0001")];
+    assert_eq!(
+        post(at, "/v1/clusters/svc/request", &front, b"a")
+            .await
+            .status,
+        200
+    );
+    // No token, an unknown one: 401 with a JSON body.
+    let r = post(at, "/v1/clusters/svc/request", &[], b"a").await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+    let r = post(
+        at,
+        "/v1/clusters/svc/request",
+        &[("Authorization", "Bearer nope-nope-nope-nope")],
+        b"a",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // Each pattern and name it was not given: 403.
+    for (method, path) in [
+        ("POST", "/v1/clusters/other/request"),
+        ("POST", "/v1/clusters/svc/broadcast"),
+        ("POST", "/v1/topics/pub%2Fx/publish"),
+        ("GET", "/v1/topics/private/events"),
+    ] {
+        let r = http(at, method, path, &front, b"").await;
+        assert_eq!(
+            (r.status, r.json()["error"].as_str()),
+            (403, Some("forbidden")),
+            "{path}"
+        );
+    }
+    let (status, _) = sse(at, "/v1/topics/pub%2Fnews/events", &front).await;
+    assert_eq!(status, 200);
+    let (status, _) = sse(at, "/v1/topics/pub%2Fnews/events", &[]).await;
+    assert_eq!(status, 401);
+    // A WebSocket without a token is refused too.
+    let url = format!("ws://{at}/v1/topics/pub%2Fnews/events");
+    assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+    // The metered token: its burst of 3, then 429 with Retry-After.
+    let metered = [("Authorization", "Bearer metered-secret-00001")];
+    for _ in 0..3 {
+        assert_eq!(
+            post(at, "/v1/clusters/svc/request", &metered, b"m")
+                .await
+                .status,
+            200
+        );
+    }
+    let r = post(at, "/v1/clusters/svc/request", &metered, b"m").await;
+    assert_eq!(
+        (r.status, r.header("retry-after").as_deref()),
+        (429, Some("1"))
+    );
+    assert!(g.stats().refused.load(Ordering::Relaxed) >= 8);
+}
+
+#[tokio::test]
+async fn a_gateway_beyond_loopback_needs_tokens() {
+    let n = node().await;
+    let o = GatewayOptions::new("0.0.0.0:0".parse().unwrap(), port(&n));
+    assert!(matches!(
+        petal_gateway::start(o).await,
+        Err(StartError::NeedsTokens(_))
+    ));
+}
+
+#[tokio::test]
+async fn browsers_are_let_in_from_the_configured_origins_only() {
+    let n = node().await;
+    let g = gateway(&n, |o| o.cors_origins = vec!["https://app.example".into()]).await;
+    let at = g.local_addr();
+    let _svc = register(port(&n), "svc", Svc).await.unwrap();
+    let pre = [
+        ("Origin", "https://app.example"),
+        ("Access-Control-Request-Method", "POST"),
+    ];
+    let r = http(at, "OPTIONS", "/v1/clusters/svc/request", &pre, b"").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert!(
+        r.header("access-control-allow-headers")
+            .unwrap()
+            .contains("petal-timeout-ms")
+    );
+    let r = post(
+        at,
+        "/v1/clusters/svc/request",
+        &[("Origin", "https://app.example")],
+        b"c",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    // Another origin: no CORS headers (the browser then hides the answer), preflight refused,
+    // and a WebSocket from it refused outright.
+    let r = post(
+        at,
+        "/v1/clusters/svc/request",
+        &[("Origin", "https://evil.example")],
+        b"c",
+    )
+    .await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    let evil = [
+        ("Origin", "https://evil.example"),
+        ("Access-Control-Request-Method", "POST"),
+    ];
+    assert_eq!(
+        http(at, "OPTIONS", "/v1/clusters/svc/request", &evil, b"")
+            .await
+            .status,
+        403
+    );
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{at}/v1/topics/t/events")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    let mut req = format!("ws://{at}/v1/topics/t/events")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://app.example".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Close(None))
+        .await
+        .unwrap();
+}

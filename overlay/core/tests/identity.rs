@@ -419,6 +419,15 @@ fn an_external_registry_that_does_not_answer_times_operations_out_and_recovers()
     let why = IdResult::Failed("identity registry: connection refused".into());
     assert_eq!(outcome(&mut net, 1, 5), why);
     assert_eq!(outcome(&mut net, 0, 6), why);
+    // A presence query under a failing registry asks again after a pause, not in a loop, and
+    // ends with the reason.
+    let before = net.registry_ops.len();
+    let now = net.now;
+    net.nodes[2].id_who(now, CLIENT, 7, "kim", 1_000).unwrap();
+    net.drain(2);
+    assert_eq!(outcome(&mut net, 2, 7), why);
+    let asked = net.registry_ops.len() - before;
+    assert!((5..=11).contains(&asked), "{asked} reads in 1 s");
     // Back: a registration made now works, and the failed ones left nothing held.
     net.registry_fails = None;
     assert!(net.nodes[1].identities().is_empty());
@@ -427,7 +436,23 @@ fn an_external_registry_that_does_not_answer_times_operations_out_and_recovers()
         send(&mut net, 0, 4, "kim", b"y"),
         IdResult::Sent { nodes: 1 }
     );
-    // An answer to an operation that timed out is ignored.
+    // An answer that comes after its operation timed out changes nothing.
+    net.registry_down = true;
+    let before = net.registry_ops.len();
     let now = net.now;
+    net.nodes[3].id_who(now, CLIENT, 8, "kim", 500).unwrap();
+    net.drain(3);
+    assert_eq!(outcome(&mut net, 3, 8), IdResult::TimedOut);
+    let late = net.registry_ops[before..]
+        .iter()
+        .find(|(n, _, _)| *n == 3)
+        .map(|(_, op, _)| *op)
+        .expect("a registry read");
+    // (The read itself may still be waited for: its answer then ends nothing twice.)
+    let now = net.now;
+    net.nodes[3].registry_result(now, late, petal_core::StoreResult::NotFound);
+    net.drain(3);
+    net.run_for(Duration::from_millis(10));
+    assert_eq!(outcome(&mut net, 3, 8), IdResult::TimedOut, "one outcome");
     assert!(!net.nodes[1].registry_result(now, 12345, petal_core::StoreResult::NotFound));
 }

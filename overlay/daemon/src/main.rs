@@ -138,8 +138,8 @@ struct Cli {
     gateway_cors: Vec<String>,
     /// Keep identity registries in this Redis (`redis://[:password@]host:port[/db]` or
     /// `redis+unix:///path`) instead of the overlay's store, for deployments that already run
-    /// one. Every node of the network must name the same one; petald refuses to start when it
-    /// cannot reach it.
+    /// one. Every node of the network must name the same one. While it does not answer,
+    /// identity operations fail with the reason; everything else works.
     #[arg(long, value_name = "URL")]
     session_store: Option<String>,
     /// Print the effective configuration (flags, file and defaults merged; every limit and
@@ -546,8 +546,16 @@ async fn run(s: Settings) -> Result<()> {
         .and_then(|d| u64::try_from(d.as_millis()).ok());
     s.tuning.apply(&mut opts, s.memory_budget)?;
     if let Some(url) = &s.session_store {
-        let registry = session_store::RedisRegistry::connect(url).await?;
-        tracing::info!(store = %petal_node::Registry::describe(&registry), "identity registries in Redis");
+        let registry = session_store::RedisRegistry::new(url)?;
+        let store = petal_node::Registry::describe(&registry);
+        match registry.probe().await {
+            Ok(()) => tracing::info!(%store, "identity registries in Redis"),
+            Err(why) => tracing::warn!(
+                %store,
+                error = %why,
+                "identity registries in Redis, which does not answer: identity operations fail until it does"
+            ),
+        }
         opts.registry = Some(std::sync::Arc::new(registry));
     }
     let admin = admin::bind(&s.admin).await?;

@@ -36,7 +36,13 @@ end
 if ARGV[2] ~= '' and ARGV[2] ~= (cur or '0') then
   return {2, cur or '0'}
 end
-local v = tostring(redis.call('INCR', KEYS[2]))
+local n = redis.call('INCR', KEYS[2])
+if cur and tonumber(cur) >= n then
+  -- The counter was lost (a restart without persistence, an eviction): never go back.
+  n = tonumber(cur) + 1
+  redis.call('SET', KEYS[2], n)
+end
+local v = string.format('%d', n)
 if ARGV[1] == 'put' then
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'v', v, 'd', ARGV[3])
@@ -49,10 +55,61 @@ return {3, v}
 
 /// Identity registries in one Redis server.
 pub(crate) struct RedisRegistry {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     script: Arc<redis::Script>,
     /// The URL with any password left out.
     shown: String,
+}
+
+/// The connection to Redis, made again after failures in a row (a half-open TCP connection
+/// only ever times out: the connection manager would keep it).
+struct Link {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    conn: std::sync::Mutex<ConnectionManager>,
+    /// Operations in a row that failed for the connection.
+    failures: std::sync::atomic::AtomicU32,
+    shown: String,
+}
+
+/// Failures in a row after which the connection is made anew.
+const REDIAL_AFTER: u32 = 3;
+
+impl Link {
+    fn conn(&self) -> ConnectionManager {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Counts an operation's outcome: the first failure is logged (warn), the recovery too;
+    /// every [`REDIAL_AFTER`] connection failures in a row the connection is made anew.
+    fn outcome(&self, error: Option<&redis::RedisError>) {
+        use std::sync::atomic::Ordering;
+        let Some(e) = error else {
+            if self.failures.swap(0, Ordering::Relaxed) > 0 {
+                tracing::warn!(store = %self.shown, "session store reachable again");
+            }
+            return;
+        };
+        if !(e.is_timeout() || e.is_io_error() || e.is_connection_dropped()) {
+            return;
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            tracing::warn!(store = %self.shown, error = %e, "session store unreachable: identity operations fail until it is back");
+        }
+        if n % REDIAL_AFTER == 0
+            && let Ok(fresh) =
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        {
+            *self
+                .conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisRegistry {
@@ -63,18 +120,35 @@ impl std::fmt::Debug for RedisRegistry {
     }
 }
 
-/// `url` with the password (between `:` and `@` after the scheme) replaced by `***`.
+/// `url` with any password replaced by `***`: the user information's (up to the last `@`:
+/// a password may hold `@`) and the `pass`/`password` query parameters (unix sockets).
 pub(crate) fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = match rest.rsplit_once('@') {
         Some((user, host)) => {
             let user = user.split_once(':').map_or(user, |(u, _)| u);
             format!("{scheme}://{user}:***@{host}")
         }
-        None => url.to_string(),
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k == "pass" || k == "password" => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// Checks the form of a session-store URL (for flags and the config file).
@@ -94,39 +168,48 @@ pub(crate) fn check_url(url: &str) -> Result<()> {
 }
 
 impl RedisRegistry {
-    /// Connects to the Redis at `url` (failing when it cannot be reached within 3 s: a node
-    /// told to keep registries there cannot serve identities without it). Later, a lost
-    /// connection is re-made in the background; operations meanwhile fail and are retried by
-    /// the node (leases) or reported (sends).
-    pub(crate) async fn connect(url: &str) -> Result<Self> {
+    /// The Redis at `url` (a malformed URL is an error). The connection is made on first use
+    /// and again whenever it fails, so a node starts (and serves everything else) while Redis
+    /// is down: identity operations fail with the reason until it is back.
+    pub(crate) fn new(url: &str) -> Result<Self> {
         check_url(url)?;
         let shown = without_password(url);
         let client = redis::Client::open(url).with_context(|| format!("session store {shown}"))?;
+        // Answers within a second, or the operation fails (the node waits 2 s for each).
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .with_context(|| format!("connecting to the session store {shown}"))?;
-        let me = RedisRegistry {
-            conn,
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .with_context(|| format!("session store {shown}"))?;
+        Ok(RedisRegistry {
+            link: Arc::new(Link {
+                client,
+                config,
+                conn: std::sync::Mutex::new(conn),
+                failures: std::sync::atomic::AtomicU32::new(0),
+                shown: shown.clone(),
+            }),
             script: Arc::new(redis::Script::new(SCRIPT)),
             shown,
-        };
-        // One operation at start: the server answers scripts (and the URL's database exists).
-        match me
+        })
+    }
+
+    /// One operation, to see at start whether Redis answers (the reason when it does not).
+    pub(crate) async fn probe(&self) -> Result<(), String> {
+        match self
             .run_once("petal-id:probe".into(), StoreOpKind::Get, 0)
             .await
         {
-            StoreResult::Failed(why) => bail!("session store {}: {why}", me.shown),
-            _ => Ok(me),
+            StoreResult::Failed(why) => Err(why),
+            _ => Ok(()),
         }
     }
 
     fn run_once(&self, name: String, kind: StoreOpKind, wall_ms: u64) -> BoxFuture<StoreResult> {
-        let mut conn = self.conn.clone();
+        let link = self.link.clone();
+        let mut conn = link.conn();
         let script = self.script.clone();
         Box::pin(async move {
             let (op, expect, value, ttl) = match &kind {
@@ -148,6 +231,7 @@ impl RedisRegistry {
                 .arg(ttl)
                 .invoke_async(&mut conn)
                 .await;
+            link.outcome(reply.as_ref().err());
             match reply {
                 Ok(v) => decode(&v, wall_ms),
                 Err(e) => StoreResult::Failed(format!("redis: {e}")),
@@ -202,8 +286,9 @@ fn decode(reply: &[Value], now_ms: u64) -> StoreResult {
             let (Some(version), Value::BulkString(value)) = (version(v), d) else {
                 return bad();
             };
+            // -1: no expiry; 0 or more: expires that many ms from now.
             let expires_ms = match pttl {
-                Value::Int(ms) if *ms > 0 => now_ms.saturating_add(ms.unsigned_abs()),
+                Value::Int(ms) if *ms >= 0 => now_ms.saturating_add(ms.unsigned_abs()),
                 _ => 0,
             };
             StoreResult::Found {
@@ -262,15 +347,16 @@ mod tests {
                 .unwrap(),
         );
         let url = format!("redis://127.0.0.1:{port}");
-        let mut redis = None;
+        let redis = RedisRegistry::new(&url).unwrap();
+        let mut up = false;
         for _ in 0..200 {
-            if let Ok(r) = RedisRegistry::connect(&url).await {
-                redis = Some(r);
+            if redis.probe().await.is_ok() {
+                up = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let redis = redis.expect("redis-server did not start");
+        assert!(up, "redis-server did not start");
         let mut reference = MemoryRegistry::new();
         let wall = 1_000_000;
         let mut rng: u64 = 0x5eed;
@@ -348,6 +434,14 @@ mod tests {
             "redis://app:***@h:1"
         );
         assert_eq!(without_password("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            without_password("redis://:p@ss@h:1/0"),
+            "redis://:***@h:1/0"
+        );
+        assert_eq!(
+            without_password("redis+unix:///run/redis.sock?db=2&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=2&pass=***"
+        );
     }
 
     #[test]

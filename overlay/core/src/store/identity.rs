@@ -141,6 +141,8 @@ enum IdOpKind {
     },
     Who {
         identity: Box<str>,
+        /// When to read the registry again after a failed read (`Time::MAX`: not waiting).
+        retry_at: Time,
     },
     Send {
         identity: Box<str>,
@@ -348,6 +350,7 @@ impl Node {
         let id = self.id_op_start(conn, op, identity, timeout_ms)?;
         let kind = IdOpKind::Who {
             identity: identity.into(),
+            retry_at: Time::MAX,
         };
         self.id_op_insert(now, id, conn, op, timeout_ms, kind);
         self.read_registry(now, id, identity);
@@ -366,9 +369,13 @@ impl Node {
     /// The registry read of identity operation `id` answered.
     pub(super) fn on_lookup_result(&mut self, now: Time, id: u64, result: StoreResult) {
         let wall = self.wall_ms(now);
-        let Some(op) = self.store.as_ref().and_then(|s| s.ids.ops.get(&id)) else {
+        if !self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.ids.ops.contains_key(&id))
+        {
             return;
-        };
+        }
         let lines: Vec<Line> = match &result {
             StoreResult::Found { value, .. } => parse_lines(value)
                 .into_iter()
@@ -376,8 +383,12 @@ impl Node {
                 .collect(),
             StoreResult::NotFound => Vec::new(),
             _ => {
-                // The read failed or timed out: try again while the operation has time.
-                if let StoreResult::Failed(why) = &result {
+                // The read failed or timed out: try again while the operation has time. An
+                // external registry's reason is kept, to be reported at the deadline.
+                let failed = matches!(result, StoreResult::Failed(_));
+                if let StoreResult::Failed(why) = &result
+                    && self.external_registry()
+                {
                     let why = why.as_str().into();
                     if let Some(op) = self.ids().ops.get_mut(&id) {
                         op.error = Some(why);
@@ -387,10 +398,17 @@ impl Node {
                     return;
                 };
                 if matches!(op.kind, IdOpKind::Send { .. } | IdOpKind::Who { .. }) {
-                    self.retry_send_later(now, id);
+                    self.retry_send_later(now, id, failed);
                 }
                 return;
             }
+        };
+        // The registry answered: an earlier failure is no longer the story.
+        if let Some(op) = self.ids().ops.get_mut(&id) {
+            op.error = None;
+        }
+        let Some(op) = self.store.as_ref().and_then(|s| s.ids.ops.get(&id)) else {
+            return;
         };
         match &op.kind {
             IdOpKind::Who { .. } => {
@@ -522,13 +540,15 @@ impl Node {
                 self.id_done(op_id, IdResult::Sent { nodes: n });
             } else {
                 // Every listed node let go of the identity: it moved. Read again shortly.
-                self.retry_send_later(now, op_id);
+                self.retry_send_later(now, op_id, false);
             }
         }
     }
 
-    /// Reads a send's registry again after a pause (bounded by its attempts).
-    fn retry_send_later(&mut self, now: Time, id: u64) {
+    /// Reads a send's registry again after a pause (bounded by its attempts); a presence
+    /// query's at once after a timeout, after the pause after a failure (a registry that
+    /// fails at once must not be asked in a loop).
+    fn retry_send_later(&mut self, now: Time, id: u64, failed: bool) {
         let at = now + RETRY_PAUSE;
         if let Some(IdOp {
             kind: IdOpKind::Send {
@@ -540,22 +560,26 @@ impl Node {
             waiting.clear();
             *retry_at = at;
         } else if let Some(IdOp {
-            kind: IdOpKind::Who { .. },
+            kind: IdOpKind::Who { retry_at, .. },
             ..
-        }) = self.ids().ops.get(&id)
+        }) = self.ids().ops.get_mut(&id)
         {
-            // A presence query reads once more at once (its own timeout bounds it).
-            if let Some(identity) = self.op_identity(id) {
-                self.read_registry(now, id, &identity);
+            if failed {
+                *retry_at = at;
+            } else {
+                // A presence query reads once more at once (its own timeout bounds it).
+                if let Some(identity) = self.op_identity(id) {
+                    self.read_registry(now, id, &identity);
+                }
+                return;
             }
-            return;
         }
         self.set_timer(at, TimerKey::IdRetry(id));
     }
 
     fn op_identity(&self, id: u64) -> Option<String> {
         match &self.store.as_ref()?.ids.ops.get(&id)?.kind {
-            IdOpKind::Send { identity, .. } | IdOpKind::Who { identity } => {
+            IdOpKind::Send { identity, .. } | IdOpKind::Who { identity, .. } => {
                 Some(identity.to_string())
             }
             IdOpKind::Register { .. } => None,
@@ -565,6 +589,17 @@ impl Node {
     /// A send's wait is over: nodes that stayed silent are given up; with no delivery, the
     /// registry is read again (the identity may have moved).
     pub(crate) fn on_id_retry(&mut self, now: Time, id: u64) {
+        if let Some(IdOp {
+            kind: IdOpKind::Who { retry_at, .. },
+            ..
+        }) = self.store.as_mut().and_then(|s| s.ids.ops.get_mut(&id))
+        {
+            *retry_at = Time::MAX;
+            if let Some(identity) = self.op_identity(id) {
+                self.read_registry(now, id, &identity);
+            }
+            return;
+        }
         let Some(IdOp {
             kind:
                 IdOpKind::Send {
@@ -687,9 +722,9 @@ impl Node {
         };
         match key {
             TimerKey::IdOp(id) => s.ids.ops.get(&id).is_some_and(|o| o.deadline == t),
-            TimerKey::IdRetry(id) => s.ids.ops.get(&id).is_some_and(
-                |o| matches!(o.kind, IdOpKind::Send { retry_at, .. } if retry_at == t),
-            ),
+            TimerKey::IdRetry(id) => s.ids.ops.get(&id).is_some_and(|o| {
+                matches!(o.kind, IdOpKind::Send { retry_at, .. } | IdOpKind::Who { retry_at, .. } if retry_at == t)
+            }),
             TimerKey::IdLease => s.ids.lease_timer_at == t,
             _ => false,
         }

@@ -43,7 +43,9 @@ impl Node {
         let wall = self.wall_ms(now);
         let (lease_ms, t) = (self.lease_ms(), self.registry_timeout_ms());
         let me = self.me;
-        if let StoreResult::Failed(why) = &result {
+        if let StoreResult::Failed(why) = &result
+            && self.external_registry()
+        {
             self.note_lease_error(identity, why);
         }
         let Some(lease) = self.ids().leases.get_mut(identity) else {

@@ -61,8 +61,8 @@ pub(crate) struct Net {
     pub registry_down: bool,
     /// The external registry answers every operation with this failure.
     pub registry_fails: Option<String>,
-    /// Registry operations asked for: (node, operation).
-    pub registry_ops: Vec<(usize, petal_core::StoreOpKind)>,
+    /// Registry operations asked for: (node, the node's id for it, operation).
+    pub registry_ops: Vec<(usize, u64, petal_core::StoreOpKind)>,
 }
 
 /// Decides what the network does to a message sent at a time.
@@ -221,7 +221,7 @@ impl Net {
             }
         }
         for (op, name, kind, wall) in registry {
-            self.registry_ops.push((i, kind.clone()));
+            self.registry_ops.push((i, op, kind.clone()));
             if self.registry_down {
                 continue;
             }

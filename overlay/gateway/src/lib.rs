@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod events;
+pub mod members;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -294,6 +295,8 @@ pub fn router(opts: GatewayOptions, stats: Arc<GatewayStats>) -> Router {
         .route("/v1/clusters/{cluster}/broadcast", post(broadcast))
         .route("/v1/topics/{topic}/publish", post(publish))
         .route("/v1/topics/{topic}/events", get(events::events))
+        .route("/v1/clusters/{cluster}/tunnel", get(members::tunnel))
+        .route("/v1/clusters/{cluster}/serve", get(members::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(gate.clone(), cors))
@@ -305,7 +308,7 @@ async fn not_found() -> Response {
 }
 
 /// The request's timeout from `Petal-Timeout-Ms`.
-fn timeout_of(headers: &HeaderMap, default: Duration) -> Result<Duration, Response> {
+pub(crate) fn timeout_of(headers: &HeaderMap, default: Duration) -> Result<Duration, Response> {
     let Some(v) = headers.get("petal-timeout-ms") else {
         return Ok(default);
     };

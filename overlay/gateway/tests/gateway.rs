@@ -16,6 +16,7 @@ use petal_gateway::{GatewayHandle, GatewayOptions, StartError};
 use petal_node::{Identity, LinkSecurity, NetworkKey, NodeHandle, Options, TokioNet};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 async fn node() -> NodeHandle {
     let mut o = Options::new(
@@ -517,7 +518,6 @@ async fn browsers_are_let_in_from_the_configured_origins_only() {
             .status,
         403
     );
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("ws://{at}/v1/topics/t/events")
         .into_client_request()
         .unwrap();
@@ -533,4 +533,172 @@ async fn browsers_are_let_in_from_the_configured_origins_only() {
     ws.send(tokio_tungstenite::tungstenite::Message::Close(None))
         .await
         .unwrap();
+}
+
+/// Echoes every tunnel message back.
+struct TunnelEcho;
+
+impl ServiceHandler for TunnelEcho {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        Ok(request)
+    }
+
+    fn handle_tunnel(&self, tunnel: petal_client::Tunnel) {
+        tokio::spawn(async move {
+            while let Ok(m) = tunnel.recv().await {
+                if tunnel.send(m, Duration::from_secs(10)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_carries_messages_both_ways_in_order() {
+    use tokio_tungstenite::tungstenite::Message;
+    let n = node().await;
+    let g = gateway(&n, |_| {}).await;
+    let at = g.local_addr();
+    let _svc = register(port(&n), "echo", TunnelEcho).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/echo/tunnel"))
+            .await
+            .unwrap();
+    let big: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    let sent = vec![b"one".to_vec(), big, b"three".to_vec()];
+    for m in &sent {
+        ws.send(Message::Binary(m.clone().into())).await.unwrap();
+    }
+    ws.send(Message::Text("four".into())).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Binary(b))) => got.push(b.to_vec()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut want = sent.clone();
+    want.push(b"four".to_vec());
+    assert!(
+        got == want,
+        "messages differ (lengths {:?})",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    ws.close(None).await.unwrap();
+    // No member takes a tunnel: the upgrade is answered 504.
+    let mut req = format!("ws://{at}/v1/clusters/nobody/tunnel")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Petal-Timeout-Ms", "200".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 504),
+        other => panic!("{other:?}"),
+    }
+    // A plain GET of a WebSocket path says so.
+    let r = http(at, "GET", "/v1/clusters/echo/tunnel", &[], b"").await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("websocket_required"))
+    );
+}
+
+#[tokio::test]
+async fn a_websocket_member_answers_requests_and_hears_broadcasts() {
+    use tokio_tungstenite::tungstenite::Message;
+    let n = node().await;
+    let g = gateway(&n, |_| {}).await;
+    let at = g.local_addr();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/web/serve"))
+        .await
+        .unwrap();
+    // The member answers: upper case, a fault for "bad", bytes echoed.
+    let member = tokio::spawn(async move {
+        let mut broadcasts = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            let Message::Text(t) = m else { continue };
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str().unwrap() {
+                "broadcast" => {
+                    broadcasts.push(v["body"].as_str().unwrap().to_string());
+                    if broadcasts.len() == 1 {
+                        break;
+                    }
+                }
+                "request" => {
+                    let id = v["id"].as_u64().unwrap();
+                    let answer = match (v["body"].as_str(), v["body_b64"].as_str()) {
+                        (Some("bad"), _) => {
+                            serde_json::json!({"type":"fault","id":id,"message":"bad input"})
+                        }
+                        (Some(b), _) => {
+                            serde_json::json!({"type":"reply","id":id,"body":b.to_uppercase()})
+                        }
+                        (None, Some(b)) => serde_json::json!({"type":"reply","id":id,"body_b64":b}),
+                        _ => panic!("{v}"),
+                    };
+                    ws.send(Message::Text(answer.to_string().into()))
+                        .await
+                        .unwrap();
+                }
+                other => panic!("{other}"),
+            }
+        }
+        (ws, broadcasts)
+    });
+    // The membership takes a moment to be in place.
+    let mut r = post(
+        at,
+        "/v1/clusters/web/request",
+        &[("Petal-Timeout-Ms", "300")],
+        b"hi",
+    )
+    .await;
+    for _ in 0..50 {
+        if r.status == 200 {
+            break;
+        }
+        r = post(
+            at,
+            "/v1/clusters/web/request",
+            &[("Petal-Timeout-Ms", "300")],
+            b"hi",
+        )
+        .await;
+    }
+    assert_eq!((r.status, &r.body[..]), (200, &b"HI"[..]));
+    let r = post(at, "/v1/clusters/web/request", &[], b"bad").await;
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (502, Some("bad input"))
+    );
+    let r = post(at, "/v1/clusters/web/request", &[], &[0, 159, 255]).await;
+    assert_eq!((r.status, &r.body[..]), (200, &[0u8, 159, 255][..]));
+    assert_eq!(
+        post(at, "/v1/clusters/web/broadcast", &[], b"to all")
+            .await
+            .status,
+        202
+    );
+    let (mut ws, broadcasts) = tokio::time::timeout(Duration::from_secs(10), member)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(broadcasts, vec!["to all".to_string()]);
+    // The member leaves: requests find no member and time out.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = post(
+        at,
+        "/v1/clusters/web/request",
+        &[("Petal-Timeout-Ms", "300")],
+        b"hi",
+    )
+    .await;
+    assert_eq!(r.status, 504);
 }

@@ -1,0 +1,365 @@
+//! WebSockets that put outside applications into a cluster's patterns:
+//!
+//! - `GET /v1/clusters/{cluster}/tunnel`: a tunnel to one member of the cluster (opened
+//!   within `Petal-Timeout-Ms`, default 5000; 504 when no member takes it in time). Each
+//!   WebSocket message (binary or text; empty ones are skipped) is one tunnel message, and each
+//!   tunnel message comes as a binary WebSocket message, in order. Flow control is the
+//!   tunnel's: while the far end grants no credit the gateway stops reading the WebSocket, so
+//!   TCP pushes back on the sender. Either side's close ends both (the reason in the close
+//!   frame).
+//! - `GET /v1/clusters/{cluster}/serve`: become a member of the cluster from outside. The
+//!   gateway registers a member on the client's behalf and sends it JSON text messages:
+//!   `{"type":"request","id":7,"body":"text"}` (or `"body_b64"` for bytes that are not UTF-8)
+//!   and `{"type":"broadcast","body":...}`; the client answers each request once with
+//!   `{"type":"reply","id":7,"body":...}` (or `"body_b64"`) or
+//!   `{"type":"fault","id":7,"message":"why"}`. A request unanswered within 10 minutes, or
+//!   when the WebSocket closes, fails at its requester; at most 1024 wait at once (more fail
+//!   with "member busy"). Malformed messages close the WebSocket (1003/1007 with the reason).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use petal_client::{Connection, Error, Options, ServiceHandler, Tunnel};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Pattern;
+use crate::{St, error, timeout_of};
+
+/// Requests a WebSocket member may hold unanswered.
+const MAX_PENDING: usize = 1024;
+/// The longest a WebSocket member may take to answer.
+const MAX_ANSWER: Duration = Duration::from_secs(600);
+/// The longest one tunnel message waits for credit before the tunnel is given up.
+const SEND_WAIT: Duration = Duration::from_secs(60);
+
+async fn upgrade(req: Request) -> Result<WebSocketUpgrade, Response> {
+    let (mut parts, _) = req.into_parts();
+    WebSocketUpgrade::from_request_parts(&mut parts, &())
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "websocket_required",
+                "this path is a WebSocket: send an upgrade request",
+            )
+        })
+}
+
+fn unavailable(e: &Error) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node_unreachable",
+        format!("the node does not answer: {e}"),
+    )
+}
+
+/// The body of `payload` as JSON fields: `body` for UTF-8, `body_b64` otherwise.
+pub(crate) fn body_fields(payload: &[u8], obj: &mut serde_json::Map<String, serde_json::Value>) {
+    match std::str::from_utf8(payload) {
+        Ok(t) => obj.insert("body".into(), t.into()),
+        Err(_) => obj.insert(
+            "body_b64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(payload)
+                .into(),
+        ),
+    };
+}
+
+fn body_of(v: &serde_json::Value) -> Result<Bytes, String> {
+    if let Some(t) = v.get("body").and_then(|b| b.as_str()) {
+        return Ok(Bytes::copy_from_slice(t.as_bytes()));
+    }
+    if let Some(b) = v.get("body_b64").and_then(|b| b.as_str()) {
+        return base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(Bytes::from)
+            .map_err(|e| format!("body_b64 is not base64: {e}"));
+    }
+    Ok(Bytes::new())
+}
+
+pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Request) -> Response {
+    if let Err(r) = g.authorize(req.headers(), Pattern::Tunnel, &cluster) {
+        return r;
+    }
+    let timeout = match timeout_of(req.headers(), g.opts.default_timeout) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let ws = match upgrade(req).await {
+        Ok(ws) => ws,
+        Err(r) => return r,
+    };
+    // Its own relay connection: the tunnel's credit and close are its alone.
+    let conn = match Connection::connect(g.opts.relay_port).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(&e),
+    };
+    let t = match conn.tunnel(&cluster, timeout).await {
+        Ok(t) => t,
+        Err(Error::Timeout) => {
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "no member of {cluster:?} took the tunnel within {} ms",
+                    timeout.as_millis()
+                ),
+            );
+        }
+        Err(e) => return unavailable(&e),
+    };
+    g.stats.streams.fetch_add(1, Ordering::Relaxed);
+    ws.on_upgrade(move |socket| pipe(conn, t, socket))
+}
+
+/// Moves messages both ways until either side ends.
+async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
+    let t = Arc::new(t);
+    let (mut sink, mut stream) = socket.split();
+    let down = t.clone();
+    // Tunnel -> WebSocket.
+    let mut to_ws = tokio::spawn(async move {
+        loop {
+            match down.recv().await {
+                Ok(m) => {
+                    if sink.send(Message::Binary(m)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let reason = match e {
+                        Error::Closed(r) if r.is_empty() => "closed by the far end".to_string(),
+                        Error::Closed(r) => format!("closed by the far end: {r}"),
+                        other => format!("tunnel ended: {other}"),
+                    };
+                    let frame = CloseFrame {
+                        code: 1000,
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    return;
+                }
+            }
+        }
+    });
+    // WebSocket -> tunnel (not read while the tunnel waits for credit).
+    loop {
+        tokio::select! {
+            _ = &mut to_ws => break,
+            m = stream.next() => match m {
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                    if t.send(b, SEND_WAIT).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Text(s))) if !s.is_empty() => {
+                    if t.send(Bytes::copy_from_slice(s.as_bytes()), SEND_WAIT).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = t.close().await;
+    to_ws.abort();
+    let _ = conn.close().await;
+}
+
+/// Requests waiting for a WebSocket member's answer, by id.
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Result<Bytes, String>>>>>;
+
+/// The member a `serve` WebSocket stands for.
+struct WsMember {
+    out: mpsc::Sender<Message>,
+    pending: Pending,
+    next: AtomicU64,
+}
+
+fn text(v: &serde_json::Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+impl ServiceHandler for WsMember {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if p.len() >= MAX_PENDING {
+                return Err("member busy".into());
+            }
+            p.insert(id, tx);
+        }
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), "request".into());
+        obj.insert("id".into(), id.into());
+        body_fields(&request, &mut obj);
+        let sent = self.out.send(text(&obj.into())).await.is_ok();
+        let answer = if sent {
+            tokio::time::timeout(MAX_ANSWER, rx)
+                .await
+                .map_err(|_| "the member did not answer in time")
+                .and_then(|r| r.map_err(|_| "the member left"))
+        } else {
+            Err("the member left")
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        answer.map_err(String::from)?
+    }
+
+    fn handle_broadcast(&self, message: Bytes) {
+        let mut obj = serde_json::Map::new();
+        obj.insert("type".into(), "broadcast".into());
+        body_fields(&message, &mut obj);
+        // Best effort, as broadcasts are: dropped for a member that does not read.
+        let _ = self.out.try_send(text(&obj.into()));
+    }
+}
+
+pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Request) -> Response {
+    if let Err(r) = g.authorize(req.headers(), Pattern::Serve, &cluster) {
+        return r;
+    }
+    let ws = match upgrade(req).await {
+        Ok(ws) => ws,
+        Err(r) => return r,
+    };
+    let (out, rx) = mpsc::channel(1024);
+    let pending = Arc::new(Mutex::new(BTreeMap::new()));
+    let member = WsMember {
+        out,
+        pending: pending.clone(),
+        next: AtomicU64::new(1),
+    };
+    let service = match Options::default()
+        .register(g.opts.relay_port, &cluster, member)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    g.stats.streams.fetch_add(1, Ordering::Relaxed);
+    ws.on_upgrade(move |socket| async move {
+        member_socket(socket, rx, pending).await;
+        // The member leaves: its connection closes, its unanswered requests fail.
+        drop(service);
+    })
+}
+
+async fn member_socket(
+    mut socket: WebSocket,
+    mut rx: mpsc::Receiver<Message>,
+    pending: Pending,
+) {
+    let close = |code: u16, why: String| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: why.into(),
+        }))
+    };
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => if socket.send(m).await.is_err() { break },
+                None => break,
+            },
+            m = socket.recv() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    match answer(&t) {
+                        Ok((id, result)) => {
+                            let waiter = pending
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .remove(&id);
+                            // An answer to no waiting request (late, or twice) is dropped.
+                            if let Some(w) = waiter {
+                                let _ = w.send(result);
+                            }
+                        }
+                        Err(why) => {
+                            let _ = socket.send(close(1007, why)).await;
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    let _ = socket.send(close(1003, "answers are JSON text messages".into())).await;
+                    break;
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    // Unanswered requests fail now.
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+}
+
+/// A member's answer: the request's id and its reply or fault.
+fn answer(text: &str) -> Result<(u64, Result<Bytes, String>), String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let id = v
+        .get("id")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or("no numeric \"id\"")?;
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("reply") => Ok((id, Ok(body_of(&v)?))),
+        Some("fault") => {
+            let m = v.get("message").and_then(|m| m.as_str()).unwrap_or("fault");
+            Ok((id, Err(m.to_string())))
+        }
+        _ => Err("\"type\" must be \"reply\" or \"fault\"".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            answer(r#"{"type":"reply","id":3,"body":"hi"}"#).unwrap(),
+            (3, Ok(Bytes::from_static(b"hi")))
+        );
+        assert_eq!(
+            answer(r#"{"type":"reply","id":4,"body_b64":"AAE="}"#).unwrap(),
+            (4, Ok(Bytes::from_static(&[0, 1])))
+        );
+        assert_eq!(
+            answer(r#"{"type":"fault","id":5,"message":"no"}"#).unwrap(),
+            (5, Err("no".into()))
+        );
+        for (bad, says) in [
+            ("{", "not JSON"),
+            (r#"{"type":"reply"}"#, "id"),
+            (r#"{"type":"nope","id":1}"#, "type"),
+            (r#"{"type":"reply","id":1,"body_b64":"!!"}"#, "base64"),
+        ] {
+            let e = answer(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! served at once (more wait in the kernel's accept queue), at most `max_connections_per_ip`
 //! from one address (more are closed at once), request heads within 16 KiB (431 beyond) and
 //! `header_timeout`, connections closed after `lifetime` (the admin API; the gateway's
-//! streams live as long as their clients).
+//! streams live as long as their clients), optionally TLS (rustls).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 pub const MAX_HEAD: usize = 16 * 1024;
 
 /// How [`serve`] limits its clients.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Limits {
     /// Connections served at once.
     pub max_connections: usize,
@@ -31,6 +31,8 @@ pub struct Limits {
     pub upgrades: bool,
     /// What serves, for logs.
     pub what: &'static str,
+    /// TLS (rustls): every connection's handshake first, within `header_timeout`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Connections open per client address; an entry goes when its last connection ends.
@@ -99,18 +101,22 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
         let limits = limits.clone();
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(MAX_HEAD);
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let ended = if limits.upgrades {
-                let conn = builder.serve_connection(io, service).with_upgrades();
-                finish(conn, limits.lifetime).await
-            } else {
-                let conn = builder.serve_connection(io, service);
-                finish(conn, limits.lifetime).await
+            let ended = match &limits.tls {
+                None => connection(stream, service, &limits).await,
+                Some(tls) => {
+                    let hs = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
+                    match hs.await {
+                        Ok(Ok(s)) => connection(s, service, &limits).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%from, error = %e, "{what}: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%from, "{what}: TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
             };
             match ended {
                 Some(Ok(())) => {}
@@ -118,6 +124,30 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
                 None => tracing::debug!("{what}: connection open too long; closed"),
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 on one (plain or TLS) stream.
+async fn connection<S>(
+    stream: S,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    limits: &Limits,
+) -> Option<Result<(), hyper::Error>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD);
+    let io = hyper_util::rt::TokioIo::new(stream);
+    if limits.upgrades {
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        finish(conn, limits.lifetime).await
+    } else {
+        let conn = builder.serve_connection(io, service);
+        finish(conn, limits.lifetime).await
     }
 }
 

@@ -334,6 +334,7 @@ async fn serve(listener: TcpListener, app: Router, opts: AdminOptions) {
         lifetime: Some(opts.connection_timeout),
         upgrades: false,
         what: "admin API",
+        tls: None,
     };
     http::serve(listener, app, limits).await;
 }

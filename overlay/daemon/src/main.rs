@@ -57,7 +57,7 @@ struct Cli {
     /// TOML file with settings (keys: port, listen, advertise, seeds, data_dir, log,
     /// network_key_file, network_key, discovery, discovery_group, discovery_interface,
     /// memory_budget, admin, admin_token_file, log_format, session_store, gateway,
-    /// gateway_tokens, gateway_cors; tables `[limits]` and `[timers]` with
+    /// gateway_tokens, gateway_cors, gateway_tls_cert, gateway_tls_key; tables `[limits]` and `[timers]` with
     /// every limit and timer by name: see --print-config).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -136,6 +136,13 @@ struct Cli {
     /// repeatable).
     #[arg(long = "gateway-cors", value_name = "ORIGIN")]
     gateway_cors: Vec<String>,
+    /// PEM file of the gateway's TLS certificate chain (leaf first); with --gateway-tls-key
+    /// the gateway speaks HTTPS and WSS only.
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_key")]
+    gateway_tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --gateway-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "gateway_tls_cert")]
+    gateway_tls_key: Option<PathBuf>,
     /// Keep identity registries in this Redis (`redis://[:password@]host:port[/db]` or
     /// `redis+unix:///path`) instead of the overlay's store, for deployments that already run
     /// one. Every node of the network must name the same one. While it does not answer,
@@ -182,6 +189,8 @@ struct FileConfig {
     gateway_tokens: Option<PathBuf>,
     #[serde(default)]
     gateway_cors: Vec<String>,
+    gateway_tls_cert: Option<PathBuf>,
+    gateway_tls_key: Option<PathBuf>,
     /// Every limit of the core and the runtime, by name (`petald --print-config`).
     #[serde(default)]
     limits: toml::Table,
@@ -216,6 +225,7 @@ struct Settings {
     gateway: Option<SocketAddr>,
     gateway_tokens: Option<PathBuf>,
     gateway_cors: Vec<String>,
+    gateway_tls: Option<(PathBuf, PathBuf)>,
 }
 
 fn settings(cli: Cli) -> Result<Settings> {
@@ -292,7 +302,16 @@ fn settings(cli: Cli) -> Result<Settings> {
     } else {
         cli.gateway_cors
     };
+    let gateway_tls = match (
+        cli.gateway_tls_cert.or(file.gateway_tls_cert),
+        cli.gateway_tls_key.or(file.gateway_tls_key),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("gateway_tls_cert and gateway_tls_key go together"),
+    };
     Ok(Settings {
+        gateway_tls,
         gateway: cli.gateway.or(file.gateway),
         gateway_tokens: cli.gateway_tokens.or(file.gateway_tokens),
         gateway_cors,
@@ -608,6 +627,9 @@ async fn start_gateway(s: &Settings, addr: SocketAddr) -> Result<petal_gateway::
         o.tokens = Some(std::sync::Arc::new(tokens));
     }
     o.cors_origins = s.gateway_cors.clone();
+    if let Some((cert, key)) = &s.gateway_tls {
+        o.tls = Some(petal_gateway::tls_config(cert, key).map_err(anyhow::Error::msg)?);
+    }
     Ok(petal_gateway::start(o).await?)
 }
 

@@ -190,6 +190,16 @@ pub(crate) fn print_config(s: &crate::Settings) -> Result<String> {
     if let Some(f) = &s.gateway_tokens {
         line(format!("gateway_tokens = {}", q(&f.display().to_string())));
     }
+    if let Some((cert, key)) = &s.gateway_tls {
+        line(format!(
+            "gateway_tls_cert = {}",
+            q(&cert.display().to_string())
+        ));
+        line(format!(
+            "gateway_tls_key = {}",
+            q(&key.display().to_string())
+        ));
+    }
     if !s.gateway_cors.is_empty() {
         let cors: Vec<String> = s.gateway_cors.iter().map(|x| q(x)).collect();
         line(format!("gateway_cors = [{}]", cors.join(", ")));

@@ -73,6 +73,8 @@ pub struct GatewayOptions {
     pub event_queue: usize,
     /// Relay connections shared by requests, broadcasts and publishes.
     pub pool: usize,
+    /// TLS (see [`tls_config`]); `None`: plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl GatewayOptions {
@@ -90,6 +92,7 @@ impl GatewayOptions {
             default_timeout: Duration::from_secs(5),
             event_queue: 1024,
             pool: 4,
+            tls: None,
         }
     }
 }
@@ -181,10 +184,41 @@ pub async fn start(opts: GatewayOptions) -> Result<GatewayHandle, StartError> {
         lifetime: None,
         upgrades: true,
         what: "gateway",
+        tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
     };
     let task = tokio::spawn(petal_admin::http::serve(listener, app, limits)).abort_handle();
-    tracing::info!(%addr, tokens = opts.tokens.is_some(), "gateway listening");
+    tracing::info!(%addr, tokens = opts.tokens.is_some(), tls = opts.tls.is_some(), "gateway listening");
     Ok(GatewayHandle { addr, task, stats })
+}
+
+/// A TLS configuration from PEM files: the certificate chain (leaf first) and its private key
+/// (PKCS#8, PKCS#1 or SEC1). HTTP/1.1 only (ALPN `http/1.1`).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect)
+        .map_err(|e| format!("certificates in {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("private key in {}: {e}", key.display()))?;
+    // ring, the crypto the node's Noise links use already (aws-lc-rs would add a C build);
+    // rustls deprecates it for want of post-quantum key exchange.
+    #[allow(deprecated, reason = "ring is the project's crypto provider")]
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The shared state of the handlers.

@@ -265,11 +265,7 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     })
 }
 
-async fn member_socket(
-    mut socket: WebSocket,
-    mut rx: mpsc::Receiver<Message>,
-    pending: Pending,
-) {
+async fn member_socket(mut socket: WebSocket, mut rx: mpsc::Receiver<Message>, pending: Pending) {
     let close = |code: u16, why: String| {
         Message::Close(Some(CloseFrame {
             code,

@@ -702,3 +702,55 @@ async fn a_websocket_member_answers_requests_and_hears_broadcasts() {
     .await;
     assert_eq!(r.status, 504);
 }
+
+#[tokio::test]
+async fn the_gateway_speaks_tls_with_the_given_certificate() {
+    use tokio_rustls::rustls;
+    let n = node().await;
+    let _svc = register(port(&n), "svc", Svc).await.unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("petal-gateway-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls = petal_gateway::tls_config(&cert, &key).unwrap();
+    let g = gateway(&n, |o| o.tls = Some(tls)).await;
+    // A client that trusts the certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    #[allow(deprecated, reason = "the gateway's provider")]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(g.local_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    s.write_all(b"POST /v1/clusters/svc/request HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 3\r\n\r\nsec")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("re: sec"), "{text}");
+    // Plain HTTP to the TLS port gets no answer.
+    let mut plain = TcpStream::connect(g.local_addr()).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await;
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"));
+    // Bad files say what is wrong.
+    let e = petal_gateway::tls_config(&key, &key).unwrap_err();
+    assert!(e.contains("no certificate"), "{e}");
+    let e = petal_gateway::tls_config(&cert, &cert).unwrap_err();
+    assert!(e.contains("private key"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

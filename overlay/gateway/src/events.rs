@@ -92,7 +92,8 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 pub(crate) async fn events(State(g): St, Path(topic): Path<String>, req: Request) -> Response {
-    if let Err(r) = g.authorize(req.headers(), Pattern::Subscribe, &topic) {
+    if let Err(r) = g.authorize_query(req.headers(), req.uri().query(), Pattern::Subscribe, &topic)
+    {
         return r;
     }
     if is_upgrade(req.headers()) {

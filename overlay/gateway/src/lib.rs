@@ -253,36 +253,79 @@ impl Gate {
         pattern: Pattern,
         name: &str,
     ) -> Result<(), Response> {
+        self.authorize_query(headers, None, pattern, name)
+    }
+
+    /// As [`Gate::authorize`], and for streams (which browsers open without headers) also
+    /// from the query parameter `access_token`.
+    pub(crate) fn authorize_query(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        pattern: Pattern,
+        name: &str,
+    ) -> Result<(), Response> {
         check_name(name)?;
         let Some(tokens) = &self.opts.tokens else {
             return Ok(());
         };
+        let from_query = query.and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("access_token="))
+                .map(|t| format!("Bearer {}", percent_decode(t)))
+        });
         let auth = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        tokens.check(auth, pattern, name).map(drop).map_err(|d| {
-            self.stats.refused.fetch_add(1, Ordering::Relaxed);
-            match d {
-                Denied::Unauthenticated => {
-                    let mut r = error(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "a bearer token is required (Authorization: Bearer <secret>)",
-                    );
-                    r.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    r
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or(from_query);
+        tokens
+            .check(auth.as_deref(), pattern, name)
+            .map(drop)
+            .map_err(|d| {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                match d {
+                    Denied::Unauthenticated => {
+                        let mut r = error(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthorized",
+                            "a bearer token is required (Authorization: Bearer <secret>)",
+                        );
+                        r.headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                        r
+                    }
+                    Denied::Forbidden(why) => error(StatusCode::FORBIDDEN, "forbidden", why),
+                    Denied::RateLimited(why) => {
+                        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", why);
+                        r.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        r
+                    }
                 }
-                Denied::Forbidden(why) => error(StatusCode::FORBIDDEN, "forbidden", why),
-                Denied::RateLimited(why) => {
-                    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", why);
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    r
-                }
-            }
-        })
+            })
     }
+}
+
+/// `%XX` escapes decoded (`+` stays): enough for a token in a query string.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Cluster and topic names: 1 to 1024 bytes (relay v1 carries any UTF-8; a bound keeps paths

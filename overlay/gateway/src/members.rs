@@ -89,7 +89,7 @@ fn body_of(v: &serde_json::Value) -> Result<Bytes, String> {
 }
 
 pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Request) -> Response {
-    if let Err(r) = g.authorize(req.headers(), Pattern::Tunnel, &cluster) {
+    if let Err(r) = g.authorize_query(req.headers(), req.uri().query(), Pattern::Tunnel, &cluster) {
         return r;
     }
     let timeout = match timeout_of(req.headers(), g.opts.default_timeout) {
@@ -236,7 +236,7 @@ impl ServiceHandler for WsMember {
 }
 
 pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Request) -> Response {
-    if let Err(r) = g.authorize(req.headers(), Pattern::Serve, &cluster) {
+    if let Err(r) = g.authorize_query(req.headers(), req.uri().query(), Pattern::Serve, &cluster) {
         return r;
     }
     let ws = match upgrade(req).await {

@@ -434,9 +434,23 @@ async fn a_token_reaches_only_what_it_was_given() {
     assert_eq!(status, 200);
     let (status, _) = sse(at, "/v1/topics/pub%2Fnews/events", &[]).await;
     assert_eq!(status, 401);
-    // A WebSocket without a token is refused too.
+    // A WebSocket without a token is refused too; browsers, which cannot set its headers,
+    // give the token as `access_token`.
     let url = format!("ws://{at}/v1/topics/pub%2Fnews/events");
     assert!(tokio_tungstenite::connect_async(&url).await.is_err());
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{url}?access_token=frontend-secret-0001"))
+            .await
+            .unwrap();
+    ws.close(None).await.unwrap();
+    // Tunnels and memberships it was not given.
+    for path in ["/v1/clusters/svc/tunnel", "/v1/clusters/svc/serve"] {
+        let url = format!("ws://{at}{path}?access_token=frontend-secret-0001");
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
     // The metered token: its burst of 3, then 429 with Retry-After.
     let metered = [("Authorization", "Bearer metered-secret-00001")];
     for _ in 0..3 {

@@ -149,19 +149,53 @@ pub fn sse_event(payload: &[u8]) -> Event {
     }
 }
 
+/// One event as a WebSocket message: text for UTF-8, binary otherwise.
+fn ws_message(e: Bytes) -> Message {
+    match std::str::from_utf8(&e) {
+        Ok(t) => Message::Text(t.into()),
+        Err(_) => Message::Binary(e),
+    }
+}
+
+/// Most events written to a WebSocket before one flush.
+const WS_BATCH: usize = 256;
+
 async fn websocket(g: Arc<Gate>, mut sub: Subscription, mut socket: WebSocket) {
+    use futures_util::SinkExt;
     loop {
         tokio::select! {
             item = sub.rx.recv() => match item {
                 Some(Item::Event(e)) => {
-                    let msg = match std::str::from_utf8(&e) {
-                        Ok(t) => Message::Text(t.into()),
-                        Err(_) => Message::Binary(e),
-                    };
-                    if socket.send(msg).await.is_err() {
+                    // Everything already queued goes out with one flush (one write).
+                    if socket.feed(ws_message(e)).await.is_err() {
                         return;
                     }
-                    g.stats.events.fetch_add(1, Ordering::Relaxed);
+                    let mut n = 1;
+                    let mut slow = None;
+                    while n < WS_BATCH {
+                        match sub.rx.try_recv() {
+                            Ok(Item::Event(e)) => {
+                                if socket.feed(ws_message(e)).await.is_err() {
+                                    return;
+                                }
+                                n += 1;
+                            }
+                            Ok(Item::Slow(why)) => {
+                                slow = Some(why);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if socket.flush().await.is_err() {
+                        return;
+                    }
+                    g.stats.events.fetch_add(n as u64, Ordering::Relaxed);
+                    if let Some(why) = slow {
+                        let frame = CloseFrame { code: 1008, reason: why.into() };
+                        let _ = socket.send(Message::Close(Some(frame))).await;
+                        return;
+                    }
                 }
                 Some(Item::Slow(why)) => {
                     let frame = CloseFrame { code: 1008, reason: why.into() };

@@ -9,6 +9,7 @@
 //! application on the same machine gets, not the node's capacity alone.
 
 mod fanout;
+mod gateway;
 mod kv;
 mod report;
 mod request;
@@ -37,6 +38,9 @@ pub(crate) enum What {
     All,
     /// The replicated store: put and get latency and throughput (not part of `all`).
     Kv,
+    /// The HTTP gateway (`--gateway ADDR`) against relay v1: requests and WebSocket events
+    /// (not part of `all`).
+    Gateway,
 }
 
 /// Flags of `petal bench`.
@@ -56,6 +60,11 @@ Phases (each lasts --duration-s unless said otherwise):
              overload) are reported too. --window 0 floods without any window.
   tunnel     one tunnel, one way, --size bytes per message (default 64 KiB): MB/s (10^6 bytes
              per second) received by the acceptor during the phase, after 0.5 s of warm-up.
+  gateway    the HTTP gateway at --gateway (a petald started with --gateway ADDR, no tokens):
+             for each --concurrency level, requests/s and p50/p99 over keep-alive HTTP/1.1
+             (one connection per request in flight), then the same over relay v1; then
+             events/s to one WebSocket subscriber and to one relay-v1 subscriber from one
+             publisher (at most --window undelivered). JSON. Not part of `all`.
   kv         the replicated store: 1000 keys written first, then puts through --port and gets
              through --port2, each like requests: latency at concurrency 1 and the sweep
              (operations/s); store failures count as faults. Not part of `all`.
@@ -86,6 +95,9 @@ pub(crate) struct BenchArgs {
     /// Timeout of each request, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// The gateway's address (`petald --gateway`), for `gateway`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway: String,
 }
 
 /// Settings every benchmark reads.
@@ -152,6 +164,11 @@ pub(crate) async fn bench(port: u16, args: BenchArgs) -> Result<()> {
         timeout: Duration::from_millis(args.timeout_ms),
         window: args.window,
     };
+    if args.what == What::Gateway {
+        let r = gateway::run(&ctx, &args.gateway).await?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
     let mut report = Report::new(&ctx, args.duration_s);
     let all = args.what == What::All;
     if all || args.what == What::Request {

@@ -7,6 +7,14 @@
 //! | `POST /v1/clusters/{cluster}/broadcast` | 202: sent to every member (best effort) |
 //! | `POST /v1/topics/{topic}/publish` | 202: published to every subscriber (best effort) |
 //! | `GET /v1/topics/{topic}/events` | Server-Sent Events, or a WebSocket when upgraded ([`events`]) |
+//! | `GET /v1/clusters/{cluster}/tunnel` | WebSocket: a tunnel to a member ([`members`]) |
+//! | `GET /v1/clusters/{cluster}/serve` | WebSocket: a member of the cluster from outside ([`members`]) |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of the above ([`OPENAPI`]) |
+//!
+//! Names are one path segment: a `/` in a cluster or topic name is written `%2F`. Streams
+//! (events, tunnels, members) also take the bearer secret as the query parameter
+//! `access_token`, for browsers, which cannot set a WebSocket's or an `EventSource`'s headers
+//! (it may then show in proxies' logs: prefer the header where the client can set it).
 //!
 //! Errors are JSON: `{"error": "<code>", "message": "<what>"}` with the status (400 bad input,
 //! 401 no or unknown token, 403 not allowed to the token, 413 body too large, 429 rate
@@ -374,10 +382,18 @@ pub fn router(opts: GatewayOptions, stats: Arc<GatewayStats>) -> Router {
         .route("/v1/topics/{topic}/events", get(events::events))
         .route("/v1/clusters/{cluster}/tunnel", get(members::tunnel))
         .route("/v1/clusters/{cluster}/serve", get(members::serve))
+        .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(gate.clone(), cors))
         .with_state(gate)
+}
+
+/// The OpenAPI 3.1 document of the gateway (`GET /v1/openapi.json`, no token needed).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn not_found() -> Response {

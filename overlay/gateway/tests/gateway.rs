@@ -768,3 +768,48 @@ async fn the_gateway_speaks_tls_with_the_given_certificate() {
     assert!(e.contains("private key"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_path_the_gateway_serves() {
+    let n = node().await;
+    let tokens = Arc::new(Tokens::parse(TOKENS).unwrap());
+    let g = gateway(&n, |o| o.tokens = Some(tokens)).await;
+    // Served without a token.
+    let r = http(g.local_addr(), "GET", "/v1/openapi.json", &[], b"").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let served = [
+        "/v1/clusters/{cluster}/request",
+        "/v1/clusters/{cluster}/broadcast",
+        "/v1/topics/{topic}/publish",
+        "/v1/topics/{topic}/events",
+        "/v1/clusters/{cluster}/tunnel",
+        "/v1/clusters/{cluster}/serve",
+        "/v1/openapi.json",
+    ];
+    assert_eq!(paths.len(), served.len(), "{paths:?}");
+    for p in served {
+        assert!(paths.contains(&p), "{p} not documented");
+        // And the gateway serves it (anything but 404).
+        let concrete = p.replace("{cluster}", "c").replace("{topic}", "t");
+        let post = ["request", "broadcast", "publish"]
+            .iter()
+            .any(|x| p.ends_with(x));
+        let r = http(
+            g.local_addr(),
+            if post { "POST" } else { "GET" },
+            &concrete,
+            &[],
+            b"",
+        )
+        .await;
+        assert_ne!(r.status, 404, "{p}");
+    }
+}

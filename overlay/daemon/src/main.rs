@@ -597,7 +597,7 @@ async fn run(s: Settings) -> Result<()> {
         );
     }
     let gateway = match s.gateway {
-        Some(addr) => Some(start_gateway(&s, addr).await?),
+        Some(addr) => Some(start_gateway(&s, addr, node.local_connector()).await?),
         None => None,
     };
     let watch = tokio::spawn(watch_drops(node.stats_source()));
@@ -615,9 +615,14 @@ async fn run(s: Settings) -> Result<()> {
     Ok(())
 }
 
-/// Starts the HTTP gateway on `addr`, a client of this node's relay port.
-async fn start_gateway(s: &Settings, addr: SocketAddr) -> Result<petal_gateway::GatewayHandle> {
+/// Starts the HTTP gateway on `addr`, a client of this node over in-memory relay sessions.
+async fn start_gateway(
+    s: &Settings,
+    addr: SocketAddr,
+    local: petal_node::LocalConnector,
+) -> Result<petal_gateway::GatewayHandle> {
     let mut o = petal_gateway::GatewayOptions::new(addr, s.port);
+    o.local = Some(local);
     if let Some(f) = &s.gateway_tokens {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading the gateway's tokens {}", f.display()))?;

@@ -48,7 +48,7 @@ struct Subscription {
 }
 
 async fn subscribe(g: &Arc<Gate>, topic: &str) -> Result<Subscription, Response> {
-    let conn = Connection::connect(g.opts.relay_port).await.map_err(|e| {
+    let conn = g.dial().await.map_err(|e| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             "node_unreachable",

@@ -83,6 +83,9 @@ pub struct GatewayOptions {
     pub pool: usize,
     /// TLS (see [`tls_config`]); `None`: plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Reach the node in this process ([`petal_node::NodeHandle::local_connector`]) instead
+    /// of over TCP to `relay_port`: no socket between the gateway and its node.
+    pub local: Option<petal_node::LocalConnector>,
 }
 
 impl GatewayOptions {
@@ -101,6 +104,7 @@ impl GatewayOptions {
             event_queue: 1024,
             pool: 4,
             tls: None,
+            local: None,
         }
     }
 }
@@ -247,11 +251,20 @@ impl Gate {
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Connection::connect(self.opts.relay_port)
-            .await
-            .map_err(|e| unreachable_node(&e))?;
+        let c = self.dial().await.map_err(|e| unreachable_node(&e))?;
         *slot = Some(c.clone());
         Ok(c)
+    }
+
+    /// A new relay connection to the node (in-memory when [`GatewayOptions::local`] is set).
+    pub(crate) async fn dial(&self) -> Result<Connection, Error> {
+        match &self.opts.local {
+            Some(l) => {
+                let s = l.connect()?;
+                petal_client::Options::default().connect_stream(s).await
+            }
+            None => Connection::connect(self.opts.relay_port).await,
+        }
     }
 
     /// Checks the request's token for `pattern` on `name`.

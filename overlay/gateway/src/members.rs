@@ -101,7 +101,7 @@ pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Reque
         Err(r) => return r,
     };
     // Its own relay connection: the tunnel's credit and close are its alone.
-    let conn = match Connection::connect(g.opts.relay_port).await {
+    let conn = match g.dial().await {
         Ok(c) => c,
         Err(e) => return unavailable(&e),
     };
@@ -250,10 +250,22 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
         pending: pending.clone(),
         next: AtomicU64::new(1),
     };
-    let service = match Options::default()
-        .register(g.opts.relay_port, &cluster, member)
-        .await
-    {
+    let registered = match &g.opts.local {
+        Some(l) => match l.connect() {
+            Ok(stream) => {
+                Options::default()
+                    .register_stream(stream, &cluster, member)
+                    .await
+            }
+            Err(e) => Err(Error::Io(e)),
+        },
+        None => {
+            Options::default()
+                .register(g.opts.relay_port, &cluster, member)
+                .await
+        }
+    };
+    let service = match registered {
         Ok(s) => s,
         Err(e) => return unavailable(&e),
     };

@@ -32,8 +32,10 @@ fn port(n: &NodeHandle) -> u16 {
     n.relay_addrs()[0].port()
 }
 
+/// A gateway reaching `n` in memory (as petald's does); `f` adjusts its options.
 async fn gateway(n: &NodeHandle, f: impl FnOnce(&mut GatewayOptions)) -> GatewayHandle {
     let mut o = GatewayOptions::new("127.0.0.1:0".parse().unwrap(), port(n));
+    o.local = Some(n.local_connector());
     f(&mut o);
     petal_gateway::start(o).await.unwrap()
 }
@@ -811,5 +813,28 @@ async fn the_openapi_document_lists_every_path_the_gateway_serves() {
         )
         .await;
         assert_ne!(r.status, 404, "{p}");
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_reaches_its_node_over_tcp_too() {
+    let n = node().await;
+    let g = gateway(&n, |o| o.local = None).await;
+    let at = g.local_addr();
+    let _svc = register(port(&n), "svc", Svc).await.unwrap();
+    let r = post(at, "/v1/clusters/svc/request", &[], b"tcp").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"re: tcp"[..]));
+    let (status, mut events) = sse(at, "/v1/topics/t/events", &[]).await;
+    assert_eq!(status, 200);
+    let publisher = Connection::connect(port(&n)).await.unwrap();
+    let first = async {
+        loop {
+            publisher.publish("t", "over tcp").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        e = next_event(&mut events) => assert_eq!(e, Some(("message".into(), "over tcp".into()))),
+        () = first => {}
     }
 }

@@ -91,6 +91,7 @@ use petal_protocol::{NodeId, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+pub use accept::LocalConnector;
 pub use inspect::{DiscoveryStatus, Inspection};
 pub use net::{Datagram, Listener, Net, TokioNet};
 pub use registry::{Registry, SharedMemoryRegistry};
@@ -434,6 +435,7 @@ pub struct NodeHandle {
     /// One clone per live session or link writer: shutdown waits for them to finish.
     alive: Arc<()>,
     linger: Duration,
+    local: LocalConnector,
 }
 
 impl std::fmt::Debug for Input {
@@ -550,7 +552,17 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         );
         accept_tasks.push(tokio::spawn(sessions.instrument(span.clone())).abort_handle());
     }
+    let local = LocalConnector {
+        gate: relay_gate,
+        next_conn,
+        opts: opts.clone(),
+        stats: stats.clone(),
+        alive: Arc::downgrade(&alive),
+        inputs: app_tx,
+        budget,
+    };
     Ok(NodeHandle {
+        local,
         info,
         ready: ready_flag,
         relay_addrs,
@@ -725,6 +737,11 @@ impl NodeHandle {
     /// The node's id and advertised peer address.
     pub fn info(&self) -> NodeInfo {
         self.info
+    }
+
+    /// Opens relay sessions to this node in this process, without sockets.
+    pub fn local_connector(&self) -> LocalConnector {
+        self.local.clone()
     }
 
     /// Where applications connect (the bound addresses, with real ports).

@@ -81,6 +81,19 @@ pub struct AdminOptions {
     pub connection_timeout: Duration,
     /// Longest wait for the node's snapshot.
     pub inspect_timeout: Duration,
+    /// More metric families appended to `/metrics` (the daemon's other parts: the gateway).
+    pub extra_metrics: Option<ExtraMetrics>,
+}
+
+/// Renders more metric families in the Prometheus text format, each with `# HELP` and
+/// `# TYPE`, ending in a newline.
+#[derive(Clone)]
+pub struct ExtraMetrics(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
 }
 
 impl AdminOptions {
@@ -95,6 +108,7 @@ impl AdminOptions {
             header_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(60),
             inspect_timeout: Duration::from_secs(2),
+            extra_metrics: None,
         }
     }
 }
@@ -152,6 +166,7 @@ struct Shared {
     version: String,
     token: Option<String>,
     inspect_timeout: Duration,
+    extra_metrics: Option<ExtraMetrics>,
     /// The last copy of the node's tables and when it was taken. Requests wait here for one
     /// copy in flight instead of each asking the node.
     snapshot: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Inspection>)>>,
@@ -253,6 +268,7 @@ pub fn router(source: StatsSource, opts: &AdminOptions) -> Router {
         version: opts.version.clone(),
         token: opts.token.clone(),
         inspect_timeout: opts.inspect_timeout,
+        extra_metrics: opts.extra_metrics.clone(),
         snapshot: tokio::sync::Mutex::new(None),
     });
     Router::new()
@@ -381,11 +397,13 @@ mod handlers {
     #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
     pub(super) async fn metrics(State(s): St) -> Response {
         match s.inspect().await {
-            Ok(i) => (
-                [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-                crate::metrics::render(&i, &s.version),
-            )
-                .into_response(),
+            Ok(i) => {
+                let mut text = crate::metrics::render(&i, &s.version);
+                if let Some(extra) = &s.extra_metrics {
+                    text.push_str(&(extra.0)());
+                }
+                ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+            }
             Err(r) => r,
         }
     }

@@ -70,7 +70,10 @@ fn read_token(path: &Path) -> Result<String> {
 /// Binds the admin API as configured, before the node starts, so that a missing token, an
 /// unreadable token file or a taken port stop the daemon before it joins anything (`None`
 /// when off, or when the default address is taken).
-pub(crate) async fn bind(s: &AdminSettings) -> Result<Option<Bound>> {
+pub(crate) async fn bind(
+    s: &AdminSettings,
+    extra: Option<petal_admin::ExtraMetrics>,
+) -> Result<Option<Bound>> {
     let addr = match s.addr {
         AdminAddr::Off => return Ok(None),
         AdminAddr::Default => DEFAULT_ADDR,
@@ -78,6 +81,7 @@ pub(crate) async fn bind(s: &AdminSettings) -> Result<Option<Bound>> {
     };
     let mut opts = AdminOptions::new(addr, env!("CARGO_PKG_VERSION"));
     opts.token = s.token_file.as_deref().map(read_token).transpose()?;
+    opts.extra_metrics = extra;
     match petal_admin::bind(opts).await {
         Ok(b) => Ok(Some(b)),
         Err(petal_admin::StartError::Bind(a, e)) if s.addr == AdminAddr::Default => {

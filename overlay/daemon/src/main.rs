@@ -577,7 +577,13 @@ async fn run(s: Settings) -> Result<()> {
         }
         opts.registry = Some(std::sync::Arc::new(registry));
     }
-    let admin = admin::bind(&s.admin).await?;
+    // The gateway's counters, made first so that the admin API's /metrics shows them.
+    let gateway_stats = std::sync::Arc::new(petal_gateway::GatewayStats::default());
+    let extra = s.gateway.is_some().then(|| {
+        let g = gateway_stats.clone();
+        petal_admin::ExtraMetrics(std::sync::Arc::new(move || g.prometheus()))
+    });
+    let admin = admin::bind(&s.admin, extra).await?;
     let node = petal_node::spawn(TokioNet, opts)
         .await
         .context("starting the node (are the ports free?)")?;
@@ -597,7 +603,10 @@ async fn run(s: Settings) -> Result<()> {
         );
     }
     let gateway = match s.gateway {
-        Some(addr) => Some(start_gateway(&s, addr, node.local_connector()).await?),
+        Some(addr) => {
+            let local = node.local_connector();
+            Some(start_gateway(&s, addr, local, gateway_stats).await?)
+        }
         None => None,
     };
     let watch = tokio::spawn(watch_drops(node.stats_source()));
@@ -620,9 +629,11 @@ async fn start_gateway(
     s: &Settings,
     addr: SocketAddr,
     local: petal_node::LocalConnector,
+    stats: std::sync::Arc<petal_gateway::GatewayStats>,
 ) -> Result<petal_gateway::GatewayHandle> {
     let mut o = petal_gateway::GatewayOptions::new(addr, s.port);
     o.local = Some(local);
+    o.stats = stats;
     if let Some(f) = &s.gateway_tokens {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading the gateway's tokens {}", f.display()))?;

@@ -60,12 +60,15 @@ async fn the_daemon_serves_requests_over_http_to_token_holders() {
         "[[token]]\nname = \"app\"\nsecret = \"gateway-test-secret-1\"\nclusters = [\"up\"]\nallow = [\"request\"]\n",
     );
     let gw = format!("127.0.0.1:{}", free_port(lo(1), false));
+    let admin = format!("127.0.0.1:{}", free_port(lo(1), false));
     let mut spec = Spec::alone();
     spec.extra = vec![
         "--gateway".into(),
         gw.clone(),
         "--gateway-tokens".into(),
         tokens.display().to_string(),
+        "--admin".into(),
+        admin.clone(),
     ];
     let d = Daemon::start(&spec).await;
     assert!(
@@ -84,6 +87,32 @@ async fn the_daemon_serves_requests_over_http_to_token_holders() {
     let (status, body) = post(&gw, "/v1/clusters/up/request", None, "shout").await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("\"unauthorized\""), "{body}");
+    // The admin API's metrics count the gateway's work.
+    let metrics = get(&admin, "/metrics").await;
+    assert!(
+        metrics.contains("petal_gateway_requests_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("petal_gateway_refused_total 1\n"),
+        "{metrics}"
+    );
+}
+
+/// The body of a GET of `path` at `addr`.
+async fn get(addr: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    within(
+        Duration::from_secs(10),
+        "an answer",
+        s.read_to_string(&mut out),
+    )
+    .await
+    .unwrap();
+    out
 }
 
 #[test]

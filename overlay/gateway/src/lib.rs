@@ -83,6 +83,9 @@ pub struct GatewayOptions {
     pub pool: usize,
     /// TLS (see [`tls_config`]); `None`: plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The gateway's counters (give an `Arc` made beforehand to read them elsewhere, e.g. the
+    /// admin API's `/metrics`).
+    pub stats: Arc<GatewayStats>,
     /// Reach the node in this process ([`petal_node::NodeHandle::local_connector`]) instead
     /// of over TCP to `relay_port`: no socket between the gateway and its node.
     pub local: Option<petal_node::LocalConnector>,
@@ -105,6 +108,7 @@ impl GatewayOptions {
             pool: 4,
             tls: None,
             local: None,
+            stats: Arc::default(),
         }
     }
 }
@@ -125,6 +129,42 @@ pub struct GatewayStats {
     pub events: AtomicU64,
     /// Event streams cut off because their reader fell `event_queue` events behind.
     pub slow_cut: AtomicU64,
+}
+
+impl GatewayStats {
+    /// The counters in the Prometheus text format (`petal_gateway_*_total`).
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "requests",
+                "HTTP requests the gateway received.",
+                &self.requests,
+            ),
+            (
+                "refused",
+                "Requests refused for their token (401, 403) or rate (429).",
+                &self.refused,
+            ),
+            (
+                "streams",
+                "Event streams, tunnels and members opened.",
+                &self.streams,
+            ),
+            ("events", "Events sent on event streams.", &self.events),
+            (
+                "slow_cut",
+                "Event streams cut off for a slow reader.",
+                &self.slow_cut,
+            ),
+        ] {
+            let v = v.load(Ordering::Relaxed);
+            out.push_str(&format!(
+                "# HELP petal_gateway_{name}_total {help}\n# TYPE petal_gateway_{name}_total counter\npetal_gateway_{name}_total {v}\n"
+            ));
+        }
+        out
+    }
 }
 
 /// Why the gateway did not start.
@@ -187,7 +227,7 @@ pub async fn start(opts: GatewayOptions) -> Result<GatewayHandle, StartError> {
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Bind(opts.addr, e))?;
-    let stats = Arc::new(GatewayStats::default());
+    let stats = opts.stats.clone();
     let app = router(opts.clone(), stats.clone());
     let limits = petal_admin::http::Limits {
         max_connections: opts.max_connections,

@@ -838,3 +838,42 @@ async fn a_gateway_reaches_its_node_over_tcp_too() {
         () = first => {}
     }
 }
+
+#[tokio::test]
+async fn a_slow_event_stream_reader_is_cut_off_with_a_reason() {
+    let n = node().await;
+    let g = gateway(&n, |o| o.event_queue = 64).await;
+    let (status, mut r) = sse(g.local_addr(), "/v1/topics/flood/events", &[]).await;
+    assert_eq!(status, 200);
+    let publisher = Connection::connect(port(&n)).await.unwrap();
+    let first = async {
+        loop {
+            publisher.publish("flood", "ping").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        e = next_event(&mut r) => assert!(e.is_some()),
+        () = first => {}
+    }
+    // The reader stops reading while events pour in.
+    let big = vec![b'y'; 16 << 10];
+    let mut sent = 0;
+    while g.stats().slow_cut.load(Ordering::Relaxed) == 0 {
+        publisher.publish("flood", big.clone()).await.unwrap();
+        sent += 1;
+        assert!(sent < 100_000, "never cut off");
+        if sent % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Reading again: what was queued, then the error event, then the end.
+    let last = loop {
+        match next_event(&mut r).await {
+            Some(e) if e.0 == "error" => break e,
+            Some(_) => {}
+            None => panic!("the stream ended without saying why"),
+        }
+    };
+    assert!(last.1.starts_with("slow reader"), "{last:?}");
+}

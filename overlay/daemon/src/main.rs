@@ -34,6 +34,7 @@
 )]
 
 mod admin;
+mod gateway;
 mod keys;
 mod session_store;
 mod tuning;
@@ -565,17 +566,7 @@ async fn run(s: Settings) -> Result<()> {
         .and_then(|d| u64::try_from(d.as_millis()).ok());
     s.tuning.apply(&mut opts, s.memory_budget)?;
     if let Some(url) = &s.session_store {
-        let registry = session_store::RedisRegistry::new(url)?;
-        let store = petal_node::Registry::describe(&registry);
-        match registry.probe().await {
-            Ok(()) => tracing::info!(%store, "identity registries in Redis"),
-            Err(why) => tracing::warn!(
-                %store,
-                error = %why,
-                "identity registries in Redis, which does not answer: identity operations fail until it does"
-            ),
-        }
-        opts.registry = Some(std::sync::Arc::new(registry));
+        opts.registry = Some(session_store::start(url).await?);
     }
     // The gateway's counters, made first so that the admin API's /metrics shows them.
     let gateway_stats = std::sync::Arc::new(petal_gateway::GatewayStats::default());
@@ -605,7 +596,7 @@ async fn run(s: Settings) -> Result<()> {
     let gateway = match s.gateway {
         Some(addr) => {
             let local = node.local_connector();
-            Some(start_gateway(&s, addr, local, gateway_stats).await?)
+            Some(gateway::start(&s, addr, local, gateway_stats).await?)
         }
         None => None,
     };
@@ -622,31 +613,6 @@ async fn run(s: Settings) -> Result<()> {
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Starts the HTTP gateway on `addr`, a client of this node over in-memory relay sessions.
-async fn start_gateway(
-    s: &Settings,
-    addr: SocketAddr,
-    local: petal_node::LocalConnector,
-    stats: std::sync::Arc<petal_gateway::GatewayStats>,
-) -> Result<petal_gateway::GatewayHandle> {
-    let mut o = petal_gateway::GatewayOptions::new(addr, s.port);
-    o.local = Some(local);
-    o.stats = stats;
-    if let Some(f) = &s.gateway_tokens {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading the gateway's tokens {}", f.display()))?;
-        let tokens = petal_gateway::auth::Tokens::parse(&text)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("the gateway's tokens {}", f.display()))?;
-        o.tokens = Some(std::sync::Arc::new(tokens));
-    }
-    o.cors_origins = s.gateway_cors.clone();
-    if let Some((cert, key)) = &s.gateway_tls {
-        o.tls = Some(petal_gateway::tls_config(cert, key).map_err(anyhow::Error::msg)?);
-    }
-    Ok(petal_gateway::start(o).await?)
 }
 
 /// The seed of the core's random generator: the node id's two 64-bit halves folded together.

@@ -250,6 +250,22 @@ impl Registry for RedisRegistry {
     }
 }
 
+/// The registry of `--session-store URL`: logs whether Redis answers now (a node starts
+/// without it, failing identity operations with the reason until it does).
+pub(crate) async fn start(url: &str) -> Result<Arc<dyn Registry>> {
+    let registry = RedisRegistry::new(url)?;
+    let store = registry.describe();
+    match registry.probe().await {
+        Ok(()) => tracing::info!(%store, "identity registries in Redis"),
+        Err(why) => tracing::warn!(
+            %store,
+            error = %why,
+            "identity registries in Redis, which does not answer: identity operations fail until it does"
+        ),
+    }
+    Ok(Arc::new(registry))
+}
+
 /// The script's expected-version argument.
 fn expected(v: Option<Version>) -> String {
     match v {

@@ -27,13 +27,39 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longest a connection lives (`None`: as long as its client keeps it).
     pub lifetime: Option<Duration>,
-    /// Connections may be upgraded (WebSocket).
+    /// Connections may be upgraded (WebSocket). An upgraded connection keeps its slot (the
+    /// handler takes the request's [`ConnSlot`] into the upgraded task).
     pub upgrades: bool,
+    /// Longest a write to the client may wait (a client that stops reading is disconnected);
+    /// `None`: no limit.
+    pub write_timeout: Option<Duration>,
     /// What serves, for logs.
     pub what: &'static str,
     /// TLS (rustls): every connection's handshake first, within `header_timeout`.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+/// Whether a `Host` header names this machine (`localhost` or a loopback address, with or
+/// without a port): a server that answers only such requests cannot be read by a web page
+/// through a name it rebinds to 127.0.0.1.
+pub fn local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A connection's places in the limits (in all, and for its address), released when the last
+/// holder drops it: the connection's task, and an upgraded connection's task (a handler moves
+/// it from the request's extensions into `on_upgrade`).
+#[derive(Clone)]
+pub struct ConnSlot(
+    #[allow(dead_code, reason = "held, not read")] Arc<(tokio::sync::OwnedSemaphorePermit, IpSlot)>,
+);
 
 /// Connections open per client address; an entry goes when its last connection ends.
 #[derive(Clone, Default)]
@@ -97,10 +123,18 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let slot = ConnSlot(Arc::new((permit, ip_slot)));
+        let service = if limits.upgrades {
+            hyper_util::service::TowerToHyperService::new(
+                app.clone().layer(axum::Extension(slot.clone())),
+            )
+        } else {
+            hyper_util::service::TowerToHyperService::new(app.clone())
+        };
         let limits = limits.clone();
         tokio::spawn(async move {
-            let _slots = (permit, ip_slot);
+            let _slot = slot;
+            let stream = WriteDeadline::new(stream, limits.write_timeout);
             let ended = match &limits.tls {
                 None => connection(stream, service, &limits).await,
                 Some(tls) => {
@@ -159,5 +193,109 @@ async fn finish<F: std::future::Future<Output = Result<(), hyper::Error>>>(
     match lifetime {
         Some(d) => tokio::time::timeout(d, conn).await.ok(),
         None => Some(conn.await),
+    }
+}
+
+/// A stream whose writes fail (`TimedOut`) once one has waited `limit` for the peer to read.
+struct WriteDeadline<S> {
+    inner: S,
+    limit: Option<Duration>,
+    /// Armed while a write waits.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, limit: Option<Duration>) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: None,
+        }
+    }
+
+    /// After the inner write said `Pending`: fails once the wait passed its limit.
+    fn pending<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client does not read",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write(cx, buf) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.timer = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.timer = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.inner).poll_flush(cx) {
+            std::task::Poll::Pending => self.pending(cx),
+            ready => {
+                self.timer = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

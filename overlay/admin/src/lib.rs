@@ -217,24 +217,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A `Host` header naming this machine: `localhost` or a loopback address, with any port.
-fn local_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 async fn authorize(State(s): St, headers: HeaderMap, req: Request, next: Next) -> Response {
     // Without a token the API is loopback-only, and a page elsewhere could still reach it
     // through a name it rebinds to 127.0.0.1 (DNS rebinding): only requests that name this
     // machine are answered.
     if s.token.is_none() {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if !host.is_some_and(local_host) {
+        if !host.is_some_and(http::local_host) {
             return error(
                 StatusCode::FORBIDDEN,
                 "without a token the admin API answers only requests for localhost",
@@ -349,6 +338,7 @@ async fn serve(listener: TcpListener, app: Router, opts: AdminOptions) {
         header_timeout: opts.header_timeout,
         lifetime: Some(opts.connection_timeout),
         upgrades: false,
+        write_timeout: Some(opts.header_timeout),
         what: "admin API",
         tls: None,
     };

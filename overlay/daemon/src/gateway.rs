@@ -4,16 +4,13 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 
-/// Starts the HTTP gateway on `addr`, a client of this node over in-memory relay sessions.
-pub(crate) async fn start(
+/// The gateway's options from the settings (tokens and TLS files read and checked), made
+/// before the node starts so that a bad file stops the start early.
+pub(crate) fn prepare(
     s: &crate::Settings,
     addr: SocketAddr,
-    local: petal_node::LocalConnector,
-    stats: std::sync::Arc<petal_gateway::GatewayStats>,
-) -> Result<petal_gateway::GatewayHandle> {
+) -> Result<petal_gateway::GatewayOptions> {
     let mut o = petal_gateway::GatewayOptions::new(addr, s.port);
-    o.local = Some(local);
-    o.stats = stats;
     if let Some(f) = &s.gateway_tokens {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading the gateway's tokens {}", f.display()))?;
@@ -26,5 +23,17 @@ pub(crate) async fn start(
     if let Some((cert, key)) = &s.gateway_tls {
         o.tls = Some(petal_gateway::tls_config(cert, key).map_err(anyhow::Error::msg)?);
     }
+    if o.tokens.is_none() && !addr.ip().is_loopback() {
+        anyhow::bail!("{}", petal_gateway::StartError::NeedsTokens(addr));
+    }
+    Ok(o)
+}
+
+/// Starts the prepared gateway, a client of this node over in-memory relay sessions.
+pub(crate) async fn start(
+    mut o: petal_gateway::GatewayOptions,
+    local: petal_node::LocalConnector,
+) -> Result<petal_gateway::GatewayHandle> {
+    o.local = Some(local);
     Ok(petal_gateway::start(o).await?)
 }

@@ -568,10 +568,11 @@ async fn run(s: Settings) -> Result<()> {
     if let Some(url) = &s.session_store {
         opts.registry = Some(session_store::start(url).await?);
     }
-    // The gateway's counters, made first so that the admin API's /metrics shows them.
-    let gateway_stats = std::sync::Arc::new(petal_gateway::GatewayStats::default());
-    let extra = s.gateway.is_some().then(|| {
-        let g = gateway_stats.clone();
+    // The gateway's options (a bad token or TLS file stops the start here), and its counters
+    // made first so that the admin API's /metrics shows them.
+    let gateway = s.gateway.map(|a| gateway::prepare(&s, a)).transpose()?;
+    let extra = gateway.as_ref().map(|o| {
+        let g = o.stats.clone();
         petal_admin::ExtraMetrics(std::sync::Arc::new(move || g.prometheus()))
     });
     let admin = admin::bind(&s.admin, extra).await?;
@@ -593,11 +594,8 @@ async fn run(s: Settings) -> Result<()> {
             node.info().addr
         );
     }
-    let gateway = match s.gateway {
-        Some(addr) => {
-            let local = node.local_connector();
-            Some(gateway::start(&s, addr, local, gateway_stats).await?)
-        }
+    let gateway = match gateway {
+        Some(o) => Some(gateway::start(o, node.local_connector()).await?),
         None => None,
     };
     let watch = tokio::spawn(watch_drops(node.stats_source()));

@@ -17,7 +17,7 @@
 //! that reason.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -44,11 +44,38 @@ enum Item {
 /// connection closes when it is dropped.
 struct Subscription {
     rx: mpsc::Receiver<Item>,
-    _conn: Connection,
+    conn: Connection,
+    /// Bytes of events queued (bounded by `event_queue_bytes`).
+    queued: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next item; `None` when the node ended the subscription's connection (checked each
+    /// second while nothing comes).
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            tokio::select! {
+                item = self.rx.recv() => {
+                    if let Some(Item::Event(e)) = &item {
+                        self.queued.fetch_sub(e.len(), Ordering::Relaxed);
+                    }
+                    return item;
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if self.conn.is_closed() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn subscribe(g: &Arc<Gate>, topic: &str) -> Result<Subscription, Response> {
-    let conn = g.dial().await.map_err(|e| {
+    // One handler at a time: events keep their order, and the cut-off check is exact.
+    let mut o = petal_client::Options::default();
+    o.event_handlers = 1;
+    let conn = g.dial_with(o).await.map_err(|e| {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             "node_unreachable",
@@ -56,21 +83,26 @@ async fn subscribe(g: &Arc<Gate>, topic: &str) -> Result<Subscription, Response>
         )
     })?;
     let queue = g.opts.event_queue.max(1);
+    let max_bytes = g.opts.event_queue_bytes;
     // One slot more than the queue for the cut-off notice.
     let (tx, rx) = mpsc::channel(queue + 1);
     let stats = g.stats.clone();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let counted = queued.clone();
     let cut = std::sync::atomic::AtomicBool::new(false);
     let handler = move |event: Bytes| {
         if cut.load(Ordering::Relaxed) {
             return;
         }
-        if tx.capacity() <= 1 {
+        let bytes = counted.load(Ordering::Relaxed) + event.len();
+        if tx.capacity() <= 1 || bytes > max_bytes {
             cut.store(true, Ordering::Relaxed);
             stats.slow_cut.fetch_add(1, Ordering::Relaxed);
-            let why = format!("slow reader: more than {queue} events queued");
+            let why = format!("slow reader: more than {queue} events or {max_bytes} bytes queued");
             let _ = tx.try_send(Item::Slow(why));
             return;
         }
+        counted.fetch_add(event.len(), Ordering::Relaxed);
         let _ = tx.try_send(Item::Event(event));
     };
     conn.subscribe(topic, handler).await.map_err(|e| {
@@ -81,7 +113,7 @@ async fn subscribe(g: &Arc<Gate>, topic: &str) -> Result<Subscription, Response>
         )
     })?;
     g.stats.streams.fetch_add(1, Ordering::Relaxed);
-    Ok(Subscription { rx, _conn: conn })
+    Ok(Subscription { rx, conn, queued })
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -97,16 +129,30 @@ pub(crate) async fn events(State(g): St, Path(topic): Path<String>, req: Request
         return r;
     }
     if is_upgrade(req.headers()) {
+        let slot = req
+            .extensions()
+            .get::<petal_admin::http::ConnSlot>()
+            .cloned();
         let (mut parts, _) = req.into_parts();
         let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(ws) => ws,
-            Err(e) => return e.into_response(),
+            Ok(ws) => ws.max_message_size(g.opts.max_body),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "websocket_required",
+                    "a bad WebSocket upgrade request",
+                );
+            }
         };
         let sub = match subscribe(&g, &topic).await {
             Ok(s) => s,
             Err(r) => return r,
         };
-        return ws.on_upgrade(move |socket| websocket(g, sub, socket));
+        // The upgraded connection keeps its place in the connection limits.
+        return ws.on_upgrade(move |socket| async move {
+            let _slot = slot;
+            websocket(g, sub, socket).await;
+        });
     }
     let sub = match subscribe(&g, &topic).await {
         Ok(s) => s,
@@ -116,7 +162,7 @@ pub(crate) async fn events(State(g): St, Path(topic): Path<String>, req: Request
         if done {
             return None;
         }
-        match sub.rx.recv().await? {
+        match sub.next().await? {
             Item::Event(e) => {
                 g.stats.events.fetch_add(1, Ordering::Relaxed);
                 Some((
@@ -164,7 +210,7 @@ async fn websocket(g: Arc<Gate>, mut sub: Subscription, mut socket: WebSocket) {
     use futures_util::SinkExt;
     loop {
         tokio::select! {
-            item = sub.rx.recv() => match item {
+            item = sub.next() => match item {
                 Some(Item::Event(e)) => {
                     // Everything already queued goes out with one flush (one write).
                     if socket.feed(ws_message(e)).await.is_err() {
@@ -175,6 +221,7 @@ async fn websocket(g: Arc<Gate>, mut sub: Subscription, mut socket: WebSocket) {
                     while n < WS_BATCH {
                         match sub.rx.try_recv() {
                             Ok(Item::Event(e)) => {
+                                sub.queued.fetch_sub(e.len(), Ordering::Relaxed);
                                 if socket.feed(ws_message(e)).await.is_err() {
                                     return;
                                 }

@@ -73,8 +73,13 @@ pub struct GatewayOptions {
     pub max_connections: usize,
     /// Connections served at once from one address.
     pub max_connections_per_ip: usize,
-    /// Longest wait for a request's head.
+    /// Longest wait for a request's head, and for its body.
     pub header_timeout: Duration,
+    /// Longest a write to a client may wait for it to read (it is disconnected then).
+    pub write_timeout: Duration,
+    /// Bytes of events queued for one event stream before it is cut off as a slow reader
+    /// (with `event_queue`, whichever comes first).
+    pub event_queue_bytes: usize,
     /// A request's timeout when `Petal-Timeout-Ms` is absent.
     pub default_timeout: Duration,
     /// Events queued for one event stream before it is cut off as a slow reader.
@@ -103,6 +108,8 @@ impl GatewayOptions {
             max_connections: 4096,
             max_connections_per_ip: 1024,
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            event_queue_bytes: 16 << 20,
             default_timeout: Duration::from_secs(5),
             event_queue: 1024,
             pool: 4,
@@ -112,6 +119,9 @@ impl GatewayOptions {
         }
     }
 }
+
+/// The longest the gateway waits for its node to take a relay connection.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest request timeout a client may ask for.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -235,6 +245,7 @@ pub async fn start(opts: GatewayOptions) -> Result<GatewayHandle, StartError> {
         header_timeout: opts.header_timeout,
         lifetime: None,
         upgrades: true,
+        write_timeout: Some(opts.write_timeout),
         what: "gateway",
         tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
     };
@@ -296,15 +307,23 @@ impl Gate {
         Ok(c)
     }
 
-    /// A new relay connection to the node (in-memory when [`GatewayOptions::local`] is set).
+    /// A new relay connection to the node (in-memory when [`GatewayOptions::local`] is set),
+    /// within [`DIAL_TIMEOUT`].
     pub(crate) async fn dial(&self) -> Result<Connection, Error> {
-        match &self.opts.local {
-            Some(l) => {
-                let s = l.connect()?;
-                petal_client::Options::default().connect_stream(s).await
+        self.dial_with(petal_client::Options::default()).await
+    }
+
+    /// As [`Gate::dial`], with these client options.
+    pub(crate) async fn dial_with(&self, o: petal_client::Options) -> Result<Connection, Error> {
+        let dial = async {
+            match &self.opts.local {
+                Some(l) => o.connect_stream(l.connect()?).await,
+                None => o.connect(self.opts.relay_port).await,
             }
-            None => Connection::connect(self.opts.relay_port).await,
-        }
+        };
+        tokio::time::timeout(DIAL_TIMEOUT, dial)
+            .await
+            .unwrap_or_else(|_| Err(Error::Handshake("no answer within 5 s".into())))
     }
 
     /// Checks the request's token for `pattern` on `name`.
@@ -389,6 +408,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+impl Gate {
+    /// Reads a request's body (after its token was checked): at most `max_body` bytes
+    /// (413), within `header_timeout` (408).
+    async fn body(&self, body: axum::body::Body) -> Result<Bytes, Response> {
+        let read = axum::body::to_bytes(body, self.opts.max_body);
+        match tokio::time::timeout(self.opts.header_timeout, read).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("bodies are at most {} bytes", self.opts.max_body),
+            )),
+            Err(_) => Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "slow_body",
+                "the body did not arrive in time",
+            )),
+        }
+    }
+}
+
 /// Cluster and topic names: 1 to 1024 bytes (relay v1 carries any UTF-8; a bound keeps paths
 /// sane).
 fn check_name(name: &str) -> Result<(), Response> {
@@ -437,6 +477,13 @@ pub fn router(opts: GatewayOptions, stats: Arc<GatewayStats>) -> Router {
         .route("/v1/clusters/{cluster}/serve", get(members::serve))
         .route("/v1/openapi.json", get(openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "this path takes another method",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(gate.clone(), cors))
         .with_state(gate)
@@ -470,15 +517,16 @@ pub(crate) fn timeout_of(headers: &HeaderMap, default: Duration) -> Result<Durat
     }
 }
 
-async fn request(
-    State(g): St,
-    Path(cluster): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = g.authorize(&headers, Pattern::Request, &cluster) {
+async fn request(State(g): St, Path(cluster): Path<String>, req: Request) -> Response {
+    if let Err(r) = g.authorize(req.headers(), Pattern::Request, &cluster) {
         return r;
     }
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let body = match g.body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let timeout = match timeout_of(&headers, g.opts.default_timeout) {
         Ok(t) => t,
         Err(r) => return r,
@@ -500,15 +548,14 @@ async fn request(
     }
 }
 
-async fn broadcast(
-    State(g): St,
-    Path(cluster): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = g.authorize(&headers, Pattern::Broadcast, &cluster) {
+async fn broadcast(State(g): St, Path(cluster): Path<String>, req: Request) -> Response {
+    if let Err(r) = g.authorize(req.headers(), Pattern::Broadcast, &cluster) {
         return r;
     }
+    let body = match g.body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let conn = match g.conn().await {
         Ok(c) => c,
         Err(r) => return r,
@@ -520,15 +567,14 @@ async fn broadcast(
     }
 }
 
-async fn publish(
-    State(g): St,
-    Path(topic): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = g.authorize(&headers, Pattern::Publish, &topic) {
+async fn publish(State(g): St, Path(topic): Path<String>, req: Request) -> Response {
+    if let Err(r) = g.authorize(req.headers(), Pattern::Publish, &topic) {
         return r;
     }
+    let body = match g.body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let conn = match g.conn().await {
         Ok(c) => c,
         Err(r) => return r,
@@ -557,15 +603,32 @@ async fn cors(State(g): St, req: Request, next: Next) -> Response {
     let allowed = origin
         .as_deref()
         .is_some_and(|o| origin_allowed(&g.opts, o));
-    if origin.is_some() && !allowed && req.headers().contains_key(header::UPGRADE) {
+    // The gateway serves no pages: a browser's request comes from another origin, and one not
+    // allowed is refused before anything runs (a "simple" POST would otherwise run unseen).
+    if origin.is_some() && !allowed {
         return error(
             StatusCode::FORBIDDEN,
             "origin",
-            "WebSocket from an origin not in the gateway's CORS origins",
+            "origin not in the gateway's CORS origins",
         );
     }
+    // Without tokens (loopback only), only requests naming this machine are served, so a
+    // page cannot reach the gateway through a name it rebinds to 127.0.0.1.
+    if g.opts.tokens.is_none() {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if !host.is_some_and(petal_admin::http::local_host) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "host",
+                "without tokens the gateway answers requests to localhost or a loopback address only",
+            );
+        }
+    }
     let mut r = if req.method() == Method::OPTIONS && origin.is_some() {
-        if allowed {
+        {
             let mut r = StatusCode::NO_CONTENT.into_response();
             let h = r.headers_mut();
             h.insert(
@@ -581,8 +644,6 @@ async fn cors(State(g): St, req: Request, next: Next) -> Response {
                 HeaderValue::from_static("600"),
             );
             r
-        } else {
-            error(StatusCode::FORBIDDEN, "origin", "origin not allowed")
         }
     } else {
         next.run(req).await

@@ -38,13 +38,26 @@ use crate::{St, error, timeout_of};
 const MAX_PENDING: usize = 1024;
 /// The longest a WebSocket member may take to answer.
 const MAX_ANSWER: Duration = Duration::from_secs(600);
+/// A gateway tunnel's receive buffer: the credit it grants, and the largest message it takes
+/// from the far end.
+const TUNNEL_BUFFER: u64 = 8 << 20;
 /// The longest one tunnel message waits for credit before the tunnel is given up.
 const SEND_WAIT: Duration = Duration::from_secs(60);
 
-async fn upgrade(req: Request) -> Result<WebSocketUpgrade, Response> {
+/// The WebSocket upgrade of `req` (messages up to `max_body`), with the connection's place in
+/// the limits, which the upgraded task keeps.
+async fn upgrade(
+    req: Request,
+    max_body: usize,
+) -> Result<(WebSocketUpgrade, Option<petal_admin::http::ConnSlot>), Response> {
+    let slot = req
+        .extensions()
+        .get::<petal_admin::http::ConnSlot>()
+        .cloned();
     let (mut parts, _) = req.into_parts();
     WebSocketUpgrade::from_request_parts(&mut parts, &())
         .await
+        .map(|ws| (ws.max_message_size(max_body), slot))
         .map_err(|_| {
             error(
                 StatusCode::BAD_REQUEST,
@@ -96,12 +109,14 @@ pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Reque
         Ok(t) => t,
         Err(r) => return r,
     };
-    let ws = match upgrade(req).await {
-        Ok(ws) => ws,
+    let (ws, slot) = match upgrade(req, g.opts.max_body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     // Its own relay connection: the tunnel's credit and close are its alone.
-    let conn = match g.dial().await {
+    let mut o = Options::default();
+    o.tunnel_buffer = TUNNEL_BUFFER;
+    let conn = match g.dial_with(o).await {
         Ok(c) => c,
         Err(e) => return unavailable(&e),
     };
@@ -120,7 +135,10 @@ pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Reque
         Err(e) => return unavailable(&e),
     };
     g.stats.streams.fetch_add(1, Ordering::Relaxed);
-    ws.on_upgrade(move |socket| pipe(conn, t, socket))
+    ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        pipe(conn, t, socket).await;
+    })
 }
 
 /// Moves messages both ways until either side ends.
@@ -210,20 +228,31 @@ impl ServiceHandler for WsMember {
         obj.insert("type".into(), "request".into());
         obj.insert("id".into(), id.into());
         body_fields(&request, &mut obj);
-        let sent = self.out.send(text(&obj.into())).await.is_ok();
-        let answer = if sent {
-            tokio::time::timeout(MAX_ANSWER, rx)
-                .await
-                .map_err(|_| "the member did not answer in time")
-                .and_then(|r| r.map_err(|_| "the member left"))
-        } else {
-            Err("the member left")
+        // Sending to the member and its answer, both within MAX_ANSWER.
+        let out = self.out.clone();
+        let exchange = async move {
+            if out.send(text(&obj.into())).await.is_err() {
+                return Err("the member left");
+            }
+            rx.await.map_err(|_| "the member left")
         };
+        let answer = tokio::time::timeout(MAX_ANSWER, exchange)
+            .await
+            .unwrap_or(Err("the member did not answer in time"));
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&id);
         answer.map_err(String::from)?
+    }
+
+    fn handle_drop(&self, reason: String) {
+        // The node ended the membership: the WebSocket closes with the reason.
+        let frame = CloseFrame {
+            code: 1011,
+            reason: format!("the node ended the membership: {reason}").into(),
+        };
+        let _ = self.out.try_send(Message::Close(Some(frame)));
     }
 
     fn handle_broadcast(&self, message: Bytes) {
@@ -239,8 +268,8 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     if let Err(r) = g.authorize_query(req.headers(), req.uri().query(), Pattern::Serve, &cluster) {
         return r;
     }
-    let ws = match upgrade(req).await {
-        Ok(ws) => ws,
+    let (ws, slot) = match upgrade(req, g.opts.max_body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let (out, rx) = mpsc::channel(1024);
@@ -271,6 +300,7 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     };
     g.stats.streams.fetch_add(1, Ordering::Relaxed);
     ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
         member_socket(socket, rx, pending).await;
         // The member leaves: its connection closes, its unanswered requests fail.
         drop(service);
@@ -287,6 +317,10 @@ async fn member_socket(mut socket: WebSocket, mut rx: mpsc::Receiver<Message>, p
     loop {
         tokio::select! {
             m = rx.recv() => match m {
+                Some(m @ Message::Close(_)) => {
+                    let _ = socket.send(m).await;
+                    break;
+                }
                 Some(m) => if socket.send(m).await.is_err() { break },
                 None => break,
             },

@@ -32,6 +32,8 @@ impl ServiceHandler for Echo {
 /// One keep-alive HTTP/1.1 connection to the gateway.
 struct Http {
     r: BufReader<TcpStream>,
+    /// The `Host` header's value: the gateway's address.
+    host: String,
 }
 
 impl Http {
@@ -40,13 +42,15 @@ impl Http {
         s.set_nodelay(true)?;
         Ok(Http {
             r: BufReader::new(s),
+            host: addr.to_string(),
         })
     }
 
     /// POSTs `body` to `path`; the status.
     async fn post(&mut self, path: &str, body: &[u8]) -> std::io::Result<u16> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            self.host,
             body.len()
         );
         let mut req = head.into_bytes();

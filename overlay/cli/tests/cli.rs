@@ -280,6 +280,63 @@ fn bench_request_prints_json_with_positive_throughput() {
     assert_eq!(report["nodes"], 1);
 }
 
+/// `petal bench gateway` against a petald with `--gateway`: every HTTP request answered (no
+/// faults, no timeouts), events counted on both subscribers.
+#[test]
+fn bench_gateway_measures_http_and_websocket_against_relay() {
+    let procs = Procs::default();
+    let (port, peer_port, gw) = (free_port(), free_port(), free_port());
+    let child = Command::new(petald())
+        .args(["--port", &port.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{peer_port}")])
+        .args(["--admin", "off", "--gateway", &format!("127.0.0.1:{gw}")])
+        .args(["--dev", "--no-discovery", "--log", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting petald");
+    procs.keep(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", gw)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not listen on {gw}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gateway = format!("127.0.0.1:{gw}");
+    let out = petal(
+        port,
+        &[
+            "bench",
+            "gateway",
+            "--gateway",
+            &gateway,
+            "--duration-s",
+            "0.5",
+            "--concurrency",
+            "1,8",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "bench: {out:?}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for kind in ["http_requests", "relay_requests"] {
+        for p in r[kind].as_array().expect("points") {
+            assert!(p["requests_per_s"].as_f64().unwrap() > 0.0, "{kind}: {r}");
+            assert_eq!(
+                (p["faults"].as_u64(), p["timeouts"].as_u64()),
+                (Some(0), Some(0)),
+                "{kind}: {r}"
+            );
+        }
+    }
+    for kind in ["websocket_events_per_s", "relay_events_per_s"] {
+        assert!(r[kind].as_f64().unwrap() > 0.0, "{kind}: {r}");
+    }
+}
+
 /// `petal status`, `clusters`, `sessions`, `peers`, `routes`, `tunnels` read the node's admin
 /// API: tables for people, JSON with `--json`, and a clear error (exit code 1) where no API
 /// answers.

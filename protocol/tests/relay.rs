@@ -816,6 +816,25 @@ proptest! {
         prop_assert!(rest.is_empty());
     }
 
+    /// A packet handed over as a value (an embedded application's) passes `check` exactly
+    /// when its bytes would decode under the same limits, with the decoder's error otherwise.
+    #[test]
+    fn check_agrees_with_decode(
+        p in client_packet(),
+        max_string in 0usize..14,
+        max_message in 0usize..320,
+        max_chunk in 0usize..320,
+    ) {
+        let limits = Limits { max_message, max_string, max_chunk };
+        let bytes = encode_client(&p);
+        let (decoded, _) = decode_client_with(&bytes, &limits);
+        match (p.check(&limits), decoded) {
+            (Ok(()), Ok(Some(q))) => prop_assert_eq!(q, p),
+            (Err(e), Err(f)) => prop_assert_eq!(e, f),
+            (c, d) => prop_assert!(false, "check {:?} but decode {:?}", c, d),
+        }
+    }
+
     #[test]
     fn node_round_trip(p in node_packet()) {
         let bytes = encode_node(&p);

@@ -358,6 +358,84 @@ impl ClientPacket {
     }
 }
 
+impl ClientPacket {
+    /// Checks the packet's fields against `limits` as [`decode`](Self::decode) would have:
+    /// the first field too long, as decoding names it. For packets handed over as values (an
+    /// application embedding its node), which never pass through the decoder.
+    pub fn check(&self, limits: &Limits) -> Result<(), RelayError> {
+        let string = |what: &'static str, s: &str| fits(what, s.len(), limits.max_string);
+        let bin = |what: &'static str, b: &[u8]| fits(what, b.len(), limits.max_message);
+        match self {
+            ClientPacket::Init {
+                magic,
+                version,
+                cluster,
+            } => {
+                string("magic", magic)?;
+                string("version", version)?;
+                string("cluster", cluster)
+            }
+            ClientPacket::Close
+            | ClientPacket::TunConfirm { .. }
+            | ClientPacket::TunAllow { .. }
+            | ClientPacket::TunClose { .. } => Ok(()),
+            ClientPacket::Broadcast { cluster, message } => {
+                string("cluster", cluster)?;
+                bin("message", message)
+            }
+            ClientPacket::Request {
+                cluster, request, ..
+            } => {
+                string("cluster", cluster)?;
+                bin("request", request)
+            }
+            ClientPacket::Reply { result, .. } => match result {
+                Ok(reply) => bin("reply", reply),
+                Err(fault) => string("fault", fault),
+            },
+            ClientPacket::Subscribe { topic } | ClientPacket::Unsubscribe { topic } => {
+                string("topic", topic)
+            }
+            ClientPacket::Publish { topic, event } => {
+                string("topic", topic)?;
+                bin("event", event)
+            }
+            ClientPacket::TunInit { cluster, .. } => string("cluster", cluster),
+            ClientPacket::TunTransfer { payload, .. } => {
+                fits("payload", payload.len(), limits.max_chunk)
+            }
+            ClientPacket::KvGet { key, .. } | ClientPacket::KvDelete { key, .. } => {
+                string("key", key)
+            }
+            ClientPacket::KvPut { key, value, .. } => {
+                string("key", key)?;
+                bin("value", value)
+            }
+            ClientPacket::IdRegister { identity, .. }
+            | ClientPacket::IdWho { identity, .. }
+            | ClientPacket::IdUnregister { identity } => string("identity", identity),
+            ClientPacket::IdSend {
+                identity, message, ..
+            } => {
+                string("identity", identity)?;
+                bin("message", message)
+            }
+        }
+    }
+}
+
+/// `len` bytes of field `what` within `max`, or the decoder's error for it.
+fn fits(what: &'static str, len: usize, max: usize) -> Result<(), RelayError> {
+    if len > max {
+        return Err(RelayError::TooLong {
+            what,
+            len: len as u64,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn parse_client(r: &mut Reader<'_>) -> Result<ClientPacket, Stop> {
     // Struct expressions evaluate their fields in source order, i.e. wire order.
     Ok(match r.byte()? {

@@ -19,6 +19,7 @@ use crate::outbox::Outbox;
 use crate::pool::{Pool, Submit, lock};
 use crate::service::ServiceHooks;
 use crate::topic::{EventJob, TopicHandler};
+use crate::transport::{PacketSink, PacketSource, PushError, Writer};
 use crate::tunnel::{self, Tunnel, TunnelShared};
 use crate::{io, stats::Counters, stats::Stats};
 
@@ -50,7 +51,8 @@ impl Drop for Handle {
 /// State shared by the handles, the reader and writer tasks, handler pools and tunnels.
 pub(crate) struct Inner {
     pub(crate) options: Options,
-    pub(crate) outbox: Arc<Outbox>,
+    /// Where packets go: a byte stream's outbox, or an in-process transport.
+    pub(crate) out: Arc<Writer>,
     pub(crate) pending: Mutex<Pending>,
     pub(crate) tunnels: Mutex<Tunnels>,
     pub(crate) topics: Mutex<HashMap<String, Box<dyn Submit<Bytes>>>>,
@@ -183,6 +185,19 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Runs a plain client over an in-process transport (see [`crate::transport`]), with
+    /// these options: what an application embedding its node gets (`petal_node`'s
+    /// `NodeHandle::connect`).
+    pub async fn connect_packets<S: PacketSource>(
+        self,
+        sink: Arc<dyn PacketSink>,
+        source: S,
+    ) -> Result<Connection, Error> {
+        Connection::start_packets(sink, source, self, |_, _, _| None).await
+    }
+}
+
 impl Connection {
     /// Connects to the node on localhost:`port` (127.0.0.1, then `[::1]`) as a plain client.
     ///
@@ -217,38 +232,42 @@ impl Connection {
     where
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
-        F: FnOnce(&Arc<Outbox>, &Counters, &Options) -> Option<ServiceHooks>,
+        F: FnOnce(&Arc<Writer>, &Counters, &Options) -> Option<ServiceHooks>,
     {
         let (leftover, extended): (BytesMut, bool) =
             io::handshake(&mut rd, &mut wr, cluster, &options).await?;
-        let outbox = Arc::new(Outbox::new(wr, options.write_buffer));
-        let counters = Counters::default();
-        let service = service(&outbox, &counters, &options);
-        let inner = Arc::new(Inner {
-            options,
-            outbox,
-            pending: Mutex::new(Pending {
-                map: IdMap::default(),
-                abandoned: Default::default(),
-                ended: None,
-            }),
-            tunnels: Mutex::new(Tunnels {
-                map: IdMap::default(),
-                ended: None,
-            }),
-            topics: Mutex::new(HashMap::new()),
-            identities: Mutex::new(HashMap::new()),
-            service,
-            next_request: AtomicU64::new(0),
-            extended,
-            next_tunnel: AtomicU64::new(0),
-            counters,
-            ended: watch::Sender::new(None),
-            closing: AtomicBool::new(false),
-        });
+        let out = Writer::Stream(Outbox::new(wr, options.write_buffer));
+        let inner = Inner::new(out, extended, options, service);
         let ended_rx = inner.ended.subscribe();
         tokio::spawn(io::run_writer(inner.clone()));
         tokio::spawn(io::run_reader(inner.clone(), rd, leftover, ended_rx));
+        Ok(Connection {
+            handle: Arc::new(Handle { inner }),
+        })
+    }
+
+    /// Waits for the node's answer to an in-process attach (its INIT, or DENY), then starts
+    /// the reader task; there is no writer task (the sink takes packets as they come).
+    pub(crate) async fn start_packets<S, F>(
+        sink: Arc<dyn PacketSink>,
+        mut source: S,
+        options: Options,
+        service: F,
+    ) -> Result<Connection, Error>
+    where
+        S: PacketSource,
+        F: FnOnce(&Arc<Writer>, &Counters, &Options) -> Option<ServiceHooks>,
+    {
+        let extended = match io::handshake_packets(&mut source).await {
+            Ok(extended) => extended,
+            Err(e) => {
+                sink.shut();
+                return Err(e);
+            }
+        };
+        let inner = Inner::new(Writer::Packets(sink), extended, options, service);
+        let ended_rx = inner.ended.subscribe();
+        tokio::spawn(io::run_packet_reader(inner.clone(), source, ended_rx));
         Ok(Connection {
             handle: Arc::new(Handle { inner }),
         })
@@ -399,7 +418,7 @@ impl Connection {
             // Queued behind everything already queued, without waiting for room (so that
             // dropping this future cannot leave the connection closing without a CLOSE).
             // Refused only when the connection already ended.
-            let _ = inner.outbox.push(&ClientPacket::Close);
+            let _ = inner.out.push(ClientPacket::Close);
         }
         let mut ended = inner.ended.subscribe();
         let end = match ended.wait_for(Option::is_some).await {
@@ -454,6 +473,38 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 impl Inner {
+    /// The shared state of a connection that writes through `out`.
+    fn new<F>(out: Writer, extended: bool, options: Options, service: F) -> Arc<Inner>
+    where
+        F: FnOnce(&Arc<Writer>, &Counters, &Options) -> Option<ServiceHooks>,
+    {
+        let out = Arc::new(out);
+        let counters = Counters::default();
+        let service = service(&out, &counters, &options);
+        Arc::new(Inner {
+            options,
+            out,
+            pending: Mutex::new(Pending {
+                map: IdMap::default(),
+                abandoned: Default::default(),
+                ended: None,
+            }),
+            tunnels: Mutex::new(Tunnels {
+                map: IdMap::default(),
+                ended: None,
+            }),
+            topics: Mutex::new(HashMap::new()),
+            identities: Mutex::new(HashMap::new()),
+            service,
+            next_request: AtomicU64::new(0),
+            extended,
+            next_tunnel: AtomicU64::new(0),
+            counters,
+            ended: watch::Sender::new(None),
+            closing: AtomicBool::new(false),
+        })
+    }
+
     /// Fails once this side closed or the connection ended.
     pub(crate) fn check_open(&self) -> Result<(), Error> {
         if let Some(ended) = &*self.ended.borrow() {
@@ -475,15 +526,18 @@ impl Inner {
 
     /// Queues a packet for the node, waiting while the write queue is full.
     pub(crate) async fn send(&self, packet: ClientPacket) -> Result<(), Error> {
-        self.outbox.room().await;
-        self.outbox.push(&packet).map_err(|_| self.ended_error())
+        self.out.room().await;
+        self.out.push(packet).map_err(|e| match e {
+            PushError::Ended => self.ended_error(),
+            PushError::Invalid(e) => Error::Protocol(e),
+        })
     }
 
     /// Queues a control packet (credit, tunnel confirmations and closes) without waiting for
     /// room, so the reader task and destructors never wait for the writer. Dropped silently
     /// once the connection is closing or ended.
     pub(crate) fn send_control(&self, packet: ClientPacket) {
-        let _ = self.outbox.push(&packet);
+        let _ = self.out.push(packet);
     }
 
     /// Grants the node `space` more bytes of credit on tunnel `id`.
@@ -519,7 +573,7 @@ impl Inner {
         if !first {
             return;
         }
-        self.outbox.shut();
+        self.out.shut();
         match &end {
             Ended::Closed(reason) => tracing::debug!(reason = %reason, "connection closed"),
             Ended::Broken(what) => tracing::warn!(what = %what, "connection broken"),

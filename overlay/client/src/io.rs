@@ -15,6 +15,7 @@ use crate::conn::{Inner, Waiter};
 use crate::error::{Ended, Error};
 use crate::pool::lock;
 use crate::service::RequestItem;
+use crate::transport::PacketSource;
 use crate::tunnel;
 
 /// Bytes the writer gathers before writing, and the reader's read size.
@@ -81,9 +82,60 @@ where
     }
 }
 
+/// Waits for the node's answer to an in-process attach. Returns whether Petal's extension was
+/// granted.
+pub(crate) async fn handshake_packets<S: PacketSource>(source: &mut S) -> Result<bool, Error> {
+    match std::future::poll_fn(|cx| source.poll_recv(cx)).await {
+        Some(NodePacket::Init { magic, version }) if magic == RELAY_MAGIC => {
+            Ok(version == EXT_VERSION)
+        }
+        Some(NodePacket::Init { magic, .. }) => {
+            Err(Error::Handshake(format!("node sent the magic {magic:?}")))
+        }
+        Some(NodePacket::Deny { reason, .. }) => Err(Error::Denied(reason)),
+        Some(other) => Err(Error::Handshake(format!(
+            "expected INIT or DENY, got opcode 0x{:02x}",
+            other.opcode()
+        ))),
+        None => Err(Error::Handshake("the node ended the session".to_owned())),
+    }
+}
+
+/// Takes the node's packets from an in-process transport and dispatches them until the
+/// connection ends.
+pub(crate) async fn run_packet_reader<S: PacketSource>(
+    inner: Arc<Inner>,
+    mut source: S,
+    mut ended: watch::Receiver<Option<Ended>>,
+) {
+    let (end, notify) = loop {
+        let packet = tokio::select! {
+            biased;
+            _ = ended.changed() => return,
+            p = std::future::poll_fn(|cx| source.poll_recv(cx)) => p,
+        };
+        match packet {
+            Some(packet) => match dispatch(&inner, packet) {
+                ControlFlow::Continue(()) => {}
+                ControlFlow::Break(end) => break end,
+            },
+            None if inner.closing.load(Ordering::Acquire) => {
+                break (Ended::Closed("connection closed".to_owned()), false);
+            }
+            None => {
+                break (
+                    Ended::Broken("the node ended the session without a CLOSE".to_owned()),
+                    true,
+                );
+            }
+        }
+    };
+    inner.shutdown(end, notify);
+}
+
 /// The writer task: finishes the writes the outbox hands over, and reports a write failure.
 pub(crate) async fn run_writer(inner: Arc<Inner>) {
-    if let Some(e) = inner.outbox.run_writer().await {
+    if let Some(e) = inner.out.run_writer().await {
         let closing = inner.closing.load(Ordering::Acquire);
         inner.shutdown(Ended::Broken(format!("write failed: {e}")), !closing);
     }

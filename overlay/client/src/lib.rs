@@ -116,6 +116,7 @@ mod pool;
 mod service;
 mod stats;
 mod topic;
+pub mod transport;
 mod tunnel;
 
 pub use conn::Connection;

@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use crate::conn::{Connection, dial, dial_addr};
 use crate::error::Error;
 use crate::options::Options;
-use crate::outbox::Outbox;
 use crate::pool::{Job, Pool, Submit};
 use crate::stats::Counters;
+use crate::transport::{PacketSink, PacketSource, Writer};
 use crate::tunnel::Tunnel;
 
 /// The application side of a service: what the library calls for deliveries to its cluster.
@@ -171,6 +171,34 @@ impl Options {
     }
 }
 
+impl Options {
+    /// Registers a service of `cluster` over an in-process transport (see
+    /// [`crate::transport`]) whose node side attached as a member of `cluster`, with these
+    /// options.
+    pub async fn register_packets<S, H>(
+        self,
+        sink: Arc<dyn PacketSink>,
+        source: S,
+        cluster: &str,
+        handler: H,
+    ) -> Result<Service, Error>
+    where
+        S: PacketSource,
+        H: ServiceHandler,
+    {
+        check_cluster(cluster)?;
+        let handler = Arc::new(handler);
+        let conn = Connection::start_packets(sink, source, self, |tx, counters, options| {
+            Some(ServiceHooks::new(handler, tx, counters, options))
+        })
+        .await?;
+        Ok(Service {
+            conn,
+            cluster: cluster.to_owned(),
+        })
+    }
+}
+
 fn check_cluster(cluster: &str) -> Result<(), Error> {
     if cluster.is_empty() {
         return Err(Error::Invalid("a service needs a non-empty cluster name"));
@@ -242,14 +270,14 @@ pub(crate) struct ServiceHooks {
 impl ServiceHooks {
     fn new<H: ServiceHandler>(
         handler: Arc<H>,
-        outbox: &Arc<Outbox>,
+        out: &Arc<Writer>,
         counters: &Counters,
         options: &Options,
     ) -> Self {
         let requests = Pool::new(
             RequestJob {
                 handler: handler.clone(),
-                outbox: outbox.clone(),
+                out: out.clone(),
                 expired: counters.expired_requests.clone(),
             },
             "requests",
@@ -314,7 +342,7 @@ impl RequestItem {
 
 struct RequestJob<H> {
     handler: Arc<H>,
-    outbox: Arc<Outbox>,
+    out: Arc<Writer>,
     expired: Arc<AtomicU64>,
 }
 
@@ -333,8 +361,8 @@ impl<H: ServiceHandler> Job for RequestJob<H> {
         }
         let result = self.handler.handle_request(item.request).await;
         // Refused only when the connection is gone; the node answers the requester then.
-        self.outbox.room().await;
-        let _ = self.outbox.push(&ClientPacket::Reply {
+        self.out.room().await;
+        let _ = self.out.push(ClientPacket::Reply {
             id: item.id,
             result,
         });

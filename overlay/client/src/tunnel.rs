@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::conn::Inner;
 use crate::error::{Ended, Error};
 use crate::pool::lock;
+use crate::transport::PushError;
 
 /// One end of a tunnel: an ordered stream of whole messages in each direction.
 ///
@@ -391,7 +392,7 @@ impl Tunnel {
         while offset < total {
             let chunk_limit = self.wait_credit(total - offset).await?;
             let n = chunk_limit.min(total - offset);
-            self.inner.outbox.room().await;
+            self.inner.out.room().await;
             {
                 let mut st = lock(&shared.state);
                 if let Some(end) = &st.end {
@@ -405,8 +406,11 @@ impl Tunnel {
                 size: if offset == 0 { total as u64 } else { 0 },
                 payload: message.slice(offset..offset + n),
             };
-            if self.inner.outbox.push(&chunk).is_err() {
-                return Err(self.inner.ended_error());
+            if let Err(e) = self.inner.out.push(chunk) {
+                return Err(match e {
+                    PushError::Ended => self.inner.ended_error(),
+                    PushError::Invalid(e) => Error::Protocol(e),
+                });
             }
             offset += n;
         }

@@ -307,7 +307,8 @@ impl Gate {
         Ok(c)
     }
 
-    /// A new relay connection to the node (in-memory when [`GatewayOptions::local`] is set),
+    /// A new connection to the node (embedded when [`GatewayOptions::local`] is set: no
+    /// socket, no relay codec),
     /// within [`DIAL_TIMEOUT`].
     pub(crate) async fn dial(&self) -> Result<Connection, Error> {
         self.dial_with(petal_client::Options::default()).await
@@ -317,7 +318,7 @@ impl Gate {
     pub(crate) async fn dial_with(&self, o: petal_client::Options) -> Result<Connection, Error> {
         let dial = async {
             match &self.opts.local {
-                Some(l) => o.connect_stream(l.connect()?).await,
+                Some(l) => l.connect(o).await,
                 None => o.connect(self.opts.relay_port).await,
             }
         };

@@ -280,14 +280,7 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
         next: AtomicU64::new(1),
     };
     let registered = match &g.opts.local {
-        Some(l) => match l.connect() {
-            Ok(stream) => {
-                Options::default()
-                    .register_stream(stream, &cluster, member)
-                    .await
-            }
-            Err(e) => Err(Error::Io(e)),
-        },
+        Some(l) => l.register(Options::default(), &cluster, member).await,
         None => {
             Options::default()
                 .register(g.opts.relay_port, &cluster, member)

@@ -254,57 +254,24 @@ impl Drop for GatePermit {
     }
 }
 
-/// Opens relay sessions in this process, without a socket: an embedded application or the
-/// HTTP gateway talks relay v1 to its node over an in-memory stream
-/// ([`crate::NodeHandle::local_connector`]). Sessions opened so are the same as accepted ones
-/// (handshake, limits, memory share, backpressure); they count against
-/// `max_relay_handshakes` while they shake hands.
+/// Attaches applications in this process to the node, without sockets (brokerless mode,
+/// [`crate::NodeHandle::local_connector`]): see [`LocalConnector::connect`] and
+/// [`LocalConnector::register`]. The HTTP gateway reaches its node so.
 #[derive(Clone)]
 pub struct LocalConnector {
-    pub(crate) gate: Arc<HandshakeGate>,
     pub(crate) next_conn: Arc<AtomicU64>,
     pub(crate) opts: Arc<Options>,
-    pub(crate) stats: Arc<RuntimeStats>,
     /// The node's liveness token (a weak reference: a connector does not keep a stopped node's
     /// shutdown waiting).
     pub(crate) alive: std::sync::Weak<()>,
     pub(crate) inputs: mpsc::Sender<Input>,
     pub(crate) budget: Arc<petal_core::MemoryBudget>,
+    /// The node's span: its sessions' tasks log inside it, whoever opened them.
+    pub(crate) span: tracing::Span,
 }
 
 impl std::fmt::Debug for LocalConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LocalConnector")
-    }
-}
-
-/// Bytes an in-memory session buffers each way.
-const LOCAL_BUFFER: usize = 256 << 10;
-
-impl LocalConnector {
-    /// A new session's client end (run relay v1 over it, e.g. with petal-client's
-    /// `Options::connect_stream`). Fails once the node stopped.
-    pub fn connect(&self) -> io::Result<tokio::io::DuplexStream> {
-        let alive = self
-            .alive
-            .upgrade()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "the node has stopped"))?;
-        let Admit::Yes { permit, evicted } = self.gate.enter(IpAddr::from([127, 0, 0, 1])) else {
-            return Err(io::Error::other("too many relay handshakes"));
-        };
-        if evicted {
-            RuntimeStats::add(&self.stats.handshakes_failed, 1);
-        }
-        let (client, server) = tokio::io::duplex(LOCAL_BUFFER);
-        let seq = permit.seq;
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (inputs, opts, stats) = (self.inputs.clone(), self.opts.clone(), self.stats.clone());
-        let share = crate::budget::Share::new(self.budget.clone(), opts.core.memory_share);
-        let task = crate::spawn_here(async move {
-            let _alive = alive;
-            relay::serve(server, conn, permit, opts, stats, inputs, share).await;
-        });
-        self.gate.set_handle(seq, task.abort_handle());
-        Ok(client)
     }
 }

@@ -76,6 +76,7 @@ pub mod settings;
 mod accept;
 mod budget;
 mod driver;
+mod embedded;
 mod relay;
 mod session;
 
@@ -553,13 +554,12 @@ pub async fn spawn<N: Net>(net: N, opts: Options) -> io::Result<NodeHandle> {
         accept_tasks.push(tokio::spawn(sessions.instrument(span.clone())).abort_handle());
     }
     let local = LocalConnector {
-        gate: relay_gate,
         next_conn,
         opts: opts.clone(),
-        stats: stats.clone(),
         alive: Arc::downgrade(&alive),
         inputs: app_tx,
         budget,
+        span: span.clone(),
     };
     Ok(NodeHandle {
         local,
@@ -739,7 +739,8 @@ impl NodeHandle {
         self.info
     }
 
-    /// Opens relay sessions to this node in this process, without sockets.
+    /// Attaches applications to this node in this process, without sockets (brokerless mode;
+    /// [`NodeHandle::connect`] and [`NodeHandle::register`] are shorthands).
     pub fn local_connector(&self) -> LocalConnector {
         self.local.clone()
     }

@@ -1,0 +1,407 @@
+//! Brokerless (embedded) mode: an application in the node's own process gets petal-client's
+//! [`Connection`] and [`Service`], attached to the node without a socket, without the relay
+//! codec and without a relay session's reader and writer tasks.
+//!
+//! ```text
+//!  application --ClientPacket values--> EmbeddedSink --Input::Session--> node task
+//!  application <--NodePacket values---- EmbeddedSource <--Out--------- node task
+//! ```
+//! An embedded session is a relay session to the node task in every other respect: the same
+//! attach (a plain client, or a member of a cluster), the same limits (each packet is checked
+//! as the decoder would have, [`ClientPacket::check`]), the same memory share and
+//! backpressure, the same close and shutdown answers. So the application keeps the semantics
+//! it has over TCP: one outcome per request, tunnel credit, bounded handler queues.
+//!
+//! The sink hands packets to the node task on the caller's own task when the node's input
+//! channel has room (no task switch on the request path); when it is full, or the session's
+//! input share is spent, the session's task takes over and waits, and callers queue behind it
+//! up to the client's `write_buffer` ([`PacketSink::room`] waits beyond). The session's task
+//! also answers the node's drain at shutdown and tells it when the connection ends.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use petal_client::transport::{PacketSink, PacketSource, PushError};
+use petal_client::{Connection, Error, Service, ServiceHandler};
+use petal_protocol::relay::{self, ClientPacket, NodePacket, RelayError};
+use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
+
+use crate::budget::Share;
+use crate::driver::Input;
+use crate::session::{Out, SessionOpen, SessionTx};
+use crate::{LocalConnector, NodeHandle};
+
+impl NodeHandle {
+    /// Attaches a plain client in this process (brokerless mode): petal-client's API, without
+    /// a daemon, a socket or the relay hop. See [`LocalConnector::connect`].
+    pub async fn connect(&self) -> Result<Connection, Error> {
+        self.local.connect(petal_client::Options::default()).await
+    }
+
+    /// Attaches a member of `cluster` in this process (brokerless mode), whose `handler` gets
+    /// the cluster's requests, broadcasts and tunnels. See [`LocalConnector::register`].
+    pub async fn register<H: ServiceHandler>(
+        &self,
+        cluster: &str,
+        handler: H,
+    ) -> Result<Service, Error> {
+        self.local
+            .register(petal_client::Options::default(), cluster, handler)
+            .await
+    }
+}
+
+impl LocalConnector {
+    /// Attaches a plain client to the node in this process, with these options (the handler
+    /// bounds and `write_buffer`, the bound of packets waiting for the node; `extensions` as
+    /// over TCP). Fails once the node has stopped.
+    pub async fn connect(&self, options: petal_client::Options) -> Result<Connection, Error> {
+        let (sink, source) = self.attach(None, &options).await?;
+        options.connect_packets(sink, source).await
+    }
+
+    /// Attaches a member of `cluster` to the node in this process, with these options. Fails
+    /// with [`Error::Invalid`] for an empty name, [`Error::Denied`] when the node refuses.
+    pub async fn register<H: ServiceHandler>(
+        &self,
+        options: petal_client::Options,
+        cluster: &str,
+        handler: H,
+    ) -> Result<Service, Error> {
+        if cluster.is_empty() {
+            return Err(Error::Invalid("a service needs a non-empty cluster name"));
+        }
+        let (sink, source) = self.attach(Some(cluster.to_owned()), &options).await?;
+        options
+            .register_packets(sink, source, cluster, handler)
+            .await
+    }
+
+    /// Opens an embedded session: asks the node task to attach it and starts its task.
+    async fn attach(
+        &self,
+        cluster: Option<String>,
+        options: &petal_client::Options,
+    ) -> Result<(Arc<dyn PacketSink>, EmbeddedSource), Error> {
+        let extended = options.extensions;
+        let stopped = || {
+            Error::Io(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the node has stopped",
+            ))
+        };
+        let alive = self.alive.upgrade().ok_or_else(stopped)?;
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let out = SessionTx {
+            tx,
+            queued: queued.clone(),
+            kill: Arc::new(Notify::new()),
+            drain: Arc::new(Notify::new()),
+            share: None,
+            refused: Arc::default(),
+            refused_droppable: Arc::default(),
+        };
+        let (kill, drain) = (out.kill.clone(), out.drain.clone());
+        let open = SessionOpen {
+            conn,
+            cluster,
+            out,
+            extended,
+        };
+        self.inputs
+            .send(Input::SessionOpen(open))
+            .await
+            .map_err(|_| stopped())?;
+        let sink = Arc::new(EmbeddedSink {
+            conn,
+            extended,
+            limits: relay::Limits {
+                max_message: self.opts.max_message,
+                ..relay::Limits::default()
+            },
+            to_node: self.inputs.clone(),
+            share: Share::new(self.budget.clone(), self.opts.core.memory_share),
+            high_water: options.write_buffer.max(1),
+            state: Mutex::new(SinkState::default()),
+            wake: Notify::new(),
+            room: Notify::new(),
+        });
+        let task = session_task(sink.clone(), kill, drain);
+        tokio::spawn(
+            async move {
+                let _alive = alive;
+                task.await;
+            }
+            .instrument(self.span.clone()),
+        );
+        Ok((sink, EmbeddedSource { rx, queued }))
+    }
+}
+
+/// The node's side of the receiving half: its packets as they were queued for the session.
+pub(crate) struct EmbeddedSource {
+    rx: mpsc::UnboundedReceiver<Out>,
+    /// The session's queued bytes, as the node counts them (given back as packets are taken).
+    queued: Arc<AtomicUsize>,
+}
+
+impl PacketSource for EmbeddedSource {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<NodePacket>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Out::Packet(p, charge))) => {
+                self.queued.fetch_sub(p.encoded_len(), Ordering::Relaxed);
+                drop(charge);
+                Poll::Ready(Some(p))
+            }
+            // The node ended the session (after its CLOSE), or dropped it (cut off).
+            Poll::Ready(Some(Out::Close) | None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The sending half; see the module docs.
+struct EmbeddedSink {
+    conn: u64,
+    /// Petal's extension was asked for (its packets are refused otherwise, as in plain v1).
+    extended: bool,
+    limits: relay::Limits,
+    to_node: mpsc::Sender<Input>,
+    /// The session's share of the node's memory budget for input.
+    share: Arc<Share>,
+    /// Bytes queued behind a waiting hand-over beyond which callers wait for room (the
+    /// client's `write_buffer`).
+    high_water: usize,
+    state: Mutex<SinkState>,
+    /// Wakes the session's task: a hand-over to finish, or the end.
+    wake: Notify,
+    /// Wakes callers waiting for room.
+    room: Notify,
+}
+
+#[derive(Default)]
+struct SinkState {
+    /// Packets not yet handed to the node task, in order.
+    queue: Vec<ClientPacket>,
+    /// Their encoded size.
+    bytes: usize,
+    /// The session's task is handing over (the queue waits for it).
+    busy: bool,
+    /// The client closed gracefully: CLOSE follows the queue.
+    closing: bool,
+    /// The connection ended on the client's side (nothing more is taken).
+    shut: bool,
+    /// The node was told the session ended (or the node task is gone).
+    told: bool,
+}
+
+fn lock(m: &Mutex<SinkState>) -> MutexGuard<'_, SinkState> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl EmbeddedSink {
+    /// Hands what is queued to the node task without waiting: true when done (or nothing is
+    /// left to do), false when the session's task must take over.
+    fn hand_over(&self, st: &mut SinkState) -> bool {
+        if !st.queue.is_empty() {
+            let Some(charge) = self.share.charge_input(st.bytes as u64) else {
+                return false;
+            };
+            let packets = std::mem::take(&mut st.queue);
+            let input = Input::Session {
+                conn: self.conn,
+                packets,
+                charge,
+            };
+            match self.to_node.try_send(input) {
+                Ok(()) => st.bytes = 0,
+                Err(mpsc::error::TrySendError::Full(Input::Session { packets, .. })) => {
+                    st.queue = packets;
+                    return false;
+                }
+                Err(_) => {
+                    // The node task is gone: nothing will be taken again.
+                    st.queue.clear();
+                    st.bytes = 0;
+                    st.told = true;
+                    return true;
+                }
+            }
+        }
+        if (st.closing || st.shut) && !st.told {
+            let input = Input::SessionClosed {
+                conn: self.conn,
+                graceful: st.closing,
+            };
+            match self.to_node.try_send(input) {
+                Err(mpsc::error::TrySendError::Full(_)) => return false,
+                _ => st.told = true,
+            }
+        }
+        true
+    }
+
+    /// Hands over the queue, or leaves it to the session's task.
+    fn hand_over_or_wake(&self, st: &mut SinkState) {
+        if st.busy {
+            return;
+        }
+        if !self.hand_over(st) {
+            st.busy = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// The session task's hand-over: waits for budget and channel room. Returns once the
+    /// queue is empty (and the end told, if it came).
+    async fn hand_over_waiting(&self) {
+        // Callers queue behind this hand-over (order is kept).
+        lock(&self.state).busy = true;
+        loop {
+            let next = {
+                let mut st = lock(&self.state);
+                if !st.queue.is_empty() {
+                    let bytes = std::mem::take(&mut st.bytes);
+                    Some((std::mem::take(&mut st.queue), bytes))
+                } else if (st.closing || st.shut) && !st.told {
+                    st.told = true;
+                    None
+                } else {
+                    st.busy = false;
+                    drop(st);
+                    self.room.notify_waiters();
+                    return;
+                }
+            };
+            let sent = match next {
+                Some((packets, bytes)) => {
+                    let charge = crate::budget::charge_input(&self.share, bytes as u64).await;
+                    let input = Input::Session {
+                        conn: self.conn,
+                        packets,
+                        charge,
+                    };
+                    self.to_node.send(input).await
+                }
+                None => {
+                    let graceful = lock(&self.state).closing;
+                    let input = Input::SessionClosed {
+                        conn: self.conn,
+                        graceful,
+                    };
+                    self.to_node.send(input).await
+                }
+            };
+            if sent.is_err() {
+                let mut st = lock(&self.state);
+                st.queue.clear();
+                st.bytes = 0;
+                st.told = true;
+            }
+            self.room.notify_waiters();
+        }
+    }
+}
+
+impl PacketSink for EmbeddedSink {
+    fn push(&self, packet: ClientPacket) -> Result<(), PushError> {
+        let packet = match packet.check(&self.limits) {
+            Ok(()) => packet,
+            // A reply over the limit reaches its requester as a fault (over TCP the node would
+            // close the service's connection; the requester would time out).
+            Err(e) if matches!(packet, ClientPacket::Reply { result: Ok(_), .. }) => {
+                let ClientPacket::Reply { id, .. } = packet else {
+                    return Err(PushError::Invalid(e));
+                };
+                ClientPacket::Reply {
+                    id,
+                    result: Err(format!("petal: the reply was refused: {e}")),
+                }
+            }
+            Err(e) => return Err(PushError::Invalid(e)),
+        };
+        if !self.extended && packet.is_extension() {
+            return Err(PushError::Invalid(RelayError::UnknownOpcode(
+                packet.opcode(),
+            )));
+        }
+        let mut st = lock(&self.state);
+        if st.closing || st.shut || st.told {
+            return Err(PushError::Ended);
+        }
+        if matches!(packet, ClientPacket::Close) {
+            st.closing = true;
+        } else {
+            st.bytes += packet.encoded_len();
+            st.queue.push(packet);
+        }
+        self.hand_over_or_wake(&mut st);
+        Ok(())
+    }
+
+    fn has_room(&self) -> bool {
+        let st = lock(&self.state);
+        st.bytes < self.high_water || st.shut || st.told
+    }
+
+    fn room(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            loop {
+                let notified = self.room.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.has_room() {
+                    return;
+                }
+                notified.await;
+            }
+        })
+    }
+
+    fn shut(&self) {
+        let mut st = lock(&self.state);
+        if st.shut {
+            return;
+        }
+        st.shut = true;
+        st.queue.clear();
+        st.bytes = 0;
+        self.hand_over_or_wake(&mut st);
+        drop(st);
+        self.room.notify_waiters();
+        // The task ends once the node has been told.
+        self.wake.notify_one();
+    }
+}
+
+/// The session's task: finishes hand-overs the callers could not, answers the node's drain
+/// at shutdown, and ends once the node was told the session ended.
+async fn session_task(sink: Arc<EmbeddedSink>, kill: Arc<Notify>, drain: Arc<Notify>) {
+    loop {
+        tokio::select! {
+            biased;
+            // Cut off (far behind, or over the memory budget): the node dropped the session,
+            // so its source ends; nothing more is taken.
+            () = kill.notified() => sink.shut(),
+            // The node is shutting down: hand over what the client queued, then say so.
+            () = drain.notified() => {
+                sink.hand_over_waiting().await;
+                let done = Input::SessionDrained { conn: sink.conn };
+                if sink.to_node.send(done).await.is_err() {
+                    return;
+                }
+            }
+            () = sink.wake.notified() => sink.hand_over_waiting().await,
+        }
+        if lock(&sink.state).told {
+            return;
+        }
+    }
+}

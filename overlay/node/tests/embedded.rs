@@ -1,0 +1,355 @@
+//! Brokerless (embedded) mode: applications in the node's process get petal-client's
+//! `Connection` and `Service` from `NodeHandle::connect` / `register`, without a socket or
+//! the relay codec, and keep every guarantee they have over TCP: every pattern works, embedded
+//! and TCP applications reach each other across nodes, bad packets are refused alone, a full
+//! input queue keeps order and loses nothing, closes and the node's shutdown answer everything.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use petal_client::{Connection, Error, Options, ServiceHandler, Tunnel};
+use petal_protocol::relay::RelayError;
+use tokio::sync::mpsc;
+
+const T: Duration = Duration::from_secs(5);
+
+/// Echoes requests (a request "fault" fails, "big" answers past the node's message limit,
+/// "hang" never answers), forwards broadcasts, echoes tunnel messages.
+#[derive(Clone)]
+struct Echo {
+    broadcasts: mpsc::UnboundedSender<Bytes>,
+    drops: mpsc::UnboundedSender<String>,
+}
+
+fn echo() -> (
+    Echo,
+    mpsc::UnboundedReceiver<Bytes>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (broadcasts, b) = mpsc::unbounded_channel();
+    let (drops, d) = mpsc::unbounded_channel();
+    (Echo { broadcasts, drops }, b, d)
+}
+
+impl ServiceHandler for Echo {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        match &request[..] {
+            b"fault" => Err("no such thing".into()),
+            b"big" => Ok(Bytes::from(vec![1u8; (16 << 20) + 1])),
+            b"hang" => std::future::pending().await,
+            _ => Ok(request),
+        }
+    }
+
+    fn handle_broadcast(&self, message: Bytes) {
+        let _ = self.broadcasts.send(message);
+    }
+
+    fn handle_tunnel(&self, tunnel: Tunnel) {
+        tokio::spawn(async move {
+            while let Ok(m) = tunnel.recv().await {
+                if tunnel.send(m, T).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn handle_drop(&self, reason: String) {
+        let _ = self.drops.send(reason);
+    }
+}
+
+async fn sessions(n: &petal_node::NodeHandle) -> usize {
+    n.inspect().await.unwrap().sessions.len()
+}
+
+async fn wait_sessions(n: &petal_node::NodeHandle, want: usize) {
+    let deadline = tokio::time::Instant::now() + T;
+    while sessions(n).await != want {
+        assert!(tokio::time::Instant::now() < deadline, "sessions stay");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Subscribes `c` to `topic`, events into a channel.
+async fn subscribe(c: &Connection, topic: &str) -> mpsc::UnboundedReceiver<Bytes> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    c.subscribe(topic, move |e: Bytes| {
+        let _ = tx.send(e);
+    })
+    .await
+    .unwrap();
+    rx
+}
+
+/// Publishes until the subscriber hears (the subscription travels to the topic's root).
+async fn publish_until_heard(p: &Connection, topic: &str, rx: &mut mpsc::UnboundedReceiver<Bytes>) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        p.publish(topic, "warm").await.unwrap();
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await {
+            assert_eq!(&e[..], b"warm");
+            while rx.try_recv().is_ok() {}
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event heard");
+    }
+}
+
+#[tokio::test]
+async fn every_pattern_works_between_embedded_applications() {
+    let n = node(0x11, vec![]).await;
+    let (h, mut broadcasts, _) = echo();
+    let svc = n.register("echo", h).await.unwrap();
+    assert_eq!(svc.cluster(), "echo");
+    let c = n.connect().await.unwrap();
+    assert_eq!(sessions(&n).await, 2);
+
+    assert_eq!(&c.request("echo", "hi", T).await.unwrap()[..], b"hi");
+    assert!(
+        matches!(c.request("echo", "fault", T).await, Err(Error::Remote(f)) if f == "no such thing")
+    );
+    assert!(matches!(
+        c.request("nobody", "x", Duration::from_millis(50)).await,
+        Err(Error::Timeout)
+    ));
+    c.broadcast("echo", "to all").await.unwrap();
+    assert_eq!(
+        &tokio::time::timeout(T, broadcasts.recv())
+            .await
+            .unwrap()
+            .unwrap()[..],
+        b"to all"
+    );
+
+    let mut events = subscribe(&c, "news").await;
+    publish_until_heard(&svc, "news", &mut events).await;
+    for i in 0..100u32 {
+        svc.publish("news", Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+    for i in 0..100u32 {
+        let e = tokio::time::timeout(T, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&e[..], &i.to_be_bytes(), "events in order, none lost");
+    }
+
+    // A tunnel carries a 1 MiB message and many small ones, in order, both ways.
+    let tun = c.tunnel("echo", T).await.unwrap();
+    let big = pattern(7, 1 << 20);
+    tun.send(big.clone(), T).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(T, tun.recv()).await.unwrap().unwrap(),
+        big
+    );
+    for i in 0..500u32 {
+        tun.send(Bytes::from(i.to_be_bytes().to_vec()), T)
+            .await
+            .unwrap();
+    }
+    for i in 0..500u32 {
+        assert_eq!(&tun.recv().await.unwrap()[..], &i.to_be_bytes());
+    }
+    tun.close().await.unwrap();
+
+    // Petal's extension: the store.
+    c.kv_put("k", "v", None, T).await.unwrap();
+    assert_eq!(&c.kv_get("k", T).await.unwrap().unwrap().value[..], b"v");
+
+    c.close().await.unwrap();
+    svc.close().await.unwrap();
+    wait_sessions(&n, 0).await;
+}
+
+#[tokio::test]
+async fn embedded_and_tcp_applications_reach_each_other_across_nodes() {
+    let a = node(0x1000_0000_0000_0000_0000_0000_0000_0021, vec![]).await;
+    let b = node(
+        0x9000_0000_0000_0000_0000_0000_0000_0022,
+        vec![a.info().addr],
+    )
+    .await;
+    wait_ready(&[&a, &b], 1).await;
+    // An embedded service at a, a TCP service at b.
+    let (ha, _, _) = echo();
+    let _sa = a.register("at-a", ha).await.unwrap();
+    let (hb, _, _) = echo();
+    let _sb = Options::default()
+        .register_addr(relay_addr(&b), "at-b", hb)
+        .await
+        .unwrap();
+    let embedded = a.connect().await.unwrap();
+    let tcp = Connection::connect_addr(relay_addr(&b)).await.unwrap();
+    for (who, c) in [("embedded", &embedded), ("tcp", &tcp)] {
+        for cluster in ["at-a", "at-b"] {
+            let got = request_until_answered(c, cluster).await;
+            assert_eq!(&got[..], b"ping", "{who} -> {cluster}");
+        }
+    }
+    // Events both ways.
+    let mut at_a = subscribe(&embedded, "t1").await;
+    publish_until_heard(&tcp, "t1", &mut at_a).await;
+    let mut at_b = subscribe(&tcp, "t2").await;
+    publish_until_heard(&embedded, "t2", &mut at_b).await;
+    // A tunnel from the embedded client to the TCP service on the other node.
+    let tun = embedded.tunnel("at-b", T).await.unwrap();
+    let m = pattern(3, 300_000);
+    tun.send(m.clone(), T).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(T, tun.recv()).await.unwrap().unwrap(),
+        m
+    );
+}
+
+/// Requests until a member answers (the membership travels to the cluster's root first).
+async fn request_until_answered(c: &Connection, cluster: &str) -> Bytes {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        match c.request(cluster, "ping", Duration::from_millis(200)).await {
+            Ok(r) => return r,
+            Err(Error::Timeout) if tokio::time::Instant::now() < deadline => {}
+            Err(e) => panic!("{cluster}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn packets_past_the_limits_are_refused_alone() {
+    let mut o = options(0x31, vec![]);
+    o.max_message = 1 << 16;
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let (h, _, _) = echo();
+    let _svc = n.register("echo", h).await.unwrap();
+    let c = n.connect().await.unwrap();
+    let big = Bytes::from(vec![0u8; (1 << 16) + 1]);
+    let e = c.request("echo", big.clone(), T).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Protocol(RelayError::TooLong {
+                what: "request",
+                ..
+            })
+        ),
+        "{e}"
+    );
+    let e = c.publish("t", big).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Protocol(RelayError::TooLong { what: "event", .. })
+        ),
+        "{e}"
+    );
+    let e = c
+        .subscribe(&"x".repeat(70_000), |_: Bytes| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Protocol(RelayError::TooLong { what: "topic", .. })
+        ),
+        "{e}"
+    );
+    // A reply past the limit reaches the requester as a fault, at once.
+    let e = c.request("echo", "big", T).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote(f) if f.contains("reply was refused")),
+        "{e}"
+    );
+    // Nothing else was affected.
+    assert_eq!(&c.request("echo", "ok", T).await.unwrap()[..], b"ok");
+    assert!(!c.is_closed());
+}
+
+#[tokio::test]
+async fn a_full_input_queue_keeps_order_and_loses_nothing() {
+    let mut o = options(0x41, vec![]);
+    // Hand-overs find the node's channel full all the time: the sessions' tasks take over.
+    o.input_queue = 2;
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let (h, _, _) = echo();
+    let _svc = n.register("echo", h).await.unwrap();
+    let c = n.connect().await.unwrap();
+    let mut events = subscribe(&c, "seq").await;
+    let p = n.connect().await.unwrap();
+    publish_until_heard(&p, "seq", &mut events).await;
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (c, answered) = (c.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..500u64 {
+                let body = Bytes::from(format!("{t}-{i}"));
+                let r = c.request("echo", body.clone(), T).await.unwrap();
+                assert_eq!(r, body);
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for i in 0..5_000u32 {
+        p.publish("seq", Bytes::from(i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+    }
+    for i in 0..5_000u32 {
+        let e = tokio::time::timeout(T, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&e[..], &i.to_be_bytes(), "event {i} out of order or lost");
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(answered.load(Ordering::Relaxed), 4_000);
+    assert_eq!(c.stats().dropped_events, 0);
+}
+
+#[tokio::test]
+async fn dropped_connections_leave_and_shutdown_answers_everything() {
+    let n = node(0x51, vec![]).await;
+    // A dropped connection leaves the node (no close called).
+    let c = n.connect().await.unwrap();
+    assert_eq!(sessions(&n).await, 1);
+    drop(c);
+    wait_sessions(&n, 0).await;
+
+    let (h, _, mut drops) = echo();
+    let svc = n.register("echo", h).await.unwrap();
+    let c = n.connect().await.unwrap();
+    let tun = c.tunnel("echo", T).await.unwrap();
+    // A request the service never answers: the node's shutdown answers it.
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.request("echo", "hang", Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let connector = n.local_connector();
+    n.shutdown().await;
+    let r = tokio::time::timeout(T, pending).await.unwrap().unwrap();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(tun.recv().await.is_err(), "the tunnel ended");
+    let reason = tokio::time::timeout(T, drops.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reason.contains("shutting down"), "{reason}");
+    assert!(c.is_closed() && svc.is_closed());
+    // Nothing attaches to a stopped node.
+    let e = connector.connect(Options::default()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotConnected),
+        "{e}"
+    );
+}

@@ -365,6 +365,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut close = false;
     while !close {
         let Some(first) = rx.recv().await else { break };
+        if rx.is_empty() {
+            // Let the tasks already runnable (the node task, other sessions) queue more for
+            // this client first: under load one write then carries many packets (a syscall
+            // per packet was a quarter of a busy node's time); idle, this costs one turn of
+            // the scheduler.
+            tokio::task::yield_now().await;
+        }
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {

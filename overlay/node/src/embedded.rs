@@ -37,6 +37,20 @@ use crate::session::{Out, SessionOpen, SessionTx};
 use crate::{LocalConnector, NodeHandle};
 
 impl NodeHandle {
+    /// Waits until the node has joined its network (or formed a ring of its own), at most
+    /// `within`; true when it has. A node refuses attaches until then, over TCP and in
+    /// process alike ([`Error::Denied`]).
+    pub async fn wait_ready(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Attaches a plain client in this process (brokerless mode): petal-client's API, without
     /// a daemon, a socket or the relay hop. See [`LocalConnector::connect`].
     pub async fn connect(&self) -> Result<Connection, Error> {

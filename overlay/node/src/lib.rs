@@ -95,6 +95,8 @@ use tracing::Instrument;
 pub use accept::LocalConnector;
 pub use inspect::{DiscoveryStatus, Inspection};
 pub use net::{Datagram, Listener, Net, TokioNet};
+/// The client API embedded applications get ([`NodeHandle::connect`]), re-exported.
+pub use petal_client as client;
 pub use registry::{Registry, SharedMemoryRegistry};
 pub use secure::{Entropy, Identity, LinkSecurity, NetworkKey};
 
@@ -105,7 +107,8 @@ use driver::{Driver, Input};
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Where local applications connect (relay v1). The daemon listens on 127.0.0.1 and `[::1]`;
-    /// boot fails only when every listen fails.
+    /// boot fails only when every listen fails. Empty: no relay listener, applications attach
+    /// in this process only (brokerless mode, [`NodeHandle::connect`]).
     pub relay_addrs: Vec<SocketAddr>,
     /// Where peer links are accepted.
     pub peer_listen: SocketAddr,

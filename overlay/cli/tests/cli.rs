@@ -280,6 +280,50 @@ fn bench_request_prints_json_with_positive_throughput() {
     assert_eq!(report["nodes"], 1);
 }
 
+/// `petal bench all --embedded`: no petald anywhere (the port is closed); every phase runs
+/// against a node in the bench's own process, nothing lost.
+#[test]
+fn bench_embedded_runs_every_phase_without_a_daemon() {
+    let out = petal(
+        free_port(),
+        &[
+            "bench",
+            "all",
+            "--embedded",
+            "--duration-s",
+            "0.5",
+            "--concurrency",
+            "1,16",
+            "--json",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "bench: {out:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("bench --json prints one JSON object");
+    assert_eq!(report["embedded"], true, "{report}");
+    let request = &report["request"];
+    assert!(
+        request["throughput_requests_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    for sweep in request["sweep"].as_array().unwrap() {
+        assert_eq!(sweep["timeouts"], 0, "{report}");
+        assert_eq!(sweep["faults"], 0, "{report}");
+    }
+    for kind in ["broadcast", "publish"] {
+        assert!(
+            report[kind]["delivered_per_s"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert_eq!(report[kind]["lost"], 0, "{kind}: {report}");
+    }
+    assert!(
+        report["tunnel"]["mb_per_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
+
 /// `petal bench gateway` against a petald with `--gateway`: every HTTP request answered (no
 /// faults, no timeouts), events counted on both subscribers.
 #[test]

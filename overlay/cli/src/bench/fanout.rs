@@ -147,10 +147,11 @@ pub(crate) async fn run(ctx: &Ctx, kind: Kind) -> Result<FanoutResult> {
     });
     let receiver = match kind {
         Kind::Broadcast => Receiver::Member(
-            common::register(ctx.port2, &name, BroadcastSink(counter.clone())).await?,
+            ctx.register(ctx.port2, &name, BroadcastSink(counter.clone()))
+                .await?,
         ),
         Kind::Publish => {
-            let conn = common::connect(ctx.port2).await?;
+            let conn = ctx.connect(ctx.port2).await?;
             let counter = counter.clone();
             conn.subscribe(&name, move |_event: Bytes| counter.deliver())
                 .await
@@ -158,7 +159,7 @@ pub(crate) async fn run(ctx: &Ctx, kind: Kind) -> Result<FanoutResult> {
             Receiver::Subscriber(conn)
         }
     };
-    let sender = common::connect(ctx.port).await?;
+    let sender = ctx.connect(ctx.port).await?;
     let send = |message: Bytes| {
         let (sender, name) = (&sender, &name);
         async move {

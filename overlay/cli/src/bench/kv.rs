@@ -20,8 +20,8 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<KvBenchResult> {
     let prefix: Arc<str> = ctx.name("kv").into();
     let size = ctx.size.unwrap_or(1);
     let value = common::payload(size);
-    let writer = common::connect(ctx.port).await?;
-    let reader = common::connect(ctx.port2).await?;
+    let writer = ctx.connect(ctx.port).await?;
+    let reader = ctx.connect(ctx.port2).await?;
     ctx.progress(&format!("kv: writing {KEYS} keys"));
     for i in 0..KEYS {
         writer

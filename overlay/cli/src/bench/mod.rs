@@ -98,6 +98,10 @@ pub(crate) struct BenchArgs {
     /// The gateway's address (`petald --gateway`), for `gateway`.
     #[arg(long, default_value = "127.0.0.1:8080")]
     gateway: String,
+    /// Brokerless mode: run a node in this process and attach every client and service to it
+    /// in memory (no petald, no sockets, no relay codec); --port and --port2 are ignored.
+    #[arg(long, conflicts_with = "port2")]
+    embedded: bool,
 }
 
 /// Settings every benchmark reads.
@@ -116,6 +120,8 @@ pub(crate) struct Ctx {
     pub(crate) timeout: Duration,
     /// Broadcast/publish flow window (0: none).
     pub(crate) window: u64,
+    /// The node in this process every end attaches to (`--embedded`).
+    pub(crate) local: Option<petal_node::LocalConnector>,
 }
 
 impl Ctx {
@@ -125,6 +131,29 @@ impl Ctx {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         format!("petal-bench-{what}-{}-{nanos}", std::process::id())
+    }
+
+    /// A plain client of the node at `port` (or of the embedded node).
+    pub(crate) async fn connect(&self, port: u16) -> Result<petal_client::Connection> {
+        match &self.local {
+            Some(l) => Ok(l.connect(petal_client::Options::default()).await?),
+            None => crate::common::connect(port).await,
+        }
+    }
+
+    /// A member of `cluster` at the node at `port` (or at the embedded node).
+    pub(crate) async fn register<H: petal_client::ServiceHandler>(
+        &self,
+        port: u16,
+        cluster: &str,
+        handler: H,
+    ) -> Result<petal_client::Service> {
+        match &self.local {
+            Some(l) => Ok(l
+                .register(petal_client::Options::default(), cluster, handler)
+                .await?),
+            None => crate::common::register(port, cluster, handler).await,
+        }
     }
 
     /// Reports progress on stderr (stdout is for the results).
@@ -155,7 +184,16 @@ pub(crate) async fn bench(port: u16, args: BenchArgs) -> Result<()> {
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         anyhow::bail!("--concurrency needs levels of at least 1");
     }
+    if args.embedded && args.what == What::Gateway {
+        anyhow::bail!("--embedded measures applications attached in memory: not the gateway");
+    }
+    let node = if args.embedded {
+        Some(embedded_node().await?)
+    } else {
+        None
+    };
     let ctx = Ctx {
+        local: node.as_ref().map(petal_node::NodeHandle::local_connector),
         port,
         port2: args.port2.unwrap_or(port),
         duration: Duration::from_secs_f64(args.duration_s),
@@ -191,5 +229,22 @@ pub(crate) async fn bench(port: u16, args: BenchArgs) -> Result<()> {
     } else {
         print!("{}", report.table());
     }
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
     Ok(())
+}
+
+/// A node of its own in this process, without a relay listener, ready.
+async fn embedded_node() -> Result<petal_node::NodeHandle> {
+    let key = petal_node::NetworkKey::random()?;
+    let identity = petal_node::Identity::generate()?;
+    let mut o = petal_node::Options::new(identity, petal_node::LinkSecurity::Noise(key));
+    o.relay_addrs = Vec::new();
+    let node = petal_node::spawn(petal_node::TokioNet, o).await?;
+    anyhow::ensure!(
+        node.wait_ready(Duration::from_secs(5)).await,
+        "the embedded node did not start"
+    );
+    Ok(node)
 }

@@ -213,6 +213,8 @@ pub(crate) struct TunnelResult {
 
 /// Everything one `petal bench` run measured.
 pub(crate) struct Report {
+    /// Every end attached to a node in this process (`--embedded`).
+    embedded: bool,
     port: u16,
     port2: u16,
     duration_s: f64,
@@ -228,6 +230,7 @@ impl Report {
     /// An empty report of a run with these settings.
     pub(crate) fn new(ctx: &Ctx, duration_s: f64) -> Self {
         Report {
+            embedded: ctx.local.is_some(),
             port: ctx.port,
             port2: ctx.port2,
             duration_s,
@@ -248,6 +251,7 @@ impl Report {
     pub(crate) fn json(&self) -> Value {
         let mut out = json!({
             "nodes": self.nodes(),
+            "embedded": self.embedded,
             "port": self.port,
             "port2": self.port2,
             "duration_s": self.duration_s,
@@ -281,6 +285,7 @@ impl Report {
     pub(crate) fn table(&self) -> String {
         let mut s = String::new();
         let nodes = match self.nodes() {
+            _ if self.embedded => "one node in this process (--embedded)".to_owned(),
             1 => format!("one node (port {})", self.port),
             _ => format!(
                 "two nodes (sender on port {}, receivers on port {})",

@@ -55,8 +55,8 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<RequestResult> {
     let cluster: Arc<str> = ctx.name("echo").into();
     let size = ctx.size.unwrap_or(1);
     let payload = common::payload(size);
-    let service = common::register(ctx.port2, &cluster, Echo).await?;
-    let client = common::connect(ctx.port).await?;
+    let service = ctx.register(ctx.port2, &cluster, Echo).await?;
+    let client = ctx.connect(ctx.port).await?;
     ctx.progress("request: waiting for the echo service");
     wait_ready(&client, &cluster, &payload).await?;
     phase(

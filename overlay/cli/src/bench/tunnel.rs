@@ -56,8 +56,10 @@ pub(crate) async fn run(ctx: &Ctx) -> Result<TunnelResult> {
     let size = ctx.size.unwrap_or(DEFAULT_SIZE).max(1);
     let payload = common::payload(size);
     let received = Arc::new(Received::default());
-    let acceptor = common::register(ctx.port2, &cluster, Sink(received.clone())).await?;
-    let client = common::connect(ctx.port).await?;
+    let acceptor = ctx
+        .register(ctx.port2, &cluster, Sink(received.clone()))
+        .await?;
+    let client = ctx.connect(ctx.port).await?;
 
     ctx.progress("tunnel: opening");
     let start = Instant::now();

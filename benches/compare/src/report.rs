@@ -1,0 +1,229 @@
+//! The comparison's outputs: a Markdown table with ratios (stdout and README.md), the figures
+//! as JSON, and a chart (each row's figures relative to the best system on that row).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+use crate::Figure;
+
+const PETAL: [&str; 2] = ["petald (relay v1)", "Petal embedded"];
+
+pub fn to_json(rows: &[Figure]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|f| {
+                json!({"row": f.row, "system": f.system, "value": f.value,
+                       "lower_better": f.lower_better, "note": f.note})
+            })
+            .collect(),
+    )
+}
+
+pub fn from_json(bytes: &[u8]) -> Result<Vec<Figure>> {
+    let v: Value = serde_json::from_slice(bytes).context("the pinned phase's JSON")?;
+    let arr = v.as_array().context("an array")?;
+    arr.iter()
+        .map(|f| {
+            let system = f["system"].as_str().context("system")?;
+            // The names are the systems' own static names.
+            let system = crate::systems::NAMES
+                .iter()
+                .find(|n| **n == system)
+                .copied()
+                .context("a known system")?;
+            Ok(Figure {
+                row: f["row"].as_str().context("row")?.to_owned(),
+                system,
+                value: f["value"].as_f64().context("value")?,
+                lower_better: f["lower_better"].as_bool().unwrap_or(false),
+                note: f["note"].as_str().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Rows in first-seen order, systems in first-seen order.
+fn layout(rows: &[Figure]) -> (Vec<String>, Vec<&'static str>) {
+    let (mut names, mut systems) = (Vec::<String>::new(), Vec::<&'static str>::new());
+    for f in rows {
+        if !names.contains(&f.row) {
+            names.push(f.row.clone());
+        }
+        if !systems.contains(&f.system) {
+            systems.push(f.system);
+        }
+    }
+    (names, systems)
+}
+
+fn get<'a>(rows: &'a [Figure], row: &str, sys: &str) -> Option<&'a Figure> {
+    rows.iter().find(|f| f.row == row && f.system == sys)
+}
+
+fn num(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0} k", v / 1e3)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Petal's figure against the best of the other systems on the row: above 1 means Petal is
+/// better by that factor (for latency: the others' time over Petal's).
+fn ratio(rows: &[Figure], row: &str, petal: &str, systems: &[&str]) -> Option<f64> {
+    let p = get(rows, row, petal)?;
+    let others = systems
+        .iter()
+        .filter(|s| !PETAL.contains(s))
+        .filter_map(|s| get(rows, row, s).map(|f| f.value));
+    let best = if p.lower_better {
+        others.fold(f64::INFINITY, f64::min)
+    } else {
+        others.fold(0.0, f64::max)
+    };
+    if !best.is_finite() || best <= 0.0 || p.value <= 0.0 {
+        return None;
+    }
+    Some(if p.lower_better {
+        best / p.value
+    } else {
+        p.value / best
+    })
+}
+
+pub fn table(rows: &[Figure]) -> String {
+    let (names, systems) = layout(rows);
+    let mut s = String::new();
+    let _ = write!(s, "| workload |");
+    for sys in &systems {
+        let _ = write!(s, " {sys} |");
+    }
+    let _ = writeln!(s, " petald vs best other | embedded vs best other |");
+    let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(systems.len()));
+    for row in &names {
+        let _ = write!(s, "| {row} |");
+        for sys in &systems {
+            match get(rows, row, sys) {
+                Some(f) if f.note.is_empty() => {
+                    let _ = write!(s, " {} |", num(f.value));
+                }
+                Some(f) => {
+                    let _ = write!(s, " {} ({}) |", num(f.value), f.note);
+                }
+                None => s.push_str(" - |"),
+            }
+        }
+        for petal in PETAL {
+            match ratio(rows, row, petal, &systems) {
+                Some(r) => {
+                    let _ = write!(s, " {r:.2}x |");
+                }
+                None => s.push_str(" - |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+pub fn write(out: &str, rows: &[Figure], d: Duration) -> Result<()> {
+    let dir = Path::new(out);
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&to_json(rows))?,
+    )?;
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let md = format!(
+        "# Petal against NATS and Zenoh\n\n\
+         Written by `petal-compare` (benches/compare; see its README.md for the command), \
+         {} s per phase, {cpus} CPUs, one run. Both ends of every workload run in the harness's \
+         process; brokers (petald, nats-server, the Zenoh router) in their own. Ratios: Petal's \
+         figure against the best other system on the row, above 1 when Petal is better (for \
+         latency, the others' time over Petal's). Pub/sub publishers keep at most 1,000 events \
+         per subscriber undelivered; losses are noted. Streams: a Petal tunnel; one subscriber \
+         of a topic for the others.\n\n{}\n![relative figures](compare.png)\n",
+        d.as_secs_f64(),
+        table(rows)
+    );
+    std::fs::write(dir.join("README.md"), md)?;
+    chart(&dir.join("compare.png"), rows)
+}
+
+/// One group of bars per row: each system's figure over the best on the row (1 = best).
+fn chart(path: &Path, rows: &[Figure]) -> Result<()> {
+    crate::font::ensure()?;
+    let (names, systems) = layout(rows);
+    let colors = [
+        RGBColor(200, 60, 60),
+        RGBColor(230, 140, 40),
+        RGBColor(60, 120, 200),
+        RGBColor(60, 160, 90),
+        RGBColor(140, 90, 180),
+    ];
+    let height = 60 + 26 * names.len() as u32 * (systems.len() as u32 + 1) / 2;
+    let root = BitMapBackend::new(path, (1200, height.max(400))).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = names.len() as f64;
+    let k = systems.len() as f64;
+    let mut c = ChartBuilder::on(&root)
+        .caption(
+            "relative to the best system on each row (1 = best)",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(330)
+        .build_cartesian_2d(0.0..1.45, 0.0..n)?;
+    c.configure_mesh().disable_y_mesh().y_labels(0).draw()?;
+    // Each row's name beside the middle of its group of bars.
+    for (ri, row) in names.iter().enumerate() {
+        let (_, y) = c.backend_coord(&(0.0, n - 0.5 - ri as f64));
+        let style = TextStyle::from(("sans-serif", 13).into_font()).pos(
+            plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Right,
+                plotters::style::text_anchor::VPos::Center,
+            ),
+        );
+        root.draw(&Text::new(row.clone(), (330, y), style))?;
+    }
+    for (si, sys) in systems.iter().enumerate() {
+        let color = colors[si % colors.len()];
+        let bars = names.iter().enumerate().filter_map(|(ri, row)| {
+            let f = get(rows, row, sys)?;
+            let vals = systems
+                .iter()
+                .filter_map(|s| get(rows, row, s).map(|f| f.value));
+            let rel = if f.lower_better {
+                vals.fold(f64::INFINITY, f64::min) / f.value
+            } else {
+                f.value / vals.fold(0.0, f64::max)
+            };
+            let y0 = (n - 1.0 - ri as f64) + 0.1 + 0.8 * si as f64 / k;
+            Some(Rectangle::new(
+                [(0.0, y0), (rel.clamp(0.0, 1.0), y0 + 0.8 / k)],
+                color.filled(),
+            ))
+        });
+        c.draw_series(bars)?
+            .label(*sys)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

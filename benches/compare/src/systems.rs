@@ -1,0 +1,367 @@
+//! The systems under comparison and how each one does the three things the workloads need:
+//! answer requests, fan events out to subscribers, carry a stream of large messages.
+//!
+//! In every system both ends run in this process (a broker, when there is one, runs in its own
+//! process): petald over relay v1 (TCP to the daemon), Petal embedded (a node in this process,
+//! no socket at all), NATS (TCP to `nats-server`), Zenoh in peer mode (sessions in this process
+//! connected to each other over TCP, no router) and Zenoh through a router (client sessions to a
+//! router process), the shape of petald's relay path.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use zenoh::Wait;
+
+/// Keeps a subscription or a responder alive while held.
+pub type Guard = Box<dyn Any + Send>;
+
+#[derive(Clone)]
+pub enum Sys {
+    Relay { port: u16 },
+    Embedded { local: petal_node::LocalConnector },
+    Nats { url: String },
+    ZenohPeer { next_port: Arc<AtomicU64> },
+    ZenohRouter { endpoint: String },
+}
+
+/// Every system's name, as [`Sys::name`] gives it.
+pub const NAMES: [&str; 5] = [
+    "petald (relay v1)",
+    "Petal embedded",
+    "NATS",
+    "Zenoh peer",
+    "Zenoh router",
+];
+
+impl Sys {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sys::Relay { .. } => "petald (relay v1)",
+            Sys::Embedded { .. } => "Petal embedded",
+            Sys::Nats { .. } => "NATS",
+            Sys::ZenohPeer { .. } => "Zenoh peer",
+            Sys::ZenohRouter { .. } => "Zenoh router",
+        }
+    }
+}
+
+/// Where a workload's Zenoh sessions meet: peer mode, a listener of the workload's own;
+/// router mode, the router.
+struct Meet {
+    endpoint: String,
+    /// In peer mode, the listening session (the workload's first end).
+    listener: Option<zenoh::Session>,
+}
+
+async fn zenoh_open(
+    mode: &str,
+    listen: Option<&str>,
+    connect: Option<&str>,
+) -> Result<zenoh::Session> {
+    let mut c = zenoh::Config::default();
+    let set = |c: &mut zenoh::Config, k: &str, v: &str| {
+        c.insert_json5(k, v)
+            .map_err(|e| anyhow::anyhow!("zenoh config {k}: {e}"))
+    };
+    set(&mut c, "mode", &format!("\"{mode}\""))?;
+    set(&mut c, "scouting/multicast/enabled", "false")?;
+    set(
+        &mut c,
+        "listen/endpoints",
+        &match listen {
+            Some(l) => format!("[\"{l}\"]"),
+            None => "[]".into(),
+        },
+    )?;
+    if let Some(e) = connect {
+        set(&mut c, "connect/endpoints", &format!("[\"{e}\"]"))?;
+    }
+    zenoh::open(c)
+        .await
+        .map_err(|e| anyhow::anyhow!("zenoh open: {e}"))
+}
+
+/// Runs a Zenoh router listening on `endpoint` until the process is killed.
+pub async fn zenoh_router(endpoint: &str) -> Result<()> {
+    let _s = zenoh_open("router", Some(endpoint), None).await?;
+    eprintln!("zenoh router ready on {endpoint}");
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+impl Sys {
+    async fn meet(&self) -> Result<Meet> {
+        match self {
+            Sys::ZenohPeer { next_port } => {
+                let port = next_port.fetch_add(1, Ordering::Relaxed);
+                let endpoint = format!("tcp/127.0.0.1:{port}");
+                let listener = zenoh_open("peer", Some(&endpoint), None).await?;
+                Ok(Meet {
+                    endpoint,
+                    listener: Some(listener),
+                })
+            }
+            Sys::ZenohRouter { endpoint } => Ok(Meet {
+                endpoint: endpoint.clone(),
+                listener: None,
+            }),
+            _ => anyhow::bail!("not Zenoh"),
+        }
+    }
+
+    /// A Zenoh session meeting the others at `m` (a second end in peer mode; a client of the
+    /// router otherwise).
+    async fn zenoh_end(&self, m: &Meet) -> Result<zenoh::Session> {
+        match self {
+            Sys::ZenohPeer { .. } => zenoh_open("peer", None, Some(&m.endpoint)).await,
+            _ => zenoh_open("client", None, Some(&m.endpoint)).await,
+        }
+    }
+}
+
+struct Echo;
+
+impl petal_client::ServiceHandler for Echo {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        Ok(request)
+    }
+
+    fn handle_tunnel(&self, tunnel: petal_client::Tunnel) {
+        // The stream workload's sink: counts what arrives.
+        tokio::spawn(async move {
+            while let Ok(m) = tunnel.recv().await {
+                crate::workloads::TUNNEL_BYTES.fetch_add(m.len() as u64, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+/// Something that sends requests to the echo responder.
+pub enum Requester {
+    Petal(petal_client::Connection),
+    Nats(async_nats::Client),
+    Zenoh(zenoh::Session),
+}
+
+impl Requester {
+    pub async fn call(&self, payload: Bytes) -> Result<()> {
+        match self {
+            Requester::Petal(c) => {
+                c.request("echo", payload, Duration::from_secs(10)).await?;
+            }
+            Requester::Nats(c) => {
+                c.request("echo", payload).await?;
+            }
+            Requester::Zenoh(s) => {
+                let replies = s
+                    .get("bench/echo")
+                    .payload(payload.to_vec())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("zenoh get: {e}"))?;
+                let reply = replies
+                    .recv_async()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                reply
+                    .result()
+                    .map_err(|e| anyhow::anyhow!("zenoh reply error: {e:?}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn petal_connect(sys: &Sys) -> Result<petal_client::Connection> {
+    Ok(match sys {
+        Sys::Relay { port } => petal_client::Connection::connect(*port).await?,
+        Sys::Embedded { local } => local.connect(petal_client::Options::default()).await?,
+        _ => anyhow::bail!("not Petal"),
+    })
+}
+
+async fn petal_register(sys: &Sys, cluster: &str) -> Result<petal_client::Service> {
+    Ok(match sys {
+        Sys::Relay { port } => petal_client::register(*port, cluster, Echo).await?,
+        Sys::Embedded { local } => {
+            local
+                .register(petal_client::Options::default(), cluster, Echo)
+                .await?
+        }
+        _ => anyhow::bail!("not Petal"),
+    })
+}
+
+/// An echo responder and a requester for it, ready (one request answered).
+pub async fn echo_pair(sys: &Sys) -> Result<(Guard, Requester)> {
+    let (guard, req): (Guard, Requester) = match sys {
+        Sys::Relay { .. } | Sys::Embedded { .. } => {
+            let svc = petal_register(sys, "echo").await?;
+            (Box::new(svc), Requester::Petal(petal_connect(sys).await?))
+        }
+        Sys::Nats { url } => {
+            let server = async_nats::connect(url.as_str()).await?;
+            let mut sub = server.subscribe("echo").await?;
+            let task = tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    if let Some(reply) = m.reply {
+                        let _ = server.publish(reply, m.payload).await;
+                    }
+                }
+            });
+            let client = async_nats::connect(url.as_str()).await?;
+            (Box::new(AbortOnDrop(task)), Requester::Nats(client))
+        }
+        Sys::ZenohPeer { .. } | Sys::ZenohRouter { .. } => {
+            let m = sys.meet().await?;
+            let responder = sys.zenoh_end(&m).await?;
+            let q = responder
+                .declare_queryable("bench/echo")
+                .callback(|query| {
+                    let payload = query
+                        .payload()
+                        .map(|p| p.to_bytes().to_vec())
+                        .unwrap_or_default();
+                    let _ = query.reply(query.key_expr().clone(), payload).wait();
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("zenoh queryable: {e}"))?;
+            let requester = match &m.listener {
+                Some(l) => l.clone(),
+                None => sys.zenoh_end(&m).await?,
+            };
+            (
+                Box::new((responder, q, m.listener)),
+                Requester::Zenoh(requester),
+            )
+        }
+    };
+    // Until the responder is reachable.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            req.call(Bytes::from_static(b"x")),
+        )
+        .await
+        {
+            Ok(Ok(())) => break,
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(Err(e)) => {
+                return Err(e).context(format!("{}: the echo does not answer", sys.name()));
+            }
+            Err(_) => anyhow::bail!("{}: the echo does not answer", sys.name()),
+        }
+    }
+    Ok((guard, req))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Something that publishes to the fan-out topic.
+pub enum Publisher {
+    Petal(petal_client::Connection),
+    Nats(async_nats::Client),
+    Zenoh(zenoh::pubsub::Publisher<'static>),
+}
+
+impl Publisher {
+    pub async fn send(&self, payload: Bytes) -> Result<()> {
+        match self {
+            Publisher::Petal(c) => c.publish("fan", payload).await?,
+            Publisher::Nats(c) => c.publish("fan", payload).await?,
+            Publisher::Zenoh(p) => p
+                .put(payload.to_vec())
+                .await
+                .map_err(|e| anyhow::anyhow!("zenoh put: {e}"))?,
+        }
+        Ok(())
+    }
+}
+
+/// `subs` subscribers of the fan-out topic (each its own connection or session) counting the
+/// events and bytes they get, and a publisher.
+pub async fn fanout(
+    sys: &Sys,
+    subs: usize,
+    events: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+) -> Result<(Guard, Publisher)> {
+    let mut guards: Vec<Guard> = Vec::new();
+    let count = move |n: usize| {
+        events.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    let publisher = match sys {
+        Sys::Relay { .. } | Sys::Embedded { .. } => {
+            for _ in 0..subs {
+                let c = petal_connect(sys).await?;
+                let count = count.clone();
+                c.subscribe("fan", move |e: Bytes| count(e.len())).await?;
+                guards.push(Box::new(c));
+            }
+            Publisher::Petal(petal_connect(sys).await?)
+        }
+        Sys::Nats { url } => {
+            for _ in 0..subs {
+                let c = async_nats::connect(url.as_str()).await?;
+                let mut sub = c.subscribe("fan").await?;
+                let count = count.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(m) = sub.next().await {
+                        count(m.payload.len());
+                    }
+                });
+                guards.push(Box::new((c, AbortOnDrop(task))));
+            }
+            let p = async_nats::connect(url.as_str()).await?;
+            p.flush().await?;
+            Publisher::Nats(p)
+        }
+        Sys::ZenohPeer { .. } | Sys::ZenohRouter { .. } => {
+            let m = sys.meet().await?;
+            for _ in 0..subs {
+                let s = sys.zenoh_end(&m).await?;
+                let count = count.clone();
+                let sub = s
+                    .declare_subscriber("bench/fan")
+                    .callback(move |sample| count(sample.payload().len()))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("zenoh subscriber: {e}"))?;
+                guards.push(Box::new((s, sub)));
+            }
+            let s = match &m.listener {
+                Some(l) => l.clone(),
+                None => sys.zenoh_end(&m).await?,
+            };
+            let p = s
+                .declare_publisher("bench/fan")
+                .congestion_control(zenoh::qos::CongestionControl::Block)
+                .await
+                .map_err(|e| anyhow::anyhow!("zenoh publisher: {e}"))?;
+            guards.push(Box::new((m.listener, s)));
+            Publisher::Zenoh(p)
+        }
+    };
+    Ok((Box::new(guards), publisher))
+}
+
+/// Opens a Petal tunnel to the echo cluster's member (whose handler drains it).
+pub async fn petal_tunnel(sys: &Sys) -> Result<(Guard, petal_client::Tunnel)> {
+    let svc = petal_register(sys, "sink").await?;
+    let c = petal_connect(sys).await?;
+    let t = c.tunnel("sink", Duration::from_secs(10)).await?;
+    Ok((Box::new((svc, c)), t))
+}

@@ -253,7 +253,16 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
 
 fn main() -> Result<()> {
     let a = args()?;
-    let rt = tokio::runtime::Runtime::new()?;
+    // Pinned, one worker thread serves every end (workers sharing one CPU would only add
+    // switches between them; Zenoh refuses a current-thread runtime); unpinned, one per CPU.
+    let rt = if a.pinned {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Runtime::new()?
+    };
     rt.block_on(async {
         let (_servers, systems, node) = start(&a).await?;
         if a.pinned {

@@ -124,7 +124,10 @@ pub(crate) async fn run_packet_reader<S: PacketSource>(
             }
             None => {
                 break (
-                    Ended::Broken("the node ended the session without a CLOSE".to_owned()),
+                    Ended::Broken(
+                        "the node ended the session without a CLOSE (cut off, or stopped)"
+                            .to_owned(),
+                    ),
                     true,
                 );
             }

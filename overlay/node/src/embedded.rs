@@ -21,7 +21,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -123,6 +123,11 @@ impl LocalConnector {
             refused_droppable: Arc::default(),
         };
         let (kill, drain) = (out.kill.clone(), out.drain.clone());
+        // The session's task ends the source at once when the node cuts the session off.
+        let cut = Cut {
+            flag: Arc::default(),
+            wake: out.tx.downgrade(),
+        };
         let open = SessionOpen {
             conn,
             cluster,
@@ -147,7 +152,7 @@ impl LocalConnector {
             wake: Notify::new(),
             room: Notify::new(),
         });
-        let task = session_task(sink.clone(), kill, drain);
+        let task = session_task(sink.clone(), kill, drain, cut.clone());
         tokio::spawn(
             async move {
                 let _alive = alive;
@@ -155,8 +160,22 @@ impl LocalConnector {
             }
             .instrument(self.span.clone()),
         );
-        Ok((sink, EmbeddedSource { rx, queued }))
+        let source = EmbeddedSource {
+            rx,
+            queued,
+            cut: cut.flag,
+            sink: sink.clone(),
+        };
+        Ok((sink, source))
     }
+}
+
+/// How the session's task ends the source when the node cuts the session off: the flag, and a
+/// wake-up through the node's own channel (if the node still holds it).
+#[derive(Clone)]
+struct Cut {
+    flag: Arc<AtomicBool>,
+    wake: mpsc::WeakUnboundedSender<Out>,
 }
 
 /// The node's side of the receiving half: its packets as they were queued for the session.
@@ -164,10 +183,27 @@ pub(crate) struct EmbeddedSource {
     rx: mpsc::UnboundedReceiver<Out>,
     /// The session's queued bytes, as the node counts them (given back as packets are taken).
     queued: Arc<AtomicUsize>,
+    /// Set when the node cut the session off: what it had queued is not delivered.
+    cut: Arc<AtomicBool>,
+    /// Shut when the source goes (the connection ended, or its attach was abandoned).
+    sink: Arc<EmbeddedSink>,
+}
+
+impl Drop for EmbeddedSource {
+    fn drop(&mut self) {
+        // An attach abandoned during its handshake (the caller's future dropped) leaves the
+        // node at once, as a closed socket would.
+        self.sink.shut();
+    }
 }
 
 impl PacketSource for EmbeddedSource {
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<NodePacket>> {
+        if self.cut.load(Ordering::Acquire) {
+            // Dropping the receiver later frees what is queued (and its charges).
+            self.rx.close();
+            return Poll::Ready(None);
+        }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Out::Packet(p, charge))) => {
                 self.queued.fetch_sub(p.encoded_len(), Ordering::Relaxed);
@@ -220,24 +256,48 @@ fn lock(m: &Mutex<SinkState>) -> MutexGuard<'_, SinkState> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Most packets one hand-over carries, as a relay session's reader batches them (the node task
+/// handles one input at a time).
+const BATCH: usize = 256;
+
+/// Takes the first packets of the queue (at most [`BATCH`]) and their encoded size.
+fn take_batch(st: &mut SinkState) -> (Vec<ClientPacket>, usize) {
+    let packets: Vec<ClientPacket> = if st.queue.len() <= BATCH {
+        std::mem::take(&mut st.queue)
+    } else {
+        st.queue.drain(..BATCH).collect()
+    };
+    let bytes = packets.iter().map(ClientPacket::encoded_len).sum();
+    st.bytes = st.bytes.saturating_sub(bytes);
+    (packets, bytes)
+}
+
+/// Puts a batch that could not be handed over back at the front of the queue.
+fn put_back(st: &mut SinkState, mut packets: Vec<ClientPacket>, bytes: usize) {
+    packets.append(&mut st.queue);
+    st.queue = packets;
+    st.bytes += bytes;
+}
+
 impl EmbeddedSink {
     /// Hands what is queued to the node task without waiting: true when done (or nothing is
     /// left to do), false when the session's task must take over.
     fn hand_over(&self, st: &mut SinkState) -> bool {
-        if !st.queue.is_empty() {
-            let Some(charge) = self.share.charge_input(st.bytes as u64) else {
+        while !st.queue.is_empty() {
+            let (packets, bytes) = take_batch(st);
+            let Some(charge) = self.share.charge_input(bytes as u64) else {
+                put_back(st, packets, bytes);
                 return false;
             };
-            let packets = std::mem::take(&mut st.queue);
             let input = Input::Session {
                 conn: self.conn,
                 packets,
                 charge,
             };
             match self.to_node.try_send(input) {
-                Ok(()) => st.bytes = 0,
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(Input::Session { packets, .. })) => {
-                    st.queue = packets;
+                    put_back(st, packets, bytes);
                     return false;
                 }
                 Err(_) => {
@@ -262,6 +322,17 @@ impl EmbeddedSink {
         true
     }
 
+    /// The node task is gone: drops what is queued, takes nothing more, frees waiting callers.
+    fn gone(&self) {
+        let mut st = lock(&self.state);
+        st.queue.clear();
+        st.bytes = 0;
+        st.told = true;
+        st.busy = false;
+        drop(st);
+        self.room.notify_waiters();
+    }
+
     /// Hands over the queue, or leaves it to the session's task.
     fn hand_over_or_wake(&self, st: &mut SinkState) {
         if st.busy {
@@ -282,8 +353,7 @@ impl EmbeddedSink {
             let next = {
                 let mut st = lock(&self.state);
                 if !st.queue.is_empty() {
-                    let bytes = std::mem::take(&mut st.bytes);
-                    Some((std::mem::take(&mut st.queue), bytes))
+                    Some(take_batch(&mut st))
                 } else if (st.closing || st.shut) && !st.told {
                     st.told = true;
                     None
@@ -314,10 +384,7 @@ impl EmbeddedSink {
                 }
             };
             if sent.is_err() {
-                let mut st = lock(&self.state);
-                st.queue.clear();
-                st.bytes = 0;
-                st.told = true;
+                self.gone();
             }
             self.room.notify_waiters();
         }
@@ -337,6 +404,25 @@ impl PacketSink for EmbeddedSink {
                 ClientPacket::Reply {
                     id,
                     result: Err(format!("petal: the reply was refused: {e}")),
+                }
+            }
+            // So does an over-long fault text, cut to the limit.
+            Err(_) if matches!(packet, ClientPacket::Reply { result: Err(_), .. }) => {
+                let ClientPacket::Reply {
+                    id,
+                    result: Err(mut fault),
+                } = packet
+                else {
+                    return Err(PushError::Ended);
+                };
+                let mut end = self.limits.max_string.min(fault.len());
+                while !fault.is_char_boundary(end) {
+                    end -= 1;
+                }
+                fault.truncate(end);
+                ClientPacket::Reply {
+                    id,
+                    result: Err(fault),
                 }
             }
             Err(e) => return Err(PushError::Invalid(e)),
@@ -397,18 +483,27 @@ impl PacketSink for EmbeddedSink {
 
 /// The session's task: finishes hand-overs the callers could not, answers the node's drain
 /// at shutdown, and ends once the node was told the session ended.
-async fn session_task(sink: Arc<EmbeddedSink>, kill: Arc<Notify>, drain: Arc<Notify>) {
+async fn session_task(sink: Arc<EmbeddedSink>, kill: Arc<Notify>, drain: Arc<Notify>, cut: Cut) {
     loop {
         tokio::select! {
             biased;
-            // Cut off (far behind, or over the memory budget): the node dropped the session,
-            // so its source ends; nothing more is taken.
-            () = kill.notified() => sink.shut(),
+            // Cut off (far behind, or over the memory budget): the source ends at once (what
+            // the node queued is not delivered, as a cut socket's writer is aborted), and
+            // nothing more is taken.
+            () = kill.notified() => {
+                cut.flag.store(true, Ordering::Release);
+                if let Some(tx) = cut.wake.upgrade() {
+                    let _ = tx.send(Out::Close);
+                }
+                sink.shut();
+            }
             // The node is shutting down: hand over what the client queued, then say so.
             () = drain.notified() => {
                 sink.hand_over_waiting().await;
                 let done = Input::SessionDrained { conn: sink.conn };
                 if sink.to_node.send(done).await.is_err() {
+                    // The node task is gone: nothing will be taken again.
+                    sink.gone();
                     return;
                 }
             }

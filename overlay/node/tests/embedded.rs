@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 const T: Duration = Duration::from_secs(5);
 
 /// Echoes requests (a request "fault" fails, "big" answers past the node's message limit,
-/// "hang" never answers), forwards broadcasts, echoes tunnel messages.
+/// "long fault" fails with a text past the string limit, "hang" never answers), forwards
+/// broadcasts, echoes tunnel messages.
 #[derive(Clone)]
 struct Echo {
     broadcasts: mpsc::UnboundedSender<Bytes>,
@@ -41,6 +42,7 @@ impl ServiceHandler for Echo {
         match &request[..] {
             b"fault" => Err("no such thing".into()),
             b"big" => Ok(Bytes::from(vec![1u8; (16 << 20) + 1])),
+            b"long fault" => Err("é".repeat(40_000)),
             b"hang" => std::future::pending().await,
             _ => Ok(request),
         }
@@ -267,6 +269,12 @@ async fn packets_past_the_limits_are_refused_alone() {
         matches!(&e, Error::Remote(f) if f.contains("reply was refused")),
         "{e}"
     );
+    // A fault text past the string limit (80,000 bytes) is cut to it, at a character boundary.
+    let e = c.request("echo", "long fault", T).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote(f) if f.len() == 65_534 && f.chars().all(|c| c == 'é')),
+        "{e:.80}"
+    );
     // Nothing else was affected.
     assert_eq!(&c.request("echo", "ok", T).await.unwrap()[..], b"ok");
     assert!(!c.is_closed());
@@ -352,4 +360,38 @@ async fn dropped_connections_leave_and_shutdown_answers_everything() {
         matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotConnected),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn an_attach_abandoned_during_its_handshake_leaves_the_node() {
+    let n = node(0x61, vec![]).await;
+    // Polled once: the attach is sent to the node, then its answer is not waited for.
+    for _ in 0..3 {
+        let (h, _, _) = echo();
+        assert!(
+            poll_once(n.register("gone", h)).await,
+            "the register was cut short"
+        );
+        assert!(poll_once(n.connect()).await, "the connect was cut short");
+    }
+    // Attached after the abandoned ones (the node takes attaches in order): then only this
+    // one remains.
+    let c = n.connect().await.unwrap();
+    wait_sessions(&n, 1).await;
+    // No dead member holds the cluster: a request finds nobody (a timeout, not a loss).
+    let e = c
+        .request("gone", "x", Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout), "{e}");
+}
+
+/// Polls `fut` once and drops it; true when it was still pending.
+async fn poll_once<F: std::future::Future>(fut: F) -> bool {
+    tokio::pin!(fut);
+    tokio::select! {
+        biased;
+        _ = &mut fut => false,
+        () = std::future::ready(()) => true,
+    }
 }

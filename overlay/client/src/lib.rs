@@ -92,6 +92,8 @@
 //! - `io.rs`: the handshake, the reader task and its dispatch, the writer task.
 //! - `kv.rs`: the store's operations; `identity.rs`: identities.
 //! - `outbox.rs`: the combining write queue in front of the socket.
+//! - [`transport`]: the in-process transport (packets as values) an embedded node offers
+//!   (`petal_node::NodeHandle::connect`), in place of a socket and the codec.
 //! - `service.rs`: [`Service`], [`ServiceHandler`], [`register`], the request and broadcast jobs.
 //! - `topic.rs`: [`TopicHandler`].
 //! - `tunnel.rs`: [`Tunnel`]: chunking, credit, reassembly, close.

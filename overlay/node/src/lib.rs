@@ -52,6 +52,8 @@
 //! - [`secure`]: identities, the network key, the link handshake and record layer.
 //! - [`beacon`], [`discovery`]: the discovery beacon and the task that sends and hears them.
 //! - `accept`: the listeners' accept loops and the gate bounding their handshakes.
+//! - `embedded`: brokerless mode, applications in this process attached without a socket
+//!   ([`NodeHandle::connect`], [`NodeHandle::register`]: petal-client's own types).
 //! - `driver`: the node task; `link`: peer links; `relay`: relay sessions; `session`: the node
 //!   task's side of sessions (translation to core commands and back; the core owns every
 //!   connection's requests, deliveries and tunnels, by the client's own ids, so sessions keep

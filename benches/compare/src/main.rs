@@ -44,6 +44,8 @@ struct Args {
     petald: String,
     nats: String,
     pinned: bool,
+    /// For `--zenoh-router`: the router to link to (given before `--zenoh-router`).
+    zenoh_connect: Option<String>,
 }
 
 fn args() -> Result<Args> {
@@ -53,6 +55,7 @@ fn args() -> Result<Args> {
         petald: "target/release/petald".into(),
         nats: "nats-server".into(),
         pinned: false,
+        zenoh_connect: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -63,10 +66,11 @@ fn args() -> Result<Args> {
             "--petald" => a.petald = v()?,
             "--nats-server" => a.nats = v()?,
             "--pinned-latency" => a.pinned = true,
+            "--zenoh-connect" => a.zenoh_connect = Some(v()?),
             "--zenoh-router" => {
                 let endpoint = v()?;
                 let rt = tokio::runtime::Runtime::new()?;
-                rt.block_on(systems::zenoh_router(&endpoint))?;
+                rt.block_on(systems::zenoh_router(&endpoint, a.zenoh_connect.as_deref()))?;
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other}"),
@@ -75,8 +79,19 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
+/// A loopback port free now and not handed out before by this process.
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .map_err(|_| anyhow::anyhow!("port list poisoned"))?;
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 /// A server process, killed when dropped.
@@ -102,71 +117,167 @@ async fn wait_port(port: u16, what: &str) -> Result<()> {
     anyhow::bail!("{what} did not start on port {port}")
 }
 
-/// Starts every system: petald, an embedded node, nats-server (if installed), a Zenoh router.
-async fn start(a: &Args) -> Result<(Vec<Server>, Vec<Sys>, Option<petal_node::NodeHandle>)> {
-    let mut servers = Vec::new();
-    let mut systems = Vec::new();
-    let port = free_port()?;
-    let key = petal_node::NetworkKey::random()?;
-    let child = Command::new(&a.petald)
-        .args(["--dev", "--log", "warn", "--admin", "off", "--no-discovery"])
+/// Starts petald with `PETAL_NETWORK_KEY` = `key`, its relay on `port`, its peer links on
+/// `listen`, seeded to `seed`.
+async fn petald(
+    a: &Args,
+    key: &petal_node::NetworkKey,
+    port: u16,
+    listen: &str,
+    seed: Option<&str>,
+) -> Result<Server> {
+    let mut cmd = Command::new(&a.petald);
+    cmd.args(["--dev", "--log", "warn", "--admin", "off", "--no-discovery"])
         .args(["--port", &port.to_string()])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
+        .args(["--listen", listen])
         .env("PETAL_NETWORK_KEY", key.to_hex())
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(seed) = seed {
+        cmd.args(["--seed", seed]);
+    }
+    let child = cmd
         .spawn()
         .with_context(|| format!("starting {} (cargo build --release -p petald)", a.petald))?;
-    servers.push(Server(child));
+    let server = Server(child);
     wait_port(port, "petald").await?;
-    systems.push(Sys::Relay { port });
+    Ok(server)
+}
 
+/// An embedded node on loopback (links with Noise under `key`), seeded to `seed`, joined.
+async fn embedded(
+    key: &petal_node::NetworkKey,
+    seed: Option<std::net::SocketAddr>,
+) -> Result<petal_node::NodeHandle> {
     let mut o = petal_node::Options::new(
         petal_node::Identity::generate()?,
-        petal_node::LinkSecurity::Noise(key),
+        petal_node::LinkSecurity::Noise(key.clone()),
     );
     o.relay_addrs = Vec::new();
+    o.seeds = seed.into_iter().collect();
     let node = petal_node::spawn(petal_node::TokioNet, o).await?;
     anyhow::ensure!(
-        node.wait_ready(Duration::from_secs(5)).await,
-        "the embedded node did not start"
+        node.wait_ready(Duration::from_secs(10)).await,
+        "an embedded node did not start"
     );
-    systems.push(Sys::Embedded {
-        local: node.local_connector(),
-    });
+    Ok(node)
+}
 
-    let nats_port = free_port()?;
-    match Command::new(&a.nats)
-        .args(["-a", "127.0.0.1", "-p", &nats_port.to_string()])
+/// Starts `nats-server` on `port` with a cluster listener on `cluster`, routed to `route`.
+async fn nats(a: &Args, port: u16, cluster: u16, route: Option<u16>) -> Result<Option<Server>> {
+    let mut cmd = Command::new(&a.nats);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--cluster_name", "bench"])
+        .args(["--cluster", &format!("nats://127.0.0.1:{cluster}")])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => {
-            servers.push(Server(child));
-            wait_port(nats_port, "nats-server").await?;
-            systems.push(Sys::Nats {
-                url: format!("nats://127.0.0.1:{nats_port}"),
-            });
-        }
-        Err(e) => eprintln!(
-            "NATS skipped: {} not runnable ({e}); apt-get install nats-server",
-            a.nats
-        ),
+        .stderr(Stdio::null());
+    if let Some(r) = route {
+        cmd.args(["--routes", &format!("nats://127.0.0.1:{r}")]);
     }
+    match cmd.spawn() {
+        Ok(child) => {
+            let server = Server(child);
+            wait_port(port, "nats-server").await?;
+            Ok(Some(server))
+        }
+        Err(e) => {
+            eprintln!(
+                "NATS skipped: {} not runnable ({e}); apt-get install nats-server",
+                a.nats
+            );
+            Ok(None)
+        }
+    }
+}
 
-    systems.push(Sys::ZenohPeer {
-        next_port: Arc::new(AtomicU64::from(u64::from(free_port()?) + 1000)),
-    });
-    let zport = free_port()?;
-    let endpoint = format!("tcp/127.0.0.1:{zport}");
-    let child = Command::new(std::env::current_exe()?)
-        .args(["--zenoh-router", &endpoint])
+/// Starts a Zenoh router (this binary again) on `endpoint` (port `port`), linked to `connect`.
+async fn zenoh_router(port: u16, endpoint: &str, connect: Option<&str>) -> Result<Server> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    if let Some(c) = connect {
+        cmd.args(["--zenoh-connect", c]);
+    }
+    let child = cmd
+        .args(["--zenoh-router", endpoint])
         .stdout(Stdio::null())
         .spawn()?;
-    servers.push(Server(child));
-    wait_port(zport, "the Zenoh router").await?;
-    systems.push(Sys::ZenohRouter { endpoint });
-    Ok((servers, systems, Some(node)))
+    let server = Server(child);
+    wait_port(port, "the Zenoh router").await?;
+    Ok(server)
+}
+
+/// Starts every system, in its one-node form and (but Zenoh peers, which are nodes already)
+/// in its two-node form: two petald linked by Noise, two embedded nodes linked by Noise, two
+/// nats-servers in a cluster, two Zenoh routers linked to each other.
+async fn start(a: &Args) -> Result<(Vec<Server>, Vec<Sys>, Vec<petal_node::NodeHandle>)> {
+    let mut servers = Vec::new();
+    let mut one = Vec::new();
+    let mut two = Vec::new();
+    let key = petal_node::NetworkKey::random()?;
+
+    let (port_a, port_b) = (free_port()?, free_port()?);
+    let listen_a = format!("127.0.0.1:{}", free_port()?);
+    servers.push(petald(a, &key, port_a, &listen_a, None).await?);
+    let listen_b = format!("127.0.0.1:{}", free_port()?);
+    servers.push(petald(a, &key, port_b, &listen_b, Some(&listen_a)).await?);
+    one.push(Sys::Relay {
+        front: port_a,
+        back: port_a,
+    });
+    two.push(Sys::Relay {
+        front: port_a,
+        back: port_b,
+    });
+
+    let node_a = embedded(&key, None).await?;
+    let node_b = embedded(&key, Some(node_a.info().addr)).await?;
+    one.push(Sys::Embedded {
+        front: node_a.local_connector(),
+        back: node_a.local_connector(),
+        two: false,
+    });
+    two.push(Sys::Embedded {
+        front: node_a.local_connector(),
+        back: node_b.local_connector(),
+        two: true,
+    });
+
+    let (nats_a, nats_b) = (free_port()?, free_port()?);
+    let (cluster_a, cluster_b) = (free_port()?, free_port()?);
+    if let Some(s) = nats(a, nats_a, cluster_a, None).await? {
+        servers.push(s);
+        let url_a = format!("nats://127.0.0.1:{nats_a}");
+        one.push(Sys::Nats {
+            front: url_a.clone(),
+            back: url_a.clone(),
+        });
+        if let Some(s) = nats(a, nats_b, cluster_b, Some(cluster_a)).await? {
+            servers.push(s);
+            two.push(Sys::Nats {
+                front: url_a,
+                back: format!("nats://127.0.0.1:{nats_b}"),
+            });
+        }
+    }
+
+    one.push(Sys::ZenohPeer {
+        next_port: Arc::new(AtomicU64::from(u64::from(free_port()?) + 1000)),
+    });
+    let (zport_a, zport_b) = (free_port()?, free_port()?);
+    let (end_a, end_b) = (
+        format!("tcp/127.0.0.1:{zport_a}"),
+        format!("tcp/127.0.0.1:{zport_b}"),
+    );
+    servers.push(zenoh_router(zport_a, &end_a, None).await?);
+    servers.push(zenoh_router(zport_b, &end_b, Some(&end_a)).await?);
+    one.push(Sys::ZenohRouter {
+        front: end_a.clone(),
+        back: end_a.clone(),
+    });
+    two.push(Sys::ZenohRouter {
+        front: end_a,
+        back: end_b,
+    });
+    one.extend(two);
+    Ok((servers, one, vec![node_a, node_b]))
 }
 
 fn fig(row: &str, sys: &Sys, value: f64, lower_better: bool, note: String) -> Figure {
@@ -264,14 +375,14 @@ fn main() -> Result<()> {
         tokio::runtime::Runtime::new()?
     };
     rt.block_on(async {
-        let (_servers, systems, node) = start(&a).await?;
+        let (_servers, systems, nodes) = start(&a).await?;
         if a.pinned {
             let rows = latency_rows(&systems, a.duration, " (pinned)").await?;
             println!("{}", report::to_json(&rows));
             return Ok(());
         }
         let mut rows = run_all(&a, &systems).await?;
-        drop(node);
+        drop(nodes);
         eprintln!("latency again, everything pinned to CPU 0 (taskset -c 0)");
         let pinned = Command::new("taskset")
             .args(["-c", "0"])

@@ -11,7 +11,15 @@ use serde_json::{Value, json};
 
 use crate::Figure;
 
-const PETAL: [&str; 2] = ["petald (relay v1)", "Petal embedded"];
+/// The systems of each table: one node (broker), then two.
+fn groups() -> [&'static [&'static str]; 2] {
+    let names: &'static [&'static str] = &crate::systems::NAMES;
+    [&names[..5], &names[5..]]
+}
+
+fn is_petal(system: &str) -> bool {
+    system.starts_with("petald") || system.starts_with("Petal")
+}
 
 pub fn to_json(rows: &[Figure]) -> Value {
     Value::Array(
@@ -83,7 +91,7 @@ fn ratio(rows: &[Figure], row: &str, petal: &str, systems: &[&str]) -> Option<f6
     let p = get(rows, row, petal)?;
     let others = systems
         .iter()
-        .filter(|s| !PETAL.contains(s))
+        .filter(|s| !is_petal(s))
         .filter_map(|s| get(rows, row, s).map(|f| f.value));
     let best = if p.lower_better {
         others.fold(f64::INFINITY, f64::min)
@@ -100,15 +108,50 @@ fn ratio(rows: &[Figure], row: &str, petal: &str, systems: &[&str]) -> Option<f6
     })
 }
 
+/// The figures of the systems in `group` only.
+fn only(rows: &[Figure], group: &[&str]) -> Vec<Figure> {
+    rows.iter()
+        .filter(|f| group.contains(&f.system))
+        .cloned()
+        .collect()
+}
+
+/// One table per group of systems (one node, two nodes), each with its Petal ratio columns.
 pub fn table(rows: &[Figure]) -> String {
+    let mut s = String::new();
+    for (i, group) in groups().iter().enumerate() {
+        let rows = only(rows, group);
+        if rows.is_empty() {
+            continue;
+        }
+        s.push_str(if i == 0 {
+            "### One node (broker)\n\n"
+        } else {
+            "\n### Two nodes (brokers) linked to each other; the two ends attach to different ones\n\n"
+        });
+        s.push_str(&group_table(&rows));
+    }
+    s
+}
+
+fn group_table(rows: &[Figure]) -> String {
     let (names, systems) = layout(rows);
+    let petal: Vec<&str> = systems.iter().copied().filter(|s| is_petal(s)).collect();
     let mut s = String::new();
     let _ = write!(s, "| workload |");
     for sys in &systems {
         let _ = write!(s, " {sys} |");
     }
-    let _ = writeln!(s, " petald vs best other | embedded vs best other |");
-    let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(systems.len()));
+    for p in &petal {
+        let _ = write!(s, " {p} vs best other |");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "|---|{}{}",
+        "---|".repeat(systems.len()),
+        "---|".repeat(petal.len())
+    );
     for row in &names {
         let _ = write!(s, "| {row} |");
         for sys in &systems {
@@ -122,8 +165,8 @@ pub fn table(rows: &[Figure]) -> String {
                 None => s.push_str(" - |"),
             }
         }
-        for petal in PETAL {
-            match ratio(rows, row, petal, &systems) {
+        for p in &petal {
+            match ratio(rows, row, p, &systems) {
                 Some(r) => {
                     let _ = write!(s, " {r:.2}x |");
                 }
@@ -151,12 +194,19 @@ pub fn write(out: &str, rows: &[Figure], d: Duration) -> Result<()> {
          figure against the best other system on the row, above 1 when Petal is better (for \
          latency, the others' time over Petal's). Pub/sub publishers keep at most 1,000 events \
          per subscriber undelivered; losses are noted. Streams: a Petal tunnel; one subscriber \
-         of a topic for the others.\n\n{}\n![relative figures](compare.png)\n",
+         of a topic for the others. Two nodes: two petald linked by Noise (the relay on both \
+         ends), two embedded nodes in the harness linked by Noise, two nats-servers in a \
+         cluster, two Zenoh routers linked to each other (Zenoh peers have no such form: each \
+         session is a node already); NATS and Zenoh links are not encrypted.\n\n{}\n\
+         ![one node, relative figures](compare.png)\n\n\
+         ![two nodes, relative figures](compare-two-nodes.png)\n",
         d.as_secs_f64(),
         table(rows)
     );
     std::fs::write(dir.join("README.md"), md)?;
-    chart(&dir.join("compare.png"), rows)
+    let [one, two] = groups();
+    chart(&dir.join("compare.png"), &only(rows, one))?;
+    chart(&dir.join("compare-two-nodes.png"), &only(rows, two))
 }
 
 /// One group of bars per row: each system's figure over the best on the row (1 = best).

@@ -20,40 +20,79 @@ use zenoh::Wait;
 /// Keeps a subscription or a responder alive while held.
 pub type Guard = Box<dyn Any + Send>;
 
+/// A system under comparison. `front` is where requesters, publishers and tunnel openers
+/// attach, `back` where responders, subscribers and tunnel sinks do: the same node (broker)
+/// for the one-node rows, two nodes (brokers) linked to each other for the two-node rows.
 #[derive(Clone)]
 pub enum Sys {
-    Relay { port: u16 },
-    Embedded { local: petal_node::LocalConnector },
-    Nats { url: String },
-    ZenohPeer { next_port: Arc<AtomicU64> },
-    ZenohRouter { endpoint: String },
+    Relay {
+        front: u16,
+        back: u16,
+    },
+    Embedded {
+        front: petal_node::LocalConnector,
+        back: petal_node::LocalConnector,
+        two: bool,
+    },
+    Nats {
+        front: String,
+        back: String,
+    },
+    ZenohPeer {
+        next_port: Arc<AtomicU64>,
+    },
+    ZenohRouter {
+        front: String,
+        back: String,
+    },
 }
 
-/// Every system's name, as [`Sys::name`] gives it.
-pub const NAMES: [&str; 5] = [
+/// Every system's name, as [`Sys::name`] gives it: the one-node systems, then the two-node
+/// ones.
+pub const NAMES: [&str; 9] = [
     "petald (relay v1)",
     "Petal embedded",
     "NATS",
     "Zenoh peer",
     "Zenoh router",
+    "petald, 2 nodes",
+    "Petal embedded, 2 nodes",
+    "NATS, 2 servers",
+    "Zenoh, 2 routers",
 ];
 
 impl Sys {
-    pub fn name(&self) -> &'static str {
+    /// True when the two ends attach to two different nodes (brokers).
+    pub fn two_nodes(&self) -> bool {
         match self {
-            Sys::Relay { .. } => "petald (relay v1)",
-            Sys::Embedded { .. } => "Petal embedded",
-            Sys::Nats { .. } => "NATS",
-            Sys::ZenohPeer { .. } => "Zenoh peer",
-            Sys::ZenohRouter { .. } => "Zenoh router",
+            Sys::Relay { front, back } => front != back,
+            Sys::Embedded { two, .. } => *two,
+            Sys::Nats { front, back } | Sys::ZenohRouter { front, back } => front != back,
+            Sys::ZenohPeer { .. } => false,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match (self, self.two_nodes()) {
+            (Sys::Relay { .. }, false) => NAMES[0],
+            (Sys::Embedded { .. }, false) => NAMES[1],
+            (Sys::Nats { .. }, false) => NAMES[2],
+            // Zenoh peers have no two-node form: every session is a node already.
+            (Sys::ZenohPeer { .. }, _) => NAMES[3],
+            (Sys::ZenohRouter { .. }, false) => NAMES[4],
+            (Sys::Relay { .. }, true) => NAMES[5],
+            (Sys::Embedded { .. }, true) => NAMES[6],
+            (Sys::Nats { .. }, true) => NAMES[7],
+            (Sys::ZenohRouter { .. }, true) => NAMES[8],
         }
     }
 }
 
-/// Where a workload's Zenoh sessions meet: peer mode, a listener of the workload's own;
-/// router mode, the router.
+/// Where a workload's Zenoh sessions meet: peer mode, a listener of the workload's own (both
+/// ends); router mode, the front and back routers (one router for the one-node rows).
 struct Meet {
-    endpoint: String,
+    front: String,
+    back: String,
     /// In peer mode, the listening session (the workload's first end).
     listener: Option<zenoh::Session>,
 }
@@ -86,9 +125,10 @@ async fn zenoh_open(
         .map_err(|e| anyhow::anyhow!("zenoh open: {e}"))
 }
 
-/// Runs a Zenoh router listening on `endpoint` until the process is killed.
-pub async fn zenoh_router(endpoint: &str) -> Result<()> {
-    let _s = zenoh_open("router", Some(endpoint), None).await?;
+/// Runs a Zenoh router listening on `endpoint` (and linked to the router at `connect`) until
+/// the process is killed.
+pub async fn zenoh_router(endpoint: &str, connect: Option<&str>) -> Result<()> {
+    let _s = zenoh_open("router", Some(endpoint), connect).await?;
     eprintln!("zenoh router ready on {endpoint}");
     std::future::pending::<()>().await;
     Ok(())
@@ -102,12 +142,14 @@ impl Sys {
                 let endpoint = format!("tcp/127.0.0.1:{port}");
                 let listener = zenoh_open("peer", Some(&endpoint), None).await?;
                 Ok(Meet {
-                    endpoint,
+                    front: endpoint.clone(),
+                    back: endpoint,
                     listener: Some(listener),
                 })
             }
-            Sys::ZenohRouter { endpoint } => Ok(Meet {
-                endpoint: endpoint.clone(),
+            Sys::ZenohRouter { front, back } => Ok(Meet {
+                front: front.clone(),
+                back: back.clone(),
                 listener: None,
             }),
             _ => anyhow::bail!("not Zenoh"),
@@ -115,11 +157,12 @@ impl Sys {
     }
 
     /// A Zenoh session meeting the others at `m` (a second end in peer mode; a client of the
-    /// router otherwise).
-    async fn zenoh_end(&self, m: &Meet) -> Result<zenoh::Session> {
+    /// front or back router otherwise).
+    async fn zenoh_end(&self, m: &Meet, back: bool) -> Result<zenoh::Session> {
+        let at = if back { &m.back } else { &m.front };
         match self {
-            Sys::ZenohPeer { .. } => zenoh_open("peer", None, Some(&m.endpoint)).await,
-            _ => zenoh_open("client", None, Some(&m.endpoint)).await,
+            Sys::ZenohPeer { .. } => zenoh_open("peer", None, Some(at)).await,
+            _ => zenoh_open("client", None, Some(at)).await,
         }
     }
 }
@@ -176,20 +219,26 @@ impl Requester {
     }
 }
 
-async fn petal_connect(sys: &Sys) -> Result<petal_client::Connection> {
+/// A Petal connection at the front node, or at the back one.
+async fn petal_connect(sys: &Sys, back: bool) -> Result<petal_client::Connection> {
     Ok(match sys {
-        Sys::Relay { port } => petal_client::Connection::connect(*port).await?,
-        Sys::Embedded { local } => local.connect(petal_client::Options::default()).await?,
+        Sys::Relay { front, back: b } => {
+            petal_client::Connection::connect(if back { *b } else { *front }).await?
+        }
+        Sys::Embedded { front, back: b, .. } => {
+            let local = if back { b } else { front };
+            local.connect(petal_client::Options::default()).await?
+        }
         _ => anyhow::bail!("not Petal"),
     })
 }
 
+/// A member of `cluster` at the back node.
 async fn petal_register(sys: &Sys, cluster: &str) -> Result<petal_client::Service> {
     Ok(match sys {
-        Sys::Relay { port } => petal_client::register(*port, cluster, Echo).await?,
-        Sys::Embedded { local } => {
-            local
-                .register(petal_client::Options::default(), cluster, Echo)
+        Sys::Relay { back, .. } => petal_client::register(*back, cluster, Echo).await?,
+        Sys::Embedded { back, .. } => {
+            back.register(petal_client::Options::default(), cluster, Echo)
                 .await?
         }
         _ => anyhow::bail!("not Petal"),
@@ -201,10 +250,13 @@ pub async fn echo_pair(sys: &Sys) -> Result<(Guard, Requester)> {
     let (guard, req): (Guard, Requester) = match sys {
         Sys::Relay { .. } | Sys::Embedded { .. } => {
             let svc = petal_register(sys, "echo").await?;
-            (Box::new(svc), Requester::Petal(petal_connect(sys).await?))
+            (
+                Box::new(svc),
+                Requester::Petal(petal_connect(sys, false).await?),
+            )
         }
-        Sys::Nats { url } => {
-            let server = async_nats::connect(url.as_str()).await?;
+        Sys::Nats { front, back } => {
+            let server = async_nats::connect(back.as_str()).await?;
             let mut sub = server.subscribe("echo").await?;
             let task = tokio::spawn(async move {
                 while let Some(m) = sub.next().await {
@@ -213,12 +265,12 @@ pub async fn echo_pair(sys: &Sys) -> Result<(Guard, Requester)> {
                     }
                 }
             });
-            let client = async_nats::connect(url.as_str()).await?;
+            let client = async_nats::connect(front.as_str()).await?;
             (Box::new(AbortOnDrop(task)), Requester::Nats(client))
         }
         Sys::ZenohPeer { .. } | Sys::ZenohRouter { .. } => {
             let m = sys.meet().await?;
-            let responder = sys.zenoh_end(&m).await?;
+            let responder = sys.zenoh_end(&m, true).await?;
             let q = responder
                 .declare_queryable("bench/echo")
                 .callback(|query| {
@@ -232,7 +284,7 @@ pub async fn echo_pair(sys: &Sys) -> Result<(Guard, Requester)> {
                 .map_err(|e| anyhow::anyhow!("zenoh queryable: {e}"))?;
             let requester = match &m.listener {
                 Some(l) => l.clone(),
-                None => sys.zenoh_end(&m).await?,
+                None => sys.zenoh_end(&m, false).await?,
             };
             (
                 Box::new((responder, q, m.listener)),
@@ -307,16 +359,16 @@ pub async fn fanout(
     let publisher = match sys {
         Sys::Relay { .. } | Sys::Embedded { .. } => {
             for _ in 0..subs {
-                let c = petal_connect(sys).await?;
+                let c = petal_connect(sys, true).await?;
                 let count = count.clone();
                 c.subscribe("fan", move |e: Bytes| count(e.len())).await?;
                 guards.push(Box::new(c));
             }
-            Publisher::Petal(petal_connect(sys).await?)
+            Publisher::Petal(petal_connect(sys, false).await?)
         }
-        Sys::Nats { url } => {
+        Sys::Nats { front, back } => {
             for _ in 0..subs {
-                let c = async_nats::connect(url.as_str()).await?;
+                let c = async_nats::connect(back.as_str()).await?;
                 let mut sub = c.subscribe("fan").await?;
                 let count = count.clone();
                 let task = tokio::spawn(async move {
@@ -326,14 +378,14 @@ pub async fn fanout(
                 });
                 guards.push(Box::new((c, AbortOnDrop(task))));
             }
-            let p = async_nats::connect(url.as_str()).await?;
+            let p = async_nats::connect(front.as_str()).await?;
             p.flush().await?;
             Publisher::Nats(p)
         }
         Sys::ZenohPeer { .. } | Sys::ZenohRouter { .. } => {
             let m = sys.meet().await?;
             for _ in 0..subs {
-                let s = sys.zenoh_end(&m).await?;
+                let s = sys.zenoh_end(&m, true).await?;
                 let count = count.clone();
                 let sub = s
                     .declare_subscriber("bench/fan")
@@ -344,7 +396,7 @@ pub async fn fanout(
             }
             let s = match &m.listener {
                 Some(l) => l.clone(),
-                None => sys.zenoh_end(&m).await?,
+                None => sys.zenoh_end(&m, false).await?,
             };
             let p = s
                 .declare_publisher("bench/fan")
@@ -358,10 +410,11 @@ pub async fn fanout(
     Ok((Box::new(guards), publisher))
 }
 
-/// Opens a Petal tunnel to the echo cluster's member (whose handler drains it).
+/// Opens a Petal tunnel from the front node to a member of the sink cluster at the back node
+/// (whose handler drains it).
 pub async fn petal_tunnel(sys: &Sys) -> Result<(Guard, petal_client::Tunnel)> {
     let svc = petal_register(sys, "sink").await?;
-    let c = petal_connect(sys).await?;
+    let c = petal_connect(sys, false).await?;
     let t = c.tunnel("sink", Duration::from_secs(10)).await?;
     Ok((Box::new((svc, c)), t))
 }

@@ -23,7 +23,47 @@ pub enum GroupKind {
 
 impl GroupKind {
     /// The ring key of the group called `name`: the hash of a kind prefix and the name.
+    ///
+    /// Every publish, broadcast, request and tunnel names its group, and applications name the
+    /// same few groups again and again, so the keys of recent names are remembered (a small
+    /// direct-mapped table per thread: a pure function's memo, the same key either way) instead
+    /// of hashing the name with SHA-256 each time.
     pub fn key(self, name: &str) -> Key {
+        /// Names longer than this are hashed every time (the table holds short names only).
+        const MAX_CACHED: usize = 128;
+        const SLOTS: usize = 64;
+        type Slot = Option<(GroupKind, Box<str>, Key)>;
+        thread_local! {
+            static RECENT: std::cell::RefCell<Vec<Slot>> =
+                std::cell::RefCell::new(vec![None; SLOTS]);
+        }
+        if name.len() > MAX_CACHED {
+            return self.hash(name);
+        }
+        // FNV-1a: cheap, and only picks the slot (the name itself is compared); its low byte
+        // mixes every input byte.
+        let h = name
+            .bytes()
+            .chain([self as u8])
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        let slot = usize::from(h.to_le_bytes()[0]) % SLOTS;
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some((kind, cached, key)) = &recent[slot]
+                && *kind == self
+                && **cached == *name
+            {
+                return *key;
+            }
+            let key = self.hash(name);
+            recent[slot] = Some((self, name.into(), key));
+            key
+        })
+    }
+
+    fn hash(self, name: &str) -> Key {
         let prefix = match self {
             GroupKind::Cluster => "petal/cluster/",
             GroupKind::Topic => "petal/topic/",
@@ -130,5 +170,32 @@ impl ConnIndex {
             total += m.len();
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The remembered keys are the hashes themselves: for names that share slots, for both
+    /// kinds under one name, for names too long to remember, asked in any order and again.
+    #[test]
+    fn remembered_keys_are_the_hashes() {
+        let long = "n".repeat(300);
+        let mut names: Vec<String> = (0..500).map(|i| format!("topic-{i}")).collect();
+        names.extend([String::new(), "a".into(), long]);
+        for round in 0..3 {
+            for name in names.iter().rev().skip(round) {
+                for kind in [GroupKind::Topic, GroupKind::Cluster] {
+                    assert_eq!(kind.key(name), kind.hash(name), "{kind:?} {name}");
+                }
+            }
+        }
+        assert_ne!(GroupKind::Topic.key("x"), GroupKind::Cluster.key("x"));
+        assert_eq!(
+            GroupKind::Topic.key("x"),
+            Key::from_name("petal/topic/x"),
+            "the key is the hash of the prefixed name"
+        );
     }
 }

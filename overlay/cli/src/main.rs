@@ -36,6 +36,11 @@
     warn(clippy::cast_possible_truncation, clippy::too_many_lines)
 )]
 
+/// As in `petald`: `petal bench --embedded` runs a node in this process, and every client
+/// command allocates per packet (see the README, "The daemon's speed").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bench;
 mod common;
 mod identity;

@@ -177,6 +177,11 @@ fn insert_side(
     d: impl Fn(NodeId) -> u128,
 ) -> (bool, Option<NodeId>) {
     let dist = d(id);
+    // Most offers are of nodes beyond a full side: one comparison instead of a search (the
+    // search would find `pos >= half`, or `id` itself at the end).
+    if side.len() >= half && side.last().is_some_and(|&far| d(far) <= dist) {
+        return (false, None);
+    }
     let pos = side.partition_point(|&x| d(x) < dist);
     if pos >= half || side.get(pos) == Some(&id) {
         return (false, None);

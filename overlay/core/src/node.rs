@@ -625,22 +625,31 @@ impl Node {
     }
 
     /// Drops stale timer entries once they outnumber the live owners (owners also vanish
-    /// without a new timer: answered hops, lookups and probes).
+    /// without a new timer: answered hops, lookups and probes). Runs at every
+    /// [`Node::poll_timeout`], so the common case (nothing to do) is two comparisons.
+    #[inline]
     fn compact_timers(&mut self) {
-        if self.timers.len() > self.timer_bound() {
-            // Drop stale entries so that memory stays proportional to the live state (the
-            // collect reuses the old allocation: give back what the live entries do not need).
-            let mut live: Vec<_> = std::mem::take(&mut self.timers)
-                .into_iter()
-                .filter(|&Reverse((t, k))| self.timer_live(t, k))
-                .collect();
-            live.shrink_to(2 * live.len());
-            self.timers = live.into();
-        } else if self.timers.capacity() > 4 * self.timers.len() + 16 {
+        let (len, capacity) = (self.timers.len(), self.timers.capacity());
+        // The bound is at least 64 entries: below that, no need to count the owners.
+        if len > 64 && len > self.timer_bound() {
+            self.drop_stale_timers();
+        } else if capacity > 4 * len + 16 {
             // A burst of timers (probes of many candidates) is over: give its room back (a
             // ready node holds two or three live entries; 32 bytes each).
-            self.timers.shrink_to(2 * self.timers.len() + 4);
+            self.timers.shrink_to(2 * len + 4);
         }
+    }
+
+    /// Drops stale entries so that memory stays proportional to the live state (the collect
+    /// reuses the old allocation: give back what the live entries do not need).
+    #[cold]
+    fn drop_stale_timers(&mut self) {
+        let mut live: Vec<_> = std::mem::take(&mut self.timers)
+            .into_iter()
+            .filter(|&Reverse((t, k))| self.timer_live(t, k))
+            .collect();
+        live.shrink_to(2 * live.len());
+        self.timers = live.into();
     }
 
     /// How many timer entries, live or stale, the heap may hold before it is compacted.

@@ -565,7 +565,6 @@ impl<N: Net> Driver<N> {
     /// the events asked of the core (unregister sessions cut off for being far behind, serve
     /// alone after a failed join) and drains what that produced.
     pub(crate) fn flush(&mut self) {
-        let now = self.now();
         self.ready.store(self.node.is_ready(), Ordering::Relaxed);
         let retries = self.node.stats().join_retries;
         if retries != self.join_retries_logged {
@@ -591,6 +590,8 @@ impl<N: Net> Driver<N> {
             if !self.join_failed && doomed.is_empty() {
                 break;
             }
+            // (The clock is read only here: flush runs after every input.)
+            let now = self.now();
             if std::mem::take(&mut self.join_failed) {
                 tracing::warn!("join failed; serving as a ring of one");
                 self.node.start_first(now);

@@ -317,10 +317,21 @@ fn settings(cli: Cli) -> Result<Settings> {
         (None, None) => None,
         _ => bail!("gateway_tls_cert and gateway_tls_key go together"),
     };
+    let gateway = cli.gateway.or(file.gateway);
+    let gateway_tokens = cli.gateway_tokens.or(file.gateway_tokens);
+    if gateway.is_none()
+        && (gateway_tokens.is_some() || !gateway_cors.is_empty() || gateway_tls.is_some())
+    {
+        // Settings that would silently do nothing: the operator meant to run the gateway.
+        bail!(
+            "gateway_tokens, gateway_cors and gateway_tls_* configure the HTTP gateway, which \
+             is off: give its address too (--gateway ADDR, or gateway in the config file)"
+        );
+    }
     Ok(Settings {
         gateway_tls,
-        gateway: cli.gateway.or(file.gateway),
-        gateway_tokens: cli.gateway_tokens.or(file.gateway_tokens),
+        gateway,
+        gateway_tokens,
         gateway_cors,
         session_store,
         tuning,

@@ -97,6 +97,34 @@ fn a_value_out_of_range_stops_the_start_naming_key_and_range() {
     assert!(!err.contains("backtrace"), "{err}");
 }
 
+/// Gateway settings without the gateway would silently do nothing: the start stops instead,
+/// from the command line and from the config file alike (`--print-config` reads the settings
+/// the same way, and exits at once when they are accepted).
+#[test]
+fn gateway_settings_without_the_gateway_stop_the_start() {
+    let tokens = temp("tokens.toml");
+    let cases: [&[&str]; 3] = [
+        &["--gateway-tokens", tokens.to_str().unwrap()],
+        &["--gateway-cors", "*"],
+        &["--gateway-tls-cert", "c.pem", "--gateway-tls-key", "k.pem"],
+    ];
+    for extra in cases {
+        let mut args = vec!["--print-config", "--dev", "--no-discovery", "--port", "0"];
+        args.extend(["--listen", "127.0.0.1:0"]);
+        args.extend(extra);
+        let out = petald(&args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--gateway ADDR"), "{extra:?}: {err}");
+    }
+    let file = temp("cors.toml");
+    std::fs::write(&file, "gateway_cors = [\"*\"]\n").unwrap();
+    let out = petald(&["--config", file.to_str().unwrap(), "--print-config"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("which is off"), "{err}");
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_node_id_and_limits_reach_the_node() {
     let file = temp("json.toml");

@@ -181,7 +181,7 @@ async fn nats(a: &Args, port: u16, cluster: u16, route: Option<u16>) -> Result<O
         }
         Err(e) => {
             eprintln!(
-                "NATS skipped: {} not runnable ({e}); apt-get install nats-server",
+                "a NATS system skipped: {} not runnable ({e}); apt-get install nats-server",
                 a.nats
             );
             Ok(None)
@@ -213,27 +213,33 @@ async fn start(a: &Args) -> Result<(Vec<Server>, Vec<Sys>, Vec<petal_node::NodeH
     let mut two = Vec::new();
     let key = petal_node::NetworkKey::random()?;
 
+    // The one-node rows get nodes of their own: a Petal node in a ring of two would send half
+    // the groups' traffic through the other one (a group's root is where its key lands).
+    let port_one = free_port()?;
+    let listen_one = format!("127.0.0.1:{}", free_port()?);
+    servers.push(petald(a, &key, port_one, &listen_one, None).await?);
+    one.push(Sys::Relay {
+        front: port_one,
+        back: port_one,
+    });
     let (port_a, port_b) = (free_port()?, free_port()?);
     let listen_a = format!("127.0.0.1:{}", free_port()?);
     servers.push(petald(a, &key, port_a, &listen_a, None).await?);
     let listen_b = format!("127.0.0.1:{}", free_port()?);
     servers.push(petald(a, &key, port_b, &listen_b, Some(&listen_a)).await?);
-    one.push(Sys::Relay {
-        front: port_a,
-        back: port_a,
-    });
     two.push(Sys::Relay {
         front: port_a,
         back: port_b,
     });
 
-    let node_a = embedded(&key, None).await?;
-    let node_b = embedded(&key, Some(node_a.info().addr)).await?;
+    let node_one = embedded(&key, None).await?;
     one.push(Sys::Embedded {
-        front: node_a.local_connector(),
-        back: node_a.local_connector(),
+        front: node_one.local_connector(),
+        back: node_one.local_connector(),
         two: false,
     });
+    let node_a = embedded(&key, None).await?;
+    let node_b = embedded(&key, Some(node_a.info().addr)).await?;
     two.push(Sys::Embedded {
         front: node_a.local_connector(),
         back: node_b.local_connector(),
@@ -277,7 +283,7 @@ async fn start(a: &Args) -> Result<(Vec<Server>, Vec<Sys>, Vec<petal_node::NodeH
         back: end_b,
     });
     one.extend(two);
-    Ok((servers, one, vec![node_a, node_b]))
+    Ok((servers, one, vec![node_one, node_a, node_b]))
 }
 
 fn fig(row: &str, sys: &Sys, value: f64, lower_better: bool, note: String) -> Figure {

@@ -247,7 +247,13 @@ fn chart(path: &Path, rows: &[Figure]) -> Result<()> {
         root.draw(&Text::new(row.clone(), (330, y), style))?;
     }
     for (si, sys) in systems.iter().enumerate() {
-        let color = colors[si % colors.len()];
+        // One colour per family (petald, embedded, NATS, Zenoh ...) in both charts.
+        const FAMILY: [usize; 9] = [0, 1, 2, 3, 4, 0, 1, 2, 4];
+        let family = crate::systems::NAMES
+            .iter()
+            .position(|n| n == sys)
+            .map_or(si, |i| FAMILY[i]);
+        let color = colors[family % colors.len()];
         let bars = names.iter().enumerate().filter_map(|(ri, row)| {
             let f = get(rows, row, sys)?;
             let vals = systems

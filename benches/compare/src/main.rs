@@ -1,8 +1,9 @@
 //! `petal-compare`: Petal (petald over relay v1, and embedded), NATS and Zenoh (peer mode and
 //! through a router) side by side, the same workloads with the same payloads and concurrency
-//! in one run; prints a table with ratios and writes `reports/compare/` (README.md with the
-//! table, results.json, compare.png). Run by hand from the repository's root (see README.md in
-//! this directory); never in CI.
+//! in one run, on one node (broker) and again across two (but Zenoh peers, which are nodes
+//! already); prints two tables with ratios and writes `reports/compare/` (README.md with the
+//! tables, results.json, compare.png, compare-two-nodes.png). Run by hand from the
+//! repository's root (see README.md in this directory); never in CI.
 //!
 //! ```text
 //! petal-compare [--duration-s 3] [--out reports/compare] [--petald target/release/petald]

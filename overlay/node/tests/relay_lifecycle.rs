@@ -479,3 +479,43 @@ async fn timeouts_are_never_early_and_late_by_under_3_ms_at_the_median() {
     );
     n.shutdown().await;
 }
+
+/// A client that attaches while its node is still dialling its seeds (started, not yet in a
+/// ring) is held, not refused with "the node is not running": its handshake is answered once
+/// the node joins, here when it gives up on a seed that never answers (after `join_wait`) and
+/// serves as a ring of one. Operators' "petald ready" comes before the join: a client that
+/// connects at once must not see a refusal.
+#[tokio::test]
+async fn a_session_attaching_before_the_node_joins_is_held_then_served() {
+    // A seed that accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let seed = silent.local_addr().unwrap();
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut o = options(0x42, vec![seed]);
+    o.join_wait = Duration::from_secs(2);
+    let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+    let addr = relay_addr(&n);
+    assert!(!n.stats().await.unwrap().ready, "still dialling its seed");
+    let mut svc = Raw::attach(addr, "early").await;
+    let mut cli = Raw::attach(addr, "").await;
+    assert!(n.stats().await.unwrap().ready, "serving as a ring of one");
+    svc.self_request("early", 1).await;
+    cli.send(request(2, "early", 2000)).await;
+    let d = delivery(&mut svc).await;
+    svc.send(ClientPacket::Reply {
+        id: d,
+        result: Ok(Bytes::from_static(b"served")),
+    })
+    .await;
+    cli.expect(NodePacket::Reply {
+        id: 2,
+        outcome: ReplyOutcome::Success(Bytes::from_static(b"served")),
+    })
+    .await;
+    n.shutdown().await;
+}

@@ -243,9 +243,8 @@ impl<N: Net> Driver<N> {
         self.start + Duration::from_micros(t.as_micros())
     }
 
-    /// Runs until shutdown.
     /// Runs until shutdown. `rx` carries peer-link input and control, `app_rx` application
-    /// sessions' input (not read while links are congested).
+    /// sessions' input (held while [`Self::app_input_held`]).
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<Input>,
@@ -321,9 +320,7 @@ impl<N: Net> Driver<N> {
                     // of inputs can produce more than they hold.
                     self.drain_more(&mut rx, &mut app_rx);
                 }
-                // While shutting down, application input is read however busy the links are:
-                // it holds the replies the shutdown waits for.
-                input = app_rx.recv(), if !self.congested || self.stopping.is_some() => {
+                input = app_rx.recv(), if !self.app_input_held() => {
                     let Some(input) = input else { return };
                     self.handle(input);
                     self.drain_more(&mut rx, &mut app_rx);
@@ -337,6 +334,16 @@ impl<N: Net> Driver<N> {
         }
     }
 
+    /// True while application input waits in its channel: while the links are congested, and
+    /// before the core has started (seeds still being dialled), when it would refuse every
+    /// session ("the node is not running"); the sessions are served once the node joins
+    /// through a seed or, after `join_wait`, serves as a ring of one. While shutting down it
+    /// is read however busy the links are: it holds the replies the shutdown waits for.
+    fn app_input_held(&self) -> bool {
+        let started = self.node.is_ready() || self.node.is_joining();
+        self.stopping.is_none() && (self.congested || !started)
+    }
+
     /// Takes what else is waiting (one wake-up for many inputs), peer input first, draining
     /// the core after each input: its event and transmit queues are bounded, and a batch of
     /// inputs can produce more than they hold. (A shutdown is finished by `run`.)
@@ -345,7 +352,7 @@ impl<N: Net> Driver<N> {
             self.flush();
             let next = match rx.try_recv() {
                 Ok(input) => input,
-                Err(_) if self.congested && self.stopping.is_none() => break,
+                Err(_) if self.app_input_held() => break,
                 Err(_) => match app_rx.try_recv() {
                     Ok(input) => input,
                     Err(_) => break,

@@ -38,8 +38,10 @@ use crate::{LocalConnector, NodeHandle};
 
 impl NodeHandle {
     /// Waits until the node has joined its network (or formed a ring of its own), at most
-    /// `within`; true when it has. A node refuses attaches until then, over TCP and in
-    /// process alike ([`Error::Denied`]).
+    /// `within`; true when it has. Attaches need not wait for it: over TCP and in process
+    /// alike, those made while the node still dials its seeds are held until it starts
+    /// joining (or serves alone after `join_wait`), then served; what they send before the
+    /// node is ready goes out once it is.
     pub async fn wait_ready(&self, within: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while !self.ready.load(std::sync::atomic::Ordering::Acquire) {

@@ -15,6 +15,9 @@ use super::membership::Heard;
 use crate::node::{Event, Node, TimerKey};
 use crate::time::{Time, micros};
 
+/// Most nodes remembered dead that one revival probes at once ([`Node::probe_dead_of_burst`]).
+const REVIVAL_BURST: usize = 32;
+
 /// Liveness state of a tracked peer.
 #[derive(Clone, Debug)]
 pub(crate) struct Peer {
@@ -177,8 +180,11 @@ impl Node {
     /// Direct evidence that `from` is alive (`heard`: what it sent, one of the direct kinds).
     /// True when a pong went out (see [`Heard::Pinged`]).
     pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo, heard: Heard) -> bool {
-        if self.overlay.dead.remove(&from.id).is_some() {
+        if let Some(d) = self.overlay.dead.remove(&from.id) {
             self.stats.revivals += 1;
+            if !d.left {
+                self.probe_dead_of_burst(now, d.since);
+            }
         }
         match self.overlay.peers.get_mut(&from.id) {
             Some(p) => {
@@ -513,6 +519,38 @@ impl Node {
         }
         self.stats.dead_rumours += 1;
         self.probe_dead(now, info);
+    }
+
+    /// A node declared dead at `since` spoke again. Nodes declared dead within
+    /// `dead_probe_max` of it most likely went silent with it, as the other side of a
+    /// partition does, and may be back too: each whose last probe is older than `ping_timeout`
+    /// (no answer can still come) is probed now (at most [`REVIVAL_BURST`]), instead of at
+    /// its next spaced re-probe, which can be `dead_probe_spacing` per remembered node away
+    /// (and one sent while the partition held blocks nothing). Their answers revive them here and,
+    /// being pings from nodes the other side declared dead, revive this node there, where
+    /// each revival probes the rest of its own burst: a healed partition merges within a few
+    /// round trips of its first crossing, not node by node. Crashed nodes do not answer; the
+    /// gap keeps the cascade to one probe per node and round trip.
+    fn probe_dead_of_burst(&mut self, now: Time, since: Time) {
+        let (window, gap) = (self.cfg.dead_probe_max, self.cfg.ping_timeout);
+        let burst: Vec<NodeInfo> = self
+            .overlay
+            .dead
+            .iter()
+            .filter(|(_, d)| {
+                !d.left
+                    && d.since.max(since).saturating_since(d.since.min(since)) <= window
+                    && d.probed + gap <= now
+            })
+            .map(|(id, d)| NodeInfo {
+                id: *id,
+                addr: d.addr,
+            })
+            .take(REVIVAL_BURST)
+            .collect();
+        for info in burst {
+            self.probe_dead(now, info);
+        }
     }
 
     /// Probes a node remembered as dead (at the address it had then).

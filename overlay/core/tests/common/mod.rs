@@ -26,6 +26,9 @@ pub(crate) struct Net {
     pub by_id: BTreeMap<NodeId, usize>,
     /// Nodes whose messages (both ways) are dropped and whose timers do not run.
     pub down: Vec<bool>,
+    /// A partition: messages between nodes on different sides (`false` / `true`) are lost.
+    /// The nodes run on.
+    pub cut: Option<Vec<bool>>,
     pub now: Time,
     pub seq: u64,
     /// (delivery time, sequence) -> (from, to, message).
@@ -48,7 +51,8 @@ pub(crate) struct Net {
     pub dial_fails: std::collections::BTreeSet<(usize, usize)>,
     /// Pairs (smaller, larger) between which a message went: they have a link.
     pub linked: std::collections::BTreeSet<(usize, usize)>,
-    /// Messages lost because an end was down: (due time, from, to, kind index).
+    /// Messages lost because an end was down or a partition lay between: (due time, from, to,
+    /// kind index).
     pub lost: Vec<(Time, usize, usize, usize)>,
     /// Application events (requests, their outcomes, tunnels, ...): (time, node, event).
     pub app_events: Vec<(Time, usize, Event)>,
@@ -130,6 +134,7 @@ impl Net {
             lost: Vec::new(),
             app_events: Vec::new(),
             tamper: None,
+            cut: None,
             registry: None,
             registry_down: false,
             registry_fails: None,
@@ -261,7 +266,8 @@ impl Net {
                 }
             } else {
                 let ((at, _), (from, to, msg)) = self.queue.pop_first().expect("present");
-                if self.down[from] || self.down[to] {
+                let apart = self.cut.as_ref().is_some_and(|c| c[from] != c[to]);
+                if self.down[from] || self.down[to] || apart {
                     self.lost.push((at, from, to, msg.kind_index()));
                     continue;
                 }

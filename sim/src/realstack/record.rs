@@ -47,8 +47,8 @@ pub struct Recorder {
     /// Failures an application saw that are not outcomes (connection broken, registration
     /// failed, ...), by kind.
     pub errors: BTreeMap<String, u64>,
-    /// Attempts that were refused and retried (an application attaching to a node that has
-    /// not joined yet), by kind: expected, not failures.
+    /// Attempts that were refused and retried (an application attaching to a node whose
+    /// relay port is not open yet, as while it restarts), by kind: expected, not failures.
     pub retries: BTreeMap<String, u64>,
     /// The last counters of each node incarnation: (host, incarnation).
     pub node_stats: BTreeMap<(u32, u32), StatsSnapshot>,

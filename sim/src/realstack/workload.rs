@@ -157,9 +157,10 @@ async fn dial() -> Result<turmoil::net::TcpStream, petal_client::Error> {
 /// Pause between attempts to attach to the node.
 const ATTACH_RETRY: Duration = Duration::from_millis(250);
 
-/// Attaches with `attach` until the node accepts (a node refuses applications until it has
-/// joined its ring, or started one); counts the refusals. The application's record starts
-/// when it is attached.
+/// Attaches with `attach` until the node accepts; counts the refusals (a node not listening
+/// for applications yet, as while it restarts: a node that listens holds an attach made
+/// before it has joined, and answers it once it has started). The application's record
+/// starts when it is attached.
 async fn attach<T, F, Fut>(ctx: &AppCtx, app: usize, what: &str, attach: F) -> T
 where
     F: Fn(turmoil::net::TcpStream) -> Fut,

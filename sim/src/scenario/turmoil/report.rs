@@ -182,7 +182,8 @@ fn setup_section(w: &mut ReportWriter, p: &Params) {
          daemon's code, over turmoil's TCP: peer links on port 7000, Noise-encrypted under a network key \
          as in production, the relay on 127.0.0.1:55555) and two applications using petal-client over the \
          host's loopback. {} Host i boots {} ms × i after host 0 (0: every host at once). Applications retry attaching until their node accepts \
-         them (a node refuses applications until it has joined). One-way latency between hosts is \
+         them (a node holds an attach made before it has joined, and refuses one only before its relay \
+         listens). One-way latency between hosts is \
          {}-{} ms (turmoil's exponential distribution), time advances in ticks of {} µs. The workload \
          starts {} s after the first boot, runs {} s, and outstanding work has {} s to end. {}",
         p.nodes,
@@ -511,7 +512,7 @@ fn timeouts_and_errors(
                 .join("; ")
         };
         w.paragraph(&format!(
-            "Application errors: {}. Refused and retried attachments (expected while a node joins): {}.",
+            "Application errors: {}. Refused and retried attachments (expected while a node starts or restarts): {}.",
             if r.rec.errors.is_empty() {
                 "none".to_string()
             } else {

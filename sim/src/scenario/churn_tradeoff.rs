@@ -110,10 +110,11 @@ fn dominates(a: &[&Point], d: &[&Point]) -> bool {
 
 fn settings(c: &petal_core::Config) -> String {
     format!(
-        "heartbeat {} s, leaf pings {} s, route pings {} s",
+        "heartbeat {} s, leaf pings {} s, route pings {} s, leaf exchange {} s",
         c.heartbeat_interval.as_secs_f64(),
         c.leaf_ping_interval.as_secs_f64(),
-        c.routing_ping_interval.as_secs_f64()
+        c.routing_ping_interval.as_secs_f64(),
+        c.leaf_exchange_interval.as_secs_f64()
     )
 }
 

@@ -256,7 +256,12 @@ async fn websocket(g: Arc<Gate>, mut sub: Subscription, mut socket: WebSocket) {
                 }
             },
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(Message::Close(_))) => {
+                    // Closing the socket writes the answer to the client's close frame.
+                    let _ = socket.close().await;
+                    return;
+                }
+                Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
         }

@@ -5,8 +5,9 @@
 //!   WebSocket message (binary or text; empty ones are skipped) is one tunnel message, and each
 //!   tunnel message comes as a binary WebSocket message, in order. Flow control is the
 //!   tunnel's: while the far end grants no credit the gateway stops reading the WebSocket, so
-//!   TCP pushes back on the sender. Either side's close ends both (the reason in the close
-//!   frame).
+//!   TCP pushes back on the sender. Either side's close ends both: the WebSocket closes with
+//!   1000 when the far end closed the tunnel, 1011 and the reason when it broke; a client's
+//!   close frame is answered (the closing handshake), then the tunnel is closed.
 //! - `GET /v1/clusters/{cluster}/serve`: become a member of the cluster from outside. The
 //!   gateway registers a member on the client's behalf and sends it JSON text messages:
 //!   `{"type":"request","id":7,"body":"text"}` (or `"body_b64"` for bytes that are not UTF-8)
@@ -43,6 +44,8 @@ const MAX_ANSWER: Duration = Duration::from_secs(600);
 const TUNNEL_BUFFER: u64 = 8 << 20;
 /// The longest one tunnel message waits for credit before the tunnel is given up.
 const SEND_WAIT: Duration = Duration::from_secs(60);
+/// How long a tunnel's WebSocket may take to send its last frame once either side ended.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// The WebSocket upgrade of `req` (messages up to `max_body`), with the connection's place in
 /// the limits, which the upgraded task keeps.
@@ -141,28 +144,46 @@ pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Reque
     })
 }
 
-/// Moves messages both ways until either side ends.
+/// Moves messages both ways until either side ends, then ends the other. A tunnel that ends
+/// closes the WebSocket with 1000 when its far end closed it, with 1011 and the reason when it
+/// broke; a close from the WebSocket's client is answered with a close frame (the closing
+/// handshake) and closes the tunnel.
 async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
     let t = Arc::new(t);
     let (mut sink, mut stream) = socket.split();
     let down = t.clone();
-    // Tunnel -> WebSocket.
+    let (client_closed, mut answer_close) = oneshot::channel::<()>();
+    // Tunnel -> WebSocket; it also sends the WebSocket's last frame.
     let mut to_ws = tokio::spawn(async move {
         loop {
-            match down.recv().await {
+            let next = tokio::select! {
+                biased;
+                r = &mut answer_close => {
+                    // The WebSocket queued its answer to the client's close frame when it read
+                    // it; closing the sink writes it.
+                    if r.is_ok() {
+                        let _ = sink.close().await;
+                    }
+                    return;
+                }
+                next = down.recv() => next,
+            };
+            match next {
                 Ok(m) => {
                     if sink.send(Message::Binary(m)).await.is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    let reason = match e {
-                        Error::Closed(r) if r.is_empty() => "closed by the far end".to_string(),
-                        Error::Closed(r) => format!("closed by the far end: {r}"),
-                        other => format!("tunnel ended: {other}"),
+                    let (code, reason) = match e {
+                        Error::Closed(r) if r.is_empty() => {
+                            (1000, "closed by the far end".to_string())
+                        }
+                        Error::Closed(r) => (1011, format!("tunnel ended: {r}")),
+                        other => (1011, format!("tunnel ended: {other}")),
                     };
                     let frame = CloseFrame {
-                        code: 1000,
+                        code,
                         reason: reason.into(),
                     };
                     let _ = sink.send(Message::Close(Some(frame))).await;
@@ -172,11 +193,16 @@ async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
         }
     });
     // WebSocket -> tunnel (not read while the tunnel waits for credit).
+    let mut to_ws_done = false;
     loop {
         tokio::select! {
-            _ = &mut to_ws => break,
+            _ = &mut to_ws => {
+                to_ws_done = true;
+                break;
+            }
             m = stream.next() => match m {
                 Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                    // A send that fails means the tunnel ended: `to_ws` says how.
                     if t.send(b, SEND_WAIT).await.is_err() {
                         break;
                     }
@@ -186,13 +212,19 @@ async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
                         break;
                     }
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    let _ = client_closed.send(());
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }
     }
     let _ = t.close().await;
-    to_ws.abort();
+    if !to_ws_done && tokio::time::timeout(CLOSE_WAIT, &mut to_ws).await.is_err() {
+        to_ws.abort();
+    }
     let _ = conn.close().await;
 }
 
@@ -340,7 +372,12 @@ async fn member_socket(mut socket: WebSocket, mut rx: mpsc::Receiver<Message>, p
                     let _ = socket.send(close(1003, "answers are JSON text messages".into())).await;
                     break;
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    // Closing the socket writes the answer to the client's close frame.
+                    let _ = socket.close().await;
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }

@@ -453,7 +453,7 @@ async fn a_token_reaches_only_what_it_was_given() {
         tokio_tungstenite::connect_async(format!("{url}?access_token=frontend-secret-0001"))
             .await
             .unwrap();
-    ws.close(None).await.unwrap();
+    close_and_expect_answer(&mut ws).await;
     // Tunnels and memberships it was not given.
     for path in ["/v1/clusters/svc/tunnel", "/v1/clusters/svc/serve"] {
         let url = format!("ws://{at}{path}?access_token=frontend-secret-0001");
@@ -567,6 +567,108 @@ async fn browsers_are_let_in_from_the_configured_origins_only() {
         .unwrap();
 }
 
+/// Closes a WebSocket and checks that the gateway answers the close frame (the closing
+/// handshake completes instead of the connection being dropped).
+async fn close_and_expect_answer<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Message;
+    ws.close(None).await.unwrap();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no answer to the close within 5 s");
+        match next {
+            Some(Ok(Message::Close(_))) => return,
+            // Messages already under way before the close.
+            Some(Ok(Message::Binary(_) | Message::Text(_))) => {}
+            other => panic!("the close was not answered: {other:?}"),
+        }
+    }
+}
+
+/// Answers a tunnel's first message `close` by closing it, `drop` by ending its member's
+/// connection (the tunnel breaks), anything else by echoing it; then echoes on.
+struct TunnelEnds {
+    svc: Arc<std::sync::Mutex<Option<petal_client::Service>>>,
+}
+
+impl ServiceHandler for TunnelEnds {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        Ok(request)
+    }
+
+    fn handle_tunnel(&self, tunnel: petal_client::Tunnel) {
+        let svc = self.svc.clone();
+        tokio::spawn(async move {
+            while let Ok(m) = tunnel.recv().await {
+                match &m[..] {
+                    b"close" => {
+                        let _ = tunnel.close().await;
+                        return;
+                    }
+                    b"drop" => {
+                        let s = svc.lock().unwrap().take();
+                        drop(s);
+                        return;
+                    }
+                    _ => {
+                        if tunnel.send(m, Duration::from_secs(10)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A tunnel the far end closes gracefully ends the WebSocket with 1000; one that breaks (its
+/// member's connection gone) with 1011 and the node's reason.
+#[tokio::test]
+async fn a_websocket_tunnel_ends_with_the_code_of_how_the_tunnel_ended() {
+    use tokio_tungstenite::tungstenite::Message;
+    let n = node().await;
+    let g = gateway(&n, |_| {}).await;
+    let at = g.local_addr();
+    let holder = Arc::new(std::sync::Mutex::new(None));
+    let svc = register(
+        port(&n),
+        "ends",
+        TunnelEnds {
+            svc: holder.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    *holder.lock().unwrap() = Some(svc);
+    for (say, code) in [("close", 1000), ("drop", 1011)] {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/ends/tunnel"))
+                .await
+                .unwrap();
+        ws.send(Message::Binary(b"echo".to_vec().into()))
+            .await
+            .unwrap();
+        ws.send(Message::Binary(say.as_bytes().to_vec().into()))
+            .await
+            .unwrap();
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Binary(b))) => assert_eq!(&b[..], b"echo"),
+                Some(Ok(Message::Close(Some(f)))) => break f,
+                other => panic!("{say}: {other:?}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), code, "{say}: {close:?}");
+        assert!(!close.reason.is_empty(), "{say}: {close:?}");
+    }
+}
+
 /// Echoes every tunnel message back.
 struct TunnelEcho;
 
@@ -620,7 +722,7 @@ async fn a_websocket_tunnel_carries_messages_both_ways_in_order() {
         "messages differ (lengths {:?})",
         got.iter().map(Vec::len).collect::<Vec<_>>()
     );
-    ws.close(None).await.unwrap();
+    close_and_expect_answer(&mut ws).await;
     // No member takes a tunnel: the upgrade is answered 504.
     let mut req = format!("ws://{at}/v1/clusters/nobody/tunnel")
         .into_client_request()
@@ -723,7 +825,7 @@ async fn a_websocket_member_answers_requests_and_hears_broadcasts() {
     assert_eq!(broadcasts, vec!["to all".to_string()]);
     // The member leaves: requests find no member and time out (a request under way as it
     // leaves fails with "the member left").
-    ws.close(None).await.unwrap();
+    close_and_expect_answer(&mut ws).await;
     drop(ws);
     let mut status = 0;
     for _ in 0..50 {

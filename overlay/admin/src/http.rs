@@ -69,8 +69,10 @@ struct PerIp(Arc<std::sync::Mutex<std::collections::BTreeMap<IpAddr, usize>>>);
 struct IpSlot(PerIp, IpAddr);
 
 impl PerIp {
-    /// A slot for a connection from `ip`, or `None` when it has `max` already.
+    /// A slot for a connection from `ip`, or `None` when its address has `max` already (an
+    /// IPv6 address counts by its /64, see [`petal_node::limit_key`]).
     fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let ip = petal_node::limit_key(ip);
         let mut m = self
             .0
             .lock()
@@ -297,5 +299,29 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PerIp;
+    use std::net::IpAddr;
+
+    #[test]
+    fn one_ipv6_64_shares_one_connection_allowance() {
+        let per_ip = PerIp::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = per_ip.take(ip("2001:db8::1"), 2).unwrap();
+        let _b = per_ip.take(ip("2001:db8::2"), 2).unwrap();
+        assert!(
+            per_ip.take(ip("2001:db8::3"), 2).is_none(),
+            "a third from the /64"
+        );
+        assert!(
+            per_ip.take(ip("2001:db8:0:1::1"), 2).is_some(),
+            "another /64"
+        );
+        drop(a);
+        assert!(per_ip.take(ip("2001:db8::3"), 2).is_some(), "a place freed");
     }
 }

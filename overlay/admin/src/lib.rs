@@ -72,7 +72,7 @@ pub struct AdminOptions {
     /// Connections served at once.
     pub max_connections: usize,
     /// Connections served at once from one IP address (more are closed at once), so that one
-    /// client cannot take every slot.
+    /// client cannot take every slot; an IPv6 /64 counts as one address.
     pub max_connections_per_ip: usize,
     /// Longest wait for a request's head (the first, and each next one on a kept-alive
     /// connection).

@@ -71,7 +71,7 @@ pub struct GatewayOptions {
     pub max_body: usize,
     /// Connections served at once.
     pub max_connections: usize,
-    /// Connections served at once from one address.
+    /// Connections served at once from one address (an IPv6 /64 counts as one address).
     pub max_connections_per_ip: usize,
     /// Longest wait for a request's head, and for its body.
     pub header_timeout: Duration,

@@ -204,15 +204,7 @@ impl HandshakeGate {
     }
 
     fn enter(self: &Arc<Self>, ip: IpAddr) -> Admit {
-        // One IPv6 host usually holds a whole /64: count the /64 as one address.
-        let ip = match ip {
-            IpAddr::V6(v6) => {
-                let mut o = v6.octets();
-                o[8..].fill(0);
-                IpAddr::from(o)
-            }
-            v4 => v4,
-        };
+        let ip = limit_key(ip);
         let mut g = self.lock();
         if g.by_ip.get(&ip).copied().unwrap_or(0) >= self.per_ip {
             return Admit::No;
@@ -273,5 +265,39 @@ pub struct LocalConnector {
 impl std::fmt::Debug for LocalConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LocalConnector")
+    }
+}
+
+/// The address a per-address limit counts a connection from `ip` under: an IPv4 address as
+/// itself, also when it arrives IPv4-mapped (`::ffff:a.b.c.d`, as on a dual-stack listener);
+/// an IPv6 address by its /64, which one host or subscriber usually holds whole (counted
+/// address by address, one host would have 2^64 of them).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+    use std::net::IpAddr;
+
+    #[test]
+    fn limits_count_ipv6_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let k = |s: &str| limit_key(s.parse::<IpAddr>().unwrap());
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:192.0.2.7"), k("192.0.2.7"));
+        assert_ne!(k("::ffff:192.0.2.7"), k("::ffff:192.0.2.8"));
+        assert_eq!(k("192.0.2.7"), "192.0.2.7".parse::<IpAddr>().unwrap());
     }
 }

@@ -94,7 +94,7 @@ use petal_protocol::{NodeId, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-pub use accept::LocalConnector;
+pub use accept::{LocalConnector, limit_key};
 pub use inspect::{DiscoveryStatus, Inspection};
 pub use net::{Datagram, Listener, Net, TokioNet};
 /// The client API embedded applications get ([`NodeHandle::connect`]), re-exported.

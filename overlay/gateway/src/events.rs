@@ -5,8 +5,9 @@
 //!   `data:` line. A payload that is UTF-8 without line breaks is sent as it is (`data: hello`);
 //!   any other payload is sent base64-encoded (standard alphabet, padded) under the event type
 //!   `base64` (`event: base64` then `data: AAEC`), so `EventSource` users listen for it with
-//!   `addEventListener("base64", ...)`. A comment line (`: keepalive`) every 15 s keeps proxies
-//!   from closing an idle stream.
+//!   `addEventListener("base64", ...)`. An empty payload comes as `event: empty` with the
+//!   placeholder `data: -` (a browser drops an event without data). A comment line
+//!   (`: keepalive`) every 15 s keeps proxies from closing an idle stream.
 //! - **WebSocket**: one message per event: a text message for a UTF-8 payload, a binary one
 //!   otherwise. What the client sends is ignored (a close ends the subscription).
 //!
@@ -187,6 +188,11 @@ pub(crate) async fn events(State(g): St, Path(topic): Path<String>, req: Request
 
 /// One event as Server-Sent Events (see the module docs).
 pub fn sse_event(payload: &[u8]) -> Event {
+    if payload.is_empty() {
+        // An event without data is dropped by the browser: the empty payload gets a type of
+        // its own and a placeholder.
+        return Event::default().event("empty").data("-");
+    }
     match std::str::from_utf8(payload) {
         Ok(text) if !text.contains(['\n', '\r']) => Event::default().data(text),
         _ => Event::default()

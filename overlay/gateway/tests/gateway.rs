@@ -299,6 +299,7 @@ async fn events_come_as_server_sent_events_with_base64_for_other_bytes() {
         .publish("news", vec![0u8, 1, 2, 255])
         .await
         .unwrap();
+    publisher.publish("news", "").await.unwrap();
     publisher.publish("news", "done").await.unwrap();
     let mut got = Vec::new();
     while got.last() != Some(&("message".to_string(), "done".to_string())) {
@@ -311,6 +312,7 @@ async fn events_come_as_server_sent_events_with_base64_for_other_bytes() {
             ("message".into(), "two words".into()),
             ("base64".into(), "bGluZQpicmVhaw==".into()),
             ("base64".into(), "AAEC/w==".into()),
+            ("empty".into(), "-".into()),
             ("message".into(), "done".into()),
         ]
     );

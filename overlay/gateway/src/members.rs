@@ -144,34 +144,43 @@ pub(crate) async fn tunnel(State(g): St, Path(cluster): Path<String>, req: Reque
     })
 }
 
+/// Why the WebSocket side of a tunnel ended, as told to the task that writes to it.
+enum WsEnd {
+    /// The client sent a close frame: the WebSocket answers it.
+    ClientClosed,
+    /// The gateway gave the tunnel up (a message waited too long for credit): 1011 and why.
+    GaveUp(String),
+}
+
 /// Moves messages both ways until either side ends, then ends the other. A tunnel that ends
 /// closes the WebSocket with 1000 when its far end closed it, with 1011 and the reason when it
-/// broke; a close from the WebSocket's client is answered with a close frame (the closing
-/// handshake) and closes the tunnel.
+/// broke or the gateway gave it up; a close from the WebSocket's client is answered with a
+/// close frame (the closing handshake) and closes the tunnel.
 async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
     let t = Arc::new(t);
     let (mut sink, mut stream) = socket.split();
     let down = t.clone();
-    let (client_closed, mut answer_close) = oneshot::channel::<()>();
-    // Tunnel -> WebSocket; it also sends the WebSocket's last frame.
+    let (ended, mut end_rx) = oneshot::channel::<WsEnd>();
+    // Tunnel -> WebSocket; it also writes the WebSocket's last frame. Every exit closes the
+    // sink: that writes what the WebSocket still holds, its answer to a client's close frame
+    // included (a send after the client's close fails and writes nothing).
     let mut to_ws = tokio::spawn(async move {
         loop {
             let next = tokio::select! {
                 biased;
-                r = &mut answer_close => {
-                    // The WebSocket queued its answer to the client's close frame when it read
-                    // it; closing the sink writes it.
-                    if r.is_ok() {
-                        let _ = sink.close().await;
+                why = &mut end_rx => {
+                    if let Ok(WsEnd::GaveUp(reason)) = why {
+                        let frame = CloseFrame { code: 1011, reason: reason.into() };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
                     }
-                    return;
+                    break;
                 }
                 next = down.recv() => next,
             };
             match next {
                 Ok(m) => {
                     if sink.send(Message::Binary(m)).await.is_err() {
-                        return;
+                        break;
                     }
                 }
                 Err(e) => {
@@ -187,38 +196,46 @@ async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
                         reason: reason.into(),
                     };
                     let _ = sink.send(Message::Close(Some(frame))).await;
-                    return;
+                    break;
                 }
             }
         }
+        let _ = sink.close().await;
     });
     // WebSocket -> tunnel (not read while the tunnel waits for credit).
     let mut to_ws_done = false;
     loop {
-        tokio::select! {
+        let sent = tokio::select! {
             _ = &mut to_ws => {
                 to_ws_done = true;
                 break;
             }
             m = stream.next() => match m {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => {
-                    // A send that fails means the tunnel ended: `to_ws` says how.
-                    if t.send(b, SEND_WAIT).await.is_err() {
-                        break;
-                    }
-                }
+                Some(Ok(Message::Binary(b))) if !b.is_empty() => t.send(b, SEND_WAIT).await,
                 Some(Ok(Message::Text(s))) if !s.is_empty() => {
-                    if t.send(Bytes::copy_from_slice(s.as_bytes()), SEND_WAIT).await.is_err() {
-                        break;
-                    }
+                    t.send(Bytes::copy_from_slice(s.as_bytes()), SEND_WAIT).await
                 }
                 Some(Ok(Message::Close(_))) => {
-                    let _ = client_closed.send(());
+                    let _ = ended.send(WsEnd::ClientClosed);
                     break;
                 }
                 Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
             },
+        };
+        match sent {
+            Ok(()) => {}
+            // No credit within SEND_WAIT: the tunnel is alive, the gateway gives it up.
+            Err(Error::Timeout) => {
+                let why = format!(
+                    "tunnel given up: the far end granted no credit for {} s",
+                    SEND_WAIT.as_secs()
+                );
+                let _ = ended.send(WsEnd::GaveUp(why));
+                break;
+            }
+            // The tunnel ended: `to_ws` reads how, and says so.
+            Err(_) => break,
         }
     }
     let _ = t.close().await;

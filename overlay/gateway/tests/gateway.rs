@@ -615,6 +615,15 @@ impl ServiceHandler for TunnelEnds {
                         drop(s);
                         return;
                     }
+                    b"flood" => {
+                        let m = Bytes::from(vec![7u8; 1024]);
+                        while tunnel
+                            .send(m.clone(), Duration::from_secs(10))
+                            .await
+                            .is_ok()
+                        {}
+                        return;
+                    }
                     _ => {
                         if tunnel.send(m, Duration::from_secs(10)).await.is_err() {
                             return;
@@ -627,7 +636,8 @@ impl ServiceHandler for TunnelEnds {
 }
 
 /// A tunnel the far end closes gracefully ends the WebSocket with 1000; one that breaks (its
-/// member's connection gone) with 1011 and the node's reason.
+/// member's connection gone) with 1011 and the node's reason; a client that closes while the
+/// far end streams gets its close answered.
 #[tokio::test]
 async fn a_websocket_tunnel_ends_with_the_code_of_how_the_tunnel_ended() {
     use tokio_tungstenite::tungstenite::Message;
@@ -668,6 +678,34 @@ async fn a_websocket_tunnel_ends_with_the_code_of_how_the_tunnel_ended() {
         };
         assert_eq!(u16::from(close.code), code, "{say}: {close:?}");
         assert!(!close.reason.is_empty(), "{say}: {close:?}");
+    }
+    // The far end streams without pause; the client closes in the middle.
+    let svc = register(
+        port(&n),
+        "ends",
+        TunnelEnds {
+            svc: holder.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    *holder.lock().unwrap() = Some(svc);
+    for _ in 0..5 {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/ends/tunnel"))
+                .await
+                .unwrap();
+        ws.send(Message::Binary(b"flood".to_vec().into()))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Binary(b))) => assert_eq!(b.len(), 1024),
+            other => panic!("flood: {other:?}"),
+        }
+        close_and_expect_answer(&mut ws).await;
     }
 }
 

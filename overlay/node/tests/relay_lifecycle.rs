@@ -498,6 +498,8 @@ async fn a_session_attaching_before_the_node_joins_is_held_then_served() {
     });
     let mut o = options(0x42, vec![seed]);
     o.join_wait = Duration::from_secs(2);
+    // The seed's handshake outlasts `join_wait`: the node waits for it the whole 2 s.
+    o.handshake_timeout = Duration::from_secs(5);
     let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
     let addr = relay_addr(&n);
     assert!(!n.stats().await.unwrap().ready, "still dialling its seed");

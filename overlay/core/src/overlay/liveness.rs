@@ -553,17 +553,19 @@ impl Node {
         }
     }
 
-    /// Probes a node remembered as dead (at the address it had then).
+    /// Probes a node remembered as dead (at the address it had then). It counts as probed
+    /// only when a probe is out (sent now, or already): one refused at `max_probes` is tried
+    /// again at the next chance instead of being held back for the gaps that count from it.
     fn probe_dead(&mut self, now: Time, info: NodeInfo) {
-        let Some(d) = self.overlay.dead.get_mut(&info.id) else {
+        let Some(addr) = self.overlay.dead.get(&info.id).map(|d| d.addr) else {
             return;
         };
-        d.probed = now;
-        let info = NodeInfo {
-            id: info.id,
-            addr: d.addr,
-        };
-        self.probe(now, info);
+        self.probe(now, NodeInfo { id: info.id, addr });
+        if self.overlay.probes.contains_key(&info.id) {
+            if let Some(d) = self.overlay.dead.get_mut(&info.id) {
+                d.probed = now;
+            }
+        }
     }
 }
 

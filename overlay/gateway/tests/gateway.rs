@@ -709,32 +709,17 @@ async fn a_websocket_tunnel_ends_with_the_code_of_how_the_tunnel_ended() {
     }
 }
 
-/// Echoes every tunnel message back.
-struct TunnelEcho;
-
-impl ServiceHandler for TunnelEcho {
-    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
-        Ok(request)
-    }
-
-    fn handle_tunnel(&self, tunnel: petal_client::Tunnel) {
-        tokio::spawn(async move {
-            while let Ok(m) = tunnel.recv().await {
-                if tunnel.send(m, Duration::from_secs(10)).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
 #[tokio::test]
 async fn a_websocket_tunnel_carries_messages_both_ways_in_order() {
     use tokio_tungstenite::tungstenite::Message;
     let n = node().await;
     let g = gateway(&n, |_| {}).await;
     let at = g.local_addr();
-    let _svc = register(port(&n), "echo", TunnelEcho).await.unwrap();
+    // Echoes every message (none of them is one of `TunnelEnds`' words).
+    let ends = TunnelEnds {
+        svc: Arc::default(),
+    };
+    let _svc = register(port(&n), "echo", ends).await.unwrap();
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/echo/tunnel"))
             .await

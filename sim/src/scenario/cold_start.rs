@@ -305,7 +305,7 @@ fn boot(sim: &mut Sim, fleet: &Fleet, p: &ColdStartParams) -> Boot {
         if started && all_ready_ms.is_none() && sim.ready_count() == starts.len() {
             all_ready_ms = Some((t - t0) / 1000);
         }
-        let ok = started && sim.ready_count() == starts.len() && sim.leaf_set_correctness() == 1.0;
+        let ok = started && sim.ready_count() == starts.len() && sim.leaf_sets_all_correct();
         match (ok, leaf_ok_since) {
             (true, None) => leaf_ok_since = Some((t - t0) / 1000),
             (false, _) => leaf_ok_since = None,

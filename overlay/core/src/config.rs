@@ -87,6 +87,14 @@ pub struct Config {
     pub max_pending_lookups: usize,
     /// Most proximity probes (pings to routing candidates) outstanding at once.
     pub max_probes: usize,
+    /// Proximity sampling: a candidate for a routing-table slot already held by a measured
+    /// entry is probed only when a hash of its id and this node's falls in one of
+    /// `probe_one_in` classes, so that a node measures about one such challenger in
+    /// `probe_one_in` (always the same ones). Empty slots take any candidate. 1 (the default)
+    /// probes every challenger: the probes of a 1,000-node fleet's cold start are most of its
+    /// messages, and sampling them trades route stretch for traffic (`churn-tradeoff`
+    /// measures both).
+    pub probe_one_in: u32,
     /// Most routed deliveries buffered while the node is still joining.
     pub max_join_buffer: usize,
     /// Dead nodes remembered (and re-probed, so that healed partitions merge) at most.
@@ -270,6 +278,7 @@ impl Default for Config {
             lookup_attempts: 3,
             max_pending_lookups: 65_536,
             max_probes: 256,
+            probe_one_in: 1,
             max_join_buffer: 1024,
             max_dead: 512,
             dead_probe_min: Duration::from_secs(2),
@@ -433,8 +442,11 @@ impl Config {
                 "dead_probe_min must be <= dead_probe_max, ping_timeout_min <= ping_timeout",
             ),
             (
-                self.max_dead >= 1 && self.max_probes >= 1 && self.max_rtt_cache >= 1,
-                "max_dead, max_probes and max_rtt_cache must be >= 1",
+                self.max_dead >= 1
+                    && self.max_probes >= 1
+                    && self.max_rtt_cache >= 1
+                    && self.probe_one_in >= 1,
+                "max_dead, max_probes, max_rtt_cache and probe_one_in must be >= 1",
             ),
             (
                 self.max_rtt_cache < usize::from(u16::MAX),

@@ -1,6 +1,7 @@
 //! `churn-tradeoff`: the `churn` runs repeated under several liveness settings (heartbeat, leaf-set
-//! and routing-table ping intervals, ...), to show what maintenance traffic buys: lookup
-//! consistency, leaf-set correctness and crash detection against messages per node and second.
+//! and routing-table ping intervals, ...) and proximity sampling (`probe_one_in`), to show what
+//! maintenance traffic buys: lookup consistency, leaf-set correctness, crash detection and
+//! route stretch against messages per node and second.
 //! Each variant sets node-config fields over the defaults (the scenario's own `[node]` table
 //! is not used); every variant runs each churn rate with the seed `churn` uses for it, so the
 //! variant without overrides reproduces the `churn` report's figures.
@@ -95,7 +96,8 @@ pub(super) fn run(
 
 /// True when `a` is better than `d` at every churn rate: fewer maintenance messages, and
 /// consistency, success and leaf-set correctness no worse, median detection within the
-/// target (1.5 s) or no slower, no more live nodes declared dead.
+/// target (1.5 s) or no slower, no more live nodes declared dead, mean route stretch no
+/// longer.
 fn dominates(a: &[&Point], d: &[&Point]) -> bool {
     a.iter().zip(d).all(|(a, d)| {
         let (a, d) = (&a.s, &d.s);
@@ -105,16 +107,18 @@ fn dominates(a: &[&Point], d: &[&Point]) -> bool {
             && a.leaf_mean >= d.leaf_mean
             && a.det50 <= d.det50.max(1.5)
             && a.false_deaths <= d.false_deaths
+            && a.stretch_mean <= d.stretch_mean
     })
 }
 
 fn settings(c: &petal_core::Config) -> String {
     format!(
-        "heartbeat {} s, leaf pings {} s, route pings {} s, leaf exchange {} s",
+        "heartbeat {} s, leaf pings {} s, route pings {} s, leaf exchange {} s, probes 1 in {}",
         c.heartbeat_interval.as_secs_f64(),
         c.leaf_ping_interval.as_secs_f64(),
         c.routing_ping_interval.as_secs_f64(),
-        c.leaf_exchange_interval.as_secs_f64()
+        c.leaf_exchange_interval.as_secs_f64(),
+        c.probe_one_in
     )
 }
 
@@ -135,7 +139,12 @@ fn write_report(
         "The `churn` workload (see its report for the method) under {} liveness settings, each at median \
          sessions of {} s. Every setting runs a churn rate with the same seed, so it meets the same topology, \
          node ids, crash times and arrivals; \"{}\" is the default configuration. Maintenance counts every \
-         message but lookups' own and their replies.",
+         message but lookups' own and their replies. \"Probes 1 in n\": a node probes about one candidate in n \
+         for a routing-table slot already held by a measured entry (`probe_one_in`; 1 probes them all). \
+         Stretch: delay of each delivered lookup's overlay route over the direct delay, mean / median. The \
+         figures draw two families of settings, each through the defaults: liveness intervals (every \
+         candidate probed) and proximity sampling (default intervals); a variant that changes both is in \
+         the table only.",
         variants.len(),
         p.median_session_s
             .iter()
@@ -158,6 +167,7 @@ fn write_report(
                 pct(pt.s.leaf_mean, 2),
                 format!("{:.2} s", pt.s.det50),
                 pt.s.false_deaths.to_string(),
+                format!("{:.2} / {:.2}", pt.s.stretch_mean, pt.s.stretch_p50),
             ]
         })
         .collect();
@@ -173,6 +183,7 @@ fn write_report(
             "leaf sets right (mean)",
             "detection p50",
             "live nodes declared dead",
+            "stretch",
         ],
         &rows,
     );
@@ -191,6 +202,48 @@ fn write_report(
         },
         Verdict::from_met(better.is_empty()),
     )]);
+    charts(&mut w, p, configs, defaults, points)?;
+    let json_variants: Vec<serde_json::Value> = variants
+        .iter()
+        .zip(configs)
+        .enumerate()
+        .map(|(v, (var, c))| {
+            json!({
+                "name": var.name,
+                "defaults": v == defaults,
+                "heartbeat_interval_ms": c.heartbeat_interval.as_millis(),
+                "leaf_ping_interval_ms": c.leaf_ping_interval.as_millis(),
+                "routing_ping_interval_ms": c.routing_ping_interval.as_millis(),
+                "leaf_exchange_interval_ms": c.leaf_exchange_interval.as_millis(),
+                "probe_one_in": c.probe_one_in,
+                "runs": of(v).iter().map(|pt| json!({
+                    "median_session_s": pt.median_s,
+                    "maintenance_msgs_per_node_s": pt.s.maint_mps,
+                    "maintenance_bytes_per_node_s": pt.s.maint_bps,
+                    "consistency": pt.s.consistency,
+                    "success": pt.s.success,
+                    "leaf_set_correctness_mean": pt.s.leaf_mean,
+                    "detection_p50_s": pt.s.det50,
+                    "false_deaths": pt.s.false_deaths,
+                    "stretch_mean": pt.s.stretch_mean,
+                    "stretch_p50": pt.s.stretch_p50,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let results = json!({ "scenario": sc.name, "seed": sc.seed, "variants": json_variants });
+    finish(&w, &results, events, messages)
+}
+
+/// The figures: each figure of a run against its maintenance traffic, one curve per family of
+/// settings and churn rate.
+fn charts(
+    w: &mut ReportWriter,
+    p: &churn::Params,
+    configs: &[petal_core::Config],
+    defaults: usize,
+    points: &[Point],
+) -> anyhow::Result<()> {
     for (file, title, y, get, percent) in [
         (
             "consistency.png",
@@ -213,47 +266,47 @@ fn write_report(
             |s: &Summary| s.det50,
             false,
         ),
+        (
+            "stretch.png",
+            "Route stretch against maintenance traffic",
+            "mean stretch of delivered lookups (overlay delay / direct delay)",
+            |s: &Summary| s.stretch_mean,
+            false,
+        ),
     ] {
         let mut c = Frame::new(title, "maintenance messages per node and second", y).lines();
         if percent {
             c = c.percent();
         }
+        // Two families of settings, each a curve through the defaults: liveness intervals
+        // (every candidate probed) and proximity sampling (default intervals).
+        let liveness = |v: usize| configs[v].probe_one_in == 1;
+        let sampling = |v: usize| {
+            v == defaults
+                || (configs[v].probe_one_in > 1 && {
+                    let mut c = configs[v].clone();
+                    c.probe_one_in = 1;
+                    c == configs[defaults]
+                })
+        };
         for &median_s in &p.median_session_s {
-            let mut xy: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|pt| pt.median_s == median_s)
-                .map(|pt| (pt.s.maint_mps, get(&pt.s)))
-                .collect();
-            xy.sort_by(|a, b| a.0.total_cmp(&b.0));
-            c = c.series(format!("median session {median_s} s"), xy);
+            for (family, member) in [
+                ("liveness settings", &liveness as &dyn Fn(usize) -> bool),
+                ("probe sampling", &sampling),
+            ] {
+                let mut xy: Vec<(f64, f64)> = points
+                    .iter()
+                    .filter(|pt| pt.median_s == median_s && member(pt.variant))
+                    .map(|pt| (pt.s.maint_mps, get(&pt.s)))
+                    .collect();
+                if xy.len() < 2 {
+                    continue;
+                }
+                xy.sort_by(|a, b| a.0.total_cmp(&b.0));
+                c = c.series(format!("{family}, median session {median_s} s"), xy);
+            }
         }
         w.line_chart(file, &c)?;
     }
-    let json_variants: Vec<serde_json::Value> = variants
-        .iter()
-        .zip(configs)
-        .enumerate()
-        .map(|(v, (var, c))| {
-            json!({
-                "name": var.name,
-                "defaults": v == defaults,
-                "heartbeat_interval_ms": c.heartbeat_interval.as_millis(),
-                "leaf_ping_interval_ms": c.leaf_ping_interval.as_millis(),
-                "routing_ping_interval_ms": c.routing_ping_interval.as_millis(),
-                "leaf_exchange_interval_ms": c.leaf_exchange_interval.as_millis(),
-                "runs": of(v).iter().map(|pt| json!({
-                    "median_session_s": pt.median_s,
-                    "maintenance_msgs_per_node_s": pt.s.maint_mps,
-                    "maintenance_bytes_per_node_s": pt.s.maint_bps,
-                    "consistency": pt.s.consistency,
-                    "success": pt.s.success,
-                    "leaf_set_correctness_mean": pt.s.leaf_mean,
-                    "detection_p50_s": pt.s.det50,
-                    "false_deaths": pt.s.false_deaths,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let results = json!({ "scenario": sc.name, "seed": sc.seed, "variants": json_variants });
-    finish(&w, &results, events, messages)
+    Ok(())
 }

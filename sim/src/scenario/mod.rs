@@ -142,6 +142,9 @@ pub struct NodeOverrides {
     pub max_group_children: Option<usize>,
     /// How long events past a gap are held for the gap to fill (0: not held).
     pub event_gap_wait_ms: Option<u64>,
+    /// Proximity sampling: about one challenger for a held routing-table slot in this many is
+    /// probed.
+    pub probe_one_in: Option<u32>,
 }
 
 impl NodeOverrides {
@@ -196,6 +199,9 @@ impl NodeOverrides {
         }
         if let Some(v) = self.event_gap_wait_ms {
             c.event_gap_wait = ms(v);
+        }
+        if let Some(v) = self.probe_one_in {
+            c.probe_one_in = v;
         }
         c.validate()?;
         Ok(c)

@@ -95,6 +95,7 @@ impl Node {
         match self.rtt_us(id) {
             Some(rtt) => self.offer_slot(now, info, rtt),
             None if self.overlay.peers.contains_key(&id) => {}
+            None if self.sampled_out(slot, id) => {}
             None => {
                 let answering = match heard {
                     Heard::Pinged(nonce) => Some(nonce),
@@ -104,6 +105,25 @@ impl Node {
             }
         }
         false
+    }
+
+    /// True when `probe_one_in` leaves candidate `id` for `slot` unprobed: the slot's entry is
+    /// measured and the candidate's hash class is not the one probed (see
+    /// [`crate::Config::probe_one_in`]).
+    fn sampled_out(&self, slot: crate::routing_table::Slot, id: NodeId) -> bool {
+        let n = u64::from(self.cfg.probe_one_in);
+        if n <= 1 {
+            return false;
+        }
+        let held = self
+            .overlay
+            .rt
+            .get(slot)
+            .is_some_and(|e| self.rtt_us(e).is_some());
+        let x = (id.0 ^ self.me.id.0).to_le_bytes();
+        let (lo, hi) = x.split_at(8);
+        let fold = |h: &[u8]| u64::from_le_bytes(h.try_into().unwrap_or_default());
+        held && crate::node::splitmix(fold(lo) ^ fold(hi)) % n != 0
     }
 
     /// Introduces a node that the driver found out of band (a LAN discovery beacon, a seed

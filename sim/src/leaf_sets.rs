@@ -45,19 +45,19 @@ impl Sim {
         let mut expected_l = Vec::with_capacity(half);
         for (p, &(_, i)) in ring.iter().enumerate() {
             let mine = group(i);
-            // The other ready nodes of the node's partition group, going clockwise (`step` 1)
-            // or counter-clockwise (`step` n - 1) around the ring from it.
-            let around = |step: usize| {
+            // The other ready nodes of the node's partition group, going clockwise or
+            // counter-clockwise around the ring from it.
+            let around = |clockwise: bool| {
                 (1..n)
-                    .map(move |d| ring[(p + step * d) % n])
+                    .map(move |d| ring[if clockwise { p + d } else { p + n - d } % n])
                     .filter(|e| group(e.1) == mine)
                     .map(|e| e.0)
                     .take(half)
             };
             expected_r.clear();
-            expected_r.extend(around(1));
+            expected_r.extend(around(true));
             expected_l.clear();
-            expected_l.extend(around(n - 1));
+            expected_l.extend(around(false));
             let leaf = self.slots[i as usize].node.leaf_set();
             let keep = |k: &&NodeId| ready(**k) || !self.is_joining_alive(**k);
             let ok = leaf.right().iter().filter(keep).eq(expected_r.iter())

@@ -162,9 +162,7 @@ impl Apps {
             if let Some(h) = r.hops {
                 s.hops.push(h);
             }
-            let horizon = r.deadline + JUDGE_MARGIN;
-            let lived = self.list[r.app].until.is_none_or(|u| u > horizon);
-            if !lived || horizon > now {
+            if !self.judged(r, now) {
                 continue;
             }
             s.judged += 1;
@@ -182,6 +180,46 @@ impl Apps {
             }
         }
         s
+    }
+
+    /// True when request `r` is judged at `now`: its requester lived until [`JUDGE_MARGIN`]
+    /// past its deadline, which has passed.
+    fn judged(&self, r: &crate::apps::RequestRecord, now: Time) -> bool {
+        let horizon = r.deadline + JUDGE_MARGIN;
+        let lived = self.list[r.app].until.is_none_or(|u| u > horizon);
+        lived && horizon <= now
+    }
+
+    /// Of the judged requests issued in `[from, to)` that got no reply, how many were still
+    /// outstanding at `at` (no outcome before it), and how many there are: requests that a
+    /// fault starting at `at` caught in flight.
+    pub fn unanswered_outstanding_at(
+        &self,
+        from: Time,
+        to: Time,
+        at: Time,
+        now: Time,
+    ) -> (u64, u64) {
+        let mut caught = 0;
+        let mut unanswered = 0;
+        for r in self
+            .requests
+            .iter()
+            .filter(|r| r.start >= from && r.start < to && self.judged(r, now))
+        {
+            match r.outcome {
+                Some((OutcomeKind::Reply, _)) => {}
+                Some((_, t)) => {
+                    unanswered += 1;
+                    caught += u64::from(t >= at);
+                }
+                None => {
+                    unanswered += 1;
+                    caught += 1;
+                }
+            }
+        }
+        (caught, unanswered)
     }
 
     /// Judges events of `kind` (both kinds when `None`) published in `[from, to)`: recipients

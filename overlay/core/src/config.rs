@@ -88,8 +88,8 @@ pub struct Config {
     /// Most proximity probes (pings to routing candidates) outstanding at once.
     pub max_probes: usize,
     /// Proximity sampling: a candidate for a routing-table slot already held by a measured
-    /// entry is probed only when a hash of its id and this node's falls in one of
-    /// `probe_one_in` classes, so that a node measures about one such challenger in
+    /// entry is probed only when a hash of its id and this node's, taken modulo
+    /// `probe_one_in`, is 0, so that a node measures about one such challenger in
     /// `probe_one_in` (always the same ones). Empty slots take any candidate. 1 (the default)
     /// probes every challenger: the probes of a 1,000-node fleet's cold start are most of its
     /// messages, and sampling them trades route stretch for traffic (`churn-tradeoff`

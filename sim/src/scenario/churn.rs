@@ -270,7 +270,7 @@ pub(super) struct Summary {
     pub(super) maint_mps: f64,
     pub(super) false_deaths: u64,
     /// Route stretch of the delivered lookups (overlay delay over the direct delay): mean and
-    /// median.
+    /// median (NaN without a sample).
     pub(super) stretch_mean: f64,
     pub(super) stretch_p50: f64,
 }
@@ -288,7 +288,11 @@ pub(super) fn summary(p: &Params, r: &Run) -> Summary {
         maint_bps: t.maintenance_bytes as f64 / per,
         maint_mps: t.maintenance_msgs as f64 / per,
         false_deaths: r.metrics.false_deaths,
-        stretch_mean: r.metrics.stretch.iter().sum::<f64>() / r.metrics.stretch.len().max(1) as f64,
+        stretch_mean: if r.metrics.stretch.is_empty() {
+            f64::NAN
+        } else {
+            r.metrics.stretch.iter().sum::<f64>() / r.metrics.stretch.len() as f64
+        },
         stretch_p50: quantile(&r.metrics.stretch, 0.5).unwrap_or(f64::NAN),
     }
 }

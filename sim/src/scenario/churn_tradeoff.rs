@@ -97,7 +97,7 @@ pub(super) fn run(
 /// True when `a` is better than `d` at every churn rate: fewer maintenance messages, and
 /// consistency, success and leaf-set correctness no worse, median detection within the
 /// target (1.5 s) or no slower, no more live nodes declared dead, mean route stretch no
-/// longer.
+/// longer (a NaN figure, from a run without samples, never beats anything).
 fn dominates(a: &[&Point], d: &[&Point]) -> bool {
     a.iter().zip(d).all(|(a, d)| {
         let (a, d) = (&a.s, &d.s);
@@ -136,7 +136,7 @@ fn write_report(
     let mut w = ReportWriter::new(out, &sc.name, &sc.description);
     w.heading("Results");
     w.paragraph(&format!(
-        "The `churn` workload (see its report for the method) under {} liveness settings, each at median \
+        "The `churn` workload (see its report for the method) under {} settings, each at median \
          sessions of {} s. Every setting runs a churn rate with the same seed, so it meets the same topology, \
          node ids, crash times and arrivals; \"{}\" is the default configuration. Maintenance counts every \
          message but lookups' own and their replies. \"Probes 1 in n\": a node probes about one candidate in n \

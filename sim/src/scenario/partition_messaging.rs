@@ -91,6 +91,9 @@ struct Judged {
     recovery_s: Option<u64>,
     sides: Vec<(String, [u64; 2])>,
     counters: serde_json::Map<String, serde_json::Value>,
+    /// Judged requests issued before the split without a reply: how many were still
+    /// outstanding when it began, and how many there are.
+    caught_by_split: (u64, u64),
 }
 
 pub(super) fn run(
@@ -217,6 +220,9 @@ fn judge(
         recovery_s,
         sides: sides_of_groups(sim, p, s),
         counters,
+        caught_by_split: sim
+            .apps
+            .unanswered_outstanding_at(start, split_at, split_at, now),
     }
 }
 
@@ -281,6 +287,12 @@ fn write_report(
         w.paragraph(&text);
     }
     let (json_phases, mut targets) = phases_table(&mut w, p, &j.phases);
+    let (caught, unanswered) = j.caught_by_split;
+    w.paragraph(&format!(
+        "Of the {unanswered} judged requests issued before the split that got no reply, {caught} were still \
+         outstanding when it began (issued less than their timeout before it, their member or their reply \
+         cut off): the split caught them in flight. They count in the before phase all the same."
+    ));
     let side_rows: Vec<Vec<String>> = j
         .sides
         .iter()
@@ -325,6 +337,8 @@ fn write_report(
     let results = json!({
         "scenario": sc.name, "seed": sc.seed, "phases": json_phases,
         "recovery_after_heal_s": recovery_s,
+        "before_unanswered": unanswered,
+        "before_unanswered_outstanding_at_split": caught,
         "stray_events": stray,
         "sides": j.sides.iter().map(|(name, n)| json!({"group": name, "side0": n[0], "side1": n[1]})).collect::<Vec<_>>(),
         "tree_counters": j.counters,

@@ -347,6 +347,6 @@ mod tests {
         tuning(&text).apply(&mut back, None).unwrap();
         assert_eq!(tables(&back), text);
         assert_eq!(back.max_dials, 9);
-        assert_eq!(text.lines().filter(|l| l.contains(" = ")).count(), 78 + 19);
+        assert_eq!(text.lines().filter(|l| l.contains(" = ")).count(), 79 + 19);
     }
 }

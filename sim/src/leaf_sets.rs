@@ -27,7 +27,7 @@ impl Sim {
     /// Ready nodes whose leaf set is exactly right (see [`Sim::leaf_set_correctness`]); with
     /// `until_wrong`, the count stops at the first wrong one.
     ///
-    /// One pass over the ready nodes of each partition group in id order, with a window of the
+    /// For each partition group, a walk over its ready nodes in id order with a window of the
     /// `L/2` nodes before and after the one judged (wrapping around the ring): no map lookups
     /// for the expected neighbours, and memory for the window only (a copy of the ready set
     /// would cost `pastry-hops` at 10^5 nodes more than its 16 KiB-per-node budget spares). A
@@ -98,5 +98,103 @@ impl Sim {
             let s = &self.slots[i as usize];
             s.alive && s.node.is_joining()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use petal_core::{NodeId, Time};
+
+    use crate::topology::{TopologyConfig, UniformConfig};
+    use crate::{Sim, SimConfig};
+
+    /// The oracle as it was written first (range scans of the ready map for every node): the
+    /// reference the window must agree with.
+    fn reference(sim: &Sim) -> usize {
+        let half = sim.cfg.node.leaf_set_size / 2;
+        let group = |i: u32| sim.groups.as_ref().and_then(|g| g.get(i as usize).copied());
+        let mut correct = 0;
+        for (&id, &i) in &sim.ready {
+            let mine = group(i);
+            let same = |e: &(&NodeId, &u32)| *e.0 != id && group(*e.1) == mine;
+            let expected_r: Vec<NodeId> = sim
+                .ready
+                .range(NodeId(id.0.wrapping_add(1))..)
+                .chain(sim.ready.range(..id))
+                .filter(same)
+                .map(|(k, _)| *k)
+                .take(half)
+                .collect();
+            let expected_l: Vec<NodeId> = sim
+                .ready
+                .range(..id)
+                .rev()
+                .chain(sim.ready.range(id..).rev())
+                .filter(same)
+                .map(|(k, _)| *k)
+                .take(half)
+                .collect();
+            let leaf = sim.slots[i as usize].node.leaf_set();
+            let keep = |k: &&NodeId| sim.ready.contains_key(k) || !sim.is_joining_alive(**k);
+            correct += usize::from(
+                leaf.right().iter().filter(keep).eq(expected_r.iter())
+                    && leaf.left().iter().filter(keep).eq(expected_l.iter()),
+            );
+        }
+        correct
+    }
+
+    fn check(sim: &Sim, when: &str, wrong_seen: &mut bool) {
+        let want = reference(sim);
+        assert_eq!(sim.leaf_sets_correct(false), want, "{when}");
+        assert_eq!(
+            sim.leaf_sets_all_correct(),
+            want == sim.ready.len(),
+            "{when}"
+        );
+        *wrong_seen |= want < sim.ready.len();
+    }
+
+    fn advance(sim: &mut Sim, ms: u64) {
+        let t = sim.now().as_micros() + ms * 1000;
+        sim.run_until(Time::from_micros(t));
+    }
+
+    /// The window agrees with the reference at every step of a ring that grows from one node
+    /// (groups of 1, 2, ... nodes, up to past twice the leaf-set side), has nodes crash (wrong
+    /// and stale leaf sets), splits into three groups of which one has a single node, and heals.
+    #[test]
+    fn the_window_counts_what_range_scans_count() {
+        let mut cfg = SimConfig::new(5, TopologyConfig::Uniform(UniformConfig::default()));
+        cfg.node.leaf_set_size = 8;
+        let mut sim = Sim::new(cfg);
+        let mut wrong_seen = false;
+        for k in 0..24 {
+            sim.add_node();
+            for _ in 0..4 {
+                advance(&mut sim, 10);
+                check(&sim, &format!("growing, node {k}"), &mut wrong_seen);
+            }
+        }
+        advance(&mut sim, 10_000);
+        check(&sim, "grown", &mut wrong_seen);
+        for v in [3, 11, 17] {
+            sim.crash(v);
+            for _ in 0..20 {
+                advance(&mut sim, 50);
+                check(&sim, &format!("after crash of {v}"), &mut wrong_seen);
+            }
+        }
+        sim.partition(|i| if i == 5 { 2 } else { u8::from(i % 2 == 0) });
+        for s in 0..40 {
+            advance(&mut sim, 100);
+            check(&sim, &format!("split, step {s}"), &mut wrong_seen);
+        }
+        sim.heal();
+        for s in 0..40 {
+            advance(&mut sim, 100);
+            check(&sim, &format!("healed, step {s}"), &mut wrong_seen);
+        }
+        assert!(wrong_seen, "some step had a wrong leaf set to judge");
     }
 }

@@ -190,9 +190,11 @@ impl Apps {
         lived && horizon <= now
     }
 
-    /// Of the judged requests issued in `[from, to)` that got no reply, how many were still
-    /// outstanding at `at` (no outcome before it), and how many there are: requests that a
-    /// fault starting at `at` caught in flight.
+    /// Of the judged requests issued in `[from, to)` that were not answered (timed out, or no
+    /// outcome; a fault is an answer, as in [`RequestStats::answered_ratio`]), how many were
+    /// still outstanding just after `at` (no outcome up to `at`: the engine runs every event
+    /// at `at` before a fault that starts then), and how many there are: requests that a fault
+    /// starting at `at` caught in flight.
     pub fn unanswered_outstanding_at(
         &self,
         from: Time,
@@ -208,10 +210,10 @@ impl Apps {
             .filter(|r| r.start >= from && r.start < to && self.judged(r, now))
         {
             match r.outcome {
-                Some((OutcomeKind::Reply, _)) => {}
-                Some((_, t)) => {
+                Some((OutcomeKind::Reply | OutcomeKind::Fault, _)) => {}
+                Some((OutcomeKind::Timeout, t)) => {
                     unanswered += 1;
-                    caught += u64::from(t >= at);
+                    caught += u64::from(t > at);
                 }
                 None => {
                     unanswered += 1;

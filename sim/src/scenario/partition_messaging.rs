@@ -288,11 +288,13 @@ fn write_report(
     }
     let (json_phases, mut targets) = phases_table(&mut w, p, &j.phases);
     let (caught, unanswered) = j.caught_by_split;
-    w.paragraph(&format!(
-        "Of the {unanswered} judged requests issued before the split that got no reply, {caught} were still \
-         outstanding when it began (issued less than their timeout before it, their member or their reply \
-         cut off): the split caught them in flight. They count in the before phase all the same."
-    ));
+    if unanswered > 0 {
+        w.paragraph(&format!(
+            "Of the {unanswered} judged requests issued before the split that were not answered (timed out \
+             or without an outcome), {caught} were still outstanding when it began: the split caught them in \
+             flight. They count in the before phase all the same."
+        ));
+    }
     let side_rows: Vec<Vec<String>> = j
         .sides
         .iter()

@@ -635,6 +635,27 @@ impl ServiceHandler for TunnelEnds {
     }
 }
 
+/// Registers a `TunnelEnds` member of cluster "ends" on `n`, which holds its own service in
+/// `holder` (so that a "drop" word drops it).
+async fn register_ends(
+    n: &NodeHandle,
+    holder: &Arc<std::sync::Mutex<Option<petal_client::Service>>>,
+) {
+    let ends = TunnelEnds {
+        svc: holder.clone(),
+    };
+    let svc = register(port(n), "ends", ends).await.unwrap();
+    *holder.lock().unwrap() = Some(svc);
+}
+
+/// A WebSocket tunnel to cluster "ends" through the gateway at `at`.
+async fn ends_tunnel(
+    at: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("ws://{at}/v1/clusters/ends/tunnel");
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
 /// A tunnel the far end closes gracefully ends the WebSocket with 1000; one that breaks (its
 /// member's connection gone) with 1011 and the node's reason; a client that closes while the
 /// far end streams gets its close answered.
@@ -645,21 +666,9 @@ async fn a_websocket_tunnel_ends_with_the_code_of_how_the_tunnel_ended() {
     let g = gateway(&n, |_| {}).await;
     let at = g.local_addr();
     let holder = Arc::new(std::sync::Mutex::new(None));
-    let svc = register(
-        port(&n),
-        "ends",
-        TunnelEnds {
-            svc: holder.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    *holder.lock().unwrap() = Some(svc);
+    register_ends(&n, &holder).await;
     for (say, code) in [("close", 1000), ("drop", 1011)] {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/ends/tunnel"))
-                .await
-                .unwrap();
+        let mut ws = ends_tunnel(at).await;
         ws.send(Message::Binary(b"echo".to_vec().into()))
             .await
             .unwrap();
@@ -680,21 +689,9 @@ async fn a_websocket_tunnel_ends_with_the_code_of_how_the_tunnel_ended() {
         assert!(!close.reason.is_empty(), "{say}: {close:?}");
     }
     // The far end streams without pause; the client closes in the middle.
-    let svc = register(
-        port(&n),
-        "ends",
-        TunnelEnds {
-            svc: holder.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    *holder.lock().unwrap() = Some(svc);
+    register_ends(&n, &holder).await;
     for _ in 0..5 {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/ends/tunnel"))
-                .await
-                .unwrap();
+        let mut ws = ends_tunnel(at).await;
         ws.send(Message::Binary(b"flood".to_vec().into()))
             .await
             .unwrap();

@@ -297,7 +297,7 @@ impl Node {
             .probes
             .get(&from.id)
             .is_some_and(|p| p.nonce == nonce)
-            && let Some(probe) = self.overlay.probes.remove(&from.id)
+            && let Some(probe) = self.overlay.remove_probe(&from.id)
         {
             let rtt = u32::try_from((now - probe.sent).as_micros()).unwrap_or(u32::MAX);
             self.consider_with_rtt(now, from, rtt);
@@ -394,7 +394,7 @@ impl Node {
     }
 
     pub(crate) fn on_probe_timeout(&mut self, now: Time, id: NodeId) {
-        self.overlay.probes.remove(&id);
+        self.overlay.remove_probe(&id);
         self.foster_lost(now, id);
     }
 

@@ -115,19 +115,22 @@ impl LocalConnector {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        let flag = Arc::new(AtomicBool::new(false));
         let out = SessionTx {
             tx,
             queued: queued.clone(),
             kill: Arc::new(Notify::new()),
+            cut: Some(flag.clone()),
             drain: Arc::new(Notify::new()),
             share: None,
             refused: Arc::default(),
             refused_droppable: Arc::default(),
         };
         let (kill, drain) = (out.kill.clone(), out.drain.clone());
-        // The session's task ends the source at once when the node cuts the session off.
+        // The node sets the flag when it cuts the session off (nothing queued is read after
+        // that); the session's task then wakes the source to end it.
         let cut = Cut {
-            flag: Arc::default(),
+            flag,
             wake: out.tx.downgrade(),
         };
         let open = SessionOpen {
@@ -172,7 +175,7 @@ impl LocalConnector {
     }
 }
 
-/// How the session's task ends the source when the node cuts the session off: the flag, and a
+/// How a cut-off session's source ends: the flag (the node sets it as it cuts), and a
 /// wake-up through the node's own channel (if the node still holds it).
 #[derive(Clone)]
 struct Cut {

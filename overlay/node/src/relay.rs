@@ -117,6 +117,7 @@ pub(crate) async fn serve<S>(
         tx,
         queued: queued.clone(),
         kill: kill.clone(),
+        cut: None,
         drain: drain.clone(),
         share: None,
         refused: Arc::default(),

@@ -38,6 +38,10 @@ pub(crate) struct SessionTx {
     pub(crate) queued: Arc<AtomicUsize>,
     /// Cuts the connection at once, queued packets and all (a client far behind).
     pub(crate) kill: Arc<tokio::sync::Notify>,
+    /// An embedded session's flag that ends its source: set by the node itself when it cuts
+    /// the session off, so that nothing it queued is read after that, even while the
+    /// application's runtime (where the session's task runs) has not yet seen `kill`.
+    pub(crate) cut: Option<Arc<AtomicBool>>,
     /// Asks the session's reader to hand over what the client already wrote and answer with
     /// `Input::SessionDrained` (the node's shutdown).
     pub(crate) drain: Arc<tokio::sync::Notify>,
@@ -50,6 +54,14 @@ pub(crate) struct SessionTx {
 }
 
 impl SessionTx {
+    /// Cuts the session off: its queued packets are not delivered.
+    fn cut_off(&self) {
+        if let Some(cut) = &self.cut {
+            cut.store(true, Ordering::Release);
+        }
+        self.kill.notify_one();
+    }
+
     /// Queues a packet that must arrive (replies, tunnel control and data: their number is
     /// bounded by the core's tables and the client's own credit).
     fn must(&self, p: NodePacket) {
@@ -572,7 +584,7 @@ impl Sessions {
                 "node memory budget exhausted; closing a client's connection"
             );
             RuntimeStats::add(&self.stats.memory_refused_sessions, 1);
-            s.out.kill.notify_one();
+            s.out.cut_off();
             self.map.remove(&conn);
             self.doomed.push(conn);
             return true;
@@ -587,7 +599,7 @@ impl Sessions {
                 "client far behind on replies and tunnel data; closing its connection"
             );
             RuntimeStats::add(&self.stats.slow_closed, 1);
-            s.out.kill.notify_one();
+            s.out.cut_off();
             self.map.remove(&conn);
             self.doomed.push(conn);
             return true;

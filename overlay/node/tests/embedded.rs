@@ -2,7 +2,8 @@
 //! `Connection` and `Service` from `NodeHandle::connect` / `register`, without a socket or
 //! the relay codec, and keep every guarantee they have over TCP: every pattern works, embedded
 //! and TCP applications reach each other across nodes, bad packets are refused alone, a full
-//! input queue keeps order and loses nothing, closes and the node's shutdown answer everything.
+//! input queue keeps order and loses nothing, closes and the node's shutdown answer everything,
+//! and an application far behind on its replies is cut off alone.
 
 mod common;
 
@@ -394,4 +395,132 @@ async fn poll_once<F: std::future::Future>(fut: F) -> bool {
         _ = &mut fut => false,
         () = std::future::ready(()) => true,
     }
+}
+
+/// A cluster member that holds every request until `go` turns true, counting them, then
+/// answers an empty one with 64 KiB and echoes any other.
+#[derive(Clone)]
+struct Gated {
+    go: tokio::sync::watch::Receiver<bool>,
+    seen: Arc<AtomicU64>,
+}
+
+impl ServiceHandler for Gated {
+    async fn handle_request(&self, request: Bytes) -> Result<Bytes, String> {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        let _ = self.go.clone().wait_for(|&go| go).await;
+        Ok(if request.is_empty() {
+            Bytes::from(vec![7u8; 64 * 1024])
+        } else {
+            request
+        })
+    }
+}
+
+/// An embedded application that stops reading while the node owes it replies (which are
+/// never dropped) is cut off once it is `session_max_bytes` behind, as a TCP client is: every
+/// request it has out fails at once instead of hanging, the node stays bounded, and another
+/// application on the same node keeps working. The application's reader is stopped for real:
+/// it runs on a one-thread runtime of its own, whose thread the test puts to sleep while the
+/// replies come.
+#[test]
+fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
+    let node_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (go, gate) = tokio::sync::watch::channel(false);
+    let seen = Arc::new(AtomicU64::new(0));
+    let (n, _svc) = node_rt.block_on(async {
+        let mut o = options(0x71, vec![]);
+        o.session_queue_bytes = 1 << 20;
+        o.session_max_bytes = 2 << 20;
+        let n = petal_node::spawn(petal_node::TokioNet, o).await.unwrap();
+        let member = Gated {
+            go: gate,
+            seen: seen.clone(),
+        };
+        // Every request handled at once (the gate holds them all).
+        let mut member_options = petal_client::Options::default();
+        member_options.request_handlers = 64;
+        let svc = n
+            .local_connector()
+            .register(member_options, "gated", member)
+            .await
+            .unwrap();
+        (n, svc)
+    });
+    let local = n.local_connector();
+    let lazy = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let c = local
+                .connect(petal_client::Options::default())
+                .await
+                .unwrap();
+            // 64 empty requests, each answered with 64 KiB: 4 MiB of replies, twice the
+            // session's limit. (Large requests would not do: requests, unlike replies, are
+            // dropped for a member behind on its own queue.)
+            let calls: Vec<_> = (0..64)
+                .map(|_| {
+                    let c = c.clone();
+                    tokio::spawn(
+                        async move { c.request("gated", "", Duration::from_secs(20)).await },
+                    )
+                })
+                .collect();
+            let deadline = tokio::time::Instant::now() + T;
+            while seen.load(Ordering::Relaxed) < 64 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "requests not delivered"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Stop reading: this runtime's only thread sleeps while the replies come.
+            go.send(true).unwrap();
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "blocking this runtime is the point: its reader must not run"
+            )]
+            std::thread::sleep(Duration::from_secs(2));
+            for call in calls {
+                let outcome = tokio::time::timeout(T, call)
+                    .await
+                    .expect("a request of the cut-off application hung")
+                    .unwrap();
+                assert!(outcome.is_err(), "a reply was delivered after the cut-off");
+            }
+            assert!(c.is_closed(), "the cut-off connection is closed");
+        });
+    });
+    node_rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = n.stats().await.unwrap();
+            if s.runtime.slow_closed == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the embedded application was not cut off: {:?}",
+                s.runtime
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Nobody else noticed: a new application gets its replies from the same member.
+        let other = n.connect().await.unwrap();
+        let r = other.request("gated", "still here", T).await.unwrap();
+        assert_eq!(&r[..], b"still here");
+    });
+    lazy.join().unwrap();
+    node_rt.block_on(async {
+        // The member's alone is left (the cut-off and the other application are gone).
+        wait_sessions(&n, 1).await;
+        n.shutdown().await;
+    });
 }

@@ -452,6 +452,9 @@ fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
         (n, svc)
     });
     let local = n.local_connector();
+    let before = node_rt.block_on(n.stats()).unwrap().memory_used;
+    // Told when the node has cut the application off (or given up waiting for it).
+    let (cut_tx, cut_rx) = std::sync::mpsc::channel::<()>();
     let lazy = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -481,13 +484,11 @@ fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
                 );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            // Stop reading: this runtime's only thread sleeps while the replies come.
+            // Stop reading: this runtime's only thread blocks while the replies come, until
+            // the node has cut the application off.
             go.send(true).unwrap();
-            #[expect(
-                clippy::disallowed_methods,
-                reason = "blocking this runtime is the point: its reader must not run"
-            )]
-            std::thread::sleep(Duration::from_secs(2));
+            let cut = cut_rx.recv_timeout(Duration::from_secs(15));
+            assert!(cut.is_ok(), "the node never cut the application off");
             for call in calls {
                 let outcome = tokio::time::timeout(T, call)
                     .await
@@ -498,20 +499,27 @@ fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
             assert!(c.is_closed(), "the cut-off connection is closed");
         });
     });
-    node_rt.block_on(async {
+    let cut_off = node_rt.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let s = n.stats().await.unwrap();
             if s.runtime.slow_closed == 1 {
-                break;
+                return Ok(());
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the embedded application was not cut off: {:?}",
-                s.runtime
-            );
+            if tokio::time::Instant::now() >= deadline || lazy.is_finished() {
+                return Err(s.runtime);
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    });
+    if let Err(runtime) = cut_off {
+        // The application's thread failed first (its panic shows), or the node never cut it.
+        drop(cut_tx);
+        lazy.join().unwrap();
+        panic!("the embedded application was not cut off: {runtime:?}");
+    }
+    cut_tx.send(()).unwrap();
+    node_rt.block_on(async {
         // Nobody else noticed: a new application gets its replies from the same member.
         let other = n.connect().await.unwrap();
         let r = other.request("gated", "still here", T).await.unwrap();
@@ -519,8 +527,14 @@ fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
     });
     lazy.join().unwrap();
     node_rt.block_on(async {
-        // The member's alone is left (the cut-off and the other application are gone).
+        // The member's alone is left (the cut-off and the other application are gone), and
+        // the replies it never read no longer count against the node's memory.
         wait_sessions(&n, 1).await;
+        let used = n.stats().await.unwrap().memory_used;
+        assert!(
+            used <= before + (64 << 10),
+            "{used} bytes held after the cut-off, {before} before it"
+        );
         n.shutdown().await;
     });
 }

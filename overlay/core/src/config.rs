@@ -73,6 +73,13 @@ pub struct Config {
     /// (the timeout is `max(hop_ack_timeout_min, 3 x rtt)`).
     pub hop_ack_timeout_min: Duration,
     /// How many other next hops a routed message tries after hop-ack timeouts before it is dropped.
+    ///
+    /// 8 by default. Right after a partition, half of a node's routing-table entries are on the
+    /// other side and stay there until a ping or a route finds them silent; a route toward a
+    /// region that the node has not routed to since can meet several of them in a row. With 4,
+    /// `copies-messaging` lost whole events that way 7 and 12 s into its split (the publisher's
+    /// first hop and all four reroutes went across it, traced), and delivered 98.85 % of the
+    /// split's events; with 8, 99.31 % (`partition-messaging`: 99.77 -> 99.92 %).
     pub max_reroutes: u32,
     /// Most routed messages awaiting a hop acknowledgement at once; beyond, forwarding drops
     /// (counted in `routes_dropped`).
@@ -271,7 +278,7 @@ impl Default for Config {
             join_attempts: 10,
             hop_ack_timeout: Duration::from_millis(600),
             hop_ack_timeout_min: Duration::from_millis(50),
-            max_reroutes: 4,
+            max_reroutes: 8,
             max_pending_hops: 4096,
             max_hops: 64,
             lookup_timeout: Duration::from_secs(3),

@@ -421,8 +421,8 @@ impl ServiceHandler for Gated {
 /// never dropped) is cut off once it is `session_max_bytes` behind, as a TCP client is: every
 /// request it has out fails at once instead of hanging, the node stays bounded, and another
 /// application on the same node keeps working. The application's reader is stopped for real:
-/// it runs on a one-thread runtime of its own, whose thread the test puts to sleep while the
-/// replies come.
+/// it runs on a one-thread runtime of its own, whose thread the test blocks while the replies
+/// come, until the node has cut it off.
 #[test]
 fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
     let node_rt = tokio::runtime::Builder::new_multi_thread()
@@ -504,7 +504,7 @@ fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
         loop {
             let s = n.stats().await.unwrap();
             if s.runtime.slow_closed == 1 {
-                return Ok(());
+                return Ok(s.memory_used);
             }
             if tokio::time::Instant::now() >= deadline || lazy.is_finished() {
                 return Err(s.runtime);
@@ -512,12 +512,20 @@ fn an_embedded_application_far_behind_on_replies_is_cut_off_alone() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    if let Err(runtime) = cut_off {
-        // The application's thread failed first (its panic shows), or the node never cut it.
-        drop(cut_tx);
-        lazy.join().unwrap();
-        panic!("the embedded application was not cut off: {runtime:?}");
-    }
+    let held = match cut_off {
+        Ok(held) => held,
+        Err(runtime) => {
+            // The application's thread failed first (its panic shows), or the node never cut it.
+            drop(cut_tx);
+            lazy.join().unwrap();
+            panic!("the embedded application was not cut off: {runtime:?}");
+        }
+    };
+    // The unread replies counted against the node while the application held them.
+    assert!(
+        held > before + (1 << 20),
+        "{held} bytes held at the cut-off, {before} before it"
+    );
     cut_tx.send(()).unwrap();
     node_rt.block_on(async {
         // Nobody else noticed: a new application gets its replies from the same member.

@@ -155,7 +155,7 @@ impl Node {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let grid = micros(cfg.timer_granularity).max(1);
         let tick_phase_us = rand::Rng::random_range(&mut rng, 0..grid);
-        let mut overlay = Overlay::new(me.id, &cfg);
+        let mut overlay = Overlay::new(me.id, &cfg, splitmix(seed ^ 0x7274_742d_6b65_7973));
         overlay.tick_phase_us = u32::try_from(tick_phase_us).unwrap_or(u32::MAX);
         Ok(Self {
             overlay,

@@ -1,338 +1,387 @@
 //! [`RttCache`]: measured round-trip times of candidates that are not (or no longer) tracked,
-//! bounded, the oldest entry going first.
+//! bounded, the oldest entry of a set going first.
 //!
-//! It is the largest table a node keeps (full at its bound, `max_rtt_cache`, 128 by default,
-//! in `pastry-hops` at 10^3 nodes already, against about 60 tracked peers), so it is laid out
-//! for memory: the entries sit densely in one vector, in no particular order, and a hash table
-//! of `u16` positions (fixed, seedless hasher) finds an entry by id. An entry costs its 24
-//! bytes (id, round trip, insertion number) plus about 6 bytes of index, where a hash map of
-//! entries costs its 24 bytes plus a control byte for up to twice as many slots as entries.
-//! A lookup reads the index's control group, its slot and then the entry: one cache line
-//! more than the map, for about a third less memory. (Entries kept the candidate's address
-//! until it was found that nothing read it: 40 bytes each.)
+//! It is the largest table a node keeps, so it is laid out for memory and for one cache line
+//! a lookup: a set-associative table of 8-byte entries, [`WAYS`] to a set (one 64-byte line),
+//! a power of two of sets. An entry packs a 40-bit tag of the candidate's id and its round
+//! trip in microseconds (24 bits, so at most 16.8 s; longer ones are kept as that, and a probe
+//! times out long before). The tag's low bits pick the set, so the table doubles (and halves)
+//! by its tags alone. A set keeps its entries oldest first, packed from its start; a new
+//! entry in a full set evicts that set's oldest, unless the table may still double. Its bound
+//! is the largest power of two of full sets within `max_rtt_cache` (one set of
+//! `max_rtt_cache` entries below [`WAYS`]).
 //!
-//! Nothing depends on the entries' order: lookups are by id, and eviction takes the smallest
-//! insertion number (the node-level test `the_rtt_cache_forgets_its_oldest_entry_first` holds
-//! the order).
+//! The earlier layout kept each candidate's full id (24-byte entries and a hash index, about
+//! 30 bytes an entry, 3.9 KB for 128) and one global age order. At 128 entries a node that
+//! hears of hundreds of candidates at once (a fleet started together) forgot measured
+//! candidates before hearing of them again and probed them again: in two `cold-start` runs
+//! (1,000 nodes, the first two seeds) 38-41 % of the probes went to a node the prober had probed
+//! before in the same run. 512 entries of 8 bytes take 4 KB, and with them such repeats
+//! fell to 7-8 % and the two runs' messages in their first 5 s by 26-27 %.
 //!
-//! A full cache evicts at every new entry, and finding the oldest is a scan of every entry
-//! (the largest single cost of a 10^4-node `pastry-hops` run in a profile: 6 % of its time).
-//! One scan therefore notes where the [`OLDEST`] oldest entries are; the evictions after it
-//! take them in order, and scan again only when they are used up. A removal that moves a
-//! noted entry (the last entry fills the hole) moves its note too, so a noted entry not found
-//! where it was noted (same insertion number) has left, and the next noted one is taken
-//! instead. Every entry not noted is younger than those noted (new entries get larger
-//! numbers), so the entry evicted is still exactly the oldest. (Before a removal's move was
-//! followed, every such mismatch meant a new scan: 4 % of a `cold-start` run's time.)
+//! A tag is not the id: an absent candidate whose tag equals a cached one's gets that one's
+//! round trip. The tag hashes the id with a per-node key (drawn from the node's seed), so no
+//! node can choose an id to match another's tag everywhere; within a set the tags share their
+//! set bits, which leaves 34 bits at 64 sets, so such a false match has a chance of about
+//! 8 / 2^34 (5 x 10^-10) a lookup. Its worst effect is a routing-table slot that holds a
+//! farther node than it could (round trips only choose among correct entries).
 
-use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 use petal_protocol::NodeId;
 
-use crate::id_map::IdHasher;
+/// Entries in a set: one 64-byte cache line of 8-byte entries.
+pub(crate) const WAYS: usize = 8;
 
-/// One measured candidate, in 24 bytes. No address: a candidate is offered again with the
-/// address of the message that names it, and enters a table with that one.
-#[derive(Clone, Debug)]
-pub(crate) struct CachedRtt {
-    pub(crate) id: NodeId,
-    pub(crate) rtt_us: u32,
-    /// Insertion number (FIFO eviction); it fits beside `rtt_us` in the entry's padding.
-    seq: u32,
-}
+/// Bits of an entry that hold the round trip.
+const RTT_BITS: u32 = 24;
+const RTT_MAX: u64 = (1 << RTT_BITS) - 1;
 
-/// Entries one eviction scan notes (see the module documentation).
-const OLDEST: usize = 4;
-
-/// See the module documentation.
+/// See the module documentation. An empty entry is 0 (tags are never 0).
 #[derive(Debug, Default)]
 pub(crate) struct RttCache {
-    entries: Vec<CachedRtt>,
-    /// Positions in `entries`, hashed by the entry's id (`u16`: `Config::validate` bounds
-    /// `max_rtt_cache` below 2^16 - 1, so every position, the one entry over the bound an
-    /// insertion holds included, fits).
-    index: HashTable<u16>,
-    /// The insertion number the next new entry gets.
-    next_seq: u32,
-    /// The oldest entries at the last eviction scan, oldest first, from `oldest_at` on: their
-    /// positions in `entries` and insertion numbers.
-    oldest_pos: [u32; OLDEST],
-    oldest_seqs: [u32; OLDEST],
-    oldest_at: u8,
-    oldest_len: u8,
+    sets: Box<[[u64; WAYS]]>,
+    /// Entries held.
+    len: u32,
+    /// The hash key of the tags.
+    key: u64,
 }
 
-fn hash(id: &NodeId) -> u64 {
-    std::hash::BuildHasherDefault::<IdHasher>::default().hash_one(id)
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "a position is below the entry count, and 2^32 entries of 24 bytes (103 GB) \
-              cannot be held; `Config::validate` does not bound `max_rtt_cache` itself"
-)]
-fn pos(i: usize) -> u32 {
-    i as u32
+/// The low bits of `x` (a tag: the set index).
+fn low(x: u64) -> usize {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "only the low bits pick the set"
+    )]
+    {
+        x as usize
+    }
 }
 
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "a position is at most `max_rtt_cache`, below 2^16 - 1 (`Config::validate`)"
-)]
-fn slot(i: usize) -> u16 {
-    debug_assert!(i < usize::from(u16::MAX));
-    i as u16
+fn rtt_of(entry: u64) -> u32 {
+    (entry & RTT_MAX) as u32
+}
+
+/// Entries used in `set` (they are packed from its start).
+fn used(set: &[u64; WAYS]) -> usize {
+    set.iter().position(|&e| e == 0).unwrap_or(WAYS)
 }
 
 impl RttCache {
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+    /// An empty cache whose tags hash with `key`.
+    pub(crate) fn new(key: u64) -> Self {
+        Self {
+            key,
+            ..Self::default()
+        }
     }
 
-    fn find(&self, id: &NodeId) -> Option<usize> {
-        let entries = &self.entries;
-        self.index
-            .find(hash(id), |&i| entries[i as usize].id == *id)
-            .map(|&i| i as usize)
+    /// The id's tag: 40 bits, never 0.
+    fn tag(&self, id: &NodeId) -> u64 {
+        #[expect(clippy::cast_possible_truncation, reason = "folding the halves")]
+        let folded = (id.0 as u64) ^ ((id.0 >> 64) as u64);
+        (mix(folded ^ self.key) >> RTT_BITS).max(1)
+    }
+
+    fn set_of(&self, tag: u64) -> usize {
+        low(tag) & (self.sets.len().wrapping_sub(1))
+    }
+
+    /// The most sets and entries a set may hold under the bound `max`.
+    fn shape(max: usize) -> (usize, usize) {
+        if max < WAYS {
+            (1, max.max(1))
+        } else {
+            let sets = max / WAYS;
+            (1 << sets.ilog2(), WAYS)
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Where `id`'s entry is: (set, way).
+    fn find(&self, tag: u64) -> Option<(usize, usize)> {
+        if self.sets.is_empty() {
+            return None;
+        }
+        let s = self.set_of(tag);
+        let set = &self.sets[s];
+        set.iter()
+            .position(|&e| e != 0 && e >> RTT_BITS == tag)
+            .map(|w| (s, w))
     }
 
     /// The round trip cached for `id`.
     pub(crate) fn get(&self, id: &NodeId) -> Option<u32> {
-        self.find(id).map(|i| self.entries[i].rtt_us)
+        self.find(self.tag(id))
+            .map(|(s, w)| rtt_of(self.sets[s][w]))
     }
 
-    /// Takes `id`'s entry out.
-    pub(crate) fn remove(&mut self, id: &NodeId) -> Option<CachedRtt> {
-        let entries = &self.entries;
-        let (i, _) = self
-            .index
-            .find_entry(hash(id), |&i| entries[i as usize].id == *id)
-            .ok()?
-            .remove();
-        let i = i as usize;
-        let last = self.entries.len() - 1;
-        let gone = self.entries.swap_remove(i);
-        if i != last {
-            // The last entry moved into the hole: point its index slot at its new place, and
-            // its noted place if it is one of the oldest.
-            let moved = hash(&self.entries[i].id);
-            if let Some(slot) = self.index.find_mut(moved, |&j| j as usize == last) {
-                *slot = self::slot(i);
-            }
-            let seq = self.entries[i].seq;
-            for k in usize::from(self.oldest_at)..usize::from(self.oldest_len) {
-                if self.oldest_seqs[k] == seq {
-                    self.oldest_pos[k] = pos(i);
+    /// Takes `id`'s entry out, giving its round trip.
+    pub(crate) fn remove(&mut self, id: &NodeId) -> Option<u32> {
+        let (s, w) = self.find(self.tag(id))?;
+        let set = &mut self.sets[s];
+        let rtt = rtt_of(set[w]);
+        set.copy_within(w + 1.., w);
+        set[WAYS - 1] = 0;
+        self.len -= 1;
+        if self.len == 0 {
+            self.sets = Box::default();
+        } else {
+            while self.len as usize * 4 <= self.sets.len() * WAYS && self.halve() {}
+        }
+        Some(rtt)
+    }
+
+    /// Records a measurement of `id`: a cached candidate keeps its place in its set's order
+    /// and takes the new value; a new one goes last in its set, which first doubles the table
+    /// when the set is full and the bound `max` allows, or else evicts the set's oldest.
+    pub(crate) fn insert(&mut self, id: NodeId, rtt_us: u32, max: usize) {
+        let tag = self.tag(&id);
+        let entry = tag << RTT_BITS | u64::from(rtt_us).min(RTT_MAX);
+        if let Some((s, w)) = self.find(tag) {
+            self.sets[s][w] = entry;
+            return;
+        }
+        let (max_sets, ways) = Self::shape(max);
+        if self.sets.is_empty() {
+            self.sets = vec![[0; WAYS]; 1].into_boxed_slice();
+        }
+        while used(&self.sets[self.set_of(tag)]) >= ways && self.sets.len() < max_sets {
+            self.double();
+        }
+        let s = self.set_of(tag);
+        let set = &mut self.sets[s];
+        let n = used(set);
+        if n >= ways {
+            // Full: the set's oldest goes.
+            set.copy_within(1..ways, 0);
+            set[ways - 1] = entry;
+        } else {
+            set[n] = entry;
+            self.len += 1;
+        }
+    }
+
+    /// Twice the sets: each splits by its tags' next bit, keeping its order.
+    fn double(&mut self) {
+        let old = self.sets.len();
+        let mut sets = vec![[0u64; WAYS]; old * 2].into_boxed_slice();
+        for (s, set) in self.sets.iter().enumerate() {
+            let (mut lo, mut hi) = (0, 0);
+            for &e in set.iter().take_while(|&&e| e != 0) {
+                if low(e >> RTT_BITS) & old == 0 {
+                    sets[s][lo] = e;
+                    lo += 1;
+                } else {
+                    sets[s + old][hi] = e;
+                    hi += 1;
                 }
             }
         }
-        if self.entries.capacity() > 2 * self.entries.len() + 8 {
-            // Entries left (tracked again): give back the room of the largest fill.
-            self.entries
-                .shrink_to(self.entries.len() + self.entries.len() / 4 + 4);
-            self.index
-                .shrink_to(self.entries.len(), |&i| hash(&self.entries[i as usize].id));
-        }
-        Some(gone)
+        self.sets = sets;
     }
 
-    /// Records a measurement of `info`: a cached candidate keeps its place in the order, a new
-    /// one goes last, and the oldest go while more than `max` are cached.
-    pub(crate) fn insert(&mut self, id: NodeId, rtt_us: u32, max: usize) {
-        if let Some(i) = self.find(&id) {
-            self.entries[i].rtt_us = rtt_us;
-        } else {
-            if self.next_seq == u32::MAX {
-                self.renumber();
-            }
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            if self.entries.len() == self.entries.capacity() {
-                // Grow by a quarter (amortised O(1) still), not by doubling, and never past
-                // the one entry over `max` that an insertion holds until it evicts.
-                let room = (max + 1).saturating_sub(self.entries.len()).max(1);
-                self.entries
-                    .reserve_exact((self.entries.len() / 4 + 4).min(room));
-            }
-            let i = slot(self.entries.len());
-            self.entries.push(CachedRtt { id, rtt_us, seq });
-            let entries = &self.entries;
-            self.index
-                .insert_unique(hash(&id), i, |&j| hash(&entries[j as usize].id));
+    /// Half the sets, when every pair that merges fits in one (the lower set's entries taken
+    /// as the older). False when the table has one set or a pair does not fit.
+    fn halve(&mut self) -> bool {
+        let half = self.sets.len() / 2;
+        if half == 0 || (0..half).any(|s| used(&self.sets[s]) + used(&self.sets[s + half]) > WAYS) {
+            return false;
         }
-        while self.entries.len() > max {
-            let Some(oldest) = self.oldest() else {
-                break;
-            };
-            self.remove(&oldest);
+        let mut sets = vec![[0u64; WAYS]; half].into_boxed_slice();
+        for (s, set) in sets.iter_mut().enumerate() {
+            let (a, b) = (used(&self.sets[s]), used(&self.sets[s + half]));
+            set[..a].copy_from_slice(&self.sets[s][..a]);
+            set[a..a + b].copy_from_slice(&self.sets[s + half][..b]);
         }
+        self.sets = sets;
+        true
     }
 
-    /// The oldest entry's id: the first noted one still present, or a new scan's.
-    fn oldest(&mut self) -> Option<NodeId> {
-        while self.oldest_at < self.oldest_len {
-            let k = usize::from(self.oldest_at);
-            let (i, seq) = (self.oldest_pos[k] as usize, self.oldest_seqs[k]);
-            self.oldest_at += 1;
-            // A noted entry that moved was followed (`remove`), so one not at its noted place
-            // has left: the next noted one is the oldest then.
-            if let Some(c) = self.entries.get(i).filter(|c| c.seq == seq) {
-                return Some(c.id);
-            }
-        }
-        // Used up: scan.
-        self.note_oldest();
-        let k = usize::from(self.oldest_at);
-        (self.oldest_len > 0).then(|| {
-            self.oldest_at += 1;
-            self.entries[self.oldest_pos[k] as usize].id
-        })
-    }
-
-    /// Scans every entry for the [`OLDEST`] smallest insertion numbers.
-    fn note_oldest(&mut self) {
-        let mut seqs = [u32::MAX; OLDEST];
-        let mut at = [0u32; OLDEST];
-        let mut len = 0;
-        for (i, c) in self.entries.iter().enumerate() {
-            if len == OLDEST && c.seq >= seqs[OLDEST - 1] {
-                continue;
-            }
-            // Insert in order (a few entries: a shift).
-            let mut k = len.min(OLDEST - 1);
-            while k > 0 && seqs[k - 1] > c.seq {
-                seqs[k] = seqs[k - 1];
-                at[k] = at[k - 1];
-                k -= 1;
-            }
-            seqs[k] = c.seq;
-            at[k] = pos(i);
-            len = (len + 1).min(OLDEST);
-        }
-        self.oldest_seqs = seqs;
-        self.oldest_pos = at;
-        self.oldest_at = 0;
-        #[expect(clippy::cast_possible_truncation, reason = "at most OLDEST (4)")]
-        {
-            self.oldest_len = len as u8;
-        }
-    }
-
-    /// Numbers the entries 0.. in their order (once in 2^32 insertions).
-    pub(crate) fn renumber(&mut self) {
-        let mut order: Vec<(u32, usize)> = (0..self.entries.len())
-            .map(|i| (self.entries[i].seq, i))
-            .collect();
-        order.sort_unstable();
-        for (n, (_, i)) in (0u32..).zip(order) {
-            self.entries[i].seq = n;
-        }
-        self.next_seq = pos(self.entries.len());
-        // The noted numbers are stale.
-        self.oldest_len = 0;
-        self.oldest_at = 0;
-    }
-
-    /// Heap bytes reserved: the entries and the index (a `u16` and a control byte per bucket).
+    /// Heap bytes reserved: the sets.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let buckets = if self.index.capacity() == 0 {
-            0
-        } else {
-            (self.index.capacity() * 8 / 7).next_power_of_two()
-        };
-        crate::memory::vec_bytes(&self.entries) + buckets * 3 + usize::from(buckets > 0) * 16
+        std::mem::size_of_val::<[[u64; WAYS]]>(&self.sets)
     }
 
+    /// Forgets every entry (the key stays).
     pub(crate) fn clear(&mut self) {
-        *self = Self {
-            next_seq: self.next_seq,
-            ..Self::default()
-        };
+        *self = Self::new(self.key);
     }
 
-    /// Asserts that the index and the entries agree and that the bound and order hold.
+    /// Asserts the layout: entries packed in their own sets, no tag twice, the count, and
+    /// the bound `max`.
     pub(crate) fn check(&self, max: usize) {
-        assert!(self.entries.len() <= max, "RTT cache over its bound");
-        assert_eq!(self.index.len(), self.entries.len(), "RTT cache index size");
-        for (i, c) in self.entries.iter().enumerate() {
-            assert_eq!(self.find(&c.id), Some(i), "RTT cache index");
-            assert!(c.seq < self.next_seq, "RTT cache out of order");
+        let (max_sets, ways) = Self::shape(max);
+        assert!(self.sets.len() <= max_sets, "RTT cache over its bound");
+        assert!(
+            self.sets.is_empty() || self.sets.len().is_power_of_two(),
+            "RTT cache sets"
+        );
+        let mut n = 0;
+        for (s, set) in self.sets.iter().enumerate() {
+            let k = used(set);
+            assert!(k <= ways, "RTT cache set over its ways");
+            assert!(set[k..].iter().all(|&e| e == 0), "RTT cache set not packed");
+            for (w, &e) in set[..k].iter().enumerate() {
+                assert_eq!(
+                    self.set_of(e >> RTT_BITS),
+                    s,
+                    "RTT cache entry in another set"
+                );
+                assert!(
+                    set[..w].iter().all(|&f| f >> RTT_BITS != e >> RTT_BITS),
+                    "RTT cache tag twice"
+                );
+            }
+            n += k;
         }
+        assert_eq!(n, self.len as usize, "RTT cache count");
+        assert!(n <= max, "RTT cache over its bound");
+        assert_eq!(
+            self.len == 0,
+            self.sets.is_empty(),
+            "RTT cache kept empty sets"
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use petal_protocol::NodeInfo;
-    use std::net::SocketAddr;
 
-    fn info(n: u8) -> NodeInfo {
-        let mut b = [0u8; 16];
-        b[0] = n;
-        b[15] = n.wrapping_mul(37);
-        NodeInfo {
-            id: NodeId::from_bytes(b),
-            addr: SocketAddr::from(([127, 0, 0, n], 4000)),
-        }
+    fn id(n: u32) -> NodeId {
+        NodeId(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
     }
 
     #[test]
     fn removal_keeps_every_other_entry_findable() {
-        let mut c = RttCache::default();
+        let mut c = RttCache::new(7);
         for n in 1..=40 {
-            c.insert(info(n).id, u32::from(n) * 10, 100);
+            c.insert(id(n), n * 10, 100);
         }
+        c.check(100);
         for n in (1..=40).step_by(3) {
-            assert_eq!(
-                c.remove(&info(n).id).map(|e| e.rtt_us),
-                Some(u32::from(n) * 10)
-            );
+            assert_eq!(c.remove(&id(n)), Some(n * 10));
             c.check(100);
         }
-        for n in 1..=40u8 {
-            let want = (n % 3 != 1).then_some(u32::from(n) * 10);
-            assert_eq!(c.get(&info(n).id), want, "node {n}");
+        for n in 1..=40 {
+            let want = (n % 3 != 1).then_some(n * 10);
+            assert_eq!(c.get(&id(n)), want, "node {n}");
         }
-        assert!(c.remove(&info(1).id).is_none());
+        assert!(c.remove(&id(1)).is_none());
+    }
+
+    /// At its bound the cache is full sets, exactly the largest power of two of them that
+    /// fits: 512 entries in 4 KiB for the default bound.
+    #[test]
+    fn a_cache_at_its_bound_holds_full_sets() {
+        let mut c = RttCache::new(1);
+        for n in 1..=10_000 {
+            c.insert(id(n), n, 512);
+        }
+        c.check(512);
+        assert_eq!(c.len(), 512);
+        assert_eq!(c.heap_bytes(), 4096);
+        // The newest entry of each set is the last one inserted there: the most recent
+        // insertions are all present.
+        assert!((9_990..=10_000).all(|n| c.get(&id(n)) == Some(n)));
+        let mut d = RttCache::new(1);
+        for n in 1..=10_000 {
+            d.insert(id(n), n, 100);
+        }
+        d.check(100);
+        assert_eq!(
+            (d.len(), d.heap_bytes()),
+            (64, 512),
+            "8 sets of 8 within 100"
+        );
+    }
+
+    #[test]
+    fn round_trips_past_24_bits_are_kept_at_the_most() {
+        let mut c = RttCache::new(3);
+        c.insert(id(1), u32::MAX, 8);
+        c.insert(id(2), 0, 8);
+        assert_eq!(c.get(&id(1)), Some((1 << 24) - 1));
+        assert_eq!(c.get(&id(2)), Some(0));
     }
 
     proptest::proptest! {
-        /// Eviction through the noted oldest entries takes exactly what a scan for the
-        /// smallest insertion number would, under any mix of inserts, re-inserts and removals.
+        /// Up to one set (a bound below 8): the cache is exactly first in, first out, under
+        /// any mix of inserts, re-inserts (which keep their place) and removals.
         #[test]
-        fn eviction_always_takes_the_oldest_entry(
-            ops in proptest::collection::vec((proptest::bool::weighted(0.7), 1u8..24), 1..400),
-            max in 1usize..10,
+        fn one_set_evicts_the_oldest_entry(
+            ops in proptest::collection::vec((proptest::bool::weighted(0.7), 1u32..24), 1..400),
+            max in 1usize..=8,
+            key: u64,
         ) {
-            let mut c = RttCache::default();
-            // The model: (node, insertion number), evicting the smallest number.
-            let mut model: Vec<(u8, u64)> = Vec::new();
-            let mut seq = 0u64;
-            for (insert, n) in ops {
+            let mut c = RttCache::new(key);
+            // The model: (node, round trip), oldest first.
+            let mut model: Vec<(u32, u32)> = Vec::new();
+            for (i, (insert, n)) in (0u32..).zip(ops) {
                 if insert {
-                    c.insert(info(n).id, u32::from(n), max);
-                    if !model.iter().any(|e| e.0 == n) {
-                        model.push((n, seq));
-                        seq += 1;
+                    c.insert(id(n), i, max);
+                    match model.iter_mut().find(|e| e.0 == n) {
+                        Some(e) => e.1 = i,
+                        None => model.push((n, i)),
                     }
-                    while model.len() > max {
-                        let oldest = model.iter().enumerate().min_by_key(|e| e.1.1).unwrap().0;
-                        model.remove(oldest);
+                    if model.len() > max {
+                        model.remove(0);
                     }
                 } else {
                     let had = model.iter().position(|e| e.0 == n);
-                    proptest::prop_assert_eq!(c.remove(&info(n).id).is_some(), had.is_some());
+                    proptest::prop_assert_eq!(c.remove(&id(n)), had.map(|i| model[i].1));
                     if let Some(i) = had {
                         model.remove(i);
                     }
                 }
                 c.check(max);
-                for k in 1..24u8 {
-                    let want = model.iter().any(|e| e.0 == k);
-                    proptest::prop_assert_eq!(c.get(&info(k).id).is_some(), want, "node {}", k);
+                for k in 1..24 {
+                    let want = model.iter().find(|e| e.0 == k).map(|e| e.1);
+                    proptest::prop_assert_eq!(c.get(&id(k)), want, "node {}", k);
+                }
+            }
+        }
+
+        /// Any bound: a cached entry has the last round trip measured, a removed one is gone,
+        /// the newest insertion is always there, and nothing is evicted before the table has
+        /// all the sets the bound allows.
+        #[test]
+        fn entries_are_right_and_kept_until_the_table_is_at_its_bound(
+            ops in proptest::collection::vec((proptest::bool::weighted(0.8), 1u32..600), 1..1500),
+            max in 8usize..300,
+            key: u64,
+        ) {
+            let mut c = RttCache::new(key);
+            let (max_sets, _) = RttCache::shape(max);
+            let mut model: std::collections::BTreeMap<u32, u32> = Default::default();
+            for (i, (insert, n)) in (0u32..).zip(ops) {
+                if insert {
+                    c.insert(id(n), i, max);
+                    model.insert(n, i);
+                    proptest::prop_assert_eq!(c.get(&id(n)), Some(i));
+                } else {
+                    let want = c.get(&id(n));
+                    proptest::prop_assert_eq!(c.remove(&id(n)), want);
+                    proptest::prop_assert_eq!(c.get(&id(n)), None);
+                    model.remove(&n);
+                }
+                c.check(max);
+                if c.sets.len() < max_sets {
+                    proptest::prop_assert_eq!(c.len(), model.len(), "evicted before the bound");
+                }
+                for (k, v) in &model {
+                    if let Some(got) = c.get(&id(*k)) {
+                        proptest::prop_assert_eq!(got, *v);
+                    }
                 }
             }
         }
@@ -340,15 +389,24 @@ mod tests {
 
     #[test]
     fn a_filled_and_emptied_cache_gives_its_room_back() {
-        let mut c = RttCache::default();
+        let mut c = RttCache::new(5);
         for n in 1..=200 {
-            c.insert(info(n).id, 1, 1000);
+            c.insert(id(n), 1, 1000);
         }
+        assert!(c.heap_bytes() >= 200 * 8);
         for n in 1..=195 {
-            c.remove(&info(n).id);
+            c.remove(&id(n));
+            c.check(1000);
         }
-        c.check(1000);
-        assert!(c.entries.capacity() <= 2 * c.len() + 8);
         assert_eq!(c.len(), 5);
+        assert!(
+            c.heap_bytes() <= 2 * 64,
+            "{} bytes for 5 entries",
+            c.heap_bytes()
+        );
+        for n in 196..=200 {
+            c.remove(&id(n));
+        }
+        assert_eq!(c.heap_bytes(), 0);
     }
 }

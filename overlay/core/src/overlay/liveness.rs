@@ -138,7 +138,7 @@ impl Node {
         // Unless a probe already measured it, the first ping comes soon (within a second), so
         // that the new peer's round-trip time is known when the next candidate for its slot shows
         // up; later pings follow the interval.
-        let rtt_us = self.overlay.rtt_cache.remove(&info.id).map(|c| c.rtt_us);
+        let rtt_us = self.overlay.rtt_cache.remove(&info.id);
         let mut first = self.ping_interval(info.id);
         if rtt_us.is_none() {
             first = first.min(Duration::from_secs(1));

@@ -599,6 +599,54 @@ mod tests {
         assert_eq!(node.overlay.rtt_cache.len(), 3);
     }
 
+    /// A round trip remembered from an earlier probe admits a candidate to a routing-table
+    /// slot only when the candidate itself spoke to us; named by another node, one that would
+    /// take its slot is probed again (it may be dead, or across a partition), and one that
+    /// would lose it is left alone, unprobed.
+    #[test]
+    fn a_remembered_round_trip_admits_only_a_node_heard_directly() {
+        use super::membership::Heard;
+        let at = |digit: u128, low: u128| NodeInfo {
+            id: NodeId((digit << 124) + low),
+            ..info(1)
+        };
+        let mut node = Node::new(at(8, 0), Config::default(), 1).unwrap();
+        let t = crate::time::Time::from_micros(1_000_000);
+        node.start_first(t);
+        // A full leaf set of near nodes, so that the candidates below are not leaf members
+        // (which are tracked and pinged anyway).
+        for k in 1..=16 {
+            node.learn_as(t, at(8, k), Heard::Direct);
+            node.learn_as(t, at(7, (1 << 124) - k), Heard::Direct);
+        }
+        let (a, b, c, d) = (at(3, 0), at(5, 1), at(5, 1 << 120), at(0xb, 7));
+        let slot = |n: &Node, x: NodeInfo| n.overlay.rt.get(n.overlay.rt.slot_of(x.id).unwrap());
+        let probed = |n: &Node, x: NodeInfo| n.overlay.probes.contains_key(&x.id);
+        // Empty slot, remembered candidate named by another node: probed again, not admitted.
+        node.cache_rtt(a, 5_000);
+        node.learn(t, a);
+        assert_eq!(slot(&node, a), None);
+        assert!(
+            probed(&node, a),
+            "a remembered candidate that would take a slot is re-probed"
+        );
+        // The same, heard directly: admitted on the remembered round trip, no probe.
+        node.cache_rtt(d, 4_000);
+        node.learn_as(t, d, Heard::Direct);
+        assert_eq!(slot(&node, d), Some(d.id));
+        assert!(!probed(&node, d));
+        // A slot held by a node measured at 1 ms; a remembered challenger at 5 ms named by
+        // another node is neither admitted nor probed.
+        node.cache_rtt(b, 1_000);
+        node.learn_as(t, b, Heard::Direct);
+        assert_eq!(slot(&node, b), Some(b.id));
+        node.cache_rtt(c, 5_000);
+        node.learn(t, c);
+        assert_eq!(slot(&node, c), Some(b.id));
+        assert!(!probed(&node, c), "a remembered loser is not probed again");
+        node.check_invariants();
+    }
+
     /// A full event queue drops what can be lost (lookup outcomes, deliveries) but never the
     /// join's outcome: the daemon serves as a ring of one on `JoinFailed`, and a dropped one
     /// left the node idle for good.

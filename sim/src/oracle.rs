@@ -104,6 +104,12 @@ impl EventStats {
 }
 
 impl TunnelStats {
+    /// Tunnels judged: those opened, but for the ones whose opener went away before they
+    /// ended ([`TunnelStats::opener_gone`]).
+    pub fn judged(&self) -> u64 {
+        self.opened - self.opener_gone
+    }
+
     /// Violations: corrupt tunnels, doubled confirms and doubled accepts.
     pub fn violations(&self) -> u64 {
         self.corrupt + self.doubled_confirms + self.doubled_accepts
@@ -121,8 +127,15 @@ pub struct TunnelStats {
     pub open_failed: u64,
     /// Closed with a reason.
     pub failed: u64,
-    /// Still running at the end.
+    /// Still running at the end, the opening application still there (a tunnel with no
+    /// outcome: a miss).
     pub running: u64,
+    /// Not completed, and the opening application went away (its node crashed or left)
+    /// before the tunnel ended (still running at the end, or closed by the acceptor's side
+    /// afterwards): no application is left to see the outcome, so these are not judged, as a
+    /// request is not when its requester died. Tunnels the acceptor's death ended are judged:
+    /// the opener must see them fail.
+    pub opener_gone: u64,
     /// Data out of order, lost or duplicated on a tunnel (a violation).
     pub corrupt: u64,
     /// Tunnels whose opener was told more than once that they opened (a violation).
@@ -337,9 +350,15 @@ impl Apps {
             s.corrupt += u64::from(t.corrupt);
             s.doubled_confirms += u64::from(t.confirms > 1);
             s.doubled_accepts += u64::from(t.acceptors > 1);
+            // The opening application went away before the tunnel ended (whatever the
+            // acceptor then saw of it): not judged.
+            let gone = self.list[t.opener]
+                .until
+                .is_some_and(|u| t.end_at.is_none_or(|e| e >= u));
             match &t.end {
-                TunnelEnd::Running => s.running += 1,
                 TunnelEnd::Completed => s.completed += 1,
+                _ if gone => s.opener_gone += 1,
+                TunnelEnd::Running => s.running += 1,
                 TunnelEnd::OpenFailed => s.open_failed += 1,
                 TunnelEnd::Failed(why) => {
                     s.failed += 1;

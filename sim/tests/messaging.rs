@@ -334,6 +334,40 @@ fn crashes_give_clear_outcomes() {
     assert_eq!(s.apps.stray_events, 0);
 }
 
+/// A tunnel whose opener's node crashes before it ends has no one left to see an outcome: it
+/// is counted apart (`opener_gone`) and not judged, as a request whose requester died is not;
+/// one whose acceptor's node crashes is judged, and its opener sees it fail.
+#[test]
+fn a_tunnel_whose_opener_died_is_not_judged_one_whose_acceptor_died_fails() {
+    let mut s = sim(70);
+    grow(&mut s, 30);
+    s.add_app(3, AppSpec::member("echo", 0)).unwrap();
+    s.add_app(5, AppSpec::member("sink", 0)).unwrap();
+    let doomed = s.add_app(20, AppSpec::client()).unwrap();
+    let lives = s.add_app(21, AppSpec::client()).unwrap();
+    advance(&mut s, 3_000);
+    let from = s.now();
+    // Slow readers (20 ms a message, 50 messages): both tunnels open and still run 500 ms in.
+    s.open_tunnel(doomed, "echo", 2_000, 50, 10_000, 20_000)
+        .unwrap();
+    s.open_tunnel(lives, "sink", 2_000, 50, 10_000, 20_000)
+        .unwrap();
+    advance(&mut s, 1);
+    let to = s.now();
+    advance(&mut s, 500);
+    let t = s.apps.tunnel_stats(from, to);
+    assert_eq!((t.opened, t.running, t.opener_gone), (2, 2, 0), "{t:?}");
+    assert!(s.apps.tunnels.iter().all(|t| t.confirms == 1 && t.echoed > 0));
+    s.crash(20);
+    s.crash(5);
+    advance(&mut s, 30_000);
+    let t = s.apps.tunnel_stats(from, to);
+    assert_eq!(t.opened, 2, "{t:?}");
+    assert_eq!((t.running, t.opener_gone, t.judged()), (0, 1, 1), "{t:?}");
+    assert_eq!((t.completed, t.failed), (0, 1), "the opener saw its tunnel fail: {t:?}");
+    assert_eq!(t.violations(), 0, "{t:?}");
+}
+
 #[test]
 fn a_leaving_node_answers_what_is_pending() {
     let mut s = sim(60);

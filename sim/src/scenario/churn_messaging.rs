@@ -361,6 +361,7 @@ impl Rows {
             ),
             t.open_failed.to_string(),
             t.running.to_string(),
+            t.opener_gone.to_string(),
             t.corrupt.to_string(),
         ]);
         let rp = &r.repair;
@@ -503,6 +504,7 @@ fn tables(w: &mut ReportWriter, runs: &[Run], rows: &Rows) {
             "failed (reasons)",
             "open failed",
             "running at the end",
+            "opener's node gone (not judged)",
             "corrupt",
         ],
         tun_rows,

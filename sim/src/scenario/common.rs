@@ -336,8 +336,9 @@ pub(crate) struct Levels {
 /// - no request with a missing, second or wrong outcome (and no stray application event);
 /// - expected event deliveries made exactly once, at least `levels.events`;
 /// - no event delivered twice to anyone, stable recipient or not;
-/// - tunnels completed, at least `levels.tunnels`; none corrupt, confirmed twice or accepted
-///   twice.
+/// - tunnels completed, at least `levels.tunnels` of those judged (not those whose opener went
+///   away before they ended: see [`crate::oracle::TunnelStats::opener_gone`]); none corrupt,
+///   confirmed twice or accepted twice.
 pub(crate) fn messaging_targets(
     label: &str,
     q: &crate::oracle::RequestStats,
@@ -378,7 +379,7 @@ pub(crate) fn messaging_targets(
             format!("tunnels completed, {label}"),
             min,
             t.completed,
-            t.opened,
+            t.judged(),
         ));
     }
     rows.push(zero_target(

@@ -274,8 +274,8 @@ fn results_section(
             format!("{} of {}", e.once, e.expected),
             e.duplicates.to_string(),
             format!(
-                "{} / {} / {} / {} / {} / {}",
-                t.opened, t.completed, t.failed, t.open_failed, t.running, t.corrupt
+                "{} / {} / {} / {} / {} / {} / {}",
+                t.opened, t.completed, t.failed, t.open_failed, t.running, t.opener_gone, t.corrupt
             ),
         ]);
         json_phases.insert(
@@ -292,7 +292,7 @@ fn results_section(
             "answered",
             "events delivered once",
             "duplicates",
-            "tunnels opened / completed / failed / open failed / running / corrupt",
+            "tunnels opened / completed / failed / open failed / running / opener gone / corrupt",
         ],
         &rows,
     );

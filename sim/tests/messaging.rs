@@ -357,14 +357,23 @@ fn a_tunnel_whose_opener_died_is_not_judged_one_whose_acceptor_died_fails() {
     advance(&mut s, 500);
     let t = s.apps.tunnel_stats(from, to);
     assert_eq!((t.opened, t.running, t.opener_gone), (2, 2, 0), "{t:?}");
-    assert!(s.apps.tunnels.iter().all(|t| t.confirms == 1 && t.echoed > 0));
+    assert!(
+        s.apps
+            .tunnels
+            .iter()
+            .all(|t| t.confirms == 1 && t.echoed > 0)
+    );
     s.crash(20);
     s.crash(5);
     advance(&mut s, 30_000);
     let t = s.apps.tunnel_stats(from, to);
     assert_eq!(t.opened, 2, "{t:?}");
     assert_eq!((t.running, t.opener_gone, t.judged()), (0, 1, 1), "{t:?}");
-    assert_eq!((t.completed, t.failed), (0, 1), "the opener saw its tunnel fail: {t:?}");
+    assert_eq!(
+        (t.completed, t.failed),
+        (0, 1),
+        "the opener saw its tunnel fail: {t:?}"
+    );
     assert_eq!(t.violations(), 0, "{t:?}");
 }
 

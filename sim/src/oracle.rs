@@ -351,10 +351,11 @@ impl Apps {
             s.doubled_confirms += u64::from(t.confirms > 1);
             s.doubled_accepts += u64::from(t.acceptors > 1);
             // The opening application went away before the tunnel ended (whatever the
-            // acceptor then saw of it): not judged.
+            // acceptor then saw of it): not judged. One that ended as the application went
+            // (a leaving node fails its tunnels at once) was seen to end: judged.
             let gone = self.list[t.opener]
                 .until
-                .is_some_and(|u| t.end_at.is_none_or(|e| e >= u));
+                .is_some_and(|u| t.end_at.is_none_or(|e| e > u));
             match &t.end {
                 TunnelEnd::Completed => s.completed += 1,
                 _ if gone => s.opener_gone += 1,

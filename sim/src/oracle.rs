@@ -132,9 +132,11 @@ pub struct TunnelStats {
     pub running: u64,
     /// Not completed, and the opening application went away (its node crashed or left)
     /// before the tunnel ended (still running at the end, or closed by the acceptor's side
-    /// afterwards): no application is left to see the outcome, so these are not judged, as a
-    /// request is not when its requester died. Tunnels the acceptor's death ended are judged:
-    /// the opener must see them fail.
+    /// afterwards), less than [`TUNNEL_STALL`] after the tunnel last moved: no application
+    /// is left to see the outcome, so these are not judged, as a request is not when its
+    /// requester died. Tunnels the acceptor's death ended are judged (the opener must see
+    /// them fail), and so is one that had not moved for `TUNNEL_STALL` when its opener went:
+    /// it had stalled, a miss whatever came after.
     pub opener_gone: u64,
     /// Data out of order, lost or duplicated on a tunnel (a violation).
     pub corrupt: u64,
@@ -158,6 +160,12 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// How long after a deadline a requester must live for its request to be judged.
 const JUDGE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long a tunnel may go without moving (opened, confirmed, an echo back) before it
+/// counts as stalled: a tunnel whose opener went away later than this after its last move
+/// is judged (see [`TunnelStats::opener_gone`]). Five seconds: the request timeout of the
+/// messaging scenarios, several times the core's failure detection.
+pub const TUNNEL_STALL: Duration = Duration::from_secs(5);
 
 impl Apps {
     /// Judges requests issued in `[from, to)`, as of `now`.
@@ -341,21 +349,25 @@ impl Apps {
     /// Tunnel outcomes over tunnels opened in `[from, to)`.
     pub fn tunnel_stats(&self, from: Time, to: Time) -> TunnelStats {
         let mut s = TunnelStats::default();
-        for t in self
+        for (i, t) in self
             .tunnels
             .iter()
-            .filter(|t| t.start >= from && t.start < to)
+            .enumerate()
+            .filter(|(_, t)| t.start >= from && t.start < to)
         {
             s.opened += 1;
             s.corrupt += u64::from(t.corrupt);
             s.doubled_confirms += u64::from(t.confirms > 1);
             s.doubled_accepts += u64::from(t.acceptors > 1);
             // The opening application went away before the tunnel ended (whatever the
-            // acceptor then saw of it): not judged. One that ended as the application went
-            // (a leaving node fails its tunnels at once) was seen to end: judged.
+            // acceptor then saw of it), while the tunnel was still moving: not judged. One
+            // that ended as the application went (a leaving node fails its tunnels at once)
+            // was seen to end, and one that had stalled for `TUNNEL_STALL` before had
+            // already failed its opener: both judged.
+            let moved = self.tunnel_progress.get(i).copied().unwrap_or(t.start);
             let gone = self.list[t.opener]
                 .until
-                .is_some_and(|u| t.end_at.is_none_or(|e| e > u));
+                .is_some_and(|u| t.end_at.is_none_or(|e| e > u) && u < moved + TUNNEL_STALL);
             match &t.end {
                 TunnelEnd::Completed => s.completed += 1,
                 _ if gone => s.opener_gone += 1,

@@ -336,7 +336,8 @@ fn crashes_give_clear_outcomes() {
 
 /// A tunnel whose opener's node crashes before it ends has no one left to see an outcome: it
 /// is counted apart (`opener_gone`) and not judged, as a request whose requester died is not;
-/// one whose acceptor's node crashes is judged, and its opener sees it fail.
+/// one whose acceptor's node crashes is judged, and its opener sees it fail; one that had not
+/// moved for `TUNNEL_STALL` when its opener went is judged too (it had stalled).
 #[test]
 fn a_tunnel_whose_opener_died_is_not_judged_one_whose_acceptor_died_fails() {
     let mut s = sim(70);
@@ -345,6 +346,7 @@ fn a_tunnel_whose_opener_died_is_not_judged_one_whose_acceptor_died_fails() {
     s.add_app(5, AppSpec::member("sink", 0)).unwrap();
     let doomed = s.add_app(20, AppSpec::client()).unwrap();
     let lives = s.add_app(21, AppSpec::client()).unwrap();
+    let stalls = s.add_app(22, AppSpec::client()).unwrap();
     advance(&mut s, 3_000);
     let from = s.now();
     // Slow readers (20 ms a message, 50 messages): both tunnels open and still run 500 ms in.
@@ -352,27 +354,35 @@ fn a_tunnel_whose_opener_died_is_not_judged_one_whose_acceptor_died_fails() {
         .unwrap();
     s.open_tunnel(lives, "sink", 2_000, 50, 10_000, 20_000)
         .unwrap();
+    // A reader that takes 60 s a message: it opens, then nothing comes back.
+    s.open_tunnel(stalls, "echo", 2_000, 5, 10_000, 60_000_000)
+        .unwrap();
     advance(&mut s, 1);
     let to = s.now();
     advance(&mut s, 500);
     let t = s.apps.tunnel_stats(from, to);
-    assert_eq!((t.opened, t.running, t.opener_gone), (2, 2, 0), "{t:?}");
+    assert_eq!((t.opened, t.running, t.opener_gone), (3, 3, 0), "{t:?}");
     assert!(
         s.apps
             .tunnels
             .iter()
-            .all(|t| t.confirms == 1 && t.echoed > 0)
+            .all(|t| t.confirms == 1 && (t.echoed > 0 || t.read_delay_us > 1_000_000))
     );
     s.crash(20);
     s.crash(5);
+    advance(
+        &mut s,
+        petal_sim::oracle::TUNNEL_STALL.as_millis() as u64 + 500,
+    );
+    s.crash(22);
     advance(&mut s, 30_000);
     let t = s.apps.tunnel_stats(from, to);
-    assert_eq!(t.opened, 2, "{t:?}");
-    assert_eq!((t.running, t.opener_gone, t.judged()), (0, 1, 1), "{t:?}");
+    assert_eq!(t.opened, 3, "{t:?}");
+    assert_eq!((t.opener_gone, t.judged()), (1, 2), "{t:?}");
     assert_eq!(
-        (t.completed, t.failed),
-        (0, 1),
-        "the opener saw its tunnel fail: {t:?}"
+        (t.completed, t.failed + t.running),
+        (0, 2),
+        "the live opener saw its tunnel fail, the stalled one is a miss: {t:?}"
     );
     assert_eq!(t.violations(), 0, "{t:?}");
 }

@@ -20,8 +20,11 @@
 //! fell to 7-8 % and the two runs' messages in their first 5 s by 26-27 %.
 //!
 //! A tag is not the id: an absent candidate whose tag equals a cached one's gets that one's
-//! round trip. The tag hashes the id with a per-node key (drawn from the node's seed), so no
-//! node can choose an id to match another's tag everywhere; within a set the tags share their
+//! round trip. The tag hashes the id, folded to 64 bits (its halves xored), with a per-node
+//! key (drawn from the node's seed). Ids with the same fold share a tag under every key, but
+//! node ids are hashes of public keys, so finding one whose fold equals another's takes about
+//! 2^64 key pairs; other ids match only by chance, under a key no other node knows. Within a
+//! set the tags share their
 //! set bits, which leaves 34 bits at 64 sets, so such a false match has a chance of about
 //! 8 / 2^34 (5 x 10^-10) a lookup. Its worst effect is a routing-table slot that holds a
 //! farther node than it could (round trips only choose among correct entries).
@@ -352,8 +355,8 @@ mod tests {
         }
 
         /// Any bound: a cached entry has the last round trip measured, a removed one is gone,
-        /// the newest insertion is always there, and nothing is evicted before the table has
-        /// all the sets the bound allows.
+        /// the newest insertion is always there, and nothing is evicted while the table has
+        /// fewer sets than the bound allows.
         #[test]
         fn entries_are_right_and_kept_until_the_table_is_at_its_bound(
             ops in proptest::collection::vec((proptest::bool::weighted(0.8), 1u32..600), 1..1500),
@@ -362,27 +365,63 @@ mod tests {
         ) {
             let mut c = RttCache::new(key);
             let (max_sets, _) = RttCache::shape(max);
+            // The entries present, with their last round trip.
             let mut model: std::collections::BTreeMap<u32, u32> = Default::default();
             for (i, (insert, n)) in (0u32..).zip(ops) {
                 if insert {
                     c.insert(id(n), i, max);
                     model.insert(n, i);
                     proptest::prop_assert_eq!(c.get(&id(n)), Some(i));
+                    let before = model.len();
+                    model.retain(|k, _| c.get(&id(*k)).is_some());
+                    proptest::prop_assert!(before - model.len() <= 1, "one eviction at most");
+                    if model.len() < before {
+                        proptest::prop_assert_eq!(c.sets.len(), max_sets, "evicted below the bound");
+                    }
                 } else {
-                    let want = c.get(&id(n));
-                    proptest::prop_assert_eq!(c.remove(&id(n)), want);
+                    proptest::prop_assert_eq!(c.remove(&id(n)), model.remove(&n));
                     proptest::prop_assert_eq!(c.get(&id(n)), None);
-                    model.remove(&n);
                 }
                 c.check(max);
-                if c.sets.len() < max_sets {
-                    proptest::prop_assert_eq!(c.len(), model.len(), "evicted before the bound");
-                }
+                proptest::prop_assert_eq!(c.len(), model.len());
                 for (k, v) in &model {
-                    if let Some(got) = c.get(&id(*k)) {
-                        proptest::prop_assert_eq!(got, *v);
-                    }
+                    proptest::prop_assert_eq!(c.get(&id(*k)), Some(*v));
                 }
+            }
+        }
+
+        /// Through every doubling, each set keeps its entries in insertion order: what a full
+        /// set at the bound evicts is the oldest entry of that set (re-inserts keep their
+        /// place).
+        #[test]
+        fn doubling_keeps_each_sets_order(
+            ops in proptest::collection::vec(1u32..2000, 1..3000),
+            max in 8usize..300,
+            key: u64,
+        ) {
+            let mut c = RttCache::new(key);
+            // (node, first insertion number) of the entries present.
+            let mut model: Vec<(u32, u32)> = Vec::new();
+            for (i, n) in (0u32..).zip(ops) {
+                c.insert(id(n), i, max);
+                if !model.iter().any(|e| e.0 == n) {
+                    model.push((n, i));
+                }
+                let gone: Vec<(u32, u32)> =
+                    model.iter().copied().filter(|e| c.get(&id(e.0)).is_none()).collect();
+                proptest::prop_assert!(gone.len() <= 1);
+                if let Some(&(g, seq)) = gone.first() {
+                    let set = c.set_of(c.tag(&id(g)));
+                    proptest::prop_assert_eq!(set, c.set_of(c.tag(&id(n))), "evicted from another set");
+                    let oldest = model
+                        .iter()
+                        .filter(|e| c.set_of(c.tag(&id(e.0))) == set)
+                        .map(|e| e.1)
+                        .min();
+                    proptest::prop_assert_eq!(Some(seq), oldest, "not the set's oldest");
+                    model.retain(|e| e.0 != g);
+                }
+                c.check(max);
             }
         }
     }

@@ -244,6 +244,7 @@ impl Sim {
         self.node_mut(node)
             .tunnel_open(now, conn, id, cluster, timeout_ms)
             .ok()?;
+        self.apps.tunnel_progress.push(now);
         self.apps.tunnels.push(TunnelRecord {
             opener: app,
             acceptor: None,

@@ -159,6 +159,7 @@ impl Sim {
         };
         let rec = end.record;
         self.apps.tunnels[rec].confirms += 1;
+        self.apps.tunnel_progress[rec] = now;
         if std::mem::replace(&mut end.opened, true) {
             // A second confirm: counted above, the data is already on its way.
             return;
@@ -389,6 +390,7 @@ impl Sim {
         };
         let _ = self.node_mut(node).tunnel_allow(now, conn, tunnel, len);
         if opener {
+            self.apps.tunnel_progress[record] = now;
             let t = &mut self.apps.tunnels[record];
             t.echoed = received;
             if t.echoed == t.messages {

@@ -210,6 +210,9 @@ pub struct Apps {
     pub events: Vec<EventRecord>,
     /// Tunnels by global id.
     pub tunnels: Vec<TunnelRecord>,
+    /// When each tunnel (by global id) last moved at its opener: opened, confirmed, or an
+    /// echo counted. Apart from the records, which the real stack's trace hash covers.
+    pub tunnel_progress: Vec<Time>,
     tunnel_ends: BTreeMap<(u32, u64), TunnelEndState>,
     /// Events for connections the oracle does not know or no longer alive, outcomes of
     /// requests never issued, tunnel events for tunnels never opened (must stay 0). Second

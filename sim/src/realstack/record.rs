@@ -221,6 +221,7 @@ impl Recorder {
     /// A tunnel opened by `app` now; returns its global id.
     pub fn tunnel_opened(&mut self, app: usize, messages: u32, size: usize, now: Time) -> usize {
         let gid = self.apps.tunnels.len();
+        self.apps.tunnel_progress.push(now);
         self.apps.tunnels.push(TunnelRecord {
             opener: app,
             acceptor: None,

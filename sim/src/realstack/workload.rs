@@ -397,7 +397,11 @@ async fn open_tunnel(ctx: AppCtx, conn: Connection, app: usize, cluster: String)
     };
     let tunnel = match conn.tunnel(&cluster, timeout).await {
         Ok(t) => {
-            ctx.shared.with(|r| r.apps.tunnels[rec].confirms += 1);
+            let now = sim_now();
+            ctx.shared.with(|r| {
+                r.apps.tunnels[rec].confirms += 1;
+                r.apps.tunnel_progress[rec] = now;
+            });
             t
         }
         Err(petal_client::Error::Timeout) => return end(&ctx, TunnelEnd::OpenFailed),
@@ -415,11 +419,13 @@ async fn open_tunnel(ctx: AppCtx, conn: Connection, app: usize, cluster: String)
         for k in 0..p.tunnel_messages {
             let m = tunnel.recv().await?;
             let good = m == tunnel_message(rec, k, p.tunnel_size);
+            let now = sim_now();
             ctx.shared.with(|r| {
                 let t = &mut r.apps.tunnels[rec];
                 t.corrupt |= !good;
                 if good {
                     t.echoed = k + 1;
+                    r.apps.tunnel_progress[rec] = now;
                 }
             });
             if !good {

@@ -24,9 +24,8 @@
 //! key (drawn from the node's seed). Ids with the same fold share a tag under every key, but
 //! node ids are hashes of public keys, so finding one whose fold equals another's takes about
 //! 2^64 key pairs; other ids match only by chance, under a key no other node knows. Within a
-//! set the tags share their
-//! set bits, which leaves 34 bits at 64 sets, so such a false match has a chance of about
-//! 8 / 2^34 (5 x 10^-10) a lookup. Its worst effect is a routing-table slot that holds a
+//! set the tags share their set bits, which leaves 34 bits at 64 sets, so such a false match
+//! has a chance of about 8 / 2^34 (5 x 10^-10) a lookup. Its worst effect is a routing-table slot that holds a
 //! farther node than it could (round trips only choose among correct entries).
 
 use petal_protocol::NodeId;

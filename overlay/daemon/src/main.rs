@@ -538,7 +538,6 @@ async fn run(s: Settings) -> Result<()> {
     } else {
         keys::identity(s.data_dir.as_deref())?
     };
-    let id = identity.node_id();
     let key = match (&s.network_key, s.dev) {
         (Some(k), _) => {
             tracing::info!(source = %s.network_key_source, "network key loaded");
@@ -575,7 +574,6 @@ async fn run(s: Settings) -> Result<()> {
             .unwrap_or_else(|| default_advertise(s.listen, &opts.seeds, s.discovery.as_ref())),
     );
     opts.discovery = s.discovery.clone();
-    opts.seed = seed_of(id);
     // The store's versions and expiry times are Unix milliseconds: the node counts from now.
     opts.wall_clock_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -628,15 +626,6 @@ async fn run(s: Settings) -> Result<()> {
     node.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The seed of the core's random generator: the node id's two 64-bit halves folded together.
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "folding the two 64-bit halves together: dropping the high bits of each is the point"
-)]
-fn seed_of(id: petal_protocol::NodeId) -> u64 {
-    (id.get() as u64) ^ ((id.get() >> 64) as u64)
 }
 
 /// Logs, every 10 s, the losses of the last 10 s (overload is a counted, visible drop).

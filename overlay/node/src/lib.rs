@@ -142,7 +142,11 @@ pub struct Options {
     /// Relay (application) handshakes running at once; a new connection beyond cancels the
     /// oldest.
     pub max_relay_handshakes: usize,
-    /// Seed of the core's random generator.
+    /// Seed of the core's random generator. [`Options::new`] draws it from the operating
+    /// system: a node restarted with the same identity must not start its request, tunnel and
+    /// probe ids where its past life did (a late reply would match a new request), and the
+    /// core keys its round-trip cache's tags with it (a key other nodes must not know).
+    /// Simulations set their own, one per incarnation.
     pub seed: u64,
     /// Deadline of a relay or link handshake.
     pub handshake_timeout: Duration,
@@ -197,7 +201,7 @@ impl Options {
     /// on an OS-chosen loopback port, no discovery).
     #[expect(
         clippy::cast_possible_truncation,
-        reason = "the default seed is the id's low 64 bits: dropping the high ones is the point"
+        reason = "the fallback seed folds the id's halves: dropping high bits is the point"
     )]
     pub fn new(identity: Identity, security: LinkSecurity) -> Self {
         let id = identity.node_id();
@@ -219,7 +223,11 @@ impl Options {
             max_link_handshakes: 256,
             max_link_handshakes_per_ip: 8,
             max_relay_handshakes: 1024,
-            seed: id.get() as u64,
+            // The operating system's; should it fail, the id and the process id (distinct
+            // from one start to the next, though not secret).
+            seed: secure::os_seed().unwrap_or_else(|_| {
+                (id.get() as u64) ^ ((id.get() >> 64) as u64) ^ u64::from(std::process::id())
+            }),
             handshake_timeout: Duration::from_secs(5),
             dial_timeout: Duration::from_secs(3),
             max_dials: 64,

@@ -125,6 +125,13 @@ impl fmt::Debug for NetworkKey {
     }
 }
 
+/// 64 bits from the operating system's random generator.
+pub(crate) fn os_seed() -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    os_fill(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
 fn os_fill(dest: &mut [u8]) -> io::Result<()> {
     use ring::rand::SecureRandom;
     ring::rand::SystemRandom::new()
@@ -644,6 +651,20 @@ mod tests {
         assert_eq!(back.public(), a.public());
         assert!(Identity::from_file_contents("zz").is_none());
         assert!(!format!("{a:?}").contains(&hex(&a.private)));
+    }
+
+    /// A node restarted with the same identity (a key file) gets another core seed, so its
+    /// request, tunnel and probe ids do not start where its past life's did, and its
+    /// round-trip cache's key is not derived from its public id.
+    #[test]
+    fn a_restart_with_the_same_identity_draws_another_core_seed() {
+        let id = Identity::from_seed(7);
+        let a = crate::Options::new(id.clone(), LinkSecurity::Plaintext);
+        let b = crate::Options::new(id.clone(), LinkSecurity::Plaintext);
+        assert_ne!(a.seed, b.seed);
+        let fold = id.node_id().get();
+        assert_ne!(a.seed, (fold as u64) ^ ((fold >> 64) as u64));
+        assert_ne!(a.seed, fold as u64);
     }
 
     #[test]

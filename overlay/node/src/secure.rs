@@ -653,20 +653,6 @@ mod tests {
         assert!(!format!("{a:?}").contains(&hex(&a.private)));
     }
 
-    /// A node restarted with the same identity (a key file) gets another core seed, so its
-    /// request, tunnel and probe ids do not start where its past life's did, and its
-    /// round-trip cache's key is not derived from its public id.
-    #[test]
-    fn a_restart_with_the_same_identity_draws_another_core_seed() {
-        let id = Identity::from_seed(7);
-        let a = crate::Options::new(id.clone(), LinkSecurity::Plaintext);
-        let b = crate::Options::new(id.clone(), LinkSecurity::Plaintext);
-        assert_ne!(a.seed, b.seed);
-        let fold = id.node_id().get();
-        assert_ne!(a.seed, (fold as u64) ^ ((fold >> 64) as u64));
-        assert_ne!(a.seed, fold as u64);
-    }
-
     #[test]
     fn network_keys_parse_and_hide() {
         let k = NetworkKey::random().unwrap();

@@ -25,8 +25,9 @@
 //! node ids are hashes of public keys, so finding one whose fold equals another's takes about
 //! 2^64 key pairs; other ids match only by chance, under a key no other node knows. Within a
 //! set the tags share their set bits, which leaves 34 bits at 64 sets, so such a false match
-//! has a chance of about 8 / 2^34 (5 x 10^-10) a lookup. Its worst effect is a routing-table slot that holds a
-//! farther node than it could (round trips only choose among correct entries).
+//! has a chance of about 8 / 2^34 (5 x 10^-10) a lookup. Its worst effect is a routing-table
+//! slot that holds a farther node than it could (round trips only choose among correct
+//! entries).
 
 use petal_protocol::NodeId;
 
@@ -375,7 +376,11 @@ mod tests {
                     model.retain(|k, _| c.get(&id(*k)).is_some());
                     proptest::prop_assert!(before - model.len() <= 1, "one eviction at most");
                     if model.len() < before {
-                        proptest::prop_assert_eq!(c.sets.len(), max_sets, "evicted below the bound");
+                        proptest::prop_assert_eq!(
+                            c.sets.len(),
+                            max_sets,
+                            "evicted below the bound"
+                        );
                     }
                 } else {
                     proptest::prop_assert_eq!(c.remove(&id(n)), model.remove(&n));
@@ -411,7 +416,11 @@ mod tests {
                 proptest::prop_assert!(gone.len() <= 1);
                 if let Some(&(g, seq)) = gone.first() {
                     let set = c.set_of(c.tag(&id(g)));
-                    proptest::prop_assert_eq!(set, c.set_of(c.tag(&id(n))), "evicted from another set");
+                    proptest::prop_assert_eq!(
+                        set,
+                        c.set_of(c.tag(&id(n))),
+                        "evicted from another set"
+                    );
                     let oldest = model
                         .iter()
                         .filter(|e| c.set_of(c.tag(&id(e.0))) == set)

@@ -236,7 +236,7 @@ impl Connection {
     {
         let (leftover, extended): (BytesMut, bool) =
             io::handshake(&mut rd, &mut wr, cluster, &options).await?;
-        let out = Writer::Stream(Outbox::new(wr, options.write_buffer));
+        let out = Writer::Stream(Box::new(Outbox::new(wr, options.write_buffer)));
         let inner = Inner::new(out, extended, options, service);
         let ended_rx = inner.ended.subscribe();
         tokio::spawn(io::run_writer(inner.clone()));

@@ -9,6 +9,19 @@
 //! wakeups. Nothing here awaits while holding a lock, so cancelling a caller never leaves a
 //! packet half written.
 //!
+//! One submitter alone never finds a writer active: a loop publishing as fast as it can would
+//! pay one `send` a packet. So a packet that finds the outbox idle less than
+//! [`STREAMING_GAP`] after the previous one did is left to the writer task, which takes
+//! everything queued by the time it runs: a stream goes out in batches, and a packet after a
+//! pause (a request, an occasional event) is still written at once. Measured with `petal bench`
+//! against one `petald` (2 vCPUs, 3 s phases, 2 runs each, against the build before):
+//! publish 900-916 k delivered/s against 774-795 k, broadcast 973-975 k against 835-849 k,
+//! requests 221-227 k/s at 64 in flight against 214 k and 280-283 k at 256 against 254-268 k;
+//! with everything pinned to one CPU, publish 1.25-1.28 M against 1.03 M, while request and
+//! single-event latency stayed (p50 18.0-18.6 us and 11.3-11.4 us). The gap is measured
+//! between submissions, not from the end of a write: on one CPU a write can be preempted by
+//! the receiver, and its end then comes after the reply it caused.
+//!
 //! The queue is bounded by [`Options::write_buffer`](crate::Options): [`Outbox::room`] waits
 //! while it is full. Control packets (credit, tunnel confirmations and closes) skip that wait,
 //! so the reader task never waits for the writer.
@@ -18,6 +31,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use petal_protocol::relay::ClientPacket;
 use tokio::io::AsyncWrite;
@@ -27,6 +41,9 @@ use crate::pool::lock;
 
 /// Rounds of others' bytes a submitter writes before handing over to the writer task.
 const INLINE_ROUNDS: usize = 4;
+/// A packet that finds the outbox idle this soon after the previous such packet is left to the
+/// writer task (see the module docs).
+const STREAMING_GAP: Duration = Duration::from_micros(5);
 /// Largest queue buffer kept for reuse.
 const KEEP_CAPACITY: usize = 1 << 20;
 
@@ -42,6 +59,8 @@ pub(crate) struct Outbox {
     /// Wakes submitters waiting for room.
     room: Notify,
     high_water: usize,
+    /// [`STREAMING_GAP`] (longer in tests, which must not depend on the machine's speed).
+    streaming_gap: Duration,
 }
 
 struct State {
@@ -62,6 +81,8 @@ struct State {
     dead: bool,
     /// The write error, for the writer task to report.
     error: Option<io::Error>,
+    /// When a packet last found no writer active.
+    idle_push: Option<Instant>,
 }
 
 /// Why a packet was not queued.
@@ -82,11 +103,13 @@ impl Outbox {
                 shut_down: false,
                 dead: false,
                 error: None,
+                idle_push: None,
             }),
             sink: Mutex::new(Some(Box::pin(sink))),
             writer_wake: Notify::new(),
             room: Notify::new(),
             high_water: high_water.max(1),
+            streaming_gap: STREAMING_GAP,
         }
     }
 
@@ -122,6 +145,19 @@ impl Outbox {
                 return Ok(());
             }
             st.busy = true;
+            let now = Instant::now();
+            let streaming = st
+                .idle_push
+                .replace(now)
+                .is_some_and(|t| now.saturating_duration_since(t) < self.streaming_gap);
+            if streaming {
+                let spare = std::mem::take(&mut st.spare);
+                let out = std::mem::replace(&mut st.queued, spare);
+                st.handoff = Some((out, 0));
+                drop(st);
+                self.writer_wake.notify_one();
+                return Ok(());
+            }
             let spare = std::mem::take(&mut st.spare);
             std::mem::replace(&mut st.queued, spare)
         };
@@ -308,4 +344,121 @@ fn write_all(
         }
     }
     Poll::Ready(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    fn event(n: u32) -> ClientPacket {
+        ClientPacket::Publish {
+            topic: "t".to_owned(),
+            event: bytes::Bytes::copy_from_slice(&n.to_be_bytes()),
+        }
+    }
+
+    fn encoded(range: std::ops::Range<u32>) -> Vec<u8> {
+        let mut want = Vec::new();
+        for n in range {
+            event(n).encode(&mut want);
+        }
+        want
+    }
+
+    async fn read_exactly(rd: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut got))
+            .await
+            .expect("bytes within 5 s")
+            .expect("read");
+        got
+    }
+
+    /// A packet after a pause goes out at once, without the writer task; one right behind
+    /// another waits for the writer task, which then sends it.
+    #[tokio::test]
+    async fn pause_writes_inline_and_stream_goes_to_the_writer_task() {
+        let (wr, mut rd) = tokio::io::duplex(1 << 16);
+        let mut outbox = Outbox::new(wr, 1 << 16);
+        let gap = Duration::from_millis(200);
+        outbox.streaming_gap = gap;
+        let outbox = Arc::new(outbox);
+        outbox.push(&event(0)).expect("queued");
+        assert_eq!(
+            read_exactly(&mut rd, encoded(0..1).len()).await,
+            encoded(0..1)
+        );
+        tokio::time::sleep(gap * 2).await;
+        outbox.push(&event(1)).expect("queued");
+        assert_eq!(
+            read_exactly(&mut rd, encoded(1..2).len()).await,
+            encoded(1..2)
+        );
+
+        // Two more back to back: the first (after a pause) inline, the second left queued.
+        tokio::time::sleep(gap * 2).await;
+        outbox.push(&event(2)).expect("queued");
+        outbox.push(&event(3)).expect("queued");
+        assert_eq!(
+            read_exactly(&mut rd, encoded(2..3).len()).await,
+            encoded(2..3)
+        );
+        let mut more = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(50), rd.read(&mut more)).await;
+        assert!(
+            early.is_err(),
+            "a streamed packet was written without the writer task"
+        );
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run_writer().await }
+        });
+        assert_eq!(
+            read_exactly(&mut rd, encoded(3..4).len()).await,
+            encoded(3..4)
+        );
+        outbox.shut();
+        assert!(writer.await.expect("writer task").is_none());
+    }
+
+    /// Many submitters and a tight loop: every packet arrives once, each submitter's in order,
+    /// whether written inline or by the writer task.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_arrive_whole_and_in_order() {
+        const EACH: u32 = 20_000;
+        let (wr, mut rd) = tokio::io::duplex(1 << 12);
+        let outbox = Arc::new(Outbox::new(wr, 1 << 14));
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run_writer().await }
+        });
+        let senders: Vec<_> = (0..3u32)
+            .map(|s| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move {
+                    for n in 0..EACH {
+                        outbox.room().await;
+                        outbox.push(&event(s * EACH + n)).expect("queued");
+                    }
+                })
+            })
+            .collect();
+        let frame = encoded(0..1).len();
+        let got = read_exactly(&mut rd, frame * 3 * EACH as usize).await;
+        let mut next = [0u32; 3];
+        for chunk in got.chunks(frame) {
+            let n = u32::from_be_bytes(chunk[frame - 4..].try_into().expect("4 bytes"));
+            let s = (n / EACH) as usize;
+            assert_eq!(n % EACH, next[s], "sender {s} out of order");
+            next[s] += 1;
+        }
+        assert_eq!(next, [EACH; 3]);
+        for s in senders {
+            s.await.expect("sender");
+        }
+        outbox.shut();
+        assert!(writer.await.expect("writer task").is_none());
+    }
 }

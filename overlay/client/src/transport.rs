@@ -59,7 +59,7 @@ pub enum PushError {
 /// Where a connection's packets go: encoded into a byte stream's outbox, or handed over as
 /// values.
 pub(crate) enum Writer {
-    Stream(Outbox),
+    Stream(Box<Outbox>),
     Packets(Arc<dyn PacketSink>),
 }
 

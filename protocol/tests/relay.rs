@@ -601,6 +601,42 @@ fn payloads_are_zero_copy_slices_of_the_buffer() {
     assert_eq!(event.as_ptr() as usize, base + 5);
 }
 
+/// A frame that is a small part of the buffer is parsed in place: its payload is a copy (a
+/// slice would pin the whole buffer), the buffer moves past it, and a bad one consumes nothing.
+#[test]
+fn small_frames_in_a_large_buffer_are_copied_out() {
+    let publish = ClientPacket::Publish {
+        topic: "t".into(),
+        event: Bytes::from(vec![7; 10]),
+    };
+    let frame = encode_client(&publish);
+    let mut buf = BytesMut::with_capacity(1 << 16);
+    buf.extend_from_slice(&frame);
+    buf.extend_from_slice(&frame);
+    let start = buf.as_ptr() as usize;
+    let end = start + buf.capacity();
+    for left in [frame.len(), 0] {
+        let decoded = ClientPacket::decode(&mut buf, &Limits::default());
+        let Ok(Some(ClientPacket::Publish { topic, event })) = decoded else {
+            panic!("not a publish: {decoded:?}");
+        };
+        assert_eq!((topic.as_str(), &event[..]), ("t", &[7u8; 10][..]));
+        let at = event.as_ptr() as usize;
+        assert!(
+            !(start..end).contains(&at),
+            "the event points into the read buffer"
+        );
+        assert_eq!(buf.len(), left);
+    }
+    // A bad topic (not UTF-8) in a small frame: an error, nothing consumed.
+    let mut bad = frame.to_vec();
+    bad[2] = 0xff;
+    buf.extend_from_slice(&bad);
+    let r = ClientPacket::decode(&mut buf, &Limits::default());
+    assert!(matches!(r, Err(RelayError::BadUtf8)), "{r:?}");
+    assert_eq!(&buf[..], &bad[..]);
+}
+
 #[test]
 fn a_large_incomplete_packet_waits_untouched() {
     // A 60 MiB broadcast of which 1 MiB has arrived.

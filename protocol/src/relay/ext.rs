@@ -172,7 +172,7 @@ impl Reader<'_> {
                 for _ in 0..n.min(1024) {
                     let id = self.bin("holder id")?;
                     let addr = self.string("holder address")?;
-                    if self.frame.is_none() {
+                    if self.scanning() {
                         // Scan mode: contents are not read yet.
                         continue;
                     }

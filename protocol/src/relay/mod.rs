@@ -271,7 +271,9 @@ impl Sink for Count {
 // validates field contents (strings and binaries come out empty), so retrying on an incomplete
 // packet costs only its headers. Once pass 1 has found a whole packet, the packet is split off the
 // buffer and frozen, and pass 2 parses that frame for real: strings are validated and copied,
-// binaries are zero-copy slices of the frame.
+// binaries are zero-copy slices of the frame. A frame that is a small part of the buffer is not
+// split off: pass 2 parses it in place and copies each binary out on its own (see
+// `decode_with`).
 
 /// Why a parse stopped.
 enum Stop {
@@ -289,11 +291,27 @@ struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
     limits: &'a Limits,
-    /// `None` in scan mode; in build mode, the frame `data` views.
-    frame: Option<&'a Bytes>,
+    /// What binaries are made of: nothing in scan mode.
+    mode: Mode<'a>,
+}
+
+/// How a [`Reader`] builds binaries.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// Pass 1: contents are neither read nor copied.
+    Scan,
+    /// Pass 2 over a frame split off the buffer (`data` views it): binaries are slices of it.
+    Slice(&'a Bytes),
+    /// Pass 2 over the buffer in place: each binary is copied out.
+    Copy,
 }
 
 impl Reader<'_> {
+    /// Pass 1: field contents are not read.
+    fn scanning(&self) -> bool {
+        matches!(self.mode, Mode::Scan)
+    }
+
     fn byte(&mut self) -> Result<u8, Stop> {
         let b = *self.data.get(self.pos).ok_or(Stop::Incomplete)?;
         self.pos += 1;
@@ -335,8 +353,12 @@ impl Reader<'_> {
 
     fn bytes(&mut self, what: &'static str, max: usize) -> Result<Bytes, Stop> {
         let (start, end) = self.span(what, max)?;
-        // In build mode `data` is the frame, so the span is within it.
-        Ok(self.frame.map_or_else(Bytes::new, |f| f.slice(start..end)))
+        Ok(match self.mode {
+            Mode::Scan => Bytes::new(),
+            // `data` is the frame, so the span is within it.
+            Mode::Slice(f) => f.slice(start..end),
+            Mode::Copy => Bytes::copy_from_slice(self.data.get(start..end).unwrap_or_default()),
+        })
     }
 
     fn bin(&mut self, what: &'static str) -> Result<Bytes, Stop> {
@@ -349,7 +371,7 @@ impl Reader<'_> {
 
     fn string(&mut self, what: &'static str) -> Result<String, Stop> {
         let (start, end) = self.span(what, self.limits.max_string)?;
-        if self.frame.is_none() {
+        if self.scanning() {
             return Ok(String::new());
         }
         let content = self.data.get(start..end).unwrap_or_default();
@@ -369,35 +391,49 @@ fn decode_with<P>(
         data: &buf[..],
         pos: 0,
         limits,
-        frame: None,
+        mode: Mode::Scan,
     };
     let total = match parse(&mut scan) {
         Ok(_) => scan.pos,
         Err(Stop::Incomplete) => return Ok(None),
         Err(Stop::Bad(e)) => return Err(e),
     };
-    // A frame that is a small part of the buffer is copied out: a zero-copy slice would keep
-    // the whole read buffer alive for as long as the node holds the packet's payload (a parked
-    // request, an event kept for replays), while budgets count the payload's bytes.
-    let frame = if total.saturating_mul(2) < buf.capacity() {
-        let copy = Bytes::copy_from_slice(&buf[..total]);
+    // A frame that is a small part of the buffer is parsed in place and its binaries copied
+    // out one by one: a zero-copy slice would keep the whole read buffer alive for as long as
+    // the holder keeps the payload (a parked request, an event kept for replays), while budgets
+    // count the payload's bytes. (Copying the frame whole and slicing that copy cost a second
+    // allocation a binary, the slice's shared header, besides the frame's.) A larger frame is
+    // split off and frozen, and its binaries are slices of it.
+    if total.saturating_mul(2) < buf.capacity() {
+        let mut build = Reader {
+            data: &buf[..total],
+            pos: 0,
+            limits,
+            mode: Mode::Copy,
+        };
+        // Pass 2 rereads what pass 1 accepted, so it stops only on bad UTF-8, and nothing has
+        // been consumed yet.
+        let packet = match parse(&mut build) {
+            Ok(packet) => packet,
+            Err(Stop::Incomplete) => return Ok(None),
+            Err(Stop::Bad(e)) => return Err(e),
+        };
         bytes::Buf::advance(buf, total);
-        copy
-    } else {
-        buf.split_to(total).freeze()
-    };
+        return Ok(Some(packet));
+    }
+    let frame = buf.split_to(total).freeze();
     let mut build = Reader {
         data: &frame[..],
         pos: 0,
         limits,
-        frame: Some(&frame),
+        mode: Mode::Slice(&frame),
     };
     let stop = match parse(&mut build) {
         Ok(packet) => return Ok(Some(packet)),
         Err(stop) => stop,
     };
-    // Bad UTF-8 (pass 2 rereads what pass 1 accepted, so nothing else): put the bytes back, so
-    // that an error consumes nothing. Error path only, hence the copy.
+    // Bad UTF-8: put the bytes back, so that an error consumes nothing. Error path only, hence
+    // the copy.
     let rest = buf.split();
     buf.extend_from_slice(&frame);
     buf.extend_from_slice(&rest);

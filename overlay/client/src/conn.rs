@@ -412,6 +412,11 @@ impl Connection {
     ///
     /// Returns `Ok` once the connection is closed (also when it was already closed), and
     /// [`Error::Broken`] if it broke instead.
+    ///
+    /// Dropping the last handle closes in the background instead, on the runtime's tasks:
+    /// packets still queued then (events published back to back are written by the
+    /// connection's writer task, in batches) are lost if the runtime stops first. A program
+    /// about to exit calls `close` to know that everything it sent has left.
     pub async fn close(&self) -> Result<(), Error> {
         let inner = self.inner();
         if !inner.closing.swap(true, Ordering::AcqRel) {

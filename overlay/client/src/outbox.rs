@@ -20,7 +20,9 @@
 //! with everything pinned to one CPU, publish 1.25-1.28 M against 1.03 M, while request and
 //! single-event latency stayed (p50 18.0-18.6 us and 11.3-11.4 us). The gap is measured
 //! between submissions, not from the end of a write: on one CPU a write can be preempted by
-//! the receiver, and its end then comes after the reply it caused.
+//! the receiver, and its end then comes after the reply it caused. A packet left to the writer
+//! task leaves only when that task runs: `Connection::close` waits for it, a runtime shut
+//! down at once does not.
 //!
 //! The queue is bounded by [`Options::write_buffer`](crate::Options): [`Outbox::room`] waits
 //! while it is full. Control packets (credit, tunnel confirmations and closes) skip that wait,
@@ -369,9 +371,9 @@ mod tests {
 
     async fn read_exactly(rd: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
         let mut got = vec![0; n];
-        tokio::time::timeout(Duration::from_secs(5), rd.read_exact(&mut got))
+        tokio::time::timeout(Duration::from_secs(60), rd.read_exact(&mut got))
             .await
-            .expect("bytes within 5 s")
+            .expect("bytes within 60 s")
             .expect("read");
         got
     }
@@ -423,13 +425,16 @@ mod tests {
         assert!(writer.await.expect("writer task").is_none());
     }
 
-    /// Many submitters and a tight loop: every packet arrives once, each submitter's in order,
-    /// whether written inline or by the writer task.
+    /// Three submitters in tight loops, their packets left to the writer task: every packet
+    /// arrives once, each submitter's in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn streams_arrive_whole_and_in_order() {
-        const EACH: u32 = 20_000;
+        const EACH: u32 = 5_000;
         let (wr, mut rd) = tokio::io::duplex(1 << 12);
-        let outbox = Arc::new(Outbox::new(wr, 1 << 14));
+        let mut outbox = Outbox::new(wr, 1 << 14);
+        // Every packet that finds the outbox idle, but the first, goes to the writer task.
+        outbox.streaming_gap = Duration::from_secs(3600);
+        let outbox = Arc::new(outbox);
         let writer = tokio::spawn({
             let outbox = outbox.clone();
             async move { outbox.run_writer().await }

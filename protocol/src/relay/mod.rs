@@ -402,7 +402,7 @@ fn decode_with<P>(
     // out one by one: a zero-copy slice would keep the whole read buffer alive for as long as
     // the holder keeps the payload (a parked request, an event kept for replays), while budgets
     // count the payload's bytes. (Copying the frame whole and slicing that copy cost a second
-    // allocation a binary, the slice's shared header, besides the frame's.) A larger frame is
+    // allocation a frame, the slices' shared header, besides the copy.) A larger frame is
     // split off and frozen, and its binaries are slices of it.
     if total.saturating_mul(2) < buf.capacity() {
         let mut build = Reader {
@@ -411,8 +411,8 @@ fn decode_with<P>(
             limits,
             mode: Mode::Copy,
         };
-        // Pass 2 rereads what pass 1 accepted, so it stops only on bad UTF-8, and nothing has
-        // been consumed yet.
+        // Pass 2 rereads what pass 1 accepted, so it stops only on the content checks pass 1
+        // skips (bad UTF-8, a malformed identity result), and nothing has been consumed yet.
         let packet = match parse(&mut build) {
             Ok(packet) => packet,
             Err(Stop::Incomplete) => return Ok(None),
@@ -432,8 +432,8 @@ fn decode_with<P>(
         Ok(packet) => return Ok(Some(packet)),
         Err(stop) => stop,
     };
-    // Bad UTF-8: put the bytes back, so that an error consumes nothing. Error path only, hence
-    // the copy.
+    // A content check failed (bad UTF-8, a malformed identity result): put the bytes back, so
+    // that an error consumes nothing. Error path only, hence the copy.
     let rest = buf.split();
     buf.extend_from_slice(&frame);
     buf.extend_from_slice(&rest);

@@ -45,6 +45,8 @@ struct Args {
     petald: String,
     nats: String,
     pinned: bool,
+    /// `--only`: run only the rows whose name contains one of these (all when empty).
+    only: Vec<String>,
     /// For `--zenoh-router`: the router to link to (given before `--zenoh-router`).
     zenoh_connect: Option<String>,
 }
@@ -56,6 +58,7 @@ fn args() -> Result<Args> {
         petald: "target/release/petald".into(),
         nats: "nats-server".into(),
         pinned: false,
+        only: Vec::new(),
         zenoh_connect: None,
     };
     let mut it = std::env::args().skip(1);
@@ -67,6 +70,7 @@ fn args() -> Result<Args> {
             "--petald" => a.petald = v()?,
             "--nats-server" => a.nats = v()?,
             "--pinned-latency" => a.pinned = true,
+            "--only" => a.only.push(v()?),
             "--zenoh-connect" => a.zenoh_connect = Some(v()?),
             "--zenoh-router" => {
                 let endpoint = v()?;
@@ -78,6 +82,13 @@ fn args() -> Result<Args> {
         }
     }
     Ok(a)
+}
+
+impl Args {
+    /// Whether the row named `row` is to be measured (`--only`).
+    fn wants(&self, row: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| row.contains(o.as_str()))
+    }
 }
 
 /// A loopback port free now and not handed out before by this process.
@@ -322,9 +333,16 @@ async fn latency_rows(systems: &[Sys], d: Duration, tag: &str) -> Result<Vec<Fig
 
 async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
     let d = a.duration;
-    let mut out = latency_rows(systems, d, "").await?;
+    let mut out = if a.wants("request p50 us") || a.wants("request p99 us") {
+        latency_rows(systems, d, "").await?
+    } else {
+        Vec::new()
+    };
     for sys in systems {
         for inflight in [64, 256] {
+            if !a.wants(&format!("requests/s, {inflight} in flight")) {
+                continue;
+            }
             eprintln!("{}: requests, {inflight} in flight", sys.name());
             let r = workloads::throughput(sys, inflight, d).await?;
             out.push(fig(
@@ -337,6 +355,13 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
         }
         for (size, label) in [(8, "8 B"), (1024, "1 KiB")] {
             for subs in [1, 10] {
+                let row = format!(
+                    "events delivered/s, {label}, {subs} subscriber{}",
+                    if subs > 1 { "s" } else { "" }
+                );
+                if !a.wants(&row) {
+                    continue;
+                }
                 eprintln!("{}: pub/sub {label} to {subs}", sys.name());
                 let f = workloads::fanout(sys, subs, size, d).await?;
                 let note = if f.lost > 0 {
@@ -344,12 +369,11 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
                 } else {
                     String::new()
                 };
-                let row = format!(
-                    "events delivered/s, {label}, {subs} subscriber{}",
-                    if subs > 1 { "s" } else { "" }
-                );
                 out.push(fig(&row, sys, f.per_s, false, note));
             }
+        }
+        if !a.wants("stream, 64 KiB messages, MB/s") {
+            continue;
         }
         eprintln!("{}: stream of 64 KiB messages", sys.name());
         let f = workloads::stream(sys, 64 << 10, d).await?;
@@ -389,26 +413,36 @@ fn main() -> Result<()> {
             return Ok(());
         }
         let mut rows = run_all(&a, &systems).await?;
+        rows.retain(|f| a.wants(&f.row));
         drop(nodes);
-        eprintln!("latency again, everything pinned to CPU 0 (taskset -c 0)");
-        let pinned = Command::new("taskset")
-            .args(["-c", "0"])
-            .arg(std::env::current_exe()?)
-            .args([
-                "--pinned-latency",
-                "--petald",
-                &a.petald,
-                "--nats-server",
-                &a.nats,
-            ])
-            .args(["--duration-s", &a.duration.as_secs_f64().to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running the pinned latency phase (taskset)")?;
-        anyhow::ensure!(pinned.status.success(), "the pinned latency phase failed");
-        rows.extend(report::from_json(&pinned.stdout)?);
+        if a.wants("request p50 us (pinned)") || a.wants("request p99 us (pinned)") {
+            rows.extend(pinned_rows(&a)?);
+        }
         report::write(&a.out, &rows, a.duration)?;
         print!("{}", report::table(&rows));
         Ok(())
     })
+}
+
+/// The latency rows again, this binary run once more with everything pinned to CPU 0.
+fn pinned_rows(a: &Args) -> Result<Vec<Figure>> {
+    eprintln!("latency again, everything pinned to CPU 0 (taskset -c 0)");
+    let pinned = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(std::env::current_exe()?)
+        .args([
+            "--pinned-latency",
+            "--petald",
+            &a.petald,
+            "--nats-server",
+            &a.nats,
+        ])
+        .args(["--duration-s", &a.duration.as_secs_f64().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the pinned latency phase (taskset)")?;
+    anyhow::ensure!(pinned.status.success(), "the pinned latency phase failed");
+    let mut rows = report::from_json(&pinned.stdout)?;
+    rows.retain(|f| a.wants(&f.row));
+    Ok(rows)
 }

@@ -20,7 +20,9 @@
 //! with everything pinned to one CPU, publish 1.25-1.28 M against 1.03 M, while request and
 //! single-event latency stayed (p50 18.0-18.6 us and 11.3-11.4 us). The gap is measured
 //! between submissions, not from the end of a write: on one CPU a write can be preempted by
-//! the receiver, and its end then comes after the reply it caused. A packet left to the writer
+//! the receiver, and its end then comes after the reply it caused. The clock is tokio's, so
+//! that under the turmoil simulator the rule follows simulated time and a scenario's runs stay
+//! byte-identical (the real stack's scenarios run this code). A packet left to the writer
 //! task leaves only when that task runs: `Connection::close` waits for it, a runtime shut
 //! down at once does not.
 //!
@@ -33,11 +35,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use petal_protocol::relay::ClientPacket;
 use tokio::io::AsyncWrite;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::pool::lock;
 

@@ -16,9 +16,11 @@
 //! pause (a request, an occasional event) is still written at once. Measured with `petal bench`
 //! against one `petald` (2 vCPUs, 3 s phases, 2 runs each, against the build before):
 //! publish 900-916 k delivered/s against 774-795 k, broadcast 973-975 k against 835-849 k,
-//! requests 221-227 k/s at 64 in flight against 214 k and 280-283 k at 256 against 254-268 k;
-//! with everything pinned to one CPU, publish 1.25-1.28 M against 1.03 M, while request and
-//! single-event latency stayed (p50 18.0-18.6 us and 11.3-11.4 us). The gap is measured
+//! requests 221-227 k/s at 64 in flight against 214-215 k and 280-283 k at 256 against
+//! 254-268 k; with everything pinned to one CPU, publish 1.25-1.28 M against 1.03 M, while
+//! single-event latency stayed (p50 11.3-11.4 us), and request p50 was 17.9-18.3 us against
+//! 18.0-18.4 (three pairs, this rule on tokio's clock with the decoder change beside it, against
+//! the build before both). The gap is measured
 //! between submissions, not from the end of a write: on one CPU a write can be preempted by
 //! the receiver, and its end then comes after the reply it caused. The clock is tokio's, so
 //! that under the turmoil simulator the rule follows simulated time and a scenario's runs stay

@@ -49,6 +49,9 @@ pub(crate) struct Net {
     /// Pairs (i, j) whose dials from i to j fail: what i sends to j is lost until j has sent
     /// something to i (j's connection then carries both ways, as a driver's link does).
     pub dial_fails: std::collections::BTreeSet<(usize, usize)>,
+    /// Pairs (i, j) whose next dial from i to j fails once, as a reset dial does: the message
+    /// is lost and i's driver tells its core at once ([`petal_core::Node::unreachable`]).
+    pub dial_fails_once: std::collections::BTreeSet<(usize, usize)>,
     /// Pairs (smaller, larger) between which a message went: they have a link.
     pub linked: std::collections::BTreeSet<(usize, usize)>,
     /// Messages lost because an end was down or a partition lay between: (due time, from, to,
@@ -130,6 +133,7 @@ impl Net {
             broadcasts: Vec::new(),
             delays: None,
             dial_fails: std::collections::BTreeSet::new(),
+            dial_fails_once: std::collections::BTreeSet::new(),
             linked: std::collections::BTreeSet::new(),
             lost: Vec::new(),
             app_events: Vec::new(),
@@ -159,6 +163,11 @@ impl Net {
             assert_ne!(i, j, "node {i} sent a message to itself");
             let pair = (i.min(j), i.max(j));
             if self.dial_fails.contains(&(i, j)) && !self.linked.contains(&pair) {
+                continue;
+            }
+            if !self.linked.contains(&pair) && self.dial_fails_once.remove(&(i, j)) {
+                let now = self.now;
+                self.nodes[i].unreachable(now, tx.to.id);
                 continue;
             }
             self.linked.insert(pair);

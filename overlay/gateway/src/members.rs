@@ -16,6 +16,7 @@
 //!   `{"type":"fault","id":7,"message":"why"}`. A request unanswered within 10 minutes, or
 //!   when the WebSocket closes, fails at its requester; at most 1024 wait at once (more fail
 //!   with "member busy"). Malformed messages close the WebSocket (1003/1007 with the reason).
+//!   Its answers are read while a write to it waits (a member slow to read).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -349,61 +350,96 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     })
 }
 
-async fn member_socket(mut socket: WebSocket, mut rx: mpsc::Receiver<Message>, pending: Pending) {
+/// Runs a member's WebSocket: what the member is sent (`rx`) goes out from a task of its own,
+/// so that a member slow to read still has its answers read. In one loop, a write waiting on
+/// the member's TCP window held up the member's replies with it, until the connection's write
+/// timeout cut it (10 s by default), and its requesters timed out meanwhile.
+async fn member_socket(socket: WebSocket, rx: mpsc::Receiver<Message>, pending: Pending) {
     let close = |code: u16, why: String| {
-        Message::Close(Some(CloseFrame {
+        Some(Message::Close(Some(CloseFrame {
             code,
             reason: why.into(),
-        }))
+        })))
     };
-    loop {
+    let (sink, mut stream) = socket.split();
+    let (last_tx, last_rx) = oneshot::channel();
+    let mut writer = tokio::spawn(write_member(sink, rx, last_rx));
+    // What to send last, if anything, before the socket closes (`None`: close only).
+    let last: Option<Option<Message>> = loop {
         tokio::select! {
-            m = rx.recv() => match m {
-                Some(m @ Message::Close(_)) => {
-                    let _ = socket.send(m).await;
-                    break;
-                }
-                Some(m) => if socket.send(m).await.is_err() { break },
-                None => break,
-            },
-            m = socket.recv() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    match answer(&t) {
-                        Ok((id, result)) => {
-                            let waiter = pending
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .remove(&id);
-                            // An answer to no waiting request (late, or twice) is dropped.
-                            if let Some(w) = waiter {
-                                let _ = w.send(result);
-                            }
-                        }
-                        Err(why) => {
-                            let _ = socket.send(close(1007, why)).await;
-                            break;
+            // The writer ended: it sent the node's close, or the socket broke.
+            _ = &mut writer => break None,
+            m = stream.next() => match m {
+                Some(Ok(Message::Text(t))) => match answer(&t) {
+                    Ok((id, result)) => {
+                        let waiter = pending
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&id);
+                        // An answer to no waiting request (late, or twice) is dropped.
+                        if let Some(w) = waiter {
+                            let _ = w.send(result);
                         }
                     }
-                }
+                    Err(why) => break Some(close(1007, why)),
+                },
                 Some(Ok(Message::Binary(_))) => {
-                    let _ = socket.send(close(1003, "answers are JSON text messages".into())).await;
-                    break;
+                    break Some(close(1003, "answers are JSON text messages".into()));
                 }
-                Some(Ok(Message::Close(_))) => {
-                    // Closing the socket writes the answer to the client's close frame.
-                    let _ = socket.close().await;
-                    break;
-                }
-                Some(Err(_)) | None => break,
+                // Closing the socket writes the answer to the client's close frame.
+                Some(Ok(Message::Close(_))) => break Some(None),
+                Some(Err(_)) | None => break None,
                 Some(Ok(_)) => {}
             },
         }
+    };
+    if let Some(last) = last {
+        let _ = last_tx.send(last);
+        // A member that reads nothing cannot hold the task: its close waits a bounded time.
+        if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+            writer.abort();
+        }
+    } else {
+        writer.abort();
     }
     // Unanswered requests fail now.
     pending
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clear();
+}
+
+/// A member's writer: sends what `rx` brings until the node's close frame, and on `last` its
+/// message, if any, then closes the socket.
+async fn write_member(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    mut last: oneshot::Receiver<Option<Message>>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            m = &mut last => {
+                if let Ok(Some(m)) = m {
+                    let _ = sink.send(m).await;
+                }
+                let _ = sink.close().await;
+                return;
+            }
+            m = rx.recv() => match m {
+                Some(m @ Message::Close(_)) => {
+                    let _ = sink.send(m).await;
+                    return;
+                }
+                Some(m) => {
+                    if sink.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+        }
+    }
 }
 
 /// A member's answer: the request's id and its reply or fault.

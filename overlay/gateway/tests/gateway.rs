@@ -1121,3 +1121,99 @@ async fn websockets_keep_their_place_in_the_connection_limits() {
     assert!(ok, "the closed WebSocket's place was not freed");
     drop(b);
 }
+
+/// A WebSocket member that is slow to read still has its answers read: the gateway's writes to
+/// it (requests and broadcasts, waiting on the member's TCP window) do not hold up the replies
+/// it sends. Here the member stops reading after a request, the gateway's writes to it back up
+/// behind 48 MiB of broadcasts, and then the member answers: the requester has its reply at
+/// once, not when the gateway's write gives up.
+#[tokio::test]
+async fn a_member_slow_to_read_still_has_its_replies_read() {
+    use tokio_tungstenite::tungstenite::Message;
+    let n = node().await;
+    let g = gateway(&n, |o| {
+        o.write_timeout = Duration::from_secs(30);
+        o.max_body = 512 << 10;
+    })
+    .await;
+    let at = g.local_addr();
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{at}/v1/clusters/web/serve"))
+        .await
+        .unwrap();
+    // The member answers "ping" until a request "held" comes, then reads no more.
+    let member = tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            let Message::Text(t) = m else { continue };
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "request" {
+                continue;
+            }
+            let id = v["id"].as_u64().unwrap();
+            if v["body"] == "held" {
+                return (ws, id);
+            }
+            let answer = serde_json::json!({"type":"reply","id":id,"body":"pong"});
+            ws.send(Message::Text(answer.to_string().into()))
+                .await
+                .unwrap();
+        }
+        panic!("the member's socket ended");
+    });
+    let ping = || {
+        post(
+            at,
+            "/v1/clusters/web/request",
+            &[("Petal-Timeout-Ms", "300")],
+            b"ping",
+        )
+    };
+    let mut r = ping().await;
+    for _ in 0..50 {
+        if r.status == 200 {
+            break;
+        }
+        r = ping().await;
+    }
+    assert_eq!((r.status, &r.body[..]), (200, &b"pong"[..]));
+    let held = tokio::spawn(async move {
+        let r = post(
+            at,
+            "/v1/clusters/web/request",
+            &[("Petal-Timeout-Ms", "8000")],
+            b"held",
+        )
+        .await;
+        (r.status, r.body)
+    });
+    let (mut ws, id) = tokio::time::timeout(Duration::from_secs(10), member)
+        .await
+        .unwrap()
+        .unwrap();
+    // 48 MiB the member does not read: more than the sockets hold, so the gateway's write
+    // waits (the rest waits in its queue, or is dropped: broadcasts are best effort).
+    let body = vec![b'x'; 256 << 10];
+    for _ in 0..192 {
+        assert_eq!(
+            post(at, "/v1/clusters/web/broadcast", &[], &body)
+                .await
+                .status,
+            202
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = serde_json::json!({"type":"reply","id":id,"body":"kept"});
+    let sent = std::time::Instant::now();
+    ws.send(Message::Text(answer.to_string().into()))
+        .await
+        .unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(15), held)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status, &body[..]), (200, &b"kept"[..]));
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the reply waited {took:?} for the gateway's write to the member"
+    );
+}

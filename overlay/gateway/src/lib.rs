@@ -139,6 +139,8 @@ pub struct GatewayStats {
     pub events: AtomicU64,
     /// Event streams cut off because their reader fell `event_queue` events behind.
     pub slow_cut: AtomicU64,
+    /// Broadcasts not sent to a WebSocket member because it fell 16 MiB behind.
+    pub member_drops: AtomicU64,
 }
 
 impl GatewayStats {
@@ -166,6 +168,11 @@ impl GatewayStats {
                 "slow_cut",
                 "Event streams cut off for a slow reader.",
                 &self.slow_cut,
+            ),
+            (
+                "member_drops",
+                "Broadcasts dropped for a WebSocket member that fell behind.",
+                &self.member_drops,
             ),
         ] {
             let v = v.load(Ordering::Relaxed);

@@ -16,10 +16,12 @@
 //!   `{"type":"fault","id":7,"message":"why"}`. A request unanswered within 10 minutes, or
 //!   when the WebSocket closes, fails at its requester; at most 1024 wait at once (more fail
 //!   with "member busy"). Malformed messages close the WebSocket (1003/1007 with the reason).
-//!   Its answers are read while a write to it waits (a member slow to read).
+//!   Its answers are read while a write to it waits (a member slow to read), and at most
+//!   16 MiB wait to be written to it: past them broadcasts to it are dropped (counted in
+//!   `member_drops`) and requests fail with "member busy".
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +40,12 @@ use crate::{St, error, timeout_of};
 
 /// Requests a WebSocket member may hold unanswered.
 const MAX_PENDING: usize = 1024;
+/// Bytes that may wait to be written to a WebSocket member. Past them a broadcast to it is
+/// dropped (counted in `member_drops`) and a request fails with "member busy", so that a
+/// member that does not read cannot grow the gateway's memory (its 1,024 queued messages of up
+/// to `max_body` each could otherwise hold a GiB). A single message larger than this still
+/// goes when nothing waits.
+const MEMBER_QUEUE_BYTES: usize = 16 << 20;
 /// The longest a WebSocket member may take to answer.
 const MAX_ANSWER: Duration = Duration::from_secs(600);
 /// A gateway tunnel's receive buffer: the credit it grants, and the largest message it takes
@@ -254,10 +262,34 @@ struct WsMember {
     out: mpsc::Sender<Message>,
     pending: Pending,
     next: AtomicU64,
+    /// Bytes queued in `out` and not yet written (see [`MEMBER_QUEUE_BYTES`]).
+    queued: Arc<AtomicUsize>,
+    stats: Arc<crate::GatewayStats>,
 }
 
 fn text(v: &serde_json::Value) -> Message {
     Message::Text(v.to_string().into())
+}
+
+/// What a message counts against [`MEMBER_QUEUE_BYTES`].
+fn queued_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+impl WsMember {
+    /// Takes `len` bytes of the member's queue: false when they do not fit.
+    fn reserve(&self, len: usize) -> bool {
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > MEMBER_QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 impl ServiceHandler for WsMember {
@@ -278,10 +310,20 @@ impl ServiceHandler for WsMember {
         obj.insert("type".into(), "request".into());
         obj.insert("id".into(), id.into());
         body_fields(&request, &mut obj);
+        let m = text(&obj.into());
+        let len = queued_len(&m);
+        if !self.reserve(len) {
+            self.pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
+            return Err("member busy".into());
+        }
         // Sending to the member and its answer, both within MAX_ANSWER.
-        let out = self.out.clone();
+        let (out, queued) = (self.out.clone(), self.queued.clone());
         let exchange = async move {
-            if out.send(text(&obj.into())).await.is_err() {
+            if out.send(m).await.is_err() {
+                queued.fetch_sub(len, Ordering::Relaxed);
                 return Err("the member left");
             }
             rx.await.map_err(|_| "the member left")
@@ -310,7 +352,18 @@ impl ServiceHandler for WsMember {
         obj.insert("type".into(), "broadcast".into());
         body_fields(&message, &mut obj);
         // Best effort, as broadcasts are: dropped for a member that does not read.
-        let _ = self.out.try_send(text(&obj.into()));
+        let m = text(&obj.into());
+        let len = queued_len(&m);
+        let sent = self.reserve(len) && {
+            let ok = self.out.try_send(m).is_ok();
+            if !ok {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+            }
+            ok
+        };
+        if !sent {
+            self.stats.member_drops.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -324,10 +377,13 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     };
     let (out, rx) = mpsc::channel(1024);
     let pending = Arc::new(Mutex::new(BTreeMap::new()));
+    let queued = Arc::new(AtomicUsize::new(0));
     let member = WsMember {
         out,
         pending: pending.clone(),
         next: AtomicU64::new(1),
+        queued: queued.clone(),
+        stats: g.stats.clone(),
     };
     let registered = match &g.opts.local {
         Some(l) => l.register(Options::default(), &cluster, member).await,
@@ -344,7 +400,7 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     g.stats.streams.fetch_add(1, Ordering::Relaxed);
     ws.on_upgrade(move |socket| async move {
         let _slot = slot;
-        member_socket(socket, rx, pending).await;
+        member_socket(socket, rx, queued, pending).await;
         // The member leaves: its connection closes, its unanswered requests fail.
         drop(service);
     })
@@ -354,7 +410,12 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
 /// so that a member slow to read still has its answers read. In one loop, a write waiting on
 /// the member's TCP window held up the member's replies with it, until the connection's write
 /// timeout cut it (10 s by default), and its requesters timed out meanwhile.
-async fn member_socket(socket: WebSocket, rx: mpsc::Receiver<Message>, pending: Pending) {
+async fn member_socket(
+    socket: WebSocket,
+    rx: mpsc::Receiver<Message>,
+    queued: Arc<AtomicUsize>,
+    pending: Pending,
+) {
     let close = |code: u16, why: String| {
         Some(Message::Close(Some(CloseFrame {
             code,
@@ -363,7 +424,7 @@ async fn member_socket(socket: WebSocket, rx: mpsc::Receiver<Message>, pending: 
     };
     let (sink, mut stream) = socket.split();
     let (last_tx, last_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_member(sink, rx, last_rx));
+    let mut writer = tokio::spawn(write_member(sink, rx, queued, last_rx));
     // What to send last, if anything, before the socket closes (`None`: close only).
     let last: Option<Option<Message>> = loop {
         tokio::select! {
@@ -409,11 +470,12 @@ async fn member_socket(socket: WebSocket, rx: mpsc::Receiver<Message>, pending: 
         .clear();
 }
 
-/// A member's writer: sends what `rx` brings until the node's close frame, and on `last` its
-/// message, if any, then closes the socket.
+/// A member's writer: sends what `rx` brings (giving its bytes of `queued` back once written)
+/// until the node's close frame, and on `last` its message, if any, then closes the socket.
 async fn write_member(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Message>,
+    queued: Arc<AtomicUsize>,
     mut last: oneshot::Receiver<Option<Message>>,
 ) {
     loop {
@@ -432,7 +494,10 @@ async fn write_member(
                     return;
                 }
                 Some(m) => {
-                    if sink.send(m).await.is_err() {
+                    let len = queued_len(&m);
+                    let sent = sink.send(m).await;
+                    queued.fetch_sub(len, Ordering::Relaxed);
+                    if sent.is_err() {
                         return;
                     }
                 }

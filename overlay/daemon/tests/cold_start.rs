@@ -28,7 +28,9 @@
 //! peer links with which (from the namespace's TCP table), waits up to 8 s more to see when
 //! every node is served, prints those links, the join of every node (seed, "joining the ring"
 //! via whom, ring of one because the seeds refused or the join failed, merges) and the logs
-//! of the late nodes and of their seed chains, and the test fails after all runs. `PETAL_COLD_RUNS=<n>` changes the number of runs; `PETAL_COLD_LOGS=1` prints
+//! of the late nodes, of their seed chains and of the nodes their joins went to or came back
+//! from, and the test fails after all runs. `PETAL_COLD_RUNS=<n>` changes the number of
+//! runs; `PETAL_COLD_LOGS=1` prints
 //! the join table of passing runs too, `PETAL_COLD_LOGS=all` also every daemon's log of a
 //! late run.
 //!
@@ -704,11 +706,25 @@ fn run_once(fleet: &Fleet, run: usize, seed: u64) -> Option<Run> {
         if std::env::var_os("PETAL_COLD_LOGS").is_some_and(|v| v == "all") {
             shown.extend(1..=NODES);
         }
+        let ids: Vec<Option<String>> = daemons.iter().map(Daemon::id).collect();
         for &k in &late {
             let mut j = Some(k);
             while let Some(n) = j {
                 shown.insert(n);
                 j = seeds[n - 1];
+            }
+            // And the nodes its joins went to or came back from (a contact, the nearest
+            // node), whose view of the join the late node's log cannot show.
+            let d = &daemons[k - 1];
+            for (_, line) in d
+                .lines_with("join sent", t0)
+                .into_iter()
+                .chain(d.lines_with("join reply received", t0))
+            {
+                let peer = Daemon::field(&line, "peer");
+                if let Some(n) = ids.iter().position(|id| id.as_deref() == peer) {
+                    shown.insert(n + 1);
+                }
             }
         }
         for n in shown {

@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use petal_protocol::codec::{self, DecodeError};
 use petal_protocol::{Message, NodeId, NodeInfo};
 
-use crate::budget::{self, Queued, Share};
+use crate::budget::{self, Charge, Queued, Share};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -197,14 +197,18 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     share: Arc<Share>,
     traffic: Arc<LinkTraffic>,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(LINK_BUFFER);
     let mut raw = BytesMut::with_capacity(if opener.is_plaintext() { 0 } else { 80 * 1024 });
+    // What a frame larger than `LINK_BUFFER` holds while it arrives (see `frame_charge`).
+    let mut frame: Option<Charge> = None;
     let mut last_rx = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(live.keepalive);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         // Decode every whole frame already buffered.
         let mut batch = Vec::new();
+        // The bytes still missing of the frame under way.
+        let mut partial = None;
         let err = loop {
             match codec::decode(&buf, max_frame) {
                 Ok((Message::Ping { nonce: LINK_NONCE }, used)) => {
@@ -219,9 +223,11 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 Ok((msg, used)) => {
                     let _ = buf.split_to(used);
                     batch.push(msg);
+                    // Decoded: the message is charged with the batch from here on.
+                    frame = None;
                 }
                 Err(DecodeError::Truncated { needed }) => {
-                    buf.reserve(needed.min(max_frame));
+                    partial = Some(needed);
                     break None;
                 }
                 Err(e) => break Some(e.to_string()),
@@ -250,6 +256,13 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
         }
         if let Some(e) = err {
             break format!("bad frame: {e}");
+        }
+        if let Some(needed) = partial {
+            // Charged after the batch, so that the two never wait on each other.
+            if frame.is_none() {
+                frame = frame_charge(&share, buf.len() + needed).await;
+            }
+            buf.reserve(needed.min(max_frame));
         }
         let into = if opener.is_plaintext() {
             &mut buf
@@ -295,6 +308,22 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
             why,
         })
         .await;
+}
+
+/// A link's read buffer, which frames up to this size use without a charge of their own.
+const LINK_BUFFER: usize = 64 * 1024;
+
+/// The charge of a frame of `total` bytes under way, when it is larger than [`LINK_BUFFER`]:
+/// its buffer is taken from the peer's share of the node's memory budget as soon as the
+/// frame's header names it (waiting, and so not reading the link, while the share holds the
+/// peer's earlier input), and given back once the frame is decoded or the link ends. Before,
+/// a peer could name a frame of up to `max_frame` bytes and send part of it, and the node held
+/// that buffer outside the budget for as long as the link lived.
+async fn frame_charge(share: &Arc<Share>, total: usize) -> Option<Charge> {
+    if total <= LINK_BUFFER {
+        return None;
+    }
+    Some(budget::charge_input(share, total as u64).await)
 }
 
 /// Runs the writing half: frames from `rx`, batched into writes of up to 256 KiB, flushed when

@@ -1070,3 +1070,34 @@ async fn a_failed_dial_to_a_stale_address_keeps_the_live_link() {
 async fn another_node_at_a_stale_address_keeps_the_live_link() {
     stale_dial_case(Some(Identity::from_seed(0x7a))).await;
 }
+
+/// A peer that names a large frame and sends only part of it makes the node hold that frame's
+/// buffer: the node charges it to the peer's share of the memory budget as soon as the header
+/// names it (so the budget sees it, and what one peer's unfinished frames hold is bounded by
+/// its share), and gives it back when the link goes.
+#[tokio::test]
+async fn a_large_frame_under_way_is_charged_to_its_peer() {
+    let a = node(A_ID, vec![]).await;
+    let base = stats(&a).await.memory_used;
+    let me = Identity::from_seed(0xfeee);
+    let (mut s, mut e) = dial_as(a.info().addr, &me, "127.0.0.1:9".parse().unwrap()).await;
+    // A frame's header naming 16 MiB, and 1 KiB of the frame.
+    let named: u64 = 16 << 20;
+    let mut part = u32::try_from(named).unwrap().to_be_bytes().to_vec();
+    part.extend_from_slice(&[0u8; 1024]);
+    let mut rec = Vec::new();
+    e.sealer.seal(&part, &mut rec).unwrap();
+    s.write_all(&rec).await.unwrap();
+    wait_until(
+        Duration::from_secs(2),
+        "the frame under way charged",
+        || async { stats(&a).await.memory_used >= base + named },
+    )
+    .await;
+    drop(s);
+    wait_until(Duration::from_secs(3), "the charge given back", || async {
+        stats(&a).await.memory_used < base + (1 << 20)
+    })
+    .await;
+    a.shutdown().await;
+}

@@ -257,14 +257,30 @@ async fn pipe(conn: Connection, t: Tunnel, socket: WebSocket) {
 /// Requests waiting for a WebSocket member's answer, by id.
 type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Result<Bytes, String>>>>>;
 
+/// A message for a member, with its bytes of the member's queue.
+type Outgoing = (Message, Reserved);
+
 /// The member a `serve` WebSocket stands for.
 struct WsMember {
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outgoing>,
     pending: Pending,
     next: AtomicU64,
     /// Bytes queued in `out` and not yet written (see [`MEMBER_QUEUE_BYTES`]).
     queued: Arc<AtomicUsize>,
     stats: Arc<crate::GatewayStats>,
+}
+
+/// Bytes of a member's queue that one message holds, given back when it is dropped: written,
+/// refused by a full channel, or abandoned with its request (a timeout, the member gone).
+struct Reserved {
+    queued: Arc<AtomicUsize>,
+    len: usize,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.len, Ordering::Relaxed);
+    }
 }
 
 fn text(v: &serde_json::Value) -> Message {
@@ -281,14 +297,15 @@ fn queued_len(m: &Message) -> usize {
 }
 
 impl WsMember {
-    /// Takes `len` bytes of the member's queue: false when they do not fit.
-    fn reserve(&self, len: usize) -> bool {
+    /// Takes `m`'s bytes of the member's queue: `None` when they do not fit.
+    fn reserve(&self, m: &Message) -> Option<Reserved> {
+        let len = queued_len(m);
         let before = self.queued.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before + len > MEMBER_QUEUE_BYTES {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return false;
-        }
-        true
+        let held = Reserved {
+            queued: self.queued.clone(),
+            len,
+        };
+        (before == 0 || before + len <= MEMBER_QUEUE_BYTES).then_some(held)
     }
 }
 
@@ -311,19 +328,17 @@ impl ServiceHandler for WsMember {
         obj.insert("id".into(), id.into());
         body_fields(&request, &mut obj);
         let m = text(&obj.into());
-        let len = queued_len(&m);
-        if !self.reserve(len) {
+        let Some(held) = self.reserve(&m) else {
             self.pending
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .remove(&id);
             return Err("member busy".into());
-        }
+        };
         // Sending to the member and its answer, both within MAX_ANSWER.
-        let (out, queued) = (self.out.clone(), self.queued.clone());
+        let out = self.out.clone();
         let exchange = async move {
-            if out.send(m).await.is_err() {
-                queued.fetch_sub(len, Ordering::Relaxed);
+            if out.send((m, held)).await.is_err() {
                 return Err("the member left");
             }
             rx.await.map_err(|_| "the member left")
@@ -344,7 +359,12 @@ impl ServiceHandler for WsMember {
             code: 1011,
             reason: format!("the node ended the membership: {reason}").into(),
         };
-        let _ = self.out.try_send(Message::Close(Some(frame)));
+        let close = Message::Close(Some(frame));
+        let held = Reserved {
+            queued: self.queued.clone(),
+            len: 0,
+        };
+        let _ = self.out.try_send((close, held));
     }
 
     fn handle_broadcast(&self, message: Bytes) {
@@ -353,14 +373,9 @@ impl ServiceHandler for WsMember {
         body_fields(&message, &mut obj);
         // Best effort, as broadcasts are: dropped for a member that does not read.
         let m = text(&obj.into());
-        let len = queued_len(&m);
-        let sent = self.reserve(len) && {
-            let ok = self.out.try_send(m).is_ok();
-            if !ok {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-            }
-            ok
-        };
+        let sent = self
+            .reserve(&m)
+            .is_some_and(|held| self.out.try_send((m, held)).is_ok());
         if !sent {
             self.stats.member_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -377,12 +392,11 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     };
     let (out, rx) = mpsc::channel(1024);
     let pending = Arc::new(Mutex::new(BTreeMap::new()));
-    let queued = Arc::new(AtomicUsize::new(0));
     let member = WsMember {
         out,
         pending: pending.clone(),
         next: AtomicU64::new(1),
-        queued: queued.clone(),
+        queued: Arc::default(),
         stats: g.stats.clone(),
     };
     let registered = match &g.opts.local {
@@ -400,7 +414,7 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
     g.stats.streams.fetch_add(1, Ordering::Relaxed);
     ws.on_upgrade(move |socket| async move {
         let _slot = slot;
-        member_socket(socket, rx, queued, pending).await;
+        member_socket(socket, rx, pending).await;
         // The member leaves: its connection closes, its unanswered requests fail.
         drop(service);
     })
@@ -410,12 +424,7 @@ pub(crate) async fn serve(State(g): St, Path(cluster): Path<String>, req: Reques
 /// so that a member slow to read still has its answers read. In one loop, a write waiting on
 /// the member's TCP window held up the member's replies with it, until the connection's write
 /// timeout cut it (10 s by default), and its requesters timed out meanwhile.
-async fn member_socket(
-    socket: WebSocket,
-    rx: mpsc::Receiver<Message>,
-    queued: Arc<AtomicUsize>,
-    pending: Pending,
-) {
+async fn member_socket(socket: WebSocket, rx: mpsc::Receiver<Outgoing>, pending: Pending) {
     let close = |code: u16, why: String| {
         Some(Message::Close(Some(CloseFrame {
             code,
@@ -424,7 +433,7 @@ async fn member_socket(
     };
     let (sink, mut stream) = socket.split();
     let (last_tx, last_rx) = oneshot::channel();
-    let mut writer = tokio::spawn(write_member(sink, rx, queued, last_rx));
+    let mut writer = tokio::spawn(write_member(sink, rx, last_rx));
     // What to send last, if anything, before the socket closes (`None`: close only).
     let last: Option<Option<Message>> = loop {
         tokio::select! {
@@ -470,12 +479,13 @@ async fn member_socket(
         .clear();
 }
 
-/// A member's writer: sends what `rx` brings (giving its bytes of `queued` back once written)
-/// until the node's close frame, and on `last` its message, if any, then closes the socket.
+/// A member's writer: sends what `rx` brings (each message's bytes of the member's queue
+/// given back once written) until the node's close frame, and on `last` its message, if any,
+/// then closes the socket. A send that fails closes the socket too: after the client's close
+/// frame a send fails, and the close flushes the answer to it.
 async fn write_member(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    queued: Arc<AtomicUsize>,
+    mut rx: mpsc::Receiver<Outgoing>,
     mut last: oneshot::Receiver<Option<Message>>,
 ) {
     loop {
@@ -485,26 +495,23 @@ async fn write_member(
                 if let Ok(Some(m)) = m {
                     let _ = sink.send(m).await;
                 }
-                let _ = sink.close().await;
-                return;
+                break;
             }
             m = rx.recv() => match m {
-                Some(m @ Message::Close(_)) => {
+                Some((m @ Message::Close(_), _)) => {
                     let _ = sink.send(m).await;
                     return;
                 }
-                Some(m) => {
-                    let len = queued_len(&m);
-                    let sent = sink.send(m).await;
-                    queued.fetch_sub(len, Ordering::Relaxed);
-                    if sent.is_err() {
-                        return;
+                Some((m, _held)) => {
+                    if sink.send(m).await.is_err() {
+                        break;
                     }
                 }
                 None => return,
             },
         }
     }
+    let _ = sink.close().await;
 }
 
 /// A member's answer: the request's id and its reply or fault.

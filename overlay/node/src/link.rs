@@ -223,8 +223,12 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 Ok((msg, used)) => {
                     let _ = buf.split_to(used);
                     batch.push(msg);
-                    // Decoded: the message is charged with the batch from here on.
-                    frame = None;
+                    // Decoded: the message is charged with the batch from here on, and the
+                    // frame's buffer is given back too (kept, it would stay outside the budget
+                    // for as long as the link lives).
+                    if frame.take().is_some() {
+                        shrink(&mut buf);
+                    }
                 }
                 Err(DecodeError::Truncated { needed }) => {
                     partial = Some(needed);
@@ -312,6 +316,17 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
 
 /// A link's read buffer, which frames up to this size use without a charge of their own.
 const LINK_BUFFER: usize = 64 * 1024;
+
+/// Moves what `buf` holds into a buffer of the usual size, when it fits, so that the large
+/// allocation a large frame needed is freed (its capacity as `buf` reports it may be small,
+/// while `reserve` would take the whole allocation back).
+fn shrink(buf: &mut BytesMut) {
+    if buf.len() <= LINK_BUFFER {
+        let mut fresh = BytesMut::with_capacity(LINK_BUFFER);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
 
 /// The charge of a frame of `total` bytes under way, when it is larger than [`LINK_BUFFER`]:
 /// its buffer is taken from the peer's share of the node's memory budget as soon as the
@@ -412,5 +427,18 @@ mod tests {
         // The link a dialed is "dialed by a" on both sides.
         assert_eq!(dialer(a, b, true), dialer(b, a, false));
         assert_eq!(dialer(a, b, false), dialer(b, a, true));
+    }
+
+    /// After a large frame, what follows it moves to a buffer of the usual size: the frame's
+    /// allocation is freed, where `reserve` would have taken all of it back.
+    #[test]
+    fn a_large_frame_s_buffer_is_given_back() {
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        buf.resize(1 << 20, 7);
+        let _ = buf.split_to((1 << 20) - 10);
+        shrink(&mut buf);
+        buf.reserve(100);
+        assert!(buf.capacity() <= 2 * LINK_BUFFER, "{}", buf.capacity());
+        assert_eq!(&buf[..], &[7u8; 10]);
     }
 }

@@ -420,7 +420,7 @@ fn a_direct_attempt_left_unanswered_is_not_repeated() {
 /// it unreachable, and the attempt moves on to a contact. That node must still be tried
 /// directly again after the contact's attempt, or the joiner would go on through a contact
 /// whose path ends at a node that cannot send it the last reply: a fleet test saw a joiner
-/// wait 3.6 s so, retrying the same contact every 250 ms.
+/// wait 3.8 s so, retrying the same contact every 250 ms.
 #[test]
 fn a_direct_attempt_whose_dial_failed_is_tried_again() {
     for seed in 0..6 {

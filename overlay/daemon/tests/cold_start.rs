@@ -28,8 +28,8 @@
 //! peer links with which (from the namespace's TCP table), waits up to 8 s more to see when
 //! every node is served, prints those links, the join of every node (seed, "joining the ring"
 //! via whom, ring of one because the seeds refused or the join failed, merges) and the logs
-//! of the late nodes, of their seed chains and of the nodes their joins went to or came back
-//! from, and the test fails after all runs. `PETAL_COLD_RUNS=<n>` changes the number of
+//! of the late nodes, of their seed chains and of the nodes their joins went to or that
+//! answered them, and the test fails after all runs. `PETAL_COLD_RUNS=<n>` changes the number of
 //! runs; `PETAL_COLD_LOGS=1` prints
 //! the join table of passing runs too, `PETAL_COLD_LOGS=all` also every daemon's log of a
 //! late run.
@@ -724,6 +724,19 @@ fn run_once(fleet: &Fleet, run: usize, seed: u64) -> Option<Run> {
                 let peer = Daemon::field(&line, "peer");
                 if let Some(n) = ids.iter().position(|id| id.as_deref() == peer) {
                     shown.insert(n + 1);
+                }
+            }
+            // And the nodes that answered its joins (the nearest one among them), whether or
+            // not the answers arrived.
+            if let Some(late_id) = &ids[k - 1] {
+                for (n, other) in daemons.iter().enumerate() {
+                    let answered = other
+                        .lines_with("join reply sent", t0)
+                        .iter()
+                        .any(|(_, l)| Daemon::field(l, "peer") == Some(late_id.as_str()));
+                    if answered {
+                        shown.insert(n + 1);
+                    }
                 }
             }
         }

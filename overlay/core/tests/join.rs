@@ -41,6 +41,21 @@ fn ring_of_twenty(net: &mut Net) {
     net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
 }
 
+/// The node of the ring (nodes 0-19) closest to node `i`'s id.
+fn closest_in_ring(net: &Net, i: usize) -> usize {
+    let me = net.infos[i].id;
+    (0..20)
+        .min_by(|&a, &b| {
+            let (x, y) = (net.infos[a].id, net.infos[b].id);
+            if x.closer_than(y, me.as_key()) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        })
+        .unwrap()
+}
+
 /// Runs until every node of `group` is ready; returns how long that took (panics after `limit`).
 fn until_ready(net: &mut Net, group: &[usize], limit: Duration) -> Duration {
     let start = net.now;
@@ -347,17 +362,7 @@ fn a_joiner_whose_last_reply_cannot_reach_it_joins_through_the_nearest_node() {
     for seed in 0..6 {
         let mut net = Net::new(200 + seed, 21);
         ring_of_twenty(&mut net);
-        let me = net.infos[20].id;
-        let closest = (0..20)
-            .min_by(|&a, &b| {
-                let (x, y) = (net.infos[a].id, net.infos[b].id);
-                if x.closer_than(y, me.as_key()) {
-                    std::cmp::Ordering::Less
-                } else {
-                    std::cmp::Ordering::Greater
-                }
-            })
-            .unwrap();
+        let closest = closest_in_ring(&net, 20);
         let contact = (0..20).find(|&k| k != closest).unwrap();
         net.dial_fails.insert((closest, 20));
         join_via(&mut net, 20, contact);
@@ -430,17 +435,7 @@ fn a_direct_attempt_whose_dial_failed_is_tried_again() {
         let mut cfg = petal_core::Config::default();
         cfg.join_search = false;
         net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, 400 + seed).unwrap();
-        let me = net.infos[20].id;
-        let closest = (0..20)
-            .min_by(|&a, &b| {
-                let (x, y) = (net.infos[a].id, net.infos[b].id);
-                if x.closer_than(y, me.as_key()) {
-                    std::cmp::Ordering::Less
-                } else {
-                    std::cmp::Ordering::Greater
-                }
-            })
-            .unwrap();
+        let closest = closest_in_ring(&net, 20);
         let contact = (0..20).find(|&k| k != closest).unwrap();
         net.dial_fails.insert((closest, 20));
         net.dial_fails_once.insert((20, closest));

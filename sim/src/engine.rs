@@ -575,6 +575,11 @@ impl Sim {
             self.now = at;
             let ev = self.slab[slot as usize].take();
             self.free.push(slot);
+            if let Some(next) = self.queue.next_handle() {
+                // Load the next event's payload now, so that its cache miss overlaps this
+                // event's work (the value is not used).
+                std::hint::black_box(self.slab[next as usize].is_some());
+            }
             // A queued slot always holds its event (taken only here).
             if let Some(ev) = ev {
                 self.dispatch(ev);

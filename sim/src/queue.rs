@@ -109,6 +109,15 @@ impl EventQueue {
         e
     }
 
+    /// The payload handle of the entry that the next pop returns, when it is already known
+    /// without turning the ring (the current bucket is sorted and not empty).
+    pub fn next_handle(&self) -> Option<u32> {
+        if !self.sorted {
+            return None;
+        }
+        self.buckets[self.cur].last().map(|e| e.2)
+    }
+
     /// Removes and returns the earliest entry.
     pub fn pop(&mut self) -> Option<Entry> {
         self.pop_until(Time::MAX)

@@ -466,11 +466,7 @@ impl Node {
             Message::AnnounceAck { leaf } => self.on_announce_ack(now, from, leaf),
             Message::LeafSet { leaf, reply } => self.on_leaf_set(now, from, leaf, reply),
             Message::RowRequest { row } => self.on_row_request(from, row),
-            Message::RowReply { entries, .. } => {
-                for e in entries {
-                    self.learn(now, e);
-                }
-            }
+            Message::RowReply { entries, .. } => self.learn_all(now, entries),
             Message::Leave { leaf } => self.on_leave(now, from, leaf),
             Message::LookupReply {
                 lookup,

@@ -508,9 +508,8 @@ impl Node {
             // other join replies to a ready node (late ones of its own join) are ignored, as
             // before introductions existed.
             if now <= self.overlay.introduced_until {
-                for e in entries.into_iter().chain(leaf) {
-                    self.learn(now, e);
-                }
+                self.learn_all(now, entries);
+                self.learn_all(now, leaf);
             }
             return;
         }
@@ -518,9 +517,8 @@ impl Node {
             return;
         }
         self.join_progressed(now, from.id);
-        for e in entries.into_iter().chain(leaf) {
-            self.learn(now, e);
-        }
+        self.learn_all(now, entries);
+        self.learn_all(now, leaf);
         if !last {
             return;
         }
@@ -566,9 +564,7 @@ impl Node {
     }
 
     pub(crate) fn on_announce_ack(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
-        for e in leaf {
-            self.learn(now, e);
-        }
+        self.learn_all(now, leaf);
         if let Phase::Joining(j) = &mut self.overlay.phase {
             if j.asked.contains(&from.id) {
                 j.acked.insert(from.id);

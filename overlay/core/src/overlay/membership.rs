@@ -57,6 +57,14 @@ impl Node {
         self.learn_as(now, info, Heard::SecondHand);
     }
 
+    /// [`Node::learn`] for each of a batch of candidates, in order.
+    pub(crate) fn learn_all(&mut self, now: Time, infos: Vec<NodeInfo>) {
+        self.overlay.warm(&infos);
+        for e in infos {
+            self.learn(now, e);
+        }
+    }
+
     /// [`Node::learn`], saying how the node was heard of. True when a pong went out (the
     /// candidate pinged us and the answer probes it: see [`Heard::Pinged`]).
     pub(crate) fn learn_as(&mut self, now: Time, info: NodeInfo, heard: Heard) -> bool {
@@ -404,6 +412,7 @@ impl Node {
     ) {
         let version = self.overlay.leaf_version;
         let mut entered = 0;
+        self.overlay.warm(&leaf);
         for e in leaf {
             let was = self.overlay.leaf.contains(e.id);
             self.learn(now, e);
@@ -510,6 +519,7 @@ impl Node {
 
     pub(crate) fn on_leave(&mut self, now: Time, from: NodeInfo, leaf: Vec<NodeInfo>) {
         self.declare_dead(now, from.id, true);
+        self.overlay.warm(&leaf);
         for e in leaf {
             if e.id != from.id {
                 self.learn(now, e);

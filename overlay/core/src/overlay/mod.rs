@@ -115,6 +115,13 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
+    /// Loads the round-trip cache's sets of a batch of candidates before they are learned one
+    /// by one (see [`RttCache::warm`]). Nothing changes. (Looking the batch up in the probes'
+    /// map too was measured slower: 1.4 % more CPU in `cold-start`.)
+    pub(crate) fn warm(&self, infos: &[NodeInfo]) {
+        self.rtt_cache.warm(infos.iter().map(|e| &e.id));
+    }
+
     /// `rtt_key` keys the round-trip cache's tags (see [`RttCache`]).
     pub(crate) fn new(me: NodeId, cfg: &Config, rtt_key: u64) -> Self {
         Self {

@@ -109,13 +109,15 @@ impl EventQueue {
         e
     }
 
-    /// The payload handle of the entry that the next pop returns, when it is already known
-    /// without turning the ring (the current bucket is sorted and not empty).
-    pub fn next_handle(&self) -> Option<u32> {
+    /// The payload handles of the entries that the next three pops return, as far as they are
+    /// known without turning the ring (in the current bucket, sorted): hints for prefetching.
+    pub fn next_handles(&self) -> [Option<u32>; 3] {
         if !self.sorted {
-            return None;
+            return [None; 3];
         }
-        self.buckets[self.cur].last().map(|e| e.2)
+        let b = &self.buckets[self.cur];
+        let at = |k: usize| b.len().checked_sub(k).map(|i| b[i].2);
+        [at(1), at(2), at(3)]
     }
 
     /// Removes and returns the earliest entry.

@@ -42,6 +42,13 @@ impl<V> SortedIdMap<V> {
         self.ids.len()
     }
 
+    /// Prefetches the id a search looks at first (a hint: see [`crate::Node::prefetch_state`]).
+    pub(crate) fn prefetch_middle(&self) {
+        if !self.ids.is_empty() {
+            prefetch_index::prefetch_index(&self.ids, self.ids.len() / 2);
+        }
+    }
+
     pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
         self.find(*id).is_ok()
     }

@@ -121,18 +121,16 @@ impl RttCache {
             .map(|w| (s, w))
     }
 
-    /// Loads the sets that `ids` fall in, all at once: a node learning a batch of candidates
-    /// (a leaf set, a row) looks each up in turn, and each set is most often out of cache.
-    /// Loaded together, their misses overlap instead of coming one after the other.
+    /// Prefetches the sets that `ids` fall in: a node learning a batch of candidates (a leaf
+    /// set, a row) looks each up in turn, and each set is most often out of cache. Fetched
+    /// together, their misses overlap instead of coming one after the other.
     pub(crate) fn warm<'a>(&self, ids: impl Iterator<Item = &'a NodeId>) {
         if self.sets.is_empty() {
             return;
         }
-        let mut any = 0;
         for id in ids {
-            any |= self.sets[self.set_of(self.tag(id))][0];
+            prefetch_index::prefetch_index(&self.sets, self.set_of(self.tag(id)));
         }
-        std::hint::black_box(any);
     }
 
     /// The round trip cached for `id`.

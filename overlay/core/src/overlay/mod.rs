@@ -478,6 +478,23 @@ impl Node {
         }
     }
 
+    /// A hint for a driver that knows its next inputs ahead (the simulator's event queue):
+    /// starts loading, without waiting for it, the part of this node's own state that every
+    /// input reads first. Nothing changes (a prefetch instruction, or nothing on targets
+    /// without one).
+    pub fn prefetch_state(&self) {
+        prefetch_index::prefetch_index(std::slice::from_ref(&self.overlay.peers), 0);
+        prefetch_index::prefetch_index(std::slice::from_ref(&self.overlay.rtt_cache), 0);
+    }
+
+    /// A hint like [`Node::prefetch_state`]: starts loading what handling a message from
+    /// `from` reads first (the first step of the tracked peers' search, and `from`'s set in
+    /// the round-trip cache). Best called once `prefetch_state`'s loads have arrived.
+    pub fn prefetch_message_from(&self, from: NodeId) {
+        self.overlay.peers.prefetch_middle();
+        self.overlay.rtt_cache.warm(std::iter::once(&from));
+    }
+
     /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).
     pub(crate) fn cache_rtt(&mut self, info: NodeInfo, rtt_us: u32) {
         self.overlay

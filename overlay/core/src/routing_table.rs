@@ -41,7 +41,7 @@ impl RoutingTable {
     }
 
     /// Prefetches `id`'s slot (a hint: nothing changes).
-    pub fn prefetch(&self, id: NodeId) {
+    pub(crate) fn prefetch(&self, id: NodeId) {
         if let Some((row, col)) = self.slot_of(id) {
             if let Some(r) = self.rows.get(row) {
                 prefetch_index::prefetch_index(r, col);

@@ -179,6 +179,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn next_handles_name_the_next_pops() {
+        let mut q = EventQueue::new(100, 16);
+        for (k, at) in [(1u32, 50u64), (2, 10), (3, 30), (4, 20)] {
+            q.push((Time::from_micros(at), u64::from(k), k));
+        }
+        assert_eq!(
+            q.next_handles(),
+            [None; 3],
+            "nothing known before the first sort"
+        );
+        assert_eq!(q.pop().map(|e| e.2), Some(2));
+        assert_eq!(q.next_handles(), [Some(4), Some(3), Some(1)]);
+        for want in [4, 3, 1] {
+            assert_eq!(q.pop().map(|e| e.2), Some(want));
+        }
+        assert_eq!(q.next_handles(), [None; 3]);
+    }
+
     proptest! {
         /// Pops come out exactly as from a binary heap keyed by (time, seq), whatever mix of
         /// near, far and tied times is pushed between pops.
@@ -195,7 +214,12 @@ mod tests {
                 q.push(e);
                 model.push(Reverse(e));
                 if pop {
+                    // A prefetch hint, when given, names the entry the pop returns.
+                    let hint = q.next_handles()[0];
                     let got = q.pop();
+                    if let Some(h) = hint {
+                        prop_assert_eq!(got.map(|e| e.2), Some(h));
+                    }
                     let want = model.pop().map(|Reverse(e)| e);
                     prop_assert_eq!(got, want);
                     now = got.map_or(now, |e| e.0.as_micros());

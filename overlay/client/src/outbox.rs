@@ -122,6 +122,12 @@ impl Outbox {
 
     /// Waits until the queue has room (or the outbox refuses everything).
     pub(crate) async fn room(&self) {
+        // The common case first, without registering with the `Notify` (whose waiter list
+        // has a lock of its own, taken twice per registration): under a request flood that
+        // registration was most of this call's cost.
+        if self.room_or_refused() {
+            return;
+        }
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -135,6 +141,12 @@ impl Outbox {
             }
             notified.await;
         }
+    }
+
+    /// True when a packet queued now would be within the bound, or would be refused.
+    fn room_or_refused(&self) -> bool {
+        let st = lock(&self.state);
+        st.closed || st.dead || st.queued.len() < self.high_water
     }
 
     /// Queues `packet` without waiting, writing it at once if no writer is active.

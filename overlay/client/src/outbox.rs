@@ -442,6 +442,39 @@ mod tests {
         assert!(writer.await.expect("writer task").is_none());
     }
 
+    /// `room` waits while the queue is over its bound (the socket takes nothing), returns at
+    /// once while it is under, and wakes its waiter once the writer drains the queue.
+    #[tokio::test]
+    async fn room_waits_while_the_queue_is_full() {
+        // A pipe that takes one frame at most: the rest stays queued.
+        let frame = encoded(0..1).len();
+        let (wr, mut rd) = tokio::io::duplex(frame);
+        let outbox = Arc::new(Outbox::new(wr, 4 * frame));
+        tokio::time::timeout(Duration::from_secs(1), outbox.room())
+            .await
+            .expect("room at once while the queue is empty");
+        for n in 0..8 {
+            outbox.push(&event(n)).expect("queued");
+        }
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.room().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "room returned over the bound");
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run_writer().await }
+        });
+        assert_eq!(read_exactly(&mut rd, frame * 8).await, encoded(0..8));
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("room once the queue drained")
+            .expect("waiter");
+        outbox.shut();
+        assert!(writer.await.expect("writer task").is_none());
+    }
+
     /// Three submitters in tight loops, their packets left to the writer task: every packet
     /// arrives once, each submitter's in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,22 @@ struct Args {
     zenoh_connect: Option<String>,
 }
 
+const USAGE: &str = "\
+petal-compare: petald, an embedded Petal node, NATS and Zenoh on the same workloads
+(see benches/compare/README.md)
+
+Usage: petal-compare [OPTIONS]
+
+Options:
+  --duration-s S       length of each measured phase, seconds (default 3)
+  --out DIR            where the report goes (default reports/compare)
+  --petald PATH        the petald binary (default target/release/petald)
+  --nats-server PATH   the nats-server binary (default nats-server)
+  --pinned-latency     measure only the pinned latency rows (the harness runs itself so)
+  --only TEXT          run only the rows whose name contains TEXT (repeatable)
+  -h, --help           this text
+";
+
 fn args() -> Result<Args> {
     let mut a = Args {
         duration: Duration::from_secs(3),
@@ -78,7 +94,11 @@ fn args() -> Result<Args> {
                 rt.block_on(systems::zenoh_router(&endpoint, a.zenoh_connect.as_deref()))?;
                 std::process::exit(0);
             }
-            other => anyhow::bail!("unknown argument {other}"),
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other} (see --help)"),
         }
     }
     Ok(a)

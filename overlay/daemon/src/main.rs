@@ -169,6 +169,12 @@ struct Cli {
     /// than they bring): see the README.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Microseconds the node task keeps polling for input after handling some, before it
+    /// sleeps (0: off). It spares the wake-up of a sleeping thread, twice a request (about
+    /// 110 us on this project's 2-vCPU test machine: one-at-a-time request p50 148 -> 41 us
+    /// with 50), at the price of a CPU kept busy while input comes more often than this.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    busy_poll_us: u32,
 }
 
 /// The config file's settings.
@@ -505,6 +511,7 @@ fn start(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let threads = cli.threads;
+    let busy_poll = std::time::Duration::from_micros(u64::from(cli.busy_poll_us));
     let print = cli.print_config;
     let s = settings(cli)?;
     if print {
@@ -529,10 +536,10 @@ fn start(cli: Cli) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run(s))
+    rt.block_on(run(s, busy_poll))
 }
 
-async fn run(s: Settings) -> Result<()> {
+async fn run(s: Settings, busy_poll: std::time::Duration) -> Result<()> {
     let identity = if s.dev {
         Identity::generate().context("generating the node key")?
     } else {
@@ -580,6 +587,7 @@ async fn run(s: Settings) -> Result<()> {
         .ok()
         .and_then(|d| u64::try_from(d.as_millis()).ok());
     s.tuning.apply(&mut opts, s.memory_budget)?;
+    opts.busy_poll = busy_poll;
     if let Some(url) = &s.session_store {
         opts.registry = Some(session_store::start(url).await?);
     }

@@ -259,6 +259,10 @@ impl<N: Net> Driver<N> {
             self.seeds_pending = true;
             self.dial_seeds();
         }
+        // The machine's clock, not tokio's: under a simulated clock (turmoil), which stands
+        // still while a task keeps running, the busy poll would never end.
+        let busy_poll = !self.opts.busy_poll.is_zero();
+        let mut last_input: Option<std::time::Instant> = None;
         let sleep = tokio::time::sleep_until(self.start + Duration::from_secs(3600));
         tokio::pin!(sleep);
         let join_deadline = self.start + self.opts.join_wait;
@@ -310,6 +314,16 @@ impl<N: Net> Driver<N> {
                     armed = Some(w);
                 }
             }
+            if busy_poll && rx.is_empty() && (app_rx.is_empty() || self.app_input_held()) {
+                if last_input.is_some_and(|t| t.elapsed() < self.opts.busy_poll) {
+                    // Busy polling (`Options::busy_poll`): give the runtime a turn (its I/O
+                    // driver is polled without sleeping, the session and link readers run)
+                    // and look again, instead of sleeping until a wake-up.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                last_input = None;
+            }
             tokio::select! {
                 biased;
                 input = rx.recv() => {
@@ -330,6 +344,9 @@ impl<N: Net> Driver<N> {
                     let now = self.now();
                     self.node.handle_timeout(now);
                 }
+            }
+            if busy_poll {
+                last_input = Some(std::time::Instant::now());
             }
         }
     }

@@ -187,13 +187,9 @@ pub struct Options {
     pub session_max_bytes: usize,
     /// Inputs queued for the node task.
     pub input_queue: usize,
-    /// After it handled input, the node task keeps looking for more this long before it
-    /// sleeps (zero, the default: it sleeps at once). Waking a sleeping thread costs tens to
-    /// hundreds of microseconds on some machines (about 110 us across the two vCPUs of the
-    /// project's test machine), twice a request; polling spares it at the price of a CPU kept
-    /// busy while input comes more often than this. Measured with `petal bench` against one
-    /// `petald` with 50 us: one-at-a-time request p50 148 and 143 us -> 41 us. Use the
-    /// machine's clock: not for simulated time.
+    /// After handling input the node task looks for more this long before it sleeps (zero,
+    /// the default: at once), sparing a thread's wake-up (~110 us on a 2-vCPU VM) twice a
+    /// request, at the price of a CPU kept busy; real time, not simulated (see the README).
     pub busy_poll: Duration,
     /// Unix time in milliseconds when the node starts (the daemon reads the system clock);
     /// the store's versions and expiry times count from it. `None` (tests, the turmoil

@@ -21,6 +21,7 @@ use crate::{Options, RuntimeStats, StatsSnapshot};
 
 mod inspect;
 mod links;
+mod poll;
 
 use links::LinkState;
 pub(crate) use links::{LinkOpened, start_link};
@@ -259,10 +260,7 @@ impl<N: Net> Driver<N> {
             self.seeds_pending = true;
             self.dial_seeds();
         }
-        // The machine's clock, not tokio's: under a simulated clock (turmoil), which stands
-        // still while a task keeps running, the busy poll would never end.
-        let busy_poll = !self.opts.busy_poll.is_zero();
-        let mut last_input: Option<std::time::Instant> = None;
+        let mut busy = poll::BusyPoll::new(self.opts.busy_poll);
         let sleep = tokio::time::sleep_until(self.start + Duration::from_secs(3600));
         tokio::pin!(sleep);
         let join_deadline = self.start + self.opts.join_wait;
@@ -314,15 +312,15 @@ impl<N: Net> Driver<N> {
                     armed = Some(w);
                 }
             }
-            if busy_poll && rx.is_empty() && (app_rx.is_empty() || self.app_input_held()) {
-                if last_input.is_some_and(|t| t.elapsed() < self.opts.busy_poll) {
-                    // Busy polling (`Options::busy_poll`): give the runtime a turn (its I/O
-                    // driver is polled without sleeping, the session and link readers run)
-                    // and look again, instead of sleeping until a wake-up.
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                last_input = None;
+            if busy.on()
+                && rx.is_empty()
+                && (app_rx.is_empty() || self.app_input_held())
+                && busy.keep_polling()
+            {
+                // Give the runtime a turn (its I/O driver is polled without sleeping, the
+                // readers run) and look again, instead of sleeping until a wake-up.
+                tokio::task::yield_now().await;
+                continue;
             }
             tokio::select! {
                 biased;
@@ -345,9 +343,7 @@ impl<N: Net> Driver<N> {
                     self.node.handle_timeout(now);
                 }
             }
-            if busy_poll {
-                last_input = Some(std::time::Instant::now());
-            }
+            busy.handled();
         }
     }
 

@@ -43,6 +43,8 @@ struct Args {
     duration: Duration,
     out: String,
     petald: String,
+    /// `--petald-arg`: extra arguments of every petald started (e.g. `--busy-poll-us 50`).
+    petald_args: Vec<String>,
     nats: String,
     pinned: bool,
     /// `--only`: run only the rows whose name contains one of these (all when empty).
@@ -61,6 +63,8 @@ Options:
   --duration-s S       length of each measured phase, seconds (default 3)
   --out DIR            where the report goes (default reports/compare)
   --petald PATH        the petald binary (default target/release/petald)
+  --petald-arg ARG     an extra argument of every petald started (repeatable), e.g.
+                       --petald-arg --busy-poll-us --petald-arg 50
   --nats-server PATH   the nats-server binary (default nats-server)
   --pinned-latency     measure only the pinned latency rows (the harness runs itself so)
   --only TEXT          run only the rows whose name contains TEXT (repeatable)
@@ -72,6 +76,7 @@ fn args() -> Result<Args> {
         duration: Duration::from_secs(3),
         out: "reports/compare".into(),
         petald: "target/release/petald".into(),
+        petald_args: Vec::new(),
         nats: "nats-server".into(),
         pinned: false,
         only: Vec::new(),
@@ -84,6 +89,7 @@ fn args() -> Result<Args> {
             "--duration-s" => a.duration = Duration::from_secs_f64(v()?.parse()?),
             "--out" => a.out = v()?,
             "--petald" => a.petald = v()?,
+            "--petald-arg" => a.petald_args.push(v()?),
             "--nats-server" => a.nats = v()?,
             "--pinned-latency" => a.pinned = true,
             "--only" => a.only.push(v()?),
@@ -167,6 +173,7 @@ async fn petald(
     if let Some(seed) = seed {
         cmd.args(["--seed", seed]);
     }
+    cmd.args(&a.petald_args);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {} (cargo build --release -p petald)", a.petald))?;
@@ -458,6 +465,11 @@ fn pinned_rows(a: &Args) -> Result<Vec<Figure>> {
             &a.nats,
         ])
         .args(["--duration-s", &a.duration.as_secs_f64().to_string()])
+        .args(
+            a.petald_args
+                .iter()
+                .flat_map(|x| ["--petald-arg", x.as_str()]),
+        )
         .stderr(Stdio::inherit())
         .output()
         .context("running the pinned latency phase (taskset)")?;

@@ -171,8 +171,8 @@ struct Cli {
     threads: u16,
     /// Microseconds the node task keeps polling for input after handling some, before it
     /// sleeps (0: off). It spares the wake-up of a sleeping thread, twice a request (about
-    /// 110 us on this project's 2-vCPU test machine: one-at-a-time request p50 148 -> 41 us
-    /// with 50), at the price of a CPU kept busy while input comes more often than this.
+    /// 110 us on this project's 2-vCPU test machine: one-at-a-time request p50 about 150 ->
+    /// 75 us with 50), at the price of a CPU kept busy while input comes more often than this.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     busy_poll_us: u32,
 }

@@ -21,7 +21,12 @@ impl BusyPoll {
     /// With nothing waiting: true while the task should look again rather than sleep.
     pub(super) fn keep_polling(&mut self) -> bool {
         let keep = self.last.is_some_and(|t| t.elapsed() < self.limit);
-        if !keep {
+        if keep {
+            // Let another thread that wants this CPU run first (a peer or the application
+            // pinned to the same CPU): polling must not take the CPU away from the input it
+            // waits for. With none waiting the call returns at once.
+            std::thread::yield_now();
+        } else {
             self.last = None;
         }
         keep

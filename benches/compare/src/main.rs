@@ -66,9 +66,10 @@ Options:
   --petald-arg ARG     an extra argument of every petald started (repeatable), e.g.
                        --petald-arg --busy-poll-us --petald-arg 50
   --nats-server PATH   the nats-server binary (default nats-server)
-  --pinned-latency     measure only the pinned latency rows (the harness runs itself so)
   --only TEXT          run only the rows whose name contains TEXT (repeatable)
   -h, --help           this text
+(--pinned-latency, --zenoh-router and --zenoh-connect are for the harness's own child
+processes.)
 ";
 
 fn args() -> Result<Args> {

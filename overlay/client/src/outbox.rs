@@ -134,7 +134,7 @@ impl Outbox {
             notified.as_mut().enable();
             {
                 let mut st = lock(&self.state);
-                if st.closed || st.dead || st.queued.len() < self.high_water {
+                if self.room_or_refused_in(&st) {
                     return;
                 }
                 st.waiters = true;
@@ -145,7 +145,10 @@ impl Outbox {
 
     /// True when a packet queued now would be within the bound, or would be refused.
     fn room_or_refused(&self) -> bool {
-        let st = lock(&self.state);
+        self.room_or_refused_in(&lock(&self.state))
+    }
+
+    fn room_or_refused_in(&self, st: &State) -> bool {
         st.closed || st.dead || st.queued.len() < self.high_water
     }
 

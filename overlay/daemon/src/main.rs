@@ -169,11 +169,11 @@ struct Cli {
     /// than they bring): see the README.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
-    /// Microseconds the node task keeps polling for input after handling some, before it
-    /// sleeps (0: off). It spares the wake-up of a sleeping thread, twice a request (about
-    /// 110 us on this project's 2-vCPU test machine: one-at-a-time request p50 about 150 ->
-    /// 75 us with 50), at the price of a CPU kept busy while input comes more often than this.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    /// Microseconds (at most 10,000) the node task keeps polling for input after handling
+    /// some, before it sleeps (0: off). It spares waking a sleeping thread (on this project's
+    /// 2-vCPU test machine one-at-a-time request p50 about 150 -> 75 us with 50), at the price
+    /// of a CPU kept busy while input comes more often than this.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     busy_poll_us: u32,
 }
 

@@ -188,8 +188,8 @@ pub struct Options {
     /// Inputs queued for the node task.
     pub input_queue: usize,
     /// After handling input the node task looks for more this long before it sleeps (zero,
-    /// the default: at once), sparing a thread's wake-up (~110 us on a 2-vCPU VM) twice a
-    /// request, at the price of a CPU kept busy; real time, not simulated (see the README).
+    /// the default: at once), sparing a sleeping thread's wake-up at the price of a CPU kept
+    /// busy; in real time, not simulated (see the README's "Busy polling").
     pub busy_poll: Duration,
     /// Unix time in milliseconds when the node starts (the daemon reads the system clock);
     /// the store's versions and expiry times count from it. `None` (tests, the turmoil

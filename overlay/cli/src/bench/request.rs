@@ -231,13 +231,16 @@ where
         faults: 0,
         elapsed: Duration::ZERO,
     };
+    let mut done = Vec::with_capacity(concurrency);
     while let Some(joined) = tasks.join_next().await {
-        let (times, timeouts, faults) =
-            joined.context("bench task")?.context("operation failed")?;
+        done.push(joined.context("bench task")?.context("operation failed")?);
+    }
+    // (Before merging: the phase ends with its last operation.)
+    total.elapsed = start.elapsed();
+    for (times, timeouts, faults) in done {
         times.add_to(&mut total.hist)?;
         total.timeouts += timeouts;
         total.faults += faults;
     }
-    total.elapsed = start.elapsed();
     Ok(total)
 }

@@ -312,13 +312,12 @@ impl<N: Net> Driver<N> {
                     armed = Some(w);
                 }
             }
-            if busy.on()
-                && rx.is_empty()
-                && (app_rx.is_empty() || self.app_input_held())
-                && busy.keep_polling()
-            {
-                // Give the runtime a turn (its I/O driver is polled without sleeping, the
-                // readers run) and look again, instead of sleeping until a wake-up.
+            let idle = rx.is_empty() && (app_rx.is_empty() || self.app_input_held());
+            if busy.on() && idle && busy.keep_polling() {
+                // Give the CPU to any other thread that wants it, then the runtime a turn (its
+                // I/O driver is polled without sleeping, the readers run), and look again,
+                // instead of sleeping until a wake-up.
+                std::thread::yield_now();
                 tokio::task::yield_now().await;
                 continue;
             }
@@ -331,19 +330,21 @@ impl<N: Net> Driver<N> {
                     // core after each: its event and transmit queues are bounded, and a batch
                     // of inputs can produce more than they hold.
                     self.drain_more(&mut rx, &mut app_rx);
+                    busy.handled();
                 }
                 input = app_rx.recv(), if !self.app_input_held() => {
                     let Some(input) = input else { return };
                     self.handle(input);
                     self.drain_more(&mut rx, &mut app_rx);
+                    busy.handled();
                 }
+                // (A timer opens no polling window: a congested node wakes every millisecond.)
                 () = &mut sleep, if wake.is_some() => {
                     armed = None;
                     let now = self.now();
                     self.node.handle_timeout(now);
                 }
             }
-            busy.handled();
         }
     }
 

@@ -312,8 +312,11 @@ impl<N: Net> Driver<N> {
                     armed = Some(w);
                 }
             }
-            let idle = rx.is_empty() && (app_rx.is_empty() || self.app_input_held());
-            if busy.on() && idle && busy.keep_polling() {
+            if busy.on()
+                && rx.is_empty()
+                && (app_rx.is_empty() || self.app_input_held())
+                && busy.keep_polling()
+            {
                 // Give the CPU to any other thread that wants it, then the runtime a turn (its
                 // I/O driver is polled without sleeping, the readers run), and look again,
                 // instead of sleeping until a wake-up.

@@ -421,6 +421,11 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
     Ok(out)
 }
 
+/// The harness allocates with mimalloc, as petald and the simulator do: the embedded node
+/// and every system's client library in this process are measured with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let a = args()?;
     // Pinned, one worker thread serves every end (workers sharing one CPU would only add
@@ -433,23 +438,28 @@ fn main() -> Result<()> {
     } else {
         tokio::runtime::Runtime::new()?
     };
-    rt.block_on(async {
-        let (_servers, systems, nodes) = start(&a).await?;
-        if a.pinned {
-            let rows = latency_rows(&systems, a.duration, " (pinned)").await?;
-            println!("{}", report::to_json(&rows));
-            return Ok(());
-        }
-        let mut rows = run_all(&a, &systems).await?;
-        rows.retain(|f| a.wants(&f.row));
-        drop(nodes);
-        if a.wants("request p50 us (pinned)") || a.wants("request p99 us (pinned)") {
-            rows.extend(pinned_rows(&a)?);
-        }
-        report::write(&a.out, &rows, a.duration)?;
-        print!("{}", report::table(&rows));
-        Ok(())
-    })
+    // The harness runs on the runtime's workers, as an application's tasks would, not on this
+    // thread beside them.
+    rt.block_on(async move { tokio::spawn(run(a)).await? })
+}
+
+/// The whole run: start the systems, measure, write the report.
+async fn run(a: Args) -> Result<()> {
+    let (_servers, systems, nodes) = start(&a).await?;
+    if a.pinned {
+        let rows = latency_rows(&systems, a.duration, " (pinned)").await?;
+        println!("{}", report::to_json(&rows));
+        return Ok(());
+    }
+    let mut rows = run_all(&a, &systems).await?;
+    rows.retain(|f| a.wants(&f.row));
+    drop(nodes);
+    if a.wants("request p50 us (pinned)") || a.wants("request p99 us (pinned)") {
+        rows.extend(pinned_rows(&a)?);
+    }
+    report::write(&a.out, &rows, a.duration)?;
+    print!("{}", report::table(&rows));
+    Ok(())
 }
 
 /// The latency rows again, this binary run once more with everything pinned to CPU 0.

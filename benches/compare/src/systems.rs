@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::workloads::Tally;
+
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -344,18 +346,10 @@ impl Publisher {
 }
 
 /// `subs` subscribers of the fan-out topic (each its own connection or session) counting the
-/// events and bytes they get, and a publisher.
-pub async fn fanout(
-    sys: &Sys,
-    subs: usize,
-    events: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-) -> Result<(Guard, Publisher)> {
+/// events and bytes they get in `tally`, and a publisher.
+pub async fn fanout(sys: &Sys, subs: usize, tally: Arc<Tally>) -> Result<(Guard, Publisher)> {
     let mut guards: Vec<Guard> = Vec::new();
-    let count = move |n: usize| {
-        events.fetch_add(1, Ordering::Relaxed);
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-    };
+    let count = move |n: usize| tally.count(n);
     let publisher = match sys {
         Sys::Relay { .. } | Sys::Embedded { .. } => {
             for _ in 0..subs {

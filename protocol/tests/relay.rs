@@ -819,7 +819,10 @@ fn node_packet() -> impl Strategy<Value = NodePacket> {
             id,
             outcome: ReplyOutcome::Timeout
         }),
-        (text(), blob()).prop_map(|(topic, event)| NodePacket::Publish { topic, event }),
+        (text(), blob()).prop_map(|(topic, event)| NodePacket::Publish {
+            topic: topic.into(),
+            event
+        }),
         (num(), num()).prop_map(|(build_id, chunk_limit)| NodePacket::TunInit {
             build_id,
             chunk_limit

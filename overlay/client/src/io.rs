@@ -238,7 +238,7 @@ fn dispatch(inner: &Arc<Inner>, packet: NodePacket) -> ControlFlow<(Ended, bool)
         },
         NodePacket::Publish { topic, event } => {
             let topics = lock(&inner.topics);
-            match topics.get(topic.as_str()) {
+            match topics.get(&*topic) {
                 Some(pool) => pool.submit(event),
                 None => inner.counters.ignored("event for a topic not subscribed"),
             }

@@ -408,7 +408,7 @@ impl Sessions {
             }
             Event::Published { topic, payload, .. } => !s.out.may(
                 NodePacket::Publish {
-                    topic: topic.to_string(),
+                    topic,
                     event: payload,
                 },
                 limit,

@@ -136,7 +136,7 @@ async fn publish_reaches_subscribers_on_every_node_publisher_included() {
         others.push(o);
     }
     let mut outsider = Raw::attach(relay_addr(&b), "").await;
-    let warm = |p: &NodePacket| matches!(p, NodePacket::Publish { topic, event } if topic == "news" && event.starts_with(b"warm"));
+    let warm = |p: &NodePacket| matches!(p, NodePacket::Publish { topic, event } if &**topic == "news" && event.starts_with(b"warm"));
     {
         let mut rs: Vec<&mut Raw> = subs.iter_mut().collect();
         warm_up(

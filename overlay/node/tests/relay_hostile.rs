@@ -473,7 +473,7 @@ async fn the_largest_varint_and_the_longest_string_are_accepted() {
     })
     .await;
     r.expect(NodePacket::Publish {
-        topic,
+        topic: topic.into(),
         event: Bytes::from_static(b"long"),
     })
     .await;

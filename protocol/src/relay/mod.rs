@@ -306,7 +306,7 @@ enum Mode<'a> {
     Copy,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     /// Pass 1: field contents are not read.
     fn scanning(&self) -> bool {
         matches!(self.mode, Mode::Scan)
@@ -370,13 +370,29 @@ impl Reader<'_> {
     }
 
     fn string(&mut self, what: &'static str) -> Result<String, Stop> {
+        Ok(self.text(what)?.unwrap_or_default().to_owned())
+    }
+
+    /// A string shared without copying when cloned (a topic the node hands to every
+    /// subscriber's session).
+    fn shared_string(&mut self, what: &'static str) -> Result<std::sync::Arc<str>, Stop> {
+        static EMPTY: std::sync::LazyLock<std::sync::Arc<str>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::from(""));
+        Ok(match self.text(what)? {
+            Some(s) => std::sync::Arc::from(s),
+            None => EMPTY.clone(),
+        })
+    }
+
+    /// A string's content, checked; `None` in scan mode.
+    fn text(&mut self, what: &'static str) -> Result<Option<&'a str>, Stop> {
         let (start, end) = self.span(what, self.limits.max_string)?;
         if self.scanning() {
-            return Ok(String::new());
+            return Ok(None);
         }
         let content = self.data.get(start..end).unwrap_or_default();
         match std::str::from_utf8(content) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(Some(s)),
             Err(_) => Err(RelayError::BadUtf8.into()),
         }
     }

@@ -63,8 +63,8 @@ pub enum NodePacket {
     },
     /// `08 topic event`: an event delivery.
     Publish {
-        /// The topic.
-        topic: String,
+        /// The topic (shared: a node hands the same one to every subscriber).
+        topic: std::sync::Arc<str>,
         /// The event.
         event: Bytes,
     },
@@ -284,7 +284,7 @@ fn parse_node(r: &mut Reader<'_>) -> Result<NodePacket, Stop> {
             NodePacket::Reply { id, outcome }
         }
         op::PUBLISH => NodePacket::Publish {
-            topic: r.string("topic")?,
+            topic: r.shared_string("topic")?,
             event: r.bin("event")?,
         },
         op::TUN_INIT => NodePacket::TunInit {

@@ -14,6 +14,9 @@ use crate::budget::Owner;
 use crate::node::{Event, Node};
 use crate::time::Time;
 
+/// Members of a group that a delivering node lists on the stack (more take an allocation).
+const FEW_MEMBERS: usize = 8;
+
 impl Node {
     /// Publishes `payload` to group `key` (a topic's subscribers or a cluster's members): the
     /// event is routed to the group's root, which casts it down the tree.
@@ -310,10 +313,20 @@ impl Node {
         }
         let kind = g.kind;
         let name = g.name.clone();
-        let conns: Vec<ConnId> = if fresh {
-            g.members.keys().copied().collect()
+        // The local members, copied out (emitting needs `self`): on the stack for a few, so
+        // that an event to one subscriber allocates nothing here.
+        let mut few = [ConnId(0); FEW_MEMBERS];
+        let mut many = Vec::new();
+        let conns: &[ConnId] = if !fresh {
+            &[]
+        } else if g.members.len() <= FEW_MEMBERS {
+            for (slot, conn) in few.iter_mut().zip(g.members.keys()) {
+                *slot = *conn;
+            }
+            &few[..g.members.len()]
         } else {
-            Vec::new()
+            many.extend(g.members.keys().copied());
+            &many
         };
         let children: Vec<NodeInfo> = g
             .children
@@ -324,7 +337,7 @@ impl Node {
                 addr: c.addr,
             })
             .collect();
-        for conn in conns {
+        for &conn in conns {
             self.stats.events_delivered += 1;
             let payload = payload.clone();
             match (kind, &name) {

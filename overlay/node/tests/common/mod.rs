@@ -307,7 +307,7 @@ impl Raw {
         assert_eq!(
             got,
             Some(NodePacket::Publish {
-                topic: topic.clone(),
+                topic: topic.as_str().into(),
                 event: Bytes::from_static(b"marker")
             }),
             "something was delivered before the marker"

@@ -190,10 +190,12 @@ pub fn write(out: &str, rows: &[Figure], d: Duration) -> Result<()> {
         "# Petal against NATS and Zenoh\n\n\
          Written by `petal-compare` (benches/compare; see its README.md for the command), \
          {} s per phase, {cpus} CPUs, one run. Both ends of every workload run in the harness's \
-         process; brokers (petald, nats-server, the Zenoh router) in their own. Ratios: Petal's \
+         process, as tasks on its runtime's workers, allocating with mimalloc; brokers \
+         (petald, nats-server, the Zenoh router) in their own processes. Ratios: Petal's \
          figure against the best other system on the row, above 1 when Petal is better (for \
          latency, the others' time over Petal's). Pub/sub publishers keep at most 1,000 events \
-         per subscriber undelivered; losses are noted. Streams: a Petal tunnel; one subscriber \
+         per subscriber undelivered (a publisher with a full window sleeps until a quarter of \
+         it is free); losses are noted. Streams: a Petal tunnel; one subscriber \
          of a topic for the others. Two nodes: two petald linked by Noise (the relay on both \
          ends), two embedded nodes in the harness linked by Noise, two nats-servers in a \
          cluster, two Zenoh routers linked to each other (Zenoh peers have no such form: each \

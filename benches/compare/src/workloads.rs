@@ -99,10 +99,15 @@ impl Tally {
     pub fn count(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         // SeqCst with the publisher's store of `wake_at` and its load of `events`: one of the
-        // two sides sees the other's write, so no wake-up is missed.
+        // two sides sees the other's write, so no wake-up is missed. The exchange clears only
+        // the target this count reached, never one the publisher set since.
         let got = self.events.fetch_add(1, Ordering::SeqCst) + 1;
-        if got >= self.wake_at.load(Ordering::SeqCst)
-            && self.wake_at.swap(u64::MAX, Ordering::SeqCst) != u64::MAX
+        let target = self.wake_at.load(Ordering::SeqCst);
+        if got >= target
+            && self
+                .wake_at
+                .compare_exchange(target, u64::MAX, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
         {
             self.wake.notify_one();
         }
@@ -116,19 +121,26 @@ impl Tally {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Waits until `target` events have been counted, at most `limit`. True when they have.
-    async fn wait_for(&self, target: u64, limit: Duration) -> bool {
-        let notified = self.wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        self.wake_at.store(target, Ordering::SeqCst);
-        if self.events() >= target {
+    /// Waits until `target` events have been counted, or `until`. True when they have. A
+    /// wake-up left over from an earlier wait only makes it look again.
+    async fn wait_for(&self, target: u64, until: Instant) -> bool {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.wake_at.store(target, Ordering::SeqCst);
+            if self.events() >= target {
+                self.wake_at.store(u64::MAX, Ordering::SeqCst);
+                return true;
+            }
+            let woken = tokio::time::timeout_at(until.into(), notified)
+                .await
+                .is_ok();
             self.wake_at.store(u64::MAX, Ordering::SeqCst);
-            return true;
+            if !woken {
+                return self.events() >= target;
+            }
         }
-        let _ = tokio::time::timeout(limit, notified).await;
-        self.wake_at.store(u64::MAX, Ordering::SeqCst);
-        self.events() >= target
     }
 }
 
@@ -158,17 +170,26 @@ pub async fn fanout(sys: &Sys, subs: usize, size: usize, d: Duration) -> Result<
     // Undelivered events (per subscriber, summed), to hold against the window.
     let undelivered =
         |sent: u64, lost: u64| (sent * subs).saturating_sub(tally.events() - e0 + lost);
-    'phase: while start.elapsed() < d {
+    let end = start + d;
+    // When the window was found full with no progress since (the old loop's rule: a window
+    // that stays full for a second is written off as lost).
+    let mut stalled_since: Option<Instant> = None;
+    'phase: while Instant::now() < end {
         if undelivered(sent, lost) >= window {
-            // Sleep until a quarter of the window is free; a window that makes no progress
-            // for a second is written off as lost.
-            let target = e0 + sent * subs - lost - window * 3 / 4;
-            let before = tally.events();
-            if !tally.wait_for(target, Duration::from_secs(1)).await && tally.events() == before {
+            let since = *stalled_since.get_or_insert_with(Instant::now);
+            let give_up = since + Duration::from_secs(1);
+            if Instant::now() >= give_up {
                 lost += undelivered(sent, lost);
+                stalled_since = None;
+                continue;
             }
+            // Sleep until a quarter of the window is free (or the phase ends, or the window
+            // is to be written off).
+            let target = e0 + sent * subs - lost - window * 3 / 4;
+            tally.wait_for(target, give_up.min(end)).await;
             continue;
         }
+        stalled_since = None;
         // Fill the window, reading the clock once per 64 events.
         for _ in 0..64 {
             if undelivered(sent, lost) >= window {

@@ -18,7 +18,8 @@
 //! root that just moved and whose tree has not re-grafted yet) waits there, parked, instead of
 //! being dropped: for at most `ask_park_timeout` and never longer than its own timeout, at most
 //! `max_parked_asks` per node. The first graft or local member of that cluster places the
-//! parked asks; if the route moves on (another node now owns the key) they are routed on.
+//! parked asks; if the route moves on (another node now owns the key, or a suspected owner
+//! answered again) they are routed on.
 //!
 //! ## Exactly one outcome
 //! Only the requester's node decides a request's outcome: the first reply wins, its timer gives

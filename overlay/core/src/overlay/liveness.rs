@@ -188,7 +188,7 @@ impl Node {
         }
         match self.overlay.peers.get_mut(&from.id) {
             Some(p) => {
-                p.misses = 0;
+                let was_suspected = std::mem::take(&mut p.misses) > 0;
                 // Evidence of life: the peer is not silent (a ping still out stays out: its
                 // pong measures the round trip, and a miss after this only re-pings).
                 if !p.ping.is_out() {
@@ -199,6 +199,9 @@ impl Node {
                 if !p.addr.is(from.addr) {
                     p.addr = from.addr.into();
                 }
+                if was_suspected {
+                    self.suspicion_cleared(now);
+                }
                 // A peer we track for another reason (a routing-table entry, a tree parent)
                 // that now belongs in the leaf set (it did not fit when first learned, or left
                 // it while nodes that are gone now were closer).
@@ -206,6 +209,14 @@ impl Node {
             }
             None => self.learn_as(now, from, heard),
         }
+    }
+
+    /// A suspected peer answered: routes avoided it (a suspect is no next hop) and can take
+    /// it again. Keys it owns may have looked like this node's meanwhile, so asks parked here
+    /// for their tree are routed on and trees re-checked (coalesced, as after a leaf-set
+    /// change); without this they would wait out their timeout at a root that is not one.
+    fn suspicion_cleared(&mut self, now: Time) {
+        self.groups_routes_changed(now);
     }
 
     pub(crate) fn send_ping(&mut self, now: Time, id: NodeId) {
@@ -328,9 +339,12 @@ impl Node {
             }
             None => sample,
         });
-        p.misses = 0;
+        let was_suspected = std::mem::take(&mut p.misses) > 0;
         p.ping = Ping::Idle(now);
         self.overlay.set_peer_due(from.id, next);
+        if was_suspected {
+            self.suspicion_cleared(now);
+        }
         if first {
             let info = NodeInfo {
                 id: from.id,

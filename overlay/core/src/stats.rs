@@ -83,6 +83,8 @@ pub struct Stats {
     pub group_route_changes: u64,
     /// Children dropped after staying silent.
     pub group_children_expired: u64,
+    /// Children put back into their trees when their node, declared dead, answered again.
+    pub group_children_restored: u64,
     /// Groups re-grafted at once because their parent died.
     pub group_repairs: u64,
     /// Grafts refused because the sender is this node's parent, and siblings left (after a
@@ -177,7 +179,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (what metrics exporters and reports
     /// iterate over).
-    pub fn fields(&self) -> [(&'static str, u64); 77] {
+    pub fn fields(&self) -> [(&'static str, u64); 78] {
         [
             ("messages_sent", self.messages_sent),
             ("messages_received", self.messages_received),
@@ -214,6 +216,7 @@ impl Stats {
             ("relocations", self.relocations),
             ("group_route_changes", self.group_route_changes),
             ("group_children_expired", self.group_children_expired),
+            ("group_children_restored", self.group_children_restored),
             ("group_repairs", self.group_repairs),
             ("group_cycles_refused", self.group_cycles_refused),
             ("group_redirects_sent", self.group_redirects_sent),

@@ -265,11 +265,12 @@ impl Workload {
 pub(super) type Counter = (&'static str, fn(&Stats) -> u64);
 
 /// The group-tree counters of [`Stats`] the messaging reports show, by name.
-pub(super) const TREE_COUNTERS: [Counter; 10] = [
+pub(super) const TREE_COUNTERS: [Counter; 11] = [
     ("group_repairs", |s| s.group_repairs),
     ("group_parent_changes", |s| s.group_parent_changes),
     ("group_roots_taken", |s| s.group_roots_taken),
     ("group_children_expired", |s| s.group_children_expired),
+    ("group_children_restored", |s| s.group_children_restored),
     ("event_gaps", |s| s.event_gaps),
     ("events_lost", |s| s.events_lost),
     ("group_replayed", |s| s.group_replayed),

@@ -222,7 +222,7 @@ pub(crate) fn core_counters<'a>(
 ) -> std::collections::BTreeMap<&'static str, u64> {
     let mut m = std::collections::BTreeMap::new();
     for s in stats {
-        let fields: [(&'static str, u64); 32] = [
+        let fields: [(&'static str, u64); 33] = [
             ("introductions", s.introductions),
             ("revivals", s.revivals),
             ("dead_rumours", s.dead_rumours),
@@ -243,6 +243,7 @@ pub(crate) fn core_counters<'a>(
             ("group_parent_changes", s.group_parent_changes),
             ("group_roots_taken", s.group_roots_taken),
             ("group_children_expired", s.group_children_expired),
+            ("group_children_restored", s.group_children_restored),
             ("group_cycles_refused", s.group_cycles_refused),
             ("group_replayed", s.group_replayed),
             ("events_unheard", s.events_unheard),

@@ -1,6 +1,6 @@
 //! Grafts and prunes arriving from other nodes, and the group tables' invariants.
 
-use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeInfo};
+use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo};
 
 use super::{Child, FOSTER_CYCLE_HEIGHT, Group};
 use crate::app::GroupKind;
@@ -212,6 +212,36 @@ impl Node {
             if g.name.is_some() {
                 assert!(!g.members.is_empty(), "named group without members");
             }
+        }
+    }
+}
+
+impl Node {
+    /// A node declared dead answered again (a false suspicion: a slow link or a busy host).
+    /// The child entries dropped for it go back into their trees, where they still hang from
+    /// this node as far as it knows: without this its subtrees would get no events and no
+    /// requests until its next periodic graft (`group_refresh_interval`). An entry keeps the
+    /// time its node was last heard, so one that grafted elsewhere meanwhile expires as usual
+    /// (`group_child_timeout`); a copy of an event sent both ways is dropped by its sequence.
+    pub(crate) fn groups_on_peer_revived(
+        &mut self,
+        now: Time,
+        id: NodeId,
+        dropped: super::DroppedChildren,
+    ) {
+        for (key, child) in dropped.0 {
+            let Some(g) = self.groups.trees.get_mut(&key) else {
+                continue;
+            };
+            if g.children.contains_key(&id)
+                || now.saturating_since(child.heard) >= self.cfg.group_child_timeout
+            {
+                continue;
+            }
+            g.children.insert(id, child);
+            self.stats.group_children_restored += 1;
+            self.report_if_changed(now, key);
+            self.place_parked(now, key);
         }
     }
 }

@@ -68,6 +68,18 @@ struct Child {
     heard: Time,
 }
 
+/// The child entries a node dropped when it declared their node dead, by group: put back if
+/// that node turns out alive (see `Node::groups_on_peer_revived`).
+#[derive(Clone, Debug)]
+pub(crate) struct DroppedChildren(Vec<(Key, Child)>);
+
+impl DroppedChildren {
+    /// Heap bytes, its box included.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.0.capacity() * std::mem::size_of::<(Key, Child)>()
+    }
+}
+
 /// This node's part of one group tree.
 #[derive(Clone, Debug)]
 struct Group {
@@ -748,8 +760,14 @@ impl Node {
         }
     }
 
-    /// A parent whose peer died: every group that hung from it grafts elsewhere at once.
-    pub(crate) fn groups_on_peer_dead(&mut self, now: Time, dead: NodeId) {
+    /// A parent whose peer died: every group that hung from it grafts elsewhere at once. Returns
+    /// the child entries dropped for it (kept with the dead peer, see
+    /// `Node::groups_on_peer_revived`).
+    pub(crate) fn groups_on_peer_dead(
+        &mut self,
+        now: Time,
+        dead: NodeId,
+    ) -> Option<Box<DroppedChildren>> {
         let keys: Vec<Key> = self
             .groups
             .trees
@@ -762,12 +780,16 @@ impl Node {
                 g.parent = None;
             }
         }
-        for g in self.groups.trees.values_mut() {
-            g.children.remove(&dead);
+        let mut dropped = Vec::new();
+        for (key, g) in &mut self.groups.trees {
+            if let Some(c) = g.children.remove(&dead) {
+                dropped.push((*key, c));
+            }
         }
         for key in keys {
             self.stats.group_repairs += 1;
             self.maintain_group(now, key);
         }
+        (!dropped.is_empty()).then(|| Box::new(DroppedChildren(dropped)))
     }
 }

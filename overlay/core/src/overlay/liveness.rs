@@ -78,6 +78,8 @@ pub(crate) struct Dead {
     pub(crate) left: bool,
     /// When it was last probed (scheduled or on a rumour).
     pub(crate) probed: Time,
+    /// The group-tree child entries dropped for it, put back if it answers again.
+    pub(crate) children: Option<Box<crate::group::DroppedChildren>>,
 }
 
 /// An outstanding probe ping to a node that is not (necessarily) tracked.
@@ -184,6 +186,9 @@ impl Node {
             self.stats.revivals += 1;
             if !d.left {
                 self.probe_dead_of_burst(now, d.since);
+            }
+            if let Some(children) = d.children {
+                self.groups_on_peer_revived(now, from.id, *children);
             }
         }
         match self.overlay.peers.get_mut(&from.id) {
@@ -438,7 +443,10 @@ impl Node {
         }
         self.remember_dead(now, id, addr, left);
         self.reroute_hops_to(now, id);
-        self.groups_on_peer_dead(now, id);
+        let dropped = self.groups_on_peer_dead(now, id);
+        if let Some(d) = self.overlay.dead.get_mut(&id) {
+            d.children = dropped;
+        }
         self.tunnels_on_peer_dead(now, id);
         if in_leaf {
             if neighbour && !left {
@@ -482,6 +490,7 @@ impl Node {
                 backoff: self.cfg.dead_probe_min,
                 left,
                 probed: now,
+                children: None,
             },
         );
         self.set_timer(due, TimerKey::Dead(id));

@@ -206,7 +206,13 @@ impl Overlay {
         m.rtt_cache += self.rtt_cache.heap_bytes();
         m.probes += crate::memory::hash_bytes(&self.probes)
             + crate::memory::deque_bytes(&self.probe_deadlines);
-        m.dead += self.dead.heap_bytes();
+        m.dead += self.dead.heap_bytes()
+            + self
+                .dead
+                .iter()
+                .filter_map(|(_, d)| d.children.as_deref())
+                .map(crate::group::DroppedChildren::heap_bytes)
+                .sum::<usize>();
         m.routes += btree_bytes(&self.hops)
             + self.hops.len() * std::mem::size_of::<PendingHop>()
             + btree_bytes(&self.lookups)

@@ -1,6 +1,6 @@
 //! Grafts and prunes arriving from other nodes, and the group tables' invariants.
 
-use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo};
+use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeInfo};
 
 use super::{Child, FOSTER_CYCLE_HEIGHT, Group};
 use crate::app::GroupKind;
@@ -217,29 +217,60 @@ impl Node {
 }
 
 impl Node {
-    /// A node declared dead answered again (a false suspicion: a slow link or a busy host).
-    /// The child entries dropped for it go back into their trees, where they still hang from
-    /// this node as far as it knows: without this its subtrees would get no events and no
-    /// requests until its next periodic graft (`group_refresh_interval`). An entry keeps the
-    /// time its node was last heard, so one that grafted elsewhere meanwhile expires as usual
-    /// (`group_child_timeout`); a copy of an event sent both ways is dropped by its sequence.
+    /// Asks parked here for a tree are routed on if another node owns their key now.
+    pub(crate) fn route_parked_on(&mut self, now: Time) {
+        for key in self.asks.parked_groups() {
+            if self.next_hop(key).is_some() {
+                self.place_parked(now, key);
+            }
+        }
+    }
+
+    /// Node `from`, declared dead at `since`, answered again (a false death: a slow link or a
+    /// busy host). The child entries dropped for it go back into their trees, where it still
+    /// hangs from this node as far as it knows (at the address it answered from): without this
+    /// its subtrees would get no events and no requests until its next periodic graft
+    /// (`group_refresh_interval`). Events taken here since `since` are replayed to it (it
+    /// drops a copy it has by its sequence). An entry keeps the time its node was last heard,
+    /// so one that grafted elsewhere meanwhile expires as usual (`group_child_timeout`); a
+    /// tree that is gone or full now does not take it back.
     pub(crate) fn groups_on_peer_revived(
         &mut self,
         now: Time,
-        id: NodeId,
+        from: NodeInfo,
+        since: Time,
         dropped: super::DroppedChildren,
     ) {
-        for (key, child) in dropped.0 {
+        let max_children = self.cfg.max_group_children;
+        for (key, mut child) in dropped.0 {
             let Some(g) = self.groups.trees.get_mut(&key) else {
                 continue;
             };
-            if g.children.contains_key(&id)
+            if g.children.contains_key(&from.id)
+                || g.children.len() >= max_children
                 || now.saturating_since(child.heard) >= self.cfg.group_child_timeout
             {
                 continue;
             }
-            g.children.insert(id, child);
+            child.addr = from.addr;
+            g.children.insert(from.id, child);
+            let ours = g.seen.epoch;
+            let missed: Vec<CastMsg> = g
+                .recent
+                .iter()
+                .filter(|t| t.at >= since && t.seq.epoch == ours)
+                .map(|t| CastMsg {
+                    group: key,
+                    seq: t.seq,
+                    event: t.event,
+                    payload: t.payload.clone(),
+                })
+                .collect();
             self.stats.group_children_restored += 1;
+            for cast in missed {
+                self.stats.group_replayed += 1;
+                self.send(from, Message::cast(cast));
+            }
             self.report_if_changed(now, key);
             self.place_parked(now, key);
         }

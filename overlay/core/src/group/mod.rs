@@ -702,12 +702,7 @@ impl Node {
                 self.maintain_group(now, key);
             }
         }
-        // Asks parked here for a tree: routed on if another node owns their key now.
-        for key in self.asks.parked_groups() {
-            if self.next_hop(key).is_some() {
-                self.place_parked(now, key);
-            }
-        }
+        self.route_parked_on(now);
     }
 
     /// The periodic refresh of every group: drops silent children, then maintains each group.

@@ -78,7 +78,8 @@ pub(crate) struct Dead {
     pub(crate) left: bool,
     /// When it was last probed (scheduled or on a rumour).
     pub(crate) probed: Time,
-    /// The group-tree child entries dropped for it, put back if it answers again.
+    /// The group-tree child entries dropped for it (not for a node that left), put back if it
+    /// answers again within `group_child_timeout`.
     pub(crate) children: Option<Box<crate::group::DroppedChildren>>,
 }
 
@@ -188,7 +189,7 @@ impl Node {
                 self.probe_dead_of_burst(now, d.since);
             }
             if let Some(children) = d.children {
-                self.groups_on_peer_revived(now, from.id, *children);
+                self.groups_on_peer_revived(now, from, d.since, *children);
             }
         }
         match self.overlay.peers.get_mut(&from.id) {
@@ -217,9 +218,9 @@ impl Node {
     }
 
     /// A suspected peer answered: routes avoided it (a suspect is no next hop) and can take
-    /// it again. Keys it owns may have looked like this node's meanwhile, so asks parked here
-    /// for their tree are routed on and trees re-checked (coalesced, as after a leaf-set
-    /// change); without this they would wait out their timeout at a root that is not one.
+    /// it again. Keys it owns looked like this node's meanwhile, so asks parked here for their
+    /// tree are routed on and trees re-checked (coalesced, as after a leaf-set change); without
+    /// this they would wait out their timeout at a root that is not one.
     fn suspicion_cleared(&mut self, now: Time) {
         self.groups_routes_changed(now);
     }
@@ -344,12 +345,9 @@ impl Node {
             }
             None => sample,
         });
-        let was_suspected = std::mem::take(&mut p.misses) > 0;
+        p.misses = 0;
         p.ping = Ping::Idle(now);
         self.overlay.set_peer_due(from.id, next);
-        if was_suspected {
-            self.suspicion_cleared(now);
-        }
         if first {
             let info = NodeInfo {
                 id: from.id,
@@ -444,7 +442,9 @@ impl Node {
         self.remember_dead(now, id, addr, left);
         self.reroute_hops_to(now, id);
         let dropped = self.groups_on_peer_dead(now, id);
-        if let Some(d) = self.overlay.dead.get_mut(&id) {
+        if let Some(d) = self.overlay.dead.get_mut(&id)
+            && !left
+        {
             d.children = dropped;
         }
         self.tunnels_on_peer_dead(now, id);
@@ -506,6 +506,10 @@ impl Node {
         if d.left || now >= forget_at {
             self.overlay.dead.remove(&id);
             return;
+        }
+        if now >= d.since + self.cfg.group_child_timeout {
+            // Its tree entries would have expired by now (see `groups_on_peer_revived`).
+            d.children = None;
         }
         let info = NodeInfo { id, addr: d.addr };
         let next = (now + d.backoff).min(forget_at);

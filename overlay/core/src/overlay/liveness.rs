@@ -79,7 +79,8 @@ pub(crate) struct Dead {
     /// When it was last probed (scheduled or on a rumour).
     pub(crate) probed: Time,
     /// The group-tree child entries dropped for it (not for a node that left), put back if it
-    /// answers again within `group_child_timeout`.
+    /// answers again while an entry is fresh (its last graft less than `group_child_timeout`
+    /// old); freed at the first re-probe that long after the death.
     pub(crate) children: Option<Box<crate::group::DroppedChildren>>,
 }
 

@@ -76,6 +76,7 @@ impl Node {
                     load,
                     height,
                     heard: now,
+                    seen,
                 },
             )
             .is_some();
@@ -93,22 +94,8 @@ impl Node {
         let replay: Vec<CastMsg> = if seen == EventSeq::default() && !rejoin {
             Vec::new()
         } else {
-            let ours = g.seen.epoch;
-            g.recent
-                .iter()
-                .filter(|t| {
-                    let s = t.seq;
-                    (!known || rejoin || t.at <= settled)
-                        && ((s.epoch == seen.epoch && s.seq > seen.seq)
-                            || (seen.epoch != ours && s.epoch == ours))
-                })
-                .map(|t| CastMsg {
-                    group: key,
-                    seq: t.seq,
-                    event: t.event,
-                    payload: t.payload.clone(),
-                })
-                .collect()
+            let ready = |at: Time| !known || rejoin || at <= settled;
+            missed_since(g, key, seen, ready)
         };
         if !known && self.rtt_us(from.id).is_none() {
             // Measure a new child, so that the child shed when the tree is full is the one
@@ -226,19 +213,19 @@ impl Node {
         }
     }
 
-    /// Node `from`, declared dead at `since`, answered again (a false death: a slow link or a
-    /// busy host). The child entries dropped for it go back into their trees, where it still
-    /// hangs from this node as far as it knows (at the address it answered from): without this
-    /// its subtrees would get no events and no requests until its next periodic graft
-    /// (`group_refresh_interval`). Events taken here since `since` are replayed to it (it
-    /// drops a copy it has by its sequence). An entry keeps the time its node was last heard,
-    /// so one that grafted elsewhere meanwhile expires as usual (`group_child_timeout`); a
-    /// tree that is gone or full now does not take it back.
+    /// Node `from`, declared dead, answered again (a false death: a slow link or a busy host).
+    /// The child entries dropped for it go back into their trees, where it still hangs from
+    /// this node as far as it knows (at the address it answered from): without this its
+    /// subtrees would get no events and no requests until its next periodic graft
+    /// (`group_refresh_interval`). The events of the replay buffer after the position its last
+    /// graft reported are replayed to it, those cast to it before its death included (they may
+    /// have been lost with its link; it drops a copy it has by its sequence). An entry keeps the
+    /// time its node was last heard, so one that grafted elsewhere meanwhile expires as usual
+    /// (`group_child_timeout`); a tree that is gone or full now does not take it back.
     pub(crate) fn groups_on_peer_revived(
         &mut self,
         now: Time,
         from: NodeInfo,
-        since: Time,
         dropped: super::DroppedChildren,
     ) {
         let max_children = self.cfg.max_group_children;
@@ -253,19 +240,27 @@ impl Node {
                 continue;
             }
             child.addr = from.addr;
+            let heard = child.heard;
+            let seen = child.seen;
             g.children.insert(from.id, child);
-            let ours = g.seen.epoch;
-            let missed: Vec<CastMsg> = g
-                .recent
-                .iter()
-                .filter(|t| t.at >= since && t.seq.epoch == ours)
-                .map(|t| CastMsg {
-                    group: key,
-                    seq: t.seq,
-                    event: t.event,
-                    payload: t.payload.clone(),
-                })
-                .collect();
+            // What it may have missed: everything after the position its last graft reported
+            // (events cast to it since may have been lost with its link; a copy it has is
+            // dropped by its sequence). A last graft that had seen nothing was a new
+            // subscriber's: what came after that graft.
+            let missed = if seen == EventSeq::default() {
+                let ours = g.seen.epoch;
+                missed_since(
+                    g,
+                    key,
+                    EventSeq {
+                        epoch: ours,
+                        seq: 0,
+                    },
+                    |at| at >= heard,
+                )
+            } else {
+                missed_since(g, key, seen, |_| true)
+            };
             self.stats.group_children_restored += 1;
             for cast in missed {
                 self.stats.group_replayed += 1;
@@ -275,4 +270,33 @@ impl Node {
             self.place_parked(now, key);
         }
     }
+}
+
+/// The events in `g`'s replay buffer a child whose last event is `seen` lacks, oldest first,
+/// among those taken at a time `take` accepts: in its epoch, what is newer than `seen`; from
+/// another epoch (it moved here from an old tree), everything we hold of ours. The buffer may
+/// also hold events of an epoch this node left (a new root took over): those are never
+/// replayed, as the child may have taken them already and would take them again.
+fn missed_since(
+    g: &super::Group,
+    key: Key,
+    seen: EventSeq,
+    take: impl Fn(Time) -> bool,
+) -> Vec<CastMsg> {
+    let ours = g.seen.epoch;
+    g.recent
+        .iter()
+        .filter(|t| {
+            let s = t.seq;
+            take(t.at)
+                && ((s.epoch == seen.epoch && s.seq > seen.seq)
+                    || (seen.epoch != ours && s.epoch == ours))
+        })
+        .map(|t| CastMsg {
+            group: key,
+            seq: t.seq,
+            event: t.event,
+            payload: t.payload.clone(),
+        })
+        .collect()
 }

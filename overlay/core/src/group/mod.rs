@@ -66,6 +66,9 @@ struct Child {
     /// Height of its subtree as it last reported it.
     height: u8,
     heard: Time,
+    /// The last event it had taken when it last grafted (what a revived child is replayed
+    /// from, see `Node::groups_on_peer_revived`).
+    seen: EventSeq,
 }
 
 /// The child entries a node dropped when it declared their node dead, by group: put back if
@@ -125,6 +128,10 @@ struct Group {
     foster: Option<NodeId>,
     /// A redirect being decided: the siblings offered, waiting for their probes.
     redirect: Option<Box<remover::Pending>>,
+    /// Kept until then even with no member and no child: a child was dropped when its node
+    /// was declared dead, and goes back if that node answers while its entry is fresh (see
+    /// `Node::groups_on_peer_revived`); meanwhile the tree takes events, for its replay.
+    held_until: Time,
 }
 
 /// An event a node took, kept for replays.
@@ -200,6 +207,7 @@ impl Group {
             grafted: false,
             foster: None,
             redirect: None,
+            held_until: Time::ZERO,
         }
     }
 
@@ -586,7 +594,7 @@ impl Node {
         let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
-        if g.is_empty() {
+        if g.is_empty() && now >= g.held_until {
             let parent = g.parent.take();
             let charged = g.charged;
             self.groups.trees.remove(&key);
@@ -755,13 +763,15 @@ impl Node {
         }
     }
 
-    /// A parent whose peer died: every group that hung from it grafts elsewhere at once. Returns
-    /// the child entries dropped for it (kept with the dead peer, see
-    /// `Node::groups_on_peer_revived`).
+    /// A parent whose peer died: every group that hung from it grafts elsewhere at once. Its
+    /// child entries are dropped; with `keep` (it did not leave) they are returned, to be kept
+    /// with the dead peer (see `Node::groups_on_peer_revived`), and their trees are held while
+    /// the entries are fresh, however empty.
     pub(crate) fn groups_on_peer_dead(
         &mut self,
         now: Time,
         dead: NodeId,
+        keep: bool,
     ) -> Option<Box<DroppedChildren>> {
         let keys: Vec<Key> = self
             .groups
@@ -776,9 +786,13 @@ impl Node {
             }
         }
         let mut dropped = Vec::new();
+        let timeout = self.cfg.group_child_timeout;
         for (key, g) in &mut self.groups.trees {
             if let Some(c) = g.children.remove(&dead) {
-                dropped.push((*key, c));
+                if keep {
+                    g.held_until = g.held_until.max(c.heard + timeout);
+                    dropped.push((*key, c));
+                }
             }
         }
         for key in keys {

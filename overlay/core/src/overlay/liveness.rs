@@ -190,7 +190,7 @@ impl Node {
                 self.probe_dead_of_burst(now, d.since);
             }
             if let Some(children) = d.children {
-                self.groups_on_peer_revived(now, from, d.since, *children);
+                self.groups_on_peer_revived(now, from, *children);
             }
         }
         match self.overlay.peers.get_mut(&from.id) {
@@ -442,10 +442,8 @@ impl Node {
         }
         self.remember_dead(now, id, addr, left);
         self.reroute_hops_to(now, id);
-        let dropped = self.groups_on_peer_dead(now, id);
-        if let Some(d) = self.overlay.dead.get_mut(&id)
-            && !left
-        {
+        let dropped = self.groups_on_peer_dead(now, id, !left);
+        if let Some(d) = self.overlay.dead.get_mut(&id) {
             d.children = dropped;
         }
         self.tunnels_on_peer_dead(now, id);

@@ -1,8 +1,8 @@
 //! Grafts and prunes arriving from other nodes, and the group tables' invariants.
 
-use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeInfo};
+use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo};
 
-use super::{Child, FOSTER_CYCLE_HEIGHT, Group};
+use super::{Child, DroppedChildren, FOSTER_CYCLE_HEIGHT, Group};
 use crate::app::GroupKind;
 use crate::node::Node;
 use crate::time::{Time, micros};
@@ -213,6 +213,45 @@ impl Node {
         }
     }
 
+    /// A parent whose peer died: every group that hung from it grafts elsewhere at once. Its
+    /// child entries are dropped; with `keep` (it did not leave) they are returned, to be kept
+    /// with the dead peer (see `Node::groups_on_peer_revived`), and their trees are held while
+    /// the entries are fresh, however empty.
+    pub(crate) fn groups_on_peer_dead(
+        &mut self,
+        now: Time,
+        dead: NodeId,
+        keep: bool,
+    ) -> Option<Box<DroppedChildren>> {
+        let keys: Vec<Key> = self
+            .groups
+            .trees
+            .iter()
+            .filter(|(_, g)| g.parent.is_some_and(|p| p.id == dead))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &keys {
+            if let Some(g) = self.groups.trees.get_mut(key) {
+                g.parent = None;
+            }
+        }
+        let mut dropped = Vec::new();
+        let timeout = self.cfg.group_child_timeout;
+        for (key, g) in &mut self.groups.trees {
+            if let Some(c) = g.children.remove(&dead) {
+                if keep {
+                    g.held_until = g.held_until.max(c.heard + timeout);
+                    dropped.push((*key, c));
+                }
+            }
+        }
+        for key in keys {
+            self.stats.group_repairs += 1;
+            self.maintain_group(now, key);
+        }
+        (!dropped.is_empty()).then(|| Box::new(DroppedChildren(dropped)))
+    }
+
     /// Node `from`, declared dead, answered again (a false death: a slow link or a busy host).
     /// The child entries dropped for it go back into their trees, where it still hangs from
     /// this node as far as it knows (at the address it answered from): without this its
@@ -226,7 +265,7 @@ impl Node {
         &mut self,
         now: Time,
         from: NodeInfo,
-        dropped: super::DroppedChildren,
+        dropped: DroppedChildren,
     ) {
         let max_children = self.cfg.max_group_children;
         for (key, mut child) in dropped.0 {

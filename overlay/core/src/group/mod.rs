@@ -762,43 +762,4 @@ impl Node {
             self.maintain_group(now, key);
         }
     }
-
-    /// A parent whose peer died: every group that hung from it grafts elsewhere at once. Its
-    /// child entries are dropped; with `keep` (it did not leave) they are returned, to be kept
-    /// with the dead peer (see `Node::groups_on_peer_revived`), and their trees are held while
-    /// the entries are fresh, however empty.
-    pub(crate) fn groups_on_peer_dead(
-        &mut self,
-        now: Time,
-        dead: NodeId,
-        keep: bool,
-    ) -> Option<Box<DroppedChildren>> {
-        let keys: Vec<Key> = self
-            .groups
-            .trees
-            .iter()
-            .filter(|(_, g)| g.parent.is_some_and(|p| p.id == dead))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in &keys {
-            if let Some(g) = self.groups.trees.get_mut(key) {
-                g.parent = None;
-            }
-        }
-        let mut dropped = Vec::new();
-        let timeout = self.cfg.group_child_timeout;
-        for (key, g) in &mut self.groups.trees {
-            if let Some(c) = g.children.remove(&dead) {
-                if keep {
-                    g.held_until = g.held_until.max(c.heard + timeout);
-                    dropped.push((*key, c));
-                }
-            }
-        }
-        for key in keys {
-            self.stats.group_repairs += 1;
-            self.maintain_group(now, key);
-        }
-        (!dropped.is_empty()).then(|| Box::new(DroppedChildren(dropped)))
-    }
 }

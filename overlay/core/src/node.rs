@@ -443,7 +443,11 @@ impl Node {
         // names.
         let mut answered = false;
         if !joiner_hello && let Some(heard) = heard_of(&msg) {
-            answered = self.heard_from(now, from, heard);
+            let tree = match &msg {
+                Message::Graft { group, .. } | Message::Prune { group } => Some(*group),
+                _ => None,
+            };
+            answered = self.heard_from(now, from, heard, tree);
         }
         // What this message makes the node hold is `from`'s to pay (its share of the budget).
         self.held.cause = crate::budget::Owner::peer(from.id);
@@ -473,7 +477,7 @@ impl Node {
                 rows,
                 entries,
             } => self.on_discover_reply(now, from, nonce, rows, entries),
-            Message::Announce { reply } => self.on_announce(from, reply),
+            Message::Announce { reply } => self.on_announce(now, from, reply),
             Message::AnnounceAck { leaf } => self.on_announce_ack(now, from, leaf),
             Message::LeafSet { leaf, reply } => self.on_leaf_set(now, from, leaf, reply),
             Message::RowRequest { row } => self.on_row_request(from, row),

@@ -131,7 +131,12 @@ fn freeze_until_declared_dead(
 }
 
 /// Every event in `sent` reached the member exactly once; returns the arrivals.
-fn assert_each_once(net: &Net, sub: usize, sent: &[(u32, Time)]) -> BTreeMap<u32, Vec<Time>> {
+fn assert_each_once(
+    net: &Net,
+    sub: usize,
+    sent: &[(u32, Time)],
+    run: &str,
+) -> BTreeMap<u32, Vec<Time>> {
     let got = arrivals(net, sub, MEMBER);
     let wrong: Vec<(u32, usize)> = sent
         .iter()
@@ -140,28 +145,41 @@ fn assert_each_once(net: &Net, sub: usize, sent: &[(u32, Time)]) -> BTreeMap<u32
         .collect();
     assert!(
         wrong.is_empty(),
-        "events not delivered exactly once (event, times): {wrong:?}"
+        "{run}: {} events not delivered exactly once (event, times): {wrong:?}",
+        wrong.len()
     );
-    assert_eq!(got.len(), sent.len(), "no event that was not published");
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "{run}: no event that was not published"
+    );
     got
 }
 
 /// The subscriber's node stalls (a paused process: its timers stop, what is sent to it is
 /// lost) until the root declares it dead, 1.2-1.9 s here, and for 300 ms more; an event is
-/// published every 50 ms throughout. The root holds the tree though its only child is gone,
-/// takes the child back at its first message (`group_children_restored`), and the events
-/// cast since the child's last graft (those lost to the stalled node included; within the
-/// replay buffer's 64) reach it again. Every event of the run reaches the member exactly once
-/// (copies it had are dropped by their sequence), and every event published from 100 ms
-/// after it runs again within 20 ms (one-way latency 1 ms). Without the tree held, a root
-/// whose refresh came during the stall dropped the emptied tree, and the events published
-/// until the child grafted again had no one to go to (seed 2: 31 lost).
+/// published every 50 ms from the stall on, and in half the runs for 500 ms before it too
+/// (otherwise the child's last graft had seen nothing). The root holds the tree though its
+/// only child is gone and takes the child back: at its first message, unless that is the
+/// child's own graft for the tree (`group_children_restored` counts the others: at least half
+/// of the runs). The events cast since the child's last graft (those lost to the stalled node
+/// included; within the replay buffer's 64) reach it again. Every event published while it
+/// was in the tree reaches the member exactly once (copies it had are dropped by their
+/// sequence), and every event published from 100 ms after it runs again within 20 ms
+/// (one-way latency 1 ms). Without the tree held, a root whose refresh came during the stall
+/// dropped the emptied tree, and the events published until the child grafted again had no
+/// one to go to (seed 2 with events before the stall: 31 lost).
 #[test]
 fn a_child_declared_dead_while_alive_is_taken_back_with_what_it_missed() {
-    for seed in 1..=6 {
+    let mut restores = 0;
+    let runs: Vec<(u64, bool)> = (1..=6).flat_map(|s| [(s, true), (s, false)]).collect();
+    for &(seed, before) in &runs {
         let (mut net, root, sub, publisher) = setup(seed, Config::default());
         let every = Duration::from_millis(50);
-        let mut sent = publish_for(&mut net, publisher, 0, every, Duration::from_millis(500));
+        let mut sent = Vec::new();
+        if before {
+            sent = publish_for(&mut net, publisher, 0, every, Duration::from_millis(500));
+        }
         let restored = net.nodes[root].stats().group_children_restored;
         sent.extend(freeze_until_declared_dead(
             &mut net,
@@ -173,7 +191,7 @@ fn a_child_declared_dead_while_alive_is_taken_back_with_what_it_missed() {
         let after = publish_for(&mut net, publisher, 5000, every, Duration::from_secs(2));
         net.run_for(Duration::from_secs(3));
         sent.extend(&after);
-        let got = assert_each_once(&net, sub, &sent);
+        let got = assert_each_once(&net, sub, &sent, &format!("seed {seed} ({before})"));
         let late: Vec<(u32, Duration)> = after
             .iter()
             .filter(|&&(_, t)| t >= woke + Duration::from_millis(100))
@@ -182,22 +200,26 @@ fn a_child_declared_dead_while_alive_is_taken_back_with_what_it_missed() {
             .collect();
         assert!(
             late.is_empty(),
-            "seed {seed}: events published after the child ran again that reached it late \
-             (event, delay): {late:?}"
+            "seed {seed} ({before}): events published after the child ran again that reached \
+             it late (event, delay): {late:?}"
         );
-        assert_eq!(
-            net.nodes[root].stats().group_children_restored,
-            restored + 1,
-            "seed {seed}: the root took its child back"
-        );
+        let now_restored = net.nodes[root].stats().group_children_restored;
+        assert!(now_restored <= restored + 1, "seed {seed} ({before})");
+        restores += now_restored - restored;
     }
+    assert!(
+        2 * restores >= runs.len() as u64,
+        "entries put back in {restores} of {} runs",
+        runs.len()
+    );
 }
 
-/// The same stall for longer than `group_child_timeout` (3.5 s) past the child's last graft,
-/// with a second subscriber on another node keeping the tree: the kept entry has expired, so
-/// nothing is put back when the stalled node answers; its own next graft brings it back, with
-/// the events it missed replayed from the root's buffer (an event every 200 ms, fewer than the
-/// buffer's 64 over the stall). Every event reaches both members exactly once.
+/// The same stall, for 2.5 s past the death, with a second subscriber on another node
+/// keeping the tree: the dead record still holds the entry (it is freed at the first re-probe
+/// 3.5 s after the death), but its last graft is more than `group_child_timeout` (3.5 s) old,
+/// so nothing is put back when the stalled node answers; its own next graft brings it back,
+/// with the events it missed replayed from the root's buffer (an event every 200 ms, fewer
+/// than the buffer's 64 over the stall). Every event reaches both members exactly once.
 #[test]
 fn a_child_back_after_its_entry_expired_rejoins_by_its_own_graft() {
     for seed in 1..=4 {
@@ -214,7 +236,7 @@ fn a_child_back_after_its_entry_expired_rejoins_by_its_own_graft() {
             &mut net,
             (root, sub, publisher),
             every,
-            Duration::from_secs(6),
+            Duration::from_millis(2500),
         ));
         sent.extend(publish_for(
             &mut net,
@@ -235,8 +257,8 @@ fn a_child_back_after_its_entry_expired_rejoins_by_its_own_graft() {
             view.children.contains(&net.infos[sub].id),
             "seed {seed}: the child grafted again"
         );
-        assert_each_once(&net, sub, &sent);
-        assert_each_once(&net, other, &sent);
+        assert_each_once(&net, sub, &sent, &format!("seed {seed}"));
+        assert_each_once(&net, other, &sent, &format!("seed {seed}"));
     }
 }
 
@@ -373,6 +395,84 @@ fn a_child_that_left_is_not_put_back() {
         assert!(
             missing.is_empty(),
             "seed {seed}: events not delivered once: {missing:?}"
+        );
+    }
+}
+
+/// A subscriber's node crashes and starts again as itself (the same id) before its entry in
+/// the root's tree is stale: the root declared it dead and kept the entry, and the new start's
+/// announce (its join) is the first the root hears of it. Its new member, subscribed as the
+/// node starts (before it is ready), gets no event published before the restart, and every
+/// event published from 1.5 s after the node is ready exactly once. Here an announce puts no
+/// entry back; with that guard removed, the entries come back and their replay reaches the new
+/// start's tree before it grafts, where the second guard drops it (a tree that never grafted
+/// takes no first event from a node other than its parent); without both, seed 1's new member
+/// got 48 events published before the restart. (The third guard, an announce removing the
+/// announcer's remaining entries, acts on entries of a node not yet declared dead: not
+/// exercised here.)
+#[test]
+fn a_node_started_again_with_its_id_gets_no_old_events() {
+    for seed in 1..=6 {
+        let (mut net, root, sub, publisher) = setup(seed, Config::default());
+        let every = Duration::from_millis(50);
+        publish_for(&mut net, publisher, 0, every, Duration::from_millis(500));
+        freeze_until_declared_dead(&mut net, (root, sub, publisher), every, Duration::ZERO);
+        // It starts again, joins through the publisher's node, and its application subscribes
+        // at once.
+        let cfg = Config::default();
+        net.nodes[sub] = petal_core::Node::new(net.infos[sub], cfg, 700 + seed).unwrap();
+        let restart = net.now;
+        let conn = ConnId(9);
+        net.nodes[sub].join(restart, net.infos[publisher]);
+        net.nodes[sub].register(restart, conn, None, 0).unwrap();
+        net.nodes[sub].subscribe(restart, conn, TOPIC).unwrap();
+        net.drain(sub);
+        let mut sent = Vec::new();
+        let mut k = 3000;
+        while !net.nodes[sub].is_ready() {
+            assert!(
+                net.now - restart < Duration::from_secs(10),
+                "seed {seed}: rejoined"
+            );
+            sent.extend(publish_for(&mut net, publisher, k, every, every));
+            k += 1;
+        }
+        let ready = net.now;
+        sent.extend(publish_for(
+            &mut net,
+            publisher,
+            4000,
+            every,
+            Duration::from_secs(3),
+        ));
+        net.run_for(Duration::from_secs(2));
+        let got = arrivals(&net, sub, conn);
+        let old: Vec<u32> = got.keys().copied().filter(|&k| k < 3000).collect();
+        assert!(
+            old.is_empty(),
+            "seed {seed}: the new member got {} events published before the restart: {old:?}",
+            old.len()
+        );
+        let twice: Vec<u32> = got
+            .iter()
+            .filter(|(_, t)| t.len() > 1)
+            .map(|(k, _)| *k)
+            .collect();
+        assert!(twice.is_empty(), "seed {seed}: delivered twice: {twice:?}");
+        let missing: Vec<u32> = sent
+            .iter()
+            .filter(|&&(k, t)| t >= ready + Duration::from_millis(1500) && !got.contains_key(&k))
+            .map(|&(k, _)| k)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "seed {seed}: not delivered: {missing:?}"
+        );
+        let key = GroupKind::Topic.key(TOPIC);
+        let view = net.nodes[root].group_view(key).expect("the root's tree");
+        assert!(
+            view.children.contains(&net.infos[sub].id),
+            "seed {seed}: the new start grafted"
         );
     }
 }

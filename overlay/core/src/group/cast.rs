@@ -121,9 +121,11 @@ impl Node {
         }
         if seq.epoch != g.seen.epoch {
             // Another numbering: follow it when it comes from our parent (a new root), or when
-            // we have seen nothing yet (the first event may come from the parent we just
-            // left, before it heard that we moved).
-            if !from_parent && g.seen != EventSeq::default() {
+            // we have seen nothing yet and grafted before (the first event may come from the
+            // parent we just left, before it heard that we moved). A tree never grafted has no
+            // such parent: what comes to it from elsewhere is for an earlier start of this
+            // node (its old parent replaying to an entry it put back).
+            if !from_parent && (g.seen != EventSeq::default() || !g.grafted) {
                 self.stats.events_stale += 1;
                 return;
             }

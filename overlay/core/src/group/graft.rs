@@ -88,14 +88,20 @@ impl Node {
         );
         // Replay what the child missed: in its epoch, what is newer than its last event; from
         // another epoch (it moved here from an old tree), everything we hold of ours. The buffer
-        // may also hold events of an epoch this node left (a new root took over): those are
-        // never replayed, as the child may have taken them already and would take them again.
-        // A first graft that has seen nothing is a new subscriber: it gets what comes next.
+        // may also hold events of a third epoch, one this node left (a new root took over):
+        // those are not replayed, as the child may have taken them already and would take them
+        // again. A first graft that has seen nothing is a new subscriber: it gets what comes
+        // next.
         let replay: Vec<CastMsg> = if seen == EventSeq::default() && !rejoin {
             Vec::new()
         } else {
-            let ready = |at: Time| !known || rejoin || at <= settled;
-            missed_since(g, key, seen, ready)
+            let ours = g.seen.epoch;
+            replay_of(g, key, |t| {
+                let s = t.seq;
+                (!known || rejoin || t.at <= settled)
+                    && ((s.epoch == seen.epoch && s.seq > seen.seq)
+                        || (seen.epoch != ours && s.epoch == ours))
+            })
         };
         if !known && self.rtt_us(from.id).is_none() {
             // Measure a new child, so that the child shed when the tree is full is the one
@@ -125,16 +131,40 @@ impl Node {
         let Some(g) = self.groups.trees.get_mut(&key) else {
             return;
         };
-        g.children.remove(&from.id);
-        if g.parent.is_some_and(|p| p.id == from.id) {
+        let child = g.children.remove(&from.id).is_some();
+        let parent = g.parent.is_some_and(|p| p.id == from.id);
+        if parent {
             // Our parent refused or dropped us: graft again on the next refresh (not now, so
             // that two nodes with inconsistent routes do not ping-pong).
             g.parent = None;
+        }
+        if !child && !parent {
+            // From neither (a copy of a prune, or one for casts sent before it left): nothing
+            // changed.
+            return;
         }
         if g.is_empty() {
             self.maintain_group(now, key);
         } else {
             self.report_if_changed(now, key);
+        }
+    }
+
+    /// Node `id` is in none of this node's trees any more (it started again: see
+    /// `Node::on_announce`): its child entries go, and the trees report their new load.
+    pub(crate) fn groups_forget_child(&mut self, now: Time, id: NodeId) {
+        let keys: Vec<Key> = self
+            .groups
+            .trees
+            .iter_mut()
+            .filter_map(|(key, g)| g.children.remove(&id).map(|_| *key))
+            .collect();
+        for key in keys {
+            if self.groups.trees.get(&key).is_some_and(Group::is_empty) {
+                self.maintain_group(now, key);
+            } else {
+                self.report_if_changed(now, key);
+            }
         }
     }
 
@@ -260,15 +290,21 @@ impl Node {
     /// graft reported are replayed to it, those cast to it before its death included (they may
     /// have been lost with its link; it drops a copy it has by its sequence). An entry keeps the
     /// time its node was last heard, so one that grafted elsewhere meanwhile expires as usual
-    /// (`group_child_timeout`); a tree that is gone or full now does not take it back.
+    /// (`group_child_timeout`); a tree that is gone or full now does not take it back, nor the
+    /// tree `tree` that the reviving message is a graft or prune for (its handling decides,
+    /// from what the node says of that tree now).
     pub(crate) fn groups_on_peer_revived(
         &mut self,
         now: Time,
         from: NodeInfo,
         dropped: DroppedChildren,
+        tree: Option<Key>,
     ) {
         let max_children = self.cfg.max_group_children;
         for (key, mut child) in dropped.0 {
+            if tree == Some(key) {
+                continue;
+            }
             let Some(g) = self.groups.trees.get_mut(&key) else {
                 continue;
             };
@@ -279,27 +315,22 @@ impl Node {
                 continue;
             }
             child.addr = from.addr;
-            let heard = child.heard;
-            let seen = child.seen;
+            let (heard, seen) = (child.heard, child.seen);
             g.children.insert(from.id, child);
-            // What it may have missed: everything after the position its last graft reported
-            // (events cast to it since may have been lost with its link; a copy it has is
-            // dropped by its sequence). A last graft that had seen nothing was a new
-            // subscriber's: what came after that graft.
-            let missed = if seen == EventSeq::default() {
-                let ours = g.seen.epoch;
-                missed_since(
-                    g,
-                    key,
-                    EventSeq {
-                        epoch: ours,
-                        seq: 0,
-                    },
-                    |at| at >= heard,
-                )
-            } else {
-                missed_since(g, key, seen, |_| true)
-            };
+            // What it may have missed, of this tree's current epoch only: what is newer than
+            // the position its last graft reported (events cast to it since may have been
+            // lost with its link; a copy it has is dropped by its sequence); from another
+            // epoch (it came from an old tree), all we hold of ours, as a graft would get; and
+            // when that graft had seen nothing (a new subscriber), what was taken since it.
+            let ours = g.seen.epoch;
+            let missed = replay_of(g, key, |t| {
+                t.seq.epoch == ours
+                    && if seen == EventSeq::default() {
+                        t.at >= heard
+                    } else {
+                        seen.epoch != ours || t.seq.seq > seen.seq
+                    }
+            });
             self.stats.group_children_restored += 1;
             for cast in missed {
                 self.stats.group_replayed += 1;
@@ -311,26 +342,11 @@ impl Node {
     }
 }
 
-/// The events in `g`'s replay buffer a child whose last event is `seen` lacks, oldest first,
-/// among those taken at a time `take` accepts: in its epoch, what is newer than `seen`; from
-/// another epoch (it moved here from an old tree), everything we hold of ours. The buffer may
-/// also hold events of an epoch this node left (a new root took over): those are never
-/// replayed, as the child may have taken them already and would take them again.
-fn missed_since(
-    g: &super::Group,
-    key: Key,
-    seen: EventSeq,
-    take: impl Fn(Time) -> bool,
-) -> Vec<CastMsg> {
-    let ours = g.seen.epoch;
+/// The events in `g`'s replay buffer that `keep` selects, oldest first, as casts of tree `key`.
+fn replay_of(g: &Group, key: Key, keep: impl Fn(&super::Taken) -> bool) -> Vec<CastMsg> {
     g.recent
         .iter()
-        .filter(|t| {
-            let s = t.seq;
-            take(t.at)
-                && ((s.epoch == seen.epoch && s.seq > seen.seq)
-                    || (seen.epoch != ours && s.epoch == ours))
-        })
+        .filter(|t| keep(t))
         .map(|t| CastMsg {
             group: key,
             seq: t.seq,

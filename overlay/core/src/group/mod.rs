@@ -121,7 +121,9 @@ struct Group {
     /// The subtree's height as last reported to the parent, reported at once when it changes.
     reported_height: u8,
     /// This node has grafted in this tree before (its later grafts ask for replays even when
-    /// it has seen no event).
+    /// it has seen no event), or, for a forwarder, its first child's graft was a rejoin. A
+    /// tree without it takes no first event from a node other than its parent (see
+    /// `Node::on_cast`).
     grafted: bool,
     /// The next hop that dropped this node for being over its child cap (see `remover`): while
     /// the route still goes through it, this node stays on the sibling it chose instead.
@@ -579,8 +581,9 @@ impl Node {
         }
     }
 
-    /// Brings this node's place in one group tree up to date: leaves it when empty, becomes
-    /// root when it owns the key, else (re)grafts onto its next hop towards the key.
+    /// Brings this node's place in one group tree up to date: leaves it when empty (unless
+    /// held for a child declared dead, see `Group::held_until`), becomes root when it owns the
+    /// key, else (re)grafts onto its next hop towards the key.
     pub(crate) fn maintain_group(&mut self, now: Time, key: Key) {
         if !self.is_ready() {
             return;

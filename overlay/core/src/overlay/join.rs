@@ -555,8 +555,10 @@ impl Node {
         self.send(info, Message::Announce { reply });
     }
 
-    pub(crate) fn on_announce(&mut self, from: NodeInfo, reply: bool) {
-        // `heard_from` already added the announcer to our tables.
+    pub(crate) fn on_announce(&mut self, now: Time, from: NodeInfo, reply: bool) {
+        // `heard_from` already added the announcer to our tables. A joining node is no one's
+        // child yet: entries of it in our trees are of an earlier start of it.
+        self.groups_forget_child(now, from.id);
         if reply {
             let leaf = self.leaf_infos();
             self.send(from, Message::AnnounceAck { leaf });

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use petal_protocol::{Message, NodeId, NodeInfo};
+use petal_protocol::{Key, Message, NodeId, NodeInfo};
 use rand::Rng;
 
 use super::membership::Heard;
@@ -181,16 +181,27 @@ impl Node {
         }
     }
 
-    /// Direct evidence that `from` is alive (`heard`: what it sent, one of the direct kinds).
-    /// True when a pong went out (see [`Heard::Pinged`]).
-    pub(crate) fn heard_from(&mut self, now: Time, from: NodeInfo, heard: Heard) -> bool {
+    /// Direct evidence that `from` is alive (`heard`: what it sent, one of the direct kinds;
+    /// `tree`: the tree the message is a graft or prune for). True when a pong went out (see
+    /// [`Heard::Pinged`]).
+    pub(crate) fn heard_from(
+        &mut self,
+        now: Time,
+        from: NodeInfo,
+        heard: Heard,
+        tree: Option<Key>,
+    ) -> bool {
         if let Some(d) = self.overlay.dead.remove(&from.id) {
             self.stats.revivals += 1;
             if !d.left {
                 self.probe_dead_of_burst(now, d.since);
             }
-            if let Some(children) = d.children {
-                self.groups_on_peer_revived(now, from, *children);
+            // A node that announces itself is joining: a new start of it, whose trees are new
+            // too (its old tree entries are not put back).
+            if let Some(children) = d.children
+                && heard != Heard::Announce
+            {
+                self.groups_on_peer_revived(now, from, *children, tree);
             }
         }
         match self.overlay.peers.get_mut(&from.id) {

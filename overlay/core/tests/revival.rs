@@ -408,8 +408,8 @@ fn a_child_that_left_is_not_put_back() {
 /// start's tree before it grafts, where the second guard drops it (a tree that never grafted
 /// takes no first event from a node other than its parent); without both, seed 1's new member
 /// got 48 events published before the restart. (The third guard, an announce removing the
-/// announcer's remaining entries, acts on entries of a node not yet declared dead: not
-/// exercised here.)
+/// announcer's remaining entries, acts on entries of a node not yet declared dead: see
+/// `an_announce_removes_the_announcers_old_entries`.)
 #[test]
 fn a_node_started_again_with_its_id_gets_no_old_events() {
     for seed in 1..=6 {
@@ -473,6 +473,44 @@ fn a_node_started_again_with_its_id_gets_no_old_events() {
         assert!(
             view.children.contains(&net.infos[sub].id),
             "seed {seed}: the new start grafted"
+        );
+    }
+}
+
+/// A subscriber's node crashes and starts again as itself at once, before its parent notices
+/// (no death declared): the new start's announce removes its old entry from the root's tree,
+/// whose node no longer counts the old member. Without that, the entry (and the member it
+/// reported) was still there 100 ms after the new start was ready (seed 1), to expire only
+/// `group_child_timeout` after its last graft.
+#[test]
+fn an_announce_removes_the_announcers_old_entries() {
+    for seed in 1..=6 {
+        let (mut net, root, sub, publisher) = setup(seed, Config::default());
+        let key = GroupKind::Topic.key(TOPIC);
+        let deaths = net.nodes[root].stats().deaths_declared;
+        let cfg = Config::default();
+        net.nodes[sub] = petal_core::Node::new(net.infos[sub], cfg, 800 + seed).unwrap();
+        let restart = net.now;
+        net.nodes[sub].join(restart, net.infos[publisher]);
+        net.drain(sub);
+        while !net.nodes[sub].is_ready() {
+            assert!(
+                net.now - restart < Duration::from_secs(3),
+                "seed {seed}: rejoined"
+            );
+            net.run_for(Duration::from_millis(10));
+        }
+        net.run_for(Duration::from_millis(100));
+        assert_eq!(
+            net.nodes[root].stats().deaths_declared,
+            deaths,
+            "seed {seed}: the restart went unnoticed"
+        );
+        let view = net.nodes[root].group_view(key);
+        assert!(
+            view.is_none_or(|v| !v.children.contains(&net.infos[sub].id) && v.load.members == 0),
+            "seed {seed}: the old entry still there {:?} after the restart",
+            net.now - restart
         );
     }
 }

@@ -276,8 +276,10 @@ impl Groups {
         }
     }
 
-    /// Heap bytes of the tables, each tree's replay buffer and remembered event identities
-    /// included (not the payloads, which are shared with the events in flight).
+    /// Heap bytes of the tables, each tree's children, members, replay buffer, held events,
+    /// remembered event identities, left epochs and pending redirect included (not the
+    /// payloads, which are shared with the events in flight, nor the names, shared with the
+    /// connections).
     pub(crate) fn heap_bytes(&self) -> usize {
         crate::memory::btree_bytes(&self.trees)
             + crate::memory::hash_bytes(&self.parents)
@@ -288,6 +290,10 @@ impl Groups {
                     crate::memory::deque_bytes(&g.recent)
                         + g.delivered.heap_bytes()
                         + crate::memory::btree_bytes(&g.ahead)
+                        + crate::memory::btree_bytes(&g.children)
+                        + crate::memory::btree_bytes(&g.members)
+                        + g.left.capacity() * std::mem::size_of::<EventSeq>()
+                        + g.redirect.as_ref().map_or(0, |r| r.heap_bytes())
                 })
                 .sum::<usize>()
     }

@@ -34,6 +34,13 @@ pub(super) struct Pending {
     decide_at: Time,
 }
 
+impl Pending {
+    /// Heap bytes, its box included.
+    pub(super) fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.siblings.capacity() * std::mem::size_of::<Sibling>()
+    }
+}
+
 impl Group {
     /// The child to drop when over the cap: the farthest away by this node's measured round
     /// trips (a child not measured yet counts as farthest; ties go to the higher id).

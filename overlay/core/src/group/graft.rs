@@ -286,9 +286,10 @@ impl Node {
     /// The child entries dropped for it go back into their trees, where it still hangs from
     /// this node as far as it knows (at the address it answered from): without this its
     /// subtrees would get no events and no requests until its next periodic graft
-    /// (`group_refresh_interval`). The events of the replay buffer after the position its last
-    /// graft reported are replayed to it, those cast to it before its death included (they may
-    /// have been lost with its link; it drops a copy it has by its sequence). An entry keeps the
+    /// (`group_refresh_interval`). The events of the tree's current epoch in the replay buffer
+    /// after the position its last graft reported are replayed to it, those cast to it before
+    /// its death included (they may have been lost with its link; it drops a copy it has by its
+    /// sequence). An entry keeps the
     /// time its node was last heard, so one that grafted elsewhere meanwhile expires as usual
     /// (`group_child_timeout`); a tree that is gone or full now does not take it back, nor the
     /// tree `tree` that the reviving message is a graft or prune for (its handling decides,

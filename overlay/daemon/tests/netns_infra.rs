@@ -389,8 +389,7 @@ fn leftovers_of_a_crashed_run_are_removed() {
         return;
     }
     // A "crashed run": namespaces with this prefix that nobody deletes.
-    let lan = Lan::new("ptl-left", 2).unwrap();
-    std::mem::forget(lan);
+    Lan::new("ptl-left", 2).unwrap().abandon();
     let lan = Lan::new("ptl-left", 2).unwrap();
     assert_eq!(multicast(&lan, 0, &[1], "fresh", 3000), [1]);
 }

@@ -37,6 +37,14 @@
 //! Namespaces left by a crashed earlier run with the same prefix are removed by [`Lan::new`],
 //! so every test must use a prefix of its own.
 //!
+//! Namespaces are machine-wide, so two test processes on one machine (two `cargo test` runs, a
+//! clone's CI beside a developer's run) would share a prefix's names, and the second's
+//! [`Lan::new`] would take the first's live LAN for leftovers and kill its processes. A LAN
+//! therefore holds a machine-wide lock for its lifetime: a Unix socket bound to the abstract
+//! name `petal-lan-<prefix>` (in the test process's network namespace, which every test
+//! process on the machine shares). [`Lan::new`] waits while another process holds it, and the
+//! kernel frees a crashed process's socket, so what is left under a free lock is a leftover.
+//!
 //! ## Running programs inside
 //! [`Lan::command`] runs any program in a node namespace (`ip netns exec`). Tests that need a
 //! small network program without depending on python or socat can re-execute their own test
@@ -213,6 +221,9 @@ pub(crate) struct Lan {
     subnet: [u8; 2],
     bridge_ns: String,
     nodes: Vec<String>,
+    /// The machine-wide lock on this prefix (see "Cleanup"); released after the namespaces
+    /// are removed (fields drop after [`Drop::drop`]).
+    lock: Option<std::os::unix::net::UnixListener>,
 }
 
 impl Lan {
@@ -237,6 +248,7 @@ impl Lan {
             eprintln!("skipping LAN {prefix}: network namespaces are not available");
             return None;
         }
+        let lock = Self::lock(prefix);
         Self::remove_leftovers(prefix);
         let h = fnv1a(prefix.as_bytes());
         let mut lan = Lan {
@@ -244,6 +256,7 @@ impl Lan {
             subnet: [100 + (h % 100) as u8, (h >> 8) as u8],
             bridge_ns: format!("{prefix}-br"),
             nodes: Vec::new(),
+            lock: Some(lock),
         };
         // From here on, a panic drops `lan`, which removes what was created so far.
         must(&["netns", "add", &lan.bridge_ns]);
@@ -279,6 +292,39 @@ impl Lan {
             );
         }
         Some(lan)
+    }
+
+    /// Takes the machine-wide lock on `prefix`, waiting (and saying so) while another process
+    /// holds it.
+    fn lock(prefix: &str) -> std::os::unix::net::UnixListener {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("petal-lan-{prefix}");
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .expect("an abstract socket name");
+        let mut said = false;
+        loop {
+            match std::os::unix::net::UnixListener::bind_addr(&addr) {
+                Ok(lock) => return lock,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    if !said {
+                        eprintln!(
+                            "LAN {prefix}: another process on this machine has one (abstract \
+                             socket @{name}); waiting"
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("binding the lock socket @{name}: {e}"),
+            }
+        }
+    }
+
+    /// Leaves the namespaces behind as a crashed run does: they stay, and the lock goes (a
+    /// dead process's lock is released). For testing the removal of leftovers.
+    pub(crate) fn abandon(mut self) {
+        self.lock = None;
+        std::mem::forget(self);
     }
 
     /// Removes the namespaces of an earlier run with this prefix (`<prefix>-br`,

@@ -600,7 +600,7 @@ fn run_once(fleet: &Fleet, run: usize, seed: u64) -> Option<Run> {
 
     // The fleet: every process spawned at once, none waited for.
     let t0 = Instant::now();
-    let daemons: Vec<Daemon> = (1..=NODES)
+    let mut daemons: Vec<Daemon> = (1..=NODES)
         .map(|k| Daemon::spawn(&lan, k, seeds[k - 1]))
         .collect();
     let spawn_took = t0.elapsed();
@@ -609,10 +609,17 @@ fn run_once(fleet: &Fleet, run: usize, seed: u64) -> Option<Run> {
     // At the budget, if some node is not served yet, who is linked with whom (peer links are
     // opened on use and kept to the nodes in the core's tables, so a node that is in no other
     // node's tables shows few links).
+    // Daemons that are gone by then (a crash, or a kill from outside) show no links at all.
     let mut links_at_budget = None;
+    let mut exited_at_budget = Vec::new();
     while !all_served() && t0.elapsed() < fleet.budget + OVERTIME {
         if links_at_budget.is_none() && t0.elapsed() >= fleet.budget {
             links_at_budget = Some(peer_links(&daemons));
+            for d in &mut daemons {
+                if let Ok(Some(status)) = d.child.try_wait() {
+                    exited_at_budget.push(format!("n{} ({status})", d.k));
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -668,6 +675,13 @@ fn run_once(fleet: &Fleet, run: usize, seed: u64) -> Option<Run> {
             report.push_str(&format!(
                 "  request errors other than timeouts: {:?}\n",
                 reqerr.iter().map(|(_, l)| l).collect::<Vec<_>>()
+            ));
+        }
+        if !exited_at_budget.is_empty() {
+            report.push_str(&format!(
+                "  daemons no longer running at {} ms: {}\n",
+                ms(fleet.budget),
+                exited_at_budget.join(", ")
             ));
         }
         if let Some(links) = &links_at_budget {

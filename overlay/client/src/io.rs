@@ -1,9 +1,11 @@
 //! The socket side: the handshake, the reader task (decode and dispatch) and the writer task
 //! (batching writes).
 
+use std::future::Future;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use petal_protocol::relay::ext::EXT_VERSION;
@@ -108,11 +110,20 @@ pub(crate) async fn run_packet_reader<S: PacketSource>(
     mut source: S,
     mut ended: watch::Receiver<Option<Ended>>,
 ) {
+    // One `changed` future for the reader's life: polling it again is an atomic load, where a
+    // new one per packet registered and dropped a waiter each time.
+    let mut changed = std::pin::pin!(ended.changed());
     let (end, notify) = loop {
-        let packet = tokio::select! {
-            biased;
-            _ = ended.changed() => return,
-            p = std::future::poll_fn(|cx| source.poll_recv(cx)) => p,
+        let packet = std::future::poll_fn(|cx| {
+            // Biased: once the connection has ended, nothing more is dispatched.
+            if changed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            source.poll_recv(cx).map(Some)
+        })
+        .await;
+        let Some(packet) = packet else {
+            return;
         };
         match packet {
             Some(packet) => match dispatch(&inner, packet) {

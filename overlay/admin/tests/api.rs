@@ -143,6 +143,11 @@ async fn every_endpoint_shows_the_nodes_state() {
         .find(|t| t["name"] == "news")
         .unwrap_or_else(|| panic!("{topics}"));
     assert_eq!(news["members"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        news["held_ms"],
+        Value::Null,
+        "no child was declared dead: {news}"
+    );
     assert!(
         get(at, "/v1/clusters")
             .await

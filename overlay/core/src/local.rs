@@ -378,10 +378,10 @@ impl Node {
         self.tunnels.len()
     }
 
-    /// Every cluster and topic tree this node is part of (as member, relay or root), for
-    /// operators (the admin API). Allocates; not for hot paths.
-    pub fn groups(&self) -> Vec<crate::GroupInfo> {
-        self.groups.infos()
+    /// Every cluster and topic tree this node is part of (as member, relay or root), as of
+    /// `now`, for operators (the admin API). Allocates; not for hot paths.
+    pub fn groups(&self, now: Time) -> Vec<crate::GroupInfo> {
+        self.groups.infos(now)
     }
 
     /// Every tunnel end on this node, for operators (the admin API). Allocates.

@@ -29,26 +29,29 @@ fn groups_and_tunnels_are_shown_through_a_tunnels_life() {
     net.run_for(Duration::from_secs(3));
 
     // The member's node is in the cluster's tree with the member, named; the subscriber's
-    // in the topic's. Exactly one node of each tree is its root.
+    // in the topic's. Exactly one node of each tree is its root. No child was declared dead,
+    // so no tree is held.
+    let now = net.now;
     let svc = net.nodes[1]
-        .groups()
+        .groups(now)
         .into_iter()
         .find(|g| g.kind == GroupKind::Cluster)
         .expect("the cluster's tree at the member's node");
     assert_eq!(svc.name.as_deref(), Some("svc"));
     assert_eq!(svc.members, vec![MEMBER]);
     let news = net.nodes[0]
-        .groups()
+        .groups(now)
         .into_iter()
         .find(|g| g.kind == GroupKind::Topic)
         .expect("the topic's tree at the subscriber's node");
     assert_eq!(news.name.as_deref(), Some("news"));
     assert_eq!(news.members, vec![OPENER]);
+    assert_eq!((svc.held_for, news.held_for), (None, None));
     for key in [svc.key, news.key] {
         let roots = net
             .nodes
             .iter()
-            .filter(|n| n.groups().iter().any(|g| g.key == key && g.root))
+            .filter(|n| n.groups(now).iter().any(|g| g.key == key && g.root))
             .count();
         assert_eq!(roots, 1);
     }

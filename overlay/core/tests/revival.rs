@@ -125,6 +125,16 @@ fn freeze_until_declared_dead(
         !view.children.contains(&net.infos[sub].id),
         "a child declared dead is out of the tree"
     );
+    // Operators see the tree held, for at most the entry's freshness.
+    let held_for = net.nodes[root]
+        .groups(net.now)
+        .into_iter()
+        .find(|g| g.key == key)
+        .and_then(|g| g.held_for);
+    assert!(
+        held_for.is_some_and(|d| d <= Config::default().group_child_timeout),
+        "the root's tree is held for the dropped child: {held_for:?}"
+    );
     sent.extend(publish_for(net, publisher, k, every, more));
     net.down[sub] = false;
     sent
@@ -257,6 +267,9 @@ fn a_child_back_after_its_entry_expired_rejoins_by_its_own_graft() {
             view.children.contains(&net.infos[sub].id),
             "seed {seed}: the child grafted again"
         );
+        let info = net.nodes[root].groups(net.now);
+        let info = info.iter().find(|g| g.key == key).expect("the root's tree");
+        assert_eq!(info.held_for, None, "seed {seed}: the hold ended");
         assert_each_once(&net, sub, &sent, &format!("seed {seed}"));
         assert_each_once(&net, other, &sent, &format!("seed {seed}"));
     }

@@ -1,6 +1,9 @@
 //! What the node shows of its group trees to operators ([`crate::Node::groups`]).
 
+use std::time::Duration;
+
 use super::{GroupKind, Groups};
+use crate::Time;
 use crate::app::{ConnId, Name};
 use petal_protocol::{Key, Load, NodeId};
 
@@ -26,11 +29,15 @@ pub struct GroupInfo {
     pub members: Vec<ConnId>,
     /// The subtree's load as this node reports it to its parent.
     pub load: Load,
+    /// How much longer the tree is kept however empty: a child was dropped when its node was
+    /// declared dead, and goes back with a replay of what it missed if that node answers
+    /// within this time (`None`: not held; the tree goes when it has no member and no child).
+    pub held_for: Option<Duration>,
 }
 
 impl Groups {
-    /// Every tree this node is part of, by key.
-    pub(crate) fn infos(&self) -> Vec<GroupInfo> {
+    /// Every tree this node is part of, by key, as of `now`.
+    pub(crate) fn infos(&self, now: Time) -> Vec<GroupInfo> {
         self.trees
             .iter()
             .map(|(&key, g)| GroupInfo {
@@ -43,6 +50,7 @@ impl Groups {
                 children: g.children.keys().copied().collect(),
                 members: g.members.keys().copied().collect(),
                 load: g.load(),
+                held_for: (g.held_until > now).then(|| g.held_until - now),
             })
             .collect()
     }

@@ -111,7 +111,7 @@ impl<N: Net> Driver<N> {
             leaf_left: leaf.left().iter().map(|&id| self.peer_entry(id)).collect(),
             leaf_right: leaf.right().iter().map(|&id| self.peer_entry(id)).collect(),
             routes,
-            groups: self.node.groups(),
+            groups: self.node.groups(self.now()),
             tunnels: self.node.tunnels(),
             sessions: self.sessions.infos(),
             request_durations: self.sessions.durations.clone(),

@@ -248,10 +248,11 @@ pub struct GroupView {
     pub subtree_members: u32,
     /// Requests delivered in the subtree and not yet answered.
     pub subtree_inflight: u32,
-    /// Milliseconds more the tree is kept however empty: a child was dropped when its node
-    /// was declared dead, and goes back (with a replay of the events it missed) if that node
-    /// answers meanwhile. Null when not held: a tree with no member and no child goes.
-    pub held_ms: Option<u64>,
+    /// Milliseconds more the tree is kept even with no member and no child: a child was
+    /// dropped when its node was declared dead, and would go back (with a replay of the events
+    /// it missed) if that node answered within this time; it may be back already. Null when not
+    /// held: a tree with no member and no child goes.
+    pub held_ms: Option<f64>,
 }
 
 impl From<&GroupInfo> for GroupView {
@@ -272,9 +273,7 @@ impl From<&GroupInfo> for GroupView {
             members: g.members.iter().map(|c| c.0).collect(),
             subtree_members: g.load.members,
             subtree_inflight: g.load.inflight,
-            held_ms: g
-                .held_for
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            held_ms: g.held_for.map(ms),
         }
     }
 }

@@ -110,8 +110,8 @@ pub(crate) async fn run_packet_reader<S: PacketSource>(
     mut source: S,
     mut ended: watch::Receiver<Option<Ended>>,
 ) {
-    // One `changed` future for the reader's life: polling it again is an atomic load, where a
-    // new one per packet registered and dropped a waiter each time.
+    // One `changed` future for the reader's life: polling it again checks its registered
+    // waiter, where a new one per packet registered and removed a waiter each time.
     let mut changed = std::pin::pin!(ended.changed());
     let (end, notify) = loop {
         let packet = std::future::poll_fn(|cx| {

@@ -393,3 +393,14 @@ fn leftovers_of_a_crashed_run_are_removed() {
     let lan = Lan::new("ptl-left", 2).unwrap();
     assert_eq!(multicast(&lan, 0, &[1], "fresh", 3000), [1]);
 }
+
+#[test]
+fn a_second_live_lan_of_one_prefix_in_one_process_is_refused() {
+    if !netns::available() {
+        return;
+    }
+    // Its machine-wide lock is this process's already: waiting for it would never end.
+    let _first = Lan::new("ptl-twice", 1).unwrap();
+    let second = std::panic::catch_unwind(|| Lan::new("ptl-twice", 1));
+    assert!(second.is_err(), "a second live LAN of one prefix was made");
+}

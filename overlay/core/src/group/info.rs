@@ -29,9 +29,10 @@ pub struct GroupInfo {
     pub members: Vec<ConnId>,
     /// The subtree's load as this node reports it to its parent.
     pub load: Load,
-    /// How much longer the tree is kept however empty: a child was dropped when its node was
-    /// declared dead, and goes back with a replay of what it missed if that node answers
-    /// within this time (`None`: not held; the tree goes when it has no member and no child).
+    /// How much longer the tree is kept even with no member and no child: a child was dropped
+    /// when its node was declared dead, and would go back with a replay of what it missed if
+    /// that node answered within this time; it may be back already (the hold is not ended by
+    /// its return). `None`: not held; the tree goes when it has no member and no child.
     pub held_for: Option<Duration>,
 }
 

@@ -37,13 +37,16 @@
 //! Namespaces left by a crashed earlier run with the same prefix are removed by [`Lan::new`],
 //! so every test must use a prefix of its own.
 //!
-//! Namespaces are machine-wide, so two test processes on one machine (two `cargo test` runs, a
-//! clone's CI beside a developer's run) would share a prefix's names, and the second's
-//! [`Lan::new`] would take the first's live LAN for leftovers and kill its processes. A LAN
-//! therefore holds a machine-wide lock for its lifetime: a Unix socket bound to the abstract
-//! name `petal-lan-<prefix>` (in the test process's network namespace, which every test
-//! process on the machine shares). [`Lan::new`] waits while another process holds it, and the
-//! kernel frees a crashed process's socket, so what is left under a free lock is a leftover.
+//! Namespace names are shared by every process that sees this `/run` (`ip netns` keeps them
+//! in `/run/netns`), so two test processes (two `cargo test` runs, a clone's CI beside a
+//! developer's run) would share a prefix's names, and the second's [`Lan::new`] would take the
+//! first's live LAN for leftovers and kill its processes. A LAN therefore holds an exclusive
+//! `flock` on `/run/petal-lan-<prefix>.lock` for its lifetime, in the same scope as the names:
+//! [`Lan::new`] waits while another process holds it (at most 10 minutes, then panics), and the
+//! kernel releases a crashed process's lock, so what is left under a free lock is a leftover
+//! (the empty lock files stay in `/run`).
+//! Within one process, two live LANs of one prefix are refused (a panic, not a wait for
+//! itself). A checkout from before this lock takes none, and can still remove a new one's LAN.
 //!
 //! ## Running programs inside
 //! [`Lan::command`] runs any program in a node namespace (`ip netns exec`). Tests that need a
@@ -215,6 +218,12 @@ fn fnv1a(bytes: &[u8]) -> u32 {
     })
 }
 
+/// The longest [`Lan::new`] waits for another process's LAN of its prefix.
+const LOCK_WAIT: Duration = Duration::from_secs(600);
+
+/// The prefixes of this process's live LANs.
+static HELD_PREFIXES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// A private LAN of `n` node namespaces on one bridge. See the module documentation.
 pub(crate) struct Lan {
     prefix: String,
@@ -223,7 +232,7 @@ pub(crate) struct Lan {
     nodes: Vec<String>,
     /// The machine-wide lock on this prefix (see "Cleanup"); released after the namespaces
     /// are removed (fields drop after [`Drop::drop`]).
-    lock: Option<std::os::unix::net::UnixListener>,
+    lock: Option<std::fs::File>,
 }
 
 impl Lan {
@@ -294,28 +303,53 @@ impl Lan {
         Some(lan)
     }
 
-    /// Takes the machine-wide lock on `prefix`, waiting (and saying so) while another process
-    /// holds it.
-    fn lock(prefix: &str) -> std::os::unix::net::UnixListener {
-        use std::os::linux::net::SocketAddrExt;
-        let name = format!("petal-lan-{prefix}");
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .expect("an abstract socket name");
+    /// Takes the lock on `prefix` (see "Cleanup"), waiting (and saying so) while another
+    /// process holds it, at most [`LOCK_WAIT`]. Panics if this process holds it already (a
+    /// second live LAN of one prefix would wait for itself).
+    fn lock(prefix: &str) -> std::fs::File {
+        use rustix::fs::{FlockOperation, flock};
+        {
+            let mut held = HELD_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
+            assert!(
+                !held.iter().any(|p| p == prefix),
+                "two live LANs with the prefix {prefix:?} in one process"
+            );
+            held.push(prefix.to_string());
+        }
+        let dir = if std::path::Path::new("/run").is_dir() {
+            PathBuf::from("/run")
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!("petal-lan-{prefix}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        let since = Instant::now();
         let mut said = false;
         loop {
-            match std::os::unix::net::UnixListener::bind_addr(&addr) {
-                Ok(lock) => return lock,
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return file,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    assert!(
+                        since.elapsed() < LOCK_WAIT,
+                        "LAN {prefix}: another process held {} for {LOCK_WAIT:?}",
+                        path.display()
+                    );
                     if !said {
                         eprintln!(
-                            "LAN {prefix}: another process on this machine has one (abstract \
-                             socket @{name}); waiting"
+                            "LAN {prefix}: another process on this machine has one ({} \
+                             locked); waiting",
+                            path.display()
                         );
                         said = true;
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => panic!("binding the lock socket @{name}: {e}"),
+                Err(e) => panic!("locking {}: {e}", path.display()),
             }
         }
     }
@@ -324,7 +358,16 @@ impl Lan {
     /// dead process's lock is released). For testing the removal of leftovers.
     pub(crate) fn abandon(mut self) {
         self.lock = None;
+        Self::unlisted(&self.prefix);
         std::mem::forget(self);
+    }
+
+    /// Takes `prefix` off this process's list of held LAN prefixes.
+    fn unlisted(prefix: &str) {
+        HELD_PREFIXES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p != prefix);
     }
 
     /// Removes the namespaces of an earlier run with this prefix (`<prefix>-br`,
@@ -510,6 +553,7 @@ impl Drop for Lan {
         for ns in self.nodes.iter().chain([&self.bridge_ns]) {
             remove_ns(ns);
         }
+        Self::unlisted(&self.prefix);
     }
 }
 

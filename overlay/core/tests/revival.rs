@@ -140,6 +140,16 @@ fn freeze_until_declared_dead(
     sent
 }
 
+/// Replaces `node` by a new start of itself (same id and address, fresh state, rng seed
+/// `rng`) that joins through `via`; returns when. Its first messages go out at the next
+/// [`Net::drain`] of `node`.
+fn start_again(net: &mut Net, node: usize, via: usize, rng: u64) -> Time {
+    net.nodes[node] = petal_core::Node::new(net.infos[node], Config::default(), rng).unwrap();
+    let now = net.now;
+    net.nodes[node].join(now, net.infos[via]);
+    now
+}
+
 /// Every event in `sent` reached the member exactly once; returns the arrivals.
 fn assert_each_once(
     net: &Net,
@@ -432,11 +442,8 @@ fn a_node_started_again_with_its_id_gets_no_old_events() {
         freeze_until_declared_dead(&mut net, (root, sub, publisher), every, Duration::ZERO);
         // It starts again, joins through the publisher's node, and its application subscribes
         // at once.
-        let cfg = Config::default();
-        net.nodes[sub] = petal_core::Node::new(net.infos[sub], cfg, 700 + seed).unwrap();
-        let restart = net.now;
+        let restart = start_again(&mut net, sub, publisher, 700 + seed);
         let conn = ConnId(9);
-        net.nodes[sub].join(restart, net.infos[publisher]);
         net.nodes[sub].register(restart, conn, None, 0).unwrap();
         net.nodes[sub].subscribe(restart, conn, TOPIC).unwrap();
         net.drain(sub);
@@ -501,10 +508,7 @@ fn an_announce_removes_the_announcers_old_entries() {
         let (mut net, root, sub, publisher) = setup(seed, Config::default());
         let key = GroupKind::Topic.key(TOPIC);
         let deaths = net.nodes[root].stats().deaths_declared;
-        let cfg = Config::default();
-        net.nodes[sub] = petal_core::Node::new(net.infos[sub], cfg, 800 + seed).unwrap();
-        let restart = net.now;
-        net.nodes[sub].join(restart, net.infos[publisher]);
+        let restart = start_again(&mut net, sub, publisher, 800 + seed);
         net.drain(sub);
         while !net.nodes[sub].is_ready() {
             assert!(

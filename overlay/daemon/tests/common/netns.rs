@@ -41,7 +41,8 @@
 //! in `/run/netns`), so two test processes (two `cargo test` runs, a clone's CI beside a
 //! developer's run) would share a prefix's names, and the second's [`Lan::new`] would take the
 //! first's live LAN for leftovers and kill its processes. A LAN therefore holds an exclusive
-//! `flock` on `/run/petal-lan-<prefix>.lock` for its lifetime, in the same scope as the names:
+//! `flock` on `/run/petal-lan-<prefix>.lock` for its lifetime, in the same scope as the names
+//! (in the temp dir on a system without `/run`, where `ip netns` would not work anyway):
 //! [`Lan::new`] waits while another process holds it (at most 10 minutes, then panics), and the
 //! kernel releases a crashed process's lock, so what is left under a free lock is a leftover
 //! (the empty lock files stay in `/run`).
@@ -308,14 +309,14 @@ impl Lan {
     /// second live LAN of one prefix would wait for itself).
     fn lock(prefix: &str) -> std::fs::File {
         use rustix::fs::{FlockOperation, flock};
-        {
-            let mut held = HELD_PREFIXES.lock().unwrap_or_else(|e| e.into_inner());
-            assert!(
-                !held.iter().any(|p| p == prefix),
-                "two live LANs with the prefix {prefix:?} in one process"
-            );
-            held.push(prefix.to_string());
-        }
+        assert!(
+            !HELD_PREFIXES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|p| p == prefix),
+            "two live LANs with the prefix {prefix:?} in one process"
+        );
         let dir = if std::path::Path::new("/run").is_dir() {
             PathBuf::from("/run")
         } else {
@@ -332,7 +333,14 @@ impl Lan {
         let mut said = false;
         loop {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return file,
+                Ok(()) => {
+                    // Listed once held: a wait that ends in a panic leaves no entry behind.
+                    HELD_PREFIXES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(prefix.to_string());
+                    return file;
+                }
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                     assert!(
                         since.elapsed() < LOCK_WAIT,

@@ -150,6 +150,15 @@ fn start_again(net: &mut Net, node: usize, via: usize, rng: u64) -> Time {
     now
 }
 
+/// Steps the network 10 ms at a time until `node` is ready, at most `within`.
+fn run_until_ready(net: &mut Net, node: usize, within: Duration, what: &str) {
+    let since = net.now;
+    while !net.nodes[node].is_ready() {
+        assert!(net.now - since < within, "{what}: rejoined");
+        net.run_for(Duration::from_millis(10));
+    }
+}
+
 /// Every event in `sent` reached the member exactly once; returns the arrivals.
 fn assert_each_once(
     net: &Net,
@@ -376,19 +385,14 @@ fn a_child_that_left_is_not_put_back() {
         net.run_for(Duration::from_millis(200));
         let gone = publish_for(&mut net, publisher, 100, every, Duration::from_millis(300));
         // It starts again as itself, joins through the publisher's node and subscribes.
-        let cfg = Config::default();
-        net.nodes[sub] = petal_core::Node::new(net.infos[sub], cfg, 900 + seed).unwrap();
-        let boot = net.infos[publisher];
-        let now = net.now;
-        net.nodes[sub].join(now, boot);
+        start_again(&mut net, sub, publisher, 900 + seed);
         net.drain(sub);
-        while !net.nodes[sub].is_ready() {
-            assert!(
-                net.now - now < Duration::from_secs(10),
-                "seed {seed}: rejoined"
-            );
-            net.run_for(Duration::from_millis(10));
-        }
+        run_until_ready(
+            &mut net,
+            sub,
+            Duration::from_secs(10),
+            &format!("seed {seed}"),
+        );
         let conn = ConnId(8);
         subscribe(&mut net, sub, conn);
         let subscribed = net.now;
@@ -510,13 +514,12 @@ fn an_announce_removes_the_announcers_old_entries() {
         let deaths = net.nodes[root].stats().deaths_declared;
         let restart = start_again(&mut net, sub, publisher, 800 + seed);
         net.drain(sub);
-        while !net.nodes[sub].is_ready() {
-            assert!(
-                net.now - restart < Duration::from_secs(3),
-                "seed {seed}: rejoined"
-            );
-            net.run_for(Duration::from_millis(10));
-        }
+        run_until_ready(
+            &mut net,
+            sub,
+            Duration::from_secs(3),
+            &format!("seed {seed}"),
+        );
         net.run_for(Duration::from_millis(100));
         assert_eq!(
             net.nodes[root].stats().deaths_declared,

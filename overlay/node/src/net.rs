@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -20,6 +20,18 @@ pub trait Net: Clone + Send + Sync + 'static {
 
     /// Dials `addr`.
     fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Dials `addr` from local address `from` (any port), so that the peer sees the
+    /// connection come from the address this node listens on; a network whose hosts have one
+    /// address each dials as [`Net::connect`] does (the default).
+    fn connect_from(
+        &self,
+        addr: SocketAddr,
+        from: IpAddr,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send {
+        let _ = from;
+        self.connect(addr)
+    }
 
     /// A datagram socket.
     type Datagram: Datagram;
@@ -78,6 +90,21 @@ impl Net for TokioNet {
         Ok(s)
     }
 
+    async fn connect_from(&self, addr: SocketAddr, from: IpAddr) -> io::Result<Self::Stream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if socket.bind(SocketAddr::new(from, 0)).is_err() {
+            // Not an address of this host any more (or out of ports for it): the system's
+            // choice of source, as `connect` makes it.
+            return self.connect(addr).await;
+        }
+        let s = socket.connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+
     type Datagram = tokio::net::UdpSocket;
 
     async fn multicast(
@@ -129,5 +156,31 @@ impl Listener for tokio::net::TcpListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpListener::local_addr(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Net, TokioNet};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A dial from an address of this host comes from that address (every 127.0.0.0/8
+    /// address is this host's on Linux); from an address that is not, it falls back to the
+    /// system's choice instead of failing.
+    #[tokio::test]
+    async fn a_dial_from_a_local_address_comes_from_it_and_falls_back_otherwise() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let _out = TokioNet.connect_from(to, from).await.unwrap();
+        let (_in, seen) = listener.accept().await.unwrap();
+        assert_eq!(seen.ip(), from);
+        // 192.0.2.1 (TEST-NET-1) is no address of this host: bind fails, the dial does not.
+        let _out = TokioNet
+            .connect_from(to, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)))
+            .await
+            .unwrap();
+        let (_in, seen) = listener.accept().await.unwrap();
+        assert_eq!(seen.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 }

@@ -1,7 +1,7 @@
 //! The node task's peer links: dialing, link state, sending the core's messages, idle links,
 //! and starting the two tasks of a link whose handshake is done.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use petal_protocol::{Message, NodeId, NodeInfo};
@@ -334,9 +334,16 @@ impl<N: Net> Driver<N> {
         let keys = self.keys.clone();
         let stats = self.stats.clone();
         let budget = self.budget.clone();
+        let from = dial_source(self.opts.peer_listen.ip(), addr);
         crate::spawn_here(async move {
             let dial = async {
-                let mut s = tokio::time::timeout(opts.dial_timeout, net.connect(addr))
+                let connect = async {
+                    match from {
+                        Some(ip) => net.connect_from(addr, ip).await,
+                        None => net.connect(addr).await,
+                    }
+                };
+                let mut s = tokio::time::timeout(opts.dial_timeout, connect)
                     .await
                     .map_err(|_| "dial timed out".to_string())?
                     .map_err(|e| e.to_string())?;
@@ -370,6 +377,22 @@ impl<N: Net> Driver<N> {
             }
         });
     }
+}
+
+/// The local address to dial `to` from: the address peer links are accepted on, when it is
+/// one address (not a wildcard) of `to`'s family, and loopback exactly when `to` is. A peer
+/// then sees the connection come from the address this node listens on, not from whichever
+/// address the system picks: on one host whose nodes listen on 127.0.0.2, 127.0.0.3, ... every
+/// dial would otherwise come from 127.0.0.1, and the per-address handshake limit
+/// (`max_link_handshakes_per_ip`) would count a whole fleet starting at once as one address
+/// (a fleet test saw its dials refused and joins wait on the lost announces).
+pub(crate) fn dial_source(listen: IpAddr, to: SocketAddr) -> Option<IpAddr> {
+    let to = to.ip();
+    (!listen.is_unspecified()
+        && listen.is_ipv4() == to.is_ipv4()
+        && listen.is_loopback() == to.is_loopback()
+        && listen != to)
+        .then_some(listen)
 }
 
 /// A link whose handshake is done.
@@ -449,4 +472,38 @@ pub(crate) async fn start_link<S>(
         Share::new(budget, opts.core.memory_share),
         traffic,
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dial_source;
+    use std::net::{IpAddr, SocketAddr};
+
+    #[test]
+    fn dials_come_from_the_listen_address_only_where_it_can_reach() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let to = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // One host, nodes on 127.0.0.k: each dials from its own address.
+        assert_eq!(
+            dial_source(ip("127.0.0.5"), to("127.0.0.7:55556")),
+            Some(ip("127.0.0.5"))
+        );
+        assert_eq!(
+            dial_source(ip("10.0.0.5"), to("10.0.0.9:55556")),
+            Some(ip("10.0.0.5"))
+        );
+        assert_eq!(
+            dial_source(ip("fd00::5"), to("[fd00::9]:55556")),
+            Some(ip("fd00::5"))
+        );
+        // A wildcard listener: the system's choice.
+        assert_eq!(dial_source(ip("0.0.0.0"), to("10.0.0.9:55556")), None);
+        assert_eq!(dial_source(ip("::"), to("[fd00::9]:55556")), None);
+        // Loopback to a remote host, or the other way: no.
+        assert_eq!(dial_source(ip("127.0.0.5"), to("10.0.0.9:55556")), None);
+        assert_eq!(dial_source(ip("10.0.0.5"), to("127.0.0.1:55556")), None);
+        // Another family, or the same address: no.
+        assert_eq!(dial_source(ip("::1"), to("127.0.0.1:55556")), None);
+        assert_eq!(dial_source(ip("10.0.0.5"), to("10.0.0.5:55557")), None);
+    }
 }

@@ -56,6 +56,8 @@ pub struct Stats {
     pub join_retries: u64,
     /// Join attempts moved on because the driver could not reach their contact.
     pub join_contacts_unreachable: u64,
+    /// Announces of a joining node sent again early because one was lost with a failed dial.
+    pub join_reannounces: u64,
     /// Routing-table rows asked of other nodes (gossip after a join, periodic maintenance,
     /// repair).
     pub row_requests: u64,
@@ -179,7 +181,7 @@ pub struct Stats {
 impl Stats {
     /// Every counter with its name, in declaration order (what metrics exporters and reports
     /// iterate over).
-    pub fn fields(&self) -> [(&'static str, u64); 78] {
+    pub fn fields(&self) -> [(&'static str, u64); 79] {
         [
             ("messages_sent", self.messages_sent),
             ("messages_received", self.messages_received),
@@ -203,6 +205,7 @@ impl Stats {
             ("proximity_swaps", self.proximity_swaps),
             ("join_retries", self.join_retries),
             ("join_contacts_unreachable", self.join_contacts_unreachable),
+            ("join_reannounces", self.join_reannounces),
             ("row_requests", self.row_requests),
             ("searches", self.searches),
             ("search_moves", self.search_moves),

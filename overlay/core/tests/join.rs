@@ -421,6 +421,38 @@ fn a_direct_attempt_left_unanswered_is_not_repeated() {
     }
 }
 
+/// A joiner's announces can be lost with their dials (neighbours busy starting refuse the
+/// handshakes): the driver says so, and the joiner announces again to the members that have
+/// not acknowledged after twice `join_busy_retry` (100 ms), not at the attempt's bound. A
+/// fleet test saw the owner of a cluster's key wait two seconds so, and every request to that
+/// cluster with it.
+#[test]
+fn announces_lost_with_their_dials_are_sent_again_soon() {
+    for seed in 0..4 {
+        let mut net = Net::new(500 + seed, 21);
+        ring_of_twenty(&mut net);
+        let mut cfg = petal_core::Config::default();
+        cfg.join_search = false;
+        net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, 500 + seed).unwrap();
+        // The joiner's first dial to every node but its contact fails: its announces to the
+        // neighbours that did not send it anything yet are lost.
+        net.dial_fails_once.extend((1..20).map(|k| (20, k)));
+        join_via(&mut net, 20, 0);
+        let took = until_ready(&mut net, &[20], Duration::from_secs(3));
+        let s = net.nodes[20].stats();
+        assert!(
+            net.dial_fails_once.len() < 19 && s.join_reannounces >= 1,
+            "seed {seed}: announces were lost ({} dials left to fail) and sent again ({})",
+            net.dial_fails_once.len(),
+            s.join_reannounces
+        );
+        assert_eq!(s.join_retries, 0, "seed {seed}: no attempt timed out");
+        // 100 ms and a round trip; the attempt's bound is 250 ms at least.
+        assert!(took < Duration::from_millis(150), "seed {seed}: {took:?}");
+        net.converge(&(0..21).collect::<Vec<_>>(), Duration::from_secs(2));
+    }
+}
+
 /// The joiner's own dial to the nearest node can fail too (a reset, once): the driver reports
 /// it unreachable, and the attempt moves on to a contact. That node must still be tried
 /// directly again after the contact's attempt, or the joiner would go on through a contact

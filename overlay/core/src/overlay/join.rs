@@ -80,6 +80,11 @@ pub(crate) struct JoinState {
     pub(crate) acked: BTreeSet<NodeId>,
     /// Nodes an announce asking for a reply went to.
     pub(crate) asked: BTreeSet<NodeId>,
+    /// When to announce again to the members that have not acknowledged, before the
+    /// attempt's bound: an announce was lost with a dial that failed (`Time::MAX`: not due).
+    pub(crate) reannounce_at: Time,
+    /// Such early announces in this attempt (each waits twice as long as the one before).
+    reannounces: u32,
     /// Routed messages that reached this node before it was ready.
     pub(crate) buffered: Vec<RouteMsg>,
     /// The nearest-neighbour search that runs before the first attempt (see `search`).
@@ -179,6 +184,8 @@ impl Node {
             announced: false,
             acked: BTreeSet::new(),
             asked: BTreeSet::new(),
+            reannounce_at: Time::MAX,
+            reannounces: 0,
             buffered: Vec::new(),
             direct: None,
             via_direct: false,
@@ -219,7 +226,9 @@ impl Node {
     /// next contact at once, as after a refusal, instead of waiting out the attempt's bound
     /// (up to `join_timeout`: a fleet that starts at once dials a few busy nodes, and a reset
     /// dial used to cost a joiner two seconds). The contact is tried again at the next round;
-    /// the node of a direct attempt after the next contact's attempt.
+    /// the node of a direct attempt after the next contact's attempt. Once the joiner has
+    /// announced itself, a leaf-set member that has not acknowledged is announced to again
+    /// soon (after twice `join_busy_retry`, doubling for each such loss in the attempt).
     /// A ready node declares a suspected peer dead at once (see [`Node::link_lost`]); any
     /// other is left to liveness.
     pub fn unreachable(&mut self, now: Time, id: NodeId) {
@@ -236,10 +245,28 @@ impl Node {
             self.search_unreachable(now, id);
             return;
         }
+        let member = self.overlay.leaf.contains(id);
         let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
-        if j.announced || j.via.is_none_or(|v| v.id != id) {
+        if j.announced {
+            if member && !j.acked.contains(&id) {
+                // Our announce to this neighbour was lost with the dial (a node that is busy
+                // starting refuses handshakes, or its address backs off after such a
+                // refusal): announce again soon instead of at the attempt's bound (up to
+                // `join_timeout`, which a fleet test saw hold the owner of a cluster's key,
+                // and every request to that cluster, for two seconds). The delays double from
+                // twice `join_busy_retry` (more than the driver's first back-off).
+                let delay = self.cfg.join_busy_retry * 2u32.pow(j.reannounces.min(5) + 1);
+                let at = now + delay;
+                if at < j.reannounce_at && at < j.deadline {
+                    j.reannounce_at = at;
+                    self.set_timer(at, TimerKey::Join);
+                }
+            }
+            return;
+        }
+        if j.via.is_none_or(|v| v.id != id) {
             return;
         }
         // A contact is skipped for the rest of the round. The node of a direct attempt is
@@ -292,6 +319,8 @@ impl Node {
         j.announced = false;
         j.acked.clear();
         j.asked.clear();
+        j.reannounce_at = Time::MAX;
+        j.reannounces = 0;
         let Some(via) = pick else {
             if j.in_cycle && j.joiners.iter().all(|&id| id > me) {
                 self.stats.join_founded += 1;
@@ -357,6 +386,9 @@ impl Node {
             return;
         };
         if j.deadline > now {
+            if j.announced && j.reannounce_at <= now {
+                self.reannounce();
+            }
             return;
         }
         if j.search.is_some() {
@@ -430,6 +462,29 @@ impl Node {
             j.direct = nearest.filter(|n| answered && Some(n.id) != via);
         }
         self.start_join_attempt(now);
+    }
+
+    /// Announces again to the leaf-set members that have not acknowledged, within the attempt
+    /// (see [`Node::unreachable`]). Counted in [`crate::Stats::join_reannounces`].
+    fn reannounce(&mut self) {
+        let Phase::Joining(j) = &mut self.overlay.phase else {
+            return;
+        };
+        j.reannounce_at = Time::MAX;
+        j.reannounces += 1;
+        let missing: Vec<NodeId> = self
+            .overlay
+            .leaf
+            .members()
+            .filter(|id| !j.acked.contains(id))
+            .collect();
+        for id in &missing {
+            j.asked.remove(id);
+        }
+        self.stats.join_reannounces += 1;
+        for id in missing {
+            self.announce_to(id, true);
+        }
     }
 
     /// The leaf-set member nearest to this node's id that no direct attempt found silent.

@@ -232,7 +232,9 @@ impl Overlay {
             TimerKey::Probe(id) => self.probe_live(t, id),
             TimerKey::Hop(seq) => self.hops.get(&seq).is_some_and(|h| h.deadline == t),
             TimerKey::Lookup(id) => self.lookups.get(&id).is_some_and(|l| l.deadline == t),
-            TimerKey::Join => matches!(&self.phase, Phase::Joining(j) if j.deadline == t),
+            TimerKey::Join => {
+                matches!(&self.phase, Phase::Joining(j) if j.deadline == t || j.reannounce_at == t)
+            }
             TimerKey::LeafExchange => ready && self.leaf_exchange_at == t,
             TimerKey::Heartbeat => ready && self.heartbeat_at == t,
             TimerKey::RowMaintenance => ready && self.row_maintenance_at == t,
@@ -376,7 +378,9 @@ impl Overlay {
         }
     }
 
-    /// Owners that may hold a deadline in the timer heap.
+    /// Owners that may hold a deadline in the timer heap (a join holds two: its attempt's
+    /// bound and an early announce; a ready node its leaf exchange, heartbeat and row
+    /// maintenance).
     pub(crate) fn timer_owners(&self) -> usize {
         self.dead.len() + self.hops.len() + self.lookups.len() + 4
     }

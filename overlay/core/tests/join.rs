@@ -453,6 +453,57 @@ fn announces_lost_with_their_dials_are_sent_again_soon() {
     }
 }
 
+/// An early announce due in the same call as the attempt's bound (a starved node handles both
+/// at once; the early one pops first and finds the bound passed) leaves nothing stale behind: a
+/// later loss arms an early announce again (once, a stale one disabled them for the rest of the
+/// attempt: found by review).
+#[test]
+fn an_early_announce_due_with_the_bound_leaves_none_stale() {
+    let mut net = Net::new(520, 21);
+    ring_of_twenty(&mut net);
+    let mut cfg = petal_core::Config::default();
+    cfg.join_search = false;
+    net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, 520).unwrap();
+    net.dial_fails_once.extend((1..20).map(|k| (20, k)));
+    join_via(&mut net, 20, 0);
+    let limit = net.now + Duration::from_millis(50);
+    while net.dial_fails_once.len() == 19 {
+        assert!(net.now < limit, "no announce was lost");
+        net.run_for(Duration::from_millis(1));
+    }
+    // A neighbour whose announce was lost.
+    let m = (1..20)
+        .find(|&k| {
+            !net.dial_fails_once.contains(&(20, k))
+                && net.nodes[20].leaf_set().contains(net.infos[k].id)
+        })
+        .expect("a lost announce to a neighbour");
+    // Its messages from node 20 are lost (silently) until m opens a link to node 20 itself.
+    net.dial_fails.insert((20, m));
+    // Node 20 alone, past both its early announce and its attempt's bound, in one call.
+    net.now = net.now + Duration::from_millis(300);
+    let now = net.now;
+    net.nodes[20].handle_timeout(now);
+    net.drain(20);
+    assert_eq!(net.nodes[20].stats().join_reannounces, 0);
+    assert_eq!(net.nodes[20].stats().join_retries, 1, "the bound passed");
+    // The driver reports the announce asked again of m lost too: announced again 100 ms later,
+    // before the attempt's next bound (250 ms), and m's answer then completes the join.
+    net.nodes[20].unreachable(now, net.infos[m].id);
+    net.drain(20);
+    net.run_for(Duration::from_millis(99));
+    assert_eq!(
+        net.nodes[20].stats().join_reannounces,
+        0,
+        "not before 100 ms"
+    );
+    net.run_for(Duration::from_millis(2));
+    assert_eq!(net.nodes[20].stats().join_reannounces, 1);
+    let took = until_ready(&mut net, &[20], Duration::from_millis(100));
+    assert!(took < Duration::from_millis(10), "{took:?}");
+    assert_eq!(net.nodes[20].stats().join_retries, 1);
+}
+
 /// The joiner's own dial to the nearest node can fail too (a reset, once): the driver reports
 /// it unreachable, and the attempt moves on to a contact. That node must still be tried
 /// directly again after the contact's attempt, or the joiner would go on through a contact

@@ -52,7 +52,6 @@ pub(crate) async fn peer_links<L: Listener>(
             Admit::No => {
                 // Too many handshakes from that address: close unanswered.
                 RuntimeStats::add(&stats.link_handshakes_refused, 1);
-                tracing::debug!(%from, "inbound peer link refused: too many handshakes from that address");
                 continue;
             }
         };

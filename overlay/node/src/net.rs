@@ -167,6 +167,7 @@ mod tests {
     /// A dial from an address of this host comes from that address (every 127.0.0.0/8
     /// address is this host's on Linux); from an address that is not, it falls back to the
     /// system's choice instead of failing.
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_dial_from_a_local_address_comes_from_it_and_falls_back_otherwise() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -255,11 +255,12 @@ impl Node {
                 // starting refuses handshakes, or its address backs off after such a
                 // refusal): announce again soon instead of at the attempt's bound (up to
                 // `join_timeout`, which a fleet test saw hold the owner of a cluster's key,
-                // and every request to that cluster, for two seconds). The delays double from
-                // twice `join_busy_retry` (more than the driver's first back-off).
+                // and every request to that cluster, for two seconds). The delay doubles with
+                // each early announce of the attempt, from twice `join_busy_retry` (more than
+                // the driver's first back-off).
                 let delay = self.cfg.join_busy_retry * 2u32.pow(j.reannounces.min(5) + 1);
                 let at = now + delay;
-                if at < j.reannounce_at && at < j.deadline {
+                if (at < j.reannounce_at || j.reannounce_at <= now) && at < j.deadline {
                     j.reannounce_at = at;
                     self.set_timer(at, TimerKey::Join);
                 }
@@ -426,6 +427,9 @@ impl Node {
             if let Phase::Joining(j) = &mut self.overlay.phase {
                 j.attempt += 1;
                 j.deadline = deadline;
+                // This asks every member that has not answered: an early announce that was
+                // due too (its entry popped first) is done, and a later loss arms a new one.
+                j.reannounce_at = Time::MAX;
                 for id in &missing {
                     j.asked.remove(id);
                 }

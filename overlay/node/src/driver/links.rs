@@ -379,19 +379,17 @@ impl<N: Net> Driver<N> {
     }
 }
 
-/// The local address to dial `to` from: the address peer links are accepted on, when it is
-/// one address (not a wildcard) of `to`'s family, and loopback exactly when `to` is. A peer
-/// then sees the connection come from the address this node listens on, not from whichever
-/// address the system picks: on one host whose nodes listen on 127.0.0.2, 127.0.0.3, ... every
-/// dial would otherwise come from 127.0.0.1, and the per-address handshake limit
-/// (`max_link_handshakes_per_ip`) would count a whole fleet starting at once as one address
-/// (a fleet test saw its dials refused and joins wait on the lost announces).
+/// The local address to dial `to` from, for nodes of one host on loopback addresses: the
+/// loopback address peer links are accepted on, when `to` is a loopback address of the same
+/// family. A peer then sees the connection come from the address this node listens on: on one
+/// host whose nodes listen on 127.0.0.2, 127.0.0.3, ... every dial would otherwise come from
+/// 127.0.0.1, and the per-address handshake limit (`max_link_handshakes_per_ip`) would count a
+/// whole fleet starting at once as one address (a fleet test saw its dials refused and joins
+/// wait on the lost announces). Between hosts the system chooses the source as before (a bound
+/// source could defeat policy routing, a VPN's allowed addresses or a floating address).
 pub(crate) fn dial_source(listen: IpAddr, to: SocketAddr) -> Option<IpAddr> {
     let to = to.ip();
-    (!listen.is_unspecified()
-        && listen.is_ipv4() == to.is_ipv4()
-        && listen.is_loopback() == to.is_loopback()
-        && listen != to)
+    (listen.is_loopback() && to.is_loopback() && listen.is_ipv4() == to.is_ipv4() && listen != to)
         .then_some(listen)
 }
 
@@ -480,7 +478,7 @@ mod tests {
     use std::net::{IpAddr, SocketAddr};
 
     #[test]
-    fn dials_come_from_the_listen_address_only_where_it_can_reach() {
+    fn dials_between_loopback_nodes_come_from_the_listen_address() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let to = |s: &str| s.parse::<SocketAddr>().unwrap();
         // One host, nodes on 127.0.0.k: each dials from its own address.
@@ -488,14 +486,9 @@ mod tests {
             dial_source(ip("127.0.0.5"), to("127.0.0.7:55556")),
             Some(ip("127.0.0.5"))
         );
-        assert_eq!(
-            dial_source(ip("10.0.0.5"), to("10.0.0.9:55556")),
-            Some(ip("10.0.0.5"))
-        );
-        assert_eq!(
-            dial_source(ip("fd00::5"), to("[fd00::9]:55556")),
-            Some(ip("fd00::5"))
-        );
+        // Between hosts: the system's choice, also for a listener on one address.
+        assert_eq!(dial_source(ip("10.0.0.5"), to("10.0.0.9:55556")), None);
+        assert_eq!(dial_source(ip("fd00::5"), to("[fd00::9]:55556")), None);
         // A wildcard listener: the system's choice.
         assert_eq!(dial_source(ip("0.0.0.0"), to("10.0.0.9:55556")), None);
         assert_eq!(dial_source(ip("::"), to("[fd00::9]:55556")), None);

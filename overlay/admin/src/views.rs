@@ -250,7 +250,7 @@ pub struct GroupView {
     pub subtree_inflight: u32,
     /// Milliseconds more the tree is kept even with no member and no child: a child was
     /// dropped when its node was declared dead, and would go back (with a replay of the events
-    /// it missed) if that node answered within this time; it may be back already. Null when not
+    /// it missed) if that node answered within this time; its answer ends its part. Null when not
     /// held: a tree with no member and no child goes.
     pub held_ms: Option<f64>,
 }

@@ -217,7 +217,21 @@ fn a_child_declared_dead_while_alive_is_taken_back_with_what_it_missed() {
             Duration::from_millis(300),
         ));
         let woke = net.now;
-        let after = publish_for(&mut net, publisher, 5000, every, Duration::from_secs(2));
+        let mut after = publish_for(&mut net, publisher, 5000, every, Duration::from_millis(100));
+        // Back within those 100 ms: the hold for it is over (before, it ran on for up to the
+        // entry's freshness, 0.3-2 s here).
+        let key = GroupKind::Topic.key(TOPIC);
+        let info = net.nodes[root].groups(net.now);
+        let held = info.iter().find(|g| g.key == key).map(|g| g.held_for);
+        assert_eq!(held, Some(None), "seed {seed} ({before}): the hold ended");
+        let next = 5000 + after.len() as u32;
+        after.extend(publish_for(
+            &mut net,
+            publisher,
+            next,
+            every,
+            Duration::from_millis(1900),
+        ));
         net.run_for(Duration::from_secs(3));
         sent.extend(&after);
         let got = assert_each_once(&net, sub, &sent, &format!("seed {seed} ({before})"));

@@ -293,7 +293,9 @@ impl Node {
     /// time its node was last heard, so one that grafted elsewhere meanwhile expires as usual
     /// (`group_child_timeout`); a tree that is gone or full now does not take it back, nor the
     /// tree `tree` that the reviving message is a graft or prune for (its handling decides,
-    /// from what the node says of that tree now).
+    /// from what the node says of that tree now). The hold each of these trees was under for it
+    /// ends: what is left of it is the holds for other nodes still dead (see
+    /// [`Node::rehold_group`]).
     pub(crate) fn groups_on_peer_revived(
         &mut self,
         now: Time,
@@ -302,6 +304,7 @@ impl Node {
         tree: Option<Key>,
     ) {
         let max_children = self.cfg.max_group_children;
+        let keys: Vec<Key> = dropped.0.iter().map(|(k, _)| *k).collect();
         for (key, mut child) in dropped.0 {
             if tree == Some(key) {
                 continue;
@@ -339,6 +342,26 @@ impl Node {
             }
             self.report_if_changed(now, key);
             self.place_parked(now, key);
+        }
+        for key in keys {
+            self.rehold_group(key);
+        }
+    }
+
+    /// Sets group `key`'s hold to what the child entries kept with nodes still dead ask for:
+    /// each until its node's last graft is `group_child_timeout` old (none: not held).
+    fn rehold_group(&mut self, key: Key) {
+        let timeout = self.cfg.group_child_timeout;
+        let until = self
+            .overlay
+            .dead_children()
+            .flat_map(|c| c.entries())
+            .filter(|(k, _)| *k == key)
+            .map(|(_, c)| c.heard + timeout)
+            .max()
+            .unwrap_or(Time::ZERO);
+        if let Some(g) = self.groups.trees.get_mut(&key) {
+            g.held_until = until;
         }
     }
 }

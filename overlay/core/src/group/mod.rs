@@ -77,6 +77,11 @@ struct Child {
 pub(crate) struct DroppedChildren(Vec<(Key, Child)>);
 
 impl DroppedChildren {
+    /// The entries, by group.
+    fn entries(&self) -> impl Iterator<Item = &(Key, Child)> {
+        self.0.iter()
+    }
+
     /// Heap bytes, its box included.
     pub(crate) fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>() + self.0.capacity() * std::mem::size_of::<(Key, Child)>()

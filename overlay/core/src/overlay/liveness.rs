@@ -92,6 +92,13 @@ pub(crate) struct Probe {
     pub(crate) deadline: Time,
 }
 
+impl super::Overlay {
+    /// The group-tree child entries kept with the nodes declared dead (see [`Dead::children`]).
+    pub(crate) fn dead_children(&self) -> impl Iterator<Item = &crate::group::DroppedChildren> {
+        self.dead.iter().filter_map(|(_, d)| d.children.as_deref())
+    }
+}
+
 impl Node {
     /// How long peer `id` may stay silent before it is pinged: the clockwise neighbour (it
     /// sends us heartbeats) and group parents a heartbeat interval and a quarter, other

@@ -149,12 +149,7 @@ impl Node {
         let Phase::Joining(j) = &self.overlay.phase else {
             return None;
         };
-        let missing: Vec<NodeId> = self
-            .overlay
-            .leaf
-            .members()
-            .filter(|id| !j.acked.contains(id))
-            .collect();
+        let missing = self.unacknowledged();
         Some(JoinProgress {
             contacts: j.contacts.len(),
             via: j.via,
@@ -417,27 +412,13 @@ impl Node {
         if j.announced && !self.overlay.leaf.is_empty() {
             // The path is done; only acknowledgements are missing (lost, or a silent member
             // that liveness will remove): ask the members that have not answered again.
-            let missing: Vec<NodeId> = self
-                .overlay
-                .leaf
-                .members()
-                .filter(|id| !j.acked.contains(id))
-                .collect();
             let deadline = now + self.join_progress_bound(j.rtt);
             if let Phase::Joining(j) = &mut self.overlay.phase {
                 j.attempt += 1;
                 j.deadline = deadline;
-                // This asks every member that has not answered: an early announce that was
-                // due too (its entry popped first) is done, and a later loss arms a new one.
-                j.reannounce_at = Time::MAX;
-                for id in &missing {
-                    j.asked.remove(id);
-                }
             }
             self.set_timer(deadline, TimerKey::Join);
-            for id in missing {
-                self.announce_to(id, true);
-            }
+            self.announce_again();
             return;
         }
         let cap = self.cfg.max_join_contacts.saturating_mul(4);
@@ -474,21 +455,38 @@ impl Node {
         let Phase::Joining(j) = &mut self.overlay.phase else {
             return;
         };
-        j.reannounce_at = Time::MAX;
         j.reannounces += 1;
-        let missing: Vec<NodeId> = self
-            .overlay
-            .leaf
-            .members()
-            .filter(|id| !j.acked.contains(id))
-            .collect();
-        for id in &missing {
-            j.asked.remove(id);
-        }
         self.stats.join_reannounces += 1;
+        self.announce_again();
+    }
+
+    /// Announces again to every leaf-set member that has not acknowledged (an early announce
+    /// still pending is thereby done: a later loss arms a new one; with it pending, an entry
+    /// that popped with the attempt's bound would be left stale and disable them).
+    fn announce_again(&mut self) {
+        let missing = self.unacknowledged();
+        if let Phase::Joining(j) = &mut self.overlay.phase {
+            j.reannounce_at = Time::MAX;
+            for id in &missing {
+                j.asked.remove(id);
+            }
+        }
         for id in missing {
             self.announce_to(id, true);
         }
+    }
+
+    /// The leaf-set members that have not acknowledged this joiner's announce (none when not
+    /// joining).
+    fn unacknowledged(&self) -> Vec<NodeId> {
+        let Phase::Joining(j) = &self.overlay.phase else {
+            return Vec::new();
+        };
+        self.overlay
+            .leaf
+            .members()
+            .filter(|id| !j.acked.contains(id))
+            .collect()
     }
 
     /// The leaf-set member nearest to this node's id that no direct attempt found silent.

@@ -1,5 +1,7 @@
 //! Grafts and prunes arriving from other nodes, and the group tables' invariants.
 
+use std::collections::BTreeMap;
+
 use petal_protocol::{CastMsg, EventSeq, Key, Load, Message, NodeId, NodeInfo};
 
 use super::{Child, DroppedChildren, FOSTER_CYCLE_HEIGHT, Group};
@@ -246,7 +248,7 @@ impl Node {
     /// A parent whose peer died: every group that hung from it grafts elsewhere at once. Its
     /// child entries are dropped; with `keep` (it did not leave) they are returned, to be kept
     /// with the dead peer (see `Node::groups_on_peer_revived`), and their trees are held while
-    /// the entries are fresh, however empty.
+    /// the entries are fresh, however empty, or until that peer answers.
     pub(crate) fn groups_on_peer_dead(
         &mut self,
         now: Time,
@@ -343,25 +345,30 @@ impl Node {
             self.report_if_changed(now, key);
             self.place_parked(now, key);
         }
-        for key in keys {
-            self.rehold_group(key);
-        }
+        self.rehold_groups(keys);
     }
 
-    /// Sets group `key`'s hold to what the child entries kept with nodes still dead ask for:
-    /// each until its node's last graft is `group_child_timeout` old (none: not held).
-    fn rehold_group(&mut self, key: Key) {
+    /// Node `from`, declared dead, is back as a new start of itself (it announced itself): its
+    /// old entries are not put back, and the holds of their trees for it end.
+    pub(crate) fn groups_on_peer_restarted(&mut self, dropped: &DroppedChildren) {
+        self.rehold_groups(dropped.entries().map(|(k, _)| *k).collect());
+    }
+
+    /// Sets the hold of each group of `keys` to what the child entries kept with nodes still
+    /// dead ask for: each until its node's last graft is `group_child_timeout` old (none: not
+    /// held). One pass over the kept entries, however many keys.
+    fn rehold_groups(&mut self, keys: Vec<Key>) {
         let timeout = self.cfg.group_child_timeout;
-        let until = self
-            .overlay
-            .dead_children()
-            .flat_map(|c| c.entries())
-            .filter(|(k, _)| *k == key)
-            .map(|(_, c)| c.heard + timeout)
-            .max()
-            .unwrap_or(Time::ZERO);
-        if let Some(g) = self.groups.trees.get_mut(&key) {
-            g.held_until = until;
+        let mut until: BTreeMap<Key, Time> = keys.into_iter().map(|k| (k, Time::ZERO)).collect();
+        for (key, c) in self.overlay.dead_children().flat_map(|c| c.entries()) {
+            if let Some(t) = until.get_mut(key) {
+                *t = (*t).max(c.heard + timeout);
+            }
+        }
+        for (key, t) in until {
+            if let Some(g) = self.groups.trees.get_mut(&key) {
+                g.held_until = t;
+            }
         }
     }
 }

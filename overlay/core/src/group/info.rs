@@ -31,8 +31,8 @@ pub struct GroupInfo {
     pub load: Load,
     /// How much longer the tree is kept even with no member and no child: a child was dropped
     /// when its node was declared dead, and would go back with a replay of what it missed if
-    /// that node answered within this time. The node's return ends its part of the hold
-    /// (what is left is for other nodes still dead). `None`: not held; the tree goes when it
+    /// that node answered within this time. The node's return (or new start) ends its part of
+    /// the hold (what is left is for other nodes still dead). `None`: not held; the tree goes when it
     /// has no member and no child.
     pub held_for: Option<Duration>,
 }

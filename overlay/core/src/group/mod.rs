@@ -137,7 +137,8 @@ struct Group {
     redirect: Option<Box<remover::Pending>>,
     /// Kept until then even with no member and no child: a child was dropped when its node
     /// was declared dead, and goes back if that node answers while its entry is fresh (see
-    /// `Node::groups_on_peer_revived`); meanwhile the tree takes events, for its replay.
+    /// `Node::groups_on_peer_revived`); meanwhile the tree takes events, for its replay. That
+    /// node's answer ends its part of the hold (`Node::rehold_groups`).
     held_until: Time,
 }
 

@@ -204,11 +204,13 @@ impl Node {
                 self.probe_dead_of_burst(now, d.since);
             }
             // A node that announces itself is joining: a new start of it, whose trees are new
-            // too (its old tree entries are not put back).
-            if let Some(children) = d.children
-                && heard != Heard::Announce
-            {
-                self.groups_on_peer_revived(now, from, *children, tree);
+            // too (its old tree entries are not put back; the holds for them end).
+            if let Some(children) = d.children {
+                if heard == Heard::Announce {
+                    self.groups_on_peer_restarted(&children);
+                } else {
+                    self.groups_on_peer_revived(now, from, *children, tree);
+                }
             }
         }
         match self.overlay.peers.get_mut(&from.id) {

@@ -41,6 +41,17 @@ fn ring_of_twenty(net: &mut Net) {
     net.converge(&(0..20).collect::<Vec<_>>(), Duration::from_secs(2));
 }
 
+/// Nodes 0-19 form a ring, and node 20 is a fresh node (rng seed `seed`) that will join
+/// without the nearest-node search, whose probes would open its links before its join does.
+fn ring_of_twenty_and_a_joiner(seed: u64) -> Net {
+    let mut net = Net::new(seed, 21);
+    ring_of_twenty(&mut net);
+    let mut cfg = petal_core::Config::default();
+    cfg.join_search = false;
+    net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, seed).unwrap();
+    net
+}
+
 /// The node of the ring (nodes 0-19) closest to node `i`'s id.
 fn closest_in_ring(net: &Net, i: usize) -> usize {
     let me = net.infos[i].id;
@@ -429,11 +440,7 @@ fn a_direct_attempt_left_unanswered_is_not_repeated() {
 #[test]
 fn announces_lost_with_their_dials_are_sent_again_soon() {
     for seed in 0..4 {
-        let mut net = Net::new(500 + seed, 21);
-        ring_of_twenty(&mut net);
-        let mut cfg = petal_core::Config::default();
-        cfg.join_search = false;
-        net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, 500 + seed).unwrap();
+        let mut net = ring_of_twenty_and_a_joiner(500 + seed);
         // The joiner's first dial to every node but its contact fails: its announces to the
         // neighbours that did not send it anything yet are lost.
         net.dial_fails_once.extend((1..20).map(|k| (20, k)));
@@ -459,11 +466,7 @@ fn announces_lost_with_their_dials_are_sent_again_soon() {
 /// attempt: found by review).
 #[test]
 fn an_early_announce_due_with_the_bound_leaves_none_stale() {
-    let mut net = Net::new(520, 21);
-    ring_of_twenty(&mut net);
-    let mut cfg = petal_core::Config::default();
-    cfg.join_search = false;
-    net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, 520).unwrap();
+    let mut net = ring_of_twenty_and_a_joiner(520);
     net.dial_fails_once.extend((1..20).map(|k| (20, k)));
     join_via(&mut net, 20, 0);
     let limit = net.now + Duration::from_millis(50);
@@ -512,12 +515,7 @@ fn an_early_announce_due_with_the_bound_leaves_none_stale() {
 #[test]
 fn a_direct_attempt_whose_dial_failed_is_tried_again() {
     for seed in 0..6 {
-        let mut net = Net::new(400 + seed, 21);
-        ring_of_twenty(&mut net);
-        // Without the nearest-node search, whose probes would open the joiner's link first.
-        let mut cfg = petal_core::Config::default();
-        cfg.join_search = false;
-        net.nodes[20] = petal_core::Node::new(net.infos[20], cfg, 400 + seed).unwrap();
+        let mut net = ring_of_twenty_and_a_joiner(400 + seed);
         let closest = closest_in_ring(&net, 20);
         let contact = (0..20).find(|&k| k != closest).unwrap();
         net.dial_fails.insert((closest, 20));

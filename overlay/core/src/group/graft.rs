@@ -297,7 +297,7 @@ impl Node {
     /// tree `tree` that the reviving message is a graft or prune for (its handling decides,
     /// from what the node says of that tree now). The hold each of these trees was under for it
     /// ends: what is left of it is the holds for other nodes still dead (see
-    /// [`Node::rehold_group`]).
+    /// `Node::rehold_groups`).
     pub(crate) fn groups_on_peer_revived(
         &mut self,
         now: Time,

@@ -223,7 +223,8 @@ impl Node {
     /// dial used to cost a joiner two seconds). The contact is tried again at the next round;
     /// the node of a direct attempt after the next contact's attempt. Once the joiner has
     /// announced itself, a leaf-set member that has not acknowledged is announced to again
-    /// soon (after twice `join_busy_retry`, doubling for each such loss in the attempt).
+    /// soon (after twice `join_busy_retry`; the delay doubles with each such early announce
+    /// of the attempt).
     /// A ready node declares a suspected peer dead at once (see [`Node::link_lost`]); any
     /// other is left to liveness.
     pub fn unreachable(&mut self, now: Time, id: NodeId) {

@@ -126,14 +126,10 @@ fn freeze_until_declared_dead(
         "a child declared dead is out of the tree"
     );
     // Operators see the tree held, for at most the entry's freshness.
-    let held_for = net.nodes[root]
-        .groups(net.now)
-        .into_iter()
-        .find(|g| g.key == key)
-        .and_then(|g| g.held_for);
+    let held = held_for(net, root);
     assert!(
-        held_for.is_some_and(|d| d <= Config::default().group_child_timeout),
-        "the root's tree is held for the dropped child: {held_for:?}"
+        held.is_some_and(|d| d <= Config::default().group_child_timeout),
+        "the root's tree is held for the dropped child: {held:?}"
     );
     sent.extend(publish_for(net, publisher, k, every, more));
     net.down[sub] = false;
@@ -220,10 +216,11 @@ fn a_child_declared_dead_while_alive_is_taken_back_with_what_it_missed() {
         let mut after = publish_for(&mut net, publisher, 5000, every, Duration::from_millis(100));
         // Back within those 100 ms: the hold for it is over (before, it ran on for up to the
         // entry's freshness, 0.3-2 s here).
-        let key = GroupKind::Topic.key(TOPIC);
-        let info = net.nodes[root].groups(net.now);
-        let held = info.iter().find(|g| g.key == key).map(|g| g.held_for);
-        assert_eq!(held, Some(None), "seed {seed} ({before}): the hold ended");
+        assert_eq!(
+            held_for(&net, root),
+            None,
+            "seed {seed} ({before}): the hold ended"
+        );
         let next = 5000 + after.len() as u32;
         after.extend(publish_for(
             &mut net,
@@ -303,6 +300,94 @@ fn a_child_back_after_its_entry_expired_rejoins_by_its_own_graft() {
         let info = net.nodes[root].groups(net.now);
         let info = info.iter().find(|g| g.key == key).expect("the root's tree");
         assert_eq!(info.held_for, None, "seed {seed}: the hold ended");
+        assert_each_once(&net, sub, &sent, &format!("seed {seed}"));
+        assert_each_once(&net, other, &sent, &format!("seed {seed}"));
+    }
+}
+
+/// The time the root's tree of [`TOPIC`] (which must exist) is still held, as operators see it.
+fn held_for(net: &Net, root: usize) -> Option<Duration> {
+    let key = GroupKind::Topic.key(TOPIC);
+    net.nodes[root]
+        .groups(net.now)
+        .into_iter()
+        .find(|g| g.key == key)
+        .expect("the root's tree")
+        .held_for
+}
+
+/// Two subscribers' nodes, both children of the root, stall until the root declares both
+/// dead. When the first runs again, the tree stays held for the second (whose entry is still
+/// kept, fresh): the hold is what the entries of the nodes still dead ask for, not cleared
+/// by any return. It ends when the second runs again too. Every event reaches both members
+/// exactly once.
+#[test]
+fn a_tree_stays_held_while_another_dropped_child_is_still_dead() {
+    for seed in 1..=6 {
+        let (mut net, root, sub, publisher) = setup(seed, Config::default());
+        let other = (0..8)
+            .find(|&i| i != root && i != sub && i != publisher)
+            .unwrap();
+        subscribe(&mut net, other, MEMBER);
+        net.run_for(Duration::from_secs(1));
+        let key = GroupKind::Topic.key(TOPIC);
+        let view = net.nodes[other].group_view(key).expect("its tree");
+        assert_eq!(view.parent, Some(net.infos[root].id), "seed {seed}");
+        let every = Duration::from_millis(50);
+        let mut sent = publish_for(&mut net, publisher, 0, every, Duration::from_millis(200));
+        let deaths = net.nodes[root].stats().deaths_declared;
+        net.down[sub] = true;
+        net.down[other] = true;
+        let frozen = net.now;
+        let mut k = 1000;
+        while net.nodes[root].stats().deaths_declared < deaths + 2 {
+            assert!(
+                net.now - frozen < Duration::from_secs(10),
+                "seed {seed}: the root declared both stalled children dead"
+            );
+            sent.extend(publish_for(&mut net, publisher, k, every, every));
+            k += 1;
+        }
+        let both = held_for(&net, root);
+        assert!(
+            both.is_some_and(|d| d <= Config::default().group_child_timeout),
+            "seed {seed}: held for the dropped children: {both:?}"
+        );
+        net.down[sub] = false;
+        sent.extend(publish_for(
+            &mut net,
+            publisher,
+            3000,
+            every,
+            Duration::from_millis(100),
+        ));
+        let view = net.nodes[root].group_view(key).expect("the root's tree");
+        assert!(
+            view.children.contains(&net.infos[sub].id),
+            "seed {seed}: the first child is back in the tree"
+        );
+        let one = held_for(&net, root);
+        assert!(
+            one.is_some_and(|d| d > Duration::ZERO),
+            "seed {seed}: still held for the child still dead: {one:?}"
+        );
+        net.down[other] = false;
+        sent.extend(publish_for(
+            &mut net,
+            publisher,
+            4000,
+            every,
+            Duration::from_millis(100),
+        ));
+        assert_eq!(held_for(&net, root), None, "seed {seed}: the hold ended");
+        sent.extend(publish_for(
+            &mut net,
+            publisher,
+            5000,
+            every,
+            Duration::from_secs(1),
+        ));
+        net.run_for(Duration::from_secs(3));
         assert_each_once(&net, sub, &sent, &format!("seed {seed}"));
         assert_each_once(&net, other, &sent, &format!("seed {seed}"));
     }
@@ -448,7 +533,10 @@ fn a_child_that_left_is_not_put_back() {
 /// entry back; with that guard removed, the entries come back and their replay reaches the new
 /// start's tree before it grafts, where the second guard drops it (a tree that never grafted
 /// takes no first event from a node other than its parent); without both, seed 1's new member
-/// got 48 events published before the restart. (The third guard, an announce removing the
+/// got 48 events published before the restart. When the new start is ready, the root's tree
+/// is no longer held for the old entry (the announce ends the hold, which would otherwise run
+/// on up to `group_child_timeout` after the old entry's last graft: seed 1 failed so). (The
+/// third guard, an announce removing the
 /// announcer's remaining entries, acts on entries of a node not yet declared dead: see
 /// `an_announce_removes_the_announcers_old_entries`.)
 #[test]
@@ -476,6 +564,9 @@ fn a_node_started_again_with_its_id_gets_no_old_events() {
             k += 1;
         }
         let ready = net.now;
+        // The new start's announce ended the hold of the tree kept for its old entry (which
+        // would have run on up to `group_child_timeout` after its last graft).
+        assert_eq!(held_for(&net, root), None, "seed {seed}: the hold ended");
         sent.extend(publish_for(
             &mut net,
             publisher,

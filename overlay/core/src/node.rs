@@ -423,9 +423,12 @@ impl Node {
         prefetch_ref(&self.me);
     }
 
-    /// Prefetches the timer heap's earliest entry, which `poll_timeout` reads after every
-    /// input (a hint, once `prefetch_state` has brought the heap's pointer in).
-    pub(crate) fn prefetch_timer_top(&self) {
+    /// A hint like [`Node::prefetch_state`]: starts loading what handling a message from
+    /// `from` reads first (the first step of the tracked peers' search, and `from`'s set in
+    /// the round-trip cache) and the timer heap's earliest entry, which the driver's
+    /// `poll_timeout` after it reads. Best called once `prefetch_state`'s loads have arrived.
+    pub fn prefetch_message_from(&self, from: NodeId) {
+        self.overlay.prefetch_from(from);
         if let Some(top) = self.timers.peek() {
             prefetch_ref(top);
         }

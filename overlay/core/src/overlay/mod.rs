@@ -120,8 +120,14 @@ impl Overlay {
         crate::node::prefetch_ref(&self.peers);
         crate::node::prefetch_ref(&self.rtt_cache);
         crate::node::prefetch_ref(&self.rt);
-        // Every input reads the phase first.
         crate::node::prefetch_ref(&self.phase);
+    }
+
+    /// Prefetches the first step of the tracked peers' search and `from`'s set in the
+    /// round-trip cache (see [`Node::prefetch_message_from`]).
+    pub(crate) fn prefetch_from(&self, from: NodeId) {
+        self.peers.prefetch_middle();
+        self.rtt_cache.warm(std::iter::once(&from));
     }
 
     /// Prefetches what learning a batch of candidates one by one reads that is most often out
@@ -499,16 +505,6 @@ impl Node {
             Some(p) => p.rtt.get(),
             None => self.overlay.rtt_cache.get(&peer),
         }
-    }
-
-    /// A hint like [`Node::prefetch_state`]: starts loading what handling a message from
-    /// `from` reads first (the first step of the tracked peers' search, and `from`'s set in
-    /// the round-trip cache) and the timer heap's earliest entry, which the driver's
-    /// `poll_timeout` after it reads. Best called once `prefetch_state`'s loads have arrived.
-    pub fn prefetch_message_from(&self, from: NodeId) {
-        self.overlay.peers.prefetch_middle();
-        self.overlay.rtt_cache.warm(std::iter::once(&from));
-        self.prefetch_timer_top();
     }
 
     /// Remembers a candidate's round-trip time (bounded: the oldest entry goes first).

@@ -85,6 +85,27 @@ impl Charge {
     pub(crate) fn none() -> Self {
         Self { share: None, n: 0 }
     }
+
+    /// Takes `other` into this charge, which then gives back both (one give instead of two):
+    /// for the packets of one batch, charged one by one and written together. A charge of
+    /// another share is not taken: it is given back at once, as if its item were dropped, so
+    /// callers combine only charges of one share.
+    pub(crate) fn absorb(&mut self, mut other: Charge) {
+        let Some(theirs) = other.share.take() else {
+            return;
+        };
+        match &self.share {
+            None => {
+                self.share = Some(theirs);
+                self.n = other.n;
+            }
+            Some(mine) if Arc::ptr_eq(mine, &theirs) => self.n += other.n,
+            Some(_) => {
+                debug_assert!(false, "charges of two shares combined");
+                other.share = Some(theirs);
+            }
+        }
+    }
 }
 
 impl Drop for Charge {
@@ -153,6 +174,15 @@ mod tests {
         let b2 = b.charge(100).unwrap();
         drop((b1, b2));
         assert_eq!((b.held(), node.used()), (0, 0));
+        // A batch's charges, combined, come back together.
+        let mut batch = Charge::none();
+        for _ in 0..3 {
+            batch.absorb(a.charge(100).unwrap());
+        }
+        batch.absorb(Charge::none());
+        assert_eq!((a.held(), node.used()), (300, 300));
+        drop(batch);
+        assert_eq!((a.held(), node.used()), (0, 0));
         assert_eq!(
             node.refused(),
             1,

@@ -31,7 +31,7 @@ use petal_protocol::relay::{self, ClientPacket, NodePacket, RelayError};
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
-use crate::budget::Share;
+use crate::budget::{Charge, Share};
 use crate::driver::Input;
 use crate::session::{Out, SessionOpen, SessionTx};
 use crate::{LocalConnector, NodeHandle};
@@ -124,7 +124,6 @@ impl LocalConnector {
             drain: Arc::new(Notify::new()),
             share: None,
             refused: Arc::default(),
-            refused_droppable: Arc::default(),
         };
         let (kill, drain) = (out.kill.clone(), out.drain.clone());
         // The node sets the flag when it cuts the session off (nothing queued is read after
@@ -170,6 +169,9 @@ impl LocalConnector {
             queued,
             cut: cut.flag,
             sink: sink.clone(),
+            batch: Vec::new().into_iter(),
+            batch_bytes: 0,
+            batch_charge: Charge::none(),
         };
         Ok((sink, source))
     }
@@ -192,6 +194,11 @@ pub(crate) struct EmbeddedSource {
     cut: Arc<AtomicBool>,
     /// Shut when the source goes (the connection ended, or its attach was abandoned).
     sink: Arc<EmbeddedSink>,
+    /// The rest of the batch being taken ([`Out::Batch`]), its size and its charge: counted
+    /// as queued, and held, until its last packet is taken.
+    batch: std::vec::IntoIter<NodePacket>,
+    batch_bytes: usize,
+    batch_charge: Charge,
 }
 
 impl Drop for EmbeddedSource {
@@ -209,11 +216,24 @@ impl PacketSource for EmbeddedSource {
             self.rx.close();
             return Poll::Ready(None);
         }
+        if let Some(p) = self.batch.next() {
+            if self.batch.len() == 0 {
+                self.queued.fetch_sub(self.batch_bytes, Ordering::Relaxed);
+                self.batch_charge = Charge::none();
+            }
+            return Poll::Ready(Some(p));
+        }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Out::Packet(p, charge))) => {
                 self.queued.fetch_sub(p.encoded_len(), Ordering::Relaxed);
                 drop(charge);
                 Poll::Ready(Some(p))
+            }
+            Poll::Ready(Some(Out::Batch(packets, bytes, charge))) => {
+                self.batch = packets.into_iter();
+                self.batch_bytes = bytes;
+                self.batch_charge = charge;
+                self.poll_recv(cx)
             }
             // The node ended the session (after its CLOSE), or dropped it (cut off).
             Poll::Ready(Some(Out::Close) | None) => Poll::Ready(None),

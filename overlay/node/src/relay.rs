@@ -121,7 +121,6 @@ pub(crate) async fn serve<S>(
         drain: drain.clone(),
         share: None,
         refused: Arc::default(),
-        refused_droppable: Arc::default(),
     };
     let mut writer = crate::spawn_here(write_loop(wr, rx, queued));
     let open = SessionOpen {
@@ -378,6 +377,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             match item {
                 // The packet's charge comes back once it is encoded (the batch is bounded).
                 Out::Packet(p, _charge) => p.encode(&mut buf),
+                Out::Batch(packets, _, _charge) => {
+                    for p in packets {
+                        p.encode(&mut buf);
+                    }
+                }
                 Out::Close => {
                     close = true;
                     break;

@@ -227,3 +227,71 @@ async fn a_closed_subscriber_gets_nothing_and_harms_nobody() {
     keep.assert_nothing_queued().await;
     n.shutdown().await;
 }
+
+/// The node hands what one read of a client's packets queues for a session to its writer
+/// together (a batch), but an answer to the client's own command goes out at once: it must not
+/// pass the events queued before it. One write carries a publish, a request refused at once
+/// (its id is in use) and another publish; the publisher, subscribed to its own topic, must
+/// read them in that order. Then a write of 500 publishes reaches both subscribers in order,
+/// each event once.
+#[tokio::test]
+async fn a_reads_output_keeps_its_order_around_answers_to_commands() {
+    let n = node(0x17, vec![]).await;
+    let addr = relay_addr(&n);
+    let mut me = Raw::attach(addr, "").await;
+    let mut other = Raw::attach(addr, "").await;
+    for c in [&mut me, &mut other] {
+        c.send(subscribe("order")).await;
+        // The subscription is in place once its marker came back.
+        c.assert_nothing_queued().await;
+    }
+    let request = ClientPacket::Request {
+        id: 7,
+        cluster: "nobody".into(),
+        request: Bytes::from_static(b"x"),
+        timeout_ms: 60_000,
+    };
+    me.send(request.clone()).await;
+    let mut one_write = encode(&publish("order", b"before"));
+    one_write.extend(encode(&request));
+    one_write.extend(encode(&publish("order", b"after")));
+    me.send_bytes(&one_write).await;
+    me.expect(event("order", b"before")).await;
+    me.expect(NodePacket::Reply {
+        id: 7,
+        outcome: petal_protocol::relay::ReplyOutcome::Timeout,
+    })
+    .await;
+    me.expect(event("order", b"after")).await;
+    for ev in [&b"before"[..], b"after"] {
+        other
+            .expect(NodePacket::Publish {
+                topic: "order".into(),
+                event: Bytes::copy_from_slice(ev),
+            })
+            .await;
+    }
+
+    let events: Vec<Bytes> = (0..500u32)
+        .map(|i| Bytes::from(i.to_be_bytes().to_vec()))
+        .collect();
+    let mut flood = Vec::new();
+    for e in &events {
+        flood.extend(encode(&ClientPacket::Publish {
+            topic: "order".into(),
+            event: e.clone(),
+        }));
+    }
+    other.send_bytes(&flood).await;
+    for c in [&mut me, &mut other] {
+        for e in &events {
+            c.expect(NodePacket::Publish {
+                topic: "order".into(),
+                event: e.clone(),
+            })
+            .await;
+        }
+        c.expect_silence(Duration::from_millis(100)).await;
+    }
+    n.shutdown().await;
+}

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use petal_core::{AppError, ConnId, Event, Node, Outcome, Time};
 use petal_protocol::ReplyResult;
@@ -22,10 +22,17 @@ use tokio::sync::mpsc;
 use crate::budget::{Charge, Share};
 use crate::{Options, RuntimeStats};
 
+mod batch;
+
+use batch::RoundCounts;
+
 /// What the node task sends a session's writer.
 pub(crate) enum Out {
     /// A packet to write, with what it holds of the node's memory budget.
     Packet(NodePacket, Charge),
+    /// The packets one delivery round queued for the session, in order, their encoded size
+    /// and what they hold of the budget together (one hand-over for many events).
+    Batch(Vec<NodePacket>, usize, Charge),
     /// Write what is queued, then close the connection.
     Close,
 }
@@ -49,8 +56,6 @@ pub(crate) struct SessionTx {
     pub(crate) share: Option<Arc<Share>>,
     /// Set when the budget refused a packet that must arrive: the session is closed.
     pub(crate) refused: Arc<AtomicBool>,
-    /// Droppable packets the budget refused since last counted.
-    pub(crate) refused_droppable: Arc<AtomicU64>,
 }
 
 impl SessionTx {
@@ -79,28 +84,6 @@ impl SessionTx {
         let _ = self.tx.send(Out::Packet(p, charge));
     }
 
-    /// Queues a packet that may be dropped when the client is not reading (broadcasts, events,
-    /// request deliveries). Returns false when dropped.
-    fn may(&self, p: NodePacket, limit: usize) -> bool {
-        let len = p.encoded_len();
-        if self.queued.load(Ordering::Relaxed) + len > limit {
-            return false;
-        }
-        let charge = match &self.share {
-            Some(share) => match share.charge(len as u64) {
-                Some(c) => c,
-                None => {
-                    self.refused_droppable.fetch_add(1, Ordering::Relaxed);
-                    return false;
-                }
-            },
-            None => Charge::none(),
-        };
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        let _ = self.tx.send(Out::Packet(p, charge));
-        true
-    }
-
     fn close(&self) {
         let _ = self.tx.send(Out::Close);
     }
@@ -119,6 +102,16 @@ pub(crate) struct SessionOpen {
 struct Session {
     out: SessionTx,
     dropped: u64,
+    /// The packets of the current delivery round, handed to the writer together when the
+    /// round ends ([`Sessions::flush_batches`]): one channel send, one count of the queued
+    /// bytes and one give-back of their budget for many events.
+    batch: Vec<NodePacket>,
+    /// Their encoded size (queued, though not yet counted in `out.queued`).
+    batch_bytes: usize,
+    /// Their charges, combined.
+    batch_charge: Charge,
+    /// Droppable packets the budget refused since last counted.
+    refused_droppable: u64,
     /// When it attached.
     since: tokio::time::Instant,
     /// When each of its requests the core took arrived, by the client's id: for the
@@ -138,6 +131,14 @@ pub(crate) struct Sessions {
     budget: Arc<petal_core::MemoryBudget>,
     /// Durations of the requests the sessions' clients made.
     pub(crate) durations: crate::inspect::DurationHistogram,
+    /// Sessions whose batch has packets (each once).
+    dirty: Vec<u64>,
+    /// Batches are held until [`Sessions::release`] (the driver handles a read's packets or
+    /// messages one at a time, and hands their output over once).
+    holding: bool,
+    /// Counts of the current delivery round, added to the runtime's shared counters when it
+    /// ends: requests, broadcasts and events delivered, and droppable packets dropped.
+    round: RoundCounts,
 }
 
 fn timeout_ms(ms: u64) -> u32 {
@@ -157,6 +158,9 @@ impl Sessions {
             stats,
             budget,
             durations: crate::inspect::DurationHistogram::default(),
+            dirty: Vec::new(),
+            holding: false,
+            round: RoundCounts::default(),
         }
     }
 
@@ -208,6 +212,10 @@ impl Sessions {
                     Session {
                         out,
                         dropped: 0,
+                        batch: Vec::new(),
+                        batch_bytes: 0,
+                        batch_charge: Charge::none(),
+                        refused_droppable: 0,
                         since: tokio::time::Instant::now(),
                         started: BTreeMap::new(),
                     },
@@ -248,7 +256,7 @@ impl Sessions {
                 .inspect_err(|_| {
                     // Refused (too many pending, an id in use, a bad name): the one REPLY is
                     // a timeout now.
-                    s.out.must(NodePacket::Reply {
+                    s.must_now(NodePacket::Reply {
                         id,
                         outcome: ReplyOutcome::Timeout,
                     });
@@ -277,7 +285,7 @@ impl Sessions {
                 .inspect_err(|_| {
                     // Refused (an id this connection uses already, too many tunnels, a bad
                     // name); an existing tunnel of that id is left alone.
-                    s.out.must(NodePacket::TunConfirm {
+                    s.must_now(NodePacket::TunConfirm {
                         id,
                         chunk_limit: None,
                     });
@@ -287,7 +295,7 @@ impl Sessions {
                     Err(AppError::UnknownId) => {
                         // The offer expired (or was confirmed already): the client's tunnel
                         // ends.
-                        s.out.must(NodePacket::TunClose {
+                        s.must_now(NodePacket::TunClose {
                             id: tun_id,
                             reason: "petal: the tunnel offer expired".into(),
                         });
@@ -309,6 +317,7 @@ impl Sessions {
                         // Beyond the granted credit or badly framed: a broken client.
                         tracing::info!(conn, tunnel = id, error = %e, "tunnel protocol violation; closing the connection");
                         RuntimeStats::add(&self.stats.relay_violations, 1);
+                        s.flush();
                         s.out.close();
                         // Forget the session now, not when its reader notices: the packets it
                         // sent after the violation (maybe in the same batch) must not take
@@ -356,7 +365,7 @@ impl Sessions {
                     .inspect_err(|e| {
                         // Refused (an id in use, too many operations, a bad key or value): the
                         // one KV_RESULT says why.
-                        s.out.must(NodePacket::KvResult {
+                        s.must_now(NodePacket::KvResult {
                             id,
                             result: petal_core::StoreResult::Failed(format!("petal: {e}")),
                         });
@@ -383,10 +392,11 @@ impl Sessions {
             return;
         };
         let limit = self.opts.session_queue_bytes;
+        let was_empty = s.batch.is_empty();
         let delivered = match &ev {
-            Event::Request { .. } => Some(&self.stats.delivered_requests),
-            Event::Broadcast { .. } => Some(&self.stats.delivered_broadcasts),
-            Event::Published { .. } => Some(&self.stats.delivered_publishes),
+            Event::Request { .. } => Some(&mut self.round.requests),
+            Event::Broadcast { .. } => Some(&mut self.round.broadcasts),
+            Event::Published { .. } => Some(&mut self.round.publishes),
             _ => None,
         };
         let dropped = match ev {
@@ -395,7 +405,7 @@ impl Sessions {
                 payload,
                 timeout_ms,
                 ..
-            } => !s.out.may(
+            } => !s.may(
                 NodePacket::Request {
                     id: delivery,
                     request: payload,
@@ -404,9 +414,9 @@ impl Sessions {
                 limit,
             ),
             Event::Broadcast { payload, .. } => {
-                !s.out.may(NodePacket::Broadcast { message: payload }, limit)
+                !s.may(NodePacket::Broadcast { message: payload }, limit)
             }
-            Event::Published { topic, payload, .. } => !s.out.may(
+            Event::Published { topic, payload, .. } => !s.may(
                 NodePacket::Publish {
                     topic,
                     event: payload,
@@ -424,35 +434,35 @@ impl Sessions {
                 if let Some(t) = s.started.remove(&request) {
                     self.durations.observe(t.elapsed());
                 }
-                s.out.must(NodePacket::Reply {
+                s.must(NodePacket::Reply {
                     id: request,
                     outcome,
                 });
                 false
             }
             Event::TunnelIncoming { offer, .. } => {
-                s.out.must(NodePacket::TunInit {
+                s.must(NodePacket::TunInit {
                     build_id: offer,
                     chunk_limit: chunk_limit as u64,
                 });
                 false
             }
             Event::TunnelOpened { tunnel, .. } => {
-                s.out.must(NodePacket::TunConfirm {
+                s.must(NodePacket::TunConfirm {
                     id: tunnel,
                     chunk_limit: Some(chunk_limit as u64),
                 });
                 false
             }
             Event::TunnelOpenFailed { tunnel, .. } => {
-                s.out.must(NodePacket::TunConfirm {
+                s.must(NodePacket::TunConfirm {
                     id: tunnel,
                     chunk_limit: None,
                 });
                 false
             }
             Event::TunnelCredit { tunnel, bytes, .. } => {
-                s.out.must(NodePacket::TunAllow {
+                s.must(NodePacket::TunAllow {
                     id: tunnel,
                     space: bytes,
                 });
@@ -464,7 +474,7 @@ impl Sessions {
                 payload,
                 ..
             } => {
-                s.out.must(NodePacket::TunTransfer {
+                s.must(NodePacket::TunTransfer {
                     id: tunnel,
                     size,
                     payload,
@@ -472,24 +482,24 @@ impl Sessions {
                 false
             }
             Event::TunnelClosed { tunnel, reason, .. } => {
-                s.out.must(NodePacket::TunClose { id: tunnel, reason });
+                s.must(NodePacket::TunClose { id: tunnel, reason });
                 false
             }
             // An offer that closes before its confirm was never a tunnel to the client:
             // nothing to tell it (a late confirm is answered with a TUN_CLOSE).
             Event::TunnelOfferClosed { .. } => false,
             Event::KvDone { op, result, .. } => {
-                s.out.must(NodePacket::KvResult { id: op, result });
+                s.must(NodePacket::KvResult { id: op, result });
                 false
             }
             Event::IdDone { op, result, .. } => {
-                s.out.must(NodePacket::IdResult { id: op, result });
+                s.must(NodePacket::IdResult { id: op, result });
                 false
             }
             Event::IdMessage {
                 identity, payload, ..
             } => {
-                s.out.must(NodePacket::IdMessage {
+                s.must(NodePacket::IdMessage {
                     identity: identity.to_string(),
                     message: payload,
                 });
@@ -500,7 +510,10 @@ impl Sessions {
         if let Some(c) = delivered
             && !dropped
         {
-            RuntimeStats::add(c, 1);
+            *c += 1;
+        }
+        if was_empty && !s.batch.is_empty() {
+            self.dirty.push(conn);
         }
         if self.cut_if_over(conn) {
             return;
@@ -510,7 +523,7 @@ impl Sessions {
         };
         if dropped {
             s.dropped += 1;
-            RuntimeStats::add(&self.stats.relay_dropped, 1);
+            self.round.dropped += 1;
             if s.dropped.is_power_of_two() {
                 tracing::warn!(
                     conn,
@@ -525,9 +538,11 @@ impl Sessions {
     /// A session ended. A graceful close answers what is pending and acknowledges; a drop just
     /// forgets (nobody is listening).
     pub(crate) fn closed(&mut self, node: &mut Node, now: Time, conn: u64, graceful: bool) {
-        let Some(s) = self.map.remove(&conn) else {
+        let Some(mut s) = self.map.remove(&conn) else {
             return;
         };
+        // (Outside a delivery round the batch is empty; handed over first all the same.)
+        s.flush();
         if graceful {
             answer_pending(node, conn, &s, "petal: the connection closed");
             s.out.must(NodePacket::Close {
@@ -541,10 +556,11 @@ impl Sessions {
     /// Node shutdown: every session gets its pending requests answered (timeout), its tunnels
     /// closed with a reason and a CLOSE with a reason.
     pub(crate) fn shutdown(&mut self, node: &mut Node, now: Time) {
-        let sessions = std::mem::take(&mut self.map);
+        let mut sessions = std::mem::take(&mut self.map);
         // Every session is answered before any is unregistered: unregistering one fails the
         // tunnels it has with the others, and those must still be answered as pending.
-        for (&conn, s) in &sessions {
+        for (&conn, s) in &mut sessions {
+            s.flush();
             answer_pending(node, conn, s, "petal: the node is shutting down");
             s.out.must(NodePacket::Close {
                 reason: "petal: the node is shutting down".into(),
@@ -573,8 +589,10 @@ impl Sessions {
         let Some(s) = self.map.get_mut(&conn) else {
             return false;
         };
-        let over_budget = s.out.refused_droppable.swap(0, Ordering::Relaxed);
-        RuntimeStats::add(&self.stats.memory_refused_sessions, over_budget);
+        if s.refused_droppable > 0 {
+            let over_budget = std::mem::take(&mut s.refused_droppable);
+            RuntimeStats::add(&self.stats.memory_refused_sessions, over_budget);
+        }
         if s.out.refused.load(Ordering::Relaxed) {
             // A reply or tunnel data the node's memory budget had no room for: the client
             // holding the most unread is not necessarily this one, but this one's packet
@@ -589,12 +607,13 @@ impl Sessions {
             self.doomed.push(conn);
             return true;
         }
-        if s.out.queued.load(Ordering::Relaxed) > self.opts.session_max_bytes {
+        let queued = s.out.queued.load(Ordering::Relaxed) + s.batch_bytes;
+        if queued > self.opts.session_max_bytes {
             // Replies and tunnel data are never dropped, so a client that stopped reading
             // with much of them pending is cut off rather than allowed to grow the node.
             tracing::warn!(
                 conn,
-                queued = s.out.queued.load(Ordering::Relaxed),
+                queued,
                 limit = self.opts.session_max_bytes,
                 "client far behind on replies and tunnel data; closing its connection"
             );
@@ -656,7 +675,7 @@ fn ignore_gone(r: Result<(), AppError>) -> Result<(), AppError> {
 
 /// A refused identity command's one ID_RESULT, saying why.
 fn id_refused(s: &mut Session, id: u64, e: &AppError) {
-    s.out.must(NodePacket::IdResult {
+    s.must_now(NodePacket::IdResult {
         id,
         result: petal_protocol::IdResult::Failed(format!("petal: {e}")),
     });

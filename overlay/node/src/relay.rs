@@ -365,7 +365,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut close = false;
     while !close {
         let Some(first) = rx.recv().await else { break };
-        if rx.is_empty() {
+        // (A batch is the whole of a read's output already: written at once.)
+        if rx.is_empty() && matches!(first, Out::Packet(..)) {
             // Let the tasks already runnable (the node task, other sessions) queue more for
             // this client first: under load one write then carries many packets (a syscall
             // per packet was a quarter of a busy node's time); idle, this costs one turn of

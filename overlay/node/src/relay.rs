@@ -365,7 +365,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut close = false;
     while !close {
         let Some(first) = rx.recv().await else { break };
-        // (A batch is the whole of a read's output already: written at once.)
+        // (A batch of several packets is what the node queued for the client while it handled
+        // a whole read: written at once. A lone packet, even a read's only one, waits a turn.)
         if rx.is_empty() && matches!(first, Out::Packet(..)) {
             // Let the tasks already runnable (the node task, other sessions) queue more for
             // this client first: under load one write then carries many packets (a syscall

@@ -65,8 +65,9 @@ impl Session {
     /// of its runtime) and starts on what it gets while the node task works on the rest of a
     /// read, so its batch is not held to the read's end (holding cost 10-15 % of the requests
     /// per second across two embedded nodes at 256 in flight). A relay session's writer runs
-    /// on the node task's thread, after the read in any case.
-    fn embedded(&self) -> bool {
+    /// after the read in any case when the runtime has one thread (`petald`'s default); with
+    /// more, holding keeps its writer from starting on the read's first packets.
+    pub(super) fn embedded(&self) -> bool {
         self.out.cut.is_some()
     }
 
@@ -110,26 +111,25 @@ impl Sessions {
         self.flush_batches();
     }
 
-    /// Ends a delivery round (unless held): hands every session's batch to its writer and adds
-    /// the round's counts to the runtime's. Called once the core's events are all delivered;
-    /// a packet queued outside a round (an answer to a client's command) hands its session's
-    /// batch over first, so packets keep the order they were queued in.
+    /// Ends a delivery round: hands every embedded session's batch to its writer and, unless
+    /// held, every relay session's too, and adds the round's counts to the runtime's. Called
+    /// once the core's events are all delivered; a packet queued outside a round (an answer
+    /// to a client's command) hands its session's batch over first, so packets keep the order
+    /// they were queued in.
     pub(crate) fn flush_batches(&mut self) {
-        let holding = self.holding;
-        let map = &mut self.map;
-        self.dirty.retain(|conn| {
+        for conn in self.dirty_embedded.drain(..) {
             // (A session cut off since is gone, and its batch with it.)
-            let Some(s) = map.get_mut(conn) else {
-                return false;
-            };
-            if holding && !s.embedded() {
-                return true;
+            if let Some(s) = self.map.get_mut(&conn) {
+                s.flush();
             }
-            s.flush();
-            false
-        });
-        if holding {
+        }
+        if self.holding {
             return;
+        }
+        for conn in self.dirty.drain(..) {
+            if let Some(s) = self.map.get_mut(&conn) {
+                s.flush();
+            }
         }
         let r = std::mem::take(&mut self.round);
         for (counter, n) in [

@@ -102,9 +102,10 @@ pub(crate) struct SessionOpen {
 struct Session {
     out: SessionTx,
     dropped: u64,
-    /// The packets of the current delivery round, handed to the writer together when the
-    /// round ends ([`Sessions::flush_batches`]): one channel send, one count of the queued
-    /// bytes and one give-back of their budget for many events.
+    /// The packets queued for the session since its last hand-over, handed to the writer
+    /// together ([`Sessions::flush_batches`]; a relay session's at the end of the read being
+    /// handled, an embedded session's at the end of each round): one channel send, one count
+    /// of the queued bytes and one give-back of their budget for many events.
     batch: Vec<NodePacket>,
     /// Their encoded size (queued, though not yet counted in `out.queued`).
     batch_bytes: usize,
@@ -131,8 +132,13 @@ pub(crate) struct Sessions {
     budget: Arc<petal_core::MemoryBudget>,
     /// Durations of the requests the sessions' clients made.
     pub(crate) durations: crate::inspect::DurationHistogram,
-    /// Sessions whose batch has packets (each once).
+    /// Relay sessions whose batch got packets since their last hand-over, handed over at the
+    /// end of a round that is not held (a session may be listed twice after a `must_now`
+    /// handed its batch over early, or be gone: either finds nothing to do).
     dirty: Vec<u64>,
+    /// The same for embedded sessions, handed over at the end of every round, held or not
+    /// (see [`Session::embedded`]).
+    dirty_embedded: Vec<u64>,
     /// Batches are held until [`Sessions::release`] (the driver handles a read's packets or
     /// messages one at a time, and hands their output over once).
     holding: bool,
@@ -159,6 +165,7 @@ impl Sessions {
             budget,
             durations: crate::inspect::DurationHistogram::default(),
             dirty: Vec::new(),
+            dirty_embedded: Vec::new(),
             holding: false,
             round: RoundCounts::default(),
         }
@@ -513,7 +520,11 @@ impl Sessions {
             *c += 1;
         }
         if was_empty && !s.batch.is_empty() {
-            self.dirty.push(conn);
+            if s.embedded() {
+                self.dirty_embedded.push(conn);
+            } else {
+                self.dirty.push(conn);
+            }
         }
         if self.cut_if_over(conn) {
             return;

@@ -74,6 +74,14 @@ pub enum Message {
         /// The `hop_seq` of the acknowledged route message.
         hop_seq: u64,
     },
+    /// Several [`Message::RouteAck`]s to one node in one frame (at most
+    /// [`codec::MAX_LIST_LEN`](crate::codec::MAX_LIST_LEN)): a driver that writes a batch of
+    /// messages to a link merges the batch's acknowledgements into one, as a node that took a
+    /// burst of routed messages from a peer acknowledges them all at once.
+    RouteAcks {
+        /// The `hop_seq`s of the acknowledged messages, in the order they were taken.
+        hop_seqs: Vec<u64>,
+    },
     /// Routing state sent to a joining node by each node on its join path.
     JoinReply {
         /// Routing-table entries the joiner may use (it places them by their ids).
@@ -526,7 +534,7 @@ impl Message {
     }
 
     /// Names of the message kinds, indexed by [`Message::kind_index`].
-    pub const KINDS: [&'static str; 41] = [
+    pub const KINDS: [&'static str; 42] = [
         "ping",
         "pong",
         "route-join",
@@ -568,6 +576,7 @@ impl Message {
         "store-keys",
         "id-deliver",
         "id-ack",
+        "route-acks",
     ];
 
     /// The index of this message's kind in [`Message::KINDS`] (for counters kept in arrays).
@@ -616,6 +625,7 @@ impl Message {
             Message::StoreKeys { .. } => 38,
             Message::IdDeliver { .. } => 39,
             Message::IdAck { .. } => 40,
+            Message::RouteAcks { .. } => 41,
         }
     }
 
@@ -658,6 +668,7 @@ impl Message {
                 std::mem::size_of::<StoreEntry>() + e.heap_bytes()
             }
             Message::StoreSync { buckets } => buckets.len() * 8,
+            Message::RouteAcks { hop_seqs } => hop_seqs.len() * 8,
             Message::StoreKeys { keys, .. } => keys.len() * std::mem::size_of::<(Key, Version)>(),
             Message::IdDeliver {
                 identity, payload, ..

@@ -203,6 +203,8 @@ fn overlay_message() -> impl Strategy<Value = Message> {
             })
         ),
         any::<u64>().prop_map(|hop_seq| Message::RouteAck { hop_seq }),
+        prop::collection::vec(any::<u64>(), 1..40)
+            .prop_map(|hop_seqs| Message::RouteAcks { hop_seqs }),
         (infos(), infos(), any::<bool>()).prop_map(|(entries, leaf, last)| Message::JoinReply {
             entries,
             leaf,

@@ -477,6 +477,11 @@ impl Node {
             }
             Message::Route(r) => self.on_route(now, from, r),
             Message::RouteAck { hop_seq } => self.on_route_ack(from, hop_seq),
+            Message::RouteAcks { hop_seqs } => {
+                for hop_seq in hop_seqs {
+                    self.on_route_ack(from, hop_seq);
+                }
+            }
             Message::JoinReply {
                 entries,
                 leaf,

@@ -203,6 +203,7 @@ enum Spec {
     Plain(Message),
     Pong(Num),
     RouteAck(Num),
+    RouteAcks(Vec<Num>),
     Graft {
         group: Key,
         load: Load,
@@ -548,6 +549,7 @@ fn message() -> impl Strategy<Value = Spec> {
         6 => overlay_message().prop_map(Spec::Plain),
         1 => num(SENT).prop_map(Spec::Pong),
         1 => num(SENT).prop_map(Spec::RouteAck),
+        1 => prop::collection::vec(num(SENT), 1..6).prop_map(Spec::RouteAcks),
         12 => messaging_message(),
         3 => store_message(),
     ]
@@ -853,6 +855,9 @@ impl Harness {
             },
             Spec::RouteAck(n) => Message::RouteAck {
                 hop_seq: self.resolve(n),
+            },
+            Spec::RouteAcks(ns) => Message::RouteAcks {
+                hop_seqs: ns.into_iter().map(|n| self.resolve(n)).collect(),
             },
             Spec::Graft {
                 group,

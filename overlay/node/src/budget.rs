@@ -122,7 +122,6 @@ impl Drop for Charge {
 pub(crate) struct Queued {
     pub(crate) msg: Message,
     /// Given back when the message is dropped (after it is encoded).
-    #[expect(dead_code, reason = "held for its Drop")]
     pub(crate) charge: Charge,
 }
 

@@ -148,6 +148,31 @@ pub const LINK_NONCE: u64 = u64::MAX;
 pub(crate) struct Liveness {
     pub(crate) keepalive: std::time::Duration,
     pub(crate) idle: std::time::Duration,
+    /// Messages the writer may hold (`link_queue`): past it the reader's keepalives and
+    /// their answers are not queued (a peer that pings and never reads gets no growing queue).
+    pub(crate) queue: u64,
+}
+
+/// What the node task hands a link's writer: one message, or what one read queued for the
+/// link (see `driver::outbound`).
+#[derive(Debug)]
+pub(crate) enum LinkOut {
+    One(Queued),
+    Batch {
+        msgs: Vec<Message>,
+        /// What the batch holds of the budget, given back once it is all encoded.
+        charge: Charge,
+    },
+}
+
+impl LinkOut {
+    /// The messages, without their charge.
+    pub(crate) fn into_messages(self) -> Vec<Message> {
+        match self {
+            LinkOut::One(q) => vec![q.msg],
+            LinkOut::Batch { msgs, .. } => msgs,
+        }
+    }
 }
 
 /// What one peer link carried, counted by its two tasks (the admin API shows it).
@@ -161,8 +186,10 @@ pub(crate) struct LinkTraffic {
     pub(crate) bytes_out: std::sync::atomic::AtomicU64,
     /// Messages of the core received (link keepalives not counted).
     pub(crate) messages_in: std::sync::atomic::AtomicU64,
-    /// Messages written (link keepalives included).
+    /// Messages written (link keepalives included; a batch's acknowledgements count as one).
     pub(crate) messages_out: std::sync::atomic::AtomicU64,
+    /// Messages handed to the writer and not encoded yet (the queue `link_queue` bounds).
+    pub(crate) queued: std::sync::atomic::AtomicU64,
 }
 
 impl LinkTraffic {
@@ -173,6 +200,7 @@ impl LinkTraffic {
             bytes_out: 0.into(),
             messages_in: 0.into(),
             messages_out: 0.into(),
+            queued: 0.into(),
         }
     }
 }
@@ -191,7 +219,7 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
     link: u64,
     max_frame: usize,
     to_node: mpsc::Sender<Input>,
-    writer_tx: mpsc::WeakSender<Queued>,
+    writer_tx: mpsc::WeakUnboundedSender<LinkOut>,
     writer: tokio::task::AbortHandle,
     live: Liveness,
     share: Arc<Share>,
@@ -213,9 +241,12 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
             match codec::decode(&buf, max_frame) {
                 Ok((Message::Ping { nonce: LINK_NONCE }, used)) => {
                     let _ = buf.split_to(used);
-                    if let Some(tx) = writer_tx.upgrade() {
-                        let _ = tx.try_send(Queued::free(Message::Pong { nonce: LINK_NONCE }));
-                    }
+                    keepalive(
+                        &writer_tx,
+                        &traffic,
+                        live.queue,
+                        Message::Pong { nonce: LINK_NONCE },
+                    );
                 }
                 Ok((Message::Pong { nonce: LINK_NONCE }, used)) => {
                     let _ = buf.split_to(used);
@@ -295,10 +326,8 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
                 if quiet >= live.idle {
                     break format!("silent for {quiet:?}");
                 }
-                if quiet >= live.keepalive
-                    && let Some(tx) = writer_tx.upgrade()
-                {
-                    let _ = tx.try_send(Queued::free(Message::Ping { nonce: LINK_NONCE }));
+                if quiet >= live.keepalive {
+                    keepalive(&writer_tx, &traffic, live.queue, Message::Ping { nonce: LINK_NONCE });
                 }
             }
         }
@@ -312,6 +341,25 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
             why,
         })
         .await;
+}
+
+/// Queues a link-level keepalive (or its answer) for the writer, unless the writer is gone or
+/// holds `limit` messages already.
+fn keepalive(
+    writer: &mpsc::WeakUnboundedSender<LinkOut>,
+    traffic: &LinkTraffic,
+    limit: u64,
+    msg: Message,
+) {
+    use std::sync::atomic::Ordering;
+    let Some(tx) = writer.upgrade() else { return };
+    if traffic.queued.load(Ordering::Acquire) >= limit {
+        return;
+    }
+    traffic.queued.fetch_add(1, Ordering::AcqRel);
+    if tx.send(LinkOut::One(Queued::free(msg))).is_err() {
+        traffic.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A link's read buffer, which frames up to this size use without a charge of their own.
@@ -340,28 +388,57 @@ async fn frame_charge(share: &Arc<Share>, total: usize) -> Option<Charge> {
     Some(budget::charge_input(share, total as u64).await)
 }
 
-/// Runs the writing half: frames from `rx`, batched into writes of up to 256 KiB, flushed when
-/// the queue is momentarily empty. Ends (shutting the half down) when the queue is dropped.
+/// Runs the writing half: frames from `rx`, batched into writes of about 256 KiB (a batch from
+/// the node task is cut there too), flushed when the queue is momentarily empty. Ends (shutting
+/// the half down) when the queue is dropped.
 pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut sealer: Sealer,
-    mut rx: mpsc::Receiver<Queued>,
+    mut rx: mpsc::UnboundedReceiver<LinkOut>,
     traffic: Arc<LinkTraffic>,
 ) -> io::Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    use std::sync::atomic::Ordering;
+    const WRITE: usize = 256 * 1024;
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE);
     let mut sealed: Vec<u8> = Vec::new();
-    // Each message's charge comes back once it is encoded (the batch buffer is bounded).
-    while let Some(q) = rx.recv().await {
-        codec::encode(&q.msg, &mut buf);
-        drop(q);
-        let mut messages = 1;
-        while buf.len() < 256 * 1024 {
-            match rx.try_recv() {
-                Ok(q) => codec::encode(&q.msg, &mut buf),
-                Err(_) => break,
+    // A batch cut at a write's end: the rest of its messages, and its charge, given back once
+    // they are all encoded.
+    let mut rest: Option<(std::vec::IntoIter<Message>, Charge)> = None;
+    loop {
+        let mut messages = 0u64;
+        while buf.len() < WRITE {
+            if let Some((msgs, _)) = &mut rest {
+                match msgs.next() {
+                    Some(msg) => {
+                        codec::encode(&msg, &mut buf);
+                        messages += 1;
+                    }
+                    None => rest = None,
+                }
+                continue;
             }
-            messages += 1;
+            let item = if messages == 0 {
+                match rx.recv().await {
+                    Some(item) => item,
+                    None => return wr.shutdown().await,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(item) => item,
+                    Err(_) => break,
+                }
+            };
+            match item {
+                // Each message's charge comes back once it is encoded (the write buffer is
+                // bounded).
+                LinkOut::One(q) => {
+                    codec::encode(&q.msg, &mut buf);
+                    messages += 1;
+                }
+                LinkOut::Batch { msgs, charge } => rest = Some((msgs.into_iter(), charge)),
+            }
         }
+        traffic.queued.fetch_sub(messages, Ordering::AcqRel);
         let written = if sealer.is_plaintext() {
             wr.write_all(&buf).await?;
             buf.len()
@@ -374,11 +451,10 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         RuntimeStats::add(&traffic.messages_out, messages);
         RuntimeStats::add(&traffic.bytes_out, written as u64);
         buf.clear();
-        if rx.is_empty() {
+        if rest.is_none() && rx.is_empty() {
             wr.flush().await?;
         }
     }
-    wr.shutdown().await
 }
 
 /// Who opened a link: the rule that keeps one link per pair when both sides dial at once is

@@ -67,34 +67,12 @@ fn decode_body(r: &mut Reader<'_>) -> Result<Message, DecodeError> {
             nonce: r.u64("pong-ping nonce")?,
             ping: r.u64("pong-ping ping")?,
         },
-        ty::ROUTE => {
-            let key = Key::from_bytes(r.array("route key")?);
-            let origin = r.info()?;
-            let hops = r.u8("route hops")?;
-            let hop_seq = r.u64("route hop_seq")?;
-            let body = match r.u8("routed type")? {
-                ty::ROUTED_JOIN => Routed::Join,
-                ty::ROUTED_LOOKUP => Routed::Lookup {
-                    lookup: r.u64("lookup id")?,
-                },
-                ty::ROUTED_PUBLISH => Routed::Publish {
-                    nonce: r.u64("publish nonce")?,
-                    payload: r.bytes("publish payload")?,
-                },
-                ty::ROUTED_ASK => Routed::Ask(r.ask()?),
-                ty::ROUTED_STORE => Routed::Store(Box::new(r.store_op()?)),
-                _ => return Err(DecodeError::Malformed("routed type")),
-            };
-            Message::route(RouteMsg {
-                key,
-                origin,
-                hops,
-                hop_seq,
-                body,
-            })
-        }
+        ty::ROUTE => r.route()?,
         ty::ROUTE_ACK => Message::RouteAck {
             hop_seq: r.u64("route ack")?,
+        },
+        ty::ROUTE_ACKS => Message::RouteAcks {
+            hop_seqs: r.route_acks()?,
         },
         ty::JOIN_REPLY => Message::JoinReply {
             entries: r.list()?,
@@ -338,6 +316,43 @@ impl Reader<'_> {
                 })
             })
             .collect()
+    }
+
+    /// The body of a `Route`.
+    fn route(&mut self) -> Result<Message, DecodeError> {
+        let key = Key::from_bytes(self.array("route key")?);
+        let origin = self.info()?;
+        let hops = self.u8("route hops")?;
+        let hop_seq = self.u64("route hop_seq")?;
+        let body = match self.u8("routed type")? {
+            ty::ROUTED_JOIN => Routed::Join,
+            ty::ROUTED_LOOKUP => Routed::Lookup {
+                lookup: self.u64("lookup id")?,
+            },
+            ty::ROUTED_PUBLISH => Routed::Publish {
+                nonce: self.u64("publish nonce")?,
+                payload: self.bytes("publish payload")?,
+            },
+            ty::ROUTED_ASK => Routed::Ask(self.ask()?),
+            ty::ROUTED_STORE => Routed::Store(Box::new(self.store_op()?)),
+            _ => return Err(DecodeError::Malformed("routed type")),
+        };
+        Ok(Message::route(RouteMsg {
+            key,
+            origin,
+            hops,
+            hop_seq,
+            body,
+        }))
+    }
+
+    /// The sequence numbers of a `RouteAcks`: at least one, at most [`MAX_LIST_LEN`].
+    fn route_acks(&mut self) -> Result<Vec<u64>, DecodeError> {
+        let n = usize::from(self.u16("acknowledgement count")?);
+        if n == 0 || n > MAX_LIST_LEN || n * 8 > self.0.len() {
+            return Err(DecodeError::Malformed("acknowledgement count"));
+        }
+        (0..n).map(|_| self.u64("route ack")).collect()
     }
 
     fn list(&mut self) -> Result<Vec<NodeInfo>, DecodeError> {

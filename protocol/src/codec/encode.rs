@@ -37,6 +37,7 @@ pub fn encoded_len(msg: &Message) -> usize {
     let body = match msg {
         Message::Ping { .. } | Message::Pong { .. } | Message::RouteAck { .. } => 8,
         Message::PongPing { .. } => 16,
+        Message::RouteAcks { hop_seqs } => 2 + 8 * hop_seqs.len(),
         Message::Route(r) => {
             16 + info_len(&r.origin)
                 + 1
@@ -193,6 +194,7 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             out.push(ty::ROUTE_ACK);
             out.extend_from_slice(&hop_seq.to_be_bytes());
         }
+        Message::RouteAcks { hop_seqs } => put_route_acks(hop_seqs, out),
         Message::JoinReply {
             entries,
             leaf,
@@ -436,6 +438,19 @@ pub(super) fn put_str(s: &str, out: &mut Vec<u8>) {
 fn put_info(info: &NodeInfo, out: &mut Vec<u8>) {
     out.extend_from_slice(&info.id.to_bytes());
     crate::addr::put(info.addr, out);
+}
+
+fn put_route_acks(hop_seqs: &[u64], out: &mut Vec<u8>) {
+    out.push(ty::ROUTE_ACKS);
+    assert!(
+        hop_seqs.len() <= MAX_LIST_LEN,
+        "{} acknowledgements in one frame",
+        hop_seqs.len()
+    );
+    put_count(hop_seqs.len(), out);
+    for s in hop_seqs {
+        out.extend_from_slice(&s.to_be_bytes());
+    }
 }
 
 fn put_siblings(list: &[Sibling], out: &mut Vec<u8>) {

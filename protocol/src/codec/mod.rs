@@ -58,6 +58,7 @@
 //! 0x23  StoreKeys      buckets u32 | keys (u16 count, then key | version each) | reply flag
 //! 0x24  IdDeliver      id u64 | identity string | payload
 //! 0x25  IdAck          id u64 | delivered flag
+//! 0x26  RouteAcks      hop_seqs (u16 count, 1 to MAX_LIST_LEN, then u64 each)
 //!
 //! routed (a tag byte, then):
 //! 0x01  Join           (nothing)
@@ -99,7 +100,8 @@ pub use encode::{encode, encoded_len, to_vec};
 /// - 4: routed publishes and casts carry an event identity (issue 16).
 /// - 5: the replicated store's messages (`Route` body `Store`, `StoreReply` ... `StoreKeys`)
 ///   and identity deliveries (`IdDeliver`, `IdAck`).
-pub const VERSION: u8 = 5;
+/// - 6: `RouteAcks` added (a link's batch of acknowledgements in one frame).
+pub const VERSION: u8 = 6;
 /// Bytes of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 /// Default upper bound on a frame's length (after the prefix), used by [`decode()`].
@@ -180,6 +182,7 @@ mod ty {
     pub(super) const STORE_KEYS: u8 = 0x23;
     pub(super) const ID_DELIVER: u8 = 0x24;
     pub(super) const ID_ACK: u8 = 0x25;
+    pub(super) const ROUTE_ACKS: u8 = 0x26;
     pub(super) const ROUTED_JOIN: u8 = 0x01;
     pub(super) const ROUTED_LOOKUP: u8 = 0x02;
     pub(super) const ROUTED_PUBLISH: u8 = 0x03;
@@ -209,7 +212,7 @@ mod tests {
     fn ping_layout_is_stable() {
         let bytes = to_vec(&Message::Ping { nonce: 7 });
         // The version byte is pinned here: a format change must bump it on purpose.
-        assert_eq!(bytes, [0, 0, 0, 10, 5, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(bytes, [0, 0, 0, 10, 6, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
     }
 
     #[test]
@@ -229,6 +232,38 @@ mod tests {
                 0, 0, 0, 0, 0, 0, 0, 5, // consumed
             ]
         );
+    }
+
+    /// A batch of acknowledgements: a count, then the sequence numbers; an empty or overlong
+    /// count, or one the body cannot hold, is malformed.
+    #[test]
+    fn route_acks_layout_is_stable_and_counts_are_checked() {
+        let bytes = to_vec(&Message::RouteAcks {
+            hop_seqs: vec![1, 0x0203],
+        });
+        assert_eq!(
+            bytes,
+            [
+                0, 0, 0, 20, // length
+                VERSION, 0x26, // version, type
+                0, 2, // count
+                0, 0, 0, 0, 0, 0, 0, 1, // first
+                0, 0, 0, 0, 0, 0, 2, 3, // second
+            ]
+        );
+        for (count, body) in [(0u16, 0usize), (3, 16), (1025, 1025 * 8)] {
+            let mut frame = vec![0; 4];
+            frame.extend_from_slice(&[VERSION, 0x26]);
+            frame.extend_from_slice(&count.to_be_bytes());
+            frame.resize(frame.len() + body, 0);
+            let len = u32::try_from(frame.len() - 4).unwrap();
+            frame[..4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(
+                decode(&frame, DEFAULT_MAX_FRAME_LEN),
+                Err(DecodeError::Malformed("acknowledgement count")),
+                "count {count}, {body} bytes"
+            );
+        }
     }
 
     #[test]

@@ -49,11 +49,9 @@ impl<N: Net> Driver<N> {
                         info.dialed_by_us = true;
                     }
                     LinkState::Up {
-                        dialer,
-                        share,
-                        traffic,
-                        ..
+                        dialer, share, out, ..
                     } => {
+                        let traffic = &out.traffic;
                         let load = |c: &std::sync::atomic::AtomicU64| {
                             c.load(std::sync::atomic::Ordering::Relaxed)
                         };

@@ -8,9 +8,10 @@ use petal_protocol::{Message, NodeId, NodeInfo};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::outbound::LinkTx;
 use super::{Driver, FIRST_DIAL_BACKOFF, Input};
 use crate::budget::{self, Queued, Share};
-use crate::link;
+use crate::link::{self, LinkOut};
 use crate::net::Net;
 use crate::{Options, RuntimeStats};
 
@@ -26,11 +27,10 @@ pub(super) enum LinkState {
     Up {
         link: u64,
         dialer: NodeId,
-        tx: mpsc::Sender<Queued>,
+        /// The writer's queue (and what the link carried, and since when).
+        out: LinkTx,
         /// The peer's share of the memory budget, which the link's queue is held to.
         share: Arc<Share>,
-        /// What the link carried, and since when.
-        traffic: Arc<link::LinkTraffic>,
     },
 }
 
@@ -92,7 +92,7 @@ impl<N: Net> Driver<N> {
         peer: NodeInfo,
         link: u64,
         dialed_addr: Option<SocketAddr>,
-        tx: mpsc::Sender<Queued>,
+        tx: mpsc::UnboundedSender<LinkOut>,
         expected: Option<NodeId>,
         traffic: Arc<link::LinkTraffic>,
     ) {
@@ -135,9 +135,8 @@ impl<N: Net> Driver<N> {
             Some(LinkState::Up {
                 link: old,
                 dialer: old_dialer,
-                tx: old_tx,
+                out: old_out,
                 share: old_share,
-                traffic: old_traffic,
             }) => {
                 if old_dialer < dialer || (old_dialer == dialer && old > link) {
                     // Keep the existing link; this one closes once its writer drains.
@@ -146,9 +145,8 @@ impl<N: Net> Driver<N> {
                         LinkState::Up {
                             link: old,
                             dialer: old_dialer,
-                            tx: old_tx,
+                            out: old_out,
                             share: old_share,
-                            traffic: old_traffic,
                         },
                     );
                     // The seed answered all the same (it had dialed us first).
@@ -168,19 +166,21 @@ impl<N: Net> Driver<N> {
             self.dial_backoff.remove(&a);
         }
         self.link_used.insert(peer.id, Instant::now());
+        let mut out = LinkTx::new(tx, traffic);
+        // What waited for the dial goes as one batch (at most `link_queue` messages).
         for q in queued {
-            if tx.try_send(q).is_err() {
-                RuntimeStats::add(&self.stats.link_drops, 1);
-            }
+            out.push(q.msg, q.charge);
+        }
+        if let Err(lost) = out.flush() {
+            RuntimeStats::add(&self.stats.link_drops, lost.len() as u64);
         }
         self.links.insert(
             peer.id,
             LinkState::Up {
                 link,
                 dialer,
-                tx,
+                out,
                 share,
-                traffic,
             },
         );
         if let Some(addr) = seed {
@@ -197,6 +197,23 @@ impl<N: Net> Driver<N> {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// Hands each link what the read under way queued for it (see `Driver::hold_output`).
+    pub(super) fn release_links(&mut self) {
+        self.holding_links = false;
+        for to in std::mem::take(&mut self.dirty_links) {
+            let Some(LinkState::Up { out, .. }) = self.links.get_mut(&to.id) else {
+                continue;
+            };
+            if let Err(lost) = out.flush() {
+                // The writer is gone (the link broke): re-dial.
+                self.links.remove(&to.id);
+                for msg in lost {
+                    self.transmit(to, msg);
+                }
+            }
         }
     }
 
@@ -233,10 +250,16 @@ impl<N: Net> Driver<N> {
     pub(super) fn transmit(&mut self, to: NodeInfo, msg: Message) {
         super::log_join_message("sent", to, &msg);
         match self.links.get_mut(&to.id) {
-            Some(LinkState::Up { tx, share, .. }) => {
-                let Some(charge) = share.charge(budget::message_cost(&msg)) else {
+            Some(LinkState::Up { out, share, .. }) => {
+                let queued = out.queued();
+                let charge = (queued < self.opts.link_queue)
+                    .then(|| share.charge(budget::message_cost(&msg)))
+                    .flatten();
+                let Some(charge) = charge else {
                     RuntimeStats::add(&self.stats.link_drops, 1);
-                    RuntimeStats::add(&self.stats.memory_refused_links, 1);
+                    if queued < self.opts.link_queue {
+                        RuntimeStats::add(&self.stats.memory_refused_links, 1);
+                    }
                     return;
                 };
                 if let Some(t) = self.link_used.get_mut(&to.id) {
@@ -244,22 +267,25 @@ impl<N: Net> Driver<N> {
                 } else {
                     self.link_used.insert(to.id, self.coarse_now);
                 }
-                if tx.capacity() < self.opts.link_queue / 4 && !self.congested {
+                if queued >= self.opts.link_queue * 3 / 4 && !self.congested {
                     // Three quarters full: stop taking work from applications until the
                     // links drain (backpressure rather than drops).
                     RuntimeStats::add(&self.stats.backpressure, 1);
                     self.congested = true;
                 }
-                if let Err(e) = tx.try_send(Queued { msg, charge }) {
-                    match e {
-                        mpsc::error::TrySendError::Full(_) => {
-                            RuntimeStats::add(&self.stats.link_drops, 1);
-                        }
-                        mpsc::error::TrySendError::Closed(q) => {
-                            // The writer is gone (link broke): re-dial.
-                            self.links.remove(&to.id);
-                            self.transmit(to, q.msg);
-                        }
+                let sent = if self.holding_links {
+                    if out.push(msg, charge) {
+                        self.dirty_links.push(to);
+                    }
+                    Ok(())
+                } else {
+                    out.send(Queued { msg, charge })
+                };
+                if let Err(lost) = sent {
+                    // The writer is gone (the link broke): re-dial.
+                    self.links.remove(&to.id);
+                    for msg in lost {
+                        self.transmit(to, msg);
                     }
                 }
             }
@@ -424,7 +450,7 @@ pub(crate) async fn start_link<S>(
         expected,
     } = up;
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::channel::<Queued>(opts.link_queue);
+    let (tx, rx) = mpsc::unbounded_channel::<LinkOut>();
     let traffic = Arc::new(link::LinkTraffic::new());
     let writer_traffic = traffic.clone();
     let writer = crate::spawn_here(async move {
@@ -439,6 +465,7 @@ pub(crate) async fn start_link<S>(
     let live = link::Liveness {
         keepalive: opts.link_keepalive,
         idle: opts.link_idle_timeout,
+        queue: opts.link_queue as u64,
     };
     let max_frame = opts.max_frame;
     let reader_inputs = inputs.clone();

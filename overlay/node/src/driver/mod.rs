@@ -22,6 +22,7 @@ use crate::{Options, RuntimeStats, StatsSnapshot};
 mod drain;
 mod inspect;
 mod links;
+mod outbound;
 mod poll;
 
 use links::LinkState;
@@ -51,7 +52,7 @@ pub(crate) enum Input {
         link: u64,
         /// The address we dialed (`None` for inbound links).
         dialed: Option<SocketAddr>,
-        tx: mpsc::Sender<crate::budget::Queued>,
+        tx: mpsc::UnboundedSender<crate::link::LinkOut>,
         /// The id the dialer expected at that address (`None` for seeds and inbound links).
         expected: Option<NodeId>,
         /// What the link carries (counted by its tasks).
@@ -122,6 +123,11 @@ pub(crate) struct Driver<N: Net> {
     /// than three quarters full, until all are at most half full: the node task then takes no
     /// application input (backpressure).
     congested: bool,
+    /// Set while one read is handled: what it queues for each up link goes out as one batch at
+    /// its end (see `outbound`).
+    holding_links: bool,
+    /// The links with a batch under way.
+    dirty_links: Vec<NodeInfo>,
     joined: bool,
     seeds_pending: bool,
     /// What links need to open (identity, security, randomness).
@@ -225,6 +231,8 @@ impl<N: Net> Driver<N> {
             joined: false,
             seeds_pending: false,
             congested: false,
+            holding_links: false,
+            dirty_links: Vec::new(),
             relay_addrs: Vec::new(),
             discovery: Arc::new(std::sync::Mutex::new(crate::inspect::DiscoveryStatus::Off)),
             app_queue: 0,
@@ -394,13 +402,13 @@ impl<N: Net> Driver<N> {
                 // Frames of a link that was replaced still count: the peer sent them to us.
                 let _ = link;
                 self.link_used.insert(from.id, self.coarse_now);
-                self.sessions.hold();
+                self.hold_output();
                 for msg in msgs {
                     log_join_message("received", from, &msg);
                     self.node.handle_message(now, from, msg);
                     self.flush();
                 }
-                self.sessions.release();
+                self.release_output();
                 // Handled: the link's reader may read on.
                 drop(charge);
             }
@@ -433,14 +441,14 @@ impl<N: Net> Driver<N> {
                 packets,
                 charge,
             } => {
-                // What the packets queue for sessions goes out once, after the last.
-                self.sessions.hold();
+                // What the packets queue for sessions and links goes out once, after the last.
+                self.hold_output();
                 for packet in packets {
                     self.sessions.packet(&mut self.node, now, conn, packet);
                     // One publish to a large local audience fills the event queue: drain.
                     self.flush();
                 }
-                self.sessions.release();
+                self.release_output();
                 drop(charge);
                 self.check_core_congestion();
             }
@@ -608,12 +616,25 @@ impl<N: Net> Driver<N> {
         }
         let half = self.opts.link_queue / 2;
         let drained = self.links.values().all(|l| match l {
-            LinkState::Up { tx, .. } => tx.capacity() >= half,
+            LinkState::Up { out, .. } => out.queued() <= half,
             LinkState::Dialing { .. } => true,
         });
         if drained {
             self.congested = false;
         }
+    }
+
+    /// Holds what one read (a client's packets, a peer's frames) queues for sessions and peer
+    /// links, to hand each its share as one batch at [`Driver::release_output`].
+    fn hold_output(&mut self) {
+        self.sessions.hold();
+        self.holding_links = true;
+    }
+
+    /// Hands each session and link what the read queued for it.
+    fn release_output(&mut self) {
+        self.sessions.release();
+        self.release_links();
     }
 
     fn snapshot(&self) -> StatsSnapshot {

@@ -6,7 +6,9 @@
 //!
 //! A link is two tasks: a reader that opens records, decodes frames and hands them to the node
 //! task (waiting when the node task is busy, so TCP pushes back on the peer), and a writer fed
-//! by a bounded queue that batches frames into large sealed writes. When the node task drops a
+//! by a queue bounded in messages (`link_queue`, counted in [`LinkTraffic::queued`]) that
+//! batches frames into large sealed writes. The node task hands it what one read queued for
+//! the link as one batch (`driver::outbound`). When the node task drops a
 //! link's queue the writer sends what is queued and shuts its half down; the reader ends at the
 //! peer's EOF. A record that fails authentication (tampered, replayed, reordered) closes the
 //! link at once. A link that has heard nothing for `link_keepalive` sends a link-level ping

@@ -364,8 +364,11 @@ fn keepalive(
     }
 }
 
-/// A link's read buffer, which frames up to this size use without a charge of their own.
-const LINK_BUFFER: usize = 64 * 1024;
+/// A link's read buffer, which frames up to this size use without a charge of their own: room
+/// for a tunnel chunk of the default largest size (`tunnel_chunk_limit`, 64 KiB) and its
+/// frame's header. (At 64 KiB every such chunk took a charge of its own and, once decoded,
+/// a copy of what followed it into a fresh buffer.)
+const LINK_BUFFER: usize = 80 * 1024;
 
 /// Moves what `buf` holds into a buffer of the usual size (or of its length, if longer), so
 /// that the large allocation a large frame needed is freed (its capacity as `buf` reports it

@@ -1,7 +1,8 @@
 //! The runtime's part of the node-wide memory budget ([`petal_core::MemoryBudget`], shared with
 //! the core): every message queued for a peer link and every packet queued for a relay session
 //! carries a [`Charge`] that gives its bytes back when the item is written or dropped, however
-//! that happens (a link that dies drops its queue, and the charges with it).
+//! that happens (a link that dies drops its queue, and the charges with it); a batch's charges
+//! come back together, once all of it is written.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -86,9 +86,10 @@ pub struct LinkInfo {
     pub bytes_in: u64,
     /// Bytes written to the socket.
     pub bytes_out: u64,
-    /// Messages received (link keepalives not counted).
+    /// Frames of the core received (link keepalives not counted; a batch's acknowledgements
+    /// travel as one frame).
     pub messages_in: u64,
-    /// Messages written.
+    /// Frames written (link keepalives counted).
     pub messages_out: u64,
 }
 

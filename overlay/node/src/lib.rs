@@ -29,9 +29,9 @@
 //!   authentication closes the link. Inbound handshakes are bounded in number (per source
 //!   address, and in all: the oldest is cancelled for a new one) and have a deadline. A link's
 //!   writer queue is bounded (`link_queue`); what does not fit is dropped and counted (the
-//!   overlay retransmits what matters); what one read queues for a link goes as one batch. When both sides dial at once, both keep the link dialed
-//!   by the smaller node id. Links to nodes outside the core's tables close after
-//!   `link_idle_close` without core traffic.
+//!   overlay retransmits what matters); what one read queues for a link goes as one batch.
+//!   Both sides dialing at once keep the link dialed by the smaller node id. Links to nodes
+//!   outside the core's tables close after `link_idle_close` without core traffic.
 //! - **Discovery** ([`discovery`]): multicast beacons sealed with a key derived from the network
 //!   key ([`beacon`]) announce the node on its LAN (fast at start and after news, slow
 //!   otherwise); nodes heard, and seeds re-dialed later, are introduced to the core, so rings
@@ -174,7 +174,7 @@ pub struct Options {
     /// A link that carried no message of the core for this long, to a node the core keeps in
     /// none of its tables, is closed (links to leaf-set and routing-table members stay).
     pub link_idle_close: Duration,
-    /// Messages queued per peer link (and while it is being dialed).
+    /// Frames queued per peer link (and messages while it is being dialed).
     pub link_queue: usize,
     /// Largest node-to-node frame accepted.
     pub max_frame: usize,

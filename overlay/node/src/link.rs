@@ -413,12 +413,14 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         let mut messages = 0u64;
         while buf.len() < WRITE {
             if let Some((msgs, _)) = &mut rest {
-                match msgs.next() {
-                    Some(msg) => {
-                        codec::encode(&msg, &mut buf);
-                        messages += 1;
-                    }
-                    None => rest = None,
+                if let Some(msg) = msgs.next() {
+                    codec::encode(&msg, &mut buf);
+                    messages += 1;
+                }
+                if msgs.as_slice().is_empty() {
+                    // All encoded: the charge comes back, and the flush below is not held
+                    // back by an empty remainder.
+                    rest = None;
                 }
                 continue;
             }
@@ -507,6 +509,56 @@ mod tests {
         // The link a dialed is "dialed by a" on both sides.
         assert_eq!(dialer(a, b, true), dialer(b, a, false));
         assert_eq!(dialer(a, b, false), dialer(b, a, true));
+    }
+
+    /// The writer encodes a batch larger than one write over several writes, in order, and a
+    /// lone message sent after the batch follows it; once all is written the queue's count is
+    /// back to zero and the batch's charge is given back.
+    #[tokio::test]
+    async fn the_writer_cuts_a_large_batch_and_keeps_the_order() {
+        use std::sync::atomic::Ordering;
+        let (wr, mut rd) = tokio::io::duplex(1 << 16);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let traffic = Arc::new(LinkTraffic::new());
+        let share = Share::new(Arc::new(petal_core::MemoryBudget::new(1 << 30)), 1 << 30);
+        let writer = tokio::spawn(write_loop(wr, Sealer::plaintext(), rx, traffic.clone()));
+        // 100 chunks of 8 KiB: about 800 KiB, more than three writes of 256 KiB.
+        let msgs: Vec<Message> = (0..100u64)
+            .map(|seq| Message::TunnelData {
+                tunnel: 1,
+                sender_tunnel: 2,
+                seq,
+                size: 0,
+                payload: bytes::Bytes::from(vec![seq as u8; 8192]),
+            })
+            .collect();
+        let mut charge = Charge::none();
+        for m in &msgs {
+            charge.absorb(share.charge(budget::message_cost(m)).unwrap());
+        }
+        assert!(share.held() > 800_000);
+        traffic.queued.fetch_add(101, Ordering::AcqRel);
+        tx.send(LinkOut::Batch { msgs, charge }).unwrap();
+        tx.send(LinkOut::One(Queued::free(Message::Ping { nonce: 7 })))
+            .unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap().unwrap();
+        let mut at = 0;
+        for seq in 0..100u64 {
+            let (m, used) = codec::decode(&got[at..], 1 << 20).unwrap();
+            at += used;
+            assert!(
+                matches!(&m, Message::TunnelData { seq: s, payload, .. } if *s == seq && payload.len() == 8192 && payload[0] == seq as u8),
+                "chunk {seq}"
+            );
+        }
+        let (last, used) = codec::decode(&got[at..], 1 << 20).unwrap();
+        assert_eq!((last, at + used), (Message::Ping { nonce: 7 }, got.len()));
+        assert_eq!(traffic.queued.load(Ordering::Acquire), 0);
+        assert_eq!(traffic.messages_out.load(Ordering::Acquire), 101);
+        assert_eq!(share.held(), 0, "the batch's charge came back");
     }
 
     /// After a large frame, what follows it moves to a buffer of the usual size (or of its

@@ -66,7 +66,8 @@ async fn a_burst_of_routed_publishes_is_acknowledged_in_few_frames() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let acks_before = link(&b, &a).await.messages_out;
-    let core_before = a.inspect().await.expect("a runs").stats.core;
+    let before = a.inspect().await.expect("a runs").stats;
+    let b_drops = b.inspect().await.expect("b runs").stats.runtime.link_drops;
     let events: Vec<Bytes> = (0..2000u32)
         .map(|i| Bytes::from(i.to_be_bytes().to_vec()))
         .collect();
@@ -88,12 +89,15 @@ async fn a_burst_of_routed_publishes_is_acknowledged_in_few_frames() {
         "b wrote {frames} frames to a for {} routed publishes",
         events.len()
     );
-    let core = a.inspect().await.expect("a runs").stats.core;
+    let after = a.inspect().await.expect("a runs").stats;
     assert_eq!(
-        core.hop_timeouts, core_before.hop_timeouts,
+        after.core.hop_timeouts, before.core.hop_timeouts,
         "hops timed out"
     );
-    assert_eq!(core.reroutes, core_before.reroutes, "hops rerouted");
+    assert_eq!(after.core.reroutes, before.core.reroutes, "hops rerouted");
+    assert_eq!(after.runtime.link_drops, before.runtime.link_drops);
+    let b_after = b.inspect().await.expect("b runs").stats.runtime.link_drops;
+    assert_eq!(b_after, b_drops, "b dropped messages to a");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -251,6 +251,14 @@ mod tests {
                 0, 0, 0, 0, 0, 0, 2, 3, // second
             ]
         );
+        let most = Message::RouteAcks {
+            hop_seqs: (0..MAX_LIST_LEN as u64).collect(),
+        };
+        let bytes = to_vec(&most);
+        assert_eq!(
+            decode(&bytes, DEFAULT_MAX_FRAME_LEN),
+            Ok((most, bytes.len()))
+        );
         for (count, body) in [(0u16, 0usize), (3, 16), (1025, 1025 * 8)] {
             let mut frame = vec![0; 4];
             frame.extend_from_slice(&[VERSION, 0x26]);

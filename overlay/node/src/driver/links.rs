@@ -209,12 +209,25 @@ impl<N: Net> Driver<N> {
             };
             if let Err(lost) = out.flush() {
                 // The writer is gone (the link broke): re-dial.
-                self.links.remove(&to.id);
-                for msg in lost {
-                    self.transmit(to, msg);
-                }
+                self.redial(to, lost);
             }
         }
+    }
+
+    /// Replaces the link to `to`, whose writer is gone, by a new dial that takes `msgs` (or,
+    /// when no dial can start now, drops them, counted).
+    fn redial(&mut self, to: NodeInfo, msgs: Vec<Message>) {
+        self.links.remove(&to.id);
+        let mut msgs = msgs.into_iter();
+        for msg in msgs.by_ref() {
+            self.transmit(to, msg);
+            if !self.links.contains_key(&to.id) {
+                // Not dialed (the address backs off, or no dial slot is free): the rest
+                // would only be dropped one by one.
+                break;
+            }
+        }
+        RuntimeStats::add(&self.stats.link_drops, msgs.count() as u64);
     }
 
     /// Closes the links that carried no message of the core for `link_idle_close` and lead to
@@ -252,12 +265,24 @@ impl<N: Net> Driver<N> {
         match self.links.get_mut(&to.id) {
             Some(LinkState::Up { out, share, .. }) => {
                 let queued = out.queued();
-                let charge = (queued < self.opts.link_queue)
+                let limit = self.opts.link_queue;
+                if queued > limit - limit / 4 && !self.congested {
+                    // Three quarters full: stop taking work from applications until the
+                    // links drain (backpressure rather than drops).
+                    RuntimeStats::add(&self.stats.backpressure, 1);
+                    self.congested = true;
+                }
+                if queued >= limit && out.is_closed() {
+                    // Full because the writer is gone (the link broke): re-dial.
+                    self.redial(to, vec![msg]);
+                    return;
+                }
+                let charge = (queued < limit)
                     .then(|| share.charge(budget::message_cost(&msg)))
                     .flatten();
                 let Some(charge) = charge else {
                     RuntimeStats::add(&self.stats.link_drops, 1);
-                    if queued < self.opts.link_queue {
+                    if queued < limit {
                         RuntimeStats::add(&self.stats.memory_refused_links, 1);
                     }
                     return;
@@ -266,12 +291,6 @@ impl<N: Net> Driver<N> {
                     *t = self.coarse_now;
                 } else {
                     self.link_used.insert(to.id, self.coarse_now);
-                }
-                if queued >= self.opts.link_queue * 3 / 4 && !self.congested {
-                    // Three quarters full: stop taking work from applications until the
-                    // links drain (backpressure rather than drops).
-                    RuntimeStats::add(&self.stats.backpressure, 1);
-                    self.congested = true;
                 }
                 let sent = if self.holding_links {
                     if out.push(msg, charge) {
@@ -283,10 +302,7 @@ impl<N: Net> Driver<N> {
                 };
                 if let Err(lost) = sent {
                     // The writer is gone (the link broke): re-dial.
-                    self.links.remove(&to.id);
-                    for msg in lost {
-                        self.transmit(to, msg);
-                    }
+                    self.redial(to, lost);
                 }
             }
             Some(LinkState::Dialing { queued, share }) => {

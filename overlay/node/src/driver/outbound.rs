@@ -8,8 +8,9 @@
 //! publisher's stream towards the topic's root) answers with one frame, not one per message.
 //!
 //! The queue is bounded by the messages it holds (the batch under way and what the writer has
-//! not encoded yet, counted in [`LinkTraffic::queued`]) against `Options::link_queue`, and by
-//! the peer's share of the node's memory budget.
+//! not encoded yet, counted in [`LinkTraffic::queued`]; a batch's merged acknowledgements take
+//! one place) against `Options::link_queue`, and by the peer's share of the node's memory
+//! budget. A batch's charges come back together, once the writer has encoded all of it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -58,9 +59,14 @@ impl LinkTx {
     pub(crate) fn send(&mut self, q: Queued) -> Result<(), Vec<Message>> {
         if !self.batch.is_empty() {
             self.push(q.msg, q.charge);
-            return Ok(());
+            return self.flush();
         }
         self.hand_over(LinkOut::One(q), 1)
+    }
+
+    /// True when the writer is gone (the link broke).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Sends `out` (`n` messages) to the writer, counted as queued until the writer encodes
@@ -126,8 +132,9 @@ impl LinkTx {
 }
 
 impl Drop for LinkTx {
-    /// A link dropped by the node task (replaced, idle, its peer declared dead) still gets the
+    /// A link the node task drops while a read is held (its peer declared dead) still gets the
     /// batch under way: its writer sends what is queued before it closes, as before batches.
+    /// (If the writer is gone too, the batch is lost, as a queue's content was.)
     fn drop(&mut self) {
         let _ = self.flush();
     }
@@ -160,7 +167,11 @@ mod tests {
         assert!(!l.push(ack(12), Charge::none()));
         assert_eq!(l.queued(), 3);
         l.send(Queued::free(Message::Ping { nonce: 3 })).unwrap();
-        assert_eq!(l.queued(), 4, "a send joins the batch under way");
+        assert_eq!(
+            l.queued(),
+            4,
+            "a send goes after the batch under way, with it"
+        );
         l.flush().unwrap();
         assert_eq!(l.queued(), 4, "the writer has not taken them yet");
         assert_eq!(

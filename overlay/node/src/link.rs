@@ -6,7 +6,7 @@
 //!
 //! A link is two tasks: a reader that opens records, decodes frames and hands them to the node
 //! task (waiting when the node task is busy, so TCP pushes back on the peer), and a writer fed
-//! by a queue bounded in messages (`link_queue`, counted in [`LinkTraffic::queued`]) that
+//! by a queue bounded in messages (`link_queue`, counted in `LinkTraffic::queued`) that
 //! batches frames into large sealed writes. The node task hands it what one read queued for
 //! the link as one batch (`driver::outbound`). When the node task drops a
 //! link's queue the writer sends what is queued and shuts its half down; the reader ends at the

@@ -523,7 +523,6 @@ pub fn finish(
         opener: Opener {
             state: Some(state),
             nonce: 0,
-            scratch: Vec::new(),
         },
     })
 }
@@ -588,7 +587,6 @@ pub enum OpenError {
 pub struct Opener {
     state: Option<Arc<StatelessTransportState>>,
     nonce: u64,
-    scratch: Vec<u8>,
 }
 
 impl Opener {
@@ -597,7 +595,6 @@ impl Opener {
         Opener {
             state: None,
             nonce: 0,
-            scratch: Vec::new(),
         }
     }
 
@@ -626,12 +623,15 @@ impl Opener {
                 raw.reserve(2 + len - raw.len());
                 return Ok(());
             }
-            self.scratch.resize(len, 0);
-            let n = state
-                .read_message(self.nonce, &raw[2..2 + len], &mut self.scratch)
-                .map_err(|_| OpenError::Auth)?;
+            // Decrypted straight into `plain`'s tail (no copy through a scratch buffer).
+            let at = plain.len();
+            plain.resize(at + len, 0);
+            let Ok(n) = state.read_message(self.nonce, &raw[2..2 + len], &mut plain[at..]) else {
+                plain.truncate(at);
+                return Err(OpenError::Auth);
+            };
+            plain.truncate(at + n);
             self.nonce += 1;
-            plain.extend_from_slice(&self.scratch[..n]);
             let _ = raw.split_to(2 + len);
         }
     }
@@ -766,6 +766,8 @@ mod tests {
             b.opener.open(&mut bad, &mut plain),
             Err(OpenError::Auth)
         ));
+        // A refused record leaves nothing of itself in the opened bytes.
+        assert_eq!(&plain[..], &data[..]);
         let mut replay = BytesMut::from(&wire[..2 + MAX_RECORD]);
         assert!(b.opener.open(&mut replay, &mut plain).is_err());
     }

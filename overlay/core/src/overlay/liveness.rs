@@ -28,10 +28,6 @@ pub(crate) struct Peer {
     pub(crate) misses: u32,
     /// The outstanding ping, or when the peer was last heard from.
     pub(crate) ping: Ping,
-    /// When the peer's timer fires (next ping, or the outstanding ping's timeout). Hearing
-    /// from the peer does not move it: the timer then finds the peer heard recently and
-    /// moves itself (a peer that talks to us is never pinged, at no cost per message).
-    pub(crate) due: Time,
 }
 
 /// A tracked peer's ping state, in 16 bytes (a zero nonce is never drawn: it is the niche).
@@ -120,8 +116,8 @@ impl Node {
         if self
             .overlay
             .peers
-            .get(&id)
-            .is_some_and(|p| !p.ping.is_out() && p.due > soon)
+            .get_with_due(&id)
+            .is_some_and(|(p, due)| !p.ping.is_out() && due > soon)
         {
             self.overlay.set_peer_due(id, soon);
         }
@@ -163,8 +159,8 @@ impl Node {
                 rtt: rtt_us.map_or(Rtt::NONE, Rtt::new),
                 misses: 0,
                 ping: Ping::Idle(now),
-                due,
             },
+            due,
         );
         self.overlay.peer_due_moved(info.id, Some(due));
     }

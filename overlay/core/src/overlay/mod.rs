@@ -21,7 +21,7 @@ use petal_protocol::{NodeId, NodeInfo};
 
 use crate::budget::Owner;
 use crate::config::Config;
-use crate::id_map::{IdMap, SortedIdMap};
+use crate::id_map::{IdMap, SortedIdMap, TimedIdMap};
 use crate::leaf_set::LeafSet;
 use crate::node::{Node, TimerKey};
 use crate::routing_table::RoutingTable;
@@ -59,8 +59,11 @@ pub(crate) struct Overlay {
     phase: Phase,
     leaf: LeafSet,
     rt: RoutingTable,
-    /// Every node in the leaf set or routing table, with its address and liveness.
-    peers: SortedIdMap<Peer>,
+    /// Every node in the leaf set or routing table, with its address and liveness, and when
+    /// its timer fires (next ping, or the outstanding ping's timeout). Hearing from the peer
+    /// does not move that deadline: the timer then finds the peer heard recently and moves
+    /// itself (a peer that talks to us is never pinged, at no cost per message).
+    peers: TimedIdMap<Peer>,
     /// The earliest peer deadline `(due, id)` (ties: the smallest id), or `None` for no
     /// peer; itself `None` when a change may have moved it (recomputed by a scan). Peer
     /// deadlines live here rather than in the timer heap: every ping cycle moves one, and
@@ -147,7 +150,7 @@ impl Overlay {
             phase: Phase::Idle,
             leaf: LeafSet::new(me, cfg.leaf_set_size / 2),
             rt: RoutingTable::new(me),
-            peers: SortedIdMap::default(),
+            peers: TimedIdMap::default(),
             peer_next: Some(None),
             dead: SortedIdMap::default(),
             dead_probe_free: Time::ZERO,
@@ -342,20 +345,9 @@ impl Overlay {
         if let Some(next) = self.peer_next {
             return next;
         }
-        let next = self.scan_peer_next();
+        let next = self.peers.earliest();
         self.peer_next = Some(next);
         next
-    }
-
-    fn scan_peer_next(&self) -> Option<(Time, NodeId)> {
-        // In id order, so the first of equal deadlines has the smallest id.
-        let mut best: Option<(Time, NodeId)> = None;
-        for (id, p) in &self.peers {
-            if best.is_none_or(|(t, _)| p.due < t) {
-                best = Some((p.due, *id));
-            }
-        }
-        best
     }
 
     /// Moves peer `id`'s deadline to `due` (a guard in `Node::handle_timeout`).
@@ -365,8 +357,7 @@ impl Overlay {
 
     /// Sets peer `id`'s deadline (the peer must be tracked).
     fn set_peer_due(&mut self, id: NodeId, due: Time) {
-        if let Some(p) = self.peers.get_mut(&id) {
-            p.due = due;
+        if self.peers.set_due(id, due) {
             self.peer_due_moved(id, Some(due));
         }
     }
@@ -415,7 +406,7 @@ impl Overlay {
             );
         }
         if let Some(cached) = self.peer_next {
-            assert_eq!(cached, self.scan_peer_next(), "peer deadline cache stale");
+            assert_eq!(cached, self.peers.earliest(), "peer deadline cache stale");
         }
         for (id, d) in &self.dead {
             assert!(

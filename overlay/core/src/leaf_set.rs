@@ -57,11 +57,22 @@ impl LeafSet {
 
     /// Every member once (right side first, then left-only members).
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        // A node can sit on both sides only when the two arcs the sides span meet round the
+        // ring (a ring of at most L + 1 nodes); otherwise no left member needs looking for on
+        // the right (16 x 16 id comparisons for every leaf set sent).
+        let apart = match (self.right.last(), self.left.last()) {
+            (Some(&r), Some(&l)) => self
+                .me
+                .cw_distance(r)
+                .checked_add(l.cw_distance(self.me))
+                .is_some(),
+            _ => true,
+        };
         self.right.iter().copied().chain(
             self.left
                 .iter()
                 .copied()
-                .filter(|id| !self.right.contains(id)),
+                .filter(move |id| apart || !self.right.contains(id)),
         )
     }
 
@@ -232,6 +243,28 @@ mod tests {
         assert!(!l.is_partial());
         for k in [0u128, 75, 120, 175, 275, 1 << 100] {
             assert!(l.covers(Key(k)), "key {k} not covered");
+        }
+    }
+
+    proptest::proptest! {
+        /// `members` names every node of either side exactly once, the right side first in
+        /// its order, then the left side's others in theirs, in rings small enough for the
+        /// sides to meet (2 to 12 nodes, 4 a side) and large (ids spread over the whole ring).
+        #[test]
+        fn members_are_both_sides_once(
+            me in proptest::prelude::any::<u128>(),
+            ids in proptest::collection::vec(proptest::prelude::any::<u128>(), 1..12),
+            spread in proptest::prelude::any::<bool>(),
+        ) {
+            let mut l = LeafSet::new(NodeId(me), 4);
+            for id in ids {
+                // Without spread, ids near `me` (a small ring's worth of ids clustered).
+                let id = if spread { id } else { me.wrapping_add(id % 64).wrapping_sub(32) };
+                l.insert(NodeId(id));
+            }
+            let mut want: Vec<NodeId> = l.right().to_vec();
+            want.extend(l.left().iter().filter(|id| !l.right().contains(id)));
+            proptest::prop_assert_eq!(l.members().collect::<Vec<_>>(), want);
         }
     }
 

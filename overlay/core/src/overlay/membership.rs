@@ -110,8 +110,14 @@ impl Node {
         if self.overlay.rt.get(slot) == Some(id) {
             return false;
         }
-        let tracked = self.overlay.peers.contains_key(&id);
-        match self.rtt_us(id) {
+        // One search of the tracked peers for both questions (`rtt_us` asks them in turn).
+        let peer_rtt = self.overlay.peers.get(&id).map(|p| p.rtt.get());
+        let tracked = peer_rtt.is_some();
+        let rtt = match peer_rtt {
+            Some(rtt) => rtt,
+            None => self.overlay.rtt_cache.get(&id),
+        };
+        match rtt {
             Some(rtt) if direct || tracked => self.offer_slot(now, info, rtt),
             Some(rtt) if !self.would_take(slot, rtt) => {}
             None if tracked => {}
@@ -415,8 +421,12 @@ impl Node {
         self.overlay.warm(&leaf);
         for e in leaf {
             let was = self.overlay.leaf.contains(e.id);
+            let before = self.overlay.leaf_version;
             self.learn(now, e);
-            entered += usize::from(!was && self.overlay.leaf.contains(e.id));
+            // Every change of the leaf set bumps its version: unchanged, no need to look.
+            entered += usize::from(
+                !was && self.overlay.leaf_version != before && self.overlay.leaf.contains(e.id),
+            );
         }
         if entered >= self.cfg.leaf_set_size / 2 && entered > 0 {
             self.relocate(now, from);

@@ -99,7 +99,8 @@ pub(crate) struct Overlay {
     lookups: BTreeMap<u64, PendingLookup>,
     /// When the next routing-table row refresh is due.
     row_maintenance_at: Time,
-    /// Bumped on every leaf-set change (to tell whether a message taught us anything).
+    /// Bumped on every leaf-set change (to tell whether a message taught us anything, or
+    /// whether a member may have entered).
     leaf_version: u64,
     leaf_exchange_at: Time,
     /// The side the next periodic leaf-set exchange goes to (alternating: right when true).
@@ -205,6 +206,7 @@ impl Overlay {
         self.peers.clear();
         self.peer_next = Some(None);
         self.leaf = LeafSet::new(me, cfg.leaf_set_size / 2);
+        self.leaf_version += 1;
         self.rt = RoutingTable::new(me);
     }
 
@@ -519,7 +521,11 @@ impl Node {
     }
 
     pub(crate) fn infos(&self, ids: impl Iterator<Item = NodeId>) -> Vec<NodeInfo> {
-        ids.filter_map(|id| self.info_of(id)).collect()
+        // Room for every id at once: the untracked ones dropped are rare, and growing from
+        // empty reallocated several times per list (a leaf set is sent with every exchange).
+        let mut out = Vec::with_capacity(ids.size_hint().1.unwrap_or(0));
+        out.extend(ids.filter_map(|id| self.info_of(id)));
+        out
     }
 
     pub(crate) fn leaf_infos(&self) -> Vec<NodeInfo> {

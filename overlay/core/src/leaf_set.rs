@@ -58,8 +58,9 @@ impl LeafSet {
     /// Every member once (right side first, then left-only members).
     pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
         // A node can sit on both sides only when the two arcs the sides span meet round the
-        // ring (a ring of at most L + 1 nodes); otherwise no left member needs looking for on
-        // the right (16 x 16 id comparisons for every leaf set sent).
+        // ring (the node knows at most L other nodes: a small ring, or a node that knows few
+        // yet); otherwise no left member needs looking for on the right (up to L/2 x L/2 id
+        // comparisons for every leaf set sent).
         let apart = match (self.right.last(), self.left.last()) {
             (Some(&r), Some(&l)) => self
                 .me

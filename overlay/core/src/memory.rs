@@ -13,7 +13,8 @@ pub struct MemoryUse {
     pub leaf_set: usize,
     /// Routing table: rows of ids.
     pub routing_table: usize,
-    /// Tracked peers (leaf-set and routing-table members): ids, addresses, liveness.
+    /// Tracked peers (leaf-set and routing-table members): ids, addresses, liveness and
+    /// timer deadlines.
     pub peers: usize,
     /// Measured round trips of candidates not tracked.
     pub rtt_cache: usize,

@@ -516,13 +516,10 @@ impl Node {
     }
 
     pub(crate) fn on_row_request(&mut self, from: NodeInfo, row: u8) {
-        let mut entries = self.infos(
-            self.overlay
-                .rt
-                .row(usize::from(row))
-                .collect::<Vec<_>>()
-                .into_iter(),
-        );
+        let ids: Vec<NodeId> = self.overlay.rt.row(usize::from(row)).collect();
+        // Room for this node too, pushed last.
+        let mut entries = Vec::with_capacity(ids.len() + 1);
+        entries.extend(ids.into_iter().filter_map(|id| self.info_of(id)));
         entries.push(self.me);
         self.send(from, Message::RowReply { row, entries });
     }

@@ -878,6 +878,12 @@ proptest! {
     fn node_round_trip(p in node_packet()) {
         let bytes = encode_node(&p);
         prop_assert_eq!(bytes.len(), p.encoded_len());
+        // The head and the tail it leaves out make the same bytes.
+        let mut split = vec![0x5A];
+        let tail = p.encode_head(&mut split).cloned();
+        split.extend_from_slice(tail.as_deref().unwrap_or_default());
+        prop_assert_eq!(&split[1..], &bytes[..]);
+        prop_assert_eq!(tail.is_some(), matches!(p, NodePacket::TunTransfer { .. }));
         let (r, rest) = decode_node(&bytes);
         prop_assert_eq!(r, Ok(Some(p)));
         prop_assert!(rest.is_empty());

@@ -404,17 +404,19 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     use std::sync::atomic::Ordering;
     const WRITE: usize = 256 * 1024;
-    let mut buf: Vec<u8> = Vec::with_capacity(WRITE);
-    let mut sealed: Vec<u8> = Vec::new();
+    // The records of one write, built in place: frames are encoded into the open record and
+    // sealed there (a tunnel chunk's payload copied once, from the message into the record).
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE + secure::MAX_RECORD + 64);
     // A batch cut at a write's end: the rest of its messages, and its charge, given back once
     // they are all encoded.
     let mut rest: Option<(std::vec::IntoIter<Message>, Charge)> = None;
     loop {
         let mut messages = 0u64;
-        while buf.len() < WRITE {
+        let mut w = sealer.records(&mut buf);
+        while w.len() < WRITE {
             if let Some((msgs, _)) = &mut rest {
                 if let Some(msg) = msgs.next() {
-                    codec::encode(&msg, &mut buf);
+                    put(&mut w, &msg)?;
                     messages += 1;
                 }
                 if msgs.as_slice().is_empty() {
@@ -439,29 +441,30 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                 // Each message's charge comes back once it is encoded (the write buffer is
                 // bounded).
                 LinkOut::One(q) => {
-                    codec::encode(&q.msg, &mut buf);
+                    put(&mut w, &q.msg)?;
                     messages += 1;
                 }
                 LinkOut::Batch { msgs, charge } => rest = Some((msgs.into_iter(), charge)),
             }
         }
+        w.finish()?;
         traffic.queued.fetch_sub(messages, Ordering::AcqRel);
-        let written = if sealer.is_plaintext() {
-            wr.write_all(&buf).await?;
-            buf.len()
-        } else {
-            sealed.clear();
-            sealer.seal(&buf, &mut sealed)?;
-            wr.write_all(&sealed).await?;
-            sealed.len()
-        };
+        wr.write_all(&buf).await?;
         RuntimeStats::add(&traffic.messages_out, messages);
-        RuntimeStats::add(&traffic.bytes_out, written as u64);
+        RuntimeStats::add(&traffic.bytes_out, buf.len() as u64);
         buf.clear();
         if rest.is_none() && rx.is_empty() {
             wr.flush().await?;
         }
     }
+}
+
+/// Encodes `msg` into the records `w` builds: its head in place, then its tail (a tunnel
+/// chunk's payload) straight from the message.
+fn put(w: &mut secure::RecordWriter<'_>, msg: &Message) -> io::Result<()> {
+    let tail = codec::encode_head(msg, w.tail());
+    w.settle()?;
+    w.write(tail)
 }
 
 /// Who opened a link: the rule that keeps one link per pair when both sides dial at once is

@@ -361,7 +361,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Out>,
     queued: Arc<AtomicUsize>,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut batch = Batch::default();
     let mut close = false;
     while !close {
         let Some(first) = rx.recv().await else { break };
@@ -378,10 +378,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         while let Some(item) = next.take() {
             match item {
                 // The packet's charge comes back once it is encoded (the batch is bounded).
-                Out::Packet(p, _charge) => p.encode(&mut buf),
+                Out::Packet(p, _charge) => batch.put(&p),
                 Out::Batch(packets, _, _charge) => {
-                    for p in packets {
-                        p.encode(&mut buf);
+                    for p in &packets {
+                        batch.put(p);
                     }
                 }
                 Out::Close => {
@@ -389,20 +389,80 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     break;
                 }
             }
-            if buf.len() >= 256 * 1024 {
+            if batch.len() >= 256 * 1024 {
                 break;
             }
             next = rx.try_recv().ok();
         }
-        let n = buf.len();
-        if wr.write_all(&buf).await.is_err() {
+        let n = batch.len();
+        if batch.write_to(&mut wr).await.is_err() {
             return;
         }
-        buf.clear();
         queued.fetch_sub(n, Ordering::Relaxed);
         if (close || rx.is_empty()) && wr.flush().await.is_err() {
             return;
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Tunnel payloads at least this long are written from their own memory (a vectored write)
+/// instead of being copied into the batch's buffer.
+const VECTORED_MIN: usize = 16 * 1024;
+
+/// The bytes of one write to a client: packets encoded into a buffer, but for large tunnel
+/// payloads, which stay where they are and go out in the same vectored write.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    /// Each payload left out of `buf`, with the offset in `buf` it follows.
+    tails: Vec<(usize, bytes::Bytes)>,
+    tail_bytes: usize,
+}
+
+impl Batch {
+    /// The batch's bytes.
+    fn len(&self) -> usize {
+        self.buf.len() + self.tail_bytes
+    }
+
+    fn put(&mut self, p: &NodePacket) {
+        match p.encode_head(&mut self.buf) {
+            Some(t) if t.len() >= VECTORED_MIN => {
+                self.tails.push((self.buf.len(), t.clone()));
+                self.tail_bytes += t.len();
+            }
+            Some(t) => self.buf.extend_from_slice(t),
+            None => {}
+        }
+    }
+
+    /// Writes the whole batch and empties it.
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> std::io::Result<()> {
+        if self.tails.is_empty() {
+            wr.write_all(&self.buf).await?;
+        } else {
+            let mut slices = Vec::with_capacity(2 * self.tails.len() + 1);
+            let mut at = 0;
+            for (end, tail) in &self.tails {
+                slices.push(std::io::IoSlice::new(&self.buf[at..*end]));
+                slices.push(std::io::IoSlice::new(tail));
+                at = *end;
+            }
+            slices.push(std::io::IoSlice::new(&self.buf[at..]));
+            slices.retain(|s| !s.is_empty());
+            let mut left = &mut slices[..];
+            while !left.is_empty() {
+                let n = wr.write_vectored(left).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                std::io::IoSlice::advance_slices(&mut left, n);
+            }
+        }
+        self.buf.clear();
+        self.tails.clear();
+        self.tail_bytes = 0;
+        Ok(())
+    }
 }

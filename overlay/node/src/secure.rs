@@ -28,30 +28,23 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use petal_protocol::{NodeId, NodeInfo};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use snow::HandshakeState;
 use snow::params::NoiseParams;
 use snow::resolvers::{CryptoResolver, DefaultResolver, RingResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
-use snow::{HandshakeState, StatelessTransportState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The Noise protocol of every link.
 pub const NOISE_PARAMS: &str = "Noise_XXpsk0_25519_AESGCM_SHA256";
 /// Bound into the handshake: a peer speaking another link version fails it.
 pub const PROLOGUE: &[u8] = b"petal link v1";
-/// Largest Noise message (handshake or record), tag included.
-pub const MAX_RECORD: usize = 65_535;
-/// Largest plaintext carried by one record.
-pub const MAX_RECORD_PLAIN: usize = MAX_RECORD - TAG_LEN;
-const TAG_LEN: usize = 16;
-// A record's length goes in a u16 prefix (see `Sealer::seal`).
-const _: () = assert!(MAX_RECORD <= u16::MAX as usize);
+mod record;
+pub use record::{MAX_RECORD, MAX_RECORD_PLAIN, OpenError, Opener, RecordWriter, Sealer};
 /// Largest handshake message accepted (ours are under 150 bytes).
 const MAX_HANDSHAKE_MSG: usize = 1024;
 /// Label of the id derivation.
@@ -507,139 +500,31 @@ pub fn finish(
         .get_remote_static()
         .and_then(|k| k.try_into().ok())
         .ok_or(HandshakeError::Malformed("no remote static key"))?;
-    let state = Arc::new(
-        hs.into_stateless_transport_mode()
-            .map_err(HandshakeError::Auth)?,
-    );
+    // The split's first key encrypts what the initiator sends, the second what it receives
+    // (the Noise specification's Split()); the records are sealed with them directly (see
+    // `record`).
+    let mut hs = hs;
+    let (k1, k2) = hs.dangerously_get_raw_split();
+    let (send, recv) = if hs.is_initiator() {
+        (k1, k2)
+    } else {
+        (k2, k1)
+    };
     Ok(Established {
         peer: NodeInfo {
             id: node_id_of(&remote),
             addr: dialable(peer_hello, observed),
         },
-        sealer: Sealer {
-            state: Some(state.clone()),
-            nonce: 0,
-        },
-        opener: Opener {
-            state: Some(state),
-            nonce: 0,
-        },
+        sealer: Sealer::new(&send),
+        opener: Opener::new(&recv),
     })
-}
-
-/// Seals outgoing link bytes into records (or passes them through on a plaintext link).
-pub struct Sealer {
-    state: Option<Arc<StatelessTransportState>>,
-    nonce: u64,
-}
-
-impl Sealer {
-    /// A plaintext link's sealer (bytes pass unchanged).
-    pub fn plaintext() -> Self {
-        Sealer {
-            state: None,
-            nonce: 0,
-        }
-    }
-
-    /// True on a plaintext link.
-    pub fn is_plaintext(&self) -> bool {
-        self.state.is_none()
-    }
-
-    /// Appends `plain` to `out` as records (unchanged on a plaintext link).
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "a record is at most MAX_RECORD_PLAIN + TAG_LEN = MAX_RECORD = u16::MAX bytes"
-    )]
-    pub fn seal(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        let Some(state) = &self.state else {
-            out.extend_from_slice(plain);
-            return Ok(());
-        };
-        for chunk in plain.chunks(MAX_RECORD_PLAIN) {
-            let len = chunk.len() + TAG_LEN;
-            let at = out.len();
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-            out.resize(at + 2 + len, 0);
-            let n = state
-                .write_message(self.nonce, chunk, &mut out[at + 2..])
-                .map_err(|e| io::Error::other(format!("sealing a record: {e}")))?;
-            debug_assert_eq!(n, len);
-            self.nonce += 1;
-        }
-        Ok(())
-    }
-}
-
-/// Why an incoming record was refused: the link closes.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Authentication failed.
-    #[error("record failed authentication (tampered, replayed, reordered or corrupt)")]
-    Auth,
-    /// A record's length is impossible.
-    #[error("record length {0} out of range")]
-    Length(usize),
-}
-
-/// Opens incoming records (or passes bytes through on a plaintext link).
-pub struct Opener {
-    state: Option<Arc<StatelessTransportState>>,
-    nonce: u64,
-}
-
-impl Opener {
-    /// A plaintext link's opener.
-    pub fn plaintext() -> Self {
-        Opener {
-            state: None,
-            nonce: 0,
-        }
-    }
-
-    /// True on a plaintext link.
-    pub fn is_plaintext(&self) -> bool {
-        self.state.is_none()
-    }
-
-    /// Moves every whole record of `raw` into `plain`, decrypted (everything, unchanged, on a
-    /// plaintext link). A partial record stays in `raw`.
-    pub fn open(&mut self, raw: &mut BytesMut, plain: &mut BytesMut) -> Result<(), OpenError> {
-        let Some(state) = &self.state else {
-            plain.extend_from_slice(raw);
-            raw.clear();
-            return Ok(());
-        };
-        loop {
-            if raw.len() < 2 {
-                return Ok(());
-            }
-            let len = u16::from_be_bytes([raw[0], raw[1]]) as usize;
-            if len < TAG_LEN {
-                return Err(OpenError::Length(len));
-            }
-            if raw.len() < 2 + len {
-                raw.reserve(2 + len - raw.len());
-                return Ok(());
-            }
-            // Decrypted straight into `plain`'s tail (no copy through a scratch buffer).
-            let at = plain.len();
-            plain.resize(at + len, 0);
-            let Ok(n) = state.read_message(self.nonce, &raw[2..2 + len], &mut plain[at..]) else {
-                plain.truncate(at);
-                return Err(OpenError::Auth);
-            };
-            plain.truncate(at + n);
-            self.nonce += 1;
-            let _ = raw.split_to(2 + len);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::record::TAG_LEN;
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn ids_derive_from_public_keys() {

@@ -24,6 +24,46 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) {
     out[start..start + LEN_PREFIX].copy_from_slice(&len.to_be_bytes());
 }
 
+/// Appends the frame of `msg` to `out` but for its last bytes, which it returns: they must
+/// follow for the frame to be whole. A tunnel chunk's payload is left out this way, so that a
+/// writer can put it where it goes (a link record, say) without copying it through a frame
+/// buffer first; every other message is encoded whole (an empty tail).
+#[expect(
+    clippy::expect_used,
+    reason = "a frame beyond u32::MAX bytes is a caller's bug, as in encode"
+)]
+pub fn encode_head<'m>(msg: &'m Message, out: &mut Vec<u8>) -> &'m [u8] {
+    let Message::TunnelData {
+        tunnel,
+        sender_tunnel,
+        seq,
+        size,
+        payload,
+    } = msg
+    else {
+        encode(msg, out);
+        return &[];
+    };
+    let len =
+        u32::try_from(encoded_len(msg) - LEN_PREFIX).expect("frame longer than u32::MAX bytes");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.push(VERSION);
+    put_tunnel_head([*tunnel, *sender_tunnel, *seq, *size], payload.len(), out);
+    payload
+}
+
+/// A tunnel chunk's fields before its payload's bytes (its length included).
+#[expect(
+    clippy::expect_used,
+    reason = "a payload beyond u32::MAX bytes is a caller's bug, as in put_bytes"
+)]
+fn put_tunnel_head(fields: [u64; 4], payload_len: usize, out: &mut Vec<u8>) {
+    out.push(ty::TUNNEL_DATA);
+    put_u64s(&fields, out);
+    let len = u32::try_from(payload_len).expect("payload longer than u32::MAX bytes");
+    out.extend_from_slice(&len.to_be_bytes());
+}
+
 /// The frame of `msg` as a new vector.
 pub fn to_vec(msg: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(msg));
@@ -312,9 +352,8 @@ fn encode_body(msg: &Message, out: &mut Vec<u8>) {
             size,
             payload,
         } => {
-            out.push(ty::TUNNEL_DATA);
-            put_u64s(&[*tunnel, *sender_tunnel, *seq, *size], out);
-            put_bytes(payload, out);
+            put_tunnel_head([*tunnel, *sender_tunnel, *seq, *size], payload.len(), out);
+            out.extend_from_slice(payload);
         }
         Message::TunnelAllow {
             tunnel,

@@ -88,7 +88,7 @@ mod encode;
 mod store;
 
 pub use decode::{decode, decode_exact};
-pub use encode::{encode, encoded_len, to_vec};
+pub use encode::{encode, encode_head, encoded_len, to_vec};
 
 /// The frame format version this codec writes and accepts. Nodes of another version refuse
 /// each other's frames with [`DecodeError::UnsupportedVersion`] rather than misread them.

@@ -211,6 +211,22 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// Writes a packet's bytes but for the contents of its binaries (their lengths are written):
+/// for a packet whose last field is its only binary, everything before that binary's bytes.
+struct Head<'a>(&'a mut Vec<u8>);
+
+impl Sink for Head<'_> {
+    fn byte(&mut self, b: u8) {
+        self.0.push(b);
+    }
+    fn varint(&mut self, v: u64) {
+        put_varint(self.0, v);
+    }
+    fn bin(&mut self, bytes: &[u8]) {
+        put_varint(self.0, bytes.len() as u64);
+    }
+}
+
 /// Counts bytes instead of writing them.
 struct Count(usize);
 

@@ -150,6 +150,24 @@ impl NodePacket {
             NodePacket::IdResult { .. } => ext::op::ID_RESULT,
         }
     }
+
+    /// Appends the packet's wire bytes but for its last ones, which it returns: they must
+    /// follow for the packet to be whole. A tunnel chunk's payload is left out this way, so
+    /// that a writer can hand it to a vectored write instead of copying it into its buffer;
+    /// every other packet is encoded whole (no tail).
+    pub fn encode_head(&self, out: &mut Vec<u8>) -> Option<&Bytes> {
+        match self {
+            NodePacket::TunTransfer { payload, .. } => {
+                // The payload is the packet's last field and its only binary.
+                self.write(&mut super::Head(out));
+                Some(payload)
+            }
+            _ => {
+                self.encode(out);
+                None
+            }
+        }
+    }
 }
 
 packet_encoding!(NodePacket);

@@ -1,5 +1,6 @@
 //! Link security: every node-to-node link is a Noise session
-//! (`Noise_XXpsk0_25519_AESGCM_SHA256`, the snow crate with ring's AES-GCM and SHA-256).
+//! (`Noise_XXpsk0_25519_AESGCM_SHA256`: the handshake by the snow crate with ring's AES-GCM and
+//! SHA-256, the records by ring directly, see [`record`]).
 //!
 //! - **Who is who.** Every node has a static X25519 key pair (its [`Identity`], kept in the
 //!   daemon's data directory). Its node id is derived from the public key
@@ -43,7 +44,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const NOISE_PARAMS: &str = "Noise_XXpsk0_25519_AESGCM_SHA256";
 /// Bound into the handshake: a peer speaking another link version fails it.
 pub const PROLOGUE: &[u8] = b"petal link v1";
-mod record;
+pub mod record;
 pub use record::{MAX_RECORD, MAX_RECORD_PLAIN, OpenError, Opener, RecordWriter, Sealer};
 /// Largest handshake message accepted (ours are under 150 bytes).
 const MAX_HANDSHAKE_MSG: usize = 1024;

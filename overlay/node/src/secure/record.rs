@@ -1,7 +1,7 @@
 //! The link's record layer: Noise transport messages (AES-256-GCM, the 64-bit nonce counting
 //! up per direction, no associated data), each behind a 2-byte big-endian length.
 //!
-//! The keys come from the finished handshake's split ([`Sealer::new`], [`Opener::new`]); the
+//! The keys come from the finished handshake's split (`secure::finish`); the
 //! records are sealed and opened here with ring directly instead of through snow's transport
 //! state, so that a record is encrypted where it is built and decrypted where it arrived:
 //! snow's `write_message` copies the plaintext into its output before encrypting it (and its

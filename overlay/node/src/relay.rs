@@ -380,7 +380,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                // The packet's charge comes back once it is encoded (the batch is bounded).
+                // The packet's charge comes back once it is in the batch (bounded below: its
+                // buffer, and the large payloads it holds until written).
                 Out::Packet(p, _charge) => batch.put(&p),
                 Out::Batch(packets, _, _charge) => {
                     for p in &packets {

@@ -6,8 +6,9 @@
 //! state, so that a record is encrypted where it is built and decrypted where it arrived:
 //! snow's `write_message` copies the plaintext into its output before encrypting it (and its
 //! caller had to zero that output first), and its `read_message` copies the ciphertext the
-//! same way. The bytes on the wire are the same as snow's (a test checks records both ways
-//! against snow's transport state), so nodes with either record layer link with each other.
+//! same way. The bytes on the wire are the same as snow's (a test seals records with the keys
+//! `secure::finish` picks and compares them with what snow's transport state seals, for each
+//! side, and opens snow's records), so nodes with either record layer link with each other.
 
 use std::io;
 
@@ -165,7 +166,10 @@ impl RecordWriter<'_> {
         if self.out.len() < end {
             return Ok(());
         }
-        // Rare (a frame's head across a record's end), so the copy does not matter.
+        // The bytes past the end move into the next record: at most a frame's worth (every
+        // frame but a tunnel chunk is encoded whole through `tail`; a large one, a frame
+        // of several records, is copied once more here, as every frame was before records
+        // were built in place).
         let excess = self.out.split_off(end);
         self.seal_open()?;
         self.write(&excess)
@@ -177,6 +181,8 @@ impl RecordWriter<'_> {
             self.out.extend_from_slice(bytes);
             return Ok(());
         }
+        // Appends through `tail` may have filled the open record: cut it first.
+        self.settle()?;
         while !bytes.is_empty() {
             self.open_record();
             let room = self.room();
@@ -253,6 +259,8 @@ impl Opener {
     /// Moves every whole record of `raw` into `plain`, decrypted (everything, unchanged, on a
     /// plaintext link). A partial record stays in `raw`. A record is decrypted where it lies
     /// in `raw`, then its plaintext appended to `plain` (the one copy: frames span records).
+    /// On an error `plain` holds what the records before the refused one gave, and `raw` is
+    /// garbled (the link closes).
     pub fn open(&mut self, raw: &mut BytesMut, plain: &mut BytesMut) -> Result<(), OpenError> {
         let Some(key) = &self.key else {
             plain.extend_from_slice(raw);
@@ -292,35 +300,56 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secure::{Entropy, Identity, NetworkKey, handshake_state};
+    use crate::secure::{
+        Entropy, Established, Identity, NetworkKey, encode_hello, finish, handshake_state,
+    };
     use snow::{HandshakeState, StatelessTransportState};
 
-    /// A finished handshake between two in-memory states: each side's (send, receive) keys,
-    /// and snow's own transport state for the same session.
-    fn session() -> [([u8; 32], [u8; 32], StatelessTransportState); 2] {
+    /// The two sides of a handshake run in memory, each side's states built twice from the
+    /// same seeds (so both runs agree): one finished by `secure::finish` (the node's record
+    /// layer) and one turned into snow's own transport state.
+    fn session() -> [(Established, StatelessTransportState); 2] {
         let key = NetworkKey::from_bytes([3; 32]);
-        let mut ini = handshake_state(true, &Identity::from_seed(1), &key, Entropy::Seeded(1), 1);
-        let mut res = handshake_state(false, &Identity::from_seed(2), &key, Entropy::Seeded(2), 1);
-        let (mut m, mut p) = (vec![0u8; 1024], vec![0u8; 1024]);
-        for turn in 0..3 {
-            let (from, to) = if turn % 2 == 0 {
-                (&mut ini, &mut res)
-            } else {
-                (&mut res, &mut ini)
-            };
-            let n = from.write_message(&[], &mut m).unwrap();
-            to.read_message(&m[..n], &mut p).unwrap();
-        }
-        let finish = |mut hs: HandshakeState| {
-            let (k1, k2) = hs.dangerously_get_raw_split();
-            let (send, recv) = if hs.is_initiator() {
-                (k1, k2)
-            } else {
-                (k2, k1)
-            };
-            (send, recv, hs.into_stateless_transport_mode().unwrap())
+        let side = |initiator: bool| {
+            let seed = if initiator { 1 } else { 2 };
+            handshake_state(
+                initiator,
+                &Identity::from_seed(seed),
+                &key,
+                Entropy::Seeded(seed),
+                1,
+            )
         };
-        [finish(ini), finish(res)]
+        let run = || {
+            let (mut ini, mut res) = (side(true), side(false));
+            let (mut m, mut p) = (vec![0u8; 1024], vec![0u8; 1024]);
+            let hello = encode_hello("10.0.0.1:1".parse().unwrap());
+            for turn in 0..3 {
+                let (from, to) = if turn % 2 == 0 {
+                    (&mut ini, &mut res)
+                } else {
+                    (&mut res, &mut ini)
+                };
+                let payload: &[u8] = if turn == 0 { &[] } else { &hello };
+                let n = from.write_message(payload, &mut m).unwrap();
+                to.read_message(&m[..n], &mut p).unwrap();
+            }
+            (ini, res)
+        };
+        let (ini, res) = run();
+        let (snow_ini, snow_res) = run();
+        let finished =
+            |hs: HandshakeState| finish(hs, "10.0.0.1:1".parse().unwrap(), None).unwrap();
+        [
+            (
+                finished(ini),
+                snow_ini.into_stateless_transport_mode().unwrap(),
+            ),
+            (
+                finished(res),
+                snow_res.into_stateless_transport_mode().unwrap(),
+            ),
+        ]
     }
 
     /// snow's records of `plain` from nonce 0: what nodes with snow's record layer send.
@@ -335,46 +364,60 @@ mod tests {
         out
     }
 
-    #[test]
-    fn records_are_snow_s_both_ways() {
-        let [(a_send, _, a_snow), (_, b_recv, b_snow)] = session();
-        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 7) as u8).collect();
-        // Sealed here: byte for byte what snow seals, and snow opens them.
-        let mut wire = Vec::new();
-        Sealer::new(&a_send).seal(&data, &mut wire).unwrap();
-        assert_eq!(wire, snow_records(&a_snow, &data));
-        let mut at = 0;
-        let mut got = Vec::new();
+    /// Opens snow-style records (length-prefixed, from nonce 0) with snow's transport state.
+    fn snow_open(t: &StatelessTransportState, wire: &[u8]) -> Vec<u8> {
+        let (mut at, mut got) = (0, Vec::new());
         for n in 0u64.. {
             if at == wire.len() {
                 break;
             }
             let len = u16::from_be_bytes([wire[at], wire[at + 1]]) as usize;
             let mut p = vec![0u8; len];
-            let k = b_snow
+            let k = t
                 .read_message(n, &wire[at + 2..at + 2 + len], &mut p)
                 .unwrap();
             got.extend_from_slice(&p[..k]);
             at += 2 + len;
         }
-        assert_eq!(got, data);
-        // Sealed by snow: opened here, also when the key is the other direction's it fails.
-        let mut raw = BytesMut::from(&snow_records(&a_snow, &data)[..]);
-        let mut plain = BytesMut::new();
-        Opener::new(&b_recv).open(&mut raw, &mut plain).unwrap();
-        assert_eq!(&plain[..], &data[..]);
-        assert!(raw.is_empty());
-        let mut raw = BytesMut::from(&snow_records(&a_snow, b"x")[..]);
+        got
+    }
+
+    #[test]
+    fn records_are_snow_s_both_ways() {
+        let [(mut ini, ini_snow), (mut res, res_snow)] = session();
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i * 7) as u8).collect();
+        for (me, my_snow, peer_snow) in [
+            (&mut ini, &ini_snow, &res_snow),
+            (&mut res, &res_snow, &ini_snow),
+        ] {
+            // Sealed here with the keys `finish` picked: byte for byte what snow's transport
+            // of the same side seals, and the peer's snow transport opens them.
+            let mut wire = Vec::new();
+            me.sealer.seal(&data, &mut wire).unwrap();
+            assert_eq!(wire, snow_records(my_snow, &data));
+            assert_eq!(snow_open(peer_snow, &wire), data);
+            // Sealed by the peer's snow transport: opened here.
+            let mut raw = BytesMut::from(&snow_records(peer_snow, &data)[..]);
+            let mut plain = BytesMut::new();
+            me.opener.open(&mut raw, &mut plain).unwrap();
+            assert_eq!(&plain[..], &data[..]);
+            assert!(raw.is_empty());
+        }
+        // A record sealed under this side's own sending key (not the peer's) is refused, and
+        // leaves the opened bytes as they were.
+        let mut raw = BytesMut::from(&snow_records(&ini_snow, b"x")[..]);
+        let mut plain = BytesMut::from(&b"kept"[..]);
         assert!(matches!(
-            Opener::new(&a_send.map(|b| b ^ 1)).open(&mut raw, &mut plain),
+            ini.opener.open(&mut raw, &mut plain),
             Err(OpenError::Auth)
         ));
+        assert_eq!(&plain[..], b"kept");
     }
 
     #[test]
     fn the_writer_cuts_records_where_they_fill() {
-        let [(a_send, _, _), (_, b_recv, _)] = session();
-        let mut sealer = Sealer::new(&a_send);
+        let [(a, _), (b, _)] = session();
+        let (mut sealer, b_opener) = (a.sealer, b.opener);
         let mut out = Vec::new();
         let mut w = sealer.records(&mut out);
         assert_eq!(w.room(), MAX_RECORD_PLAIN);
@@ -394,7 +437,8 @@ mod tests {
         sealer.seal(b"tail", &mut out).unwrap();
         let mut raw = BytesMut::from(&out[..]);
         let mut plain = BytesMut::new();
-        Opener::new(&b_recv).open(&mut raw, &mut plain).unwrap();
+        let mut opener = b_opener;
+        opener.open(&mut raw, &mut plain).unwrap();
         assert_eq!(&plain[..4], b"head");
         assert_eq!(&plain[4..4 + big.len()], &big[..]);
         assert_eq!(&plain[4 + big.len()..], b"tail");
@@ -409,15 +453,21 @@ mod tests {
         w.tail().extend_from_slice(b"cd");
         w.finish().unwrap();
         assert_eq!(out.len(), 2 + long.len() + 2 + 2 * (2 + TAG_LEN));
+        // Then a write after appends that filled the record: cut first, then continued.
+        let mut w2 = sealer.records(&mut out);
+        w2.tail().extend_from_slice(&[7u8; MAX_RECORD_PLAIN]);
+        w2.write(b"ef").unwrap();
+        w2.finish().unwrap();
         let mut raw = BytesMut::from(&out[..]);
         let mut plain = BytesMut::new();
-        let mut opener = Opener::new(&b_recv);
-        opener.nonce = 4;
         opener.open(&mut raw, &mut plain).unwrap();
         assert!(raw.is_empty());
         assert_eq!(&plain[..2], b"ab");
         assert_eq!(&plain[2..2 + long.len()], &long[..]);
-        assert_eq!(&plain[2 + long.len()..], b"cd");
+        let rest = &plain[2 + long.len()..];
+        assert_eq!(&rest[..2], b"cd");
+        assert_eq!(&rest[2..2 + MAX_RECORD_PLAIN], &[7u8; MAX_RECORD_PLAIN][..]);
+        assert_eq!(&rest[2 + MAX_RECORD_PLAIN..], b"ef");
         // A plaintext link passes bytes unchanged.
         let mut plain_sealer = Sealer::plaintext();
         let mut out = Vec::new();

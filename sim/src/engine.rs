@@ -5,10 +5,10 @@
 //! simulated traffic is what the wire would carry. Delays come from a [`Topology`], loss and
 //! partitions from the engine's own seeded generator. Everything derives from one master seed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time};
+use petal_core::{Config, Event, Key, Message, Node, NodeId, NodeInfo, Time, Transmit};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -194,6 +194,9 @@ pub struct Sim {
     pub event_log: Option<Vec<EventCopy>>,
     trace: u64,
     scratch: Vec<u8>,
+    /// The one outbox buffer lent to the node of each message and timer event (see
+    /// `Node::lend_outbox`); empty between events.
+    outbox: VecDeque<Transmit>,
 }
 
 impl Sim {
@@ -224,6 +227,7 @@ impl Sim {
             lookups: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             scratch: Vec::new(),
+            outbox: VecDeque::new(),
         }
     }
 
@@ -634,6 +638,7 @@ impl Sim {
                 self.metrics.messages += 1;
                 self.trace = fnv(self.trace, &[now.as_micros(), u64::from(to)]);
                 self.trace = fnv_bytes(self.trace, msg.kind().as_bytes());
+                slot.node.lend_outbox(&mut self.outbox);
                 slot.node.handle_message(now, from, msg);
                 self.after_step(to);
             }
@@ -644,6 +649,7 @@ impl Sim {
                 }
                 self.metrics.events += 1;
                 slot.timer_at = None;
+                slot.node.lend_outbox(&mut self.outbox);
                 slot.node.handle_timeout(now);
                 self.after_step(node);
             }
@@ -662,7 +668,8 @@ impl Sim {
         if self.cfg.check_invariants {
             self.slots[i as usize].node.check_invariants();
         }
-        while let Some(t) = self.slots[i as usize].node.poll_transmit() {
+        self.slots[i as usize].node.reclaim_outbox(&mut self.outbox);
+        while let Some(t) = self.outbox.pop_front() {
             self.transmit(i, t.to, t.msg);
         }
         while let Some(ev) = self.slots[i as usize].node.poll_event() {

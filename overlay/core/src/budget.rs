@@ -94,9 +94,11 @@ impl MemoryBudget {
     }
 }
 
-/// Bytes held by owner (a fixed hasher: nothing iterates it, but runs stay reproducible).
+/// Bytes held by owner. The ids' fixed hasher (see [`crate::id_map::IdHasher`]): runs stay
+/// reproducible, and a charge or a give-back, which come with every routed message, do not pay
+/// for SipHash (a peer's key is its random id; a connection's, a number its driver chose).
 type OwnerMap =
-    hashbrown::HashMap<Owner, u64, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+    hashbrown::HashMap<Owner, u64, std::hash::BuildHasherDefault<crate::id_map::IdHasher>>;
 
 /// Who a charge belongs to (see the module's text): the node itself, a peer or a local
 /// connection, in 16 bytes (two words, no tag: `Held` sits in every simulated node). A peer

@@ -267,6 +267,28 @@ impl Node {
         t
     }
 
+    /// Lends the node `buf`'s room for the outbox of its next input, when both are empty: a
+    /// driver that drains every node after each input can keep one buffer for all of them,
+    /// where each node would allocate one for an input and free it when drained (see
+    /// `release_burst`). The driver takes it back with [`Node::reclaim_outbox`].
+    pub fn lend_outbox(&mut self, buf: &mut VecDeque<Transmit>) {
+        if self.outbox.is_empty() && buf.is_empty() {
+            std::mem::swap(&mut self.outbox, buf);
+        }
+    }
+
+    /// Moves every queued transmit, in order, to the end of `out` (what
+    /// [`Node::poll_transmit`] would return, one after another) and frees the outbox's
+    /// buffer; an empty `out` takes the queue's buffer with it (the one lent, if any).
+    pub fn reclaim_outbox(&mut self, out: &mut VecDeque<Transmit>) {
+        if out.is_empty() {
+            std::mem::swap(&mut self.outbox, out);
+        } else {
+            out.extend(self.outbox.drain(..));
+        }
+        release_burst(&mut self.outbox);
+    }
+
     /// Next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
         let e = self.events.pop_front();

@@ -1,8 +1,9 @@
-//! The transit-stub router graph: GT-ITM-style generation, the all-pairs delay matrix, and
-//! the shortest-delay route between two routers.
+//! The transit-stub router graph: GT-ITM-style generation, the stub routers' delay tables, the
+//! all-pairs delay matrix (on demand) and the shortest-delay route between two routers.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::Range;
 
 use petgraph::graph::{NodeIndex, UnGraph};
 use petgraph::visit::EdgeRef;
@@ -28,8 +29,9 @@ pub(super) struct RouterMatrix {
     pub(super) links: u32,
     /// Routers `first_stub..routers` are stub routers, where nodes attach.
     pub(super) first_stub: u32,
-    /// Row-major `routers × routers` delays in microseconds.
-    pub(super) delay_us: Vec<u32>,
+    /// Row-major `routers × routers` delays in microseconds, computed on first use (only
+    /// [`RouterMatrix::push_route`] needs them; see [`RouterMatrix::delay_us`]).
+    full: std::sync::OnceLock<Vec<u32>>,
     /// The same delays between stub routers, from three small tables (the per-message lookup).
     pub(super) stub: StubDelays,
     /// Router `r`'s links are `hops[hop_start[r]..hop_start[r + 1]]`, sorted by neighbour and
@@ -39,6 +41,16 @@ pub(super) struct RouterMatrix {
 }
 
 impl RouterMatrix {
+    /// The row-major `routers × routers` matrix of shortest-path delays, in microseconds: a
+    /// Dijkstra from every router, run the first time it is asked for. A simulation reads its
+    /// delays from [`StubDelays`] (built from a few rows and the stub domains alone), so only
+    /// routes ([`RouterMatrix::push_route`]) pay for it: the matrix was 4 % of a 1,000-node
+    /// `rpc-load` run, and `cold-start` builds a topology for each of its runs.
+    pub(super) fn delay_us(&self) -> &[u32] {
+        self.full
+            .get_or_init(|| all_pairs_delays(&self.hop_start, &self.hops))
+    }
+
     /// Appends the router links of the shortest-delay path between routers `from` and `to`.
     ///
     /// The path is walked from the lower-numbered router of the two towards the other: at router
@@ -55,7 +67,7 @@ impl RouterMatrix {
     pub(super) fn push_route(&self, from: u32, to: u32, out: &mut Vec<u32>) {
         let (mut s, t) = (from.min(to), from.max(to));
         let n = self.routers as usize;
-        let to_t = &self.delay_us[t as usize * n..][..n];
+        let to_t = &self.delay_us()[t as usize * n..][..n];
         let start = out.len();
         while s != t {
             let (lo, hi) = (self.hop_start[s as usize], self.hop_start[s as usize + 1]);
@@ -77,52 +89,83 @@ impl RouterMatrix {
 /// tables small enough to stay in cache: a stub domain hangs off its transit router by one
 /// link, so that router lies on every path out of the domain, and the delay between stub
 /// routers of two domains is `up(a) + d(T_a, T_b) + up(b)`, with `up(r)` the delay from `r`
-/// to its domain's transit router; inside one domain it is the domain's own table. The full
-/// matrix is 4.5 MB for the defaults, and one random read of it per message was a tenth of
-/// the simulator's time.
+/// to its domain's transit router; inside one domain it is the domain's own table (no
+/// shortest path between two of its routers leaves the domain: it would cross the one link
+/// twice). The full matrix is 4.5 MB for the defaults, and one random read of it per message
+/// was a tenth of the simulator's time.
 pub(super) struct StubDelays {
     first_stub: u32,
-    per_domain: u32,
-    domains_per_transit: u32,
-    transit: u32,
-    /// `up_us[r - first_stub]`.
-    up_us: Vec<u32>,
+    /// `routers[r - first_stub]`: where stub router `r` sits in the tables.
+    routers: Vec<StubRouter>,
     /// `transit_us[ta * transit + tb]`.
     transit_us: Vec<u32>,
     /// `local_us[(domain * per_domain + i) * per_domain + j]`.
     local_us: Vec<u32>,
 }
 
+/// A stub router's places in [`StubDelays`]' tables, computed once: the per-message lookup
+/// then takes no division.
+#[derive(Clone, Copy, Debug)]
+struct StubRouter {
+    /// The delay to its domain's transit router.
+    up_us: u32,
+    /// Its stub domain.
+    domain: u32,
+    /// `(domain * per_domain + i) * per_domain`: its row of the domain's table.
+    local_row: u32,
+    /// `i`, its index in its domain: its column there.
+    local_col: u32,
+    /// `ta * transit`: its transit router's row of the transit table.
+    transit_row: u32,
+    /// `ta`: its transit router's column there.
+    transit_col: u32,
+}
+
 impl StubDelays {
-    fn new(m: &RouterMatrix, c: &TransitStubConfig) -> Self {
-        let n = m.routers as usize;
-        let (first_stub, per_domain) = (m.first_stub, c.stub_routers_per_domain);
-        let d = |a: u32, b: u32| m.delay_us[a as usize * n + b as usize];
-        let transit = first_stub;
+    /// The tables, from a Dijkstra from each transit router over the whole graph and one from
+    /// each stub router within its own domain.
+    fn new(hop_start: &[u32], hops: &[Hop], c: &TransitStubConfig, first_stub: u32) -> Self {
+        let n = hop_start.len() - 1;
+        let routers = u32::try_from(n).unwrap_or(u32::MAX);
+        let (transit, per_domain) = (first_stub, c.stub_routers_per_domain);
         let domains_per_transit = c.stub_domains_per_transit_router;
-        let up_us = (first_stub..m.routers)
-            .map(|r| d(r, (r - first_stub) / per_domain / domains_per_transit))
-            .collect();
+        let mut search = Dijkstra::new(n);
+        let mut transit_rows = Vec::with_capacity(transit as usize * n);
+        for t in 0..transit {
+            search.run(hop_start, hops, t, 0..routers);
+            transit_rows.extend(search.dist.iter().map(|&d| clamp_delay(d)));
+        }
+        let row = |t: u32| &transit_rows[t as usize * n..][..n];
         let transit_us = (0..transit)
             .flat_map(|a| (0..transit).map(move |b| (a, b)))
-            .map(|(a, b)| d(a, b))
+            .map(|(a, b)| row(a)[b as usize])
             .collect();
-        let domains = (m.routers - first_stub) / per_domain;
-        let mut local_us = Vec::new();
-        for dom in 0..domains {
-            let first = first_stub + dom * per_domain;
+        let domains = (routers - first_stub) / per_domain;
+        let mut local_us = Vec::with_capacity((domains * per_domain * per_domain) as usize);
+        let mut stub_routers = Vec::with_capacity((routers - first_stub) as usize);
+        for domain in 0..domains {
+            let first = first_stub + domain * per_domain;
+            let ta = domain / domains_per_transit;
             for i in 0..per_domain {
-                for j in 0..per_domain {
-                    local_us.push(d(first + i, first + j));
-                }
+                search.run(hop_start, hops, first + i, first..first + per_domain);
+                local_us.extend(
+                    search.dist[first as usize..(first + per_domain) as usize]
+                        .iter()
+                        .map(|&d| clamp_delay(d)),
+                );
+                stub_routers.push(StubRouter {
+                    up_us: row(ta)[(first + i) as usize],
+                    domain,
+                    local_row: (domain * per_domain + i) * per_domain,
+                    local_col: i,
+                    transit_row: ta * transit,
+                    transit_col: ta,
+                });
             }
         }
         Self {
             first_stub,
-            per_domain,
-            domains_per_transit,
-            transit,
-            up_us,
+            routers: stub_routers,
             transit_us,
             local_us,
         }
@@ -131,17 +174,57 @@ impl StubDelays {
     /// The delay between stub routers `a` and `b`, in microseconds.
     #[inline]
     pub(super) fn core_us(&self, a: u32, b: u32) -> u64 {
-        let (ia, ib) = (a - self.first_stub, b - self.first_stub);
-        let (da, db) = (ia / self.per_domain, ib / self.per_domain);
-        if da == db {
-            let s = self.per_domain;
-            let cell = (da * s + ia % s) * s + ib % s;
-            return u64::from(self.local_us[cell as usize]);
+        let (ra, rb) = (
+            &self.routers[(a - self.first_stub) as usize],
+            &self.routers[(b - self.first_stub) as usize],
+        );
+        if ra.domain == rb.domain {
+            return u64::from(self.local_us[(ra.local_row + rb.local_col) as usize]);
         }
-        let (ta, tb) = (da / self.domains_per_transit, db / self.domains_per_transit);
-        u64::from(self.up_us[ia as usize])
-            + u64::from(self.transit_us[(ta * self.transit + tb) as usize])
-            + u64::from(self.up_us[ib as usize])
+        u64::from(ra.up_us)
+            + u64::from(self.transit_us[(ra.transit_row + rb.transit_col) as usize])
+            + u64::from(rb.up_us)
+    }
+}
+
+/// A shortest-path delay as the tables hold it.
+fn clamp_delay(d: u64) -> u32 {
+    assert!(d != u64::MAX, "transit-stub router graph is disconnected");
+    u32::try_from(d).unwrap_or(u32::MAX)
+}
+
+/// Dijkstra's search over the compact adjacency, its buffers kept between sources.
+struct Dijkstra {
+    dist: Vec<u64>,
+    heap: BinaryHeap<Reverse<(u64, u32)>>,
+}
+
+impl Dijkstra {
+    fn new(routers: usize) -> Self {
+        Self {
+            dist: vec![u64::MAX; routers],
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Fills `dist[within]` with the shortest delays from `source` over paths that stay within
+    /// the routers `within` (which holds `source`); the rest of `dist` is left as it was.
+    fn run(&mut self, hop_start: &[u32], hops: &[Hop], source: u32, within: Range<u32>) {
+        self.dist[within.start as usize..within.end as usize].fill(u64::MAX);
+        self.dist[source as usize] = 0;
+        self.heap.push(Reverse((0, source)));
+        while let Some(Reverse((d, r))) = self.heap.pop() {
+            if d > self.dist[r as usize] {
+                continue;
+            }
+            for h in &hops[hop_start[r as usize] as usize..hop_start[r as usize + 1] as usize] {
+                let (to, via) = (h.router, d + u64::from(h.delay_us));
+                if within.contains(&to) && via < self.dist[to as usize] {
+                    self.dist[to as usize] = via;
+                    self.heap.push(Reverse((via, to)));
+                }
+            }
+        }
     }
 }
 
@@ -200,33 +283,15 @@ impl GraphBuilder<'_> {
 
 /// The shortest-path delay between every two routers (row-major), by Dijkstra from each router
 /// over the compact adjacency (`hop_start`, `hops`). Shortest distances are unique, so this is
-/// the matrix petgraph's `dijkstra` gave, without its hash map of distances per source (which
-/// cost `cold-start` 2.7 % of its time: a topology is built for each of its runs).
+/// the matrix petgraph's `dijkstra` gave, without its hash map of distances per source.
 fn all_pairs_delays(hop_start: &[u32], hops: &[Hop]) -> Vec<u32> {
     let n = hop_start.len() - 1;
-    let mut delay_us = vec![0u32; n * n];
-    let mut dist = vec![u64::MAX; n];
-    let mut heap = BinaryHeap::new();
-    for (source, row) in delay_us.chunks_exact_mut(n).enumerate() {
-        dist.fill(u64::MAX);
-        dist[source] = 0;
-        heap.push(Reverse((0u64, source)));
-        while let Some(Reverse((d, r))) = heap.pop() {
-            if d > dist[r] {
-                continue;
-            }
-            for h in &hops[hop_start[r] as usize..hop_start[r + 1] as usize] {
-                let (to, via) = (h.router as usize, d + u64::from(h.delay_us));
-                if via < dist[to] {
-                    dist[to] = via;
-                    heap.push(Reverse((via, to)));
-                }
-            }
-        }
-        for (cell, &d) in row.iter_mut().zip(&dist) {
-            assert!(d != u64::MAX, "transit-stub router graph is disconnected");
-            *cell = u32::try_from(d).unwrap_or(u32::MAX);
-        }
+    let routers = u32::try_from(n).unwrap_or(u32::MAX);
+    let mut delay_us = Vec::with_capacity(n * n);
+    let mut search = Dijkstra::new(n);
+    for source in 0..routers {
+        search.run(hop_start, hops, source, 0..routers);
+        delay_us.extend(search.dist.iter().map(|&d| clamp_delay(d)));
     }
     delay_us
 }
@@ -301,24 +366,13 @@ pub(super) fn build_transit_stub(c: &TransitStubConfig, rng: &mut ChaCha8Rng) ->
         let (lo, hi) = (hop_start[r] as usize, hop_start[r + 1] as usize);
         hops[lo..hi].sort_unstable_by_key(|h| (h.router, h.link));
     }
-    let delay_us = all_pairs_delays(&hop_start, &hops);
-    let mut m = RouterMatrix {
+    RouterMatrix {
         routers,
         links,
         first_stub: transit,
-        delay_us,
-        stub: StubDelays {
-            first_stub: transit,
-            per_domain: 1,
-            domains_per_transit: 1,
-            transit,
-            up_us: Vec::new(),
-            transit_us: Vec::new(),
-            local_us: Vec::new(),
-        },
+        full: std::sync::OnceLock::new(),
+        stub: StubDelays::new(&hop_start, &hops, c, transit),
         hop_start,
         hops,
-    };
-    m.stub = StubDelays::new(&m, c);
-    m
+    }
 }

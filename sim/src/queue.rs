@@ -199,6 +199,25 @@ mod tests {
     }
 
     proptest! {
+        /// Buckets of many entries, ties included, some come through the overflow: pops come out
+        /// in (time, seq) order.
+        #[test]
+        fn full_buckets_pop_in_order(times in prop::collection::vec(0u64..3_000, 17..600), first in 0u64..5) {
+            let mut q = EventQueue::new(1_000, 4);
+            let mut model = BinaryHeap::new();
+            for (seq, &t) in (0u64..).zip(&times) {
+                // Some far ahead, through the overflow.
+                let at = if seq % 7 == first { t + 10_000 } else { t };
+                let e = (Time::from_micros(at), seq, seq as u32);
+                q.push(e);
+                model.push(Reverse(e));
+            }
+            while let Some(Reverse(want)) = model.pop() {
+                prop_assert_eq!(q.pop(), Some(want));
+            }
+            prop_assert!(q.pop().is_none());
+        }
+
         /// Pops come out exactly as from a binary heap keyed by (time, seq), whatever mix of
         /// near, far and tied times is pushed between pops.
         #[test]

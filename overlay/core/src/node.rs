@@ -46,6 +46,14 @@ fn release_burst<T>(q: &mut VecDeque<T>) {
 /// Capacity a drained queue keeps (see `release_burst`).
 const QUEUE_KEEP: usize = 0;
 
+/// The earlier of two optional deadlines (`None`: none).
+fn earlier(a: Option<Time>, b: Option<Time>) -> Option<Time> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// SplitMix64: a fixed mixing of `seed` into a well-spread 64-bit value.
 pub(crate) fn splitmix(seed: u64) -> u64 {
     let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -311,7 +319,7 @@ impl Node {
         }
         let peer = self.overlay.next_peer_due().map(|(t, _)| t);
         let probe = self.overlay.next_probe_time();
-        [next, peer, probe].into_iter().flatten().min()
+        earlier(earlier(next, peer), probe)
     }
 
     /// True when the owner of `key` still holds deadline `t`.

@@ -688,9 +688,19 @@ impl Node {
     /// Drops stale timer entries once they outnumber the live owners (owners also vanish
     /// without a new timer: answered hops, lookups and probes). Runs at every
     /// [`Node::poll_timeout`], so the common case (nothing to do) is two comparisons.
-    #[inline]
+    /// (The two comparisons inlined, the rest out of line: a call at each poll cost more
+    /// than the comparisons.)
+    #[inline(always)]
     fn compact_timers(&mut self) {
         let (len, capacity) = (self.timers.len(), self.timers.capacity());
+        if len > 64 || capacity > 4 * len + 16 {
+            self.compact_timers_now(len, capacity);
+        }
+    }
+
+    /// [`Node::compact_timers`] once either bound may be passed.
+    #[inline(never)]
+    fn compact_timers_now(&mut self, len: usize, capacity: usize) {
         // The bound is at least 64 entries: below that, no need to count the owners.
         if len > 64 && len > self.timer_bound() {
             self.drop_stale_timers();

@@ -592,7 +592,8 @@ impl Sim {
     /// current event's work, in three stages one event apart: the payload of the third event
     /// ahead; the node fields the second event ahead reads first (its payload was prefetched
     /// one event earlier); and, for a message the next event delivers, what its node reads
-    /// first about the sender. Only hints: nothing changes.
+    /// first about the sender, or for a timer, the entry of the peer whose ping is likely due.
+    /// Only hints: nothing changes.
     fn prefetch_next(&self) {
         let [next, second, third] = self.queue.next_handles();
         if let Some(h) = third {
@@ -603,9 +604,13 @@ impl Sim {
             prefetch_index::prefetch_index(std::slice::from_ref(&slot.alive), 0);
             slot.node.prefetch_state();
         }
-        if let Some((to, Some(from))) = next.and_then(|h| self.target_of(h)) {
-            let id = self.ids[from as usize];
-            self.slots[to as usize].node.prefetch_message_from(id);
+        match next.and_then(|h| self.target_of(h)) {
+            Some((to, Some(from))) => {
+                let id = self.ids[from as usize];
+                self.slots[to as usize].node.prefetch_message_from(id);
+            }
+            Some((to, None)) => self.slots[to as usize].node.prefetch_timer(),
+            None => {}
         }
     }
 

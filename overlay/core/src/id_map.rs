@@ -5,6 +5,7 @@
 //! Iteration order is still an artefact of the table's layout, so code that acts on every entry
 //! sorts the keys first (see `sorted_keys`).
 
+use std::cell::Cell;
 use std::hash::BuildHasherDefault;
 
 use petal_protocol::NodeId;
@@ -131,10 +132,19 @@ impl<V> SortedIdMap<V> {
 /// each time it moves (every ping cycle): with the deadline inside the 48-byte values that
 /// scan was the simulator's largest source of cache misses at 5,000 nodes and more.
 #[derive(Clone, Debug)]
+///
+/// A look-up first tries the position of the entry found last: one input usually looks one
+/// peer up several times (a message's sender; a peer whose timer fired), and only the first
+/// search then reads the ids. The position is a guess, checked before use (entries shift as
+/// others come and go), so it never changes what a look-up finds.
 pub(crate) struct TimedIdMap<V> {
     map: SortedIdMap<V>,
     /// `dues[i]` is the deadline of the entry at position `i` of `map`.
     dues: Vec<Time>,
+    /// The position of the entry found last.
+    last: Cell<u32>,
+    /// The position of the earliest deadline when [`TimedIdMap::earliest`] last looked.
+    earliest_at: Cell<u32>,
 }
 
 impl<V> Default for TimedIdMap<V> {
@@ -142,11 +152,26 @@ impl<V> Default for TimedIdMap<V> {
         Self {
             map: SortedIdMap::default(),
             dues: Vec::new(),
+            last: Cell::new(0),
+            earliest_at: Cell::new(0),
         }
     }
 }
 
 impl<V> TimedIdMap<V> {
+    /// [`SortedIdMap::find`], trying the last position found first.
+    fn find(&self, id: NodeId) -> Result<usize, usize> {
+        let last = self.last.get() as usize;
+        if self.map.ids.get(last) == Some(&id) {
+            return Ok(last);
+        }
+        let found = self.map.find(id);
+        if let Ok(i) = found {
+            self.last.set(u32::try_from(i).unwrap_or(0));
+        }
+        found
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
@@ -156,21 +181,36 @@ impl<V> TimedIdMap<V> {
         self.map.prefetch_middle();
     }
 
+    /// A hint: starts loading the id and the value of the entry whose deadline
+    /// [`TimedIdMap::earliest`] found last (a peer whose timer is likely the next to fire).
+    pub(crate) fn prefetch_earliest(&self) {
+        let at = self.earliest_at.get() as usize;
+        if at < self.map.ids.len() {
+            prefetch_index::prefetch_index(&self.map.ids, at);
+            prefetch_index::prefetch_index(&self.map.values, at);
+        }
+    }
+
+    /// Makes the next look-up try the position [`TimedIdMap::earliest`] found last first.
+    pub(crate) fn recall_earliest(&self) {
+        self.last.set(self.earliest_at.get());
+    }
+
     pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
-        self.map.contains_key(id)
+        self.find(*id).is_ok()
     }
 
     pub(crate) fn get(&self, id: &NodeId) -> Option<&V> {
-        self.map.get(id)
+        self.find(*id).ok().map(|i| &self.map.values[i])
     }
 
     pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut V> {
-        self.map.get_mut(id)
+        self.find(*id).ok().map(|i| &mut self.map.values[i])
     }
 
     /// The entry of `id` and its deadline.
     pub(crate) fn get_with_due(&self, id: &NodeId) -> Option<(&V, Time)> {
-        let i = self.map.find(*id).ok()?;
+        let i = self.find(*id).ok()?;
         Some((&self.map.values[i], self.dues[i]))
     }
 
@@ -201,7 +241,7 @@ impl<V> TimedIdMap<V> {
 
     /// Sets the deadline of `id`; false when `id` is absent.
     pub(crate) fn set_due(&mut self, id: NodeId, due: Time) -> bool {
-        match self.map.find(id) {
+        match self.find(id) {
             Ok(i) => {
                 self.dues[i] = due;
                 true
@@ -224,7 +264,10 @@ impl<V> TimedIdMap<V> {
                 best = Some((due, i));
             }
         }
-        best.map(|(t, i)| (t, self.map.ids[i]))
+        best.map(|(t, i)| {
+            self.earliest_at.set(u32::try_from(i).unwrap_or(0));
+            (t, self.map.ids[i])
+        })
     }
 
     /// Heap bytes reserved (ids, values and deadlines).
@@ -347,6 +390,14 @@ mod tests {
                 proptest::prop_assert_eq!(map.get_with_due(&id), model.get(&id).map(|(v, d)| (v, *d)));
                 let want = model.iter().map(|(k, (_, d))| (*d, *k)).min();
                 proptest::prop_assert_eq!(map.earliest(), want);
+                // Look-ups try the position found last, or the earliest's (`recall_earliest`),
+                // stale once entries move: they still find exactly the model's entries.
+                let raw = (id.get() + 17) % 64;
+                let other = NodeId(raw << 100 | raw);
+                proptest::prop_assert_eq!(map.get(&other), model.get(&other).map(|(v, _)| v));
+                map.recall_earliest();
+                proptest::prop_assert_eq!(map.get(&other), model.get(&other).map(|(v, _)| v));
+                proptest::prop_assert_eq!(map.contains_key(&id), model.contains_key(&id));
                 // The deadlines' room follows the map's own, entry for entry.
                 proptest::prop_assert_eq!(map.dues.capacity(), map.map.ids.capacity());
             }

@@ -382,6 +382,9 @@ impl Node {
                 && t <= now
                 && next.is_none_or(|(h, _)| t <= h)
             {
+                // Its entry is where the search for the earliest deadline found it (unless
+                // entries moved since): spare its look-ups the search.
+                self.recall_due_peer();
                 self.on_peer_timer(now, id);
                 if self.overlay.next_peer_due() == Some((t, id)) {
                     // Every path of `on_peer_timer` moves the deadline or untracks the peer; if
@@ -459,6 +462,15 @@ impl Node {
     /// `poll_timeout` after it reads. Best called once `prefetch_state`'s loads have arrived.
     pub fn prefetch_message_from(&self, from: NodeId) {
         self.overlay.prefetch_from(from);
+        if let Some(top) = self.timers.peek() {
+            prefetch_ref(top);
+        }
+    }
+
+    /// A hint like [`Node::prefetch_message_from`], for a timer event: starts loading the
+    /// entry of the tracked peer whose ping timer is likely the one due.
+    pub fn prefetch_timer(&self) {
+        self.prefetch_due_peer();
         if let Some(top) = self.timers.peek() {
             prefetch_ref(top);
         }

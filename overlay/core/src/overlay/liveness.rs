@@ -256,6 +256,17 @@ impl Node {
         self.send(NodeInfo { id, addr }, Message::Ping { nonce });
     }
 
+    /// Points the tracked peers' next look-up at the entry whose deadline was found earliest
+    /// (see [`crate::id_map::TimedIdMap::recall_earliest`]): called as that peer's timer fires.
+    pub(crate) fn recall_due_peer(&self) {
+        self.overlay.peers.recall_earliest();
+    }
+
+    /// Prefetches the entry of the peer whose timer is likely due next (a hint).
+    pub(crate) fn prefetch_due_peer(&self) {
+        self.overlay.peers.prefetch_earliest();
+    }
+
     pub(crate) fn on_peer_timer(&mut self, now: Time, id: NodeId) {
         if !self.visible() {
             // A joiner stays invisible until it announces itself: no pings yet.

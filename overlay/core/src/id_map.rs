@@ -87,7 +87,13 @@ impl<V> SortedIdMap<V> {
         }
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, id: &NodeId) -> Option<V> {
+        // (Checked here, inlined: the dead nodes' map is asked at every message, and is
+        // nearly always empty.)
+        if self.ids.is_empty() {
+            return None;
+        }
         self.remove_full(id).map(|(_, v)| v)
     }
 

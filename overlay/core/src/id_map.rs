@@ -137,12 +137,12 @@ impl<V> SortedIdMap<V> {
 /// instead of every whole value. For the tracked peers, whose earliest deadline is found again
 /// each time it moves (every ping cycle): with the deadline inside the 48-byte values that
 /// scan was the simulator's largest source of cache misses at 5,000 nodes and more.
-#[derive(Clone, Debug)]
 ///
 /// A look-up first tries the position of the entry found last: one input usually looks one
 /// peer up several times (a message's sender; a peer whose timer fired), and only the first
 /// search then reads the ids. The position is a guess, checked before use (entries shift as
 /// others come and go), so it never changes what a look-up finds.
+#[derive(Clone, Debug)]
 pub(crate) struct TimedIdMap<V> {
     map: SortedIdMap<V>,
     /// `dues[i]` is the deadline of the entry at position `i` of `map`.

@@ -296,7 +296,7 @@ fn all_pairs_delays(hop_start: &[u32], hops: &[Hop]) -> Vec<u32> {
     delay_us
 }
 
-/// Builds a transit-stub router graph and its delay matrix.
+/// Builds a transit-stub router graph and its stub routers' delay tables.
 #[expect(
     clippy::expect_used,
     reason = "the config's validation bounds router and link counts to u32"

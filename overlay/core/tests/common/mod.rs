@@ -70,6 +70,10 @@ pub(crate) struct Net {
     pub registry_fails: Option<String>,
     /// Registry operations asked for: (node, the node's id for it, operation).
     pub registry_ops: Vec<(usize, u64, petal_core::StoreOpKind)>,
+    /// When set, the one outbox buffer lent to the node of each message and timer and taken
+    /// back with its transmits ([`Node::lend_outbox`], [`Node::reclaim_outbox`]), as the
+    /// simulator drives its nodes; `None`: transmits are polled one at a time.
+    pub lent: Option<std::collections::VecDeque<petal_core::Transmit>>,
 }
 
 /// Decides what the network does to a message sent at a time.
@@ -143,6 +147,27 @@ impl Net {
             registry_down: false,
             registry_fails: None,
             registry_ops: Vec::new(),
+            lent: None,
+        }
+    }
+
+    /// Node `i`'s next transmit: polled, or from the lent buffer (taken back from the node
+    /// whenever it runs dry, so that what the node sends while its transmits are handled, as
+    /// after `unreachable`, follows them in order).
+    fn next_transmit(&mut self, i: usize) -> Option<petal_core::Transmit> {
+        let Some(buf) = self.lent.as_mut() else {
+            return self.nodes[i].poll_transmit();
+        };
+        if buf.is_empty() {
+            self.nodes[i].reclaim_outbox(buf);
+        }
+        buf.pop_front()
+    }
+
+    /// Lends node `i` the buffer for its next input, when the net lends one.
+    fn lend(&mut self, i: usize) {
+        if let Some(buf) = self.lent.as_mut() {
+            self.nodes[i].lend_outbox(buf);
         }
     }
 
@@ -154,7 +179,7 @@ impl Net {
     /// Drains node `i`'s outputs into the network.
     pub(crate) fn drain(&mut self, i: usize) {
         self.nodes[i].check_invariants();
-        while let Some(tx) = self.nodes[i].poll_transmit() {
+        while let Some(tx) = self.next_transmit(i) {
             let j = self.by_id[&tx.to.id];
             assert!(
                 self.allow_stale || tx.to.addr == self.infos[j].addr,
@@ -269,6 +294,7 @@ impl Net {
             if t_timer.is_some_and(|x| x <= t) {
                 for i in 0..self.nodes.len() {
                     if !self.down[i] && self.nodes[i].poll_timeout().is_some_and(|x| x <= t) {
+                        self.lend(i);
                         self.nodes[i].handle_timeout(t);
                         self.drain(i);
                     }
@@ -281,6 +307,7 @@ impl Net {
                     continue;
                 }
                 let info = self.infos[from];
+                self.lend(to);
                 self.nodes[to].handle_message(t, info, msg);
                 self.drain(to);
             }

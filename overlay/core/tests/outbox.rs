@@ -53,3 +53,36 @@ fn a_lent_outbox_runs_exactly_as_polled_transmits() {
     );
     assert_eq!(polled, lent);
 }
+
+/// A lend is refused while the node still holds transmits (the buffer stays the driver's,
+/// empty), and taking the transmits back into a buffer that holds others appends them after
+/// those, in the order they were sent.
+#[test]
+fn a_refused_lend_and_a_reclaim_into_a_full_buffer_keep_the_order() {
+    let mut net = Net::new(5, 2);
+    net.form_ring(&[0, 1]);
+    net.converge(&[0, 1], Duration::from_secs(5));
+    let (now, from) = (net.now, net.infos[1]);
+    let ping = |nonce| petal_core::Message::Ping { nonce };
+    net.nodes[0].handle_message(now, from, ping(11));
+    net.nodes[0].handle_message(now, from, ping(12));
+    let mut buf = VecDeque::with_capacity(8);
+    net.nodes[0].lend_outbox(&mut buf);
+    assert!(
+        buf.is_empty() && buf.capacity() >= 8,
+        "a lend to a node whose outbox holds transmits must be refused"
+    );
+    net.nodes[0].handle_message(now, from, ping(13));
+    let first = net.nodes[0].poll_transmit().expect("the first pong");
+    let mut out = VecDeque::from([first]);
+    net.nodes[0].reclaim_outbox(&mut out);
+    let nonces: Vec<u64> = out
+        .iter()
+        .map(|t| match t.msg {
+            petal_core::Message::Pong { nonce } => nonce,
+            ref other => panic!("not a pong: {other:?}"),
+        })
+        .collect();
+    assert_eq!(nonces, [11, 12, 13]);
+    assert!(net.nodes[0].poll_transmit().is_none(), "all taken back");
+}

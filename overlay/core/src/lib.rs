@@ -15,7 +15,9 @@
 //!    ([`Node::start_first`], [`Node::join`], [`Node::introduce`], [`Node::lookup`],
 //!    [`Node::leave`], and the application commands below) likewise;
 //! 2. drain outputs: [`Node::poll_transmit`] until `None` (send each message to its `to`, never
-//!    to another id at that address), and [`Node::poll_event`] until `None`;
+//!    to another id at that address), and [`Node::poll_event`] until `None`. A driver of many
+//!    nodes may instead lend each input's node one buffer ([`Node::lend_outbox`]) and take the
+//!    transmits back in it ([`Node::reclaim_outbox`]), as the simulator does;
 //! 3. re-read [`Node::poll_timeout`] and sleep until then or until the next input.
 //!
 //! Every input takes `now`, a [`Time`] that must never go backwards. Queues are bounded by

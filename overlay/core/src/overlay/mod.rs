@@ -31,6 +31,7 @@ use crate::time::Time;
 pub(crate) mod join;
 mod liveness;
 pub(crate) mod membership;
+mod prefetch;
 mod routing;
 mod search;
 
@@ -119,32 +120,6 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    /// Prefetches the fields every input reads first (see [`Node::prefetch_state`]).
-    pub(crate) fn prefetch_fields(&self) {
-        crate::node::prefetch_ref(&self.peers);
-        crate::node::prefetch_ref(&self.rtt_cache);
-        crate::node::prefetch_ref(&self.rt);
-        crate::node::prefetch_ref(&self.phase);
-    }
-
-    /// Prefetches the first step of the tracked peers' search and `from`'s set in the
-    /// round-trip cache (see [`Node::prefetch_message_from`]).
-    pub(crate) fn prefetch_from(&self, from: NodeId) {
-        self.peers.prefetch_middle();
-        self.rtt_cache.warm(std::iter::once(&from));
-    }
-
-    /// Prefetches what learning a batch of candidates one by one reads that is most often out
-    /// of cache: their sets in the round-trip cache (see [`RttCache::warm`]) and their
-    /// routing-table slots. Nothing changes. (Looking the batch up in the probes' map too,
-    /// which has no prefetch, was measured slower: 1.4 % more CPU in `cold-start`.)
-    pub(crate) fn warm(&self, infos: &[NodeInfo]) {
-        self.rtt_cache.warm(infos.iter().map(|e| &e.id));
-        for e in infos {
-            self.rt.prefetch(e.id);
-        }
-    }
-
     /// `rtt_key` keys the round-trip cache's tags (see [`RttCache`]).
     pub(crate) fn new(me: NodeId, cfg: &Config, rtt_key: u64) -> Self {
         Self {

@@ -118,26 +118,11 @@ fn index_of(addr: SocketAddr) -> Option<u32> {
 /// One copy of an event sent between nodes: (from, to, event id, is a cast, send time).
 pub type EventCopy = (u32, u32, u64, bool, Time);
 
-/// A message on its way between two slots.
-///
-/// Laid out as written (`repr(C)`): the slots first, on the event's first cache line, which the
-/// prefetch three events ahead brings (see [`Sim::prefetch_next`]). In the layout the compiler
-/// chose for the fields of a variant they came after the message, at bytes 72-79 of an 80-byte
-/// event, on its second line: finding where the event two ahead goes waited for memory
-/// (`target_of`, 8 % of a 6-run `cold-start`'s cycles in `perf`).
-#[derive(Debug)]
-#[repr(C)]
-pub(crate) struct Delivery {
-    /// The sender's slot (a slot's id and address never change once it sends).
-    pub(crate) from: u32,
-    pub(crate) to: u32,
-    pub(crate) msg: Message,
-}
-
 /// What the engine's queue holds.
 #[derive(Debug)]
 pub(crate) enum Ev {
-    Deliver(Delivery),
+    /// A message, from the slot of [`Queued::from`] to that of [`Queued::to`].
+    Deliver(Message),
     Timer {
         node: u32,
     },
@@ -152,6 +137,30 @@ pub(crate) enum Ev {
     SeedRetry {
         node: u32,
     },
+}
+
+/// No slot (see [`Queued`]).
+const NO_SLOT: u32 = u32::MAX;
+
+/// A queued event, after the slots it concerns, which the prefetches ahead of it read without
+/// touching the event (see [`Sim::prefetch_next`]).
+///
+/// Laid out as written (`repr(C)`), 80 bytes (a test checks): the slots lead its first cache
+/// line, and its second line starts 64 bytes after them, an address a prefetch can name. (In
+/// the layout the compiler chose for the fields of a message's variant, the slots came after
+/// the message, at bytes 72-79, on the event's second line, which no prefetch asked for:
+/// finding where the event two ahead goes waited for memory, 8 % of a 6-run `cold-start`'s
+/// cycles in `perf`.)
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Queued {
+    /// The node the event goes to (a message's receiver, a timer's node), or [`NO_SLOT`].
+    to: u32,
+    /// A message's sender (a slot's id and address never change once it sends), or
+    /// [`NO_SLOT`].
+    from: u32,
+    /// `None` once taken.
+    ev: Option<Ev>,
 }
 
 /// One simulated node and the engine's bookkeeping about it.
@@ -175,7 +184,7 @@ pub struct Sim {
     /// Pending events by (time, insertion order); payloads live in `slab` so that the queue
     /// moves 24-byte entries, not messages.
     queue: EventQueue,
-    slab: Vec<Option<Ev>>,
+    slab: Vec<Queued>,
     free: Vec<u32>,
     /// Every node ever created, by id (ids are unique; a restart keeps its id).
     by_id: BTreeMap<NodeId, u32>,
@@ -569,15 +578,37 @@ impl Sim {
         }
     }
 
+    /// Queues an event other than a message (see [`Sim::push_message`]).
     pub(crate) fn push(&mut self, at: Time, ev: Ev) {
+        let to = match ev {
+            Ev::Timer { node } => node,
+            _ => NO_SLOT,
+        };
+        self.push_queued(
+            at,
+            Queued {
+                to,
+                from: NO_SLOT,
+                ev: Some(ev),
+            },
+        );
+    }
+
+    /// Queues the delivery of `msg` from slot `from` to slot `to`.
+    pub(crate) fn push_message(&mut self, at: Time, to: u32, from: u32, msg: Message) {
+        let ev = Some(Ev::Deliver(msg));
+        self.push_queued(at, Queued { to, from, ev });
+    }
+
+    fn push_queued(&mut self, at: Time, q: Queued) {
         self.seq += 1;
         let slot = match self.free.pop() {
             Some(s) => {
-                self.slab[s as usize] = Some(ev);
+                self.slab[s as usize] = q;
                 s
             }
             None => {
-                self.slab.push(Some(ev));
+                self.slab.push(q);
                 crate::count_u32(self.slab.len() - 1)
             }
         };
@@ -588,12 +619,13 @@ impl Sim {
     pub fn run_until(&mut self, until: Time) {
         while let Some((at, _, slot)) = self.queue.pop_until(until) {
             self.now = at;
-            let ev = self.slab[slot as usize].take();
+            let q = &mut self.slab[slot as usize];
+            let (to, from, ev) = (q.to, q.from, q.ev.take());
             self.free.push(slot);
             self.prefetch_next();
             // A queued slot always holds its event (taken only here).
             if let Some(ev) = ev {
-                self.dispatch(ev);
+                self.dispatch(ev, to, from);
             }
         }
         self.now = until;
@@ -608,11 +640,12 @@ impl Sim {
     fn prefetch_next(&self) {
         let [next, second, third] = self.queue.next_handles();
         if let Some(h) = third {
-            // An event is 80 bytes, so it spans two cache lines: its first, and for three in
-            // four of the offsets it can start at within a line (a multiple of 16), the second
-            // line is where the event after it starts (the address is only a hint, never read).
-            prefetch_index::prefetch_index(&self.slab, h as usize);
-            prefetch_index::prefetch_index(&self.slab, h as usize + 1);
+            // An event is 80 bytes, so it spans two cache lines: its first, and the line 64
+            // bytes on (an address only, never read; for one offset in four that an event can
+            // start at within a line, no event starts on that line).
+            let q = &self.slab[h as usize];
+            prefetch_index::prefetch_index(std::slice::from_ref(q), 0);
+            prefetch_index::prefetch_index(std::slice::from_ref(&q.to), 64 / size_of::<u32>());
         }
         if let Some((to, _)) = second.and_then(|h| self.target_of(h)) {
             let slot = &self.slots[to as usize];
@@ -631,17 +664,14 @@ impl Sim {
 
     /// The node a queued event goes to, and for a message its sender's slot.
     fn target_of(&self, handle: u32) -> Option<(u32, Option<u32>)> {
-        match self.slab[handle as usize].as_ref()? {
-            Ev::Deliver(d) => Some((d.to, Some(d.from))),
-            Ev::Timer { node } => Some((*node, None)),
-            _ => None,
-        }
+        let q = &self.slab[handle as usize];
+        (q.to != NO_SLOT).then_some((q.to, (q.from != NO_SLOT).then_some(q.from)))
     }
 
-    fn dispatch(&mut self, ev: Ev) {
+    fn dispatch(&mut self, ev: Ev, to: u32, from: u32) {
         let now = self.now;
         match ev {
-            Ev::Deliver(Delivery { to, from, msg }) => {
+            Ev::Deliver(msg) => {
                 let from = self.info_at(from);
                 let slot = &mut self.slots[to as usize];
                 self.metrics.events += 1;
@@ -794,4 +824,18 @@ fn fnv(mut h: u64, words: &[u64]) -> u64 {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    /// A queued event's slots lead it and its second cache line starts 64 bytes after them;
+    /// 80 bytes in all, as the events in flight were counted before the slots moved out of the
+    /// message's variant (the memory tables of `pastry-hops`' reports count them).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_queued_event_is_80_bytes_with_its_slots_first() {
+        assert_eq!(size_of::<super::Queued>(), 80);
+        assert_eq!(std::mem::offset_of!(super::Queued, to), 0);
+        assert_eq!(std::mem::offset_of!(super::Queued, from), 4);
+    }
 }

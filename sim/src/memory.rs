@@ -3,7 +3,7 @@
 
 use petal_core::MemoryUse;
 
-use super::{Ev, Sim, Slot};
+use super::{Queued, Sim, Slot};
 
 impl Sim {
     /// The memory of every alive node, summed by part.
@@ -40,7 +40,7 @@ impl Sim {
 
     /// Bytes of the pending events' slab (grows with the traffic in flight).
     pub fn event_bytes(&self) -> usize {
-        self.slab.capacity() * std::mem::size_of::<Option<Ev>>()
+        self.slab.capacity() * std::mem::size_of::<Queued>()
             + self.free.capacity() * std::mem::size_of::<u32>()
     }
 }

@@ -5,7 +5,7 @@ use petal_core::{Message, NodeInfo, Time};
 use petal_protocol::codec;
 use rand::Rng;
 
-use super::{Delivery, Ev, Sim, index_of};
+use super::{Sim, index_of};
 
 impl Sim {
     #[expect(
@@ -61,11 +61,11 @@ impl Sim {
         let copy = (self.cfg.duplicate > 0.0 && self.net_rng.random_bool(self.cfg.duplicate))
             .then(|| msg.clone());
         let at = self.delivery_time(from, dst);
-        self.push(at, Ev::Deliver(Delivery { to: dst, from, msg }));
+        self.push_message(at, dst, from, msg);
         if let Some(msg) = copy {
             self.metrics.duplicated += 1;
             let at = self.delivery_time(from, dst);
-            self.push(at, Ev::Deliver(Delivery { to: dst, from, msg }));
+            self.push_message(at, dst, from, msg);
         }
     }
 

@@ -118,7 +118,7 @@ fn index_of(addr: SocketAddr) -> Option<u32> {
 /// One copy of an event sent between nodes: (from, to, event id, is a cast, send time).
 pub type EventCopy = (u32, u32, u64, bool, Time);
 
-/// What the engine's queue holds.
+/// An event the engine's queue holds (in a [`Queued`]).
 #[derive(Debug)]
 pub(crate) enum Ev {
     /// A message, from the slot of [`Queued::from`] to that of [`Queued::to`].
@@ -146,7 +146,8 @@ const NO_SLOT: u32 = u32::MAX;
 /// touching the event (see [`Sim::prefetch_next`]).
 ///
 /// Laid out as written (`repr(C)`), 80 bytes (a test checks): the slots lead its first cache
-/// line, and its second line starts 64 bytes after them, an address a prefetch can name. (In
+/// line, and the byte 64 after them, an address a prefetch can name, always lies on its second
+/// line (an event starts 0, 16, 32 or 48 bytes into a line: the allocators align to 16). (In
 /// the layout the compiler chose for the fields of a message's variant, the slots came after
 /// the message, at bytes 72-79, on the event's second line, which no prefetch asked for:
 /// finding where the event two ahead goes waited for memory, 8 % of a 6-run `cold-start`'s
@@ -159,7 +160,8 @@ pub(crate) struct Queued {
     /// A message's sender (a slot's id and address never change once it sends), or
     /// [`NO_SLOT`].
     from: u32,
-    /// `None` once taken.
+    /// `None` once taken (the slots then stay as they were, read by nothing until the entry is
+    /// used again).
     ev: Option<Ev>,
 }
 
@@ -580,6 +582,10 @@ impl Sim {
 
     /// Queues an event other than a message (see [`Sim::push_message`]).
     pub(crate) fn push(&mut self, at: Time, ev: Ev) {
+        debug_assert!(
+            !matches!(ev, Ev::Deliver(_)),
+            "a message is queued with its slots (push_message)"
+        );
         let to = match ev {
             Ev::Timer { node } => node,
             _ => NO_SLOT,
@@ -640,9 +646,9 @@ impl Sim {
     fn prefetch_next(&self) {
         let [next, second, third] = self.queue.next_handles();
         if let Some(h) = third {
-            // An event is 80 bytes, so it spans two cache lines: its first, and the line 64
-            // bytes on (an address only, never read; for one offset in four that an event can
-            // start at within a line, no event starts on that line).
+            // An event is 80 bytes, so it spans two cache lines (it starts 0, 16, 32 or 48 bytes
+            // into one): its first, and the line of the byte 64 after its slots (an address
+            // only, never read; for one of those offsets no event starts on that line).
             let q = &self.slab[h as usize];
             prefetch_index::prefetch_index(std::slice::from_ref(q), 0);
             prefetch_index::prefetch_index(std::slice::from_ref(&q.to), 64 / size_of::<u32>());
@@ -828,7 +834,7 @@ fn fnv(mut h: u64, words: &[u64]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    /// A queued event's slots lead it and its second cache line starts 64 bytes after them;
+    /// A queued event's slots lead it and the byte 64 after them is on its second cache line;
     /// 80 bytes in all, as the events in flight were counted before the slots moved out of the
     /// message's variant (the memory tables of `pastry-hops`' reports count them).
     #[test]

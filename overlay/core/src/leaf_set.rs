@@ -19,16 +19,6 @@ pub struct LeafSet {
 }
 
 impl LeafSet {
-    /// Prefetches each side's farthest member, which an offer beyond a full side is compared
-    /// with (a hint: nothing changes).
-    pub(crate) fn prefetch_ends(&self) {
-        for side in [&self.left, &self.right] {
-            if let Some(last) = side.len().checked_sub(1) {
-                prefetch_index::prefetch_index(side, last);
-            }
-        }
-    }
-
     /// An empty leaf set of `half` entries per side.
     pub fn new(me: NodeId, half: usize) -> Self {
         assert!(half > 0, "leaf set needs at least one entry per side");
@@ -37,6 +27,16 @@ impl LeafSet {
             half,
             left: Vec::with_capacity(half + 1),
             right: Vec::with_capacity(half + 1),
+        }
+    }
+
+    /// Prefetches each side's farthest member, which an offer beyond a full side is compared
+    /// with (a hint: nothing changes).
+    pub(crate) fn prefetch_ends(&self) {
+        for side in [&self.left, &self.right] {
+            if let Some(last) = side.len().checked_sub(1) {
+                prefetch_index::prefetch_index(side, last);
+            }
         }
     }
 

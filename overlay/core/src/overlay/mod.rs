@@ -5,7 +5,9 @@
 //! - `liveness`: pings, suspicion, death, re-probes, proximity probes;
 //! - `routing`: the next hop, hop acknowledgements and rerouting, delivery, lookups;
 //! - `join`: joining through contacts, refusals, cycles of joiners;
-//! - `membership`: announces, leaf-set exchange, repair, introductions, leave.
+//! - `membership`: announces, leaf-set exchange, repair, introductions, leave;
+//! - `search`: a joiner's search for the node nearest to it;
+//! - `prefetch`: hints for a driver that knows its next inputs ahead.
 //!
 //! These are one owner rather than four: the leaf set, the routing table and the liveness of
 //! their members are one consistency domain (every member is tracked and not dead, every

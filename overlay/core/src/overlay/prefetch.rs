@@ -28,9 +28,10 @@ impl Overlay {
     }
 
     /// Prefetches what learning a batch of candidates one by one reads that is most often out
-    /// of cache: their sets in the round-trip cache (see [`crate::rtt_cache::RttCache::warm`]) and their
-    /// routing-table slots. Nothing changes. (Looking the batch up in the probes' map too,
-    /// which has no prefetch, was measured slower: 1.4 % more CPU in `cold-start`.)
+    /// of cache: their sets in the round-trip cache (see
+    /// [`crate::rtt_cache::RttCache::warm`]) and their routing-table slots. Nothing changes.
+    /// (Looking the batch up in the probes' map too, which has no prefetch, was measured
+    /// slower: 1.4 % more CPU in `cold-start`.)
     pub(crate) fn warm(&self, infos: &[NodeInfo]) {
         self.rtt_cache.warm(infos.iter().map(|e| &e.id));
         for e in infos {

@@ -205,6 +205,7 @@ mod local;
 mod memory;
 pub mod node;
 mod overlay;
+mod probe_map;
 mod recent;
 pub mod routing_table;
 mod rtt_cache;

@@ -81,7 +81,7 @@ pub(crate) struct Dead {
 }
 
 /// An outstanding probe ping to a node that is not (necessarily) tracked.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Probe {
     pub(crate) nonce: u64,
     pub(crate) sent: Time,

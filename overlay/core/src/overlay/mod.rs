@@ -23,9 +23,10 @@ use petal_protocol::{NodeId, NodeInfo};
 
 use crate::budget::Owner;
 use crate::config::Config;
-use crate::id_map::{IdMap, SortedIdMap, TimedIdMap};
+use crate::id_map::{SortedIdMap, TimedIdMap};
 use crate::leaf_set::LeafSet;
 use crate::node::{Node, TimerKey};
+use crate::probe_map::ProbeMap;
 use crate::routing_table::RoutingTable;
 use crate::rtt_cache::RttCache;
 use crate::time::Time;
@@ -76,11 +77,13 @@ pub(crate) struct Overlay {
     /// The earliest time of the next re-probe of a dead node (see
     /// [`crate::Config::dead_probe_spacing`]).
     dead_probe_free: Time,
-    /// Outstanding probes, by candidate. A hash map, not a sorted one: a joining or growing
-    /// node has hundreds out at once, and every probe sent and answered inserted into or
-    /// removed from the middle of the sorted arrays (memmove was 5 % of a `cold-start` run's
-    /// time). Nothing iterates it but the invariant check. Emptied, it gives its room back.
-    probes: IdMap<Probe>,
+    /// Outstanding probes, by candidate. Hashed, not sorted: a joining or growing node has
+    /// hundreds out at once, and every probe sent and answered inserted into or removed from
+    /// the middle of the sorted arrays (memmove was 5 % of a `cold-start` run's time). Open
+    /// addressing over the ids' bits rather than `hashbrown`, so that a driver can prefetch
+    /// the slot a look-up starts at (see [`ProbeMap`]). Nothing iterates it but the invariant
+    /// check. Emptied, it gives its room back.
+    probes: ProbeMap<Probe>,
     /// The probes' deadlines `(deadline, id)` in the order they were set, which is their time
     /// order (every probe waits `ping_timeout`). They live here rather than in the timer heap:
     /// probes are most of a joining or growing node's timers, nearly all answered before
@@ -132,7 +135,7 @@ impl Overlay {
             peer_next: Some(None),
             dead: SortedIdMap::default(),
             dead_probe_free: Time::ZERO,
-            probes: IdMap::default(),
+            probes: ProbeMap::default(),
             probe_deadlines: VecDeque::new(),
             probe_next: None,
             rtt_cache: RttCache::new(rtt_key),
@@ -174,7 +177,7 @@ impl Overlay {
     fn reset(&mut self, me: NodeId, cfg: &Config) {
         self.reintroduce.clear();
         self.hops.clear();
-        self.probes = IdMap::default();
+        self.probes = ProbeMap::default();
         self.probe_deadlines = VecDeque::new();
         self.probe_next = None;
         self.rtt_cache.clear();
@@ -194,8 +197,7 @@ impl Overlay {
         m.routing_table += self.rt.heap_bytes();
         m.peers += self.peers.heap_bytes();
         m.rtt_cache += self.rtt_cache.heap_bytes();
-        m.probes += crate::memory::hash_bytes(&self.probes)
-            + crate::memory::deque_bytes(&self.probe_deadlines);
+        m.probes += self.probes.heap_bytes() + crate::memory::deque_bytes(&self.probe_deadlines);
         m.dead += self.dead.heap_bytes()
             + self
                 .dead
@@ -232,7 +234,8 @@ impl Overlay {
         }
     }
 
-    /// Takes probe `id` out; the map's room goes back once few probes are left.
+    /// Takes probe `id` out; the map's room goes back once few probes are left (all of it
+    /// when none is).
     pub(crate) fn remove_probe(&mut self, id: &NodeId) -> Option<Probe> {
         let p = self.probes.remove(id)?;
         if self.probe_next == Some(Some(p.deadline)) {
@@ -240,9 +243,7 @@ impl Overlay {
             // front one's probe holds the front deadline).
             self.probe_next = None;
         }
-        if self.probes.is_empty() {
-            self.probes = IdMap::default();
-        } else if self.probes.capacity() > 4 * self.probes.len() + 16 {
+        if self.probes.capacity() > 4 * self.probes.len() + 16 {
             self.probes.shrink_to(2 * self.probes.len());
         }
         Some(p)
@@ -406,7 +407,7 @@ impl Overlay {
                 "lookup timer lost"
             );
         }
-        for (id, p) in &self.probes {
+        for (id, p) in self.probes.iter() {
             assert!(
                 self.probe_deadlines.contains(&(p.deadline, *id)),
                 "probe deadline lost"

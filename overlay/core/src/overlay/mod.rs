@@ -278,18 +278,33 @@ impl Overlay {
             debug_assert_eq!(next, self.probe_deadlines.front().map(|&(t, _)| t));
             return next;
         }
+        // Most entries at the front are stale (their probes were answered) and each is a
+        // look-up in the probes' map, most often a miss: the slots of the few entries behind
+        // the one checked are prefetched, so that a run of stale ones waits once, not each.
+        const AHEAD: usize = 4;
+        for k in 1..=AHEAD {
+            self.prefetch_probe_deadline(k);
+        }
         while let Some(&(t, id)) = self.probe_deadlines.front() {
             if self.probe_live(t, id) {
                 self.probe_next = Some(Some(t));
                 return Some(t);
             }
             self.probe_deadlines.pop_front();
+            self.prefetch_probe_deadline(AHEAD);
         }
         if self.probe_deadlines.capacity() > 0 {
             self.probe_deadlines = VecDeque::new();
         }
         self.probe_next = Some(None);
         None
+    }
+
+    /// Prefetches the probes' map slot of the `k`-th deadline entry, if there is one.
+    fn prefetch_probe_deadline(&self, k: usize) {
+        if let Some(&(_, id)) = self.probe_deadlines.get(k) {
+            self.probes.prefetch(id);
+        }
     }
 
     /// The earliest probe deadline as a timer `(deadline, Probe(id))`, ties going to the

@@ -100,13 +100,24 @@ impl LeafSet {
     /// Offers `id`; returns whether either side changed and the ids each side pushed out (an
     /// evicted id may still sit on the other side).
     pub fn insert_evicting(&mut self, id: NodeId) -> (bool, [Option<NodeId>; 2]) {
+        let o = self.offer(id);
+        (o.entered, o.evicted)
+    }
+
+    /// Offers `id`: [`LeafSet::insert_evicting`], also saying whether `id` was a member
+    /// already (found by the same searches).
+    pub fn offer(&mut self, id: NodeId) -> Offered {
         if id == self.me {
-            return (false, [None, None]);
+            return Offered::default();
         }
         let me = self.me;
-        let (cw, e1) = insert_side(&mut self.right, self.half, id, |x| me.cw_distance(x));
-        let (ccw, e2) = insert_side(&mut self.left, self.half, id, |x| x.cw_distance(me));
-        (cw | ccw, [e1, e2])
+        let (cw, e1, m1) = insert_side(&mut self.right, self.half, id, |x| me.cw_distance(x));
+        let (ccw, e2, m2) = insert_side(&mut self.left, self.half, id, |x| x.cw_distance(me));
+        Offered {
+            entered: cw | ccw,
+            evicted: [e1, e2],
+            member: m1 | m2,
+        }
     }
 
     /// Heap bytes reserved for the members.
@@ -192,30 +203,84 @@ impl LeafSet {
     }
 }
 
+/// What offering a node to the leaf set did (see [`LeafSet::offer`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offered {
+    /// It entered (one side or both).
+    pub entered: bool,
+    /// The members it pushed out of a full side, one a side at most (an evicted id may still
+    /// sit on the other side).
+    pub evicted: [Option<NodeId>; 2],
+    /// It was a member already.
+    pub member: bool,
+}
+
+/// Offers `id` to one side: whether it entered, the member it pushed out, and whether it was
+/// a member of that side already.
 fn insert_side(
     side: &mut Vec<NodeId>,
     half: usize,
     id: NodeId,
     d: impl Fn(NodeId) -> u128,
-) -> (bool, Option<NodeId>) {
+) -> (bool, Option<NodeId>, bool) {
     let dist = d(id);
     // Most offers are of nodes beyond a full side: one comparison instead of a search (the
-    // search would find `pos >= half`, or `id` itself at the end).
-    if side.len() >= half && side.last().is_some_and(|&far| d(far) <= dist) {
-        return (false, None);
+    // search would find `pos >= half`, or `id` itself at the end; distances from one point are
+    // distinct, so an equal one is `id`).
+    if side.len() >= half
+        && let Some(&far) = side.last()
+        && d(far) <= dist
+    {
+        return (false, None, d(far) == dist);
     }
     let pos = side.partition_point(|&x| d(x) < dist);
-    if pos >= half || side.get(pos) == Some(&id) {
-        return (false, None);
+    if side.get(pos) == Some(&id) {
+        return (false, None, true);
+    }
+    if pos >= half {
+        return (false, None, false);
     }
     side.insert(pos, id);
     let evicted = if side.len() > half { side.pop() } else { None };
-    (true, evicted)
+    (true, evicted, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_says_whether_the_node_was_a_member() {
+        let mut l = LeafSet::new(NodeId(100), 2);
+        let was = |l: &mut LeafSet, id| {
+            let o = l.offer(NodeId(id));
+            (o.entered, o.member)
+        };
+        for id in [105, 110, 95, 90] {
+            assert_eq!(was(&mut l, id), (true, false), "{id} enters");
+        }
+        assert_eq!(l.right(), &[NodeId(105), NodeId(110)]);
+        assert_eq!(l.left(), &[NodeId(95), NodeId(90)]);
+        // The farthest member of a full side (found without a search), a nearer one, one of
+        // the other side.
+        for id in [110, 105, 90, 95] {
+            assert_eq!(was(&mut l, id), (false, true), "{id} is a member");
+        }
+        // Beyond both full sides, and this node itself.
+        assert_eq!(l.offer(NodeId(200)), Offered::default());
+        assert_eq!(l.offer(NodeId(100)), Offered::default());
+        // A nearer node pushes the farthest out of its side.
+        let o = l.offer(NodeId(102));
+        assert_eq!(
+            o,
+            Offered {
+                entered: true,
+                evicted: [Some(NodeId(110)), None],
+                member: false
+            }
+        );
+        l.check_invariants();
+    }
 
     #[test]
     fn keeps_nearest_on_each_side() {

@@ -77,15 +77,15 @@ impl Node {
             self.dead_rumour(now, info);
             return false;
         }
-        let (changed, evicted) = self.overlay.leaf.insert_evicting(id);
-        if changed {
+        let offered = self.overlay.leaf.offer(id);
+        if offered.entered {
             // A new neighbour means our neighbours' views likely differ from ours too: exchange
             // soon. Only an announcer told its other neighbours itself; a node heard of
             // second-hand, or one that spoke to us for another reason (an introduction, a leaf
             // set, a routed message), may be known to us alone.
             self.leaf_changed(now, heard != Heard::Announce);
             self.track(now, info);
-            for e in evicted.into_iter().flatten() {
+            for e in offered.evicted.into_iter().flatten() {
                 self.untrack_if_unused(e);
             }
             self.on_leaf_joined(id, direct);
@@ -110,8 +110,19 @@ impl Node {
         if self.overlay.rt.get(slot) == Some(id) {
             return false;
         }
-        // One search of the tracked peers for both questions (`rtt_us` asks them in turn).
-        let peer_rtt = self.overlay.peers.get(&id).map(|p| p.rtt.get());
+        // One search of the tracked peers for both questions (`rtt_us` asks them in turn), and
+        // none for most candidates: a tracked node is in the leaf set or the routing table
+        // (the overlay's invariant), and the table holds `id` only at `slot`, checked above,
+        // so a candidate that neither was a member nor entered is not tracked.
+        let peer_rtt = if offered.entered || offered.member {
+            self.overlay.peers.get(&id).map(|p| p.rtt.get())
+        } else {
+            debug_assert!(
+                !self.overlay.peers.contains_key(&id),
+                "{id:?} tracked, in no table"
+            );
+            None
+        };
         let tracked = peer_rtt.is_some();
         let rtt = match peer_rtt {
             Some(rtt) => rtt,

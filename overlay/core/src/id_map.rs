@@ -45,13 +45,6 @@ impl<V> SortedIdMap<V> {
         self.ids.len()
     }
 
-    /// Prefetches the id a search looks at first (a hint: see [`crate::Node::prefetch_state`]).
-    pub(crate) fn prefetch_middle(&self) {
-        if !self.ids.is_empty() {
-            prefetch_index::prefetch_index(&self.ids, self.ids.len() / 2);
-        }
-    }
-
     pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
         self.find(*id).is_ok()
     }
@@ -142,11 +135,21 @@ impl<V> SortedIdMap<V> {
 /// peer up several times (a message's sender; a peer whose timer fired), and only the first
 /// search then reads the ids. The position is a guess, checked before use (entries shift as
 /// others come and go), so it never changes what a look-up finds.
+///
+/// Otherwise a look-up scans the ids' tags ([`tag`]: 2 bytes an entry, a few lines for a
+/// node's peers) and compares the whole id only where the tag matches, instead of a binary
+/// search through the ids (16 bytes an entry), each step of which waits for the line the
+/// last one named: the tags' lines can be prefetched before the input (their addresses are
+/// known), and the entry's id and value are then two misses that overlap. A node's peers
+/// share their high bits with it (leaf-set members and the deep routing-table rows), so the
+/// tag is the id's low bits.
 #[derive(Clone, Debug)]
 pub(crate) struct TimedIdMap<V> {
     map: SortedIdMap<V>,
     /// `dues[i]` is the deadline of the entry at position `i` of `map`.
     dues: Vec<Time>,
+    /// `tags[i]` is the [`tag`] of the id at position `i` of `map`.
+    tags: Vec<u16>,
     /// The position of the entry found last.
     last: Cell<u32>,
     /// The position of the earliest deadline when [`TimedIdMap::earliest`] last looked.
@@ -158,33 +161,71 @@ impl<V> Default for TimedIdMap<V> {
         Self {
             map: SortedIdMap::default(),
             dues: Vec::new(),
+            tags: Vec::new(),
             last: Cell::new(0),
             earliest_at: Cell::new(0),
         }
     }
 }
 
+/// The tag of an id in a [`TimedIdMap`]: its low 16 bits.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the low 16 bits are the tag"
+)]
+fn tag(id: NodeId) -> u16 {
+    id.get() as u16
+}
+
+/// The position of `id` among `ids`, whose tags are `tags` (see [`TimedIdMap`]): the tags are
+/// compared 16 at a time into a bit mask (a few vector instructions), the ids only where a
+/// tag matches.
+fn find_tagged(tags: &[u16], ids: &[NodeId], id: NodeId) -> Option<usize> {
+    let t = tag(id);
+    for (c, chunk) in tags.chunks(16).enumerate() {
+        let mut hits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (k, &x)| m | (u32::from(x == t) << k));
+        while hits != 0 {
+            let i = c * 16 + hits.trailing_zeros() as usize;
+            if ids[i] == id {
+                return Some(i);
+            }
+            hits &= hits - 1;
+        }
+    }
+    None
+}
+
 impl<V> TimedIdMap<V> {
-    /// [`SortedIdMap::find`], trying the last position found first.
-    fn find(&self, id: NodeId) -> Result<usize, usize> {
+    /// Where `id` is: the last position found first, then by the tags.
+    fn find(&self, id: NodeId) -> Option<usize> {
         let last = self.last.get() as usize;
         if self.map.ids.get(last) == Some(&id) {
-            return Ok(last);
+            return Some(last);
         }
-        let found = self.map.find(id);
-        if let Ok(i) = found {
+        let found = find_tagged(&self.tags, &self.map.ids, id);
+        debug_assert_eq!(found, self.map.find(id).ok());
+        if let Some(i) = found {
             self.last.set(u32::try_from(i).unwrap_or(0));
         }
         found
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
+    /// A hint: starts loading the tags, whose lines every look-up reads.
+    pub(crate) fn prefetch_tags(&self) {
+        let Some(end) = self.tags.len().checked_sub(1) else {
+            return;
+        };
+        // 32 tags a line (and the last tag, for an unaligned end).
+        for i in (0..end).step_by(32).chain([end]) {
+            prefetch_index::prefetch_index(&self.tags, i);
+        }
     }
 
-    /// See [`SortedIdMap::prefetch_middle`].
-    pub(crate) fn prefetch_middle(&self) {
-        self.map.prefetch_middle();
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
     }
 
     /// A hint: starts loading the id and the value of the entry whose deadline
@@ -203,20 +244,20 @@ impl<V> TimedIdMap<V> {
     }
 
     pub(crate) fn contains_key(&self, id: &NodeId) -> bool {
-        self.find(*id).is_ok()
+        self.find(*id).is_some()
     }
 
     pub(crate) fn get(&self, id: &NodeId) -> Option<&V> {
-        self.find(*id).ok().map(|i| &self.map.values[i])
+        self.find(*id).map(|i| &self.map.values[i])
     }
 
     pub(crate) fn get_mut(&mut self, id: &NodeId) -> Option<&mut V> {
-        self.find(*id).ok().map(|i| &mut self.map.values[i])
+        self.find(*id).map(|i| &mut self.map.values[i])
     }
 
     /// The entry of `id` and its deadline.
     pub(crate) fn get_with_due(&self, id: &NodeId) -> Option<(&V, Time)> {
-        let i = self.find(*id).ok()?;
+        let i = self.find(*id)?;
         Some((&self.map.values[i], self.dues[i]))
     }
 
@@ -228,9 +269,12 @@ impl<V> TimedIdMap<V> {
         } else {
             if self.dues.len() == self.dues.capacity() {
                 // Grow as the map's arrays do (by a quarter).
-                self.dues.reserve_exact(self.dues.len() / 4 + 4);
+                let more = self.dues.len() / 4 + 4;
+                self.dues.reserve_exact(more);
+                self.tags.reserve_exact(more);
             }
             self.dues.insert(i, due);
+            self.tags.insert(i, tag(id));
         }
         old
     }
@@ -238,9 +282,11 @@ impl<V> TimedIdMap<V> {
     pub(crate) fn remove(&mut self, id: &NodeId) -> Option<V> {
         let (i, value) = self.map.remove_full(id)?;
         self.dues.remove(i);
+        self.tags.remove(i);
         if self.dues.capacity() > 2 * self.dues.len() + 8 {
-            self.dues
-                .shrink_to(self.dues.len() + self.dues.len() / 4 + 4);
+            let keep = self.dues.len() + self.dues.len() / 4 + 4;
+            self.dues.shrink_to(keep);
+            self.tags.shrink_to(keep);
         }
         Some(value)
     }
@@ -248,17 +294,25 @@ impl<V> TimedIdMap<V> {
     /// Sets the deadline of `id`; false when `id` is absent.
     pub(crate) fn set_due(&mut self, id: NodeId, due: Time) -> bool {
         match self.find(id) {
-            Ok(i) => {
+            Some(i) => {
                 self.dues[i] = due;
                 true
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
     /// Panics unless every entry has its deadline.
     pub(crate) fn check_invariants(&self) {
         assert_eq!(self.dues.len(), self.map.len(), "a deadline per entry");
+        assert!(
+            self.map
+                .ids
+                .iter()
+                .map(|&id| tag(id))
+                .eq(self.tags.iter().copied()),
+            "a tag per entry, its id's"
+        );
     }
 
     /// The earliest deadline and its id (ties: the smallest id), if any entry.
@@ -276,14 +330,17 @@ impl<V> TimedIdMap<V> {
         })
     }
 
-    /// Heap bytes reserved (ids, values and deadlines).
+    /// Heap bytes reserved (ids, values, deadlines and tags).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.map.heap_bytes() + crate::memory::vec_bytes(&self.dues)
+        self.map.heap_bytes()
+            + crate::memory::vec_bytes(&self.dues)
+            + crate::memory::vec_bytes(&self.tags)
     }
 
     pub(crate) fn clear(&mut self) {
         self.map.clear();
         self.dues = Vec::new();
+        self.tags = Vec::new();
     }
 
     /// Ids in ascending order.
@@ -378,8 +435,11 @@ mod tests {
         fn timed_map_matches_a_btree_map(ops in proptest::collection::vec((0u8..4, 0u128..64, 0u64..20), 0..600)) {
             let mut map: TimedIdMap<u64> = TimedIdMap::default();
             let mut model = std::collections::BTreeMap::new();
+            // Ids that share their tag (low bits) in fives, so that look-ups compare whole ids
+            // behind matching tags, across several 16-tag chunks.
+            let id_of = |raw: u128| NodeId((raw << 100) | (raw % 5));
             for (op, id, t) in ops {
-                let id = NodeId(id << 100 | id);
+                let id = id_of(id);
                 let due = Time::from_micros(t);
                 match op {
                     0 | 1 => proptest::prop_assert_eq!(
@@ -398,14 +458,15 @@ mod tests {
                 proptest::prop_assert_eq!(map.earliest(), want);
                 // Look-ups try the position found last, or the earliest's (`recall_earliest`),
                 // stale once entries move: they still find exactly the model's entries.
-                let raw = (id.get() + 17) % 64;
-                let other = NodeId(raw << 100 | raw);
+                let other = id_of(((id.get() >> 100) + 17) % 64);
                 proptest::prop_assert_eq!(map.get(&other), model.get(&other).map(|(v, _)| v));
                 map.recall_earliest();
                 proptest::prop_assert_eq!(map.get(&other), model.get(&other).map(|(v, _)| v));
                 proptest::prop_assert_eq!(map.contains_key(&id), model.contains_key(&id));
-                // The deadlines' room follows the map's own, entry for entry.
+                // The deadlines' and tags' room follows the map's own, entry for entry.
                 proptest::prop_assert_eq!(map.dues.capacity(), map.map.ids.capacity());
+                proptest::prop_assert_eq!(map.tags.capacity(), map.map.ids.capacity());
+                map.check_invariants();
             }
             let got: Vec<_> = map.iter().map(|(k, v, d)| (*k, *v, d)).collect();
             let want: Vec<_> = model.iter().map(|(k, (v, d))| (*k, *v, *d)).collect();

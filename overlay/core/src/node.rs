@@ -457,10 +457,10 @@ impl Node {
     }
 
     /// A hint like [`Node::prefetch_state`]: starts loading what handling a message from
-    /// `from` reads first (the first step of the tracked peers' search, `from`'s set in the
-    /// round-trip cache, its routing-table slot and the leaf set's two ends) and the timer
-    /// heap's earliest entry, which the driver's `poll_timeout` after it reads. Best called
-    /// once `prefetch_state`'s loads have arrived.
+    /// `from` reads first (the tags by which the tracked peers are searched, `from`'s set in
+    /// the round-trip cache, its routing-table slot, the leaf set's two ends and its slot in
+    /// the probes' map) and the timer heap's earliest entry, which the driver's
+    /// `poll_timeout` after it reads. Best called once `prefetch_state`'s loads have arrived.
     pub fn prefetch_message_from(&self, from: NodeId) {
         self.overlay.prefetch_from(from);
         if let Some(top) = self.timers.peek() {

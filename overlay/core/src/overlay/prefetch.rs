@@ -18,12 +18,13 @@ impl Overlay {
         crate::node::prefetch_ref(&self.probes);
     }
 
-    /// Prefetches what hearing from `from` reads first: the first step of the tracked peers'
-    /// search, its set in the round-trip cache, its routing-table slot, the leaf set's ends
-    /// and its slot in the probes' map (a pong answers a probe; a ping from a candidate is
-    /// answered by one) (see [`Node::prefetch_message_from`]).
+    /// Prefetches what hearing from `from` reads first: the tags by which the tracked peers
+    /// are searched (see [`crate::id_map::TimedIdMap`]), its set in the round-trip cache, its
+    /// routing-table slot, the leaf set's ends and its slot in the probes' map (a pong answers
+    /// a probe; a ping from a candidate is answered by one) (see
+    /// [`Node::prefetch_message_from`]).
     pub(crate) fn prefetch_from(&self, from: NodeId) {
-        self.peers.prefetch_middle();
+        self.peers.prefetch_tags();
         self.rtt_cache.warm(std::iter::once(&from));
         self.rt.prefetch(from);
         self.leaf.prefetch_ends();

@@ -168,6 +168,18 @@ impl<V> Default for TimedIdMap<V> {
     }
 }
 
+/// Starts loading every line of `items` (a hint).
+fn prefetch_all<T>(items: &[T]) {
+    let Some(end) = items.len().checked_sub(1) else {
+        return;
+    };
+    // An item a line apart each step (and the last one, for an unaligned end).
+    let step = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    for i in (0..end).step_by(step).chain([end]) {
+        prefetch_index::prefetch_index(items, i);
+    }
+}
+
 /// The tag of an id in a [`TimedIdMap`]: its low 16 bits.
 #[expect(
     clippy::cast_possible_truncation,
@@ -213,15 +225,10 @@ impl<V> TimedIdMap<V> {
         found
     }
 
-    /// A hint: starts loading the tags, whose lines every look-up reads.
+    /// A hint: starts loading the tags, whose lines a look-up reads (unless the position
+    /// found last is the one).
     pub(crate) fn prefetch_tags(&self) {
-        let Some(end) = self.tags.len().checked_sub(1) else {
-            return;
-        };
-        // 32 tags a line (and the last tag, for an unaligned end).
-        for i in (0..end).step_by(32).chain([end]) {
-            prefetch_index::prefetch_index(&self.tags, i);
-        }
+        prefetch_all(&self.tags);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -302,7 +309,7 @@ impl<V> TimedIdMap<V> {
         }
     }
 
-    /// Panics unless every entry has its deadline.
+    /// Panics unless every entry has its deadline and its id's tag.
     pub(crate) fn check_invariants(&self) {
         assert_eq!(self.dues.len(), self.map.len(), "a deadline per entry");
         assert!(
@@ -435,8 +442,8 @@ mod tests {
         fn timed_map_matches_a_btree_map(ops in proptest::collection::vec((0u8..4, 0u128..64, 0u64..20), 0..600)) {
             let mut map: TimedIdMap<u64> = TimedIdMap::default();
             let mut model = std::collections::BTreeMap::new();
-            // Ids that share their tag (low bits) in fives, so that look-ups compare whole ids
-            // behind matching tags, across several 16-tag chunks.
+            // Ids in five tag classes (their low bits), about 13 ids each, so that look-ups
+            // compare whole ids behind matching tags, across several 16-tag chunks.
             let id_of = |raw: u128| NodeId((raw << 100) | (raw % 5));
             for (op, id, t) in ops {
                 let id = id_of(id);

@@ -13,7 +13,7 @@
 //! slots on average), deletions by backward shift (no tombstones), so its state is a function
 //! of its contents and the order they came in. Ids are random, but a hostile peer could
 //! choose ids that share a home slot: the map is bounded by `max_probes`, so a look-up reads
-//! at most that many slots. Nothing iterates it but invariant checks; the order they see is
+//! at most one slot more than that. Nothing iterates it but invariant checks; the order they see is
 //! the table's, deterministic for a given history.
 
 use petal_protocol::NodeId;
@@ -121,23 +121,30 @@ impl<V: Copy + Default> ProbeMap<V> {
         self.get(id).is_some()
     }
 
-    /// Sets `id`'s value, giving back the one it replaced.
+    /// Sets `id`'s value, giving back the one it replaced. Only a new entry grows the table.
     pub(crate) fn insert(&mut self, id: NodeId, value: V) -> Option<V> {
+        let mut at = if self.len == 0 {
+            None
+        } else {
+            Some(self.find(id))
+        };
+        if let Some(Ok(i)) = at {
+            return Some(std::mem::replace(&mut self.slots[i].value, value));
+        }
         if (self.len + 1) * 2 > self.slots.len() {
             self.rebuild((self.slots.len() * 2).max(MIN_SLOTS));
+            at = None;
         }
-        match self.find(id) {
-            Ok(i) => Some(std::mem::replace(&mut self.slots[i].value, value)),
-            Err(i) => {
-                self.slots[i] = Slot {
-                    id,
-                    value,
-                    used: true,
-                };
-                self.len += 1;
-                None
-            }
-        }
+        let Err(i) = at.unwrap_or_else(|| self.find(id)) else {
+            unreachable!("an id found absent above");
+        };
+        self.slots[i] = Slot {
+            id,
+            value,
+            used: true,
+        };
+        self.len += 1;
+        None
     }
 
     /// Takes `id`'s entry out. The entries after it in its run move back into the gap
@@ -200,6 +207,27 @@ impl<V: Copy + Default> ProbeMap<V> {
         }
     }
 
+    /// Panics unless the table is consistent: empty exactly when it holds nothing, else a
+    /// power of two of at least [`MIN_SLOTS`] slots at most half used, `len` the slots used,
+    /// and every entry found where it is (no free slot between its home and it).
+    pub(crate) fn check_invariants(&self) {
+        assert_eq!(
+            self.slots.is_empty(),
+            self.len == 0,
+            "an empty map holds no room"
+        );
+        if self.slots.is_empty() {
+            return;
+        }
+        assert!(self.slots.len().is_power_of_two() && self.slots.len() >= MIN_SLOTS);
+        let used = self.slots.iter().filter(|s| s.used).count();
+        assert_eq!(used, self.len, "len counts the slots used");
+        assert!(self.len * 2 <= self.slots.len(), "at most half full");
+        for (i, s) in self.slots.iter().enumerate().filter(|(_, s)| s.used) {
+            assert_eq!(self.find(s.id), Ok(i), "entry {:?} unreachable", s.id);
+        }
+    }
+
     /// The entries, in the table's order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&NodeId, &V)> {
         self.slots
@@ -234,9 +262,11 @@ mod tests {
 
     #[test]
     fn a_probe_slot_is_48_bytes_with_its_flag_last() {
-        // A probe is three 8-byte fields (nonce, sent, deadline).
-        assert_eq!(std::mem::size_of::<Slot<[u64; 3]>>(), 48);
-        assert_eq!(std::mem::offset_of!(Slot<[u64; 3]>, used), 40);
+        // A probe is three 8-byte fields (nonce, sent, deadline): `[u64; 3]`'s size and
+        // alignment, which the overlay's liveness tests pin for `Probe` itself.
+        type ProbeSlot = Slot<[u64; 3]>;
+        assert_eq!(std::mem::size_of::<ProbeSlot>(), 48);
+        assert_eq!(std::mem::offset_of!(ProbeSlot, used), 40);
     }
 
     #[test]
@@ -257,6 +287,57 @@ mod tests {
         for (k, id) in ids.iter().enumerate() {
             assert_eq!(m.get(id).copied(), (k % 3 != 0).then_some(k));
         }
+    }
+
+    /// The ids whose home slot is `home` in a table of `2^bits` slots, the first `n` of them.
+    fn homed_at(home_slot: usize, bits: u32, n: usize) -> Vec<NodeId> {
+        (1..u128::MAX)
+            .map(NodeId)
+            .filter(|id| home(*id, bits) == home_slot)
+            .take(n)
+            .collect()
+    }
+
+    #[test]
+    fn a_run_that_wraps_round_the_table_closes_up_when_its_head_goes() {
+        // Eight slots: two ids at home in the last slot and one at home in the first. In goes
+        // a (slot 7), then b (home 7, wraps to 0), d (home 0, to 1), c (home 7, to 2).
+        let ids = homed_at(7, 3, 3);
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
+        let d = homed_at(0, 3, 1)[0];
+        let mut m = ProbeMap::default();
+        for (k, id) in [a, b, d, c].into_iter().enumerate() {
+            assert_eq!(m.insert(id, k), None);
+        }
+        assert_eq!(m.slots.len(), 8);
+        let at = |m: &ProbeMap<usize>, id| m.find(id).ok();
+        assert_eq!([a, b, d, c].map(|id| at(&m, id)), [7, 0, 1, 2].map(Some));
+        // Replacing a value in a half-full table does not grow it.
+        assert_eq!(m.insert(d, 9), Some(2));
+        assert_eq!(m.slots.len(), 8);
+        // a's removal moves each entry after it back across the end of the table.
+        assert_eq!(m.remove(&a), Some(0));
+        m.check_invariants();
+        assert_eq!([b, d, c].map(|id| at(&m, id)), [7, 0, 1].map(Some));
+        assert_eq!([b, d, c].map(|id| m.get(&id).copied()), [1, 9, 3].map(Some));
+        assert_eq!(m.get(&a), None);
+
+        // Entries past the end whose homes lie between the gap and them stay: x (home 6, slot
+        // 6), y (home 7, slot 7), z (home 0, slot 0), w (home 7, wraps to 1); x goes.
+        let (x, y, z) = (
+            homed_at(6, 3, 1)[0],
+            homed_at(7, 3, 1)[0],
+            homed_at(0, 3, 1)[0],
+        );
+        let w = homed_at(7, 3, 2)[1];
+        let mut m = ProbeMap::default();
+        for (k, id) in [x, y, z, w].into_iter().enumerate() {
+            assert_eq!(m.insert(id, k), None);
+        }
+        assert_eq!([x, y, z, w].map(|id| at(&m, id)), [6, 7, 0, 1].map(Some));
+        assert_eq!(m.remove(&x), Some(0));
+        m.check_invariants();
+        assert_eq!([y, z, w].map(|id| at(&m, id)), [7, 0, 1].map(Some));
     }
 
     #[test]
@@ -293,7 +374,11 @@ mod tests {
                     _ => m.shrink_to(v as usize % 64),
                 }
                 prop_assert_eq!(m.len(), model.len());
-                prop_assert!(m.len() * 2 <= m.slots.len() || m.slots.is_empty());
+                m.check_invariants();
+                // Present or absent, every look-up agrees with the model's.
+                prop_assert_eq!(m.get(&id), model.get(&id));
+                let other = NodeId(id.get() ^ 1);
+                prop_assert_eq!(m.get(&other), model.get(&other));
             }
             for (id, v) in &model {
                 prop_assert_eq!(m.get(id), Some(v));

@@ -638,4 +638,11 @@ mod tests {
         );
         assert!(std::mem::size_of::<crate::node::TimerKey>() <= 24);
     }
+
+    #[test]
+    fn a_probe_is_three_words() {
+        // The probes' map lays out 48-byte slots around it (see `probe_map`'s tests).
+        assert_eq!(std::mem::size_of::<Probe>(), 24);
+        assert_eq!(std::mem::align_of::<Probe>(), 8);
+    }
 }

@@ -385,6 +385,7 @@ impl Overlay {
         self.leaf.check_invariants();
         self.rt.check_invariants();
         self.peers.check_invariants();
+        self.probes.check_invariants();
         for id in self.leaf.members().chain(self.rt.entries()) {
             assert!(self.peers.contains_key(&id), "member {id:?} not tracked");
             assert!(!self.dead.contains_key(&id), "member {id:?} is also dead");

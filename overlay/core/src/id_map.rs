@@ -211,10 +211,12 @@ fn find_tagged(tags: &[u16], ids: &[NodeId], id: NodeId) -> Option<usize> {
 }
 
 impl<V> TimedIdMap<V> {
-    /// Where `id` is: the last position found first, then by the tags.
+    /// Where `id` is: the last position found first, then by the tags. The last position's
+    /// tag is compared before its id, so that a look-up of another id reads no id but those
+    /// its tag matches (the tags' lines are the ones a driver prefetches).
     fn find(&self, id: NodeId) -> Option<usize> {
         let last = self.last.get() as usize;
-        if self.map.ids.get(last) == Some(&id) {
+        if self.tags.get(last) == Some(&tag(id)) && self.map.ids.get(last) == Some(&id) {
             return Some(last);
         }
         let found = find_tagged(&self.tags, &self.map.ids, id);

@@ -12,7 +12,12 @@
 //! Latency is measured twice: as everything else, and once more with this process and every
 //! server it starts pinned to CPU 0 (it runs itself again under `taskset -c 0`), where a
 //! cross-CPU wake-up (~110 us on this machine kind) does not swamp the figures.
+//!
+//! Every figure is measured `--rounds` times (3 by default; each round runs every workload of
+//! every system once, the systems one after another) and reported as the median with the
+//! range; each round also measures the machine's floor ([`baseline`]: raw loopback TCP).
 
+mod baseline;
 mod font;
 mod report;
 mod systems;
@@ -35,8 +40,46 @@ pub struct Figure {
     pub value: f64,
     /// True when lower is better (latency).
     pub lower_better: bool,
-    /// Anything the reader must know (losses).
-    pub note: String,
+    /// Events written off as lost (pub/sub and streams), summed over the rounds.
+    pub lost: u64,
+    /// The figure of each round (`value` is their median).
+    pub values: Vec<f64>,
+}
+
+/// The system name of the machine's own floor ([`baseline`]), not a system compared.
+pub const BASELINE: &str = "raw loopback TCP";
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The rounds' figures merged: one per row and system (in first-seen order), its value the
+/// median of the rounds', its losses summed.
+fn merge(rounds: Vec<Vec<Figure>>) -> Vec<Figure> {
+    let mut out: Vec<Figure> = Vec::new();
+    for f in rounds.into_iter().flatten() {
+        match out
+            .iter_mut()
+            .find(|g| g.row == f.row && g.system == f.system)
+        {
+            Some(g) => {
+                g.values.extend(f.values);
+                g.lost += f.lost;
+            }
+            None => out.push(f),
+        }
+    }
+    for f in &mut out {
+        f.value = median(&f.values);
+    }
+    out
 }
 
 struct Args {
@@ -47,6 +90,10 @@ struct Args {
     petald_args: Vec<String>,
     nats: String,
     pinned: bool,
+    /// `--rounds`: how many times every figure is measured.
+    rounds: usize,
+    /// `--from`: a results.json to write the report from, measuring nothing.
+    from: Option<String>,
     /// `--only`: run only the rows whose name contains one of these (all when empty).
     only: Vec<String>,
     /// For `--zenoh-router`: the router to link to (given before `--zenoh-router`).
@@ -67,6 +114,9 @@ Options:
                        --petald-arg --busy-poll-us --petald-arg 50
   --nats-server PATH   the nats-server binary (default nats-server)
   --only TEXT          run only the rows whose name contains TEXT (repeatable)
+  --rounds N           measure every figure N times; report the median and the range
+                       (default 3)
+  --from FILE          write the report (in --out) from a results.json, measuring nothing
   -h, --help           this text
 (--pinned-latency, --zenoh-router and --zenoh-connect are for the harness's own child
 processes.)
@@ -80,6 +130,8 @@ fn args() -> Result<Args> {
         petald_args: Vec::new(),
         nats: "nats-server".into(),
         pinned: false,
+        rounds: 3,
+        from: None,
         only: Vec::new(),
         zenoh_connect: None,
     };
@@ -94,6 +146,11 @@ fn args() -> Result<Args> {
             "--nats-server" => a.nats = v()?,
             "--pinned-latency" => a.pinned = true,
             "--only" => a.only.push(v()?),
+            "--from" => a.from = Some(v()?),
+            "--rounds" => {
+                a.rounds = v()?.parse()?;
+                anyhow::ensure!(a.rounds > 0, "--rounds must be at least 1");
+            }
             "--zenoh-connect" => a.zenoh_connect = Some(v()?),
             "--zenoh-router" => {
                 let endpoint = v()?;
@@ -326,14 +383,55 @@ async fn start(a: &Args) -> Result<(Vec<Server>, Vec<Sys>, Vec<petal_node::NodeH
     Ok((servers, one, vec![node_one, node_a, node_b]))
 }
 
-fn fig(row: &str, sys: &Sys, value: f64, lower_better: bool, note: String) -> Figure {
+fn fig(row: &str, sys: &Sys, value: f64, lower_better: bool, lost: u64) -> Figure {
+    figure(row, sys.name(), value, lower_better, lost)
+}
+
+fn figure(row: &str, system: &'static str, value: f64, lower_better: bool, lost: u64) -> Figure {
     Figure {
         row: row.into(),
-        system: sys.name(),
+        system,
         value,
         lower_better,
-        note,
+        lost,
+        values: vec![value],
     }
+}
+
+/// The machine's floor in this round ([`baseline`]): the round trip (tagged ` (pinned)` in the
+/// pinned run) and, unpinned, the stream.
+async fn baseline_rows(a: &Args, d: Duration, tag: &str) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    if a.wants(&format!("round trip p50 us{tag}")) || a.wants(&format!("round trip p99 us{tag}")) {
+        eprintln!("{BASELINE}: round trip{tag}");
+        let (p50, p99) = tokio::task::spawn_blocking(move || baseline::round_trip(d)).await??;
+        out.push(figure(
+            &format!("round trip p50 us{tag}"),
+            BASELINE,
+            p50,
+            true,
+            0,
+        ));
+        out.push(figure(
+            &format!("round trip p99 us{tag}"),
+            BASELINE,
+            p99,
+            true,
+            0,
+        ));
+    }
+    if tag.is_empty() && a.wants("stream, 64 KiB writes, MB/s") {
+        eprintln!("{BASELINE}: stream of 64 KiB writes");
+        let mbs = tokio::task::spawn_blocking(move || baseline::stream(64 << 10, d)).await??;
+        out.push(figure(
+            "stream, 64 KiB writes, MB/s",
+            BASELINE,
+            mbs,
+            false,
+            0,
+        ));
+    }
+    Ok(out)
 }
 
 async fn latency_rows(systems: &[Sys], d: Duration, tag: &str) -> Result<Vec<Figure>> {
@@ -341,20 +439,8 @@ async fn latency_rows(systems: &[Sys], d: Duration, tag: &str) -> Result<Vec<Fig
     for sys in systems {
         eprintln!("{}: request latency{tag}", sys.name());
         let (p50, p99) = workloads::latency(sys, d).await?;
-        out.push(fig(
-            &format!("request p50 us{tag}"),
-            sys,
-            p50,
-            true,
-            String::new(),
-        ));
-        out.push(fig(
-            &format!("request p99 us{tag}"),
-            sys,
-            p99,
-            true,
-            String::new(),
-        ));
+        out.push(fig(&format!("request p50 us{tag}"), sys, p50, true, 0));
+        out.push(fig(&format!("request p99 us{tag}"), sys, p99, true, 0));
     }
     Ok(out)
 }
@@ -378,7 +464,7 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
                 sys,
                 r,
                 false,
-                String::new(),
+                0,
             ));
         }
         for (size, label) in [(8, "8 B"), (1024, "1 KiB")] {
@@ -392,12 +478,7 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
                 }
                 eprintln!("{}: pub/sub {label} to {subs}", sys.name());
                 let f = workloads::fanout(sys, subs, size, d).await?;
-                let note = if f.lost > 0 {
-                    format!("{} lost", f.lost)
-                } else {
-                    String::new()
-                };
-                out.push(fig(&row, sys, f.per_s, false, note));
+                out.push(fig(&row, sys, f.per_s, false, f.lost));
             }
         }
         if !a.wants("stream, 64 KiB messages, MB/s") {
@@ -405,17 +486,12 @@ async fn run_all(a: &Args, systems: &[Sys]) -> Result<Vec<Figure>> {
         }
         eprintln!("{}: stream of 64 KiB messages", sys.name());
         let f = workloads::stream(sys, 64 << 10, d).await?;
-        let note = if f.lost > 0 {
-            format!("{} lost", f.lost)
-        } else {
-            String::new()
-        };
         out.push(fig(
             "stream, 64 KiB messages, MB/s",
             sys,
             f.bytes_per_s / 1e6,
             false,
-            note,
+            f.lost,
         ));
     }
     Ok(out)
@@ -428,6 +504,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
     let a = args()?;
+    if let Some(from) = &a.from {
+        let rows =
+            report::from_json(&std::fs::read(from).with_context(|| format!("reading {from}"))?)?;
+        let rounds = rows.iter().map(|f| f.values.len()).max().unwrap_or(1);
+        report::write(&a.out, &rows, a.duration, rounds)?;
+        print!("{}\n{}", report::table(&rows), report::verdicts(&rows));
+        return Ok(());
+    }
     // Pinned, one worker thread serves every end (workers sharing one CPU would only add
     // switches between them; Zenoh refuses a current-thread runtime); unpinned, one per CPU.
     let rt = if a.pinned {
@@ -446,19 +530,36 @@ fn main() -> Result<()> {
 /// The whole run: start the systems, measure, write the report.
 async fn run(a: Args) -> Result<()> {
     let (_servers, systems, nodes) = start(&a).await?;
+    let mut rounds = Vec::new();
+    for round in 1..=a.rounds {
+        eprintln!("round {round} of {}", a.rounds);
+        let tag = if a.pinned { " (pinned)" } else { "" };
+        let mut rows = baseline_rows(&a, a.duration, tag).await?;
+        if a.pinned {
+            rows.extend(latency_rows(&systems, a.duration, tag).await?);
+        } else {
+            rows.extend(run_all(&a, &systems).await?);
+        }
+        rounds.push(rows);
+    }
+    let mut rows = merge(rounds);
     if a.pinned {
-        let rows = latency_rows(&systems, a.duration, " (pinned)").await?;
         println!("{}", report::to_json(&rows));
         return Ok(());
     }
-    let mut rows = run_all(&a, &systems).await?;
     rows.retain(|f| a.wants(&f.row));
     drop(nodes);
-    if a.wants("request p50 us (pinned)") || a.wants("request p99 us (pinned)") {
+    let pinned = ["request", "round trip"].iter().flat_map(|w| {
+        [
+            format!("{w} p50 us (pinned)"),
+            format!("{w} p99 us (pinned)"),
+        ]
+    });
+    if pinned.into_iter().any(|row| a.wants(&row)) {
         rows.extend(pinned_rows(&a)?);
     }
-    report::write(&a.out, &rows, a.duration)?;
-    print!("{}", report::table(&rows));
+    report::write(&a.out, &rows, a.duration, a.rounds)?;
+    print!("{}\n{}", report::table(&rows), report::verdicts(&rows));
     Ok(())
 }
 
@@ -476,6 +577,8 @@ fn pinned_rows(a: &Args) -> Result<Vec<Figure>> {
             &a.nats,
         ])
         .args(["--duration-s", &a.duration.as_secs_f64().to_string()])
+        .args(["--rounds", &a.rounds.to_string()])
+        .args(a.only.iter().flat_map(|o| ["--only", o.as_str()]))
         .args(
             a.petald_args
                 .iter()
@@ -488,4 +591,70 @@ fn pinned_rows(a: &Args) -> Result<Vec<Figure>> {
     let mut rows = report::from_json(&pinned.stdout)?;
     rows.retain(|f| a.wants(&f.row));
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(row: &str, system: &'static str, value: f64, lost: u64) -> Figure {
+        figure(row, system, value, false, lost)
+    }
+
+    #[test]
+    fn rounds_merge_into_medians_with_losses_summed() {
+        let (a, b) = ("petald (relay v1)", "NATS");
+        let rounds = vec![
+            vec![f("x", a, 3.0, 1), f("x", b, 10.0, 0)],
+            vec![f("x", b, 30.0, 0), f("x", a, 1.0, 0)],
+            vec![f("x", a, 2.0, 4), f("y", a, 7.0, 0), f("x", b, 20.0, 0)],
+        ];
+        let m = merge(rounds);
+        let got: Vec<_> = m
+            .iter()
+            .map(|g| (g.row.as_str(), g.system, g.value, g.lost, g.values.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x", a, 2.0, 5, 3),
+                ("x", b, 20.0, 0, 3),
+                ("y", a, 7.0, 0, 1)
+            ]
+        );
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn verdicts_judge_medians_against_the_targets() {
+        let lat = |system, v| figure("request p50 us (pinned)", system, v, true, 0);
+        let rows = vec![
+            lat("petald (relay v1)", 30.0),
+            lat("Petal embedded", 3.0),
+            lat("NATS", 20.0),
+            f("requests/s, 64 in flight", "petald (relay v1)", 300e3, 0),
+            f("requests/s, 256 in flight", "petald (relay v1)", 450e3, 0),
+            f("requests/s, 256 in flight", "NATS", 500e3, 0),
+        ];
+        let v = report::verdicts(&rows);
+        assert!(v.contains("| local request p50 <= 25 us, pinned | petald (relay v1) | 30.0 (request p50 us (pinned)) | **missed** |"), "{v}");
+        assert!(v.contains("| local request p50 <= 25 us, pinned | Petal embedded | 3.0 (request p50 us (pinned)) | met |"), "{v}");
+        // The best of 64 and 256 in flight is judged.
+        assert!(v.contains("| local requests/s >= 400 k | petald (relay v1) | 450 k (requests/s, 256 in flight) | met |"), "{v}");
+        // Below NATS on both rows it shares with it.
+        assert!(
+            v.contains(
+                "- petald (relay v1), request p50 us (pinned): 30.0 against 20.0 (NATS), 0.667x"
+            ),
+            "{v}"
+        );
+        assert!(
+            v.contains(
+                "- petald (relay v1), requests/s, 256 in flight: 450 k against 500 k (NATS), 0.900x"
+            ),
+            "{v}"
+        );
+        assert!(!v.contains("Petal embedded, request p50"), "{v}");
+    }
 }

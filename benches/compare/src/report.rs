@@ -26,30 +26,37 @@ pub fn to_json(rows: &[Figure]) -> Value {
         rows.iter()
             .map(|f| {
                 json!({"row": f.row, "system": f.system, "value": f.value,
-                       "lower_better": f.lower_better, "note": f.note})
+                       "rounds": f.values, "lower_better": f.lower_better, "lost": f.lost})
             })
             .collect(),
     )
 }
 
 pub fn from_json(bytes: &[u8]) -> Result<Vec<Figure>> {
-    let v: Value = serde_json::from_slice(bytes).context("the pinned phase's JSON")?;
+    let v: Value = serde_json::from_slice(bytes).context("a results JSON")?;
     let arr = v.as_array().context("an array")?;
     arr.iter()
         .map(|f| {
             let system = f["system"].as_str().context("system")?;
-            // The names are the systems' own static names.
+            // The names are the systems' own static names (or the floor's).
             let system = crate::systems::NAMES
                 .iter()
+                .chain([&crate::BASELINE])
                 .find(|n| **n == system)
                 .copied()
                 .context("a known system")?;
+            let value = f["value"].as_f64().context("value")?;
+            let values = match f["rounds"].as_array() {
+                Some(v) => v.iter().filter_map(Value::as_f64).collect(),
+                None => vec![value],
+            };
             Ok(Figure {
                 row: f["row"].as_str().context("row")?.to_owned(),
                 system,
-                value: f["value"].as_f64().context("value")?,
+                value,
                 lower_better: f["lower_better"].as_bool().unwrap_or(false),
-                note: f["note"].as_str().unwrap_or_default().to_owned(),
+                lost: f["lost"].as_u64().unwrap_or(0),
+                values,
             })
         })
         .collect()
@@ -85,27 +92,53 @@ fn num(v: f64) -> String {
     }
 }
 
+/// A figure's cell: the median, then the range of the rounds (when more than one) and the
+/// events lost (when any).
+fn cell(f: &Figure) -> String {
+    let mut c = num(f.value);
+    if f.values.len() > 1 {
+        let lo = f.values.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = f.values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let _ = write!(c, " ({}-{})", num(lo), num(hi));
+    }
+    if f.lost > 0 {
+        let _ = write!(c, ", {} lost", f.lost);
+    }
+    c
+}
+
 /// Petal's figure against the best of the other systems on the row: above 1 means Petal is
 /// better by that factor (for latency: the others' time over Petal's).
 fn ratio(rows: &[Figure], row: &str, petal: &str, systems: &[&str]) -> Option<f64> {
+    best_other(rows, row, petal, systems).map(|(r, _)| r)
+}
+
+/// [`ratio`] and the best other system's figure.
+fn best_other<'a>(
+    rows: &'a [Figure],
+    row: &str,
+    petal: &str,
+    systems: &[&str],
+) -> Option<(f64, &'a Figure)> {
     let p = get(rows, row, petal)?;
     let others = systems
         .iter()
         .filter(|s| !is_petal(s))
-        .filter_map(|s| get(rows, row, s).map(|f| f.value));
+        .filter_map(|s| get(rows, row, s));
     let best = if p.lower_better {
-        others.fold(f64::INFINITY, f64::min)
+        others.min_by(|a, b| a.value.total_cmp(&b.value))
     } else {
-        others.fold(0.0, f64::max)
-    };
-    if !best.is_finite() || best <= 0.0 || p.value <= 0.0 {
+        others.max_by(|a, b| a.value.total_cmp(&b.value))
+    }?;
+    if !best.value.is_finite() || best.value <= 0.0 || p.value <= 0.0 {
         return None;
     }
-    Some(if p.lower_better {
-        best / p.value
+    let r = if p.lower_better {
+        best.value / p.value
     } else {
-        p.value / best
-    })
+        p.value / best.value
+    };
+    Some((r, best))
 }
 
 /// The figures of the systems in `group` only.
@@ -116,9 +149,164 @@ fn only(rows: &[Figure], group: &[&str]) -> Vec<Figure> {
         .collect()
 }
 
+/// One of issue 20's targets: `bound` is a floor (or, for latency rows, a ceiling) on the
+/// median of each of `systems` on `rows`.
+struct Target {
+    what: &'static str,
+    rows: &'static [&'static str],
+    systems: &'static [&'static str],
+    bound: f64,
+    /// Judged on every row (else on the best of them, as requests/s at 64 or 256 in flight).
+    each: bool,
+}
+
+const LOCAL: &[&str] = &["petald (relay v1)", "Petal embedded"];
+const TWO: &[&str] = &["petald, 2 nodes", "Petal embedded, 2 nodes"];
+const REQUESTS: &[&str] = &["requests/s, 64 in flight", "requests/s, 256 in flight"];
+const EVENTS: &[&str] = &[
+    "events delivered/s, 8 B, 1 subscriber",
+    "events delivered/s, 8 B, 10 subscribers",
+];
+
+const TARGETS: [Target; 7] = [
+    Target {
+        what: "local request p50 <= 25 us, pinned",
+        rows: &["request p50 us (pinned)"],
+        systems: LOCAL,
+        bound: 25.0,
+        each: true,
+    },
+    Target {
+        what: "local requests/s >= 400 k",
+        rows: REQUESTS,
+        systems: LOCAL,
+        bound: 400e3,
+        each: false,
+    },
+    Target {
+        what: "publish >= 2.5 M delivered/s through the relay",
+        rows: EVENTS,
+        systems: &["petald (relay v1)"],
+        bound: 2.5e6,
+        each: true,
+    },
+    Target {
+        what: "publish >= 5 M delivered/s embedded",
+        rows: EVENTS,
+        systems: &["Petal embedded"],
+        bound: 5e6,
+        each: true,
+    },
+    Target {
+        what: "across two nodes >= 1 M events/s",
+        rows: EVENTS,
+        systems: TWO,
+        bound: 1e6,
+        each: true,
+    },
+    Target {
+        what: "across two nodes >= 200 k requests/s",
+        rows: REQUESTS,
+        systems: TWO,
+        bound: 200e3,
+        each: false,
+    },
+    Target {
+        what: "one tunnel >= 1.5 GB/s encrypted across nodes",
+        rows: &["stream, 64 KiB messages, MB/s"],
+        systems: TWO,
+        bound: 1500.0,
+        each: true,
+    },
+];
+
+/// The targets judged on this run's medians, and every row where a Petal system is below the
+/// best other system of its table (the issue's "at least NATS's and Zenoh's figure").
+pub fn verdicts(rows: &[Figure]) -> String {
+    let mut s = String::from(
+        "### Issue 20's targets, judged on this run's medians\n\n\
+         | target | system | measured | verdict |\n|---|---|---|---|\n",
+    );
+    for t in &TARGETS {
+        for sys in t.systems {
+            let figures: Vec<&Figure> = t.rows.iter().filter_map(|r| get(rows, r, sys)).collect();
+            let judged: Vec<&Figure> = if t.each {
+                figures
+            } else {
+                let better = |a: &&Figure, b: &&Figure| {
+                    let (x, y) = if a.lower_better {
+                        (b.value, a.value)
+                    } else {
+                        (a.value, b.value)
+                    };
+                    x.total_cmp(&y)
+                };
+                figures.into_iter().max_by(better).into_iter().collect()
+            };
+            for f in judged {
+                let met = if f.lower_better {
+                    f.value <= t.bound
+                } else {
+                    f.value >= t.bound
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {sys} | {} ({}) | {} |",
+                    t.what,
+                    num(f.value),
+                    f.row,
+                    if met { "met" } else { "**missed**" }
+                );
+            }
+        }
+    }
+    s.push_str("\nRows where a Petal system is below the best other system of its table:");
+    let mut below = Vec::new();
+    for group in groups() {
+        let rows = only(rows, group);
+        let (names, systems) = layout(&rows);
+        for row in &names {
+            for p in systems.iter().filter(|s| is_petal(s)) {
+                if let (Some(f), Some((r, best))) =
+                    (get(&rows, row, p), best_other(&rows, row, p, &systems))
+                    && r < 1.0
+                {
+                    below.push(format!(
+                        "{p}, {row}: {} against {} ({}), {r:.3}x",
+                        num(f.value),
+                        num(best.value),
+                        best.system
+                    ));
+                }
+            }
+        }
+    }
+    if below.is_empty() {
+        s.push_str(" none.\n");
+    } else {
+        s.push('\n');
+        for b in below {
+            let _ = writeln!(s, "- {b}");
+        }
+    }
+    s
+}
+
 /// One table per group of systems (one node, two nodes), each with its Petal ratio columns.
 pub fn table(rows: &[Figure]) -> String {
     let mut s = String::new();
+    let floor: Vec<&Figure> = rows
+        .iter()
+        .filter(|f| f.system == crate::BASELINE)
+        .collect();
+    if !floor.is_empty() {
+        s.push_str("### This machine's floor in this run (raw loopback TCP, no system)\n\n");
+        s.push_str("| measure | raw loopback TCP |\n|---|---|\n");
+        for f in floor {
+            let _ = writeln!(s, "| {} | {} |", f.row, cell(f));
+        }
+        s.push('\n');
+    }
     for (i, group) in groups().iter().enumerate() {
         let rows = only(rows, group);
         if rows.is_empty() {
@@ -156,11 +344,8 @@ fn group_table(rows: &[Figure]) -> String {
         let _ = write!(s, "| {row} |");
         for sys in &systems {
             match get(rows, row, sys) {
-                Some(f) if f.note.is_empty() => {
-                    let _ = write!(s, " {} |", num(f.value));
-                }
                 Some(f) => {
-                    let _ = write!(s, " {} ({}) |", num(f.value), f.note);
+                    let _ = write!(s, " {} |", cell(f));
                 }
                 None => s.push_str(" - |"),
             }
@@ -178,7 +363,7 @@ fn group_table(rows: &[Figure]) -> String {
     s
 }
 
-pub fn write(out: &str, rows: &[Figure], d: Duration) -> Result<()> {
+pub fn write(out: &str, rows: &[Figure], d: Duration, rounds: usize) -> Result<()> {
     let dir = Path::new(out);
     std::fs::create_dir_all(dir)?;
     std::fs::write(
@@ -189,21 +374,30 @@ pub fn write(out: &str, rows: &[Figure], d: Duration) -> Result<()> {
     let md = format!(
         "# Petal against NATS and Zenoh\n\n\
          Written by `petal-compare` (benches/compare; see its README.md for the command), \
-         {} s per phase, {cpus} CPUs, one run. Both ends of every workload run in the harness's \
+         {} s per phase, {cpus} CPUs, {rounds} round{}: each round runs every workload of every \
+         system once, the systems one after another, and each figure is the median of the \
+         rounds' with their range in brackets. The floor table measures the machine itself in \
+         the same rounds: one-byte round trips and a stream of 64 KiB writes over loopback TCP \
+         between two threads of the harness, blocking sockets, nothing else (every request \
+         crosses loopback TCP twice, through a broker four times; the machine's speed here \
+         moves by up to a half between nights, so read a figure against the floor beside it). \
+         Both ends of every workload run in the harness's \
          process, as tasks on its runtime's workers, allocating with mimalloc; brokers \
          (petald, nats-server, the Zenoh router) in their own processes. Ratios: Petal's \
          figure against the best other system on the row, above 1 when Petal is better (for \
          latency, the others' time over Petal's). Pub/sub publishers keep at most 1,000 events \
          per subscriber undelivered (a publisher with a full window sleeps until a quarter of \
-         it is free); losses are noted. Streams: a Petal tunnel; one subscriber \
+         it is free); losses are noted, summed over the rounds. Streams: a Petal tunnel; one subscriber \
          of a topic for the others. Two nodes: two petald linked by Noise (the relay on both \
          ends), two embedded nodes in the harness linked by Noise, two nats-servers in a \
          cluster, two Zenoh routers linked to each other (Zenoh peers have no such form: each \
-         session is a node already); NATS and Zenoh links are not encrypted.\n\n{}\n\
+         session is a node already); NATS and Zenoh links are not encrypted.\n\n{}\n{}\n\
          ![one node, relative figures](compare.png)\n\n\
          ![two nodes, relative figures](compare-two-nodes.png)\n",
         d.as_secs_f64(),
-        table(rows)
+        if rounds == 1 { "" } else { "s" },
+        table(rows),
+        verdicts(rows)
     );
     std::fs::write(dir.join("README.md"), md)?;
     let [one, two] = groups();

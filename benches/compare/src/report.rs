@@ -382,8 +382,9 @@ pub fn write(out: &str, rows: &[Figure], d: Duration, rounds: usize) -> Result<(
          {} s per phase, {cpus} CPUs, {rounds} round{}: each round runs every workload of every \
          system once, the systems one after another, and each figure is the median of the \
          rounds' with their range in brackets. The floor table measures the machine itself in \
-         the same rounds: one-byte round trips and a stream of 64 KiB writes over loopback TCP \
-         between two threads of the harness, blocking sockets, nothing else (every request \
+         the same run (unpinned in every round, pinned in every round of the pinned phase): \
+         one-byte round trips and a stream of 64 KiB writes over loopback TCP between two \
+         threads of the harness, blocking sockets, nothing else (every request \
          crosses loopback TCP twice, through a broker four times; the machine's speed here \
          moves by up to a half between nights, so read a figure against the floor beside it). \
          Both ends of every workload run in the harness's \

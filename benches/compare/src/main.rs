@@ -50,7 +50,7 @@ pub struct Figure {
 pub const BASELINE: &str = "raw loopback TCP";
 
 /// The median of `v` (the mean of the middle two for an even count); NaN when empty.
-fn median(v: &[f64]) -> f64 {
+pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -86,6 +86,8 @@ struct Args {
     duration: Duration,
     out: String,
     petald: String,
+    /// `--petald-b`: a second petald build, measured beside the first in every round (A/B).
+    petald_b: Option<String>,
     /// `--petald-arg`: extra arguments of every petald started (e.g. `--busy-poll-us 50`).
     petald_args: Vec<String>,
     nats: String,
@@ -110,6 +112,8 @@ Options:
   --duration-s S       length of each measured phase, seconds (default 3)
   --out DIR            where the report goes (default reports/compare)
   --petald PATH        the petald binary (default target/release/petald)
+  --petald-b PATH      a second petald build, run beside the first in every round as
+                       \"petald B\" (one node and two nodes); the report adds B against A
   --petald-arg ARG     an extra argument of every petald started (repeatable), e.g.
                        --petald-arg --busy-poll-us --petald-arg 50
   --nats-server PATH   the nats-server binary (default nats-server)
@@ -127,6 +131,7 @@ fn args() -> Result<Args> {
         duration: Duration::from_secs(3),
         out: "reports/compare".into(),
         petald: "target/release/petald".into(),
+        petald_b: None,
         petald_args: Vec::new(),
         nats: "nats-server".into(),
         pinned: false,
@@ -142,6 +147,7 @@ fn args() -> Result<Args> {
             "--duration-s" => a.duration = Duration::from_secs_f64(v()?.parse()?),
             "--out" => a.out = v()?,
             "--petald" => a.petald = v()?,
+            "--petald-b" => a.petald_b = Some(v()?),
             "--petald-arg" => a.petald_args.push(v()?),
             "--nats-server" => a.nats = v()?,
             "--pinned-latency" => a.pinned = true,
@@ -217,12 +223,13 @@ async fn wait_port(port: u16, what: &str) -> Result<()> {
 /// `listen`, seeded to `seed`.
 async fn petald(
     a: &Args,
+    bin: &str,
     key: &petal_node::NetworkKey,
     port: u16,
     listen: &str,
     seed: Option<&str>,
 ) -> Result<Server> {
-    let mut cmd = Command::new(&a.petald);
+    let mut cmd = Command::new(bin);
     cmd.args(["--dev", "--log", "warn", "--admin", "off", "--no-discovery"])
         .args(["--port", &port.to_string()])
         .args(["--listen", listen])
@@ -234,7 +241,7 @@ async fn petald(
     cmd.args(&a.petald_args);
     let child = cmd
         .spawn()
-        .with_context(|| format!("starting {} (cargo build --release -p petald)", a.petald))?;
+        .with_context(|| format!("starting {bin} (cargo build --release -p petald)"))?;
     let server = Server(child);
     wait_port(port, "petald").await?;
     Ok(server)
@@ -312,22 +319,30 @@ async fn start(a: &Args) -> Result<(Vec<Server>, Vec<Sys>, Vec<petal_node::NodeH
 
     // The one-node rows get nodes of their own: a Petal node in a ring of two would send half
     // the groups' traffic through the other one (a group's root is where its key lands).
-    let port_one = free_port()?;
-    let listen_one = format!("127.0.0.1:{}", free_port()?);
-    servers.push(petald(a, &key, port_one, &listen_one, None).await?);
-    one.push(Sys::Relay {
-        front: port_one,
-        back: port_one,
-    });
-    let (port_a, port_b) = (free_port()?, free_port()?);
-    let listen_a = format!("127.0.0.1:{}", free_port()?);
-    servers.push(petald(a, &key, port_a, &listen_a, None).await?);
-    let listen_b = format!("127.0.0.1:{}", free_port()?);
-    servers.push(petald(a, &key, port_b, &listen_b, Some(&listen_a)).await?);
-    two.push(Sys::Relay {
-        front: port_a,
-        back: port_b,
-    });
+    // In an A/B run the second build runs on nodes of its own, right after the first in
+    // every round.
+    let builds =
+        std::iter::once((a.petald.as_str(), false)).chain(a.petald_b.as_deref().map(|p| (p, true)));
+    for (bin, b) in builds {
+        let port_one = free_port()?;
+        let listen_one = format!("127.0.0.1:{}", free_port()?);
+        servers.push(petald(a, bin, &key, port_one, &listen_one, None).await?);
+        one.push(Sys::Relay {
+            front: port_one,
+            back: port_one,
+            b,
+        });
+        let (port_a, port_b) = (free_port()?, free_port()?);
+        let listen_a = format!("127.0.0.1:{}", free_port()?);
+        servers.push(petald(a, bin, &key, port_a, &listen_a, None).await?);
+        let listen_b = format!("127.0.0.1:{}", free_port()?);
+        servers.push(petald(a, bin, &key, port_b, &listen_b, Some(&listen_a)).await?);
+        two.push(Sys::Relay {
+            front: port_a,
+            back: port_b,
+            b,
+        });
+    }
 
     let node_one = embedded(&key, None).await?;
     one.push(Sys::Embedded {
@@ -573,6 +588,7 @@ fn pinned_rows(a: &Args) -> Result<Vec<Figure>> {
         ])
         .args(["--duration-s", &a.duration.as_secs_f64().to_string()])
         .args(["--rounds", &a.rounds.to_string()])
+        .args(a.petald_b.iter().flat_map(|p| ["--petald-b", p.as_str()]))
         .args(a.only.iter().flat_map(|o| ["--only", o.as_str()]))
         .args(
             a.petald_args
@@ -666,5 +682,52 @@ mod tests {
         has("- petald (relay v1), requests/s, 256 in flight: 450 k against 500 k (NATS), 0.900x");
         has("- Petal embedded, requests/s, 256 in flight: 390 k against 500 k (NATS), 0.780x");
         assert!(!v.contains("64 in flight: "), "{v}");
+    }
+
+    #[test]
+    fn ab_ratios_pair_the_rounds() {
+        let with = |row: &str, system, lower, values: &[f64]| {
+            let mut g = figure(row, system, 0.0, lower, 0);
+            g.values = values.to_vec();
+            g
+        };
+        let rows = merge(vec![vec![
+            // B twice as fast, then as fast, then half as fast: ratios 2, 1, 0.5 (lower is
+            // better, so A's time over B's).
+            with(
+                "request p50 us (pinned)",
+                "petald (relay v1)",
+                true,
+                &[20.0, 20.0, 20.0],
+            ),
+            with(
+                "request p50 us (pinned)",
+                "petald B (relay v1)",
+                true,
+                &[10.0, 20.0, 40.0],
+            ),
+            // Higher is better: B's over A's, paired by round (not by sorted value).
+            with(
+                "requests/s, 256 in flight",
+                "petald, 2 nodes",
+                false,
+                &[100.0, 200.0, 400.0],
+            ),
+            with(
+                "requests/s, 256 in flight",
+                "petald B, 2 nodes",
+                false,
+                &[110.0, 180.0, 440.0],
+            ),
+        ]]);
+        let t = report::ab_table(&rows);
+        let has = |line: &str| assert!(t.contains(line), "{line}\nnot in\n{t}");
+        has(
+            "| petald B (relay v1) against petald (relay v1) | request p50 us (pinned) | 1.000x (0.500-2.000) |",
+        );
+        has(
+            "| petald B, 2 nodes against petald, 2 nodes | requests/s, 256 in flight | 1.100x (0.900-1.100) |",
+        );
+        assert!(report::ab_table(&rows[..1]).is_empty());
     }
 }

@@ -14,7 +14,8 @@ use crate::Figure;
 /// The systems of each table: one node (broker), then two.
 fn groups() -> [&'static [&'static str]; 2] {
     let names: &'static [&'static str] = &crate::systems::NAMES;
-    [&names[..5], &names[5..]]
+    let one = crate::systems::ONE_NODE;
+    [&names[..one], &names[one..]]
 }
 
 fn is_petal(system: &str) -> bool {
@@ -297,6 +298,51 @@ pub fn verdicts(rows: &[Figure]) -> String {
     s
 }
 
+/// The A/B pairs of an A/B run (`--petald-b`).
+const PAIRS: [(&str, &str); 2] = [
+    ("petald (relay v1)", "petald B (relay v1)"),
+    ("petald, 2 nodes", "petald B, 2 nodes"),
+];
+
+/// In an A/B run, B's figure against A's on every row, round by round (each round measures B
+/// right after A): the median of the rounds' ratios and their range, above 1 when B is better
+/// (for latency, A's time over B's). Empty when no B ran.
+pub fn ab_table(rows: &[Figure]) -> String {
+    let mut lines = Vec::new();
+    for (a, b) in PAIRS {
+        let (names, _) = layout(rows);
+        for row in &names {
+            let (Some(fa), Some(fb)) = (get(rows, row, a), get(rows, row, b)) else {
+                continue;
+            };
+            let ratios: Vec<f64> = fa
+                .values
+                .iter()
+                .zip(&fb.values)
+                .filter(|(x, y)| **x > 0.0 && **y > 0.0)
+                .map(|(x, y)| if fa.lower_better { x / y } else { y / x })
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            lines.push(format!(
+                "| {b} against {a} | {row} | {:.3}x ({lo:.3}-{hi:.3}) |",
+                crate::median(&ratios)
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n### B against A, round by round (above 1: B better)\n\n\
+         | systems | workload | median ratio (range) |\n|---|---|---|\n{}\n",
+        lines.join("\n")
+    )
+}
+
 /// One table per group of systems (one node, two nodes), each with its Petal ratio columns.
 pub fn table(rows: &[Figure]) -> String {
     let mut s = String::new();
@@ -324,6 +370,7 @@ pub fn table(rows: &[Figure]) -> String {
         });
         s.push_str(&group_table(&rows));
     }
+    s.push_str(&ab_table(rows));
     s
 }
 
@@ -386,7 +433,7 @@ pub fn write(out: &str, rows: &[Figure], d: Duration, rounds: usize) -> Result<(
          one-byte round trips and a stream of 64 KiB writes over loopback TCP between two \
          threads of the harness, blocking sockets, nothing else (every request \
          crosses loopback TCP twice, through a broker four times; the machine's speed here \
-         moves by up to a half between nights, so read a figure against the floor beside it). \
+         moves a lot between nights, so read a figure against the floor beside it). \
          Both ends of every workload run in the harness's \
          process, as tasks on its runtime's workers, allocating with mimalloc; brokers \
          (petald, nats-server, the Zenoh router) in their own processes. Ratios: Petal's \
@@ -421,6 +468,7 @@ fn chart(path: &Path, rows: &[Figure]) -> Result<()> {
         RGBColor(60, 120, 200),
         RGBColor(60, 160, 90),
         RGBColor(140, 90, 180),
+        RGBColor(120, 120, 120),
     ];
     let height = 60 + 26 * names.len() as u32 * (systems.len() as u32 + 1) / 2;
     let root = BitMapBackend::new(path, (1200, height.max(400))).into_drawing_area();
@@ -450,7 +498,7 @@ fn chart(path: &Path, rows: &[Figure]) -> Result<()> {
     }
     for (si, sys) in systems.iter().enumerate() {
         // One colour per family (petald, embedded, NATS, Zenoh ...) in both charts.
-        const FAMILY: [usize; 9] = [0, 1, 2, 3, 4, 0, 1, 2, 4];
+        const FAMILY: [usize; 11] = [0, 1, 2, 3, 4, 5, 0, 1, 2, 4, 5];
         let family = crate::systems::NAMES
             .iter()
             .position(|n| n == sys)

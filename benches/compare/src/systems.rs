@@ -30,6 +30,8 @@ pub enum Sys {
     Relay {
         front: u16,
         back: u16,
+        /// The second `petald` build of an A/B run (`--petald-b`).
+        b: bool,
     },
     Embedded {
         front: petal_node::LocalConnector,
@@ -50,24 +52,30 @@ pub enum Sys {
 }
 
 /// Every system's name, as [`Sys::name`] gives it: the one-node systems, then the two-node
-/// ones.
-pub const NAMES: [&str; 9] = [
+/// ones (the first [`ONE_NODE`] are one-node). The `petald B` ones run only in an A/B run
+/// (`--petald-b`).
+pub const NAMES: [&str; 11] = [
     "petald (relay v1)",
     "Petal embedded",
     "NATS",
     "Zenoh peer",
     "Zenoh router",
+    "petald B (relay v1)",
     "petald, 2 nodes",
     "Petal embedded, 2 nodes",
     "NATS, 2 servers",
     "Zenoh, 2 routers",
+    "petald B, 2 nodes",
 ];
+
+/// How many of [`NAMES`] are one-node systems.
+pub const ONE_NODE: usize = 6;
 
 impl Sys {
     /// True when the two ends attach to two different nodes (brokers).
     pub fn two_nodes(&self) -> bool {
         match self {
-            Sys::Relay { front, back } => front != back,
+            Sys::Relay { front, back, .. } => front != back,
             Sys::Embedded { two, .. } => *two,
             Sys::Nats { front, back } | Sys::ZenohRouter { front, back } => front != back,
             Sys::ZenohPeer { .. } => false,
@@ -76,16 +84,18 @@ impl Sys {
 
     pub fn name(&self) -> &'static str {
         match (self, self.two_nodes()) {
-            (Sys::Relay { .. }, false) => NAMES[0],
+            (Sys::Relay { b: false, .. }, false) => NAMES[0],
+            (Sys::Relay { b: true, .. }, false) => NAMES[5],
             (Sys::Embedded { .. }, false) => NAMES[1],
             (Sys::Nats { .. }, false) => NAMES[2],
             // Zenoh peers have no two-node form: every session is a node already.
             (Sys::ZenohPeer { .. }, _) => NAMES[3],
             (Sys::ZenohRouter { .. }, false) => NAMES[4],
-            (Sys::Relay { .. }, true) => NAMES[5],
-            (Sys::Embedded { .. }, true) => NAMES[6],
-            (Sys::Nats { .. }, true) => NAMES[7],
-            (Sys::ZenohRouter { .. }, true) => NAMES[8],
+            (Sys::Relay { b: false, .. }, true) => NAMES[6],
+            (Sys::Embedded { .. }, true) => NAMES[7],
+            (Sys::Nats { .. }, true) => NAMES[8],
+            (Sys::ZenohRouter { .. }, true) => NAMES[9],
+            (Sys::Relay { b: true, .. }, true) => NAMES[10],
         }
     }
 }
@@ -224,7 +234,7 @@ impl Requester {
 /// A Petal connection at the front node, or at the back one.
 async fn petal_connect(sys: &Sys, back: bool) -> Result<petal_client::Connection> {
     Ok(match sys {
-        Sys::Relay { front, back: b } => {
+        Sys::Relay { front, back: b, .. } => {
             petal_client::Connection::connect(if back { *b } else { *front }).await?
         }
         Sys::Embedded { front, back: b, .. } => {

@@ -612,6 +612,13 @@ mod tests {
         figure(row, system, value, false, lost)
     }
 
+    /// A figure measured in several rounds (`merge` takes the median).
+    fn rounds(row: &str, system: &'static str, lower: bool, values: &[f64]) -> Figure {
+        let mut g = figure(row, system, 0.0, lower, 0);
+        g.values = values.to_vec();
+        g
+    }
+
     #[test]
     fn rounds_merge_into_medians_with_losses_summed() {
         let (a, b) = ("petald (relay v1)", "NATS");
@@ -640,11 +647,6 @@ mod tests {
 
     #[test]
     fn verdicts_judge_medians_against_the_targets() {
-        let rounds = |row: &str, system, lower, values: &[f64]| {
-            let mut g = figure(row, system, 0.0, lower, 0);
-            g.values = values.to_vec();
-            g
-        };
         let lat = |system, values: &[f64]| rounds("request p50 us (pinned)", system, true, values);
         let rows = merge(vec![vec![
             // Median 30 (a mean of 20.3 would pass the target).
@@ -686,11 +688,7 @@ mod tests {
 
     #[test]
     fn ab_ratios_pair_the_rounds() {
-        let with = |row: &str, system, lower, values: &[f64]| {
-            let mut g = figure(row, system, 0.0, lower, 0);
-            g.values = values.to_vec();
-            g
-        };
+        let with = rounds;
         let rows = merge(vec![vec![
             // B twice as fast, then as fast, then half as fast: ratios 2, 1, 0.5 (lower is
             // better, so A's time over B's).

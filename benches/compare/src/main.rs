@@ -418,24 +418,22 @@ fn figure(row: &str, system: &'static str, value: f64, lower_better: bool, lost:
 /// read against it.
 async fn baseline_rows(d: Duration, tag: &str) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
-    {
-        eprintln!("{BASELINE}: round trip{tag}");
-        let (p50, p99) = tokio::task::spawn_blocking(move || baseline::round_trip(d)).await??;
-        out.push(figure(
-            &format!("round trip p50 us{tag}"),
-            BASELINE,
-            p50,
-            true,
-            0,
-        ));
-        out.push(figure(
-            &format!("round trip p99 us{tag}"),
-            BASELINE,
-            p99,
-            true,
-            0,
-        ));
-    }
+    eprintln!("{BASELINE}: round trip{tag}");
+    let (p50, p99) = tokio::task::spawn_blocking(move || baseline::round_trip(d)).await??;
+    out.push(figure(
+        &format!("round trip p50 us{tag}"),
+        BASELINE,
+        p50,
+        true,
+        0,
+    ));
+    out.push(figure(
+        &format!("round trip p99 us{tag}"),
+        BASELINE,
+        p99,
+        true,
+        0,
+    ));
     if tag.is_empty() {
         eprintln!("{BASELINE}: stream of 64 KiB writes");
         let mbs = tokio::task::spawn_blocking(move || baseline::stream(64 << 10, d)).await??;
